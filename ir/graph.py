@@ -1,0 +1,204 @@
+"""The wsec IR: one typed dataflow graph that travels the whole pipeline.
+
+Graph level: `Node`s are ONNX-like ops (op = ONNX op type) on typed `Value`s.
+Kernel level: `Kernel`s (a Node subclass) implement fused groups of graph
+ops (kept in `body`) and are connected by `Edge`s that carry bytes per
+sample. Passes enrich the same objects in place: a kernel gains `knobs`
+after sizing, a `rect` after placement, an `sram` map after allocation; an
+edge gains a `color` and `routes` after routing. `Module.properties` records
+which of those stages hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .types import ConstData, TensorType
+
+# Stage properties a pass may require / ensure, in pipeline order.
+PROPERTIES = ("canonical", "kernels", "sized", "placed", "routed", "allocated")
+
+# Router ports. RAMP is the link between a router and its own core.
+PORTS = ("N", "E", "S", "W", "RAMP")
+
+# Pseudo kernel names for host I/O endpoints of edges.
+HOST = "@host"
+
+AttrValue = int | float | str | list[int] | list[float] | list[str]
+
+
+@dataclass
+class Value:
+    """A single-assignment tensor value; `const` is set for constants."""
+
+    name: str
+    type: TensorType
+    const: ConstData | None = None
+
+
+@dataclass
+class Node:
+    """A graph-level operation (ONNX semantics for `op`, default domain).
+
+    `inputs` may contain "" for an omitted optional input, as in ONNX.
+    """
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, AttrValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A placed rectangle of PEs: lower-left corner (x, y), width w, height h."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    @property
+    def x1(self) -> int:
+        return self.x + self.w
+
+    @property
+    def y1(self) -> int:
+        return self.y + self.h
+
+    def overlaps(self, o: Rect) -> bool:
+        return self.x < o.x1 and o.x < self.x1 and self.y < o.y1 and o.y < self.y1
+
+    def contains(self, x: int, y: int) -> bool:
+        return self.x <= x < self.x1 and self.y <= y < self.y1
+
+    def centre(self) -> tuple[float, float]:
+        return (self.x + self.w / 2.0, self.y + self.h / 2.0)
+
+
+@dataclass
+class SramRegion:
+    """One named region of a PE's SRAM map (byte offset and size)."""
+
+    name: str
+    offset: int
+    size: int
+
+
+@dataclass
+class Kernel(Node):
+    """A kernel of the kernel library: a rectangle of PEs running `body`.
+
+    `kind` names the kernel kind in `wsec.ir.kernels`; `dims` are the problem
+    dimensions its cost model reads; `origin` lists the ONNX node names it
+    implements. Pass-provided fields are None until that pass has run.
+    """
+
+    kind: str = ""
+    dims: dict[str, int] = field(default_factory=dict)
+    body: list[Node] = field(default_factory=list)
+    origin: list[str] = field(default_factory=list)
+    knobs: dict[str, int] | None = None
+    rect: Rect | None = None
+    cost: dict[str, int] | None = None
+    sram: list[SramRegion] | None = None
+    rotated: bool = False
+
+
+@dataclass(frozen=True)
+class Hop:
+    """Route configuration of one PE for one color: receive and transmit ports."""
+
+    x: int
+    y: int
+    rx: tuple[str, ...]
+    tx: tuple[str, ...]
+
+
+@dataclass
+class Edge:
+    """A kernel-level dataflow edge: `value` flows from `src` to every `dsts`.
+
+    `src`/`dsts` are kernel names, or HOST for model inputs/outputs.
+    `bytes_per_sample` is what one inference moves along the edge.
+    """
+
+    value: str
+    src: str
+    dsts: list[str]
+    bytes_per_sample: int
+    color: int | None = None
+    routes: list[Hop] | None = None
+
+
+@dataclass
+class Module:
+    """A whole model: values, nodes in topological order, edges, attributes."""
+
+    name: str
+    values: dict[str, Value] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    properties: set[str] = field(default_factory=set)
+
+    # --- queries -------------------------------------------------------
+    def kernels(self) -> Iterator[Kernel]:
+        for n in self.nodes:
+            if isinstance(n, Kernel):
+                yield n
+
+    def kernel(self, name: str) -> Kernel:
+        for k in self.kernels():
+            if k.name == name:
+                return k
+        raise KeyError(name)
+
+    def producers(self) -> dict[str, Node]:
+        """Map value name -> node producing it (top-level nodes only)."""
+        return {o: n for n in self.nodes for o in n.outputs if o}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        """Map value name -> top-level nodes consuming it, in node order."""
+        out: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                if i:
+                    lst = out.setdefault(i, [])
+                    if not lst or lst[-1] is not n:
+                        lst.append(n)
+        return out
+
+    def add_value(self, name: str, type_: TensorType, const: ConstData | None = None) -> Value:
+        if name in self.values:
+            raise ValueError(f"value %{name} defined twice")
+        v = Value(name, type_, const)
+        self.values[name] = v
+        return v
+
+    def fresh_name(self, base: str) -> str:
+        """A value/node name not used yet, derived from `base`."""
+        if base not in self.values:
+            return base
+        i = 1
+        while f"{base}.{i}" in self.values:
+            i += 1
+        return f"{base}.{i}"
+
+    @property
+    def target_name(self) -> str | None:
+        return self.attrs.get("target")
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        g = self.attrs.get("grid")
+        return (int(g[0]), int(g[1])) if g else None

@@ -1,0 +1,114 @@
+"""The contract every kernel kind of the kernel library fulfils.
+
+A kernel kind lives in one place: its knobs, and for given knobs its
+rectangle shape, cycles per sample and SRAM bytes per PE, plus how its
+weights are sharded over its PEs. Sizing, placement, the emitter, reports
+and the simulator all ask the kind; none re-derives its formulas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .target import Target
+
+Knobs = dict[str, int]
+Dims = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One sized option of a kernel: knobs and what they cost."""
+
+    knobs: tuple[tuple[str, int], ...]
+    w: int
+    h: int
+    cycles: int
+    sram: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def knob_dict(self) -> Knobs:
+        return dict(self.knobs)
+
+
+class KernelKind:
+    """Base class: subclasses set `name`, `knob_names` and the cost functions."""
+
+    name: str = ""
+    knob_names: tuple[str, ...] = ()
+    description: str = ""
+
+    # --- cost model (scalar) --------------------------------------------
+    def shape(self, dims: Dims, knobs: Knobs, target: Target) -> tuple[int, int]:
+        """(width, height) in PEs of the kernel's rectangle (unrotated)."""
+        raise NotImplementedError
+
+    def cycles(self, dims: Dims, knobs: Knobs, target: Target) -> int:
+        """Cycles per sample: the kernel's throughput time for these knobs."""
+        raise NotImplementedError
+
+    def sram(self, dims: Dims, knobs: Knobs, target: Target) -> int:
+        """Bytes of SRAM the busiest PE of the kernel needs."""
+        raise NotImplementedError
+
+    # --- search space ---------------------------------------------------
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        """Candidate values per knob (1-D int arrays); the search space is
+        their Cartesian product. Subclasses should keep it to useful values
+        (e.g. divisors and powers of two up to the dimension)."""
+        raise NotImplementedError
+
+    def evaluate(self, dims: Dims, knobs: dict[str, np.ndarray],
+                 target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised cost model: arrays of (w, h, cycles, sram) for arrays of
+        knob values (broadcast together). The default loops over `shape`,
+        `cycles`, `sram`; kinds with large spaces override it with numpy."""
+        keys = list(knobs)
+        arrs = np.broadcast_arrays(*[np.asarray(knobs[k]) for k in keys])
+        flat = [a.reshape(-1) for a in arrs]
+        n = flat[0].size if flat else 1
+        out = np.zeros((4, n), dtype=np.int64)
+        for i in range(n):
+            kn = {k: int(flat[j][i]) for j, k in enumerate(keys)}
+            w, h = self.shape(dims, kn, target)
+            out[:, i] = (w, h, self.cycles(dims, kn, target), self.sram(dims, kn, target))
+        shape = arrs[0].shape if arrs else ()
+        return tuple(o.reshape(shape) for o in out)  # type: ignore[return-value]
+
+    def choices(self, dims: Dims, target: Target) -> list[Choice]:
+        """The Pareto frontier of legal options (fits SRAM and the grid):
+        increasing area, strictly decreasing cycles."""
+        grid = self.knob_grid(dims, target)
+        names = list(self.knob_names)
+        mesh = np.meshgrid(*[grid[k] for k in names], indexing="ij")
+        flat = {k: m.reshape(-1) for k, m in zip(names, mesh, strict=True)}
+        w, h, cyc, mem = self.evaluate(dims, flat, target)
+        ok = (mem <= target.sram_bytes) & (
+            ((w <= target.width) & (h <= target.height)) | ((h <= target.width) & (w <= target.height)))
+        idx = np.nonzero(ok)[0]
+        if idx.size == 0:
+            return []
+        area = (w * h)[idx]
+        order = idx[np.lexsort((cyc[idx], area))]
+        out: list[Choice] = []
+        best = None
+        for i in order:
+            c = int(cyc[i])
+            if best is None or c < best:
+                best = c
+                out.append(Choice(tuple((k, int(flat[k][i])) for k in names),
+                                  int(w[i]), int(h[i]), c, int(mem[i])))
+        return out
+
+    # --- data layout ----------------------------------------------------
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int, weight_shape:
+                     tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        """The slice of weight tensor `weight_index` (position among the
+        kernel's constant inputs) held by the PE at offset (px, py) inside the
+        kernel's unrotated rectangle. Default: every PE holds it whole."""
+        return tuple(slice(0, d) for d in weight_shape)

@@ -1,0 +1,31 @@
+"""wsec passes: one module per pass, listed lazily so importing the package
+costs nothing until a pass is used."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Pass, PassContext, PassError
+
+# name -> "module:Class", in default pipeline order
+REGISTRY: dict[str, str] = {
+    "canonicalize": "canonicalize:Canonicalize",
+    "form-kernels": "form_kernels:FormKernels",
+    "size": "size:Size",
+    "place": "place:Place",
+    "route": "route:Route",
+    "allocate": "allocate:Allocate",
+}
+
+DEFAULT_PIPELINE: tuple[str, ...] = tuple(REGISTRY)
+
+
+def pass_class(name: str) -> type[Pass]:
+    """The Pass class registered under `name`."""
+    if name not in REGISTRY:
+        raise PassError(f"unknown pass '{name}' (known: {', '.join(REGISTRY)})")
+    mod, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{mod}"), cls)
+
+
+__all__ = ["DEFAULT_PIPELINE", "REGISTRY", "Pass", "PassContext", "PassError", "pass_class"]

@@ -1,0 +1,33 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.core: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.core
+	@mkdir -p out
+	$(BIN)/wsec examples/tiny_cnn.onnx -o out/tiny_cnn.bin --report-json out/tiny_cnn.report.json
+	$(BIN)/wsec inspect out/tiny_cnn.bin
+
+test: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: $(VENV)/.test
+	$(BIN)/python bench/light_models.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,244 @@
+"""Command line: `wsec MODEL -o OUT` compiles; `wsec ops|inspect|opt` are tools.
+
+Bad input ends in a one-line `wsec: error: ...` and exit status 1; a
+traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+
+COMMANDS = ("ops", "inspect", "opt")
+
+_EPILOG = """commands:
+  wsec ops                      list the supported ONNX operators
+  wsec inspect MODEL.bin        print a binary's header, kernels, routes and SRAM use
+  wsec opt FILE.wsir -p PASS    run passes on a textual IR file and print the result
+
+examples:
+  wsec model.onnx -o model.bin
+  wsec model.onnx -o model.bin --target wse3 --report-json report.json
+  wsec model.onnx -o model.bin --input-shape input=1,3,224,224 -p 'place{seed=3}'
+  wsec model.onnx --stop-after=place          (prints the IR after placement)
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _input_shape(text: str) -> tuple[str, list[int]]:
+    name, sep, dims = text.rpartition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        shape = [int(d) for d in dims.split(",")]
+        if any(d < 0 for d in shape):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad --input-shape '{text}': expected NAME=D0,D1,... e.g. input=1,3,224,224"
+        ) from None
+    return name, shape
+
+
+def _grid(text: str) -> tuple[int, int]:
+    from wsec.ir.target import parse_grid
+
+    try:
+        return parse_grid(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 1
+        raise UsageError(f"{message} (see 'wsec --help')")
+
+
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="wse2", help="wse2 (default), wse3 or cs1")
+    p.add_argument("--grid", type=_grid, metavar="WxH",
+                   help="use a custom program grid, e.g. 64x64")
+
+
+def compile_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="wsec", formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Compile an ONNX model into a wafer-scale layout binary.",
+                epilog=_EPILOG)
+    p.add_argument("model", help="the model: .onnx (or .wsir textual IR)")
+    p.add_argument("-o", "--output", metavar="OUT.bin", help="write the binary here")
+    _add_target_args(p)
+    p.add_argument("--input-shape", action="append", type=_input_shape, default=[],
+                   metavar="NAME=D0,D1,..", help="fix an input's symbolic dimensions")
+    p.add_argument("-p", "--pass-option", action="append", default=[], metavar="PASS{k=v,..}",
+                   help="set pass options, e.g. 'place{seed=3}'")
+    p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                   help="print the IR after PASS (repeatable; 'all' for every pass)")
+    p.add_argument("--stop-after", metavar="PASS",
+                   help="stop after PASS and print the IR instead of writing a binary")
+    p.add_argument("--time-passes", action="store_true", help="print time spent per pass")
+    p.add_argument("--report-json", metavar="PATH", help="write the placement report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the report")
+    p.add_argument("--no-verify-ir", action="store_true", help="skip IR verification")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"wsec {__version__}")
+    return p
+
+
+def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    from .driver import CompileOptions, compile_model
+    from .report import build_report, format_summary, write_report_json
+
+    a = compile_parser().parse_args(argv)
+    if not a.output and not a.stop_after:
+        raise UsageError("no output file: give -o OUT.bin (or --stop-after=PASS to print IR)")
+    opts = CompileOptions(target=a.target, grid=a.grid, input_shapes=dict(a.input_shape),
+                          pass_options=a.pass_option, print_ir_after=set(a.print_ir_after),
+                          stop_after=a.stop_after, time_passes=a.time_passes,
+                          verify_ir=not a.no_verify_ir)
+
+    def dump(name: str, text: str) -> None:
+        out(f"// -----// IR Dump After {name} //----- //\n{text}")
+
+    res = compile_model(a.model, opts, emit_ir=dump)
+    if a.time_passes:
+        print(res.manager.timing_report(), file=sys.stderr)
+    if not res.completed:
+        from wsec.ir.printer import print_module
+
+        text = print_module(res.module)
+        if a.output:
+            _write_text_atomic(a.output, text)
+        elif a.stop_after not in a.print_ir_after:
+            out(text)
+        return 0
+    from wsec.backends.emit import write_binary
+
+    report = build_report(res.module, res.target, res.manager.timings)
+    write_binary(res.module, a.output)
+    if a.report_json:
+        write_report_json(report, a.report_json)
+    if not a.quiet:
+        out(format_summary(report) + f"\n  binary         {a.output}")
+    return 0
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def cmd_ops(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    from wsec.ir.ops import SUPPORTED_OPS
+
+    _Parser(prog="wsec ops", description="List the supported ONNX operators.").parse_args(argv)
+    width = max(len(k) for k in SUPPORTED_OPS)
+    out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opset 7 and newer):")
+    for op in sorted(SUPPORTED_OPS):
+        out(f"  {op:<{width}}  {SUPPORTED_OPS[op]}")
+    return 0
+
+
+def cmd_inspect(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    from wsec.backends.inspect import inspect_text
+    from wsec.backends.loader import load_binary
+
+    p = _Parser(prog="wsec inspect", description="Print what a wsec binary holds.")
+    p.add_argument("binary")
+    a = p.parse_args(argv)
+    out(inspect_text(load_binary(a.binary)))
+    return 0
+
+
+def cmd_opt(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    from wsec.ir.printer import print_module
+    from wsec.ir.verify import verify_module
+    from wsec.passes import PassContext
+    from wsec.passes.manager import PassManager, merge_options
+
+    from .driver import CompileOptions, load_input, resolve_target
+
+    p = _Parser(prog="wsec opt", description="Run passes on textual IR; print the result.")
+    p.add_argument("file", help="a .wsir file (or .onnx)")
+    p.add_argument("-p", "--pass", dest="passes", action="append", default=[],
+                   metavar="PASS{k=v,..}", help="a pass to run, in order (repeatable)")
+    _add_target_args(p)
+    p.add_argument("--no-verify-ir", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    a = p.parse_args(argv)
+    opts = CompileOptions(target=a.target, grid=a.grid, verify_ir=not a.no_verify_ir)
+    module = load_input(a.file, opts)
+    if not a.no_verify_ir:
+        verify_module(module)
+    if a.grid or "target" not in module.attrs or a.target != "wse2":
+        target = resolve_target(module, opts)
+    else:  # keep the target and grid the IR file names
+        from wsec.ir.target import module_target
+
+        target = module_target(module.attrs)
+    # in `opt`, passes run exactly as listed, even when their stage already holds
+    names = [s.split("{", 1)[0].strip() for s in a.passes]
+    pm = PassManager(merge_options(names, a.passes), verify=not a.no_verify_ir)
+    pm.run(module, PassContext(target))
+    out(print_module(module).rstrip("\n"))
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [UsageError, OSError]
+    from wsec.passes import PassError
+
+    from .driver import CompileError
+
+    errs += [PassError, CompileError]
+    for mod, name in (("wsec.frontends.onnx", "FrontendError"), ("wsec.ir.parser", "ParseError"),
+                      ("wsec.ir.verify", "VerifyError"), ("wsec.backends.loader", "BinaryError")):
+        try:
+            errs.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+
+    def out(text: str) -> None:
+        print(text, flush=True)
+
+    handlers = {"ops": cmd_ops, "inspect": cmd_inspect, "opt": cmd_opt}
+    try:
+        if args and args[0] in handlers:
+            return handlers[args[0]](args[1:], out)
+        if not args:
+            compile_parser().print_help()
+            return 1
+        return cmd_compile(args, out)
+    except KeyboardInterrupt:
+        print("wsec: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as e:  # noqa: BLE001 - the one place errors become messages
+        if isinstance(e, SystemExit):
+            raise
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, _user_errors()):
+            print(f"wsec: error: {msg}", file=sys.stderr)
+            return 1
+        print(f"wsec: internal error: {type(e).__name__}: {msg} (rerun with --debug for a "
+              f"traceback, and please report it)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

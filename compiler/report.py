@@ -1,0 +1,142 @@
+"""The placement report: a short terminal summary and a JSON document.
+
+Everything is derived from the compiled Module (kernel costs, rectangles,
+routes, SRAM maps), so the report agrees with what the binary carries.
+Schema: docs/report.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from wsec.ir.graph import Module
+from wsec.ir.target import Target
+
+SCHEMA = "wsec-report/1"
+_STEP = {"N": (0, 1), "S": (0, -1), "E": (1, 0), "W": (-1, 0)}
+
+
+def link_loads(module: Module, target: Target) -> Counter[tuple[int, int, str]]:
+    """Wavelets per sample on each directed link (x, y, out-port) of the routes."""
+    load: Counter[tuple[int, int, str]] = Counter()
+    for e in module.edges:
+        wavelets = -(-e.bytes_per_sample // target.wavelet_bytes)
+        for hop in e.routes or ():
+            for port in hop.tx:
+                if port in _STEP:
+                    load[(hop.x, hop.y, port)] += wavelets
+    return load
+
+
+def _sram_of(k: Any) -> int:
+    if k.sram:
+        return max(r.offset + r.size for r in k.sram)
+    return int((k.cost or {}).get("sram", 0))
+
+
+def build_report(module: Module, target: Target,
+                 timings: list[tuple[str, float]] | None = None) -> dict[str, Any]:
+    kernels = list(module.kernels())
+    rows = []
+    for k in kernels:
+        cost = k.cost or {}
+        rows.append({
+            "name": k.name, "kind": k.kind, "origin": list(k.origin), "knobs": dict(k.knobs or {}),
+            "rect": [k.rect.x, k.rect.y, k.rect.w, k.rect.h] if k.rect else None,
+            "rotated": bool(k.rotated), "pes": k.rect.area if k.rect else 0,
+            "cycles_per_sample": int(cost.get("cycles", 0)), "sram_bytes": _sram_of(k),
+        })
+    bottleneck = max(rows, key=lambda r: r["cycles_per_sample"], default=None)
+    delta_t = bottleneck["cycles_per_sample"] if bottleneck else 0
+    pes_used = sum(r["pes"] for r in rows)
+
+    placed_wl = 0.0
+    centres = {k.name: k.rect.centre() for k in kernels if k.rect}
+    routed_wl = 0
+    edge_rows = []
+    for e in module.edges:
+        links = sum(1 for h in e.routes or () for p in h.tx if p in _STEP)
+        routed_wl += e.bytes_per_sample * links
+        if e.src in centres:
+            sx, sy = centres[e.src]
+            for d in e.dsts:
+                if d in centres:
+                    dx, dy = centres[d]
+                    placed_wl += e.bytes_per_sample * (abs(sx - dx) + abs(sy - dy))
+        edge_rows.append({"value": e.value, "src": e.src, "dsts": list(e.dsts),
+                          "bytes_per_sample": e.bytes_per_sample, "color": e.color,
+                          "links": links})
+    loads = link_loads(module, target)
+    max_link = max(loads.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+    max_sram = max(rows, key=lambda r: r["sram_bytes"], default=None)
+    colors_used = len({e.color for e in module.edges if e.color is not None})
+    summary = {
+        "kernels": len(rows),
+        "pes_used": pes_used,
+        "pes_total": target.pes,
+        "utilisation": pes_used / target.pes if target.pes else 0.0,
+        "cycles_per_sample": delta_t,
+        "bound_cycles_per_sample": module.attrs.get("bound"),
+        "samples_per_second": target.clock_hz / delta_t if delta_t else None,
+        "bottleneck": ({"kernel": bottleneck["name"], "kind": bottleneck["kind"],
+                        "origin": bottleneck["origin"][:3]} if bottleneck else None),
+        "wirelength_placed": round(placed_wl, 1),
+        "wirelength_routed": routed_wl,
+        "detour_ratio": (routed_wl / placed_wl) if placed_wl else None,
+        "edges": len(module.edges),
+        "colors_used": colors_used,
+        "max_link_wavelets_per_sample": max_link[1] if max_link else 0,
+        "max_link": list(max_link[0]) if max_link else None,
+        "max_link_utilisation": (max_link[1] / delta_t) if (max_link and delta_t) else 0.0,
+        "max_sram_bytes": max_sram["sram_bytes"] if max_sram else 0,
+        "max_sram_kernel": max_sram["name"] if max_sram else None,
+        "sram_bytes_per_pe": target.sram_bytes,
+    }
+    return {
+        "schema": SCHEMA,
+        "model": module.name,
+        "source": module.attrs.get("source"),
+        "model_hash": module.attrs.get("model_hash"),
+        "mode": module.attrs.get("mode", "pipeline"),
+        "target": target.to_dict(),
+        "summary": summary,
+        "kernels": rows,
+        "edges": edge_rows,
+        "passes": [{"name": n, "seconds": round(t, 6)} for n, t in (timings or [])],
+    }
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    t = report["target"]
+    lines = [f"wsec: {report['model']} -> {t['name']} ({t['width']}x{t['height']} PEs), "
+             f"mode {report['mode']}"]
+    lines.append(f"  kernels        {s['kernels']}")
+    lines.append(f"  PEs used       {s['pes_used']} / {s['pes_total']} "
+                 f"({100 * s['utilisation']:.1f}%)")
+    b = s["bottleneck"]
+    bound = s["bound_cycles_per_sample"]
+    bound_txt = f", bound {bound} ({s['cycles_per_sample'] / bound:.2f}x)" if bound else ""
+    sps = s["samples_per_second"]
+    lines.append(f"  cycles/sample  {s['cycles_per_sample']}{bound_txt}"
+                 + (f" = {sps:,.0f} samples/s at {t['clock_hz'] / 1e9:g} GHz" if sps else ""))
+    if b:
+        lines.append(f"  bottleneck     {b['kernel']} ({b['kind']}: {', '.join(b['origin'])})")
+    detour = f", detour {s['detour_ratio']:.2f}x" if s["detour_ratio"] else ""
+    lines.append(f"  wirelength     {s['wirelength_routed']:,} byte-hops/sample routed{detour}")
+    if s["max_link"]:
+        x, y, d = s["max_link"]
+        lines.append(f"  busiest link   ({x},{y}) {d}: {s['max_link_wavelets_per_sample']:,} "
+                     f"wavelets/sample ({100 * s['max_link_utilisation']:.1f}% of the bottleneck "
+                     f"time), {s['colors_used']} colors used")
+    lines.append(f"  largest SRAM   {s['max_sram_bytes']:,} / {s['sram_bytes_per_pe']:,} B "
+                 f"per PE ({s['max_sram_kernel']})")
+    return "\n".join(lines)
+
+
+def write_report_json(report: dict[str, Any], path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+        f.write("\n")

@@ -1,0 +1,32 @@
+"""Shared fixtures: where onnx's bundled real models live, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+LIGHT_DIR = pathlib.Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
+LIGHT_MODELS = sorted(p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx"))
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "tiny_cnn.onnx"
+
+
+def light_model(name: str) -> pathlib.Path:
+    return LIGHT_DIR / f"light_{name}.onnx"
+
+
+def run_wsec(*args: str, cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `wsec` command line as a user would."""
+    exe = pathlib.Path(sys.executable).parent / "wsec"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def light_models() -> list[str]:
+    assert len(LIGHT_MODELS) == 9, f"expected onnx's nine light models in {LIGHT_DIR}"
+    return LIGHT_MODELS

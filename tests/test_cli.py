@@ -1,0 +1,108 @@
+"""The command line as users meet it: help, ops, errors, compile, inspect."""
+
+from __future__ import annotations
+
+import pathlib
+
+import onnx
+from conftest import EXAMPLE, run_wsec
+from onnx import TensorProto, helper
+
+
+def test_help_lists_commands() -> None:
+    r = run_wsec("--help")
+    assert r.returncode == 0
+    for word in ("wsec ops", "wsec inspect", "--target", "--print-ir-after", "--time-passes",
+                 "--report-json", "--input-shape"):
+        assert word in r.stdout
+
+
+def test_ops_lists_light_model_ops() -> None:
+    r = run_wsec("ops")
+    assert r.returncode == 0
+    for op in ("Conv", "BatchNormalization", "Gemm", "LRN", "Softmax", "Concat", "Transpose"):
+        assert f"  {op} " in r.stdout
+
+
+def test_truncated_model_is_one_line_error(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(EXAMPLE.read_bytes()[:1000])
+    out = tmp_path / "bad.bin"
+    r = run_wsec(str(bad), "-o", str(out))
+    assert r.returncode == 1
+    assert r.stderr.startswith("wsec: error: ") and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_unsupported_op_names_op_node_and_ops_command(tmp_path: pathlib.Path) -> None:
+    g = helper.make_graph(
+        [helper.make_node("Det", ["x"], ["y"], name="the_det")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    path = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    r = run_wsec(str(path), "-o", str(tmp_path / "det.bin"))
+    assert r.returncode == 1
+    assert "Det" in r.stderr and "the_det" in r.stderr and "wsec ops" in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_missing_output_is_usage_error() -> None:
+    r = run_wsec(str(EXAMPLE))
+    assert r.returncode == 1 and "-o" in r.stderr
+
+
+def test_compile_report_inspect_and_determinism(tmp_path: pathlib.Path) -> None:
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    rep = tmp_path / "r.json"
+    r = run_wsec(str(EXAMPLE), "-o", str(a), "--report-json", str(rep))
+    assert r.returncode == 0, r.stderr
+    for word in ("kernels", "PEs used", "cycles/sample", "bottleneck", "wirelength",
+                 "busiest link", "largest SRAM"):
+        assert word in r.stdout
+    r2 = run_wsec(str(EXAMPLE), "-o", str(b), "-q")
+    assert r2.returncode == 0 and r2.stdout == ""
+    assert a.read_bytes() == b.read_bytes()
+    import json
+
+    report = json.loads(rep.read_text())
+    assert report["mode"] == "pipeline"
+    assert report["summary"]["kernels"] == len(report["kernels"]) > 0
+    ins = run_wsec("inspect", str(a))
+    assert ins.returncode == 0, ins.stderr
+    for k in report["kernels"]:
+        assert k["name"] in ins.stdout
+
+
+def test_print_ir_after_place_and_time_passes(tmp_path: pathlib.Path) -> None:
+    r = run_wsec(str(EXAMPLE), "-o", str(tmp_path / "m.bin"), "--print-ir-after=place",
+                 "--time-passes", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "IR Dump After place" in r.stdout and "rect = [" in r.stdout
+    assert "IR Dump After route" not in r.stdout
+    for name in ("canonicalize", "form-kernels", "size", "place", "route", "allocate", "total"):
+        assert name in r.stderr
+
+
+def test_stop_after_prints_ir_and_writes_no_binary(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "m.bin"
+    r = run_wsec(str(EXAMPLE), "--stop-after=size")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("module ") and "knobs = {" in r.stdout and "rect = [" not in r.stdout
+    assert not out.exists()
+
+
+def test_pass_options_from_cli(tmp_path: pathlib.Path) -> None:
+    r = run_wsec(str(EXAMPLE), "-o", str(tmp_path / "m.bin"), "-p", "place{seed=3}", "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_wsec(str(EXAMPLE), "-o", str(tmp_path / "m.bin"), "-p", "place{colour=3}")
+    assert r.returncode == 1 and "no option 'colour'" in r.stderr
+
+
+def test_grid_too_small_fails_without_partial_output(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "m.bin"
+    r = run_wsec(str(EXAMPLE), "-o", str(out), "--grid", "3x3")
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.startswith("wsec: error: ") and "Traceback" not in r.stderr
+    assert not out.exists()

@@ -1,0 +1,303 @@
+"""ONNX frontend: an .onnx file -> a typed graph-level `Module` at opset 17.
+
+Why this shape: the compiler must handle models whose weights do not fit in
+memory, so weights stored as external data become `External` references
+(validated, never read); small inline weights become `Splat`/`Dense`. Every
+value needs a static type for sizing and placement, so shape inference runs
+after the user's `--input-shape` fixes and any value left without a static
+shape is reported by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference, version_converter
+from wsec.ir.graph import Module, Node
+from wsec.ir.ops import CANONICAL_OPSET, ONNX_DTYPES, SUPPORTED_OPS
+from wsec.ir.types import ConstData, Dense, External, TensorType, splat_of
+
+MIN_OPSET, MAX_OPSET = 7, 22
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class FrontendError(Exception):
+    """The ONNX model cannot be compiled; the message says why and what to do."""
+
+
+def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
+              opset: int = CANONICAL_OPSET) -> Module:
+    """Read `path` (weights stay on disk) and return its graph as a Module."""
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as e:  # protobuf DecodeError, OSError, ...
+        raise FrontendError(f"cannot read ONNX model '{path}': {_one_line(e)}") from None
+    model_dir = os.path.dirname(os.path.abspath(path))
+    _check_external_locations(model, model_dir)
+    try:
+        onnx.checker.check_model(path, full_check=False)
+    except Exception as e:
+        raise FrontendError(f"invalid ONNX model '{path}': {_one_line(e)}") from None
+
+    _fix_input_shapes(model, input_shapes or {})
+    src = _model_opset(model, path)
+    if src != opset:
+        try:
+            model = version_converter.convert_version(model, opset)
+        except Exception as e:
+            raise FrontendError(f"cannot convert model '{path}' from opset {src} to {opset}: "
+                                f"{_one_line(e)}") from None
+    _check_supported(model)
+    try:
+        model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                             data_prop=True)
+    except Exception as e:
+        raise FrontendError(f"shape inference failed for '{path}': {_one_line(e)}") from None
+
+    g = model.graph
+    stem = os.path.splitext(os.path.basename(path))[0]
+    m = Module(g.name or stem)
+    m.attrs.update(opset=int(opset), model_hash=_file_hash(path), source=os.path.basename(path))
+    _Builder(m, model, model_dir).build()
+    return m
+
+
+# --- checks before conversion ------------------------------------------------
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _model_opset(model: onnx.ModelProto, path: str) -> int:
+    versions = [o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
+    if not versions:
+        raise FrontendError(f"model '{path}' does not import the default ONNX domain")
+    v = int(versions[0])
+    if not MIN_OPSET <= v <= MAX_OPSET:
+        raise FrontendError(f"model '{path}' uses opset {v}; wsec accepts opsets "
+                            f"{MIN_OPSET}..{MAX_OPSET} (re-export the model with a newer exporter)")
+    return v
+
+
+def _check_external_locations(model: onnx.ModelProto, model_dir: str) -> None:
+    """Reject external data that would be read from outside the model's directory."""
+    root = os.path.realpath(model_dir)
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc = {e.key: e.value for e in t.external_data}.get("location", "")
+        full = os.path.realpath(os.path.join(root, loc))
+        if (not loc or os.path.isabs(loc) or os.path.commonpath([root, full]) != root
+                or full == root):
+            raise FrontendError(f"initializer '{t.name}' stores its data at '{loc}', outside the "
+                                f"model directory '{model_dir}'; external data must live beside "
+                                f"the model")
+
+
+def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> None:
+    """Apply --input-shape values; every remaining input dim must be static."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    names = [i.name for i in inputs]
+    for name in shapes:
+        if name not in names:
+            raise FrontendError(f"--input-shape names '{name}', but the model's inputs are "
+                                f"{', '.join(repr(n) for n in names)}")
+    for inp in inputs:
+        tt = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type"):
+            raise FrontendError(f"input '{inp.name}' is not a tensor; wsec compiles tensor inputs")
+        if inp.name in shapes:
+            want = [int(d) for d in shapes[inp.name]]
+            if tt.HasField("shape") and len(tt.shape.dim) != len(want):
+                raise FrontendError(f"--input-shape {inp.name}={','.join(map(str, want))} has "
+                                    f"rank {len(want)}, but input '{inp.name}' has rank "
+                                    f"{len(tt.shape.dim)}")
+            tt.ClearField("shape")
+            for d in want:
+                tt.shape.dim.add().dim_value = d
+            continue
+        example = inp.name + "=" + ",".join(
+            str(d.dim_value) if d.HasField("dim_value") else "N" for d in tt.shape.dim)
+        if not tt.HasField("shape"):
+            raise FrontendError(f"input '{inp.name}' has no shape; pass --input-shape "
+                                f"{inp.name}=D0,D1,...")
+        for k, d in enumerate(tt.shape.dim):
+            if not d.HasField("dim_value"):
+                what = f"'{d.dim_param}'" if d.dim_param else "an unknown size"
+                raise FrontendError(f"input '{inp.name}' has symbolic dim {what} (dim {k}); pass "
+                                    f"--input-shape {example} with the size to compile for")
+
+
+def _check_supported(model: onnx.ModelProto) -> None:
+    for i, n in enumerate(model.graph.node):
+        if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS:
+            continue
+        if n.domain not in _DEFAULT_DOMAINS or n.op_type not in SUPPORTED_OPS:
+            op = n.op_type if n.domain in _DEFAULT_DOMAINS else f"{n.domain}.{n.op_type}"
+            raise FrontendError(f"unsupported operator '{op}' (node '{n.name or f'#{i}'}'); "
+                                f"see `wsec ops` for the supported operators")
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+# --- building the Module -----------------------------------------------------
+
+
+def _elem_dtype(elem: int, what: str) -> str:
+    name = ONNX_DTYPES.get(int(elem))
+    if name is None:
+        tname = onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values() \
+            else str(elem)
+        raise FrontendError(f"{what} has element type {tname}, which wsec does not support")
+    return name
+
+
+class _Builder:
+    """Converts the inferred, opset-17 ModelProto into Module values and nodes."""
+
+    def __init__(self, m: Module, model: onnx.ModelProto, model_dir: str) -> None:
+        self.m, self.g, self.model_dir = m, model.graph, model_dir
+        self.types: dict[str, onnx.TypeProto] = {}
+        for vi in list(self.g.input) + list(self.g.value_info) + list(self.g.output):
+            self.types.setdefault(vi.name, vi.type)
+
+    def build(self) -> None:
+        g, m = self.g, self.m
+        inits = {t.name for t in g.initializer}
+        for inp in g.input:
+            if inp.name not in inits:
+                m.add_value(inp.name, self._type_of(inp.name, f"input '{inp.name}'"))
+                m.inputs.append(inp.name)
+        for t in g.initializer:
+            m.add_value(t.name, *self._tensor_const(t, f"initializer '{t.name}'"))
+        for n in g.node:
+            if n.op_type == "Constant":
+                self._constant(n)
+        used: set[str] = set()
+        for i, n in enumerate(g.node):
+            if n.op_type != "Constant":
+                m.nodes.append(self._node(n, i, used))
+        for o in g.output:
+            if o.name not in m.values:
+                raise FrontendError(f"graph output '{o.name}' is not produced by any node")
+            m.outputs.append(o.name)
+
+    def _type_of(self, name: str, what: str) -> TensorType:
+        tp = self.types.get(name)
+        if tp is None or not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
+            raise FrontendError(f"{what} has no static shape after shape inference; fix the "
+                                f"input shapes with --input-shape or simplify the model")
+        tt = tp.tensor_type
+        dims = []
+        for k, d in enumerate(tt.shape.dim):
+            if not d.HasField("dim_value"):
+                sym = f" '{d.dim_param}'" if d.dim_param else ""
+                raise FrontendError(f"{what} has a symbolic dim{sym} (dim {k}) after shape "
+                                    f"inference; fix the input shapes with --input-shape")
+            dims.append(d.dim_value)
+        return TensorType(_elem_dtype(tt.elem_type, what), tuple(dims))
+
+    def _tensor_const(self, t: onnx.TensorProto, what: str) -> tuple[TensorType, ConstData]:
+        ty = TensorType(_elem_dtype(t.data_type, what), tuple(t.dims))
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            ext = {e.key: e.value for e in t.external_data}
+            loc = ext.get("location", "")
+            offset = int(ext.get("offset", 0))
+            length = int(ext.get("length", ty.nbytes))
+            full = os.path.join(self.model_dir, loc)
+            if length != ty.nbytes:
+                raise FrontendError(f"{what} of type {ty} needs {ty.nbytes} bytes but its "
+                                    f"external data entry gives length {length}")
+            if not os.path.isfile(full) or os.path.getsize(full) < offset + length:
+                raise FrontendError(f"{what}: external data '{loc}' is missing or shorter than "
+                                    f"offset {offset} + length {length}")
+            return ty, External(ty, loc, offset, length, base_dir=self.model_dir)
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception as e:
+            raise FrontendError(f"cannot decode {what}: {_one_line(e)}") from None
+        return ty, splat_of(arr) or Dense(ty, arr)
+
+    def _constant(self, n: onnx.NodeProto) -> None:
+        out = n.output[0]
+        attr = n.attribute[0] if len(n.attribute) == 1 else None
+        if attr is None or attr.name not in ("value", "value_float", "value_floats",
+                                             "value_int", "value_ints"):
+            raise FrontendError(f"Constant node '{n.name or out}' must have one tensor/number "
+                                f"'value' attribute")
+        if attr.name == "value":
+            ty, const = self._tensor_const(attr.t, f"Constant '{out}'")
+        else:
+            is_f = attr.name.startswith("value_float")
+            arr = np.asarray(onnx.helper.get_attribute_value(attr),
+                             dtype=np.float32 if is_f else np.int64)
+            ty = TensorType("f32" if is_f else "i64", arr.shape)
+            const = splat_of(arr) or Dense(ty, arr)
+        self.m.add_value(out, ty, const)
+
+    def _node(self, n: onnx.NodeProto, i: int, used: set[str]) -> Node:
+        name = n.name or f"{n.op_type}_{i}"
+        if name in used:
+            k = 1
+            while f"{name}_{k}" in used:
+                k += 1
+            name = f"{name}_{k}"
+        used.add(name)
+        attrs = {a.name: self._attr(n, name, a) for a in n.attribute}
+        if n.op_type == "ConstantOfShape":
+            tensor = attrs.pop("value", None)
+            arr = tensor if isinstance(tensor, np.ndarray) else np.zeros(1, np.float32)
+            attrs["value"] = _scalar(arr.reshape(-1)[0])
+            attrs["dtype"] = _elem_dtype(_dtype_code(arr.dtype), f"ConstantOfShape '{name}'")
+        for o in n.output:
+            if o:
+                self.m.add_value(o, self._type_of(o, f"value '{o}' (output of {n.op_type} "
+                                                     f"node '{name}')"))
+        for x in n.input:
+            if x and x not in self.m.values:
+                raise FrontendError(f"node '{name}' ({n.op_type}) reads '{x}', which is not "
+                                    f"defined before it")
+        return Node(name, n.op_type, list(n.input), list(n.output), attrs)
+
+    def _attr(self, n: onnx.NodeProto, name: str, a: onnx.AttributeProto) -> Any:
+        v = onnx.helper.get_attribute_value(a)
+        if isinstance(v, onnx.TensorProto):
+            if n.op_type == "ConstantOfShape":
+                return numpy_helper.to_array(v)
+            raise FrontendError(f"node '{name}' ({n.op_type}): tensor attribute '{a.name}' is "
+                                f"not supported")
+        if isinstance(v, bytes):
+            return v.decode("utf-8")
+        if isinstance(v, list):
+            if v and isinstance(v[0], bytes):
+                return [x.decode("utf-8") for x in v]
+            if v and not isinstance(v[0], int | float):
+                raise FrontendError(f"node '{name}' ({n.op_type}): attribute '{a.name}' "
+                                    f"(graphs/tensors) is not supported")
+            return list(v)
+        if isinstance(v, int | float | str):
+            return v
+        raise FrontendError(f"node '{name}' ({n.op_type}): attribute '{a.name}' of kind "
+                            f"{type(v).__name__} is not supported")
+
+
+def _scalar(x: Any) -> int | float:
+    v = np.asarray(x).item()
+    return int(v) if isinstance(v, bool | int) else float(v)
+
+
+def _dtype_code(dt: np.dtype) -> int:
+    return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dt)))

@@ -1,0 +1,164 @@
+"""opsem.evaluate against onnxruntime, one single-node model per case."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+from wsec.ir.graph import Node
+from wsec.ir.ops import IR_TO_ONNX_DTYPE, SUPPORTED_OPS
+from wsec.ir.opsem import evaluate
+from wsec.ir.types import dtype_name
+
+R = np.random.default_rng(0)
+
+
+def f32(*shape: int) -> np.ndarray:
+    return R.standard_normal(shape).astype(np.float32)
+
+
+def pos(*shape: int) -> np.ndarray:
+    return (np.abs(R.standard_normal(shape)) + 0.1).astype(np.float32)
+
+
+def i64(*vals: int) -> np.ndarray:
+    return np.array(vals, dtype=np.int64)
+
+
+def run_ort(op: str, inputs: list[np.ndarray | None], attrs: dict, n_out: int) -> list[np.ndarray]:
+    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
+    outs = [f"out{i}" for i in range(n_out)]
+    node = helper.make_node(op, names, outs, **attrs)
+    g_in = [helper.make_tensor_value_info(nm, IR_TO_ONNX_DTYPE[dtype_name(x.dtype)], x.shape)
+            for nm, x in zip(names, inputs, strict=True) if x is not None]
+    g_out = [helper.make_empty_tensor_value_info(o) for o in outs]
+    graph = helper.make_graph([node], "t", g_in, g_out)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {nm: x for nm, x in zip(names, inputs, strict=True) if x is not None}
+    return sess.run(None, feeds)
+
+
+CASES: list[tuple[str, list, dict]] = [
+    ("Conv", [f32(2, 3, 9, 9), f32(4, 3, 3, 3), f32(4)], {}),
+    ("Conv", [f32(1, 3, 11, 10), f32(6, 3, 3, 2)],
+     {"pads": [1, 0, 2, 1], "strides": [2, 3], "dilations": [2, 1]}),
+    ("Conv", [f32(1, 4, 8, 8), f32(6, 2, 3, 3), f32(6)], {"group": 2, "pads": [1, 1, 1, 1]}),
+    ("Conv", [f32(1, 5, 7, 7), f32(5, 1, 3, 3)], {"group": 5, "strides": [2, 2]}),
+    ("Conv", [f32(1, 3, 7, 8), f32(2, 3, 3, 3)], {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ("Conv", [f32(1, 3, 7, 8), f32(2, 3, 2, 2)], {"auto_pad": "SAME_LOWER"}),
+    ("Conv", [f32(2, 3, 12), f32(4, 3, 3)], {"pads": [1, 2]}),
+    ("MaxPool", [f32(1, 3, 9, 9)], {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    ("MaxPool", [f32(1, 2, 8, 8)], {"kernel_shape": [3, 3], "strides": [2, 2],
+                                     "pads": [0, 0, 1, 1], "ceil_mode": 1}),
+    ("MaxPool", [f32(1, 2, 10, 9)], {"kernel_shape": [2, 3], "dilations": [2, 1],
+                                      "pads": [1, 1, 1, 1]}),
+    ("AveragePool", [f32(1, 3, 9, 9)], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("AveragePool", [f32(1, 3, 9, 9)], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
+                                         "count_include_pad": 1}),
+    ("AveragePool", [f32(1, 2, 8, 8)], {"kernel_shape": [3, 3], "strides": [2, 2],
+                                         "ceil_mode": 1, "pads": [1, 1, 0, 0]}),
+    ("AveragePool", [f32(1, 2, 8, 8)], {"kernel_shape": [3, 3], "strides": [2, 2],
+                                         "ceil_mode": 1, "count_include_pad": 1,
+                                         "pads": [1, 1, 1, 1]}),
+    ("GlobalAveragePool", [f32(2, 3, 5, 4)], {}),
+    ("GlobalMaxPool", [f32(2, 3, 5, 4)], {}),
+    ("LRN", [f32(1, 7, 4, 4)], {"size": 5, "alpha": 1e-2, "beta": 0.75, "bias": 1.0}),
+    ("LRN", [f32(1, 6, 3, 3)], {"size": 3, "alpha": 0.1, "beta": 0.5, "bias": 2.0}),
+    ("Gemm", [f32(3, 5), f32(4, 5), f32(4)], {"transB": 1}),
+    ("Gemm", [f32(5, 3), f32(5, 4), f32(3, 4)], {"transA": 1, "alpha": 0.5, "beta": 2.0}),
+    ("BatchNormalization", [f32(2, 3, 4, 4), f32(3), f32(3), f32(3), pos(3)], {"epsilon": 1e-3}),
+    ("LayerNormalization", [f32(2, 3, 8), f32(8), f32(8)], {"epsilon": 1e-5}),
+    ("MatMul", [f32(2, 3, 4, 5), f32(5, 6)], {}),
+    ("Softmax", [f32(2, 3, 4)], {"axis": 1}),
+    ("Softmax", [f32(2, 10)], {}),
+    ("Add", [f32(2, 3, 4), f32(3, 1)], {}),
+    ("Sub", [f32(2, 3), f32(3)], {}),
+    ("Mul", [f32(2, 3), f32(1)], {}),
+    ("Div", [f32(2, 3), pos(2, 3)], {}),
+    ("Div", [i64(7, -7, 9, -9), i64(2, 2, -4, -4)], {}),
+    ("Pow", [pos(3, 4), f32(3, 4)], {}),
+    ("Sum", [f32(2, 3), f32(3), f32(2, 1)], {}),
+    ("Max", [f32(2, 3), f32(3), f32(2, 1)], {}),
+    ("Min", [f32(2, 3), f32(3)], {}),
+    ("Equal", [i64(1, 2, 3), i64(1, 0, 3)], {}),
+    ("Less", [f32(4), f32(4)], {}),
+    ("Greater", [f32(4), f32(4)], {}),
+    ("Where", [np.array([True, False, True]), f32(3), f32(3)], {}),
+    ("Not", [np.array([True, False])], {}),
+    ("Relu", [f32(3, 4)], {}), ("Sigmoid", [f32(3, 4)], {}), ("Tanh", [f32(3, 4)], {}),
+    ("Exp", [f32(3, 4)], {}), ("Log", [pos(3, 4)], {}), ("Sqrt", [pos(3, 4)], {}),
+    ("Abs", [f32(3, 4)], {}), ("Neg", [f32(3, 4)], {}), ("Floor", [f32(3, 4)], {}),
+    ("Ceil", [f32(3, 4)], {}), ("Reciprocal", [pos(3, 4)], {}), ("Erf", [f32(50)], {}),
+    ("LeakyRelu", [f32(3, 4)], {"alpha": 0.2}),
+    ("Clip", [f32(3, 4), np.array(-0.5, np.float32), np.array(0.5, np.float32)], {}),
+    ("Clip", [f32(3, 4), None, np.array(0.1, np.float32)], {}),
+    ("Reshape", [f32(2, 3, 4), i64(0, -1)], {}),
+    ("Flatten", [f32(2, 3, 4, 5)], {"axis": 2}),
+    ("Unsqueeze", [f32(3, 4), i64(0, -1)], {}),
+    ("Squeeze", [f32(1, 3, 1, 4), i64(2)], {}),
+    ("Squeeze", [f32(1, 3, 1, 4)], {}),
+    ("Transpose", [f32(2, 3, 4)], {"perm": [1, 2, 0]}),
+    ("Transpose", [f32(2, 3, 4)], {}),
+    ("Concat", [f32(2, 3), f32(2, 5)], {"axis": 1}),
+    ("Identity", [f32(2, 3)], {}),
+    ("Shape", [f32(2, 3, 4)], {"start": 1}),
+    ("Gather", [f32(5, 3), i64(0, -1, 2)], {"axis": 0}),
+    ("Gather", [f32(5, 3), np.array([[0, 2], [1, 1]], np.int64)], {"axis": 1}),
+    ("Cast", [f32(2, 3) * 10], {"to": 7}),
+    ("Expand", [f32(3, 1), i64(2, 3, 4)], {}),
+    ("Tile", [f32(2, 3), i64(2, 1)], {}),
+    ("Slice", [f32(5, 6), i64(1, -4), i64(4, 100), i64(0, 1), i64(2, 1)], {}),
+    ("Slice", [f32(5, 6), i64(-1), i64(-100), i64(1), i64(-2)], {}),
+    ("Split", [f32(2, 7), i64(3, 4)], {"axis": 1}),
+    ("Pad", [f32(2, 3), i64(1, 0, 0, 2), np.array(1.5, np.float32)], {}),
+    ("Pad", [f32(3, 4), i64(1, 2, 1, 2)], {"mode": "reflect"}),
+    ("Range", [np.array(1, np.int64), np.array(10, np.int64), np.array(3, np.int64)], {}),
+    ("ReduceMean", [f32(2, 3, 4)], {"axes": [1], "keepdims": 1}),
+    ("ReduceSum", [f32(2, 3, 4), i64(0, 2)], {"keepdims": 0}),
+    ("ReduceMax", [f32(2, 3, 4)], {}),
+]
+
+
+@pytest.mark.parametrize("op,inputs,attrs", CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_op_matches_onnxruntime(op: str, inputs: list, attrs: dict) -> None:
+    n_out = len(inputs[1]) if op == "Split" else 1
+    node = Node("n", op, [f"in{i}" for i in range(len(inputs))],
+                [f"out{i}" for i in range(n_out)], dict(attrs))
+    got = evaluate(node, inputs)
+    want = run_ort(op, inputs, attrs, n_out)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+
+
+def test_split_equal_parts_and_dropout() -> None:
+    x = f32(2, 6)
+    got = evaluate(Node("s", "Split", ["x"], ["a", "b", "c"], {"axis": 1}), [x])
+    want = run_ort("Split", [x], {"axis": 1}, 3)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    y, mask = evaluate(Node("d", "Dropout", ["x"], ["y", "m"], {}), [x])
+    np.testing.assert_array_equal(y, x)
+    assert mask.dtype == np.bool_ and mask.all()
+
+
+def test_constant_of_shape_uses_scalar_value_and_dtype() -> None:
+    (y,) = evaluate(Node("c", "ConstantOfShape", ["s"], ["y"], {"value": 3, "dtype": "i32"}),
+                    [i64(2, 3)])
+    want = run_ort("ConstantOfShape", [i64(2, 3)],
+                   {"value": onnx.numpy_helper.from_array(np.array([3], np.int32))}, 1)[0]
+    np.testing.assert_array_equal(y, want)
+    assert y.dtype == want.dtype
+
+
+def test_every_supported_op_has_semantics_and_unknown_op_is_named() -> None:
+    node = Node("weird", "NoSuchOp", [], ["y"])
+    with pytest.raises(ValueError, match="'NoSuchOp' \\(node 'weird'\\)"):
+        evaluate(node, [])
+    tested = {c[0] for c in CASES} | {"Split", "Dropout", "ConstantOfShape"}
+    assert tested == set(SUPPORTED_OPS)

@@ -1,0 +1,527 @@
+"""The emitter: a fully compiled Module -> `Program` -> binary bytes (format v1).
+
+`build_program` gathers everything the device loader needs from the Module
+(kernels, routes, SRAM maps, weight shards, host I/O map) into a `Program`;
+`write_program` encodes any Program (the tests also feed it deliberately
+inconsistent ones); `emit_bytes` validates with the loader's rules first,
+so wsec never writes a binary its own loader would reject. Output depends
+only on the Module: same Module, same bytes.
+
+Weight shards: the kernel kind says which slice of each constant a PE holds
+(`weight_shard`). Calling it for every PE of a 750x994 grid is too slow, and
+one record per distinct shard too big, so `shard_tiling` evaluates one row
+and one column of the rectangle, assumes each tensor dimension's slice
+varies with px alone or py alone (true of every library kind), checks that
+on sampled PEs, and only falls back to the per-PE loop when a kind's layout
+is not separable. The result is stored as x-runs x y-runs plus rectangles
+of equal blob (format.MAP_DTYPE); equal contents share one blob and a
+splat never materialises.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from wsec.ir.graph import HOST, Kernel, Module, Value
+from wsec.ir.kernels import kind_of
+from wsec.ir.target import Target, module_target
+from wsec.ir.types import DTYPES, ConstData
+
+from .format import (
+    AXIS_CELL,
+    AXIS_CONST,
+    AXIS_X,
+    AXIS_Y,
+    BLOB_RAW,
+    BLOB_SPLAT,
+    BLOBS,
+    CELL_DTYPE,
+    MAP_DTYPE,
+    MAX_RANK,
+    META,
+    REGION_DTYPE,
+    ROUTE_DTYPE,
+    ROUTES,
+    RUN_DTYPE,
+    SRAM,
+    STRINGS,
+    Blob,
+    EdgeInfo,
+    KernelInfo,
+    Program,
+    canonical_json,
+    encode_blobs,
+    encode_meta,
+    encode_routes,
+    encode_sram,
+    encode_strings,
+    pack_file,
+    ports_mask,
+)
+
+SliceKey = tuple[tuple[int, int], ...]
+Block = tuple[int, int, int, int, SliceKey]  # x0, x1, y0, y1, slice
+# PEs off row 0 / column 0 checked against a separable layout's prediction
+SAMPLES = 48
+
+
+class EmitError(Exception):
+    """The module cannot be turned into a valid binary (message for people)."""
+
+
+def compiler_version() -> str:
+    try:
+        return importlib.metadata.version("wsec")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+# --- public API --------------------------------------------------------------
+def write_program(p: Program) -> bytes:
+    """Encode a Program as format-v1 bytes (no validation)."""
+    return pack_file([(META, encode_meta(p)), (STRINGS, encode_strings(p.strings)),
+                      (ROUTES, encode_routes(p.routes)),
+                      (SRAM, encode_sram(p)),
+                      (BLOBS, encode_blobs(p.blobs))], p.version, p.flags)
+
+
+def emit_bytes(module: Module, version: str | None = None) -> bytes:
+    """The binary for a compiled module, validated as the loader would."""
+    from .loader import BinaryError, validate_program
+
+    p = build_program(module, version)
+    try:
+        validate_program(p)
+    except BinaryError as e:
+        raise EmitError(f"refusing to write an invalid binary: {e}") from None
+    return write_program(p)
+
+
+def write_binary(module: Module, path: str, version: str | None = None) -> None:
+    """Write the binary atomically: a temp file in the same directory, then
+    os.replace, so `path` is either the old file or the complete new one."""
+    data = emit_bytes(module, version)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".wsec-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --- Module -> Program -------------------------------------------------------
+def build_program(module: Module, version: str | None = None) -> Program:
+    try:
+        target = module_target(module.attrs)
+    except ValueError as e:
+        raise EmitError(str(e)) from None
+    kernels = list(module.kernels())
+    for k in kernels:
+        _require_pass_fields(k, module)
+    values = _value_types(module, kernels)
+    strings: list[str] = []
+    sid: dict[str, int] = {}
+    regions = []
+    for ki, k in enumerate(kernels):
+        for r in sorted(k.sram or [], key=lambda r: (r.offset, r.name)):
+            if r.name not in sid:
+                sid[r.name] = len(strings)
+                strings.append(r.name)
+            regions.append((ki, sid[r.name], r.offset, r.size))
+    blobs = _BlobTable(target)
+    acc = _MapAcc()
+    for ki, k in enumerate(kernels):
+        _weight_maps(ki, k, module, blobs, acc)
+    edges = [EdgeInfo(e.value, e.src, list(e.dsts), int(e.bytes_per_sample), e.color)
+             for e in module.edges]
+    routes = _routes(module)
+    infos = [KernelInfo(k.name, k.kind, dict(k.dims), dict(k.knobs or {}), k.rect,  # type: ignore[arg-type]
+                        bool(k.rotated), dict(k.cost or {}), list(k.origin),
+                        [_op_json(n) for n in k.body], list(k.inputs), list(k.outputs),
+                        _weight_names(k, module)) for k in kernels]
+    info = {
+        "compiler_version": version or compiler_version(),
+        "model_hash": str(module.attrs.get("model_hash", "")),
+        "source": str(module.attrs.get("source", module.name)),
+        "mode": str(module.attrs.get("mode", "pipeline")),
+        "values": values,
+        "consts": {n: _storage(module.values[n].const) for n in values
+                   if n in module.values and module.values[n].const is not None},
+        "inputs": list(module.inputs), "outputs": list(module.outputs),
+        "host_io": _host_io(module, target),
+        "attrs": _plain_attrs(module.attrs),
+    }
+    reg = np.array(regions, REGION_DTYPE) if regions else np.zeros(0, REGION_DTYPE)
+    p = Program(target, infos, edges, routes, reg, *acc.arrays(), blobs.blobs, strings, info)
+    info["summary"] = summary(p)
+    return p
+
+
+def summary(p: Program) -> dict[str, int]:
+    """Headline figures stored in META (and recomputable from the sections)."""
+    return {"kernels": len(p.kernels), "pes_used": sum(k.rect.area for k in p.kernels),
+            "grid_pes": p.target.pes,
+            "bottleneck_cycles": max((int(k.cost.get("cycles", 0)) for k in p.kernels), default=0),
+            "edges": len(p.edges), "route_entries": int(p.routes.size),
+            "colors_used": int(np.unique(p.routes["color"]).size),
+            "blobs": len(p.blobs), "blob_bytes": sum(len(b.payload) for b in p.blobs),
+            "weight_bytes": p.weight_pe_bytes()}
+
+
+def _require_pass_fields(k: Kernel, m: Module) -> None:
+    for fld, pass_name in (("knobs", "size"), ("cost", "size"), ("rect", "place"),
+                           ("sram", "allocate")):
+        if getattr(k, fld) is None:
+            raise EmitError(f"kernel '{k.name}' ({k.kind}) has no {fld}: run the '{pass_name}' "
+                            f"pass before emitting (module properties: "
+                            f"{', '.join(sorted(m.properties)) or 'none'})")
+    try:
+        kind_of(k)
+    except KeyError as e:
+        raise EmitError(str(e.args[0])) from None
+
+
+def _weight_names(k: Kernel, m: Module) -> list[str]:
+    return [i for i in k.inputs if i and i in m.values and m.values[i].const is not None]
+
+
+def _value_types(m: Module, kernels: list[Kernel]) -> dict[str, str]:
+    names: set[str] = set(m.inputs) | set(m.outputs) | {e.value for e in m.edges}
+    for k in kernels:
+        names.update(k.inputs, k.outputs)
+        for n in k.body:
+            names.update(n.inputs, n.outputs)
+    return {n: str(m.values[n].type) for n in sorted(names) if n and n in m.values}
+
+
+def _storage(c: ConstData | None) -> str:
+    return type(c).__name__.lower() if c is not None else "none"
+
+
+def _op_json(n: object) -> dict[str, object]:
+    return {"name": n.name, "op": n.op, "inputs": list(n.inputs),  # type: ignore[attr-defined]
+            "outputs": list(n.outputs), "attrs": dict(n.attrs)}  # type: ignore[attr-defined]
+
+
+def _plain_attrs(attrs: dict[str, object]) -> dict[str, object]:
+    out = {}
+    for key, v in attrs.items():
+        if key in ("target", "grid", "model_hash", "source", "mode"):
+            continue
+        try:
+            canonical_json(v)
+            out[key] = v
+        except (TypeError, ValueError):
+            out[key] = str(v)
+    return out
+
+
+def _routes(m: Module) -> np.ndarray:
+    cols: list[list[int]] = [[], [], [], [], [], []]
+    for ei, e in enumerate(m.edges):
+        if not e.routes:
+            continue
+        if e.color is None:
+            raise EmitError(f"edge %{e.value} from '{e.src}' has routes but no color: "
+                            f"run the 'route' pass before emitting")
+        for h in e.routes:
+            if not (0 <= h.x < 65536 and 0 <= h.y < 65536 and 0 <= e.color < 256):
+                raise EmitError(f"edge %{e.value} has a hop at ({h.x}, {h.y}) on color "
+                                f"{e.color}, outside what format v1 can encode")
+            for c, v in zip(cols, (h.x, h.y, e.color, ports_mask(h.rx), ports_mask(h.tx), ei),
+                            strict=True):
+                c.append(v)
+    r = np.zeros(len(cols[0]), ROUTE_DTYPE)
+    for name, c in zip(("x", "y", "color", "rx", "tx", "edge"), cols, strict=True):
+        r[name] = c
+    return r[np.lexsort((r["edge"], r["color"], r["y"], r["x"]))]
+
+
+def _host_io(m: Module, t: Target) -> dict[str, list[dict[str, object]]]:
+    """Model inputs enter at West-edge PEs (x = 0) whose route receives from W;
+    each such PE takes an even share of the flattened tensor, in y order.
+    Outputs leave at East-edge PEs (x = width-1) whose route sends to E."""
+    ins, outs = [], []
+    for name in m.inputs:
+        pes = sorted({(h.x, h.y) for e in m.edges if e.src == HOST and e.value == name
+                      for h in e.routes or () if h.x == 0 and "W" in h.rx}, key=lambda p: p[1])
+        n = m.values[name].type.numel
+        cuts = [n * i // len(pes) for i in range(len(pes) + 1)] if pes else []
+        ins.append({"value": name, "type": str(m.values[name].type),
+                    "pes": [list(p) for p in pes],
+                    "ranges": [[cuts[i], cuts[i + 1]] for i in range(len(pes))]})
+    for name in m.outputs:
+        pes = sorted({(h.x, h.y) for e in m.edges if HOST in e.dsts and e.value == name
+                      for h in e.routes or () if h.x == t.width - 1 and "E" in h.tx},
+                     key=lambda p: p[1])
+        outs.append({"value": name, "type": str(m.values[name].type),
+                     "pes": [list(p) for p in pes]})
+    return {"inputs": ins, "outputs": outs}
+
+
+# --- weights -----------------------------------------------------------------
+class _BlobTable:
+    """Blobs deduplicated by content digest, in first-seen order."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.blobs: list[Blob] = []
+        self.ids: dict[bytes, int] = {}
+
+    def device_dtype(self, dtype: str) -> str:
+        return self.target.dtype if np.issubdtype(DTYPES[dtype], np.floating) else dtype
+
+    def add(self, b: Blob) -> int:
+        d = b.digest()
+        if d not in self.ids:
+            self.ids[d] = len(self.blobs)
+            self.blobs.append(b)
+        return self.ids[d]
+
+    def splat(self, dtype: str, count: int, value: object) -> int:
+        dt = self.device_dtype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            payload = np.array(value, DTYPES[dt].newbyteorder("<")).tobytes()
+        return self.add(Blob(BLOB_SPLAT, dt, count, payload))
+
+    def dense(self, arr: np.ndarray, dtype: str) -> int:
+        dt = self.device_dtype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = np.ascontiguousarray(arr, DTYPES[dt].newbyteorder("<")).tobytes()
+        return self.add(Blob(BLOB_RAW, dt, int(arr.size), data))
+
+
+@dataclass
+class Tiling:
+    """A weight's layout found by `shard_tiling` (see MAP_DTYPE in format.py).
+
+    Run and cell keys are full slice keys; only the dims whose axis points
+    at them are stored. `cells` is None when the layout is separable (the
+    caller then groups (x-run, y-run) pairs by blob)."""
+
+    axes: list[int]
+    xruns: list[tuple[int, int, SliceKey]]
+    yruns: list[tuple[int, int, SliceKey]]
+    cells: list[Block] | None
+
+    def key(self, i: int, j: int) -> SliceKey:
+        """Full slice of x-run i, y-run j (separable tilings)."""
+        xk, yk = self.xruns[i][2], self.yruns[j][2]
+        return tuple(yk[d] if a == AXIS_Y else xk[d] for d, a in enumerate(self.axes))
+
+
+def shard_tiling(shard: Callable[[int, int], SliceKey], uw: int, uh: int) -> Tiling:
+    """The layout of one weight over uw x uh PE offsets, from `shard(px, py)`."""
+    row = [shard(px, 0) for px in range(uw)]
+    col = [row[0]] + [shard(0, py) for py in range(1, uh)]
+    nd = len(row[0])
+    vx = [any(r[d] != row[0][d] for r in row) for d in range(nd)]
+    vy = [any(c[d] != col[0][d] for c in col) for d in range(nd)]
+    if not any(a and b for a, b in zip(vx, vy, strict=True)):
+        axes = [AXIS_X if vx[d] else AXIS_Y if vy[d] else AXIS_CONST for d in range(nd)]
+        xr = [(a, b, row[a]) for a, b in _runs([tuple(r[d] for d in range(nd) if vx[d])
+                                                for r in row])]
+        yr = [(a, b, col[a]) for a, b in _runs([tuple(c[d] for d in range(nd) if vy[d])
+                                                for c in col])]
+        t = Tiling(axes, xr, yr, None)
+        xi = np.repeat(np.arange(len(xr)), [b - a for a, b, _ in xr])
+        yi = np.repeat(np.arange(len(yr)), [b - a for a, b, _ in yr])
+        if uw == 1 or uh == 1:
+            pts = set()  # row 0 and column 0 were every PE
+        elif uw * uh <= SAMPLES:
+            pts = {(px, py) for px in range(1, uw) for py in range(1, uh)}
+        else:
+            rng = np.random.default_rng(0)
+            pts = {(uw - 1, uh - 1), (uw - 1, uh // 2), (uw // 2, uh - 1)}
+            pts.update(zip(rng.integers(1, uw, SAMPLES).tolist(),
+                           rng.integers(1, uh, SAMPLES).tolist(), strict=True))
+        if all(shard(px, py) == t.key(int(xi[px]), int(yi[py])) for px, py in sorted(pts)):
+            return t
+    const = [all(k[d] == row[0][d] for k in row + col) for d in range(nd)]
+    blocks = _blocks_per_pe(shard, uw, uh)
+    if any(b[4][d] != row[0][d] for b in blocks for d in range(nd) if const[d]):
+        const = [False] * nd
+    return Tiling([AXIS_CONST if c else AXIS_CELL for c in const],
+                  [(px, px + 1, row[0]) for px in range(uw)],
+                  [(py, py + 1, row[0]) for py in range(uh)], blocks)
+
+
+def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc) -> None:
+    kind = kind_of(k)
+    uw, uh = (k.rect.h, k.rect.w) if k.rotated else (k.rect.w, k.rect.h)  # type: ignore[union-attr]
+    for wi, name in enumerate(_weight_names(k, m)):
+        v = m.values[name]
+        shape = v.type.shape
+        if len(shape) > MAX_RANK:
+            raise EmitError(f"kernel '{k.name}': weight %{name} has rank {len(shape)}; "
+                            f"format v1 stores weights of rank <= {MAX_RANK}")
+
+        def shard(px: int, py: int, wi: int = wi, shape: tuple[int, ...] = shape,
+                  name: str = name) -> SliceKey:
+            sl = kind.weight_shard(k.dims, k.knobs or {}, wi, shape, px, py)
+            return _slice_key(sl, shape, k.name, name)
+
+        t = shard_tiling(shard, uw, uh)
+        const = v.const
+        assert const is not None
+        full = None if const.is_splat else const.array()
+        cache: dict[object, int] = {}
+
+        def blob_of(key: SliceKey, v: Value = v, full: np.ndarray | None = full,
+                    cache: dict[object, int] = cache) -> int:
+            count = int(np.prod([b - a for a, b in key], dtype=np.int64))
+            ck: object = count if full is None else key
+            if ck not in cache:
+                if full is None:
+                    cache[ck] = blobs.splat(v.type.dtype, count, v.const.value)  # type: ignore[union-attr]
+                else:
+                    cache[ck] = blobs.dense(full[tuple(slice(a, b) for a, b in key)],
+                                            v.type.dtype)
+            return cache[ck]
+
+        if t.cells is None:
+            ids = np.zeros((len(t.yruns), len(t.xruns)), np.int64)
+            if full is None:  # splat: the blob depends only on the element count
+                lx = np.array([_numel(kx, t.axes, AXIS_X) for *_, kx in t.xruns], np.int64)
+                ly = np.array([_numel(ky, t.axes, AXIS_Y) for *_, ky in t.yruns], np.int64)
+                counts = np.outer(ly, lx) * _numel(t.xruns[0][2], t.axes, AXIS_CONST)
+                uniq, inv = np.unique(counts, return_inverse=True)
+                first = np.unique(inv.reshape(-1), return_index=True)[1]
+                flat_ids = np.array([blob_of(t.key(int(f) % len(t.xruns), int(f) // len(t.xruns)))
+                                     for f in first], np.int64)
+                ids = flat_ids[inv.reshape(counts.shape)]
+            else:
+                for j in range(len(t.yruns)):
+                    for i in range(len(t.xruns)):
+                        ids[j, i] = blob_of(t.key(i, j))
+            cells = [(x0, x1, y0, y1, None, int(b)) for x0, x1, y0, y1, b in _matrix_blocks(ids)]
+        else:
+            cells = [(x0, x1, y0, y1, key, blob_of(key)) for x0, x1, y0, y1, key in t.cells]
+        acc.add(ki, wi, shape, t, cells)
+
+
+def _numel(key: SliceKey, axes: list[int], axis: int) -> int:
+    return int(np.prod([b - a for (a, b), ax in zip(key, axes, strict=True) if ax == axis],
+                       dtype=np.int64))
+
+
+class _MapAcc:
+    """Accumulates MAP/RUN/CELL records of all weights."""
+
+    def __init__(self) -> None:
+        self.maps: list[np.ndarray] = []
+        self.runs: list[np.ndarray] = []
+        self.cells: list[np.ndarray] = []
+        self.nruns = self.ncells = 0
+
+    @staticmethod
+    def _slices(rec: np.ndarray, keys: list[SliceKey | None], axes: list[int], axis: int) -> None:
+        sel = [d for d, a in enumerate(axes) if a == axis]
+        if not sel or not keys:
+            return
+        se = np.array([[k[d] for d in sel] for k in keys], np.int64)  # type: ignore[index]
+        rec["start"][:, sel], rec["stop"][:, sel] = se[:, :, 0], se[:, :, 1]
+
+    def add(self, ki: int, wi: int, shape: tuple[int, ...], t: Tiling,
+            cells: list[tuple[int, int, int, int, SliceKey | None, int]]) -> None:
+        mp = np.zeros(1, MAP_DTYPE)
+        mp["kernel"], mp["weight"], mp["ndim"] = ki, wi, len(shape)
+        mp["axis"][0, :len(shape)] = t.axes
+        mp["nx"], mp["ny"], mp["run0"] = len(t.xruns), len(t.yruns), self.nruns
+        mp["cell0"], mp["ncells"] = self.ncells, len(cells)
+        self._slices(mp, [t.xruns[0][2]], t.axes, AXIS_CONST)
+        runs = np.zeros(len(t.xruns) + len(t.yruns), RUN_DTYPE)
+        both = t.xruns + t.yruns
+        runs["p0"], runs["p1"] = [r[0] for r in both], [r[1] for r in both]
+        self._slices(runs[:len(t.xruns)], [r[2] for r in t.xruns], t.axes, AXIS_X)
+        self._slices(runs[len(t.xruns):], [r[2] for r in t.yruns], t.axes, AXIS_Y)
+        cr = np.zeros(len(cells), CELL_DTYPE)
+        if cells:
+            arr = np.array([c[:4] + (c[5],) for c in cells], np.int64)
+            for j, f in enumerate(("xr0", "xr1", "yr0", "yr1", "blob")):
+                cr[f] = arr[:, j]
+            self._slices(cr, [c[4] for c in cells], t.axes, AXIS_CELL)
+        self.maps.append(mp)
+        self.runs.append(runs)
+        self.cells.append(cr)
+        self.nruns += len(runs)
+        self.ncells += len(cells)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def cat(parts: list[np.ndarray], dt: np.dtype) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(0, dt)
+        return (cat(self.maps, MAP_DTYPE), cat(self.runs, RUN_DTYPE),
+                cat(self.cells, CELL_DTYPE))
+
+
+def _matrix_blocks(ids: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """Rectangles (x0, x1, y0, y1, id) of equal ids covering an (ny, nx)
+    matrix: runs per row, merged with the row below when they match."""
+    ny, nx = ids.shape
+    if (ids == ids[0, 0]).all():
+        return [(0, nx, 0, ny, int(ids[0, 0]))]
+    blocks: list[list[int]] = []
+    open_: dict[tuple[int, int, int], int] = {}
+    for j, row in enumerate(ids):
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(row)) + 1, [nx]])
+        nxt = {}
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            key = (a, b, int(row[a]))
+            if key in open_:
+                blocks[open_[key]][3] = j + 1
+                nxt[key] = open_[key]
+            else:
+                nxt[key] = len(blocks)
+                blocks.append([a, b, j, j + 1, int(row[a])])
+        open_ = nxt
+    return sorted((tuple(b) for b in blocks), key=lambda b: (b[2], b[0]))  # type: ignore[misc]
+
+
+def _slice_key(sl: tuple[slice, ...], shape: tuple[int, ...], kname: str, wname: str) -> SliceKey:
+    if len(sl) < len(shape):
+        sl = tuple(sl) + tuple(slice(0, d) for d in shape[len(sl):])
+    idx = [s.indices(n) for s, n in zip(sl, shape, strict=True)]
+    if any(st != 1 for _, _, st in idx):
+        raise EmitError(f"kernel '{kname}': the shard of weight %{wname} uses a strided "
+                        f"slice {sl}, which format v1 cannot store")
+    return tuple((a, b) if b >= a else (a, a) for a, b, _ in idx)
+
+
+def _runs(keys: list[object]) -> list[tuple[int, int]]:
+    """Maximal [i0, i1) runs of equal consecutive keys."""
+    runs, start = [], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
+def _blocks_per_pe(shard: Callable[[int, int], SliceKey], uw: int, uh: int) -> list[Block]:
+    """General case: runs of equal shards per row, merged with the row below
+    when they span the same columns."""
+    blocks: list[list[object]] = []
+    open_: dict[tuple[int, int, SliceKey], int] = {}
+    for py in range(uh):
+        keys = [shard(px, py) for px in range(uw)]
+        nxt = {}
+        for x0, x1 in _runs(keys):  # type: ignore[arg-type]
+            k = (x0, x1, keys[x0])
+            if k in open_:
+                blocks[open_[k]][3] = py + 1
+                nxt[k] = open_[k]
+            else:
+                nxt[k] = len(blocks)
+                blocks.append([x0, x1, py, py + 1, keys[x0]])
+        open_ = nxt
+    out = [tuple(b) for b in blocks]
+    return sorted(out, key=lambda b: (b[2], b[0]))  # type: ignore[return-value]

@@ -1,0 +1,127 @@
+"""`wsec inspect`: a readable account of what a binary holds.
+
+Everything here is computed from the decoded `Program` alone (no Module, no
+model file), so it shows what the device loader will actually see: header
+and sections, the kernel table, route, SRAM and weight-blob statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .format import Program
+
+_STEP_PORTS = (("N", 1), ("E", 2), ("S", 4), ("W", 8))
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        out.append("  " + "  ".join(cells).rstrip())
+    return out
+
+
+def route_stats(p: Program) -> dict[str, int]:
+    r = p.routes
+    stats = {"edges": len(p.edges), "routed_edges": int(np.unique(r["edge"]).size),
+             "route_entries": int(r.size), "colors_used": int(np.unique(r["color"]).size),
+             "max_colors_per_pe": 0, "max_link_edges": 0, "max_link_bytes": 0}
+    if not r.size:
+        return stats
+    pe = r["x"].astype(np.int64) * 65536 + r["y"]
+    stats["max_colors_per_pe"] = int(np.unique(pe, return_counts=True)[1].max())
+    ebytes = np.array([e.bytes_per_sample for e in p.edges], np.int64)
+    links, loads = [], []
+    for d, (_, bit) in enumerate(_STEP_PORTS):
+        sel = (r["tx"] & bit) != 0
+        links.append(pe[sel] * 4 + d)
+        loads.append(ebytes[r["edge"][sel]])
+    link = np.concatenate(links)
+    if link.size:
+        uniq, inv, cnt = np.unique(link, return_inverse=True, return_counts=True)
+        stats["max_link_edges"] = int(cnt.max())
+        stats["max_link_bytes"] = int(np.bincount(inv, weights=np.concatenate(loads)).max())
+    return stats
+
+
+def sram_stats(p: Program) -> dict[str, float]:
+    area = np.array([k.rect.area for k in p.kernels], np.int64)
+    use = np.array([p.kernel_sram(i) for i in range(len(p.kernels))], np.int64)
+    used = int(area.sum())
+    return {"max": int(use.max()) if use.size else 0,
+            "mean": float((area * use).sum() / used) if used else 0.0,
+            "pes_used": used, "grid_pes": p.target.pes}
+
+
+def blob_stats(p: Program) -> dict[str, float]:
+    stored = sum(len(b.payload) for b in p.blobs)
+    logical = p.weight_pe_bytes()
+    return {"blobs": len(p.blobs), "stored_bytes": stored, "maps": int(p.wmaps.size),
+            "runs": int(p.wruns.size), "cells": int(p.wcells.size),
+            "splats": sum(1 for b in p.blobs if b.encoding == 1),
+            "pe_bytes": logical, "dedup_ratio": logical / stored if stored else 1.0}
+
+
+def inspect_text(p: Program) -> str:
+    t = p.target
+    i = p.info
+    lines = [f"wsec binary, format version {p.version}",
+             f"  target           {t.name}, grid {t.width}x{t.height} "
+             f"({t.pes} PEs, {t.sram_bytes} B SRAM/PE, {t.colors} colors)",
+             f"  compiler         wsec {i.get('compiler_version', '?')}",
+             f"  model            {i.get('source', '?')} ({i.get('model_hash', '') or 'no hash'})",
+             f"  mode             {i.get('mode', '?')}"]
+    if p.sections:
+        lines.append("sections:")
+        lines += _table([[s.name, str(s.offset), str(s.length), f"crc32 {s.crc32:08x}"]
+                         for s in p.sections], {1, 2})
+    lines.append(f"kernels ({len(p.kernels)}):")
+    rows = [["name", "kind", "rect x,y,w,h", "rot", "knobs", "cycles", "SRAM B", "origin"]]
+    for ki, k in enumerate(p.kernels):
+        r = k.rect
+        origin = ", ".join(k.origin[:3]) + (f" +{len(k.origin) - 3}" if len(k.origin) > 3 else "")
+        rows.append([k.name, k.kind, f"{r.x},{r.y},{r.w},{r.h}", "R" if k.rotated else "-",
+                     ",".join(f"{a}={b}" for a, b in sorted(k.knobs.items())) or "-",
+                     str(k.cost.get("cycles", "?")), str(p.kernel_sram(ki)), origin or "-"])
+    lines += _table(rows, {5, 6})
+    rs = route_stats(p)
+    lines += ["routes:",
+              f"  edges            {rs['edges']} ({rs['routed_edges']} routed)",
+              f"  route entries    {rs['route_entries']}",
+              f"  colors used      {rs['colors_used']} of {t.colors}",
+              f"  max colors/PE    {rs['max_colors_per_pe']}",
+              f"  max link load    {rs['max_link_edges']} edges, "
+              f"{rs['max_link_bytes']} B/sample"]
+    ss = sram_stats(p)
+    frac = 100.0 * ss["pes_used"] / ss["grid_pes"] if ss["grid_pes"] else 0.0
+    lines += ["SRAM:",
+              f"  max per PE       {ss['max']} B of {t.sram_bytes} "
+              f"({100.0 * ss['max'] / t.sram_bytes:.1f}%)",
+              f"  mean per used PE {ss['mean']:.0f} B",
+              f"  PEs used         {ss['pes_used']} / {ss['grid_pes']} ({frac:.1f}%)"]
+    bs = blob_stats(p)
+    lines += ["weight blobs:",
+              f"  blobs            {bs['blobs']} ({bs['splats']} splat), "
+              f"{_fmt_bytes(bs['stored_bytes'])} stored",
+              f"  weight maps      {bs['maps']} ({bs['runs']} runs, {bs['cells']} cells)",
+              f"  bytes on PEs     {_fmt_bytes(bs['pe_bytes'])} "
+              f"(dedup ratio {bs['dedup_ratio']:.1f}x)"]
+    io = i.get("host_io", {})
+    if io:
+        lines.append("host I/O:")
+        for d in io.get("inputs", []):
+            lines.append(f"  in  %{d['value']} {d['type']}: {len(d['pes'])} West-edge PEs")
+        for d in io.get("outputs", []):
+            lines.append(f"  out %{d['value']} {d['type']}: {len(d['pes'])} East-edge PEs")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,290 @@
+"""Binary format v1: emit -> load round trip, determinism, weight sharding,
+atomic writes and `inspect` text, on a small hand-built compiled Module."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+
+import numpy as np
+import pytest
+from wsec.backends.emit import (
+    EmitError,
+    build_program,
+    emit_bytes,
+    shard_tiling,
+    write_binary,
+    write_program,
+)
+from wsec.backends.format import BLOB_SPLAT, SECTION_NAMES, Program, pe_of
+from wsec.backends.inspect import inspect_text
+from wsec.backends.loader import load_binary
+from wsec.ir.graph import HOST, Edge, Hop, Kernel, Module, Node, Rect, SramRegion
+from wsec.ir.kernel_kind import KernelKind
+from wsec.ir.kernels import KINDS, register
+from wsec.ir.types import Dense, Splat, TensorType
+
+
+def _block(n: int, parts: int, i: int) -> slice:
+    step = -(-n // parts)
+    return slice(min(n, i * step), min(n, (i + 1) * step))
+
+
+class GridMM(KernelKind):
+    """Test kind: weight dim 1 split over px (knob kx), dim 0 over py (ky);
+    rank-1 weights split over px."""
+
+    name = "t_gridmm"
+    knob_names = ("kx", "ky")
+
+    def weight_shard(self, dims, knobs, weight_index, weight_shape, px, py):  # type: ignore[no-untyped-def]
+        if len(weight_shape) == 1:
+            return (_block(weight_shape[0], knobs["kx"], px),)
+        return (_block(weight_shape[0], knobs["ky"], py), _block(weight_shape[1], knobs["kx"], px))
+
+
+class FlatMM(KernelKind):
+    """Test kind whose layout is not separable: rows split by py * w + px."""
+
+    name = "t_flatmm"
+    knob_names = ("w", "n")
+
+    def weight_shard(self, dims, knobs, weight_index, weight_shape, px, py):  # type: ignore[no-untyped-def]
+        return (_block(weight_shape[0], knobs["n"], py * knobs["w"] + px),)
+
+
+for _kind in (GridMM(), FlatMM()):
+    if _kind.name not in KINDS:
+        register(_kind)
+
+RNG = np.random.default_rng(7)
+W1 = RNG.standard_normal((16, 32)).astype(np.float32)
+W2 = RNG.standard_normal((30, 8)).astype(np.float32)
+
+
+def build_module() -> Module:
+    """A fully compiled 3-kernel module on an 8x8 wse2 grid."""
+    m = Module("tiny", attrs={"target": "wse2", "grid": [8, 8], "model_hash": "sha256:abc",
+                              "opset": 17})
+    m.properties = {"canonical", "kernels", "sized", "placed", "routed", "allocated"}
+    f = TensorType
+    m.add_value("x", f("f32", (1, 16)))
+    m.add_value("w1", f("f32", (16, 32)), Dense(f("f32", (16, 32)), W1))
+    m.add_value("b1", f("f32", (32,)), Splat(f("f32", (32,)), 0.5))
+    m.add_value("w2", f("f32", (30, 8)), Dense(f("f32", (30, 8)), W2))
+    m.add_value("w3", f("f32", (8, 8)), Splat(f("f32", (8, 8)), 0.01))
+    for n, s in (("m1", (1, 32)), ("h", (1, 32)), ("g", (1, 8)), ("y", (1, 8))):
+        m.add_value(n, f("f32", s))
+    m.inputs, m.outputs = ["x"], ["y"]
+    m.nodes = [
+        Kernel("k0", "k0", ["x", "w1", "b1"], ["h"], kind="t_gridmm", dims={"M": 1, "N": 32},
+               body=[Node("mm", "MatMul", ["x", "w1"], ["m1"]),
+                     Node("add", "Add", ["m1", "b1"], ["h"])],
+               origin=["mm", "add"], knobs={"kx": 4, "ky": 2}, rect=Rect(0, 0, 4, 2),
+               cost={"cycles": 120, "sram": 600},
+               sram=[SramRegion("weights", 0, 512), SramRegion("acts", 512, 88)]),
+        # rotated: unrotated 3x2 PEs placed as a 2x3 rectangle
+        Kernel("k1", "k1", ["h", "w2"], ["g"], kind="t_flatmm", dims={"K": 30},
+               body=[Node("mm2", "Gemm", ["h", "w2"], ["g"], {"alpha": 1.0, "transB": 0})],
+               origin=["mm2"], knobs={"w": 3, "n": 6}, rect=Rect(4, 0, 2, 3), rotated=True,
+               cost={"cycles": 200, "sram": 300}, sram=[SramRegion("weights", 0, 300)]),
+        Kernel("k2", "k2", ["g", "w3"], ["y"], kind="t_gridmm", dims={"M": 1, "N": 8},
+               body=[Node("mm3", "MatMul", ["g", "w3"], ["y"])], origin=["mm3"],
+               knobs={"kx": 1, "ky": 1}, rect=Rect(6, 0, 1, 1),
+               cost={"cycles": 50, "sram": 256}, sram=[SramRegion("weights", 0, 256)]),
+    ]
+    m.edges = [
+        Edge("x", HOST, ["k0"], 64, 0, [Hop(0, 0, ("W",), ("RAMP", "N")),
+                                        Hop(0, 1, ("S",), ("RAMP",))]),
+        Edge("h", "k0", ["k1"], 128, 1, [Hop(3, 0, ("RAMP",), ("E",)),
+                                         Hop(4, 0, ("W",), ("RAMP",))]),
+        Edge("g", "k1", ["k2"], 32, 2, [Hop(5, 0, ("RAMP",), ("E",)),
+                                        Hop(6, 0, ("W",), ("RAMP",))]),
+        Edge("y", "k2", [HOST], 32, 1, [Hop(6, 0, ("RAMP",), ("E",)),
+                                        Hop(7, 0, ("W",), ("E",))]),
+    ]
+    return m
+
+
+@pytest.fixture
+def blob() -> bytes:
+    return emit_bytes(build_module(), version="test")
+
+
+def test_round_trip_kernels_routes_regions(blob: bytes) -> None:
+    m = build_module()
+    p = load_binary(blob)
+    assert p.version == 1 and p.target.name == "wse2"
+    assert (p.target.width, p.target.height, p.target.sram_bytes) == (8, 8, 48 * 1024)
+    assert p.info["compiler_version"] == "test" and p.info["model_hash"] == "sha256:abc"
+    assert p.info["attrs"] == {"opset": 17}
+    assert [s.name for s in p.sections] == [SECTION_NAMES[i] for i in (1, 2, 3, 4, 5)]
+    for k, ki in zip(m.kernels(), p.kernels, strict=True):
+        assert (ki.name, ki.kind, ki.dims, ki.knobs, ki.rect, ki.rotated, ki.cost, ki.origin) == \
+               (k.name, k.kind, k.dims, k.knobs, k.rect, k.rotated, k.cost, k.origin)
+        assert [(b["op"], b["inputs"], b["outputs"], b["attrs"]) for b in ki.body] == \
+               [(n.op, n.inputs, n.outputs, n.attrs) for n in k.body]
+        assert p.kernel_regions(p.kernel_index(k.name)) == sorted(k.sram, key=lambda r: r.offset)
+    assert p.kernels[0].weights == ["w1", "b1"]
+    assert p.info["values"]["w2"] == "f32[30,8]"
+    for ei, e in enumerate(m.edges):
+        pe = p.edges[ei]
+        assert (pe.value, pe.src, pe.dsts, pe.bytes_per_sample, pe.color) == \
+               (e.value, e.src, e.dsts, e.bytes_per_sample, e.color)
+        # ports come back in PORTS order (N E S W RAMP): masks carry no order
+        want = sorted(e.routes, key=lambda h: (h.x, h.y))
+        assert [(h.x, h.y, set(h.rx), set(h.tx)) for h in p.edge_hops(ei)] == \
+               [(h.x, h.y, set(h.rx), set(h.tx)) for h in want]
+    r = p.routes
+    keys = list(zip(r["x"].tolist(), r["y"].tolist(), r["color"].tolist(), strict=True))
+    assert keys == sorted(keys)
+    assert p.info["host_io"]["inputs"] == [{"value": "x", "type": "f32[1,16]", "pes": [[0, 0]],
+                                            "ranges": [[0, 16]]}]
+    assert p.info["host_io"]["outputs"][0]["pes"] == [[7, 0]]
+    assert p.info["summary"]["kernels"] == 3 and p.info["summary"]["route_entries"] == 8
+
+
+def test_weights_reassemble_as_f16(blob: bytes) -> None:
+    m = build_module()
+    p = load_binary(blob)
+    for ki, k in enumerate(p.kernels):
+        for wi, name in enumerate(k.weights):
+            got = p.assemble_weight(ki, wi)
+            want = m.values[name].const.array().astype(np.float16)
+            assert got.dtype == np.float16
+            np.testing.assert_array_equal(got, want)
+    # splat weights stay splats; the dense ones are raw f16 bytes
+    kinds = {p.blobs[b[5]].encoding for b in p.weight_blocks(0, 1)}
+    assert kinds == {BLOB_SPLAT}
+    raw = [b for b in p.blobs if b.encoding != BLOB_SPLAT]
+    assert sum(b.count for b in raw) == W1.size + W2.size
+
+
+def test_shard_blocks_follow_the_kind(blob: bytes) -> None:
+    """Every PE's block holds exactly the slice the kind assigns to it."""
+    m = build_module()
+    p = load_binary(blob)
+    for ki, k in enumerate(m.kernels()):
+        uw, uh = p.kernels[ki].unrotated_shape
+        kind = KINDS[k.kind]
+        for wi, name in enumerate(p.kernels[ki].weights):
+            shape = m.values[name].type.shape
+            seen = np.zeros((uw, uh), int)
+            for x0, x1, y0, y1, sl, bi in p.weight_blocks(ki, wi):
+                for px in range(x0, x1):
+                    for py in range(y0, y1):
+                        seen[px, py] += 1
+                        want = kind.weight_shard(k.dims, k.knobs, wi, shape, px, py)
+                        want = tuple(want) + tuple(slice(0, d) for d in shape[len(want):])
+                        assert [(s.start, s.stop) for s in sl] == [(s.start, s.stop) for s in want]
+                assert p.blobs[bi].count == np.prod([s.stop - s.start for s in sl])
+            assert (seen == 1).all()
+    # the rotated kernel's offset (px, py) sits transposed on the grid
+    k1 = p.kernels[1]
+    assert pe_of(k1.rect, k1.rotated, 2, 1) == (5, 2) and k1.rect.contains(5, 2)
+    # k0's w1 is separable (dim 0 by row, dim 1 by column); k1's w2 is not
+    assert p.weight_map(0, 0)["axis"][:2].tolist() == [2, 1]
+    assert p.weight_map(1, 0)["axis"][:2].tolist() == [3, 0]
+
+
+def test_emit_is_deterministic_and_rewrite_is_identity(blob: bytes) -> None:
+    assert emit_bytes(build_module(), version="test") == blob
+    assert write_program(load_binary(blob)) == blob
+
+
+def test_dedup_shares_blobs() -> None:
+    m = build_module()
+    m.values["w3"].const = Splat(TensorType("f32", (8, 8)), 0.5)  # same value as b1
+    p = build_program(m, "test")
+    splats = [b for b in p.blobs if b.encoding == BLOB_SPLAT]
+    # b1 shards of 8 elements and w3's 64: two counts, one value -> 2 blobs
+    assert sorted(b.count for b in splats) == [8, 64]
+    assert all(b.value == 0.5 for b in splats)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda px, py: ((px // 3, px // 3 + 1), (py % 2, py % 2 + 1)),
+    lambda px, py: ((0, 4), (py // 5, 9)),
+    lambda px, py: (((py * 7 + px) // 4, 99),),  # not separable
+    lambda px, py: ((px * py, px * py + 1),),  # looks constant on row 0 and column 0
+])
+def test_shard_tiling_reproduces_every_pe(fn) -> None:  # type: ignore[no-untyped-def]
+    uw, uh = 11, 13
+    t = shard_tiling(fn, uw, uh)
+    xi = [i for i, (a, b, _) in enumerate(t.xruns) for _ in range(a, b)]
+    yi = [j for j, (a, b, _) in enumerate(t.yruns) for _ in range(a, b)]
+    assert len(xi) == uw and len(yi) == uh
+    if t.cells is None:
+        for px in range(uw):
+            for py in range(uh):
+                assert t.key(xi[px], yi[py]) == fn(px, py)
+    else:
+        cover = np.zeros((uw, uh), int)
+        for x0, x1, y0, y1, key in t.cells:
+            for px in range(x0, x1):
+                for py in range(y0, y1):
+                    cover[px, py] += 1
+                    assert fn(px, py) == key
+        assert (cover == 1).all()
+
+
+def test_emit_refuses_unplaced_and_invalid_modules(tmp_path: pathlib.Path) -> None:
+    m = build_module()
+    m.kernel("k1").rect = None
+    with pytest.raises(EmitError, match=r"^kernel 'k1' \(t_flatmm\) has no rect: run the "
+                                        r"'place' pass before emitting"):
+        emit_bytes(m)
+    m = build_module()
+    m.kernel("k2").sram = [SramRegion("weights", 0, 60000)]
+    out = tmp_path / "m.bin"
+    out.write_bytes(b"old")
+    with pytest.raises(EmitError, match="refusing to write an invalid binary: kernel 'k2' needs "
+                                        "60000 bytes of SRAM per PE"):
+        write_binary(m, str(out))
+    assert out.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["m.bin"]
+
+
+def test_write_binary_is_atomic_and_loads_from_path(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "m.bin"
+    write_binary(build_module(), str(out), version="test")
+    assert os.listdir(tmp_path) == ["m.bin"]
+    p = load_binary(str(out))
+    assert [k.name for k in p.kernels] == ["k0", "k1", "k2"]
+    assert out.read_bytes() == emit_bytes(build_module(), version="test")
+
+
+def test_inspect_text(blob: bytes) -> None:
+    text = inspect_text(load_binary(blob))
+    for word in ("format version 1", "wse2, grid 8x8", "wsec test", "sha256:abc", "META",
+                 "ROUTES", "BLOBS", "crc32", "k0", "t_gridmm", "0,0,4,2", "kx=4,ky=2", "mm, add",
+                 "route entries    8", "colors used      3 of 24", "max colors/PE    2",
+                 "max per PE       600 B", "PEs used         15 / 64",
+                 "dedup ratio", "in  %x f32[1,16]: 1 West-edge PEs"):
+        assert word in text, word
+    # the program the emitter built (no section table yet) prints too
+    assert "k2" in inspect_text(build_program(build_module(), "test"))
+
+
+def test_big_splat_on_full_wafer_is_fast() -> None:
+    """A 25088x4096 splat sharded over all 750x994 PEs: one blob per shard
+    size, one run per PE column/row, a few cells, no per-PE work."""
+    m = Module("big", attrs={"target": "wse2"})
+    t = TensorType("f32", (25088, 4096))
+    m.add_value("x", TensorType("f32", (1, 25088)))
+    m.add_value("w", t, Splat(t, 0.01))
+    m.add_value("y", TensorType("f32", (1, 4096)))
+    m.inputs, m.outputs = ["x"], ["y"]
+    m.nodes = [Kernel("fc", "fc", ["x", "w"], ["y"], kind="t_gridmm", knobs={"kx": 750, "ky": 994},
+                      rect=Rect(0, 0, 750, 994), cost={"cycles": 1}, sram=[SramRegion("w", 0, 512)],
+                      body=[Node("fc", "MatMul", ["x", "w"], ["y"])], origin=["fc"])]
+    t0 = time.perf_counter()
+    data = emit_bytes(m, version="test")
+    p: Program = load_binary(data)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 10.0, f"emit+load took {elapsed:.1f}s"
+    # ceil-sized blocks: 4 shard sizes (and 0 past the end) -> 5 splat blobs
+    assert len(p.blobs) == 5 and len(data) < 500_000
+    assert p.wruns.size <= 750 + 994 and p.wcells.size <= 9
+    assert p.info["summary"]["weight_bytes"] == 25088 * 4096 * 2

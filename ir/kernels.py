@@ -1,13 +1,21 @@
 """The kernel library: every kernel kind wsec can place, by name.
 
 Each kind (a `KernelKind` subclass, see kernel_kind.py) is defined once here
-(or in a module this one imports) and registered in `KINDS`.
+(or in a module this one imports) and registered in `KINDS`. wsec's own
+wse2/wse3 kinds live in the `library_*` modules; kinds are target-agnostic
+objects (the Target is an argument of every cost function), so other
+libraries (e.g. the ISPD-2020 contest kinds for cs1) register into the same
+table.
 """
 
 from __future__ import annotations
 
 from .graph import Kernel
 from .kernel_kind import KernelKind
+from .library_common import LibraryKind
+from .library_dense import MatmulKind
+from .library_spatial import ConvKind, PoolKind
+from .library_stream import DatamoveKind, ElementwiseKind, NormKind, SoftmaxKind
 
 KINDS: dict[str, KernelKind] = {}
 
@@ -24,3 +32,16 @@ def kind_of(kernel: Kernel) -> KernelKind:
     except KeyError:
         raise KeyError(f"kernel '{kernel.name}' has unknown kind '{kernel.kind}' "
                        f"(known: {', '.join(sorted(KINDS))})") from None
+
+
+def kind_for_op(op: str) -> LibraryKind | None:
+    """The library kind that implements graph op `op` (None: no kind does)."""
+    for kind in KINDS.values():
+        if isinstance(kind, LibraryKind) and op in kind.ops:
+            return kind
+    return None
+
+
+for _kind in (ConvKind(), MatmulKind(), PoolKind(), NormKind(), SoftmaxKind(),
+              ElementwiseKind(), DatamoveKind()):
+    register(_kind)

@@ -1,0 +1,213 @@
+"""Spatial kernel kinds: convolution and pooling on NCHW feature maps.
+
+Both stream the input feature map row by row through a rectangle of PEs.
+Output rows are dealt out to `s` row groups (each receives only the input
+rows its output rows need, plus the kernel-window halo), channels are dealt
+out to `k`/`c` column groups; every PE keeps a sliding window of input rows
+and one output row, so SRAM does not grow with the image height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .graph import Node, Value
+from .kernel_kind import Dims, Knobs
+from .library_common import (
+    CODE_BYTES,
+    KERNEL_OVERHEAD,
+    ROW_OVERHEAD,
+    LibraryKind,
+    UnsupportedShape,
+    block,
+    candidates,
+    cdiv,
+    elems_per_cycle,
+    fused_extras,
+    itemsize,
+    spatial,
+    vtype,
+)
+from .target import Target
+
+
+def _pair(attrs: dict, key: str, default: int, n: int = 2) -> list[int]:
+    v = attrs.get(key)
+    if v is None:
+        return [default] * n
+    return [int(x) for x in v]  # type: ignore[union-attr]
+
+
+def _window_dims(node: Node, x_shape: tuple[int, int, int, int],
+                 y_shape: tuple[int, int, int, int], rs: tuple[int, int], nsp: int) -> Dims:
+    """Strides, dilations, total pads per axis and output size of a windowed op
+    with `nsp` spatial axes (1-D ops map onto H = 1)."""
+    if nsp not in (1, 2):
+        raise UnsupportedShape(f"{node.op} with {nsp} spatial axes (only 1-D and 2-D map)")
+    n, c, h, w = x_shape
+    _, _, ho, wo = y_shape
+    r, s = rs
+    st = _pair(node.attrs, "strides", 1, nsp)
+    dl = _pair(node.attrs, "dilations", 1, nsp)
+    if nsp == 1:
+        st, dl = [1, st[0]], [1, dl[0]]
+    # the input extent actually read (pads included), whatever auto_pad said
+    ph = max(0, (ho - 1) * st[0] + (r - 1) * dl[0] + 1 - h)
+    pw = max(0, (wo - 1) * st[1] + (s - 1) * dl[1] + 1 - w)
+    return {"N": n, "C": c, "H": h, "W": w, "R": r, "S": s, "sh": st[0], "sw": st[1],
+            "dh": dl[0], "dw": dl[1], "ph": ph, "pw": pw, "Ho": ho, "Wo": wo}
+
+
+class ConvKind(LibraryKind):
+    """Convolution (+ fused bias, activation, residual add).
+
+    Mapping: the rectangle is k wide and c*s high. Column px holds output
+    channels block px (ceil(K/k) channels); row py holds input-channel block
+    py % c of each group (ceil(C/G/c) channels) for output-row group py // c.
+    Each PE keeps its weight shard [K/k, C/G/c, R, S] resident, a sliding
+    window of (R-1)*dh + 1 + sh input rows of its input channels and one
+    output row; partial sums are reduced along the c PEs of a column (one add
+    per output element), and fused element-wise ops run on the result.
+    The PE's `simd` lanes vectorise over an output row's (Wo x K/k) outputs.
+    dims: N, C, H, W (input), K, R, S, G (groups), strides sh/sw, dilations
+    dh/dw, ph/pw (padding rows/columns actually read), Ho, Wo, bias (0/1),
+    F/A/P (fused op cycles per element, residual inputs, constant elements).
+    """
+
+    name = "conv"
+    knob_names = ("k", "c", "s")
+    description = "convolution: k output-channel groups (x), c input-channel x s row groups (y)"
+    ops = frozenset({"Conv"})
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        conv = body[0]
+        wt = vtype(values, conv.inputs[1]).shape
+        if len(wt) not in (3, 4):
+            raise UnsupportedShape(f"Conv with a {len(wt)}-D weight (only 1-D and 2-D map)")
+        rs = (wt[2], wt[3]) if len(wt) == 4 else (1, wt[2])
+        x = spatial(vtype(values, conv.inputs[0]))
+        y = spatial(vtype(values, conv.outputs[0]))
+        d = _window_dims(conv, x, y, rs, len(wt) - 2)
+        bias = len(conv.inputs) > 2 and bool(conv.inputs[2])
+        d.update({"K": wt[0], "G": int(conv.attrs.get("group", 1)), "bias": int(bias)})
+        d.update(fused_extras(body, values))
+        return d
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        cg = dims["C"] // dims["G"]
+        return {"k": candidates(dims["K"], target.width),
+                "c": candidates(cg, target.height),
+                "s": candidates(dims["Ho"], target.height)}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        k, c, s = kn["k"], kn["c"], kn["s"]
+        G, K, C = d["G"], d["K"], d["C"]
+        cg, kg = C // G, K // G
+        kb, cb = cdiv(K, k), cdiv(cg, c)
+        cin = np.minimum(C, np.minimum(G, cdiv(kb + kg - 1, kg)) * cb)
+        rows = d["N"] * cdiv(d["Ho"], s)
+        wi = d["W"] + d["pw"]
+        win = (d["R"] - 1) * d["dh"] + 1
+        red = (c > 1).astype(np.int64)
+        outs = rows * d["Wo"] * kb
+        compute = rows * cdiv(d["Wo"] * kb, target.simd) * (cb * d["R"] * d["S"] + d["F"] + red)
+        rows_in = d["N"] * np.minimum(d["H"] + d["ph"], cdiv(d["Ho"], s) * d["sh"] + win - 1)
+        epc = elems_per_cycle(target)
+        recv = cdiv(rows_in * wi * cin + outs * (d["A"] + red), epc)
+        send = cdiv(outs, epc)
+        cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+        b = itemsize(target)
+        sram = (CODE_BYTES + kb * cb * d["R"] * d["S"] * b          # weight shard
+                + (win + d["sh"]) * wi * cin * b                   # input row window
+                + d["Wo"] * kb * b * (1 + d["A"])                  # output (+ residual) row
+                + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)   # bias, fused constants
+        return k, c * s, cycles, sram
+
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        K, cg = dims["K"], dims["C"] // dims["G"]
+        full = [slice(0, n) for n in weight_shape]
+        if len(weight_shape) >= 3 and weight_shape[0] == K and weight_shape[1] == cg:
+            full[0] = block(K, knobs["k"], px)
+            full[1] = block(cg, knobs["c"], py % knobs["c"])
+        elif weight_shape and int(np.prod(weight_shape)) == K:
+            ax = next(i for i, n in enumerate(weight_shape) if n == K)
+            full[ax] = block(K, knobs["k"], px)
+        return tuple(full)
+
+
+class PoolKind(LibraryKind):
+    """Max / average / global pooling (+ fused element-wise ops).
+
+    Mapping: c channel groups along x, s output-row groups along y; a PE
+    keeps a window of input rows of its ceil(C/c) channels and one output
+    row. Global pooling reduces over the whole map: the s row groups each sum
+    ceil(H/s) input rows and their partial results are added along y.
+    dims: as conv without K/G/bias, plus glob (1 for global pooling).
+    """
+
+    name = "pool"
+    knob_names = ("c", "s")
+    description = "pooling: c channel groups (x), s row groups (y)"
+    ops = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        p = body[0]
+        x = spatial(vtype(values, p.inputs[0]))
+        y = spatial(vtype(values, p.outputs[0]))
+        glob = p.op.startswith("Global")
+        nsp = len(vtype(values, p.inputs[0]).shape) - 2
+        if glob:
+            rs = (x[2], x[3])
+        else:
+            ks = _pair(p.attrs, "kernel_shape", 1, nsp)
+            nsp = len(ks)
+            rs = (ks[0], ks[1]) if nsp == 2 else (1, ks[0])
+        d = _window_dims(p, x, y, rs, nsp if not glob else 2)
+        d["glob"] = int(glob)
+        d.update(fused_extras(body, values))
+        return d
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        rows = dims["H"] if dims["glob"] else dims["Ho"]
+        return {"c": candidates(dims["C"], target.width), "s": candidates(rows, target.height)}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        c, s = kn["c"], kn["s"]
+        cb = cdiv(d["C"], c)
+        epc, b = elems_per_cycle(target), itemsize(target)
+        red = (s > 1).astype(np.int64)
+        if d["glob"]:
+            rows = d["N"] * cdiv(d["H"], s)
+            compute = rows * cdiv(d["W"] * cb, target.simd) + d["N"] * cdiv(cb, target.simd) * (
+                red + d["F"] + 1)
+            recv = cdiv(rows * d["W"] * cb + d["N"] * cb * red, epc)
+            sram = CODE_BYTES + d["W"] * cb * b + cb * 4 * (1 + d["A"]) + cb * b
+            cycles = np.maximum(compute, recv) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+            return c, s, cycles, sram
+        rows = d["N"] * cdiv(d["Ho"], s)
+        wi = d["W"] + d["pw"]
+        win = (d["R"] - 1) * d["dh"] + 1
+        compute = rows * cdiv(d["Wo"] * cb, target.simd) * (d["R"] * d["S"] + 1 + d["F"])
+        rows_in = d["N"] * np.minimum(d["H"] + d["ph"], cdiv(d["Ho"], s) * d["sh"] + win - 1)
+        recv = cdiv(rows_in * wi * cb + rows * d["Wo"] * cb * d["A"], epc)
+        send = cdiv(rows * d["Wo"] * cb, epc)
+        cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+        sram = (CODE_BYTES + (win + d["sh"]) * wi * cb * b + d["Wo"] * cb * b * (1 + d["A"])
+                + cdiv(d["P"] * cb, d["C"]) * b)
+        return c, s, cycles, sram
+
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        return _channel_shard(dims["C"], knobs["c"], weight_shape, px)
+
+
+def _channel_shard(C: int, parts: int, weight_shape: tuple[int, ...], px: int) -> tuple[slice, ...]:
+    """Per-channel constants (numel == C) split like the channels; others whole."""
+    full = [slice(0, n) for n in weight_shape]
+    if weight_shape and int(np.prod(weight_shape)) == C and C > 1:
+        ax = next(i for i, n in enumerate(weight_shape) if n == C)
+        full[ax] = block(C, parts, px)
+    return tuple(full)

@@ -1,0 +1,230 @@
+"""Streaming kernel kinds: element-wise chains, normalisation, softmax and
+pure data movement.
+
+These hold no large weights; their time is set by how many elements each PE
+touches and by the fabric (one 32-bit wavelet per cycle into a PE). Kinds
+with one knob `p` spread their elements over a near-square rectangle of p
+PEs (a square keeps the fan-in/fan-out routes short on both axes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .graph import Node, Value
+from .kernel_kind import Dims, Knobs
+from .library_common import (
+    CODE_BYTES,
+    ELEMENTWISE_OPS,
+    KERNEL_OVERHEAD,
+    OP_COST,
+    ROW_OVERHEAD,
+    LibraryKind,
+    UnsupportedShape,
+    block,
+    candidates,
+    cdiv,
+    elems_per_cycle,
+    fused_extras,
+    is_const,
+    itemsize,
+    squarish,
+    vtype,
+)
+from .target import Target
+
+DATAMOVE_OPS = frozenset({
+    "Reshape", "Flatten", "Concat", "Transpose", "Unsqueeze", "Squeeze", "Gather", "Cast",
+    "Slice", "Split", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Identity",
+})
+
+
+def _external(body: Sequence[Node], values: dict[str, Value]) -> tuple[list[str], int, int]:
+    """Activation inputs read from outside `body`, constant elements read, and
+    the number of body values (outputs)."""
+    internal = {o for n in body for o in n.outputs if o}
+    acts: list[str] = []
+    consts = 0
+    seen: set[str] = set()
+    for n in body:
+        for i in n.inputs:
+            if not i or i in internal or i in seen:
+                continue
+            seen.add(i)
+            if is_const(values, i):
+                consts += vtype(values, i).numel
+            else:
+                acts.append(i)
+    return acts, consts, len(internal)
+
+
+def _max_numel(body: Sequence[Node], values: dict[str, Value], acts: list[str]) -> int:
+    sizes = [vtype(values, o).numel for n in body for o in n.outputs if o]
+    sizes += [vtype(values, a).numel for a in acts]
+    return max([1, *sizes])
+
+
+class _SpreadKind(LibraryKind):
+    """One knob p: the kernel's elements dealt out over p PEs (near-square)."""
+
+    knob_names = ("p",)
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        return {"p": candidates(dims["E"] * dims.get("rows", 1), target.pes, limit=96)}
+
+
+class ElementwiseKind(_SpreadKind):
+    """A chain of element-wise ops not fused into an anchor (e.g. Mul+Add+Relu
+    of a pre-activation batch norm, or a residual add whose input has other
+    readers). Each of p PEs owns ceil(E/p) consecutive elements: it receives
+    them from its I inputs, applies the O per-element op cycles with its simd
+    lanes and sends the result. dims: E elements, I activation inputs, Q
+    values produced, O cycles per element, P constant elements (replicated)."""
+
+    name = "elementwise"
+    description = "element-wise chain over p PEs"
+    ops = ELEMENTWISE_OPS
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        acts, consts, _ = _external(body, values)
+        ops = sum(OP_COST.get(n.op, 1) * max(1, len([i for i in n.inputs if i]) - 1)
+                  for n in body)
+        return {"E": _max_numel(body, values, acts), "I": len(acts), "O": ops, "P": consts,
+                "Q": 1}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        p = kn["p"]
+        n = cdiv(d["E"], p)
+        epc, b = elems_per_cycle(target), itemsize(target)
+        compute = cdiv(n, target.simd) * d["O"]
+        io = np.maximum(cdiv(n * d["I"], epc), cdiv(n * d["Q"], epc))
+        w, h = squarish(p, target)
+        sram = CODE_BYTES + n * b * (d["I"] + d["Q"]) + d["P"] * b
+        return w, h, np.maximum(compute, io) + KERNEL_OVERHEAD, sram
+
+
+class DatamoveKind(_SpreadKind):
+    """Ops that only move data (Reshape, Flatten, Concat, Transpose, Gather,
+    Cast, Slice, ...; a chain of them fuses). Each of p PEs buffers and
+    forwards ceil(E/p) elements, one wavelet per element per cycle; the
+    permutation is in the routes. dims: E = largest tensor touched, I
+    activation inputs, P constant elements (shape tensors, gather tables;
+    replicated on every PE)."""
+
+    name = "datamove"
+    description = "data movement over p PEs"
+    ops = DATAMOVE_OPS
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        acts, consts, _ = _external(body, values)
+        return {"E": _max_numel(body, values, acts), "I": len(acts), "P": consts}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        p = kn["p"]
+        n = cdiv(d["E"], p)
+        w, h = squarish(p, target)
+        sram = CODE_BYTES + n * itemsize(target) + d["P"] * itemsize(target)
+        return w, h, n + KERNEL_OVERHEAD, sram
+
+
+class SoftmaxKind(_SpreadKind):
+    """Softmax / LogSoftmax along one axis: `rows` independent rows of E.
+    p PEs first split each row (min(p, E) segments: a max pass, an exp-and-
+    sum pass and a scale pass, with two small tree reductions of partials
+    per row), then spread rows over p // E row groups."""
+
+    name = "softmax"
+    description = "softmax rows over p PEs"
+    ops = frozenset({"Softmax", "LogSoftmax"})
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        sm = body[0]
+        shape = vtype(values, sm.inputs[0]).shape
+        if not shape:
+            raise UnsupportedShape("Softmax of a scalar")
+        axis = int(sm.attrs.get("axis", -1)) % len(shape)
+        e = shape[axis]
+        d = {"E": e, "rows": max(1, int(np.prod(shape)) // max(e, 1))}
+        d.update(fused_extras(body, values))
+        return d
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        p = kn["p"]
+        pe = np.minimum(p, d["E"])
+        pr = np.maximum(1, p // d["E"])
+        n, rl = cdiv(d["E"], pe), cdiv(d["rows"], pr)
+        per_elem = 3 + OP_COST["Exp"] + d["F"]
+        compute = rl * (cdiv(n, target.simd) * per_elem + 4 * (pe > 1) + ROW_OVERHEAD)
+        io = cdiv(rl * n * (1 + d["A"]), elems_per_cycle(target))
+        w, h = squarish(p, target)
+        b = itemsize(target)
+        sram = CODE_BYTES + n * b * (3 + d["A"]) + d["P"] * b
+        return w, h, np.maximum(compute, io) + KERNEL_OVERHEAD, sram
+
+
+class NormKind(LibraryKind):
+    """LRN, standalone BatchNormalization, LayerNormalization.
+
+    Mapping like pooling: c channel groups along x, s row groups along y;
+    a PE streams rows of its ceil(C/c) channels (plus the LRN window's
+    L - 1 neighbour channels) and applies O cycles per element. For
+    LayerNormalization the normalised trailing axes are one row of W
+    elements and C counts the independent rows. dims: N, C, H, W, O, L,
+    Pc (per-channel parameters), Pr (replicated parameter elements)."""
+
+    name = "norm"
+    knob_names = ("c", "s")
+    description = "normalisation: c channel groups (x), s row groups (y)"
+    ops = frozenset({"LRN", "BatchNormalization", "LayerNormalization"})
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        nd = body[0]
+        shape = vtype(values, nd.inputs[0]).shape
+        if nd.op == "LayerNormalization":
+            axis = int(nd.attrs.get("axis", -1)) % max(len(shape), 1)
+            w = int(np.prod(shape[axis:]))
+            d = {"N": 1, "C": max(1, int(np.prod(shape[:axis]))), "H": 1, "W": w, "O": 6,
+                 "L": 1, "Pc": 0, "Pr": 2 * w}
+        else:
+            if len(shape) < 2:
+                raise UnsupportedShape(f"{nd.op} of a {len(shape)}-D tensor")
+            hw = shape[2:]
+            h = hw[0] if len(hw) >= 2 else 1
+            w = int(np.prod(hw[1:])) if len(hw) >= 2 else int(np.prod(hw))
+            d = {"N": shape[0], "C": shape[1], "H": h, "W": w}
+            if nd.op == "LRN":
+                size = int(nd.attrs.get("size", 1))
+                d.update({"O": size + 8, "L": size, "Pc": 0, "Pr": 0})
+            else:
+                d.update({"O": 2, "L": 1, "Pc": 4, "Pr": 0})
+        d.update(fused_extras(body, values))
+        return d
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        return {"c": candidates(dims["C"], target.width),
+                "s": candidates(dims["N"] * dims["H"], target.height)}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        c, s = kn["c"], kn["s"]
+        cb = cdiv(d["C"], c)
+        rows = cdiv(d["N"] * d["H"], s)
+        cin = np.minimum(d["C"], cb + d["L"] - 1)
+        epc, b = elems_per_cycle(target), itemsize(target)
+        compute = rows * cdiv(d["W"] * cb, target.simd) * (d["O"] + d["F"])
+        recv = cdiv(rows * d["W"] * (cin + cb * d["A"]), epc)
+        send = cdiv(rows * d["W"] * cb, epc)
+        cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+        sram = (CODE_BYTES + 2 * d["W"] * cin * b + d["W"] * cb * b * (1 + d["A"])
+                + (d["Pc"] * cb + d["Pr"]) * b + cdiv(d["P"] * cb, d["C"]) * b)
+        return c, s, cycles, sram
+
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        C = dims["C"]
+        full = [slice(0, n) for n in weight_shape]
+        if dims["Pc"] and weight_shape and int(np.prod(weight_shape)) == C and C > 1:
+            ax = next(i for i, n in enumerate(weight_shape) if n == C)
+            full[ax] = block(C, knobs["c"], px)
+        return tuple(full)

@@ -1,0 +1,184 @@
+"""The wse2/wse3 kernel library: cost models, search spaces, weight shards."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+from wsec.ir.kernels import KINDS, kind_for_op
+from wsec.ir.library_common import LibraryKind, candidates
+from wsec.ir.target import get_target
+
+WSE2 = get_target("wse2")
+WSE3 = get_target("wse3")
+
+CONV = dict(N=1, C=64, H=56, W=56, K=128, R=3, S=3, sh=1, sw=1, dh=1, dw=1, ph=2, pw=2,
+            Ho=56, Wo=56, G=1, bias=1, F=1, A=0, P=0)
+CONV_BIG = dict(CONV, C=512, K=2048, R=1, S=1, H=7, W=7, Ho=7, Wo=7, ph=0, pw=0)
+CONV_FIRST = dict(CONV, C=3, K=64, H=224, W=224, R=7, S=7, sh=2, sw=2, ph=5, pw=5, Ho=112,
+                  Wo=112)
+CONV_DW = dict(CONV, C=96, K=96, G=96, A=1)
+CONV_GROUPED = dict(CONV, C=96, K=256, G=2, R=5, S=5, H=27, W=27, Ho=27, Wo=27, ph=4, pw=4)
+MATMUL = dict(M=1, Kd=2048, N=1000, Bt=1, tB=1, bias=1000, Bact=0, F=0, A=0, P=0)
+MATMUL_SEQ = dict(M=128, Kd=768, N=3072, Bt=1, tB=0, bias=0, Bact=0, F=12, A=1, P=0)
+POOL = dict(N=1, C=64, H=112, W=112, R=3, S=3, sh=2, sw=2, dh=1, dw=1, ph=1, pw=1, Ho=56, Wo=56,
+            glob=0, F=0, A=0, P=0)
+GPOOL = dict(POOL, C=2048, H=7, W=7, R=7, S=7, sh=1, sw=1, ph=0, pw=0, Ho=1, Wo=1, glob=1)
+NORM = dict(N=1, C=96, H=54, W=54, O=13, L=5, Pc=0, Pr=0, F=0, A=0, P=0)
+BN = dict(N=1, C=256, H=28, W=28, O=2, L=1, Pc=4, Pr=0, F=3, A=0, P=0)
+ELEM = dict(E=802816, I=2, O=2, P=0, Q=1)
+MOVE = dict(E=100352, I=1, P=4)
+SOFTMAX = dict(E=1000, rows=1, F=0, A=0, P=0)
+
+CASES = [("conv", CONV), ("conv", CONV_BIG), ("conv", CONV_FIRST), ("conv", CONV_DW),
+         ("conv", CONV_GROUPED), ("matmul", MATMUL), ("matmul", MATMUL_SEQ), ("pool", POOL),
+         ("pool", GPOOL), ("norm", NORM), ("norm", BN), ("elementwise", ELEM),
+         ("datamove", MOVE), ("softmax", SOFTMAX)]
+IDS = [f"{k}-{i}" for i, (k, _) in enumerate(CASES)]
+
+
+def _mesh(kind, dims, target):
+    grid = kind.knob_grid(dims, target)
+    names = list(kind.knob_names)
+    mesh = np.meshgrid(*[grid[n] for n in names], indexing="ij")
+    return names, mesh, kind.evaluate(dims, dict(zip(names, mesh, strict=True)), target)
+
+
+def test_library_registered_with_docstrings() -> None:
+    for name in ("conv", "matmul", "elementwise", "pool", "norm", "softmax", "datamove"):
+        kind = KINDS[name]
+        assert isinstance(kind, LibraryKind)
+        assert kind.__doc__ and len(kind.__doc__) > 80, f"{name} needs a docstring on its mapping"
+    assert kind_for_op("Conv").name == "conv"
+    assert kind_for_op("Gemm").name == "matmul"
+    assert kind_for_op("Relu").name == "elementwise"
+    assert kind_for_op("Flatten").name == "datamove"
+    assert kind_for_op("Cast").name == "datamove"
+    assert kind_for_op("GlobalAveragePool").name == "pool"
+    assert kind_for_op("LRN").name == "norm"
+    assert kind_for_op("NonMaxSuppression") is None
+
+
+@pytest.mark.parametrize("target", [WSE2, WSE3], ids=["wse2", "wse3"])
+@pytest.mark.parametrize(("kind", "dims"), CASES, ids=IDS)
+def test_choices_are_a_legal_pareto_frontier(kind: str, dims: dict, target) -> None:
+    k = KINDS[kind]
+    ch = k.choices(dims, target)
+    assert ch, f"{kind} {dims} has no legal choice on {target.name}"
+    for a, b in itertools.pairwise(ch):
+        assert a.area < b.area and a.cycles > b.cycles
+    for c in ch:
+        assert c.sram <= target.sram_bytes
+        assert (c.w <= target.width and c.h <= target.height) or (
+            c.h <= target.width and c.w <= target.height)
+        kn = c.knob_dict()
+        # the scalar contract agrees with the vectorised model
+        assert k.shape(dims, kn, target) == (c.w, c.h)
+        assert k.cycles(dims, kn, target) == c.cycles
+        assert k.sram(dims, kn, target) == c.sram
+    # more PEs are worth it: the fastest choice beats the smallest one
+    if len(ch) > 1:
+        assert ch[-1].cycles < ch[0].cycles
+
+
+@pytest.mark.parametrize(("kind", "dims"), [c for c in CASES if c[0] != "softmax"],
+                         ids=[i for c, i in zip(CASES, IDS, strict=True) if c[0] != "softmax"])
+def test_more_pes_never_slower(kind: str, dims: dict) -> None:
+    """Raising any one knob (more PEs) never raises the cycles."""
+    k = KINDS[kind]
+    names, mesh, (w, h, cyc, _) = _mesh(k, dims, WSE2)
+    for ax, name in enumerate(names):
+        d = np.diff(cyc, axis=ax)
+        assert (d <= 0).all(), f"{kind}: raising {name} raised the cycles"
+        assert (np.diff(w * h, axis=ax) >= 0).all(), f"{kind}: raising {name} shrank the area"
+
+
+def test_wider_simd_is_faster_when_compute_bound() -> None:
+    kn = {"k": 8, "c": 4, "s": 4}
+    assert KINDS["conv"].cycles(CONV, kn, WSE3) < KINDS["conv"].cycles(CONV, kn, WSE2)
+    kn2 = {"kx": 4, "ky": 8}
+    assert KINDS["matmul"].cycles(MATMUL_SEQ, kn2, WSE3) < KINDS["matmul"].cycles(
+        MATMUL_SEQ, kn2, WSE2)
+
+
+def test_conv_cycles_follow_the_macs() -> None:
+    """Compute-bound conv: cycles ~ MACs per PE / simd (within overheads)."""
+    k = KINDS["conv"]
+    kn = {"k": 16, "c": 8, "s": 7}
+    macs = -(-56 // 7) * 56 * -(-128 // 16) * -(-64 // 8) * 9
+    cyc = k.cycles(CONV, kn, WSE2)
+    assert macs / WSE2.simd <= cyc <= 1.3 * macs / WSE2.simd + 2000
+
+
+def test_knob_grids_capped_and_useful() -> None:
+    g = KINDS["conv"].knob_grid(CONV_BIG, WSE2)
+    assert g["k"].max() <= min(2048, WSE2.width) and g["c"].max() <= 512
+    assert g["s"].max() <= 7 and 7 in g["s"] and 1 in g["k"]
+    assert set(candidates(24, 1000)) >= {1, 2, 3, 4, 6, 8, 12, 24}
+    assert candidates(10**6, 10**6, limit=20).size <= 20
+    dw = KINDS["conv"].knob_grid(CONV_DW, WSE2)
+    assert dw["c"].tolist() == [1]  # depthwise: one input channel per group
+
+
+def test_choices_fast_for_resnet50_convs() -> None:
+    k = KINDS["conv"]
+    for dims in (CONV, CONV_BIG, CONV_FIRST, dict(CONV, C=256, K=512, H=28, W=28, Ho=28, Wo=28)):
+        t0 = time.perf_counter()
+        k.choices(dims, WSE2)
+        assert time.perf_counter() - t0 < 0.05
+
+
+def _coverage(kind, dims, knobs, shape, nx, ny) -> np.ndarray:
+    count = np.zeros(shape, dtype=np.int64)
+    for px in range(nx):
+        for py in range(ny):
+            count[kind.weight_shard(dims, knobs, 0, shape, px, py)] += 1
+    return count
+
+
+@pytest.mark.parametrize(("dims", "k", "c"), [(CONV, 8, 4), (CONV, 3, 5), (CONV_GROUPED, 7, 3),
+                                              (CONV_DW, 5, 1), (CONV_BIG, 64, 48)])
+def test_conv_shards_tile_weight_once(dims: dict, k: int, c: int) -> None:
+    kind = KINDS["conv"]
+    shape = (dims["K"], dims["C"] // dims["G"], dims["R"], dims["S"])
+    knobs = {"k": k, "c": c, "s": 1}
+    assert (_coverage(kind, dims, knobs, shape, k, c) == 1).all()
+    # bias: one block per column
+    bias = np.zeros(dims["K"], dtype=np.int64)
+    for px in range(k):
+        bias[kind.weight_shard(dims, knobs, 1, (dims["K"],), px, 0)] += 1
+    assert (bias == 1).all()
+
+
+def test_conv_row_groups_replicate_the_shard() -> None:
+    kind, knobs = KINDS["conv"], {"k": 4, "c": 2, "s": 3}
+    shape = (128, 64, 3, 3)
+    for py in range(6):
+        assert kind.weight_shard(CONV, knobs, 0, shape, 1, py) == kind.weight_shard(
+            CONV, knobs, 0, shape, 1, py % 2)
+    assert (_coverage(kind, CONV, knobs, shape, 4, 6) == 3).all()
+
+
+@pytest.mark.parametrize(("tb", "kx", "ky"), [(1, 8, 16), (0, 7, 3), (0, 1, 1)])
+def test_matmul_shards_tile_weight_once(tb: int, kx: int, ky: int) -> None:
+    kind = KINDS["matmul"]
+    dims = dict(MATMUL, Kd=96, N=40, tB=tb)
+    shape = (40, 96) if tb else (96, 40)
+    knobs = {"kx": kx, "ky": ky}
+    assert (_coverage(kind, dims, knobs, shape, kx, ky) == 1).all()
+    # the held block matches the PE's role: columns px, reduction rows py
+    sl = kind.weight_shard(dims, knobs, 0, shape, kx - 1, 0)
+    cols = sl[0] if tb else sl[1]
+    assert cols.stop == 40
+
+
+def test_sram_drives_the_split() -> None:
+    """A weight too big for one PE forces a split; the chosen shard fits."""
+    kind = KINDS["matmul"]
+    big = dict(MATMUL, Kd=4096, N=4096, tB=0, bias=0)
+    assert kind.sram(big, {"kx": 1, "ky": 1}, WSE2) > WSE2.sram_bytes
+    smallest = kind.choices(big, WSE2)[0]
+    kn = smallest.knob_dict()
+    assert -(-4096 // kn["kx"]) * -(-4096 // kn["ky"]) * 2 <= WSE2.sram_bytes

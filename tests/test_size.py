@@ -1,0 +1,161 @@
+"""size: bottleneck-time search, recorded costs, size_for_time, errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import LIGHT_MODELS, light_model
+from test_form_kernels import G, _block
+from wsec.ir.graph import Module
+from wsec.ir.kernels import kind_of
+from wsec.ir.target import get_target
+from wsec.ir.verify import verify_module
+from wsec.passes.base import PassContext, PassError
+from wsec.passes.size import Size, kernel_choices, size_for_time
+
+
+def _sized(m: Module, target, **opts) -> PassContext:
+    ctx = PassContext(target)
+    Size(**opts).run(m, ctx)
+    m.properties.add("sized")
+    verify_module(m)
+    return ctx
+
+
+def _check(m: Module, target, utilisation: float) -> None:
+    ks = list(m.kernels())
+    area = sum(k.cost["w"] * k.cost["h"] for k in ks)
+    assert m.attrs["bound"] <= m.attrs["delta_t"]
+    assert m.attrs["delta_t"] == max(k.cost["cycles"] for k in ks)
+    assert area <= max(utilisation * target.pes, 0) or m.attrs["bound"] == m.attrs["delta_t"]
+    for k in ks:
+        kind = kind_of(k)
+        assert (k.cost["w"], k.cost["h"]) == kind.shape(k.dims, k.knobs, target)
+        assert k.cost["cycles"] == kind.cycles(k.dims, k.knobs, target)
+        assert k.cost["sram"] == kind.sram(k.dims, k.knobs, target) <= target.sram_bytes
+
+
+def _brute_force_t(m: Module, target, cap: float) -> int:
+    """Independent slow search: smallest frontier cycle value whose summed
+    minimum areas fit `cap`."""
+    fronts = [kernel_choices(k, target) for k in m.kernels()]
+    cands = sorted({c.cycles for f in fronts for c in f})
+    for t in cands:
+        areas = [min((c.area for c in f if c.cycles <= t), default=None) for f in fronts]
+        if None not in areas and sum(areas) <= cap:
+            return t
+    raise AssertionError("no t fits")
+
+
+@pytest.mark.parametrize("grid", [(12, 12), (16, 16), (40, 30)])
+def test_block_sizes_to_the_best_fitting_time(grid) -> None:
+    target = get_target("wse2", grid)
+    m = _block().run()
+    _sized(m, target)
+    _check(m, target, 0.8)
+    assert sum(k.cost["w"] * k.cost["h"] for k in m.kernels()) <= 0.8 * target.pes
+    assert m.attrs["delta_t"] == _brute_force_t(m, target, 0.8 * target.pes)
+    assert m.attrs["bound"] == _brute_force_t(m, target, target.pes)
+
+
+def test_more_grid_means_faster() -> None:
+    times = []
+    for n in (8, 12, 16, 24):
+        m = _block().run()
+        _sized(m, get_target("wse2", (n, n)))
+        times.append(m.attrs["delta_t"])
+    assert times == sorted(times, reverse=True) and times[0] > times[-1]
+
+
+def test_size_for_time_relaxes_monotonically() -> None:
+    target = get_target("wse2", (16, 16))
+    m = _block().run()
+    _sized(m, target)
+    t0 = m.attrs["delta_t"]
+    a = size_for_time(m, target, t0)
+    b = size_for_time(m, target, int(t0 * 1.5))
+    assert set(a) == {k.name for k in m.kernels()}
+    for k in m.kernels():
+        assert a[k.name].knob_dict() == k.knobs  # same answer as the pass at its own t
+        assert b[k.name].cycles <= int(t0 * 1.5) and b[k.name].area <= a[k.name].area
+    with pytest.raises(PassError, match="cannot run in 1 cycles"):
+        size_for_time(m, target, 1)
+
+
+def test_max_area_fraction_caps_each_kernel() -> None:
+    target = get_target("wse2", (16, 16))
+    m = _block().run()
+    _sized(m, target, max_area_fraction=0.1)
+    assert all(k.cost["w"] * k.cost["h"] <= 25 for k in m.kernels())
+
+
+def test_falls_back_to_whole_grid_with_a_note() -> None:
+    m = _block().run()
+    total_min = sum(kernel_choices(k, get_target("wse2"))[0].area for k in m.kernels())
+    assert total_min == 4
+    ctx = _sized(m, get_target("wse2", (2, 2)))  # 4 PEs: fits 1.0, not 0.8
+    assert any("does not fit 0.8 of the grid" in n for n in ctx.notes)
+    assert m.attrs["bound"] == m.attrs["delta_t"]
+
+
+def test_too_many_kernels_for_the_grid() -> None:
+    m = _block().run()
+    with pytest.raises(PassError, match=r"needs at least 4 PEs .* 1x3 grid of wse2 has 3"):
+        _sized(m, get_target("wse2", (1, 3)))
+
+
+def test_kernel_without_legal_size_is_named() -> None:
+    g = G()
+    a = g.inp("a", (1, 4096))
+    w = g.const("w", (4096, 4096))
+    g.node("fc", "MatMul", [a, w], "y", (1, 4096))
+    g.m.outputs = ["y"]
+    m = g.run()
+    with pytest.raises(PassError) as e:
+        _sized(m, get_target("wse2", (4, 4)))
+    msg = str(e.value)
+    assert "kernel 'k0' (matmul, from fc)" in msg and "49152" in msg
+    assert "larger target or grid, or a smaller model" in msg
+
+
+def test_bad_options() -> None:
+    m = _block().run()
+    with pytest.raises(PassError, match="utilisation"):
+        _sized(m, get_target("wse2"), utilisation=0.0)
+
+
+def _light(name: str) -> Module:
+    frontend = pytest.importorskip("wsec.frontends.onnx")
+    canon = pytest.importorskip("wsec.passes.canonicalize")
+    from wsec.passes.form_kernels import FormKernels
+
+    m = frontend.load_onnx(str(light_model(name)))
+    ctx = PassContext(get_target("wse2"))
+    canon.Canonicalize().run(m, ctx)
+    FormKernels().run(m, ctx)
+    m.properties |= {"canonical", "kernels"}
+    return m
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_models_size_on_wse2_and_wse3(name: str) -> None:
+    m = _light(name)
+    for tname in ("wse2", "wse3"):
+        target = get_target(tname)
+        _sized(m, target)
+        _check(m, target, 0.8)
+
+
+def test_resnet50_sizes_fast_and_reaches_the_bound() -> None:
+    m = _light("resnet50")
+    target = get_target("wse2", (200, 200))
+    from wsec.passes import size as size_mod
+
+    size_mod._frontier.cache_clear()
+    t0 = time.perf_counter()
+    _sized(m, target)
+    assert time.perf_counter() - t0 < 1.0
+    _check(m, target, 0.8)
+    assert m.attrs["delta_t"] == _brute_force_t(m, target, 0.8 * target.pes)
+    assert m.attrs["bound"] < m.attrs["delta_t"]  # the grid, not one kernel, limits here

@@ -7,7 +7,6 @@ import pathlib
 
 import pytest
 from conftest import LIGHT_MODELS, light_model
-
 from wsec.backends.inspect import inspect_text
 from wsec.backends.loader import load_binary
 from wsec.driver import CompileOptions, compile_model
@@ -43,3 +42,12 @@ def test_ir_round_trips_after_every_pass(name: str) -> None:
     for pass_name, text in dumps:
         again = print_module(parse_module(text))
         assert again == text, f"{name}: IR after {pass_name} does not round-trip"
+
+
+@pytest.mark.parametrize("name", ["squeezenet", "inception_v1"])
+def test_same_model_twice_gives_identical_binaries(name: str) -> None:
+    from wsec.backends.emit import emit_bytes
+
+    first = emit_bytes(compile_model(str(light_model(name)), CompileOptions()).module)
+    second = emit_bytes(compile_model(str(light_model(name)), CompileOptions()).module)
+    assert first == second

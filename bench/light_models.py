@@ -17,7 +17,6 @@ import tempfile
 import time
 
 import onnx
-
 from wsec.backends.emit import write_binary
 from wsec.driver import CompileOptions, compile_model
 from wsec.report import build_report

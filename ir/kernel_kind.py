@@ -88,8 +88,9 @@ class KernelKind:
         mesh = np.meshgrid(*[grid[k] for k in names], indexing="ij")
         flat = {k: m.reshape(-1) for k, m in zip(names, mesh, strict=True)}
         w, h, cyc, mem = self.evaluate(dims, flat, target)
-        ok = (mem <= target.sram_bytes) & (
-            ((w <= target.width) & (h <= target.height)) | ((h <= target.width) & (w <= target.height)))
+        fits = ((w <= target.width) & (h <= target.height)) | (
+            (h <= target.width) & (w <= target.height))
+        ok = (mem <= target.sram_bytes) & fits
         idx = np.nonzero(ok)[0]
         if idx.size == 0:
             return []

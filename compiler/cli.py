@@ -141,7 +141,7 @@ def cmd_ops(argv: Sequence[str], out: Callable[[str], None]) -> int:
 
     _Parser(prog="wsec ops", description="List the supported ONNX operators.").parse_args(argv)
     width = max(len(k) for k in SUPPORTED_OPS)
-    out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opset 7 and newer):")
+    out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opset 6 and newer):")
     for op in sorted(SUPPORTED_OPS):
         out(f"  {op:<{width}}  {SUPPORTED_OPS[op]}")
     return 0

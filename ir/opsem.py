@@ -493,6 +493,8 @@ def _global_pool(n: Node, ins: list) -> list:
     return [fn(x, axis=ax, keepdims=True).astype(x.dtype)]
 
 
+from . import opsem_ext  # noqa: E402,F401  (registers more ops into _IMPLS)
+
 _missing = sorted(set(SUPPORTED_OPS) - set(_IMPLS))
 if _missing:  # keep the op table and the semantics in step
     raise ImportError(f"ops without semantics in wsec.ir.opsem: {', '.join(_missing)}")

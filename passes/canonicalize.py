@@ -5,9 +5,11 @@ sub-graphs (ConstantOfShape -> Unsqueeze -> ...), Identity/Dropout at
 inference, BatchNormalization that is just a rescaled Conv, single-input
 Sum. Rules run to a fixpoint:
 
-- constant folding; splats stay splats (never materialised), Shape of any
-  typed value becomes a Dense i64, other ops are evaluated with
-  `wsec.ir.opsem` only when every input/output has <= `fold_limit` elements;
+- constant folding; splats stay splats (never materialised), Shape/Size of
+  any typed value becomes a Dense i64 (so exporters' shape arithmetic,
+  Shape -> Gather -> Concat -> Reshape / Range / ConstantOfShape, folds
+  away), other ops are evaluated with `wsec.ir.opsem` only when every
+  input/output has <= `fold_limit` elements;
 - Identity / Dropout (mask unused) / one-input Sum are bypassed, keeping a
   graph output's name when the removed node produced it;
 - BatchNormalization folds into a preceding Conv or Gemm that feeds only it;
@@ -66,7 +68,7 @@ class Canonicalize(Pass):
 
     def _fold(self, m: Module, n: Node) -> list[ConstData] | None:
         out_types = [m.values[o].type if o else None for o in n.outputs]
-        if n.op == "Shape" and n.inputs and n.inputs[0]:
+        if n.op in ("Shape", "Size") and n.inputs and n.inputs[0]:
             shaped = np.broadcast_to(np.int8(0), m.values[n.inputs[0]].type.shape)  # no memory
             (arr,) = evaluate(n, [shaped])
             return [_const(out_types[0], arr, n)]

@@ -90,10 +90,10 @@ def test_opset_range(tmp_path: pathlib.Path) -> None:
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "old",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    old = helper.make_model(g, opset_imports=[helper.make_opsetid("", 6)])
+    old = helper.make_model(g, opset_imports=[helper.make_opsetid("", 5)])
     old.ir_version = 3
-    with pytest.raises(FrontendError, match=r"uses opset 6; wsec accepts opsets 7\.\.22"):
-        load_onnx(save(old, tmp_path / "m6.onnx"))
+    with pytest.raises(FrontendError, match=r"uses opset 5; wsec accepts opsets 6\.\.22"):
+        load_onnx(save(old, tmp_path / "m5.onnx"))
 
 
 def test_symbolic_batch_needs_input_shape(tmp_path: pathlib.Path) -> None:

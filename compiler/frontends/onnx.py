@@ -21,7 +21,10 @@ from wsec.ir.graph import Module, Node
 from wsec.ir.ops import CANONICAL_OPSET, ONNX_DTYPES, SUPPORTED_OPS
 from wsec.ir.types import ConstData, Dense, External, TensorType, splat_of
 
-MIN_OPSET, MAX_OPSET = 7, 22
+from .onnx_downgrade import DowngradeError, downgrade
+from .onnx_shapes import all_static, fold_shape_chains
+
+MIN_OPSET, MAX_OPSET = 6, 22
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -45,16 +48,20 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
 
     _fix_input_shapes(model, input_shapes or {})
     src = _model_opset(model, path)
+    if src < 7:
+        _fix_legacy_prelu(model)
     if src != opset:
-        try:
-            model = version_converter.convert_version(model, opset)
-        except Exception as e:
-            raise FrontendError(f"cannot convert model '{path}' from opset {src} to {opset}: "
-                                f"{_one_line(e)}") from None
+        model = _convert(model, src, opset, path)
     _check_supported(model)
     try:
         model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
                                              data_prop=True)
+        if not all_static(model):  # run-time shape arithmetic: fold it, infer again
+            model = fold_shape_chains(model, ir_attrs)
+            model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                                 data_prop=True)
+    except FrontendError:
+        raise
     except Exception as e:
         raise FrontendError(f"shape inference failed for '{path}': {_one_line(e)}") from None
 
@@ -133,6 +140,62 @@ def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> N
                 what = f"'{d.dim_param}'" if d.dim_param else "an unknown size"
                 raise FrontendError(f"input '{inp.name}' has symbolic dim {what} (dim {k}); pass "
                                     f"--input-shape {example} with the size to compile for")
+
+
+def _convert(model: onnx.ModelProto, src: int, opset: int, path: str) -> onnx.ModelProto:
+    """onnx's version converter; for newer models without down adapters, `downgrade`.
+
+    onnx's down-conversion may also "succeed" and leave a newer attribute in
+    place, so a down-converted model is checked against the target opset."""
+    try:
+        converted = version_converter.convert_version(model, opset)
+        if src < opset:
+            return converted
+        onnx.checker.check_model(converted, full_check=False)
+        return converted
+    except Exception as e:
+        if src < opset:
+            raise FrontendError(f"cannot convert model '{path}' from opset {src} to {opset}: "
+                                f"{_one_line(e)}") from None
+    try:
+        down = downgrade(model, opset)
+        onnx.checker.check_model(down, full_check=False)
+    except DowngradeError as e:
+        raise FrontendError(f"cannot convert model '{path}' from opset {src} to {opset}: "
+                            f"{e}") from None
+    except Exception as e:
+        raise FrontendError(f"cannot convert model '{path}' from opset {src} to {opset}: "
+                            f"{_one_line(e)} (re-export the model at opset {opset})") from None
+    return down
+
+
+def _fix_legacy_prelu(model: onnx.ModelProto) -> None:
+    """Opset-6 PRelu broadcast a 1-D slope over channels (axis 1); opset 7 and newer
+    broadcast numpy-style from the right. onnx's version converter keeps the
+    slope as is, so reshape a per-channel slope initializer to (C, 1, ..., 1)."""
+    g = model.graph
+    slopes = {n.input[1] for n in g.node if n.op_type == "PRelu" and len(n.input) > 1}
+    if not slopes:
+        return
+    try:
+        inferred = shape_inference.infer_shapes(model).graph
+    except Exception:
+        return  # shape inference reports the problem later, after conversion
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
+             for vi in list(inferred.input) + list(inferred.value_info)
+             if vi.type.tensor_type.HasField("shape")}
+    inits = {t.name: t for t in g.initializer}
+    for n in g.node:
+        if n.op_type != "PRelu" or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        t, rank = inits[n.input[1]], ranks.get(n.input[0], 0)
+        if len(t.dims) == 1 and t.dims[0] > 1 and rank > 2:
+            t.dims.extend([1] * (rank - 2))
+            for vi in g.input:
+                if vi.name == t.name and vi.type.tensor_type.HasField("shape"):
+                    vi.type.tensor_type.shape.dim.add().dim_value = 1
+                    for _ in range(rank - 3):
+                        vi.type.tensor_type.shape.dim.add().dim_value = 1
 
 
 def _check_supported(model: onnx.ModelProto) -> None:
@@ -256,12 +319,7 @@ class _Builder:
                 k += 1
             name = f"{name}_{k}"
         used.add(name)
-        attrs = {a.name: self._attr(n, name, a) for a in n.attribute}
-        if n.op_type == "ConstantOfShape":
-            tensor = attrs.pop("value", None)
-            arr = tensor if isinstance(tensor, np.ndarray) else np.zeros(1, np.float32)
-            attrs["value"] = _scalar(arr.reshape(-1)[0])
-            attrs["dtype"] = _elem_dtype(_dtype_code(arr.dtype), f"ConstantOfShape '{name}'")
+        attrs = ir_attrs(n, name)
         for o in n.output:
             if o:
                 self.m.add_value(o, self._type_of(o, f"value '{o}' (output of {n.op_type} "
@@ -272,27 +330,6 @@ class _Builder:
                                     f"defined before it")
         return Node(name, n.op_type, list(n.input), list(n.output), attrs)
 
-    def _attr(self, n: onnx.NodeProto, name: str, a: onnx.AttributeProto) -> Any:
-        v = onnx.helper.get_attribute_value(a)
-        if isinstance(v, onnx.TensorProto):
-            if n.op_type == "ConstantOfShape":
-                return numpy_helper.to_array(v)
-            raise FrontendError(f"node '{name}' ({n.op_type}): tensor attribute '{a.name}' is "
-                                f"not supported")
-        if isinstance(v, bytes):
-            return v.decode("utf-8")
-        if isinstance(v, list):
-            if v and isinstance(v[0], bytes):
-                return [x.decode("utf-8") for x in v]
-            if v and not isinstance(v[0], int | float):
-                raise FrontendError(f"node '{name}' ({n.op_type}): attribute '{a.name}' "
-                                    f"(graphs/tensors) is not supported")
-            return list(v)
-        if isinstance(v, int | float | str):
-            return v
-        raise FrontendError(f"node '{name}' ({n.op_type}): attribute '{a.name}' of kind "
-                            f"{type(v).__name__} is not supported")
-
 
 def _scalar(x: Any) -> int | float:
     v = np.asarray(x).item()
@@ -301,3 +338,36 @@ def _scalar(x: Any) -> int | float:
 
 def _dtype_code(dt: np.dtype) -> int:
     return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dt)))
+
+
+def ir_attrs(n: onnx.NodeProto, name: str) -> dict[str, Any]:
+    """The IR attributes of ONNX node `n` (ConstantOfShape's tensor becomes value + dtype)."""
+    attrs = {a.name: _attr(n, name, a) for a in n.attribute}
+    if n.op_type == "ConstantOfShape":
+        tensor = attrs.pop("value", None)
+        arr = tensor if isinstance(tensor, np.ndarray) else np.zeros(1, np.float32)
+        attrs["value"] = _scalar(arr.reshape(-1)[0])
+        attrs["dtype"] = _elem_dtype(_dtype_code(arr.dtype), f"ConstantOfShape '{name}'")
+    return attrs
+
+
+def _attr(n: onnx.NodeProto, name: str, a: onnx.AttributeProto) -> Any:
+    v = onnx.helper.get_attribute_value(a)
+    if isinstance(v, onnx.TensorProto):
+        if n.op_type == "ConstantOfShape":
+            return numpy_helper.to_array(v)
+        raise FrontendError(f"node '{name}' ({n.op_type}): tensor attribute '{a.name}' is "
+                            f"not supported")
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, list):
+        if v and isinstance(v[0], bytes):
+            return [x.decode("utf-8") for x in v]
+        if v and not isinstance(v[0], int | float):
+            raise FrontendError(f"node '{name}' ({n.op_type}): attribute '{a.name}' "
+                                f"(graphs/tensors) is not supported")
+        return list(v)
+    if isinstance(v, int | float | str):
+        return v
+    raise FrontendError(f"node '{name}' ({n.op_type}): attribute '{a.name}' of kind "
+                        f"{type(v).__name__} is not supported")

@@ -1,0 +1,274 @@
+"""More reference semantics: activations, reductions and layout ops of exporters.
+
+Split from `opsem` only to keep modules short: PyTorch's exporter emits these
+(ELU/SELU/PReLU/Softplus activations, LogSoftmax, InstanceNorm,
+ConvTranspose, the Trilu of a causal mask, CumSum, Einsum, ...). They are
+registered into the same table, so `opsem.evaluate` is still the single
+definition of what an op computes. Imported by `opsem` itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from .graph import Node
+from .opsem import _BINARY, _UNARY, _get, _ints, _op
+
+Arr = np.ndarray
+
+
+def _f(n: Node, key: str, default: float) -> float:
+    return float(n.attrs.get(key, default))
+
+
+# --- elementwise ----------------------------------------------------------
+
+
+def _softplus(x: Arr) -> Arr:
+    return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype)
+
+
+_UNARY.update({
+    "Softplus": _softplus,
+    "Softsign": lambda x: (x / (1 + np.abs(x))).astype(x.dtype),
+    "Sin": np.sin, "Cos": np.cos, "Sign": np.sign, "Round": np.round, "IsNaN": np.isnan,
+    "HardSwish": lambda x: (x * np.clip(x / 6 + 0.5, 0, 1)).astype(x.dtype),
+})
+
+
+@_op("Softplus", "Softsign", "Sin", "Cos", "Sign", "Round", "IsNaN", "HardSwish")
+def _unary_more(n: Node, ins: list) -> list:
+    return [_UNARY[n.op](ins[0])]
+
+
+@_op("Elu")
+def _elu(n: Node, ins: list) -> list:
+    x = ins[0]
+    a = _f(n, "alpha", 1.0)
+    return [np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))).astype(x.dtype)]
+
+
+@_op("Selu")
+def _selu(n: Node, ins: list) -> list:
+    x = ins[0]
+    a, g = _f(n, "alpha", 1.67326319217681884765625), _f(n, "gamma", 1.05070102214813232421875)
+    return [(g * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))).astype(x.dtype)]
+
+
+@_op("HardSigmoid")
+def _hard_sigmoid(n: Node, ins: list) -> list:
+    x = ins[0]
+    return [np.clip(_f(n, "alpha", 0.2) * x + _f(n, "beta", 0.5), 0, 1).astype(x.dtype)]
+
+
+_BINARY.update({
+    "PRelu": lambda x, s: np.where(x < 0, x * s, x).astype(x.dtype),
+    "GreaterOrEqual": np.greater_equal, "LessOrEqual": np.less_equal,
+    "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
+})
+
+
+@_op("PRelu", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor")
+def _binary_more(n: Node, ins: list) -> list:
+    return [_BINARY[n.op](ins[0], ins[1])]
+
+
+@_op("Mod")
+def _mod(n: Node, ins: list) -> list:
+    a, b = ins[0], ins[1]
+    if n.attrs.get("fmod", 0):
+        return [np.fmod(a, b).astype(a.dtype)]
+    return [np.mod(a, b).astype(a.dtype)]
+
+
+@_op("Mean")
+def _mean(n: Node, ins: list) -> list:
+    acc = ins[0]
+    for x in ins[1:]:
+        acc = acc + x
+    return [(acc / len(ins)).astype(ins[0].dtype)]
+
+
+# --- softmax family, reductions, normalisation -------------------------------
+
+
+@_op("LogSoftmax")
+def _log_softmax(n: Node, ins: list) -> list:
+    x = ins[0]
+    axis = int(n.attrs.get("axis", -1))
+    s = x - np.max(x, axis=axis, keepdims=True)
+    return [(s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))).astype(x.dtype)]
+
+
+_REDUCERS = {
+    "ReduceMin": np.min, "ReduceProd": np.prod,
+    "ReduceL1": lambda x, axis, keepdims: np.sum(np.abs(x), axis=axis, keepdims=keepdims),
+    "ReduceL2": lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)),
+    "ReduceSumSquare": lambda x, axis, keepdims: np.sum(x * x, axis=axis, keepdims=keepdims),
+}
+
+
+@_op(*_REDUCERS)
+def _reduce_more(n: Node, ins: list) -> list:
+    x = ins[0]
+    axes = _get(ins, 1)
+    if axes is None and "axes" in n.attrs:
+        axes = n.attrs["axes"]
+    keep = bool(n.attrs.get("keepdims", 1))
+    if axes is None or len(axes) == 0:
+        if n.attrs.get("noop_with_empty_axes", 0):
+            return [x]
+        ax = None
+    else:
+        ax = tuple(int(a) % x.ndim for a in axes)
+    return [np.asarray(_REDUCERS[n.op](x, axis=ax, keepdims=keep)).astype(x.dtype)]
+
+
+@_op("ArgMax", "ArgMin")
+def _arg(n: Node, ins: list) -> list:
+    x = ins[0]
+    axis = int(n.attrs.get("axis", 0)) % x.ndim
+    fn = np.argmax if n.op == "ArgMax" else np.argmin
+    if n.attrs.get("select_last_index", 0):
+        flipped = np.flip(x, axis=axis)
+        idx = x.shape[axis] - 1 - fn(flipped, axis=axis)
+    else:
+        idx = fn(x, axis=axis)
+    if n.attrs.get("keepdims", 1):
+        idx = np.expand_dims(idx, axis)
+    return [idx.astype(np.int64)]
+
+
+@_op("InstanceNormalization")
+def _instance_norm(n: Node, ins: list) -> list:
+    x, scale, bias = ins[:3]
+    eps = _f(n, "epsilon", 1e-5)
+    ax = tuple(range(2, x.ndim))
+    shp = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=ax, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=ax, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps) * scale.reshape(shp) + bias.reshape(shp)
+    return [y.astype(x.dtype)]
+
+
+@_op("CumSum")
+def _cumsum(n: Node, ins: list) -> list:
+    x = ins[0]
+    axis = int(np.asarray(ins[1]).reshape(-1)[0]) % x.ndim
+    if n.attrs.get("reverse", 0):
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if n.attrs.get("exclusive", 0):
+        y = y - x
+    if n.attrs.get("reverse", 0):
+        y = np.flip(y, axis)
+    return [np.ascontiguousarray(y)]
+
+
+# --- layout and indexing -----------------------------------------------------
+
+
+@_op("Trilu")
+def _trilu(n: Node, ins: list) -> list:
+    k = int(np.asarray(ins[1]).item()) if _get(ins, 1) is not None else 0
+    fn = np.triu if n.attrs.get("upper", 1) else np.tril
+    return [fn(ins[0], k)]
+
+
+@_op("Einsum")
+def _einsum(n: Node, ins: list) -> list:
+    eq = str(n.attrs["equation"]).replace(" ", "")
+    return [np.asarray(np.einsum(eq, *ins, optimize=True)).astype(ins[0].dtype)]
+
+
+@_op("GatherElements")
+def _gather_elements(n: Node, ins: list) -> list:
+    x, idx = ins[0], ins[1].astype(np.int64)
+    axis = int(n.attrs.get("axis", 0)) % x.ndim
+    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    return [np.take_along_axis(x, idx, axis=axis)]
+
+
+@_op("Size")
+def _size(n: Node, ins: list) -> list:
+    return [np.array(ins[0].size, dtype=np.int64)]
+
+
+@_op("DepthToSpace")
+def _depth_to_space(n: Node, ins: list) -> list:
+    x = ins[0]
+    b = int(n.attrs["blocksize"])
+    nb, c, h, w = x.shape
+    if str(n.attrs.get("mode", "DCR")) == "DCR":
+        y = x.reshape(nb, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    else:
+        y = x.reshape(nb, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return [y.reshape(nb, c // (b * b), h * b, w * b)]
+
+
+@_op("SpaceToDepth")
+def _space_to_depth(n: Node, ins: list) -> list:
+    x = ins[0]
+    b = int(n.attrs["blocksize"])
+    nb, c, h, w = x.shape
+    y = x.reshape(nb, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    return [y.reshape(nb, c * b * b, h // b, w // b)]
+
+
+# --- transposed convolution ----------------------------------------------------
+
+
+def _convt_pads(n: Node, spatial: tuple[int, ...], full: list[int]) -> tuple[list[int], list[int]]:
+    """(begin, end) crops of the full transposed-conv output, per ONNX's rules."""
+    nd = len(spatial)
+    strides = _ints(n.attrs.get("strides"), [1] * nd)
+    auto = str(n.attrs.get("auto_pad", "NOTSET"))
+    want = n.attrs.get("output_shape")
+    if want is None and auto in ("SAME_UPPER", "SAME_LOWER"):
+        want = [spatial[i] * strides[i] for i in range(nd)]
+    if want is None:
+        p = _ints(n.attrs.get("pads"), [0] * (2 * nd))
+        return p[:nd], p[nd:]
+    want = _ints(want)[-nd:]
+    total = [full[i] - want[i] for i in range(nd)]
+    if auto == "SAME_UPPER":
+        return [t // 2 for t in total], [t - t // 2 for t in total]
+    return [t - t // 2 for t in total], [t // 2 for t in total]
+
+
+@_op("ConvTranspose")
+def _conv_transpose(n: Node, ins: list) -> list:
+    x, w, b = ins[0], ins[1], _get(ins, 2)
+    nd = x.ndim - 2
+    kernel = list(w.shape[2:])
+    strides = _ints(n.attrs.get("strides"), [1] * nd)
+    dil = _ints(n.attrs.get("dilations"), [1] * nd)
+    outpad = _ints(n.attrs.get("output_padding"), [0] * nd)
+    g = int(n.attrs.get("group", 1))
+    nb, c = x.shape[:2]
+    cg, mg = c // g, w.shape[1]
+    spatial = x.shape[2:]
+    full = [strides[i] * (spatial[i] - 1) + outpad[i] + (kernel[i] - 1) * dil[i] + 1
+            for i in range(nd)]
+    y = np.zeros((nb, g * mg, *full), dtype=np.float64)
+    for gi in range(g):
+        xg = x[:, gi * cg:(gi + 1) * cg].astype(np.float64)
+        wg = w[gi * cg:(gi + 1) * cg].astype(np.float64)  # cg, mg, *k
+        # one tensordot per kernel tap, scattered with the stride: no per-pixel loop
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            contrib = np.tensordot(xg, wg[(slice(None), slice(None), *tap)], axes=([1], [0]))
+            contrib = np.moveaxis(contrib, -1, 1)  # N, mg, *spatial
+            sl = tuple(slice(t * d, t * d + (s_in - 1) * st + 1, st)
+                       for t, d, s_in, st in zip(tap, dil, spatial, strides, strict=True))
+            y[(slice(None), slice(gi * mg, (gi + 1) * mg), *sl)] += contrib
+    pb, pe = _convt_pads(n, spatial, full)
+    # a negative pad (output_shape larger than the full result) extends with zeros
+    y = np.pad(y, [(0, 0), (0, 0)] + [(max(0, -b), max(0, -e)) for b, e in zip(pb, pe,
+                                                                                strict=True)])
+    crop = tuple(slice(max(0, pb[i]), y.shape[2 + i] - max(0, pe[i])) for i in range(nd))
+    y = y[(slice(None), slice(None), *crop)]
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * nd)
+    return [np.ascontiguousarray(y.astype(x.dtype))]

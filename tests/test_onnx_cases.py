@@ -1,0 +1,120 @@
+"""Every PyTorch test case shipped in onnx's wheel, through frontend + canonicalize + interp.
+
+Why: these ~120 small models are what PyTorch's exporter writes for its
+layers and operators (mostly at opset 6, so they also exercise version
+conversion). A case in PASSING must load, canonicalize and reproduce its
+reference outputs with the reference interpreter; a case in UNSUPPORTED must
+be refused by the frontend with the reason given. A case changing side, or
+a new case in a new onnx release, fails the test until the table (and
+docs/onnx-coverage.md, via `python tests/gen_coverage.py`) is updated.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from gen_coverage import DATA_DIR, all_cases, run_case, write_doc
+from onnx import TensorProto, helper
+from wsec.frontends.onnx import FrontendError, load_onnx
+
+PASSING = set("""
+    test_AvgPool1d test_AvgPool1d_stride test_AvgPool2d test_AvgPool2d_stride test_AvgPool3d
+    test_AvgPool3d_stride test_AvgPool3d_stride1_pad0_gpu_input test_BatchNorm1d_3d_input_eval
+    test_BatchNorm2d_eval test_BatchNorm2d_momentum_eval test_BatchNorm3d_eval
+    test_BatchNorm3d_momentum_eval test_ConstantPad2d test_Conv1d test_Conv1d_dilated
+    test_Conv1d_groups test_Conv1d_pad1 test_Conv1d_pad1size1 test_Conv1d_pad2
+    test_Conv1d_pad2size1 test_Conv1d_stride test_Conv2d test_Conv2d_depthwise
+    test_Conv2d_depthwise_padded test_Conv2d_depthwise_strided
+    test_Conv2d_depthwise_with_multiplier test_Conv2d_dilated test_Conv2d_groups
+    test_Conv2d_groups_thnn test_Conv2d_no_bias test_Conv2d_padding test_Conv2d_strided
+    test_Conv3d test_Conv3d_dilated test_Conv3d_dilated_strided test_Conv3d_groups
+    test_Conv3d_no_bias test_Conv3d_stride test_Conv3d_stride_padding test_ConvTranspose2d
+    test_ConvTranspose2d_no_bias test_ELU test_Embedding test_Embedding_sparse test_GLU
+    test_GLU_dim test_LeakyReLU test_LeakyReLU_with_negval test_Linear test_Linear_no_bias
+    test_LogSoftmax test_MaxPool1d test_MaxPool1d_stride test_MaxPool1d_stride_padding_dilation
+    test_MaxPool2d test_MaxPool2d_stride_padding_dilation test_MaxPool3d test_MaxPool3d_stride
+    test_MaxPool3d_stride_padding test_PReLU_1d test_PReLU_1d_multiparam test_PReLU_2d
+    test_PReLU_2d_multiparam test_PReLU_3d test_PReLU_3d_multiparam test_PixelShuffle
+    test_PoissonNLLLLoss_no_reduce test_ReLU test_ReflectionPad2d test_ReplicationPad2d
+    test_SELU test_Sigmoid test_Softmax test_Softmin test_Softplus test_Softsign test_Tanh
+    test_ZeroPad2d test_log_softmax_dim3 test_log_softmax_lastdim test_softmax_functional_dim3
+    test_softmax_lastdim test_operator_add_broadcast test_operator_add_size1_broadcast
+    test_operator_add_size1_right_broadcast test_operator_add_size1_singleton_broadcast
+    test_operator_addconstant test_operator_addmm test_operator_basic test_operator_chunk
+    test_operator_clip test_operator_concat2 test_operator_conv test_operator_convtranspose
+    test_operator_exp test_operator_flatten test_operator_index test_operator_max
+    test_operator_maxpool test_operator_min test_operator_mm test_operator_non_float_params
+    test_operator_pad test_operator_params test_operator_permute2 test_operator_pow
+    test_operator_reduced_mean test_operator_reduced_mean_keepdim test_operator_reduced_sum
+    test_operator_reduced_sum_keepdim test_operator_repeat test_operator_repeat_dim_overflow
+    test_operator_selu test_operator_sqrt test_operator_symbolic_override
+    test_operator_symbolic_override_nested test_operator_view
+""".split())
+
+# case -> regex the frontend's refusal must match. Empty today: every case passes.
+UNSUPPORTED: dict[str, str] = {}
+
+CASES = all_cases()
+
+
+def test_table_lists_every_case_once() -> None:
+    names = [c for _, c in CASES]
+    assert len(names) == len(set(names))
+    assert not PASSING & set(UNSUPPORTED)
+    assert set(names) == PASSING | set(UNSUPPORTED), (
+        f"cases not in the table: {sorted(set(names) - PASSING - set(UNSUPPORTED))}; "
+        f"stale entries: {sorted((PASSING | set(UNSUPPORTED)) - set(names))}")
+    assert len(PASSING) / len(names) >= 0.9
+
+
+@pytest.mark.parametrize("suite,case", CASES, ids=[c for _, c in CASES])
+def test_case(suite: str, case: str) -> None:
+    r = run_case(suite, case)
+    if case in PASSING:
+        assert r.status == "PASS", f"{case}: {r.status}: {r.reason}"
+    else:
+        assert r.status == "UNSUPPORTED", f"{case} now {r.status}; move it to PASSING"
+        assert re.search(UNSUPPORTED[case], r.reason), r.reason
+
+
+def test_interp_really_compares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong op semantics must turn a case into MISMATCH (the harness can fail)."""
+    from wsec.ir import opsem
+    monkeypatch.setitem(opsem._UNARY, "Tanh", np.sinh)
+    r = run_case("pytorch-converted", "test_Tanh")
+    assert r.status == "MISMATCH" and "max abs error" in r.reason
+
+
+def _save(tmp_path, node: onnx.NodeProto, opset: int, domain: str = "") -> str:
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])])
+    ops = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(g, opset_imports=ops)
+    model.ir_version = 8
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def test_unsupported_operator_is_named(tmp_path) -> None:
+    path = _save(tmp_path, helper.make_node("LpNormalization", ["x"], ["y"], name="lpn"), 17)
+    with pytest.raises(FrontendError, match=r"unsupported operator 'LpNormalization' "
+                                            r"\(node 'lpn'\); see `wsec ops`"):
+        load_onnx(path)
+    path = _save(tmp_path, helper.make_node("FusedConv", ["x"], ["y"], name="fc",
+                                            domain="com.microsoft"), 17, "com.microsoft")
+    with pytest.raises(FrontendError, match=r"unsupported operator 'com.microsoft.FusedConv'"):
+        load_onnx(path)
+
+
+def test_coverage_doc_states_pass_rate(tmp_path) -> None:
+    results = [run_case(s, c) for s, c in CASES[:3]]
+    text = write_doc(results, tmp_path / "cov.md")
+    assert "**3 of 3 cases pass (100.0%).**" in text
+    row = "| pytorch-converted | test_AvgPool1d | 6 | AveragePool, Squeeze, Unsqueeze | PASS |"
+    assert row in text
+    assert DATA_DIR.is_dir()

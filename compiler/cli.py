@@ -137,13 +137,18 @@ def _write_text_atomic(path: str, text: str) -> None:
 
 
 def cmd_ops(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    from wsec.ir.kernels import kind_for_op
     from wsec.ir.ops import SUPPORTED_OPS
 
     _Parser(prog="wsec ops", description="List the supported ONNX operators.").parse_args(argv)
     width = max(len(k) for k in SUPPORTED_OPS)
-    out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opset 6 and newer):")
+    out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opset 6 and newer).")
+    out("'kernel' names the kernel kind that runs the op on the wafer; ops marked 'folded' are")
+    out("computed at compile time when their inputs are constants (shape arithmetic, masks).")
+    out(f"  {'op':<{width}}  {'kernel':<11}  description")
     for op in sorted(SUPPORTED_OPS):
-        out(f"  {op:<{width}}  {SUPPORTED_OPS[op]}")
+        kind = kind_for_op(op)
+        out(f"  {op:<{width}}  {kind.name if kind else 'folded':<11}  {SUPPORTED_OPS[op]}")
     return 0
 
 

@@ -1,0 +1,165 @@
+"""Sharded executors of the weight-holding kinds: conv and matmul.
+
+Why separate: these are where per-PE ownership matters (the weights), so
+they compute exactly as the kinds' mappings say (library_spatial.ConvKind,
+library_dense.MatmulKind), vectorised over all PEs of the kernel:
+
+- conv, knobs k, c, s: PE (px, py) holds W[K-block px, Cg-block py % c] and
+  computes the partial sums of output-row group py // c from the input
+  channels of its block; the c partials of a column are reduced in PE order
+  (py % c = 0, 1, ..) and the reduction-end PE adds its bias shard.
+- matmul, knobs kx, ky: PE (px, py) holds B[Kd-block py, N-block px] and
+  multiplies the matching slice of each input row; the ky partials of a
+  column are summed, the reduction-end PE adds its shard of the bias.
+
+Each executor returns False when the anchor is outside what it shards (e.g.
+a 1-D conv, a matmul whose B is an activation); the kernel then runs on the
+reference semantics like the other kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from wsec.ir.graph import Node
+from wsec.ir.kernels import KINDS
+from wsec.ir.opsem import _pads, _windows
+
+from .format import type_shape
+from .sim import SimError
+from .sim_exec import COMPUTE_DTYPE, Env
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // max(b, 1))
+
+
+def _shape(env: Env, name: str) -> tuple[int, ...]:
+    return tuple(type_shape(env.mem.p.info["values"][name]))
+
+
+def _check_rect(env: Env, w: int, h: int) -> None:
+    uw, uh = env.k.unrotated_shape
+    if (uw, uh) != (w, h):
+        raise SimError(f"kernel '{env.k.name}' ({env.k.kind}, knobs {env.k.knobs}) occupies "
+                       f"{uw}x{uh} PEs but its mapping needs {w}x{h}")
+
+
+def _ints(v: object, n: int, default: int) -> list[int]:
+    return [int(a) for a in v] if v is not None else [default] * n  # type: ignore[union-attr]
+
+
+def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    k = env.k
+    if node.op != "Conv" or node.inputs[1] not in k.weights:
+        return False
+    x = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
+    wshape = _shape(env, node.inputs[1])
+    if x.ndim != 4 or len(wshape) != 4:
+        return False
+    K, cg, R, S = wshape
+    N, C = x.shape[:2]
+    G = int(node.attrs.get("group", 1))
+    kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
+    _check_rect(env, kk, c * s)
+    kb, cb = _cdiv(K, kk), _cdiv(cg, c)
+    Ho, Wo = _shape(env, node.outputs[0])[2:]
+    hb = _cdiv(Ho, s)
+    # PE axes explicit: [row group, in-channel block, out-channel block, shard...]
+    wpe = env.mem.pe_array(env.ki, k.weights.index(node.inputs[1]), (kb, cb, R, S))
+    wpe = wpe.reshape(s, c, kk, kb, cb, R, S)
+    st, dl = _ints(node.attrs.get("strides"), 2, 1), _ints(node.attrs.get("dilations"), 2, 1)
+    pb, pe = _pads(node, x.shape[2:], [R, S], st, dl)
+    need_h = (s * hb - 1) * st[0] + (R - 1) * dl[0] + 1
+    extra_h = max(0, need_h - (x.shape[2] + pb[0] + pe[0]))
+    cpad = c * cb - cg if G == 1 else 0
+    xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0] + extra_h), (pb[1], pe[1])])
+    win = _windows(xp, [R, S], st, dl, [s * hb, Wo])  # N, C', s*hb, Wo, R, S (a view)
+    acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
+    for ci in range(c):  # the reduction along each PE column, in PE order
+        w_ci = wpe[:, ci]  # [s, k, kb, cb, R, S]: every PE of block row ci
+        if G == 1:
+            xc = win[:, ci * cb:(ci + 1) * cb].reshape(N, cb, s, hb, Wo, R, S)
+            xc = xc.transpose(2, 0, 3, 4, 1, 5, 6).reshape(s, N * hb * Wo, cb * R * S)
+            wc = w_ci.transpose(0, 3, 4, 5, 1, 2).reshape(s, cb * R * S, kk * kb)
+            acc += np.matmul(xc, wc)
+        else:  # grouped: each out channel reads the in-channels of its group
+            o = np.minimum(np.arange(kk * kb), K - 1).reshape(kk, kb)
+            j = np.minimum(ci * cb + np.arange(cb), cg - 1)
+            chan = (o // (K // G))[:, :, None] * cg + j[None, None, :]  # [k, kb, cb]
+            xg = win[:, chan].reshape(N, kk, kb, cb, s, hb, Wo, R, S)
+            part = np.einsum("nptjghwab,gptjab->gnhwpt", xg, w_ci, optimize=True)
+            acc += part.reshape(s, N * hb * Wo, kk * kb)
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    if bias and bias in k.weights:  # added by each column's reduction-end PE
+        bpe = env.mem.pe_array(env.ki, k.weights.index(bias), (kb,)).reshape(s, c, kk * kb)
+        acc += bpe[:, c - 1][:, None, :]
+    y = acc.reshape(s, N, hb, Wo, kk * kb).transpose(1, 4, 0, 2, 3).reshape(N, kk * kb,
+                                                                             s * hb, Wo)
+    y = y[:, :K, :Ho]
+    if bias and bias not in k.weights:
+        y = y + env.get(bias, node.name).reshape(1, -1, 1, 1)
+    env.store(node.outputs[0], np.ascontiguousarray(y))
+    stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
+    stats["sharded_pes"] = kk * c * s
+    return True
+
+
+def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    k = env.k
+    if node.op not in ("Gemm", "MatMul") or node.inputs[1] not in k.weights:
+        return False
+    bshape = _shape(env, node.inputs[1])
+    if len(bshape) != 2:
+        return False
+    a = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
+    tb = node.op == "Gemm" and bool(node.attrs.get("transB", 0))
+    if node.op == "Gemm" and node.attrs.get("transA", 0):
+        a = a.T
+    Kd, N = (bshape[1], bshape[0]) if tb else bshape
+    a2 = a.reshape(-1, Kd)
+    M = a2.shape[0]
+    kx, ky = int(k.knobs["kx"]), int(k.knobs["ky"])
+    _check_rect(env, kx, ky)
+    kb, nb = _cdiv(Kd, ky), _cdiv(N, kx)
+    wi = k.weights.index(node.inputs[1])
+    wpe = env.mem.pe_array(env.ki, wi, (nb, kb) if tb else (kb, nb))  # [ky, kx, ...]
+    if tb:
+        wpe = wpe.transpose(0, 1, 3, 2)  # each PE uses its block transposed
+    ab = np.pad(a2, [(0, 0), (0, ky * kb - Kd)]).reshape(M, ky, kb).transpose(1, 0, 2)
+    partial = np.matmul(ab[:, None], wpe)  # [ky, kx, M, nb]: one partial product per PE
+    acc = partial.sum(axis=0, dtype=COMPUTE_DTYPE)  # reduced down each PE column
+    acc = acc.transpose(1, 0, 2).reshape(M, kx * nb)
+    y = acc[:, :N] * COMPUTE_DTYPE(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" \
+        else acc[:, :N]
+    bias = node.inputs[2] if node.op == "Gemm" and len(node.inputs) > 2 else ""
+    if bias:
+        beta = COMPUTE_DTYPE(node.attrs.get("beta", 1.0))
+        y = y + beta * _bias(env, bias, N, nb, kx, ky, node)
+    env.store(node.outputs[0], y.reshape(_shape(env, node.outputs[0])).astype(COMPUTE_DTYPE))
+    stats["pe_macs_max"] = M * kb * nb
+    stats["sharded_pes"] = kx * ky
+    return True
+
+
+def _bias(env: Env, name: str, N: int, nb: int, kx: int, ky: int, node: Node) -> np.ndarray:
+    """Gemm's C as the reduction-end PEs (row ky - 1) hold it: per-column
+    shards concatenated along x, or one PE's whole copy when not sharded."""
+    k = env.k
+    if name not in k.weights:
+        return env.get(name, node.name)
+    wi = k.weights.index(name)
+    shape = _shape(env, name)
+    role = KINDS[k.kind].weight_shard(k.dims, k.knobs, wi, shape, 0, ky - 1)
+    split = bool(shape) and shape[-1] == N and (role[-1].indices(N)[1] - role[-1].indices(N)[0]
+                                                < N)
+    if not split:
+        return env.mem.pe_array(env.ki, wi, shape)[ky - 1, 0]
+    cpe = env.mem.pe_array(env.ki, wi, (*shape[:-1], nb))[ky - 1]  # [kx, *lead, nb]
+    return np.moveaxis(cpe, 0, -2).reshape(*shape[:-1], kx * nb)[..., :N]
+
+
+SHARDED: dict[str, Callable[[Env, Node, dict[str, int]], bool]] = {
+    "conv": conv, "matmul": matmul,
+}

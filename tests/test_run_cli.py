@@ -1,0 +1,108 @@
+"""`wsec run` and `wsec MODEL -o OUT --verify` as a user runs them."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import EXAMPLE, run_wsec
+from test_sim import _source_record, _swap_two_shards, compile_bin, f32_target
+from wsec.backends.emit import write_program
+from wsec.backends.format import PORT_BITS, Program
+from wsec.backends.loader import load_binary
+
+
+@pytest.fixture(scope="module")
+def tiny_bin(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, Program]:
+    path = tmp_path_factory.mktemp("run") / "tiny.bin"
+    return path, compile_bin(EXAMPLE, path)
+
+
+def test_check_passes(tiny_bin: tuple[pathlib.Path, Program]) -> None:
+    path, _ = tiny_bin
+    r = run_wsec("run", str(path), "--check", str(EXAMPLE))
+    assert r.returncode == 0, r.stderr
+    assert "PASS" in r.stdout and "FAIL" not in r.stdout
+    assert "max abs" in r.stdout and "float32" in r.stdout
+
+
+def test_inputs_outputs_and_seed(tiny_bin: tuple[pathlib.Path, Program],
+                                 tmp_path: pathlib.Path) -> None:
+    path, prog = tiny_bin
+    name = prog.info["inputs"][0]
+    x = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    outs = []
+    for args in (["--input", f"{name}={tmp_path / 'x.npy'}"], ["--seed", "3"], ["--seed", "3"],
+                 []):
+        out = tmp_path / f"o{len(outs)}.npz"
+        r = run_wsec("run", str(path), *args, "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        with np.load(out) as z:
+            assert sorted(z.files) == sorted(prog.info["outputs"])
+            outs.append(z[prog.info["outputs"][0]])
+    assert np.array_equal(outs[1], outs[2])
+    assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[2], outs[3])
+    from wsec.backends.sim import simulate
+
+    direct = simulate(prog, {name: x}).outputs[prog.info["outputs"][0]]
+    assert np.array_equal(direct, outs[0])
+
+
+def test_stats(tiny_bin: tuple[pathlib.Path, Program]) -> None:
+    path, prog = tiny_bin
+    r = run_wsec("run", str(path), "--stats")
+    assert r.returncode == 0, r.stderr
+    for k in prog.kernels:
+        assert f"\n{k.name} " in r.stdout
+    assert "busiest link" in r.stdout and "wav/link" in r.stdout
+
+
+def test_changed_route_entry_fails_naming_pe_color_edge(
+        tiny_bin: tuple[pathlib.Path, Program], tmp_path: pathlib.Path) -> None:
+    _, prog = tiny_bin
+    ei = next(i for i, e in enumerate(prog.edges) if e.src != "@host" and "@host" not in e.dsts)
+    e = prog.edges[ei]
+    routes = prog.routes.copy()
+    i = _source_record(prog, ei)
+    routes["tx"][i] = PORT_BITS["S"] if int(routes["tx"][i]) != PORT_BITS["S"] else PORT_BITS["N"]
+    bad = tmp_path / "bad_route.bin"
+    bad.write_bytes(write_program(replace(prog, routes=routes)))
+    load_binary(str(bad))  # the file itself is valid: only the trace can tell
+    r = run_wsec("run", str(bad))
+    assert r.returncode == 1
+    err = r.stderr.strip()
+    assert err.startswith("wsec: error: ") and "Traceback" not in err
+    assert "PE (" in err and f"color {e.color}" in err and f"%{e.value}" in err
+
+
+def test_swapped_weight_shards_fail_the_check(
+        tiny_bin: tuple[pathlib.Path, Program], tmp_path: pathlib.Path) -> None:
+    _, prog = tiny_bin
+    bad = tmp_path / "swapped.bin"
+    bad.write_bytes(write_program(_swap_two_shards(prog)))
+    r = run_wsec("run", str(bad), "--check", str(EXAMPLE))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL" in r.stdout
+
+
+def test_bad_input_name_is_a_user_error(tiny_bin: tuple[pathlib.Path, Program],
+                                        tmp_path: pathlib.Path) -> None:
+    path, _ = tiny_bin
+    np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
+    r = run_wsec("run", str(path), "--input", f"nope={tmp_path / 'x.npy'}")
+    assert r.returncode == 1 and "wsec: error: --input nope" in r.stderr
+    r = run_wsec("run", str(tmp_path / "missing.bin"))
+    assert r.returncode == 1 and "wsec: error: cannot read" in r.stderr
+
+
+def test_compile_verify(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wsec.cli import main
+
+    out = tmp_path / "v.bin"
+    rc = main([str(EXAMPLE), "-o", str(out), "--target", f32_target(), "-q", "--verify"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "check against onnxruntime" in text and "PASS" in text

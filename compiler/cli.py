@@ -13,18 +13,22 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 
-COMMANDS = ("ops", "inspect", "opt")
+COMMANDS = ("ops", "inspect", "opt", "run", "score")
 
 _EPILOG = """commands:
   wsec ops                      list the supported ONNX operators
   wsec inspect MODEL.bin        print a binary's header, kernels, routes and SRAM use
   wsec opt FILE.wsir -p PASS    run passes on a textual IR file and print the result
+  wsec run MODEL.bin [--check MODEL.onnx]
+                                execute a binary on the simulated wafer (see wsec run -h)
+  wsec score A.kgraph A.sol     score an ISPD 2020 contest solution (legality, Δt, wirelength)
 
 examples:
   wsec model.onnx -o model.bin
   wsec model.onnx -o model.bin --target wse3 --report-json report.json
   wsec model.onnx -o model.bin --input-shape input=1,3,224,224 -p 'place{seed=3}'
   wsec model.onnx --stop-after=place          (prints the IR after placement)
+  wsec A.kgraph -o A.sol --time-limit 60      (ISPD 2020 kernel graph -> contest solution)
 """
 
 
@@ -65,6 +69,9 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="wse2", help="wse2 (default), wse3 or cs1")
     p.add_argument("--grid", type=_grid, metavar="WxH",
                    help="use a custom program grid, e.g. 64x64")
+    p.add_argument("--dtype", choices=("auto", "f16", "f32"), default="auto",
+                   help="element type the PEs compute in (default auto: the model's own "
+                        "float type, so results match it; f16 uses the fp16 SIMD rate)")
 
 
 def compile_parser() -> argparse.ArgumentParser:
@@ -86,6 +93,16 @@ def compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-json", metavar="PATH", help="write the placement report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the report")
     p.add_argument("--no-verify-ir", action="store_true", help="skip IR verification")
+    p.add_argument("--verify", action="store_true",
+                   help="after writing the binary, simulate it and check it against "
+                        "onnxruntime on the input model (exit 1 on FAIL)")
+    p.add_argument("--mode", choices=("auto", "pipeline", "stream"), default="auto",
+                   help="execution mode: layer-pipelined, weight streaming, or auto (default: "
+                        "pipeline when the model fits the wafer's SRAM)")
+    p.add_argument("--format", choices=("onnx", "wsir", "ispd2020"),
+                   help="input format (default: from the extension; .kgraph is ispd2020)")
+    p.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS",
+                   help="bound the whole run of a kernel-graph compile (default 60)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.add_argument("--version", action="version", version=f"wsec {__version__}")
     return p
@@ -96,12 +113,17 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
     from .report import build_report, format_summary, write_report_json
 
     a = compile_parser().parse_args(argv)
+    if a.format == "ispd2020" or (a.format is None and a.model.lower().endswith(".kgraph")):
+        from .ispd2020 import cmd_compile_kgraph
+
+        return cmd_compile_kgraph(a, out)
     if not a.output and not a.stop_after:
         raise UsageError("no output file: give -o OUT.bin (or --stop-after=PASS to print IR)")
     opts = CompileOptions(target=a.target, grid=a.grid, input_shapes=dict(a.input_shape),
                           pass_options=a.pass_option, print_ir_after=set(a.print_ir_after),
                           stop_after=a.stop_after, time_passes=a.time_passes,
-                          verify_ir=not a.no_verify_ir)
+                          verify_ir=not a.no_verify_ir, mode=a.mode,
+                          dtype=a.dtype)
 
     def dump(name: str, text: str) -> None:
         out(f"// -----// IR Dump After {name} //----- //\n{text}")
@@ -126,6 +148,10 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
         write_report_json(report, a.report_json)
     if not a.quiet:
         out(format_summary(report) + f"\n  binary         {a.output}")
+    if a.verify:
+        from .run import verify_binary
+
+        return verify_binary(a.output, a.model, out)
     return 0
 
 
@@ -179,11 +205,12 @@ def cmd_opt(argv: Sequence[str], out: Callable[[str], None]) -> int:
     p.add_argument("--no-verify-ir", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     a = p.parse_args(argv)
-    opts = CompileOptions(target=a.target, grid=a.grid, verify_ir=not a.no_verify_ir)
+    opts = CompileOptions(target=a.target, grid=a.grid, verify_ir=not a.no_verify_ir,
+                          dtype=a.dtype)
     module = load_input(a.file, opts)
     if not a.no_verify_ir:
         verify_module(module)
-    if a.grid or "target" not in module.attrs or a.target != "wse2":
+    if a.grid or "target" not in module.attrs or a.target != "wse2" or a.dtype != "auto":
         target = resolve_target(module, opts)
     else:  # keep the target and grid the IR file names
         from wsec.ir.target import module_target
@@ -197,6 +224,12 @@ def cmd_opt(argv: Sequence[str], out: Callable[[str], None]) -> int:
     return 0
 
 
+def _cmd_score(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    from .ispd2020 import cmd_score
+
+    return cmd_score(argv, out, _Parser)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [UsageError, OSError]
     from wsec.passes import PassError
@@ -205,7 +238,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errs += [PassError, CompileError]
     for mod, name in (("wsec.frontends.onnx", "FrontendError"), ("wsec.ir.parser", "ParseError"),
-                      ("wsec.ir.verify", "VerifyError"), ("wsec.backends.loader", "BinaryError")):
+                      ("wsec.ir.verify", "VerifyError"), ("wsec.backends.loader", "BinaryError"),
+                      ("wsec.frontends.kgraph", "KgraphError"), ("wsec.ispd2020", "SolutionError")):
         try:
             errs.append(getattr(__import__(mod, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -220,7 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def out(text: str) -> None:
         print(text, flush=True)
 
-    handlers = {"ops": cmd_ops, "inspect": cmd_inspect, "opt": cmd_opt}
+    from .run import cmd_run
+
+    handlers = {"ops": cmd_ops, "inspect": cmd_inspect, "opt": cmd_opt,
+                "run": lambda argv, out: cmd_run(argv, out, _Parser),
+                "score": lambda argv, out: _cmd_score(argv, out)}
     try:
         if args and args[0] in handlers:
             return handlers[args[0]](args[1:], out)

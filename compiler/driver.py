@@ -7,12 +7,13 @@ directly.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from wsec.ir.graph import Module
 from wsec.ir.target import Target, get_target
-from wsec.passes import DEFAULT_PIPELINE, PassContext, PassError
+from wsec.passes import DEFAULT_PIPELINE, Pass, PassContext, PassError
 from wsec.passes.manager import PassManager, merge_options
 
 
@@ -32,6 +33,8 @@ class CompileOptions:
     verify_ir: bool = True
     input_format: str | None = None  # onnx | wsir; default from the extension
     time_limit: float | None = None
+    mode: str = "auto"  # auto | pipeline | stream (see wsec.mode)
+    dtype: str = "auto"  # device dtype: auto (the model's float type) | f16 | f32
 
 
 @dataclass
@@ -59,7 +62,9 @@ def load_input(path: str, opts: CompileOptions) -> Module:
     if fmt == "onnx":
         from wsec.frontends.onnx import load_onnx
 
-        return load_onnx(path, opts.input_shapes or None)
+        module = load_onnx(path, opts.input_shapes or None)
+        module.attrs.setdefault("dtype", model_float_dtype(module))
+        return module
     if fmt == "wsir":
         from wsec.ir.parser import parse_module
 
@@ -68,31 +73,101 @@ def load_input(path: str, opts: CompileOptions) -> Module:
     raise CompileError(f"unknown input format '{fmt}' (known: onnx, wsir)")
 
 
+def model_float_dtype(module: Module) -> str:
+    """The floating-point type the model computes in: that of its first float
+    input, else of its float constants (most elements wins); f32 by default.
+    An f16 model runs in f16 on the PEs; anything wider runs in f32."""
+    for name in module.inputs:
+        dt = module.values[name].type.dtype
+        if dt.startswith("f"):
+            return "f16" if dt == "f16" else "f32"
+    count: dict[str, int] = {}
+    for v in module.values.values():
+        if v.const is not None and v.type.dtype.startswith("f"):
+            count[v.type.dtype] = count.get(v.type.dtype, 0) + v.type.numel
+    if count:
+        return "f16" if max(count, key=lambda d: (count[d], d)) == "f16" else "f32"
+    return "f32"
+
+
 def resolve_target(module: Module, opts: CompileOptions) -> Target:
-    """The target for this compile; recorded in the module's attributes."""
+    """The target for this compile; recorded in the module's attributes.
+
+    The device dtype defaults to the model's own float type, so the binary
+    computes what the model computes; `--dtype f16` trades precision for the
+    fp16 SIMD rate and half the SRAM per value."""
+    dtype: str | None = opts.dtype
+    if dtype == "auto":  # the model's own (set on loading), else the target's native
+        dtype = str(module.attrs["dtype"]) if module.attrs.get("dtype") else None
     try:
-        target = get_target(opts.target, opts.grid)
+        target = get_target(opts.target, opts.grid, dtype)
     except ValueError as e:
         raise CompileError(str(e)) from None
     module.attrs["target"] = target.name
     module.attrs["grid"] = [target.width, target.height]
+    module.attrs["dtype"] = target.dtype
     return target
 
 
 def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
                  emit_ir: Callable[[str, str], None] | None = None) -> CompileResult:
+    """Run the front end, choose the execution mode (`wsec.mode`), then run
+    that mode's back end; one timing list covers all of it."""
+    from .mode import ModeError, backend_passes, select_mode, split_pipeline
+
     target = resolve_target(module, opts)
     passes = merge_options(pipeline, opts.pass_options)
-    # a module read back from text may already be past some stages
-    todo = [p for p in passes if not (p.ensures and set(p.ensures) <= module.properties)]
-    pm = PassManager(todo, verify=opts.verify_ir, print_ir_after=set(opts.print_ir_after),
-                     stop_after=opts.stop_after, time_passes=opts.time_passes, emit_ir=emit_ir)
-    ctx = PassContext(target, time_limit=opts.time_limit)
     if opts.stop_after and opts.stop_after not in pipeline:
         raise PassError(f"--stop-after: pass '{opts.stop_after}' is not in the pipeline "
                         f"({', '.join(pipeline)})")
+    for name in opts.print_ir_after:
+        if name != "all" and name not in pipeline:
+            raise PassError(f"--print-ir-after: pass '{name}' is not in the pipeline "
+                            f"({', '.join(pipeline)})")
+    ctx = PassContext(target, time_limit=opts.time_limit)
+    front_names, back_names = split_pipeline(pipeline)
+    front = _pending([p for p in passes if p.name in front_names], module)
+    pm = _manager(front, opts, emit_ir)
     completed = pm.run(module, ctx)
-    return CompileResult(module, target, pm, completed)
+    if not completed or not back_names:
+        return CompileResult(module, target, pm, completed)
+    t0 = time.perf_counter()
+    if "sized" in module.properties:  # read back past sizing: keep its mode
+        mode = str(module.attrs.setdefault("mode", "pipeline"))
+    else:
+        size_pass = next((p for p in passes if p.name == "size"), None)
+        decision = select_mode(module, target, opts.mode, size_pass)  # type: ignore[arg-type]
+        mode = decision.mode
+    if mode == "pipeline":
+        back_specs = back_names
+    else:
+        try:
+            back_specs = list(backend_passes(mode))
+        except ModeError as e:
+            raise ModeError(f"{module.attrs.get('mode_reason', mode)}; but {e}") from None
+    if opts.stop_after in back_names and opts.stop_after not in back_specs:
+        raise PassError(f"--stop-after: pass '{opts.stop_after}' does not run in {mode} mode "
+                        f"(its passes: {', '.join(back_specs)})")
+    overrides = [s for s in opts.pass_options if s.split("{", 1)[0].strip() in back_specs]
+    back = _pending(merge_options(back_specs, overrides), module)
+    pm2 = _manager(back, opts, emit_ir)
+    pm2.timings.extend(pm.timings + [("select-mode", time.perf_counter() - t0)])
+    completed = pm2.run(module, ctx)
+    return CompileResult(module, target, pm2, completed)
+
+
+def _pending(passes: list[Pass], module: Module) -> list[Pass]:
+    """The passes still to run: a module read back from text may be past some stages."""
+    return [p for p in passes if not (p.ensures and set(p.ensures) <= module.properties)]
+
+
+def _manager(passes: list[Pass], opts: CompileOptions,
+             emit_ir: Callable[[str, str], None] | None) -> PassManager:
+    names = {p.name for p in passes}
+    return PassManager(passes, verify=opts.verify_ir,
+                       print_ir_after={n for n in opts.print_ir_after if n in names or n == "all"},
+                       stop_after=opts.stop_after if opts.stop_after in names else None,
+                       time_passes=opts.time_passes, emit_ir=emit_ir)
 
 
 def compile_model(path: str, opts: CompileOptions,

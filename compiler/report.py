@@ -118,6 +118,7 @@ def build_report(module: Module, target: Target,
         "source": module.attrs.get("source"),
         "model_hash": module.attrs.get("model_hash"),
         "mode": module.attrs.get("mode", "pipeline"),
+        "mode_reason": module.attrs.get("mode_reason"),
         "target": target.to_dict(),
         "summary": summary,
         "kernels": rows,
@@ -131,6 +132,8 @@ def format_summary(report: dict[str, Any]) -> str:
     t = report["target"]
     lines = [f"wsec: {report['model']} -> {t['name']} ({t['width']}x{t['height']} PEs), "
              f"mode {report['mode']}"]
+    if report.get("mode_reason"):
+        lines.append(f"  mode           {report['mode_reason']}")
     lines.append(f"  kernels        {s['kernels']}")
     lines.append(f"  PEs used       {s['pes_used']} / {s['pes_total']} "
                  f"({100 * s['utilisation']:.1f}%)")

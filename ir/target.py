@@ -23,7 +23,8 @@ class Target:
     clock_hz: float
     wavelet_bytes: int = 4  # one wavelet (32 bits) per link per cycle
     io_bytes_per_cycle_per_edge_pe: int = 4  # host I/O on West/East edge rows
-    dtype: str = "f16"  # element type weights/activations take on the PE
+    dtype: str = "f16"  # element type weights and activations take on the PE
+    simd_f32: int = 1  # fp32 FMAC lanes per PE per cycle (assumed: a quarter of fp16's)
 
     @property
     def pes(self) -> int:
@@ -33,8 +34,19 @@ class Target:
     def usable_colors(self) -> int:
         return self.colors - self.reserved_colors
 
+    @property
+    def lanes(self) -> int:
+        """Multiply-accumulates per PE per cycle in the device dtype."""
+        return self.simd if self.dtype == "f16" else self.simd_f32
+
     def with_grid(self, width: int, height: int) -> Target:
         return replace(self, name=self.name, width=width, height=height)
+
+    def with_dtype(self, dtype: str) -> Target:
+        if dtype not in DEVICE_DTYPES:
+            raise ValueError(f"unsupported device dtype '{dtype}' (known: "
+                             f"{', '.join(DEVICE_DTYPES)})")
+        return replace(self, dtype=dtype)
 
     def to_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -42,10 +54,14 @@ class Target:
 
 KiB = 1024
 
+# Element types a PE computes in: fp16 (native SIMD) or fp32 (the precision
+# of most exported models; what `--dtype auto` picks for an fp32 model).
+DEVICE_DTYPES = ("f16", "f32")
+
 TARGETS: dict[str, Target] = {
-    "wse2": Target("wse2", 750, 994, 48 * KiB, 24, 3, 4, 1.1e9),
-    "wse3": Target("wse3", 755, 1174, 48 * KiB, 24, 3, 8, 1.1e9),
-    "cs1": Target("cs1", 633, 633, 48 * KiB, 24, 3, 1, 1.0e9),
+    "wse2": Target("wse2", 750, 994, 48 * KiB, 24, 3, 4, 1.1e9, simd_f32=1),
+    "wse3": Target("wse3", 755, 1174, 48 * KiB, 24, 3, 8, 1.1e9, simd_f32=2),
+    "cs1": Target("cs1", 633, 633, 48 * KiB, 24, 3, 1, 1.0e9, simd_f32=1),
 }
 
 
@@ -57,16 +73,21 @@ def parse_grid(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def get_target(name: str, grid: tuple[int, int] | None = None) -> Target:
-    """The named target, optionally resized to a custom grid."""
+def get_target(name: str, grid: tuple[int, int] | None = None,
+               dtype: str | None = None) -> Target:
+    """The named target, optionally resized to a custom grid and computing in
+    another device dtype."""
     if name not in TARGETS:
         raise ValueError(f"unknown target '{name}' (known: {', '.join(sorted(TARGETS))})")
     t = TARGETS[name]
-    return t.with_grid(*grid) if grid else t
+    t = t.with_grid(*grid) if grid else t
+    return t.with_dtype(dtype) if dtype else t
 
 
 def module_target(attrs: dict[str, object]) -> Target:
-    """The Target a module's attributes describe (target name + grid)."""
+    """The Target a module's attributes describe (target name, grid, dtype)."""
     name = str(attrs.get("target", "wse2"))
     grid = attrs.get("grid")
-    return get_target(name, (int(grid[0]), int(grid[1])) if grid else None)  # type: ignore[index]
+    dtype = attrs.get("dtype")
+    return get_target(name, (int(grid[0]), int(grid[1])) if grid else None,  # type: ignore[index]
+                      str(dtype) if dtype else None)

@@ -9,12 +9,12 @@ checked against the PE's SRAM here, with a message that says what to change.
 Regions, in this order, each rounded up to 16 bytes and packed from 0:
 - "weights:<value>" per constant input: the largest shard any PE holds,
   as the kernel kind's `weight_shard` says, in the target's element type;
-- "in:<value>" per streamed input and "out:<value>" per output: the PE's
-  share of one sample (ceil(elements / PEs) elements);
 - "code": program, stack and descriptors (the library's CODE_BYTES);
-- "scratch": whatever the kind's SRAM estimate (`cost["sram"]`) needs on
-  top of the above (partial sums, line buffers), so the map never promises
-  less than the cost model that sized the kernel.
+- "buffers": the rest of what the kind's SRAM model (`cost["sram"]`)
+  budgets per PE -- line buffers, partial sums, the PE's share of streamed
+  inputs and outputs. The kind is the one authority on buffer sizes
+  (DESIGN.md: a kernel kind lives in one place); this pass does not
+  re-derive them, it checks that weights + code + buffers fit the PE.
 """
 
 from __future__ import annotations
@@ -77,23 +77,17 @@ def sram_map(module: Module, k: Kernel, target: Target) -> list[SramRegion]:
     """The SRAM regions of kernel `k`'s worst-case PE, packed from offset 0."""
     elem = DTYPES[target.dtype].itemsize
     w, h = kernel_shape(k, target)
-    pes = max(1, w * h)
     sizes: list[tuple[str, int]] = []
     consts = [i for i in k.inputs if i and module.values[i].const is not None]
     for idx, v in enumerate(consts):
         if v not in consts[:idx]:
             shape = module.values[v].type.shape
             sizes.append((f"weights:{v}", largest_shard(k, idx, shape, w, h) * elem))
-    for v in dict.fromkeys(i for i in k.inputs if i and i not in consts):
-        sizes.append((f"in:{v}", -(-module.values[v].type.numel // pes) * elem))
-    for v in k.outputs:
-        if v:
-            sizes.append((f"out:{v}", -(-module.values[v].type.numel // pes) * elem))
     sizes.append(("code", CODE_BYTES))
     used = sum(_align(s) for _, s in sizes)
     need = int(k.cost["sram"]) if k.cost and "sram" in k.cost else 0
     if need > used:
-        sizes.append(("scratch", need - used))
+        sizes.append(("buffers", need - used))
     regions, off = [], 0
     for name, s in sizes:
         regions.append(SramRegion(name, off, _align(s)))
@@ -109,8 +103,8 @@ def _overflow(k: Kernel, regions: list[SramRegion], target: Target) -> PassError
 
     origin = ", ".join(k.origin[:3]) + (", ..." if len(k.origin) > 3 else "")
     src = f", from {origin}" if origin else ""
-    breakdown = (f"weights {part('weights:')} B, buffers {part('in:') + part('out:')} B, "
-                 f"code {part('code')} B, scratch {part('scratch')} B")
+    breakdown = (f"weights {part('weights:')} B, buffers {part('buffers')} B, "
+                 f"code {part('code')} B")
     return PassError(
         f"kernel '{k.name}' ({k.kind}{src}) needs {total} B of SRAM per PE but a PE has "
         f"{target.sram_bytes} B ({breakdown}); re-size with more PEs (a faster bottleneck "

@@ -30,11 +30,9 @@ def test_map_regions_and_sizes() -> None:
     Allocate().run(m, PassContext(T))
     k = m.kernel("k")
     got = [(r.name, r.offset, r.size) for r in k.sram]
-    # weights 4*3 elements * 2 B = 24 -> 32; in: ceil(100/6)=17*2=34 -> 48;
-    # out: ceil(30/6)=5*2=10 -> 16; code
-    assert got == [("weights:wt", 0, 32), ("in:x", 32, 48), ("out:y", 80, 16),
-                   ("code", 96, CODE_BYTES)]
-    assert m.attrs["max_sram"] == [96 + CODE_BYTES, "k"]
+    # weights 4*3 elements * 2 B = 24 -> 32; code; the kind budgets no more
+    assert got == [("weights:wt", 0, 32), ("code", 32, CODE_BYTES)]
+    assert m.attrs["max_sram"] == [32 + CODE_BYTES, "k"]
 
 
 def test_regions_aligned_packed_and_cover_cost() -> None:
@@ -45,7 +43,8 @@ def test_regions_aligned_packed_and_cover_cost() -> None:
     for r in regions:
         assert r.offset == off and r.size % 16 == 0
         off += r.size
-    assert off >= 5000 and regions[-1].name == "scratch"
+    # what the kind's SRAM model budgets beyond weights and code is buffer space
+    assert off >= 5000 and regions[-1].name == "buffers"
 
 
 def test_largest_shard_probes_every_pe() -> None:
@@ -59,10 +58,10 @@ def test_overflow_message() -> None:
     m = _one(1, 1, (128, 192))  # 24576 elements * 2 B on one PE
     with pytest.raises(PassError) as e:
         Allocate().run(m, PassContext(get_target("wse2", (16, 16))))
-    total = 49152 + 208 + 64 + CODE_BYTES
+    total = 49152 + CODE_BYTES
     assert str(e.value) == (
         f"kernel 'k' (box, from Gemm_3) needs {total} B of SRAM per PE but a PE has 49152 B "
-        f"(weights 49152 B, buffers 272 B, code {CODE_BYTES} B, scratch 0 B); re-size with more "
+        f"(weights 49152 B, buffers 0 B, code {CODE_BYTES} B); re-size with more "
         "PEs (a faster bottleneck time gives every kernel more PEs) or choose knobs that shard "
         "the weights further")
     assert m.kernel("k").sram is None  # nothing half-done

@@ -58,7 +58,7 @@ def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
             "busiest_link_load": busiest,
             "cycles_binary": int(k.cost.get("cycles", 0)),
             "cycles_kind": int(KINDS[k.kind].cycles(k.dims, k.knobs, t)),
-            "pe_compute_cycles": -(-macs // t.simd) if macs else 0,
+            "pe_compute_cycles": -(-macs // t.lanes) if macs else 0,
             "sim_seconds": res.kernel_seconds.get(k.name, 0.0),
         })
     return rows

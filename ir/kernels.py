@@ -10,11 +10,13 @@ table.
 
 from __future__ import annotations
 
-from .graph import Kernel
+from .graph import Kernel, Node, Value
 from .kernel_kind import KernelKind
 from .library_common import LibraryKind
 from .library_dense import MatmulKind
-from .library_spatial import ConvKind, PoolKind
+from .library_gather import GatherKind
+from .library_reduce import ReduceKind
+from .library_spatial import ConvKind, DeconvKind, PoolKind
 from .library_stream import DatamoveKind, ElementwiseKind, NormKind, SoftmaxKind
 
 KINDS: dict[str, KernelKind] = {}
@@ -42,8 +44,19 @@ def kind_for_op(op: str) -> LibraryKind | None:
     return None
 
 
-for _kind in (ConvKind(), MatmulKind(), PoolKind(), NormKind(), SoftmaxKind(),
-              ElementwiseKind(), DatamoveKind()):
+def kind_for_node(node: Node, values: dict[str, Value]) -> LibraryKind | None:
+    """The library kind that runs `node`: `kind_for_op`, except where the
+    operands decide (an Einsum of one operand is a reduction, of two a
+    matmul)."""
+    if node.op == "Einsum" and len([i for i in node.inputs if i]) == 1:
+        kind = KINDS["reduce"]
+        assert isinstance(kind, LibraryKind)
+        return kind
+    return kind_for_op(node.op)
+
+
+for _kind in (ConvKind(), DeconvKind(), MatmulKind(), PoolKind(), NormKind(), SoftmaxKind(),
+              ReduceKind(), GatherKind(), ElementwiseKind(), DatamoveKind()):
     register(_kind)
 
 # The ISPD 2020 contest's cost model: the kernel library of the `cs1` target.

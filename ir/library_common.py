@@ -31,14 +31,16 @@ ROW_OVERHEAD = 16  # cycles per output row: DSD setup, task switch
 
 # Element-wise ops: what form-kernels fuses after an anchor or chains together.
 ELEMENTWISE_OPS = frozenset({
-    "Abs", "Add", "Ceil", "Clip", "Div", "Elu", "Equal", "Erf", "Exp", "Floor", "Gelu",
-    "Greater", "HardSigmoid", "HardSwish", "LeakyRelu", "Less", "Log", "Max", "Mean", "Min",
-    "Mul", "Neg", "Not", "Pow", "PRelu", "Reciprocal", "Relu", "Selu", "Sigmoid", "Softplus",
-    "Sqrt", "Sub", "Sum", "Tanh", "Where",
+    "Abs", "Add", "And", "Ceil", "Clip", "Cos", "Div", "Elu", "Equal", "Erf", "Exp", "Floor",
+    "Gelu", "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "IsNaN", "LeakyRelu",
+    "Less", "LessOrEqual", "Log", "Max", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pow",
+    "PRelu", "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin", "Softplus",
+    "Softsign", "Sqrt", "Sub", "Sum", "Tanh", "Trilu", "Where", "Xor",
 })
 # Cycles per element of the transcendental ops (a short polynomial on the PE).
 OP_COST = {"Exp": 8, "Log": 8, "Erf": 10, "Gelu": 12, "Sigmoid": 10, "Tanh": 10, "Softplus": 10,
-           "Elu": 8, "Selu": 8, "Pow": 12, "Sqrt": 6, "Reciprocal": 4, "Div": 4}
+           "Elu": 8, "Selu": 8, "Pow": 12, "Sqrt": 6, "Reciprocal": 4, "Div": 4, "Sin": 10,
+           "Cos": 10, "Mod": 6, "Softsign": 5, "HardSwish": 3, "Round": 2}
 
 
 class UnsupportedShape(ValueError):

@@ -35,19 +35,25 @@ from .target import Target
 
 
 class MatmulKind(LibraryKind):
-    """Gemm / MatMul: kx splits the N output columns along x, ky splits the
-    Kd reduction along y. dims: M rows (all rows of A), Kd, N, Bt batches of
-    B, tB = B stored transposed ([N, Kd], Gemm transB), Bact = B streamed
-    in per sample (an activation, not a resident constant), bias = elements
-    of Gemm's C."""
+    """Gemm / MatMul / two-operand Einsum: kx splits the N output columns
+    along x, ky splits the Kd reduction along y. dims: M rows (all rows of
+    the product), Kd, N, Bt batches of B, tB = B stored transposed ([N, Kd],
+    Gemm transB), Bact = B streamed in per sample (an activation, not a
+    resident constant: attention's Q K^T and P V, batched over heads),
+    Bwhole = a constant B every PE holds whole (an Einsum whose B is not
+    laid out [batch..., Kd, N]), bias = elements of Gemm's C."""
 
     name = "matmul"
     knob_names = ("kx", "ky")
     description = "matrix product: kx output-column groups (x), ky reduction groups (y)"
-    ops = frozenset({"Gemm", "MatMul"})
+    ops = frozenset({"Gemm", "MatMul", "Einsum"})
 
     def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
         mm = body[0]
+        if mm.op == "Einsum":
+            d = einsum_dims(mm, values)
+            d.update(fused_extras(body, values))
+            return d
         a = vtype(values, mm.inputs[0]).shape
         b = vtype(values, mm.inputs[1]).shape
         if not a or not b:
@@ -62,10 +68,11 @@ class MatmulKind(LibraryKind):
         else:
             kd = a[-1]
             n = b[-1] if len(b) >= 2 else 1
-            m = max(1, int(np.prod(a)) // max(kd, 1))
+            # rows of the product, A broadcast over B's batches included
+            m = max(1, vtype(values, mm.outputs[0]).numel // max(n, 1))
             bt = max(1, int(np.prod(b)) // max(kd * n, 1))
             bias = 0
-        d = {"M": m, "Kd": kd, "N": n, "Bt": bt, "tB": tb, "bias": bias,
+        d = {"M": m, "Kd": kd, "N": n, "Bt": bt, "tB": tb, "bias": bias, "Bwhole": 0,
              "Bact": int(not is_const(values, mm.inputs[1]))}
         d.update(fused_extras(body, values))
         return d
@@ -79,13 +86,14 @@ class MatmulKind(LibraryKind):
         nb, kb = cdiv(d["N"], kx), cdiv(d["Kd"], ky)
         m = d["M"]
         red = (ky > 1).astype(np.int64)
-        compute = m * cdiv(nb, target.simd) * (kb + red + d["F"])
+        compute = m * cdiv(nb, target.lanes) * (kb + red + d["F"])
         epc = elems_per_cycle(target)
         recv = cdiv(m * kb + m * nb * (d["A"] + red) + d["Bact"] * d["Bt"] * kb * nb, epc)
         send = cdiv(m * nb, epc)
         cycles = np.maximum(np.maximum(compute, recv), send) + m * ROW_OVERHEAD + KERNEL_OVERHEAD
         b = itemsize(target)
-        sram = (CODE_BYTES + d["Bt"] * kb * nb * b                  # weight block
+        held = np.where(d.get("Bwhole", 0), d["Bt"] * d["Kd"] * d["N"], d["Bt"] * kb * nb)
+        sram = (CODE_BYTES + held * b                                # weight block
                 + 2 * (kb + nb * (1 + d["A"])) * b                 # double-buffered rows
                 + cdiv((d["bias"] + d["P"]) * nb, d["N"]) * b)     # bias, fused constants
         return kx, ky, cycles, sram
@@ -94,6 +102,8 @@ class MatmulKind(LibraryKind):
                      weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
         kd, n = dims["Kd"], dims["N"]
         full = [slice(0, x) for x in weight_shape]
+        if dims.get("Bwhole", 0):
+            return tuple(full)
         cols, rows = block(n, knobs["kx"], px), block(kd, knobs["ky"], py)
         tail = tuple(weight_shape[-2:])
         if len(weight_shape) >= 2 and dims["tB"] and tail == (n, kd):
@@ -103,3 +113,59 @@ class MatmulKind(LibraryKind):
         elif weight_shape and weight_shape[-1] == n and n > 1:
             full[-1] = cols  # bias or a fused per-column constant
         return tuple(full)
+
+
+def _einsum_terms(eq: str, shapes: list[tuple[int, ...]]) -> tuple[list[list[str]], list[str],
+                                                                     dict[str, int]]:
+    """Operand index lists, output index list and index sizes of an einsum
+    equation; an ellipsis becomes one index per broadcast dim ('.0', '.1', ...)."""
+    eq = eq.replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise UnsupportedShape(f"Einsum '{eq}' names {len(terms)} operands, has {len(shapes)}")
+    sizes: dict[str, int] = {}
+    ops: list[list[str]] = []
+    ell = 0
+    for t, shp in zip(terms, shapes, strict=True):
+        head, dots, tail = t.partition("...")
+        k = len(shp) - len(head) - len(tail) if dots else 0
+        ell = max(ell, k)
+        idx = list(head) + [f".{ell - k + i}" for i in range(k)] + list(tail)
+        if len(idx) != len(shp):
+            raise UnsupportedShape(f"Einsum term '{t}' does not match rank {len(shp)}")
+        for i, n in zip(idx, shp, strict=True):
+            sizes[i] = max(sizes.get(i, 1), int(n))
+        ops.append(idx)
+    if "->" in eq:
+        head, dots, tail = rhs.partition("...")
+        out = list(head) + ([f".{i}" for i in range(ell)] if dots else []) + list(tail)
+    else:
+        letters = [c for t in terms for c in t.replace("...", "")]
+        out = [f".{i}" for i in range(ell)] + sorted(c for c in set(letters)
+                                                      if letters.count(c) == 1)
+    return ops, out, sizes
+
+
+def einsum_dims(node: Node, values: dict[str, Value]) -> Dims:
+    """A two-operand Einsum as a (batched) matmul: indices in both operands
+    and the output are batches (Bt), indices summed away are the reduction
+    Kd, indices of B only are the columns N, and M = output elements / N.
+    A constant B whose layout is not [batch..., Kd, N] is held whole."""
+    ins = [i for i in node.inputs if i]
+    if len(ins) != 2:
+        raise UnsupportedShape(f"Einsum of {len(ins)} operands (only two map onto a matmul)")
+    ops, out, sizes = _einsum_terms(str(node.attrs.get("equation", "")),
+                                    [vtype(values, i).shape for i in ins])
+    a, b = ops
+    prod = lambda idx: int(np.prod([sizes[i] for i in idx])) if idx else 1  # noqa: E731
+    red = [i for i in dict.fromkeys(a + b) if i not in out]
+    batch = [i for i in b if i in a and i in out]
+    cols = [i for i in b if i not in a and i in out]
+    n = prod(cols)
+    o = max(1, vtype(values, node.outputs[0]).numel)
+    const_b = is_const(values, ins[1])
+    plain = b == batch + [i for i in red if i in b] + cols  # B is [batch..., Kd, N]
+    return {"M": max(1, o // max(n, 1)), "Kd": max(1, prod(red)), "N": max(1, n),
+            "Bt": max(1, prod(batch)), "tB": 0, "bias": 0, "Bact": int(not const_b),
+            "Bwhole": int(const_b and not (plain and len(red) <= 1 and len(cols) <= 1))}

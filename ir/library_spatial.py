@@ -60,6 +60,22 @@ def _window_dims(node: Node, x_shape: tuple[int, int, int, int],
             "dh": dl[0], "dw": dl[1], "ph": ph, "pw": pw, "Ho": ho, "Wo": wo}
 
 
+def _fold_depth(node: Node, x: tuple[int, ...], y: tuple[int, ...], taps: int
+                ) -> tuple[Node, tuple[int, int, int, int], tuple[int, int, int, int], Dims]:
+    """A 3-D windowed op as a 2-D one: each output depth plane is an
+    independent (H, W) problem (N counts samples x output planes) that reads
+    T = `taps` input planes; strides/dilations/pads keep their (H, W) parts.
+    Returns the 2-D view of the node, x and y as (N, C, H, W) and {T}."""
+    attrs = dict(node.attrs)
+    for key in ("strides", "dilations"):
+        if attrs.get(key) is not None:
+            attrs[key] = list(attrs[key])[1:]  # type: ignore[arg-type]
+    flat = Node(node.name, node.op, node.inputs, node.outputs, attrs)
+    n, c, _, h, w = x
+    _, k, do, ho, wo = y
+    return flat, (n * do, c, h, w), (n * do, k, ho, wo), {"T": taps}
+
+
 class ConvKind(LibraryKind):
     """Convolution (+ fused bias, activation, residual add).
 
@@ -73,7 +89,9 @@ class ConvKind(LibraryKind):
     The PE's `simd` lanes vectorise over an output row's (Wo x K/k) outputs.
     dims: N, C, H, W (input), K, R, S, G (groups), strides sh/sw, dilations
     dh/dw, ph/pw (padding rows/columns actually read), Ho, Wo, bias (0/1),
-    F/A/P (fused op cycles per element, residual inputs, constant elements).
+    F/A/P (fused op cycles per element, residual inputs, constant elements);
+    T only for 3-D convolutions (see `_fold_depth`: N then counts samples x
+    output depth planes, T the depth taps, weight shard [K/k, C/G/c, T, R, S]).
     """
 
     name = "conv"
@@ -84,12 +102,21 @@ class ConvKind(LibraryKind):
     def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
         conv = body[0]
         wt = vtype(values, conv.inputs[1]).shape
-        if len(wt) not in (3, 4):
-            raise UnsupportedShape(f"Conv with a {len(wt)}-D weight (only 1-D and 2-D map)")
-        rs = (wt[2], wt[3]) if len(wt) == 4 else (1, wt[2])
-        x = spatial(vtype(values, conv.inputs[0]))
-        y = spatial(vtype(values, conv.outputs[0]))
-        d = _window_dims(conv, x, y, rs, len(wt) - 2)
+        if len(wt) not in (3, 4, 5):
+            raise UnsupportedShape(
+                f"Conv with {len(wt) - 2} spatial axes (input "
+                f"{vtype(values, conv.inputs[0])}, weight {list(wt)}): only 1-D, 2-D and 3-D "
+                "convolutions map onto the conv kind")
+        if len(wt) == 5:
+            flat, x, y, extra = _fold_depth(conv, vtype(values, conv.inputs[0]).shape,
+                                            vtype(values, conv.outputs[0]).shape, wt[2])
+            d = _window_dims(flat, x, y, (wt[3], wt[4]), 2)
+            d.update(extra)
+        else:
+            rs = (wt[2], wt[3]) if len(wt) == 4 else (1, wt[2])
+            x = spatial(vtype(values, conv.inputs[0]))
+            y = spatial(vtype(values, conv.outputs[0]))
+            d = _window_dims(conv, x, y, rs, len(wt) - 2)
         bias = len(conv.inputs) > 2 and bool(conv.inputs[2])
         d.update({"K": wt[0], "G": int(conv.attrs.get("group", 1)), "bias": int(bias)})
         d.update(fused_extras(body, values))
@@ -112,15 +139,17 @@ class ConvKind(LibraryKind):
         win = (d["R"] - 1) * d["dh"] + 1
         red = (c > 1).astype(np.int64)
         outs = rows * d["Wo"] * kb
-        compute = rows * cdiv(d["Wo"] * kb, target.simd) * (cb * d["R"] * d["S"] + d["F"] + red)
+        t = d.get("T", 1)  # 3-D: input depth planes per output plane
+        compute = rows * cdiv(d["Wo"] * kb, target.lanes) * (cb * d["R"] * d["S"] * t + d["F"]
+                                                            + red)
         rows_in = d["N"] * np.minimum(d["H"] + d["ph"], cdiv(d["Ho"], s) * d["sh"] + win - 1)
         epc = elems_per_cycle(target)
-        recv = cdiv(rows_in * wi * cin + outs * (d["A"] + red), epc)
+        recv = cdiv(rows_in * wi * cin * t + outs * (d["A"] + red), epc)
         send = cdiv(outs, epc)
         cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
         b = itemsize(target)
-        sram = (CODE_BYTES + kb * cb * d["R"] * d["S"] * b          # weight shard
-                + (win + d["sh"]) * wi * cin * b                   # input row window
+        sram = (CODE_BYTES + kb * cb * d["R"] * d["S"] * t * b      # weight shard
+                + (win + d["sh"]) * wi * cin * t * b               # input row window(s)
                 + d["Wo"] * kb * b * (1 + d["A"])                  # output (+ residual) row
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)   # bias, fused constants
         return k, c * s, cycles, sram
@@ -138,6 +167,85 @@ class ConvKind(LibraryKind):
         return tuple(full)
 
 
+class DeconvKind(LibraryKind):
+    """Transposed convolution (ConvTranspose, + fused bias, activation).
+
+    Mapping as conv: the rectangle is k wide and c*s high; column px owns
+    output-channel block px, row py input-channel block py % c for output-
+    row group py // c. Each output element gathers ceil(R/sh) x ceil(S/sw)
+    taps per input channel (the stride's zero rows/columns are skipped, not
+    multiplied), so a PE does rows x Wo x K/k x C/c x taps MACs on its simd
+    lanes; it keeps a window of ceil(R/sh) + 1 input rows. With G == 1 the
+    weight [C, K, R, S] is sharded [C-block py % c, K-block px]; grouped
+    transposed convs hold the weight whole on every PE (rare, small).
+    dims: N, C, H, W (input), K, R, S, G, sh, sw, Ho, Wo, bias, F/A/P."""
+
+    name = "deconv"
+    knob_names = ("k", "c", "s")
+    description = "transposed convolution: k output-channel groups (x), c x s groups (y)"
+    ops = frozenset({"ConvTranspose"})
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        ct = body[0]
+        wt = vtype(values, ct.inputs[1]).shape
+        if len(wt) not in (3, 4):
+            raise UnsupportedShape(f"ConvTranspose with {len(wt) - 2} spatial axes (weight "
+                                   f"{list(wt)}; only 1-D and 2-D map)")
+        g = int(ct.attrs.get("group", 1))
+        n, c, h, w = spatial(vtype(values, ct.inputs[0]))
+        _, k, ho, wo = spatial(vtype(values, ct.outputs[0]))
+        st = _pair(ct.attrs, "strides", 1, len(wt) - 2)
+        r, s_ = (wt[2], wt[3]) if len(wt) == 4 else (1, wt[2])
+        sh, sw = (st[0], st[1]) if len(wt) == 4 else (1, st[0])
+        bias = len(ct.inputs) > 2 and bool(ct.inputs[2])
+        d = {"N": n, "C": c, "H": h, "W": w, "K": k, "R": r, "S": s_, "G": g, "sh": sh,
+             "sw": sw, "Ho": ho, "Wo": wo, "bias": int(bias)}
+        d.update(fused_extras(body, values))
+        return d
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        grouped = dims["G"] > 1
+        return {"k": candidates(dims["K"], target.width),
+                "c": candidates(1 if grouped else dims["C"], target.height),
+                "s": candidates(dims["Ho"], target.height)}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        k, c, s = kn["k"], kn["c"], kn["s"]
+        G, K, C = d["G"], d["K"], d["C"]
+        kb, cb = cdiv(K, k), cdiv(C // G, c)
+        taps = cdiv(d["R"], d["sh"]) * cdiv(d["S"], d["sw"])
+        cin = np.minimum(C, cb * np.minimum(G, cdiv(kb * G, K) + 1))
+        rows = d["N"] * cdiv(d["Ho"], s)
+        red = (c > 1).astype(np.int64)
+        outs = rows * d["Wo"] * kb
+        compute = rows * cdiv(d["Wo"] * kb, target.lanes) * (cb * taps + d["F"] + red)
+        win = cdiv(d["R"], d["sh"]) + 1
+        rows_in = d["N"] * np.minimum(d["H"], cdiv(cdiv(d["Ho"], s), d["sh"]) + win)
+        epc = elems_per_cycle(target)
+        recv = cdiv(rows_in * d["W"] * cin + outs * (d["A"] + red), epc)
+        send = cdiv(outs, epc)
+        cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+        b = itemsize(target)
+        wel = np.where(G > 1, C * (K // G), kb * cb) * d["R"] * d["S"]
+        sram = (CODE_BYTES + wel * b + win * d["W"] * cin * b + d["Wo"] * kb * b * (1 + d["A"])
+                + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)
+        return k, c * s, cycles, sram
+
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        K, C = dims["K"], dims["C"]
+        full = [slice(0, n) for n in weight_shape]
+        if dims["G"] > 1:
+            return tuple(full)
+        if len(weight_shape) >= 3 and weight_shape[0] == C and weight_shape[1] == K:
+            full[0] = block(C, knobs["c"], py % knobs["c"])
+            full[1] = block(K, knobs["k"], px)
+        elif weight_shape and int(np.prod(weight_shape)) == K and K > 1:
+            ax = next(i for i, n in enumerate(weight_shape) if n == K)
+            full[ax] = block(K, knobs["k"], px)
+        return tuple(full)
+
+
 class PoolKind(LibraryKind):
     """Max / average / global pooling (+ fused element-wise ops).
 
@@ -146,6 +254,9 @@ class PoolKind(LibraryKind):
     row. Global pooling reduces over the whole map: the s row groups each sum
     ceil(H/s) input rows and their partial results are added along y.
     dims: as conv without K/G/bias, plus glob (1 for global pooling).
+    3-D ops (conv and pooling) fold the depth axis: N counts samples x
+    output depth planes, and T (present only then) input planes per output
+    plane multiply the taps, the rows received and the row windows kept.
     """
 
     name = "pool"
@@ -155,7 +266,13 @@ class PoolKind(LibraryKind):
 
     def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
         p = body[0]
-        x = spatial(vtype(values, p.inputs[0]))
+        xt = vtype(values, p.inputs[0])
+        if len(xt.shape) > 5:
+            raise UnsupportedShape(f"{p.op} with {len(xt.shape) - 2} spatial axes (input {xt}): "
+                                   "only 1-D, 2-D and 3-D pooling maps onto the pool kind")
+        if len(xt.shape) == 5:
+            return self._dims_3d(body, values)
+        x = spatial(xt)
         y = spatial(vtype(values, p.outputs[0]))
         glob = p.op.startswith("Global")
         nsp = len(vtype(values, p.inputs[0]).shape) - 2
@@ -170,6 +287,25 @@ class PoolKind(LibraryKind):
         d.update(fused_extras(body, values))
         return d
 
+    def _dims_3d(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        """3-D pooling: global pooling folds depth into the rows; windowed
+        pooling runs each output depth plane over T input planes."""
+        p = body[0]
+        xs = vtype(values, p.inputs[0]).shape
+        ys = vtype(values, p.outputs[0]).shape
+        if p.op.startswith("Global"):
+            x = (xs[0], xs[1], xs[2] * xs[3], xs[4])
+            d = _window_dims(p, x, (xs[0], xs[1], 1, 1), (x[2], x[3]), 2)
+            d["glob"] = 1
+        else:
+            ks = _pair(p.attrs, "kernel_shape", 1, 3)
+            flat, x4, y4, extra = _fold_depth(p, xs, ys, ks[0])
+            d = _window_dims(flat, x4, y4, (ks[1], ks[2]), 2)
+            d.update(extra)
+            d["glob"] = 0
+        d.update(fused_extras(body, values))
+        return d
+
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
         rows = dims["H"] if dims["glob"] else dims["Ho"]
         return {"c": candidates(dims["C"], target.width), "s": candidates(rows, target.height)}
@@ -181,7 +317,7 @@ class PoolKind(LibraryKind):
         red = (s > 1).astype(np.int64)
         if d["glob"]:
             rows = d["N"] * cdiv(d["H"], s)
-            compute = rows * cdiv(d["W"] * cb, target.simd) + d["N"] * cdiv(cb, target.simd) * (
+            compute = rows * cdiv(d["W"] * cb, target.lanes) + d["N"] * cdiv(cb, target.lanes) * (
                 red + d["F"] + 1)
             recv = cdiv(rows * d["W"] * cb + d["N"] * cb * red, epc)
             sram = CODE_BYTES + d["W"] * cb * b + cb * 4 * (1 + d["A"]) + cb * b
@@ -190,12 +326,13 @@ class PoolKind(LibraryKind):
         rows = d["N"] * cdiv(d["Ho"], s)
         wi = d["W"] + d["pw"]
         win = (d["R"] - 1) * d["dh"] + 1
-        compute = rows * cdiv(d["Wo"] * cb, target.simd) * (d["R"] * d["S"] + 1 + d["F"])
+        t = d.get("T", 1)  # 3-D: input depth planes per output plane
+        compute = rows * cdiv(d["Wo"] * cb, target.lanes) * (d["R"] * d["S"] * t + 1 + d["F"])
         rows_in = d["N"] * np.minimum(d["H"] + d["ph"], cdiv(d["Ho"], s) * d["sh"] + win - 1)
-        recv = cdiv(rows_in * wi * cb + rows * d["Wo"] * cb * d["A"], epc)
+        recv = cdiv(rows_in * wi * cb * t + rows * d["Wo"] * cb * d["A"], epc)
         send = cdiv(rows * d["Wo"] * cb, epc)
         cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
-        sram = (CODE_BYTES + (win + d["sh"]) * wi * cb * b + d["Wo"] * cb * b * (1 + d["A"])
+        sram = (CODE_BYTES + (win + d["sh"]) * wi * cb * t * b + d["Wo"] * cb * b * (1 + d["A"])
                 + cdiv(d["P"] * cb, d["C"]) * b)
         return c, s, cycles, sram
 

@@ -36,9 +36,12 @@ from .library_common import (
 from .target import Target
 
 DATAMOVE_OPS = frozenset({
-    "Reshape", "Flatten", "Concat", "Transpose", "Unsqueeze", "Squeeze", "Gather", "Cast",
+    "Reshape", "Flatten", "Concat", "Transpose", "Unsqueeze", "Squeeze", "Cast", "Dropout",
     "Slice", "Split", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Identity",
 })
+# the ops of a LayerNorm as older exporters decompose it (see form-kernels)
+DECOMPOSED_LN = frozenset({"ReduceMean", "Sub", "Pow", "Mul", "Add", "Sqrt", "Div",
+                           "Reciprocal"})
 
 
 def _external(body: Sequence[Node], values: dict[str, Value]) -> tuple[list[str], int, int]:
@@ -98,7 +101,7 @@ class ElementwiseKind(_SpreadKind):
         p = kn["p"]
         n = cdiv(d["E"], p)
         epc, b = elems_per_cycle(target), itemsize(target)
-        compute = cdiv(n, target.simd) * d["O"]
+        compute = cdiv(n, target.lanes) * d["O"]
         io = np.maximum(cdiv(n * d["I"], epc), cdiv(n * d["Q"], epc))
         w, h = squarish(p, target)
         sram = CODE_BYTES + n * b * (d["I"] + d["Q"]) + d["P"] * b
@@ -106,8 +109,9 @@ class ElementwiseKind(_SpreadKind):
 
 
 class DatamoveKind(_SpreadKind):
-    """Ops that only move data (Reshape, Flatten, Concat, Transpose, Gather,
-    Cast, Slice, ...; a chain of them fuses). Each of p PEs buffers and
+    """Ops that only move data (Reshape, Flatten, Concat, Transpose, Cast,
+    Slice, Split, Pad, Expand, Tile, DepthToSpace, ...; a chain of them fuses;
+    multi-output ops like Split export each output). Each of p PEs buffers and
     forwards ceil(E/p) elements, one wavelet per element per cycle; the
     permutation is in the routes. dims: E = largest tensor touched, I
     activation inputs, P constant elements (shape tensors, gather tables;
@@ -156,7 +160,7 @@ class SoftmaxKind(_SpreadKind):
         pr = np.maximum(1, p // d["E"])
         n, rl = cdiv(d["E"], pe), cdiv(d["rows"], pr)
         per_elem = 3 + OP_COST["Exp"] + d["F"]
-        compute = rl * (cdiv(n, target.simd) * per_elem + 4 * (pe > 1) + ROW_OVERHEAD)
+        compute = rl * (cdiv(n, target.lanes) * per_elem + 4 * (pe > 1) + ROW_OVERHEAD)
         io = cdiv(rl * n * (1 + d["A"]), elems_per_cycle(target))
         w, h = squarish(p, target)
         b = itemsize(target)
@@ -165,23 +169,31 @@ class SoftmaxKind(_SpreadKind):
 
 
 class NormKind(LibraryKind):
-    """LRN, standalone BatchNormalization, LayerNormalization.
+    """LRN, standalone BatchNormalization, InstanceNormalization,
+    LayerNormalization (also as older exporters decompose it: ReduceMean,
+    Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add, matched by form-kernels).
 
     Mapping like pooling: c channel groups along x, s row groups along y;
     a PE streams rows of its ceil(C/c) channels (plus the LRN window's
     L - 1 neighbour channels) and applies O cycles per element. For
     LayerNormalization the normalised trailing axes are one row of W
-    elements and C counts the independent rows. dims: N, C, H, W, O, L,
-    Pc (per-channel parameters), Pr (replicated parameter elements)."""
+    elements and C counts the independent rows. InstanceNormalization needs
+    each (sample, channel)'s statistics over all its rows: the s row groups
+    exchange partial sums (a short reduction along y) before normalising.
+    dims: N, C, H, W, O, L, Pc (per-channel parameters), Pr (replicated
+    parameter elements)."""
 
     name = "norm"
     knob_names = ("c", "s")
     description = "normalisation: c channel groups (x), s row groups (y)"
-    ops = frozenset({"LRN", "BatchNormalization", "LayerNormalization"})
+    ops = frozenset({"LRN", "BatchNormalization", "LayerNormalization",
+                     "InstanceNormalization"})
 
     def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
         nd = body[0]
         shape = vtype(values, nd.inputs[0]).shape
+        if nd.op == "ReduceMean":
+            return _decomposed_ln_dims(body, values)
         if nd.op == "LayerNormalization":
             axis = int(nd.attrs.get("axis", -1)) % max(len(shape), 1)
             w = int(np.prod(shape[axis:]))
@@ -197,6 +209,9 @@ class NormKind(LibraryKind):
             if nd.op == "LRN":
                 size = int(nd.attrs.get("size", 1))
                 d.update({"O": size + 8, "L": size, "Pc": 0, "Pr": 0})
+            elif nd.op == "InstanceNormalization":
+                # sum and sum of squares, then scale-and-shift: two passes
+                d.update({"O": 6, "L": 1, "Pc": 2, "Pr": 0})
             else:
                 d.update({"O": 2, "L": 1, "Pc": 4, "Pr": 0})
         d.update(fused_extras(body, values))
@@ -212,7 +227,7 @@ class NormKind(LibraryKind):
         rows = cdiv(d["N"] * d["H"], s)
         cin = np.minimum(d["C"], cb + d["L"] - 1)
         epc, b = elems_per_cycle(target), itemsize(target)
-        compute = rows * cdiv(d["W"] * cb, target.simd) * (d["O"] + d["F"])
+        compute = rows * cdiv(d["W"] * cb, target.lanes) * (d["O"] + d["F"])
         recv = cdiv(rows * d["W"] * (cin + cb * d["A"]), epc)
         send = cdiv(rows * d["W"] * cb, epc)
         cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
@@ -228,3 +243,22 @@ class NormKind(LibraryKind):
             ax = next(i for i, n in enumerate(weight_shape) if n == C)
             full[ax] = block(C, knobs["c"], px)
         return tuple(full)
+
+
+def _decomposed_ln_dims(body: Sequence[Node], values: dict[str, Value]) -> Dims:
+    """Dims of a LayerNorm decomposed into ReduceMean ... Add (body[0] is the
+    first ReduceMean over trailing axes): as LayerNormalization's, with the
+    constants of the pattern (eps, 2, scale, bias) replicated on every PE."""
+    rm = body[0]
+    shape = vtype(values, rm.inputs[0]).shape
+    axes = sorted(int(a) % len(shape) for a in rm.attrs.get("axes", [])) or list(
+        range(len(shape)))
+    if axes != list(range(axes[0], len(shape))):
+        raise UnsupportedShape(f"a decomposed LayerNorm over axes {axes} (not trailing)")
+    if any(n.op not in DECOMPOSED_LN for n in body):
+        raise UnsupportedShape("a decomposed LayerNorm with ops "
+                               f"{sorted({n.op for n in body} - DECOMPOSED_LN)}")
+    w = int(np.prod(shape[axes[0]:]))
+    _, consts, _ = _external(body, values)
+    return {"N": 1, "C": max(1, int(np.prod(shape[:axes[0]]))), "H": 1, "W": w, "O": 6,
+            "L": 1, "Pc": 0, "Pr": consts, "F": 0, "A": 0, "P": 0}

@@ -5,19 +5,27 @@ kernels is a routed flow, so an activation, bias or residual add that can
 run on the PEs that computed its input should not cost its own rectangle
 and route. Rules (greedy, in topological order, deterministic):
 
-- an anchor (an op of conv, matmul, pool, norm or softmax kind) absorbs the
-  element-wise ops that follow it (bias Add, Relu/Clip/Sigmoid..., residual
-  Add/Sum) as long as each intermediate value has that op as its only
-  reader, is not a model output, and keeps its shape;
+- a LayerNorm as older exporters decompose it (ReduceMean, Sub, Pow,
+  ReduceMean, Add, Sqrt, Div, [Mul], [Add]) becomes one `norm` kernel;
+- an anchor (an op of conv, deconv, matmul, pool, norm, softmax or reduce
+  kind) absorbs the element-wise ops that follow it (bias Add, Relu/Erf/...,
+  residual Add/Sum) as long as each intermediate value has that op as its
+  only reader, is not a model output, and keeps its shape;
 - the remaining element-wise ops form element-wise kernels, chained the same
   way; consecutive data-movement ops (Reshape, Concat, Transpose, ...) form
-  one datamove kernel.
+  one datamove kernel; a gather (table lookup) kernel stands alone;
+- a group also absorbs "diamonds": an op of the same fusable class whose
+  activation inputs are all computed inside the group or already read by it
+  (the Gelu formula x * 0.5 * (1 + erf(x / sqrt 2)) reads x twice), so no
+  new dependency, hence no cycle, can arise; values with readers outside the
+  group become extra kernel outputs.
 
-Fusing only along single-reader chains keeps the kernel graph acyclic. The
-kernels replace `module.nodes` (named k0, k1, ... in topological order);
-`module.edges` gets one edge per activation value crossing kernels (model
-inputs from and outputs to the host); constants are no edges: they live in
-the SRAM of the kernels that read them.
+Fusing only along single-reader chains and closed diamonds keeps the kernel
+graph acyclic. The kernels replace `module.nodes` (named k0, k1, ... in topological order);
+`module.edges` gets one edge per
+activation value crossing kernels (model inputs from and outputs to the
+host); constants are no edges: they live in the SRAM of the kernels that
+read them.
 """
 
 from __future__ import annotations
@@ -26,22 +34,25 @@ import heapq
 from dataclasses import dataclass
 
 from wsec.ir.graph import HOST, Edge, Kernel, Module, Node
-from wsec.ir.kernels import kind_for_op
-from wsec.ir.library_common import UnsupportedShape
+from wsec.ir.kernels import KINDS, kind_for_node
+from wsec.ir.library_common import LibraryKind, UnsupportedShape
 from wsec.ir.types import DTYPES
 
 from .base import Pass, PassContext, PassError
 
-# element-wise ops an anchor absorbs (activations, bias / residual arithmetic)
+# element-wise ops an anchor absorbs (activations, bias / residual arithmetic, the
+# float-valued math of an activation formula); comparisons and logic stay apart
 ANCHOR_FUSES = frozenset({
     "Add", "Sub", "Mul", "Div", "Sum", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh",
-    "HardSigmoid", "HardSwish", "Elu", "Selu", "Gelu", "Softplus",
+    "HardSigmoid", "HardSwish", "Elu", "Selu", "Gelu", "Softplus", "Softsign", "Erf", "Exp",
+    "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Pow", "Max", "Min", "Mean",
 })
 CHAIN_KINDS = ("elementwise", "datamove")
+ALONE_KINDS = ("gather",)
 
 
-def _kind_name(n: Node) -> str:
-    kind = kind_for_op(n.op)
+def _kind_name(n: Node, module: Module) -> str:
+    kind = kind_for_node(n, module.values)
     if kind is None:
         raise PassError(f"node '{n.name}' ({n.op}): no kernel kind implements {n.op}; "
                         "remove or replace the op in the model (see `wsec ops`), or run "
@@ -49,44 +60,168 @@ def _kind_name(n: Node) -> str:
     return kind.name
 
 
+def _only_user(g: _Grouper, v: str, ops: tuple[str, ...]) -> int | None:
+    """The single reader of `v` if it is untaken, has one of `ops` and `v` is
+    no model output; else None."""
+    us = g.users.get(v, [])
+    if v in g.outputs or len(us) != 1 or g.taken[us[0]] or g.nodes[us[0]].op not in ops:
+        return None
+    return us[0]
+
+
+def _const_operand(g: _Grouper, n: Node, v: str) -> bool:
+    """Node n reads `v` and a constant as its other operand."""
+    other = [x for x in n.inputs if x and x != v]
+    return len(other) == 1 and g.m.values[other[0]].const is not None
+
+
+def match_layernorm(g: _Grouper, i: int) -> list[int] | None:
+    """Node indices of a decomposed LayerNorm starting at ReduceMean node i:
+    m = ReduceMean(x); d = x - m; v = ReduceMean(d^2); y = d / sqrt(v + eps);
+    then optionally y * gamma and + beta (constants). Every intermediate value
+    must be read only inside the pattern and be no model output."""
+    nodes = g.nodes
+    rm = nodes[i]
+    if rm.op != "ReduceMean" or not rm.attrs.get("axes") or not rm.attrs.get("keepdims", 1):
+        return None
+    x = rm.inputs[0]
+    sub = _only_user(g, rm.outputs[0], ("Sub",))
+    if sub is None or nodes[sub].inputs != [x, rm.outputs[0]]:
+        return None
+    d = nodes[sub].outputs[0]
+    us = g.users.get(d, [])
+    if d in g.outputs or len(us) != 2 or any(g.taken[u] for u in us):
+        return None
+    sq = next((u for u in us if nodes[u].op == "Pow" and _const_operand(g, nodes[u], d)
+               or nodes[u].op == "Mul" and nodes[u].inputs == [d, d]), None)
+    div = next((u for u in us if nodes[u].op == "Div" and nodes[u].inputs[0] == d), None)
+    if sq is None or div is None:
+        return None
+    body = [i, sub, sq, div]
+    rm2 = _only_user(g, nodes[sq].outputs[0], ("ReduceMean",))
+    if rm2 is None or nodes[rm2].attrs.get("axes") != rm.attrs.get("axes"):
+        return None
+    add = _only_user(g, nodes[rm2].outputs[0], ("Add",))
+    if add is None or not _const_operand(g, nodes[add], nodes[rm2].outputs[0]):
+        return None
+    sqrt = _only_user(g, nodes[add].outputs[0], ("Sqrt",))
+    if sqrt is None or nodes[div].inputs[1] != nodes[sqrt].outputs[0] or len(
+            g.users.get(nodes[sqrt].outputs[0], [])) != 1:
+        return None
+    body += [rm2, add, sqrt]
+    last = nodes[div].outputs[0]
+    for op in ("Mul", "Add"):  # the affine scale and shift, when present
+        j = _only_user(g, last, (op,))
+        if j is None or not _const_operand(g, nodes[j], last):
+            break
+        body.append(j)
+        last = nodes[j].outputs[0]
+    return sorted(body)
+
+
+class _Grouper:
+    """Greedy grouping state: who reads each value, which nodes are taken."""
+
+    def __init__(self, module: Module) -> None:
+        self.m = module
+        self.nodes = module.nodes
+        self.users: dict[str, list[int]] = {}
+        for i, n in enumerate(self.nodes):
+            for v in dict.fromkeys(x for x in n.inputs if x):
+                self.users.setdefault(v, []).append(i)
+        self.outputs = set(module.outputs)
+        self.kinds = [_kind_name(n, module) for n in self.nodes]
+        self.taken = [False] * len(self.nodes)
+
+    def _shape(self, v: str) -> tuple[int, ...]:
+        return self.m.values[v].type.shape
+
+    def _fits(self, kind: str, anchor: int, j: int) -> bool:
+        """May node j join a group of `kind` anchored at node `anchor`?"""
+        if self.taken[j]:
+            return False
+        if kind in CHAIN_KINDS:
+            return self.kinds[j] == kind
+        nxt, first = self.nodes[j], self.nodes[anchor]
+        outs = [o for o in first.outputs if o]
+        return (nxt.op in ANCHOR_FUSES and len(nxt.outputs) == 1 and len(outs) == 1
+                and self._shape(nxt.outputs[0]) == self._shape(outs[0]))
+
+    def _is_act(self, v: str) -> bool:
+        return bool(v) and self.m.values[v].const is None
+
+    def _chain(self, kind: str, body: list[int]) -> bool:
+        """Extend along single-reader chains from the last node; True if grown."""
+        grown = False
+        while True:
+            last = self.nodes[body[-1]]
+            outs = [o for o in last.outputs if o]
+            if len(outs) != 1 or outs[0] in self.outputs or len(self.users.get(outs[0], [])) != 1:
+                return grown
+            j = self.users[outs[0]][0]
+            if not self._fits(kind, body[0], j):
+                return grown
+            body.append(j)
+            self.taken[j] = True
+            grown = True
+
+    def _exports(self, body: list[int]) -> int:
+        """How many values of the group are read outside it or are model outputs."""
+        inside = set(body)
+        return sum(1 for i in body for o in self.nodes[i].outputs if o and (
+            o in self.outputs or any(u not in inside for u in self.users.get(o, []))))
+
+    def _diamonds(self, kind: str, body: list[int]) -> bool:
+        """Absorb readers of group values whose activation inputs the group
+        already computes or reads (no new dependency, so no cycle), all or
+        nothing: only if the group then exports no more values than before
+        (a value also read elsewhere is not worth a second output stream).
+        True if grown."""
+        trial = list(body)
+        changed = True
+        while changed:
+            changed = False
+            produced = {o for i in trial for o in self.nodes[i].outputs if o}
+            read = {v for i in trial for v in self.nodes[i].inputs if self._is_act(v)}
+            for j in sorted({j for v in produced for j in self.users.get(v, [])}):
+                if j in trial or not self._fits(kind, body[0], j):
+                    continue
+                if all(x in produced or x in read for x in self.nodes[j].inputs
+                       if self._is_act(x)):
+                    trial.append(j)
+                    changed = True
+                    break
+        if len(trial) == len(body) or self._exports(trial) > self._exports(body):
+            return False
+        for j in trial[len(body):]:
+            self.taken[j] = True
+        body[:] = trial
+        return True
+
+    def groups(self) -> list[tuple[str, list[int]]]:
+        out: list[tuple[str, list[int]]] = []
+        for i in range(len(self.nodes)):
+            if self.taken[i]:
+                continue
+            ln = match_layernorm(self, i)
+            if ln is not None:
+                for j in ln:
+                    self.taken[j] = True
+                out.append(("norm", ln))
+                continue
+            kind = self.kinds[i]
+            body = [i]
+            self.taken[i] = True
+            if kind not in ALONE_KINDS:
+                while self._chain(kind, body) | self._diamonds(kind, body):
+                    pass
+            out.append((kind, sorted(body)))
+        return out
+
+
 def _groups(module: Module) -> list[tuple[str, list[int]]]:
     """(kind, node indices) per kernel, built greedily along single-reader chains."""
-    nodes = module.nodes
-    users: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for v in dict.fromkeys(x for x in n.inputs if x):
-            users.setdefault(v, []).append(i)
-    outputs = set(module.outputs)
-    kinds = [_kind_name(n) for n in nodes]
-    taken = [False] * len(nodes)
-    groups: list[tuple[str, list[int]]] = []
-    for i in range(len(nodes)):
-        if taken[i]:
-            continue
-        kind = kinds[i]
-        body = [i]
-        taken[i] = True
-        while True:
-            last = nodes[body[-1]]
-            outs = [o for o in last.outputs if o]
-            if len(outs) != 1 or outs[0] in outputs or len(users.get(outs[0], [])) != 1:
-                break
-            j = users[outs[0]][0]
-            nxt = nodes[j]
-            if taken[j]:
-                break
-            if kind in CHAIN_KINDS:
-                ok = kinds[j] == kind
-            else:
-                ok = (nxt.op in ANCHOR_FUSES and len(nxt.outputs) == 1
-                      and module.values[nxt.outputs[0]].type.shape
-                      == module.values[outs[0]].type.shape)
-            if not ok:
-                break
-            body.append(j)
-            taken[j] = True
-        groups.append((kind, body))
-    return groups
+    return _Grouper(module).groups()
 
 
 def _topo_order(module: Module, groups: list[tuple[str, list[int]]]) -> list[int]:
@@ -126,8 +261,8 @@ def _make_kernel(module: Module, name: str, kind: str, body: list[Node],
     produced = {o for n in body for o in n.outputs if o}
     inputs = list(dict.fromkeys(i for n in body for i in n.inputs if i and i not in produced))
     outputs = [o for n in body for o in n.outputs if o and o in external_users]
-    lib = kind_for_op(body[0].op)
-    assert lib is not None and lib.name == kind
+    lib = KINDS[kind]
+    assert isinstance(lib, LibraryKind)
     try:
         dims = lib.dims_from(body, module.values)
     except UnsupportedShape as e:

@@ -138,12 +138,13 @@ def test_unsupported_op_names_the_node() -> None:
 
 def test_unmappable_shape_names_the_node() -> None:
     g = G()
-    x = g.inp("x", (1, 2, 4, 4, 4))
-    w = g.const("w", (2, 2, 1, 1, 1))
-    g.node("conv3d", "Conv", [x, w], "y", (1, 2, 4, 4, 4))
+    x = g.inp("x", (1, 2, 4, 4, 4, 4))
+    w = g.const("w", (2, 2, 1, 1, 1, 1))
+    g.node("conv4d", "Conv", [x, w], "y", (1, 2, 4, 4, 4, 4))
     g.m.outputs = ["y"]
-    with pytest.raises(PassError, match=r"node 'conv3d' \(Conv\): the conv kernel cannot map "
-                                        r"it: .*5-D weight"):
+    with pytest.raises(PassError, match=r"node 'conv4d' \(Conv\): the conv kernel cannot map "
+                                        r"it: Conv with 4 spatial axes \(input f32\[1,2,4,4,4,4\], "
+                                        r"weight \[2, 2, 1, 1, 1, 1\]\)"):
         g.run()
 
 
@@ -183,3 +184,107 @@ def test_light_models_form_kernels(name: str) -> None:
             readers = [j for j in ks if k.outputs[0] in j.inputs]
             assert not (len(readers) == 1 and readers[0].body[0].op == "Relu"
                         and k.outputs[0] not in m.outputs)
+
+
+# --- transformer patterns, new kinds ----------------------------------------
+def _evaluates_the_same(g: G, ins: dict) -> None:
+    import copy
+
+    import numpy as np
+    from wsec.ir.interp import evaluate_module
+
+    ref = evaluate_module(copy.deepcopy(g.m), ins)
+    got = evaluate_module(g.run(), ins)
+    for k, v in ref.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6)
+
+
+def _ln_graph(affine: bool = True) -> G:
+    g = G("ln")
+    x = g.inp("x", (1, 8, 32))
+    eps, two = g.const("eps", (), 1e-5), g.const("two", (), 2.0)
+    m = g.node("rm1", "ReduceMean", [x], "m", (1, 8, 1), axes=[-1])
+    d = g.node("sub", "Sub", [x, m], "d", (1, 8, 32))
+    p = g.node("pow", "Pow", [d, two], "p", (1, 8, 32))
+    v = g.node("rm2", "ReduceMean", [p], "v", (1, 8, 1), axes=[-1])
+    ve = g.node("addeps", "Add", [v, eps], "ve", (1, 8, 1))
+    sd = g.node("sqrt", "Sqrt", [ve], "sd", (1, 8, 1))
+    y = g.node("div", "Div", [d, sd], "y", (1, 8, 32))
+    if affine:
+        y = g.node("scale", "Mul", [y, g.const("gamma", (32,), 1.5)], "ys", (1, 8, 32))
+        y = g.node("shift", "Add", [y, g.const("beta", (32,), 0.25)], "yb", (1, 8, 32))
+    g.m.outputs = [y]
+    return g
+
+
+def test_decomposed_layernorm_becomes_one_norm_kernel() -> None:
+    import numpy as np
+
+    g = _ln_graph()
+    _evaluates_the_same(g, {"x": np.random.default_rng(0).normal(size=(1, 8, 32))})
+    (k,) = g.m.kernels()
+    assert k.kind == "norm" and len(k.body) == 9 and k.body[0].op == "ReduceMean"
+    assert k.dims["C"] == 8 and k.dims["W"] == 32 and k.dims["Pr"] == 66
+    assert k.outputs == ["yb"]
+
+
+def test_layernorm_with_a_shared_intermediate_is_not_matched() -> None:
+    g = _ln_graph(affine=False)
+    g.m.outputs.append("v")  # the variance is a model output: keep it visible
+    m = g.run()
+    kinds = [k.kind for k in m.kernels()]
+    assert "norm" not in kinds and "reduce" in kinds
+
+
+def test_gelu_formula_fuses_into_the_matmul_diamond() -> None:
+    import numpy as np
+
+    g = G("gelu")
+    x = g.inp("x", (1, 8, 16))
+    h = g.node("mm", "MatMul", [x, g.const("w", (16, 32), 0.1)], "h", (1, 8, 32))
+    h = g.node("bias", "Add", [h, g.const("b", (32,), 0.1)], "hb", (1, 8, 32))
+    q = g.node("div", "Div", [h, g.const("s2", (), 1.4142135)], "q", (1, 8, 32))
+    e = g.node("erf", "Erf", [q], "e", (1, 8, 32))
+    a = g.node("one", "Add", [e, g.const("c1", (), 1.0)], "a", (1, 8, 32))
+    m = g.node("mul", "Mul", [h, a], "m", (1, 8, 32))
+    y = g.node("half", "Mul", [m, g.const("c5", (), 0.5)], "y", (1, 8, 32))
+    g.m.outputs = [y]
+    _evaluates_the_same(g, {"x": np.random.default_rng(1).normal(size=(1, 8, 16))})
+    (k,) = g.m.kernels()
+    assert k.kind == "matmul" and k.origin == ["mm", "bias", "div", "erf", "one", "mul", "half"]
+    assert k.outputs == ["y"] and k.dims["F"] > 10
+
+
+def test_attention_split_gather_reduce_and_new_kinds() -> None:
+    import numpy as np
+
+    g = G("attn")
+    ids = g.m.add_value("ids", TensorType("i64", (1, 4))).name
+    g.m.inputs.append(ids)
+    emb = g.node("emb", "Gather", [g.const("table", (50, 12), 0.3), ids], "emb", (1, 4, 12))
+    g.m.nodes.append(Node("split", "Split", [emb], ["q", "k", "v"], {"axis": 2}))
+    for n in "qkv":
+        g.m.add_value(n, TensorType(F32, (1, 4, 4)))
+    kt = g.node("kt", "Transpose", ["k"], "kt", (1, 4, 4), perm=[0, 2, 1])
+    s = g.node("qk", "MatMul", ["q", kt], "s", (1, 4, 4))
+    p = g.node("sm", "Softmax", [s], "p", (1, 4, 4), axis=-1)
+    o = g.node("pv", "Einsum", [p, "v"], "o", (1, 4, 4), equation="bij,bjd->bid")
+    axt = TensorType("i64", (1,))
+    g.m.add_value("ax", axt, Splat(axt, 2))
+    r = g.node("sum", "ReduceSum", [o, "ax"], "r", (1, 4, 1), keepdims=1)
+    am = g.m.add_value("am", TensorType("i64", (1, 4, 1))).name
+    g.m.nodes.append(Node("argmax", "ArgMax", [o], [am], {"axis": 2, "keepdims": 1}))
+    g.m.outputs = [r, am]
+    _evaluates_the_same(g, {"ids": np.array([[3, 7, 49, 0]])})
+    kinds = [(k.kind, k.origin) for k in g.m.kernels()]
+    assert ("gather", ["emb"]) in kinds and ("softmax", ["sm"]) in kinds
+    # a multi-output op exports every output; the transpose of k joins it
+    assert ("datamove", ["split", "kt"]) in kinds
+    split = next(k for k in g.m.kernels() if k.origin[0] == "split")
+    assert split.outputs == ["q", "v", "kt"]
+    pv = next(k for k in g.m.kernels() if k.origin == ["pv"])
+    assert pv.kind == "matmul" and pv.dims["Bact"] == 1 and pv.dims["Bt"] == 1
+    assert (pv.dims["M"], pv.dims["Kd"], pv.dims["N"]) == (4, 4, 4)
+    qk = next(k for k in g.m.kernels() if k.origin == ["qk"])
+    assert qk.kind == "matmul" and qk.dims["Bact"] == 1
+    assert {k.kind for k in g.m.kernels() if k.origin in (["sum"], ["argmax"])} == {"reduce"}

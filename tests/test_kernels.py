@@ -32,10 +32,25 @@ ELEM = dict(E=802816, I=2, O=2, P=0, Q=1)
 MOVE = dict(E=100352, I=1, P=4)
 SOFTMAX = dict(E=1000, rows=1, F=0, A=0, P=0)
 
+# new kinds and extensions: reductions, embeddings, transposed / 3-D convs, attention
+REDUCE = dict(E=4096 * 768, O=4096, R=768, scan=0, C=1, F=1, A=0, P=1)
+ARGMAX = dict(E=50257 * 8, O=8, R=50257, scan=0, C=2, F=0, A=0, P=0)
+CUMSUM = dict(E=2048, O=2048, R=2048, scan=1, C=1, F=0, A=0, P=0)
+EMBED = dict(T=50000 * 6144, V=50000, Dq=6144, ax=0, nd=2, L=2048, O=2048 * 6144, Cst=1)
+GATHER_ACT = dict(T=197 * 768, V=197, Dq=768, ax=1, nd=3, L=1, O=768, Cst=0)
+DECONV = dict(N=1, C=64, H=16, W=16, K=32, R=4, S=4, G=1, sh=2, sw=2, Ho=32, Wo=32, bias=1,
+              F=0, A=0, P=0)
+CONV3D = dict(CONV, N=8, C=16, K=32, H=28, W=28, Ho=28, Wo=28, T=3)
+POOL3D = dict(POOL, N=8, T=3)
+INSTNORM = dict(N=1, C=64, H=32, W=32, O=6, L=1, Pc=2, Pr=0, F=0, A=0, P=0)
+ATTN_QK = dict(M=12 * 512, Kd=64, N=512, Bt=12, tB=0, bias=0, Bact=1, Bwhole=0, F=1, A=0, P=1)
+
 CASES = [("conv", CONV), ("conv", CONV_BIG), ("conv", CONV_FIRST), ("conv", CONV_DW),
          ("conv", CONV_GROUPED), ("matmul", MATMUL), ("matmul", MATMUL_SEQ), ("pool", POOL),
          ("pool", GPOOL), ("norm", NORM), ("norm", BN), ("elementwise", ELEM),
-         ("datamove", MOVE), ("softmax", SOFTMAX)]
+         ("datamove", MOVE), ("softmax", SOFTMAX), ("reduce", REDUCE), ("reduce", ARGMAX),
+         ("reduce", CUMSUM), ("gather", EMBED), ("gather", GATHER_ACT), ("deconv", DECONV),
+         ("conv", CONV3D), ("pool", POOL3D), ("norm", INSTNORM), ("matmul", ATTN_QK)]
 IDS = [f"{k}-{i}" for i, (k, _) in enumerate(CASES)]
 
 
@@ -47,7 +62,8 @@ def _mesh(kind, dims, target):
 
 
 def test_library_registered_with_docstrings() -> None:
-    for name in ("conv", "matmul", "elementwise", "pool", "norm", "softmax", "datamove"):
+    for name in ("conv", "matmul", "elementwise", "pool", "norm", "softmax", "datamove",
+                 "reduce", "gather", "deconv"):
         kind = KINDS[name]
         assert isinstance(kind, LibraryKind)
         assert kind.__doc__ and len(kind.__doc__) > 80, f"{name} needs a docstring on its mapping"
@@ -59,6 +75,16 @@ def test_library_registered_with_docstrings() -> None:
     assert kind_for_op("GlobalAveragePool").name == "pool"
     assert kind_for_op("LRN").name == "norm"
     assert kind_for_op("NonMaxSuppression") is None
+    assert kind_for_op("ReduceMean").name == "reduce"
+    assert kind_for_op("ArgMax").name == "reduce"
+    assert kind_for_op("Gather").name == "gather"
+    assert kind_for_op("ConvTranspose").name == "deconv"
+    assert kind_for_op("InstanceNormalization").name == "norm"
+    assert kind_for_op("Einsum").name == "matmul"
+    for op in ("Erf", "Where", "Xor", "Sin", "Mod", "IsNaN", "Trilu"):
+        assert kind_for_op(op).name == "elementwise", op
+    for op in ("Shape", "Size", "ConstantOfShape", "Range"):  # folded by canonicalize
+        assert kind_for_op(op) is None
 
 
 @pytest.mark.parametrize("target", [WSE2, WSE3], ids=["wse2", "wse3"])
@@ -182,3 +208,56 @@ def test_sram_drives_the_split() -> None:
     smallest = kind.choices(big, WSE2)[0]
     kn = smallest.knob_dict()
     assert -(-4096 // kn["kx"]) * -(-4096 // kn["ky"]) * 2 <= WSE2.sram_bytes
+
+
+def test_embedding_table_is_split_not_copied() -> None:
+    """A 50k x 6144 table (600 MiB in f16) is cut into row x column blocks
+    that fit a PE; the blocks tile the table exactly once."""
+    kind = KINDS["gather"]
+    assert kind.sram(EMBED, {"q": 1, "p": 1}, WSE2) > 50000 * 6144
+    best = kind.choices(EMBED, WSE2)[0]
+    kn = best.knob_dict()
+    assert best.sram <= WSE2.sram_bytes and kn["p"] * kn["q"] >= 50000 * 6144 * 2 // 48000
+    small = dict(EMBED, T=50 * 12, V=50, Dq=12)
+    knobs = {"q": 5, "p": 7}
+    assert (_coverage(kind, small, knobs, (50, 12), 5, 7) == 1).all()
+    # indices (the second constant) and activation tables stay whole
+    assert kind.weight_shard(small, knobs, 1, (4,), 2, 3) == (slice(0, 4),)
+    act = dict(small, Cst=0)
+    assert kind.weight_shard(act, knobs, 0, (50, 12), 2, 3) == (slice(0, 50), slice(0, 12))
+
+
+def test_gather_columns_buy_speed_rows_buy_memory() -> None:
+    kind = KINDS["gather"]
+    base = kind.cycles(EMBED, {"q": 64, "p": 64}, WSE2)
+    assert kind.cycles(EMBED, {"q": 128, "p": 64}, WSE2) < base
+    assert kind.cycles(EMBED, {"q": 64, "p": 128}, WSE2) == base
+    assert kind.sram(EMBED, {"q": 64, "p": 128}, WSE2) < kind.sram(EMBED, {"q": 64, "p": 64},
+                                                                    WSE2)
+
+
+def test_reduce_splits_long_rows_over_segments() -> None:
+    """ArgMax over a 50k vocabulary: 8 outputs, so PEs beyond 8 split each row."""
+    kind = KINDS["reduce"]
+    c8, c512 = kind.cycles(ARGMAX, {"p": 8}, WSE2), kind.cycles(ARGMAX, {"p": 512}, WSE2)
+    assert c512 * 20 < c8
+    elems = -(-50257 // 64)
+    assert c512 >= elems * 2 / WSE2.simd
+
+
+@pytest.mark.parametrize(("k", "c"), [(4, 8), (3, 5), (1, 1)])
+def test_deconv_shards_tile_weight_once(k: int, c: int) -> None:
+    kind = KINDS["deconv"]
+    shape = (64, 32, 4, 4)  # ConvTranspose weights are [C, K/G, R, S]
+    knobs = {"k": k, "c": c, "s": 2}
+    assert (_coverage(kind, DECONV, knobs, shape, k, c * 2) == 2).all()
+    grouped = dict(DECONV, G=2)
+    assert kind.weight_shard(grouped, knobs, 0, (64, 16, 4, 4), 1, 1) == tuple(
+        slice(0, n) for n in (64, 16, 4, 4))
+
+
+def test_3d_conv_pays_for_its_depth_taps() -> None:
+    kind, kn = KINDS["conv"], {"k": 4, "c": 4, "s": 4}
+    flat = {k: v for k, v in CONV3D.items() if k != "T"}
+    assert kind.cycles(CONV3D, kn, WSE2) > 2 * kind.cycles(flat, kn, WSE2)
+    assert kind.sram(CONV3D, kn, WSE2) > kind.sram(flat, kn, WSE2)

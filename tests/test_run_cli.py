@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from conftest import EXAMPLE, run_wsec
-from test_sim import _source_record, _swap_two_shards, compile_bin, f32_target
+from test_sim import _source_record, _swap_two_shards, compile_bin
 from wsec.backends.emit import write_program
 from wsec.backends.format import PORT_BITS, Program
 from wsec.backends.loader import load_binary
@@ -102,7 +102,7 @@ def test_compile_verify(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[st
     from wsec.cli import main
 
     out = tmp_path / "v.bin"
-    rc = main([str(EXAMPLE), "-o", str(out), "--target", f32_target(), "-q", "--verify"])
+    rc = main([str(EXAMPLE), "-o", str(out), "-q", "--verify"])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "check against onnxruntime" in text and "PASS" in text

@@ -25,23 +25,14 @@ from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.driver import CompileOptions, compile_model
 from wsec.run import ATOL, RTOL, compare, onnx_reference
 
-F32 = "wse2-f32"
 # light models simulated in every run of the suite; WSEC_SIM_ALL=1 runs all nine
 FAST_LIGHT = ("squeezenet", "inception_v1", "shufflenet", "densenet121")
 
 
-def f32_target() -> str:
-    """Register wse2 with device dtype f32 (weights stored as f32)."""
-    from wsec.ir import target as T
-
-    T.TARGETS.setdefault(F32, replace(T.TARGETS["wse2"], name=F32, dtype="f32"))
-    return F32
-
-
-def compile_bin(model: str | os.PathLike[str], out: pathlib.Path, target: str = F32) -> Program:
-    if target == F32:
-        f32_target()
-    res = compile_model(str(model), CompileOptions(target=target))
+def compile_bin(model: str | os.PathLike[str], out: pathlib.Path, target: str = "wse2",
+                dtype: str = "auto") -> Program:
+    """Compile as a user would (device dtype follows the model: f32 here)."""
+    res = compile_model(str(model), CompileOptions(target=target, dtype=dtype))
     write_binary(res.module, str(out))
     return load_binary(str(out))
 

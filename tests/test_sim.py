@@ -238,10 +238,10 @@ def test_missing_input_and_wrong_shape(tiny: Program) -> None:
 
 
 def test_f16_binary_keeps_its_precision_visible(tmp_path: pathlib.Path) -> None:
-    """The default target stores f16 weights; the simulator computes with
-    exactly those values (in f32), so the result differs from the f32 model
-    by more than f32 rounding but stays close."""
-    prog = compile_bin(EXAMPLE, tmp_path / "t16.bin", target="wse2")
+    """`--dtype f16` stores f16 weights; the simulator computes with exactly
+    those values (in f32), so the result differs from the f32 model by more
+    than f32 rounding but stays close."""
+    prog = compile_bin(EXAMPLE, tmp_path / "t16.bin", dtype="f16")
     assert "f16" in {b.dtype for b in prog.blobs}
     x = random_inputs(prog)
     got = simulate(prog, x).outputs

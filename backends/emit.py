@@ -90,11 +90,14 @@ def write_program(p: Program) -> bytes:
                       (BLOBS, encode_blobs(p.blobs))], p.version, p.flags)
 
 
-def emit_bytes(module: Module, version: str | None = None) -> bytes:
-    """The binary for a compiled module, validated as the loader would."""
+def emit_bytes(module: Module, version: str | None = None, embed_weights: bool = False,
+               out_dir: str | None = None) -> bytes:
+    """The binary for a compiled module, validated as the loader would.
+    Stream mode: `embed_weights` copies external weights into BLOBS instead
+    of referencing their file (named relative to `out_dir`)."""
     from .loader import BinaryError, validate_program
 
-    p = build_program(module, version)
+    p = build_program(module, version, embed_weights, out_dir)
     try:
         validate_program(p)
     except BinaryError as e:
@@ -102,11 +105,12 @@ def emit_bytes(module: Module, version: str | None = None) -> bytes:
     return write_program(p)
 
 
-def write_binary(module: Module, path: str, version: str | None = None) -> None:
+def write_binary(module: Module, path: str, version: str | None = None,
+                 embed_weights: bool = False) -> None:
     """Write the binary atomically: a temp file in the same directory, then
     os.replace, so `path` is either the old file or the complete new one."""
-    data = emit_bytes(module, version)
     d = os.path.dirname(os.path.abspath(path))
+    data = emit_bytes(module, version, embed_weights, d)
     fd, tmp = tempfile.mkstemp(prefix=".wsec-", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -119,7 +123,8 @@ def write_binary(module: Module, path: str, version: str | None = None) -> None:
 
 
 # --- Module -> Program -------------------------------------------------------
-def build_program(module: Module, version: str | None = None) -> Program:
+def build_program(module: Module, version: str | None = None, embed_weights: bool = False,
+                  out_dir: str | None = None) -> Program:
     try:
         target = module_target(module.attrs)
     except ValueError as e:
@@ -139,8 +144,19 @@ def build_program(module: Module, version: str | None = None) -> Program:
             regions.append((ki, sid[r.name], r.offset, r.size))
     blobs = _BlobTable(target)
     acc = _MapAcc()
-    for ki, k in enumerate(kernels):
-        _weight_maps(ki, k, module, blobs, acc)
+    stream = module.attrs.get("mode") == "stream"
+    if stream:  # weights stream in per phase: descriptors, not shards (backends/stream.py)
+        from .stream import StreamError, stream_host_io, stream_tables
+
+        try:
+            phases, streams = stream_tables(module, kernels, [_weight_names(k, module)
+                                                              for k in kernels],
+                                            blobs, embed_weights, out_dir)
+        except StreamError as e:
+            raise EmitError(str(e)) from None
+    else:
+        for ki, k in enumerate(kernels):
+            _weight_maps(ki, k, module, blobs, acc)
     edges = [EdgeInfo(e.value, e.src, list(e.dsts), int(e.bytes_per_sample), e.color)
              for e in module.edges]
     routes = _routes(module)
@@ -157,9 +173,11 @@ def build_program(module: Module, version: str | None = None) -> Program:
         "consts": {n: _storage(module.values[n].const) for n in values
                    if n in module.values and module.values[n].const is not None},
         "inputs": list(module.inputs), "outputs": list(module.outputs),
-        "host_io": _host_io(module, target),
+        "host_io": stream_host_io(module, target) if stream else _host_io(module, target),
         "attrs": _plain_attrs(module.attrs),
     }
+    if stream:
+        info.update(phases=phases, streams=streams)
     reg = np.array(regions, REGION_DTYPE) if regions else np.zeros(0, REGION_DTYPE)
     p = Program(target, infos, edges, routes, reg, *acc.arrays(), blobs.blobs, strings, info)
     info["summary"] = summary(p)
@@ -168,7 +186,9 @@ def build_program(module: Module, version: str | None = None) -> Program:
 
 def summary(p: Program) -> dict[str, int]:
     """Headline figures stored in META (and recomputable from the sections)."""
-    return {"kernels": len(p.kernels), "pes_used": sum(k.rect.area for k in p.kernels),
+    areas = [k.rect.area for k in p.kernels]
+    stream = "stream" in str(p.info.get("mode", ""))  # phases share the PEs one after another
+    return {"kernels": len(p.kernels), "pes_used": max(areas, default=0) if stream else sum(areas),
             "grid_pes": p.target.pes,
             "bottleneck_cycles": max((int(k.cost.get("cycles", 0)) for k in p.kernels), default=0),
             "edges": len(p.edges), "route_entries": int(p.routes.size),
@@ -215,7 +235,7 @@ def _op_json(n: object) -> dict[str, object]:
 def _plain_attrs(attrs: dict[str, object]) -> dict[str, object]:
     out = {}
     for key, v in attrs.items():
-        if key in ("target", "grid", "model_hash", "source", "mode"):
+        if key in ("target", "grid", "model_hash", "source", "mode", "phases"):
             continue
         try:
             canonical_json(v)

@@ -240,6 +240,7 @@ class Program:
     version: int = FORMAT_VERSION
     flags: int = 0
     sections: list[SectionInfo] = field(default_factory=list)  # set by the loader
+    base_dir: str = ""  # the binary's directory (set by the loader): stream files resolve here
 
     def kernel_index(self, name: str) -> int:
         for i, k in enumerate(self.kernels):

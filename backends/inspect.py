@@ -117,6 +117,8 @@ def inspect_text(p: Program) -> str:
               f"  weight maps      {bs['maps']} ({bs['runs']} runs, {bs['cells']} cells)",
               f"  bytes on PEs     {_fmt_bytes(bs['pe_bytes'])} "
               f"(dedup ratio {bs['dedup_ratio']:.1f}x)"]
+    if "phases" in i:
+        lines += _phase_lines(p)
     io = i.get("host_io", {})
     if io:
         lines.append("host I/O:")
@@ -125,3 +127,24 @@ def inspect_text(p: Program) -> str:
         for d in io.get("outputs", []):
             lines.append(f"  out %{d['value']} {d['type']}: {len(d['pes'])} East-edge PEs")
     return "\n".join(lines) + "\n"
+
+
+def _phase_lines(p: Program) -> list[str]:
+    """Stream mode: the phase schedule and where each phase's weights come from."""
+    phases, streams = p.info.get("phases", []), p.info.get("streams", [])
+    total = sum(int(ph["cycles"]) for ph in phases)
+    files = sorted({str(d["file"]) for d in streams if d.get("source") == "file"})
+    ext = sum(int(d["length"]) for d in streams if d.get("source") == "file")
+    lines = [f"phases ({len(phases)}, {total:,} cycles/sample in total):"]
+    rows = [["#", "kernel", "rect x,y,w,h", "cycles", "compute", "stream", "move",
+             "weights B", "streams"]]
+    for n, ph in enumerate(phases):
+        srcs = [streams[j] for j in ph.get("streams", [])]
+        nf = sum(1 for d in srcs if d.get("source") == "file")
+        rows.append([str(n), str(ph["name"]), ",".join(str(v) for v in ph["rect"]),
+                     str(ph["cycles"]), str(ph["compute"]), str(ph["stream"]), str(ph["move"]),
+                     str(ph["weight_bytes"]), f"{nf} file, {len(srcs) - nf} blob"])
+    lines += _table(rows, {0, 3, 4, 5, 6, 7})
+    lines.append(f"weight streams: {len(streams)} descriptors, {_fmt_bytes(ext)} from "
+                 f"{', '.join(files) or 'no external file'}")
+    return lines

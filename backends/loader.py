@@ -53,17 +53,24 @@ class BinaryError(Exception):
     """The file is not a valid wsec binary; the message says why, in one line."""
 
 
-def load_binary(src: str | bytes | os.PathLike[str], validate: bool = True) -> Program:
-    """Read, check and decode a wsec binary (a path or the bytes themselves)."""
+def load_binary(src: str | bytes | os.PathLike[str], validate: bool = True,
+                base_dir: str | None = None, check_files: bool = True) -> Program:
+    """Read, check and decode a wsec binary (a path or the bytes themselves).
+    A stream-mode binary's weight files resolve against `base_dir` (default:
+    the binary's directory, or the working directory for bytes) and, with
+    `check_files`, must exist and match their fingerprints."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     else:
+        base_dir = base_dir if base_dir is not None else os.path.dirname(
+            os.path.abspath(os.fspath(src)))
         try:
             with open(src, "rb") as f:
                 data = f.read()
         except OSError as e:
             raise BinaryError(f"cannot read '{os.fspath(src)}': {e.strerror or e}") from None
     p = decode_program(data)
+    p.base_dir = base_dir if base_dir is not None else os.getcwd()
     if validate:
         try:
             validate_program(p)
@@ -71,7 +78,18 @@ def load_binary(src: str | bytes | os.PathLike[str], validate: bool = True) -> P
             raise
         except Exception as e:  # a rule tripped over malformed content
             raise BinaryError(f"inconsistent program ({type(e).__name__}: {e})") from None
+        if check_files and is_stream(p):
+            from .stream import StreamError, check_weight_files
+
+            try:
+                check_weight_files(p)
+            except StreamError as e:
+                raise BinaryError(str(e)) from None
     return p
+
+
+def is_stream(p: Program) -> bool:
+    return "stream" in str(p.info.get("mode", ""))
 
 
 def decode_program(data: bytes) -> Program:
@@ -172,7 +190,15 @@ def validate_program(p: Program) -> None:
     _check_edges(p, names)
     _check_routes(p)
     _check_sram(p)
-    _check_weights(p)
+    if is_stream(p):  # weights arrive per phase: stream descriptors instead of shard maps
+        from .stream import StreamError, check_streams
+
+        try:
+            check_streams(p)
+        except StreamError as e:
+            raise BinaryError(str(e)) from None
+    else:
+        _check_weights(p)
     for io in p.info.get("host_io", {}).get("inputs", []) + \
             p.info.get("host_io", {}).get("outputs", []):
         for x, y in io.get("pes", []):

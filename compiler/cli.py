@@ -99,8 +99,12 @@ def compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("auto", "pipeline", "stream"), default="auto",
                    help="execution mode: layer-pipelined, weight streaming, or auto (default: "
                         "pipeline when the model fits the wafer's SRAM)")
-    p.add_argument("--format", choices=("onnx", "wsir", "ispd2020"),
-                   help="input format (default: from the extension; .kgraph is ispd2020)")
+    p.add_argument("--embed-weights", action="store_true",
+                   help="stream mode: copy the weights into the binary instead of referencing "
+                        "the model's external-data file (small models)")
+    p.add_argument("--format", choices=("ispd2020",),
+                   help="read MODEL as an ISPD 2020 kernel graph whatever its extension "
+                        "(.kgraph is read so by default)")
     p.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS",
                    help="bound the whole run of a kernel-graph compile (default 60)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -143,7 +147,7 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
     from wsec.backends.emit import write_binary
 
     report = build_report(res.module, res.target, res.manager.timings)
-    write_binary(res.module, a.output)
+    write_binary(res.module, a.output, embed_weights=a.embed_weights)
     if a.report_json:
         write_report_json(report, a.report_json)
     if not a.quiet:

@@ -112,7 +112,7 @@ def build_report(module: Module, target: Target,
         "max_sram_kernel": max_sram["name"] if max_sram else None,
         "sram_bytes_per_pe": target.sram_bytes,
     }
-    return {
+    doc = {
         "schema": SCHEMA,
         "model": module.name,
         "source": module.attrs.get("source"),
@@ -125,6 +125,66 @@ def build_report(module: Module, target: Target,
         "edges": edge_rows,
         "passes": [{"name": n, "seconds": round(t, 6)} for n, t in (timings or [])],
     }
+    if module.attrs.get("mode") == "stream":
+        _stream_report(doc, module, target)
+    return doc
+
+
+def _stream_report(doc: dict[str, Any], module: Module, target: Target) -> None:
+    """Weight streaming: phases run one after another, so time adds up and
+    PEs are reused; utilisation is PE-cycles busy over grid PE-cycles."""
+    phases = [dict(p) for p in module.attrs.get("phases", [])]
+    kinds = {k.name: k for k in module.kernels()}
+    total = sum(int(p["cycles"]) for p in phases)
+    busy = sum(int(p["pes"]) * int(p["cycles"]) for p in phases)
+    for p in phases:
+        k = kinds.get(p["kernel"])
+        p["kind"] = k.kind if k else "?"
+        p["origin"] = list(k.origin[:3]) if k else []
+        p["bound"] = max(("compute", "stream", "move"), key=lambda f: int(p[f]))
+    s = doc["summary"]
+    slow = sorted(phases, key=lambda p: (-int(p["cycles"]), p["kernel"]))
+    s.update({
+        "phases": len(phases), "cycles_per_sample": total,
+        "samples_per_second": target.clock_hz / total if total else None,
+        "pes_used": max((int(p["pes"]) for p in phases), default=0),
+        "utilisation": busy / (target.pes * total) if total else 0.0,
+        "compute_fraction": (sum(int(p["compute"]) for p in phases) / total) if total else 0.0,
+        "bytes_streamed_per_sample": sum(int(p["weight_bytes"]) * int(p.get("passes", 1))
+                                         for p in phases),
+        "stream_bound_phases": sum(1 for p in phases if p["bound"] == "stream"),
+        "activation_bytes_per_pe": module.attrs.get("activation_bytes_per_pe"),
+        "distinct_phase_layouts": module.attrs.get("phase_plans"),
+        "repeats": module.attrs.get("repeats"),
+        "slowest_phases": [p["kernel"] for p in slow[:5]],
+        "bottleneck": ({"kernel": slow[0]["kernel"], "kind": slow[0]["kind"],
+                        "origin": slow[0]["origin"]} if slow else None),
+    })
+    s["pes_total"] = target.pes
+    doc["phases"] = phases
+
+
+def _stream_summary(report: dict[str, Any]) -> list[str]:
+    s, t = report["summary"], report["target"]
+    by = {p["kernel"]: p for p in report.get("phases", [])}
+    sps = s["samples_per_second"]
+    lines = [f"  phases         {s['phases']} (one kernel each, run one after another; "
+             f"{s['distinct_phase_layouts']} distinct layouts sized)",
+             f"  cycles/sample  {s['cycles_per_sample']:,} (sum of phase times)"
+             + (f" = {sps:,.2f} samples/s at {t['clock_hz'] / 1e9:g} GHz" if sps else ""),
+             f"  streamed       {s['bytes_streamed_per_sample']:,} B of weights per sample "
+             f"({s['stream_bound_phases']} phases bound by the I/O stream)",
+             f"  utilisation    {100 * s['utilisation']:.1f}% of PE-cycles "
+             f"(largest phase {s['pes_used']:,} / {s['pes_total']:,} PEs), compute "
+             f"{100 * s['compute_fraction']:.1f}% of the time",
+             f"  activations    {s['activation_bytes_per_pe']:,} B per PE kept on the wafer "
+             f"between phases"]
+    for name in s["slowest_phases"][:3]:
+        p = by[name]
+        lines.append(f"  slow phase     {name} ({p['kind']}: {', '.join(p['origin'])}): "
+                     f"{p['cycles']:,} cycles ({p['bound']}-bound; compute {p['compute']:,}, "
+                     f"stream {p['stream']:,}, move {p['move']:,}) on {p['pes']:,} PEs")
+    return lines
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -135,6 +195,8 @@ def format_summary(report: dict[str, Any]) -> str:
     if report.get("mode_reason"):
         lines.append(f"  mode           {report['mode_reason']}")
     lines.append(f"  kernels        {s['kernels']}")
+    if report["mode"] == "stream":
+        return "\n".join(lines + _stream_summary(report))
     lines.append(f"  PEs used       {s['pes_used']} / {s['pes_total']} "
                  f"({100 * s['utilisation']:.1f}%)")
     b = s["bottleneck"]

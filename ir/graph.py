@@ -18,7 +18,7 @@ from typing import Any
 from .types import ConstData, TensorType
 
 # Stage properties a pass may require / ensure, in pipeline order.
-PROPERTIES = ("canonical", "kernels", "sized", "placed", "routed", "allocated")
+PROPERTIES = ("canonical", "kernels", "sized", "placed", "routed", "allocated", "scheduled")
 
 # Router ports. RAMP is the link between a router and its own core.
 PORTS = ("N", "E", "S", "W", "RAMP")

@@ -177,15 +177,19 @@ class NormKind(LibraryKind):
     a PE streams rows of its ceil(C/c) channels (plus the LRN window's
     L - 1 neighbour channels) and applies O cycles per element. For
     LayerNormalization the normalised trailing axes are one row of W
-    elements and C counts the independent rows. InstanceNormalization needs
+    elements and C counts the independent rows; a long row (GPT-175B's
+    12288) may split into r segments along y, each PE holding ceil(W/r) of
+    the row and of the scale/bias vectors, the r partial sums (mean, mean
+    square) combined by a short reduction along y: r - 1 hops and two adds
+    per row. InstanceNormalization needs
     each (sample, channel)'s statistics over all its rows: the s row groups
     exchange partial sums (a short reduction along y) before normalising.
     dims: N, C, H, W, O, L, Pc (per-channel parameters), Pr (replicated
     parameter elements)."""
 
     name = "norm"
-    knob_names = ("c", "s")
-    description = "normalisation: c channel groups (x), s row groups (y)"
+    knob_names = ("c", "s", "r")
+    description = "normalisation: c channel groups (x), s row groups x r row segments (y)"
     ops = frozenset({"LRN", "BatchNormalization", "LayerNormalization",
                      "InstanceNormalization"})
 
@@ -218,22 +222,29 @@ class NormKind(LibraryKind):
         return d
 
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        # only row norms (LayerNormalization: replicated row parameters) split rows
+        segs = candidates(dims["W"], target.height) if dims["Pr"] else np.array([1])
         return {"c": candidates(dims["C"], target.width),
-                "s": candidates(dims["N"] * dims["H"], target.height)}
+                "s": candidates(dims["N"] * dims["H"], target.height), "r": segs}
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         c, s = kn["c"], kn["s"]
+        r = kn.get("r", np.ones_like(np.asarray(c)))
         cb = cdiv(d["C"], c)
         rows = cdiv(d["N"] * d["H"], s)
+        wseg = cdiv(d["W"], r)
         cin = np.minimum(d["C"], cb + d["L"] - 1)
         epc, b = elems_per_cycle(target), itemsize(target)
-        compute = rows * cdiv(d["W"] * cb, target.lanes) * (d["O"] + d["F"])
-        recv = cdiv(rows * d["W"] * (cin + cb * d["A"]), epc)
-        send = cdiv(rows * d["W"] * cb, epc)
-        cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
-        sram = (CODE_BYTES + 2 * d["W"] * cin * b + d["W"] * cb * b * (1 + d["A"])
-                + (d["Pc"] * cb + d["Pr"]) * b + cdiv(d["P"] * cb, d["C"]) * b)
-        return c, s, cycles, sram
+        compute = rows * cdiv(wseg * cb, target.lanes) * (d["O"] + d["F"])
+        reduce = rows * cb * (r - 1) * 2 * (r > 1)  # partial sums travel along the segments
+        recv = cdiv(rows * wseg * (cin + cb * d["A"]), epc)
+        send = cdiv(rows * wseg * cb, epc)
+        cycles = (np.maximum(np.maximum(compute + reduce, recv), send) + rows * ROW_OVERHEAD
+                  + KERNEL_OVERHEAD)
+        pr = cdiv(d["Pr"], r) if d["Pr"] else 0
+        sram = (CODE_BYTES + 2 * wseg * cin * b + wseg * cb * b * (1 + d["A"])
+                + (d["Pc"] * cb + pr) * b + cdiv(d["P"] * cb, d["C"]) * b)
+        return c, s * r, cycles, sram
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
@@ -242,6 +253,10 @@ class NormKind(LibraryKind):
         if dims["Pc"] and weight_shape and int(np.prod(weight_shape)) == C and C > 1:
             ax = next(i for i, n in enumerate(weight_shape) if n == C)
             full[ax] = block(C, knobs["c"], px)
+        r = knobs.get("r", 1)
+        if r > 1 and weight_shape and weight_shape[-1] == dims["W"] and \
+                int(np.prod(weight_shape)) == dims["W"]:
+            full[-1] = block(dims["W"], r, py % r)  # row parameters split like the row
         return tuple(full)
 
 

@@ -284,6 +284,8 @@ def _check_rects(m: Module) -> None:
         if r.w < 1 or r.h < 1 or r.x < 0 or r.y < 0 or r.x1 > W or r.y1 > H:
             raise VerifyError(f"kernel '{k.name}' rect [x={r.x}, y={r.y}, w={r.w}, h={r.h}] is "
                               f"not inside the {W}x{H} grid")
+    if m.attrs.get("mode") == "stream":
+        return  # phases run one after another: their rectangles may share PEs
     a = np.array([(k.rect.x, k.rect.y, k.rect.x1, k.rect.y1) for k in placed],  # type: ignore[union-attr]
                  dtype=np.int64)
     pair = _overlap_raster(a, W, H) if W * H <= _MAX_RASTER_CELLS else _overlap_sweep(a)

@@ -15,9 +15,12 @@ REGISTRY: dict[str, str] = {
     "place": "place:Place",
     "route": "route:Route",
     "allocate": "allocate:Allocate",
+    # weight-streaming back end (run instead of size..allocate in stream mode)
+    "schedule-phases": "schedule_phases:SchedulePhases",
 }
 
-DEFAULT_PIPELINE: tuple[str, ...] = tuple(REGISTRY)
+STREAM_ONLY = ("schedule-phases",)
+DEFAULT_PIPELINE: tuple[str, ...] = tuple(p for p in REGISTRY if p not in STREAM_ONLY)
 
 
 def pass_class(name: str) -> type[Pass]:

@@ -102,7 +102,7 @@ def test_pass_options_from_cli(tmp_path: pathlib.Path) -> None:
 
 def test_grid_too_small_fails_without_partial_output(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "m.bin"
-    r = run_wsec(str(EXAMPLE), "-o", str(out), "--grid", "2x2")
+    r = run_wsec(str(EXAMPLE), "-o", str(out), "--grid", "2x2", "--mode", "pipeline")
     assert r.returncode == 1, r.stdout
     assert r.stderr.startswith("wsec: error: ") and "Traceback" not in r.stderr
     assert not out.exists()

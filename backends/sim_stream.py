@@ -1,0 +1,116 @@
+"""Simulator for weight-streaming binaries: phase after phase.
+
+Why separate from `sim`: a stream-mode binary has no routes and no resident
+weight shards. Each phase runs one kernel over its rectangle; its weights
+arrive through the stream descriptors — a memory map of the referenced file
+range (read only when the phase touches it, so a 41 GB file is never held)
+or an embedded blob — and its activations are the values earlier phases
+left in SRAM. Every op of a kernel's body is evaluated with the reference
+op semantics (`wsec.ir.opsem`) in float32, as the pipelined simulator does
+for its non-sharded kinds. A value a phase needs that no earlier phase
+produced (and no host input provides) is a `SimError`, as is a weight
+without a descriptor or a model output never produced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+from wsec.ir.opsem import evaluate
+from wsec.ir.types import DTYPES
+
+from .format import Program, type_dtype, type_shape
+from .sim import RunResult, SimError, value_array_type
+from .sim_exec import node_of
+from .stream import stream_weight
+
+COMPUTE_DTYPE = np.float32
+
+
+def _as_compute(arr: np.ndarray) -> np.ndarray:
+    a = np.asarray(arr)
+    return a.astype(COMPUTE_DTYPE) if np.issubdtype(a.dtype, np.floating) else a
+
+
+def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
+    """Run a stream-mode program on `inputs`; returns the host's outputs."""
+    missing = [n for n in p.info["inputs"] if n not in inputs]
+    if missing:
+        raise SimError(f"no value given for model input(s) {', '.join(missing)}")
+    sram: dict[str, np.ndarray] = {}  # activations resident on the wafer
+    for name in p.info["inputs"]:
+        shape, dt = value_array_type(p, name)
+        x = np.asarray(inputs[name])
+        if x.shape != shape:
+            raise SimError(f"input %{name} has shape {list(x.shape)} but the binary expects "
+                           f"{list(shape)}")
+        sram[name] = _as_compute(x.astype(dt, copy=False))
+    by_weight = {(int(d["kernel"]), int(d["weight"])): d for d in p.info.get("streams", [])}
+    seconds: dict[str, float] = {}
+    stats: dict[str, dict[str, int]] = {}
+    for ph in p.info.get("phases", []):
+        ki = int(ph["kernel"])
+        k = p.kernels[ki]
+        t0 = time.perf_counter()
+        env: dict[str, np.ndarray] = {}
+        streamed = 0
+        for wi, wn in enumerate(k.weights):
+            d = by_weight.get((ki, wi))
+            if d is None:
+                raise SimError(f"phase {ki} (kernel '{k.name}'): no stream descriptor for "
+                               f"weight %{wn}")
+            arr = stream_weight(p, d)
+            streamed += int(arr.nbytes)
+            env[wn] = _as_compute(arr)
+        for i in k.inputs:
+            if i and i not in env:
+                if i not in sram:
+                    raise SimError(f"phase {ki} (kernel '{k.name}', {k.kind}) needs %{i}, "
+                                   f"which no earlier phase left in SRAM")
+                env[i] = sram[i]
+        for nd in k.body:
+            node = node_of(nd)
+            args = []
+            for i in node.inputs:
+                if not i:
+                    args.append(None)
+                elif i in env:
+                    args.append(env[i])
+                else:
+                    raise SimError(f"kernel '{k.name}': op '{node.name}' reads %{i}, which is "
+                                   f"neither a kernel input nor computed before it")
+            try:
+                outs = evaluate(node, args)
+            except (ValueError, TypeError, IndexError, KeyError) as e:
+                raise SimError(f"kernel '{k.name}': op '{node.name}' ({node.op}) failed: "
+                               f"{e}") from None
+            for o, a in zip(node.outputs, outs, strict=False):
+                if o:
+                    env[o] = _store(p, k.name, o, a)
+        for o in k.outputs:
+            if o not in env:
+                raise SimError(f"kernel '{k.name}' does not compute its output %{o}")
+            sram[o] = env[o]
+        seconds[k.name] = time.perf_counter() - t0
+        stats[k.name] = {"streamed_bytes": streamed, "phase_cycles": int(ph.get("cycles", 0))}
+    outs = {}
+    for name in p.info["outputs"]:
+        if name not in sram:
+            raise SimError(f"model output %{name} is never produced by any phase")
+        shape, dt = value_array_type(p, name)
+        outs[name] = np.asarray(sram[name]).astype(dt, copy=False).reshape(shape)
+    return RunResult(outs, [], seconds, stats)
+
+
+def _store(p: Program, kernel: str, name: str, arr: np.ndarray) -> np.ndarray:
+    text = p.info["values"].get(name)
+    if text is None:
+        return arr
+    if tuple(arr.shape) != tuple(type_shape(text)):
+        raise SimError(f"kernel '{kernel}' computed {list(arr.shape)} for %{name}, the binary "
+                       f"declares {text}")
+    if type_dtype(text) in ("f16", "f32"):  # the PE computes floats in f32
+        return arr.astype(COMPUTE_DTYPE, copy=False)
+    return arr.astype(DTYPES[type_dtype(text)], copy=False)

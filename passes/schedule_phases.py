@@ -1,0 +1,332 @@
+"""schedule-phases: the weight-streaming back end (DESIGN.md section 1, issue 5).
+
+Why: a model whose weights exceed the wafer's SRAM cannot be layer-pipelined.
+Instead every kernel becomes a *phase*; phases run one after another, each
+mapped onto the whole grid (or the smallest region reaching the phase's best
+time), its weights streamed in through the West-edge I/O channels while the
+activations stay in PE SRAM between phases. This one pass sizes, places and
+allocates every kernel for that mode.
+
+Cost model of a phase (all figures per sample, in cycles):
+- compute: the kind's `cycles` for the chosen knobs;
+- stream: weight bytes / (io_bytes_per_cycle_per_edge_pe x grid height), the
+  bandwidth of the West-edge I/O rows (every non-splat constant streams);
+- move: activations stay where their producer left them, spread evenly over
+  all PEs; the phase must pull its inputs and push its outputs into its own
+  layout. Each PE's ramp moves one wavelet per cycle, and data entering a
+  region smaller than the grid crosses its perimeter links:
+  max(bytes / (area x wavelet), bytes x (1 - area/grid) / (perimeter x wavelet));
+- phase time = max(compute, stream, move).
+A kernel whose one-pass layout does not fit a PE (e.g. a LayerNorm over
+2048 rows of 6144 when the kind puts rows along x only) runs its independent
+rows (ROW_DIMS) in 2, 4, 8, ... consecutive sub-passes, sized by the kind
+for the smaller problem; compute and stream (weights re-streamed per pass)
+scale with the pass count.
+
+SRAM model of a streamed weight: a PE never holds its whole shard, only a
+double-buffered tile of it (`tile_bytes`, default 1 KiB per weight). The
+kind's SRAM figure counts the resident shard, so a choice needs
+max(kind SRAM - resident shards, code) + sum over weights of
+2 x min(tile, shard), where each resident shard is the busiest PE's slice by
+the kind's own `weight_shard` (probed as `allocate` does). Candidates are
+tried fastest first (then smallest area); a cheap lower bound prunes the
+rest. The need must fit the PE's SRAM minus the activation area.
+
+Activations: an interval allocation over the phase sequence. Each value
+spread over all PEs (ceil(bytes / PEs) per PE, 16-byte aligned) lives from
+its producer's phase to its last consumer's (model inputs from phase 0,
+model outputs to the end), first-fit at the top of every PE's SRAM; the peak
+is reserved in every phase's SRAM map as region "activations". Too many
+live activations is a loud error.
+
+Repetition: kernels with the same structural signature (`repeat.kernel_signature`:
+kind, dims, body ops and types, weights' types not values) are sized once
+and the result reused, so 44 identical transformer layers cost one layer's
+sizing. `find_repeats` is recorded in `module.attrs["repeats"]` for reports.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from wsec.ir.graph import HOST, Kernel, Module, Rect, SramRegion
+from wsec.ir.kernels import KINDS, kind_of
+from wsec.ir.library_common import CODE_BYTES
+from wsec.ir.target import Target
+from wsec.ir.types import DTYPES
+
+from .allocate import largest_shard
+from .base import Pass, PassContext, PassError
+from .repeat import find_repeats, kernel_signature
+
+ALIGN = 16
+
+
+def _align(n: int) -> int:
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """The sized phase of one kernel signature."""
+
+    knobs: tuple[tuple[str, int], ...]
+    w: int
+    h: int
+    rotated: bool
+    compute: int
+    stream: int
+    move: int
+    sram: int  # per PE, without the activation area
+    stream_buf: int  # per PE: the double-buffered weight tiles
+    passes: int = 1  # consecutive sub-passes over the kind's independent rows
+
+    @property
+    def cycles(self) -> int:
+        return max(self.compute, self.stream, self.move)
+
+
+@lru_cache(maxsize=1024)
+def _grid_eval(kind_name: str, dims: tuple[tuple[str, int], ...], target: Target
+               ) -> tuple[np.ndarray, ...]:
+    """Every knob setting of a kind that fits the grid: (knobs, w, h, cycles, sram)."""
+    kind = KINDS[kind_name]
+    d = dict(dims)
+    grid = kind.knob_grid(d, target)
+    names = list(kind.knob_names)
+    mesh = np.meshgrid(*[grid[n] for n in names], indexing="ij")
+    flat = {n: m.reshape(-1) for n, m in zip(names, mesh, strict=True)}
+    w, h, cyc, mem = (np.asarray(a, np.int64).reshape(-1)
+                      for a in kind.evaluate(d, flat, target))
+    if not names:
+        w, h, cyc, mem = (np.broadcast_to(a, (1,)) for a in (w, h, cyc, mem))
+    ok = ((w <= target.width) & (h <= target.height)) | ((h <= target.width)
+                                                         & (w <= target.height))
+    knobs = (np.stack([flat[n] for n in names], axis=1) if names
+             else np.zeros((w.size, 0), np.int64))
+    return knobs[ok], w[ok], h[ok], cyc[ok], mem[ok]
+
+
+def weight_bytes(module: Module, k: Kernel, target: Target) -> int:
+    """Bytes of the non-splat constants kernel `k` reads, in the device dtype
+    for floats (what streams in for its phase)."""
+    total = 0
+    for v in dict.fromkeys(i for i in k.inputs if i):
+        val = module.values.get(v)
+        if val is None or val.const is None or val.const.is_splat:
+            continue
+        dt = val.type.dtype
+        item = DTYPES[target.dtype].itemsize if dt.startswith("f") else DTYPES[dt].itemsize
+        total += val.type.numel * item
+    return total
+
+
+def _io_bytes(module: Module, k: Kernel) -> int:
+    """Activation bytes the kernel reads and writes (non-constant values)."""
+    names = [i for i in dict.fromkeys(k.inputs) if i and module.values[i].const is None]
+    return sum(module.values[n].type.nbytes for n in names + list(k.outputs) if n)
+
+
+def _resident(module: Module, k: Kernel, dims: dict[str, int], knobs: dict[str, int], w: int,
+              h: int, target: Target) -> list[int]:
+    """Bytes of each non-splat constant the busiest PE would hold resident
+    at these knobs (the kind's `weight_shard`, probed as `allocate` does)."""
+    probe = copy.copy(k)
+    probe.knobs, probe.dims = knobs, dims
+    out = []
+    consts = [i for i in k.inputs if i and module.values[i].const is not None]
+    for idx, v in enumerate(consts):
+        val = module.values[v]
+        if v in consts[:idx] or val.const is None or val.const.is_splat:
+            continue
+        item = DTYPES[target.dtype].itemsize  # as the kinds' SRAM models count constants
+        out.append(largest_shard(probe, idx, val.type.shape, w, h) * item)
+    return out
+
+
+MAX_TRIES = 64  # candidates checked exactly, fastest first, before giving up
+
+
+# The dim of each kind whose rows are independent: a phase may process them in
+# `passes` consecutive sub-passes (temporal tiling) when one pass does not fit.
+ROW_DIMS = {"norm": "C", "matmul": "M", "elementwise": "E", "datamove": "E",
+            "softmax": "rows"}
+
+
+def plan_phase(module: Module, k: Kernel, target: Target, budget: int, tile: int) -> PhasePlan:
+    """The fastest phase of kernel `k` whose per-PE SRAM fits `budget`: one
+    pass if possible, else its independent rows (ROW_DIMS) in 2, 4, 8, ...
+    consecutive passes, each re-streaming the phase's weights."""
+    row = ROW_DIMS.get(k.kind)
+    total = int(k.dims.get(row, 1)) if row else 1
+    passes = 1
+    while True:
+        try:
+            return _plan(module, k, target, budget, tile, passes)
+        except PassError:
+            if row is None or passes >= total:
+                raise
+            passes = min(passes * 2, total)
+
+
+def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
+          passes: int) -> PhasePlan:
+    dims = dict(k.dims)
+    row = ROW_DIMS.get(k.kind)
+    if passes > 1 and row:
+        dims[row] = -(-dims[row] // passes)
+    knobs, w, h, cyc, mem = _grid_eval(k.kind, tuple(sorted(dims.items())), target)
+    cyc = cyc * passes
+    where = f"kernel '{k.name}' ({k.kind}, from {', '.join(k.origin[:2]) or '?'})"
+    if w.size == 0:
+        raise PassError(f"{where} has no knob setting that fits the {target.width}x"
+                        f"{target.height} grid of {target.name}; use a larger target or grid")
+    wb = weight_bytes(module, k, target)
+    area = w * h
+    io_bw = target.io_bytes_per_cycle_per_edge_pe * target.height
+    stream = -(-wb * passes // io_bw)
+    io = _io_bytes(module, k)
+    wl = target.wavelet_bytes
+    ramp = -(-io // (area * wl))
+    cross = np.ceil(io * (1.0 - area / target.pes) / (2 * (w + h) * wl)).astype(np.int64)
+    move = np.maximum(ramp, cross)
+    t = np.maximum(np.maximum(cyc, stream), move)
+    # optimistic filter: a PE holds at least wb / area of the weights resident
+    wk = sum(module.values[v].type.numel for v in dict.fromkeys(k.inputs) if v
+             and module.values[v].const is not None and not module.values[v].const.is_splat
+             ) * DTYPES[target.dtype].itemsize  # as the kinds' SRAM models count them
+    least = -(-wk // area)
+    lower = np.maximum(mem - wk, CODE_BYTES) + 2 * np.minimum(least, tile)
+    idx = np.nonzero(lower <= budget)[0]
+    idx = idx[np.lexsort((mem[idx], area[idx], t[idx]))]
+    names = kind_of(k).knob_names
+    best_need = None
+    for i in idx[:MAX_TRIES].tolist():
+        kn = {n: int(knobs[i, j]) for j, n in enumerate(names)}
+        res = _resident(module, k, dims, kn, int(w[i]), int(h[i]), target)
+        buf = sum(2 * min(r, tile) for r in res)
+        need = max(int(mem[i]) - sum(res), CODE_BYTES) + buf
+        if need <= budget:
+            wi, hi = int(w[i]), int(h[i])
+            rotated = not (wi <= target.width and hi <= target.height)
+            return PhasePlan(tuple(kn.items()), wi, hi, rotated, int(cyc[i]), int(stream),
+                             int(move[i]), need, buf, passes)
+        best_need = need if best_need is None else min(best_need, need)
+    if best_need is None:
+        best_need = int(lower.min())
+    raise PassError(f"{where} needs at least {best_need} B of SRAM per PE in stream mode "
+                    f"but only {budget} B of a PE's {target.sram_bytes} B are left beside "
+                    f"the live activations (shortfall {best_need - budget} B); use a "
+                    f"larger target or a smaller sequence or batch")
+
+
+def allocate_activations(module: Module, kernels: list[Kernel], target: Target
+                         ) -> tuple[dict[str, tuple[int, int, int, int]], int]:
+    """First-fit interval allocation of every activation over the phases:
+    value -> (first phase, last phase, offset, bytes per PE); and the peak
+    bytes per PE. Offsets are inside the activation area, which sits at
+    the top of every PE's SRAM."""
+    end = len(kernels)
+    live: dict[str, list[int]] = {}
+    for name in module.inputs:
+        live[name] = [0, 0]
+    for i, k in enumerate(kernels):
+        for o in k.outputs:
+            if o:
+                live[o] = [i, i]
+        for v in k.inputs:
+            if v in live:
+                live[v][1] = max(live[v][1], i)
+    for name in module.outputs:
+        if name in live:
+            live[name][1] = end
+    for e in module.edges:  # values leaving to the host stay to the end
+        if HOST in e.dsts and e.value in live:
+            live[e.value][1] = end
+    out: dict[str, tuple[int, int, int, int]] = {}
+    active: list[tuple[int, int, int]] = []  # (last phase, offset, size)
+    peak = 0
+    for name, (a, b) in sorted(live.items(), key=lambda kv: (kv[1][0], kv[0])):
+        per_pe = _align(-(-module.values[name].type.nbytes // target.pes))
+        active = [x for x in active if x[0] >= a]
+        off = 0
+        for _, o, s in sorted(active, key=lambda x: x[1]):
+            if off + per_pe <= o:
+                break
+            off = max(off, o + s)
+        active.append((b, off, per_pe))
+        out[name] = (a, b, off, per_pe)
+        if off + per_pe > peak:
+            peak = off + per_pe
+            if peak > target.sram_bytes - CODE_BYTES:
+                who = kernels[a].name if a < len(kernels) else "the model output"
+                total = sum(s for _, _, s in active) * target.pes
+                raise PassError(
+                    f"stream mode: at phase {a} (kernel '{who}') the live activations need "
+                    f"{peak} B per PE ({total:,} B over the wafer) but a PE has "
+                    f"{target.sram_bytes} B and needs {CODE_BYTES} B for code; use a larger "
+                    f"target or grid, or a smaller sequence or batch")
+    return out, peak
+
+
+@dataclass(frozen=True)
+class SchedulePhases(Pass):
+    """Weight streaming: one phase per kernel, sized for the whole grid."""
+
+    name = "schedule-phases"
+    requires = ("kernels",)
+    ensures = ("sized", "placed", "allocated", "scheduled")
+    tile_bytes: int = 1024
+
+    def run(self, module: Module, ctx: PassContext) -> None:
+        target = ctx.target
+        if self.tile_bytes < 1:
+            raise PassError(f"schedule-phases: tile_bytes must be >= 1, got {self.tile_bytes}")
+        kernels = list(module.kernels())
+        _, peak = allocate_activations(module, kernels, target)
+        budget = target.sram_bytes - peak
+        act_region = SramRegion("activations", target.sram_bytes - peak, peak) if peak else None
+        plans: dict[str, PhasePlan] = {}
+        phases = []
+        for k in kernels:
+            sig = kernel_signature(k, module)
+            plan = plans.get(sig)
+            if plan is None:
+                plan = plans[sig] = plan_phase(module, k, target, budget, self.tile_bytes)
+            w, h = (plan.h, plan.w) if plan.rotated else (plan.w, plan.h)
+            k.knobs = dict(plan.knobs)
+            k.rotated = plan.rotated
+            k.rect = Rect(0, 0, w, h)
+            wb = weight_bytes(module, k, target)
+            k.cost = {"cycles": plan.cycles, "compute": plan.compute, "stream": plan.stream,
+                      "move": plan.move, "sram": plan.sram, "w": plan.w, "h": plan.h,
+                      "passes": plan.passes}
+            regions, off = [], 0
+            for name, size in (("stream", plan.stream_buf), ("code", CODE_BYTES),
+                               ("buffers", plan.sram - plan.stream_buf - CODE_BYTES)):
+                if size > 0:
+                    regions.append(SramRegion(name, off, _align(size)))
+                    off += _align(size)
+            if act_region is not None:
+                if off > act_region.offset:
+                    raise PassError(f"kernel '{k.name}' ({k.kind}) needs {off} B of SRAM per PE "
+                                    f"but only {act_region.offset} B are left beside "
+                                    f"{peak} B of live activations")
+                regions.append(act_region)
+            k.sram = regions
+            phases.append({"kernel": k.name, "cycles": plan.cycles, "compute": plan.compute,
+                           "stream": plan.stream, "move": plan.move, "weight_bytes": wb,
+                           "pes": w * h, "passes": plan.passes})
+        for e in module.edges:  # activations stay in SRAM: nothing is routed
+            e.color, e.routes = None, None
+        module.attrs["mode"] = "stream"
+        module.attrs.setdefault("mode_reason", "stream (forced by running schedule-phases)")
+        module.attrs["phases"] = phases
+        module.attrs["delta_t"] = int(sum(p["cycles"] for p in phases))
+        module.attrs["activation_bytes_per_pe"] = int(peak)
+        module.attrs["phase_plans"] = len(plans)
+        module.attrs["repeats"] = [[g.start, g.period, g.count] for g in find_repeats(module)]
+        module.properties.discard("routed")

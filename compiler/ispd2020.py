@@ -281,3 +281,143 @@ def sizing_bound(module: Module) -> int:
     kernels = list(module.kernels())
     lists = [ISPD_KINDS[_KIND_TO_WORD[k.kind]].choices(k.dims, target) for k in kernels]
     return area_bound(lists, target.pes, [k.name for k in kernels])
+
+
+# --- compile and score from the command line -------------------------------
+ISPD_PIPELINE = ("size", "place")
+# sizing aims at the bound (the placer relaxes it by the least step that
+# packs); the placer minimises the contest's wirelength (unit weight per
+# connection, host I/O free)
+_DEFAULT_OPTIONS = {"size": "utilisation=1.0", "place": "objective=edges"}
+_MARGIN_S = 1.0  # of the time limit kept for loading, scoring and writing
+
+
+def _merged_specs(user: list[str]) -> list[str]:
+    """Default pass options with the user's -p options on top (theirs win)."""
+    specs = []
+    given = {s.split("{", 1)[0].strip(): s for s in user}
+    for name in ISPD_PIPELINE:
+        opts = _DEFAULT_OPTIONS.get(name, "")
+        if name in given and "{" in given[name]:
+            opts = ",".join(filter(None, [opts, given[name].split("{", 1)[1].rstrip().rstrip("}")]))
+        specs.append(f"{name}{{{opts}}}" if opts else name)
+    return specs
+
+
+def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
+                   pass_options: list[str] | None = None, verify: bool = True
+                   ) -> tuple[Module, dict[str, Any]]:
+    """Load a .kgraph, size and place it through the pass manager within
+    `time_limit` seconds, write the contest solution atomically to `output`
+    and return the module and a summary (kernels, bound, delta_t, ratio,
+    wirelength, legal, seconds)."""
+    import os
+    import time
+
+    from wsec.frontends.kgraph import load_kgraph
+    from wsec.passes import PassContext, PassError
+    from wsec.passes.manager import PassManager, merge_options
+
+    start = time.perf_counter()
+    for spec in pass_options or []:
+        if spec.split("{", 1)[0].strip() not in ISPD_PIPELINE:
+            raise PassError(f"option given for pass '{spec.split('{', 1)[0].strip()}', which is "
+                            f"not in the kernel-graph pipeline ({', '.join(ISPD_PIPELINE)})")
+    module = load_kgraph(path)
+    target = module_target(module.attrs)
+    budget = max(1.0, time_limit - _MARGIN_S - (time.perf_counter() - start))
+    pm = PassManager(merge_options(ISPD_PIPELINE, _merged_specs(pass_options or [])),
+                     verify=verify)
+    ctx = PassContext(target, time_limit=budget)
+    pm.run(module, ctx)
+    text = write_solution(module)
+    if output:
+        tmp = f"{output}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, output)
+    s = score(module)
+    bound = int(module.attrs.get("bound") or sizing_bound(module))
+    summary = {"test": s["test"], "kernels": len(list(module.kernels())), "bound": bound,
+               "delta_t": s["delta_t"], "ratio": s["delta_t"] / bound if bound else 0.0,
+               "wirelength": s["wirelength"], "weighted": s["weighted"], "legal": s["legal"],
+               "violations": s["violations"], "area_used": s["area_used"],
+               "grid_area": s["grid_area"], "notes": list(ctx.notes),
+               "seconds": time.perf_counter() - start}
+    return module, summary
+
+
+def format_compile_summary(s: dict[str, Any], output: str | None) -> str:
+    lines = [f"ispd2020 {s['test']}: {s['kernels']} kernels",
+             f"  bound (area)   {s['bound']}",
+             f"  delta_t        {s['delta_t']:g}  ({s['ratio']:.4f} x bound)",
+             f"  wirelength     {s['wirelength']:g}",
+             f"  area used      {s['area_used']} of {s['grid_area']} PEs "
+             f"({100 * s['area_used'] / max(1, s['grid_area']):.1f}%)",
+             f"  legal          {'yes' if s['legal'] else 'NO'}",
+             f"  seconds        {s['seconds']:.1f}"]
+    lines += [f"  violation: {v}" for v in s["violations"][:10]]
+    if output:
+        lines.append(f"  solution       {output}")
+    return "\n".join(lines)
+
+
+def score_files(kgraph: str, solution: str, with_bound: bool = True) -> tuple[str, bool]:
+    """`wsec score A.kgraph A.sol`: the report text and whether it is legal."""
+    from wsec.frontends.kgraph import load_kgraph
+
+    module = load_kgraph(kgraph)
+    try:
+        with open(solution, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise SolutionError(f"{solution}: cannot read solution: {e.strerror}") from None
+    read_solution(text, module, solution)
+    s = score(module, bound=with_bound)
+    out = [f"ispd2020 score of {solution} on {s['test']} ({len(s['kernels'])} kernels)",
+           f"  legal          {'yes' if s['legal'] else 'NO'}",
+           f"  delta_t        {s['delta_t']:g}"]
+    if with_bound:
+        ratio = s["delta_t"] / s["bound"] if s["bound"] else 0.0
+        out.append(f"  bound (area)   {s['bound']}  (delta_t = {ratio:.4f} x bound)")
+    out += [f"  wirelength     {s['wirelength']:g}",
+            f"  weighted       {s['weighted']:g}  (wdeltat x delta_t + wlength x wirelength)",
+            f"  area used      {s['area_used']} of {s['grid_area']} PEs"]
+    out += [f"  violation: {v}" for v in s["violations"]]
+    return "\n".join(out), bool(s["legal"])
+
+
+def cmd_compile_kgraph(a: Any, out: Any) -> int:
+    """The compile path for kernel graphs (`wsec A.kgraph -o A.sol`): `a`
+    is the parsed compile arguments (model, output, pass_option, time_limit,
+    quiet, no_verify_ir, report_json)."""
+    import json
+
+    if a.time_limit is not None and a.time_limit <= 0:
+        raise SolutionError(f"--time-limit must be positive, got {a.time_limit:g}")
+    _, summary = compile_kgraph(a.model, a.output, float(a.time_limit),
+                                list(a.pass_option), verify=not a.no_verify_ir)
+    if getattr(a, "report_json", None):
+        tmp = f"{a.report_json}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
+        import os
+
+        os.replace(tmp, a.report_json)
+    if not a.quiet:
+        out(format_compile_summary(summary, a.output))
+    return 0 if summary["legal"] else 1
+
+
+def cmd_score(argv: Any, out: Any, parser_cls: Any) -> int:
+    """`wsec score A.kgraph A.sol [--no-bound]`: exit 0 if legal, 1 if not."""
+    p = parser_cls(prog="wsec score", description="Score an ISPD 2020 contest solution: "
+                   "legality, Δt, wirelength, weighted score, area used and the bound.")
+    p.add_argument("kgraph", help="the contest kernel graph (.kgraph)")
+    p.add_argument("solution", help="the solution file to score")
+    p.add_argument("--no-bound", action="store_true", help="skip the area-sizing lower bound")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    ns = p.parse_args(argv)
+    text, legal = score_files(ns.kgraph, ns.solution, with_bound=not ns.no_bound)
+    out(text)
+    return 0 if legal else 1

@@ -30,6 +30,7 @@ the product of 8-10 knobs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from math import lcm
 
@@ -200,12 +201,42 @@ class ConvGroupKind(KernelKind):
     def choices(self, dims: Dims, target: Target) -> list[Choice]:
         return list(_frontier(self, tuple(sorted(dims.items())), target))
 
+    def shapes_for_time(self, dims: Dims, target: Target, t: int) -> list[Choice]:
+        """Every shape running in <= t cycles that no other such shape beats in
+        both width and height (width ascending, height descending): the
+        alternatives a placer may pick from to pack kernels tightly."""
+        a = _shapes_for_time(self, dims, target, t)
+        names = list(self.knob_names)
+        cols = {"h": a["h_knob"], "w": a["w_knob"], **{n: a[n] for n in names[2:]}}
+        return [Choice(tuple((n, int(cols[n][i])) for n in names), int(a["w"][i]),
+                       int(a["h"][i]), int(a["cycles"][i]), int(a["sram"][i]))
+                for i in range(a["w"].size)]
+
     def frontier_arrays(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
         """The frontier as arrays (w, h, cycles, sram and one array per knob)."""
         return _frontier_arrays(self, dims, target)
 
 
-def _frontier_arrays(kind: ConvGroupKind, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class _Rows:
+    """Every (h, w, m) knob row whose height fits the grid, with per-conv
+    terms: c_i, the time numerator without ceil(K/k) (`base`), the smallest
+    memory-legal k (`kmem`) and the memory numerator/denominator."""
+
+    h: np.ndarray
+    w: np.ndarray
+    m: np.ndarray
+    c: list[np.ndarray]
+    base: list[np.ndarray]
+    kmem: list[np.ndarray]
+    num: list[np.ndarray]
+    dm: list[np.ndarray]
+
+
+@lru_cache(maxsize=1024)
+def _rows_cached(kind: ConvGroupKind, dims_key: tuple[tuple[str, int], ...],
+                 target: Target) -> _Rows:
+    dims = dict(dims_key)
     cv = kind.convs(dims)
     den = kind._den(dims)
     limit = mem_limit_bytes(dims, target)
@@ -227,8 +258,56 @@ def _frontier_arrays(kind: ConvGroupKind, dims: Dims, target: Target) -> dict[st
         kmem.append(np.maximum(_cdiv(WORD_BYTES * K * num[i], dm[i] * limit), 1))
         keep_row &= kmem[i] <= K
     r0 = np.nonzero(keep_row)[0]
-    h, w, m = h[r0], w[r0], m[r0]
-    c, base, kmem, num, dm = ([a[r0] for a in lst] for lst in (c, base, kmem, num, dm))
+    return _Rows(h[r0], w[r0], m[r0], *([a[r0] for a in lst] for lst in (c, base, kmem, num, dm)))
+
+
+def _rows(kind: ConvGroupKind, dims: Dims, target: Target) -> _Rows:
+    return _rows_cached(kind, tuple(sorted(dims.items())), target)
+
+
+def _shapes_for_time(kind: ConvGroupKind, dims: Dims, target: Target,
+                     t: int) -> dict[str, np.ndarray]:
+    """Every (width, height) staircase point meeting `t` cycles: per row the
+    smallest k_i meeting the time and memory, then the shapes no other
+    shape beats in both width and height (width ascending)."""
+    cv = kind.convs(dims)
+    den = kind._den(dims)
+    rw = _rows(kind, dims, target)
+    cap = int(t) * den  # cycles = ceil(tnum/den) <= t  <=>  tnum <= t*den
+    ok = np.ones(rw.h.shape, bool)
+    ks, tmax, smax = [], np.zeros(rw.h.shape, np.int64), np.zeros(rw.h.shape, np.int64)
+    for i, conv in enumerate(cv):
+        K = conv[5]
+        q = np.clip(cap // rw.base[i], 0, K)
+        ok &= q >= 1
+        k = np.maximum(_cdiv(K, np.maximum(q, 1)), rw.kmem[i])
+        ks.append(k)
+        tmax = np.maximum(tmax, rw.base[i] * _cdiv(K, k))
+        smax = np.maximum(smax, _cdiv(WORD_BYTES * K * rw.num[i], k * rw.dm[i]))
+    width = 3 * sum(ks) if ks else np.zeros(rw.h.shape, np.int64)
+    height = rw.h * rw.w * (rw.m + 1)
+    ok &= ((width <= target.width) & (height <= target.height)) | (
+        (width <= target.height) & (height <= target.width))
+    sel = np.nonzero(ok)[0]
+    order = sel[np.lexsort((height[sel], width[sel]))]  # width up, then height up
+    hh = height[order]
+    prev = np.concatenate([[np.iinfo(np.int64).max], np.minimum.accumulate(hh)[:-1]])
+    pick = order[hh < prev]
+    cs, kn = kind._ck_names()
+    out = {"w": width[pick], "h": height[pick], "cycles": _cdiv(tmax[pick], den),
+           "sram": smax[pick], "h_knob": rw.h[pick], "w_knob": rw.w[pick]}
+    for i in range(len(cv)):
+        out[cs[i]] = rw.c[i][pick]
+        out[kn[i]] = ks[i][pick]
+    return out
+
+
+def _frontier_arrays(kind: ConvGroupKind, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+    cv = kind.convs(dims)
+    den = kind._den(dims)
+    rw = _rows(kind, dims, target)
+    h, w, m = rw.h, rw.w, rw.m
+    c, base, kmem, num, dm = rw.c, rw.base, rw.kmem, rw.num, rw.dm
     # time caps: the convs' own distinct times, within [fastest, slowest useful] per row
     tlo = np.max([base[i] for i in range(len(cv))], axis=0)
     thi = np.max([base[i] * _cdiv(conv[5], kmem[i]) for i, conv in enumerate(cv)], axis=0)

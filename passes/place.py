@@ -1,42 +1,56 @@
 """Placement: give every sized kernel a rectangle of PEs on the grid.
 
-Why a constructive skyline packer: a wafer holds hundreds to a few thousand
-kernels whose rectangles must tile most of the grid, and consecutive kernels
-of the dataflow should sit side by side so their edges stay short. Kernels
-are taken in dataflow (topological) order and each goes to the spot along a
-packing front that minimises
+Why this shape of search: the bottleneck time Δt is what matters most, and
+the sizer aims it at the area-sizing bound, where the kernels' areas fill
+nearly the whole grid. Packing then loses area to gaps, so the placer may
+have to relax Δt; it relaxes it by the least step that packs:
 
-    front advance + gap left under it + byte-weighted distance to the
-    neighbours already placed,
+1. At a bottleneck time t, every kernel has several shapes of near-equal
+   area meeting t (the sizer's `shapes_for_time` hook). The shelf packer
+   (place_shelf) picks one per kernel so that dataflow-ordered runs of
+   kernels fill full-width shelves; the skyline front packer (place_front)
+   on the minimum-area shapes is the fallback. The layout with the shorter
+   wires wins.
+2. If nothing packs at the sizer's t, the placer gallops up the sorted
+   distinct candidate times (the times at which some kernel's minimum area
+   changes: `candidate_times`), then bisects between the last failure and
+   the first success, so Δt ends at the smallest candidate that packed.
+3. CP-SAT (place_cpsat) then moves the fixed-shape rectangles to shorten
+   the wires: a deterministic large-neighbourhood search that re-places
+   windows of rectangles from the current layout, within the time budget.
 
-trying both rotations. The front moves West -> East (host inputs enter on
-the West edge, outputs leave on the East edge), so the dataflow follows the
-I/O direction; the scan over every lane position is a handful of numpy
-operations per kernel, so ~1000 kernels place in well under a second.
-
-When packing fails the pass retries with other strategies (front moving
-North, area-first order, more compact weighting), then asks the sizer's
-`size_for_time` hook (if present) to re-size for a slightly slower
-bottleneck time, and finally raises a `PassError` naming the kernel that did
-not fit, its shape and the free area.
+Options: `seed` (CP-SAT and the front packer's tie-breaking), `effort`
+(fast | normal | high: search steps and refinement time), `objective`
+(bytes: wires weigh bytes per sample, host I/O on the West/East edges;
+edges: every kernel-to-kernel connection weighs 1), `refine` (seconds of
+CP-SAT refinement; -1: 0 when fast, else 0.5 s, 10 s when high, or with a
+time limit whatever the search left of it),
+`reshape` (false: keep every kernel's sized shape and bottleneck; only
+rotations and positions are chosen).
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from wsec.ir.graph import HOST, Edge, Kernel, Module, Rect
+from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import kind_of
 from wsec.ir.target import Target
 
 from .base import Pass, PassContext, PassError
+from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
+from .place_shelf import MAX_STACK, shelf_pack
 
 EFFORTS = ("fast", "normal", "high")
-_RESIZE_STEPS = {"fast": 3, "normal": 8, "high": 16}
-_RESIZE_RELAX = 1.05  # each re-size round allows a 5% slower bottleneck
+_SEARCH_STEPS = {"fast": 12, "normal": 40, "high": 80}
+_REFINE_SECONDS = {"fast": 0.0, "normal": 0.5, "high": 10.0}
+_SEARCH_SHARE = 0.5  # of a time limit the t search may use before settling
 
 
 def kernel_shape(k: Kernel, target: Target) -> tuple[int, int]:
@@ -48,123 +62,6 @@ def kernel_shape(k: Kernel, target: Target) -> tuple[int, int]:
         raise PassError(f"kernel '{k.name}' ({k.kind}) has no knobs: run the size pass first")
     w, h = kind_of(k).shape(k.dims, k.knobs, target)
     return int(w), int(h)
-
-
-@dataclass(frozen=True)
-class _Strategy:
-    """One way to pack: which axis the front grows along, the kernel order
-    and how much distance to neighbours / wasted gaps weigh."""
-
-    axis: str  # "x": front moves East (lanes are rows); "y": moves North
-    order: str  # "dataflow", "area" or "shuffle"
-    dist_weight: float
-    waste_weight: float
-
-
-_STRATEGIES = (
-    _Strategy("x", "dataflow", 1.0, 1.0),
-    _Strategy("y", "dataflow", 1.0, 1.0),
-    _Strategy("x", "dataflow", 0.1, 2.0),
-    _Strategy("x", "area", 0.0, 1.0),
-    _Strategy("y", "area", 0.0, 1.0),
-)
-
-
-@dataclass
-class _Problem:
-    """Placement input as arrays: shapes, neighbour lists, grid."""
-
-    names: list[str]
-    shapes: np.ndarray  # (n, 2) unrotated w, h
-    nbrs: list[list[tuple[int, float]]]  # per kernel: (other kernel, bytes)
-    host_in: np.ndarray  # bytes from host per kernel
-    host_out: np.ndarray  # bytes to host per kernel
-    width: int
-    height: int
-
-
-@dataclass
-class _Packing:
-    rects: list[tuple[int, int, int, int] | None]
-    rotated: list[bool]
-    failed: int | None  # index of the kernel that did not fit
-    placed: int
-
-    def wirelength(self, prob: _Problem) -> float:
-        return _wirelength_arrays(prob, self.rects)
-
-
-def _window_max(a: np.ndarray, w: int) -> np.ndarray:
-    """max(a[i:i+w]) for every i in 0..len(a)-w, by doubling (O(n log w))."""
-    m, span = a, 1
-    while span * 2 <= w:
-        m = np.maximum(m[:-span], m[span:])
-        span *= 2
-    n = len(a) - w + 1
-    return np.maximum(m[:n], m[w - span:w - span + n])
-
-
-def _pack(prob: _Problem, order: list[int], strat: _Strategy,
-          jitter: np.random.Generator | None) -> _Packing:
-    """Skyline-pack kernels in `order`; stop at the first that does not fit."""
-    along_x = strat.axis == "x"
-    n_lanes, n_grow = (prob.height, prob.width) if along_x else (prob.width, prob.height)
-    sky = np.zeros(n_lanes, dtype=np.int64)
-    n = len(prob.names)
-    rects: list[tuple[int, int, int, int] | None] = [None] * n
-    rotated = [False] * n
-    centres = np.zeros((n, 2))
-    for count, i in enumerate(order):
-        w0, h0 = (int(v) for v in prob.shapes[i])
-        best: tuple[float, int, int, int, int, bool] | None = None
-        csum = np.concatenate(([0], np.cumsum(sky)))
-        nb = [(j, b) for j, b in prob.nbrs[i] if rects[j] is not None]
-        for rot in ((False, True) if w0 != h0 else (False,)):
-            pw, ph = (h0, w0) if rot else (w0, h0)
-            a, g = (ph, pw) if along_x else (pw, ph)
-            if a > n_lanes or g > n_grow:
-                continue
-            pos = _window_max(sky, a)  # front position for lanes l..l+a
-            lanes = np.arange(pos.size)
-            waste = (a * pos - (csum[a:] - csum[:-a])) / a
-            cost = (pos + g) + strat.waste_weight * waste
-            cx, cy = ((pos + g / 2.0, lanes + a / 2.0) if along_x
-                      else (lanes + a / 2.0, pos + g / 2.0))
-            total_b = prob.host_in[i] + prob.host_out[i] + sum(b for _, b in nb)
-            if strat.dist_weight and total_b > 0:
-                dist = prob.host_in[i] * cx + prob.host_out[i] * (prob.width - cx)
-                if nb:
-                    idx = np.array([j for j, _ in nb])
-                    bts = np.array([b for _, b in nb])
-                    nx, ny = centres[idx, 0], centres[idx, 1]
-                    dist = dist + (np.abs(cx[:, None] - nx) + np.abs(cy[:, None] - ny)) @ bts
-                cost = cost + strat.dist_weight * dist / total_b
-            if jitter is not None:
-                cost = cost + jitter.random(cost.size) * 1e-3
-            cost = np.where(pos + g <= n_grow, cost, np.inf)
-            k = int(np.argmin(cost))
-            if np.isfinite(cost[k]) and (best is None or cost[k] < best[0]):
-                best = (float(cost[k]), k, int(pos[k]), a, g, rot)
-        if best is None:
-            return _Packing(rects, rotated, i, count)
-        _, lane, p, a, g, rot = best
-        sky[lane:lane + a] = p + g
-        x, y, w, h = (p, lane, g, a) if along_x else (lane, p, a, g)
-        rects[i] = (x, y, w, h)
-        rotated[i] = rot
-        centres[i] = (x + w / 2.0, y + h / 2.0)
-    return _Packing(rects, rotated, None, n)
-
-
-def _wirelength_arrays(prob: _Problem, rects: list[tuple[int, int, int, int] | None]) -> float:
-    cen = np.array([(r[0] + r[2] / 2.0, r[1] + r[3] / 2.0) if r else (0.0, 0.0) for r in rects])
-    total = float(np.dot(prob.host_in, cen[:, 0]) if len(rects) else 0.0)
-    total += float(np.dot(prob.host_out, prob.width - cen[:, 0])) if len(rects) else 0.0
-    for i, lst in enumerate(prob.nbrs):
-        for j, b in lst:
-            if j > i:  # each kernel pair once (lists are symmetric)
-                total += b * float(np.abs(cen[i] - cen[j]).sum())
-    return total
 
 
 def wirelength(module: Module, target: Target) -> int:
@@ -189,92 +86,154 @@ def wirelength(module: Module, target: Target) -> int:
     return int(round(total))
 
 
-def _problem(module: Module, target: Target) -> _Problem:
-    kernels = list(module.kernels())
-    index = {k.name: i for i, k in enumerate(kernels)}
-    n = len(kernels)
-    shapes = np.array([kernel_shape(k, target) for k in kernels], dtype=np.int64).reshape(n, 2)
-    pair: dict[tuple[int, int], float] = {}
-    host_in, host_out = np.zeros(n), np.zeros(n)
-    for e in module.edges:
-        s = index.get(e.src)
-        for d in e.dsts:
-            j = index.get(d)
-            if s is None and j is not None:
-                host_in[j] += e.bytes_per_sample
-            elif j is None and s is not None:
-                host_out[s] += e.bytes_per_sample
-            elif s is not None and j is not None and s != j:
-                key = (min(s, j), max(s, j))
-                pair[key] = pair.get(key, 0.0) + e.bytes_per_sample
-    nbrs: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-    for (a, b), byt in sorted(pair.items()):
-        nbrs[a].append((b, byt))
-        nbrs[b].append((a, byt))
-    return _Problem([k.name for k in kernels], shapes, nbrs, host_in, host_out,
-                    target.width, target.height)
+@dataclass
+class _Layout:
+    """A legal packing at bottleneck time t: per kernel its new sizing
+    (None: keep the current one), rect and rotation."""
+
+    t: int
+    choices: list[Choice | None]
+    rects: list[tuple[int, int, int, int]]
+    rotated: list[bool]
+    how: str
 
 
-def _orders(prob: _Problem, strat: _Strategy, rng: np.random.Generator) -> list[int]:
-    n = len(prob.names)
-    if strat.order == "area":
-        longest = prob.shapes.max(axis=1) if n else np.zeros(0)
-        area = prob.shapes.prod(axis=1) if n else np.zeros(0)
-        return [int(i) for i in np.lexsort((np.arange(n), -area, -longest))]
-    if strat.order == "shuffle":  # dataflow order, locally perturbed
-        return [int(i) for i in np.argsort(np.arange(n) + rng.normal(0.0, 3.0, n), kind="stable")]
-    return list(range(n))
+@dataclass
+class _Hooks:
+    """The sizer's functions the placer re-sizes through (None if absent)."""
+
+    shapes: Callable[..., dict[str, list[Choice]]] | None
+    size: Callable[..., dict[str, Choice]] | None
+    times: Callable[..., np.ndarray] | None
 
 
-def _strategies(effort: str) -> list[_Strategy]:
-    if effort == "fast":
-        return [_STRATEGIES[0], _STRATEGIES[3]]
-    out = list(_STRATEGIES)
-    if effort == "high":
-        out += [_Strategy(ax, "shuffle", 1.0, 1.0) for ax in ("x", "y") for _ in range(4)]
-    return out
-
-
-def _try_pack(prob: _Problem, effort: str, seed: int) -> tuple[_Packing | None, _Packing]:
-    """(best successful packing or None, the failed attempt that got furthest)."""
-    rng = np.random.default_rng(seed)
-    jitter = np.random.default_rng(seed) if seed else None
-    best: _Packing | None = None
-    best_wl = np.inf
-    furthest: _Packing | None = None
-    for strat in _strategies(effort):
-        pk = _pack(prob, _orders(prob, strat, rng), strat, jitter)
-        if pk.failed is None:
-            if effort != "high":
-                return pk, pk
-            wl = pk.wirelength(prob)
-            if wl < best_wl:
-                best, best_wl = pk, wl
-        elif furthest is None or pk.placed > furthest.placed:
-            furthest = pk
-    return best, furthest if furthest is not None else best  # type: ignore[return-value]
-
-
-def _resize_hook() -> Callable[..., dict] | None:
-    """The sizer's `size_for_time(module, target, t)` if that pass exists."""
+def _hooks() -> _Hooks:
     try:
         mod = importlib.import_module(".size", __package__)
     except ImportError:
+        return _Hooks(None, None, None)
+    return _Hooks(getattr(mod, "shapes_for_time", None), getattr(mod, "size_for_time", None),
+                  getattr(mod, "candidate_times", None))
+
+
+class _Packer:
+    """Packs the module's kernels at a given bottleneck time (or as sized)."""
+
+    def __init__(self, module: Module, target: Target, hooks: _Hooks, effort: str, seed: int,
+                 objective: str) -> None:
+        self.module, self.target, self.hooks = module, target, hooks
+        self.effort, self.seed, self.objective = effort, seed, objective
+        self.kernels = list(module.kernels())
+        self.current = np.array([kernel_shape(k, target) for k in self.kernels],
+                                dtype=np.int64).reshape(-1, 2)
+        self.base = build_problem(module, self.current, target.width, target.height, objective)
+        self.last_failure: tuple[Problem, Packing] | None = None
+        self.attempts = 0
+
+    def at(self, t: int | None, full: bool = True) -> _Layout | None:
+        """A layout whose kernels all run in <= t cycles (t None: as sized).
+        full=False only decides whether one exists (cheaper: the densest
+        variant first, the others only if it fails); full=True tries every
+        variant and returns the one with the shortest wires."""
+        self.attempts += 1
+        W, H = self.target.width, self.target.height
+        names = [k.name for k in self.kernels]
+        options: list[list[Choice]] | None = None
+        if t is not None and self.hooks.shapes is not None:
+            try:
+                by_name = self.hooks.shapes(self.module, self.target, t)
+            except PassError:
+                return None
+            options = [by_name[n] for n in names]
+        found: list[_Layout] = []
+        shapes = ([np.array([(c.w, c.h) for c in o], dtype=np.int64) for o in options]
+                  if options is not None else [self.current[i:i + 1] for i in range(len(names))])
+        order = list(range(len(names)))
+        for transpose in ((False, True) if W != H else (False,)):
+            # stacking more kernels per column packs denser but may lengthen
+            # wires: keep every stack depth that fits, the shortest wires win
+            for stack in (MAX_STACK, *range(1, MAX_STACK)):
+                lay = _shelf(shapes, order, W, H, transpose, stack)
+                if lay is None:
+                    break  # the deepest stack failed: shallower ones cannot fit
+                opt, rects, rot = lay
+                ch = ([options[i][opt[i]] for i in order] if options is not None
+                      else [None] * len(order))
+                found.append(_Layout(t or 0, ch, rects, rot, f"shelf{stack}"))
+                if not full:
+                    return found[0]
+        front = self._front(t) if full or not found else None
+        if front is not None:
+            found.append(front)
+        if not found:
+            return None
+        return min(found, key=lambda la: problem_wirelength(self.base, list(la.rects)))
+
+    def _front(self, t: int | None) -> _Layout | None:
+        choices: list[Choice | None] = [None] * len(self.kernels)
+        shapes = self.current
+        if t is not None and self.hooks.size is not None:
+            try:
+                by_name = self.hooks.size(self.module, self.target, t)
+            except PassError:
+                return None
+            choices = [by_name.get(k.name) for k in self.kernels]
+            shapes = np.array([(c.w, c.h) if c is not None else tuple(self.current[i])
+                               for i, c in enumerate(choices)], dtype=np.int64).reshape(-1, 2)
+        prob = build_problem(self.module, shapes, self.target.width, self.target.height,
+                             self.objective)
+        packed, furthest = try_pack(prob, self.effort, self.seed)
+        if packed is None:
+            if furthest is not None:
+                self.last_failure = (prob, furthest)
+            return None
+        rects = [r for r in packed.rects if r is not None]
+        return _Layout(t or 0, choices, rects, list(packed.rotated), "front")
+
+
+def _shelf(shapes: list[np.ndarray], order: list[int], W: int, H: int, transpose: bool,
+           stack: int) -> tuple[list[int], list[tuple[int, int, int, int]], list[bool]] | None:
+    """Shelf packing (rows; columns when transposed): options, rects, rotations."""
+    if transpose:
+        pk = shelf_pack([s[:, ::-1] for s in shapes], order, H, W, stack)
+        if pk is None:
+            return None
+        return pk.option, [(y, x, h, w) for x, y, w, h in pk.rects], pk.rotated
+    pk = shelf_pack(shapes, order, W, H, stack)
+    return None if pk is None else (pk.option, pk.rects, pk.rotated)
+
+
+def _search(packer: _Packer, t0: int, steps: int, deadline: float | None) -> _Layout | None:
+    """The smallest candidate time above t0 that packs: gallop, then bisect."""
+    if packer.hooks.times is None:
         return None
-    return getattr(mod, "size_for_time", None)
+    cands = packer.hooks.times(packer.module, packer.target)
+    cands = np.asarray(cands, dtype=np.int64)
+    cands = cands[cands > t0]
+    best: _Layout | None = None
+    lo, hi, step, idx = -1, -1, 1, 0
+    while idx < cands.size and packer.attempts < steps:
+        lay = packer.at(int(cands[idx]), full=False)
+        if lay is not None:
+            best, hi = lay, idx
+            break
+        lo = idx
+        idx = min(lo + step, cands.size - 1) if lo < cands.size - 1 else cands.size
+        step *= 2
+    if best is None:
+        return None
+    while hi - lo > 1 and packer.attempts < steps and (deadline is None
+                                                       or time.perf_counter() < deadline):
+        mid = (lo + hi) // 2
+        lay = packer.at(int(cands[mid]), full=False)
+        if lay is not None:
+            best, hi = lay, mid
+        else:
+            lo = mid
+    return best
 
 
-def _apply_sizes(module: Module, choices: dict) -> None:
-    for k in module.kernels():
-        c = choices.get(k.name)
-        if c is None:
-            continue
-        k.knobs = c.knob_dict()
-        k.cost = {"cycles": int(c.cycles), "sram": int(c.sram), "w": int(c.w), "h": int(c.h)}
-        k.sram = None  # an SRAM map made for the old knobs is stale
-
-
-def _failure(module: Module, prob: _Problem, pk: _Packing, target: Target) -> PassError:
+def _failure(module: Module, prob: Problem, pk: Packing, target: Target) -> PassError:
     i = pk.failed if pk.failed is not None else 0
     k = module.kernel(prob.names[i])
     w, h = (int(v) for v in prob.shapes[i])
@@ -293,6 +252,19 @@ def _failure(module: Module, prob: _Problem, pk: _Packing, target: Target) -> Pa
         f"(--grid) or target, or size the model for a slower bottleneck time")
 
 
+def _apply(module: Module, lay: _Layout) -> None:
+    for k, c, r, rot in zip(module.kernels(), lay.choices, lay.rects, lay.rotated, strict=True):
+        if c is not None and (k.knobs != c.knob_dict() or not k.cost
+                              or (k.cost.get("w"), k.cost.get("h")) != (c.w, c.h)):
+            k.knobs = c.knob_dict()
+            k.cost = {"cycles": int(c.cycles), "sram": int(c.sram), "w": int(c.w),
+                      "h": int(c.h)}
+            k.sram = None  # an SRAM map made for the old knobs is stale
+            module.properties.discard("allocated")
+        k.rect = Rect(*r)
+        k.rotated = rot
+
+
 @dataclass(frozen=True)
 class Place(Pass):
     """Place sized kernels as non-overlapping rectangles on the grid."""
@@ -302,40 +274,71 @@ class Place(Pass):
     ensures = ("placed",)
     seed: int = 0
     effort: str = "normal"
+    objective: str = "bytes"
+    refine: float = -1.0
+    reshape: bool = True
 
     def run(self, module: Module, ctx: PassContext) -> None:
+        start = time.perf_counter()
         if self.effort not in EFFORTS:
             raise PassError(f"place: unknown effort '{self.effort}' (use {', '.join(EFFORTS)})")
+        if self.objective not in OBJECTIVES:
+            raise PassError(f"place: unknown objective '{self.objective}' (use "
+                            f"{', '.join(OBJECTIVES)})")
         target = ctx.target
-        prob = _problem(module, target)
-        packed, furthest = _try_pack(prob, self.effort, self.seed)
-        hook = _resize_hook() if packed is None else None
+        limit = ctx.time_limit
+        deadline = None if limit is None else start + _SEARCH_SHARE * limit
+        hooks = _hooks() if self.reshape else _Hooks(None, None, None)
+        packer = _Packer(module, target, hooks, self.effort, self.seed, self.objective)
         t0 = max((int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=0)
-        rounds = 0
-        while packed is None and hook is not None and rounds < _RESIZE_STEPS[self.effort]:
-            rounds += 1
-            t = int(np.ceil(t0 * _RESIZE_RELAX ** rounds))
-            try:
-                choices = hook(module, target, t)
-            except PassError:  # some kernel cannot meet t on this target: relax further
-                continue
-            _apply_sizes(module, choices)
-            module.properties.discard("allocated")
-            prob = _problem(module, target)
-            packed, furthest = _try_pack(prob, self.effort, self.seed)
-            if packed is not None:
-                ctx.notes.append(f"place: re-sized kernels for a bottleneck of {t} cycles "
+        lay = packer.at(t0 if hooks.shapes is not None else None)
+        if lay is None:
+            lay = _search(packer, t0, _SEARCH_STEPS[self.effort], deadline)
+            if lay is not None:
+                lay = packer.at(lay.t) or lay  # every variant at the time found
+                ctx.notes.append(f"place: re-sized kernels for a bottleneck of {lay.t} cycles "
                                  f"(was {t0}) so that they fit the grid")
-        if packed is None:
-            raise _failure(module, prob, furthest, target)
-        for k, r, rot in zip(module.kernels(), packed.rects, packed.rotated, strict=True):
-            assert r is not None
-            k.rect = Rect(*r)
-            k.rotated = rot
+        if lay is None:
+            if packer.last_failure is not None:
+                raise _failure(module, *packer.last_failure, target)
+            raise PassError(f"place: the {len(packer.kernels)} kernels do not fit the "
+                            f"{target.width}x{target.height} grid at any size; use a larger grid")
+        _apply(module, lay)
+        self._refine(module, target, lay, limit, start, ctx)
         _invalidate_routes(module.edges)
         module.properties.discard("routed")
+        ks = list(module.kernels())
+        module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))
         module.attrs["wirelength"] = wirelength(module, target)
-        module.attrs["pes_used"] = int(sum(k.rect.area for k in module.kernels() if k.rect))
+        module.attrs["pes_used"] = int(sum(k.rect.area for k in ks if k.rect))
+
+    def _refine(self, module: Module, target: Target, lay: _Layout, limit: float | None,
+                start: float, ctx: PassContext) -> None:
+        # by effort (fast: none); with a time limit, what it leaves (a margin kept)
+        seconds = _REFINE_SECONDS[self.effort] if self.refine < 0 else self.refine
+        if limit is not None:
+            left = 0.8 * (limit - (time.perf_counter() - start)) - 0.5
+            seconds = min(left, seconds if self.refine >= 0 or self.effort == "fast" else left)
+        ks = list(module.kernels())
+        if seconds <= 0.05:
+            return
+        try:
+            from .place_cpsat import refine
+        except ImportError:  # ortools missing: the constructive layout stands
+            return
+        shapes = np.array([(k.rect.w, k.rect.h) for k in ks if k.rect], dtype=np.int64)
+        prob = build_problem(module, shapes, target.width, target.height, self.objective)
+        rects, stats = refine(prob, [(r.x, r.y, r.w, r.h) for r in (k.rect for k in ks)
+                                     if r is not None], seconds, self.seed)
+        for k, r in zip(ks, rects, strict=True):
+            k.rect = Rect(*r)
+        ctx.notes.append(_refine_note(stats))
+
+
+def _refine_note(stats: dict[str, Any]) -> str:
+    gain = 0.0 if not stats["before"] else 1 - stats["after"] / stats["before"]
+    return (f"place: CP-SAT refinement ({stats['rounds']} rounds, {stats['status']}, "
+            f"{stats['seconds']:.1f} s) shortened the weighted wirelength by {100 * gain:.1f}%")
 
 
 def _invalidate_routes(edges: list[Edge]) -> None:

@@ -12,7 +12,10 @@ numpy `searchsorted` per kernel: O(kernels x candidates x log) and well
 under a second for ResNet-50.
 
 Options: `utilisation` is the fraction of the grid's PEs sizing may plan to
-fill (the placer loses some area to packing); `max_area_fraction` caps any
+fill. The default 1.0 sizes at the bound itself: the placer then relaxes the
+bottleneck by the least step that packs, choosing among each kernel's
+near-equal-area shapes (`shapes_for_time`, `candidate_times` are its hooks).
+A lower utilisation leaves room on purpose. `max_area_fraction` caps any
 single kernel's rectangle at that fraction of the grid. The module records
 `bound` (the area-sizing lower bound on the bottleneck time: the same search
 with the whole grid) and `delta_t` (the bottleneck time chosen).
@@ -142,6 +145,75 @@ def size_for_time(module: Module, target: Target, t: int,
     return out
 
 
+@lru_cache(maxsize=1024)
+def _evaluated_grid(kind_name: str, dims: tuple[tuple[str, int], ...], target: Target
+                    ) -> tuple[np.ndarray, ...]:
+    """Every legal knob setting of a kind (SRAM- and grid-legal): (knob
+    matrix, w, h, cycles, sram). For kinds whose knob space is small."""
+    from wsec.ir.kernels import KINDS
+
+    kind = KINDS[kind_name]
+    d = dict(dims)
+    grid = kind.knob_grid(d, target)
+    names = list(kind.knob_names)
+    mesh = np.meshgrid(*[grid[n] for n in names], indexing="ij")
+    flat = {n: m.reshape(-1) for n, m in zip(names, mesh, strict=True)}
+    w, h, cyc, mem = (np.asarray(a).reshape(-1) for a in kind.evaluate(d, flat, target))
+    ok = (mem <= target.sram_bytes) & (((w <= target.width) & (h <= target.height))
+                                       | ((h <= target.width) & (w <= target.height)))
+    knobs = np.stack([flat[n] for n in names], axis=1) if names else np.zeros((1, 0), np.int64)
+    return knobs[ok], w[ok], h[ok], cyc[ok], mem[ok]
+
+
+def shape_options(k: Kernel, target: Target, t: int) -> list[Choice]:
+    """Every shape of kernel `k` running in <= t cycles that no other such
+    shape beats in both width and height (width ascending). Kinds with large
+    knob spaces provide `shapes_for_time(dims, target, t)`; otherwise the
+    kind's knob grid is evaluated once (vectorised) and filtered."""
+    kind = kind_of(k)
+    own = getattr(kind, "shapes_for_time", None)
+    if own is not None:
+        return list(own(k.dims, target, t))
+    knobs, w, h, cyc, mem = _evaluated_grid(k.kind, tuple(sorted(k.dims.items())), target)
+    sel = np.nonzero(cyc <= t)[0]
+    sel = sel[np.lexsort((cyc[sel], mem[sel], h[sel], w[sel]))]  # width, height, then cheapest
+    out: list[Choice] = []
+    lowest = None
+    names = list(kind.knob_names)
+    for i in sel:
+        if lowest is None or h[i] < lowest:
+            lowest = int(h[i])
+            out.append(Choice(tuple((n, int(knobs[i, j])) for j, n in enumerate(names)),
+                              int(w[i]), int(h[i]), int(cyc[i]), int(mem[i])))
+    return out
+
+
+def shapes_for_time(module: Module, target: Target, t: int) -> dict[str, list[Choice]]:
+    """Per kernel, its shape alternatives meeting t (see `shape_options`);
+    the placer picks among them to pack tightly. Raises PassError naming a
+    kernel that cannot meet t at all."""
+    out: dict[str, list[Choice]] = {}
+    for k in module.kernels():
+        opts = shape_options(k, target, t)
+        if not opts:
+            raise PassError(f"kernel '{k.name}' ({k.kind}) cannot run in {t} cycles per sample "
+                            "at any legal shape")
+        out[k.name] = opts
+    return out
+
+
+def candidate_times(module: Module, target: Target) -> np.ndarray:
+    """Sorted distinct bottleneck times at which some kernel's minimum area
+    changes (no kernel can be faster than the slowest kernel's best): the
+    only times worth trying when relaxing the bottleneck."""
+    _, tab = _tables(module, target, 1.0)
+    if not tab.cycles:
+        return np.zeros(0, dtype=np.int64)
+    floor = max(int(c[0]) for c in tab.cycles)
+    cand = np.unique(np.concatenate(tab.cycles))
+    return cand[cand >= floor]
+
+
 @dataclass(frozen=True)
 class Size(Pass):
     """Pick knobs for every kernel: the smallest bottleneck time that fits."""
@@ -149,7 +221,7 @@ class Size(Pass):
     name = "size"
     requires = ("kernels",)
     ensures = ("sized",)
-    utilisation: float = 0.8
+    utilisation: float = 1.0
     max_area_fraction: float = 1.0
 
     def run(self, module: Module, ctx: PassContext) -> None:

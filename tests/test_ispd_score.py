@@ -141,3 +141,44 @@ def test_size_place_write_read_score(bench: str) -> None:
     s2 = score(m2)
     assert {k: s2[k] for k in ("legal", "delta_t", "wirelength", "weighted", "area_used")} == {
         k: s[k] for k in ("legal", "delta_t", "wirelength", "weighted", "area_used")}
+
+
+def test_score_command(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wsec.cli import main
+
+    kg = os.path.join(DATA, "tiny.kgraph")
+    good = tmp_path / "good.sol"
+    good.write_text(TINY_SOL)
+    assert main(["score", kg, str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "legal          yes" in out and "bound (area)" in out and "weighted" in out
+    bad = tmp_path / "bad.sol"
+    first_place = next(ln for ln in TINY_SOL.splitlines() if "place(" in ln)
+    name = first_place.split(":")[0].strip()
+    bad.write_text(TINY_SOL.replace(first_place, f"{name} : place(1000 0 R0)"))
+    assert main(["score", kg, str(bad), "--no-bound"]) == 1
+    out = capsys.readouterr().out
+    assert "legal          NO" in out and "outside the 32x32 grid" in out and "bound" not in out
+    garbled = tmp_path / "garbled.sol"
+    garbled.write_text("k1 = conv( 1 2 3 )\n")
+    assert main(["score", kg, str(garbled)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("wsec: error: ") and "garbled.sol:1" in err
+    assert main(["score", kg, str(tmp_path / "missing.sol")]) == 1
+    assert "cannot read solution" in capsys.readouterr().err
+
+
+def test_compile_kgraph_errors(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wsec.cli import main
+
+    kg = os.path.join(DATA, "tiny.kgraph")
+    assert main([kg, "-o", str(tmp_path / "t.sol"), "-p", "route{x=1}"]) == 1
+    assert "not in the kernel-graph pipeline (size, place)" in capsys.readouterr().err
+    assert main([str(tmp_path / "nope.kgraph"), "-o", str(tmp_path / "t.sol")]) == 1
+    assert "cannot read kernel graph" in capsys.readouterr().err
+    assert main([kg, "-o", str(tmp_path / "t.sol"), "--time-limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "3 kernels" in out and "legal          yes" in out
+    m = load_kgraph(kg)
+    read_solution((tmp_path / "t.sol").read_text(), m)
+    assert score(m)["legal"]

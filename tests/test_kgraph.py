@@ -228,3 +228,49 @@ def test_knob_space_small() -> None:
     g = CBLOCK.knob_grid({"F": 2048, "H": 14, "W": 14, "memlimit": 24576}, get_target("cs1"))
     assert len(g) == 10 and max(len(v) for v in g.values()) < 100
     assert list(itertools.islice(g["h"], 3)) == [1, 2, 3]
+
+
+def _staircase(w: np.ndarray, h: np.ndarray) -> list[tuple[int, int]]:
+    pts = sorted(set(zip(w.tolist(), h.tolist(), strict=True)))
+    return [p for p in pts if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in pts)]
+
+
+def _shapes_brute(kind, dims, target, t: int, integers: bool):  # noqa: ANN001, ANN202
+    lim = kind.knob_limits(dims)
+    names = list(kind.knob_names)
+    vals = [np.arange(1, lim[n] + 1) if integers else distinct_ceil_values(lim[n])
+            for n in names]
+    mesh = [a.reshape(-1) for a in np.meshgrid(*vals, indexing="ij")]
+    w, h, cyc, mem = kind.evaluate(dims, dict(zip(names, mesh, strict=True)), target)
+    ok = (mem <= 2 * dims["memlimit"]) & (cyc <= t) & (
+        ((w <= target.width) & (h <= target.height)) | ((h <= target.width) & (w <= target.height)))
+    return _staircase(w[ok], h[ok])
+
+
+@pytest.mark.parametrize("kind,dims", [
+    (CONV, {"H": 5, "W": 4, "R": 3, "S": 3, "C": 6, "K": 7, "T": 2, "U": 2}),
+    (DBLOCK, {"F": 8, "H": 4, "W": 3}),
+])
+@pytest.mark.parametrize("memlimit", [10_000, 60])
+def test_shapes_for_time_match_brute_force(kind, dims, memlimit: int) -> None:  # noqa: ANN001
+    """The placer's shape alternatives at time t: exactly the width/height
+    staircase of every integer knob setting when memory is loose; with tight
+    memory every shape is legal and none of the distinct-ceil settings'
+    shapes beats them."""
+    dims = {**dims, "memlimit": memlimit}
+    target = get_target("cs1", (40, 30))
+    times = sorted({c.cycles for c in kind.choices(dims, target)})
+    for t in times[:: max(1, len(times) // 6)]:
+        mine = kind.shapes_for_time(dims, target, t)
+        pts = [(c.w, c.h) for c in mine]
+        assert pts == sorted(pts) and pts == _staircase(np.array([p[0] for p in pts]),
+                                                        np.array([p[1] for p in pts]))
+        for c in mine:
+            kn = c.knob_dict()
+            assert kind.shape(dims, kn, target) == (c.w, c.h)
+            assert kind.cycles(dims, kn, target) == c.cycles <= t
+            assert kind.sram(dims, kn, target) == c.sram <= 2 * memlimit
+        if memlimit == 10_000:
+            assert pts == _shapes_brute(kind, dims, target, t, integers=True)
+        for p in _shapes_brute(kind, dims, target, t, integers=False):
+            assert any(q[0] <= p[0] and q[1] <= p[1] for q in pts), (t, p)

@@ -69,10 +69,23 @@ def test_rotation_used_when_needed() -> None:
     fk.box(m, "tall", ["x"], "y", 8, 2)  # 8 wide: only fits a 4x8 grid rotated
     m.outputs = ["y"]
     fk.connect(m)
-    t = _place(m, (4, 8))
+    t = _place(m, (4, 8), reshape=False)
     k = m.kernel("tall")
     assert k.rotated and (k.rect.w, k.rect.h) == (2, 8)
     _check_legal(m, t)
+
+
+def test_reshape_picks_equal_time_shapes_that_pack() -> None:
+    # three 4x4 boxes (63 cycles) cannot share an 8x6 grid as they are, but
+    # 8x2 shapes run in 63 cycles too and stack three high
+    m = fk.chain(3, 4, 4)
+    with pytest.raises(PassError):
+        _place(m, (8, 6), reshape=False)
+    m = fk.chain(3, 4, 4)
+    t = _place(m, (8, 6))
+    _check_legal(m, t)
+    assert max(k.cost["cycles"] for k in m.kernels()) == m.attrs["delta_t"] == 63
+    assert sorted({(k.rect.w, k.rect.h) for k in m.kernels()}) == [(8, 2)]
 
 
 @pytest.mark.parametrize("seed", [0, 5])
@@ -129,35 +142,85 @@ def test_grid_too_small_names_kernel_and_free_area() -> None:
     assert "use a larger grid" in msg
 
 
-def test_resize_hook_makes_it_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
+def _fake_sizer(monkeypatch: pytest.MonkeyPatch, fits_from: int, calls: list[int]) -> None:
+    """A sizer whose kernels become 2x2 boxes from time `fits_from` on (4x4
+    below it); candidate times 64..1000 in steps of 4."""
+
+    def shapes(module: Module, t: int) -> dict[str, list[Choice]]:
+        side = 2 if t >= fits_from else 4
+        return {k.name: [Choice((("w", side), ("h", side)), side, side, t, 1024)]
+                for k in module.kernels()}
+
+    def shapes_for_time(module: Module, target: Target, t: int) -> dict[str, list[Choice]]:
+        calls.append(t)
+        return shapes(module, t)
 
     def size_for_time(module: Module, target: Target, t: int) -> dict[str, Choice]:
-        calls.append(t)
-        return {k.name: Choice((("w", 2), ("h", 2)), 2, 2, 250, 1024) for k in module.kernels()}
+        return {n: c[0] for n, c in shapes(module, t).items()}
 
-    monkeypatch.setitem(sys.modules, "wsec.passes.size",
-                        types.SimpleNamespace(size_for_time=size_for_time))
-    m = fk.chain(5, 4, 4)
+    monkeypatch.setitem(sys.modules, "wsec.passes.size", types.SimpleNamespace(
+        shapes_for_time=shapes_for_time, size_for_time=size_for_time,
+        candidate_times=lambda module, target: np.arange(64, 1001, 4)))
+
+
+def test_resize_finds_the_least_fitting_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    _fake_sizer(monkeypatch, 300, calls)
+    m = fk.chain(5, 4, 4)  # 5 x 16 PEs at 63 cycles do not fit 8x8; 5 x 4 PEs do
     ctx = PassContext(get_target("wse2", (8, 8)))
     Place().run(m, ctx)
-    assert calls == [67]  # ceil(1000/16) = 63 cycles, relaxed by 5% and rounded up
-    assert all(k.knobs == {"w": 2, "h": 2} and k.cost["w"] == 2 for k in m.kernels())
-    assert any("re-sized" in n for n in ctx.notes)
+    assert all(k.knobs == {"w": 2, "h": 2} and k.cost["cycles"] == 300 for k in m.kernels())
+    assert m.attrs["delta_t"] == 300
+    assert any("re-sized kernels for a bottleneck of 300 cycles (was 63)" in n for n in ctx.notes)
+    # gallop (64, 68, 76, 92, 124, 188, 316: fits) then bisect down to 300
+    assert calls[:8] == [63, 64, 68, 76, 92, 124, 188, 316]
+    assert len(calls) <= 8 + 6 + 1
 
 
-def test_resize_hook_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resize_search_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-
-    def size_for_time(module: Module, target: Target, t: int) -> dict[str, Choice]:
-        calls.append(t)
-        return {}
-
-    monkeypatch.setitem(sys.modules, "wsec.passes.size",
-                        types.SimpleNamespace(size_for_time=size_for_time))
+    _fake_sizer(monkeypatch, 10**9, calls)  # never fits
     with pytest.raises(PassError, match="did not fit"):
         _place(fk.chain(5, 4, 4), (8, 8), effort="fast")
-    assert len(calls) == 3
+    assert 1 < len(calls) <= 12
+
+
+def test_edges_objective_ignores_bytes_and_host() -> None:
+    from wsec.passes.place_front import build_problem
+
+    m = fk.diamond()
+    prob = build_problem(m, np.ones((len(list(m.kernels())), 2)), 16, 16, "edges")
+    assert not prob.host_in.any() and not prob.host_out.any()
+    assert {w for lst in prob.nbrs for _, w in lst} == {1.0}
+    with pytest.raises(PassError, match="unknown objective 'area'"):
+        _place(fk.chain(), objective="area")
+
+
+def test_cpsat_refinement_shortens_wires_and_stays_legal() -> None:
+    from wsec.passes.place_cpsat import refine, weighted_length
+    from wsec.passes.place_front import build_problem
+
+    m = fk.chain(4, 2, 2)  # host -> k0 -> k1 -> k2 -> k3 -> host
+    prob = build_problem(m, np.full((4, 2), 2), 12, 12, "edges")
+    far = [(0, 0, 2, 2), (10, 10, 2, 2), (0, 10, 2, 2), (10, 0, 2, 2)]
+    runs = [refine(prob, far, 2.0, seed=1) for _ in range(2)]
+    rects, stats = runs[0]
+    assert runs[0][0] == runs[1][0]  # deterministic for a seed
+    assert weighted_length(prob, rects) == 6.0 < weighted_length(prob, far)  # abutting chain
+    assert stats["after"] < stats["before"]
+    occ = np.zeros((12, 12), int)
+    for x, y, w, h in rects:
+        occ[y:y + h, x:x + w] += 1
+    assert occ.max() == 1
+
+
+def test_time_limit_bounds_the_refinement() -> None:
+    m = fk.diamond()
+    ctx = PassContext(get_target("wse2", (16, 16)), time_limit=1.0)
+    t0 = time.perf_counter()
+    Place(effort="high").run(m, ctx)  # high effort alone would refine for 10 s
+    assert time.perf_counter() - t0 < 2.0
+    _check_legal(m, ctx.target)
 
 
 def test_thousand_kernels_fast() -> None:

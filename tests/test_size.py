@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
+import numpy as np
 import pytest
 from conftest import LIGHT_MODELS, light_model
 from test_form_kernels import G, _block
 from wsec.ir.graph import Module
+from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import kind_of
 from wsec.ir.target import get_target
 from wsec.ir.verify import verify_module
 from wsec.passes.base import PassContext, PassError
-from wsec.passes.size import Size, kernel_choices, size_for_time
+from wsec.passes.size import (
+    Size,
+    candidate_times,
+    kernel_choices,
+    shape_options,
+    shapes_for_time,
+    size_for_time,
+)
 
 
 def _sized(m: Module, target, **opts) -> PassContext:
@@ -52,7 +62,7 @@ def _brute_force_t(m: Module, target, cap: float) -> int:
 def test_block_sizes_to_the_best_fitting_time(grid) -> None:
     target = get_target("wse2", grid)
     m = _block().run()
-    _sized(m, target)
+    _sized(m, target, utilisation=0.8)
     _check(m, target, 0.8)
     assert sum(k.cost["w"] * k.cost["h"] for k in m.kernels()) <= 0.8 * target.pes
     assert m.attrs["delta_t"] == _brute_force_t(m, target, 0.8 * target.pes)
@@ -94,7 +104,7 @@ def test_falls_back_to_whole_grid_with_a_note() -> None:
     m = _block().run()
     total_min = sum(kernel_choices(k, get_target("wse2"))[0].area for k in m.kernels())
     assert total_min == 4
-    ctx = _sized(m, get_target("wse2", (2, 2)))  # 4 PEs: fits 1.0, not 0.8
+    ctx = _sized(m, get_target("wse2", (2, 2)), utilisation=0.8)  # 4 PEs: fits 1.0, not 0.8
     assert any("does not fit 0.8 of the grid" in n for n in ctx.notes)
     assert m.attrs["bound"] == m.attrs["delta_t"]
 
@@ -144,7 +154,8 @@ def test_light_models_size_on_wse2_and_wse3(name: str) -> None:
     for tname in ("wse2", "wse3"):
         target = get_target(tname)
         _sized(m, target)
-        _check(m, target, 0.8)
+        _check(m, target, 1.0)
+        assert m.attrs["delta_t"] == m.attrs["bound"]  # the default sizes at the bound
 
 
 def test_resnet50_sizes_fast_and_reaches_the_bound() -> None:
@@ -154,8 +165,62 @@ def test_resnet50_sizes_fast_and_reaches_the_bound() -> None:
 
     size_mod._frontier.cache_clear()
     t0 = time.perf_counter()
-    _sized(m, target)
+    _sized(m, target, utilisation=0.8)
     assert time.perf_counter() - t0 < 1.0
     _check(m, target, 0.8)
     assert m.attrs["delta_t"] == _brute_force_t(m, target, 0.8 * target.pes)
     assert m.attrs["bound"] < m.attrs["delta_t"]  # the grid, not one kernel, limits here
+
+
+def test_default_sizes_at_the_bound() -> None:
+    target = get_target("wse2", (16, 16))
+    m = _block().run()
+    _sized(m, target)
+    assert m.attrs["delta_t"] == m.attrs["bound"] == _brute_force_t(m, target, target.pes)
+
+
+def _dominates(a: Choice, b: Choice) -> bool:
+    return a.w <= b.w and a.h <= b.h and (a.w, a.h) != (b.w, b.h)
+
+
+@pytest.mark.parametrize("grid", [(16, 16), (8, 40)])
+def test_shape_options_are_the_width_height_staircase(grid: tuple[int, int]) -> None:
+    """Brute force over the knob grid: the options meeting t are exactly the
+    shapes no other legal shape meeting t beats in both width and height."""
+    target = get_target("wse2", grid)
+    m = _block().run()
+    t = int(max(c.cycles for k in m.kernels() for c in kernel_choices(k, target)[:3]))
+    for k in m.kernels():
+        opts = shape_options(k, target, t)
+        kind = kind_of(k)
+        g = kind.knob_grid(k.dims, target)
+        legal = []
+        for vals in itertools.product(*[g[n] for n in kind.knob_names]):
+            kn = {n: int(v) for n, v in zip(kind.knob_names, vals, strict=True)}
+            w, h = kind.shape(k.dims, kn, target)
+            fits = (w <= target.width and h <= target.height) or (
+                h <= target.width and w <= target.height)
+            if fits and kind.cycles(k.dims, kn, target) <= t and kind.sram(
+                    k.dims, kn, target) <= target.sram_bytes:
+                legal.append((w, h))
+        stair = sorted({s for s in legal if not any(o[0] <= s[0] and o[1] <= s[1] and o != s
+                                                    for o in legal)})
+        assert [(c.w, c.h) for c in opts] == stair, k.name
+        for c in opts:
+            assert c.cycles <= t and (c.w, c.h) == kind.shape(k.dims, c.knob_dict(), target)
+        assert not any(_dominates(a, b) for a in opts for b in opts)
+
+
+def test_shapes_for_time_and_candidate_times() -> None:
+    target = get_target("wse2", (16, 16))
+    m = _block().run()
+    cands = candidate_times(m, target)
+    assert np.all(np.diff(cands) > 0)
+    floor = max(min(c.cycles for c in kernel_choices(k, target)) for k in m.kernels())
+    assert cands[0] == floor
+    opts = shapes_for_time(m, target, int(cands[0]))
+    smallest = size_for_time(m, target, int(cands[0]))
+    for k in m.kernels():  # the minimum-area choice is always among the shapes
+        assert min(c.area for c in opts[k.name]) == smallest[k.name].area
+    with pytest.raises(PassError, match="cannot run in 1 cycles per sample at any legal shape"):
+        shapes_for_time(m, target, 1)

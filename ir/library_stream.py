@@ -63,6 +63,27 @@ def _external(body: Sequence[Node], values: dict[str, Value]) -> tuple[list[str]
     return acts, consts, len(internal)
 
 
+def _full_size_consts(body: Sequence[Node], values: dict[str, Value], e: int) -> list[str]:
+    """Constants read by `body` with as many elements as its largest tensor."""
+    internal = {o for n in body for o in n.outputs if o}
+    out: list[str] = []
+    for n in body:
+        for i in n.inputs:
+            if i and i not in internal and i not in out and is_const(values, i) \
+                    and e > 1 and vtype(values, i).numel == e:
+                out.append(i)
+    return out
+
+
+def _tile_axes(shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(axis, length) of the first two axes longer than 1; a missing one is
+    (its position, 1)."""
+    found = [(ax, n) for ax, n in enumerate(shape) if n > 1][:2]
+    while len(found) < 2:
+        found.append((found[-1][0] if found else 0, 1))
+    return found[0], found[1]
+
+
 def _max_numel(body: Sequence[Node], values: dict[str, Value], acts: list[str]) -> int:
     sizes = [vtype(values, o).numel for n in body for o in n.outputs if o]
     sizes += [vtype(values, a).numel for a in acts]
@@ -84,7 +105,14 @@ class ElementwiseKind(_SpreadKind):
     readers). Each of p PEs owns ceil(E/p) consecutive elements: it receives
     them from its I inputs, applies the O per-element op cycles with its simd
     lanes and sends the result. dims: E elements, I activation inputs, Q
-    values produced, O cycles per element, P constant elements (replicated)."""
+    values produced, O cycles per element, P constant elements replicated on
+    every PE (small operands: scalars, per-channel vectors).
+
+    A constant as large as the output (an attention mask, a learned position
+    table) is not replicated: each of the Pf such constants is tiled over
+    the kernel's w x h rectangle, its first non-unit axis (Fa long) in h
+    blocks along y and its next non-unit axis (Fb long) in w blocks along x
+    (Fr elements per (a, b) pair), so a PE holds about 1/p of it."""
 
     name = "elementwise"
     description = "element-wise chain over p PEs"
@@ -94,8 +122,19 @@ class ElementwiseKind(_SpreadKind):
         acts, consts, _ = _external(body, values)
         ops = sum(OP_COST.get(n.op, 1) * max(1, len([i for i in n.inputs if i]) - 1)
                   for n in body)
-        return {"E": _max_numel(body, values, acts), "I": len(acts), "O": ops, "P": consts,
-                "Q": 1}
+        e = _max_numel(body, values, acts)
+        full = _full_size_consts(body, values, e)
+        fa, fb = 1, 1
+        if full:  # the tiling of the first such constant bounds them all
+            fa, fb = (n for _, n in _tile_axes(vtype(values, full[0]).shape))
+        return {"E": e, "I": len(acts), "O": ops, "Q": 1, "P": consts - len(full) * e,
+                "Pf": len(full), "Fa": fa, "Fb": fb, "Fr": e // (fa * fb)}
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        # sharded constants index PEs row-major in a near-square rectangle:
+        # keep it square (p <= width^2) so every PE index exists
+        cap = min(target.pes, target.width ** 2) if dims.get("Pf") else target.pes
+        return {"p": candidates(dims["E"], cap, limit=96)}
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         p = kn["p"]
@@ -104,8 +143,28 @@ class ElementwiseKind(_SpreadKind):
         compute = cdiv(n, target.lanes) * d["O"]
         io = np.maximum(cdiv(n * d["I"], epc), cdiv(n * d["Q"], epc))
         w, h = squarish(p, target)
-        sram = CODE_BYTES + n * b * (d["I"] + d["Q"]) + d["P"] * b
+        fa, fb = d.get("Fa", 1), d.get("Fb", 1)
+        full = d.get("Pf", 0) * cdiv(fa, np.minimum(h, fa)) * cdiv(fb, np.minimum(w, fb)) * \
+            d.get("Fr", 0)
+        sram = CODE_BYTES + n * b * (d["I"] + d["Q"]) + (d["P"] + full) * b
         return w, h, np.maximum(compute, io) + KERNEL_OVERHEAD, sram
+
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        full = [slice(0, n) for n in weight_shape]
+        numel = int(np.prod(weight_shape)) if weight_shape else 1
+        if not dims.get("Pf") or numel != dims["E"] or numel <= 1:
+            return tuple(full)
+        p = int(knobs["p"])
+        w = max(1, int(np.ceil(np.sqrt(p))))  # as squarish(p): p <= width^2 (knob_grid)
+        h = -(-p // w)
+        (a, la), (b, lb) = _tile_axes(weight_shape)
+        full[a] = block(la, min(h, la), py)
+        if lb > 1:
+            full[b] = block(lb, min(w, lb), px)
+        elif px:  # one row of PEs holds the constant; the other columns need none
+            full[a] = slice(0, 0)
+        return tuple(full)
 
 
 class DatamoveKind(_SpreadKind):

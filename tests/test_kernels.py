@@ -258,3 +258,27 @@ def test_3d_conv_pays_for_its_depth_taps() -> None:
     flat = {k: v for k, v in CONV3D.items() if k != "T"}
     assert kind.cycles(CONV3D, kn, WSE2) > 2 * kind.cycles(flat, kn, WSE2)
     assert kind.sram(CONV3D, kn, WSE2) > kind.sram(flat, kn, WSE2)
+
+
+def test_elementwise_tiles_a_large_constant_instead_of_copying_it() -> None:
+    """An attention mask as large as the output is split over the PEs (each
+    element held by exactly one PE), so its SRAM per PE shrinks with p."""
+    from wsec.ir.graph import Node, Value
+    from wsec.ir.types import Splat, TensorType
+
+    t = TensorType("f32", (1, 1, 64, 64))
+    values = {"x": Value("x", t), "m": Value("m", t, Splat(t, -1.0)), "y": Value("y", t)}
+    body = [Node("add", "Add", ["x", "m"], ["y"])]
+    kind = KINDS["elementwise"]
+    dims = kind.dims_from(body, values)
+    assert dims["Pf"] == 1 and dims["P"] == 0
+    small = kind.sram(dims, {"p": 4}, WSE2)
+    big = kind.sram(dims, {"p": 256}, WSE2)
+    assert big < small
+    p = 100
+    w, h = kind.shape(dims, {"p": p}, WSE2)
+    owner = np.zeros(t.shape, dtype=np.int64)
+    for py in range(h):
+        for px in range(w):
+            owner[kind.weight_shard(dims, {"p": p}, 1, t.shape, px, py)] += 1
+    assert (owner == 1).all()

@@ -237,6 +237,9 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
     """Execute the program on `inputs`: host inputs enter through the I/O map,
     kernels run in order (each PE its shard, see sim_exec), values move only
     along traced routes; returns the outputs the host receives."""
+    if "stream" in str(p.info.get("mode", "")):  # weight streaming: phase after phase
+        from .sim_stream import simulate_stream
+        return simulate_stream(p, inputs)
     from .sim_exec import KernelRun, SramImages, run_kernel
 
     mem = SramImages(p)

@@ -20,6 +20,7 @@ computes in float32.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ class SramImages:
         self.p = p
         self._blobs: dict[int, np.ndarray] = {}
         self._layouts: dict[tuple[int, int], Layout] = {}
+        self._groups: dict[tuple[int, int], list] = {}
 
     def blob(self, bi: int) -> np.ndarray:
         if bi not in self._blobs:
@@ -80,40 +82,78 @@ class SramImages:
                                                      tuple[slice, ...], np.ndarray]]:
         """(ys, xs, slice, shard) per group of PEs holding the same blob at
         the same slice; ys/xs are offsets in the unrotated rectangle."""
+        key = (ki, wi)
+        if key in self._groups:
+            return self._groups[key]
         lay = self.layout(ki, wi)
         n = lay.start.shape[-1]
-        code = lay.code.reshape(-1)
-        uniq, inv = np.unique(code, return_inverse=True)
+        uw = lay.code.shape[1]
+        uniq, first, inv = np.unique(lay.code.reshape(-1), return_index=True,
+                                     return_inverse=True)
         order = np.argsort(inv, kind="stable")
         cuts = np.cumsum(np.bincount(inv, minlength=uniq.size))[:-1]
-        uw = lay.code.shape[1]
+        # per group, as plain ints: its first PE's blob and slice
+        starts = lay.start.reshape(lay.blob.size, n)[first].tolist()
+        stops = lay.stop.reshape(lay.blob.size, n)[first].tolist()
+        blobs = lay.blob.reshape(-1)[first].tolist()
+        ys_all, xs_all = np.divmod(order, uw)
         out = []
-        for idx in np.split(order, cuts):
-            y0, x0 = divmod(int(idx[0]), uw)
-            st, sp = lay.start[y0, x0], lay.stop[y0, x0]
-            sl = tuple(slice(int(st[d]), int(sp[d])) for d in range(n))
-            want = tuple(int(sp[d] - st[d]) for d in range(n))
-            data = self.blob(int(lay.blob[y0, x0]))
-            if data.size != int(np.prod(want)):
+        for g, (lo, hi) in enumerate(zip(np.r_[0, cuts].tolist(), np.r_[cuts, order.size].tolist(),
+                                         strict=True)):
+            st, sp = starts[g], stops[g]
+            sl = tuple(slice(a, b) for a, b in zip(st, sp, strict=True))
+            want = tuple(b - a for a, b in zip(st, sp, strict=True))
+            data = self.blob(blobs[g])
+            if data.size != math.prod(want):
                 k = self.p.kernels[ki]
+                y0, x0 = divmod(int(first[g]), uw)
                 raise SimError(f"kernel '{k.name}': PE offset ({x0}, {y0}) holds blob "
-                               f"{int(lay.blob[y0, x0])} of {data.size} elements for %"
+                               f"{blobs[g]} of {data.size} elements for %"
                                f"{k.weights[wi]}, but its shard {_txt(sl)} has "
-                               f"{int(np.prod(want))}")
-            ys, xs = np.divmod(idx, uw)
-            out.append((ys, xs, sl, data.reshape(want)))
+                               f"{math.prod(want)}")
+            out.append((ys_all[lo:hi], xs_all[lo:hi], sl, data.reshape(want)))
+        self._groups[key] = out
         return out
 
     def pe_array(self, ki: int, wi: int, pad: tuple[int, ...]) -> np.ndarray:
         """[uh, uw, *pad]: PE (px, py)'s own shard at [py, px, :shard...],
-        zero-padded to `pad` (the largest shard)."""
+        zero-padded to `pad` (the largest shard).
+
+        Vectorised over PEs: PEs are grouped by (blob, shard extent), each
+        group's blob is padded once, and every PE takes its group's copy."""
         uw, uh = self.p.kernels[ki].unrotated_shape
-        groups = self.groups(ki, wi)
-        dt = groups[0][3].dtype if groups else COMPUTE_DTYPE
-        out = np.zeros((uh, uw, *pad), dt)
-        for ys, xs, _, data in groups:
-            out[(ys, xs) + tuple(slice(0, m) for m in data.shape)] = data
-        return out
+        lay = self.layout(ki, wi)
+        n = lay.start.shape[-1]
+        if n != len(pad):
+            raise SimError(f"kernel '{self.p.kernels[ki].name}': %{self.p.kernels[ki].weights[wi]}"
+                           f" has {n} dims but its executor pads shards to {list(pad)}")
+        ext = (lay.stop - lay.start).reshape(lay.blob.size, n)
+        code = lay.blob.reshape(-1).copy()
+        for d in range(n):
+            code = code * (int(ext[:, d].max(initial=0)) + 1) + ext[:, d]
+        _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+        ublob, uext = lay.blob.reshape(-1)[first].tolist(), ext[first]
+        datas = [self.blob(b) for b in ublob]
+        sizes = np.fromiter((a.size for a in datas), np.int64, len(datas))
+        bad = np.nonzero(sizes != np.prod(uext, axis=1))[0]
+        if bad.size:
+            g = int(bad[0])
+            y0, x0 = divmod(int(first[g]), uw)
+            k = self.p.kernels[ki]
+            raise SimError(f"kernel '{k.name}': PE offset ({x0}, {y0}) holds blob {ublob[g]} of "
+                           f"{sizes[g]} elements for %{k.weights[wi]}, but its shard has "
+                           f"extent {uext[g].tolist()} ({int(np.prod(uext[g]))} elements)")
+        dt = datas[0].dtype if datas else COMPUTE_DTYPE
+        stack = np.zeros((len(datas), *pad), dt)
+        full = (uext == np.asarray(pad, np.int64)).all(axis=1)
+        idx = np.nonzero(full)[0]
+        if idx.size:
+            stack[idx] = np.concatenate([datas[i].reshape(-1) for i in idx.tolist()]) \
+                .reshape(-1, *pad)
+        for i in np.nonzero(~full)[0].tolist():
+            e = uext[i].tolist()
+            stack[(i, *(slice(0, m) for m in e))] = datas[i].reshape(e)
+        return stack[inv.reshape(-1)].reshape(uh, uw, *pad)
 
     def assembled(self, ki: int, wi: int) -> np.ndarray:
         """The whole constant, rebuilt from every PE's shard at its role

@@ -9,8 +9,10 @@ library_dense.MatmulKind), vectorised over all PEs of the kernel:
   channels of its block; the c partials of a column are reduced in PE order
   (py % c = 0, 1, ..) and the reduction-end PE adds its bias shard.
 - matmul, knobs kx, ky: PE (px, py) holds B[Kd-block py, N-block px] and
-  multiplies the matching slice of each input row; the ky partials of a
-  column are summed, the reduction-end PE adds its shard of the bias.
+  multiplies the matching slice of each input row, accumulating one
+  reduction index after the other (as its FMAC loop does); the ky partials
+  of a column are summed in PE order, the reduction-end PE adds its shard of
+  the bias.
 
 Each executor returns False when the anchor is outside what it shards (e.g.
 a 1-D conv, a matmul whose B is an activation); the kernel then runs on the
@@ -128,8 +130,10 @@ def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
     if tb:
         wpe = wpe.transpose(0, 1, 3, 2)  # each PE uses its block transposed
     ab = np.pad(a2, [(0, 0), (0, ky * kb - Kd)]).reshape(M, ky, kb).transpose(1, 0, 2)
-    partial = np.matmul(ab[:, None], wpe)  # [ky, kx, M, nb]: one partial product per PE
-    acc = partial.sum(axis=0, dtype=COMPUTE_DTYPE)  # reduced down each PE column
+    partial = _pe_products(ab, wpe)  # [ky, kx, M, nb]: one partial product per PE
+    acc = np.zeros(partial.shape[1:], COMPUTE_DTYPE)
+    for r in range(ky):  # reduced down each PE column, in PE order
+        acc += partial[r]
     acc = acc.transpose(1, 0, 2).reshape(M, kx * nb)
     y = acc[:, :N] * COMPUTE_DTYPE(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" \
         else acc[:, :N]
@@ -141,6 +145,25 @@ def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
     stats["pe_macs_max"] = M * kb * nb
     stats["sharded_pes"] = kx * ky
     return True
+
+
+def _pe_products(ab: np.ndarray, wpe: np.ndarray) -> np.ndarray:
+    """Every PE's partial product, accumulated as its FMAC loop does: one
+    reduction index after the other, in f32. ab [ky, M, kb], wpe [ky, kx,
+    kb, nb] -> [ky, kx, M, nb].
+
+    Why not np.matmul: BLAS blocks and vectorises differently at the edges
+    of a matrix, so two output columns with equal inputs can round
+    differently; a PE computes every column the same way. The difference is
+    an ulp, but a softmax over equal logits of size 1e26 (vgg19's light
+    model: every weight is one constant) turns it into a different answer."""
+    ky, kx, kb, nb = wpe.shape
+    acc = np.zeros((ky, kx, ab.shape[1], nb), COMPUTE_DTYPE)
+    tmp = np.empty_like(acc)
+    for j in range(kb):
+        np.multiply(ab[:, None, :, j, None], wpe[:, :, None, j, :], out=tmp)
+        acc += tmp
+    return acc
 
 
 def _bias(env: Env, name: str, N: int, nb: int, kx: int, ky: int, node: Node) -> np.ndarray:

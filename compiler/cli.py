@@ -273,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wsec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `wsec inspect m.bin | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as e:  # noqa: BLE001 - the one place errors become messages
         if isinstance(e, SystemExit):
             raise

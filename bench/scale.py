@@ -26,8 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_gpt import PRESETS, make_gpt, param_count  # noqa: E402
 
 _CHILD = r"""
-import json, resource, sys, time
-def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+import json, sys, time
+def rss():  # VmHWM: ru_maxrss would keep the forking parent's peak across exec
+    return next(int(l.split()[1]) for l in open("/proc/self/status")
+                if l.startswith("VmHWM")) / 1024
 out = {}
 t = time.perf_counter()
 from wsec.frontends.onnx import load_onnx
@@ -57,13 +59,14 @@ print(json.dumps(out))
 
 
 _FULL = r"""
-import json, resource, sys, time
+import json, sys, time
 t = time.perf_counter()
 from wsec.cli import main
 rc = main([sys.argv[1], "-o", sys.argv[3], "--target", sys.argv[2], "-q",
            "--report-json", sys.argv[3] + ".json"])
 out = {"rc": rc, "total": time.perf_counter() - t,
-       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+       "rss_mb": next(int(l.split()[1]) for l in open("/proc/self/status")
+                      if l.startswith("VmHWM")) / 1024}
 if rc == 0:
     rep = json.load(open(sys.argv[3] + ".json"))
     out.update(mode=rep["mode"], phases=rep["summary"].get("phases", 0),

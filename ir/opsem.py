@@ -9,6 +9,7 @@ strided windows plus tensordot/einsum, never Python loops over pixels.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -278,8 +279,10 @@ def _pad(n: Node, ins: list) -> list:
 # --- reductions, normalisation, matrix products ----------------------------
 
 
-@_op("ReduceMean", "ReduceSum", "ReduceMax")
-def _reduce(n: Node, ins: list) -> list:
+def reduce_with(fn: Any, n: Node, ins: list) -> list:
+    """A Reduce* op: `fn(x, axis=, keepdims=)` over the axes given as the
+    `axes` input (opset 18) or attribute; none means all axes, unless
+    `noop_with_empty_axes` says the op is then the identity."""
     x = ins[0]
     axes = _get(ins, 1)
     if axes is None and "axes" in n.attrs:
@@ -291,8 +294,13 @@ def _reduce(n: Node, ins: list) -> list:
         ax = None
     else:
         ax = tuple(int(a) % x.ndim for a in axes)
-    fn = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max}[n.op]
     return [np.asarray(fn(x, axis=ax, keepdims=keep)).astype(x.dtype)]
+
+
+@_op("ReduceMean", "ReduceSum", "ReduceMax")
+def _reduce(n: Node, ins: list) -> list:
+    fn = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max}[n.op]
+    return reduce_with(fn, n, ins)
 
 
 @_op("Softmax")

@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 
 from .graph import Node
-from .opsem import _BINARY, _UNARY, _get, _ints, _op
+from .opsem import _BINARY, _UNARY, _get, _ints, _op, reduce_with
 
 Arr = np.ndarray
 
@@ -112,18 +112,7 @@ _REDUCERS = {
 
 @_op(*_REDUCERS)
 def _reduce_more(n: Node, ins: list) -> list:
-    x = ins[0]
-    axes = _get(ins, 1)
-    if axes is None and "axes" in n.attrs:
-        axes = n.attrs["axes"]
-    keep = bool(n.attrs.get("keepdims", 1))
-    if axes is None or len(axes) == 0:
-        if n.attrs.get("noop_with_empty_axes", 0):
-            return [x]
-        ax = None
-    else:
-        ax = tuple(int(a) % x.ndim for a in axes)
-    return [np.asarray(_REDUCERS[n.op](x, axis=ax, keepdims=keep)).astype(x.dtype)]
+    return reduce_with(_REDUCERS[n.op], n, ins)
 
 
 @_op("ArgMax", "ArgMin")

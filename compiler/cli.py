@@ -117,6 +117,8 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
     from .report import build_report, format_summary, write_report_json
 
     a = compile_parser().parse_args(argv)
+    if a.output:
+        _check_writable(a.output)
     if a.format == "ispd2020" or (a.format is None and a.model.lower().endswith(".kgraph")):
         from .ispd2020 import cmd_compile_kgraph
 
@@ -157,6 +159,17 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
 
         return verify_binary(a.output, a.model, out)
     return 0
+
+
+def _check_writable(path: str) -> None:
+    """Fail before compiling, not after, when the output cannot be written."""
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise UsageError(f"cannot write '{path}': directory '{d}' does not exist")
+    if not os.access(d, os.W_OK):
+        raise UsageError(f"cannot write '{path}': directory '{d}' is not writable")
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write '{path}': it is a directory")
 
 
 def _write_text_atomic(path: str, text: str) -> None:

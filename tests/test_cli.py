@@ -106,3 +106,10 @@ def test_grid_too_small_fails_without_partial_output(tmp_path: pathlib.Path) -> 
     assert r.returncode == 1, r.stdout
     assert r.stderr.startswith("wsec: error: ") and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_unwritable_output_fails_before_compiling(tmp_path: pathlib.Path) -> None:
+    r = run_wsec(str(EXAMPLE), "-o", str(tmp_path / "missing" / "m.bin"))
+    assert r.returncode == 1
+    assert "cannot write" in r.stderr and "does not exist" in r.stderr
+    assert r.stderr.count("\n") == 1

@@ -316,8 +316,10 @@ class Place(Pass):
                 start: float, ctx: PassContext) -> None:
         # by effort (fast: none); with a time limit, what it leaves (a margin kept)
         seconds = _REFINE_SECONDS[self.effort] if self.refine < 0 else self.refine
+        wall: float | None = None
         if limit is not None:
-            left = 0.8 * (limit - (time.perf_counter() - start)) - 0.5
+            wall = limit - (time.perf_counter() - start) - 0.5
+            left = 0.8 * wall
             seconds = min(left, seconds if self.refine >= 0 or self.effort == "fast" else left)
         ks = list(module.kernels())
         if seconds <= 0.05:
@@ -329,7 +331,7 @@ class Place(Pass):
         shapes = np.array([(k.rect.w, k.rect.h) for k in ks if k.rect], dtype=np.int64)
         prob = build_problem(module, shapes, target.width, target.height, self.objective)
         rects, stats = refine(prob, [(r.x, r.y, r.w, r.h) for r in (k.rect for k in ks)
-                                     if r is not None], seconds, self.seed)
+                                     if r is not None], seconds, self.seed, wall)
         for k, r in zip(ks, rects, strict=True):
             k.rect = Rect(*r)
         ctx.notes.append(_refine_note(stats))

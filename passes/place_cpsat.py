@@ -45,11 +45,15 @@ def _int_weights(values: Sequence[float]) -> list[int]:
 
 
 def refine(prob: Problem, rects: Sequence[tuple[int, int, int, int]], seconds: float,
-           seed: int = 0) -> tuple[list[tuple[int, int, int, int]], dict[str, Any]]:
+           seed: int = 0, wall_limit: float | None = None
+           ) -> tuple[list[tuple[int, int, int, int]], dict[str, Any]]:
     """Move the rectangles (x, y, w, h; sizes fixed) to shorten the weighted
-    wires in about `seconds` (a hard wall limit; the work done is fixed in
-    advance so that the result is deterministic). Returns the new rects and
-    stats: objective before/after (CP-SAT's integer units), rounds, seconds."""
+    wires in about `seconds`: the work (rounds of deterministic-time CP-SAT)
+    is fixed in advance from `seconds`, so the result is deterministic.
+    `wall_limit`, when given, is a hard stop in wall seconds (a user's
+    --time-limit); only a machine slow enough to hit it gets fewer rounds,
+    and the stats say so. Returns the new rects and stats: objective
+    before/after (CP-SAT's integer units), rounds, seconds."""
     t0 = time.perf_counter()
     n = len(rects)
     pairs = [(i, j, w) for i, lst in enumerate(prob.nbrs) for j, w in lst if j > i]
@@ -69,7 +73,7 @@ def refine(prob: Problem, rects: Sequence[tuple[int, int, int, int]], seconds: f
             adj[j].append((i, wt))
     rng = np.random.default_rng(seed)
     rounds = max(1, int(seconds * ROUNDS_PER_SECOND))
-    deadline = t0 + seconds
+    deadline = t0 + wall_limit if wall_limit is not None else float("inf")
     best = before
     stats["status"] = "done"
     for r in range(rounds):

@@ -94,7 +94,9 @@ def build_report(module: Module, target: Target,
         "utilisation": pes_used / target.pes if target.pes else 0.0,
         "cycles_per_sample": delta_t,
         "bound_cycles_per_sample": module.attrs.get("bound"),
-        "samples_per_second": target.clock_hz / delta_t if delta_t else None,
+        # throughput: the kernels' bottleneck or the busiest link, whichever is slower
+        "samples_per_second": (target.clock_hz / max(delta_t, max_link[1] if max_link else 0)
+                               if delta_t else None),
         "bottleneck": ({"kernel": bottleneck["name"], "kind": bottleneck["kind"],
                         "origin": bottleneck["origin"][:3]} if bottleneck else None),
         "wirelength_placed": round(placed_wl, 1),
@@ -203,8 +205,12 @@ def format_summary(report: dict[str, Any]) -> str:
     bound = s["bound_cycles_per_sample"]
     bound_txt = f", bound {bound} ({s['cycles_per_sample'] / bound:.2f}x)" if bound else ""
     sps = s["samples_per_second"]
-    lines.append(f"  cycles/sample  {s['cycles_per_sample']}{bound_txt}"
-                 + (f" = {sps:,.0f} samples/s at {t['clock_hz'] / 1e9:g} GHz" if sps else ""))
+    lines.append(f"  cycles/sample  {s['cycles_per_sample']}{bound_txt} (kernels)")
+    if sps:
+        by = ("the busiest link" if s.get("throughput_bound") == "link"
+              else "the bottleneck kernel")
+        lines.append(f"  throughput     {sps:,.0f} samples/s at {t['clock_hz'] / 1e9:g} GHz, "
+                     f"set by {by}")
     if b:
         lines.append(f"  bottleneck     {b['kernel']} ({b['kind']}: {', '.join(b['origin'])})")
     detour = f", detour {s['detour_ratio']:.2f}x" if s["detour_ratio"] else ""

@@ -16,7 +16,7 @@ from .library_common import LibraryKind
 from .library_dense import MatmulKind
 from .library_gather import GatherKind
 from .library_reduce import ReduceKind
-from .library_spatial import ConvKind, DeconvKind, PoolKind
+from .library_spatial import ConvKind, DeconvKind, PoolKind, ResizeKind
 from .library_stream import DatamoveKind, ElementwiseKind, NormKind, SoftmaxKind
 
 KINDS: dict[str, KernelKind] = {}
@@ -55,8 +55,8 @@ def kind_for_node(node: Node, values: dict[str, Value]) -> LibraryKind | None:
     return kind_for_op(node.op)
 
 
-for _kind in (ConvKind(), DeconvKind(), MatmulKind(), PoolKind(), NormKind(), SoftmaxKind(),
-              ReduceKind(), GatherKind(), ElementwiseKind(), DatamoveKind()):
+for _kind in (ConvKind(), DeconvKind(), MatmulKind(), PoolKind(), ResizeKind(), NormKind(),
+              SoftmaxKind(), ReduceKind(), GatherKind(), ElementwiseKind(), DatamoveKind()):
     register(_kind)
 
 # The ISPD 2020 contest's cost model: the kernel library of the `cs1` target.

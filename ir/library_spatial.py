@@ -26,6 +26,7 @@ from .library_common import (
     cdiv,
     elems_per_cycle,
     fused_extras,
+    is_const,
     itemsize,
     spatial,
     vtype,
@@ -339,6 +340,80 @@ class PoolKind(LibraryKind):
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
         return _channel_shard(dims["C"], knobs["c"], weight_shape, px)
+
+
+_RESIZE_TAPS = {"nearest": 1, "linear": 2, "cubic": 4}
+
+
+class ResizeKind(LibraryKind):
+    """Resize / upsampling of the spatial axes (+ fused element-wise ops).
+
+    Mapping like pooling: c channel groups along x, s output-row groups
+    along y. Resize is separable: a PE resamples each input row it needs
+    along W once (tw taps per output column), keeps the last th resampled
+    rows and blends them per output row (th taps), so an output element
+    costs tw + th multiply-adds for linear (2 + 2) and cubic (4 + 4);
+    nearest copies, so its time is the fabric's (receive and send). A PE
+    receives the input rows its ceil(Ho/s) output rows map to plus the tap
+    halo. Its constants (scales, sizes, roi, fused parameters) are small
+    and replicated on every PE.
+    dims: N, C, H, W (input), Ho, Wo, th, tw (taps per axis; 1 when the
+    axis is not resized), F/A/P (fused ops), Q (Resize's own constant
+    elements)."""
+
+    name = "resize"
+    knob_names = ("c", "s")
+    description = "resize: c channel groups (x), s output-row groups (y)"
+    ops = frozenset({"Resize"})
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        rz = body[0]
+        xt, yt = vtype(values, rz.inputs[0]), vtype(values, rz.outputs[0])
+        if len(xt.shape) not in (3, 4) or xt.shape[:2] != yt.shape[:2]:
+            raise UnsupportedShape(
+                f"Resize from {xt} to {yt}: only the spatial axes of an (N, C, W) or "
+                "(N, C, H, W) tensor map onto the resize kind (batch and channels must keep "
+                "their size)")
+        mode = str(rz.attrs.get("mode", "nearest"))
+        if mode not in _RESIZE_TAPS:
+            raise UnsupportedShape(f"Resize mode '{mode}'")
+        n, c, h, w = spatial(xt)
+        _, _, ho, wo = spatial(yt)
+        taps = _RESIZE_TAPS[mode]
+        q = sum(vtype(values, i).numel for i in rz.inputs[1:] if i and is_const(values, i))
+        d = {"N": n, "C": c, "H": h, "W": w, "Ho": ho, "Wo": wo, "Q": q,
+             "th": taps if (h, ho) != (1, 1) else 1, "tw": taps}
+        d.update(fused_extras(body, values))
+        return d
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        return {"c": candidates(dims["C"], target.width),
+                "s": candidates(dims["Ho"], target.height)}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        c, s = kn["c"], kn["s"]
+        cb = cdiv(d["C"], c)
+        epc, b = elems_per_cycle(target), itemsize(target)
+        th, tw = d["th"], d["tw"]
+        hb = cdiv(d["Ho"], s)
+        rows = d["N"] * hb
+        # input rows one row group reads: its share of H plus the taps' halo
+        rows_in = d["N"] * np.minimum(d["H"], cdiv(hb * d["H"], d["Ho"]) + th)
+        blend = 0 if th * tw == 1 else th + tw  # nearest is a copy
+        compute = (rows_in * cdiv(d["Wo"] * cb, target.lanes) * (tw if blend else 0)
+                   + rows * cdiv(d["Wo"] * cb, target.lanes) * (th * (blend > 0) + d["F"]))
+        recv = cdiv(rows_in * d["W"] * cb + rows * d["Wo"] * cb * d["A"], epc)
+        send = cdiv(rows * d["Wo"] * cb, epc)
+        cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+        sram = (CODE_BYTES + d["W"] * cb * b                 # the input row being resampled
+                + th * d["Wo"] * cb * b * (blend > 0)          # resampled rows kept for blending
+                + d["Wo"] * cb * b * (1 + d["A"])              # output (+ residual) row
+                + (2 * d["Wo"] + d["Q"] + d["P"]) * 4)         # tap tables, constants
+        return c, s, cycles, sram
+
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        return tuple(slice(0, n) for n in weight_shape)  # small: replicated
 
 
 def _channel_shard(C: int, parts: int, weight_shape: tuple[int, ...], px: int) -> tuple[slice, ...]:

@@ -83,6 +83,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "ReduceSumSquare": "sum of squares over `axes`",
     "Relu": "elementwise max(x, 0)",
     "Reshape": "reshape (0 copies a dim, -1 infers one)",
+    "Resize": "nearest/linear/cubic resampling by scales or sizes (all coordinate modes)",
     "Round": "elementwise round half to even",
     "Selu": "elementwise gamma * (x if x > 0 else alpha * (e^x - 1))",
     "Shape": "the shape of a tensor as i64 (start, end)",

@@ -261,3 +261,149 @@ def _conv_transpose(n: Node, ins: list) -> list:
     if b is not None:
         y = y + b.reshape((1, -1) + (1,) * nd)
     return [np.ascontiguousarray(y.astype(x.dtype))]
+
+
+# --- resize ------------------------------------------------------------------
+
+
+def _cubic_coeffs(r: Arr, a: float) -> Arr:
+    """Keys' cubic convolution weights of taps floor(x) - 1 .. floor(x) + 2."""
+    d = np.stack([r + 1, r, 1 - r, 2 - r], axis=-1)  # distances to the four taps
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, far)
+
+
+def _nearest_index(x: Arr, mode: str) -> Arr:
+    if mode == "floor":
+        return np.floor(x)
+    if mode == "ceil":
+        return np.ceil(x)
+    tie = x == np.floor(x) + 0.5
+    if mode == "round_prefer_ceil":
+        return np.where(tie, np.ceil(x), np.round(x))
+    return np.where(tie, np.floor(x), np.round(x))  # round_prefer_floor (the default)
+
+
+def resize_source(n: Node, size_in: int, size_out: int, scale: float,
+                  roi: tuple[float, float]) -> Arr:
+    """Input coordinate of every output index along one axis (ONNX Resize's
+    coordinate_transformation_mode), float64."""
+    xr = np.arange(size_out, dtype=np.float64)
+    mode = str(n.attrs.get("coordinate_transformation_mode", "half_pixel"))
+    if mode == "asymmetric":
+        return xr / scale
+    if mode == "align_corners":
+        return xr * 0.0 if size_out == 1 else xr * (size_in - 1) / (size_out - 1)
+    if mode == "pytorch_half_pixel":
+        return xr * 0.0 if size_out == 1 else (xr + 0.5) / scale - 0.5
+    if mode == "tf_crop_and_resize":
+        lo, hi = roi
+        if size_out == 1:
+            return xr * 0.0 + 0.5 * (lo + hi) * (size_in - 1)
+        return lo * (size_in - 1) + xr * (hi - lo) * (size_in - 1) / (size_out - 1)
+    if mode == "half_pixel_symmetric":
+        adj = size_out / (scale * size_in)
+        return size_in / 2 * (1 - adj) + (xr + 0.5) / scale - 0.5
+    if mode != "half_pixel":
+        raise ValueError(f"Resize '{n.name}': unknown coordinate_transformation_mode "
+                         f"'{mode}'")
+    return (xr + 0.5) / scale - 0.5
+
+
+def resize_taps(n: Node, size_in: int, size_out: int, scale: float,
+                roi: tuple[float, float]) -> tuple[Arr, Arr, Arr]:
+    """(indices [out, taps], weights [out, taps], outside [out]) of one axis:
+    output i is sum_t weights[i, t] * x[indices[i, t]]; `outside` marks the
+    outputs tf_crop_and_resize fills with extrapolation_value."""
+    x = resize_source(n, size_in, size_out, scale, roi)
+    mode = str(n.attrs.get("mode", "nearest"))
+    outside = np.zeros(size_out, bool)
+    if str(n.attrs.get("coordinate_transformation_mode", "")) == "tf_crop_and_resize":
+        outside = (x < 0) | (x > size_in - 1)
+    if mode == "nearest":
+        idx = _nearest_index(x, str(n.attrs.get("nearest_mode", "round_prefer_floor")))
+        idx = np.clip(idx.astype(np.int64), 0, size_in - 1)[:, None]
+        return idx, np.ones_like(idx, dtype=np.float64), outside
+    base = np.floor(x)
+    r = x - base
+    if mode == "linear":
+        idx = base[:, None].astype(np.int64) + np.arange(2)
+        w = np.stack([1 - r, r], axis=-1)
+    elif mode == "cubic":
+        idx = base[:, None].astype(np.int64) + np.arange(-1, 3)
+        w = _cubic_coeffs(r, float(n.attrs.get("cubic_coeff_a", -0.75)))
+    else:
+        raise ValueError(f"Resize '{n.name}': unknown mode '{mode}'")
+    if int(n.attrs.get("exclude_outside", 0)):
+        w = np.where((idx < 0) | (idx >= size_in), 0.0, w)
+        w = w / w.sum(axis=1, keepdims=True)
+    return np.clip(idx, 0, size_in - 1), w, outside
+
+
+def resize_plan(n: Node, shape: tuple[int, ...], roi: Arr | None, scales: Arr | None,
+                sizes: Arr | None) -> tuple[list[int], list[float], list[tuple[float, float]]]:
+    """Output shape, per-axis scale and per-axis roi of a Resize on `shape`
+    (opset 13..19 rules, incl. `axes` and keep_aspect_ratio_policy)."""
+    nd = len(shape)
+    axes = [int(a) % nd for a in _ints(n.attrs.get("axes"), list(range(nd)))]
+    out, sc = list(shape), [1.0] * nd
+    rois = [(0.0, 1.0)] * nd
+    if roi is not None and roi.size == 2 * len(axes):
+        r = roi.reshape(-1).astype(np.float64)
+        for j, a in enumerate(axes):
+            rois[a] = (float(r[j]), float(r[j + len(axes)]))
+    if sizes is not None and sizes.size:
+        want = [int(v) for v in sizes.reshape(-1)]
+        policy = str(n.attrs.get("keep_aspect_ratio_policy", "stretch"))
+        if policy != "stretch":
+            ratios = [want[j] / shape[a] for j, a in enumerate(axes)]
+            s = min(ratios) if policy == "not_larger" else max(ratios)
+            want = [int(np.floor(s * shape[a] + 0.5)) for a in axes]
+            ratios = [s] * len(axes)
+        else:
+            ratios = [want[j] / shape[a] for j, a in enumerate(axes)]
+        for j, a in enumerate(axes):
+            out[a], sc[a] = want[j], ratios[j]
+    elif scales is not None and scales.size:
+        for j, a in enumerate(axes):
+            sc[a] = float(scales.reshape(-1)[j])
+            out[a] = int(np.floor(shape[a] * sc[a]))
+    else:
+        raise ValueError(f"Resize '{n.name}' has neither scales nor sizes")
+    if any(s <= 0 for s in sc):
+        raise ValueError(f"Resize '{n.name}': scales must be positive, got {sc}")
+    return out, sc, rois
+
+
+@_op("Resize")
+def _resize(n: Node, ins: list) -> list:
+    """Separable: one axis after the other, each a gather of its taps and a
+    weighted sum (nearest: a plain gather, exact for every dtype)."""
+    x = ins[0]
+    if int(n.attrs.get("antialias", 0)) and str(n.attrs.get("mode", "nearest")) != "nearest":
+        raise ValueError(f"Resize '{n.name}': antialias=1 is not supported")
+    out, sc, rois = resize_plan(n, x.shape, _get(ins, 1), _get(ins, 2), _get(ins, 3))
+    nearest = str(n.attrs.get("mode", "nearest")) == "nearest"
+    y = x if nearest else x.astype(np.float64)
+    outside = np.zeros(out, bool)
+    for a in range(x.ndim):
+        if out[a] == x.shape[a] and sc[a] == 1.0 and rois[a] == (0.0, 1.0):
+            continue
+        idx, w, off = resize_taps(n, x.shape[a], out[a], sc[a], rois[a])
+        g = np.take(y, idx, axis=a)  # the tap axis lands right after axis a
+        if nearest:
+            y = np.squeeze(g, axis=a + 1)
+        else:
+            wshape = [1] * g.ndim
+            wshape[a], wshape[a + 1] = w.shape
+            y = (g * w.reshape(wshape)).sum(axis=a + 1)
+        if off.any():
+            bshape = [1] * x.ndim
+            bshape[a] = out[a]
+            outside |= off.reshape(bshape)
+    if outside.any():
+        y = np.where(outside, float(n.attrs.get("extrapolation_value", 0.0)), y)
+    if np.issubdtype(x.dtype, np.integer) and not nearest:
+        y = np.round(y)
+    return [np.ascontiguousarray(y).astype(x.dtype)]

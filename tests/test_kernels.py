@@ -42,6 +42,9 @@ DECONV = dict(N=1, C=64, H=16, W=16, K=32, R=4, S=4, G=1, sh=2, sw=2, Ho=32, Wo=
 CONV3D = dict(CONV, N=8, C=16, K=32, H=28, W=28, Ho=28, Wo=28, T=3)
 POOL3D = dict(POOL, N=8, T=3)
 INSTNORM = dict(N=1, C=64, H=32, W=32, O=6, L=1, Pc=2, Pr=0, F=0, A=0, P=0)
+RESIZE_NN = dict(N=1, C=256, H=40, W=40, Ho=80, Wo=80, th=1, tw=1, Q=4, F=1, A=1, P=0)
+RESIZE_LIN = dict(RESIZE_NN, th=2, tw=2, F=0, A=0)
+RESIZE_CUBIC_DOWN = dict(RESIZE_NN, H=161, W=161, Ho=80, Wo=80, th=4, tw=4, F=0, A=0)
 ATTN_QK = dict(M=12 * 512, Kd=64, N=512, Bt=12, tB=0, bias=0, Bact=1, Bwhole=0, F=1, A=0, P=1)
 
 CASES = [("conv", CONV), ("conv", CONV_BIG), ("conv", CONV_FIRST), ("conv", CONV_DW),
@@ -49,7 +52,8 @@ CASES = [("conv", CONV), ("conv", CONV_BIG), ("conv", CONV_FIRST), ("conv", CONV
          ("pool", GPOOL), ("norm", NORM), ("norm", BN), ("elementwise", ELEM),
          ("datamove", MOVE), ("softmax", SOFTMAX), ("reduce", REDUCE), ("reduce", ARGMAX),
          ("reduce", CUMSUM), ("gather", EMBED), ("gather", GATHER_ACT), ("deconv", DECONV),
-         ("conv", CONV3D), ("pool", POOL3D), ("norm", INSTNORM), ("matmul", ATTN_QK)]
+         ("conv", CONV3D), ("pool", POOL3D), ("norm", INSTNORM), ("matmul", ATTN_QK),
+         ("resize", RESIZE_NN), ("resize", RESIZE_LIN), ("resize", RESIZE_CUBIC_DOWN)]
 IDS = [f"{k}-{i}" for i, (k, _) in enumerate(CASES)]
 
 
@@ -62,7 +66,7 @@ def _mesh(kind, dims, target):
 
 def test_library_registered_with_docstrings() -> None:
     for name in ("conv", "matmul", "elementwise", "pool", "norm", "softmax", "datamove",
-                 "reduce", "gather", "deconv"):
+                 "reduce", "gather", "deconv", "resize"):
         kind = KINDS[name]
         assert isinstance(kind, LibraryKind)
         assert kind.__doc__ and len(kind.__doc__) > 80, f"{name} needs a docstring on its mapping"
@@ -78,6 +82,7 @@ def test_library_registered_with_docstrings() -> None:
     assert kind_for_op("ArgMax").name == "reduce"
     assert kind_for_op("Gather").name == "gather"
     assert kind_for_op("ConvTranspose").name == "deconv"
+    assert kind_for_op("Resize").name == "resize"
     assert kind_for_op("InstanceNormalization").name == "norm"
     assert kind_for_op("Einsum").name == "matmul"
     for op in ("Erf", "Where", "Xor", "Sin", "Mod", "IsNaN", "Trilu"):
@@ -282,3 +287,16 @@ def test_elementwise_tiles_a_large_constant_instead_of_copying_it() -> None:
         for px in range(w):
             owner[kind.weight_shard(dims, {"p": p}, 1, t.shape, px, py)] += 1
     assert (owner == 1).all()
+
+
+def test_resize_pays_for_its_taps_and_replicates_constants() -> None:
+    """Nearest is a copy (fabric-bound), linear blends 2 + 2 taps, cubic 4 + 4;
+    the scales/sizes constants are never split across PEs."""
+    kn = {"c": 1, "s": 1}
+    k = KINDS["resize"]
+    nn, lin = dict(RESIZE_NN, F=0, A=0), RESIZE_LIN
+    cubic = dict(RESIZE_LIN, th=4, tw=4)
+    cyc = [k.cycles(d, kn, WSE2) for d in (nn, lin, cubic)]
+    assert cyc[0] < cyc[1] < cyc[2]
+    assert k.sram(cubic, kn, WSE2) > k.sram(nn, kn, WSE2)
+    assert k.weight_shard(nn, {"c": 8, "s": 2}, 0, (4,), 3, 1) == (slice(0, 4),)

@@ -165,6 +165,26 @@ CASES: list[tuple[str, list, dict]] = [
     ("ConvTranspose", [f32(1, 2, 4, 4), f32(2, 3, 3, 3)],
      {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
     ("ConvTranspose", [f32(1, 2, 7), f32(2, 2, 3)], {"strides": [3]}),
+] + [  # Resize: every mode, coordinate transform and nearest rounding onnxruntime has
+    ("Resize", [f32(1, 2, 4, 5), None, np.array([1, 1, 2, 3], np.float32)],
+     {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": nm})
+    for nm in ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
+] + [
+    ("Resize", [f32(1, 3, 5, 7), None, np.array([1, 1, 1.5, 0.6], np.float32)],
+     {"mode": mode, "coordinate_transformation_mode": ctm})
+    for mode in ("nearest", "linear", "cubic")
+    for ctm in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
+] + [
+    ("Resize", [f32(2, 2, 6, 6), None, None, i64(2, 2, 3, 9)], {"mode": "linear"}),
+    ("Resize", [f32(1, 1, 6, 5), None, None, i64(1, 1, 1, 11)],
+     {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}),
+    ("Resize", [f32(1, 2, 7, 7), None, np.array([1, 1, 0.5, 2.5], np.float32)],
+     {"mode": "cubic", "exclude_outside": 1, "cubic_coeff_a": -0.5}),
+    ("Resize", [f32(1, 1, 6, 8), np.array([0, 0, 0.2, -0.1, 1, 1, 0.7, 1.2], np.float32), None,
+                i64(1, 1, 5, 7)],
+     {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+      "extrapolation_value": 3.5}),
+    ("Resize", [f32(1, 2, 9), None, np.array([1, 1, 1.7], np.float32)], {"mode": "linear"}),
 ]
 
 

@@ -22,6 +22,8 @@ from wsec.ir.ops import CANONICAL_OPSET, ONNX_DTYPES, SUPPORTED_OPS
 from wsec.ir.types import ConstData, Dense, External, TensorType, splat_of
 
 from .onnx_downgrade import DowngradeError, downgrade
+from .onnx_resize import ResizeConversionError, fix_legacy_resize, legacy_resize_modes
+from .onnx_rewrite import rewrite_model
 from .onnx_shapes import all_static, fold_shape_chains
 
 MIN_OPSET, MAX_OPSET = 6, 22
@@ -50,8 +52,14 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
     src = _model_opset(model, path)
     if src < 7:
         _fix_legacy_prelu(model)
+    try:
+        legacy = legacy_resize_modes(model) if src < 11 else {}
+    except ResizeConversionError as e:
+        raise FrontendError(str(e)) from None
     if src != opset:
         model = _convert(model, src, opset, path)
+    fix_legacy_resize(model, legacy)
+    model = rewrite_model(model)
     _check_supported(model)
     try:
         model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True,

@@ -10,6 +10,9 @@ changed only in form, not in meaning, so we rewrite those forms:
 - Reduce{Mean,Max,Min,Prod,L1,L2,SumSquare,LogSum,LogSumExp} axes input ->
   the `axes` attribute (must be a constant);
 - Gelu (opset 20) -> the erf or tanh formula opset-17 exporters write;
+- Mish (opset 18) -> x * tanh(softplus(x));
+- Resize's axes / antialias / keep_aspect_ratio_policy (opset 18) -> the
+  full-rank opset-17 form (see `onnx_resize`);
 
 then relabel the default-domain import. Whatever is still not valid at the
 target opset (a new attribute, a new op) is rejected by the onnx checker,
@@ -23,6 +26,8 @@ import math
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from .onnx_resize import ResizeConversionError, downgrade_resize
 
 _REDUCE_ATTR_AXES = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                      "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"}
@@ -53,6 +58,13 @@ def downgrade(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
             new_nodes.append(_reduce(n, name, consts))
         elif n.op_type == "Gelu":
             new_nodes.extend(_gelu(n, name, g))
+        elif n.op_type == "Mish":
+            new_nodes.extend(_mish(n, name))
+        elif n.op_type == "Resize":
+            try:
+                new_nodes.append(downgrade_resize(n, name, g, shapes))
+            except ResizeConversionError as e:
+                raise DowngradeError(str(e)) from None
         else:
             new_nodes.append(n)
     del g.node[:]
@@ -140,3 +152,10 @@ def _gelu(n: onnx.NodeProto, name: str, g: onnx.GraphProto) -> list[onnx.NodePro
     return inner + [mk("Add", [f"{p}.t", c("one", 1.0)], [f"{p}.t1"]),
                     mk("Mul", [x, f"{p}.t1"], [f"{p}.xt"]),
                     mk("Mul", [f"{p}.xt", c("half", 0.5)], [y], name=n.name)]
+
+
+def _mish(n: onnx.NodeProto, name: str) -> list[onnx.NodeProto]:
+    x, p = n.input[0], f"{name}.mish"
+    mk = helper.make_node
+    return [mk("Softplus", [x], [f"{p}.sp"]), mk("Tanh", [f"{p}.sp"], [f"{p}.t"]),
+            mk("Mul", [x, f"{p}.t"], list(n.output), name=n.name)]

@@ -19,6 +19,7 @@ from .kernel_kind import Dims, Knobs
 from .library_common import (
     CODE_BYTES,
     KERNEL_OVERHEAD,
+    OP_COST,
     ROW_OVERHEAD,
     LibraryKind,
     UnsupportedShape,
@@ -32,6 +33,9 @@ from .library_common import (
     vtype,
 )
 from .target import Target
+
+# ops that only relabel a row-major tensor (see form-kernels' VIEW_OPS)
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 
 
 class MatmulKind(LibraryKind):
@@ -75,6 +79,9 @@ class MatmulKind(LibraryKind):
         d = {"M": m, "Kd": kd, "N": n, "Bt": bt, "tB": tb, "bias": bias, "Bwhole": 0,
              "Bact": int(not is_const(values, mm.inputs[1]))}
         d.update(fused_extras(body, values))
+        # a fused Reshape back to 3-D (form-kernels) relabels the block: no cycles
+        d["F"] -= sum(OP_COST.get(x.op, 1) * max(1, len([i for i in x.inputs if i]) - 1)
+                      for x in body[1:] if x.op in VIEW_OPS)
         return d
 
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:

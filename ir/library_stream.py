@@ -63,16 +63,36 @@ def _external(body: Sequence[Node], values: dict[str, Value]) -> tuple[list[str]
     return acts, consts, len(internal)
 
 
-def _full_size_consts(body: Sequence[Node], values: dict[str, Value], e: int) -> list[str]:
-    """Constants read by `body` with as many elements as its largest tensor."""
+# a constant operand with at least this many elements is tiled over the
+# kernel's PEs rather than copied to each: a causal mask [1, 1, T, T] or a
+# rotary table [T, d] broadcast over the heads is too big to replicate
+TILE_MIN = 1024
+
+
+def _tiled_consts(body: Sequence[Node], values: dict[str, Value], e: int
+                  ) -> tuple[list[str], tuple[int, int, int]]:
+    """The constants read by `body` that are tiled over the PEs, and their
+    common (Fa, Fb, Fr) tiling: constants as large as the kernel's largest
+    tensor, or of at least TILE_MIN elements (broadcast over the output).
+    They must share one tiling (one cost model); the group with the most
+    elements wins, the others stay replicated."""
     internal = {o for n in body for o in n.outputs if o}
-    out: list[str] = []
+    groups: dict[tuple[int, int, int], list[str]] = {}
     for n in body:
         for i in n.inputs:
-            if i and i not in internal and i not in out and is_const(values, i) \
-                    and e > 1 and vtype(values, i).numel == e:
-                out.append(i)
-    return out
+            if not i or i in internal or not is_const(values, i) or e <= 1:
+                continue
+            t = vtype(values, i)
+            if t.numel <= 1 or (t.numel != e and t.numel < TILE_MIN):
+                continue
+            fa, fb = (ln for _, ln in _tile_axes(t.shape))
+            key = (fa, fb, t.numel // (fa * fb))
+            if i not in groups.setdefault(key, []):
+                groups[key].append(i)
+    if not groups:
+        return [], (1, 1, e)
+    key = max(groups, key=lambda g: len(groups[g]) * g[0] * g[1] * g[2])
+    return groups[key], key
 
 
 def _tile_axes(shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -109,7 +129,9 @@ class ElementwiseKind(_SpreadKind):
     every PE (small operands: scalars, per-channel vectors).
 
     A constant as large as the output (an attention mask, a learned position
-    table) is not replicated: each of the Pf such constants is tiled over
+    table), or of at least TILE_MIN elements broadcast over it (a causal mask
+    shared by the heads), is not replicated: each of the Pf such constants
+    (one tiling: same Fa, Fb, Fr) is tiled over
     the kernel's w x h rectangle, its first non-unit axis (Fa long) in h
     blocks along y and its next non-unit axis (Fb long) in w blocks along x
     (Fr elements per (a, b) pair), so a PE holds about 1/p of it."""
@@ -123,12 +145,9 @@ class ElementwiseKind(_SpreadKind):
         ops = sum(OP_COST.get(n.op, 1) * max(1, len([i for i in n.inputs if i]) - 1)
                   for n in body)
         e = _max_numel(body, values, acts)
-        full = _full_size_consts(body, values, e)
-        fa, fb = 1, 1
-        if full:  # the tiling of the first such constant bounds them all
-            fa, fb = (n for _, n in _tile_axes(vtype(values, full[0]).shape))
-        return {"E": e, "I": len(acts), "O": ops, "Q": 1, "P": consts - len(full) * e,
-                "Pf": len(full), "Fa": fa, "Fb": fb, "Fr": e // (fa * fb)}
+        full, (fa, fb, fr) = _tiled_consts(body, values, e)
+        return {"E": e, "I": len(acts), "O": ops, "Q": 1, "P": consts - len(full) * fa * fb * fr,
+                "Pf": len(full), "Fa": fa, "Fb": fb, "Fr": fr}
 
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
         # sharded constants index PEs row-major in a near-square rectangle:
@@ -153,12 +172,14 @@ class ElementwiseKind(_SpreadKind):
                      weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
         full = [slice(0, n) for n in weight_shape]
         numel = int(np.prod(weight_shape)) if weight_shape else 1
-        if not dims.get("Pf") or numel != dims["E"] or numel <= 1:
+        (a, la), (b, lb) = _tile_axes(weight_shape)
+        fa, fb, fr = dims.get("Fa", 1), dims.get("Fb", 1), dims.get("Fr", 0)
+        if not dims.get("Pf") or numel <= 1 or (la, lb) != (fa, fb) or numel != fa * fb * fr \
+                or (numel != dims["E"] and numel < TILE_MIN):
             return tuple(full)
         p = int(knobs["p"])
         w = max(1, int(np.ceil(np.sqrt(p))))  # as squarish(p): p <= width^2 (knob_grid)
         h = -(-p // w)
-        (a, la), (b, lb) = _tile_axes(weight_shape)
         full[a] = block(la, min(h, la), py)
         if lb > 1:
             full[b] = block(lb, min(w, lb), px)

@@ -32,6 +32,10 @@ from .base import Pass, PassContext, PassError
 
 # ops whose every output element is some input element of the first input
 _SPLAT_PRESERVING = SHAPE_ONLY_OPS | {"Gather", "Slice", "Split"}
+# ops that only rearrange (or narrow) their first input: folding one costs no
+# more memory than the constant it reads, so big weights may fold
+_REARRANGING = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                          "Identity", "Cast", "Slice", "Split"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Canonicalize(Pass):
     name: ClassVar[str] = "canonicalize"
     ensures: ClassVar[tuple[str, ...]] = ("canonical",)
     fold_limit: int = 1 << 20  # max elements materialised when folding a non-splat
+    move_fold_limit: int = 1 << 28  # the same for ops that only rearrange a constant
 
     def run(self, module: Module, ctx: PassContext) -> None:
         rules = (self._fold_constants, _bypass_copies, self._fold_batchnorm, _sum_to_add,
@@ -55,7 +60,10 @@ class Canonicalize(Pass):
     def _fold_constants(self, m: Module) -> bool:
         keep: list[Node] = []
         for n in m.nodes:
-            results = None if isinstance(n, Kernel) else self._fold(m, n)
+            # exporters' constant arithmetic may pass through inf/nan that a
+            # later Where masks out (T5's log(0) at relative position 0)
+            with np.errstate(all="ignore"):
+                results = None if isinstance(n, Kernel) else self._fold(m, n)
             if results is None:
                 keep.append(n)
                 continue
@@ -94,7 +102,11 @@ class Canonicalize(Pass):
                 return None
             return [Splat(out_types[0], _cast_scalar(np.asarray(r).item(), out_types[0]))]
         sizes = [c.type.numel for c in given] + [t.numel for t in out_types if t]
-        if any(s > self.fold_limit for s in sizes):
+        limit = self.fold_limit
+        if n.op in _REARRANGING and first is not None and \
+                all(t.numel <= first.type.numel for t in out_types if t):
+            limit = max(limit, self.move_fold_limit)
+        if any(s > limit for s in sizes):
             return None
         try:
             arrays = evaluate(n, [c.array() if c is not None else None for c in ins])

@@ -10,7 +10,9 @@ and route. Rules (greedy, in topological order, deterministic):
 - an anchor (an op of conv, deconv, matmul, pool, norm, softmax or reduce
   kind) absorbs the element-wise ops that follow it (bias Add, Relu/Erf/...,
   residual Add/Sum) as long as each intermediate value has that op as its
-  only reader, is not a model output, and keeps its shape;
+  only reader, is not a model output, and keeps its shape; a matmul also
+  absorbs a following pure relabelling (Reshape/Flatten/Squeeze/Unsqueeze
+  with constant shape operands), as Linear / Conv1D exports end with one;
 - the remaining element-wise ops form element-wise kernels, chained the same
   way; consecutive data-movement ops (Reshape, Concat, Transpose, ...) form
   one datamove kernel; a gather (table lookup) kernel stands alone;
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from wsec.ir.graph import HOST, Edge, Kernel, Module, Node
 from wsec.ir.kernels import KINDS, kind_for_node
 from wsec.ir.library_common import LibraryKind, UnsupportedShape
+from wsec.ir.library_dense import VIEW_OPS
 from wsec.ir.types import DTYPES
 
 from .base import Pass, PassContext, PassError
@@ -47,6 +50,10 @@ ANCHOR_FUSES = frozenset({
     "HardSigmoid", "HardSwish", "Elu", "Selu", "Gelu", "Softplus", "Softsign", "Erf", "Exp",
     "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Pow", "Max", "Min", "Mean",
 })
+# a matmul absorbs a following pure relabelling (VIEW_OPS: its output block is
+# the same bytes before and after), as exporters write Linear / Conv1D:
+# Gemm -> Reshape back to 3-D; alone, each would be a kernel and a route
+VIEW_ANCHORS = ("matmul",)
 CHAIN_KINDS = ("elementwise", "datamove")
 ALONE_KINDS = ("gather",)
 
@@ -144,6 +151,9 @@ class _Grouper:
             return self.kinds[j] == kind
         nxt, first = self.nodes[j], self.nodes[anchor]
         outs = [o for o in first.outputs if o]
+        if nxt.op in VIEW_OPS:
+            return (kind in VIEW_ANCHORS and len(outs) == 1 and len(nxt.outputs) == 1
+                    and all(self.m.values[i].const is not None for i in nxt.inputs[1:] if i))
         return (nxt.op in ANCHOR_FUSES and len(nxt.outputs) == 1 and len(outs) == 1
                 and self._shape(nxt.outputs[0]) == self._shape(outs[0]))
 

@@ -115,6 +115,9 @@ def write_binary(module: Module, path: str, version: str | None = None,
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a binary is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -6,6 +6,7 @@ directly.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -152,8 +153,34 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     back = _pending(merge_options(back_specs, overrides), module)
     pm2 = _manager(back, opts, emit_ir)
     pm2.timings.extend(pm.timings + [("select-mode", time.perf_counter() - t0)])
-    completed = pm2.run(module, ctx)
+    fallback = opts.mode == "auto" and mode == "pipeline" and not opts.stop_after
+    snapshot = _snapshot(module) if fallback else None
+    try:
+        completed = pm2.run(module, ctx)
+    except PassError as e:
+        if snapshot is None:
+            raise
+        # auto mode promised one command for any model: a pipeline layout that
+        # sizing accepted but placement/routing/allocation could not build
+        # falls back to weight streaming, and the report says why
+        module.__dict__.update(snapshot.__dict__)
+        reason = str(e).strip().splitlines()[0]
+        module.attrs["mode"] = "stream"
+        module.attrs["mode_reason"] = (f"stream (auto): the pipeline layout failed ({reason}); "
+                                       f"streaming the weights instead")
+        stream = _pending(merge_options(list(backend_passes("stream")), []), module)
+        pm3 = _manager(stream, opts, emit_ir)
+        pm3.timings.extend(pm2.timings)
+        completed = pm3.run(module, ctx)
+        return CompileResult(module, target, pm3, completed)
     return CompileResult(module, target, pm2, completed)
+
+
+def _snapshot(module: Module) -> Module:
+    """A copy of the module's structure that shares its (read-only, possibly
+    memory-mapped) constant data, so a failed back end can be undone."""
+    memo = {id(v.const): v.const for v in module.values.values() if v.const is not None}
+    return copy.deepcopy(module, memo)
 
 
 def _pending(passes: list[Pass], module: Module) -> list[Pass]:

@@ -113,3 +113,24 @@ def test_unwritable_output_fails_before_compiling(tmp_path: pathlib.Path) -> Non
     assert r.returncode == 1
     assert "cannot write" in r.stderr and "does not exist" in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_auto_mode_streams_when_the_pipeline_layout_fails(monkeypatch) -> None:
+    """Auto mode's promise is one command for any model: a pipeline layout
+    that sizing accepted but routing could not build falls back to weight
+    streaming and says why; a forced pipeline reports the routing error."""
+    import pytest
+    from wsec.driver import CompileOptions, compile_model
+    from wsec.passes import PassError
+    from wsec.passes.route import Route
+
+    def fail(self, module, ctx):  # noqa: ANN001
+        raise PassError("edge %x cannot be routed: no color is free")
+
+    monkeypatch.setattr(Route, "run", fail)
+    res = compile_model(str(EXAMPLE), CompileOptions())
+    assert res.completed and res.module.attrs["mode"] == "stream"
+    assert "pipeline layout failed (edge %x cannot be routed" in res.module.attrs["mode_reason"]
+    assert all(k.rect is not None for k in res.module.kernels())
+    with pytest.raises(PassError, match="cannot be routed"):
+        compile_model(str(EXAMPLE), CompileOptions(mode="pipeline"))

@@ -27,7 +27,10 @@ def evaluate(node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
     impl = _IMPLS.get(node.op)
     if impl is None:
         raise ValueError(f"no semantics for operator '{node.op}' (node '{node.name}')")
-    outs = impl(node, list(inputs))
+    # ONNX defines the inf/nan results of log(0), 0/0 or an out-of-range cast;
+    # numpy's warnings about them say nothing a user can act on
+    with np.errstate(all="ignore"):
+        outs = impl(node, list(inputs))
     return [np.asarray(o) for o in outs][: max(1, len(node.outputs))]
 
 

@@ -257,6 +257,15 @@ def _txt(sl: tuple[slice, ...]) -> str:
     return "[" + ", ".join(f"{s.start}:{s.stop}" for s in sl) + "]"
 
 
+def run_op(kernel: str, node: Node, args: list[np.ndarray | None]) -> list[np.ndarray]:
+    """One body op of `kernel` through the reference semantics; a failure
+    becomes a SimError naming the kernel and the op."""
+    try:
+        return evaluate(node, args)
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        raise SimError(f"kernel '{kernel}': op '{node.name}' ({node.op}) failed: {e}") from None
+
+
 def node_of(d: dict[str, Any]) -> Node:
     return Node(str(d["name"]), str(d["op"]), list(d["inputs"]), list(d["outputs"]),
                 dict(d["attrs"]))
@@ -282,11 +291,7 @@ class Env:
 
     def run_node(self, node: Node) -> None:
         args = [self.get(i, node.name) if i else None for i in node.inputs]
-        try:
-            outs = evaluate(node, args)
-        except (ValueError, TypeError, IndexError, KeyError) as e:
-            raise SimError(f"kernel '{self.k.name}': op '{node.name}' ({node.op}) failed: "
-                           f"{e}") from None
+        outs = run_op(self.k.name, node, args)
         for o, a in zip(node.outputs, outs, strict=False):
             if o:
                 self.store(o, a)

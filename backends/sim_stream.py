@@ -18,12 +18,11 @@ import time
 from collections.abc import Mapping
 
 import numpy as np
-from wsec.ir.opsem import evaluate
 from wsec.ir.types import DTYPES
 
 from .format import Program, type_dtype, type_shape
 from .sim import RunResult, SimError, value_array_type
-from .sim_exec import node_of
+from .sim_exec import node_of, run_op
 from .stream import stream_weight
 
 COMPUTE_DTYPE = np.float32
@@ -81,11 +80,7 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
                 else:
                     raise SimError(f"kernel '{k.name}': op '{node.name}' reads %{i}, which is "
                                    f"neither a kernel input nor computed before it")
-            try:
-                outs = evaluate(node, args)
-            except (ValueError, TypeError, IndexError, KeyError) as e:
-                raise SimError(f"kernel '{k.name}': op '{node.name}' ({node.op}) failed: "
-                               f"{e}") from None
+            outs = run_op(k.name, node, args)
             for o, a in zip(node.outputs, outs, strict=False):
                 if o:
                     env[o] = _store(p, k.name, o, a)

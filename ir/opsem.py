@@ -209,11 +209,16 @@ def _const_of_shape(n: Node, ins: list) -> list:
     return [np.full([int(d) for d in ins[0]], n.attrs.get("value", 0), dtype=dt)]
 
 
-@_op("Gather")
-def _gather(n: Node, ins: list) -> list:
+def gather_args(n: Node, ins: list) -> tuple[Arr, Arr, int]:
+    """(data, indices with negatives wrapped, axis) of a Gather-like op."""
     x, idx = ins[0], ins[1].astype(np.int64)
     axis = int(n.attrs.get("axis", 0)) % x.ndim
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    return x, np.where(idx < 0, idx + x.shape[axis], idx), axis
+
+
+@_op("Gather")
+def _gather(n: Node, ins: list) -> list:
+    x, idx, axis = gather_args(n, ins)
     return [np.take(x, idx, axis=axis)]
 
 

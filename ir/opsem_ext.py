@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 
 from .graph import Node
-from .opsem import _BINARY, _UNARY, _get, _ints, _op, reduce_with
+from .opsem import _BINARY, _UNARY, _get, _ints, _op, gather_args, reduce_with
 
 Arr = np.ndarray
 
@@ -174,9 +174,7 @@ def _einsum(n: Node, ins: list) -> list:
 
 @_op("GatherElements")
 def _gather_elements(n: Node, ins: list) -> list:
-    x, idx = ins[0], ins[1].astype(np.int64)
-    axis = int(n.attrs.get("axis", 0)) % x.ndim
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    x, idx, axis = gather_args(n, ins)
     return [np.take_along_axis(x, idx, axis=axis)]
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST, Kernel, Module, Value
 from wsec.ir.kernels import kind_of
 from wsec.ir.target import Target, module_target
@@ -70,7 +71,7 @@ Block = tuple[int, int, int, int, SliceKey]  # x0, x1, y0, y1, slice
 SAMPLES = 48
 
 
-class EmitError(Exception):
+class EmitError(WsecError):
     """The module cannot be turned into a valid binary (message for people)."""
 
 
@@ -130,7 +131,7 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
                   out_dir: str | None = None) -> Program:
     try:
         target = module_target(module.attrs)
-    except ValueError as e:
+    except WsecError as e:
         raise EmitError(str(e)) from None
     kernels = list(module.kernels())
     for k in kernels:
@@ -149,7 +150,7 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
     acc = _MapAcc()
     stream = module.attrs.get("mode") == "stream"
     if stream:  # weights stream in per phase: descriptors, not shards (backends/stream.py)
-        from .stream import StreamError, stream_host_io, stream_tables
+        from .weight_stream import StreamError, stream_host_io, stream_tables
 
         try:
             phases, streams = stream_tables(module, kernels, [_weight_names(k, module)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST, PORTS, Hop, Rect, SramRegion
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
@@ -70,7 +71,7 @@ DTYPE_CODES = ("f16", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32
 assert set(DTYPE_CODES) == set(DTYPES)
 
 
-class FormatError(Exception):
+class FormatError(WsecError):
     """A section's bytes do not decode (the loader turns it into BinaryError)."""
 
 

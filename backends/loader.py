@@ -16,6 +16,7 @@ import os
 import struct
 
 import numpy as np
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST
 from wsec.ir.kernels import KINDS
 
@@ -49,7 +50,7 @@ from .format import (
 )
 
 
-class BinaryError(Exception):
+class BinaryError(WsecError):
     """The file is not a valid wsec binary; the message says why, in one line."""
 
 
@@ -79,7 +80,7 @@ def load_binary(src: str | bytes | os.PathLike[str], validate: bool = True,
         except Exception as e:  # a rule tripped over malformed content
             raise BinaryError(f"inconsistent program ({type(e).__name__}: {e})") from None
         if check_files and is_stream(p):
-            from .stream import StreamError, check_weight_files
+            from .weight_stream import StreamError, check_weight_files
 
             try:
                 check_weight_files(p)
@@ -191,7 +192,7 @@ def validate_program(p: Program) -> None:
     _check_routes(p)
     _check_sram(p)
     if is_stream(p):  # weights arrive per phase: stream descriptors instead of shard maps
-        from .stream import StreamError, check_streams
+        from .weight_stream import StreamError, check_streams
 
         try:
             check_streams(p)

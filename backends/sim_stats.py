@@ -19,7 +19,7 @@ from wsec.ir.kernels import KINDS
 from wsec.ir.types import DTYPES
 
 from .format import Program, type_shape
-from .sim import RunResult
+from .sim_base import RunResult
 
 
 def edge_wavelets(p: Program, ei: int) -> int:

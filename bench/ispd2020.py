@@ -17,7 +17,9 @@ import sys
 import tempfile
 
 from wsec.frontends.kgraph import load_kgraph
-from wsec.ispd2020 import compile_kgraph, read_solution, score
+from wsec.ispd.driver import compile_kgraph
+from wsec.ispd.score import score
+from wsec.ispd.solution import read_solution
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO.parent / "shared" / "ispd2020"

@@ -1,7 +1,9 @@
-"""Command line: `wsec MODEL -o OUT` compiles; `wsec ops|inspect|opt` are tools.
+"""Command line: `wsec MODEL -o OUT` compiles; `wsec ops|inspect|opt|run|score` are tools.
 
-Bad input ends in a one-line `wsec: error: ...` and exit status 1; a
-traceback only with --debug.
+Every user-facing error derives from one root (wsec.ir.errors.WsecError) and
+ends in a one-line `wsec: error: ...` with its exit code: 1 for an error in
+the input, 2 for a usage error. Anything else is a bug: one 'internal error'
+line and exit 70. A traceback only with --debug.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+
+from wsec.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, WsecError
 
 from . import __version__
 
@@ -30,10 +34,6 @@ examples:
   wsec model.onnx --stop-after=place          (prints the IR after placement)
   wsec A.kgraph -o A.sol --time-limit 60      (ISPD 2020 kernel graph -> contest solution)
 """
-
-
-class UsageError(Exception):
-    pass
 
 
 def _input_shape(text: str) -> tuple[str, list[int]]:
@@ -61,7 +61,7 @@ def _grid(text: str) -> tuple[int, int]:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 1
+    def error(self, message: str) -> None:  # one line, exit 2
         raise UsageError(f"{message} (see 'wsec --help')")
 
 
@@ -120,7 +120,7 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
     if a.output:
         _check_writable(a.output)
     if a.format == "ispd2020" or (a.format is None and a.model.lower().endswith(".kgraph")):
-        from .ispd2020 import cmd_compile_kgraph
+        from .ispd.cli import cmd_compile_kgraph
 
         return cmd_compile_kgraph(a, out)
     if not a.output and not a.stop_after:
@@ -165,11 +165,11 @@ def _check_writable(path: str) -> None:
     """Fail before compiling, not after, when the output cannot be written."""
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
-        raise UsageError(f"cannot write '{path}': directory '{d}' does not exist")
+        raise WsecError(f"cannot write '{path}': directory '{d}' does not exist")
     if not os.access(d, os.W_OK):
-        raise UsageError(f"cannot write '{path}': directory '{d}' is not writable")
+        raise WsecError(f"cannot write '{path}': directory '{d}' is not writable")
     if os.path.isdir(path):
-        raise UsageError(f"cannot write '{path}': it is a directory")
+        raise WsecError(f"cannot write '{path}': it is a directory")
 
 
 def _write_text_atomic(path: str, text: str) -> None:
@@ -242,26 +242,9 @@ def cmd_opt(argv: Sequence[str], out: Callable[[str], None]) -> int:
 
 
 def _cmd_score(argv: Sequence[str], out: Callable[[str], None]) -> int:
-    from .ispd2020 import cmd_score
+    from .ispd.cli import cmd_score
 
     return cmd_score(argv, out, _Parser)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [UsageError, OSError]
-    from wsec.passes import PassError
-
-    from .driver import CompileError
-
-    errs += [PassError, CompileError]
-    for mod, name in (("wsec.frontends.onnx", "FrontendError"), ("wsec.ir.parser", "ParseError"),
-                      ("wsec.ir.verify", "VerifyError"), ("wsec.backends.loader", "BinaryError"),
-                      ("wsec.frontends.kgraph", "KgraphError"), ("wsec.ispd2020", "SolutionError")):
-        try:
-            errs.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,11 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handlers[args[0]](args[1:], out)
         if not args:
             compile_parser().print_help()
-            return 1
+            return EXIT_USAGE
         return cmd_compile(args, out)
     except KeyboardInterrupt:
         print("wsec: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `wsec inspect m.bin | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -294,13 +277,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if debug:
             raise
+        if isinstance(e, WsecError):
+            print(f"wsec: error: {e.one_line()}", file=sys.stderr)
+            return e.exit_code
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, _user_errors()):
+        if isinstance(e, OSError):  # a file the user named cannot be read or written
             print(f"wsec: error: {msg}", file=sys.stderr)
             return 1
         print(f"wsec: internal error: {type(e).__name__}: {msg} (rerun with --debug for a "
               f"traceback, and please report it)", file=sys.stderr)
-        return 2
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

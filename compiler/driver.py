@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import Module
 from wsec.ir.target import Target, get_target
 from wsec.passes import DEFAULT_PIPELINE, Pass, PassContext, PassError
 from wsec.passes.manager import PassManager, merge_options
 
 
-class CompileError(Exception):
+class CompileError(WsecError):
     """A user-facing error outside any single pass (bad options, I/O)."""
 
 
@@ -100,10 +101,7 @@ def resolve_target(module: Module, opts: CompileOptions) -> Target:
     dtype: str | None = opts.dtype
     if dtype == "auto":  # the model's own (set on loading), else the target's native
         dtype = str(module.attrs["dtype"]) if module.attrs.get("dtype") else None
-    try:
-        target = get_target(opts.target, opts.grid, dtype)
-    except ValueError as e:
-        raise CompileError(str(e)) from None
+    target = get_target(opts.target, opts.grid, dtype)
     module.attrs["target"] = target.name
     module.attrs["grid"] = [target.width, target.height]
     module.attrs["dtype"] = target.dtype

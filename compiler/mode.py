@@ -24,14 +24,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-import numpy as np
+from wsec.ir.errors import LayoutInfeasible
 from wsec.ir.graph import Kernel, Module
-from wsec.ir.kernels import KINDS
+from wsec.ir.sizing import kernel_choices, least_need
 from wsec.ir.target import Target
-from wsec.passes import DEFAULT_PIPELINE, REGISTRY, PassContext, PassError
-from wsec.passes.size import Size, kernel_choices
+from wsec.passes import DEFAULT_PIPELINE, REGISTRY, PassContext
+from wsec.passes.size import Size
 
 MODES = ("auto", "pipeline", "stream")
 FRONT_END = ("canonicalize", "form-kernels")  # shared by both modes; mode chosen after
@@ -39,7 +38,7 @@ PIPELINE_BACKEND = tuple(p for p in DEFAULT_PIPELINE if p not in FRONT_END)
 STREAM_BACKEND = ("schedule-phases",)  # registered by the streaming back end
 
 
-class ModeError(PassError):
+class ModeError(LayoutInfeasible):
     """The requested mode cannot compile this model; the message has the numbers."""
 
 
@@ -74,29 +73,6 @@ def _where(k: KernelNeed) -> str:
     return f"kernel '{k.name}' ({k.kind}, from {', '.join(k.origin[:2]) or '?'})"
 
 
-@lru_cache(maxsize=1024)
-def _least_need(kind_name: str, dims: tuple[tuple[str, int], ...], target: Target
-                ) -> tuple[int, int]:
-    """(PEs, bytes) of the knob setting fitting the grid with the fewest total
-    SRAM bytes, ignoring the per-PE limit (what a kernel with no legal size
-    would need); (0, 0) when nothing fits the grid at all."""
-    kind = KINDS[kind_name]
-    d = dict(dims)
-    grid = kind.knob_grid(d, target)
-    names = list(kind.knob_names)
-    mesh = np.meshgrid(*[grid[n] for n in names], indexing="ij")
-    w, h, _, mem = (np.asarray(a, dtype=np.int64).reshape(-1) for a in kind.evaluate(
-        d, {n: m.reshape(-1) for n, m in zip(names, mesh, strict=True)}, target))
-    fits = ((w <= target.width) & (h <= target.height)) | ((h <= target.width)
-                                                          & (w <= target.height))
-    if not fits.any():
-        return 0, 0
-    area = (w * h)[fits]
-    total = area * mem[fits]
-    i = int(np.argmin(total))
-    return int(area[i]), int(total[i])
-
-
 def _const_bytes(module: Module, k: Kernel, target: Target) -> int:
     """Bytes of the constants (weights) a kernel reads, in the target's dtype."""
     from wsec.ir.types import DTYPES
@@ -117,7 +93,7 @@ def sram_needs(module: Module, target: Target) -> list[KernelNeed]:
             out.append(KernelNeed(k.name, k.kind, tuple(k.origin), c.area, c.area * c.sram,
                                   True))
             continue
-        pes, need = _least_need(k.kind, tuple(sorted(k.dims.items())), target)
+        pes, need = least_need(k.kind, tuple(sorted(k.dims.items())), target)
         need = max(need, _const_bytes(module, k, target))
         out.append(KernelNeed(k.name, k.kind, tuple(k.origin), pes, need, False))
     return out
@@ -130,7 +106,7 @@ def _sizes(module: Module, target: Target, size_pass: Size) -> str | None:
                    nodes=[copy.copy(k) for k in module.kernels()], attrs=dict(module.attrs))
     try:
         size_pass.run(probe, PassContext(target))
-    except PassError as e:
+    except LayoutInfeasible as e:
         return str(e)
     return None
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from wsec.ir.errors import UsageError, WsecError
 
 RTOL, ATOL = 1e-4, 1e-5  # fp32 PEs: the model's own precision
 # fp16 PEs (`--dtype f16`): weights and results rounded to 11 significant bits
@@ -71,17 +72,8 @@ def run_parser(parser_cls: type[argparse.ArgumentParser]) -> argparse.ArgumentPa
 
 def cmd_run(argv: Sequence[str], out: Callable[[str], None],
             parser_cls: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
-    from wsec.backends.sim import SimError
-
-    from .cli import UsageError
-
     a = run_parser(parser_cls).parse_args(argv)
-    try:
-        return _run(a, out)
-    except (SimError, ValueError) as e:  # a message for the user, not a traceback
-        if a.debug:
-            raise
-        raise UsageError(str(e)) from None
+    return _run(a, out)
 
 
 def _run(a: argparse.Namespace, out: Callable[[str], None]) -> int:
@@ -93,9 +85,9 @@ def _run(a: argparse.Namespace, out: Callable[[str], None]) -> int:
     for spec in a.input:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"bad --input '{spec}': expected NAME=FILE.npy")
+            raise UsageError(f"bad --input '{spec}': expected NAME=FILE.npy")
         if name not in inputs:
-            raise ValueError(f"--input {name}: the binary's model inputs are "
+            raise UsageError(f"--input {name}: the binary's model inputs are "
                              f"{', '.join(prog.info['inputs'])}")
         inputs[name] = np.load(path, allow_pickle=False)
     t0 = time.perf_counter()
@@ -134,7 +126,9 @@ def onnx_reference(model: str, inputs: Mapping[str, np.ndarray]) -> tuple[dict[s
     try:
         import onnxruntime as ort
     except ImportError:
-        raise RuntimeError("--check needs onnxruntime: pip install 'wsec[test]'") from None
+        raise WsecError("--check needs onnxruntime, which is not installed",
+                        hint="pip install onnxruntime (in a checkout: make test, or "
+                             ".venv/bin/pip install -e '.[test]')") from None
     if not os.path.exists(model):
         raise FileNotFoundError(f"no such file: '{model}'")
     so = ort.SessionOptions()
@@ -143,7 +137,7 @@ def onnx_reference(model: str, inputs: Mapping[str, np.ndarray]) -> tuple[dict[s
     feed = {}
     for i in sess.get_inputs():
         if i.name not in inputs:
-            raise ValueError(f"--check: {model} needs input '{i.name}', which the binary does "
+            raise WsecError(f"--check: {model} needs input '{i.name}', which the binary does "
                              f"not have (its inputs: {', '.join(inputs)})")
         feed[i.name] = inputs[i.name]
     t0 = time.perf_counter()
@@ -224,13 +218,11 @@ def verify_binary(binary: str, model: str, out: Callable[[str], None], seed: int
     from wsec.backends.loader import load_binary
     from wsec.backends.sim import SimError, random_inputs, simulate
 
-    from .cli import UsageError
-
     prog = load_binary(binary)
     inputs = random_inputs(prog, seed)
     try:
         res = simulate(prog, inputs)
     except SimError as e:
-        raise UsageError(f"--verify: {e}") from None
+        raise SimError(f"--verify: {e}") from None
     rows, _ = check_against_onnx(model, inputs, res.outputs, prog, out)
     return 0 if all(r.ok for r in rows) else 1

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import WsecError
 from .graph import Kernel, Module, Node
 from .opsem import evaluate
 
 
-class InterpError(Exception):
+class InterpError(WsecError):
     """The module cannot be evaluated as given (missing input, bad shape, ...)."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .fabric import Fabric
 from .target import Target
 
 Knobs = dict[str, int]
@@ -88,9 +89,7 @@ class KernelKind:
         mesh = np.meshgrid(*[grid[k] for k in names], indexing="ij")
         flat = {k: m.reshape(-1) for k, m in zip(names, mesh, strict=True)}
         w, h, cyc, mem = self.evaluate(dims, flat, target)
-        fits = ((w <= target.width) & (h <= target.height)) | (
-            (h <= target.width) & (w <= target.height))
-        ok = (mem <= target.sram_bytes) & fits
+        ok = Fabric.of(target).legal_array(w, h, mem)
         idx = np.nonzero(ok)[0]
         if idx.size == 0:
             return []

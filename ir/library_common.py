@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import WsecError
 from .graph import Node, Value
 from .kernel_kind import Dims, KernelKind, Knobs
 from .target import Target
@@ -43,7 +44,7 @@ OP_COST = {"Exp": 8, "Log": 8, "Erf": 10, "Gelu": 12, "Sigmoid": 10, "Tanh": 10,
            "Cos": 10, "Mod": 6, "Softsign": 5, "HardSwish": 3, "Round": 2}
 
 
-class UnsupportedShape(ValueError):
+class UnsupportedShape(WsecError):
     """An op a kind implements, but with a shape it cannot map (e.g. 3-D conv)."""
 
 

@@ -36,8 +36,8 @@ from math import lcm
 
 import numpy as np
 
+from .fabric import Fabric
 from .kernel_kind import Choice, Dims, KernelKind, Knobs
-from .kernels import register
 from .target import Target
 
 WORD_BYTES = 2  # the contest's memory unit is a 16-bit word; memlimit 24576 words = 48 KiB
@@ -286,8 +286,7 @@ def _shapes_for_time(kind: ConvGroupKind, dims: Dims, target: Target,
         smax = np.maximum(smax, _cdiv(WORD_BYTES * K * rw.num[i], k * rw.dm[i]))
     width = 3 * sum(ks) if ks else np.zeros(rw.h.shape, np.int64)
     height = rw.h * rw.w * (rw.m + 1)
-    ok &= ((width <= target.width) & (height <= target.height)) | (
-        (width <= target.height) & (height <= target.width))
+    ok &= Fabric.of(target).fits_array(width, height)
     sel = np.nonzero(ok)[0]
     order = sel[np.lexsort((height[sel], width[sel]))]  # width up, then height up
     hh = height[order]
@@ -327,8 +326,7 @@ def _frontier_arrays(kind: ConvGroupKind, dims: Dims, target: Target) -> dict[st
         smax = np.maximum(smax, _cdiv(WORD_BYTES * K * num[i][r], k * dm[i][r]))
     width = 3 * sum(ks)
     height = (h * w * (m + 1))[r]
-    ok = ((width <= target.width) & (height <= target.height)) | (
-        (width <= target.height) & (height <= target.width))
+    ok = Fabric.of(target).fits_array(width, height)
     sel = np.nonzero(ok)[0]
     cyc = _cdiv(tmax[sel], den)
     area = width[sel] * height[sel]
@@ -402,7 +400,7 @@ class CBlockKind(ConvGroupKind):
         return ("H", "W", "F")
 
 
-CONV = register(ConvKind())
-DBLOCK = register(DBlockKind())
-CBLOCK = register(CBlockKind())
+CONV = ConvKind()
+DBLOCK = DBlockKind()
+CBLOCK = CBlockKind()
 ISPD_KINDS: dict[str, ConvGroupKind] = {"conv": CONV, "dblock": DBLOCK, "cblock": CBLOCK}

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import WsecError
 from .graph import Edge, Hop, Kernel, Module, Node, Rect, SramRegion, Value
 from .types import DTYPES, Dense, External, Splat, TensorType
 
@@ -47,7 +48,7 @@ def _ports(text: str) -> tuple[str, ...] | None:
     return None if "" in out or any(" " in p for p in out) else out
 
 
-class ParseError(ValueError):
+class ParseError(WsecError):
     """A syntax or type error in IR text; the message starts with `line N:`."""
 
     def __init__(self, line: int, message: str) -> None:

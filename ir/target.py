@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class Target:
@@ -44,7 +46,7 @@ class Target:
 
     def with_dtype(self, dtype: str) -> Target:
         if dtype not in DEVICE_DTYPES:
-            raise ValueError(f"unsupported device dtype '{dtype}' (known: "
+            raise UsageError(f"unsupported device dtype '{dtype}' (known: "
                              f"{', '.join(DEVICE_DTYPES)})")
         return replace(self, dtype=dtype)
 
@@ -78,7 +80,11 @@ def get_target(name: str, grid: tuple[int, int] | None = None,
     """The named target, optionally resized to a custom grid and computing in
     another device dtype."""
     if name not in TARGETS:
-        raise ValueError(f"unknown target '{name}' (known: {', '.join(sorted(TARGETS))})")
+        import difflib
+
+        near = difflib.get_close_matches(name, list(TARGETS), n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise UsageError(f"unknown target '{name}' ({hint}known: {', '.join(sorted(TARGETS))})")
     t = TARGETS[name]
     t = t.with_grid(*grid) if grid else t
     return t.with_dtype(dtype) if dtype else t

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import WsecError
 from .graph import HOST, PORTS, PROPERTIES, Edge, Kernel, Module, Node, Value
 from .types import ConstData, TensorType
 
 _MAX_RASTER_CELLS = 50_000_000  # above this, overlaps are found by a sweep
 
 
-class VerifyError(ValueError):
+class VerifyError(WsecError):
     """The module breaks an IR invariant; the message names what and where."""
 
 

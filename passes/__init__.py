@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Pass, PassContext, PassError
+from .base import LayoutInfeasible, Pass, PassContext, PassError, PassOptionError
 
 # name -> "module:Class", in default pipeline order
 REGISTRY: dict[str, str] = {
@@ -26,9 +26,14 @@ DEFAULT_PIPELINE: tuple[str, ...] = tuple(p for p in REGISTRY if p not in STREAM
 def pass_class(name: str) -> type[Pass]:
     """The Pass class registered under `name`."""
     if name not in REGISTRY:
-        raise PassError(f"unknown pass '{name}' (known: {', '.join(REGISTRY)})")
+        import difflib
+
+        near = difflib.get_close_matches(name, list(REGISTRY), n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise PassOptionError(f"unknown pass '{name}' ({hint}known: {', '.join(REGISTRY)})")
     mod, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(f"{__name__}.{mod}"), cls)
 
 
-__all__ = ["DEFAULT_PIPELINE", "REGISTRY", "Pass", "PassContext", "PassError", "pass_class"]
+__all__ = ["DEFAULT_PIPELINE", "REGISTRY", "LayoutInfeasible", "Pass", "PassContext", "PassError",
+           "PassOptionError", "pass_class"]

@@ -25,11 +25,11 @@ import numpy as np
 from wsec.ir.graph import Kernel, Module, SramRegion
 from wsec.ir.kernels import kind_of
 from wsec.ir.library_common import CODE_BYTES
+from wsec.ir.sizing import kernel_shape
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 from .base import Pass, PassContext, PassError
-from .place import kernel_shape
 
 ALIGN = 16
 _MAX_PROBES = 8  # PE offsets probed per axis at each end and across the middle

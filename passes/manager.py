@@ -1,6 +1,10 @@
 """The pass manager: parses pass specs, checks each pass's required stage
-properties, runs it, records what it ensures, verifies the IR after it, and
-offers --print-ir-after, --stop-after and --time-passes for free.
+properties, runs it, records what it ensures, drops what it invalidates,
+verifies the IR after it, and offers --print-ir-after, --stop-after and
+--time-passes for free.
+
+A pass spec's options are checked when the pass is built: an unknown pass
+or option, or a value the pass refuses, is a `PassOptionError` (exit 2).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from wsec.ir.graph import Module
 
 from . import pass_class
-from .base import Pass, PassContext, PassError
+from .base import Pass, PassContext, PassError, PassOptionError
 
 _SPEC = re.compile(r"^\s*([A-Za-z][\w-]*)\s*(?:\{(.*)\})?\s*$")
 
@@ -32,24 +36,26 @@ def _convert(value: str, type_: Any, where: str) -> Any:
             raise ValueError(value)
         return t(value)
     except ValueError:
-        raise PassError(f"{where}: '{value}' is not a valid {t.__name__}") from None
+        raise PassOptionError(f"{where}: '{value}' is not a valid {t.__name__}") from None
 
 
 def parse_pass_spec(spec: str) -> Pass:
     """Build a pass from 'name' or 'name{opt=val,opt2=val2}'."""
     m = _SPEC.match(spec)
     if not m:
-        raise PassError(f"bad pass spec '{spec}': expected NAME or NAME{{key=value,...}}")
+        raise PassOptionError(f"bad pass spec '{spec}': expected NAME or "
+                              f"NAME{{key=value,...}}")
     cls = pass_class(m.group(1))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in (m.group(2) or "").split(","))):
         if "=" not in item:
-            raise PassError(f"bad option '{item}' for pass '{cls.name}': expected key=value")
+            raise PassOptionError(f"bad option '{item}' for pass '{cls.name}': expected "
+                                  f"key=value")
         key, val = (s.strip() for s in item.split("=", 1))
         if key not in fields:
             known = ", ".join(fields) or "none"
-            raise PassError(f"pass '{cls.name}' has no option '{key}' (options: {known})")
+            raise PassOptionError(f"pass '{cls.name}' has no option '{key}' (options: {known})")
         kwargs[key] = _convert(val, fields[key].type, f"option {cls.name}.{key}")
     return cls(**kwargs)
 
@@ -60,8 +66,8 @@ def merge_options(pipeline: Sequence[str], overrides: Sequence[str]) -> list[Pas
     for spec in overrides:
         p = parse_pass_spec(spec)
         if p.name not in pipeline:
-            raise PassError(f"option given for pass '{p.name}', which is not in the pipeline "
-                            f"({', '.join(pipeline)})")
+            raise PassOptionError(f"option given for pass '{p.name}', which is not in the "
+                                  f"pipeline ({', '.join(pipeline)})")
         by_name[p.name] = p
     return [by_name.get(n) or parse_pass_spec(n) for n in pipeline]
 
@@ -78,12 +84,13 @@ class PassManager:
 
     def run(self, module: Module, ctx: PassContext) -> bool:
         """Run the passes; returns False when stopped early by stop_after."""
-        from wsec.ir.verify import verify_module
+        from wsec.ir.verify import VerifyError, verify_module
 
         known = {p.name for p in self.passes}
         for name in self.print_ir_after | ({self.stop_after} if self.stop_after else set()):
             if name not in known and name != "all":
-                raise PassError(f"pass '{name}' is not in the pipeline ({', '.join(known)})")
+                raise PassOptionError(f"pass '{name}' is not in the pipeline "
+                                      f"({', '.join(known)})")
         for p in self.passes:
             missing = [r for r in p.requires if r not in module.properties]
             if missing:
@@ -91,12 +98,13 @@ class PassManager:
                                 f"run the passes that make it so first")
             t0 = time.perf_counter()
             p.run(module, ctx)
+            module.properties.difference_update(p.invalidates)
             module.properties.update(p.ensures)
             self.timings.append((p.name, time.perf_counter() - t0))
             if self.verify:
                 try:
                     verify_module(module)
-                except ValueError as e:
+                except VerifyError as e:
                     raise PassError(f"IR is invalid after pass '{p.name}': {e}") from e
             if self.emit_ir and (p.name in self.print_ir_after or "all" in self.print_ir_after):
                 from wsec.ir.printer import print_module

@@ -6,7 +6,7 @@ nearly the whole grid. Packing then loses area to gaps, so the placer may
 have to relax Δt; it relaxes it by the least step that packs:
 
 1. At a bottleneck time t, every kernel has several shapes of near-equal
-   area meeting t (the sizer's `shapes_for_time` hook). The shelf packer
+   area meeting t (the sizing model's `shapes_for_time`, wsec.ir.sizing). The shelf packer
    (place_shelf) picks one per kernel so that dataflow-ordered runs of
    kernels fill full-width shelves; the skyline front packer (place_front)
    on the minimum-area shapes is the fallback. The layout with the shorter
@@ -31,19 +31,21 @@ rotations and positions are chosen).
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from wsec.ir.graph import HOST, Edge, Kernel, Module, Rect
+from wsec.ir import sizing
+from wsec.ir.fabric import Fabric
+from wsec.ir.graph import Edge, Module, Rect
 from wsec.ir.kernel_kind import Choice
-from wsec.ir.kernels import kind_of
+from wsec.ir.metrics import placed_wirelength
+from wsec.ir.sizing import kernel_shape, set_choice
 from wsec.ir.target import Target
 
-from .base import Pass, PassContext, PassError
+from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
 from .place_shelf import MAX_STACK, shelf_pack
 
@@ -51,39 +53,6 @@ EFFORTS = ("fast", "normal", "high")
 _SEARCH_STEPS = {"fast": 12, "normal": 40, "high": 80}
 _REFINE_SECONDS = {"fast": 0.0, "normal": 0.5, "high": 10.0}
 _SEARCH_SHARE = 0.5  # of a time limit the t search may use before settling
-
-
-def kernel_shape(k: Kernel, target: Target) -> tuple[int, int]:
-    """Unrotated (w, h) of a sized kernel: the sizer's recorded `cost` w/h
-    (which it took from the kernel kind), else the kind's `shape`."""
-    if k.cost and "w" in k.cost and "h" in k.cost:
-        return int(k.cost["w"]), int(k.cost["h"])
-    if k.knobs is None:
-        raise PassError(f"kernel '{k.name}' ({k.kind}) has no knobs: run the size pass first")
-    w, h = kind_of(k).shape(k.dims, k.knobs, target)
-    return int(w), int(h)
-
-
-def wirelength(module: Module, target: Target) -> int:
-    """Σ over edges of bytes per sample x Manhattan distance between rect
-    centres of the source and each destination; host inputs sit on the West
-    edge (x = 0), host outputs on the East edge (x = width), same row."""
-    rects = {k.name: k.rect for k in module.kernels()}
-    total = 0.0
-    for e in module.edges:
-        s = rects.get(e.src)
-        for d in e.dsts:
-            r = rects.get(d)
-            if e.src == HOST and r is not None:
-                total += e.bytes_per_sample * r.centre()[0]
-            elif d == HOST and s is not None:
-                total += e.bytes_per_sample * (target.width - s.centre()[0])
-            elif s is not None and r is not None:
-                (sx, sy), (dx, dy) = s.centre(), r.centre()
-                total += e.bytes_per_sample * (abs(sx - dx) + abs(sy - dy))
-            elif e.src == HOST and d == HOST:
-                total += e.bytes_per_sample * target.width
-    return int(round(total))
 
 
 @dataclass
@@ -100,7 +69,8 @@ class _Layout:
 
 @dataclass
 class _Hooks:
-    """The sizer's functions the placer re-sizes through (None if absent)."""
+    """The sizing model's functions the placer re-sizes through (all None:
+    keep every kernel's sized shape)."""
 
     shapes: Callable[..., dict[str, list[Choice]]] | None
     size: Callable[..., dict[str, Choice]] | None
@@ -108,12 +78,7 @@ class _Hooks:
 
 
 def _hooks() -> _Hooks:
-    try:
-        mod = importlib.import_module(".size", __package__)
-    except ImportError:
-        return _Hooks(None, None, None)
-    return _Hooks(getattr(mod, "shapes_for_time", None), getattr(mod, "size_for_time", None),
-                  getattr(mod, "candidate_times", None))
+    return _Hooks(sizing.shapes_for_time, sizing.size_for_time, sizing.candidate_times)
 
 
 class _Packer:
@@ -142,7 +107,7 @@ class _Packer:
         if t is not None and self.hooks.shapes is not None:
             try:
                 by_name = self.hooks.shapes(self.module, self.target, t)
-            except PassError:
+            except LayoutInfeasible:
                 return None
             options = [by_name[n] for n in names]
         found: list[_Layout] = []
@@ -175,7 +140,7 @@ class _Packer:
         if t is not None and self.hooks.size is not None:
             try:
                 by_name = self.hooks.size(self.module, self.target, t)
-            except PassError:
+            except LayoutInfeasible:
                 return None
             choices = [by_name.get(k.name) for k in self.kernels]
             shapes = np.array([(c.w, c.h) if c is not None else tuple(self.current[i])
@@ -233,19 +198,18 @@ def _search(packer: _Packer, t0: int, steps: int, deadline: float | None) -> _La
     return best
 
 
-def _failure(module: Module, prob: Problem, pk: Packing, target: Target) -> PassError:
+def _failure(module: Module, prob: Problem, pk: Packing, target: Target) -> LayoutInfeasible:
     i = pk.failed if pk.failed is not None else 0
     k = module.kernel(prob.names[i])
     w, h = (int(v) for v in prob.shapes[i])
     grid = f"{target.width}x{target.height}"
     total = int(prob.shapes.prod(axis=1).sum())
-    fits = (w <= target.width and h <= target.height) or (h <= target.width and w <= target.height)
-    if not fits:
-        return PassError(f"kernel '{k.name}' ({k.kind}) needs {w}x{h} PEs but the grid is {grid}; "
-                         f"use a larger grid (--grid) or target, or re-size the kernel for a "
-                         f"slower time")
+    if not Fabric.of(target).fits(w, h):
+        return LayoutInfeasible(f"kernel '{k.name}' ({k.kind}) needs {w}x{h} PEs but the grid "
+                                f"is {grid}; use a larger grid (--grid) or target, or re-size "
+                                f"the kernel for a slower time")
     used = sum(r[2] * r[3] for r in pk.rects if r is not None)
-    return PassError(
+    return LayoutInfeasible(
         f"kernel '{k.name}' ({k.kind}) of shape {w}x{h} PEs did not fit: {target.pes - used} of "
         f"{target.pes} PEs are free in the {grid} grid after placing {pk.placed} of "
         f"{len(prob.names)} kernels (all kernels need {total} PEs); use a larger grid "
@@ -256,11 +220,8 @@ def _apply(module: Module, lay: _Layout) -> None:
     for k, c, r, rot in zip(module.kernels(), lay.choices, lay.rects, lay.rotated, strict=True):
         if c is not None and (k.knobs != c.knob_dict() or not k.cost
                               or (k.cost.get("w"), k.cost.get("h")) != (c.w, c.h)):
-            k.knobs = c.knob_dict()
-            k.cost = {"cycles": int(c.cycles), "sram": int(c.sram), "w": int(c.w),
-                      "h": int(c.h)}
+            set_choice(k, c)
             k.sram = None  # an SRAM map made for the old knobs is stale
-            module.properties.discard("allocated")
         k.rect = Rect(*r)
         k.rotated = rot
 
@@ -272,19 +233,21 @@ class Place(Pass):
     name = "place"
     requires = ("sized",)
     ensures = ("placed",)
+    invalidates = ("routed", "allocated")
     seed: int = 0
     effort: str = "normal"
     objective: str = "bytes"
     refine: float = -1.0
     reshape: bool = True
 
+    def __post_init__(self) -> None:
+        check_choice(self, "effort", EFFORTS)
+        check_choice(self, "objective", OBJECTIVES)
+        if self.refine != -1.0:
+            check_range(self, "refine", 0.0)
+
     def run(self, module: Module, ctx: PassContext) -> None:
         start = time.perf_counter()
-        if self.effort not in EFFORTS:
-            raise PassError(f"place: unknown effort '{self.effort}' (use {', '.join(EFFORTS)})")
-        if self.objective not in OBJECTIVES:
-            raise PassError(f"place: unknown objective '{self.objective}' (use "
-                            f"{', '.join(OBJECTIVES)})")
         target = ctx.target
         limit = ctx.time_limit
         deadline = None if limit is None else start + _SEARCH_SHARE * limit
@@ -301,15 +264,15 @@ class Place(Pass):
         if lay is None:
             if packer.last_failure is not None:
                 raise _failure(module, *packer.last_failure, target)
-            raise PassError(f"place: the {len(packer.kernels)} kernels do not fit the "
-                            f"{target.width}x{target.height} grid at any size; use a larger grid")
+            raise LayoutInfeasible(f"place: the {len(packer.kernels)} kernels do not fit the "
+                                   f"{target.width}x{target.height} grid at any size; use a "
+                                   f"larger grid")
         _apply(module, lay)
         self._refine(module, target, lay, limit, start, ctx)
         _invalidate_routes(module.edges)
-        module.properties.discard("routed")
         ks = list(module.kernels())
         module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))
-        module.attrs["wirelength"] = wirelength(module, target)
+        module.attrs["wirelength"] = int(round(placed_wirelength(module, ctx.fabric)))
         module.attrs["pes_used"] = int(sum(k.rect.area for k in ks if k.rect))
 
     def _refine(self, module: Module, target: Target, lay: _Layout, limit: float | None,

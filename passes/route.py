@@ -8,7 +8,8 @@ then a graph-colouring problem on shared PEs, solved greedily (longest
 routes first, lowest free color) with a per-PE bitmask in numpy; an edge
 whose X-Y tree finds no free color retries as a Y-then-X tree.
 
-Endpoints and host-port convention (documented in docs/ir.md by example):
+Endpoints and host-port convention (the fabric API's, wsec.ir.fabric;
+documented in docs/ir.md by example):
 - a kernel source sends from the PE of its rectangle boundary nearest the
   centroid of its sinks; that PE's rx is RAMP;
 - a host input enters at the West edge, PE (0, y) with y the consumers'
@@ -19,8 +20,9 @@ Endpoints and host-port convention (documented in docs/ir.md by example):
   its tx includes "E", the off-grid host port.
 Nothing else ever points off the grid.
 
-Accounting: per-link load in wavelets per sample (ceil(bytes/wavelet_bytes)
-per edge) over links (x, y, dir) leaving a PE, the host port included.
+Accounting (wsec.ir.metrics): per-link load in wavelets per sample over
+links (x, y, port) leaving a PE, the host ports and RAMPs included; the
+routed wirelength; the most colors at one PE.
 """
 
 from __future__ import annotations
@@ -28,13 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from wsec.ir.fabric import HOST_IN_PORT, HOST_OUT_PORT, Fabric
 from wsec.ir.graph import HOST, PORTS, Edge, Hop, Module, Rect
-from wsec.ir.target import Target
+from wsec.ir.metrics import busiest_link, colors_per_pe, link_loads, route_arrays, routed_wirelength
 
-from .base import Pass, PassContext, PassError
-
-_DIRS = ("N", "E", "S", "W")
-_DIR_INDEX = {d: i for i, d in enumerate(_DIRS)}
+from .base import LayoutInfeasible, Pass, PassContext, PassError, check_range
 
 
 def _clamp(v: float, lo: int, hi: int) -> int:
@@ -66,13 +66,13 @@ class _Ends:
     sinks: dict[tuple[int, int], set[str]]  # PE -> extra tx ports (RAMP / E)
 
 
-def _endpoints(e: Edge, rects: dict[str, Rect], target: Target) -> _Ends:
-    W, H = target.width, target.height
+def _endpoints(e: Edge, rects: dict[str, Rect], fabric: Fabric) -> _Ends:
+    W, H = fabric.width, fabric.height
     kern_dsts = [rects[d] for d in dict.fromkeys(e.dsts) if d != HOST]
     if e.src == HOST:
         ys = [r.centre()[1] for r in kern_dsts]
         sy = _clamp(sum(ys) / len(ys), 0, H - 1) if ys else H // 2
-        source, rx = (0, sy), "W"
+        source, rx = fabric.host_input_pe(sy), HOST_IN_PORT
     else:
         s = rects[e.src]
         pts = [r.centre() for r in kern_dsts]
@@ -85,7 +85,7 @@ def _endpoints(e: Edge, rects: dict[str, Rect], target: Target) -> _Ends:
     for r in kern_dsts:
         sinks.setdefault(_nearest_pe(r, source[0] + 0.5, source[1] + 0.5), set()).add("RAMP")
     if HOST in e.dsts:
-        sinks.setdefault((W - 1, source[1]), set()).add("E")
+        sinks.setdefault(fabric.host_output_pe(source[1]), set()).add(HOST_OUT_PORT)
     return _Ends(source, rx, sinks)
 
 
@@ -266,25 +266,28 @@ class Route(Pass):
     name = "route"
     requires = ("placed",)
     ensures = ("routed",)
+    invalidates = ("allocated",)
     repair_factor: int = 10  # rip-up budget: evictions per edge before giving up
 
+    def __post_init__(self) -> None:
+        check_range(self, "repair_factor", 0)
+
     def run(self, module: Module, ctx: PassContext) -> None:
-        target = ctx.target
-        W, H, colors = target.width, target.height, target.usable_colors
+        fabric = ctx.fabric
+        W, H, colors = fabric.width, fabric.height, fabric.usable_colors
         if colors > 32:
-            raise PassError(f"route: target '{target.name}' has {colors} usable colors; "
+            raise PassError(f"route: target '{ctx.target.name}' has {colors} usable colors; "
                             f"the router's color masks hold at most 32")
         rects = _rects(module)
-        ends = [_endpoints(e, rects, target) for e in module.edges]
+        ends = [_endpoints(e, rects, fabric) for e in module.edges]
         col = _Colorer(ends, W, H, colors)
         failed = col.run(budget=self.repair_factor * len(ends))
         if failed is not None:
             xs, ys = col.coords[failed]
-            raise _color_error(module.edges[failed], xs, ys, col.used, target)
+            raise _color_error(module.edges[failed], xs, ys, col.used, fabric)
         for i, e in enumerate(module.edges):
             e.color, e.routes = col.color[i], col.trees[col.variant[i]][i]
-        used = col.used
-        _account(module, target, used)
+        _account(module, fabric)
 
 
 def _rects(module: Module) -> dict[str, Rect]:
@@ -302,35 +305,23 @@ def _rects(module: Module) -> dict[str, Rect]:
 
 
 def _color_error(e: Edge, xs: np.ndarray, ys: np.ndarray, used: np.ndarray,
-                 target: Target) -> PassError:
+                 fabric: Fabric) -> LayoutInfeasible:
     counts = _popcount(used[ys, xs])
     j = int(np.argmax(counts))
     x, y = int(xs[j]), int(ys[j])
-    return PassError(
+    return LayoutInfeasible(
         f"edge %{e.value} from '{e.src}' to {e.dsts} cannot be routed: no color of the "
-        f"{target.usable_colors} usable is free on all {len(xs)} PEs of its route; the busiest, "
+        f"{fabric.usable_colors} usable is free on all {len(xs)} PEs of its route; the busiest, "
         f"PE ({x}, {y}), already carries {int(counts[j])} other edges; use a larger grid "
         f"(--grid) or target so that kernels spread out, or reduce fan-out there")
 
 
-def _account(module: Module, target: Target, used: np.ndarray) -> None:
-    """Link loads (wavelets/sample), routed wirelength and color use."""
-    W, H = target.width, target.height
-    load = np.zeros((H, W, 4), dtype=np.int64)
-    routed = 0
-    links: list[tuple[int, int, int, int]] = []  # (y, x, dir, wavelets)
-    for e in module.edges:
-        hops = e.routes or []
-        wav = -(-e.bytes_per_sample // target.wavelet_bytes)
-        routed += e.bytes_per_sample * max(len(hops) - 1, 0)
-        links += [(h.y, h.x, _DIR_INDEX[p], wav) for h in hops for p in h.tx if p in _DIR_INDEX]
-    if links:
-        ly, lx, ld, lw = np.array(links, dtype=np.int64).T
-        np.add.at(load, (ly, lx, ld), lw)
-    flat = int(np.argmax(load)) if load.size else 0
-    y, x, d = np.unravel_index(flat, load.shape)
-    module.attrs["max_link_load"] = int(load[y, x, d])
-    module.attrs["max_link"] = [int(x), int(y), _DIRS[int(d)]]
-    module.attrs["routed_wirelength"] = int(routed)
-    module.attrs["max_colors_per_pe"] = int(_popcount(used).max()) if used.size else 0
-
+def _account(module: Module, fabric: Fabric) -> None:
+    """Link loads (wavelets/sample, RAMP included), routed wirelength and color use."""
+    ra = route_arrays(module.edges)
+    ebytes = np.array([e.bytes_per_sample for e in module.edges], dtype=np.int64)
+    top = busiest_link(link_loads(ra, ebytes, fabric))
+    module.attrs["max_link_load"] = top.wavelets if top else 0
+    module.attrs["max_link"] = top.as_list() if top else [0, 0, "N"]
+    module.attrs["routed_wirelength"] = routed_wirelength(ra, ebytes, fabric)
+    module.attrs["max_colors_per_pe"] = colors_per_pe(ra)

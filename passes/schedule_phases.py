@@ -39,7 +39,7 @@ model outputs to the end), first-fit at the top of every PE's SRAM; the peak
 is reserved in every phase's SRAM map as region "activations". Too many
 live activations is a loud error.
 
-Repetition: kernels with the same structural signature (`repeat.kernel_signature`:
+Repetition: kernels with the same structural signature (`wsec.ir.repeats.kernel_signature`:
 kind, dims, body ops and types, weights' types not values) are sized once
 and the result reused, so 44 identical transformer layers cost one layer's
 sizing. `find_repeats` is recorded in `module.attrs["repeats"]` for reports.
@@ -52,15 +52,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Kernel, Module, Rect, SramRegion
 from wsec.ir.kernels import KINDS, kind_of
 from wsec.ir.library_common import CODE_BYTES
+from wsec.ir.repeats import find_repeats, kernel_signature
+from wsec.ir.sizing import evaluate_all
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 from .allocate import largest_shard
-from .base import Pass, PassContext, PassError
-from .repeat import find_repeats, kernel_signature
+from .base import LayoutInfeasible, Pass, PassContext, PassError, check_range
 
 ALIGN = 16
 
@@ -93,18 +95,9 @@ class PhasePlan:
 def _grid_eval(kind_name: str, dims: tuple[tuple[str, int], ...], target: Target
                ) -> tuple[np.ndarray, ...]:
     """Every knob setting of a kind that fits the grid: (knobs, w, h, cycles, sram)."""
-    kind = KINDS[kind_name]
-    d = dict(dims)
-    grid = kind.knob_grid(d, target)
-    names = list(kind.knob_names)
-    mesh = np.meshgrid(*[grid[n] for n in names], indexing="ij")
-    flat = {n: m.reshape(-1) for n, m in zip(names, mesh, strict=True)}
-    w, h, cyc, mem = (np.asarray(a, np.int64).reshape(-1)
-                      for a in kind.evaluate(d, flat, target))
-    if not names:
-        w, h, cyc, mem = (np.broadcast_to(a, (1,)) for a in (w, h, cyc, mem))
-    ok = ((w <= target.width) & (h <= target.height)) | ((h <= target.width)
-                                                         & (w <= target.height))
+    names = list(KINDS[kind_name].knob_names)
+    flat, (w, h, cyc, mem) = evaluate_all(kind_name, dims, target)
+    ok = Fabric.of(target).fits_array(w, h)
     knobs = (np.stack([flat[n] for n in names], axis=1) if names
              else np.zeros((w.size, 0), np.int64))
     return knobs[ok], w[ok], h[ok], cyc[ok], mem[ok]
@@ -166,7 +159,7 @@ def plan_phase(module: Module, k: Kernel, target: Target, budget: int, tile: int
     while True:
         try:
             return _plan(module, k, target, budget, tile, passes)
-        except PassError:
+        except LayoutInfeasible:
             if row is None or passes >= total:
                 raise
             passes = min(passes * 2, total)
@@ -182,8 +175,9 @@ def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
     cyc = cyc * passes
     where = f"kernel '{k.name}' ({k.kind}, from {', '.join(k.origin[:2]) or '?'})"
     if w.size == 0:
-        raise PassError(f"{where} has no knob setting that fits the {target.width}x"
-                        f"{target.height} grid of {target.name}; use a larger target or grid")
+        raise LayoutInfeasible(f"{where} has no knob setting that fits the {target.width}x"
+                               f"{target.height} grid of {target.name}; use a larger target or "
+                               f"grid")
     wb = weight_bytes(module, k, target)
     area = w * h
     io_bw = target.io_bytes_per_cycle_per_edge_pe * target.height
@@ -211,13 +205,13 @@ def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
         need = max(int(mem[i]) - sum(res), CODE_BYTES) + buf
         if need <= budget:
             wi, hi = int(w[i]), int(h[i])
-            rotated = not (wi <= target.width and hi <= target.height)
+            rotated = Fabric.of(target).needs_rotation(wi, hi)
             return PhasePlan(tuple(kn.items()), wi, hi, rotated, int(cyc[i]), int(stream),
                              int(move[i]), need, buf, passes)
         best_need = need if best_need is None else min(best_need, need)
     if best_need is None:
         best_need = int(lower.min())
-    raise PassError(f"{where} needs at least {best_need} B of SRAM per PE in stream mode "
+    raise LayoutInfeasible(f"{where} needs at least {best_need} B of SRAM per PE in stream mode "
                     f"but only {budget} B of a PE's {target.sram_bytes} B are left beside "
                     f"the live activations (shortfall {best_need - budget} B); use a "
                     f"larger target or a smaller sequence or batch")
@@ -264,7 +258,7 @@ def allocate_activations(module: Module, kernels: list[Kernel], target: Target
             if peak > target.sram_bytes - CODE_BYTES:
                 who = kernels[a].name if a < len(kernels) else "the model output"
                 total = sum(s for _, _, s in active) * target.pes
-                raise PassError(
+                raise LayoutInfeasible(
                     f"stream mode: at phase {a} (kernel '{who}') the live activations need "
                     f"{peak} B per PE ({total:,} B over the wafer) but a PE has "
                     f"{target.sram_bytes} B and needs {CODE_BYTES} B for code; use a larger "
@@ -281,10 +275,11 @@ class SchedulePhases(Pass):
     ensures = ("sized", "placed", "allocated", "scheduled")
     tile_bytes: int = 1024
 
+    def __post_init__(self) -> None:
+        check_range(self, "tile_bytes", 1)
+
     def run(self, module: Module, ctx: PassContext) -> None:
         target = ctx.target
-        if self.tile_bytes < 1:
-            raise PassError(f"schedule-phases: tile_bytes must be >= 1, got {self.tile_bytes}")
         kernels = list(module.kernels())
         _, peak = allocate_activations(module, kernels, target)
         budget = target.sram_bytes - peak

@@ -50,7 +50,7 @@ def test_unsupported_op_names_op_node_and_ops_command(tmp_path: pathlib.Path) ->
 
 def test_missing_output_is_usage_error() -> None:
     r = run_wsec(str(EXAMPLE))
-    assert r.returncode == 1 and "-o" in r.stderr
+    assert r.returncode == 2 and "-o" in r.stderr
 
 
 def test_compile_report_inspect_and_determinism(tmp_path: pathlib.Path) -> None:
@@ -97,7 +97,7 @@ def test_pass_options_from_cli(tmp_path: pathlib.Path) -> None:
     r = run_wsec(str(EXAMPLE), "-o", str(tmp_path / "m.bin"), "-p", "place{seed=3}", "-q")
     assert r.returncode == 0, r.stderr
     r = run_wsec(str(EXAMPLE), "-o", str(tmp_path / "m.bin"), "-p", "place{colour=3}")
-    assert r.returncode == 1 and "no option 'colour'" in r.stderr
+    assert r.returncode == 2 and "no option 'colour'" in r.stderr
 
 
 def test_grid_too_small_fails_without_partial_output(tmp_path: pathlib.Path) -> None:

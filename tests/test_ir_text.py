@@ -15,6 +15,7 @@ import onnx
 import pytest
 from conftest import LIGHT_MODELS, ROOT, light_model
 from onnx import helper, numpy_helper, shape_inference
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST, Edge, Hop, Kernel, Module, Node, Rect, SramRegion
 from wsec.ir.parser import ParseError, parse_module
 from wsec.ir.printer import print_module
@@ -326,7 +327,7 @@ def test_light_models_present() -> None:
 def test_parse_errors_name_the_line(text: str, message: str) -> None:
     with pytest.raises(ParseError, match=message) as exc:
         parse_module(text)
-    assert isinstance(exc.value, ValueError)
+    assert isinstance(exc.value, WsecError)
     assert str(exc.value).startswith(f"line {exc.value.line}: ")
 
 

@@ -17,7 +17,9 @@ import sys
 
 import pytest
 from wsec.frontends.kgraph import load_kgraph
-from wsec.ispd2020 import compile_kgraph, read_solution, score
+from wsec.ispd.driver import compile_kgraph
+from wsec.ispd.score import score
+from wsec.ispd.solution import read_solution
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.environ.get("WSEC_ISPD2020", os.path.join(HERE, "..", "..", "shared", "ispd2020"))

@@ -8,7 +8,8 @@ import pytest
 from wsec.frontends.kgraph import load_kgraph
 from wsec.ir.graph import Rect
 from wsec.ir.verify import verify_module
-from wsec.ispd2020 import SolutionError, read_solution, score, sizing_bound, write_solution
+from wsec.ispd.score import score, sizing_bound
+from wsec.ispd.solution import SolutionError, read_solution, write_solution
 from wsec.passes.base import PassContext
 from wsec.passes.place import Place
 from wsec.passes.size import Size
@@ -111,7 +112,7 @@ def test_unreadable_solutions(old: str, new: str, message: str) -> None:
 
 def test_writer_needs_sized_and_placed() -> None:
     m = load_kgraph(os.path.join(DATA, "tiny.kgraph"))
-    with pytest.raises(ValueError, match=r"kernel 'k1' \(ispd.conv\) has no knobs \(run size\)"):
+    with pytest.raises(SolutionError, match=r"kernel 'k1' \(ispd.conv\) has no knobs \(run size\)"):
         write_solution(m)
 
 
@@ -172,7 +173,7 @@ def test_compile_kgraph_errors(tmp_path, capsys: pytest.CaptureFixture[str]) -> 
     from wsec.cli import main
 
     kg = os.path.join(DATA, "tiny.kgraph")
-    assert main([kg, "-o", str(tmp_path / "t.sol"), "-p", "route{x=1}"]) == 1
+    assert main([kg, "-o", str(tmp_path / "t.sol"), "-p", "route{x=1}"]) == 2
     assert "not in the kernel-graph pipeline (size, place)" in capsys.readouterr().err
     assert main([str(tmp_path / "nope.kgraph"), "-o", str(tmp_path / "t.sol")]) == 1
     assert "cannot read kernel graph" in capsys.readouterr().err

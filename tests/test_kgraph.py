@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from wsec.frontends.kgraph import KgraphError, load_kgraph, parse_kgraph
 from wsec.ir import library_cs1
+from wsec.ir.errors import LayoutInfeasible
 from wsec.ir.graph import HOST
 from wsec.ir.library_cs1 import CBLOCK, CONV, DBLOCK, distinct_ceil_values
 from wsec.ir.parser import parse_module
 from wsec.ir.printer import print_module
-from wsec.ir.sizing_bound import area_bound, min_area_at
+from wsec.ir.sizing import area_bound, min_area_at
 from wsec.ir.target import get_target
 from wsec.ir.verify import verify_module
 
@@ -217,9 +218,9 @@ def test_area_bound_by_hand() -> None:
     assert area_bound([a, b], 9) == 30  # 4 + 5
     assert area_bound([a, b], 15) == 20  # 10 + 5 and b can go no faster
     assert min_area_at(a, 29) == 10 and min_area_at(a, 9) is None
-    with pytest.raises(ValueError, match=r"at least 3 PEs .* grid holds 2 PEs \(1 short\)"):
+    with pytest.raises(LayoutInfeasible, match=r"at least 3 PEs .* grid holds 2 PEs \(1 short\)"):
         area_bound([a, b], 2)
-    with pytest.raises(ValueError, match="kernel 'k9' has no legal option"):
+    with pytest.raises(LayoutInfeasible, match="kernel 'k9' has no legal option"):
         area_bound([a, []], 100, names=["k1", "k9"])
 
 

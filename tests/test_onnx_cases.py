@@ -110,8 +110,8 @@ def test_simulation_really_compares(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wrong op semantics in the executed binary turns a case into FAIL (the
     harness can fail). Tanh on a model input is not folded at compile time,
     so only the simulator evaluates it."""
-    from wsec.ir import opsem
-    monkeypatch.setitem(opsem._UNARY, "Tanh", np.sinh)
+    from wsec.ir import opsem_core
+    monkeypatch.setitem(opsem_core.UNARY, "Tanh", np.sinh)
     r = run_case("pytorch-converted", "test_Tanh")
     assert r.status == "FAIL" and "max abs error" in r.reason
 

@@ -93,7 +93,7 @@ def test_bad_input_name_is_a_user_error(tiny_bin: tuple[pathlib.Path, Program],
     path, _ = tiny_bin
     np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
     r = run_wsec("run", str(path), "--input", f"nope={tmp_path / 'x.npy'}")
-    assert r.returncode == 1 and "wsec: error: --input nope" in r.stderr
+    assert r.returncode == 2 and "wsec: error: --input nope" in r.stderr
     r = run_wsec("run", str(tmp_path / "missing.bin"))
     assert r.returncode == 1 and "wsec: error: cannot read" in r.stderr
 

@@ -137,7 +137,7 @@ def test_light_model_matches_onnxruntime(name: str, tmp_path: pathlib.Path) -> N
     uniform (0.001 after the softmax); a weight-sensitive proof is the
     random-input check, the mixed model above and the transformer fixtures
     (tests/test_sim_fixtures.py). A uniform softmax over logits near 1e26
-    also demands that equal columns round equally (see sim_kinds)."""
+    also demands that equal columns round equally (see sim_sharded)."""
     if name not in FAST_LIGHT and not os.environ.get("WSEC_SIM_ALL"):
         pytest.skip("set WSEC_SIM_ALL=1 (or run bench/simulate.py) for all nine")
     model = light_model(name)
@@ -317,7 +317,7 @@ def test_equal_columns_round_equally(tmp_path: pathlib.Path) -> None:
     does not: it made vgg19's light model FAIL with 31 tied logits); the
     end-to-end part pins the uniform softmax (the compiler picks a wide kx
     here, so it alone would not catch a BLAS rounding difference)."""
-    from wsec.backends.sim_kinds import _pe_products
+    from wsec.backends.sim_sharded import _pe_products
 
     rng = np.random.default_rng(0)
     ab = (rng.standard_normal((4, 3, 128)) * 1e20).astype(np.float32)  # ky, M, kb

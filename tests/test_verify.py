@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST, Edge, Hop, Kernel, Module, Node, Rect, SramRegion, Value
 from wsec.ir.types import Dense, Splat, TensorType
 from wsec.ir.verify import VerifyError, verify_module
@@ -59,7 +60,7 @@ def test_valid_modules_pass() -> None:
 def _fails(m: Module, pattern: str) -> None:
     with pytest.raises(VerifyError, match=pattern) as exc:
         verify_module(m)
-    assert isinstance(exc.value, ValueError)
+    assert isinstance(exc.value, WsecError)
 
 
 def _k(m: Module, name: str) -> Kernel:

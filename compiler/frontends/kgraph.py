@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST, Edge, Kernel, Module
 from wsec.ir.library_cs1 import ISPD_KINDS
 from wsec.ir.types import TensorType
@@ -35,7 +36,7 @@ _EDGE = re.compile(r"^(\w+)\[\s*(\d+)\s*\]:(\w+)\s*->\s*(\w+)\[\s*(\d+)\s*\]:(\w
 _ATTR = re.compile(r"(\w+)=('[^']*'|\[[^\]]*\]|\S+)")
 
 
-class KgraphError(Exception):
+class KgraphError(WsecError):
     """A malformed kernel graph; the message names the file and line."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference, version_converter
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import Module, Node
 from wsec.ir.ops import CANONICAL_OPSET, ONNX_DTYPES, SUPPORTED_OPS
 from wsec.ir.types import ConstData, Dense, External, TensorType, splat_of
@@ -30,7 +31,7 @@ MIN_OPSET, MAX_OPSET = 6, 22
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-class FrontendError(Exception):
+class FrontendError(WsecError):
     """The ONNX model cannot be compiled; the message says why and what to do."""
 
 

@@ -26,6 +26,7 @@ import math
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from wsec.ir.errors import WsecError
 
 from .onnx_resize import ResizeConversionError, downgrade_resize
 
@@ -33,7 +34,7 @@ _REDUCE_ATTR_AXES = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "Redu
                      "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"}
 
 
-class DowngradeError(Exception):
+class DowngradeError(WsecError):
     """A node has no opset-17 form; the message names it."""
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from wsec.ir.errors import WsecError
 
 
-class ResizeConversionError(Exception):
+class ResizeConversionError(WsecError):
     """A Resize/Upsample node has no opset-17 form; the message names it."""
 
 

@@ -27,6 +27,7 @@ import struct
 from typing import Any
 
 import numpy as np
+from wsec.ir.errors import WsecError
 from wsec.ir.graph import Kernel, Module
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES, External
@@ -37,7 +38,7 @@ FP_CHUNK = 1 << 20  # 1 MiB at each end of a range
 FP_MAGIC = b"wsec-fp1"
 
 
-class StreamError(Exception):
+class StreamError(WsecError):
     """A stream descriptor or its weight file is wrong (one line, for people)."""
 
 

@@ -1,5 +1,8 @@
-"""Streaming kernel kinds: element-wise chains, normalisation, softmax and
+"""Row-wise kernel kinds: element-wise chains, normalisation, softmax and
 pure data movement.
+
+("Row-wise": each works along rows of its tensor with no weights to shard;
+not to be confused with weight streaming, the execution mode.)
 
 These hold no large weights; their time is set by how many elements each PE
 touches and by the fabric (one 32-bit wavelet per cycle into a PE). Kinds

@@ -21,11 +21,9 @@ import numpy as np
 from wsec.ir.types import DTYPES
 
 from .format import Program, type_dtype, type_shape
-from .sim import RunResult, SimError, value_array_type
-from .sim_exec import node_of, run_op
-from .stream import stream_weight
-
-COMPUTE_DTYPE = np.float32
+from .sim_base import COMPUTE_DTYPE, RunResult, SimError, value_array_type
+from .sim_pe import node_of, run_op
+from .weight_stream import stream_weight
 
 
 def _as_compute(arr: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-from wsec.ir.graph import Kernel, Module, Node
+from .graph import Kernel, Module, Node
 
 
 @dataclass(frozen=True)

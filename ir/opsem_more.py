@@ -1,10 +1,10 @@
 """More reference semantics: activations, reductions and layout ops of exporters.
 
-Split from `opsem` only to keep modules short: PyTorch's exporter emits these
+Split from `opsem_core` only to keep modules short: PyTorch's exporter emits these
 (ELU/SELU/PReLU/Softplus activations, LogSoftmax, InstanceNorm,
 ConvTranspose, the Trilu of a causal mask, CumSum, Einsum, ...). They are
 registered into the same table, so `opsem.evaluate` is still the single
-definition of what an op computes. Imported by `opsem` itself.
+definition of what an op computes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import itertools
 import numpy as np
 
 from .graph import Node
-from .opsem import _BINARY, _UNARY, _get, _ints, _op, gather_args, reduce_with
+from .opsem_base import get, ints, op
+from .opsem_core import BINARY, UNARY, gather_args, reduce_with
 
 Arr = np.ndarray
 
@@ -30,7 +31,7 @@ def _softplus(x: Arr) -> Arr:
     return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype)
 
 
-_UNARY.update({
+UNARY.update({
     "Softplus": _softplus,
     "Softsign": lambda x: (x / (1 + np.abs(x))).astype(x.dtype),
     "Sin": np.sin, "Cos": np.cos, "Sign": np.sign, "Round": np.round, "IsNaN": np.isnan,
@@ -38,44 +39,44 @@ _UNARY.update({
 })
 
 
-@_op("Softplus", "Softsign", "Sin", "Cos", "Sign", "Round", "IsNaN", "HardSwish")
+@op("Softplus", "Softsign", "Sin", "Cos", "Sign", "Round", "IsNaN", "HardSwish")
 def _unary_more(n: Node, ins: list) -> list:
-    return [_UNARY[n.op](ins[0])]
+    return [UNARY[n.op](ins[0])]
 
 
-@_op("Elu")
+@op("Elu")
 def _elu(n: Node, ins: list) -> list:
     x = ins[0]
     a = _f(n, "alpha", 1.0)
     return [np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))).astype(x.dtype)]
 
 
-@_op("Selu")
+@op("Selu")
 def _selu(n: Node, ins: list) -> list:
     x = ins[0]
     a, g = _f(n, "alpha", 1.67326319217681884765625), _f(n, "gamma", 1.05070102214813232421875)
     return [(g * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))).astype(x.dtype)]
 
 
-@_op("HardSigmoid")
+@op("HardSigmoid")
 def _hard_sigmoid(n: Node, ins: list) -> list:
     x = ins[0]
     return [np.clip(_f(n, "alpha", 0.2) * x + _f(n, "beta", 0.5), 0, 1).astype(x.dtype)]
 
 
-_BINARY.update({
+BINARY.update({
     "PRelu": lambda x, s: np.where(x < 0, x * s, x).astype(x.dtype),
     "GreaterOrEqual": np.greater_equal, "LessOrEqual": np.less_equal,
     "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
 })
 
 
-@_op("PRelu", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor")
+@op("PRelu", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor")
 def _binary_more(n: Node, ins: list) -> list:
-    return [_BINARY[n.op](ins[0], ins[1])]
+    return [BINARY[n.op](ins[0], ins[1])]
 
 
-@_op("Mod")
+@op("Mod")
 def _mod(n: Node, ins: list) -> list:
     a, b = ins[0], ins[1]
     if n.attrs.get("fmod", 0):
@@ -83,7 +84,7 @@ def _mod(n: Node, ins: list) -> list:
     return [np.mod(a, b).astype(a.dtype)]
 
 
-@_op("Mean")
+@op("Mean")
 def _mean(n: Node, ins: list) -> list:
     acc = ins[0]
     for x in ins[1:]:
@@ -94,7 +95,7 @@ def _mean(n: Node, ins: list) -> list:
 # --- softmax family, reductions, normalisation -------------------------------
 
 
-@_op("LogSoftmax")
+@op("LogSoftmax")
 def _log_softmax(n: Node, ins: list) -> list:
     x = ins[0]
     axis = int(n.attrs.get("axis", -1))
@@ -110,12 +111,12 @@ _REDUCERS = {
 }
 
 
-@_op(*_REDUCERS)
+@op(*_REDUCERS)
 def _reduce_more(n: Node, ins: list) -> list:
     return reduce_with(_REDUCERS[n.op], n, ins)
 
 
-@_op("ArgMax", "ArgMin")
+@op("ArgMax", "ArgMin")
 def _arg(n: Node, ins: list) -> list:
     x = ins[0]
     axis = int(n.attrs.get("axis", 0)) % x.ndim
@@ -130,7 +131,7 @@ def _arg(n: Node, ins: list) -> list:
     return [idx.astype(np.int64)]
 
 
-@_op("InstanceNormalization")
+@op("InstanceNormalization")
 def _instance_norm(n: Node, ins: list) -> list:
     x, scale, bias = ins[:3]
     eps = _f(n, "epsilon", 1e-5)
@@ -142,7 +143,7 @@ def _instance_norm(n: Node, ins: list) -> list:
     return [y.astype(x.dtype)]
 
 
-@_op("CumSum")
+@op("CumSum")
 def _cumsum(n: Node, ins: list) -> list:
     x = ins[0]
     axis = int(np.asarray(ins[1]).reshape(-1)[0]) % x.ndim
@@ -159,31 +160,31 @@ def _cumsum(n: Node, ins: list) -> list:
 # --- layout and indexing -----------------------------------------------------
 
 
-@_op("Trilu")
+@op("Trilu")
 def _trilu(n: Node, ins: list) -> list:
-    k = int(np.asarray(ins[1]).item()) if _get(ins, 1) is not None else 0
+    k = int(np.asarray(ins[1]).item()) if get(ins, 1) is not None else 0
     fn = np.triu if n.attrs.get("upper", 1) else np.tril
     return [fn(ins[0], k)]
 
 
-@_op("Einsum")
+@op("Einsum")
 def _einsum(n: Node, ins: list) -> list:
     eq = str(n.attrs["equation"]).replace(" ", "")
     return [np.asarray(np.einsum(eq, *ins, optimize=True)).astype(ins[0].dtype)]
 
 
-@_op("GatherElements")
+@op("GatherElements")
 def _gather_elements(n: Node, ins: list) -> list:
     x, idx, axis = gather_args(n, ins)
     return [np.take_along_axis(x, idx, axis=axis)]
 
 
-@_op("Size")
+@op("Size")
 def _size(n: Node, ins: list) -> list:
     return [np.array(ins[0].size, dtype=np.int64)]
 
 
-@_op("DepthToSpace")
+@op("DepthToSpace")
 def _depth_to_space(n: Node, ins: list) -> list:
     x = ins[0]
     b = int(n.attrs["blocksize"])
@@ -195,7 +196,7 @@ def _depth_to_space(n: Node, ins: list) -> list:
     return [y.reshape(nb, c // (b * b), h * b, w * b)]
 
 
-@_op("SpaceToDepth")
+@op("SpaceToDepth")
 def _space_to_depth(n: Node, ins: list) -> list:
     x = ins[0]
     b = int(n.attrs["blocksize"])
@@ -210,29 +211,29 @@ def _space_to_depth(n: Node, ins: list) -> list:
 def _convt_pads(n: Node, spatial: tuple[int, ...], full: list[int]) -> tuple[list[int], list[int]]:
     """(begin, end) crops of the full transposed-conv output, per ONNX's rules."""
     nd = len(spatial)
-    strides = _ints(n.attrs.get("strides"), [1] * nd)
+    strides = ints(n.attrs.get("strides"), [1] * nd)
     auto = str(n.attrs.get("auto_pad", "NOTSET"))
     want = n.attrs.get("output_shape")
     if want is None and auto in ("SAME_UPPER", "SAME_LOWER"):
         want = [spatial[i] * strides[i] for i in range(nd)]
     if want is None:
-        p = _ints(n.attrs.get("pads"), [0] * (2 * nd))
+        p = ints(n.attrs.get("pads"), [0] * (2 * nd))
         return p[:nd], p[nd:]
-    want = _ints(want)[-nd:]
+    want = ints(want)[-nd:]
     total = [full[i] - want[i] for i in range(nd)]
     if auto == "SAME_UPPER":
         return [t // 2 for t in total], [t - t // 2 for t in total]
     return [t - t // 2 for t in total], [t // 2 for t in total]
 
 
-@_op("ConvTranspose")
+@op("ConvTranspose")
 def _conv_transpose(n: Node, ins: list) -> list:
-    x, w, b = ins[0], ins[1], _get(ins, 2)
+    x, w, b = ins[0], ins[1], get(ins, 2)
     nd = x.ndim - 2
     kernel = list(w.shape[2:])
-    strides = _ints(n.attrs.get("strides"), [1] * nd)
-    dil = _ints(n.attrs.get("dilations"), [1] * nd)
-    outpad = _ints(n.attrs.get("output_padding"), [0] * nd)
+    strides = ints(n.attrs.get("strides"), [1] * nd)
+    dil = ints(n.attrs.get("dilations"), [1] * nd)
+    outpad = ints(n.attrs.get("output_padding"), [0] * nd)
     g = int(n.attrs.get("group", 1))
     nb, c = x.shape[:2]
     cg, mg = c // g, w.shape[1]
@@ -344,7 +345,7 @@ def resize_plan(n: Node, shape: tuple[int, ...], roi: Arr | None, scales: Arr | 
     """Output shape, per-axis scale and per-axis roi of a Resize on `shape`
     (opset 13..19 rules, incl. `axes` and keep_aspect_ratio_policy)."""
     nd = len(shape)
-    axes = [int(a) % nd for a in _ints(n.attrs.get("axes"), list(range(nd)))]
+    axes = [int(a) % nd for a in ints(n.attrs.get("axes"), list(range(nd)))]
     out, sc = list(shape), [1.0] * nd
     rois = [(0.0, 1.0)] * nd
     if roi is not None and roi.size == 2 * len(axes):
@@ -374,14 +375,14 @@ def resize_plan(n: Node, shape: tuple[int, ...], roi: Arr | None, scales: Arr | 
     return out, sc, rois
 
 
-@_op("Resize")
+@op("Resize")
 def _resize(n: Node, ins: list) -> list:
     """Separable: one axis after the other, each a gather of its taps and a
     weighted sum (nearest: a plain gather, exact for every dtype)."""
     x = ins[0]
     if int(n.attrs.get("antialias", 0)) and str(n.attrs.get("mode", "nearest")) != "nearest":
         raise ValueError(f"Resize '{n.name}': antialias=1 is not supported")
-    out, sc, rois = resize_plan(n, x.shape, _get(ins, 1), _get(ins, 2), _get(ins, 3))
+    out, sc, rois = resize_plan(n, x.shape, get(ins, 1), get(ins, 2), get(ins, 3))
     nearest = str(n.attrs.get("mode", "nearest")) == "nearest"
     y = x if nearest else x.astype(np.float64)
     outside = np.zeros(out, bool)

@@ -1,7 +1,7 @@
 """Sharded executors of the weight-holding kinds: conv and matmul.
 
 Why separate: these are where per-PE ownership matters (the weights), so
-they compute exactly as the kinds' mappings say (library_spatial.ConvKind,
+they compute exactly as the kinds' mappings say (library_conv.ConvKind,
 library_dense.MatmulKind), vectorised over all PEs of the kernel:
 
 - conv, knobs k, c, s: PE (px, py) holds W[K-block px, Cg-block py % c] and
@@ -26,11 +26,11 @@ from collections.abc import Callable
 import numpy as np
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
-from wsec.ir.opsem import _pads, _windows
+from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
-from .sim import SimError
-from .sim_exec import COMPUTE_DTYPE, Env
+from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_pe import Env
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -72,12 +72,12 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     wpe = env.mem.pe_array(env.ki, k.weights.index(node.inputs[1]), (kb, cb, R, S))
     wpe = wpe.reshape(s, c, kk, kb, cb, R, S)
     st, dl = _ints(node.attrs.get("strides"), 2, 1), _ints(node.attrs.get("dilations"), 2, 1)
-    pb, pe = _pads(node, x.shape[2:], [R, S], st, dl)
+    pb, pe = pads(node, x.shape[2:], [R, S], st, dl)
     need_h = (s * hb - 1) * st[0] + (R - 1) * dl[0] + 1
     extra_h = max(0, need_h - (x.shape[2] + pb[0] + pe[0]))
     cpad = c * cb - cg if G == 1 else 0
     xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0] + extra_h), (pb[1], pe[1])])
-    win = _windows(xp, [R, S], st, dl, [s * hb, Wo])  # N, C', s*hb, Wo, R, S (a view)
+    win = windows(xp, [R, S], st, dl, [s * hb, Wo])  # N, C', s*hb, Wo, R, S (a view)
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
     for ci in range(c):  # the reduction along each PE column, in PE order
         w_ci = wpe[:, ci]  # [s, k, kb, cb, R, S]: every PE of block row ci

@@ -1,0 +1,55 @@
+"""What every part of the device simulator shares: its error, the PE
+compute dtype, edge naming, route traces and the result of a run.
+
+(Kept apart so the simulator's modules — routers, PE memory, kernel
+execution, weight streaming — import it and never each other in a cycle.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from wsec.ir.errors import WsecError
+from wsec.ir.types import DTYPES
+
+from .format import Program, type_dtype, type_shape
+
+COMPUTE_DTYPE = np.float32  # what a simulated PE computes in
+
+
+class SimError(WsecError):
+    """The binary cannot execute as configured (the message names where)."""
+
+
+def edge_name(p: Program, ei: int) -> str:
+    e = p.edges[ei]
+    return f"edge #{ei} %{e.value} ({e.src} -> {', '.join(e.dsts)})"
+
+
+@dataclass
+class Trace:
+    """Where one edge's wavelets go: the sinks reached and the links used.
+
+    `sinks` maps a kernel name (or HOST) to the entry PE where the value
+    arrived; `links` lists (x, y, port) for every transmitting port along
+    the tree, the host port included."""
+
+    edge: int
+    color: int
+    sinks: dict[str, tuple[int, int]] = field(default_factory=dict)
+    links: list[tuple[int, int, str]] = field(default_factory=list)
+    pes: int = 0
+
+
+def value_array_type(p: Program, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    text = p.info["values"][name]
+    return tuple(type_shape(text)), DTYPES[type_dtype(text)]
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, np.ndarray]
+    traces: list[Trace]
+    kernel_seconds: dict[str, float]
+    kernel_stats: dict[str, dict[str, int]]

@@ -1,0 +1,7 @@
+"""The ISPD 2020 kernel-placement contest: its solution format (solution),
+scorer (score), compile driver (driver) and command line (cli).
+
+wsec reads the contest's kernel graphs (wsec.frontends.kgraph), sizes them
+with the `cs1` kernel kinds (wsec.ir.library_cs1) and places them with the
+ordinary size and place passes.
+"""

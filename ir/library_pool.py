@@ -1,0 +1,201 @@
+"""Pooling and resizing kernel kinds: MaxPool/AveragePool/global pools and Resize.
+
+Like convolution (library_conv), they stream the feature map row by row,
+output rows dealt out to row groups with their window halo, channels to
+column groups; they hold no weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .graph import Node, Value
+from .kernel_kind import Dims, Knobs
+from .library_common import (
+    CODE_BYTES,
+    KERNEL_OVERHEAD,
+    ROW_OVERHEAD,
+    LibraryKind,
+    UnsupportedShape,
+    candidates,
+    cdiv,
+    elems_per_cycle,
+    fused_extras,
+    is_const,
+    itemsize,
+    spatial,
+    vtype,
+)
+from .library_conv import channel_shard, fold_depth, pair, window_dims
+from .target import Target
+
+
+class PoolKind(LibraryKind):
+    """Max / average / global pooling (+ fused element-wise ops).
+
+    Mapping: c channel groups along x, s output-row groups along y; a PE
+    keeps a window of input rows of its ceil(C/c) channels and one output
+    row. Global pooling reduces over the whole map: the s row groups each sum
+    ceil(H/s) input rows and their partial results are added along y.
+    dims: as conv without K/G/bias, plus glob (1 for global pooling).
+    3-D ops (conv and pooling) fold the depth axis: N counts samples x
+    output depth planes, and T (present only then) input planes per output
+    plane multiply the taps, the rows received and the row windows kept.
+    """
+
+    name = "pool"
+    knob_names = ("c", "s")
+    description = "pooling: c channel groups (x), s row groups (y)"
+    ops = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        p = body[0]
+        xt = vtype(values, p.inputs[0])
+        if len(xt.shape) > 5:
+            raise UnsupportedShape(f"{p.op} with {len(xt.shape) - 2} spatial axes (input {xt}): "
+                                   "only 1-D, 2-D and 3-D pooling maps onto the pool kind")
+        if len(xt.shape) == 5:
+            return self._dims_3d(body, values)
+        x = spatial(xt)
+        y = spatial(vtype(values, p.outputs[0]))
+        glob = p.op.startswith("Global")
+        nsp = len(vtype(values, p.inputs[0]).shape) - 2
+        if glob:
+            rs = (x[2], x[3])
+        else:
+            ks = pair(p.attrs, "kernel_shape", 1, nsp)
+            nsp = len(ks)
+            rs = (ks[0], ks[1]) if nsp == 2 else (1, ks[0])
+        d = window_dims(p, x, y, rs, nsp if not glob else 2)
+        d["glob"] = int(glob)
+        d.update(fused_extras(body, values))
+        return d
+
+    def _dims_3d(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        """3-D pooling: global pooling folds depth into the rows; windowed
+        pooling runs each output depth plane over T input planes."""
+        p = body[0]
+        xs = vtype(values, p.inputs[0]).shape
+        ys = vtype(values, p.outputs[0]).shape
+        if p.op.startswith("Global"):
+            x = (xs[0], xs[1], xs[2] * xs[3], xs[4])
+            d = window_dims(p, x, (xs[0], xs[1], 1, 1), (x[2], x[3]), 2)
+            d["glob"] = 1
+        else:
+            ks = pair(p.attrs, "kernel_shape", 1, 3)
+            flat, x4, y4, extra = fold_depth(p, xs, ys, ks[0])
+            d = window_dims(flat, x4, y4, (ks[1], ks[2]), 2)
+            d.update(extra)
+            d["glob"] = 0
+        d.update(fused_extras(body, values))
+        return d
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        rows = dims["H"] if dims["glob"] else dims["Ho"]
+        return {"c": candidates(dims["C"], target.width), "s": candidates(rows, target.height)}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        c, s = kn["c"], kn["s"]
+        cb = cdiv(d["C"], c)
+        epc, b = elems_per_cycle(target), itemsize(target)
+        red = (s > 1).astype(np.int64)
+        if d["glob"]:
+            rows = d["N"] * cdiv(d["H"], s)
+            compute = rows * cdiv(d["W"] * cb, target.lanes) + d["N"] * cdiv(cb, target.lanes) * (
+                red + d["F"] + 1)
+            recv = cdiv(rows * d["W"] * cb + d["N"] * cb * red, epc)
+            sram = CODE_BYTES + d["W"] * cb * b + cb * 4 * (1 + d["A"]) + cb * b
+            cycles = np.maximum(compute, recv) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+            return c, s, cycles, sram
+        rows = d["N"] * cdiv(d["Ho"], s)
+        wi = d["W"] + d["pw"]
+        win = (d["R"] - 1) * d["dh"] + 1
+        t = d.get("T", 1)  # 3-D: input depth planes per output plane
+        compute = rows * cdiv(d["Wo"] * cb, target.lanes) * (d["R"] * d["S"] * t + 1 + d["F"])
+        rows_in = d["N"] * np.minimum(d["H"] + d["ph"], cdiv(d["Ho"], s) * d["sh"] + win - 1)
+        recv = cdiv(rows_in * wi * cb * t + rows * d["Wo"] * cb * d["A"], epc)
+        send = cdiv(rows * d["Wo"] * cb, epc)
+        cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+        sram = (CODE_BYTES + (win + d["sh"]) * wi * cb * t * b + d["Wo"] * cb * b * (1 + d["A"])
+                + cdiv(d["P"] * cb, d["C"]) * b)
+        return c, s, cycles, sram
+
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        return channel_shard(dims["C"], knobs["c"], weight_shape, px)
+
+
+_RESIZE_TAPS = {"nearest": 1, "linear": 2, "cubic": 4}
+
+
+class ResizeKind(LibraryKind):
+    """Resize / upsampling of the spatial axes (+ fused element-wise ops).
+
+    Mapping like pooling: c channel groups along x, s output-row groups
+    along y. Resize is separable: a PE resamples each input row it needs
+    along W once (tw taps per output column), keeps the last th resampled
+    rows and blends them per output row (th taps), so an output element
+    costs tw + th multiply-adds for linear (2 + 2) and cubic (4 + 4);
+    nearest copies, so its time is the fabric's (receive and send). A PE
+    receives the input rows its ceil(Ho/s) output rows map to plus the tap
+    halo. Its constants (scales, sizes, roi, fused parameters) are small
+    and replicated on every PE.
+    dims: N, C, H, W (input), Ho, Wo, th, tw (taps per axis; 1 when the
+    axis is not resized), F/A/P (fused ops), Q (Resize's own constant
+    elements)."""
+
+    name = "resize"
+    knob_names = ("c", "s")
+    description = "resize: c channel groups (x), s output-row groups (y)"
+    ops = frozenset({"Resize"})
+
+    def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        rz = body[0]
+        xt, yt = vtype(values, rz.inputs[0]), vtype(values, rz.outputs[0])
+        if len(xt.shape) not in (3, 4) or xt.shape[:2] != yt.shape[:2]:
+            raise UnsupportedShape(
+                f"Resize from {xt} to {yt}: only the spatial axes of an (N, C, W) or "
+                "(N, C, H, W) tensor map onto the resize kind (batch and channels must keep "
+                "their size)")
+        mode = str(rz.attrs.get("mode", "nearest"))
+        if mode not in _RESIZE_TAPS:
+            raise UnsupportedShape(f"Resize mode '{mode}'")
+        n, c, h, w = spatial(xt)
+        _, _, ho, wo = spatial(yt)
+        taps = _RESIZE_TAPS[mode]
+        q = sum(vtype(values, i).numel for i in rz.inputs[1:] if i and is_const(values, i))
+        d = {"N": n, "C": c, "H": h, "W": w, "Ho": ho, "Wo": wo, "Q": q,
+             "th": taps if (h, ho) != (1, 1) else 1, "tw": taps}
+        d.update(fused_extras(body, values))
+        return d
+
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        return {"c": candidates(dims["C"], target.width),
+                "s": candidates(dims["Ho"], target.height)}
+
+    def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        c, s = kn["c"], kn["s"]
+        cb = cdiv(d["C"], c)
+        epc, b = elems_per_cycle(target), itemsize(target)
+        th, tw = d["th"], d["tw"]
+        hb = cdiv(d["Ho"], s)
+        rows = d["N"] * hb
+        # input rows one row group reads: its share of H plus the taps' halo
+        rows_in = d["N"] * np.minimum(d["H"], cdiv(hb * d["H"], d["Ho"]) + th)
+        blend = 0 if th * tw == 1 else th + tw  # nearest is a copy
+        compute = (rows_in * cdiv(d["Wo"] * cb, target.lanes) * (tw if blend else 0)
+                   + rows * cdiv(d["Wo"] * cb, target.lanes) * (th * (blend > 0) + d["F"]))
+        recv = cdiv(rows_in * d["W"] * cb + rows * d["Wo"] * cb * d["A"], epc)
+        send = cdiv(rows * d["Wo"] * cb, epc)
+        cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
+        sram = (CODE_BYTES + d["W"] * cb * b                 # the input row being resampled
+                + th * d["Wo"] * cb * b * (blend > 0)          # resampled rows kept for blending
+                + d["Wo"] * cb * b * (1 + d["A"])              # output (+ residual) row
+                + (2 * d["Wo"] + d["Q"] + d["P"]) * 4)         # tap tables, constants
+        return c, s, cycles, sram
+
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+        return tuple(slice(0, n) for n in weight_shape)  # small: replicated

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from wsec.ir.errors import WsecError
+from wsec.ir.errors import UsageError, WsecError
 from wsec.ir.graph import Module
 from wsec.ir.target import Target, get_target
-from wsec.passes import DEFAULT_PIPELINE, Pass, PassContext, PassError
+from wsec.passes import DEFAULT_PIPELINE, LayoutInfeasible, Pass, PassContext
 from wsec.passes.manager import PassManager, merge_options
 
 
@@ -117,11 +117,11 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     target = resolve_target(module, opts)
     passes = merge_options(pipeline, opts.pass_options)
     if opts.stop_after and opts.stop_after not in pipeline:
-        raise PassError(f"--stop-after: pass '{opts.stop_after}' is not in the pipeline "
+        raise UsageError(f"--stop-after: pass '{opts.stop_after}' is not in the pipeline "
                         f"({', '.join(pipeline)})")
     for name in opts.print_ir_after:
         if name != "all" and name not in pipeline:
-            raise PassError(f"--print-ir-after: pass '{name}' is not in the pipeline "
+            raise UsageError(f"--print-ir-after: pass '{name}' is not in the pipeline "
                             f"({', '.join(pipeline)})")
     ctx = PassContext(target, time_limit=opts.time_limit)
     front_names, back_names = split_pipeline(pipeline)
@@ -145,7 +145,7 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
         except ModeError as e:
             raise ModeError(f"{module.attrs.get('mode_reason', mode)}; but {e}") from None
     if opts.stop_after in back_names and opts.stop_after not in back_specs:
-        raise PassError(f"--stop-after: pass '{opts.stop_after}' does not run in {mode} mode "
+        raise UsageError(f"--stop-after: pass '{opts.stop_after}' does not run in {mode} mode "
                         f"(its passes: {', '.join(back_specs)})")
     overrides = [s for s in opts.pass_options if s.split("{", 1)[0].strip() in back_specs]
     back = _pending(merge_options(back_specs, overrides), module)
@@ -155,7 +155,7 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     snapshot = _snapshot(module) if fallback else None
     try:
         completed = pm2.run(module, ctx)
-    except PassError as e:
+    except LayoutInfeasible as e:
         if snapshot is None:
             raise
         # auto mode promised one command for any model: a pipeline layout that

@@ -121,16 +121,33 @@ def test_auto_mode_streams_when_the_pipeline_layout_fails(monkeypatch) -> None:
     streaming and says why; a forced pipeline reports the routing error."""
     import pytest
     from wsec.driver import CompileOptions, compile_model
-    from wsec.passes import PassError
+    from wsec.passes import LayoutInfeasible, PassError
     from wsec.passes.route import Route
 
     def fail(self, module, ctx):  # noqa: ANN001
-        raise PassError("edge %x cannot be routed: no color is free")
+        raise LayoutInfeasible("edge %x cannot be routed: no color is free")
 
     monkeypatch.setattr(Route, "run", fail)
     res = compile_model(str(EXAMPLE), CompileOptions())
     assert res.completed and res.module.attrs["mode"] == "stream"
     assert "pipeline layout failed (edge %x cannot be routed" in res.module.attrs["mode_reason"]
     assert all(k.rect is not None for k in res.module.kernels())
-    with pytest.raises(PassError, match="cannot be routed"):
+    with pytest.raises(LayoutInfeasible, match="cannot be routed"):
         compile_model(str(EXAMPLE), CompileOptions(mode="pipeline"))
+
+    def bug(self, module, ctx):  # noqa: ANN001
+        raise PassError("a pass error that is not an infeasible layout")
+
+    monkeypatch.setattr(Route, "run", bug)  # only LayoutInfeasible falls back
+    with pytest.raises(PassError, match="not an infeasible layout"):
+        compile_model(str(EXAMPLE), CompileOptions())
+
+
+def test_bad_pass_option_is_a_usage_error_and_never_falls_back(tmp_path: pathlib.Path) -> None:
+    for spec, allowed in (("place{effort=hgih}", "allowed values: fast, normal, high"),
+                          ("size{utilisation=2}", "allowed values: a number in (0, 1]")):
+        out = tmp_path / "m.bin"
+        r = run_wsec(str(EXAMPLE), "-o", str(out), "-p", spec)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert allowed in r.stderr and r.stderr.count("\n") == 1
+        assert not out.exists()

@@ -19,6 +19,7 @@ import numpy as np
 from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST
 from wsec.ir.kernels import KINDS
+from wsec.ir.metrics import first_overlap
 
 from .format import (
     AXIS_CELL,
@@ -209,19 +210,11 @@ def validate_program(p: Program) -> None:
 
 
 def _check_overlaps(p: Program) -> None:
-    if len(p.kernels) < 2:
-        return
-    r = np.array([[k.rect.x, k.rect.y, k.rect.x1, k.rect.y1] for k in p.kernels], np.int64)
-    for i0 in range(0, len(r), 512):
-        a = r[i0:i0 + 512, None, :]
-        hit = (a[..., 0] < r[None, :, 2]) & (r[None, :, 0] < a[..., 2]) & \
-              (a[..., 1] < r[None, :, 3]) & (r[None, :, 1] < a[..., 3])
-        ii, jj = np.nonzero(hit)
-        sel = (ii + i0) < jj
-        if sel.any():
-            ka, kb = p.kernels[int(ii[sel][0]) + i0], p.kernels[int(jj[sel][0])]
-            raise BinaryError(f"kernels '{ka.name}' {_rect(ka)} and '{kb.name}' {_rect(kb)} "
-                              f"overlap")
+    pair = first_overlap([k.rect for k in p.kernels], p.target.width, p.target.height)
+    if pair is not None:
+        ka, kb = p.kernels[pair[0]], p.kernels[pair[1]]
+        raise BinaryError(f"kernels '{ka.name}' {_rect(ka)} and '{kb.name}' {_rect(kb)} "
+                          f"overlap")
 
 
 def _rect(k: object) -> str:

@@ -43,6 +43,10 @@ class KernelKind:
     name: str = ""
     knob_names: tuple[str, ...] = ()
     description: str = ""
+    # True when the kind computes the ONNX ops of its kernel's body (so a
+    # kernel of it needs a body); False for cost-model-only kinds such as
+    # the ISPD 2020 contest's
+    has_body: bool = False
 
     # --- cost model (scalar) --------------------------------------------
     def shape(self, dims: Dims, knobs: Knobs, target: Target) -> tuple[int, int]:

@@ -110,6 +110,8 @@ class LibraryKind(KernelKind):
     per-channel or per-column vector), not by its position, so constants of
     fused ops shard consistently; any other constant is held whole."""
 
+    has_body = True
+
     ops: frozenset[str] = frozenset()
 
     # --- to implement -----------------------------------------------------

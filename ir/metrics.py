@@ -17,7 +17,8 @@ the report counted links). Each name here has exactly one meaning:
   leaving a PE, including the host ports, plus each PE's RAMP into its
   core (data delivered) and out of it (data injected); the busiest of all
   of them bounds throughput (one wavelet per link per cycle);
-- overlaps: pairs of rectangles sharing at least one PE.
+- overlaps: pairs of rectangles sharing at least one PE (`first_overlap`
+  for checks, `overlapping_pairs` to list them).
 
 Routes are read as arrays (`RouteArrays`), so the IR (edges with hops) and
 the binary (a routes table) share the same code.
@@ -182,27 +183,67 @@ def placed_wirelength(module: Module, fabric: Fabric, weight: str = "bytes",
     return total
 
 
-def overlapping_pairs(rects: Sequence[Rect]) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i < j) of rectangles that share at least one PE."""
+_MAX_RASTER_CELLS = 50_000_000  # above this grid size, overlaps are found by a sweep
+
+
+def rect_array(rects: Sequence[Rect]) -> np.ndarray:
+    """(n, 4) int64 array of x0, y0, x1, y1 (exclusive ends)."""
+    return np.array([(r.x, r.y, r.x1, r.y1) for r in rects], dtype=np.int64).reshape(-1, 4)
+
+
+def overlapping_pairs(rects: Sequence[Rect], limit: int | None = None) -> list[tuple[int, int]]:
+    """Index pairs (i, j) of rectangles that share at least one PE, found by a
+    sweep over x (sorted starts; each rectangle meets only those starting
+    before its end). At most `limit` pairs when given."""
+    a = rect_array(rects)
+    order = np.argsort(a[:, 0], kind="stable")
+    s = a[order]
+    out: list[tuple[int, int]] = []
+    for i in range(len(s)):
+        j1 = int(np.searchsorted(s[:, 0], s[i, 2], side="left"))
+        c = s[i + 1:j1]
+        for h in np.nonzero((c[:, 1] < s[i, 3]) & (s[i, 1] < c[:, 3]))[0].tolist():
+            p, q = int(order[i]), int(order[i + 1 + h])
+            out.append((min(p, q), max(p, q)))
+            if limit is not None and len(out) >= limit:
+                return out
+    return out
+
+
+def first_overlap(rects: Sequence[Rect], width: int, height: int) -> tuple[int, int] | None:
+    """One pair of overlapping rectangles inside a width x height grid, or
+    None: a coverage raster (2-D difference array, O(n + W*H)) on ordinary
+    grids, the sweep on huge ones."""
     if len(rects) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    a = np.array([(r.x, r.y, r.x1, r.y1) for r in rects], dtype=np.int64)
-    hit = ((a[:, None, 0] < a[None, :, 2]) & (a[None, :, 0] < a[:, None, 2])
-           & (a[:, None, 1] < a[None, :, 3]) & (a[None, :, 1] < a[:, None, 3]))
-    i, j = np.nonzero(np.triu(hit, 1))
-    return i, j
+        return None
+    if width * height > _MAX_RASTER_CELLS:
+        pairs = overlapping_pairs(rects, limit=1)
+        return pairs[0] if pairs else None
+    a = rect_array(rects)
+    diff = np.zeros((height + 1, width + 1), dtype=np.int32)
+    x0, y0, x1, y1 = a.T
+    np.add.at(diff, (y0, x0), 1)
+    np.add.at(diff, (y0, x1), -1)
+    np.add.at(diff, (y1, x0), -1)
+    np.add.at(diff, (y1, x1), 1)
+    hot = np.argwhere(diff.cumsum(0).cumsum(1) > 1)
+    if hot.size == 0:
+        return None
+    y, x = hot[0]
+    inside = np.nonzero((x0 <= x) & (x < x1) & (y0 <= y) & (y < y1))[0]
+    return int(inside[0]), int(inside[1])
 
 
 def overlap_text(names: Sequence[str], rects: Sequence[Rect], limit: int = 20) -> list[str]:
     """Plain-word lines for the overlapping pairs (at most `limit`, then a count)."""
-    i, j = overlapping_pairs(rects)
+    pairs = sorted(overlapping_pairs(rects))
     out = []
-    for p, q in list(zip(i.tolist(), j.tolist(), strict=True))[:limit]:
+    for p, q in pairs[:limit]:
         rp, rq = rects[p], rects[q]
         ow = min(rp.x1, rq.x1) - max(rp.x, rq.x)
         oh = min(rp.y1, rq.y1) - max(rp.y, rq.y)
         out.append(f"kernels '{names[p]}' and '{names[q]}' overlap on {ow}x{oh} "
                    f"PEs (from ({max(rp.x, rq.x)}, {max(rp.y, rq.y)}))")
-    if i.size > limit:
-        out.append(f"... and {i.size - limit} more overlapping pairs")
+    if len(pairs) > limit:
+        out.append(f"... and {len(pairs) - limit} more overlapping pairs")
     return out

@@ -17,6 +17,8 @@ from conftest import LIGHT_MODELS, ROOT, light_model
 from onnx import helper, numpy_helper, shape_inference
 from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST, Edge, Hop, Kernel, Module, Node, Rect, SramRegion
+from wsec.ir.kernel_kind import KernelKind
+from wsec.ir.kernels import register
 from wsec.ir.parser import ParseError, parse_module
 from wsec.ir.printer import print_module
 from wsec.ir.types import ConstData, Dense, External, Splat, TensorType, dtype_name
@@ -84,6 +86,31 @@ def round_trip(m: Module) -> Module:
 
 
 # --- a hand-built module with every construct -------------------------------
+class _TextConv(KernelKind):
+    """A kind for the text round-trip module: a 12x4 rectangle, 1000 cycles."""
+
+    name = "text.conv"
+    knob_names = ("c", "k")
+    has_body = True
+
+    def shape(self, dims, knobs, target):  # noqa: ANN001, ANN201
+        return 12, 4
+
+    def cycles(self, dims, knobs, target):  # noqa: ANN001, ANN201
+        return 1000
+
+
+class _TextAdd(KernelKind):
+    name = "ew.add_2"
+
+    def shape(self, dims, knobs, target):  # noqa: ANN001, ANN201
+        return 2, 2
+
+
+register(_TextConv())
+register(_TextAdd())
+
+
 def full_module() -> Module:
     f32 = TensorType("f32", (1, 4, 8, 8))
     m = Module("every thing", attrs={
@@ -123,7 +150,7 @@ def full_module() -> Module:
         Node("", "Add", ["a//b", "s_f"], ["r"]),
     ]
     k0 = Kernel("k0", "conv", ["gpu_0/data_0", "w", "s_f"], ["r"], attrs={"mode": "fast"},
-                kind="conv", dims={"C": 4, "H": 8, "K": 4}, body=body,
+                kind="text.conv", dims={"C": 4, "H": 8, "K": 4}, body=body,
                 origin=["conv1", "relu 1", ""], knobs={"c": 1, "k": 4},
                 rect=Rect(0, 0, 4, 12), cost={"cycles": 1000, "sram": 2048},
                 sram=[SramRegion("weights", 0, 1024), SramRegion("acts in", 1024, 512)],

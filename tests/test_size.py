@@ -25,6 +25,7 @@ from wsec.passes.size import Size
 
 
 def _sized(m: Module, target, **opts) -> PassContext:
+    m.attrs.update(target=target.name, grid=[target.width, target.height], dtype=target.dtype)
     ctx = PassContext(target)
     Size(**opts).run(m, ctx)
     m.properties.add("sized")

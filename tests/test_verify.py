@@ -12,10 +12,36 @@ import numpy as np
 import pytest
 from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST, Edge, Hop, Kernel, Module, Node, Rect, SramRegion, Value
+from wsec.ir.kernel_kind import KernelKind
+from wsec.ir.kernels import register
 from wsec.ir.types import Dense, Splat, TensorType
 from wsec.ir.verify import VerifyError, verify_module
 
 T = TensorType("f32", (1, 8))
+
+
+class _Ew(KernelKind):
+    """The fixture's kind: knob n, a 2x2 rectangle, a body of ONNX ops."""
+
+    name = "ew"
+    knob_names = ("n",)
+    has_body = True
+
+    def shape(self, dims, knobs, target):  # noqa: ANN001, ANN201
+        return 2, 2
+
+    def cycles(self, dims, knobs, target):  # noqa: ANN001, ANN201
+        return 100
+
+
+class _Bare(KernelKind):
+    """A cost-model-only kind (as the ISPD contest's): kernels without bodies."""
+
+    name = "bare"
+
+
+register(_Ew())
+register(_Bare())
 
 
 def valid() -> Module:
@@ -209,19 +235,55 @@ def test_cycle_between_kernels_is_named() -> None:
 def test_kernel_without_body_defines_its_outputs() -> None:
     m = valid()
     for k in m.kernels():
-        k.body = []
+        k.body, k.kind, k.knobs = [], "bare", {}
     m.values.pop("a")
     verify_module(m)
 
 
-def test_overlap_check_is_fast_for_many_kernels() -> None:
+def _sized_k1(m: Module) -> Kernel:
+    k = _k(m, "k1")
+    k.cost = {"cycles": 100, "sram": 64, "w": 2, "h": 2}
+    return k
+
+
+STRICT_CASES: list[tuple[str, Break, str]] = [
+    ("unknown kind", lambda m: setattr(_k(m, "k1"), "kind", "elemwise"),
+     r"kernel 'k1' \(elemwise\) names an unknown kernel kind \(known: .*\bew\b"),
+    ("empty body", lambda m: setattr(_k(m, "k1"), "body", []),
+     r"kernel 'k1' \(ew\) has an empty body, but a ew kernel computes the ONNX ops of its body"),
+    ("knob names", lambda m: setattr(_k(m, "k1"), "knobs", {"h": 3, "w": 2}),
+     r"kernel 'k1' \(ew\) has knobs \{h, w\} but its kind takes \{n\}"),
+    ("cost field", lambda m: _sized_k1(m).cost.update(wires=3),
+     r"kernel 'k1' \(ew\) records unknown cost field\(s\) wires"),
+    ("cost cycles", lambda m: _sized_k1(m).cost.update(cycles=99),
+     r"kernel 'k1' \(ew\) records 99 cycles per sample but its kind gives 100 for knobs "
+     r"\{n = 1\}"),
+    ("cost shape", lambda m: _sized_k1(m).cost.update(w=3),
+     r"kernel 'k1' \(ew\) records a 3x2 shape but its kind gives 2x2 PEs"),
+    ("rect shape", lambda m: _sized_k1(m) and setattr(_k(m, "k1"), "rect", Rect(2, 0, 3, 2)),
+     r"kernel 'k1' \(ew\) rect is 3x2 PEs but its knobs give 2x2"),
+]
+
+
+@pytest.mark.parametrize("what, brk, pattern", STRICT_CASES, ids=[c[0] for c in STRICT_CASES])
+def test_kernels_agree_with_their_kind(what: str, brk: Break, pattern: str) -> None:
+    """The verifier is as strict as the emitter and the simulator: a kernel a
+    binary could not run never passes it."""
+    m = valid()
+    _sized_k1(m)
+    verify_module(m)
+    brk(m)
+    _fails(m, pattern)
+
+
+def test_overlap_check_names_the_pair_among_many_kernels() -> None:
     n = 2000
     m = Module("many", attrs={"grid": [750, 994]}, properties={"kernels", "placed"})
     m.add_value("x", T)
     m.inputs = ["x"]
     for i in range(n):
         m.add_value(f"v{i}", T)
-        m.nodes.append(Kernel(f"k{i}", "ew", ["x"], [f"v{i}"], kind="ew",
+        m.nodes.append(Kernel(f"k{i}", "bare", ["x"], [f"v{i}"], kind="bare",
                               rect=Rect((i % 50) * 15, (i // 50) * 24, 15, 24)))
     m.outputs = [f"v{n - 1}"]
     verify_module(m)

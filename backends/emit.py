@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from wsec.ir.errors import WsecError
+from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Kernel, Module, Value
 from wsec.ir.kernels import kind_of
 from wsec.ir.target import Target, module_target
@@ -271,13 +272,16 @@ def _routes(m: Module) -> np.ndarray:
 
 
 def _host_io(m: Module, t: Target) -> dict[str, list[dict[str, object]]]:
-    """Model inputs enter at West-edge PEs (x = 0) whose route receives from W;
-    each such PE takes an even share of the flattened tensor, in y order.
-    Outputs leave at East-edge PEs (x = width-1) whose route sends to E."""
+    """Model inputs enter at the fabric's host input PEs (West edge) whose
+    route receives from the host port; each such PE takes an even share of
+    the flattened tensor, in y order. Outputs leave at the host output PEs
+    (East edge) whose route sends to the host port."""
+    fabric = Fabric.of(t)
     ins, outs = [], []
     for name in m.inputs:
         pes = sorted({(h.x, h.y) for e in m.edges if e.src == HOST and e.value == name
-                      for h in e.routes or () if h.x == 0 and "W" in h.rx}, key=lambda p: p[1])
+                      for h in e.routes or () if fabric.is_host_input(h.x, h.rx)},
+                     key=lambda p: p[1])
         n = m.values[name].type.numel
         cuts = [n * i // len(pes) for i in range(len(pes) + 1)] if pes else []
         ins.append({"value": name, "type": str(m.values[name].type),
@@ -285,7 +289,7 @@ def _host_io(m: Module, t: Target) -> dict[str, list[dict[str, object]]]:
                     "ranges": [[cuts[i], cuts[i + 1]] for i in range(len(pes))]})
     for name in m.outputs:
         pes = sorted({(h.x, h.y) for e in m.edges if HOST in e.dsts and e.value == name
-                      for h in e.routes or () if h.x == t.width - 1 and "E" in h.tx},
+                      for h in e.routes or () if fabric.is_host_output(h.x, h.tx)},
                      key=lambda p: p[1])
         outs.append({"value": name, "type": str(m.values[name].type),
                      "pes": [list(p) for p in pes]})

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 from wsec.ir.errors import WsecError
-from wsec.ir.graph import HOST, PORTS, Hop, Rect, SramRegion
+from wsec.ir.fabric import PORT_BITS as FABRIC_PORT_BITS
+from wsec.ir.fabric import mask_of, ports_of
+from wsec.ir.graph import HOST, Hop, Rect, SramRegion
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
@@ -37,8 +39,8 @@ SECTION_NAMES = {META: "META", STRINGS: "STRINGS", ROUTES: "ROUTES", SRAM: "SRAM
                  BLOBS: "BLOBS"}
 REQUIRED_SECTIONS = (META, STRINGS, ROUTES, SRAM, BLOBS)
 
-# router port bits of the rx/tx masks of a route record
-PORT_BITS = {p: 1 << i for i, p in enumerate(PORTS)}  # N=1 E=2 S=4 W=8 RAMP=16
+# router port bits of the rx/tx masks of a route record (the fabric API's)
+PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 
 ROUTE_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("color", "u1"), ("rx", "u1"),
                         ("tx", "u1"), ("reserved", "u1"), ("edge", "<u4")])
@@ -75,15 +77,8 @@ class FormatError(WsecError):
     """A section's bytes do not decode (the loader turns it into BinaryError)."""
 
 
-def ports_mask(ports: tuple[str, ...] | list[str]) -> int:
-    m = 0
-    for p in ports:
-        m |= PORT_BITS[p]
-    return m
-
-
-def mask_ports(mask: int) -> tuple[str, ...]:
-    return tuple(p for p in PORTS if mask & PORT_BITS[p])
+ports_mask = mask_of
+mask_ports = ports_of
 
 
 def pe_of(rect: Rect, rotated: bool, px: int, py: int) -> tuple[int, int]:

@@ -8,10 +8,10 @@ and sections, the kernel table, route, SRAM and weight-blob statistics.
 from __future__ import annotations
 
 import numpy as np
+from wsec.ir.fabric import Fabric
+from wsec.ir.metrics import RouteArrays, busiest_link, colors_per_pe, edge_wavelets, link_loads
 
 from .format import Program
-
-_STEP_PORTS = (("N", 1), ("E", 2), ("S", 4), ("W", 8))
 
 
 def _fmt_bytes(n: float) -> str:
@@ -32,26 +32,28 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     return out
 
 
-def route_stats(p: Program) -> dict[str, int]:
+def program_routes(p: Program) -> RouteArrays:
+    """A binary's ROUTES table as the metrics module's route arrays."""
     r = p.routes
-    stats = {"edges": len(p.edges), "routed_edges": int(np.unique(r["edge"]).size),
-             "route_entries": int(r.size), "colors_used": int(np.unique(r["color"]).size),
-             "max_colors_per_pe": 0, "max_link_edges": 0, "max_link_bytes": 0}
-    if not r.size:
+    return RouteArrays(*(r[f].astype(np.int64) for f in ("x", "y", "color", "edge", "rx", "tx")))
+
+
+def route_stats(p: Program) -> dict[str, int]:
+    fabric = Fabric.of(p.target)
+    ra = program_routes(p)
+    stats = {"edges": len(p.edges), "routed_edges": int(np.unique(ra.edge).size),
+             "route_entries": int(ra.size), "colors_used": int(np.unique(ra.color).size),
+             "max_colors_per_pe": colors_per_pe(ra), "max_link_edges": 0,
+             "max_link_wavelets": 0, "max_link": ""}
+    if not ra.size:
         return stats
-    pe = r["x"].astype(np.int64) * 65536 + r["y"]
-    stats["max_colors_per_pe"] = int(np.unique(pe, return_counts=True)[1].max())
     ebytes = np.array([e.bytes_per_sample for e in p.edges], np.int64)
-    links, loads = [], []
-    for d, (_, bit) in enumerate(_STEP_PORTS):
-        sel = (r["tx"] & bit) != 0
-        links.append(pe[sel] * 4 + d)
-        loads.append(ebytes[r["edge"][sel]])
-    link = np.concatenate(links)
-    if link.size:
-        uniq, inv, cnt = np.unique(link, return_inverse=True, return_counts=True)
-        stats["max_link_edges"] = int(cnt.max())
-        stats["max_link_bytes"] = int(np.bincount(inv, weights=np.concatenate(loads)).max())
+    top = busiest_link(link_loads(ra, edge_wavelets(ebytes, fabric), fabric))
+    count = busiest_link(link_loads(ra, np.ones(len(p.edges), np.int64), fabric))
+    stats["max_link_edges"] = count.wavelets if count else 0
+    if top:
+        stats["max_link_wavelets"] = top.wavelets
+        stats["max_link"] = f"({top.x},{top.y}) {top.port}"
     return stats
 
 
@@ -101,8 +103,9 @@ def inspect_text(p: Program) -> str:
               f"  route entries    {rs['route_entries']}",
               f"  colors used      {rs['colors_used']} of {t.colors}",
               f"  max colors/PE    {rs['max_colors_per_pe']}",
-              f"  max link load    {rs['max_link_edges']} edges, "
-              f"{rs['max_link_bytes']} B/sample"]
+              f"  busiest link     {rs['max_link'] or '-'}: {rs['max_link_wavelets']} "
+              f"wavelets/sample (RAMPs included)",
+              f"  most edges/link  {rs['max_link_edges']}"]
     ss = sram_stats(p)
     frac = 100.0 * ss["pes_used"] / ss["grid_pes"] if ss["grid_pes"] else 0.0
     lines += ["SRAM:",

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from wsec.ir.errors import WsecError
+from wsec.ir.fabric import Fabric
 from wsec.ir.graph import Kernel, Module
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES, External
@@ -131,8 +132,9 @@ def stream_host_io(module: Module, t: Target) -> dict[str, list[dict[str, object
                 d["ranges"] = [[cuts[i], cuts[i + 1]] for i in range(k)]
             out.append(d)
         return out
-    return {"inputs": side(list(module.inputs), 0, True),
-            "outputs": side(list(module.outputs), t.width - 1, False)}
+    fabric = Fabric.of(t)
+    return {"inputs": side(list(module.inputs), fabric.host_input_x, True),
+            "outputs": side(list(module.outputs), fabric.host_output_x, False)}
 
 
 def check_streams(p: Program) -> None:

@@ -8,39 +8,24 @@ Schema: docs/report.md.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
+import numpy as np
+from wsec.ir.fabric import Fabric
 from wsec.ir.graph import Module
+from wsec.ir.metrics import (
+    busiest_link,
+    edge_links,
+    edge_wavelets,
+    link_loads,
+    placed_wirelength,
+    route_arrays,
+    routed_wirelength,
+    terminal_hpwl,
+)
 from wsec.ir.target import Target
 
 SCHEMA = "wsec-report/1"
-_STEP = {"N": (0, 1), "S": (0, -1), "E": (1, 0), "W": (-1, 0)}
-
-
-def link_loads(module: Module, target: Target) -> Counter[tuple[int, int, str]]:
-    """Wavelets per sample on each directed link (x, y, out-port) of the routes."""
-    load: Counter[tuple[int, int, str]] = Counter()
-    for e in module.edges:
-        wavelets = -(-e.bytes_per_sample // target.wavelet_bytes)
-        for hop in e.routes or ():
-            for port in hop.tx:
-                if port in _STEP:
-                    load[(hop.x, hop.y, port)] += wavelets
-    return load
-
-
-def _terminal_hpwl(hops: list[Any], width: int) -> int:
-    """Half-perimeter of the bounding box of a route's terminals (the PEs
-    that take data from or give it to a core or the host): a lower bound on
-    the links of any tree connecting them."""
-    pts = [(h.x, h.y) for h in hops
-           if "RAMP" in h.rx or "RAMP" in h.tx or (h.x == 0 and "W" in h.rx)
-           or (h.x == width - 1 and "E" in h.tx)]
-    if len(pts) < 2:
-        return 0
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    return max(xs) - min(xs) + max(ys) - min(ys)
 
 
 def _sram_of(k: Any) -> int:
@@ -65,26 +50,18 @@ def build_report(module: Module, target: Target,
     delta_t = bottleneck["cycles_per_sample"] if bottleneck else 0
     pes_used = sum(r["pes"] for r in rows)
 
-    placed_wl = 0.0
-    centres = {k.name: k.rect.centre() for k in kernels if k.rect}
-    routed_wl = 0
-    edge_rows = []
-    hpwl_wl = 0
-    for e in module.edges:
-        links = sum(1 for h in e.routes or () for p in h.tx if p in _STEP)
-        routed_wl += e.bytes_per_sample * links
-        hpwl_wl += e.bytes_per_sample * _terminal_hpwl(e.routes or [], target.width)
-        if e.src in centres:
-            sx, sy = centres[e.src]
-            for d in e.dsts:
-                if d in centres:
-                    dx, dy = centres[d]
-                    placed_wl += e.bytes_per_sample * (abs(sx - dx) + abs(sy - dy))
-        edge_rows.append({"value": e.value, "src": e.src, "dsts": list(e.dsts),
-                          "bytes_per_sample": e.bytes_per_sample, "color": e.color,
-                          "links": links})
-    loads = link_loads(module, target)
-    max_link = max(loads.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+    fabric = Fabric.of(target)
+    ra = route_arrays(module.edges)
+    ebytes = np.array([e.bytes_per_sample for e in module.edges], dtype=np.int64)
+    links_per_edge = edge_links(ra, len(module.edges), fabric)
+    placed_wl = placed_wirelength(module, fabric)
+    routed_wl = routed_wirelength(ra, ebytes, fabric)
+    hpwl_wl = int((ebytes * terminal_hpwl(ra, len(module.edges), fabric)).sum())
+    edge_rows = [{"value": e.value, "src": e.src, "dsts": list(e.dsts),
+                  "bytes_per_sample": e.bytes_per_sample, "color": e.color,
+                  "links": int(links_per_edge[i])} for i, e in enumerate(module.edges)]
+    top = busiest_link(link_loads(ra, edge_wavelets(ebytes, fabric), fabric))
+    max_link = (tuple(top.as_list()), top.wavelets) if top else None
     max_sram = max(rows, key=lambda r: r["sram_bytes"], default=None)
     colors_used = len({e.color for e in module.edges if e.color is not None})
     summary = {

@@ -68,16 +68,22 @@ def _mask(ports: Sequence[str]) -> int:
     return m
 
 
-def link_loads(ra: RouteArrays, edge_bytes: np.ndarray, fabric: Fabric) -> np.ndarray:
-    """Wavelets per sample on every link: an int64 array (height, width,
-    len(LINK_PLANES)) — the four direction ports leaving each PE (host ports
-    included), then RAMP-in and RAMP-out."""
+def edge_wavelets(edge_bytes: np.ndarray | Sequence[int], fabric: Fabric) -> np.ndarray:
+    """Wavelets per sample each edge puts on every link it uses."""
+    return np.asarray(fabric.wavelets(np.asarray(edge_bytes, dtype=np.int64)), dtype=np.int64)
+
+
+def link_loads(ra: RouteArrays, per_edge: np.ndarray, fabric: Fabric) -> np.ndarray:
+    """Load of every link: an int64 array (height, width, len(LINK_PLANES)) —
+    the four direction ports leaving each PE (host ports included), then
+    RAMP-in and RAMP-out — where each edge adds `per_edge[edge]` to every
+    link it uses (its wavelets per sample: `edge_wavelets`; or 1 to count
+    edges)."""
     W, H = fabric.width, fabric.height
     load = np.zeros((H, W, len(LINK_PLANES)), dtype=np.int64)
     if not ra.size:
         return load
-    wav = np.asarray(fabric.wavelets(np.asarray(edge_bytes, dtype=np.int64)), dtype=np.int64)
-    w = wav[ra.edge]
+    w = np.asarray(per_edge, dtype=np.int64)[ra.edge]
     for d, port in enumerate(DIRS):
         sel = (ra.tx & PORT_BITS[port]) != 0
         np.add.at(load, (ra.y[sel], ra.x[sel], d), w[sel])
@@ -143,18 +149,28 @@ def colors_per_pe(ra: RouteArrays) -> int:
     return int(counts.max())
 
 
-def terminal_hpwl(ra: RouteArrays, edge: int, fabric: Fabric) -> int:
-    """Half-perimeter of the bounding box of one edge's terminals (PEs that
-    take data from or give it to a core or the host): a lower bound on the
-    links of any tree connecting them."""
-    sel = ra.edge == edge
-    x, y, rx, tx = ra.x[sel], ra.y[sel], ra.rx[sel], ra.tx[sel]
+def terminal_hpwl(ra: RouteArrays, n_edges: int, fabric: Fabric) -> np.ndarray:
+    """Per edge: the half-perimeter of the bounding box of its terminals (PEs
+    that take data from or give it to a core or the host), a lower bound on
+    the links of any tree connecting them; 0 for fewer than two terminals."""
+    out = np.zeros(n_edges, dtype=np.int64)
+    if not ra.size:
+        return out
     ramp = PORT_BITS["RAMP"]
-    term = ((((rx | tx) & ramp) != 0) | fabric.host_input_mask(x, rx)
-            | fabric.host_output_mask(x, tx))
-    if int(term.sum()) < 2:
-        return 0
-    return int(x[term].max() - x[term].min() + y[term].max() - y[term].min())
+    term = ((((ra.rx | ra.tx) & ramp) != 0) | fabric.host_input_mask(ra.x, ra.rx)
+            | fabric.host_output_mask(ra.x, ra.tx))
+    e, x, y = ra.edge[term], ra.x[term], ra.y[term]
+    big = np.iinfo(np.int64).max
+    lo_x, lo_y = np.full(n_edges, big), np.full(n_edges, big)
+    hi_x, hi_y = np.full(n_edges, -1), np.full(n_edges, -1)
+    np.minimum.at(lo_x, e, x)
+    np.minimum.at(lo_y, e, y)
+    np.maximum.at(hi_x, e, x)
+    np.maximum.at(hi_y, e, y)
+    count = np.bincount(e, minlength=n_edges)
+    ok = count >= 2
+    out[ok] = hi_x[ok] - lo_x[ok] + hi_y[ok] - lo_y[ok]
+    return out
 
 
 def placed_wirelength(module: Module, fabric: Fabric, weight: str = "bytes",

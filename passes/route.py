@@ -32,7 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 from wsec.ir.fabric import HOST_IN_PORT, HOST_OUT_PORT, Fabric
 from wsec.ir.graph import HOST, PORTS, Edge, Hop, Module, Rect
-from wsec.ir.metrics import busiest_link, colors_per_pe, link_loads, route_arrays, routed_wirelength
+from wsec.ir.metrics import (
+    busiest_link,
+    colors_per_pe,
+    edge_wavelets,
+    link_loads,
+    route_arrays,
+    routed_wirelength,
+)
 
 from .base import LayoutInfeasible, Pass, PassContext, PassError, check_range
 
@@ -320,7 +327,7 @@ def _account(module: Module, fabric: Fabric) -> None:
     """Link loads (wavelets/sample, RAMP included), routed wirelength and color use."""
     ra = route_arrays(module.edges)
     ebytes = np.array([e.bytes_per_sample for e in module.edges], dtype=np.int64)
-    top = busiest_link(link_loads(ra, ebytes, fabric))
+    top = busiest_link(link_loads(ra, edge_wavelets(ebytes, fabric), fabric))
     module.attrs["max_link_load"] = top.wavelets if top else 0
     module.attrs["max_link"] = top.as_list() if top else [0, 0, "N"]
     module.attrs["routed_wirelength"] = routed_wirelength(ra, ebytes, fabric)

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-all lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(VENV)/.core
 test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# every tier, the slow one included (all nine light models simulated, ...)
+test-all: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m ''
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/light_models.py

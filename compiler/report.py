@@ -15,6 +15,7 @@ from wsec.ir.fabric import Fabric
 from wsec.ir.graph import Module
 from wsec.ir.metrics import (
     busiest_link,
+    colors_per_pe,
     edge_links,
     edge_wavelets,
     link_loads,
@@ -81,6 +82,7 @@ def build_report(module: Module, target: Target,
         "detour_ratio": (routed_wl / hpwl_wl) if hpwl_wl else None,
         "edges": len(module.edges),
         "colors_used": colors_used,
+        "colors_max_per_pe": colors_per_pe(ra),
         "max_link_wavelets_per_sample": max_link[1] if max_link else 0,
         "max_link": list(max_link[0]) if max_link else None,
         "max_link_utilisation": (max_link[1] / delta_t) if (max_link and delta_t) else 0.0,

@@ -82,7 +82,7 @@ class Fabric:
 
     @property
     def pes(self) -> int:
-        return self.target.width * self.target.height
+        return self.target.pes
 
     @property
     def sram_bytes(self) -> int:

@@ -33,10 +33,6 @@ class Target:
         return self.width * self.height
 
     @property
-    def usable_colors(self) -> int:
-        return self.colors - self.reserved_colors
-
-    @property
     def lanes(self) -> int:
         """Multiply-accumulates per PE per cycle in the device dtype."""
         return self.simd if self.dtype == "f16" else self.simd_f32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import subprocess
@@ -18,6 +19,15 @@ EXAMPLE = ROOT / "examples" / "tiny_cnn.onnx"
 
 def light_model(name: str) -> pathlib.Path:
     return LIGHT_DIR / f"light_{name}.onnx"
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_light(name: str, target: str = "wse2"):  # noqa: ANN201
+    """A light model compiled with default options, once per test session
+    (the end-to-end and QoR tests share it; treat it as read-only)."""
+    from wsec.driver import CompileOptions, compile_model
+
+    return compile_model(str(light_model(name)), CompileOptions(target=target))
 
 
 def run_wsec(*args: str, cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from conftest import LIGHT_MODELS, light_model
+from conftest import LIGHT_MODELS, compiled_light, light_model
 from wsec.backends.inspect import inspect_text
 from wsec.backends.loader import load_binary
 from wsec.driver import CompileOptions, compile_model
@@ -19,7 +19,7 @@ from wsec.ir.printer import print_module
 def test_light_model_compiles_and_loads(name: str, target: str, tmp_path: pathlib.Path) -> None:
     from wsec.backends.emit import write_binary
 
-    res = compile_model(str(light_model(name)), CompileOptions(target=target))
+    res = compiled_light(name, target)
     assert res.completed
     out = tmp_path / f"{name}.bin"
     write_binary(res.module, str(out))

@@ -8,6 +8,7 @@ import re
 import fake_kinds as fk
 import numpy as np
 import pytest
+from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Edge, Hop, Module, Rect
 from wsec.ir.target import Target, get_target
 from wsec.ir.types import TensorType
@@ -22,7 +23,7 @@ OPPOSITE = {"N": "S", "S": "N", "E": "W", "W": "E"}
 def trace(m: Module, e: Edge, t: Target) -> None:
     """Follow the edge's tx ports from its source; every sink must be reached,
     every hop visited once, and only the East host port may leave the grid."""
-    assert e.routes and e.color is not None and 0 <= e.color < t.usable_colors
+    assert e.routes and e.color is not None and 0 <= e.color < Fabric.of(t).usable_colors
     hops = {(h.x, h.y): h for h in e.routes}
     assert len(hops) == len(e.routes), "two hops on one PE"
     assert [(h.y, h.x) for h in e.routes] == sorted((h.y, h.x) for h in e.routes)
@@ -78,7 +79,7 @@ def test_placed_modules_route(build) -> None:
     Route().run(m, PassContext(t))
     check_routed(m, t)
     assert m.attrs["routed_wirelength"] > 0
-    assert 1 <= m.attrs["max_colors_per_pe"] <= t.usable_colors
+    assert 1 <= m.attrs["max_colors_per_pe"] <= Fabric.of(t).usable_colors
 
 
 def _manual(grid: tuple[int, int]) -> Module:

@@ -26,7 +26,7 @@ from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.driver import CompileOptions, compile_model
 from wsec.run import ATOL, RTOL, compare, onnx_reference
 
-# light models simulated in every run of the suite; WSEC_SIM_ALL=1 runs all nine
+# light models simulated in every run of the suite; the others are marked slow (make test-all)
 FAST_LIGHT = ("squeezenet", "inception_v1", "shufflenet", "densenet121")
 
 
@@ -123,7 +123,8 @@ def onnx_backend_input(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("name", LIGHT_MODELS)
+@pytest.mark.parametrize("name", [n if n in FAST_LIGHT else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in LIGHT_MODELS])
 def test_light_model_matches_onnxruntime(name: str, tmp_path: pathlib.Path) -> None:
     """Simulated output vs onnxruntime on a seeded random input, and vs the
     reference output shipped beside the model (light_X_output_0.pb).
@@ -138,8 +139,6 @@ def test_light_model_matches_onnxruntime(name: str, tmp_path: pathlib.Path) -> N
     random-input check, the mixed model above and the transformer fixtures
     (tests/test_sim_fixtures.py). A uniform softmax over logits near 1e26
     also demands that equal columns round equally (see sim_sharded)."""
-    if name not in FAST_LIGHT and not os.environ.get("WSEC_SIM_ALL"):
-        pytest.skip("set WSEC_SIM_ALL=1 (or run bench/simulate.py) for all nine")
     model = light_model(name)
     prog = compile_bin(model, tmp_path / f"{name}.bin")
     assert_matches_ort(prog, model)

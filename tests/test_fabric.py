@@ -1,0 +1,115 @@
+"""The fabric API checked against every target (archcheck style), and the
+metrics module's definitions on hand-made routes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from wsec.ir.fabric import DIRS, LINK_PLANES, OPPOSITE, PORT_BITS, STEP, Fabric, mask_of, ports_of
+from wsec.ir.graph import HOST, PORTS, Edge, Hop, Module, Rect
+from wsec.ir.metrics import (
+    busiest_link,
+    colors_per_pe,
+    edge_wavelets,
+    first_overlap,
+    link_loads,
+    overlapping_pairs,
+    placed_wirelength,
+    route_arrays,
+    routed_wirelength,
+    terminal_hpwl,
+)
+from wsec.ir.target import TARGETS, get_target
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_archcheck(name: str) -> None:
+    f = Fabric.of(get_target(name))
+    t = f.target
+    assert f.pes == t.width * t.height and f.sram_bytes == t.sram_bytes
+    assert 0 < f.usable_colors <= t.colors
+    # every port steps one PE and its opposite steps back
+    for p in DIRS:
+        dx, dy = STEP[p]
+        assert abs(dx) + abs(dy) == 1 and STEP[OPPOSITE[p]] == (-dx, -dy)
+    # links from the corners: inside the grid, or off it only through an edge
+    for x, y in ((0, 0), (t.width - 1, 0), (0, t.height - 1), (t.width - 1, t.height - 1)):
+        for p in DIRS:
+            n = f.neighbour(x, y, p)
+            assert n is None or f.on_grid(*n)
+            assert (n is None) == f.off_grid(x, y, p)
+            if n is not None:
+                assert f.neighbour(*n, OPPOSITE[p]) == (x, y)
+    # host inputs enter on the West edge through W, outputs leave East through E
+    assert f.host_input_pe(5) == (0, 5) and f.off_grid(0, 5, "W")
+    assert f.host_output_pe(5) == (t.width - 1, 5) and f.off_grid(t.width - 1, 5, "E")
+    assert f.is_host_input(0, ("W",)) and not f.is_host_input(1, ("W",))
+    assert f.is_host_output(t.width - 1, ("E", "RAMP")) and not f.is_host_output(0, ("E",))
+    xs, masks = np.array([0, 0, 3]), np.array([PORT_BITS["W"], PORT_BITS["N"], PORT_BITS["W"]])
+    assert f.host_input_mask(xs, masks).tolist() == [True, False, False]
+    # shapes fit in either orientation
+    side = max(t.width, t.height)
+    assert f.fits(t.width, t.height) and f.fits(t.height, t.width)  # rotated
+    assert not f.fits(side + 1, 1) and not f.fits(t.width + 1, t.height)
+    assert f.orientations(1, 1) == [(1, 1, False)]
+    if t.width != t.height:
+        assert f.orientations(t.height, t.width) == [(t.width, t.height, True)]
+        assert f.needs_rotation(t.height, t.width) and not f.needs_rotation(1, 1)
+    tall = (1, max(t.width, t.height))
+    assert f.fits(*tall) == bool(f.orientations(*tall))
+    assert f.fits_array(np.array([1, side + 1]), np.array([1, 1])).tolist() == [True, False]
+    assert f.link_capacity(1000) == 1000 and f.wavelets(5) == 2
+
+
+def test_port_masks_round_trip() -> None:
+    assert PORT_BITS == {"N": 1, "E": 2, "S": 4, "W": 8, "RAMP": 16}  # the binary's encoding
+    for ports in (("N",), ("E", "RAMP"), PORTS, ()):
+        assert ports_of(mask_of(ports)) == tuple(p for p in PORTS if p in ports)
+    assert LINK_PLANES[:4] == DIRS
+
+
+def _routed() -> tuple[Module, Fabric]:
+    """host -> a (at x 2..3) -> host on an 8x4 grid, 40 bytes per sample each."""
+    from wsec.ir.graph import Kernel
+    from wsec.ir.types import TensorType
+
+    m = Module("m", attrs={"grid": [8, 4]})
+    t = TensorType("f32", (10,))
+    m.add_value("x", t)
+    m.add_value("y", t)
+    m.inputs, m.outputs = ["x"], ["y"]
+    m.nodes = [Kernel("a", "Kernel", ["x"], ["y"], kind="box", rect=Rect(2, 1, 2, 2))]
+    m.edges = [Edge("x", HOST, ["a"], 40, color=0,
+                    routes=[Hop(0, 1, ("W",), ("E",)), Hop(1, 1, ("W",), ("E",)),
+                            Hop(2, 1, ("W",), ("RAMP",))]),
+               Edge("y", "a", [HOST], 40, color=1,
+                    routes=[Hop(3, 1, ("RAMP",), ("E",))] + [
+                        Hop(x, 1, ("W",), ("E",)) for x in range(4, 8)])]
+    return m, Fabric.of(get_target("wse2", (8, 4)))
+
+
+def test_metrics_definitions() -> None:
+    m, f = _routed()
+    ra = route_arrays(m.edges)
+    ebytes = np.array([40, 40])
+    # on-grid links only: the host ports at x=0 (W) and x=7 (E) are I/O
+    assert routed_wirelength(ra, ebytes, f) == 40 * 2 + 40 * 4
+    load = link_loads(ra, edge_wavelets(ebytes, f), f)
+    assert load[1, 2, LINK_PLANES.index("RAMP-in")] == 10  # delivered to a's core
+    assert load[1, 3, LINK_PLANES.index("RAMP-out")] == 10  # injected by a's core
+    assert load[1, 7, LINK_PLANES.index("E")] == 10  # the host port carries the output
+    top = busiest_link(load)
+    assert top is not None and top.wavelets == 10 and (top.x, top.y) == (0, 1)
+    assert colors_per_pe(ra) == 1
+    assert terminal_hpwl(ra, 2, f).tolist() == [2, 4]
+    # placed: host input at x = 0, output at x = width, kernel centre x = 3
+    assert placed_wirelength(m, f) == 40 * 3 + 40 * (8 - 3)
+    assert placed_wirelength(m, f, host=False) == 0
+
+
+def test_overlaps_raster_and_sweep_agree() -> None:
+    rects = [Rect(0, 0, 2, 2), Rect(5, 5, 2, 2), Rect(1, 1, 2, 2), Rect(9, 0, 1, 1)]
+    assert overlapping_pairs(rects) == [(0, 2)]
+    assert first_overlap(rects, 10, 10) == (0, 2)
+    assert first_overlap(rects, 100_000, 100_000) == (0, 2)  # the sweep on huge grids
+    assert first_overlap(rects[:2], 10, 10) is None

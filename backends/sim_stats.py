@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+from wsec.ir.fabric import Fabric
 from wsec.ir.kernels import KINDS
 from wsec.ir.types import DTYPES
 
@@ -23,14 +24,16 @@ from .sim_base import RunResult
 
 
 def edge_wavelets(p: Program, ei: int) -> int:
-    """Wavelets one sample of edge `ei` puts on each link of its tree."""
+    """Wavelets one sample of edge `ei` puts on each link of its tree, counted
+    from the value's elements in the device dtype (not the binary's bytes)."""
     t = p.target
     n = int(np.prod(type_shape(p.info["values"][p.edges[ei].value]), dtype=np.int64))
-    return -(-n * DTYPES[t.dtype].itemsize // t.wavelet_bytes)
+    return int(Fabric.of(t).wavelets(n * DTYPES[t.dtype].itemsize))
 
 
-def link_loads(p: Program, res: RunResult) -> dict[tuple[int, int, str], int]:
-    """Wavelets per sample on every used link (x, y, port), from the traces."""
+def measured_link_loads(p: Program, res: RunResult) -> dict[tuple[int, int, str], int]:
+    """Wavelets per sample on every used link (x, y, port), from the traces
+    the simulator followed (the measurement of wsec.ir.metrics.link_loads)."""
     load: dict[tuple[int, int, str], int] = defaultdict(int)
     for tr in res.traces:
         w = edge_wavelets(p, tr.edge)
@@ -40,15 +43,15 @@ def link_loads(p: Program, res: RunResult) -> dict[tuple[int, int, str], int]:
 
 
 def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
-    load = link_loads(p, res)
+    load = measured_link_loads(p, res)
     t = p.target
     rows = []
     for k in p.kernels:
         outs = [tr for tr in res.traces if p.edges[tr.edge].src == k.name]
         links = {lk for tr in outs for lk in tr.links}
         wav = max((edge_wavelets(p, tr.edge) for tr in outs), default=0)
-        est = max((-(-p.edges[tr.edge].bytes_per_sample // t.wavelet_bytes) for tr in outs),
-                  default=0)
+        est = max((int(Fabric.of(t).wavelets(p.edges[tr.edge].bytes_per_sample))
+                   for tr in outs), default=0)
         busiest = max((load[lk] for lk in links), default=0)
         st = res.kernel_stats.get(k.name, {})
         macs = int(st.get("pe_macs_max", 0))
@@ -66,7 +69,7 @@ def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
 
 def format_stats(p: Program, res: RunResult) -> str:
     rows = kernel_stats(p, res)
-    load = link_loads(p, res)
+    load = measured_link_loads(p, res)
     hdr = (f"{'kernel':<8}{'kind':<12}{'PEs':>8}{'links':>8}{'wav/link':>10}{'est':>10}"
            f"{'busiest':>10}{'cyc(kind)':>11}{'cyc(bin)':>10}{'PE MAC cyc':>12}{'sim s':>8}")
     lines = ["per kernel (per sample): links its output routes use, wavelets each carries "

@@ -180,7 +180,7 @@ def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
                                f"grid")
     wb = weight_bytes(module, k, target)
     area = w * h
-    io_bw = target.io_bytes_per_cycle_per_edge_pe * target.height
+    io_bw = Fabric.of(target).edge_io_bytes_per_cycle
     stream = -(-wb * passes // io_bw)
     io = _io_bytes(module, k)
     wl = target.wavelet_bytes

@@ -41,6 +41,7 @@ from .target import Target
 DATAMOVE_OPS = frozenset({
     "Reshape", "Flatten", "Concat", "Transpose", "Unsqueeze", "Squeeze", "Cast", "Dropout",
     "Slice", "Split", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Identity",
+    "ScatterND", "ScatterElements",
 })
 # the ops of a LayerNorm as older exporters decompose it (see form-kernels)
 DECOMPOSED_LN = frozenset({"ReduceMean", "Sub", "Pow", "Mul", "Add", "Sqrt", "Div",

@@ -50,6 +50,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "HardSwish": "elementwise x * clamp(x / 6 + 1/2, 0, 1)",
     "Identity": "copy of the input",
     "InstanceNormalization": "normalise each (sample, channel) over its spatial dims (scale, bias)",
+    "IsInf": "elementwise test for +inf / -inf (detect_positive, detect_negative)",
     "IsNaN": "elementwise x != x",
     "LayerNormalization": "normalise over the trailing axes from `axis` (scale, bias)",
     "LeakyRelu": "elementwise x if x >= 0 else alpha * x",
@@ -86,6 +87,9 @@ SUPPORTED_OPS: dict[str, str] = {
     "Resize": "nearest/linear/cubic resampling by scales or sizes (all coordinate modes)",
     "Round": "elementwise round half to even",
     "Selu": "elementwise gamma * (x if x > 0 else alpha * (e^x - 1))",
+    "ScatterElements": "copy of data with updates written at an index tensor along `axis` "
+                       "(reduction)",
+    "ScatterND": "copy of data with updates written at k-tuples of indices (reduction)",
     "Shape": "the shape of a tensor as i64 (start, end)",
     "Sigmoid": "elementwise 1 / (1 + e^-x)",
     "Sign": "elementwise sign (-1, 0, 1)",
@@ -123,7 +127,8 @@ ELEMENTWISE_OPS = frozenset({
     "Abs", "Add", "Ceil", "Clip", "Div", "Equal", "Erf", "Exp", "Floor", "Greater",
     "LeakyRelu", "Less", "Log", "Max", "Min", "Mul", "Neg", "Not", "Pow", "Reciprocal",
     "Relu", "Sigmoid", "Sqrt", "Sub", "Sum", "Tanh", "Where", "Cast",
-    "And", "Cos", "Elu", "GreaterOrEqual", "HardSigmoid", "HardSwish", "IsNaN", "LessOrEqual",
+    "And", "Cos", "Elu", "GreaterOrEqual", "HardSigmoid", "HardSwish", "IsInf", "IsNaN",
+    "LessOrEqual",
     "Mean", "Mod", "Or", "PRelu", "Round", "Selu", "Sign", "Sin", "Softplus", "Softsign", "Xor",
 })
 SHAPE_ONLY_OPS = frozenset({

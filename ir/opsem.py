@@ -3,14 +3,14 @@
 Constant folding in canonicalize, the reference interpreter, the device
 simulator and the tests all evaluate ops through `evaluate`, so there is one
 definition of what each op computes. The implementations live in
-opsem_core and opsem_more, registered into opsem_base's table.
+opsem_core, opsem_more and opsem_scatter, registered into opsem_base's table.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import opsem_core, opsem_more  # noqa: F401  (they register the ops)
+from . import opsem_core, opsem_more, opsem_scatter  # noqa: F401  (they register the ops)
 from .graph import Node
 from .ops import SUPPORTED_OPS
 from .opsem_base import IMPLS

@@ -44,6 +44,13 @@ def _unary_more(n: Node, ins: list) -> list:
     return [UNARY[n.op](ins[0])]
 
 
+@op("IsInf")
+def _isinf(n: Node, ins: list) -> list:
+    x = ins[0]
+    pos, neg = int(n.attrs.get("detect_positive", 1)), int(n.attrs.get("detect_negative", 1))
+    return [np.isinf(x) & (((x > 0) & bool(pos)) | ((x < 0) & bool(neg)))]
+
+
 @op("Elu")
 def _elu(n: Node, ins: list) -> list:
     x = ins[0]

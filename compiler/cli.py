@@ -180,12 +180,14 @@ def _write_text_atomic(path: str, text: str) -> None:
 
 
 def cmd_ops(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    from wsec.frontends.onnx import MAX_OPSET, MIN_OPSET
     from wsec.ir.kernels import kind_for_op
-    from wsec.ir.ops import SUPPORTED_OPS
+    from wsec.ir.ops import CANONICAL_OPSET, SUPPORTED_OPS
 
     _Parser(prog="wsec ops", description="List the supported ONNX operators.").parse_args(argv)
     width = max(len(k) for k in SUPPORTED_OPS)
-    out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opset 6 and newer).")
+    out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opsets {MIN_OPSET} to "
+        f"{MAX_OPSET}, converted to opset {CANONICAL_OPSET}).")
     out("'kernel' names the kernel kind that runs the op on the wafer; ops marked 'folded' are")
     out("computed at compile time when their inputs are constants (shape arithmetic, masks).")
     out(f"  {'op':<{width}}  {'kernel':<11}  description")

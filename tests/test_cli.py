@@ -22,6 +22,8 @@ def test_ops_lists_light_model_ops() -> None:
     assert r.returncode == 0
     for op in ("Conv", "BatchNormalization", "Gemm", "LRN", "Softmax", "Concat", "Transpose"):
         assert f"  {op} " in r.stdout
+    newest = onnx.defs.onnx_opset_version()  # the range is the installed onnx's
+    assert f"opsets 6 to {newest}, converted to opset 17" in r.stdout.splitlines()[0]
 
 
 def test_truncated_model_is_one_line_error(tmp_path: pathlib.Path) -> None:

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from conftest import LIGHT_MODELS, light_model
 from onnx import TensorProto, helper, numpy_helper, version_converter
-from wsec.frontends.onnx import FrontendError, load_onnx
+from wsec.frontends.onnx import MAX_OPSET, FrontendError, load_onnx
 from wsec.ir.ops import SUPPORTED_OPS
 from wsec.ir.types import Dense, External, Splat, TensorType
 
@@ -89,8 +89,33 @@ def test_opset_range(tmp_path: pathlib.Path) -> None:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     old = helper.make_model(g, opset_imports=[helper.make_opsetid("", 5)])
     old.ir_version = 3
-    with pytest.raises(FrontendError, match=r"uses opset 5; wsec accepts opsets 6\.\.22"):
+    with pytest.raises(FrontendError, match=rf"uses opset 5; wsec accepts opsets 6\.\.{MAX_OPSET}"):
         load_onnx(save(old, tmp_path / "m5.onnx"))
+
+
+def test_every_opset_onnx_defines_is_accepted(tmp_path: pathlib.Path) -> None:
+    """Opsets past 22 (23+: new element types on the same ops) come down to 17."""
+    assert MAX_OPSET == onnx.defs.onnx_opset_version() and MAX_OPSET >= 22
+    for v in range(18, MAX_OPSET + 1):
+        g = helper.make_graph(
+            [helper.make_node("Reshape", ["x", "s"], ["r"]),
+             helper.make_node("Relu", ["r"], ["y"])],
+            "new", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3, 2])],
+            [helper.make_tensor("s", TensorProto.INT64, [2], [3, 2])])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", v)])
+        m = load_onnx(save(model, tmp_path / f"m{v}.onnx"))
+        assert m.attrs["opset"] == 17 and m.values["y"].type.shape == (3, 2), v
+
+
+def test_a_newer_opset_than_onnx_defines_names_the_highest(tmp_path: pathlib.Path) -> None:
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "future",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", MAX_OPSET + 1)])
+    with pytest.raises(FrontendError, match=rf"uses opset {MAX_OPSET + 1}, newer than opset "
+                                            rf"{MAX_OPSET}, the highest"):
+        load_onnx(save(model, tmp_path / "future.onnx"))
 
 
 def test_symbolic_batch_needs_input_shape(tmp_path: pathlib.Path) -> None:

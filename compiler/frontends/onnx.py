@@ -27,7 +27,8 @@ from .onnx_resize import ResizeConversionError, fix_legacy_resize, legacy_resize
 from .onnx_rewrite import rewrite_model
 from .onnx_shapes import all_static, fold_shape_chains
 
-MIN_OPSET, MAX_OPSET = 6, 22
+# the oldest opset onnx's version converter brings up; the newest the installed onnx defines
+MIN_OPSET, MAX_OPSET = 6, int(onnx.defs.onnx_opset_version())
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -95,9 +96,13 @@ def _model_opset(model: onnx.ModelProto, path: str) -> int:
     if not versions:
         raise FrontendError(f"model '{path}' does not import the default ONNX domain")
     v = int(versions[0])
-    if not MIN_OPSET <= v <= MAX_OPSET:
+    if v < MIN_OPSET:
         raise FrontendError(f"model '{path}' uses opset {v}; wsec accepts opsets "
                             f"{MIN_OPSET}..{MAX_OPSET} (re-export the model with a newer exporter)")
+    if v > MAX_OPSET:
+        raise FrontendError(f"model '{path}' uses opset {v}, newer than opset {MAX_OPSET}, the "
+                            f"highest the installed onnx {onnx.__version__} defines; re-export "
+                            f"at opset {MAX_OPSET} or lower, or upgrade the onnx package")
     return v
 
 

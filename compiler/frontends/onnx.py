@@ -23,6 +23,7 @@ from wsec.ir.ops import CANONICAL_OPSET, ONNX_DTYPES, SUPPORTED_OPS
 from wsec.ir.types import ConstData, Dense, External, TensorType, splat_of
 
 from .onnx_downgrade import DowngradeError, downgrade
+from .onnx_external import check_locations, detach, inline_small, reattach
 from .onnx_resize import ResizeConversionError, fix_legacy_resize, legacy_resize_modes
 from .onnx_rewrite import rewrite_model
 from .onnx_shapes import all_static, fold_shape_chains
@@ -44,13 +45,18 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
     except Exception as e:  # protobuf DecodeError, OSError, ...
         raise FrontendError(f"cannot read ONNX model '{path}': {_one_line(e)}") from None
     model_dir = os.path.dirname(os.path.abspath(path))
-    _check_external_locations(model, model_dir)
+    bad = check_locations(model, model_dir)
+    if bad:
+        raise FrontendError(bad)
     try:
-        onnx.checker.check_model(path, full_check=False)
+        onnx.checker.check_model(path, full_check=False)  # a path: data resolves beside it
     except Exception as e:
         raise FrontendError(f"invalid ONNX model '{path}': {_one_line(e)}") from None
 
+    inline_small(model, model_dir)
     _fix_input_shapes(model, input_shapes or {})
+    # from here on onnx only ever sees a model without external data (see onnx_external)
+    detached = detach(model)
     src = _model_opset(model, path)
     if src < 7:
         _fix_legacy_prelu(model)
@@ -74,6 +80,7 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
         raise
     except Exception as e:
         raise FrontendError(f"shape inference failed for '{path}': {_one_line(e)}") from None
+    reattach(model, detached)
 
     g = model.graph
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -104,21 +111,6 @@ def _model_opset(model: onnx.ModelProto, path: str) -> int:
                             f"highest the installed onnx {onnx.__version__} defines; re-export "
                             f"at opset {MAX_OPSET} or lower, or upgrade the onnx package")
     return v
-
-
-def _check_external_locations(model: onnx.ModelProto, model_dir: str) -> None:
-    """Reject external data that would be read from outside the model's directory."""
-    root = os.path.realpath(model_dir)
-    for t in model.graph.initializer:
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        loc = {e.key: e.value for e in t.external_data}.get("location", "")
-        full = os.path.realpath(os.path.join(root, loc))
-        if (not loc or os.path.isabs(loc) or os.path.commonpath([root, full]) != root
-                or full == root):
-            raise FrontendError(f"initializer '{t.name}' stores its data at '{loc}', outside the "
-                                f"model directory '{model_dir}'; external data must live beside "
-                                f"the model")
 
 
 def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> None:

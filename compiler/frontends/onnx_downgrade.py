@@ -1,9 +1,10 @@
-"""Bring an opset 18..22 model down to wsec's canonical opset when onnx cannot.
+"""Bring an opset-18-or-newer model down to wsec's canonical opset when onnx cannot.
 
 Why: PyTorch's dynamo exporter writes opset 18 or newer, and onnx's version
 converter has no down-conversion adapters for most ops (`No Adapter From
 Version $18 for Split`). Between opset 17 and 22 the ops wsec supports
-changed only in form, not in meaning, so we rewrite those forms:
+changed only in form, not in meaning (later opsets mostly add element types
+to the same ops), so we rewrite those forms:
 
 - Split `num_outputs` -> the opset-13 form (equal parts by output count) or
   an explicit `split` input when the last part is smaller;
@@ -39,7 +40,7 @@ class DowngradeError(WsecError):
 
 
 def downgrade(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
-    """Return a copy of `model` rewritten to opset `target` (17) from 18..22."""
+    """Return a copy of `model` rewritten to opset `target` (17) from a newer opset."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -47,7 +48,7 @@ def downgrade(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     for n in g.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = n.attribute[0].t
-    shapes = _shapes(model)
+    shapes, elems = _shapes(model)
     new_nodes: list[onnx.NodeProto] = []
     for i, n in enumerate(g.node):
         name = n.name or f"{n.op_type}_{i}"
@@ -55,10 +56,10 @@ def downgrade(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
             new_nodes.append(n)
         elif n.op_type == "Split":
             new_nodes.append(_split(n, name, g, shapes))
-        elif n.op_type in _REDUCE_ATTR_AXES and len(n.input) > 1 and n.input[1]:
+        elif n.op_type in _REDUCE_ATTR_AXES:
             new_nodes.append(_reduce(n, name, consts))
         elif n.op_type == "Gelu":
-            new_nodes.extend(_gelu(n, name, g))
+            new_nodes.extend(_gelu(n, name, g, elems.get(n.input[0], onnx.TensorProto.FLOAT)))
         elif n.op_type == "Mish":
             new_nodes.extend(_mish(n, name))
         elif n.op_type == "Resize":
@@ -76,17 +77,22 @@ def downgrade(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     return m
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+def _shapes(model: onnx.ModelProto) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Static shapes and element types (TensorProto codes) shape inference finds."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
     except Exception:
-        return {}
-    out = {}
+        return {}, {}
+    shapes, elems = {}, {}
+    for t in inferred.initializer:
+        elems[t.name] = t.data_type
     for vi in list(inferred.input) + list(inferred.value_info) + list(inferred.output):
         tt = vi.type.tensor_type
+        if tt.elem_type:
+            elems[vi.name] = tt.elem_type
         if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
-            out[vi.name] = [d.dim_value for d in tt.shape.dim]
-    return out
+            shapes[vi.name] = [d.dim_value for d in tt.shape.dim]
+    return shapes, elems
 
 
 def _attrs(n: onnx.NodeProto, drop: str) -> dict:
@@ -116,20 +122,32 @@ def _split(n: onnx.NodeProto, name: str, g: onnx.GraphProto,
 
 
 def _reduce(n: onnx.NodeProto, name: str, consts: dict[str, onnx.TensorProto]) -> onnx.NodeProto:
+    """Axes input -> attribute. Without axes the node reduces everything, unless
+    `noop_with_empty_axes` makes it an identity; either way that attribute has
+    no opset-17 form."""
+    noop = any(a.name == "noop_with_empty_axes" and a.i for a in n.attribute)
+    if len(n.input) < 2 or not n.input[1]:
+        if noop:
+            return helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name)
+        return helper.make_node(n.op_type, [n.input[0]], list(n.output), name=n.name,
+                                **_attrs(n, "noop_with_empty_axes"))
     t = consts.get(n.input[1])
     if t is None:
         raise DowngradeError(f"{n.op_type} node '{name}' takes its axes from '{n.input[1]}', "
                              f"which is not a constant; wsec needs constant reduction axes")
     attrs = _attrs(n, "noop_with_empty_axes")
     axes = [int(a) for a in numpy_helper.to_array(t).reshape(-1)]
-    if not axes and any(a.name == "noop_with_empty_axes" and a.i for a in n.attribute):
+    if not axes and noop:
         return helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name)
     if axes:
         attrs["axes"] = axes
     return helper.make_node(n.op_type, [n.input[0]], list(n.output), name=n.name, **attrs)
 
 
-def _gelu(n: onnx.NodeProto, name: str, g: onnx.GraphProto) -> list[onnx.NodeProto]:
+def _gelu(n: onnx.NodeProto, name: str, g: onnx.GraphProto,
+          elem: int) -> list[onnx.NodeProto]:
+    """Gelu's formula; its constants take x's element type (fp16, bf16, fp32,
+    fp64), since ONNX arithmetic never mixes types."""
     x, y = n.input[0], n.output[0]
     approx = next((helper.get_attribute_value(a) for a in n.attribute
                    if a.name == "approximate"), b"none")
@@ -137,7 +155,7 @@ def _gelu(n: onnx.NodeProto, name: str, g: onnx.GraphProto) -> list[onnx.NodePro
     p = f"{name}.gelu"
 
     def c(suffix: str, v: float) -> str:
-        g.initializer.append(numpy_helper.from_array(np.array(v, np.float32), f"{p}.{suffix}"))
+        g.initializer.append(helper.make_tensor(f"{p}.{suffix}", elem, [], [v]))
         return f"{p}.{suffix}"
 
     mk = helper.make_node

@@ -33,6 +33,11 @@ from .library_common import (
 )
 from .target import Target
 
+# A 1-D convolution's PE works through its stretch of the sequence in tiles
+# whose input window and output buffers take at most this many bytes, so its
+# SRAM is bounded by the tile, not by the sequence (see ConvKind._cost_1d).
+LENGTH_TILE_BYTES = 8192
+
 
 def pair(attrs: dict, key: str, default: int, n: int = 2) -> list[int]:
     v = attrs.get(key)
@@ -93,6 +98,13 @@ class ConvKind(LibraryKind):
     F/A/P (fused op cycles per element, residual inputs, constant elements);
     T only for 3-D convolutions (see `_fold_depth`: N then counts samples x
     output depth planes, T the depth taps, weight shard [K/k, C/G/c, T, R, S]).
+
+    1-D convolutions (L1 = 1; H = Ho = 1, the sequence is W) have one row, so
+    the s row groups split the output length instead: group i computes a
+    contiguous stretch of ceil(Wo/s) outputs from the input stretch it reads
+    (plus the kernel halo), in tiles of at most LENGTH_TILE_BYTES of window
+    and output per PE, as a 2-D conv works through rows; a wav2vec2 front
+    end over 8000 samples then needs a few KB per PE, not the whole signal.
     """
 
     name = "conv"
@@ -118,6 +130,8 @@ class ConvKind(LibraryKind):
             x = spatial(vtype(values, conv.inputs[0]))
             y = spatial(vtype(values, conv.outputs[0]))
             d = window_dims(conv, x, y, rs, len(wt) - 2)
+            if len(wt) == 3:
+                d["L1"] = 1
         bias = len(conv.inputs) > 2 and bool(conv.inputs[2])
         d.update({"K": wt[0], "G": int(conv.attrs.get("group", 1)), "bias": int(bias)})
         d.update(fused_extras(body, values))
@@ -125,11 +139,14 @@ class ConvKind(LibraryKind):
 
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
         cg = dims["C"] // dims["G"]
+        rows = dims["Wo"] if dims.get("L1") else dims["Ho"]  # what the s groups split
         return {"k": candidates(dims["K"], target.width),
                 "c": candidates(cg, target.height),
-                "s": candidates(dims["Ho"], target.height)}
+                "s": candidates(rows, target.height)}
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        if d.get("L1"):
+            return self._cost_1d(d, kn, target)
         k, c, s = kn["k"], kn["c"], kn["s"]
         G, K, C = d["G"], d["K"], d["C"]
         cg, kg = C // G, K // G
@@ -153,6 +170,37 @@ class ConvKind(LibraryKind):
                 + (win + d["sh"]) * wi * cin * t * b               # input row window(s)
                 + d["Wo"] * kb * b * (1 + d["A"])                  # output (+ residual) row
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)   # bias, fused constants
+        return k, c * s, cycles, sram
+
+    def _cost_1d(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
+        """A 1-D conv: row group py // c owns `chunk` consecutive outputs and
+        reads their input stretch; it computes them `lt` at a time, keeping the
+        tile's input window (its span plus the next tile's stride) and `lt`
+        outputs per output channel of its block."""
+        k, c, s = kn["k"], kn["c"], kn["s"]
+        G, K, C = d["G"], d["K"], d["C"]
+        cg, kg = C // G, K // G
+        kb, cb = cdiv(K, k), cdiv(cg, c)
+        cin = np.minimum(C, np.minimum(G, cdiv(kb + kg - 1, kg)) * cb)
+        b = itemsize(target)
+        chunk = cdiv(d["Wo"], s)
+        per_out = (kb * (1 + d["A"]) + cin * d["sw"]) * b  # bytes one more output costs
+        lt = np.maximum(1, np.minimum(chunk, LENGTH_TILE_BYTES // per_out))
+        halo = (d["S"] - 1) * d["dw"] + 1
+        tiles = d["N"] * cdiv(chunk, lt)
+        red = (c > 1).astype(np.int64)
+        outs = d["N"] * chunk * kb
+        compute = tiles * cdiv(lt * kb, target.lanes) * (cb * d["S"] + d["F"] + red)
+        reads = d["N"] * np.minimum(d["W"] + d["pw"], (chunk - 1) * d["sw"] + halo) * cin
+        epc = elems_per_cycle(target)
+        recv = cdiv(reads + outs * (d["A"] + red), epc)
+        send = cdiv(outs, epc)
+        cycles = np.maximum(np.maximum(compute, recv), send) + tiles * ROW_OVERHEAD \
+            + KERNEL_OVERHEAD
+        sram = (CODE_BYTES + kb * cb * d["S"] * b                  # weight shard
+                + ((lt - 1) * d["sw"] + halo + lt * d["sw"]) * cin * b  # input window
+                + lt * kb * b * (1 + d["A"])                        # output (+ residual) tile
+                + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)    # bias, fused constants
         return k, c * s, cycles, sram
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,

@@ -26,7 +26,7 @@ from .onnx_downgrade import DowngradeError, downgrade
 from .onnx_external import check_locations, detach, inline_small, reattach
 from .onnx_resize import ResizeConversionError, fix_legacy_resize, legacy_resize_modes
 from .onnx_rewrite import rewrite_model
-from .onnx_shapes import all_static, fold_shape_chains
+from .onnx_shapes import all_static, fold_shape_chains, has_foreign_ops
 
 # the oldest opset onnx's version converter brings up; the newest the installed onnx defines
 MIN_OPSET, MAX_OPSET = 6, int(onnx.defs.onnx_opset_version())
@@ -68,6 +68,8 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
         model = _convert(model, src, opset, path)
     fix_legacy_resize(model, legacy)
     model = rewrite_model(model)
+    if has_foreign_ops(model):  # constant masks built with ops that have no kernel
+        model = fold_shape_chains(model, ir_attrs)
     _check_supported(model)
     try:
         model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True,

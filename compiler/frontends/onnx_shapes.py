@@ -9,6 +9,13 @@ every value. With `--input-shape` applied, all these sub-graphs are
 constant, so we evaluate them with the IR's own op semantics
 (`wsec.ir.opsem`) and turn their outputs into initializers, re-running
 shape inference until nothing more folds.
+
+The same folder runs before the supported-operator check on any node whose
+inputs are all constant, whatever its op: exporters build constant masks
+with ops wsec has no kernel for (Swin's shifted-window mask is 54 ScatterND
+nodes over a ConstantOfShape). Ops outside wsec's table are evaluated with
+onnx's reference implementation (`onnx.reference`), within
+`FOREIGN_FOLD_LIMIT` elements; what cannot fold is then reported by name.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from wsec.ir.opsem import evaluate
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 FOLD_LIMIT = 1 << 16  # elements: shape chains and small masks, never weights
+FOREIGN_FOLD_LIMIT = 1 << 20  # elements: an op without a kernel folds up to this size
 _CONST_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
 
@@ -95,7 +103,8 @@ def _fold_once(model: onnx.ModelProto,
         for o, a in zip(n.output, arrays, strict=False):
             if o:
                 consts[o] = a
-                folded.append(numpy_helper.from_array(np.ascontiguousarray(a), o))
+                # (np.ascontiguousarray would turn a scalar into shape [1])
+                folded.append(numpy_helper.from_array(np.require(a, requirements="C"), o))
     if not folded:
         return False
     del g.node[:]
@@ -116,8 +125,10 @@ def _try_fold(n: onnx.NodeProto, i: int, shapes: dict[str, tuple[int, ...]],
     if n.op_type == "Constant":
         v = _constant_value(n)
         return None if v is None else [v]
-    if n.op_type not in SUPPORTED_OPS or n.op_type == "Dropout":
+    if n.op_type == "Dropout":
         return None
+    if n.op_type not in SUPPORTED_OPS:
+        return _fold_foreign(n, consts)
     if n.op_type in ("Shape", "Size"):
         if not n.input or n.input[0] not in shapes:
             return None
@@ -135,3 +146,28 @@ def _try_fold(n: onnx.NodeProto, i: int, shapes: dict[str, tuple[int, ...]],
     if any(np.asarray(o).size > FOLD_LIMIT for o in outs):
         return None
     return [np.asarray(o) for o in outs]
+
+
+def has_foreign_ops(model: onnx.ModelProto) -> bool:
+    """True when a default-domain node's op is not in wsec's table (it may fold)."""
+    return any(n.domain in _DEFAULT_DOMAINS and n.op_type != "Constant"
+               and n.op_type not in SUPPORTED_OPS for n in model.graph.node)
+
+
+def _fold_foreign(n: onnx.NodeProto, consts: dict[str, np.ndarray]) -> list | None:
+    """Outputs of an op wsec has no semantics for, from onnx's reference
+    implementation, when all its inputs are constant and the result is small."""
+    if not n.input or any(x and x not in consts for x in n.input) or any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in n.attribute):
+        return None
+    if sum(consts[x].size for x in n.input if x) > FOREIGN_FOLD_LIMIT:
+        return None
+    from onnx.reference import ReferenceEvaluator  # imported only when a model needs it
+
+    try:
+        outs = ReferenceEvaluator(n).run(None, {x: consts[x] for x in n.input if x})
+    except Exception:  # noqa: BLE001 - any failure leaves the node for the op check to name
+        return None
+    arrays = [np.asarray(o) for o in outs]
+    return None if any(a.size > FOREIGN_FOLD_LIMIT for a in arrays) else arrays

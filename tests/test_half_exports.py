@@ -124,3 +124,32 @@ def test_reduce_without_axes_drops_noop_with_empty_axes(tmp_path: pathlib.Path) 
     ops = {n.outputs[0]: n for n in m.nodes}
     assert ops["y"].op == "ReduceMax" and "noop_with_empty_axes" not in ops["y"].attrs
     assert ops["z"].op == "Identity"
+
+
+def test_constant_folding_keeps_each_dtype_and_the_casts_meaning(tmp_path: pathlib.Path) -> None:
+    """fp16 constant -> Cast f32 -> Mul (fp32 island) -> Cast f16 -> Add to an fp16
+    activation: the folded constant is fp16 and carries both roundings."""
+    from wsec.passes.base import PassContext
+    from wsec.passes.canonicalize import Canonicalize
+
+    c16 = np.array([0.1, 1e-5, 60000.0], np.float16)
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["c16"], ["c32"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["c32", "three"], ["m32"]),
+         helper.make_node("Cast", ["m32"], ["m16"], to=TensorProto.FLOAT16),
+         helper.make_node("Add", ["x", "m16"], ["y"])], "mixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 3])],
+        [helper.make_tensor("c16", TensorProto.FLOAT16, [3], c16),
+         helper.make_tensor("three", TensorProto.FLOAT, [], [3.0])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+              str(tmp_path / "mixed.onnx"))
+    m = load_onnx(str(tmp_path / "mixed.onnx"))
+    Canonicalize().run(m, PassContext.for_module(m))
+    (add,) = m.nodes
+    folded = m.values[add.inputs[1]]
+    assert folded.type.dtype == "f16"
+    with np.errstate(over="ignore"):  # 60000 * 3 overflows fp16 to inf, as ONNX's Cast does
+        want = (c16.astype(np.float32) * np.float32(3.0)).astype(np.float16)
+    np.testing.assert_array_equal(folded.const.array(), want)
+    assert np.isinf(want[2])

@@ -42,8 +42,6 @@ from .target import Target
 
 WORD_BYTES = 2  # the contest's memory unit is a 16-bit word; memlimit 24576 words = 48 KiB
 
-_CYC_SPAN = 1 << 40  # sort key: area * span + cycles (contest times stay far below 2**40)
-
 # one conv of a kernel: (H, W, R, S, C, K, T)
 Conv = tuple[int, int, int, int, int, int, int]
 
@@ -330,7 +328,7 @@ def _frontier_arrays(kind: ConvGroupKind, dims: Dims, target: Target) -> dict[st
     sel = np.nonzero(ok)[0]
     cyc = _cdiv(tmax[sel], den)
     area = width[sel] * height[sel]
-    order = np.argsort(area * _CYC_SPAN + np.minimum(cyc, _CYC_SPAN - 1))  # area, then time
+    order = np.lexsort((cyc, area))  # area, then time (no packed key: large grids overflow it)
     cyc_o = cyc[order]
     prev = np.concatenate([[np.iinfo(np.int64).max], np.minimum.accumulate(cyc_o)[:-1]])
     pick = sel[order[cyc_o < prev]]

@@ -205,6 +205,18 @@ def test_frontier_matches_brute_force(kind, dims, memlimit: int) -> None:  # noq
             assert mine == r == f
 
 
+def test_frontier_on_a_huge_grid() -> None:
+    """Areas of millions of PEs times large cycle counts once overflowed a
+    packed int64 sort key and scrambled the frontier; it stays a frontier."""
+    dims = {"F": 2048, "H": 14, "W": 14, "memlimit": 24576}
+    target = get_target("cs1", (20000, 20000))
+    front = CBLOCK.choices(dims, target)
+    assert len(front) >= 100 and max(c.area for c in front) > 5 * 10**7
+    assert [c.area for c in front] == sorted(c.area for c in front)
+    cycles = [c.cycles for c in front]
+    assert cycles == sorted(cycles, reverse=True) and len(set(cycles)) == len(cycles)
+
+
 def test_area_bound_by_hand() -> None:
     from wsec.ir.kernel_kind import Choice
 

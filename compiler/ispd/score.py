@@ -16,6 +16,7 @@ from wsec.ir.fabric import Fabric
 from wsec.ir.graph import Kernel, Module
 from wsec.ir.library_cs1 import WORD_BYTES, mem_limit_bytes
 from wsec.ir.metrics import overlap_text, placed_wirelength
+from wsec.ir.objective import Objective
 from wsec.ir.sizing import area_bound, kernel_choices
 from wsec.ir.target import module_target
 
@@ -88,8 +89,7 @@ def score(module: Module, bound: bool = False) -> dict[str, Any]:
         "grid_area": W * H,
         "kernels": rows,
     }
-    wd, wl = float(module.attrs.get("wdeltat", 1)), float(module.attrs.get("wlength", 1))
-    out["weighted"] = wd * out["delta_t"] + wl * out["wirelength"]
+    out["weighted"] = Objective.of(module.attrs).value(out["delta_t"], out["wirelength"])
     if bound:
         out["bound"] = sizing_bound(module)
     return out

@@ -26,7 +26,10 @@ edges: every kernel-to-kernel connection weighs 1), `refine` (seconds of
 CP-SAT refinement; -1: 0 when fast, else 0.5 s, 10 s when high, or with a
 time limit whatever the search left of it),
 `reshape` (false: keep every kernel's sized shape and bottleneck; only
-rotations and positions are chosen).
+rotations and positions are chosen), `wdeltat` and `wlength` (the weights
+of the objective wdeltat x Δt + wlength x wirelength: with wlength > 0 the
+bottleneck time is traded for wirelength by place_tradeoff; 0, the
+default: Δt first, wires second).
 """
 
 from __future__ import annotations
@@ -239,14 +242,21 @@ class Place(Pass):
     objective: str = "bytes"
     refine: float = -1.0
     reshape: bool = True
+    wdeltat: float = 1.0
+    wlength: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice(self, "effort", EFFORTS)
         check_choice(self, "objective", OBJECTIVES)
         if self.refine != -1.0:
             check_range(self, "refine", 0.0)
+        check_range(self, "wdeltat", 0.0)
+        check_range(self, "wlength", 0.0)
 
     def run(self, module: Module, ctx: PassContext) -> None:
+        if self.wlength > 0 and self.reshape:
+            self._run_weighted(module, ctx)
+            return
         start = time.perf_counter()
         target = ctx.target
         limit = ctx.time_limit
@@ -298,6 +308,31 @@ class Place(Pass):
         for k, r in zip(ks, rects, strict=True):
             k.rect = Rect(*r)
         ctx.notes.append(_refine_note(stats))
+
+
+    def _run_weighted(self, module: Module, ctx: PassContext) -> None:
+        """Minimise wdeltat x Δt + wlength x wirelength (place_tradeoff), with
+        this pass's Δt-first search as its first candidate."""
+        from dataclasses import replace
+
+        from wsec.ir.objective import Objective
+
+        from .place_tradeoff import place_weighted
+
+        first = replace(self, wlength=0.0, refine=0.0)
+        did = place_weighted(module, ctx, Objective(self.wdeltat, self.wlength), self.objective,
+                             self.seed, self.effort, self.refine, first.run)
+        ctx.notes.append(f"place: weighted objective {did['value']:.6g} (wdeltat "
+                         f"{self.wdeltat:g} x Δt {did['delta_t']:g} + wlength {self.wlength:g} x "
+                         f"wirelength {did['wire']:.6g}) from the {did['how']} layout at "
+                         f"{did['t']} cycles, {did['tried']} bottleneck times tried")
+        if did["refine"] is not None:
+            ctx.notes.append(_refine_note(did["refine"]))
+        _invalidate_routes(module.edges)
+        ks = list(module.kernels())
+        module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))
+        module.attrs["wirelength"] = int(round(placed_wirelength(module, ctx.fabric)))
+        module.attrs["pes_used"] = int(sum(k.rect.area for k in ks if k.rect))
 
 
 def _refine_note(stats: dict[str, Any]) -> str:

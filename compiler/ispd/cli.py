@@ -6,7 +6,7 @@ from typing import Any
 
 from wsec.ir.errors import UsageError
 
-from .driver import compile_kgraph, format_compile_summary
+from .driver import compile_kgraph, format_compile_summary, process_seconds
 from .score import score
 from .solution import SolutionError, read_solution
 
@@ -45,8 +45,11 @@ def cmd_compile_kgraph(a: Any, out: Any) -> int:
     if a.time_limit is not None and a.time_limit <= 0:
         raise UsageError(f"--time-limit must be a positive number of seconds, got "
                          f"{a.time_limit:g}")
+    import time
+
     _, summary = compile_kgraph(a.model, a.output, float(a.time_limit),
-                                list(a.pass_option), verify=not a.no_verify_ir)
+                                list(a.pass_option), verify=not a.no_verify_ir,
+                                started=time.perf_counter() - process_seconds())
     if getattr(a, "report_json", None):
         tmp = f"{a.report_json}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:

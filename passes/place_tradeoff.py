@@ -244,13 +244,15 @@ def place_weighted(module: Module, ctx: PassContext, objective: Objective, wire:
 def _refine(module: Module, ctx: PassContext, prob: Problem, seed: int, effort: str,
             refine_seconds: float, limit: float | None, start: float) -> dict[str, Any] | None:
     """CP-SAT refinement of the applied layout (shapes fixed): by effort, or
-    what the time limit leaves."""
+    the share of the time limit after the sweep's. The work is planned from
+    the limit, not from the time actually left, so the result does not
+    depend on the machine's speed; the time left is only a safety net."""
     seconds = _REFINE_SECONDS[effort] if refine_seconds < 0 else refine_seconds
     wall: float | None = None
     if limit is not None:
         wall = limit - (time.perf_counter() - start) - _MARGIN_S
-        left = 0.8 * wall
-        seconds = min(left, seconds if refine_seconds >= 0 or effort == "fast" else left)
+        planned = 0.8 * ((1 - _SWEEP_SHARE) * limit - _MARGIN_S)
+        seconds = min(planned, seconds if refine_seconds >= 0 or effort == "fast" else planned)
     if seconds <= 0.05:
         return None
     try:

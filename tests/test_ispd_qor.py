@@ -141,7 +141,7 @@ def test_same_seed_same_solution(tmp_path) -> None:
     texts = []
     for i in range(2):
         sol = tmp_path / f"r{i}.sol"
-        compile_kgraph(path, str(sol), 4.0, ["place{seed=7}"])
+        compile_kgraph(path, str(sol), 10.0, ["place{seed=7,refine=0.5}"])
         texts.append(sol.read_text())
     assert texts[0] == texts[1]
 

@@ -56,7 +56,6 @@ class StripPacking:
 @dataclass
 class _Tables:
     levels: np.ndarray  # (L,) shelf heights
-    wt: np.ndarray  # (n, L) narrowest width within each height, _INF if none
     prefix: np.ndarray  # (L, n+1) prefix sums of wt over positions
     intra: np.ndarray  # (n, D+1, L) horizontal wirelength inside run [a, a+d)
     vert: np.ndarray  # (n, D+1) wire weight a shelf's height counts for
@@ -125,7 +124,7 @@ def _tables(opts: Sequence[np.ndarray], u: np.ndarray, v: np.ndarray, w: np.ndar
         a = np.arange(n - d + 1)
         ends = dsum[a + d] - dsum[a] - 2 * internal[a, d]
         vert[a, d] = ends / 2.0 + over[a, a + d]
-    return _Tables(levels, wt, prefix, intra[:n], vert)
+    return _Tables(levels, prefix, intra[:n], vert)
 
 
 def _crossing(u: np.ndarray, v: np.ndarray, w: np.ndarray, prefix: np.ndarray,
@@ -160,7 +159,7 @@ def _crossing(u: np.ndarray, v: np.ndarray, w: np.ndarray, prefix: np.ndarray,
     return est
 
 
-def _solve(tb: _Tables, n: int, width: int, lam: float, shelf_cost: float = 0.0
+def _solve(tb: _Tables, n: int, width: int, lam: float
            ) -> tuple[float, np.ndarray, np.ndarray]:
     """DP over cut points at multiplier `lam`: (cost, run start, level) per prefix."""
     D = tb.intra.shape[1] - 1
@@ -174,8 +173,7 @@ def _solve(tb: _Tables, n: int, width: int, lam: float, shelf_cost: float = 0.0
         d = np.arange(1, min(D, j) + 1)
         a = j - d
         widths = tb.prefix[:, j][None, :] - tb.prefix[:, a].T  # (d, L)
-        cost = (best[a][:, None] + tb.intra[a, d] + shelf_cost
-                + c[None, :] * (tb.vert[a, d][:, None] + lam))
+        cost = best[a][:, None] + tb.intra[a, d] + c[None, :] * (tb.vert[a, d][:, None] + lam)
         cost = np.where(widths <= width, cost, np.inf)
         k = int(np.argmin(cost))
         if not np.isfinite(cost.flat[k]):
@@ -208,8 +206,8 @@ def _narrowest(opt: np.ndarray, cap: int, width: int) -> tuple[int, bool, int, i
 
 
 def strip_pack(options: Sequence[np.ndarray], order: Sequence[int],
-               pairs: Sequence[tuple[int, int, float]], width: int, height: int,
-               shelf_cost: float = 0.0) -> StripPacking | None:
+               pairs: Sequence[tuple[int, int, float]], width: int, height: int
+               ) -> StripPacking | None:
     """Pack kernels (options[i]: (m, 2) unrotated shapes) in `order` on a
     width x height grid in shelves of strips, minimising the weighted L1
     wirelength between the centres of connected kernels (`pairs`: kernel
@@ -224,18 +222,17 @@ def strip_pack(options: Sequence[np.ndarray], order: Sequence[int],
     tb = _tables(opts, u, v, w, width, height)
     if tb.levels.size == 0:
         return None
-    runs = _fit(tb, n, width, height, shelf_cost)
+    runs = _fit(tb, n, width, height)
     if runs is None:
         return None
     return _layout(opts, order, runs, tb, u, v, w, width, len(options))
 
 
-def _fit(tb: _Tables, n: int, width: int, height: int, shelf_cost: float
-         ) -> list[tuple[int, int, int]] | None:
+def _fit(tb: _Tables, n: int, width: int, height: int) -> list[tuple[int, int, int]] | None:
     """The cut whose shelves fit `height` with the least estimated wire: the
     multiplier on shelf height is bisected to the smallest that fits."""
     def runs_at(lam: float) -> tuple[list[tuple[int, int, int]], int] | None:
-        cost, start, level = _solve(tb, n, width, lam, shelf_cost)
+        cost, start, level = _solve(tb, n, width, lam)
         if not np.isfinite(cost):
             return None
         runs = _runs(start, level, n)

@@ -194,9 +194,8 @@ def snapshot(module: Module, prob: Problem, objective: Objective, how: str) -> C
     ks = list(module.kernels())
     rects = [(k.rect.x, k.rect.y, k.rect.w, k.rect.h) if k.rect else (0, 0, 0, 0) for k in ks]
     cycles = [int(k.cost["cycles"]) if k.cost else 0 for k in ks]
-    cand = evaluate(prob, objective, max(cycles, default=0), [None] * len(ks), rects,
+    return evaluate(prob, objective, max(cycles, default=0), [None] * len(ks), rects,
                     [bool(k.rotated) for k in ks], how, cycles)
-    return cand
 
 
 def apply(module: Module, cand: Candidate) -> None:

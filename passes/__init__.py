@@ -17,10 +17,15 @@ REGISTRY: dict[str, str] = {
     "allocate": "allocate:Allocate",
     # weight-streaming back end (run instead of size..allocate in stream mode)
     "schedule-phases": "schedule_phases:SchedulePhases",
+    # training (`--train`): derives the training step before canonicalize
+    "autodiff": "autodiff:Autodiff",
 }
 
 STREAM_ONLY = ("schedule-phases",)
-DEFAULT_PIPELINE: tuple[str, ...] = tuple(p for p in REGISTRY if p not in STREAM_ONLY)
+TRAIN_ONLY = ("autodiff",)
+DEFAULT_PIPELINE: tuple[str, ...] = tuple(p for p in REGISTRY
+                                          if p not in STREAM_ONLY + TRAIN_ONLY)
+TRAIN_PIPELINE: tuple[str, ...] = TRAIN_ONLY + DEFAULT_PIPELINE
 
 
 def pass_class(name: str) -> type[Pass]:
@@ -35,5 +40,5 @@ def pass_class(name: str) -> type[Pass]:
     return getattr(importlib.import_module(f"{__name__}.{mod}"), cls)
 
 
-__all__ = ["DEFAULT_PIPELINE", "REGISTRY", "LayoutInfeasible", "Pass", "PassContext", "PassError",
+__all__ = ["DEFAULT_PIPELINE", "REGISTRY", "TRAIN_PIPELINE", "LayoutInfeasible", "Pass", "PassContext", "PassError",
            "PassOptionError", "pass_class"]

@@ -1,0 +1,426 @@
+"""Gradient rules of the network ops: products, gathers, convolutions,
+pooling, softmax and normalisation.
+
+How each adjoint is written (standard ONNX ops, so the kernel library and
+onnxruntime both run it):
+- MatMul / Einsum: Einsum of the output gradient with the other operand
+  (a constant weight is read in place, never transposed into a copy, so
+  a 41 GB model's weights are never materialised); Gemm: Gemm with the
+  transpose flags swapped.
+- Gather: a one-hot table (Equal against a Range) contracted with the
+  gradient by Einsum: the scatter-add of an embedding as a matmul.
+- Conv: the input gradient is ConvTranspose with the same weight; the
+  weight gradient is a Conv whose *weight operand is an activation* (the
+  output gradient), the roles of strides and dilations swapped — the
+  `conv-wgrad` kernel kind runs it.
+- MaxPool: one tap of the window at a time (strided Slice of the padded
+  input), the first tap equal to the maximum takes the gradient (PyTorch's
+  tie rule), and a grouped one-hot ConvTranspose scatters the taps back;
+  AveragePool: the gradient over the window counts by a grouped ConvTranspose
+  of ones.
+- LayerNormalization: recomputes its statistics (mean, 1/std) in the
+  backward pass from its input.
+"""
+
+from __future__ import annotations
+
+import itertools
+import string
+
+import numpy as np
+
+from .graph import Node
+from .opsem_core import pads as conv_pads
+from .opsem_core import windows
+from .types import TensorType
+from .vjp_base import Emitter, attr_ints, unsupported, vjp_rule
+
+# --- products -----------------------------------------------------------------
+
+
+def _letters(n: int, skip: str = "") -> list[str]:
+    return [c for c in string.ascii_letters if c not in skip][:n]
+
+
+@vjp_rule("MatMul")
+def _matmul(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    a, b = n.inputs[:2]
+    sa, sb = e.shape(a), e.shape(b)
+    g = gy[0]
+    if len(sa) == 1 or len(sb) == 1:  # vector operands: as 1 x K / K x 1 matrices
+        a2 = e.reshape(a, (1, sa[0])) if len(sa) == 1 else a
+        b2 = e.reshape(b, (sb[0], 1)) if len(sb) == 1 else b
+        full = tuple(np.broadcast_shapes(e.shape(a2)[:-2], e.shape(b2)[:-2])) + (
+            e.shape(a2)[-2], e.shape(b2)[-1])
+        ga, gb = _matmul_grads(e, a2, b2, e.reshape(g, full), want)
+        return [e.reshape(ga, sa) if ga else None, e.reshape(gb, sb) if gb else None]
+    return list(_matmul_grads(e, a, b, g, want))
+
+
+def _matmul_grads(e: Emitter, a: str, b: str, g: str, want: list[bool]
+                  ) -> tuple[str | None, str | None]:
+    sa, sb = e.shape(a), e.shape(b)
+    batch = tuple(np.broadcast_shapes(sa[:-2], sb[:-2]))
+    bl = "".join(_letters(len(batch), "mkn"))
+    ga = gb = None
+    if len(sb) == 2:  # a shared weight matrix: contract the batch away
+        ab = "".join(_letters(len(sa) - 2, "mkn"))
+        if want[0]:
+            ga = e.op("Einsum", [g, b], e.t(a), equation=f"{ab}mn,kn->{ab}mk")
+        if want[1]:
+            gb = e.op("Einsum", [a, g], e.t(b), equation=f"{ab}mk,{ab}mn->kn")
+        return ga, gb
+    # batched products (attention): operands stretched to the common batch
+    a_full = e.expand(a, batch + sa[-2:])
+    b_full = e.expand(b, batch + sb[-2:])
+    if want[0]:
+        t = TensorType(e.dtype(a), batch + sa[-2:])
+        ga = e.unbroadcast(e.op("Einsum", [g, b_full], t, equation=f"{bl}mn,{bl}kn->{bl}mk"),
+                           sa)
+    if want[1]:
+        t = TensorType(e.dtype(b), batch + sb[-2:])
+        gb = e.unbroadcast(e.op("Einsum", [a_full, g], t, equation=f"{bl}mk,{bl}mn->{bl}kn"),
+                           sb)
+    return ga, gb
+
+
+@vjp_rule("Gemm")
+def _gemm(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    a, b = n.inputs[:2]
+    c = n.inputs[2] if len(n.inputs) > 2 else ""
+    ta, tb = int(n.attrs.get("transA", 0)), int(n.attrs.get("transB", 0))
+    alpha, beta = float(n.attrs.get("alpha", 1.0)), float(n.attrs.get("beta", 1.0))
+    g = gy[0]
+    out: list[str | None] = [None, None, None][: len(n.inputs)]
+    if want[0]:
+        if ta:  # dA = B' gY^T
+            out[0] = e.op("Gemm", [b, g], e.t(a), transA=tb, transB=1, alpha=alpha)
+        else:  # dA = gY B'^T
+            out[0] = e.op("Gemm", [g, b], e.t(a), transB=1 - tb, alpha=alpha)
+    if want[1]:
+        if tb:  # dB = gY^T A'
+            out[1] = e.op("Gemm", [g, a], e.t(b), transA=1, transB=ta, alpha=alpha)
+        else:  # dB = A'^T gY
+            out[1] = e.op("Gemm", [a, g], e.t(b), transA=1 - ta, alpha=alpha)
+    if c and len(want) > 2 and want[2]:
+        out[2] = e.unbroadcast(e.scale(g, beta), e.shape(c))
+    return out
+
+
+@vjp_rule("Einsum")
+def _einsum(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    eq = str(n.attrs.get("equation", "")).replace(" ", "")
+    ins = [i for i in n.inputs if i]
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    if not arrow or "." in eq or len(terms) != len(ins) or len(ins) > 2:
+        raise unsupported(n, f"a gradient of Einsum '{eq}' is not defined here (one or two "
+                             "operands, an explicit output, no ellipsis are)")
+    sizes: dict[str, int] = {}
+    for t, v in zip(terms, ins, strict=True):
+        for ch, d in zip(t, e.shape(v), strict=True):
+            if sizes.setdefault(ch, d) != d:
+                raise unsupported(n, f"Einsum '{eq}' broadcasts index '{ch}'")
+    grads: list[str | None] = []
+    for i, (t, v) in enumerate(zip(terms, ins, strict=True)):
+        if not want[i]:
+            grads.append(None)
+            continue
+        others = [(terms[j], ins[j]) for j in range(len(ins)) if j != i]
+        have = set(out).union(*[set(o) for o, _ in others])
+        if len(set(t)) != len(t) or not set(t) <= have:
+            raise unsupported(n, f"a gradient of Einsum '{eq}' for operand {i} is not defined "
+                                 "here (repeated or summed-away-alone indices)")
+        eq_i = ",".join([out] + [o for o, _ in others]) + "->" + t
+        grads.append(e.op("Einsum", [gy[0]] + [v2 for _, v2 in others], e.t(v), equation=eq_i))
+    return grads
+
+
+@vjp_rule("Gather")
+def _gather(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    if not want[0]:
+        return [None, None]
+    data, idx = n.inputs[:2]
+    sd, si = e.shape(data), e.shape(idx)
+    axis = int(n.attrs.get("axis", 0)) % len(sd)
+    depth = sd[axis]
+    dt = e.dtype(data)
+    ix = e.cast(idx, "i64")
+    c = e.m.values[idx].const
+    if c is None or (np.asarray(c.array()) < 0).any():  # wrap negative indices
+        neg = e.binary("Less", ix, e.scalar(0, "i64"))
+        ix = e.where(neg, e.add(ix, e.scalar(depth, "i64")), ix)
+    ix = e.reshape(ix, si + (1,))
+    hot = e.binary("Equal", ix, e.array(np.arange(depth), "i64"))
+    onehot = e.where(hot, e.scalar(1.0, dt), e.scalar(0.0, dt))
+    pre, post = sd[:axis], sd[axis + 1:]
+    ls = _letters(len(pre) + len(si) + len(post) + 1)
+    p = "".join(ls[:len(pre)])
+    i = "".join(ls[len(pre):len(pre) + len(si)])
+    q = "".join(ls[len(pre) + len(si):-1])
+    d = ls[-1]
+    g = e.op("Einsum", [onehot, gy[0]], e.t(data), equation=f"{i}{d},{p}{i}{q}->{p}{d}{q}")
+    return [g, None]
+
+
+# --- convolution ----------------------------------------------------------------
+
+
+def _conv_geometry(e: Emitter, n: Node) -> tuple[list[int], list[int], list[int], list[int],
+                                                 list[int], list[int]]:
+    x, w = n.inputs[:2]
+    sx, sw = e.shape(x), e.shape(w)
+    nd = len(sx) - 2
+    kernel = list(sw[2:])
+    st = attr_ints(n, "strides", [1] * nd)
+    dl = attr_ints(n, "dilations", [1] * nd)
+    pb, pe = conv_pads(n, sx[2:], kernel, st, dl)
+    return kernel, st, dl, pb, pe, list(e.shape(n.outputs[0])[2:])
+
+
+@vjp_rule("Conv")
+def _conv(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    x, w = n.inputs[:2]
+    b = n.inputs[2] if len(n.inputs) > 2 else ""
+    sx, sw = e.shape(x), e.shape(w)
+    nd = len(sx) - 2
+    g = gy[0]
+    grp = int(n.attrs.get("group", 1))
+    kernel, st, dl, pb, pe, out = _conv_geometry(e, n)
+    res: list[str | None] = [None] * len(n.inputs)
+    if want[0]:  # the adjoint of a convolution: ConvTranspose with the same weight
+        full = [st[i] * (out[i] - 1) + dl[i] * (kernel[i] - 1) + 1 - pb[i] - pe[i]
+                for i in range(nd)]
+        extra = [sx[2 + i] - full[i] for i in range(nd)]
+        if any(x_ < 0 or x_ >= max(st[i], dl[i]) for i, x_ in enumerate(extra)):
+            raise unsupported(n, f"its padding leaves {extra} rows unread")
+        res[0] = e.op("ConvTranspose", [g, w], e.t(x), strides=st, dilations=dl, group=grp,
+                      pads=pb + pe, output_padding=extra, kernel_shape=kernel)
+    if want[1]:
+        res[1] = _conv_weight_grad(e, n, x, g, sx, sw, grp, kernel, st, dl, pb, pe, out)
+    if b and len(want) > 2 and want[2]:
+        res[2] = e.reduce_sum(g, [0] + list(range(2, 2 + nd)), keepdims=False)
+    return res
+
+
+def _conv_weight_grad(e: Emitter, n: Node, x: str, g: str, sx: tuple[int, ...],
+                      sw: tuple[int, ...], grp: int, kernel: list[int], st: list[int],
+                      dl: list[int], pb: list[int], pe: list[int], out: list[int]) -> str:
+    """dW[m, c, k] = sum over samples and output pixels of gY[n, m, o] x[n, c, o*st + k*dl]:
+    a convolution over the input whose weight is the output gradient, with
+    the samples as channels (grouped like the layer) and the input
+    channels of a group as the batch; strides and dilations swap roles."""
+    nd = len(sx) - 2
+    nb, c = sx[:2]
+    m = sw[0]
+    cg = c // grp
+    sp = list(sx[2:])
+    xv = e.reshape(x, [nb, grp, cg] + sp)
+    xv = e.transpose(xv, [2, 1, 0] + list(range(3, 3 + nd)))
+    xv = e.reshape(xv, [cg, grp * nb] + sp)
+    # trim the end padding so the result has exactly the kernel's extent
+    ends = []
+    for i in range(nd):
+        need = pb[i] + sp[i] + pe[i] - (st[i] * (out[i] - 1) + dl[i] * (kernel[i] - 1) + 1)
+        ends.append(pe[i] - need)
+    if any(p < 0 for p in ends):
+        keep = [sp[i] + min(0, ends[i]) for i in range(nd)]
+        xv = e.op("Slice", [xv, e.ints([0] * nd), e.ints(keep), e.ints(list(range(2, 2 + nd)))],
+                  TensorType(e.dtype(x), (cg, grp * nb, *keep)))
+        ends = [max(0, p) for p in ends]
+    gw = e.transpose(g, [1, 0] + list(range(2, 2 + nd)))  # [M, N, *out]
+    t = TensorType(e.dtype(x), (cg, m, *kernel))
+    dw = e.op("Conv", [xv, gw], t, strides=dl, dilations=st, group=grp, pads=pb + ends,
+              kernel_shape=out)
+    return e.transpose(dw, [1, 0] + list(range(2, 2 + nd)))
+
+
+# --- pooling --------------------------------------------------------------------
+
+
+def _pool_geometry(e: Emitter, n: Node) -> tuple[list[int], list[int], list[int], list[int],
+                                                 list[int], list[int], list[int]]:
+    """kernel, strides, dilations, begin pads, end pads (ceil_mode's extra
+    rows included) and output size of a pooling node."""
+    from .opsem_core import _pool_geometry as geo
+
+    sx = e.shape(n.inputs[0])
+    nd = len(sx) - 2
+    kernel, st, dl, pb, pe, oe = geo(n, np.broadcast_to(np.float32(0), sx))
+    out, extra = oe[:nd], oe[nd:]
+    return kernel, st, dl, pb, [p + x for p, x in zip(pe, extra, strict=True)], out, extra
+
+
+def _scatter_taps(e: Emitter, parts: list[str], x: str, kernel: list[int], st: list[int],
+                  dl: list[int], pb: list[int], pe: list[int], weights: np.ndarray) -> str:
+    """Sum tap gradients back onto the input: parts[t] is tap t's gradient
+    [N, C, *out]; a grouped ConvTranspose with weights[t] at tap t's
+    position scatters them with the pool's strides, then the padding is cut."""
+    sx = e.shape(x)
+    nb, c = sx[:2]
+    nd = len(sx) - 2
+    out = list(e.shape(parts[0])[2:])
+    taps = len(parts)
+    dt = e.dtype(x)
+    if taps > 1:
+        stack = e.op("Concat", [e.reshape(p, [nb, c, 1] + out) for p in parts],
+                     TensorType(dt, (nb, c, taps, *out)), axis=2)
+    else:
+        stack = e.reshape(parts[0], [nb, c, 1] + out)
+    stack = e.reshape(stack, [nb, c * taps] + out)
+    span = [dl[i] * (kernel[i] - 1) + 1 for i in range(nd)]
+    wk = np.zeros((c * taps, 1, *span), np.float64)
+    for t, tap in enumerate(itertools.product(*(range(k) for k in kernel))):
+        pos = tuple(tap[i] * dl[i] for i in range(nd))
+        wk[(slice(t, None, taps), 0, *pos)] = weights[t]
+    padded = [pb[i] + sx[2 + i] + pe[i] for i in range(nd)]
+    full = [st[i] * (out[i] - 1) + span[i] for i in range(nd)]
+    op = [padded[i] - full[i] for i in range(nd)]
+    gp = e.op("ConvTranspose", [stack, e.array(wk, dt)], TensorType(dt, (nb, c, *padded)),
+              strides=st, group=c, output_padding=op, kernel_shape=span)
+    if any(pb) or any(pe):
+        gp = e.op("Slice", [gp, e.ints(pb), e.ints([pb[i] + sx[2 + i] for i in range(nd)]),
+                            e.ints(list(range(2, 2 + nd)))], e.t(x))
+    return gp
+
+
+@vjp_rule("MaxPool")
+def _maxpool(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    if not want[0]:
+        return [None]
+    x, y = n.inputs[0], n.outputs[0]
+    sx = e.shape(x)
+    nd = len(sx) - 2
+    kernel, st, dl, pb, pe, out, _ = _pool_geometry(e, n)
+    dt = e.dtype(x)
+    xp = x
+    if any(pb) or any(pe):
+        low = float(np.finfo(np.dtype("float16" if dt == "f16" else "float32")).min) \
+            if dt.startswith("f") else -1e30
+        padded = tuple(sx[:2]) + tuple(pb[i] + sx[2 + i] + pe[i] for i in range(nd))
+        xp = e.op("Pad", [x, e.ints([0, 0] + pb + [0, 0] + pe), e.scalar(low, dt)],
+                  TensorType(dt, padded), mode="constant")
+    taken = None
+    parts = []
+    axes = e.ints(list(range(2, 2 + nd)))
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        starts = [tap[i] * dl[i] for i in range(nd)]
+        ends = [starts[i] + (out[i] - 1) * st[i] + 1 for i in range(nd)]
+        xt = e.op("Slice", [xp, e.ints(starts), e.ints(ends), axes, e.ints(st)], e.t(y))
+        eq = e.binary("Equal", xt, y)
+        sel = eq if taken is None else e.binary("And", eq, e.unary("Not", taken))
+        taken = eq if taken is None else e.binary("Or", taken, eq)
+        parts.append(e.mask(sel, gy[0]))
+    ones = np.ones(len(parts))
+    return [_scatter_taps(e, parts, x, kernel, st, dl, pb, pe, ones)]
+
+
+@vjp_rule("AveragePool")
+def _avgpool(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    if not want[0]:
+        return [None]
+    x = n.inputs[0]
+    sx = e.shape(x)
+    nd = len(sx) - 2
+    kernel, st, dl, pb, pe, out, extra = _pool_geometry(e, n)
+    pe0 = [pe[i] - extra[i] for i in range(nd)]
+    if n.attrs.get("count_include_pad", 0):
+        ones = np.pad(np.ones((1, 1) + tuple(sx[2 + i] + pb[i] + pe0[i] for i in range(nd))),
+                      [(0, 0), (0, 0)] + [(0, x_) for x_ in extra])
+    else:
+        ones = np.pad(np.ones((1, 1) + tuple(sx[2:])), [(0, 0), (0, 0)] + list(
+            zip(pb, pe, strict=True)))
+    count = windows(ones, kernel, st, dl, out).sum(axis=tuple(range(2 + nd, 2 + 2 * nd)))
+    g = e.div(gy[0], e.array(count, e.dtype(x)))
+    taps = int(np.prod(kernel))
+    return [_scatter_taps(e, [g] * taps, x, kernel, st, dl, pb, pe, np.ones(taps))]
+
+
+@vjp_rule("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    if not want[0]:
+        return [None]
+    x, y = n.inputs[0], n.outputs[0]
+    sx = e.shape(x)
+    hw = int(np.prod(sx[2:]))
+    if n.op == "GlobalAveragePool":
+        return [e.expand(e.scale(gy[0], 1.0 / hw), sx)]
+    # the first maximum of each (sample, channel) takes the gradient
+    dt = e.dtype(x)
+    hit = e.where(e.binary("Equal", x, y), e.scalar(1.0, dt), e.scalar(0.0, dt))
+    flat = e.reshape(hit, [sx[0], sx[1], hw])
+    first = e.binary("Equal", e.op("CumSum", [flat, e.scalar(2, "i64")], e.t(flat)),
+                     e.scalar(1.0, dt))
+    first = e.reshape(e.binary("And", first, e.binary("Greater", flat, e.scalar(0.0, dt))), sx)
+    return [e.mask(first, gy[0])]
+
+
+# --- softmax and normalisation --------------------------------------------------
+
+
+@vjp_rule("Softmax")
+def _softmax(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    y = n.outputs[0]
+    axis = int(n.attrs.get("axis", -1))
+    s = e.reduce_sum(e.mul(gy[0], y), [axis], keepdims=True)
+    return [e.mul(y, e.sub(gy[0], s)) if want[0] else None]
+
+
+@vjp_rule("LogSoftmax")
+def _log_softmax(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    y = n.outputs[0]
+    axis = int(n.attrs.get("axis", -1))
+    s = e.reduce_sum(gy[0], [axis], keepdims=True)
+    return [e.sub(gy[0], e.mul(e.unary("Exp", y), s)) if want[0] else None]
+
+
+@vjp_rule("LayerNormalization")
+def _layer_norm(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    if any(g is not None for g in gy[1:]):
+        raise unsupported(n, "gradients through LayerNormalization's Mean/InvStdDev outputs "
+                             "are not defined here")
+    x, scale = n.inputs[:2]
+    bias = n.inputs[2] if len(n.inputs) > 2 else ""
+    sx = e.shape(x)
+    axis = int(n.attrs.get("axis", -1)) % len(sx)
+    axes = list(range(axis, len(sx)))
+    eps = float(n.attrs.get("epsilon", 1e-5))
+    dt = e.dtype(x)
+    g = gy[0]
+    mean = e.reduce_mean(x, axes)
+    xc = e.sub(x, mean)
+    inv = e.unary("Reciprocal", e.unary("Sqrt", e.add(e.reduce_mean(e.mul(xc, xc), axes),
+                                                      e.scalar(eps, dt))))
+    xhat = e.mul(xc, inv)
+    res: list[str | None] = [None] * len(n.inputs)
+    if want[0]:
+        dxh = e.mul(g, scale)
+        inner = e.sub(e.sub(dxh, e.reduce_mean(dxh, axes)),
+                      e.mul(xhat, e.reduce_mean(e.mul(dxh, xhat), axes)))
+        res[0] = e.mul(inv, inner)
+    if want[1]:
+        res[1] = e.unbroadcast(e.mul(g, xhat), e.shape(scale))
+    if bias and want[2]:
+        res[2] = e.unbroadcast(g, e.shape(bias))
+    return res
+
+
+def batchnorm_training_form(e: Emitter, n: Node) -> list[Node]:
+    """The forward of BatchNormalization in a training step: normalise with
+    the batch's statistics over (N, spatial) (PyTorch's train mode: biased
+    variance), not the running ones; as primitive ops, which the rules above
+    differentiate. Returns the replacement nodes (writing n's output)."""
+    x, scale, bias = n.inputs[:3]
+    sx = e.shape(x)
+    dt = e.dtype(x)
+    axes = [0] + list(range(2, len(sx)))
+    eps = float(n.attrs.get("epsilon", 1e-5))
+    per = [1, sx[1]] + [1] * (len(sx) - 2)
+    mean = e.reduce_mean(x, axes)
+    xc = e.sub(x, mean)
+    var = e.reduce_mean(e.mul(xc, xc), axes)
+    inv = e.unary("Reciprocal", e.unary("Sqrt", e.add(var, e.scalar(eps, dt))))
+    y = e.mul(e.mul(xc, inv), e.reshape(scale, per))
+    e.nodes.append(Node(e.names.node(e.tag), "Add", [y, e.reshape(bias, per)],
+                        [n.outputs[0]], {}))
+    return e.nodes

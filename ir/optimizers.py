@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from .training import TrainSpec
-from .types import Splat, TensorType
+from .types import Splat
 from .vjp_base import Emitter
 
 

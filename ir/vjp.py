@@ -37,7 +37,7 @@ def vjp(e: Emitter, node: Node, grads: list[str | None], want: list[bool]) -> li
     gradients (None = zero), written as ops through `e`."""
     rule = VJPS.get(node.op)
     if rule is None:
-        raise unsupported(node, "has no gradient rule")
+        raise unsupported(node)
     out = rule(e, node, list(grads), list(want))
     out = list(out) + [None] * (len(node.inputs) - len(out))
     for i, (v, g) in enumerate(zip(node.inputs, out, strict=False)):

@@ -230,9 +230,11 @@ def vjp_rule(*ops: str) -> Callable[[Rule], Rule]:
     return reg
 
 
-def unsupported(n: Node, what: str) -> GradError:
-    return GradError(f"op '{n.op}' (node '{n.name}'): {what}; freeze the parameters before it "
-                     f"with --freeze, or change the model")
+def unsupported(n: Node, detail: str = "") -> GradError:
+    """The error for an op on the way to the loss that cannot be differentiated."""
+    more = f" {detail}" if detail else ""
+    return GradError(f"op '{n.op}' (node '{n.name}') has no gradient rule{more}; freeze the "
+                     f"parameters before it with --freeze, or change the model")
 
 
 def attr_ints(n: Node, key: str, default: Sequence[int]) -> list[int]:

@@ -69,8 +69,7 @@ def _pow(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
 def _maxmin(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
     ins = [i for i in n.inputs if i]
     if len(ins) != 2:
-        raise unsupported(n, f"a gradient of {n.op} over {len(ins)} inputs is not defined here "
-                             "(two inputs are)")
+        raise unsupported(n, f"for {len(ins)} inputs (two have one)")
     g = gy[0]
     a, b = ins
     dt = e.dtype(g)
@@ -78,7 +77,7 @@ def _maxmin(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
     tie = e.binary("Equal", a, b)
     half = e.scale(g, 0.5)
     ga = e.where(win, g, e.mask(tie, half))
-    gb = e.where(win, e.scalar(0.0, dt), e.mask(tie, half))
+    gb = e.where(win, e.scalar(0.0, dt), e.where(tie, half, g))
     return [e.unbroadcast(ga, e.shape(a)) if want[0] else None,
             e.unbroadcast(gb, e.shape(b)) if want[1] else None]
 
@@ -166,7 +165,7 @@ def _one(e: Emitter, n: Node, g: str) -> str:
     if op in ("Sin", "Cos"):
         d = e.unary("Cos", x) if op == "Sin" else e.unary("Neg", e.unary("Sin", x))
         return e.mul(g, d)
-    raise unsupported(n, "no gradient rule")
+    raise unsupported(n)
 
 
 @vjp_rule("Neg", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal",
@@ -186,7 +185,7 @@ def _clip(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
             c = e.binary(op, x, n.inputs[idx])
             keep = c if keep is None else e.binary("And", keep, c)
     if any(want[1:]):
-        raise unsupported(n, "gradients of Clip's bounds are not defined here")
+        raise unsupported(n, "for its bounds")
     return [(g if keep is None else e.mask(keep, g)) if want[0] else None] + [None] * (
         len(n.inputs) - 1)
 
@@ -263,7 +262,7 @@ def _const_ints(e: Emitter, n: Node, idx: int) -> list[int] | None:
         return None
     c = e.m.values[n.inputs[idx]].const
     if c is None:
-        raise unsupported(n, f"input {idx} must be a constant for a gradient")
+        raise unsupported(n, f"when input {idx} is not a constant")
     return [int(v) for v in np.asarray(c.array()).reshape(-1)]
 
 
@@ -279,7 +278,7 @@ def _slice(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
     for a, s, t, st in zip(axes, starts or [], ends or [], steps, strict=True):
         a %= len(shape)
         if st != 1:
-            raise unsupported(n, f"a gradient of a Slice with step {st} is not defined here")
+            raise unsupported(n, f"for step {st} (step 1 has one)")
         lo, hi, _ = slice(s, t).indices(shape[a])
         before[a], after[a] = lo, shape[a] - max(lo, hi)
     g = e.op("Pad", [gy[0], e.ints(before + after)], e.t(n.inputs[0]))
@@ -291,8 +290,7 @@ def _pad(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
     if not want[0]:
         return [None] * len(n.inputs)
     if str(n.attrs.get("mode", "constant")) != "constant":
-        raise unsupported(n, f"a gradient of Pad mode '{n.attrs.get('mode')}' is not defined "
-                             "here (constant mode is)")
+        raise unsupported(n, f"for mode '{n.attrs.get('mode')}' (constant has one)")
     shape = e.shape(n.inputs[0])
     pads = _const_ints(e, n, 1) or []
     axes = _const_ints(e, n, 3) or list(range(len(shape)))

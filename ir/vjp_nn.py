@@ -114,13 +114,13 @@ def _einsum(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
     lhs, arrow, out = eq.partition("->")
     terms = lhs.split(",")
     if not arrow or "." in eq or len(terms) != len(ins) or len(ins) > 2:
-        raise unsupported(n, f"a gradient of Einsum '{eq}' is not defined here (one or two "
-                             "operands, an explicit output, no ellipsis are)")
+        raise unsupported(n, f"for '{eq}' (one for one or two operands, an explicit "
+                             "output and no ellipsis)")
     sizes: dict[str, int] = {}
     for t, v in zip(terms, ins, strict=True):
         for ch, d in zip(t, e.shape(v), strict=True):
             if sizes.setdefault(ch, d) != d:
-                raise unsupported(n, f"Einsum '{eq}' broadcasts index '{ch}'")
+                raise unsupported(n, f"for '{eq}', which broadcasts index '{ch}'")
     grads: list[str | None] = []
     for i, (t, v) in enumerate(zip(terms, ins, strict=True)):
         if not want[i]:
@@ -129,8 +129,8 @@ def _einsum(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
         others = [(terms[j], ins[j]) for j in range(len(ins)) if j != i]
         have = set(out).union(*[set(o) for o, _ in others])
         if len(set(t)) != len(t) or not set(t) <= have:
-            raise unsupported(n, f"a gradient of Einsum '{eq}' for operand {i} is not defined "
-                                 "here (repeated or summed-away-alone indices)")
+            raise unsupported(n, f"for operand {i} of '{eq}' (repeated indices, or "
+                                 "indices summed over one operand only)")
         eq_i = ",".join([out] + [o for o, _ in others]) + "->" + t
         grads.append(e.op("Einsum", [gy[0]] + [v2 for _, v2 in others], e.t(v), equation=eq_i))
     return grads
@@ -193,7 +193,7 @@ def _conv(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
                 for i in range(nd)]
         extra = [sx[2 + i] - full[i] for i in range(nd)]
         if any(x_ < 0 or x_ >= max(st[i], dl[i]) for i, x_ in enumerate(extra)):
-            raise unsupported(n, f"its padding leaves {extra} rows unread")
+            raise unsupported(n, f"when its padding leaves {extra} rows unread")
         res[0] = e.op("ConvTranspose", [g, w], e.t(x), strides=st, dilations=dl, group=grp,
                       pads=pb + pe, output_padding=extra, kernel_shape=kernel)
     if want[1]:
@@ -377,8 +377,7 @@ def _log_softmax(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
 @vjp_rule("LayerNormalization")
 def _layer_norm(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
     if any(g is not None for g in gy[1:]):
-        raise unsupported(n, "gradients through LayerNormalization's Mean/InvStdDev outputs "
-                             "are not defined here")
+        raise unsupported(n, "through its Mean/InvStdDev outputs")
     x, scale = n.inputs[:2]
     bias = n.inputs[2] if len(n.inputs) > 2 else ""
     sx = e.shape(x)

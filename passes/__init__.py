@@ -40,5 +40,5 @@ def pass_class(name: str) -> type[Pass]:
     return getattr(importlib.import_module(f"{__name__}.{mod}"), cls)
 
 
-__all__ = ["DEFAULT_PIPELINE", "REGISTRY", "TRAIN_PIPELINE", "LayoutInfeasible", "Pass", "PassContext", "PassError",
-           "PassOptionError", "pass_class"]
+__all__ = ["DEFAULT_PIPELINE", "REGISTRY", "TRAIN_PIPELINE", "LayoutInfeasible", "Pass",
+           "PassContext", "PassError", "PassOptionError", "pass_class"]

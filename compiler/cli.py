@@ -17,7 +17,7 @@ from wsec.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageErr
 
 from . import __version__
 
-COMMANDS = ("ops", "inspect", "opt", "run", "score")
+COMMANDS = ("ops", "inspect", "opt", "run", "score", "export-train")
 
 _EPILOG = """commands:
   wsec ops                      list the supported ONNX operators
@@ -26,6 +26,8 @@ _EPILOG = """commands:
   wsec run MODEL.bin [--check MODEL.onnx]
                                 execute a binary on the simulated wafer (see wsec run -h)
   wsec score A.kgraph A.sol     score an ISPD 2020 contest solution (legality, Δt, wirelength)
+  wsec export-train MODEL.onnx -o STEP.onnx [--loss .. --optimizer ..]
+                                write the model's training step as standard ONNX
 
 examples:
   wsec model.onnx -o model.bin
@@ -33,6 +35,7 @@ examples:
   wsec model.onnx -o model.bin --input-shape input=1,3,224,224 -p 'place{seed=3}'
   wsec model.onnx --stop-after=place          (prints the IR after placement)
   wsec A.kgraph -o A.sol --time-limit 60      (ISPD 2020 kernel graph -> contest solution)
+  wsec model.onnx -o train.bin --train --loss cross-entropy --optimizer adamw --lr 1e-4
 """
 
 
@@ -109,6 +112,12 @@ def compile_parser() -> argparse.ArgumentParser:
                    help="bound the whole run of a kernel-graph compile (default 60)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.add_argument("--version", action="version", version=f"wsec {__version__}")
+    from .train import add_train_args
+
+    add_train_args(p, with_flag=True)
+    p.add_argument("--micro-batch", type=int, metavar="N",
+                   help="stream mode: samples per phase, amortising the weight stream "
+                        "(default: the most the SRAM holds for the kept activations)")
     return p
 
 
@@ -125,11 +134,18 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
         return cmd_compile_kgraph(a, out)
     if not a.output and not a.stop_after:
         raise UsageError("no output file: give -o OUT.bin (or --stop-after=PASS to print IR)")
+    if a.micro_batch is not None and a.micro_batch < 1:
+        raise UsageError(f"--micro-batch {a.micro_batch}: give a number of samples >= 1")
+    train = None
+    if a.train:
+        from .train import train_options
+
+        train = train_options(a)
     opts = CompileOptions(target=a.target, grid=a.grid, input_shapes=dict(a.input_shape),
                           pass_options=a.pass_option, print_ir_after=set(a.print_ir_after),
                           stop_after=a.stop_after, time_passes=a.time_passes,
                           verify_ir=not a.no_verify_ir, mode=a.mode,
-                          dtype=a.dtype)
+                          dtype=a.dtype, train=train, micro_batch=a.micro_batch)
 
     def dump(name: str, text: str) -> None:
         out(f"// -----// IR Dump After {name} //----- //\n{text}")
@@ -257,9 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, flush=True)
 
     from .run import cmd_run
+    from .train import cmd_export_train
 
     handlers = {"ops": cmd_ops, "inspect": cmd_inspect, "opt": cmd_opt,
                 "run": lambda argv, out: cmd_run(argv, out, _Parser),
+                "export-train": lambda argv, out: cmd_export_train(argv, out, _Parser),
                 "score": lambda argv, out: _cmd_score(argv, out)}
     try:
         if args and args[0] in handlers:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from wsec.ir.errors import UsageError, WsecError
 from wsec.ir.graph import Module
 from wsec.ir.target import Target, get_target
-from wsec.passes import DEFAULT_PIPELINE, LayoutInfeasible, Pass, PassContext
+from wsec.passes import DEFAULT_PIPELINE, TRAIN_PIPELINE, LayoutInfeasible, Pass, PassContext
 from wsec.passes.manager import PassManager, merge_options
 
 
@@ -37,6 +37,8 @@ class CompileOptions:
     time_limit: float | None = None
     mode: str = "auto"  # auto | pipeline | stream (see wsec.mode)
     dtype: str = "auto"  # device dtype: auto (the model's float type) | f16 | f32
+    train: dict[str, object] | None = None  # autodiff options: compile a training step
+    micro_batch: int | None = None  # stream mode: samples per phase (None: from SRAM)
 
 
 @dataclass
@@ -131,6 +133,11 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
         if name != "all" and name not in pipeline:
             raise UsageError(f"--print-ir-after: pass '{name}' is not in the pipeline "
                             f"({', '.join(pipeline)})")
+    if opts.train is not None and "autodiff" in pipeline and not any(
+            s.split("{", 1)[0].strip() == "autodiff" for s in opts.pass_options):
+        from .train import autodiff_pass
+
+        passes = [autodiff_pass(opts.train) if p.name == "autodiff" else p for p in passes]
     ctx = PassContext(target, time_limit=opts.time_limit)
     front_names, back_names = split_pipeline(pipeline)
     front = _pending([p for p in passes if p.name in front_names], module)
@@ -155,7 +162,7 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     if opts.stop_after in back_names and opts.stop_after not in back_specs:
         raise UsageError(f"--stop-after: pass '{opts.stop_after}' does not run in {mode} mode "
                         f"(its passes: {', '.join(back_specs)})")
-    overrides = [s for s in opts.pass_options if s.split("{", 1)[0].strip() in back_specs]
+    overrides = _back_overrides(opts, back_specs)
     back = _pending(merge_options(back_specs, overrides), module)
     pm2 = _manager(back, opts, emit_ir)
     pm2.timings.extend(pm.timings + [("select-mode", time.perf_counter() - t0)])
@@ -174,12 +181,24 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
         module.attrs["mode"] = "stream"
         module.attrs["mode_reason"] = (f"stream (auto): the pipeline layout failed ({reason}); "
                                        f"streaming the weights instead")
-        stream = _pending(merge_options(list(backend_passes("stream")), []), module)
+        stream_specs = list(backend_passes("stream"))
+        stream = _pending(merge_options(stream_specs, _back_overrides(opts, stream_specs)),
+                          module)
         pm3 = _manager(stream, opts, emit_ir)
         pm3.timings.extend(pm2.timings)
         completed = pm3.run(module, ctx)
         return CompileResult(module, target, pm3, completed)
     return CompileResult(module, target, pm2, completed)
+
+
+def _back_overrides(opts: CompileOptions, back_specs: Sequence[str]) -> list[str]:
+    """The -p options for the back end's passes, plus --micro-batch for the
+    streaming schedule."""
+    out = [s for s in opts.pass_options if s.split("{", 1)[0].strip() in back_specs]
+    if opts.micro_batch is not None and "schedule-phases" in back_specs and not any(
+            s.split("{", 1)[0].strip() == "schedule-phases" for s in out):
+        out.append(f"schedule-phases{{micro_batch={int(opts.micro_batch)}}}")
+    return out
 
 
 def _snapshot(module: Module) -> Module:
@@ -205,6 +224,13 @@ def _manager(passes: list[Pass], opts: CompileOptions,
 
 def compile_model(path: str, opts: CompileOptions,
                   emit_ir: Callable[[str, str], None] | None = None) -> CompileResult:
-    """Load `path` and run the default pipeline on it."""
+    """Load `path` and run the default pipeline on it (with `opts.train`,
+    the training pipeline: autodiff first)."""
     module = load_input(path, opts)
-    return run_pipeline(module, opts, DEFAULT_PIPELINE, emit_ir)
+    if opts.train is None:
+        return run_pipeline(module, opts, DEFAULT_PIPELINE, emit_ir)
+    if input_format(path, opts.input_format) == "onnx":
+        from .train import initializer_names
+
+        module.attrs["initializers"] = initializer_names(path)
+    return run_pipeline(module, opts, TRAIN_PIPELINE, emit_ir)

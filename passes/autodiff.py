@@ -213,6 +213,7 @@ def derive_step(module: Module, spec: TrainSpec, frozen: list[str]) -> None:
     module.inputs = list(module.inputs) + [LABELS]
     module.outputs = outputs + news
     module.attrs["train"] = {**spec.to_attrs(), "params": trained, "frozen": n_frozen,
+                             "freeze": list(frozen),
                              "output": y, "labels": LABELS,
                              "unused": len([p for p in params if p not in relevant])}
 

@@ -73,16 +73,24 @@ def _constant_value(n: onnx.NodeProto) -> np.ndarray | None:
 def fold_shape_chains(model: onnx.ModelProto,
                       attrs_of: Callable[[onnx.NodeProto, str], dict[str, Any]],
                       rounds: int = 64) -> onnx.ModelProto:
-    """Return `model` (inferred) with its constant shape sub-graphs folded to initializers."""
+    """Return `model` (inferred) with its constant shape sub-graphs folded to initializers.
+
+    Ops reading a float initializer (a parameter) are left alone: they are
+    no shape arithmetic, canonicalize folds them anyway, and a training
+    step must still see the parameter they read (a transposed weight)."""
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+              onnx.TensorProto.BFLOAT16)
+    params = {t.name for t in model.graph.initializer if t.data_type in floats}
     for _ in range(rounds):
         model = shape_inference.infer_shapes(model, data_prop=True)
-        if not _fold_once(model, attrs_of):
+        if not _fold_once(model, attrs_of, params):
             break
     return model
 
 
 def _fold_once(model: onnx.ModelProto,
-               attrs_of: Callable[[onnx.NodeProto, str], dict[str, Any]]) -> bool:
+               attrs_of: Callable[[onnx.NodeProto, str], dict[str, Any]],
+               params: set[str]) -> bool:
     g = model.graph
     shapes = _static_shapes(g)
     consts: dict[str, np.ndarray] = {}
@@ -92,6 +100,9 @@ def _fold_once(model: onnx.ModelProto,
     keep: list[onnx.NodeProto] = []
     folded: list[onnx.TensorProto] = []
     for i, n in enumerate(g.node):
+        if params.intersection(n.input):
+            keep.append(n)
+            continue
         arrays = _try_fold(n, i, shapes, consts, attrs_of)
         if arrays is None:
             keep.append(n)

@@ -1,0 +1,128 @@
+"""Write a graph-level Module as an ONNX model (what `wsec export-train` saves).
+
+Why: a derived training step must be checkable by a tool that is not wsec.
+Every op of a graph-level module is a standard ONNX op at the canonical
+opset, so the module maps one to one onto an ONNX graph: inputs, outputs,
+nodes, and constants as initializers. Constants keep their storage class:
+dense ones are written inline, splats as one-element ConstantOfShape nodes
+when large (an optimizer state of a billion zeros costs nothing), and
+external ones keep referencing the model's external-data file (never read).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from wsec.ir.errors import WsecError
+from wsec.ir.graph import Kernel, Module
+from wsec.ir.ops import CANONICAL_OPSET, IR_TO_ONNX_DTYPE
+from wsec.ir.types import External, Splat
+
+SPLAT_INLINE = 1024  # splats up to this many elements are written as plain initializers
+# attributes ONNX types as floats even when a value happens to be integral
+FLOAT_ATTRS = frozenset({"alpha", "beta", "epsilon", "gamma", "bias", "momentum", "lambd",
+                         "extrapolation_value", "cubic_coeff_a", "ratio"})
+
+
+class ExportError(WsecError):
+    """The module cannot be written as ONNX (the message says why)."""
+
+
+def _attrs(op: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in attrs.items():
+        if op == "ConstantOfShape" and k in ("value", "dtype"):
+            continue
+        if k in FLOAT_ATTRS and isinstance(v, int | float) and not isinstance(v, bool):
+            v = float(v)
+        out[k] = v
+    if op == "ConstantOfShape":
+        dt = str(attrs.get("dtype", "f32"))
+        out["value"] = numpy_helper.from_array(
+            np.array([attrs.get("value", 0)], dtype=np.dtype(_np(dt))))
+    return out
+
+
+def _np(dtype: str) -> Any:
+    from wsec.ir.types import DTYPES
+
+    return DTYPES[dtype]
+
+
+def _external(name: str, c: External, out_dir: str) -> TensorProto:
+    path = os.path.abspath(c.resolved_path())
+    loc = os.path.relpath(path, out_dir)
+    if loc.startswith(".."):
+        raise ExportError(f"initializer '{name}' is stored in '{path}', outside the output's "
+                          f"directory '{out_dir}'; ONNX external data must lie beside the model",
+                          hint="write the step into the model's directory")
+    t = TensorProto()
+    t.name = name
+    t.data_type = IR_TO_ONNX_DTYPE[c.type.dtype]
+    t.dims.extend(c.type.shape)
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", loc), ("offset", str(c.offset)), ("length", str(c.length))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    return t
+
+
+def module_to_onnx(module: Module, out_dir: str, producer: str = "wsec") -> onnx.ModelProto:
+    """The ONNX model of graph-level `module` (external data relative to `out_dir`)."""
+    if any(isinstance(n, Kernel) for n in module.nodes):
+        raise ExportError("only a graph-level module (before form-kernels) can be written "
+                          "as ONNX")
+    used: list[str] = []
+    seen: set[str] = set()
+    for n in module.nodes:
+        for i in n.inputs:
+            if i and i not in seen:
+                seen.add(i)
+                used.append(i)
+    for o in module.outputs:
+        if o not in seen:
+            seen.add(o)
+            used.append(o)
+    inits: list[TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    for v in used:
+        val = module.values[v]
+        c = val.const
+        if c is None:
+            continue
+        if isinstance(c, External):
+            inits.append(_external(v, c, out_dir))
+        elif isinstance(c, Splat) and c.type.numel > SPLAT_INLINE:
+            shape = f"{v}.shape"
+            inits.append(numpy_helper.from_array(np.asarray(c.type.shape, np.int64), shape))
+            nodes.append(helper.make_node(
+                "ConstantOfShape", [shape], [v], name=f"{v}.splat",
+                value=numpy_helper.from_array(np.array([c.value], c.type.np_dtype))))
+        else:  # np.ascontiguousarray would make a scalar 1-D
+            inits.append(numpy_helper.from_array(np.array(c.array(), order="C"), v))
+    for n in module.nodes:
+        nodes.append(helper.make_node(n.op, list(n.inputs), list(n.outputs), name=n.name,
+                                      **_attrs(n.op, n.attrs)))
+
+    def info(v: str) -> onnx.ValueInfoProto:
+        t = module.values[v].type
+        return helper.make_tensor_value_info(v, IR_TO_ONNX_DTYPE[t.dtype], list(t.shape))
+
+    graph = helper.make_graph(nodes, module.name, [info(v) for v in module.inputs],
+                              [info(v) for v in module.outputs], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", CANONICAL_OPSET)],
+                              producer_name=producer)
+    model.ir_version = 8
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: str) -> None:
+    """Write atomically (temp file in the same directory, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(model.SerializeToString())
+    os.replace(tmp, path)

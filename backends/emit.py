@@ -154,9 +154,9 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
         from .weight_stream import StreamError, stream_host_io, stream_tables
 
         try:
-            phases, streams = stream_tables(module, kernels, [_weight_names(k, module)
-                                                              for k in kernels],
-                                            blobs, embed_weights, out_dir)
+            phases, streams, store = stream_tables(module, kernels,
+                                                   [_weight_names(k, module) for k in kernels],
+                                                   blobs, embed_weights, out_dir)
         except StreamError as e:
             raise EmitError(str(e)) from None
     else:
@@ -183,6 +183,8 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
     }
     if stream:
         info.update(phases=phases, streams=streams)
+        if "store_steps" in module.attrs:
+            info.update(store_steps=store, micro_batch=int(module.attrs["micro_batch"]))
     reg = np.array(regions, REGION_DTYPE) if regions else np.zeros(0, REGION_DTYPE)
     p = Program(target, infos, edges, routes, reg, *acc.arrays(), blobs.blobs, strings, info)
     info["summary"] = summary(p)
@@ -240,7 +242,7 @@ def _op_json(n: object) -> dict[str, object]:
 def _plain_attrs(attrs: dict[str, object]) -> dict[str, object]:
     out = {}
     for key, v in attrs.items():
-        if key in ("target", "grid", "model_hash", "source", "mode", "phases"):
+        if key in ("target", "grid", "model_hash", "source", "mode", "phases", "store_steps"):
             continue
         try:
             canonical_json(v)

@@ -10,6 +10,13 @@ op semantics (`wsec.ir.opsem`) in float32, as the pipelined simulator does
 for its non-sharded kinds. A value a phase needs that no earlier phase
 produced (and no host input provides) is a `SimError`, as is a weight
 without a descriptor or a model output never produced.
+
+A training step (META `store_steps`) runs its phases in the schedule's
+order — recomputations included — and drops every value a phase's `free`
+list names (its copy's last reader), so a backward phase that reads an
+activation neither kept nor recomputed fails; values the optimizer needs
+are streamed out to the weight store as they are produced, and the store
+steps (the optimizer, off the wafer) run last on them.
 """
 
 from __future__ import annotations
@@ -47,11 +54,18 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
     by_weight = {(int(d["kernel"]), int(d["weight"])): d for d in p.info.get("streams", [])}
     seconds: dict[str, float] = {}
     stats: dict[str, dict[str, int]] = {}
-    for ph in p.info.get("phases", []):
+    store_steps = p.info.get("store_steps")
+    store: dict[str, np.ndarray] = {}  # values streamed out to the weight store
+    wanted = set(p.info["outputs"]) | {i for st in store_steps or []
+                                       for i in p.kernels[int(st["kernel"])].inputs}
+    steps = [(ph, False) for ph in p.info.get("phases", [])]
+    steps += [(st, True) for st in store_steps or []]
+    for ph, offwafer in steps:
         ki = int(ph["kernel"])
         k = p.kernels[ki]
         t0 = time.perf_counter()
         env: dict[str, np.ndarray] = {}
+        src = store if offwafer else sram
         streamed = 0
         for wi, wn in enumerate(k.weights):
             d = by_weight.get((ki, wi))
@@ -63,10 +77,12 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
             env[wn] = _as_compute(arr)
         for i in k.inputs:
             if i and i not in env:
-                if i not in sram:
-                    raise SimError(f"phase {ki} (kernel '{k.name}', {k.kind}) needs %{i}, "
-                                   f"which no earlier phase left in SRAM")
-                env[i] = sram[i]
+                if i not in src:
+                    where = "streamed out to the weight store" if offwafer else "left in SRAM"
+                    raise SimError(f"{'store step' if offwafer else 'phase'} {ki} (kernel "
+                                   f"'{k.name}', {k.kind}) needs %{i}, which no earlier phase "
+                                   f"{where}")
+                env[i] = src[i]
         for nd in k.body:
             node = node_of(nd)
             args = []
@@ -85,15 +101,23 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
         for o in k.outputs:
             if o not in env:
                 raise SimError(f"kernel '{k.name}' does not compute its output %{o}")
+            if offwafer:
+                store[o] = env[o]
+                continue
             sram[o] = env[o]
-        seconds[k.name] = time.perf_counter() - t0
+            if store_steps is not None and o in wanted:
+                store[o] = env[o]  # streamed out as it is produced
+        for v in ph.get("free", []):  # the schedule's last reader of this copy
+            sram.pop(v, None)
+        seconds[k.name] = seconds.get(k.name, 0.0) + time.perf_counter() - t0
         stats[k.name] = {"streamed_bytes": streamed, "phase_cycles": int(ph.get("cycles", 0))}
     outs = {}
     for name in p.info["outputs"]:
-        if name not in sram:
+        got = store.get(name, sram.get(name))
+        if got is None:
             raise SimError(f"model output %{name} is never produced by any phase")
         shape, dt = value_array_type(p, name)
-        outs[name] = np.asarray(sram[name]).astype(dt, copy=False).reshape(shape)
+        outs[name] = np.asarray(got).astype(dt, copy=False).reshape(shape)
     return RunResult(outs, [], seconds, stats)
 
 

@@ -68,11 +68,25 @@ def _file_name(path: str, out_dir: str | None) -> str:
     return os.path.relpath(full, os.path.abspath(out_dir))
 
 
+# what a training step's phase carries besides the inference fields (see
+# passes/schedule_train.py): its role, the gradients streamed out, the
+# values it frees
+TRAIN_PHASE_KEYS = ("role", "cycles", "compute", "stream", "stream_out", "move",
+                    "weight_bytes", "grad_bytes", "free")
+
+
 def stream_tables(module: Module, kernels: list[Kernel], weight_names: list[list[str]],
-                  blobs: Any, embed: bool, out_dir: str | None) -> tuple[list[dict], list[dict]]:
-    """(phases, streams) for META. `blobs` is the emitter's blob table (its
-    `dense`/`splat` add a blob and return its index). External constants
-    reference their file unless `embed`; other constants are embedded."""
+                  blobs: Any, embed: bool, out_dir: str | None
+                  ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(phases, streams, store steps) for META. `blobs` is the emitter's blob
+    table (its `dense`/`splat` add a blob and return its index). External
+    constants reference their file unless `embed`; other constants are
+    embedded. A training step's phases follow its schedule (recomputations
+    repeat a kernel); its optimizer kernels are store steps, run off the
+    wafer by the weight store."""
+    train = "store_steps" in module.attrs
+    by_index: list[list[int]] = []
+    store: list[dict[str, Any]] = []
     streams: list[dict[str, Any]] = []
     fps: dict[tuple[str, int, int], str] = {}
     by_kernel = {p["kernel"]: p for p in module.attrs.get("phases", [])}
@@ -106,6 +120,9 @@ def stream_tables(module: Module, kernels: list[Kernel], weight_names: list[list
                                                          v.type.dtype))
             ids.append(len(streams))
             streams.append(d)
+        by_index.append(ids)
+        if train:
+            continue
         p = by_kernel.get(k.name, {})
         cost = k.cost or {}
         phases.append({"kernel": ki, "name": k.name, "rect": [r.x, r.y, r.w, r.h],
@@ -114,7 +131,21 @@ def stream_tables(module: Module, kernels: list[Kernel], weight_names: list[list
                        "stream": int(p.get("stream", cost.get("stream", 0))),
                        "move": int(p.get("move", cost.get("move", 0))),
                        "weight_bytes": int(p.get("weight_bytes", 0)), "streams": ids})
-    return phases, streams
+    if train:
+        index = {k.name: ki for ki, k in enumerate(kernels)}
+        for p in module.attrs["phases"]:
+            ki = index[p["kernel"]]
+            r = kernels[ki].rect
+            assert r is not None
+            phases.append({**{key: p[key] for key in TRAIN_PHASE_KEYS if key in p},
+                           "kernel": ki, "name": p["kernel"], "rect": [r.x, r.y, r.w, r.h],
+                           "streams": by_index[ki]})
+        for st in module.attrs["store_steps"]:
+            ki = index[st["kernel"]]
+            store.append({"kernel": ki, "name": st["kernel"], "streams": by_index[ki],
+                          "weight_bytes": int(st["weight_bytes"]),
+                          "grad_bytes": int(st["grad_bytes"])})
+    return phases, streams, store
 
 
 def stream_host_io(module: Module, t: Target) -> dict[str, list[dict[str, object]]]:
@@ -142,7 +173,18 @@ def check_streams(p: Program) -> None:
     phases, streams = p.info.get("phases"), p.info.get("streams")
     if not isinstance(phases, list) or not isinstance(streams, list):
         raise StreamError("a stream-mode binary needs META 'phases' and 'streams' lists")
-    if sorted(int(ph["kernel"]) for ph in phases) != list(range(len(p.kernels))):
+    store = p.info.get("store_steps")
+    if isinstance(store, list):  # a training step: recomputations repeat forward kernels
+        once = [int(ph["kernel"]) for ph in phases if ph.get("role") != "recompute"]
+        once += [int(st["kernel"]) for st in store]
+        again = {int(ph["kernel"]) for ph in phases if ph.get("role") == "recompute"}
+        fwd = {int(ph["kernel"]) for ph in phases if ph.get("role") == "forward"}
+        if sorted(once) != list(range(len(p.kernels))) or not again <= fwd:
+            raise StreamError(f"the training schedule must run every kernel once as a phase "
+                              f"or a store step (recomputing only forward kernels); it has "
+                              f"{len(phases)} phases and {len(store)} store steps for "
+                              f"{len(p.kernels)} kernels")
+    elif sorted(int(ph["kernel"]) for ph in phases) != list(range(len(p.kernels))):
         raise StreamError(f"the phase schedule must run every kernel once; it has "
                           f"{len(phases)} phases for {len(p.kernels)} kernels")
     seen: set[tuple[int, int]] = set()

@@ -25,6 +25,7 @@ from wsec.ir.metrics import (
     terminal_hpwl,
 )
 from wsec.ir.target import Target
+from wsec.ir.training import is_training
 
 SCHEMA = "wsec-report/1"
 
@@ -108,6 +109,10 @@ def build_report(module: Module, target: Target,
     }
     if module.attrs.get("mode") == "stream":
         _stream_report(doc, module, target)
+    if is_training(module.attrs):
+        from .report_train import train_report
+
+        train_report(doc, module, target)
     return doc
 
 
@@ -177,6 +182,10 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"  mode           {report['mode_reason']}")
     lines.append(f"  kernels        {s['kernels']}")
     if report["mode"] == "stream":
+        if "train" in report:
+            from .report_train import train_summary
+
+            return "\n".join(lines + train_summary(report))
         return "\n".join(lines + _stream_summary(report))
     lines.append(f"  PEs used       {s['pes_used']} / {s['pes_total']} "
                  f"({100 * s['utilisation']:.1f}%)")
@@ -205,6 +214,10 @@ def format_summary(report: dict[str, Any]) -> str:
                      f"not the kernels")
     lines.append(f"  largest SRAM   {s['max_sram_bytes']:,} / {s['sram_bytes_per_pe']:,} B "
                  f"per PE ({s['max_sram_kernel']})")
+    if "train" in report:
+        from .report_train import train_summary
+
+        lines += train_summary(report)
     return "\n".join(lines)
 
 

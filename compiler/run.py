@@ -120,16 +120,17 @@ def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def onnx_reference(model: str, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
-                                                                             float]:
-    """onnxruntime's outputs on `inputs` (the model as given) and its time."""
+def onnx_reference(model: str | bytes, inputs: Mapping[str, np.ndarray]
+                   ) -> tuple[dict[str, np.ndarray], float]:
+    """onnxruntime's outputs on `inputs` (the model as given: a path, or a
+    serialized model) and its time."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise WsecError("--check needs onnxruntime, which is not installed",
                         hint="pip install onnxruntime (in a checkout: make test, or "
                              ".venv/bin/pip install -e '.[test]')") from None
-    if not os.path.exists(model):
+    if isinstance(model, str) and not os.path.exists(model):
         raise FileNotFoundError(f"no such file: '{model}'")
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -137,8 +138,9 @@ def onnx_reference(model: str, inputs: Mapping[str, np.ndarray]) -> tuple[dict[s
     feed = {}
     for i in sess.get_inputs():
         if i.name not in inputs:
-            raise WsecError(f"--check: {model} needs input '{i.name}', which the binary does "
-                             f"not have (its inputs: {', '.join(inputs)})")
+            what = model if isinstance(model, str) else "the reference"
+            raise WsecError(f"--check: {what} needs input '{i.name}', which the binary does "
+                            f"not have (its inputs: {', '.join(inputs)})")
         feed[i.name] = inputs[i.name]
     t0 = time.perf_counter()
     outs = sess.run(None, feed)
@@ -180,7 +182,19 @@ def check_against_onnx(model: str, inputs: Mapping[str, np.ndarray],
     if want.startswith("sha256:") and _file_hash(model) != want:
         out(f"  note: {model} is not the file this binary was compiled from "
             f"(model hash differs)")
-    ref, secs = onnx_reference(model, inputs)
+    train = (info.get("attrs") or {}).get("train")
+    source: str | bytes = model
+    if isinstance(train, dict):  # a training step: run the step exported from the model
+        from wsec.backends.format import type_shape
+
+        from .train import reference_step
+
+        shapes = {n: list(type_shape(info["values"][n])) for n in info["inputs"]
+                  if n != train.get("labels", "labels")}
+        source = reference_step(model, train, shapes)
+        out(f"  reference: the training step exported from {model} ({train.get('loss')} loss, "
+            f"{train.get('optimizer')}, lr {train.get('lr')})")
+    ref, secs = onnx_reference(source, inputs)
     rows = []
     rtol, atol = tolerances(prog, rtol, atol)
     dtype = getattr(getattr(prog, "target", None), "dtype", "f32")

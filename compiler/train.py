@@ -117,6 +117,14 @@ def options_of_binary(train: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
+def reference_step(model: str, train: dict[str, Any], input_shapes: dict[str, list[int]]
+                   ) -> bytes:
+    """The exported training step of `model` with a binary's training
+    settings, serialized: what `wsec run --check` runs onnxruntime on."""
+    out_dir = os.path.dirname(os.path.abspath(model))
+    return step_onnx(model, options_of_binary(train), out_dir, input_shapes).SerializeToString()
+
+
 def cmd_export_train(argv: Sequence[str], out: Callable[[str], None],
                      parser_cls: type[argparse.ArgumentParser]) -> int:
     from .cli import _input_shape

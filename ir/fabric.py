@@ -196,6 +196,17 @@ class Fabric:
         """Host I/O bandwidth of a whole edge (all its rows)."""
         return self.target.io_bytes_per_cycle_per_edge_pe * self.target.height
 
+    @property
+    def store_bytes_per_cycle(self) -> float:
+        """The external weight store's link, per wafer clock cycle (each way)."""
+        return self.target.store_bytes_per_second / self.target.clock_hz
+
+    @property
+    def weight_stream_bytes_per_cycle(self) -> float:
+        """What a streamed weight (or gradient) moves per cycle: the store's
+        link, unless the edge PEs' on-wafer I/O is narrower."""
+        return min(self.store_bytes_per_cycle, float(self.edge_io_bytes_per_cycle))
+
 
 @lru_cache(maxsize=64)
 def _fabric(target: Target) -> Fabric:

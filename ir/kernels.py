@@ -14,6 +14,7 @@ from .graph import Kernel, Node, Value
 from .kernel_kind import KernelKind
 from .library_common import LibraryKind
 from .library_conv import ConvKind, DeconvKind
+from .library_conv_grad import ConvWgradKind, is_weight_gradient
 from .library_cs1 import ISPD_KINDS
 from .library_dense import MatmulKind
 from .library_gather import GatherKind
@@ -54,11 +55,16 @@ def kind_for_node(node: Node, values: dict[str, Value]) -> LibraryKind | None:
         kind = KINDS["reduce"]
         assert isinstance(kind, LibraryKind)
         return kind
+    if is_weight_gradient(node, values):  # training: a Conv with an activation weight
+        kind = KINDS["conv_wgrad"]
+        assert isinstance(kind, LibraryKind)
+        return kind
     return kind_for_op(node.op)
 
 
-for _kind in (ConvKind(), DeconvKind(), MatmulKind(), PoolKind(), ResizeKind(), NormKind(),
-              SoftmaxKind(), ReduceKind(), GatherKind(), ElementwiseKind(), DatamoveKind()):
+for _kind in (ConvKind(), DeconvKind(), ConvWgradKind(), MatmulKind(), PoolKind(), ResizeKind(),
+              NormKind(), SoftmaxKind(), ReduceKind(), GatherKind(), ElementwiseKind(),
+              DatamoveKind()):
     register(_kind)
 
 # The ISPD 2020 contest's cost model: the kernel library of the `cs1` target.

@@ -131,8 +131,11 @@ class LibraryKind(KernelKind):
                                      for k in self.knob_names])
         kn = dict(zip(self.knob_names, arrs, strict=True))
         shape = arrs[0].shape
+        w, h, cyc, sram = self._cost(dims, kn, target)
+        if dims.get("stash"):  # a training pipeline's activation FIFO, spread over the PEs
+            sram = sram + cdiv(dims["stash"], np.asarray(w) * np.asarray(h))
         return tuple(np.broadcast_to(np.asarray(o, dtype=np.int64), shape).copy()
-                     for o in self._cost(dims, kn, target))  # type: ignore[return-value]
+                     for o in (w, h, cyc, sram))  # type: ignore[return-value]
 
     def _one(self, dims: Dims, knobs: Knobs, target: Target) -> tuple[int, int, int, int]:
         missing = [k for k in self.knob_names if k not in knobs]

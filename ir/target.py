@@ -27,6 +27,9 @@ class Target:
     io_bytes_per_cycle_per_edge_pe: int = 4  # host I/O on West/East edge rows
     dtype: str = "f16"  # element type weights and activations take on the PE
     simd_f32: int = 1  # fp32 FMAC lanes per PE per cycle (assumed: a quarter of fp16's)
+    # the external weight store's link (weight streaming), each way: a CS-2's is
+    # publicly 1.2 Tb/s; the on-wafer edge I/O above is ~29x wider
+    store_bytes_per_second: float = 150e9
 
     @property
     def pes(self) -> int:

@@ -74,3 +74,76 @@ class TrainSpec:
 
     def to_attrs(self) -> dict[str, object]:
         return asdict(self)
+
+
+def barrier(kernel: object, values: dict) -> bool:
+    """Does a kernel need a whole sample before its output is complete?
+
+    Kernels stream a sample row by row (the last axis is a row), so their
+    latency is a few rows — except those whose outputs depend on every row:
+    reductions over more than the last axis (batch statistics, bias
+    gradients, the loss), global pooling, products whose second operand is
+    an activation (attention, weight gradients) and convolution weight
+    gradients. Each of those delays a sample by one sample time."""
+    k = kernel
+    body = getattr(k, "body", [])
+    if not body:
+        return False
+    head = body[0]
+    kind = getattr(k, "kind", "")
+    if kind == "conv_wgrad":
+        return True
+    if kind == "pool":
+        return head.op.startswith("Global")
+    if kind == "matmul":
+        dims = getattr(k, "dims", {})
+        return bool(dims.get("Bact")) or bool(head.attrs.get("transA"))
+    if kind != "reduce" or not head.inputs or head.inputs[0] not in values:
+        return False
+    shape = values[head.inputs[0]].type.shape
+    axes = head.attrs.get("axes")
+    if axes is None and len(head.inputs) > 1 and head.inputs[1]:
+        c = values[head.inputs[1]].const
+        axes = [] if c is None else [int(a) for a in c.array().reshape(-1)]
+    if not axes:
+        axes = list(range(len(shape)))
+    big = [int(a) % len(shape) for a in axes if shape[int(a) % len(shape)] > 1] if shape else []
+    return any(a != len(shape) - 1 for a in big)
+
+
+def pipeline_stash(kernels: list, edges: list, values: dict | None = None
+                   ) -> dict[str, tuple[int, int]]:
+    """Per kernel of a layer-pipelined training step: (bytes per sample, the
+    longest distance in samples) of the activations it must stash.
+
+    A sample reaches kernel c at arrival(c) sample times after entering:
+    the most `barrier` kernels (each a sample time late) on any path to c;
+    streaming kernels add only a few rows. A value kernel p produces for c
+    is therefore arrival(c) - arrival(p) - latency(p) samples old when c
+    reads it, and c holds that many samples' worth of it: a forward
+    activation read by its layer's backward kernels waits for every barrier
+    down the rest of the network and back."""
+    from .graph import HOST
+
+    vals = values or {}
+    lat = {k.name: int(barrier(k, vals)) for k in kernels}
+    arrival: dict[str, int] = {k.name: 0 for k in kernels}
+    preds: dict[str, list[tuple[str, int]]] = {k.name: [] for k in kernels}
+    for e in edges:
+        for d in e.dsts:
+            if d != HOST and e.src != HOST and d in preds:
+                preds[d].append((e.src, int(e.bytes_per_sample)))
+    for k in kernels:  # kernels are in topological order
+        if preds[k.name]:
+            arrival[k.name] = max(arrival[p] + lat[p] for p, _ in preds[k.name])
+    out: dict[str, tuple[int, int]] = {}
+    for k in kernels:
+        total, far = 0, 0
+        for p, nbytes in preds[k.name]:
+            dist = arrival[k.name] - arrival[p] - lat[p]
+            if dist > 0:
+                total += nbytes * dist
+                far = max(far, dist)
+        if total:
+            out[k.name] = (total, far)
+    return out

@@ -251,17 +251,72 @@ def _pool_geometry(e: Emitter, n: Node) -> tuple[list[int], list[int], list[int]
     return kernel, st, dl, pb, [p + x for p, x in zip(pe, extra, strict=True)], out, extra
 
 
-def _scatter_taps(e: Emitter, parts: list[str], x: str, kernel: list[int], st: list[int],
-                  dl: list[int], pb: list[int], pe: list[int], weights: np.ndarray) -> str:
-    """Sum tap gradients back onto the input: parts[t] is tap t's gradient
-    [N, C, *out]; a grouped ConvTranspose with weights[t] at tap t's
-    position scatters them with the pool's strides, then the padding is cut."""
+def _crop(e: Emitter, g: str, x: str, pb: list[int]) -> str:
+    """The input's window [pb, pb + size) of a gradient laid over the padded
+    input (zero-extended where the windows stop short of it)."""
+    sx, sg = e.shape(x), e.shape(g)
+    nd = len(sx) - 2
+    short = [max(0, pb[i] + sx[2 + i] - sg[2 + i]) for i in range(nd)]
+    if any(short):
+        g = e.op("Pad", [g, e.ints([0] * (2 + nd) + [0, 0] + short)],
+                 TensorType(e.dtype(g), tuple(sg[:2]) + tuple(sg[2 + i] + short[i]
+                                                            for i in range(nd))))
+    if e.shape(g) == sx:
+        return g
+    return e.op("Slice", [g, e.ints(pb), e.ints([pb[i] + sx[2 + i] for i in range(nd)]),
+                          e.ints(list(range(2, 2 + nd)))], e.t(x))
+
+
+def _tile_taps(e: Emitter, parts: list[str], x: str, kernel: list[int], pb: list[int]) -> str:
+    """Non-overlapping windows (stride = kernel, no dilation): each tap's
+    gradient lands on its own pixels, so the scatter is a relabelling —
+    stack the taps, interleave them with the output pixels, crop. One part
+    standing for every tap (an average) is broadcast instead of stacked."""
     sx = e.shape(x)
     nb, c = sx[:2]
     nd = len(sx) - 2
     out = list(e.shape(parts[0])[2:])
-    taps = len(parts)
     dt = e.dtype(x)
+    inter = [nb, c] + [d for i in range(nd) for d in (out[i], kernel[i])]
+    if len(parts) == 1:
+        g = e.reshape(parts[0], [nb, c] + [d for o in out for d in (o, 1)])
+        g = e.expand(g, inter)
+    else:
+        stack = e.op("Concat", [e.reshape(p, [nb, c, 1] + out) for p in parts],
+                     TensorType(dt, (nb, c, len(parts), *out)), axis=2)
+        g = e.reshape(stack, [nb, c] + kernel + out)
+        perm = [0, 1] + [ax for i in range(nd) for ax in (2 + nd + i, 2 + i)]
+        g = e.transpose(g, perm)
+    g = e.reshape(g, [nb, c] + [out[i] * kernel[i] for i in range(nd)])
+    return _crop(e, g, x, pb)
+
+
+def _scatter_taps(e: Emitter, parts: list[str], x: str, kernel: list[int], st: list[int],
+                  dl: list[int], pb: list[int], pe: list[int], weights: np.ndarray) -> str:
+    """Sum tap gradients back onto the input: parts[t] is tap t's gradient
+    [N, C, *out] (one part: the same for every tap); a grouped ConvTranspose
+    with weights[t] at tap t's position scatters them with the pool's
+    strides, then the padding is cut. Non-overlapping windows need no
+    arithmetic (`_tile_taps`)."""
+    sx = e.shape(x)
+    nb, c = sx[:2]
+    nd = len(sx) - 2
+    out = list(e.shape(parts[0])[2:])
+    # one window along an axis is as good as stride = kernel there
+    if all(st[i] == kernel[i] or out[i] == 1 for i in range(nd)) and all(d == 1 for d in dl):
+        return _tile_taps(e, parts, x, kernel, pb)
+    dt = e.dtype(x)
+    if len(parts) == 1:  # one gradient for every tap: a ones kernel per channel
+        span = [dl[i] * (kernel[i] - 1) + 1 for i in range(nd)]
+        wk = np.zeros((c, 1, *span))
+        wk[(slice(None), 0, *(slice(None, None, d) for d in dl))] = 1.0
+        padded = [pb[i] + sx[2 + i] + pe[i] for i in range(nd)]
+        full = [st[i] * (out[i] - 1) + span[i] for i in range(nd)]
+        gp = e.op("ConvTranspose", [parts[0], e.array(wk, dt)],
+                  TensorType(dt, (nb, c, *padded)), strides=st, group=c,
+                  output_padding=[padded[i] - full[i] for i in range(nd)], kernel_shape=span)
+        return _crop(e, gp, x, pb)
+    taps = len(parts)
     if taps > 1:
         stack = e.op("Concat", [e.reshape(p, [nb, c, 1] + out) for p in parts],
                      TensorType(dt, (nb, c, taps, *out)), axis=2)
@@ -333,7 +388,7 @@ def _avgpool(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
     count = windows(ones, kernel, st, dl, out).sum(axis=tuple(range(2 + nd, 2 + 2 * nd)))
     g = e.div(gy[0], e.array(count, e.dtype(x)))
     taps = int(np.prod(kernel))
-    return [_scatter_taps(e, [g] * taps, x, kernel, st, dl, pb, pe, np.ones(taps))]
+    return [_scatter_taps(e, [g], x, kernel, st, dl, pb, pe, np.ones(taps))]
 
 
 @vjp_rule("GlobalAveragePool", "GlobalMaxPool")

@@ -10,6 +10,8 @@ Regions, in this order, each rounded up to 16 bytes and packed from 0:
 - "weights:<value>" per constant input: the largest shard any PE holds,
   as the kernel kind's `weight_shard` says, in the target's element type;
 - "code": program, stack and descriptors (the library's CODE_BYTES);
+- "stash" (training pipelines): the kernel's share of the forward
+  activations it holds until the backward pass reads them (dim `stash`);
 - "buffers": the rest of what the kind's SRAM model (`cost["sram"]`)
   budgets per PE -- line buffers, partial sums, the PE's share of streamed
   inputs and outputs. The kind is the one authority on buffer sizes
@@ -84,6 +86,8 @@ def sram_map(module: Module, k: Kernel, target: Target) -> list[SramRegion]:
             shape = module.values[v].type.shape
             sizes.append((f"weights:{v}", largest_shard(k, idx, shape, w, h) * elem))
     sizes.append(("code", CODE_BYTES))
+    if k.dims.get("stash"):  # training: activations waiting for the backward pass
+        sizes.append(("stash", -(-int(k.dims["stash"]) // (w * h))))
     used = sum(_align(s) for _, s in sizes)
     need = int(k.cost["sram"]) if k.cost and "sram" in k.cost else 0
     if need > used:

@@ -9,8 +9,10 @@ allocates every kernel for that mode.
 
 Cost model of a phase (all figures per sample, in cycles):
 - compute: the kind's `cycles` for the chosen knobs;
-- stream: weight bytes / (io_bytes_per_cycle_per_edge_pe x grid height), the
-  bandwidth of the West-edge I/O rows (every non-splat constant streams);
+- stream: weight bytes / the weight-stream bandwidth: the external weight
+  store's link (Target.store_bytes_per_second, 150 GB/s for a CS-2),
+  unless the West-edge I/O rows (io_bytes_per_cycle_per_edge_pe x grid
+  height) are narrower (every non-splat constant streams);
 - move: activations stay where their producer left them, spread evenly over
   all PEs; the phase must pull its inputs and push its outputs into its own
   layout. Each PE's ramp moves one wavelet per cycle, and data entering a
@@ -59,6 +61,7 @@ from wsec.ir.library_common import CODE_BYTES
 from wsec.ir.repeats import find_repeats, kernel_signature
 from wsec.ir.sizing import evaluate_all
 from wsec.ir.target import Target
+from wsec.ir.training import is_training
 from wsec.ir.types import DTYPES
 
 from .allocate import largest_shard
@@ -149,16 +152,19 @@ ROW_DIMS = {"norm": "C", "matmul": "M", "elementwise": "E", "datamove": "E",
             "softmax": "rows"}
 
 
-def plan_phase(module: Module, k: Kernel, target: Target, budget: int, tile: int) -> PhasePlan:
+def plan_phase(module: Module, k: Kernel, target: Target, budget: int, tile: int,
+               batch: int = 1) -> PhasePlan:
     """The fastest phase of kernel `k` whose per-PE SRAM fits `budget`: one
     pass if possible, else its independent rows (ROW_DIMS) in 2, 4, 8, ...
-    consecutive passes, each re-streaming the phase's weights."""
+    consecutive passes, each re-streaming the phase's weights. `batch`
+    samples share one weight stream (a training micro-batch): fastest means
+    the least max(batch x compute, stream, batch x move)."""
     row = ROW_DIMS.get(k.kind)
     total = int(k.dims.get(row, 1)) if row else 1
     passes = 1
     while True:
         try:
-            return _plan(module, k, target, budget, tile, passes)
+            return _plan(module, k, target, budget, tile, passes, batch)
         except LayoutInfeasible:
             if row is None or passes >= total:
                 raise
@@ -166,8 +172,9 @@ def plan_phase(module: Module, k: Kernel, target: Target, budget: int, tile: int
 
 
 def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
-          passes: int) -> PhasePlan:
+          passes: int, batch: int = 1) -> PhasePlan:
     dims = dict(k.dims)
+    dims.pop("stash", None)  # pipeline-mode FIFOs; phases keep activations in their own area
     row = ROW_DIMS.get(k.kind)
     if passes > 1 and row:
         dims[row] = -(-dims[row] // passes)
@@ -180,14 +187,13 @@ def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
                                f"grid")
     wb = weight_bytes(module, k, target)
     area = w * h
-    io_bw = Fabric.of(target).edge_io_bytes_per_cycle
-    stream = -(-wb * passes // io_bw)
+    stream = int(np.ceil(wb * passes / Fabric.of(target).weight_stream_bytes_per_cycle))
     io = _io_bytes(module, k)
     wl = target.wavelet_bytes
     ramp = -(-io // (area * wl))
     cross = np.ceil(io * (1.0 - area / target.pes) / (2 * (w + h) * wl)).astype(np.int64)
     move = np.maximum(ramp, cross)
-    t = np.maximum(np.maximum(cyc, stream), move)
+    t = np.maximum(np.maximum(cyc * batch, stream), move * batch)
     # optimistic filter: a PE holds at least wb / area of the weights resident
     wk = sum(module.values[v].type.numel for v in dict.fromkeys(k.inputs) if v
              and module.values[v].const is not None and not module.values[v].const.is_splat
@@ -274,12 +280,21 @@ class SchedulePhases(Pass):
     requires = ("kernels",)
     ensures = ("sized", "placed", "allocated", "scheduled")
     tile_bytes: int = 1024
+    micro_batch: int = 0  # training: samples per phase (0: the most the SRAM holds)
 
     def __post_init__(self) -> None:
         check_range(self, "tile_bytes", 1)
+        check_range(self, "micro_batch", 0)
 
     def run(self, module: Module, ctx: PassContext) -> None:
         target = ctx.target
+        if is_training(module.attrs):  # forward, backward, optimizer off the wafer
+            from .schedule_train import schedule_training
+
+            schedule_training(module, target, self.tile_bytes, int(self.micro_batch))
+            module.attrs["repeats"] = [[g.start, g.period, g.count]
+                                       for g in find_repeats(module)]
+            return
         kernels = list(module.kernels())
         _, peak = allocate_activations(module, kernels, target)
         budget = target.sram_bytes - peak

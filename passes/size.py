@@ -16,6 +16,12 @@ A lower utilisation leaves room on purpose. `max_area_fraction` caps any
 single kernel's rectangle at that fraction of the grid. The module records
 `bound` (the area-sizing lower bound on the bottleneck time: the same search
 with the whole grid) and `delta_t` (the bottleneck time chosen).
+
+A training step (the autodiff pass's output) first gets each kernel's
+activation stash (`wsec.ir.training.pipeline_stash`: bytes per sample times
+the forward-to-backward distance) as dim `stash`, which every library kind
+spreads over its PEs' SRAM — so sizing gives a kernel that waits long for
+its inputs the PEs to hold them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 from wsec.ir.graph import Module
 from wsec.ir.sizing import set_choice, sizing_tables, too_big_error
+from wsec.ir.training import is_training, pipeline_stash
 
 from .base import Pass, PassContext, check_fraction
 
@@ -45,6 +52,11 @@ class Size(Pass):
 
     def run(self, module: Module, ctx: PassContext) -> None:
         target = ctx.target
+        if is_training(module.attrs):  # stash forward activations for the backward pass
+            stash = pipeline_stash(list(module.kernels()), module.edges, module.values)
+            for k in module.kernels():
+                if k.name in stash:  # a new dict: copies of the kernel keep theirs
+                    k.dims = {**k.dims, "stash": stash[k.name][0]}
         tab = sizing_tables(module, target, self.max_area_fraction)
         bound = tab.smallest_time(float(target.pes))
         if bound is None:

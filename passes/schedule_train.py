@@ -1,0 +1,337 @@
+"""The weight-streaming schedule of a training step (schedule-phases on a
+module the autodiff pass derived).
+
+How one wafer trains a model whose weights it cannot hold:
+- forward phases, then backward phases, one kernel each over the whole
+  grid; a phase streams its weights in from the external weight store (so
+  a layer's weights come in twice: for its forward and its input-gradient
+  phases) and streams its weight gradients out;
+- the optimizer runs in the weight store, off the wafer, once per step:
+  update kernels are *store steps*, not phases;
+- a phase processes a micro-batch of B samples per weight stream:
+  phase time = max(B x compute, weights in, gradients out, B x activation
+  movement), all over the store's link (Target.store_bytes_per_second);
+- activations stay on the wafer between phases, B samples' worth. Two
+  policies: keep every forward activation the backward pass reads, or keep
+  only the outputs of kernels whose weights cost more to re-stream than
+  their outputs cost to keep, and recompute the rest (re-running those
+  forward kernels just before the backward phase that needs them);
+- B is the largest micro-batch whose live activations, first-fit over the
+  phase sequence, leave every phase room for its buffers (capped where every
+  phase turns compute-bound; `micro_batch` fixes it), under the policy that
+  trains the most samples per second.
+The schedule goes to `module.attrs`: `phases` (in order, recomputations
+included), `store_steps`, `micro_batch`, `train_schedule` (the totals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from wsec.ir.fabric import Fabric
+from wsec.ir.graph import Kernel, Module
+from wsec.ir.library_common import CODE_BYTES
+from wsec.ir.repeats import kernel_signature
+from wsec.ir.target import Target
+from wsec.ir.training import role_of_kernel
+
+from .base import LayoutInfeasible
+from .schedule_phases import ALIGN, PhasePlan, plan_phase, weight_bytes
+
+MAX_MICRO_BATCH = 4096
+
+
+def _align(n: int) -> int:
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+@dataclass
+class Slot:
+    """One entry of the phase sequence: a kernel run as a forward, backward
+    or recompute phase."""
+
+    kernel: Kernel
+    role: str
+
+
+def _acts(module: Module, k: Kernel) -> list[str]:
+    return [i for i in dict.fromkeys(k.inputs) if i and module.values[i].const is None]
+
+
+def split_kernels(kernels: list[Kernel]) -> tuple[list[Kernel], list[Kernel], list[Kernel]]:
+    """(forward incl. loss, backward, optimizer) kernels, each in order."""
+    fwd, bwd, opt = [], [], []
+    for k in kernels:
+        roles = {role_of_kernel([n]) for n in k.origin}
+        if roles == {"update"}:
+            opt.append(k)
+        elif role_of_kernel(k.origin) in ("dgrad", "wgrad"):
+            bwd.append(k)
+        else:
+            fwd.append(k)
+    return fwd, bwd, opt
+
+
+def cheap(module: Module, k: Kernel, target: Target) -> bool:
+    """Worth recomputing rather than keeping: its weights stream in fewer
+    bytes than its outputs would occupy."""
+    out = sum(module.values[o].type.numel for o in k.outputs) * _item(target)
+    return weight_bytes(module, k, target) <= out
+
+
+def _item(target: Target) -> int:
+    from wsec.ir.types import DTYPES
+
+    return DTYPES[target.dtype].itemsize
+
+
+def sequence(module: Module, fwd: list[Kernel], bwd: list[Kernel], target: Target,
+             recompute: bool) -> list[Slot]:
+    """Forward phases, then backward phases with recomputations inserted
+    before the first backward phase that reads a value not kept."""
+    seq = [Slot(k, "forward") for k in fwd]
+    if not recompute:
+        return seq + [Slot(k, "backward") for k in bwd]
+    producer = {o: k for k in fwd for o in k.outputs}
+    avail = set(module.inputs) | {o for k in fwd if not cheap(module, k, target)
+                                  for o in k.outputs}
+
+    def ensure(v: str) -> None:
+        if v in avail or v not in producer:
+            return
+        fk = producer[v]
+        for i in _acts(module, fk):
+            ensure(i)
+        seq.append(Slot(fk, "recompute"))
+        avail.update(fk.outputs)
+
+    for k in bwd:
+        for i in _acts(module, k):
+            ensure(i)
+        seq.append(Slot(k, "backward"))
+        avail.update(k.outputs)
+    return seq
+
+
+def intervals(module: Module, seq: list[Slot], streamed_out: set[str]
+              ) -> list[tuple[str, int, int]]:
+    """(value, first, last position) of every activation occurrence: a
+    value lives from the phase that (re)computes it to its last reader
+    before it is recomputed; streamed-out values only in their phase, model
+    outputs kept to the end."""
+    end = len(seq)
+    last_def: dict[str, int] = {v: 0 for v in module.inputs}
+    spans: dict[tuple[str, int], int] = {(v, 0): 0 for v in module.inputs}
+    for p, s in enumerate(seq):
+        for i in _acts(module, s.kernel):
+            d = last_def.get(i)
+            if d is not None:
+                spans[(i, d)] = max(spans[(i, d)], p)
+        for o in s.kernel.outputs:
+            last_def[o] = p
+            spans[(o, p)] = p
+    for o in module.outputs:
+        if o in last_def and o not in streamed_out:
+            spans[(o, last_def[o])] = end
+    return [(v, d, e) for (v, d), e in spans.items()]
+
+
+def first_fit(module: Module, spans: list[tuple[str, int, int]], batch: int, target: Target,
+              streamed_out: set[str]) -> int:
+    """Peak activation bytes per PE of a first-fit interval allocation of
+    `batch` samples' values spread over all PEs."""
+    active: list[tuple[int, int, int]] = []
+    peak = 0
+    for name, a, b in sorted(spans, key=lambda s: (s[1], s[0])):
+        if name in streamed_out and a == b:
+            continue  # leaves the wafer as it is produced
+        per_pe = _align(-(-batch * module.values[name].type.nbytes // target.pes))
+        active = [x for x in active if x[0] >= a]
+        off = 0
+        for _, o, s in sorted(active, key=lambda x: x[1]):
+            if off + per_pe <= o:
+                break
+            off = max(off, o + s)
+        active.append((b, off, per_pe))
+        peak = max(peak, off + per_pe)
+    return peak
+
+
+@dataclass
+class Attempt:
+    recompute: bool
+    batch: int
+    seq: list[Slot]
+    plans: dict[str, PhasePlan]
+    peak: int
+    step_cycles: int
+
+
+def _out_bytes(module: Module, k: Kernel, streamed_out: set[str]) -> int:
+    return sum(module.values[o].type.nbytes for o in k.outputs if o in streamed_out)
+
+
+def phase_cycles(plan: PhasePlan, batch: int, out_cycles: int) -> int:
+    return max(batch * plan.compute, plan.stream, out_cycles, batch * plan.move)
+
+
+def _try(module: Module, seq: list[Slot], target: Target, tile: int, batch: int,
+         streamed_out: set[str], recompute: bool) -> Attempt | None:
+    spans = intervals(module, seq, streamed_out)
+    peak = first_fit(module, spans, batch, target, streamed_out)
+    budget = target.sram_bytes - peak
+    if budget < CODE_BYTES:
+        return None
+    plans: dict[str, PhasePlan] = {}
+    bw = Fabric.of(target).weight_stream_bytes_per_cycle
+    total = 0
+    for s in seq:
+        sig = kernel_signature(s.kernel, module)
+        if sig not in plans:
+            try:
+                plans[sig] = plan_phase(module, s.kernel, target, budget, tile, batch)
+            except LayoutInfeasible:
+                return None
+        out = int(np.ceil(_out_bytes(module, s.kernel, streamed_out) / bw))
+        total += phase_cycles(plans[sig], batch, out)
+    return Attempt(recompute, batch, seq, plans, peak, total)
+
+
+def choose(module: Module, fwd: list[Kernel], bwd: list[Kernel], target: Target, tile: int,
+           streamed_out: set[str], micro_batch: int) -> Attempt:
+    """The schedule that trains the most samples per second (see module doc)."""
+    best: Attempt | None = None
+    why = []
+    for recompute in (False, True):
+        seq = sequence(module, fwd, bwd, target, recompute)
+        if recompute and all(s.role != "recompute" for s in seq):
+            continue
+        got = _largest_batch(module, seq, target, tile, streamed_out, recompute, micro_batch)
+        if got is None:
+            spans = intervals(module, seq, streamed_out)
+            why.append(f"{'recomputing' if recompute else 'keeping'} activations needs "
+                       f"{first_fit(module, spans, max(1, micro_batch), target, streamed_out):,}"
+                       f" B per PE")
+            continue
+        if best is None or got.step_cycles * best.batch < best.step_cycles * got.batch:
+            best = got
+    if best is None:
+        what = f"a micro-batch of {micro_batch}" if micro_batch else "one sample"
+        raise LayoutInfeasible(f"stream mode (training): the activations of {what} do not fit "
+                               f"beside the phases' buffers in a PE's {target.sram_bytes} B "
+                               f"({'; '.join(why)}); use a larger target, a shorter sequence "
+                               f"or a smaller batch")
+    return best
+
+
+def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
+                   streamed_out: set[str], recompute: bool, fixed: int) -> Attempt | None:
+    if fixed:
+        return _try(module, seq, target, tile, fixed, streamed_out, recompute)
+    one = _try(module, seq, target, tile, 1, streamed_out, recompute)
+    if one is None:
+        return None
+    # beyond this every phase is compute-bound: a larger batch gains nothing
+    sat = 1
+    bw = Fabric.of(target).weight_stream_bytes_per_cycle
+    for s in seq:
+        p = one.plans[kernel_signature(s.kernel, module)]
+        out = np.ceil(_out_bytes(module, s.kernel, streamed_out) / bw)
+        sat = max(sat, int(np.ceil(max(p.stream, out) / max(1, p.compute, p.move))))
+    per = max(1, one.peak)
+    hi = min(MAX_MICRO_BATCH, sat, max(1, (target.sram_bytes - CODE_BYTES) // per))
+    best, lo = one, 1
+    while lo < hi:  # the largest batch that still plans
+        mid = (lo + hi + 1) // 2
+        got = _try(module, seq, target, tile, mid, streamed_out, recompute)
+        if got is None:
+            hi = mid - 1
+        else:
+            best, lo = got, mid
+    return best
+
+
+def _regions(plan: PhasePlan, peak: int, target: Target) -> list:
+    from wsec.ir.graph import SramRegion
+
+    regions, off = [], 0
+    for name, size in (("stream", plan.stream_buf), ("code", CODE_BYTES),
+                       ("buffers", plan.sram - plan.stream_buf - CODE_BYTES)):
+        if size > 0:
+            regions.append(SramRegion(name, off, _align(size)))
+            off += _align(size)
+    if peak:
+        regions.append(SramRegion("activations", target.sram_bytes - peak, peak))
+    return regions
+
+
+def _apply(module: Module, k: Kernel, plan: PhasePlan, peak: int, target: Target,
+           extra: dict[str, int]) -> None:
+    from wsec.ir.graph import Rect
+
+    w, h = (plan.h, plan.w) if plan.rotated else (plan.w, plan.h)
+    k.knobs = dict(plan.knobs)
+    k.rotated = plan.rotated
+    k.rect = Rect(0, 0, w, h)
+    k.cost = {"cycles": plan.cycles, "compute": plan.compute, "stream": plan.stream,
+              "move": plan.move, "sram": plan.sram, "w": plan.w, "h": plan.h,
+              "passes": plan.passes, **extra}
+    k.sram = _regions(plan, peak, target)
+
+
+def schedule_training(module: Module, target: Target, tile: int, micro_batch: int) -> None:
+    """Plan the training step's phases and store steps (see the module doc)."""
+    kernels = list(module.kernels())
+    fwd, bwd, opt = split_kernels(kernels)
+    opt_inputs = {i for k in opt for i in k.inputs if i}
+    loss_like = {o for o in module.outputs if not o.startswith(("grad:", "new:"))}
+    streamed_out = {o for k in fwd + bwd for o in k.outputs
+                    if o in opt_inputs or (o in module.outputs and o not in loss_like)}
+    att = choose(module, fwd, bwd, target, tile, streamed_out, micro_batch)
+    bw = Fabric.of(target).weight_stream_bytes_per_cycle
+    spans = intervals(module, att.seq, streamed_out)
+    frees: dict[int, list[str]] = {}
+    end = len(att.seq)
+    for v, _, b in spans:
+        if b < end:
+            frees.setdefault(b, []).append(v)
+    phases, done = [], set()
+    for p, s in enumerate(att.seq):
+        k = s.kernel
+        plan = att.plans[kernel_signature(k, module)]
+        gb = sum(module.values[o].type.nbytes for o in k.outputs if o in streamed_out)
+        out = int(np.ceil(gb / bw))
+        cyc = phase_cycles(plan, att.batch, out)
+        if k.name not in done:
+            _apply(module, k, plan, att.peak, target, {"cycles": cyc, "stream_out": out})
+            done.add(k.name)
+        phases.append({"kernel": k.name, "role": s.role, "cycles": cyc,
+                       "compute": att.batch * plan.compute, "stream": plan.stream,
+                       "stream_out": out, "move": att.batch * plan.move,
+                       "weight_bytes": weight_bytes(module, k, target), "grad_bytes": gb,
+                       "pes": plan.w * plan.h, "passes": plan.passes,
+                       "free": sorted(set(frees.get(p, [])))})
+    steps = []
+    for k in opt:  # the optimizer runs in the weight store: no phase, nominal layout
+        plan = plan_phase(module, k, target, target.sram_bytes, tile)
+        _apply(module, k, plan, 0, target, {"cycles": 0, "offwafer": 1})
+        steps.append({"kernel": k.name, "weight_bytes": weight_bytes(module, k, target),
+                      "grad_bytes": sum(module.values[i].type.nbytes for i in _acts(module, k))})
+    for e in module.edges:
+        e.color, e.routes = None, None
+    step = sum(p["cycles"] for p in phases)
+    sat = max((-(-max(p["stream"], p["stream_out"]) * att.batch
+                // max(1, p["compute"], p["move"])) for p in phases), default=1)
+    source = "option" if micro_batch else ("compute" if att.batch >= sat else "sram")
+    module.attrs.update(
+        mode="stream", phases=phases, store_steps=steps, micro_batch=att.batch,
+        delta_t=int(step), activation_bytes_per_pe=int(att.peak),
+        phase_plans=len(att.plans),
+        train_schedule={"policy": "recompute" if att.recompute else "keep",
+                        "micro_batch": att.batch, "micro_batch_source": source,
+                        "step_cycles": int(step),
+                        "recomputed_phases": sum(1 for p in phases if p["role"] == "recompute"),
+                        "store_bytes_per_cycle": round(bw, 3)})
+    module.attrs.setdefault("mode_reason", "stream (forced by running schedule-phases)")
+    module.properties.discard("routed")

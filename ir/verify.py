@@ -228,8 +228,10 @@ def _check_kernel_names(m: Module) -> dict[str, Kernel]:
 
 
 # cost fields a sizing pass records: pipeline sizing, plus the phase figures
-# of weight streaming
-_COST_KEYS = frozenset({"cycles", "sram", "w", "h", "compute", "stream", "move", "passes"})
+# of weight streaming (a training step's gradients streamed out, and its
+# optimizer kernels run off the wafer by the weight store)
+_COST_KEYS = frozenset({"cycles", "sram", "w", "h", "compute", "stream", "move", "passes",
+                        "stream_out", "offwafer"})
 
 
 def _check_kinds(m: Module) -> None:

@@ -105,6 +105,11 @@ def module_to_onnx(module: Module, out_dir: str, producer: str = "wsec") -> onnx
         else:  # np.ascontiguousarray would make a scalar 1-D
             inits.append(numpy_helper.from_array(np.array(c.array(), order="C"), v))
     for n in module.nodes:
+        if n.op == "BatchNormalization" and n.attrs.get("training_mode", 0):
+            extra, more = _batchnorm_training(module, n)
+            nodes.extend(extra)
+            inits.extend(more)
+            continue
         nodes.append(helper.make_node(n.op, list(n.inputs), list(n.outputs), name=n.name,
                                       **_attrs(n.op, n.attrs)))
 
@@ -118,6 +123,37 @@ def module_to_onnx(module: Module, out_dir: str, producer: str = "wsec") -> onnx
                               producer_name=producer)
     model.ir_version = 8
     return model
+
+
+def _batchnorm_training(module: Module, n: Any) -> tuple[list[onnx.NodeProto],
+                                                        list[TensorProto]]:
+    """BatchNormalization in training mode as primitive ops. Why: onnxruntime's
+    graph optimizer fuses a Conv followed by BatchNormalization as if in
+    inference mode, whatever training_mode says (onnxruntime 1.32), so the
+    exported step spells the batch statistics out. Its running-statistics
+    outputs are unused by a training step and not written."""
+    x, scale, bias = n.inputs[:3]
+    shape = module.values[x].type.shape
+    dt = module.values[x].type.np_dtype
+    axes = [0] + list(range(2, len(shape)))
+    p = f"{n.name}.bn"
+    per = [1, shape[1]] + [1] * (len(shape) - 2)
+    inits = [numpy_helper.from_array(np.asarray(per, np.int64), f"{p}.per"),
+             numpy_helper.from_array(np.array(float(n.attrs.get("epsilon", 1e-5)), dt),
+                                     f"{p}.eps")]
+    mk = helper.make_node
+    nodes = [mk("ReduceMean", [x], [f"{p}.mean"], axes=axes, keepdims=1),
+             mk("Sub", [x, f"{p}.mean"], [f"{p}.xc"]),
+             mk("Mul", [f"{p}.xc", f"{p}.xc"], [f"{p}.sq"]),
+             mk("ReduceMean", [f"{p}.sq"], [f"{p}.var"], axes=axes, keepdims=1),
+             mk("Add", [f"{p}.var", f"{p}.eps"], [f"{p}.veps"]),
+             mk("Sqrt", [f"{p}.veps"], [f"{p}.std"]),
+             mk("Div", [f"{p}.xc", f"{p}.std"], [f"{p}.xhat"]),
+             mk("Reshape", [scale, f"{p}.per"], [f"{p}.scale"]),
+             mk("Reshape", [bias, f"{p}.per"], [f"{p}.bias"]),
+             mk("Mul", [f"{p}.xhat", f"{p}.scale"], [f"{p}.scaled"]),
+             mk("Add", [f"{p}.scaled", f"{p}.bias"], [n.outputs[0]], name=n.name)]
+    return nodes, inits
 
 
 def save_onnx(model: onnx.ModelProto, path: str) -> None:

@@ -300,6 +300,8 @@ class NormKind(LibraryKind):
             elif nd.op == "InstanceNormalization":
                 # sum and sum of squares, then scale-and-shift: two passes
                 d.update({"O": 6, "L": 1, "Pc": 2, "Pr": 0})
+            elif nd.attrs.get("training_mode", 0):  # batch statistics: two passes, as above
+                d.update({"O": 6, "L": 1, "Pc": 4, "Pr": 0})
             else:
                 d.update({"O": 2, "L": 1, "Pc": 4, "Pr": 0})
         d.update(fused_extras(body, values))

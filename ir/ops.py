@@ -18,7 +18,8 @@ SUPPORTED_OPS: dict[str, str] = {
     "ArgMax": "index of the maximum along `axis` (keepdims, select_last_index)",
     "ArgMin": "index of the minimum along `axis` (keepdims, select_last_index)",
     "AveragePool": "average pooling (pads, strides, ceil_mode, count_include_pad)",
-    "BatchNormalization": "inference batch norm over axis 1 (folded into a preceding Conv/Gemm)",
+    "BatchNormalization": "batch norm over axis 1 (inference: folded into a preceding Conv/Gemm; "
+                          "training_mode: the batch's statistics)",
     "Cast": "convert to another element type (`to`)",
     "Ceil": "elementwise ceiling",
     "Clip": "clamp to optional [min, max] inputs",

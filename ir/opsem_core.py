@@ -287,11 +287,18 @@ def _softmax(n: Node, ins: list) -> list:
 
 @op("BatchNormalization")
 def _batchnorm(n: Node, ins: list) -> list:
-    if n.attrs.get("training_mode", 0):
-        raise ValueError(f"BatchNormalization '{n.name}' in training mode is not supported")
     x, scale, bias, mean, var = ins[:5]
     eps = float(n.attrs.get("epsilon", 1e-5))
     shp = (1, -1) + (1,) * (x.ndim - 2)
+    if n.attrs.get("training_mode", 0):  # the batch's statistics (population variance)
+        ax = (0,) + tuple(range(2, x.ndim))
+        bm = x.mean(axis=ax)
+        bv = ((x - bm.reshape(shp)) ** 2).mean(axis=ax)
+        mom = float(n.attrs.get("momentum", 0.9))
+        y = (x - bm.reshape(shp)) / np.sqrt(bv.reshape(shp) + eps) * scale.reshape(shp) \
+            + bias.reshape(shp)
+        return [y.astype(x.dtype), (mean * mom + bm * (1 - mom)).astype(mean.dtype),
+                (var * mom + bv * (1 - mom)).astype(var.dtype)]
     k = (scale / np.sqrt(var + np.asarray(eps, var.dtype))).reshape(shp)
     return [((x - mean.reshape(shp)) * k + bias.reshape(shp)).astype(x.dtype)]
 

@@ -460,21 +460,50 @@ def _layer_norm(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
 
 
 def batchnorm_training_form(e: Emitter, n: Node) -> list[Node]:
-    """The forward of BatchNormalization in a training step: normalise with
-    the batch's statistics over (N, spatial) (PyTorch's train mode: biased
-    variance), not the running ones; as primitive ops, which the rules above
-    differentiate. Returns the replacement nodes (writing n's output)."""
-    x, scale, bias = n.inputs[:3]
+    """The forward of BatchNormalization in a training step: the same op in
+    training mode (ONNX training_mode = 1), normalising with the batch's
+    statistics over (N, spatial) and the population variance, as PyTorch's
+    train mode does; one norm kernel. ONNX wants its running-statistics
+    outputs too; the step does not use them (they are not trained)."""
+    x, _, _, mean, var = n.inputs[:5]
+    outs = [n.outputs[0]]
+    for v in (mean, var):
+        outs.append(e._new(f"{n.name}.running", e.t(v)))
+    return [Node(n.name, n.op, list(n.inputs), outs, {**n.attrs, "training_mode": 1})]
+
+
+@vjp_rule("BatchNormalization")
+def _batchnorm(e: Emitter, n: Node, gy: list, want: list[bool]) -> list:
+    """Training mode (the inference form is folded into its Conv): with
+    xhat = (x - mean) / std over (N, spatial) and M elements per channel,
+    dbias = sum gY, dscale = sum gY xhat,
+    dx = scale / std (gY - (dbias + xhat dscale) / M)."""
+    if not n.attrs.get("training_mode", 0):
+        raise unsupported(n, "in inference mode (a training step runs it in training mode)")
+    if any(g is not None for g in gy[1:]):
+        raise unsupported(n, "through its running-statistics outputs")
+    x, scale = n.inputs[:2]
     sx = e.shape(x)
     dt = e.dtype(x)
     axes = [0] + list(range(2, len(sx)))
-    eps = float(n.attrs.get("epsilon", 1e-5))
+    m = int(np.prod([sx[a] for a in axes]))
     per = [1, sx[1]] + [1] * (len(sx) - 2)
+    g = gy[0]
     mean = e.reduce_mean(x, axes)
     xc = e.sub(x, mean)
-    var = e.reduce_mean(e.mul(xc, xc), axes)
-    inv = e.unary("Reciprocal", e.unary("Sqrt", e.add(var, e.scalar(eps, dt))))
-    y = e.mul(e.mul(xc, inv), e.reshape(scale, per))
-    e.nodes.append(Node(e.names.node(e.tag), "Add", [y, e.reshape(bias, per)],
-                        [n.outputs[0]], {}))
-    return e.nodes
+    inv = e.unary("Reciprocal", e.unary("Sqrt", e.add(e.reduce_mean(e.mul(xc, xc), axes),
+                                                      e.scalar(float(n.attrs.get(
+                                                          "epsilon", 1e-5)), dt))))
+    xhat = e.mul(xc, inv)
+    dbias = e.reduce_sum(g, axes, keepdims=True)
+    dscale = e.reduce_sum(e.mul(g, xhat), axes, keepdims=True)
+    res: list[str | None] = [None] * len(n.inputs)
+    if want[0]:
+        k = e.mul(inv, e.reshape(scale, per))
+        inner = e.sub(g, e.scale(e.add(dbias, e.mul(xhat, dscale)), 1.0 / m))
+        res[0] = e.mul(k, inner)
+    if want[1]:
+        res[1] = e.reshape(dscale, e.shape(scale))
+    if want[2]:
+        res[2] = e.reshape(dbias, e.shape(n.inputs[2]))
+    return res

@@ -16,10 +16,11 @@ How one wafer trains a model whose weights it cannot hold:
   only the outputs of kernels whose weights cost more to re-stream than
   their outputs cost to keep, and recompute the rest (re-running those
   forward kernels just before the backward phase that needs them);
-- B is the largest micro-batch whose live activations, first-fit over the
-  phase sequence, leave every phase room for its buffers (capped where every
-  phase turns compute-bound; `micro_batch` fixes it), under the policy that
-  trains the most samples per second.
+- B is the largest micro-batch whose live activations (summed over the
+  phase sequence, then checked by a first-fit allocation) leave every phase
+  room for its buffers, capped where every phase turns compute-bound
+  (`micro_batch` fixes it), under the policy that trains the most samples
+  per second.
 The schedule goes to `module.attrs`: `phases` (in order, recomputations
 included), `store_steps`, `micro_batch`, `train_schedule` (the totals).
 """
@@ -225,6 +226,24 @@ def choose(module: Module, fwd: list[Kernel], bwd: list[Kernel], target: Target,
     return best
 
 
+def live_peak(module: Module, spans: list[tuple[str, int, int]], batch: int, target: Target,
+              streamed_out: set[str]) -> int:
+    """The most activation bytes per PE live at once (no fragmentation): a
+    fast lower bound of `first_fit`, for choosing the micro-batch."""
+    keep = [(v, a, b) for v, a, b in spans if not (v in streamed_out and a == b)]
+    if not keep:
+        return 0
+    nbytes = np.array([module.values[v].type.nbytes for v, _, _ in keep], np.int64)
+    start = np.array([a for _, a, _ in keep], np.int64)
+    stop = np.array([b for _, _, b in keep], np.int64)
+    per_pe = -(-batch * nbytes // target.pes)
+    per = -(-per_pe // ALIGN) * ALIGN
+    diff = np.zeros(int(stop.max()) + 2, np.int64)
+    np.add.at(diff, start, per)
+    np.add.at(diff, stop + 1, -per)
+    return int(np.cumsum(diff).max())
+
+
 def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
                    streamed_out: set[str], recompute: bool, fixed: int) -> Attempt | None:
     if fixed:
@@ -239,17 +258,23 @@ def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
         p = one.plans[kernel_signature(s.kernel, module)]
         out = np.ceil(_out_bytes(module, s.kernel, streamed_out) / bw)
         sat = max(sat, int(np.ceil(max(p.stream, out) / max(1, p.compute, p.move))))
-    per = max(1, one.peak)
-    hi = min(MAX_MICRO_BATCH, sat, max(1, (target.sram_bytes - CODE_BYTES) // per))
-    best, lo = one, 1
-    while lo < hi:  # the largest batch that still plans
+    # the most the SRAM holds beside the buffers the phases needed at batch 1
+    room = target.sram_bytes - max(p.sram for p in one.plans.values())
+    spans = intervals(module, seq, streamed_out)
+    lo, hi = 1, min(MAX_MICRO_BATCH, sat)
+    while lo < hi:
         mid = (lo + hi + 1) // 2
-        got = _try(module, seq, target, tile, mid, streamed_out, recompute)
-        if got is None:
-            hi = mid - 1
+        if live_peak(module, spans, mid, target, streamed_out) <= room:
+            lo = mid
         else:
-            best, lo = got, mid
-    return best
+            hi = mid - 1
+    batch = lo
+    while batch > 1:  # fragmentation or larger buffers may still refuse it
+        got = _try(module, seq, target, tile, batch, streamed_out, recompute)
+        if got is not None:
+            return got
+        batch = max(1, batch * 3 // 4)
+    return one
 
 
 def _regions(plan: PhasePlan, peak: int, target: Target) -> list:

@@ -125,7 +125,11 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     from .mode import ModeError, backend_passes, select_mode, split_pipeline
 
     target = resolve_target(module, opts)
-    passes = merge_options(pipeline, opts.pass_options)
+    from .mode import STREAM_BACKEND
+
+    # the streaming back end's options apply only if stream mode is chosen
+    passes = merge_options(pipeline, [s for s in opts.pass_options
+                                      if s.split("{", 1)[0].strip() not in STREAM_BACKEND])
     if opts.stop_after and opts.stop_after not in pipeline:
         raise UsageError(f"--stop-after: pass '{opts.stop_after}' is not in the pipeline "
                         f"({', '.join(pipeline)})")

@@ -186,6 +186,8 @@ def derive_step(module: Module, spec: TrainSpec, frozen: list[str]) -> None:
             if g is not None and i:
                 grads.setdefault(i, []).append(g)
 
+    # inputs a rule gives no gradient (BatchNorm's running statistics) are not trained
+    trained = [p for p in trained if grads.get(p)]
     outputs = [LOSS]
     updates: list[Node] = []
     news: list[str] = []
@@ -215,7 +217,7 @@ def derive_step(module: Module, spec: TrainSpec, frozen: list[str]) -> None:
     module.attrs["train"] = {**spec.to_attrs(), "params": trained, "frozen": n_frozen,
                              "freeze": list(frozen),
                              "output": y, "labels": LABELS,
-                             "unused": len([p for p in params if p not in relevant])}
+                             "unused": len([p for p in params if p not in trained])}
 
 
 def _reserve(module: Module, name: str, like: str) -> None:

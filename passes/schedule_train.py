@@ -199,14 +199,17 @@ def _try(module: Module, seq: list[Slot], target: Target, tile: int, batch: int,
     return Attempt(recompute, batch, seq, plans, peak, total)
 
 
+POLICIES = {"auto": (False, True), "keep": (False,), "recompute": (True,)}
+
+
 def choose(module: Module, fwd: list[Kernel], bwd: list[Kernel], target: Target, tile: int,
-           streamed_out: set[str], micro_batch: int) -> Attempt:
+           streamed_out: set[str], micro_batch: int, policy: str = "auto") -> Attempt:
     """The schedule that trains the most samples per second (see module doc)."""
     best: Attempt | None = None
     why = []
-    for recompute in (False, True):
+    for recompute in POLICIES[policy]:
         seq = sequence(module, fwd, bwd, target, recompute)
-        if recompute and all(s.role != "recompute" for s in seq):
+        if recompute and policy == "auto" and all(s.role != "recompute" for s in seq):
             continue
         got = _largest_batch(module, seq, target, tile, streamed_out, recompute, micro_batch)
         if got is None:
@@ -258,8 +261,9 @@ def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
         p = one.plans[kernel_signature(s.kernel, module)]
         out = np.ceil(_out_bytes(module, s.kernel, streamed_out) / bw)
         sat = max(sat, int(np.ceil(max(p.stream, out) / max(1, p.compute, p.move))))
-    # the most the SRAM holds beside the buffers the phases needed at batch 1
-    room = target.sram_bytes - max(p.sram for p in one.plans.values())
+    # an upper bound from the live activations alone (a phase needs at least
+    # its code and two stream tiles beside them), then the largest that plans
+    room = target.sram_bytes - CODE_BYTES - 2 * tile
     spans = intervals(module, seq, streamed_out)
     lo, hi = 1, min(MAX_MICRO_BATCH, sat)
     while lo < hi:
@@ -268,13 +272,15 @@ def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
             lo = mid
         else:
             hi = mid - 1
-    batch = lo
-    while batch > 1:  # fragmentation or larger buffers may still refuse it
-        got = _try(module, seq, target, tile, batch, streamed_out, recompute)
-        if got is not None:
-            return got
-        batch = max(1, batch * 3 // 4)
-    return one
+    best, lo, hi = one, 1, lo
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        got = _try(module, seq, target, tile, mid, streamed_out, recompute)
+        if got is None:
+            hi = mid - 1
+        else:
+            best, lo = got, mid
+    return best
 
 
 def _regions(plan: PhasePlan, peak: int, target: Target) -> list:
@@ -305,15 +311,17 @@ def _apply(module: Module, k: Kernel, plan: PhasePlan, peak: int, target: Target
     k.sram = _regions(plan, peak, target)
 
 
-def schedule_training(module: Module, target: Target, tile: int, micro_batch: int) -> None:
-    """Plan the training step's phases and store steps (see the module doc)."""
+def schedule_training(module: Module, target: Target, tile: int, micro_batch: int,
+                      policy: str = "auto") -> None:
+    """Plan the training step's phases and store steps (see the module doc);
+    `policy` keep / recompute forces the activation policy."""
     kernels = list(module.kernels())
     fwd, bwd, opt = split_kernels(kernels)
     opt_inputs = {i for k in opt for i in k.inputs if i}
     loss_like = {o for o in module.outputs if not o.startswith(("grad:", "new:"))}
     streamed_out = {o for k in fwd + bwd for o in k.outputs
                     if o in opt_inputs or (o in module.outputs and o not in loss_like)}
-    att = choose(module, fwd, bwd, target, tile, streamed_out, micro_batch)
+    att = choose(module, fwd, bwd, target, tile, streamed_out, micro_batch, policy)
     bw = Fabric.of(target).weight_stream_bytes_per_cycle
     spans = intervals(module, att.seq, streamed_out)
     frees: dict[int, list[str]] = {}

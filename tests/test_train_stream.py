@@ -1,0 +1,108 @@
+"""Weight-streamed training steps: the store's link, the micro-batch, the
+keep / recompute activation policies, and the simulator's proof that the
+schedule's frees and recomputations are right."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from wsec.backends.loader import load_binary
+from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.cli import main
+from wsec.ir.fabric import Fabric
+from wsec.ir.target import get_target
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "train")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+from gen_gpt import make_gpt  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_gpt(tmp_path_factory) -> str:
+    """A GPT of two layers from the benchmark generator (sparse weight file)."""
+    d = tmp_path_factory.mktemp("gpt")
+    path = str(d / "gpt.onnx")
+    make_gpt(path, layers=2, hidden=128, heads=4, ffn=512, vocab=500, seq=32)
+    return path
+
+
+def test_auto_mode_streams_a_model_that_does_not_fit(small_gpt, tmp_path, capsys) -> None:
+    out, rep = tmp_path / "t.bin", tmp_path / "r.json"
+    rc = main([small_gpt, "-o", str(out), "--train", "--grid", "64x64", "--report-json",
+               str(rep)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    report = json.load(open(rep))
+    assert report["mode"] == "stream" and "mode stream" in text
+    tr = report["train"]
+    # per-step and per-phase figures, the micro-batch, tokens per second
+    assert tr["micro_batch"] >= 1 and tr["micro_batch_source"] in ("sram", "compute")
+    assert tr["tokens_per_sample"] == 32
+    assert tr["tokens_per_second"] == pytest.approx(tr["samples_per_second"] * 32)
+    assert tr["step_seconds"] == pytest.approx(tr["step_cycles"] / 1.1e9)
+    assert tr["store_bytes_per_second"] == 150e9
+    assert {"forward", "backward"} <= set(tr["phases_by_role"])
+    for line in ("micro-batch", "step", "weight store", "optimizer"):
+        assert f"  {line}" in text
+    # a weight streams at the store's link, not the (wider) edge I/O
+    bw = Fabric.of(get_target("wse2", (64, 64))).weight_stream_bytes_per_cycle
+    assert bw == pytest.approx(150e9 / 1.1e9)
+    for ph in report["phases"]:
+        assert ph["stream"] == int(np.ceil(ph["weight_bytes"] * ph["passes"] / bw))
+        assert ph["cycles"] == max(ph["compute"], ph["stream"], ph["stream_out"], ph["move"])
+
+
+def test_micro_batch_option_is_honoured(small_gpt, tmp_path) -> None:
+    rep = {}
+    for b in (1, 4):
+        path = tmp_path / f"r{b}.json"
+        assert main([small_gpt, "-o", str(tmp_path / f"t{b}.bin"), "--train", "--mode",
+                     "stream", "--micro-batch", str(b), "-q", "--report-json", str(path)]) == 0
+        rep[b] = json.load(open(path))["train"]
+    assert rep[4]["micro_batch"] == 4 and rep[4]["micro_batch_source"] == "option"
+    # four samples share each weight stream: a sample costs no more than alone
+    per = {b: rep[b]["step_cycles"] / b for b in rep}
+    assert per[4] <= per[1]
+    assert rep[4]["weights_in_bytes_per_step"] == rep[1]["weights_in_bytes_per_step"]
+
+
+def test_bad_micro_batch_is_a_usage_error(small_gpt, tmp_path, capsys) -> None:
+    rc = main([small_gpt, "-o", str(tmp_path / "t.bin"), "--train", "--micro-batch", "0"])
+    assert rc == 2 and "--micro-batch 0" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def recomputed(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("rc")
+    out = str(d / "t.bin")
+    assert main([os.path.join(DATA, "gpt2l.onnx"), "-o", out, "--train", "--mode", "stream",
+                 "-p", "schedule-phases{activations=recompute}", "-q"]) == 0
+    return out
+
+
+def test_recomputed_schedule_computes_the_step(recomputed, capsys) -> None:
+    p = load_binary(recomputed)
+    phases = p.info["phases"]
+    again = [ph for ph in phases if ph["role"] == "recompute"]
+    assert again and p.info["attrs"]["train_schedule"]["policy"] == "recompute"
+    fwd = {ph["kernel"] for ph in phases if ph["role"] == "forward"}
+    assert {ph["kernel"] for ph in again} <= fwd
+    rc = main(["run", recomputed, "--check", os.path.join(DATA, "gpt2l.onnx")])
+    assert rc == 0 and "FAIL" not in capsys.readouterr().out
+
+
+def test_simulator_refuses_a_value_freed_too_early(recomputed) -> None:
+    p = load_binary(recomputed)
+    phases = p.info["phases"]
+    # free the first forward activation a backward phase reads right after it is made
+    bwd_reads = {i for ph in phases if ph["role"] == "backward"
+                 for i in p.kernels[ph["kernel"]].inputs}
+    pos, value = next((i, o) for i, ph in enumerate(phases) if ph["role"] == "forward"
+                      for o in p.kernels[ph["kernel"]].outputs if o in bwd_reads)
+    phases[pos]["free"] = sorted(set(phases[pos]["free"]) | {value})
+    with pytest.raises(SimError, match=rf"needs %{value}, which no earlier phase left in SRAM"):
+        simulate(p, random_inputs(p))

@@ -3,8 +3,9 @@
 One place defines how to differentiate each op, as `wsec.ir.opsem` is the
 one place that defines what it computes: the autodiff pass, export-train
 and the tests all go through `vjp`. The rules live in vjp_core
-(element-wise, shape, reductions) and vjp_nn (products, convolution,
-pooling, softmax, normalisation), registered into vjp_base's table.
+(element-wise, shape, reductions), vjp_nn (products, convolution,
+softmax, normalisation) and vjp_pool (pooling), registered into vjp_base's
+table.
 
 `TRAINING_FORMS` rewrites ops whose training-step forward differs from
 inference before differentiation: BatchNormalization normalises with the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import vjp_core, vjp_nn  # noqa: F401  (they register the rules)
+from . import vjp_core, vjp_nn, vjp_pool  # noqa: F401  (they register the rules)
 from .graph import Node
 from .vjp_base import VJPS, Emitter, GradError, Namer, unsupported
 from .vjp_nn import batchnorm_training_form

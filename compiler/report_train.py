@@ -24,6 +24,8 @@ from wsec.ir.training import forward_node_of, role_of_kernel
 from wsec.ir.types import DTYPES
 
 BOUNDS = ("compute", "stream", "stream_out", "move")
+POLICY_WORDS = {"keep": "kept", "recompute": "recomputed where cheaper than kept",
+                "checkpoint": "kept at layer boundaries, layers recomputed"}
 BOUND_WORDS = {"compute": "compute", "stream": "weights in", "stream_out": "gradients out",
                "move": "activation movement"}
 
@@ -166,7 +168,7 @@ def train_summary(report: dict[str, Any]) -> list[str]:
     lines += [
         f"  micro-batch    {tr['micro_batch']} sample{'s' if tr['micro_batch'] > 1 else ''} "
         f"per phase ({src}; activations "
-        f"{'recomputed where cheaper' if tr['policy'] == 'recompute' else 'kept'})",
+        f"{POLICY_WORDS.get(tr['policy'], tr['policy'])})",
         f"  step           {tr['step_cycles']:,} cycles = {tr['step_seconds']:.4g} s per "
         f"micro-batch at {t['clock_hz'] / 1e9:g} GHz: {rate}",
         f"  phases         {counts}; "

@@ -281,12 +281,12 @@ class SchedulePhases(Pass):
     ensures = ("sized", "placed", "allocated", "scheduled")
     tile_bytes: int = 1024
     micro_batch: int = 0  # training: samples per phase (0: the most the SRAM holds)
-    activations: str = "auto"  # training: keep | recompute | auto (the faster)
+    activations: str = "auto"  # training: keep | recompute | checkpoint | auto (the fastest)
 
     def __post_init__(self) -> None:
         check_range(self, "tile_bytes", 1)
         check_range(self, "micro_batch", 0)
-        check_choice(self, "activations", ("auto", "keep", "recompute"))
+        check_choice(self, "activations", ("auto", "keep", "recompute", "checkpoint"))
 
     def run(self, module: Module, ctx: PassContext) -> None:
         target = ctx.target

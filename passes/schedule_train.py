@@ -11,11 +11,14 @@ How one wafer trains a model whose weights it cannot hold:
 - a phase processes a micro-batch of B samples per weight stream:
   phase time = max(B x compute, weights in, gradients out, B x activation
   movement), all over the store's link (Target.store_bytes_per_second);
-- activations stay on the wafer between phases, B samples' worth. Two
-  policies: keep every forward activation the backward pass reads, or keep
+- activations stay on the wafer between phases, B samples' worth. Three
+  policies: keep every forward activation the backward pass reads; keep
   only the outputs of kernels whose weights cost more to re-stream than
   their outputs cost to keep, and recompute the rest (re-running those
-  forward kernels just before the backward phase that needs them);
+  forward kernels just before the backward phase that needs them); or keep
+  only the layer boundaries (values a forward kernel SKIP or more kernels
+  later reads: residual streams) and recompute each layer, weights streamed
+  a third time, before its backward phases;
 - B is the largest micro-batch whose live activations (summed over the
   phase sequence, then checked by a first-fit allocation) leave every phase
   room for its buffers, capped where every phase turns compute-bound
@@ -87,16 +90,38 @@ def _item(target: Target) -> int:
     return DTYPES[target.dtype].itemsize
 
 
+SKIP = 4  # a value read this many forward kernels later is a checkpoint (a residual)
+
+
+def checkpoints(module: Module, fwd: list[Kernel]) -> set[str]:
+    """Forward values with a forward reader at least SKIP kernels later: the
+    residual streams of transformers and ResNets, the layer boundaries from
+    which one layer at a time can be recomputed."""
+    pos = {k.name: i for i, k in enumerate(fwd)}
+    last: dict[str, int] = {}
+    for i, k in enumerate(fwd):
+        for v in _acts(module, k):
+            last[v] = max(last.get(v, -1), i)
+    return {o for k in fwd for o in k.outputs if last.get(o, -1) - pos[k.name] >= SKIP}
+
+
 def sequence(module: Module, fwd: list[Kernel], bwd: list[Kernel], target: Target,
-             recompute: bool) -> list[Slot]:
+             policy: str) -> list[Slot]:
     """Forward phases, then backward phases with recomputations inserted
-    before the first backward phase that reads a value not kept."""
+    before the first backward phase that reads a value not kept. Kept:
+    everything (`keep`), the outputs of kernels whose weights cost more to
+    re-stream than their outputs to keep (`recompute`), or only the layer
+    boundaries (`checkpoint`: a layer is recomputed, weights and all, just
+    before its backward phases)."""
     seq = [Slot(k, "forward") for k in fwd]
-    if not recompute:
+    if policy == "keep":
         return seq + [Slot(k, "backward") for k in bwd]
     producer = {o: k for k in fwd for o in k.outputs}
-    avail = set(module.inputs) | {o for k in fwd if not cheap(module, k, target)
-                                  for o in k.outputs}
+    avail = set(module.inputs)
+    if policy == "checkpoint":
+        avail |= checkpoints(module, fwd)
+    else:
+        avail |= {o for k in fwd if not cheap(module, k, target) for o in k.outputs}
 
     def ensure(v: str) -> None:
         if v in avail or v not in producer:
@@ -161,7 +186,7 @@ def first_fit(module: Module, spans: list[tuple[str, int, int]], batch: int, tar
 
 @dataclass
 class Attempt:
-    recompute: bool
+    policy: str
     batch: int
     seq: list[Slot]
     plans: dict[str, PhasePlan]
@@ -178,7 +203,7 @@ def phase_cycles(plan: PhasePlan, batch: int, out_cycles: int) -> int:
 
 
 def _try(module: Module, seq: list[Slot], target: Target, tile: int, batch: int,
-         streamed_out: set[str], recompute: bool) -> Attempt | None:
+         streamed_out: set[str], policy: str) -> Attempt | None:
     spans = intervals(module, seq, streamed_out)
     peak = first_fit(module, spans, batch, target, streamed_out)
     budget = target.sram_bytes - peak
@@ -196,10 +221,11 @@ def _try(module: Module, seq: list[Slot], target: Target, tile: int, batch: int,
                 return None
         out = int(np.ceil(_out_bytes(module, s.kernel, streamed_out) / bw))
         total += phase_cycles(plans[sig], batch, out)
-    return Attempt(recompute, batch, seq, plans, peak, total)
+    return Attempt(policy, batch, seq, plans, peak, total)
 
 
-POLICIES = {"auto": (False, True), "keep": (False,), "recompute": (True,)}
+POLICIES = {"auto": ("keep", "recompute", "checkpoint"), "keep": ("keep",),
+            "recompute": ("recompute",), "checkpoint": ("checkpoint",)}
 
 
 def choose(module: Module, fwd: list[Kernel], bwd: list[Kernel], target: Target, tile: int,
@@ -207,14 +233,17 @@ def choose(module: Module, fwd: list[Kernel], bwd: list[Kernel], target: Target,
     """The schedule that trains the most samples per second (see module doc)."""
     best: Attempt | None = None
     why = []
-    for recompute in POLICIES[policy]:
-        seq = sequence(module, fwd, bwd, target, recompute)
-        if recompute and policy == "auto" and all(s.role != "recompute" for s in seq):
-            continue
-        got = _largest_batch(module, seq, target, tile, streamed_out, recompute, micro_batch)
+    seen: list[list[str]] = []
+    for pol in POLICIES[policy]:
+        seq = sequence(module, fwd, bwd, target, pol)
+        sig = [f"{s.kernel.name}:{s.role}" for s in seq]
+        if policy == "auto" and sig in seen:
+            continue  # the same schedule as a policy tried already
+        seen.append(sig)
+        got = _largest_batch(module, seq, target, tile, streamed_out, pol, micro_batch)
         if got is None:
             spans = intervals(module, seq, streamed_out)
-            why.append(f"{'recomputing' if recompute else 'keeping'} activations needs "
+            why.append(f"policy {pol} needs "
                        f"{first_fit(module, spans, max(1, micro_batch), target, streamed_out):,}"
                        f" B per PE")
             continue
@@ -248,10 +277,10 @@ def live_peak(module: Module, spans: list[tuple[str, int, int]], batch: int, tar
 
 
 def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
-                   streamed_out: set[str], recompute: bool, fixed: int) -> Attempt | None:
+                   streamed_out: set[str], policy: str, fixed: int) -> Attempt | None:
     if fixed:
-        return _try(module, seq, target, tile, fixed, streamed_out, recompute)
-    one = _try(module, seq, target, tile, 1, streamed_out, recompute)
+        return _try(module, seq, target, tile, fixed, streamed_out, policy)
+    one = _try(module, seq, target, tile, 1, streamed_out, policy)
     if one is None:
         return None
     # beyond this every phase is compute-bound: a larger batch gains nothing
@@ -275,7 +304,7 @@ def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
     best, lo, hi = one, 1, lo
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        got = _try(module, seq, target, tile, mid, streamed_out, recompute)
+        got = _try(module, seq, target, tile, mid, streamed_out, policy)
         if got is None:
             hi = mid - 1
         else:
@@ -314,7 +343,7 @@ def _apply(module: Module, k: Kernel, plan: PhasePlan, peak: int, target: Target
 def schedule_training(module: Module, target: Target, tile: int, micro_batch: int,
                       policy: str = "auto") -> None:
     """Plan the training step's phases and store steps (see the module doc);
-    `policy` keep / recompute forces the activation policy."""
+    `policy` keep / recompute / checkpoint forces the activation policy."""
     kernels = list(module.kernels())
     fwd, bwd, opt = split_kernels(kernels)
     opt_inputs = {i for k in opt for i in k.inputs if i}
@@ -361,7 +390,7 @@ def schedule_training(module: Module, target: Target, tile: int, micro_batch: in
         mode="stream", phases=phases, store_steps=steps, micro_batch=att.batch,
         delta_t=int(step), activation_bytes_per_pe=int(att.peak),
         phase_plans=len(att.plans),
-        train_schedule={"policy": "recompute" if att.recompute else "keep",
+        train_schedule={"policy": att.policy,
                         "micro_batch": att.batch, "micro_batch_source": source,
                         "step_cycles": int(step),
                         "recomputed_phases": sum(1 for p in phases if p["role"] == "recompute"),

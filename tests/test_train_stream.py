@@ -75,23 +75,31 @@ def test_bad_micro_batch_is_a_usage_error(small_gpt, tmp_path, capsys) -> None:
     assert rc == 2 and "--micro-batch 0" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def recomputed(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("rc")
-    out = str(d / "t.bin")
+def _compile(tmp: str, policy: str) -> str:
+    out = os.path.join(tmp, f"{policy}.bin")
     assert main([os.path.join(DATA, "gpt2l.onnx"), "-o", out, "--train", "--mode", "stream",
-                 "-p", "schedule-phases{activations=recompute}", "-q"]) == 0
+                 "-p", f"schedule-phases{{activations={policy}}}", "-q"]) == 0
     return out
 
 
-def test_recomputed_schedule_computes_the_step(recomputed, capsys) -> None:
-    p = load_binary(recomputed)
+@pytest.fixture(scope="module")
+def recomputed(tmp_path_factory) -> str:
+    return _compile(str(tmp_path_factory.mktemp("rc")), "recompute")
+
+
+@pytest.mark.parametrize("policy", ["recompute", "checkpoint"])
+def test_recomputed_schedule_computes_the_step(policy, recomputed, tmp_path, capsys) -> None:
+    binary = recomputed if policy == "recompute" else _compile(str(tmp_path), policy)
+    p = load_binary(binary)
     phases = p.info["phases"]
     again = [ph for ph in phases if ph["role"] == "recompute"]
-    assert again and p.info["attrs"]["train_schedule"]["policy"] == "recompute"
+    assert again and p.info["attrs"]["train_schedule"]["policy"] == policy
     fwd = {ph["kernel"] for ph in phases if ph["role"] == "forward"}
     assert {ph["kernel"] for ph in again} <= fwd
-    rc = main(["run", recomputed, "--check", os.path.join(DATA, "gpt2l.onnx")])
+    if policy == "checkpoint":  # whole layers again: matmuls with weights too
+        assert any(p.kernels[ph["kernel"]].kind == "matmul" and p.kernels[ph["kernel"]].weights
+                   for ph in again)
+    rc = main(["run", binary, "--check", os.path.join(DATA, "gpt2l.onnx")])
     assert rc == 0 and "FAIL" not in capsys.readouterr().out
 
 

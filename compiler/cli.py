@@ -277,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {"ops": cmd_ops, "inspect": cmd_inspect, "opt": cmd_opt,
                 "run": lambda argv, out: cmd_run(argv, out, _Parser),
-                "export-train": lambda argv, out: cmd_export_train(argv, out, _Parser),
+                "export-train": lambda argv, out: cmd_export_train(argv, out, _Parser,
+                                                                   _input_shape),
                 "score": lambda argv, out: _cmd_score(argv, out)}
     try:
         if args and args[0] in handlers:

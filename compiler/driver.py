@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from wsec.ir.errors import UsageError, WsecError
 from wsec.ir.graph import Module
 from wsec.ir.target import Target, get_target
+from wsec.ir.training import is_training
 from wsec.passes import DEFAULT_PIPELINE, TRAIN_PIPELINE, LayoutInfeasible, Pass, PassContext
 from wsec.passes.manager import PassManager, merge_options
 
@@ -125,11 +126,12 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     from .mode import ModeError, backend_passes, select_mode, split_pipeline
 
     target = resolve_target(module, opts)
-    from .mode import STREAM_BACKEND
+    from .mode import STREAM_BACKEND, TRAIN_STREAM_BACKEND
 
     # the streaming back end's options apply only if stream mode is chosen
+    stream_only = STREAM_BACKEND + TRAIN_STREAM_BACKEND
     passes = merge_options(pipeline, [s for s in opts.pass_options
-                                      if s.split("{", 1)[0].strip() not in STREAM_BACKEND])
+                                      if s.split("{", 1)[0].strip() not in stream_only])
     if opts.stop_after and opts.stop_after not in pipeline:
         raise UsageError(f"--stop-after: pass '{opts.stop_after}' is not in the pipeline "
                         f"({', '.join(pipeline)})")
@@ -160,7 +162,7 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
         back_specs = back_names
     else:
         try:
-            back_specs = list(backend_passes(mode))
+            back_specs = list(backend_passes(mode, is_training(module.attrs)))
         except ModeError as e:
             raise ModeError(f"{module.attrs.get('mode_reason', mode)}; but {e}") from None
     if opts.stop_after in back_names and opts.stop_after not in back_specs:
@@ -185,7 +187,7 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
         module.attrs["mode"] = "stream"
         module.attrs["mode_reason"] = (f"stream (auto): the pipeline layout failed ({reason}); "
                                        f"streaming the weights instead")
-        stream_specs = list(backend_passes("stream"))
+        stream_specs = list(backend_passes("stream", is_training(module.attrs)))
         stream = _pending(merge_options(stream_specs, _back_overrides(opts, stream_specs)),
                           module)
         pm3 = _manager(stream, opts, emit_ir)
@@ -199,9 +201,9 @@ def _back_overrides(opts: CompileOptions, back_specs: Sequence[str]) -> list[str
     """The -p options for the back end's passes, plus --micro-batch for the
     streaming schedule."""
     out = [s for s in opts.pass_options if s.split("{", 1)[0].strip() in back_specs]
-    if opts.micro_batch is not None and "schedule-phases" in back_specs and not any(
-            s.split("{", 1)[0].strip() == "schedule-phases" for s in out):
-        out.append(f"schedule-phases{{micro_batch={int(opts.micro_batch)}}}")
+    if opts.micro_batch is not None and "schedule-train" in back_specs and not any(
+            s.split("{", 1)[0].strip() == "schedule-train" for s in out):
+        out.append(f"schedule-train{{micro_batch={int(opts.micro_batch)}}}")
     return out
 
 

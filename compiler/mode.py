@@ -36,6 +36,7 @@ MODES = ("auto", "pipeline", "stream")
 FRONT_END = ("canonicalize", "form-kernels")  # shared by both modes; mode chosen after
 PIPELINE_BACKEND = tuple(p for p in DEFAULT_PIPELINE if p not in FRONT_END)
 STREAM_BACKEND = ("schedule-phases",)  # registered by the streaming back end
+TRAIN_STREAM_BACKEND = ("schedule-train",)  # a training step's streaming schedule
 
 
 class ModeError(LayoutInfeasible):
@@ -148,10 +149,11 @@ def select_mode(module: Module, target: Target, requested: str = "auto",
     return ModeDecision(mode, requested, needed, avail, reason, bad)
 
 
-def backend_passes(mode: str) -> tuple[str, ...]:
+def backend_passes(mode: str, training: bool = False) -> tuple[str, ...]:
     """The registered passes that follow the front end in `mode`; a ModeError
     when the mode's back end is not part of this build."""
-    passes = PIPELINE_BACKEND if mode == "pipeline" else STREAM_BACKEND
+    passes = PIPELINE_BACKEND if mode == "pipeline" else (
+        TRAIN_STREAM_BACKEND if training else STREAM_BACKEND)
     missing = [p for p in passes if p not in REGISTRY]
     if missing:
         raise ModeError(f"{mode} mode needs pass(es) {', '.join(missing)}, which this build of "

@@ -126,8 +126,10 @@ def reference_step(model: str, train: dict[str, Any], input_shapes: dict[str, li
 
 
 def cmd_export_train(argv: Sequence[str], out: Callable[[str], None],
-                     parser_cls: type[argparse.ArgumentParser]) -> int:
-    from .cli import _input_shape
+                     parser_cls: type[argparse.ArgumentParser],
+                     input_shape: Callable[[str], tuple[str, list[int]]]) -> int:
+    """`wsec export-train` (the CLI passes its parser class and its
+    --input-shape parser, so the two commands read options alike)."""
     from .export_onnx import save_onnx
 
     p = parser_cls(prog="wsec export-train",
@@ -136,7 +138,7 @@ def cmd_export_train(argv: Sequence[str], out: Callable[[str], None],
                                "'grad:<initializer>', 'new:<initializer>'.")
     p.add_argument("model", help="the forward model (.onnx)")
     p.add_argument("-o", "--output", required=True, metavar="STEP.onnx")
-    p.add_argument("--input-shape", action="append", type=_input_shape, default=[],
+    p.add_argument("--input-shape", action="append", type=input_shape, default=[],
                    metavar="NAME=D0,D1,..", help="fix an input's symbolic dimensions")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     add_train_args(p, with_flag=False)

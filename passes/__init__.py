@@ -17,11 +17,13 @@ REGISTRY: dict[str, str] = {
     "allocate": "allocate:Allocate",
     # weight-streaming back end (run instead of size..allocate in stream mode)
     "schedule-phases": "schedule_phases:SchedulePhases",
+    # the same for a training step (forward, backward, the optimizer off the wafer)
+    "schedule-train": "schedule_train:ScheduleTrain",
     # training (`--train`): derives the training step before canonicalize
     "autodiff": "autodiff:Autodiff",
 }
 
-STREAM_ONLY = ("schedule-phases",)
+STREAM_ONLY = ("schedule-phases", "schedule-train")
 TRAIN_ONLY = ("autodiff",)
 DEFAULT_PIPELINE: tuple[str, ...] = tuple(p for p in REGISTRY
                                           if p not in STREAM_ONLY + TRAIN_ONLY)

@@ -65,7 +65,7 @@ from wsec.ir.training import is_training
 from wsec.ir.types import DTYPES
 
 from .allocate import largest_shard
-from .base import LayoutInfeasible, Pass, PassContext, PassError, check_choice, check_range
+from .base import LayoutInfeasible, Pass, PassContext, PassError, check_range
 
 ALIGN = 16
 
@@ -280,22 +280,15 @@ class SchedulePhases(Pass):
     requires = ("kernels",)
     ensures = ("sized", "placed", "allocated", "scheduled")
     tile_bytes: int = 1024
-    micro_batch: int = 0  # training: samples per phase (0: the most the SRAM holds)
-    activations: str = "auto"  # training: keep | recompute | checkpoint | auto (the fastest)
 
     def __post_init__(self) -> None:
         check_range(self, "tile_bytes", 1)
-        check_range(self, "micro_batch", 0)
-        check_choice(self, "activations", ("auto", "keep", "recompute", "checkpoint"))
 
     def run(self, module: Module, ctx: PassContext) -> None:
         target = ctx.target
-        if is_training(module.attrs):  # forward, backward, optimizer off the wafer
-            from .schedule_train import schedule_training
-
-            schedule_training(module, target, self.tile_bytes, int(self.micro_batch),
-                              str(self.activations))
-            return
+        if is_training(module.attrs):
+            raise PassError("schedule-phases: the module is a training step; run "
+                            "schedule-train instead")
         kernels = list(module.kernels())
         _, peak = allocate_activations(module, kernels, target)
         budget = target.sram_bytes - peak

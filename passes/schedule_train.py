@@ -1,5 +1,5 @@
-"""The weight-streaming schedule of a training step (schedule-phases on a
-module the autodiff pass derived).
+"""schedule-train: the weight-streaming schedule of a training step (the
+module the autodiff pass derived), instead of schedule-phases.
 
 How one wafer trains a model whose weights it cannot hold:
 - forward phases, then backward phases, one kernel each over the whole
@@ -38,9 +38,9 @@ from wsec.ir.graph import Kernel, Module
 from wsec.ir.library_common import CODE_BYTES
 from wsec.ir.repeats import kernel_signature
 from wsec.ir.target import Target
-from wsec.ir.training import role_of_kernel
+from wsec.ir.training import is_training, role_of_kernel
 
-from .base import LayoutInfeasible
+from .base import LayoutInfeasible, Pass, PassContext, PassError, check_choice, check_range
 from .schedule_phases import ALIGN, PhasePlan, plan_phase, weight_bytes
 
 MAX_MICRO_BATCH = 4096
@@ -397,3 +397,28 @@ def schedule_training(module: Module, target: Target, tile: int, micro_batch: in
                         "store_bytes_per_cycle": round(bw, 3)})
     module.attrs.setdefault("mode_reason", "stream (forced by running schedule-phases)")
     module.properties.discard("routed")
+
+
+@dataclass(frozen=True)
+class ScheduleTrain(Pass):
+    """Weight streaming of a training step: forward, backward and recompute
+    phases over the whole grid, the optimizer as store steps off the wafer."""
+
+    name = "schedule-train"
+    requires = ("kernels",)
+    ensures = ("sized", "placed", "allocated", "scheduled")
+    tile_bytes: int = 1024
+    micro_batch: int = 0  # samples per phase (0: the most the SRAM holds)
+    activations: str = "auto"  # keep | recompute | checkpoint | auto (the fastest)
+
+    def __post_init__(self) -> None:
+        check_range(self, "tile_bytes", 1)
+        check_range(self, "micro_batch", 0)
+        check_choice(self, "activations", ("auto",) + tuple(POLICIES["auto"]))
+
+    def run(self, module: Module, ctx: PassContext) -> None:
+        if not is_training(module.attrs):
+            raise PassError("schedule-train: the module is no training step (compile with "
+                            "--train); run schedule-phases for inference")
+        schedule_training(module, ctx.target, int(self.tile_bytes), int(self.micro_batch),
+                          str(self.activations))

@@ -78,7 +78,7 @@ def test_bad_micro_batch_is_a_usage_error(small_gpt, tmp_path, capsys) -> None:
 def _compile(tmp: str, policy: str) -> str:
     out = os.path.join(tmp, f"{policy}.bin")
     assert main([os.path.join(DATA, "gpt2l.onnx"), "-o", out, "--train", "--mode", "stream",
-                 "-p", f"schedule-phases{{activations={policy}}}", "-q"]) == 0
+                 "-p", f"schedule-train{{activations={policy}}}", "-q"]) == 0
     return out
 
 

@@ -75,9 +75,10 @@ def fold_shape_chains(model: onnx.ModelProto,
                       rounds: int = 64) -> onnx.ModelProto:
     """Return `model` (inferred) with its constant shape sub-graphs folded to initializers.
 
-    Ops reading a float initializer (a parameter) are left alone: they are
-    no shape arithmetic, canonicalize folds them anyway, and a training
-    step must still see the parameter they read (a transposed weight)."""
+    Ops wsec supports that read a float initializer (a parameter) are left
+    alone: they are no shape arithmetic, canonicalize folds them anyway, and
+    a training step must still see the parameter they read (a transposed
+    weight). Ops without a kernel fold whatever they read."""
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
               onnx.TensorProto.BFLOAT16)
     params = {t.name for t in model.graph.initializer if t.data_type in floats}
@@ -100,7 +101,7 @@ def _fold_once(model: onnx.ModelProto,
     keep: list[onnx.NodeProto] = []
     folded: list[onnx.TensorProto] = []
     for i, n in enumerate(g.node):
-        if params.intersection(n.input):
+        if params.intersection(n.input) and n.op_type in SUPPORTED_OPS:
             keep.append(n)
             continue
         arrays = _try_fold(n, i, shapes, consts, attrs_of)

@@ -151,7 +151,7 @@ def train_summary(report: dict[str, Any]) -> list[str]:
         parts = [f"{name} {ro[r]['kernels']} kernels on {ro[r]['pes']:,} PEs"
                  for r, name in (("forward", "forward"), ("dgrad", "input-grad"),
                                  ("wgrad", "weight-grad"), ("update", "update")) if r in ro]
-        lines.append(f"  kernels        {'; '.join(parts)}; all sized to one bottleneck time")
+        lines.append(f"  roles          {'; '.join(parts)}; all sized to one bottleneck time")
         lines.append(f"  stash          {tr['stash_bytes_per_sample']:,} B/sample of forward "
                      f"activations held for the backward pass"
                      + (f" (most in {tr['stash_kernel']})" if tr["stash_kernel"] else ""))

@@ -116,8 +116,8 @@ def compile_parser() -> argparse.ArgumentParser:
 
     add_train_args(p, with_flag=True)
     p.add_argument("--micro-batch", type=int, metavar="N",
-                   help="stream mode: samples per phase, amortising the weight stream "
-                        "(default: the most the SRAM holds for the kept activations)")
+                   help="--train in stream mode: samples per phase, amortising the weight "
+                        "stream (default: the most the SRAM holds for the kept activations)")
     return p
 
 
@@ -136,6 +136,9 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
         raise UsageError("no output file: give -o OUT.bin (or --stop-after=PASS to print IR)")
     if a.micro_batch is not None and a.micro_batch < 1:
         raise UsageError(f"--micro-batch {a.micro_batch}: give a number of samples >= 1")
+    if a.micro_batch is not None and not a.train:
+        raise UsageError("--micro-batch sets the samples per phase of a training step in stream "
+                         "mode; add --train")
     train = None
     if a.train:
         from .train import train_options

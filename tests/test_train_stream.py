@@ -73,6 +73,8 @@ def test_micro_batch_option_is_honoured(small_gpt, tmp_path) -> None:
 def test_bad_micro_batch_is_a_usage_error(small_gpt, tmp_path, capsys) -> None:
     rc = main([small_gpt, "-o", str(tmp_path / "t.bin"), "--train", "--micro-batch", "0"])
     assert rc == 2 and "--micro-batch 0" in capsys.readouterr().err
+    rc = main([small_gpt, "-o", str(tmp_path / "t.bin"), "--micro-batch", "4"])
+    assert rc == 2 and "add --train" in capsys.readouterr().err
 
 
 def _compile(tmp: str, policy: str) -> str:

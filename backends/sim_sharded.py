@@ -31,6 +31,7 @@ from wsec.ir.opsem import pads, windows
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
 from .sim_pe import Env
+from .sim_wgrad import conv_wgrad
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -184,5 +185,5 @@ def _bias(env: Env, name: str, N: int, nb: int, kx: int, ky: int, node: Node) ->
 
 
 SHARDED: dict[str, Callable[[Env, Node, dict[str, int]], bool]] = {
-    "conv": conv, "matmul": matmul,
+    "conv": conv, "matmul": matmul, "conv_wgrad": conv_wgrad,
 }

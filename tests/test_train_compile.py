@@ -129,3 +129,16 @@ def test_stream_runs_forward_then_backward_with_the_optimizer_off_wafer(compiled
     assert tr["gradients_out_bytes_per_step"] > 0
     for ph in p.info["phases"]:
         assert ph["cycles"] == max(ph["compute"], ph["stream"], ph["stream_out"], ph["move"])
+
+
+def test_weight_gradient_kernels_run_sharded_by_row_group(compiled) -> None:
+    from wsec.backends.sim import random_inputs, simulate
+
+    binary, _ = compiled[("cnn", "pipeline")]
+    p = load_binary(binary)
+    res = simulate(p, random_inputs(p))
+    wg = [k for k in p.kernels if k.kind == "conv_wgrad"]
+    assert wg and any(int(k.knobs["s"]) > 1 for k in wg)
+    for k in wg:  # every PE of the rectangle took part in its row group
+        uw, uh = k.unrotated_shape
+        assert res.kernel_stats[k.name]["sharded_pes"] == uw * uh

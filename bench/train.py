@@ -62,6 +62,7 @@ def with_weights(src: pathlib.Path, dst: str) -> str:
             keep.append(n)
     del m.graph.node[:]
     m.graph.node.extend(keep)
+    m.ir_version = max(m.ir_version, 4)  # initializers that are no graph inputs
     onnx.save(m, dst)
     return dst
 

@@ -203,12 +203,14 @@ def phase_cycles(plan: PhasePlan, batch: int, out_cycles: int) -> int:
 
 
 def _try(module: Module, seq: list[Slot], target: Target, tile: int, batch: int,
-         streamed_out: set[str], policy: str) -> Attempt | None:
+         streamed_out: set[str], policy: str) -> Attempt | str:
+    """The schedule at this micro-batch, or why it does not fit."""
     spans = intervals(module, seq, streamed_out)
     peak = first_fit(module, spans, batch, target, streamed_out)
     budget = target.sram_bytes - peak
     if budget < CODE_BYTES:
-        return None
+        return (f"the live activations need {peak:,} B per PE, leaving less than a phase's "
+                f"{CODE_BYTES} B of code")
     plans: dict[str, PhasePlan] = {}
     bw = Fabric.of(target).weight_stream_bytes_per_cycle
     total = 0
@@ -217,8 +219,9 @@ def _try(module: Module, seq: list[Slot], target: Target, tile: int, batch: int,
         if sig not in plans:
             try:
                 plans[sig] = plan_phase(module, s.kernel, target, budget, tile, batch)
-            except LayoutInfeasible:
-                return None
+            except LayoutInfeasible as e:
+                return (f"the live activations need {peak:,} B per PE, and then "
+                        f"{str(e).splitlines()[0]}")
         out = int(np.ceil(_out_bytes(module, s.kernel, streamed_out) / bw))
         total += phase_cycles(plans[sig], batch, out)
     return Attempt(policy, batch, seq, plans, peak, total)
@@ -241,18 +244,15 @@ def choose(module: Module, fwd: list[Kernel], bwd: list[Kernel], target: Target,
             continue  # the same schedule as a policy tried already
         seen.append(sig)
         got = _largest_batch(module, seq, target, tile, streamed_out, pol, micro_batch)
-        if got is None:
-            spans = intervals(module, seq, streamed_out)
-            why.append(f"policy {pol} needs "
-                       f"{first_fit(module, spans, max(1, micro_batch), target, streamed_out):,}"
-                       f" B per PE")
+        if isinstance(got, str):
+            why.append(f"policy {pol}: {got}")
             continue
         if best is None or got.step_cycles * best.batch < best.step_cycles * got.batch:
             best = got
     if best is None:
         what = f"a micro-batch of {micro_batch}" if micro_batch else "one sample"
-        raise LayoutInfeasible(f"stream mode (training): the activations of {what} do not fit "
-                               f"beside the phases' buffers in a PE's {target.sram_bytes} B "
+        raise LayoutInfeasible(f"stream mode (training): {what} does not fit a PE's "
+                               f"{target.sram_bytes} B under any activation policy "
                                f"({'; '.join(why)}); use a larger target, a shorter sequence "
                                f"or a smaller batch")
     return best
@@ -277,12 +277,12 @@ def live_peak(module: Module, spans: list[tuple[str, int, int]], batch: int, tar
 
 
 def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
-                   streamed_out: set[str], policy: str, fixed: int) -> Attempt | None:
+                   streamed_out: set[str], policy: str, fixed: int) -> Attempt | str:
     if fixed:
         return _try(module, seq, target, tile, fixed, streamed_out, policy)
     one = _try(module, seq, target, tile, 1, streamed_out, policy)
-    if one is None:
-        return None
+    if isinstance(one, str):
+        return one
     # beyond this every phase is compute-bound: a larger batch gains nothing
     sat = 1
     bw = Fabric.of(target).weight_stream_bytes_per_cycle
@@ -305,7 +305,7 @@ def _largest_batch(module: Module, seq: list[Slot], target: Target, tile: int,
     while lo < hi:
         mid = (lo + hi + 1) // 2
         got = _try(module, seq, target, tile, mid, streamed_out, policy)
-        if got is None:
+        if isinstance(got, str):
             hi = mid - 1
         else:
             best, lo = got, mid

@@ -116,3 +116,13 @@ def test_simulator_refuses_a_value_freed_too_early(recomputed) -> None:
     phases[pos]["free"] = sorted(set(phases[pos]["free"]) | {value})
     with pytest.raises(SimError, match=rf"needs %{value}, which no earlier phase left in SRAM"):
         simulate(p, random_inputs(p))
+
+
+def test_a_step_that_fits_no_policy_says_why(small_gpt, tmp_path, capsys) -> None:
+    rc = main([small_gpt, "-o", str(tmp_path / "t.bin"), "--train", "--mode", "stream",
+               "--grid", "2x2"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err and not (tmp_path / "t.bin").exists()
+    assert "one sample does not fit a PE's 49152 B under any activation policy" in err
+    for policy in ("keep", "recompute", "checkpoint"):
+        assert f"policy {policy}: the live activations need" in err

@@ -112,6 +112,8 @@ def stream_tables(module: Module, kernels: list[Kernel], weight_names: list[list
                     fps[key] = fingerprint(path, c.offset, c.length)
                 d.update(source="file", file=_file_name(path, out_dir), offset=int(c.offset),
                          length=int(c.length), fingerprint=fps[key])
+                if c.perm is not None:  # the file stores it transposed (a folded Transpose)
+                    d["perm"] = list(c.perm)
             elif c.is_splat:
                 d.update(source="blob", blob=blobs.splat(v.type.dtype, v.type.numel,
                                                          c.value))  # type: ignore[attr-defined]
@@ -219,6 +221,11 @@ def check_streams(p: Program) -> None:
                 raise StreamError(f"{where}: the descriptor streams {d['length']} bytes at "
                                   f"offset {d['offset']} but {ty} needs {want}")
             str(d["file"]), str(d["fingerprint"])
+            perm = d.get("perm")
+            if perm is not None and (not isinstance(perm, list) or sorted(
+                    int(a) for a in perm) != list(range(len(d["shape"])))):
+                raise StreamError(f"{where}: the descriptor's perm {perm} is no permutation "
+                                  f"of the {len(d['shape'])} axes of {ty}")
         else:
             raise StreamError(f"{where}: unknown stream source '{d['source']}'")
     for ki, k in enumerate(p.kernels):
@@ -271,8 +278,10 @@ def stream_weight(p: Program, d: dict[str, Any]) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     if n == 0:
         return np.zeros(shape, dt)
+    perm = [int(a) for a in d.get("perm") or range(len(shape))]
+    stored = tuple(shape[int(i)] for i in np.argsort(perm))  # the file's row-major layout
     arr = np.memmap(resolve(p, d), dtype=dt.newbyteorder("<"), mode="r",
-                    offset=int(d["offset"]), shape=(n,)).reshape(shape)
+                    offset=int(d["offset"]), shape=(n,)).reshape(stored).transpose(perm)
     if np.issubdtype(dt, np.floating):  # the PEs hold floats in the device dtype
         return arr.astype(DTYPES[p.target.dtype])
     return arr

@@ -63,7 +63,7 @@ def _external(name: str, c: External, out_dir: str) -> TensorProto:
     t = TensorProto()
     t.name = name
     t.data_type = IR_TO_ONNX_DTYPE[c.type.dtype]
-    t.dims.extend(c.type.shape)
+    t.dims.extend(c.stored_shape())
     t.data_location = TensorProto.EXTERNAL
     for k, v in (("location", loc), ("offset", str(c.offset)), ("length", str(c.length))):
         e = t.external_data.add()
@@ -94,7 +94,11 @@ def module_to_onnx(module: Module, out_dir: str, producer: str = "wsec") -> onnx
         c = val.const
         if c is None:
             continue
-        if isinstance(c, External):
+        if isinstance(c, External) and c.perm is not None:  # stored transposed
+            inits.append(_external(f"{v}.stored", c, out_dir))
+            nodes.append(helper.make_node("Transpose", [f"{v}.stored"], [v],
+                                          name=f"{v}.transpose", perm=list(c.perm)))
+        elif isinstance(c, External):
             inits.append(_external(v, c, out_dir))
         elif isinstance(c, Splat) and c.type.numel > SPLAT_INLINE:
             shape = f"{v}.shape"

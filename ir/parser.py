@@ -326,7 +326,12 @@ class _Parser:
             off = ln.integer("a byte offset")
             ln.expect("punct", ",")
             length = ln.integer("a byte length")
-            c = External(t, path, off, length, base_dir=self.base_dir)
+            perm = ln.value() if ln.accept("punct", ",") else None
+            if perm is not None and (not isinstance(perm, list) or sorted(perm) != list(
+                    range(len(t.shape)))):
+                raise ParseError(ln.lineno, f"external perm {perm!r} is no permutation of the "
+                                            f"{len(t.shape)} axes of {t}")
+            c = External(t, path, off, length, base_dir=self.base_dir, perm=perm)
         else:
             raise ParseError(ln.lineno, f"expected splat, dense or external, found '{kind}'")
         ln.expect("punct", ")")

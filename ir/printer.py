@@ -82,7 +82,7 @@ def fmt_type(t: TensorType) -> str:
 
 
 def fmt_const(c: ConstData) -> str:
-    """`splat(v)`, `dense("base64")` or `external("path", offset, length)`."""
+    """`splat(v)`, `dense("base64")` or `external("path", offset, length[, perm])`."""
     if isinstance(c, Splat):
         kind = c.type.np_dtype.kind
         if kind == "b":
@@ -93,7 +93,8 @@ def fmt_const(c: ConstData) -> str:
     if isinstance(c, Dense):
         return f'dense("{c.to_base64()}")'
     if isinstance(c, External):
-        return f"external({json.dumps(c.path)}, {int(c.offset)}, {int(c.length)})"
+        perm = "" if c.perm is None else f", {list(c.perm)}"
+        return f"external({json.dumps(c.path)}, {int(c.offset)}, {int(c.length)}{perm})"
     raise TypeError(f"cannot print constant of type {type(c).__name__}")
 
 

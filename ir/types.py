@@ -131,6 +131,10 @@ class External(ConstData):
     """Values stored in a file (ONNX external data): path relative to `base_dir`.
 
     `array()` memory-maps the range; nothing is read until a caller touches it.
+    `perm` makes the constant a transposed view of what the file stores: the
+    range holds a row-major array of shape `stored_shape()`, and the value is
+    that array transposed by `perm` (so exporters' Transpose of a weight folds
+    without reading the weight; see `transposed` and `reshaped`).
     """
 
     type: TensorType
@@ -138,16 +142,49 @@ class External(ConstData):
     offset: int
     length: int
     base_dir: str = field(default="", compare=False)
+    perm: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.perm is not None:
+            self.perm = tuple(int(p) for p in self.perm)
+            if sorted(self.perm) != list(range(len(self.type.shape))):
+                raise ValueError(f"perm {list(self.perm)} is no permutation of the "
+                                 f"{len(self.type.shape)} axes of {self.type}")
+            if self.perm == tuple(range(len(self.perm))):
+                self.perm = None
 
     def resolved_path(self) -> str:
         return os.path.join(self.base_dir, self.path) if self.base_dir else self.path
+
+    def stored_shape(self) -> tuple[int, ...]:
+        """The shape of the row-major array the file range holds."""
+        if self.perm is None:
+            return self.type.shape
+        inverse = np.argsort(self.perm)
+        return tuple(self.type.shape[int(i)] for i in inverse)
 
     def array(self) -> np.ndarray:
         if self.type.numel == 0:
             return np.zeros(self.type.shape, dtype=self.type.np_dtype)
         mm = np.memmap(self.resolved_path(), dtype=self.type.np_dtype.newbyteorder("<"),
                        mode="r", offset=self.offset, shape=(self.type.numel,))
-        return mm.reshape(self.type.shape)
+        stored = mm.reshape(self.stored_shape())
+        return stored if self.perm is None else stored.transpose(self.perm)
+
+    def transposed(self, perm: tuple[int, ...] | list[int], type_: TensorType) -> External:
+        """This constant transposed by `perm` (ONNX Transpose), still unread."""
+        mine = self.perm or tuple(range(len(self.type.shape)))
+        return External(type_, self.path, self.offset, self.length, self.base_dir,
+                        tuple(mine[int(p)] for p in perm))
+
+    def reshaped(self, type_: TensorType) -> External | None:
+        """This constant relabelled as `type_` (same elements in the same
+        row-major order), still unread; None for a transposed view, whose
+        elements are not in file order."""
+        if self.perm is not None or type_.numel != self.type.numel or \
+                type_.dtype != self.type.dtype:
+            return None
+        return External(type_, self.path, self.offset, self.length, self.base_dir)
 
 
 def splat_of(arr: np.ndarray) -> Splat | None:

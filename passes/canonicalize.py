@@ -9,7 +9,10 @@ Sum. Rules run to a fixpoint:
   any typed value becomes a Dense i64 (so exporters' shape arithmetic,
   Shape -> Gather -> Concat -> Reshape / Range / ConstantOfShape, folds
   away), other ops are evaluated with `wsec.ir.opsem` only when every
-  input/output has <= `fold_limit` elements;
+  input/output has <= `fold_limit` elements; a weight in the model's
+  external-data file with more than `external_limit` elements is never
+  read: a Transpose or relabelling of it folds into a view of its file
+  range (`External.perm`), other ops on it stay;
 - Identity / Dropout (mask unused) / one-input Sum are bypassed, keeping a
   graph output's name when the removed node produced it;
 - BatchNormalization folds into a preceding Conv or Gemm that feeds only it;
@@ -26,7 +29,7 @@ import numpy as np
 from wsec.ir.graph import Kernel, Module, Node
 from wsec.ir.ops import ELEMENTWISE_OPS, SHAPE_ONLY_OPS
 from wsec.ir.opsem import evaluate
-from wsec.ir.types import ConstData, Dense, Splat, TensorType, splat_of
+from wsec.ir.types import ConstData, Dense, External, Splat, TensorType, splat_of
 
 from .base import Pass, PassContext, PassError
 
@@ -36,6 +39,8 @@ _SPLAT_PRESERVING = SHAPE_ONLY_OPS | {"Gather", "Slice", "Split"}
 # more memory than the constant it reads, so big weights may fold
 _REARRANGING = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                           "Identity", "Cast", "Slice", "Split"})
+# ops whose output is their first input's elements in the same order
+_RELABELLING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class Canonicalize(Pass):
     ensures: ClassVar[tuple[str, ...]] = ("canonical",)
     fold_limit: int = 1 << 20  # max elements materialised when folding a non-splat
     move_fold_limit: int = 1 << 28  # the same for ops that only rearrange a constant
+    # the largest external-data constant (elements) folding may read; larger ones
+    # only fold into views of their file range (`External.perm`)
+    external_limit: int = 1 << 16
 
     def run(self, module: Module, ctx: PassContext) -> None:
         rules = (self._fold_constants, _bypass_copies, self._fold_batchnorm, _sum_to_add,
@@ -101,6 +109,10 @@ class Canonicalize(Pass):
             except (ValueError, TypeError, KeyError, IndexError):
                 return None
             return [Splat(out_types[0], _cast_scalar(np.asarray(r).item(), out_types[0]))]
+        if any(isinstance(c, External) and c.type.numel > self.external_limit for c in given):
+            # a weight in the model's external-data file is never read here: it may
+            # be tens of GB (DESIGN.md section 5); only views of it fold
+            return _external_view(n, ins, out_types)
         sizes = [c.type.numel for c in given] + [t.numel for t in out_types if t]
         limit = self.fold_limit
         if n.op in _REARRANGING and first is not None and \
@@ -193,6 +205,33 @@ class Canonicalize(Pass):
 
 
 # --- rules without options -------------------------------------------------
+
+
+def _external_view(n: Node, ins: list[ConstData | None],
+                   out_types: list[TensorType | None]) -> list[ConstData] | None:
+    """`n` folded without reading its external-data input: a Transpose
+    becomes a transposed view of the file range, a relabelling (Reshape,
+    Flatten, Squeeze, Unsqueeze, Identity, a Cast to the same type) the same
+    range under the new type; None for anything that would need the values."""
+    first = ins[0] if ins else None
+    out = out_types[0] if len(out_types) == 1 else None
+    if not isinstance(first, External) or out is None:
+        return None
+    if n.op == "Transpose":
+        perm = [int(p) for p in n.attrs.get("perm") or range(len(first.type.shape))[::-1]]
+        shape = [first.type.shape[p] for p in perm] if sorted(perm) == list(
+            range(len(first.type.shape))) else None
+        if shape != list(out.shape):
+            raise PassError(f"constant folding of node '{n.name}' (Transpose) gave shape "
+                            f"{shape}, but the IR declares {out}; the model's value types are "
+                            f"inconsistent")
+        return [first.transposed(perm, out)]
+    if n.op in _RELABELLING or (n.op == "Cast" and out.dtype == first.type.dtype):
+        view = first.reshaped(out)
+        return None if view is None else [view]
+    return None
+
+
 
 
 def _cast_scalar(v: float | int | bool, t: TensorType) -> float | int | bool:

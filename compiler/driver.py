@@ -174,27 +174,39 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     pm2.timings.extend(pm.timings + [("select-mode", time.perf_counter() - t0)])
     fallback = opts.mode == "auto" and mode == "pipeline" and not opts.stop_after
     snapshot = _snapshot(module) if fallback else None
+    t1, ran = time.perf_counter(), len(pm2.timings)
     try:
         completed = pm2.run(module, ctx)
     except LayoutInfeasible as e:
         if snapshot is None:
             raise
         # auto mode promised one command for any model: a pipeline layout that
-        # sizing accepted but placement/routing/allocation could not build
-        # falls back to weight streaming, and the report says why
+        # the checks before placing accepted but placement/routing/allocation
+        # could not build falls back to weight streaming (once: the pipeline is
+        # never placed or routed again), and the report says why in one line
+        done = pm2.timings[ran:]
+        failed = next((p.name for p in back if p.name not in {n for n, _ in done}), "?")
+        spent = time.perf_counter() - t1 - sum(t for _, t in done)
         module.__dict__.update(snapshot.__dict__)
-        reason = str(e).strip().splitlines()[0]
         module.attrs["mode"] = "stream"
-        module.attrs["mode_reason"] = (f"stream (auto): the pipeline layout failed ({reason}); "
-                                       f"streaming the weights instead")
+        module.attrs["mode_reason"] = fallback_reason(failed, str(e))
         stream_specs = list(backend_passes("stream", is_training(module.attrs)))
         stream = _pending(merge_options(stream_specs, _back_overrides(opts, stream_specs)),
                           module)
         pm3 = _manager(stream, opts, emit_ir)
-        pm3.timings.extend(pm2.timings)
+        pm3.timings.extend(pm2.timings + [(f"{failed} (failed pipeline)", spent)])
         completed = pm3.run(module, ctx)
         return CompileResult(module, target, pm3, completed)
     return CompileResult(module, target, pm2, completed)
+
+
+def fallback_reason(failed: str, error: str) -> str:
+    """The report's one-line reason when auto mode's pipeline layout, feasible
+    by all that is known before placing, turned out infeasible in pass
+    `failed`: the error's first clause (`--mode pipeline` prints all of it)."""
+    first = " ".join(error.split()).split("; ")[0].rstrip(".")
+    return (f"stream (auto, fallback): the checks before placing allowed a pipeline, but "
+            f"{failed} found it infeasible ({first})")
 
 
 def _back_overrides(opts: CompileOptions, back_specs: Sequence[str]) -> list[str]:

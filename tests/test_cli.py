@@ -132,7 +132,11 @@ def test_auto_mode_streams_when_the_pipeline_layout_fails(monkeypatch) -> None:
     monkeypatch.setattr(Route, "run", fail)
     res = compile_model(str(EXAMPLE), CompileOptions())
     assert res.completed and res.module.attrs["mode"] == "stream"
-    assert "pipeline layout failed (edge %x cannot be routed" in res.module.attrs["mode_reason"]
+    assert res.module.attrs["mode_reason"] == (
+        "stream (auto, fallback): the checks before placing allowed a pipeline, but route "
+        "found it infeasible (edge %x cannot be routed: no color is free)")
+    assert [n for n, _ in res.manager.timings].count("place") == 1  # never placed again
+    assert "route (failed pipeline)" in [n for n, _ in res.manager.timings]
     assert all(k.rect is not None for k in res.module.kernels())
     with pytest.raises(LayoutInfeasible, match="cannot be routed"):
         compile_model(str(EXAMPLE), CompileOptions(mode="pipeline"))

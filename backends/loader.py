@@ -74,6 +74,9 @@ def load_binary(src: str | bytes | os.PathLike[str], validate: bool = True,
     p = decode_program(data)
     p.base_dir = base_dir if base_dir is not None else os.getcwd()
     if validate:
+        from .loader_meta import check_meta
+
+        check_meta(p)  # what `run` relies on, before any rule indexes into it
         try:
             validate_program(p)
         except BinaryError:

@@ -64,6 +64,9 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
     """Execute the program on `inputs`: host inputs enter through the I/O map,
     kernels run in order (each PE its shard, see sim_exec), values move only
     along traced routes; returns the outputs the host receives."""
+    from .loader_meta import check_sim_memory
+
+    check_sim_memory(p)  # the declared sizes against free memory, before allocating
     if "stream" in str(p.info.get("mode", "")):  # weight streaming: phase after phase
         return simulate_stream(p, inputs)
     mem = SramImages(p)

@@ -239,6 +239,15 @@ def resolve(p: Program, d: dict[str, Any]) -> str:
     return name if os.path.isabs(name) else os.path.join(p.base_dir or ".", name)
 
 
+def weight_files(p: Program) -> list[str]:
+    """The weight files a stream-mode binary reads (resolved, each once)."""
+    out: list[str] = []
+    for d in p.info.get("streams", []):
+        if d.get("source") == "file" and resolve(p, d) not in out:
+            out.append(resolve(p, d))
+    return out
+
+
 def check_weight_files(p: Program) -> None:
     """Every referenced weight file exists, is large enough and matches its
     fingerprint (each distinct range is hashed once)."""

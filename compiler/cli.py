@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from wsec.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, WsecError
 
@@ -45,12 +47,15 @@ def _input_shape(text: str) -> tuple[str, list[int]]:
         if not sep or not name:
             raise ValueError
         shape = [int(d) for d in dims.split(",")]
-        if any(d < 0 for d in shape):
-            raise ValueError
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"bad --input-shape '{text}': expected NAME=D0,D1,... e.g. input=1,3,224,224"
         ) from None
+    from wsec.ir.limits import shape_problem
+
+    bad = shape_problem(shape)
+    if bad:
+        raise argparse.ArgumentTypeError(f"bad --input-shape '{text}': {bad}")
     return name, shape
 
 
@@ -122,23 +127,82 @@ def compile_parser() -> argparse.ArgumentParser:
 
 
 def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
-    from .driver import CompileOptions, compile_model
-    from .report import build_report, format_summary, write_report_json
+    from .outputs import Outputs, model_files
 
     a = compile_parser().parse_args(argv)
-    if a.output:
-        _check_writable(a.output)
-    if a.format == "ispd2020" or (a.format is None and a.model.lower().endswith(".kgraph")):
-        from .ispd.cli import cmd_compile_kgraph
+    kgraph = a.format == "ispd2020" or (a.format is None and a.model.lower().endswith(".kgraph"))
+    _check_compile_options(a, kgraph)
+    with Outputs(final=True) as outs:
+        if kgraph:
+            from .ispd.cli import cmd_compile_kgraph
 
-        return cmd_compile_kgraph(a, out)
+            outs.input(a.model, "the kernel graph")
+            if a.output:
+                outs.output(a.output, "the solution")
+            if a.report_json is not None:
+                outs.output(a.report_json, "the JSON report")
+            return cmd_compile_kgraph(a, out, outs)
+        outs.input(a.model, "the input model")
+        for f in model_files(a.model):
+            outs.input(f, "external data of the model")
+        if a.output:
+            outs.output(a.output, "the IR" if a.stop_after else "the binary")
+        if a.report_json is not None:
+            outs.output(a.report_json, "the JSON report")
+        return _compile(a, out, outs)
+
+
+def _check_compile_options(a: argparse.Namespace, kgraph: bool) -> None:
+    """Conflicting or meaningless options: usage errors before any work."""
+    import math
+
+    shapes: dict[str, list[int]] = {}
+    for name, dims in a.input_shape:
+        if name in shapes and shapes[name] != dims:
+            raise UsageError(f"--input-shape given twice for '{name}' with different values "
+                             f"({','.join(map(str, shapes[name]))} and "
+                             f"{','.join(map(str, dims))}): give it once")
+        shapes[name] = dims
+    if not math.isfinite(a.time_limit) or a.time_limit <= 0:
+        raise UsageError(f"--time-limit must be a positive, finite number of seconds, got "
+                         f"{a.time_limit:g}")
+    if kgraph:
+        given = [flag for flag, on in (
+            ("--stop-after", a.stop_after), ("--print-ir-after", a.print_ir_after),
+            ("--verify", a.verify), ("--train", a.train), ("--input-shape", a.input_shape),
+            ("--embed-weights", a.embed_weights), ("--micro-batch", a.micro_batch is not None),
+            ("--mode", a.mode != "auto"), ("--dtype", a.dtype != "auto"),
+            ("--grid", a.grid), ("--target", a.target != "wse2")) if on]
+        if given:
+            raise UsageError(f"{given[0]} does not apply to an ISPD 2020 kernel graph (its "
+                             f"header sets the grid; it compiles to a contest solution)")
+        if not a.output:
+            raise UsageError("no output file: give -o OUT.sol")
+        return
     if not a.output and not a.stop_after:
         raise UsageError("no output file: give -o OUT.bin (or --stop-after=PASS to print IR)")
+    if a.stop_after:
+        for flag, on in (("--verify", a.verify), ("--report-json", a.report_json is not None)):
+            if on:
+                raise UsageError(f"--stop-after={a.stop_after} writes no binary, so {flag} has "
+                                 f"nothing to work on: drop one of them")
+        if a.output and a.output.lower().endswith(".bin"):
+            raise UsageError(f"--stop-after={a.stop_after} writes the IR as text, not a binary: "
+                             f"name the output '{a.output[:-4]}.wsir', or drop --stop-after")
+    if a.embed_weights and a.mode == "pipeline":
+        raise UsageError("--embed-weights applies to weight streaming; in --mode pipeline the "
+                         "weights always live in the binary: drop one of them")
     if a.micro_batch is not None and a.micro_batch < 1:
         raise UsageError(f"--micro-batch {a.micro_batch}: give a number of samples >= 1")
     if a.micro_batch is not None and not a.train:
         raise UsageError("--micro-batch sets the samples per phase of a training step in stream "
                          "mode; add --train")
+
+
+def _compile(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> int:
+    from .driver import CompileOptions, compile_model
+    from .report import build_report, format_summary
+
     train = None
     if a.train:
         from .train import train_options
@@ -161,41 +225,28 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
 
         text = print_module(res.module)
         if a.output:
-            _write_text_atomic(a.output, text)
+            outs.put(a.output, text)
         elif a.stop_after not in a.print_ir_after:
             out(text)
         return 0
-    from wsec.backends.emit import write_binary
+    import json
+
+    from wsec.backends.emit import emit_bytes
 
     report = build_report(res.module, res.target, res.manager.timings)
-    write_binary(res.module, a.output, embed_weights=a.embed_weights)
+    out_dir = os.path.dirname(os.path.abspath(a.output))
+    data = emit_bytes(res.module, embed_weights=a.embed_weights, out_dir=out_dir)
+    outs.put(a.output, data)
     if a.report_json:
-        write_report_json(report, a.report_json)
+        outs.put(a.report_json, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    code = 0
     if not a.quiet:
         out(format_summary(report) + f"\n  binary         {a.output}")
-    if a.verify:
+    if a.verify:  # the staged bytes, before they are renamed into place
         from .run import verify_binary
 
-        return verify_binary(a.output, a.model, out)
-    return 0
-
-
-def _check_writable(path: str) -> None:
-    """Fail before compiling, not after, when the output cannot be written."""
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise WsecError(f"cannot write '{path}': directory '{d}' does not exist")
-    if not os.access(d, os.W_OK):
-        raise WsecError(f"cannot write '{path}': directory '{d}' is not writable")
-    if os.path.isdir(path):
-        raise WsecError(f"cannot write '{path}': it is a directory")
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+        code = verify_binary(data, a.model, out, base_dir=out_dir)
+    return code
 
 
 def cmd_ops(argv: Sequence[str], out: Callable[[str], None]) -> int:
@@ -275,23 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def out(text: str) -> None:
         print(text, flush=True)
 
-    from .run import cmd_run
-    from .train import cmd_export_train
-
-    handlers = {"ops": cmd_ops, "inspect": cmd_inspect, "opt": cmd_opt,
-                "run": lambda argv, out: cmd_run(argv, out, _Parser),
-                "export-train": lambda argv, out: cmd_export_train(argv, out, _Parser,
-                                                                   _input_shape),
-                "score": lambda argv, out: _cmd_score(argv, out)}
     try:
-        if args and args[0] in handlers:
-            return handlers[args[0]](args[1:], out)
-        if not args:
-            compile_parser().print_help()
-            return EXIT_USAGE
-        return cmd_compile(args, out)
-    except KeyboardInterrupt:
-        print("wsec: interrupted", file=sys.stderr)
+        with warnings.catch_warnings():
+            if not sys.warnoptions and not debug:  # no Python warning reaches a user
+                warnings.simplefilter("ignore")
+            return _dispatch(args, out)
+    except KeyboardInterrupt as e:
+        note = f": {e.args[0]}" if e.args else ""
+        print(f"wsec: interrupted{note}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `wsec inspect m.bin | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -304,13 +346,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, WsecError):
             print(f"wsec: error: {e.one_line()}", file=sys.stderr)
             return e.exit_code
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = " ".join(str(e).split()) or type(e).__name__
         if isinstance(e, OSError):  # a file the user named cannot be read or written
             print(f"wsec: error: {msg}", file=sys.stderr)
+            return 1
+        if isinstance(e, MemoryError):
+            print(f"wsec: error: out of memory ({msg}); the input asks for more than this "
+                  f"machine has", file=sys.stderr)
             return 1
         print(f"wsec: internal error: {type(e).__name__}: {msg} (rerun with --debug for a "
               f"traceback, and please report it)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _dispatch(args: list[str], out: Callable[[str], None]) -> int:
+    from .run import cmd_run
+    from .train import cmd_export_train
+
+    handlers = {"ops": cmd_ops, "inspect": cmd_inspect, "opt": cmd_opt,
+                "run": lambda argv, out: cmd_run(argv, out, _Parser),
+                "export-train": lambda argv, out: cmd_export_train(argv, out, _Parser,
+                                                                   _input_shape),
+                "score": lambda argv, out: _cmd_score(argv, out)}
+    if args and args[0] in handlers:
+        return handlers[args[0]](args[1:], out)
+    if not args:
+        compile_parser().print_help()
+        return EXIT_USAGE
+    return cmd_compile(args, out)
 
 
 if __name__ == "__main__":

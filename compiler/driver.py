@@ -126,6 +126,7 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     from .mode import ModeError, backend_passes, select_mode, split_pipeline
 
     target = resolve_target(module, opts)
+    check_activations(module, target)
     from .mode import STREAM_BACKEND, TRAIN_STREAM_BACKEND
 
     # the streaming back end's options apply only if stream mode is chosen
@@ -207,6 +208,28 @@ def fallback_reason(failed: str, error: str) -> str:
     first = " ".join(error.split()).split("; ")[0].rstrip(".")
     return (f"stream (auto, fallback): the checks before placing allowed a pipeline, but "
             f"{failed} found it infeasible ({first})")
+
+
+def check_activations(module: Module, target: Target) -> None:
+    """Fail fast on a value no layout can hold: in either mode activations
+    stay on the wafer, so one larger than all of its SRAM cannot run."""
+    from wsec.ir.limits import LimitError, human_bytes
+
+    if "kernels" in module.properties:  # kernel graphs: sizing judges them
+        return
+    wafer = target.pes * target.sram_bytes
+    dev = 2 if target.dtype == "f16" else 4
+    for name, v in module.values.items():
+        if v.const is not None:
+            continue
+        ty = v.type
+        need = ty.numel * (dev if ty.dtype.startswith("f") else ty.itemsize)
+        if need > wafer:
+            role = "input" if name in module.inputs else "value"
+            raise LimitError(f"{role} '{name}' ({ty}) needs {human_bytes(need)} of SRAM, more "
+                             f"than the whole {target.width}x{target.height} {target.name} wafer "
+                             f"holds ({human_bytes(wafer)}); no layout can keep it on the wafer",
+                             hint="compile a smaller input shape (--input-shape) or batch")
 
 
 def _back_overrides(opts: CompileOptions, back_specs: Sequence[str]) -> list[str]:

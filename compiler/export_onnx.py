@@ -161,8 +161,10 @@ def _batchnorm_training(module: Module, n: Any) -> tuple[list[onnx.NodeProto],
 
 
 def save_onnx(model: onnx.ModelProto, path: str) -> None:
-    """Write atomically (temp file in the same directory, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(model.SerializeToString())
-    os.replace(tmp, path)
+    """Write atomically (temp file in the same directory, then rename; a
+    special file such as /dev/null is written into, see wsec.outputs)."""
+    from .outputs import Outputs
+
+    with Outputs() as outs:
+        outs.output(path, "the ONNX model")
+        outs.put(path, model.SerializeToString())

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from wsec.ir.errors import UsageError, WsecError
@@ -61,13 +63,32 @@ def run_parser(parser_cls: type[argparse.ArgumentParser]) -> argparse.ArgumentPa
                    help="also run onnxruntime on the same input and compare (exit 1 on FAIL)")
     p.add_argument("--stats", action="store_true",
                    help="print per-kernel link loads and cycles, measured vs estimated")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    p.add_argument("--rtol", type=float, help="relative tolerance of --check (default 1e-4 "
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--rtol", type=_tolerance, help="relative tolerance of --check (default 1e-4 "
                    "for fp32 PEs, 1e-2 for fp16)")
-    p.add_argument("--atol", type=float, help="absolute tolerance of --check (default 1e-5 "
+    p.add_argument("--atol", type=_tolerance, help="absolute tolerance of --check (default 1e-5 "
                    "for fp32 PEs, 1e-3 for fp16)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 1 << 63:
+        raise argparse.ArgumentTypeError(f"bad seed '{text}': give an integer from 0 to 2^63-1")
+    return v
+
+
+def _tolerance(text: str) -> float:
+    from wsec.ir.limits import finite_number
+
+    v = finite_number(text)
+    if v is None or v < 0:
+        raise argparse.ArgumentTypeError(f"bad tolerance '{text}': give a finite number >= 0")
+    return v
 
 
 def cmd_run(argv: Sequence[str], out: Callable[[str], None],
@@ -77,19 +98,51 @@ def cmd_run(argv: Sequence[str], out: Callable[[str], None],
 
 
 def _run(a: argparse.Namespace, out: Callable[[str], None]) -> int:
-    from wsec.backends.loader import load_binary
-    from wsec.backends.sim import random_inputs, simulate
+    from .outputs import Outputs
 
-    prog = load_binary(a.binary)
-    inputs = random_inputs(prog, a.seed)
-    for spec in a.input:
+    with Outputs(final=True) as outs:
+        return _run_in(a, out, outs)
+
+
+def _input_specs(specs: Sequence[str]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise UsageError(f"bad --input '{spec}': expected NAME=FILE.npy")
+        if name in given:
+            raise UsageError(f"--input {name} is given twice ({given[name]} and {path}): give "
+                             f"each model input once")
+        given[name] = path
+    return given
+
+
+def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> int:
+    from wsec.backends.loader import load_binary
+    from wsec.backends.sim import random_inputs, simulate
+    from wsec.backends.weight_stream import weight_files
+
+    from .outputs import model_files
+
+    given = _input_specs(a.input)
+    outs.input(a.binary, "the binary")
+    for name, path in given.items():
+        outs.input(path, f"the --input file of {name}")
+    if a.check:
+        outs.input(a.check, "the --check model")
+        for f in model_files(a.check):
+            outs.input(f, "external data of the --check model")
+    if a.output is not None:
+        outs.output(a.output, "the outputs file")
+    prog = load_binary(a.binary)
+    for f in weight_files(prog):
+        outs.input(f, "a weight file of the binary")
+    inputs = random_inputs(prog, a.seed)
+    for name, path in given.items():
         if name not in inputs:
             raise UsageError(f"--input {name}: the binary's model inputs are "
                              f"{', '.join(prog.info['inputs'])}")
-        inputs[name] = np.load(path, allow_pickle=False)
+        inputs[name] = load_npy(path, name, inputs[name])
     t0 = time.perf_counter()
     res = simulate(prog, inputs)
     sim_s = time.perf_counter() - t0
@@ -97,10 +150,11 @@ def _run(a: argparse.Namespace, out: Callable[[str], None]) -> int:
         f"({prog.target.width}x{prog.target.height}), {len(prog.kernels)} kernels, "
         f"simulated in {sim_s:.2f} s (PEs compute in float32)")
     for name, arr in res.outputs.items():
-        out(f"  %{name} {arr.dtype}{list(arr.shape)}: mean {float(np.mean(arr)):.6g}, "
-            f"min {float(np.min(arr)):.6g}, max {float(np.max(arr)):.6g}")
+        out(f"  %{name} {arr.dtype}{list(arr.shape)}: {_summary(arr)}")
     if a.output:
-        _save_npz(a.output, res.outputs)
+        buf = io.BytesIO()
+        np.savez(buf, **dict(res.outputs))
+        outs.put(a.output, buf.getvalue())
         out(f"  outputs written to {a.output}")
     if a.stats:
         from wsec.backends.sim_stats import format_stats
@@ -114,10 +168,66 @@ def _run(a: argparse.Namespace, out: Callable[[str], None]) -> int:
     return 0
 
 
-def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, **dict(arrays))
-    os.replace(tmp, path)
+def _summary(arr: np.ndarray) -> str:
+    """mean, min and max of an output (non-finite elements counted apart)."""
+    if arr.size == 0:
+        return "empty"
+    x = arr.astype(np.float64)
+    fin = np.isfinite(x)
+    text = (f"mean {float(np.mean(x[fin])):.6g}, min {float(np.min(x[fin])):.6g}, "
+            f"max {float(np.max(x[fin])):.6g}") if fin.any() else "no finite values"
+    bad = int(x.size - fin.sum())
+    return text + (f" ({bad} NaN/Inf)" if bad else "")
+
+
+def load_npy(path: str, name: str, like: np.ndarray) -> np.ndarray:
+    """An --input .npy, its header checked before its data is read: shape
+    and dtype against the binary's input `like`, size against the file."""
+    from wsec.ir.limits import shape_problem
+
+    what = f"--input {name}={path}"
+    try:
+        with open(path, "rb") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            except (ValueError, EOFError, SyntaxError, TypeError) as e:
+                raise WsecError(f"{what}: not an .npy file ({_first_line(e)})",
+                                hint="save the array with numpy.save") from None
+            start = f.tell()
+            f.seek(0, os.SEEK_END)
+            size = f.tell() - start
+    except OSError as e:
+        raise WsecError(f"{what}: cannot read: {e.strerror}") from None
+    if dtype.hasobject:
+        raise WsecError(f"{what}: the array holds Python objects (pickled data), which wsec "
+                        f"never loads; save a numeric array")
+    if dtype.kind not in "biuf":
+        kind = "complex" if dtype.kind == "c" else str(dtype)
+        raise WsecError(f"{what}: the array is {kind}; the binary's input %{name} is "
+                        f"{like.dtype} {list(like.shape)}")
+    bad = shape_problem(list(shape), zero_ok=True)
+    if bad:
+        raise WsecError(f"{what}: its header declares shape {list(shape)}: {bad}")
+    if tuple(shape) != like.shape:
+        raise WsecError(f"{what}: the array has shape {list(shape)} but the binary's input "
+                        f"%{name} has shape {list(like.shape)}")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if size < need:
+        raise WsecError(f"{what}: the header declares {need} bytes of data but the file holds "
+                        f"{size}: it is truncated")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise WsecError(f"{what}: cannot read: {_first_line(e)}") from None
+    return np.asarray(arr).astype(like.dtype, copy=False)
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def onnx_reference(model: str | bytes, inputs: Mapping[str, np.ndarray]
@@ -130,22 +240,56 @@ def onnx_reference(model: str | bytes, inputs: Mapping[str, np.ndarray]
         raise WsecError("--check needs onnxruntime, which is not installed",
                         hint="pip install onnxruntime (in a checkout: make test, or "
                              ".venv/bin/pip install -e '.[test]')") from None
-    if isinstance(model, str) and not os.path.exists(model):
-        raise FileNotFoundError(f"no such file: '{model}'")
+    what = model if isinstance(model, str) else "the reference"
+    if isinstance(model, str) and not os.path.isfile(model):
+        raise WsecError(f"--check: no such model file: '{model}'" if not os.path.exists(model)
+                        else f"--check: '{model}' is not a file")
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime's errors have no common root
+        raise WsecError(f"--check: onnxruntime cannot load {what}: {_ort_message(e)}") from None
     feed = {}
     for i in sess.get_inputs():
         if i.name not in inputs:
-            what = model if isinstance(model, str) else "the reference"
             raise WsecError(f"--check: {what} needs input '{i.name}', which the binary does "
                             f"not have (its inputs: {', '.join(inputs)})")
-        feed[i.name] = inputs[i.name]
+        x = inputs[i.name]
+        want = [d if isinstance(d, int) else None for d in (i.shape or [])]
+        if len(want) != x.ndim or any(w is not None and w != g
+                                      for w, g in zip(want, x.shape, strict=False)):
+            raise WsecError(f"--check: {what} takes input '{i.name}' of shape "
+                            f"{[w if w is not None else '?' for w in want]}, but the binary's "
+                            f"is {list(x.shape)}: it is not the model the binary was compiled "
+                            f"from")
+        ty = _ORT_TYPES.get(i.type)
+        if ty is not None and np.dtype(ty) != x.dtype:
+            raise WsecError(f"--check: {what} takes input '{i.name}' as {i.type}, but the "
+                            f"binary's is {x.dtype}: it is not the model the binary was "
+                            f"compiled from")
+        feed[i.name] = x
     t0 = time.perf_counter()
-    outs = sess.run(None, feed)
+    try:
+        outs = sess.run(None, feed)
+    except Exception as e:  # noqa: BLE001
+        raise WsecError(f"--check: onnxruntime failed to run {what}: {_ort_message(e)}") from None
     return {o.name: v for o, v in zip(sess.get_outputs(), outs, strict=True)}, \
         time.perf_counter() - t0
+
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+              "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+              "tensor(bool)": np.bool_}
+
+
+def _ort_message(e: BaseException) -> str:
+    """onnxruntime's message without its '[ONNXRuntimeError] : 7 : CODE :' prefix."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if text.startswith("[ONNXRuntimeError]"):
+        text = text.split(":", 3)[-1].strip()
+    return text[:300]
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray, rtol: float = RTOL,
@@ -155,19 +299,31 @@ def compare(name: str, got: np.ndarray, ref: np.ndarray, rtol: float = RTOL,
         return CheckRow(name, got.shape, np.inf, np.inf, False,
                         f"shape {list(got.shape)} vs reference {list(ref.shape)}")
     g, r = got.astype(np.float64), ref.astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        diff = np.where(np.isnan(g) & np.isnan(r), 0.0, np.abs(g - r))
-    diff = np.nan_to_num(diff, nan=np.inf)
+    # NaN where the reference has NaN, and an infinity equal to the reference's,
+    # are the right answer, not a mismatch
+    both_nan = np.isnan(g) & np.isnan(r)
+    same_inf = np.isinf(r) & (g == r)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(both_nan | same_inf, 0.0, np.abs(g - r))
+    diff = np.nan_to_num(diff, nan=np.inf, posinf=np.inf)
     # fp32 sums of large terms leave absolute errors in proportion to the
     # output's magnitude, even where one element cancels to near zero: the
     # absolute tolerance is taken relative to the output's scale (>= 1)
     finite = np.abs(r[np.isfinite(r)])
     scale = max(1.0, float(finite.max(initial=0.0)))
     atol_eff = atol * scale
-    big = np.abs(r) > atol_eff
-    rel = np.where(big, diff / np.where(big, np.abs(r), 1.0), 0.0)
-    ok = bool(np.all(diff <= atol_eff + rtol * np.abs(r)))
-    note = f"atol x output scale {scale:.3g}" if scale > 1.0 else ""
+    big = np.isfinite(r) & (np.abs(r) > atol_eff)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rel = np.where(big, diff / np.where(big, np.abs(r), 1.0), 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = np.where(np.isfinite(r), atol_eff + rtol * np.abs(r), atol_eff)
+    ok = bool(np.all(diff <= bound))
+    notes = [f"atol x output scale {scale:.3g}"] if scale > 1.0 else []
+    if both_nan.any():
+        notes.append(f"{int(both_nan.sum())} NaN as in the reference, counted equal")
+    if same_inf.any():
+        notes.append(f"{int(same_inf.sum())} Inf equal to the reference's")
+    note = "; ".join(notes)
     return CheckRow(name, got.shape, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)),
                     ok, note)
 
@@ -226,13 +382,15 @@ def _file_hash(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def verify_binary(binary: str, model: str, out: Callable[[str], None], seed: int = 0) -> int:
-    """`wsec MODEL -o OUT.bin --verify`: simulate the binary just written on a
-    seeded random input and check it against onnxruntime; 0 on PASS."""
+def verify_binary(binary: str | bytes, model: str, out: Callable[[str], None], seed: int = 0,
+                  base_dir: str | None = None) -> int:
+    """`wsec MODEL -o OUT.bin --verify`: simulate the binary (a path, or its
+    bytes before they are written, with `base_dir` the directory they go
+    to) on a seeded random input and check it against onnxruntime; 0 on PASS."""
     from wsec.backends.loader import load_binary
     from wsec.backends.sim import SimError, random_inputs, simulate
 
-    prog = load_binary(binary)
+    prog = load_binary(binary, base_dir=base_dir)
     inputs = random_inputs(prog, seed)
     try:
         res = simulate(prog, inputs)

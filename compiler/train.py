@@ -54,6 +54,12 @@ def train_options(a: argparse.Namespace) -> dict[str, Any]:
     """The autodiff pass's options from parsed `--train` arguments."""
     wd = a.weight_decay if a.weight_decay is not None else (
         ADAMW_DECAY if a.optimizer == "adamw" else 0.0)
+    import math
+
+    for flag in ("lr", "momentum", "dampening", "beta1", "beta2", "eps", "weight_decay"):
+        v = getattr(a, flag)
+        if v is not None and not math.isfinite(v):
+            raise UsageError(f"--{flag.replace('_', '-')} {v}: give a finite number")
     bad = [p for p in a.freeze if ";" in p]
     if bad:
         raise UsageError(f"--freeze '{bad[0]}': give one name or glob per --freeze")
@@ -130,8 +136,6 @@ def cmd_export_train(argv: Sequence[str], out: Callable[[str], None],
                      input_shape: Callable[[str], tuple[str, list[int]]]) -> int:
     """`wsec export-train` (the CLI passes its parser class and its
     --input-shape parser, so the two commands read options alike)."""
-    from .export_onnx import save_onnx
-
     p = parser_cls(prog="wsec export-train",
                    description="Write the training step of an ONNX model as a standard ONNX "
                                "model: inputs = the model's inputs + 'labels'; outputs = 'loss', "
@@ -143,10 +147,22 @@ def cmd_export_train(argv: Sequence[str], out: Callable[[str], None],
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     add_train_args(p, with_flag=False)
     a = p.parse_args(argv)
-    shapes = dict(a.input_shape)
-    out_dir = os.path.dirname(os.path.abspath(a.output))
-    model = step_onnx(a.model, train_options(a), out_dir, shapes)
-    save_onnx(model, a.output)
+    from .outputs import Outputs, model_files
+
+    with Outputs(final=True) as outs:
+        outs.input(a.model, "the input model")
+        for f in model_files(a.model):
+            outs.input(f, "external data of the model")
+        outs.output(a.output, "the training step")
+        shapes: dict[str, list[int]] = {}
+        for name, dims in a.input_shape:
+            if shapes.get(name, dims) != dims:
+                raise UsageError(f"--input-shape given twice for '{name}' with different values: "
+                                 f"give it once")
+            shapes[name] = dims
+        out_dir = os.path.dirname(os.path.abspath(a.output))
+        model = step_onnx(a.model, train_options(a), out_dir, shapes)
+        outs.put(a.output, model.SerializeToString())
     g = model.graph
     grads = sum(1 for o in g.output if o.name.startswith("grad:"))
     out(f"wsec export-train: {a.output}: {len(g.node)} ops, inputs "

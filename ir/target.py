@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, replace
 
 from .errors import UsageError
+from .limits import grid_problem
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ def parse_grid(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
         raise ValueError(f"bad grid '{text}': expected WIDTHxHEIGHT, e.g. 64x64")
+    bad = grid_problem(int(m.group(1)), int(m.group(2)))
+    if bad:
+        raise ValueError(f"bad grid '{text}': {bad}")
     return int(m.group(1)), int(m.group(2))
 
 

@@ -175,6 +175,7 @@ def _solve_window(prob: Problem, rects: Sequence[tuple[int, int, int, int]], fre
     p.num_workers = 1  # one thread: the search, and so the result, is deterministic
     p.random_seed = int(seed) % (1 << 31)
     p.max_deterministic_time = WINDOW_DET_TIME
+    p.catch_sigint_signal = False  # Ctrl-C is the command line's (wsec.signals)
     status = solver.Solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST, Edge, Kernel, Module
 from wsec.ir.library_cs1 import ISPD_KINDS
+from wsec.ir.limits import MAX_KGRAPH_PARAM, MAX_WEIGHT, grid_problem
 from wsec.ir.types import TensorType
 
 HEADER_INTS = ("width", "height", "wlength", "wdeltat", "wadapter", "memlimit")
@@ -59,11 +60,25 @@ def load_kgraph(path: str | os.PathLike[str]) -> Module:
     """Parse a .kgraph file into a kernel-level Module (target cs1)."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise KgraphError(f"{path}: cannot read kernel graph: {e.strerror}") from None
-    return parse_kgraph(text, path)
+    return parse_kgraph(decode_text(raw, path, "kernel graph", KgraphError), path)
+
+
+def decode_text(raw: bytes, path: str, what: str, error: type[WsecError]) -> str:
+    """`raw` as UTF-8 text without NUL bytes, else `error` naming the line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise error(f"{path}:{line}: byte {raw[e.start]:#04x} is not UTF-8 text: this is not "
+                    f"a {what} (which is ASCII text)") from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise error(f"{path}:{line}: a NUL byte: this is not a {what} (which is text)")
+    return text
 
 
 def parse_kgraph(text: str, path: str = "<kgraph>") -> Module:
@@ -127,6 +142,9 @@ def _parse_link(line: str, lineno: int, err: _Err) -> _Link:
         raise err(lineno, f"cannot read connection '{line}': expected "
                   "'src[i]:port -> dst[j]:port, shape:[d0][d1]...'")
     shape = tuple(int(d) for d in re.findall(r"\d+", m.group(7)))
+    if any(not 1 <= d <= MAX_KGRAPH_PARAM for d in shape):
+        raise err(lineno, f"connection shape {list(shape)}: every dimension must be from 1 to "
+                  f"{MAX_KGRAPH_PARAM}")
     return (lineno, (m.group(1), int(m.group(2)), m.group(3)),
             (m.group(4), int(m.group(5)), m.group(6)), shape)
 
@@ -143,8 +161,9 @@ def _dims(n: _Node, memlimit: int, err: _Err) -> dict[str, int]:
         except ValueError:
             raise err(n.line, f"{n.kind}[{n.index}] ('{n.name}'): {key}={n.attrs[key]} is not "
                       "an integer") from None
-        if v < 1:
-            raise err(n.line, f"{n.kind}[{n.index}] ('{n.name}'): {key}={v} must be >= 1")
+        if v < 1 or v > MAX_KGRAPH_PARAM:
+            raise err(n.line, f"{n.kind}[{n.index}] ('{n.name}'): {key}={v} must be from 1 to "
+                      f"{MAX_KGRAPH_PARAM}")
         dims[BLOCK_ARGS.get(key, key)] = v
     if n.kind != "conv" and dims["F"] % 4:
         raise err(n.line, f"{n.kind}[{n.index}] ('{n.name}'): f={dims['F']} must be a "
@@ -163,6 +182,17 @@ def _build(path: str, header: dict[str, str], nodes: dict[tuple[str, int], _Node
             ints[key] = int(header[key])
         except ValueError:
             raise err(1, f"header {key}={header[key]} is not an integer") from None
+    bad = grid_problem(ints["width"], ints["height"])
+    if bad:
+        raise err(1, f"header width={ints['width']} height={ints['height']}: the grid is "
+                  f"unusable: {bad}")
+    if not 1 <= ints["memlimit"] <= 1 << 40:
+        raise err(1, f"header memlimit={ints['memlimit']}: the memory per PE must be from 1 to "
+                  f"2^40 bytes")
+    for key in ("wlength", "wdeltat", "wadapter"):
+        if not 0 <= ints[key] <= MAX_WEIGHT:
+            raise err(1, f"header {key}={ints[key]}: an objective weight must be from 0 to "
+                      f"{MAX_WEIGHT:.0e}")
     test = header.get("test", os.path.splitext(os.path.basename(path))[0])
     m = Module(name=test)
     m.attrs.update({"target": "cs1", "grid": [ints["width"], ints["height"]], "test": test,

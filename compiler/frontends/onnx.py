@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference, version_converter
-from wsec.ir.errors import WsecError
+from wsec.ir.errors import UsageError, WsecError
 from wsec.ir.graph import Module, Node
+from wsec.ir.limits import check_shape
 from wsec.ir.ops import CANONICAL_OPSET, ONNX_DTYPES, SUPPORTED_OPS
 from wsec.ir.types import ConstData, Dense, External, TensorType, splat_of
 
@@ -35,6 +36,10 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 class FrontendError(WsecError):
     """The ONNX model cannot be compiled; the message says why and what to do."""
+
+
+class InputShapeError(UsageError, FrontendError):
+    """An --input-shape that does not fit the model (a usage error, exit 2)."""
 
 
 def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
@@ -122,8 +127,8 @@ def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> N
     names = [i.name for i in inputs]
     for name in shapes:
         if name not in names:
-            raise FrontendError(f"--input-shape names '{name}', but the model's inputs are "
-                                f"{', '.join(repr(n) for n in names)}")
+            raise InputShapeError(f"--input-shape names '{name}', but the model's inputs are "
+                                  f"{', '.join(repr(n) for n in names)}")
     for inp in inputs:
         tt = inp.type.tensor_type
         if not inp.type.HasField("tensor_type"):
@@ -131,9 +136,9 @@ def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> N
         if inp.name in shapes:
             want = [int(d) for d in shapes[inp.name]]
             if tt.HasField("shape") and len(tt.shape.dim) != len(want):
-                raise FrontendError(f"--input-shape {inp.name}={','.join(map(str, want))} has "
-                                    f"rank {len(want)}, but input '{inp.name}' has rank "
-                                    f"{len(tt.shape.dim)}")
+                raise InputShapeError(f"--input-shape {inp.name}={','.join(map(str, want))} "
+                                      f"has rank {len(want)}, but input '{inp.name}' has rank "
+                                      f"{len(tt.shape.dim)}")
             tt.ClearField("shape")
             for d in want:
                 tt.shape.dim.add().dim_value = d
@@ -148,6 +153,8 @@ def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> N
                 what = f"'{d.dim_param}'" if d.dim_param else "an unknown size"
                 raise FrontendError(f"input '{inp.name}' has symbolic dim {what} (dim {k}); pass "
                                     f"--input-shape {example} with the size to compile for")
+        check_shape(f"input '{inp.name}'", [d.dim_value for d in tt.shape.dim],
+                    error=FrontendError)
 
 
 def _convert(model: onnx.ModelProto, src: int, opset: int, path: str) -> onnx.ModelProto:
@@ -261,9 +268,15 @@ class _Builder:
         for i, n in enumerate(g.node):
             if n.op_type != "Constant":
                 m.nodes.append(self._node(n, i, used))
+        if not g.output:
+            raise FrontendError(f"model '{m.name}' has no outputs: there is nothing to compute "
+                                f"(list the tensors it computes as graph outputs)")
         for o in g.output:
             if o.name not in m.values:
                 raise FrontendError(f"graph output '{o.name}' is not produced by any node")
+            if o.name in m.inputs:
+                raise FrontendError(f"graph output '{o.name}' is a graph input: the model "
+                                    f"computes nothing for it")
             m.outputs.append(o.name)
 
     def _type_of(self, name: str, what: str) -> TensorType:
@@ -279,15 +292,23 @@ class _Builder:
                 raise FrontendError(f"{what} has a symbolic dim{sym} (dim {k}) after shape "
                                     f"inference; fix the input shapes with --input-shape")
             dims.append(d.dim_value)
+        check_shape(what, dims, zero_ok=True, error=FrontendError)
         return TensorType(_elem_dtype(tt.elem_type, what), tuple(dims))
 
     def _tensor_const(self, t: onnx.TensorProto, what: str) -> tuple[TensorType, ConstData]:
+        check_shape(what, list(t.dims), zero_ok=True, error=FrontendError)
         ty = TensorType(_elem_dtype(t.data_type, what), tuple(t.dims))
+        if ty.numel == 0 and ty.dtype.startswith("f") and self._weight_use(t.name):
+            raise FrontendError(f"{what} has zero-size shape {list(t.dims)}: a weight with no "
+                                f"elements (node '{self._weight_use(t.name)}' reads it)")
         if t.data_location == onnx.TensorProto.EXTERNAL:
             ext = {e.key: e.value for e in t.external_data}
             loc = ext.get("location", "")
-            offset = int(ext.get("offset", 0))
-            length = int(ext.get("length", ty.nbytes))
+            offset = _ext_int(ext, "offset", 0, what)
+            length = _ext_int(ext, "length", ty.nbytes, what)
+            if "\0" in loc:
+                raise FrontendError(f"{what}: external data location {loc!r} contains a NUL "
+                                    f"byte")
             full = os.path.join(self.model_dir, loc)
             if length != ty.nbytes:
                 raise FrontendError(f"{what} of type {ty} needs {ty.nbytes} bytes but its "
@@ -296,11 +317,25 @@ class _Builder:
                 raise FrontendError(f"{what}: external data '{loc}' is missing or shorter than "
                                     f"offset {offset} + length {length}")
             return ty, External(ty, loc, offset, length, base_dir=self.model_dir)
+        stored = _stored_elements(t, ty)
+        if stored is not None and stored != ty.numel:
+            raise FrontendError(f"{what} declares shape {list(t.dims)} ({ty.numel:,} elements) "
+                                f"but stores {stored:,}: the file is damaged or was written "
+                                f"wrongly")
         try:
             arr = numpy_helper.to_array(t)
         except Exception as e:
             raise FrontendError(f"cannot decode {what}: {_one_line(e)}") from None
         return ty, splat_of(arr) or Dense(ty, arr)
+
+    def _weight_use(self, name: str) -> str | None:
+        """The first node that reads `name` as data (not as an optional
+        operand that may be empty, like Resize's roi and scales)."""
+        for i, n in enumerate(self.g.node):
+            for k, x in enumerate(n.input):
+                if x == name and not (n.op_type == "Resize" and k in (1, 2)):
+                    return n.name or f"{n.op_type}_{i}"
+        return None
 
     def _constant(self, n: onnx.NodeProto) -> None:
         out = n.output[0]
@@ -337,6 +372,35 @@ class _Builder:
                 raise FrontendError(f"node '{name}' ({n.op_type}) reads '{x}', which is not "
                                     f"defined before it")
         return Node(name, n.op_type, list(n.input), list(n.output), attrs)
+
+
+def _ext_int(ext: dict[str, str], key: str, default: int, what: str) -> int:
+    """An external-data entry's offset or length: a non-negative integer."""
+    if key not in ext:
+        return default
+    text = ext[key]
+    try:
+        v = int(text)
+    except ValueError:
+        raise FrontendError(f"{what}: external data {key} '{text}' is not an integer") from None
+    if v < 0 or v > 1 << 62:
+        raise FrontendError(f"{what}: external data {key} {v} is out of range (0 to 2^62)")
+    return v
+
+
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                 "string_data")
+
+
+def _stored_elements(t: onnx.TensorProto, ty: TensorType) -> int | None:
+    """How many elements an inline tensor's data holds (None: unknown)."""
+    if t.HasField("raw_data"):
+        return len(t.raw_data) // ty.itemsize if ty.itemsize >= 1 else None
+    for f in _TYPED_FIELDS:  # narrow types are stored widened, one entry per element
+        n = len(getattr(t, f))
+        if n:
+            return n
+    return 0
 
 
 def _scalar(x: Any) -> int | float:

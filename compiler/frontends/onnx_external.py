@@ -50,6 +50,9 @@ def check_locations(model: onnx.ModelProto, model_dir: str) -> str | None:
         if not is_external(t):
             continue
         loc = external_location(t)
+        if "\0" in loc:
+            return (f"initializer '{t.name}' names its external data {loc!r}, which contains a "
+                    f"NUL byte; the model is damaged")
         full = os.path.realpath(os.path.join(root, loc))
         if (not loc or os.path.isabs(loc) or os.path.commonpath([root, full]) != root
                 or full == root):
@@ -107,12 +110,15 @@ def inline_small(model: onnx.ModelProto, model_dir: str, max_bytes: int = SMALL_
         if not is_external(t) or t.data_type not in _INDEX_TYPES:
             continue
         ext = {e.key: e.value for e in t.external_data}
-        length = int(ext.get("length", -1))
+        try:
+            length = int(ext.get("length", -1))
+            offset = int(ext.get("offset", 0))
+        except ValueError:
+            continue  # the builder reports the bad entry with the tensor's name
         nbytes = length if length >= 0 else _nbytes(t)
-        if nbytes is None or nbytes > max_bytes:
+        if nbytes is None or nbytes > max_bytes or offset < 0:
             continue
         full = os.path.join(model_dir, ext.get("location", ""))
-        offset = int(ext.get("offset", 0))
         if not os.path.isfile(full) or os.path.getsize(full) < offset + nbytes:
             continue  # the builder reports a missing or short file with the tensor's name
         external_data_helper.load_external_data_for_tensor(t, model_dir)

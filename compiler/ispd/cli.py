@@ -13,14 +13,17 @@ from .solution import SolutionError, read_solution
 
 def score_files(kgraph: str, solution: str, with_bound: bool = True) -> tuple[str, bool]:
     """`wsec score A.kgraph A.sol`: the report text and whether it is legal."""
-    from wsec.frontends.kgraph import load_kgraph
+    from wsec.frontends.kgraph import decode_text, load_kgraph
 
     module = load_kgraph(kgraph)
     try:
-        with open(solution, encoding="utf-8") as f:
-            text = f.read()
+        with open(solution, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise SolutionError(f"{solution}: cannot read solution: {e.strerror}") from None
+    text = decode_text(raw, solution, "contest solution", SolutionError)
+    if not text.strip():
+        raise SolutionError(f"{solution}: the solution is empty (it places no kernel)")
     read_solution(text, module, solution)
     s = score(module, bound=with_bound)
     out = [f"ispd2020 score of {solution} on {s['test']} ({len(s['kernels'])} kernels)",
@@ -36,27 +39,23 @@ def score_files(kgraph: str, solution: str, with_bound: bool = True) -> tuple[st
     return "\n".join(out), bool(s["legal"])
 
 
-def cmd_compile_kgraph(a: Any, out: Any) -> int:
+def cmd_compile_kgraph(a: Any, out: Any, outs: Any = None) -> int:
     """The compile path for kernel graphs (`wsec A.kgraph -o A.sol`): `a`
     is the parsed compile arguments (model, output, pass_option, time_limit,
-    quiet, no_verify_ir, report_json)."""
+    quiet, no_verify_ir, report_json), `outs` the command's `Outputs` (its
+    inputs and outputs declared and checked)."""
     import json
-
-    if a.time_limit is not None and a.time_limit <= 0:
-        raise UsageError(f"--time-limit must be a positive number of seconds, got "
-                         f"{a.time_limit:g}")
+    import math
     import time
 
+    if a.time_limit is None or not math.isfinite(a.time_limit) or a.time_limit <= 0:
+        raise UsageError(f"--time-limit must be a positive, finite number of seconds, got "
+                         f"{a.time_limit}")
     _, summary = compile_kgraph(a.model, a.output, float(a.time_limit),
                                 list(a.pass_option), verify=not a.no_verify_ir,
-                                started=time.perf_counter() - process_seconds())
+                                started=time.perf_counter() - process_seconds(), outs=outs)
     if getattr(a, "report_json", None):
-        tmp = f"{a.report_json}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2, sort_keys=True)
-        import os
-
-        os.replace(tmp, a.report_json)
+        outs.put(a.report_json, json.dumps(summary, indent=2, sort_keys=True))
     if not a.quiet:
         out(format_compile_summary(summary, a.output))
     return 0 if summary["legal"] else 1

@@ -61,7 +61,8 @@ def _merged_specs(user: list[str], header: dict[str, str] | None = None) -> list
 
 def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
                    pass_options: list[str] | None = None, verify: bool = True,
-                   started: float | None = None) -> tuple[Module, dict[str, Any]]:
+                   started: float | None = None, outs: Any = None
+                   ) -> tuple[Module, dict[str, Any]]:
     """Load a .kgraph, size and place it through the pass manager, write the
     contest solution atomically to `output` and return the module and a
     summary (kernels, bound, delta_t, ratio, wirelength, weighted, legal,
@@ -69,9 +70,10 @@ def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
     wlength x wirelength; -p 'place{wlength=0}' puts Δt first).
     `time_limit` is wall seconds counted from `started` (a perf_counter
     reading; default: this call; the command line passes the start of the
-    process, as the contest counts)."""
-    import os
-
+    process, as the contest counts). `outs` is the command line's `Outputs`
+    (default: one of its own for `output`). Ctrl-C while placing writes the
+    best legal solution so far, if there is one, then raises KeyboardInterrupt
+    saying so."""
     from wsec.frontends.kgraph import load_kgraph
     from wsec.passes import PassContext, PassOptionError
     from wsec.passes.manager import PassManager, merge_options
@@ -92,13 +94,22 @@ def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
     pm = PassManager(merge_options(ISPD_PIPELINE, _merged_specs(pass_options or [], weights)),
                      verify=verify)
     ctx = PassContext(target, time_limit=budget)
-    pm.run(module, ctx)
-    text = write_solution(module)
+    own = outs is None
+    if own:
+        from wsec.outputs import Outputs
+
+        outs = Outputs()
+        outs.input(path, "the kernel graph")
+        if output:
+            outs.output(output, "the solution")
+    try:
+        pm.run(module, ctx)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_save_interrupted(module, output, outs)) from None
     if output:
-        tmp = f"{output}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, output)
+        outs.put(output, write_solution(module))
+        if own:
+            outs.commit()
     s = score(module)
     bound = int(module.attrs.get("bound") or sizing_bound(module))
     summary = {"test": s["test"], "kernels": len(list(module.kernels())), "bound": bound,
@@ -109,6 +120,26 @@ def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
                "weights": [obj.wdeltat, obj.wlength, obj.wadapter],
                "seconds": time.perf_counter() - started}
     return module, summary
+
+
+def _save_interrupted(module: Module, output: str | None, outs: Any) -> str:
+    """After Ctrl-C: commit the module's placement if it is complete and legal;
+    the interrupt's note says what was written."""
+    from wsec import signals
+
+    with signals.deferred():  # a second Ctrl-C must not cut the solution short
+        if not output:
+            return "no solution written (no -o)"
+        try:
+            legal = all(k.rect is not None and k.knobs for k in module.kernels()) and \
+                bool(score(module, bound=False)["legal"])
+        except Exception:  # noqa: BLE001 - a half-made layout: nothing legal to save
+            legal = False
+        if not legal:
+            return "no legal solution yet, nothing written"
+        outs.put(output, write_solution(module))
+        outs.commit()
+        return f"wrote the best legal solution so far to {output}"
 
 
 def format_compile_summary(s: dict[str, Any], output: str | None) -> str:

@@ -14,11 +14,15 @@ allocates anything.
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields
 from typing import Any
 
 from wsec.ir.errors import WsecError
+from wsec.ir.graph import HOST
 from wsec.ir.limits import available_memory, grid_problem, human_bytes, shape_problem
 from wsec.ir.opsem import has_semantics
+from wsec.ir.target import DEVICE_DTYPES
 from wsec.ir.types import DTYPES
 
 from .format import HEADER, SECTION, Program
@@ -64,6 +68,15 @@ def check_meta(p: Program) -> None:
     """Everything `wsec run` relies on in META (see the module docstring)."""
     check_sections(p)
     t = p.target
+    for f in fields(t):
+        v = getattr(t, f.name)
+        if f.name in ("name", "dtype"):
+            ok = isinstance(v, str) and (f.name == "name" or v in DEVICE_DTYPES)
+        else:
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) \
+                and v >= 0
+        if not ok:
+            raise MetaError(f"the binary's target field '{f.name}' is {v!r}")
     bad = grid_problem(t.width, t.height)
     if bad:
         raise MetaError(f"the binary's {t.name} grid {t.width}x{t.height} is impossible: {bad}")
@@ -74,7 +87,10 @@ def check_meta(p: Program) -> None:
     values: dict[str, Any] = p.info["values"]
     sizes = {name: value_type(name, text) for name, text in values.items()}
     for role in ("inputs", "outputs"):
-        for name in p.info[role]:
+        names = p.info[role]
+        if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise MetaError(f"the binary's model {role} {names!r} are not distinct value names")
+        for name in names:
             if name not in sizes:
                 raise MetaError(f"the binary's model {role} name %{name}, which is not a value "
                                 f"it declares")
@@ -84,6 +100,12 @@ def check_meta(p: Program) -> None:
         if e.value not in sizes:
             raise MetaError(f"edge %{e.value} ({e.src} -> {', '.join(e.dsts)}) carries a value "
                             f"the binary does not declare")
+        if e.src == HOST and e.value not in p.info["inputs"]:
+            raise MetaError(f"edge %{e.value} comes from the host, but %{e.value} is not one of "
+                            f"the binary's model inputs")
+        if HOST in e.dsts and e.value not in p.info["outputs"]:
+            raise MetaError(f"edge %{e.value} goes to the host, but %{e.value} is not one of "
+                            f"the binary's model outputs")
     for k in p.kernels:
         _check_kernel(k, sizes)
     for role in ("inputs", "outputs"):
@@ -95,7 +117,10 @@ def check_meta(p: Program) -> None:
             n = 1
             for d in sizes[name][1]:
                 n *= d
-            for r in io.get("ranges", []):
+            ranges = io.get("ranges", [])
+            if not isinstance(ranges, list):
+                raise MetaError(f"host I/O of %{name}: 'ranges' is {ranges!r}, not a list")
+            for r in ranges:
                 if (not isinstance(r, list) or len(r) != 2
                         or not all(isinstance(v, int) for v in r) or not 0 <= r[0] <= r[1] <= n):
                     raise MetaError(f"host I/O of %{name}: range {r!r} lies outside its {n} "

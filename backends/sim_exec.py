@@ -14,6 +14,11 @@ from .sim_base import SimError
 from .sim_pe import Env, KernelRun, SramImages, node_of
 from .sim_sharded import SHARDED
 
+# what an op raises when a binary's kernel description (attributes, omitted
+# inputs, shapes) contradicts itself in a way the loader cannot see
+_INCONSISTENT = (ValueError, TypeError, IndexError, KeyError, AttributeError,
+                 ZeroDivisionError, OverflowError)
+
 
 def run_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray]) -> KernelRun:
     """Run kernel `ki` on the values its routes delivered."""
@@ -27,11 +32,18 @@ def run_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray]) -> Ke
     stats: dict[str, int] = {}
     start = 0
     fn = SHARDED.get(k.kind)
-    if fn is not None and body:
-        done = fn(env, body[0], stats)
-        start = 1 if done else 0
-    for n in body[start:]:
-        env.run_node(n)
+    node = body[0] if body else None
+    try:
+        if fn is not None and body:
+            done = fn(env, body[0], stats)
+            start = 1 if done else 0
+        for node in body[start:]:
+            env.run_node(node)
+    except _INCONSISTENT as e:  # as run_op does for the reference semantics
+        what = f"op '{node.name}' ({node.op})" if node is not None else "its body"
+        raise SimError(f"kernel '{k.name}': {what} failed: "
+                       f"{' '.join(str(e).split()) or type(e).__name__}; the binary's "
+                       f"description of the kernel is inconsistent") from None
     outs = {}
     for o in k.outputs:
         if o not in env.vals:

@@ -1,8 +1,18 @@
 """wsec: a compiler from ONNX neural-network graphs to wafer-scale layouts."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("wsec")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+src"
+
+def __getattr__(name: str) -> str:
+    """`wsec.__version__`, looked up on first use: importing wsec stays cheap,
+    so the command line is inside its Ctrl-C handling almost at once."""
+    if name != "__version__":
+        raise AttributeError(f"module 'wsec' has no attribute '{name}'")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("wsec")
+    except PackageNotFoundError:  # running from a source tree without install
+        v = "0.0.0+src"
+    globals()["__version__"] = v
+    return v

@@ -17,8 +17,6 @@ from typing import Any
 
 from wsec.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, WsecError
 
-from . import __version__
-
 COMMANDS = ("ops", "inspect", "opt", "run", "score", "export-train")
 
 _EPILOG = """commands:
@@ -116,6 +114,8 @@ def compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS",
                    help="bound the whole run of a kernel-graph compile (default 60)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    from . import __version__
+
     p.add_argument("--version", action="version", version=f"wsec {__version__}")
     from .train import add_train_args
 
@@ -343,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if debug:
             raise
+        if _caused_by_interrupt(e):  # e.g. numpy's ImportError around a Ctrl-C
+            print("wsec: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if isinstance(e, WsecError):
             print(f"wsec: error: {e.one_line()}", file=sys.stderr)
             return e.exit_code
@@ -357,6 +360,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wsec: internal error: {type(e).__name__}: {msg} (rerun with --debug for a "
               f"traceback, and please report it)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _caused_by_interrupt(e: BaseException) -> bool:
+    """A library that wraps whatever its import raised may turn a Ctrl-C
+    into its own error: look down the chain of causes."""
+    seen = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def _dispatch(args: list[str], out: Callable[[str], None]) -> int:

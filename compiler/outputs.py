@@ -224,9 +224,14 @@ def _same(a: _File, b: _File) -> bool:
 def _refuse_same(out: _File, other: _File) -> None:
     if not _same(out, other):
         return
-    how = "" if out.path == other.path else (
-        " (the same file by another name)" if out.real == other.real
-        else " (a link to the same file)")
+    if out.path == other.path:
+        how = ""
+    elif os.path.islink(out.path) or os.path.islink(other.path):
+        how = " (a symbolic link to the same file)"
+    elif out.real == other.real:
+        how = " (the same file by another name)"
+    else:
+        how = " (a hard link to the same file)"
     raise OutputError(f"{out.what} '{out.path}' is {other.what} '{other.path}'{how}; "
                       f"writing it would destroy it: give another output path")
 

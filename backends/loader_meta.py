@@ -58,7 +58,7 @@ def value_type(name: str, text: object) -> tuple[str, list[int]]:
         dims = [int(d) for d in inner.split(",")] if inner.strip() else []
     except ValueError:
         raise MetaError(f"{where} has type {text!r}: its dims are not integers") from None
-    bad = shape_problem(dims)
+    bad = shape_problem(dims, zero_ok=True)  # an empty constant is a real thing
     if bad:
         raise MetaError(f"{where} has type {text}: {bad}")
     return dtype, dims
@@ -68,7 +68,10 @@ def check_meta(p: Program) -> None:
     """Everything `wsec run` relies on in META (see the module docstring)."""
     check_sections(p)
     t = p.target
-    for f in fields(t):
+    bad = grid_problem(t.width, t.height)
+    if bad:
+        raise MetaError(f"the binary's {t.name} grid {t.width}x{t.height} is impossible: {bad}")
+    for f in fields(t):  # the grid is checked above
         v = getattr(t, f.name)
         if f.name in ("name", "dtype"):
             ok = isinstance(v, str) and (f.name == "name" or v in DEVICE_DTYPES)
@@ -77,9 +80,6 @@ def check_meta(p: Program) -> None:
                 and v >= 0
         if not ok:
             raise MetaError(f"the binary's target field '{f.name}' is {v!r}")
-    bad = grid_problem(t.width, t.height)
-    if bad:
-        raise MetaError(f"the binary's {t.name} grid {t.width}x{t.height} is impossible: {bad}")
     if not isinstance(t.sram_bytes, int) or not 1 <= t.sram_bytes <= 1 << 30:
         raise MetaError(f"the binary's target has {t.sram_bytes!r} bytes of SRAM per PE")
     if not isinstance(t.colors, int) or not 1 <= t.colors <= 1 << 10:
@@ -94,6 +94,9 @@ def check_meta(p: Program) -> None:
             if name not in sizes:
                 raise MetaError(f"the binary's model {role} name %{name}, which is not a value "
                                 f"it declares")
+            if 0 in sizes[name][1]:
+                raise MetaError(f"the binary's model {role[:-1]} %{name} has zero-size type "
+                                f"{values[name]}: it carries nothing")
     if not p.info["outputs"]:
         raise MetaError("the binary declares no model outputs: it computes nothing")
     for e in p.edges:

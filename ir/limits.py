@@ -24,7 +24,7 @@ from .errors import WsecError
 MAX_DIM = 1 << 40  # one dimension
 MAX_ELEMENTS = 1 << 40  # one tensor (~1.1e12 elements)
 MAX_GRID_SIDE = 1 << 14  # PEs along x or y (a wafer has < 1,200)
-MAX_GRID_PES = 1 << 23  # PEs in a grid (~8.4M; a wafer has < 900k)
+MAX_GRID_PES = 1 << 26  # PEs in a grid (~67M: the ISPD open-grid variants use 7000x7000)
 MAX_KGRAPH_PARAM = 1 << 24  # an ISPD kernel's W, H, C, K, ... and its shape dims
 MAX_WEIGHT = 1e12  # an ISPD objective weight (wlength, wdeltat, wadapter)
 

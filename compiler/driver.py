@@ -219,8 +219,12 @@ def check_activations(module: Module, target: Target) -> None:
         return
     wafer = target.pes * target.sram_bytes
     dev = 2 if target.dtype == "f16" else 4
+    live = set(module.inputs)  # activations: what depends on a model input
+    for n in module.nodes:  # (values computed from weights alone fold into weights)
+        if any(i in live for i in n.inputs):
+            live.update(o for o in n.outputs if o)
     for name, v in module.values.items():
-        if v.const is not None:
+        if name not in live or v.const is not None:
             continue
         ty = v.type
         need = ty.numel * (dev if ty.dtype.startswith("f") else ty.itemsize)

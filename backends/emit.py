@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from wsec.ir.errors import WsecError
-from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Kernel, Module, Value
 from wsec.ir.kernels import kind_of
+from wsec.ir.lanes import endpoints, lane_slices
 from wsec.ir.target import Target, module_target
 from wsec.ir.types import DTYPES, ConstData
 
@@ -43,28 +43,29 @@ from .format import (
     BLOB_SPLAT,
     BLOBS,
     CELL_DTYPE,
+    LANES,
     MAP_DTYPE,
     MAX_RANK,
     META,
     REGION_DTYPE,
-    ROUTE_DTYPE,
-    ROUTES,
     RUN_DTYPE,
     SRAM,
     STRINGS,
+    TEMPLATE_DTYPE,
     Blob,
     EdgeInfo,
+    FormatError,
     KernelInfo,
     Program,
     canonical_json,
     encode_blobs,
+    encode_lanes,
     encode_meta,
-    encode_routes,
     encode_sram,
     encode_strings,
     pack_file,
-    ports_mask,
 )
+from .lanes import bundle_records, check_records, expand_routes, template_records
 
 SliceKey = tuple[tuple[int, int], ...]
 Block = tuple[int, int, int, int, SliceKey]  # x0, x1, y0, y1, slice
@@ -85,9 +86,9 @@ def compiler_version() -> str:
 
 # --- public API --------------------------------------------------------------
 def write_program(p: Program) -> bytes:
-    """Encode a Program as format-v1 bytes (no validation)."""
+    """Encode a Program as format bytes (no validation)."""
     return pack_file([(META, encode_meta(p)), (STRINGS, encode_strings(p.strings)),
-                      (ROUTES, encode_routes(p.routes)),
+                      (LANES, encode_lanes(p.bundles, p.points, p.templates)),
                       (SRAM, encode_sram(p)),
                       (BLOBS, encode_blobs(p.blobs))], p.version, p.flags)
 
@@ -162,13 +163,19 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
     else:
         for ki, k in enumerate(kernels):
             _weight_maps(ki, k, module, blobs, acc)
-    edges = [EdgeInfo(e.value, e.src, list(e.dsts), int(e.bytes_per_sample), e.color)
+    edges = [EdgeInfo(e.value, e.src, list(e.dsts), int(e.bytes_per_sample))
              for e in module.edges]
-    routes = _routes(module)
+    bundles, points = bundle_records(module, {k.name: i for i, k in enumerate(kernels)})
+    # a stream binary's phases reuse the same PEs one after another; their kernels'
+    # internal flows are configured per phase, not in the resident route table
+    templates, entries, per_kernel = (
+        ([], np.zeros(0, TEMPLATE_DTYPE), [-1] * len(kernels)) if stream
+        else template_records(module))
     infos = [KernelInfo(k.name, k.kind, dict(k.dims), dict(k.knobs or {}), k.rect,  # type: ignore[arg-type]
                         bool(k.rotated), dict(k.cost or {}), list(k.origin),
                         [_op_json(n) for n in k.body], list(k.inputs), list(k.outputs),
-                        _weight_names(k, module)) for k in kernels]
+                        _weight_names(k, module), t) for k, t in zip(kernels, per_kernel,
+                                                                    strict=True)]
     info = {
         "compiler_version": version or compiler_version(),
         "model_hash": str(module.attrs.get("model_hash", "")),
@@ -178,15 +185,22 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
         "consts": {n: _storage(module.values[n].const) for n in values
                    if n in module.values and module.values[n].const is not None},
         "inputs": list(module.inputs), "outputs": list(module.outputs),
-        "host_io": stream_host_io(module, target) if stream else _host_io(module, target),
+        "host_io": stream_host_io(module, target) if stream else _host_io(module),
         "attrs": _plain_attrs(module.attrs),
+        "templates": templates,
     }
     if stream:
         info.update(phases=phases, streams=streams)
         if "store_steps" in module.attrs:
             info.update(store_steps=store, micro_batch=int(module.attrs["micro_batch"]))
     reg = np.array(regions, REGION_DTYPE) if regions else np.zeros(0, REGION_DTYPE)
-    p = Program(target, infos, edges, routes, reg, *acc.arrays(), blobs.blobs, strings, info)
+    p = Program(target, infos, edges, bundles, points, entries, reg, *acc.arrays(), blobs.blobs,
+                strings, info)
+    try:
+        check_records(p)
+    except FormatError as e:
+        raise EmitError(f"refusing to write an invalid binary: {e}") from None
+    p.routes = expand_routes(p)
     info["summary"] = summary(p)
     return p
 
@@ -252,49 +266,22 @@ def _plain_attrs(attrs: dict[str, object]) -> dict[str, object]:
     return out
 
 
-def _routes(m: Module) -> np.ndarray:
-    cols: list[list[int]] = [[], [], [], [], [], []]
-    for ei, e in enumerate(m.edges):
-        if not e.routes:
-            continue
-        if e.color is None:
-            raise EmitError(f"edge %{e.value} from '{e.src}' has routes but no color: "
-                            f"run the 'route' pass before emitting")
-        for h in e.routes:
-            if not (0 <= h.x < 65536 and 0 <= h.y < 65536 and 0 <= e.color < 256):
-                raise EmitError(f"edge %{e.value} has a hop at ({h.x}, {h.y}) on color "
-                                f"{e.color}, outside what format v1 can encode")
-            for c, v in zip(cols, (h.x, h.y, e.color, ports_mask(h.rx), ports_mask(h.tx), ei),
-                            strict=True):
-                c.append(v)
-    r = np.zeros(len(cols[0]), ROUTE_DTYPE)
-    for name, c in zip(("x", "y", "color", "rx", "tx", "edge"), cols, strict=True):
-        r[name] = c
-    return r[np.lexsort((r["edge"], r["color"], r["y"], r["x"]))]
-
-
-def _host_io(m: Module, t: Target) -> dict[str, list[dict[str, object]]]:
-    """Model inputs enter at the fabric's host input PEs (West edge) whose
-    route receives from the host port; each such PE takes an even share of
-    the flattened tensor, in y order. Outputs leave at the host output PEs
-    (East edge) whose route sends to the host port."""
-    fabric = Fabric.of(t)
+def _host_io(m: Module) -> dict[str, list[dict[str, object]]]:
+    """Where the host feeds model inputs and takes outputs: per bundle of a
+    host edge, its lanes' PEs on the West edge (inputs) or East edge
+    (outputs) and the element range each lane carries."""
     ins, outs = [], []
-    for name in m.inputs:
-        pes = sorted({(h.x, h.y) for e in m.edges if e.src == HOST and e.value == name
-                      for h in e.routes or () if fabric.is_host_input(h.x, h.rx)},
-                     key=lambda p: p[1])
-        n = m.values[name].type.numel
-        cuts = [n * i // len(pes) for i in range(len(pes) + 1)] if pes else []
-        ins.append({"value": name, "type": str(m.values[name].type),
-                    "pes": [list(p) for p in pes],
-                    "ranges": [[cuts[i], cuts[i + 1]] for i in range(len(pes))]})
-    for name in m.outputs:
-        pes = sorted({(h.x, h.y) for e in m.edges if HOST in e.dsts and e.value == name
-                      for h in e.routes or () if fabric.is_host_output(h.x, h.tx)},
-                     key=lambda p: p[1])
-        outs.append({"value": name, "type": str(m.values[name].type),
-                     "pes": [list(p) for p in pes]})
+    for e in m.edges:
+        numel = m.values[e.value].type.numel
+        for b in e.bundles or ():
+            if e.src != HOST and b.sink != HOST:
+                continue
+            src, land = endpoints(b)
+            pes = src if e.src == HOST else land
+            d = {"value": e.value, "type": str(m.values[e.value].type),
+                 "sink": b.sink, "pes": pes.tolist(),
+                 "ranges": lane_slices(numel, b.lanes).tolist()}
+            (ins if e.src == HOST else outs).append(d)
     return {"inputs": ins, "outputs": outs}
 
 
@@ -397,7 +384,7 @@ def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc)
 
         def shard(px: int, py: int, wi: int = wi, shape: tuple[int, ...] = shape,
                   name: str = name) -> SliceKey:
-            sl = kind.weight_shard(k.dims, k.knobs or {}, wi, shape, px, py)
+            sl = kind.weight_shard(k.dims, k.knobs or {}, wi, shape, px, py, (uw, uh))
             return _slice_key(sl, shape, k.name, name)
 
         t = shard_tiling(shard, uw, uh)

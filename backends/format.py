@@ -1,4 +1,4 @@
-"""The wsec binary format, version 1: the one spec shared by writer and loader.
+"""The wsec binary format, version 2: the one spec shared by writer and loader.
 
 Every byte layout lives here (header, section table, section encodings, the
 numpy record dtypes) together with `Program`, the decoded program both the
@@ -21,12 +21,12 @@ import numpy as np
 from wsec.ir.errors import WsecError
 from wsec.ir.fabric import PORT_BITS as FABRIC_PORT_BITS
 from wsec.ir.fabric import mask_of, ports_of
-from wsec.ir.graph import HOST, Hop, Rect, SramRegion
+from wsec.ir.graph import HOST, Rect, SramRegion
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: routes as bundles of lanes (LANES) and kernel route templates
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -34,16 +34,36 @@ HEADER = struct.Struct("<8sIIII")
 SECTION = struct.Struct("<IIQQ")
 COUNT2 = struct.Struct("<II")  # (count, reserved) / (count_a, count_b) prefixes
 
-META, STRINGS, ROUTES, SRAM, BLOBS = 1, 2, 3, 4, 5
-SECTION_NAMES = {META: "META", STRINGS: "STRINGS", ROUTES: "ROUTES", SRAM: "SRAM",
+META, STRINGS, LANES, SRAM, BLOBS = 1, 2, 3, 4, 5
+SECTION_NAMES = {META: "META", STRINGS: "STRINGS", LANES: "LANES", SRAM: "SRAM",
                  BLOBS: "BLOBS"}
-REQUIRED_SECTIONS = (META, STRINGS, ROUTES, SRAM, BLOBS)
+REQUIRED_SECTIONS = (META, STRINGS, LANES, SRAM, BLOBS)
 
 # router port bits of the rx/tx masks of a route record (the fabric API's)
 PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 
+# LANES: one record per bundle (an edge's lanes to one sink, on one color:
+# wsec.ir.lanes), then the waypoints of lane 0's path. sink: kernel index or
+# -1 for the host; flags: BUNDLE_FROM_HOST, BUNDLE_TO_HOST.
+BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
+                         ("reserved", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
+                         ("reserved2", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
+                         ("npoints", "<u4")])
+POINT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2")])
+# a kernel route template's entries (wsec.ir.templates), in offsets of the
+# kernel's unrotated rectangle; META `templates[t]` says which slice is whose
+TEMPLATE_DTYPE = np.dtype([("px", "<u2"), ("py", "<u2"), ("color", "u1"), ("rx", "u1"),
+                           ("tx", "u1"), ("reserved", "u1")])
+BUNDLE_FROM_HOST, BUNDLE_TO_HOST = 1, 2
+NO_BUNDLE = 0xFFFFFFFF  # a route entry of a kernel's template, not of a bundle
+
+# The routers' configuration as the loader expands it from LANES and the
+# kernels' templates (not stored): one entry per PE, color and route. For a
+# bundle's entry: its edge, bundle and lane; for a template's: edge and
+# bundle NO_BUNDLE, lane = the kernel's index.
 ROUTE_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("color", "u1"), ("rx", "u1"),
-                        ("tx", "u1"), ("reserved", "u1"), ("edge", "<u4")])
+                        ("tx", "u1"), ("reserved", "u1"), ("edge", "<u4"), ("bundle", "<u4"),
+                        ("lane", "<u4")])
 REGION_DTYPE = np.dtype([("kernel", "<u4"), ("name", "<u4"), ("offset", "<u4"),
                          ("size", "<u4")])
 MAX_RANK = 8  # weight tensors of rank <= 8 (the start/stop arrays below)
@@ -161,6 +181,7 @@ class KernelInfo:
     inputs: list[str]
     outputs: list[str]
     weights: list[str]  # const inputs in order: a weight record's `weight` indexes this
+    template: int = -1  # META templates[i]: the kernel's own route template, -1 for none
 
     @property
     def unrotated_shape(self) -> tuple[int, int]:
@@ -171,7 +192,7 @@ class KernelInfo:
         return {"name": self.name, "kind": self.kind, "dims": self.dims, "knobs": self.knobs,
                 "rect": [r.x, r.y, r.w, r.h], "rotated": bool(self.rotated), "cost": self.cost,
                 "origin": self.origin, "body": self.body, "inputs": self.inputs,
-                "outputs": self.outputs, "weights": self.weights}
+                "outputs": self.outputs, "weights": self.weights, "template": self.template}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> KernelInfo:
@@ -180,28 +201,26 @@ class KernelInfo:
                           Rect(x, y, w, h), bool(d["rotated"]), dict(d["cost"]),
                           [str(o) for o in d["origin"]], list(d["body"]),
                           [str(i) for i in d["inputs"]], [str(o) for o in d["outputs"]],
-                          [str(w) for w in d["weights"]])
+                          [str(w) for w in d["weights"]], int(d.get("template", -1)))
 
 
 @dataclass
 class EdgeInfo:
-    """A dataflow edge (META `edges[i]`); route records point at it by index."""
+    """A dataflow edge (META `edges[i]`); bundle records point at it by index."""
 
     value: str
     src: str
     dsts: list[str]
     bytes_per_sample: int
-    color: int | None
 
     def to_json(self) -> dict[str, Any]:
         return {"value": self.value, "src": self.src, "dsts": self.dsts,
-                "bytes": self.bytes_per_sample, "color": self.color}
+                "bytes": self.bytes_per_sample}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> EdgeInfo:
-        c = d["color"]
         return EdgeInfo(str(d["value"]), str(d["src"]), [str(s) for s in d["dsts"]],
-                        int(d["bytes"]), None if c is None else int(c))
+                        int(d["bytes"]))
 
 
 @dataclass(frozen=True)
@@ -225,7 +244,9 @@ class Program:
     target: Target
     kernels: list[KernelInfo]
     edges: list[EdgeInfo]
-    routes: np.ndarray  # ROUTE_DTYPE, sorted by (x, y, color, edge)
+    bundles: np.ndarray  # BUNDLE_DTYPE, by edge then sink
+    points: np.ndarray  # POINT_DTYPE: bundle b's path is points[point0:point0 + npoints]
+    templates: np.ndarray  # TEMPLATE_DTYPE: META templates[t] owns entries [entry0, +n)
     regions: np.ndarray  # REGION_DTYPE, sorted by (kernel, offset)
     wmaps: np.ndarray  # MAP_DTYPE, one per (kernel, weight), sorted
     wruns: np.ndarray  # RUN_DTYPE: each map's nx x-runs then its ny y-runs, from run0
@@ -237,6 +258,9 @@ class Program:
     flags: int = 0
     sections: list[SectionInfo] = field(default_factory=list)  # set by the loader
     base_dir: str = ""  # the binary's directory (set by the loader): stream files resolve here
+    # the routers' configuration, expanded from LANES and the templates (ROUTE_DTYPE,
+    # sorted by (x, y, color)); set by `wsec.backends.lanes.expand_routes`
+    routes: np.ndarray = field(default_factory=lambda: np.zeros(0, ROUTE_DTYPE))
 
     def kernel_index(self, name: str) -> int:
         for i, k in enumerate(self.kernels):
@@ -253,11 +277,6 @@ class Program:
         """Bytes of SRAM per PE the kernel's region map reaches."""
         rows = self.regions[self.regions["kernel"] == ki]
         return int((rows["offset"].astype(np.int64) + rows["size"]).max()) if rows.size else 0
-
-    def edge_hops(self, ei: int) -> list[Hop]:
-        rows = self.routes[self.routes["edge"] == ei]
-        return [Hop(int(r["x"]), int(r["y"]), mask_ports(int(r["rx"])), mask_ports(int(r["tx"])))
-                for r in rows]
 
     def weight_map(self, ki: int, wi: int) -> np.void:
         sel = np.nonzero((self.wmaps["kernel"] == ki) & (self.wmaps["weight"] == wi))[0]
@@ -380,14 +399,26 @@ def _records(data: bytes, offset: int, n: int, dtype: np.dtype, what: str) -> np
     return np.frombuffer(data, dtype, n, offset).copy()
 
 
-def encode_routes(routes: np.ndarray) -> bytes:
-    return COUNT2.pack(len(routes), 0) + np.ascontiguousarray(routes, ROUTE_DTYPE).tobytes()
+def encode_lanes(bundles: np.ndarray, points: np.ndarray, templates: np.ndarray) -> bytes:
+    return (COUNT2.pack(len(bundles), len(points)) + COUNT2.pack(len(templates), 0)
+            + np.ascontiguousarray(bundles, BUNDLE_DTYPE).tobytes()
+            + np.ascontiguousarray(points, POINT_DTYPE).tobytes()
+            + np.ascontiguousarray(templates, TEMPLATE_DTYPE).tobytes())
 
 
-def decode_routes(data: bytes) -> np.ndarray:
-    n, _ = COUNT2.unpack_from(data)
-    _exact(data, COUNT2.size + n * ROUTE_DTYPE.itemsize, f"{n} route records")
-    return _records(data, COUNT2.size, n, ROUTE_DTYPE, "route")
+def decode_lanes(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(data) < 2 * COUNT2.size:
+        raise FormatError("LANES section is shorter than its counts")
+    nb, npt = COUNT2.unpack_from(data)
+    nt, _ = COUNT2.unpack_from(data, COUNT2.size)
+    head = 2 * COUNT2.size
+    sizes = (nb * BUNDLE_DTYPE.itemsize, npt * POINT_DTYPE.itemsize,
+             nt * TEMPLATE_DTYPE.itemsize)
+    _exact(data, head + sum(sizes), f"{nb} bundle, {npt} point and {nt} template records")
+    b = _records(data, head, nb, BUNDLE_DTYPE, "bundle")
+    pts = _records(data, head + sizes[0], npt, POINT_DTYPE, "point")
+    tpl = _records(data, head + sizes[0] + sizes[1], nt, TEMPLATE_DTYPE, "template")
+    return b, pts, tpl
 
 
 _SRAM_HEAD = struct.Struct("<IIII")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.fabric import Fabric
-from wsec.ir.metrics import RouteArrays, busiest_link, colors_per_pe, edge_wavelets, link_loads
+from wsec.ir.metrics import RouteArrays, busiest_link, colors_per_pe, lane_bytes, link_loads
 
-from .format import Program
+from .format import NO_BUNDLE, Program, type_shape
 
 
 def _fmt_bytes(n: float) -> str:
@@ -32,24 +32,44 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     return out
 
 
-def program_routes(p: Program) -> RouteArrays:
-    """A binary's ROUTES table as the metrics module's route arrays."""
+def program_routes(p: Program, templates: bool = False) -> RouteArrays:
+    """A binary's router table as the metrics module's route arrays: every
+    lane's entries with the bytes its slice carries (with `templates`, the
+    kernels' internal flows too, carrying no edge's bytes, edge index -1)."""
     r = p.routes
-    return RouteArrays(*(r[f].astype(np.int64) for f in ("x", "y", "color", "edge", "rx", "tx")))
+    lanes = r["bundle"] != NO_BUNDLE
+    if not templates:
+        r = r[lanes]
+        lanes = lanes[lanes]
+    nbytes = np.zeros(r.size, np.int64)
+    edge = np.where(lanes, r["edge"].astype(np.int64), -1)
+    for bi, b in enumerate(p.bundles):
+        sel = lanes & (r["bundle"] == bi)
+        if not sel.any():
+            continue
+        e = p.edges[int(b["edge"])]
+        numel = int(np.prod(type_shape(p.info["values"][e.value]), dtype=np.int64)) \
+            if e.value in p.info.get("values", {}) else 1
+        nbytes[sel] = lane_bytes(e.bytes_per_sample, numel, int(b["lanes"]))[r["lane"][sel]]
+    return RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
+                       r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
+                       r["tx"].astype(np.int64), nbytes)
 
 
 def route_stats(p: Program) -> dict[str, int]:
     fabric = Fabric.of(p.target)
     ra = program_routes(p)
+    every = program_routes(p, templates=True)
     stats = {"edges": len(p.edges), "routed_edges": int(np.unique(ra.edge).size),
-             "route_entries": int(ra.size), "colors_used": int(np.unique(ra.color).size),
-             "max_colors_per_pe": colors_per_pe(ra), "max_link_edges": 0,
+             "bundles": len(p.bundles), "lanes": int(p.bundles["lanes"].sum()),
+             "templates": len(p.info.get("templates", [])),
+             "route_entries": int(every.size), "colors_used": int(np.unique(every.color).size),
+             "max_colors_per_pe": colors_per_pe(every), "max_link_edges": 0,
              "max_link_wavelets": 0, "max_link": ""}
     if not ra.size:
         return stats
-    ebytes = np.array([e.bytes_per_sample for e in p.edges], np.int64)
-    top = busiest_link(link_loads(ra, edge_wavelets(ebytes, fabric), fabric))
-    count = busiest_link(link_loads(ra, np.ones(len(p.edges), np.int64), fabric))
+    top = busiest_link(link_loads(ra, fabric))
+    count = busiest_link(link_loads(ra, fabric, count=True))
     stats["max_link_edges"] = count.wavelets if count else 0
     if top:
         stats["max_link_wavelets"] = top.wavelets
@@ -99,13 +119,15 @@ def inspect_text(p: Program) -> str:
     lines += _table(rows, {5, 6})
     rs = route_stats(p)
     lines += ["routes:",
-              f"  edges            {rs['edges']} ({rs['routed_edges']} routed)",
+              f"  edges            {rs['edges']} ({rs['routed_edges']} routed), "
+              f"{rs['bundles']} bundles of {rs['lanes']} lanes, {rs['templates']} kernel route "
+              f"templates",
               f"  route entries    {rs['route_entries']}",
               f"  colors used      {rs['colors_used']} of {t.colors}",
               f"  max colors/PE    {rs['max_colors_per_pe']}",
               f"  busiest link     {rs['max_link'] or '-'}: {rs['max_link_wavelets']} "
               f"wavelets/sample (RAMPs included)",
-              f"  most edges/link  {rs['max_link_edges']}"]
+              f"  most lanes/link  {rs['max_link_edges']}"]
     ss = sram_stats(p)
     frac = 100.0 * ss["pes_used"] / ss["grid_pes"] if ss["grid_pes"] else 0.0
     lines += ["SRAM:",

@@ -17,9 +17,11 @@ import struct
 
 import numpy as np
 from wsec.ir.errors import WsecError
+from wsec.ir.fabric import LINK_PLANES, Fabric
 from wsec.ir.graph import HOST
 from wsec.ir.kernels import KINDS
-from wsec.ir.metrics import first_overlap
+from wsec.ir.lanes import endpoints
+from wsec.ir.metrics import first_overlap, link_loads
 
 from .format import (
     AXIS_CELL,
@@ -29,26 +31,29 @@ from .format import (
     BLOBS,
     FORMAT_VERSION,
     HEADER,
+    LANES,
     MAGIC,
     META,
+    NO_BUNDLE,
     REQUIRED_SECTIONS,
-    ROUTES,
     SECTION,
     SECTION_NAMES,
     SRAM,
     STRINGS,
+    FormatError,
     KernelInfo,
     Program,
     SectionInfo,
     decode_blobs,
+    decode_lanes,
     decode_meta,
-    decode_routes,
     decode_sram,
     decode_strings,
     mask_ports,
     section_crc,
     type_shape,
 )
+from .lanes import check_records, expand_routes, to_bundle
 
 
 class BinaryError(WsecError):
@@ -148,14 +153,13 @@ def decode_program(data: bytes) -> Program:
     try:
         target, kernels, edges, info = _decode(META, decode_meta, by_id)
         strings = _decode(STRINGS, decode_strings, by_id)
-        routes = _decode(ROUTES, decode_routes, by_id)
+        bundles, points, templates = _decode(LANES, decode_lanes, by_id)
         regions, wmaps, wruns, wcells = _decode(SRAM, decode_sram, by_id)
         blobs = _decode(BLOBS, decode_blobs, by_id)
     except BinaryError:
         raise
-    return Program(target, kernels, edges, routes, regions, wmaps, wruns, wcells, blobs,
-                   strings, info,
-                   version, flags, sections)
+    return Program(target, kernels, edges, bundles, points, templates, regions, wmaps, wruns,
+                   wcells, blobs, strings, info, version, flags, sections)
 
 
 def _decode(sid: int, fn, by_id: dict[int, bytes]):  # type: ignore[no-untyped-def]
@@ -230,12 +234,28 @@ def _check_edges(p: Program, names: set[str]) -> None:
         for end in [e.src, *e.dsts]:
             if end != HOST and end not in names:
                 raise BinaryError(f"edge %{e.value} names unknown kernel '{end}'")
-        if e.color is not None and not 0 <= e.color < p.target.colors:
-            raise BinaryError(f"edge %{e.value} uses color {e.color} but the target has "
-                              f"{p.target.colors} colors")
 
 
 def _check_routes(p: Program) -> None:
+    """Bundles and templates are well formed; expanded, they stay on the grid,
+    start in their source and land in their sink, give each PE and color one
+    route, and load no link beyond the binary's stated cycles per sample."""
+    try:
+        check_records(p)
+    except FormatError as e:
+        raise BinaryError(str(e)) from None
+    for k in p.kernels:
+        if k.template >= 0:
+            temps = p.info.get("templates", [])
+            if k.template >= len(temps):
+                raise BinaryError(f"kernel '{k.name}' names route template #{k.template}; the "
+                                  f"program has {len(temps)}")
+            t = temps[k.template]
+            if (int(t["w"]), int(t["h"])) != k.unrotated_shape:
+                raise BinaryError(f"kernel '{k.name}' occupies {k.unrotated_shape} PEs but its "
+                                  f"route template is for {t['w']}x{t['h']}")
+    _check_lane_ends(p)
+    p.routes = expand_routes(p)
     r = p.routes
     if not r.size:
         return
@@ -244,33 +264,67 @@ def _check_routes(p: Program) -> None:
     if bad.size:
         b = r[bad[0]]
         raise BinaryError(f"route record at PE ({b['x']}, {b['y']}) lies outside the {W}x{H} grid")
-    bad = np.nonzero(r["edge"] >= len(p.edges))[0]
-    if bad.size:
-        b = r[bad[0]]
-        raise BinaryError(f"route record at PE ({b['x']}, {b['y']}) names edge {b['edge']} but "
-                          f"the program has {len(p.edges)} edges")
-    bad = np.nonzero((r["rx"] >= 32) | (r["tx"] >= 32))[0]
-    if bad.size:
-        b = r[bad[0]]
-        raise BinaryError(f"route record at PE ({b['x']}, {b['y']}) has unknown port bits "
-                          f"(rx {b['rx']:#x}, tx {b['tx']:#x})")
-    ecol = np.array([-1 if e.color is None else e.color for e in p.edges], np.int64)
-    bad = np.nonzero(ecol[r["edge"]] != r["color"])[0]
-    if bad.size:
-        b = r[bad[0]]
-        e = p.edges[int(b["edge"])]
-        raise BinaryError(f"route record at PE ({b['x']}, {b['y']}) is on color {b['color']} "
-                          f"but edge %{e.value} is on color {e.color}")
-    order = np.lexsort((r["edge"], r["color"], r["y"], r["x"]))
-    s = r[order]
+    s = r  # sorted by (x, y, color)
     dup = np.nonzero((s["x"][1:] == s["x"][:-1]) & (s["y"][1:] == s["y"][:-1])
                      & (s["color"][1:] == s["color"][:-1]))[0]
     if dup.size:
         a, b = s[dup[0]], s[dup[0] + 1]
-        ea, eb = p.edges[int(a["edge"])], p.edges[int(b["edge"])]
         raise BinaryError(f"two routes on color {a['color']} at PE ({a['x']}, {a['y']}): "
-                          f"edge %{ea.value} (#{a['edge']}, {_ports(a)}) and edge %{eb.value} "
-                          f"(#{b['edge']}, {_ports(b)})")
+                          f"{_owner(p, a)} ({_ports(a)}) and {_owner(p, b)} ({_ports(b)})")
+    _check_capacity(p)
+
+
+def _owner(p: Program, rec: np.void) -> str:
+    if int(rec["bundle"]) == NO_BUNDLE:
+        return f"the route template of kernel '{p.kernels[int(rec['lane'])].name}'"
+    e = p.edges[int(rec["edge"])]
+    return f"lane {int(rec['lane'])} of edge %{e.value} (#{int(rec['edge'])})"
+
+
+def _check_lane_ends(p: Program) -> None:
+    """Each bundle's lanes start inside its source kernel (or on the West
+    edge, from the host) and land inside its sink (or on the East edge)."""
+    fabric = Fabric.of(p.target)
+    index = {k.name: i for i, k in enumerate(p.kernels)}
+    for bi, r in enumerate(p.bundles):
+        b = to_bundle(p, bi)
+        e = p.edges[int(r["edge"])]
+        if b.sink not in e.dsts:
+            raise BinaryError(f"bundle #{bi} of edge %{e.value} goes to '{b.sink}', which is not "
+                              f"one of the edge's destinations {e.dsts}")
+        src, land = endpoints(b)
+        for pts, who, host_x, what in ((src, e.src, fabric.host_input_x, "starts"),
+                                       (land, b.sink, fabric.host_output_x, "lands")):
+            if who == HOST:
+                ok = pts[:, 0] == host_x
+                where = f"the host's {'West' if what == 'starts' else 'East'} edge"
+            else:
+                rc = p.kernels[index[who]].rect
+                ok = ((pts[:, 0] >= rc.x) & (pts[:, 0] < rc.x1) & (pts[:, 1] >= rc.y)
+                      & (pts[:, 1] < rc.y1))
+                where = f"kernel '{who}' [{rc.x}, {rc.y}, {rc.w}, {rc.h}]"
+            if not ok.all():
+                i = int(np.argmin(ok))
+                raise BinaryError(f"lane {i} of edge %{e.value} (bundle #{bi}, color {b.color}) "
+                                  f"{what} at PE ({int(pts[i, 0])}, {int(pts[i, 1])}), outside "
+                                  f"{where}")
+
+
+def _check_capacity(p: Program) -> None:
+    """No link or RAMP carries more wavelets per sample than the binary says
+    a sample takes (its realised cycles per sample: one wavelet per cycle)."""
+    cap = int(p.info.get("attrs", {}).get("realised_cycles", 0) or 0)
+    if cap <= 0:
+        return
+    from .inspect import program_routes
+
+    load = link_loads(program_routes(p), Fabric.of(p.target))
+    top = int(load.max(initial=0))
+    if top > cap:
+        y, x, d = np.unravel_index(int(np.argmax(load)), load.shape)
+        raise BinaryError(f"link ({int(x)}, {int(y)}) {LINK_PLANES[int(d)]} carries {top} "
+                          f"wavelets per sample, more than the {cap} cycles per sample the "
+                          f"binary states")
 
 
 def _ports(rec: np.void) -> str:

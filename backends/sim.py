@@ -42,10 +42,12 @@ def random_inputs(p: Program, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def _host_slices(p: Program, e: EdgeInfo, x: np.ndarray) -> np.ndarray:
-    """What the West-edge PEs of the I/O map inject: the flattened input cut
-    into the map's ranges, reassembled in range order at the sink."""
-    ios = [d for d in p.info.get("host_io", {}).get("inputs", []) if d["value"] == e.value]
+def _host_slices(p: Program, e: EdgeInfo, sink: str, x: np.ndarray) -> np.ndarray:
+    """What the West-edge PEs of the I/O map inject towards `sink`: the
+    flattened input cut into the lanes' ranges, reassembled in range order
+    at the sink (the ranges must cover the input exactly once)."""
+    ios = [d for d in p.info.get("host_io", {}).get("inputs", [])
+           if d["value"] == e.value and d.get("sink", sink) == sink]
     flat = x.reshape(-1)
     ranges = [r for d in ios for r in d.get("ranges", [[0, flat.size]])]
     covered = sorted((int(a), int(b)) for a, b in ranges)
@@ -54,9 +56,9 @@ def _host_slices(p: Program, e: EdgeInfo, x: np.ndarray) -> np.ndarray:
         if a != pos:
             break
         pos = b
-    if pos != flat.size:
-        raise SimError(f"host input %{e.value}: the I/O map's ranges {ranges} do not cover its "
-                       f"{flat.size} elements")
+    if pos != flat.size or not covered:
+        raise SimError(f"host input %{e.value} to '{sink}': the I/O map's ranges {ranges} do "
+                       f"not cover its {flat.size} elements exactly once")
     return np.concatenate([flat[a:b] for a, b in covered]).reshape(x.shape)
 
 
@@ -81,13 +83,16 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
     for i, e in enumerate(p.edges):
         by_src.setdefault(e.src, []).append(i)
 
-    def send(ei: int, arr: np.ndarray) -> None:
+    def deliver(ei: int, sink: str, arr: np.ndarray) -> None:
         e = p.edges[ei]
+        if sink == HOST:
+            host_out[e.value] = arr
+        else:
+            inbox[sink][e.value] = arr
+
+    def send(ei: int, arr: np.ndarray) -> None:
         for sink in traces[ei].sinks:
-            if sink == HOST:
-                host_out[e.value] = arr
-            else:
-                inbox[sink][e.value] = arr
+            deliver(ei, sink, arr)
 
     for ei in by_src.get(HOST, []):
         e = p.edges[ei]
@@ -96,7 +101,8 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
         if x.shape != shape:
             raise SimError(f"input %{e.value} has shape {list(x.shape)} but the binary expects "
                            f"{list(shape)}")
-        send(ei, _host_slices(p, e, x.astype(dt, copy=False)))
+        for sink in traces[ei].sinks:
+            deliver(ei, sink, _host_slices(p, e, sink, x.astype(dt, copy=False)))
     seconds: dict[str, float] = {}
     stats: dict[str, dict[str, int]] = {}
     for ki, k in enumerate(p.kernels):

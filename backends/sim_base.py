@@ -29,17 +29,21 @@ def edge_name(p: Program, ei: int) -> str:
 
 @dataclass
 class Trace:
-    """Where one edge's wavelets go: the sinks reached and the links used.
+    """Where one edge's wavelets go: the sinks reached and the route entries used.
 
-    `sinks` maps a kernel name (or HOST) to the entry PE where the value
-    arrived; `links` lists (x, y, port) for every transmitting port along
-    the tree, the host port included."""
+    `sinks` maps a kernel name (or HOST) to the first PE where a lane of the
+    value arrived; `entries` holds, per bundle of the edge, the indices into
+    the program's route table of every entry its lanes pass through."""
 
     edge: int
-    color: int
     sinks: dict[str, tuple[int, int]] = field(default_factory=dict)
-    links: list[tuple[int, int, str]] = field(default_factory=list)
-    pes: int = 0
+    entries: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Every route-table entry the edge's lanes use."""
+        return (np.concatenate(self.entries) if self.entries
+                else np.zeros(0, dtype=np.int64))
 
 
 def value_array_type(p: Program, name: str) -> tuple[tuple[int, ...], np.dtype]:

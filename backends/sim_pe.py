@@ -227,7 +227,8 @@ def _layout(p: Program, ki: int, wi: int) -> Layout:
     if (axis == AXIS_CELL).any():
         probes += [(int(xr["p0"][int(c["xr0"])]), int(yr["p0"][int(c["yr0"])])) for c in cells]
     for px, py in probes:
-        role = _norm(kind.weight_shard(k.dims, k.knobs, wi, shape, px, py), shape)
+        role = _norm(kind.weight_shard(k.dims, k.knobs, wi, shape, px, py, k.unrotated_shape),
+                     shape)
         held = tuple(slice(int(a), int(b)) for a, b in zip(start[py, px], stop[py, px],
                                                            strict=True))
         if role != held:

@@ -1,154 +1,240 @@
-"""The simulated routers: configure them from a binary's route records and
-trace every dataflow edge hop by hop on its color.
+"""The simulated routers: follow every lane of every bundle, and every
+kernel's internal route template, through the routers' configuration.
 
-A kernel receives a value only if the trace of that value's edge reaches
-its entry PE with RAMP in tx; the host gets a model output only if the trace
-leaves an East-edge PE of the I/O map through its host port. Every way a
-route can fail (broken hop, leaving the grid, a loop, two routes on one
-color at a PE, a sink never reached) is a `SimError` naming the PE, the
-color and the edge. Ports, neighbours and the host I/O rule come from the
-fabric API (wsec.ir.fabric).
+A value reaches a sink only if every lane of its bundle to that sink runs,
+link by link on the bundle's color, from its source (a PE of the producing
+kernel receiving from its core, or a West-edge PE receiving from the host)
+to PEs of the sink (sending into their cores), or off the East edge to the
+host; the lanes' slices must then cover the value exactly once. Every way a
+route can fail — a hop to a PE with no route on that color or one belonging
+to another lane, a port the next PE does not receive from, leaving the grid,
+a loop, a stray route no source reaches, delivery into the wrong core, a
+slice gap or overlap — is a `SimError` naming the PE, the color and the
+edge. All checks are vectorised over the route table (no loop per PE):
+each entry's successor is looked up by key, and chains are collapsed to
+their roots by pointer doubling.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from wsec.ir.fabric import HOST_IN_PORT, OPPOSITE, PORT_BITS, RAMP, Fabric
+from wsec.ir.fabric import DIRS, HOST_IN_PORT, HOST_OUT_PORT, OPPOSITE, PORT_BITS, STEP, Fabric
 from wsec.ir.graph import HOST
+from wsec.ir.lanes import lane_slices
 
-from .format import Program, mask_ports
+from .format import BUNDLE_FROM_HOST, BUNDLE_TO_HOST, NO_BUNDLE, Program, mask_ports, type_shape
 from .sim_base import SimError, Trace, edge_name
+
+_RAMP = PORT_BITS["RAMP"]
 
 
 class Routers:
-    """The routers of the grid, configured from the binary's route records."""
+    """The routers of the grid, configured from the binary's route table."""
 
     def __init__(self, p: Program) -> None:
         self.p = p
         self.fabric = Fabric.of(p.target)
         self.W, self.H = p.target.width, p.target.height
-        self.table: dict[tuple[int, int, int], int] = {}  # (x, y, color) -> record index
         r = p.routes
-        xs, ys, cs = (r[f].astype(np.int64).tolist() for f in ("x", "y", "color"))
-        for i, key in enumerate(zip(xs, ys, cs, strict=True)):
-            j = self.table.setdefault(key, i)
-            if j != i:
-                raise SimError(f"two routes on color {key[2]} at PE ({key[0]}, {key[1]}): "
-                               f"{self._edge_of(j)} and {self._edge_of(i)}")
-        # PE -> kernel name (for RAMP deliveries)
+        self.key = (r["color"].astype(np.int64) * self.H + r["y"]) * self.W + r["x"]
+        order = np.argsort(self.key, kind="stable")
+        dup = np.flatnonzero(np.diff(self.key[order]) == 0)
+        if dup.size:
+            a, b = int(order[dup[0]]), int(order[dup[0] + 1])
+            raise SimError(f"two routes on color {int(r['color'][a])} at PE ({int(r['x'][a])}, "
+                           f"{int(r['y'][a])}): {self._who(a)} and {self._who(b)}")
+        self.order = order
+        self.sorted_key = self.key[order]
         self.owner = np.full((self.H, self.W), -1, np.int32)
         for ki, k in enumerate(p.kernels):
             rc = k.rect
             self.owner[rc.y:rc.y1, rc.x:rc.x1] = ki
 
-    def _edge_of(self, rec: int) -> str:
-        return edge_name(self.p, int(self.p.routes["edge"][rec]))
+    def _who(self, i: int) -> str:
+        r = self.p.routes[i]
+        if int(r["bundle"]) == NO_BUNDLE:
+            return f"the route template of kernel '{self.p.kernels[int(r['lane'])].name}'"
+        return f"lane {int(r['lane'])} of {edge_name(self.p, int(r['edge']))}"
 
-    def _record(self, x: int, y: int, color: int) -> np.void | None:
-        i = self.table.get((x, y, color))
-        return None if i is None else self.p.routes[i]
+    def _at(self, i: int) -> str:
+        r = self.p.routes[i]
+        return f"PE ({int(r['x'])}, {int(r['y'])}) on color {int(r['color'])}"
 
-    def kernel_at(self, x: int, y: int) -> str | None:
-        ki = int(self.owner[y, x])
-        return None if ki < 0 else self.p.kernels[ki].name
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        """Route-table index of each key, -1 where no route exists."""
+        pos = np.searchsorted(self.sorted_key, keys)
+        pos = np.minimum(pos, max(self.sorted_key.size - 1, 0))
+        hit = (self.sorted_key.size > 0) & (self.sorted_key[pos] == keys)
+        return np.where(hit, self.order[pos], -1)
 
-    def sources(self, ei: int) -> list[tuple[int, int]]:
-        """Where edge `ei` enters the fabric: the host_io PEs of a model input
-        (rx W), else the PEs of the source kernel whose route on the edge's
-        color receives from RAMP."""
-        p, e = self.p, self.p.edges[ei]
-        if e.src == HOST:
-            ios = [d for d in p.info.get("host_io", {}).get("inputs", []) if d["value"] == e.value]
-            pes = [tuple(pe) for d in ios for pe in d["pes"]]
-            if not pes:
-                raise SimError(f"{edge_name(p, ei)}: the host I/O map has no entry PE for "
-                               f"model input %{e.value}")
-            return pes  # type: ignore[return-value]
-        rc = p.kernels[p.kernel_index(e.src)].rect
-        sel = p.routes[(p.routes["edge"] == ei) & ((p.routes["rx"] & PORT_BITS[RAMP]) != 0)]
-        pes = [(int(s["x"]), int(s["y"])) for s in sel if rc.contains(int(s["x"]), int(s["y"]))]
-        if not pes:
-            raise SimError(f"{edge_name(p, ei)} on color {e.color}: no PE of kernel '{e.src}' "
-                           f"[{rc.x}, {rc.y}, {rc.w}, {rc.h}] sends it (no route record of the "
-                           f"edge with rx RAMP inside the kernel)")
-        return pes
+    def trace(self) -> list[Trace]:
+        """Check every route and return, per edge, where its value arrives."""
+        p, r = self.p, self.p.routes
+        n = r.size
+        x, y = r["x"].astype(np.int64), r["y"].astype(np.int64)
+        tx, rx = r["tx"].astype(np.int64), r["rx"].astype(np.int64)
+        owner_id = np.where(r["bundle"] == NO_BUNDLE, -1 - r["lane"].astype(np.int64),
+                            r["bundle"].astype(np.int64))  # bundle, or -1 - kernel
+        lane = np.where(r["bundle"] == NO_BUNDLE, 0, r["lane"].astype(np.int64))
+        nxt = np.full(n, -1, np.int64)
+        for d in DIRS:
+            sel = np.flatnonzero((tx & PORT_BITS[d]) != 0)
+            if not sel.size:
+                continue
+            dx, dy = STEP[d]
+            nx, ny = x[sel] + dx, y[sel] + dy
+            inside = (nx >= 0) & (nx < self.W) & (ny >= 0) & (ny < self.H)
+            off = sel[~inside]
+            for i in off.tolist():  # only the host ports may lead off the grid
+                if not (d == HOST_OUT_PORT and self.fabric.is_host_output(int(x[i]), (d,))
+                        and int(r["bundle"][i]) != NO_BUNDLE
+                        and int(p.bundles[int(r["bundle"][i])]["flags"]) & BUNDLE_TO_HOST):
+                    raise SimError(f"route leaves the grid: {self._who(i)} is sent {d} from "
+                                   f"{self._at(i)}, off the {self.W}x{self.H} grid (only lanes "
+                                   "to the host may leave, East)")
+            sel = sel[inside]
+            keys = (r["color"][sel].astype(np.int64) * self.H + ny[inside]) * self.W + nx[inside]
+            j = self._find(keys)
+            bad = np.flatnonzero(j < 0)
+            if bad.size:
+                i = int(sel[bad[0]])
+                raise SimError(f"broken route: {self._who(i)} is sent {d} from {self._at(i)} to "
+                               f"PE ({int(nx[inside][bad[0]])}, {int(ny[inside][bad[0]])}), which "
+                               f"has no route on that color")
+            wrong = np.flatnonzero((owner_id[j] != owner_id[sel]) | (lane[j] != lane[sel]))
+            if wrong.size:
+                i, k = int(sel[wrong[0]]), int(j[wrong[0]])
+                raise SimError(f"route collision: {self._who(i)} is sent {d} from {self._at(i)} "
+                               f"into {self._at(k)}, whose route belongs to {self._who(k)}")
+            deaf = np.flatnonzero((rx[j] & PORT_BITS[OPPOSITE[d]]) == 0)
+            if deaf.size:
+                i, k = int(sel[deaf[0]]), int(j[deaf[0]])
+                raise SimError(f"broken route: {self._who(i)} arrives at {self._at(k)} from "
+                               f"{OPPOSITE[d]}, but the PE receives only from "
+                               f"{'+'.join(mask_ports(int(rx[k]))) or 'nothing'}")
+            if (nxt[sel] >= 0).any():
+                i = int(sel[np.flatnonzero(nxt[sel] >= 0)[0]])
+                raise SimError(f"{self._who(i)} is sent two ways from {self._at(i)}: a lane "
+                               "is a path")
+            nxt[sel] = j
+        self._check_chains(nxt, rx, owner_id)
+        return self._deliveries(tx, x, y)
 
-    def trace(self, ei: int) -> Trace:
-        """Follow edge `ei` hop by hop from its source PE(s) on its color."""
-        p, e = self.p, self.p.edges[ei]
-        what = edge_name(p, ei)
-        if e.color is None:
-            raise SimError(f"{what} has no color: it was never routed")
-        color = int(e.color)
-        tr = Trace(ei, color)
-        host_out = {tuple(pe) for d in p.info.get("host_io", {}).get("outputs", [])
-                    if d["value"] == e.value for pe in d["pes"]}
-        seen: set[tuple[int, int]] = set()
-        stack: list[tuple[int, int, str]] = []
-        for x, y in self.sources(ei):
-            stack.append((x, y, HOST_IN_PORT if e.src == HOST else RAMP))
-        while stack:
-            x, y, came = stack.pop()
-            at = f"PE ({x}, {y}) on color {color}"
-            rec = self._record(x, y, color)
-            if rec is None:
-                raise SimError(f"broken route: {what} reaches {at} (from {came}), which has no "
-                               f"route on that color")
-            if int(rec["edge"]) != ei:
-                raise SimError(f"route collision at {at}: {what} arrives there from {came}, "
-                               f"but the PE's route on that color belongs to "
-                               f"{edge_name(p, int(rec['edge']))}")
-            rx = mask_ports(int(rec["rx"]))
-            if came not in rx:
-                raise SimError(f"broken route: {what} arrives at {at} from {came}, but the PE "
-                               f"receives only from {'+'.join(rx) or 'nothing'}")
-            if (x, y) in seen:
-                raise SimError(f"route loop: {what} reaches {at} a second time")
-            seen.add((x, y))
-            for port in mask_ports(int(rec["tx"])):
-                if port == RAMP:
-                    k = self.kernel_at(x, y)
-                    if k is None or k not in e.dsts:
-                        raise SimError(f"misrouted: {what} is delivered to the core of {at}, "
-                                       f"which belongs to {repr(k) if k else 'no kernel'}, "
-                                       f"not a sink of the edge")
-                    tr.sinks.setdefault(k, (x, y))
-                    continue
-                tr.links.append((x, y, port))
-                nxt = self.fabric.neighbour(x, y, port)
-                if nxt is not None:
-                    stack.append((*nxt, OPPOSITE[port]))
-                elif self.fabric.is_host_output(x, (port,)) and HOST in e.dsts \
-                        and (x, y) in host_out:
-                    tr.sinks.setdefault(HOST, (x, y))
-                else:
-                    raise SimError(f"route leaves the grid: {what} is sent {port} from {at}, "
-                                   f"off the {self.W}x{self.H} grid (only the I/O map's "
-                                   f"East-edge PEs may send to the host)")
-        tr.pes = len(seen)
-        stray = [(int(r["x"]), int(r["y"])) for r in p.routes[p.routes["edge"] == ei]
-                 if (int(r["x"]), int(r["y"])) not in seen]
-        if stray:
-            x, y = stray[0]
-            raise SimError(f"broken route: PE ({x}, {y}) on color {color} is configured for "
-                           f"{what}, but the trace from the source never reaches it "
-                           f"({len(stray)} such PEs)")
-        for d in dict.fromkeys(e.dsts):
-            if d not in tr.sinks:
-                where = "the host (an East-edge PE of the I/O map)" if d == HOST else \
-                    f"kernel '{d}' {_rect_text(p, d)}"
-                raise SimError(f"broken route: {what} on color {color} never reaches {where}; "
-                               f"the trace covers {len(seen)} PEs from "
-                               f"{', '.join(map(str, self.sources(ei)))}")
-        return tr
+    def _check_chains(self, nxt: np.ndarray, rx: np.ndarray, owner_id: np.ndarray) -> None:
+        """Each lane is one chain from one source: every entry is reached by
+        at most one predecessor, and following predecessors ends at an entry
+        receiving from a core or the host."""
+        n = nxt.size
+        pred = np.full(n, -1, np.int64)
+        has = np.flatnonzero(nxt >= 0)
+        counts = np.bincount(nxt[has], minlength=n)
+        if (counts > 1).any():
+            k = int(np.argmax(counts > 1))
+            raise SimError(f"two routes feed {self._at(k)} of {self._who(k)}: a lane is a path")
+        pred[nxt[has]] = has
+        x = self.p.routes["x"].astype(np.int64)
+        host = (rx & PORT_BITS[HOST_IN_PORT]) != 0
+        source = ((rx & _RAMP) != 0) | (host & (x == self.fabric.host_input_x))
+        root = np.where(pred < 0, np.arange(n), pred)
+        for _ in range(int(np.ceil(np.log2(max(n, 2)))) + 1):
+            root = root[root]
+        loop = np.flatnonzero(pred[root] >= 0)
+        if loop.size:
+            i = int(loop[0])
+            raise SimError(f"route loop: {self._who(i)} runs in a circle through {self._at(i)}")
+        orphan = np.flatnonzero((pred < 0) & ~source)
+        if orphan.size:
+            i = int(orphan[0])
+            raise SimError(f"broken route: {self._at(i)} is configured for {self._who(i)}, but "
+                           f"no route leads to it and it receives from no core")
+        self.root = root
 
+    def _deliveries(self, tx: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[Trace]:
+        """Per edge: the sinks every lane of a bundle reached, with the slices
+        checked to cover the value."""
+        p, r = self.p, self.p.routes
+        traces = [Trace(ei) for ei in range(len(p.edges))]
+        lanes = r["bundle"] != NO_BUNDLE
+        core = (tx & _RAMP) != 0
+        host_out = (tx & PORT_BITS[HOST_OUT_PORT]) != 0
+        landed: dict[tuple[int, str], list[int]] = {}
+        for bi, b in enumerate(p.bundles):
+            ei, e = int(b["edge"]), p.edges[int(b["edge"])]
+            sink = HOST if int(b["sink"]) < 0 else p.kernels[int(b["sink"])].name
+            mine = np.flatnonzero(lanes & (r["bundle"] == bi))
+            what = f"{edge_name(p, ei)} to '{sink}' (color {int(b['color'])})"
+            if sink == HOST:
+                ends = mine[host_out[mine] & (x[mine] == self.fabric.host_output_x)]
+            else:
+                ends = mine[core[mine]]
+                ki = int(b["sink"])
+                wrong = ends[self.owner[y[ends], x[ends]] != ki]
+                if wrong.size:
+                    i = int(wrong[0])
+                    k = int(self.owner[y[i], x[i]])
+                    raise SimError(f"misrouted: lane {int(r['lane'][i])} of {what} is delivered "
+                                   f"to the core of PE ({int(x[i])}, {int(y[i])}), which belongs "
+                                   f"to {repr(p.kernels[k].name) if k >= 0 else 'no kernel'}")
+            got = np.unique(r["lane"][ends].astype(np.int64))
+            want = np.arange(int(b["lanes"]))
+            missing = np.setdiff1d(want, got)
+            if missing.size:
+                m0 = int(missing[0])
+                at = mine[r["lane"][mine] == m0]
+                pe = (f"PE ({int(x[at[-1]])}, {int(y[at[-1]])})" if at.size
+                      else "no PE (the lane has no route)")
+                raise SimError(f"broken route: lane {m0} of {what} never reaches "
+                               f"{'the host' if sink == HOST else repr(sink)}; it ends at {pe}")
+            first = ends[np.argmin(r["lane"][ends])]
+            traces[ei].sinks.setdefault(sink, (int(x[first]), int(y[first])))
+            traces[ei].entries.append(mine)
+            landed.setdefault((ei, sink), []).append(bi)
+        for (ei, sink), bis in landed.items():
+            self._check_cover(ei, sink, bis)
+        for tr in traces:
+            e = p.edges[tr.edge]
+            for d in dict.fromkeys(e.dsts):
+                if d not in tr.sinks:
+                    raise SimError(f"broken route: {edge_name(p, tr.edge)} has no lanes to "
+                                   f"{'the host' if d == HOST else repr(d)}")
+        return traces
 
-def _rect_text(p: Program, name: str) -> str:
-    r = p.kernels[p.kernel_index(name)].rect
-    return f"[{r.x}, {r.y}, {r.w}, {r.h}]"
+    def _check_cover(self, ei: int, sink: str, bundles: list[int]) -> None:
+        """The lanes' slices of `bundles` (edge ei to sink) cover the value
+        exactly once."""
+        p = self.p
+        e = p.edges[ei]
+        numel = int(np.prod(type_shape(p.info["values"][e.value]), dtype=np.int64))
+        spans = np.concatenate([lane_slices(numel, int(p.bundles[b]["lanes"])) for b in bundles])
+        spans = spans[np.argsort(spans[:, 0], kind="stable")]
+        pos = 0
+        for a, b in spans.tolist():
+            if a != pos:
+                kind = "gap" if a > pos else "overlap"
+                raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}' leave a {kind} at "
+                               f"element {min(a, pos)} of %{e.value} ({numel} elements)")
+            pos = b
+        if pos != numel:
+            raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}' stop at element "
+                           f"{pos} of %{e.value} ({numel} elements)")
 
 
 def configure(p: Program) -> tuple[Routers, list[Trace]]:
     """Configure the routers and trace every edge (raises SimError)."""
     fab = Routers(p)
-    return fab, [fab.trace(i) for i in range(len(p.edges))]
+    return fab, fab.trace()
+
+
+def host_lanes(p: Program, value: str) -> list[tuple[int, int]]:
+    """The West-edge PEs the host feeds model input `value` into."""
+    from .format import BUNDLE_FROM_HOST as _FROM
+
+    pes: list[tuple[int, int]] = []
+    for d in p.info.get("host_io", {}).get("inputs", []):
+        if d["value"] == value:
+            pes += [tuple(pe) for pe in d["pes"]]  # type: ignore[misc]
+    del _FROM
+    return pes
+
+
+__all__ = ["BUNDLE_FROM_HOST", "Routers", "configure", "host_lanes"]

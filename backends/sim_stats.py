@@ -12,34 +12,55 @@ cycles implied by the busiest PE's multiply-accumulates.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
-from wsec.ir.fabric import Fabric
+from wsec.ir.fabric import LINK_PLANES, Fabric
 from wsec.ir.kernels import KINDS
+from wsec.ir.lanes import lane_slices
+from wsec.ir.metrics import link_loads
 from wsec.ir.types import DTYPES
 
 from .format import Program, type_shape
-from .sim_base import RunResult
+from .inspect import program_routes
+from .sim_base import RunResult, Trace
 
 
 def edge_wavelets(p: Program, ei: int) -> int:
-    """Wavelets one sample of edge `ei` puts on each link of its tree, counted
-    from the value's elements in the device dtype (not the binary's bytes)."""
+    """Wavelets one sample of edge `ei` puts on the busiest lane of its
+    bundles, counted from the lane's elements in the device dtype (not the
+    binary's bytes)."""
     t = p.target
     n = int(np.prod(type_shape(p.info["values"][p.edges[ei].value]), dtype=np.int64))
-    return int(Fabric.of(t).wavelets(n * DTYPES[t.dtype].itemsize))
+    lanes = [int(b["lanes"]) for b in p.bundles if int(b["edge"]) == ei] or [1]
+    sl = lane_slices(max(n, 1), min(lanes))
+    return int(Fabric.of(t).wavelets(int((sl[:, 1] - sl[:, 0]).max()) * DTYPES[t.dtype].itemsize))
+
+
+def _est_wavelets(p: Program, tr: Trace) -> int:
+    """The compiler's estimate for the same lane: its share of the edge's bytes."""
+    ra = program_routes(p, templates=True).take(tr.indices)
+    return int(Fabric.of(p.target).wavelets(int(ra.bytes.max()))) if ra.size else 0
 
 
 def measured_link_loads(p: Program, res: RunResult) -> dict[tuple[int, int, str], int]:
-    """Wavelets per sample on every used link (x, y, port), from the traces
-    the simulator followed (the measurement of wsec.ir.metrics.link_loads)."""
-    load: dict[tuple[int, int, str], int] = defaultdict(int)
-    for tr in res.traces:
-        w = edge_wavelets(p, tr.edge)
-        for link in tr.links:
-            load[link] += w
-    return dict(load)
+    """Wavelets per sample on every used link (x, y, port), from the route
+    entries the simulator's traces followed, each lane carrying its slice
+    (the measurement of wsec.ir.metrics.link_loads)."""
+    if not res.traces:
+        return {}
+    ra = program_routes(p, templates=True).take(
+        np.concatenate([tr.indices for tr in res.traces]))
+    load = link_loads(ra, Fabric.of(p.target))
+    y, x, d = np.nonzero(load)
+    return {(int(a), int(b), LINK_PLANES[int(c)]): int(load[b, a, c])
+            for a, b, c in zip(x.tolist(), y.tolist(), d.tolist(), strict=True)}
+
+
+def _links(p: Program, tr: Trace) -> set[tuple[int, int, str]]:
+    ra = program_routes(p, templates=True).take(tr.indices)
+    load = link_loads(ra, Fabric.of(p.target), count=True)
+    y, x, d = np.nonzero(load)
+    return {(int(a), int(b), LINK_PLANES[int(c)])
+            for a, b, c in zip(x.tolist(), y.tolist(), d.tolist(), strict=True)}
 
 
 def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
@@ -48,10 +69,9 @@ def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
     rows = []
     for k in p.kernels:
         outs = [tr for tr in res.traces if p.edges[tr.edge].src == k.name]
-        links = {lk for tr in outs for lk in tr.links}
+        links = {lk for tr in outs for lk in _links(p, tr)}
         wav = max((edge_wavelets(p, tr.edge) for tr in outs), default=0)
-        est = max((int(Fabric.of(t).wavelets(p.edges[tr.edge].bytes_per_sample))
-                   for tr in outs), default=0)
+        est = max((_est_wavelets(p, tr) for tr in outs), default=0)
         busiest = max((load[lk] for lk in links), default=0)
         st = res.kernel_stats.get(k.name, {})
         macs = int(st.get("pe_macs_max", 0))
@@ -82,7 +102,9 @@ def format_stats(p: Program, res: RunResult) -> str:
                      f"{r['busiest_link_load']:>10}{r['cycles_kind']:>11}{r['cycles_binary']:>10}"
                      f"{r['pe_compute_cycles'] or '-':>12}{r['sim_seconds']:>8.3f}")
     if load:
-        (x, y, port), top = max(load.items(), key=lambda kv: (kv[1], kv[0]))
+        # ties as wsec.ir.metrics.busiest_link: the lowest y, then x, then plane
+        (x, y, port), top = min(load.items(), key=lambda kv: (
+            -kv[1], kv[0][1], kv[0][0], LINK_PLANES.index(kv[0][2])))
         attrs = p.info.get("attrs", {})
         lines.append(f"busiest link: ({x},{y}) {port}, {top} wavelets/sample measured; the "
                      f"compiler estimated {attrs.get('max_link_load', '?')} at "

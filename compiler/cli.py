@@ -220,6 +220,11 @@ def _compile(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> in
     res = compile_model(a.model, opts, emit_ir=dump)
     if a.time_passes:
         print(res.manager.timing_report(), file=sys.stderr)
+        for i, it in enumerate(res.module.attrs.get("route_iterations") or [], 1):
+            print(f"  route round {i:>2}: {it['overused_links']} links over capacity, busiest at "
+                  f"{it['max_link_over_capacity']:.2f}x, at most {it['max_bundles_per_pe']} "
+                  f"bundles at one PE, {it.get('colors_needed', '?')} colors needed",
+                  file=sys.stderr)
     if not res.completed:
         from wsec.ir.printer import print_module
 

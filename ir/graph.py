@@ -113,13 +113,22 @@ class Kernel(Node):
 
 
 @dataclass(frozen=True)
-class Hop:
-    """Route configuration of one PE for one color: receive and transmit ports."""
+class Bundle:
+    """How an edge's value reaches one of its sinks: `lanes` parallel lanes on
+    one `color`. Lane i carries the elements [N*i//L, N*(i+1)//L) of the
+    flattened value (N elements, L lanes); lane 0 runs along `path` (the
+    waypoints of axis-aligned segments, from its source PE to its landing
+    PE), lane i is lane 0 shifted i steps along `axis` at the source and
+    nested at every corner, and each lane goes on for `reach` more PEs past
+    its landing PE, delivering to every PE it passes (the row multicast of a
+    kernel's input). wsec.ir.lanes expands a bundle into per-PE routes."""
 
-    x: int
-    y: int
-    rx: tuple[str, ...]
-    tx: tuple[str, ...]
+    sink: str  # a kernel name, or HOST
+    color: int
+    lanes: int
+    axis: tuple[int, int]  # lane 0 -> lane 1 at the source: a unit step along the source side
+    path: tuple[tuple[int, int], ...]
+    reach: int = 0
 
 
 @dataclass
@@ -127,15 +136,15 @@ class Edge:
     """A kernel-level dataflow edge: `value` flows from `src` to every `dsts`.
 
     `src`/`dsts` are kernel names, or HOST for model inputs/outputs.
-    `bytes_per_sample` is what one inference moves along the edge.
+    `bytes_per_sample` is what one inference moves along the edge. After
+    routing, `bundles` holds one bundle of lanes per sink.
     """
 
     value: str
     src: str
     dsts: list[str]
     bytes_per_sample: int
-    color: int | None = None
-    routes: list[Hop] | None = None
+    bundles: list[Bundle] | None = None
 
 
 @dataclass

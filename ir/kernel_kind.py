@@ -109,10 +109,18 @@ class KernelKind:
                                   int(w[i]), int(h[i]), c, int(mem[i])))
         return out
 
+    def reduction_chain(self, dims: Dims, knobs: Knobs) -> int:
+        """How many consecutive PE rows (unrotated y) reduce partial sums into
+        one (1: no reduction across PEs); the kernel's route template
+        (wsec.ir.templates) chains them."""
+        return 1
+
     # --- data layout ----------------------------------------------------
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int, weight_shape:
-                     tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         """The slice of weight tensor `weight_index` (position among the
         kernel's constant inputs) held by the PE at offset (px, py) inside the
-        kernel's unrotated rectangle. Default: every PE holds it whole."""
+        kernel's unrotated rectangle, whose (w, h) is `rect` when the caller
+        knows it. Default: every PE holds it whole."""
         return tuple(slice(0, d) for d in weight_shape)

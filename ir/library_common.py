@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import WsecError
-from .graph import Node, Value
+from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, KernelKind, Knobs
 from .target import Target
 from .types import DTYPES, TensorType
@@ -97,6 +97,28 @@ def squarish(p: np.ndarray, target: Target) -> tuple[np.ndarray, np.ndarray]:
     return w, cdiv(p, w)
 
 
+# A kind whose PEs share no input (pooling, normalisation) stacks them in
+# columns up to this high (or the grid's height): one input lane per PE row.
+MAX_COLUMN = 512
+
+
+def grouped_layout(n: np.ndarray, target: Target) -> tuple[np.ndarray, np.ndarray]:
+    """(w, h) of n PEs that share no input, in columns as high as allowed (a
+    lane per PE row, wsec.passes.route_bundles): PE index i sits at
+    (i // h, i % h)."""
+    n = np.asarray(n, dtype=np.int64)
+    h = np.minimum(n, min(MAX_COLUMN, target.height))
+    return cdiv(n, np.maximum(h, 1)), h
+
+
+def grouped_index(px: int, py: int, rect: tuple[int, int] | None, n: int) -> int:
+    """The index of the PE at (px, py) in a `grouped_layout` of n PEs, given
+    the kernel's unrotated (w, h) (without it: the layout of the largest
+    column the library uses)."""
+    h = rect[1] if rect is not None else min(n, MAX_COLUMN)
+    return px * max(h, 1) + py
+
+
 def block(n: int, parts: int, i: int) -> slice:
     """Block i of `n` split into `parts` ceil-sized blocks (empty past the end)."""
     step = -(-n // max(parts, 1))
@@ -131,11 +153,11 @@ class LibraryKind(KernelKind):
                                      for k in self.knob_names])
         kn = dict(zip(self.knob_names, arrs, strict=True))
         shape = arrs[0].shape
-        w, h, cyc, sram = self._cost(dims, kn, target)
+        w, h, cyc, mem = (np.broadcast_to(np.asarray(o, dtype=np.int64), shape).copy()
+                          for o in self._cost(dims, kn, target))
         if dims.get("stash"):  # a training pipeline's activation FIFO, spread over the PEs
-            sram = sram + cdiv(dims["stash"], np.asarray(w) * np.asarray(h))
-        return tuple(np.broadcast_to(np.asarray(o, dtype=np.int64), shape).copy()
-                     for o in (w, h, cyc, sram))  # type: ignore[return-value]
+            mem = mem + cdiv(dims["stash"], w * h)
+        return w, h, np.maximum(cyc, lane_cycles(dims, h, target)), mem
 
     def _one(self, dims: Dims, knobs: Knobs, target: Target) -> tuple[int, int, int, int]:
         missing = [k for k in self.knob_names if k not in knobs]
@@ -154,6 +176,31 @@ class LibraryKind(KernelKind):
 
     def sram(self, dims: Dims, knobs: Knobs, target: Target) -> int:
         return self._one(dims, knobs, target)[3]
+
+
+def lane_cycles(dims: Dims, rows: np.ndarray, target: Target) -> np.ndarray:
+    """Cycles per sample the kernel's ports need: its activation inputs
+    arrive as lanes on one end of its PE rows and its outputs leave from the
+    other (wsec.passes.route_bundles), one lane per row, each link and RAMP
+    moving one wavelet per cycle. `Ie` is the elements of the activation
+    inputs, `Oe` those of the outputs times the sinks each goes to (dims
+    form-kernels records from the kernel's edges); 0 when unknown."""
+    b = itemsize(target)
+    ie, oe = int(dims.get("Ie", 0)), int(dims.get("Oe", 0))
+    wav = max(cdiv(ie * b, target.wavelet_bytes), cdiv(oe * b, target.wavelet_bytes))
+    return cdiv(np.asarray(wav, dtype=np.int64), np.maximum(np.asarray(rows, dtype=np.int64), 1))
+
+
+PORT_DIMS = ("Ie", "Oe")
+
+
+def drop_port_dims(kernels: Sequence[Kernel]) -> None:
+    """Forget the port dims: weight streaming keeps activations in SRAM
+    between phases (its own `move` term), so no lanes are charged, and
+    repeated layers keep one signature whatever their neighbours."""
+    for k in kernels:
+        for d in PORT_DIMS:
+            k.dims.pop(d, None)
 
 
 # --- helpers for dims_from --------------------------------------------------

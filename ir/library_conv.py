@@ -33,6 +33,11 @@ from .library_common import (
 )
 from .target import Target
 
+# Windowed poolings a conv absorbs when it is their only producer
+# (form-kernels): the pooling runs on the conv's output rows where they are
+# computed, so the full-size conv output never crosses a kernel boundary.
+FUSED_POOLS = frozenset({"MaxPool", "AveragePool"})
+
 # A 1-D convolution's PE works through its stretch of the sequence in tiles
 # whose input window and output buffers take at most this many bytes, so its
 # SRAM is bounded by the tile, not by the sequence (see ConvKind._cost_1d).
@@ -134,7 +139,16 @@ class ConvKind(LibraryKind):
                 d["L1"] = 1
         bias = len(conv.inputs) > 2 and bool(conv.inputs[2])
         d.update({"K": wt[0], "G": int(conv.attrs.get("group", 1)), "bias": int(bias)})
-        d.update(fused_extras(body, values))
+        pool = body[-1] if body[-1].op in FUSED_POOLS and len(body) > 1 else None
+        d.update(fused_extras(body[:-1] if pool is not None else body, values))
+        if pool is not None:
+            if len(wt) != 4:
+                raise UnsupportedShape("a pooling fused into a conv needs a 2-D conv")
+            y = spatial(vtype(values, pool.outputs[0]))
+            pd = window_dims(pool, spatial(vtype(values, pool.inputs[0])), y,
+                             tuple(pair(pool.attrs, "kernel_shape", 1, 2)), 2)  # type: ignore[arg-type]
+            d.update({"pool": 1 if pool.op == "MaxPool" else 2, "pR": pd["R"], "pS": pd["S"],
+                      "psh": pd["sh"], "psw": pd["sw"], "Hq": pd["Ho"], "Wq": pd["Wo"]})
         return d
 
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
@@ -152,24 +166,40 @@ class ConvKind(LibraryKind):
         cg, kg = C // G, K // G
         kb, cb = cdiv(K, k), cdiv(cg, c)
         cin = np.minimum(C, np.minimum(G, cdiv(kb + kg - 1, kg)) * cb)
-        rows = d["N"] * cdiv(d["Ho"], s)
+        per = cdiv(d["Ho"], s)
+        pooled = halo = 0
+        keep = 1
+        if d.get("pool"):
+            # a fused pooling: the s groups split the conv's output rows as
+            # without it; a group pools the windows that end in its rows,
+            # taking the conv rows a window shares with the group before it
+            # from that group (a halo of pR - psh rows)
+            pooled = d["N"] * cdiv(d["Hq"], np.minimum(s, d["Hq"])) * d["Wq"] * kb
+            halo = d["N"] * max(0, d["pR"] - d["psh"]) * d["Wo"] * kb
+            keep = d["pR"]  # conv output rows a PE keeps for the pooling window
+        rows = d["N"] * per
         wi = d["W"] + d["pw"]
         win = (d["R"] - 1) * d["dh"] + 1
         red = (c > 1).astype(np.int64)
         outs = rows * d["Wo"] * kb
+        sent = pooled if d.get("pool") else outs
         t = d.get("T", 1)  # 3-D: input depth planes per output plane
         compute = rows * cdiv(d["Wo"] * kb, target.lanes) * (cb * d["R"] * d["S"] * t + d["F"]
                                                             + red)
-        rows_in = d["N"] * np.minimum(d["H"] + d["ph"], cdiv(d["Ho"], s) * d["sh"] + win - 1)
+        if d.get("pool"):
+            compute = compute + cdiv(pooled, target.lanes) * d["pR"] * d["pS"]
+        rows_in = d["N"] * np.minimum(d["H"] + d["ph"], per * d["sh"] + win - 1)
         epc = elems_per_cycle(target)
-        recv = cdiv(rows_in * wi * cin * t + outs * (d["A"] + red), epc)
-        send = cdiv(outs, epc)
+        recv = cdiv(rows_in * wi * cin * t + outs * (d["A"] + red) + halo, epc)
+        send = cdiv(sent, epc)
         cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
         b = itemsize(target)
         sram = (CODE_BYTES + kb * cb * d["R"] * d["S"] * t * b      # weight shard
                 + (win + d["sh"]) * wi * cin * t * b               # input row window(s)
-                + d["Wo"] * kb * b * (1 + d["A"])                  # output (+ residual) row
+                + d["Wo"] * kb * b * (keep + d["A"])               # output (+ residual) rows
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)   # bias, fused constants
+        if d.get("pool"):
+            sram = sram + d["Wq"] * kb * b                          # a pooled row
         return k, c * s, cycles, sram
 
     def _cost_1d(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
@@ -203,8 +233,12 @@ class ConvKind(LibraryKind):
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)    # bias, fused constants
         return k, c * s, cycles, sram
 
+    def reduction_chain(self, dims: Dims, knobs: Knobs) -> int:
+        return int(knobs["c"])  # the c input-channel blocks of a row group, summed along y
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         K, cg = dims["K"], dims["C"] // dims["G"]
         full = [slice(0, n) for n in weight_shape]
         if len(weight_shape) >= 3 and weight_shape[0] == K and weight_shape[1] == cg:
@@ -281,7 +315,8 @@ class DeconvKind(LibraryKind):
         return k, c * s, cycles, sram
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         K, C = dims["K"], dims["C"]
         full = [slice(0, n) for n in weight_shape]
         if dims["G"] > 1:

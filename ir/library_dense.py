@@ -105,8 +105,12 @@ class MatmulKind(LibraryKind):
                 + cdiv((d["bias"] + d["P"]) * nb, d["N"]) * b)     # bias, fused constants
         return kx, ky, cycles, sram
 
+    def reduction_chain(self, dims: Dims, knobs: Knobs) -> int:
+        return int(knobs["ky"])  # the ky reduction blocks of a column, summed along y
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         kd, n = dims["Kd"], dims["N"]
         full = [slice(0, x) for x in weight_shape]
         if dims.get("Bwhole", 0):

@@ -86,7 +86,8 @@ class GatherKind(LibraryKind):
         return q, p, cycles, sram
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         full = [slice(0, n) for n in weight_shape]
         ax, nd = dims["ax"], dims["nd"]
         if (dims["Cst"] and weight_index == 0 and len(weight_shape) == nd

@@ -23,6 +23,8 @@ from .library_common import (
     cdiv,
     elems_per_cycle,
     fused_extras,
+    grouped_index,
+    grouped_layout,
     is_const,
     itemsize,
     spatial,
@@ -35,10 +37,13 @@ from .target import Target
 class PoolKind(LibraryKind):
     """Max / average / global pooling (+ fused element-wise ops).
 
-    Mapping: c channel groups along x, s output-row groups along y; a PE
-    keeps a window of input rows of its ceil(C/c) channels and one output
-    row. Global pooling reduces over the whole map: the s row groups each sum
-    ceil(H/s) input rows and their partial results are added along y.
+    Mapping: c channel groups x s output-row groups of PEs that share no
+    input, so laid out for input lanes (one per PE row): in columns as high
+    as allowed, PE index i = channel group i // s, row group i % s
+    (`grouped_layout`); a PE keeps a window of
+    input rows of its ceil(C/c) channels and one output row. Global pooling
+    reduces over the whole map: the s row groups each sum ceil(H/s) input
+    rows and their partial results are added across the groups.
     dims: as conv without K/G/bias, plus glob (1 for global pooling).
     3-D ops (conv and pooling) fold the depth axis: N counts samples x
     output depth planes, and T (present only then) input planes per output
@@ -108,7 +113,8 @@ class PoolKind(LibraryKind):
             recv = cdiv(rows * d["W"] * cb + d["N"] * cb * red, epc)
             sram = CODE_BYTES + d["W"] * cb * b + cb * 4 * (1 + d["A"]) + cb * b
             cycles = np.maximum(compute, recv) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
-            return c, s, cycles, sram
+            w, h = grouped_layout(c * s, target)
+            return w, h, cycles, sram
         rows = d["N"] * cdiv(d["Ho"], s)
         wi = d["W"] + d["pw"]
         win = (d["R"] - 1) * d["dh"] + 1
@@ -120,11 +126,15 @@ class PoolKind(LibraryKind):
         cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
         sram = (CODE_BYTES + (win + d["sh"]) * wi * cb * t * b + d["Wo"] * cb * b * (1 + d["A"])
                 + cdiv(d["P"] * cb, d["C"]) * b)
-        return c, s, cycles, sram
+        w, h = grouped_layout(c * s, target)
+        return w, h, cycles, sram
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
-        return channel_shard(dims["C"], knobs["c"], weight_shape, px)
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
+        c, s = knobs["c"], knobs["s"]
+        return channel_shard(dims["C"], c, weight_shape,
+                             grouped_index(px, py, rect, c * s) // s)
 
 
 _RESIZE_TAPS = {"nearest": 1, "linear": 2, "cubic": 4}
@@ -197,5 +207,6 @@ class ResizeKind(LibraryKind):
         return c, s, cycles, sram
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         return tuple(slice(0, n) for n in weight_shape)  # small: replicated

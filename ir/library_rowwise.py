@@ -31,6 +31,8 @@ from .library_common import (
     cdiv,
     elems_per_cycle,
     fused_extras,
+    grouped_index,
+    grouped_layout,
     is_const,
     itemsize,
     squarish,
@@ -173,7 +175,8 @@ class ElementwiseKind(_SpreadKind):
         return w, h, np.maximum(compute, io) + KERNEL_OVERHEAD, sram
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         full = [slice(0, n) for n in weight_shape]
         numel = int(np.prod(weight_shape)) if weight_shape else 1
         (a, la), (b, lb) = _tile_axes(weight_shape)
@@ -257,7 +260,9 @@ class NormKind(LibraryKind):
     LayerNormalization (also as older exporters decompose it: ReduceMean,
     Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add, matched by form-kernels).
 
-    Mapping like pooling: c channel groups along x, s row groups along y;
+    Mapping like pooling: c channel groups x s row groups x r segments of
+    PEs in columns (PE index i: channel group i // (s r), row segment
+    i % (s r));
     a PE streams rows of its ceil(C/c) channels (plus the LRN window's
     L - 1 neighbour channels) and applies O cycles per element. For
     LayerNormalization the normalised trailing axes are one row of W
@@ -330,19 +335,23 @@ class NormKind(LibraryKind):
         pr = cdiv(d["Pr"], r) if d["Pr"] else 0
         sram = (CODE_BYTES + 2 * wseg * cin * b + wseg * cb * b * (1 + d["A"])
                 + (d["Pc"] * cb + pr) * b + cdiv(d["P"] * cb, d["C"]) * b)
-        return c, s * r, cycles, sram
+        w, h = grouped_layout(c * s * r, target)
+        return w, h, cycles, sram
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         C = dims["C"]
         full = [slice(0, n) for n in weight_shape]
+        r = knobs.get("r", 1)
+        rows = knobs["s"] * r
+        group, row = divmod(grouped_index(px, py, rect, knobs["c"] * rows), rows)
         if dims["Pc"] and weight_shape and int(np.prod(weight_shape)) == C and C > 1:
             ax = next(i for i, n in enumerate(weight_shape) if n == C)
-            full[ax] = block(C, knobs["c"], px)
-        r = knobs.get("r", 1)
+            full[ax] = block(C, knobs["c"], group)
         if r > 1 and weight_shape and weight_shape[-1] == dims["W"] and \
                 int(np.prod(weight_shape)) == dims["W"]:
-            full[-1] = block(dims["W"], r, py % r)  # row parameters split like the row
+            full[-1] = block(dims["W"], r, row % r)  # row parameters split like the row
         return tuple(full)
 
 

@@ -10,13 +10,15 @@ the report counted links). Each name here has exactly one meaning:
   connection), and host I/O sits at x = 0 (inputs) or x = width (outputs)
   on the kernel's row — unless `host=False` leaves host edges out (the ISPD
   contest's definition);
-- routed wirelength: Σ over edges of bytes per sample x on-grid links its
-  route uses (a link: a direction port leading to a neighbouring PE; the
-  host ports at the West and East edges are I/O, not links);
+- routed wirelength: Σ over lanes of the bytes per sample of the lane's
+  slice x the on-grid links the lane uses (a link: a direction port leading
+  to a neighbouring PE; the host ports at the West and East edges are I/O,
+  not links);
 - link loads: wavelets per sample on every directed link (x, y, port)
   leaving a PE, including the host ports, plus each PE's RAMP into its
-  core (data delivered) and out of it (data injected); the busiest of all
-  of them bounds throughput (one wavelet per link per cycle);
+  core (data delivered) and out of it (data injected), summed over the
+  lanes using it; the busiest of all of them bounds throughput (one
+  wavelet per link per cycle);
 - overlaps: pairs of rectangles sharing at least one PE (`first_overlap`
   for checks, `overlapping_pairs` to list them).
 
@@ -32,13 +34,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fabric import DIRS, LINK_PLANES, PORT_BITS, RAMP_IN, RAMP_OUT, STEP, Fabric
-from .graph import HOST, Edge, Module, Rect
+from .graph import HOST, Module, Rect
+from .lanes import expand, lane_slices
 
 
 @dataclass(frozen=True)
 class RouteArrays:
     """Route entries as parallel arrays: PE (x, y), color, edge index, rx and
-    tx port bit masks (wsec.ir.fabric.PORT_BITS)."""
+    tx port bit masks (wsec.ir.fabric.PORT_BITS), and the bytes per sample
+    the entry's lane carries (its slice of the edge's value)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -46,44 +50,51 @@ class RouteArrays:
     edge: np.ndarray
     rx: np.ndarray
     tx: np.ndarray
+    bytes: np.ndarray
 
     @property
     def size(self) -> int:
         return int(self.x.size)
 
-
-def route_arrays(edges: Sequence[Edge]) -> RouteArrays:
-    """The routes of IR edges (edge index = position in `edges`)."""
-    rows = [(h.x, h.y, -1 if e.color is None else e.color, i,
-             _mask(h.rx), _mask(h.tx))
-            for i, e in enumerate(edges) for h in (e.routes or ())]
-    a = np.array(rows, dtype=np.int64).reshape(-1, 6)
-    return RouteArrays(*(a[:, j].copy() for j in range(6)))
+    def take(self, idx: np.ndarray) -> RouteArrays:
+        """The entries at `idx`."""
+        return RouteArrays(*(getattr(self, f)[idx] for f in
+                             ("x", "y", "color", "edge", "rx", "tx", "bytes")))
 
 
-def _mask(ports: Sequence[str]) -> int:
-    m = 0
-    for p in ports:
-        m |= PORT_BITS[p]
-    return m
+def lane_bytes(edge_bytes: int, numel: int, lanes: int) -> np.ndarray:
+    """Bytes per sample each lane of a bundle carries (its slice, rounded up)."""
+    sl = lane_slices(max(numel, 1), lanes)
+    return -(-int(edge_bytes) * (sl[:, 1] - sl[:, 0]) // max(numel, 1))
 
 
-def edge_wavelets(edge_bytes: np.ndarray | Sequence[int], fabric: Fabric) -> np.ndarray:
-    """Wavelets per sample each edge puts on every link it uses."""
-    return np.asarray(fabric.wavelets(np.asarray(edge_bytes, dtype=np.int64)), dtype=np.int64)
+def route_arrays(module: Module) -> RouteArrays:
+    """The routes of a module's edges: every bundle expanded lane by lane
+    (edge index = position in `module.edges`)."""
+    cols: list[list[np.ndarray]] = [[] for _ in range(7)]
+    for i, e in enumerate(module.edges):
+        numel = module.values[e.value].type.numel if e.value in module.values else 1
+        for b in e.bundles or ():
+            ex = expand(b, e.src == HOST, b.sink == HOST)
+            lb = lane_bytes(e.bytes_per_sample, numel, b.lanes)
+            for c, v in zip(cols, (ex.x, ex.y, np.full(ex.x.size, b.color), np.full(ex.x.size, i),
+                                   ex.rx, ex.tx, lb[ex.lane]), strict=True):
+                c.append(np.asarray(v, dtype=np.int64))
+    return RouteArrays(*(np.concatenate(c) if c else np.zeros(0, np.int64) for c in cols))
 
 
-def link_loads(ra: RouteArrays, per_edge: np.ndarray, fabric: Fabric) -> np.ndarray:
+def link_loads(ra: RouteArrays, fabric: Fabric, count: bool = False) -> np.ndarray:
     """Load of every link: an int64 array (height, width, len(LINK_PLANES)) —
     the four direction ports leaving each PE (host ports included), then
-    RAMP-in and RAMP-out — where each edge adds `per_edge[edge]` to every
-    link it uses (its wavelets per sample: `edge_wavelets`; or 1 to count
-    edges)."""
+    RAMP-in and RAMP-out — in wavelets per sample (each route entry adds its
+    lane's wavelets to every link it uses), or with `count` the number of
+    lanes using it."""
     W, H = fabric.width, fabric.height
     load = np.zeros((H, W, len(LINK_PLANES)), dtype=np.int64)
     if not ra.size:
         return load
-    w = np.asarray(per_edge, dtype=np.int64)[ra.edge]
+    w = (np.ones(ra.size, dtype=np.int64) if count
+         else np.asarray(fabric.wavelets(ra.bytes), dtype=np.int64))
     for d, port in enumerate(DIRS):
         sel = (ra.tx & PORT_BITS[port]) != 0
         np.add.at(load, (ra.y[sel], ra.x[sel], d), w[sel])
@@ -127,11 +138,12 @@ def on_grid_links(ra: RouteArrays, fabric: Fabric) -> np.ndarray:
     return n
 
 
-def routed_wirelength(ra: RouteArrays, edge_bytes: np.ndarray, fabric: Fabric) -> int:
-    """Σ bytes per sample x on-grid links, over every route entry."""
+def routed_wirelength(ra: RouteArrays, fabric: Fabric) -> int:
+    """Σ bytes per sample x on-grid links, over every route entry (a lane's
+    entries carry its slice's bytes)."""
     if not ra.size:
         return 0
-    return int((np.asarray(edge_bytes, dtype=np.int64)[ra.edge] * on_grid_links(ra, fabric)).sum())
+    return int((ra.bytes * on_grid_links(ra, fabric)).sum())
 
 
 def edge_links(ra: RouteArrays, n_edges: int, fabric: Fabric) -> np.ndarray:

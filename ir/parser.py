@@ -4,7 +4,7 @@ The exact inverse of `printer.print_module`, so every pass can be run alone
 on a printed file (`wsec opt FILE.wsir`) and golden tests can be written by
 hand. One statement per line; a kernel's body lines sit between its `{` and
 a closing `}` line. A regex tokenizer feeds a small recursive-descent parser;
-route `hop` lines (the bulk of a routed module) take a one-regex fast path.
+a routed edge's `bundle` lines follow it.
 The parser checks syntax and types only; graph rules are `verify_module`'s.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import WsecError
-from .graph import Edge, Hop, Kernel, Module, Node, Rect, SramRegion, Value
+from .graph import Bundle, Edge, Kernel, Module, Node, Rect, SramRegion, Value
 from .types import DTYPES, Dense, External, Splat, TensorType
 
 __all__ = ["ParseError", "parse_module"]
@@ -34,18 +34,7 @@ _TOKEN = re.compile(rf"""
   |(?P<ident>[A-Za-z_@][A-Za-z0-9_.]*)
   |(?P<punct>->|[{{}}\[\](),=:])
 """, re.X)
-_HOP = re.compile(r"\s*hop\s+(-?\d+)\s+(-?\d+)\s+rx\s+\[([A-Za-z_, ]*)\]\s+"
-                  r"tx\s+\[([A-Za-z_, ]*)\]\s*(?://.*)?")
 _KERNEL_FIELDS = ("dims", "origin", "op", "attrs", "knobs", "rect", "rotated", "cost", "sram")
-_EDGE_FIELDS = ("color", "hops")
-
-
-def _ports(text: str) -> tuple[str, ...] | None:
-    """'E, RAMP' -> ('E', 'RAMP'); None if malformed (the tokenizer then says why)."""
-    if not text.strip():
-        return ()
-    out = tuple(p.strip() for p in text.split(","))
-    return None if "" in out or any(" " in p for p in out) else out
 
 
 class ParseError(WsecError):
@@ -421,52 +410,32 @@ class _Parser:
         dsts = self._strs(ln, ln.value(), "edge destinations")
         ln.expect("ident", "bytes", what="'bytes'")
         nbytes = ln.integer("bytes per sample")
-        f = ln.dict() if ln.at("punct", "{") else {}
-        bad = [k for k in f if k not in _EDGE_FIELDS]
-        if bad:
-            raise ParseError(ln.lineno, f"unknown edge field '{bad[0]}' "
-                             f"(expected one of {', '.join(_EDGE_FIELDS)})")
-        e = Edge(value, src, dsts, nbytes, color=f.get("color"))
-        if "hops" in f:
-            e.routes = []
+        e = Edge(value, src, dsts, nbytes)
         m.edges.append(e)
         self.last_edge = e
-        self.expected_hops = f.get("hops")
 
-    def stmt_hop(self, ln: _Line) -> None:
-        x, y = ln.integer("x"), ln.integer("y")
-        ports = []
-        for word in ("rx", "tx"):
-            ln.expect("ident", word, what=f"'{word}'")
-            ln.expect("punct", "[")
-            ps: list[str] = []
-            if not ln.accept("punct", "]"):
-                while True:
-                    ps.append(ln.expect("ident", what="a port (N, E, S, W, RAMP)"))
-                    if ln.accept("punct", "]"):
-                        break
-                    ln.expect("punct", ",", what="',' or ']'")
-            ports.append(tuple(ps))
-        ln.end()
-        self.add_hop(ln.lineno, Hop(x, y, ports[0], ports[1]))
-
-    def add_hop(self, lineno: int, hop: Hop) -> None:
+    def stmt_bundle(self, ln: _Line) -> None:
         e = self.last_edge
         if e is None:
-            raise ParseError(lineno, "a 'hop' line must follow its 'edge' line")
-        if e.routes is None:
-            e.routes = []
-        e.routes.append(hop)
-
-    def close_edge(self, lineno: int) -> None:
-        e = self.last_edge
-        if e is not None and self.expected_hops is not None:
-            n = len(e.routes or [])
-            if n != self.expected_hops:
-                raise ParseError(lineno, f"edge %{e.value} declares hops = {self.expected_hops} "
-                                 f"but {n} hop lines follow it")
-        self.last_edge = None
-        self.expected_hops = None
+            raise ParseError(ln.lineno, "a 'bundle' line must follow its 'edge' line")
+        sink = ln.string("the bundle's sink (a kernel name or \"@host\")")
+        nums: dict[str, Any] = {}
+        for word in ("color", "lanes", "axis", "reach", "path"):
+            ln.expect("ident", word, what=f"'{word}'")
+            nums[word] = ln.integer(word) if word in ("color", "lanes", "reach") else ln.value()
+        axis, path = nums["axis"], nums["path"]
+        if not (isinstance(axis, list) and len(axis) == 2
+                and all(isinstance(v, int) for v in axis)):
+            raise ParseError(ln.lineno, f"bundle axis must be [dx, dy], got {axis!r}")
+        if not (isinstance(path, list) and path and all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) for v in p)
+                for p in path)):
+            raise ParseError(ln.lineno, f"bundle path must be a list of [x, y] points, "
+                             f"got {path!r}")
+        if e.bundles is None:
+            e.bundles = []
+        e.bundles.append(Bundle(sink, nums["color"], nums["lanes"], (axis[0], axis[1]),
+                                tuple((p[0], p[1]) for p in path), nums["reach"]))
 
     # --- driver ---------------------------------------------------------
     def parse(self, text: str) -> Module:
@@ -474,25 +443,10 @@ class _Parser:
             "module": self.stmt_module, "properties": self.stmt_properties,
             "input": self.stmt_input, "output": self.stmt_output, "const": self.stmt_const,
             "node": self.stmt_node, "kernel": self.stmt_kernel, "edge": self.stmt_edge,
-            "hop": self.stmt_hop,
+            "bundle": self.stmt_bundle,
         }
-        self.expected_hops: int | None = None
-        hop_match = _HOP.fullmatch
-        ports: dict[str, tuple[str, ...] | None] = {}
         lineno = 0
         for lineno, raw in enumerate(text.split("\n"), 1):
-            if self.last_edge is not None and "hop" in raw:
-                mt = hop_match(raw)
-                if mt:
-                    x, y, rxs, txs = mt.group(1, 2, 3, 4)
-                    rx = ports.get(rxs) or ports.setdefault(rxs, _ports(rxs))
-                    tx = ports.get(txs) or ports.setdefault(txs, _ports(txs))
-                    if rx is not None and tx is not None:
-                        routes = self.last_edge.routes
-                        if routes is None:
-                            routes = self.last_edge.routes = []
-                        routes.append(Hop(int(x), int(y), rx, tx))
-                        continue
             self.payload = None
             at = raw.find('dense("')
             if at >= 0:  # keep megabytes of base64 out of the tokenizer
@@ -504,8 +458,8 @@ class _Parser:
             if not ln.toks:
                 continue
             kind, word = ln.next()
-            if word != "hop":
-                self.close_edge(lineno)
+            if word != "bundle":
+                self.last_edge = None
             if kind == "punct" and word == "}":
                 if not self.stack:
                     raise ParseError(lineno, "'}' without an open kernel body")
@@ -522,7 +476,6 @@ class _Parser:
                                  f"(opened on line {at}), found '{word}'")
             stmt(ln)
             ln.end()
-        self.close_edge(lineno)
         if self.stack:
             k, at = self.stack[-1]
             raise ParseError(lineno, f"end of input inside the body of kernel '{k.name}' "

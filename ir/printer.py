@@ -4,7 +4,7 @@ The text is the observable output of every pass (golden tests FileCheck it)
 and the input of `wsec opt`, so it must be deterministic (sorted attribute
 keys, `repr` floats) and exact (parse_module(print_module(m)) == m). Output
 is built as a list of lines joined once: printing stays linear in the module
-size even with hundreds of thousands of route hops.
+size even with thousands of kernels.
 """
 
 from __future__ import annotations
@@ -147,24 +147,11 @@ def _print_node(m: Module, n: Node, depth: int, out: list[str]) -> None:
 def _print_edge(e: Edge, out: list[str]) -> None:
     line = (f"edge {vref(e.value)} from {json.dumps(e.src)} to "
             f"[{', '.join([json.dumps(d) for d in e.dsts])}] bytes {int(e.bytes_per_sample)}")
-    fields = []
-    if e.color is not None:
-        fields.append(f"color = {int(e.color)}")
-    if e.routes is not None and not e.routes:
-        fields.append("hops = 0")  # routed, but no hop lines to say so
-    if fields:
-        line += " {" + ", ".join(fields) + "}"
     out.append(line)
-    if e.routes:
-        ports: dict[tuple[str, ...], str] = {}
-        for h in e.routes:
-            rx = ports.get(h.rx)
-            if rx is None:
-                rx = ports[h.rx] = "[" + ", ".join(h.rx) + "]"
-            tx = ports.get(h.tx)
-            if tx is None:
-                tx = ports[h.tx] = "[" + ", ".join(h.tx) + "]"
-            out.append(f"  hop {h.x} {h.y} rx {rx} tx {tx}")
+    for b in e.bundles or ():
+        path = ", ".join(f"[{x}, {y}]" for x, y in b.path)
+        out.append(f"  bundle {json.dumps(b.sink)} color {int(b.color)} lanes {int(b.lanes)} "
+                   f"axis [{b.axis[0]}, {b.axis[1]}] reach {int(b.reach)} path [{path}]")
 
 
 def print_module(m: Module) -> str:

@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .graph import Kernel, Module, Node
+from .library_common import PORT_DIMS
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def kernel_signature(k: Kernel, m: Module) -> str:
     local: dict[str, int] = {}
     consts: set[str] = set()
     body = [_node_sig(n, m, local, consts) for n in k.body] if k.body else []
-    doc = [k.kind, sorted(k.dims.items()), body, len(k.inputs), len(k.outputs)]
+    # the port dims (what crosses the kernel's sides) depend on its neighbours, not on it
+    dims = sorted((d, v) for d, v in k.dims.items() if d not in PORT_DIMS)
+    doc = [k.kind, dims, body, len(k.inputs), len(k.outputs)]
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

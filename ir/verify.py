@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import WsecError
-from .graph import HOST, PORTS, PROPERTIES, Edge, Kernel, Module, Node, Value
-from .metrics import first_overlap
+from .graph import HOST, PROPERTIES, Edge, Kernel, Module, Node, Value
+from .lanes import LaneError
+from .lanes import check as lane_check
+from .metrics import first_overlap, route_arrays
 from .types import ConstData, TensorType
 
 
@@ -290,6 +292,7 @@ def _edge_label(e: Edge) -> str:
 
 
 def _check_edges(m: Module, kernels: dict[str, Kernel]) -> None:
+    inputs, outputs = set(m.inputs), set(m.outputs)
     for e in m.edges:
         label = _edge_label(e)
         if e.value not in m.values:
@@ -298,7 +301,7 @@ def _check_edges(m: Module, kernels: dict[str, Kernel]) -> None:
             raise VerifyError(f"{label}: source '{e.src}' is neither a kernel nor '{HOST}'")
         if e.src == HOST:
             v = m.values[e.value]
-            if e.value not in m.inputs and v.const is None:
+            if e.value not in inputs and v.const is None:
                 raise VerifyError(f"{label}: the host only sends model inputs and constants, "
                                   f"and %{e.value} is neither")
         elif e.value not in kernels[e.src].outputs:
@@ -307,7 +310,7 @@ def _check_edges(m: Module, kernels: dict[str, Kernel]) -> None:
             raise VerifyError(f"{label} has no destinations")
         for d in e.dsts:
             if d == HOST:
-                if e.value not in m.outputs:
+                if e.value not in outputs:
                     raise VerifyError(f"{label} goes to '{HOST}' but %{e.value} is not a "
                                       "model output")
             elif d not in kernels:
@@ -318,10 +321,23 @@ def _check_edges(m: Module, kernels: dict[str, Kernel]) -> None:
         if not isinstance(e.bytes_per_sample, int | np.integer) or e.bytes_per_sample < 0:
             raise VerifyError(f"{label}: bytes_per_sample must be an integer >= 0, "
                               f"got {e.bytes_per_sample!r}")
-        if e.color is not None and (not isinstance(e.color, int | np.integer) or e.color < 0):
-            raise VerifyError(f"{label}: color must be an integer >= 0, got {e.color!r}")
-        if e.routes is not None and e.color is None:
-            raise VerifyError(f"{label} has routes but no color")
+        for b in e.bundles or ():
+            if b.sink not in e.dsts:
+                raise VerifyError(f"{label} has a bundle to '{b.sink}', which is not one of its "
+                                  f"destinations {e.dsts}")
+            if not isinstance(b.color, int | np.integer) or b.color < 0:
+                raise VerifyError(f"{label}: the bundle to '{b.sink}' has color {b.color!r}; "
+                                  "colors are integers >= 0")
+            try:
+                lane_check(b)
+            except LaneError as err:
+                raise VerifyError(f"{label}: the bundle to '{b.sink}' is not a valid set of "
+                                  f"lanes: {err}") from None
+        if e.bundles is not None:
+            sinks = [b.sink for b in e.bundles]
+            twice = sorted({s for s in sinks if sinks.count(s) > 1})
+            if twice:
+                raise VerifyError(f"{label} has two bundles to '{twice[0]}'")
 
 
 def _need_grid(m: Module, what: str) -> tuple[int, int]:
@@ -358,30 +374,27 @@ def _fmt_rect(r: object) -> str:
 
 
 def _check_hops(m: Module) -> None:
-    routed = [e for e in m.edges if e.routes]
+    """Expanded lanes stay on the grid, and a color carries one route per PE."""
+    routed = [e for e in m.edges if e.bundles]
     if not routed:
         return
     W, H = _need_grid(m, f"{_edge_label(routed[0])} has routes")
-    ports = set(PORTS)
-    used: dict[tuple[int, int, int], Edge] = {}
-    for e in routed:
-        c = int(e.color)  # type: ignore[arg-type]
-        for h in e.routes:  # type: ignore[union-attr]
-            if not (0 <= h.x < W and 0 <= h.y < H):
-                raise VerifyError(f"{_edge_label(e)} has a hop at PE ({h.x}, {h.y}), outside "
-                                  f"the {W}x{H} grid")
-            for p in (*h.rx, *h.tx):
-                if p not in ports:
-                    raise VerifyError(f"{_edge_label(e)} hop at PE ({h.x}, {h.y}) uses port "
-                                      f"'{p}' (ports: {', '.join(PORTS)})")
-            key = (c, h.x, h.y)
-            other = used.get(key)
-            if other is not None:
-                who = "itself" if other is e else _edge_label(other)
-                raise VerifyError(f"color {c} at PE ({h.x}, {h.y}) carries two routes: "
-                                  f"{_edge_label(e)} and {who}; a color holds one route per "
-                                  "PE, use another color")
-            used[key] = e
+    ra = route_arrays(m)
+    out = (ra.x < 0) | (ra.x >= W) | (ra.y < 0) | (ra.y >= H)
+    if out.any():
+        j = int(np.argmax(out))
+        raise VerifyError(f"{_edge_label(m.edges[int(ra.edge[j])])} has a lane at PE "
+                          f"({int(ra.x[j])}, {int(ra.y[j])}), outside the {W}x{H} grid")
+    key = (ra.color * H + ra.y) * W + ra.x
+    order = np.argsort(key, kind="stable")
+    dup = np.flatnonzero(np.diff(key[order]) == 0)
+    if dup.size:
+        a, b = int(order[dup[0]]), int(order[dup[0] + 1])
+        ea, eb = m.edges[int(ra.edge[a])], m.edges[int(ra.edge[b])]
+        who = "itself" if ea is eb else _edge_label(eb)
+        raise VerifyError(f"color {int(ra.color[a])} at PE ({int(ra.x[a])}, {int(ra.y[a])}) "
+                          f"carries two routes: {_edge_label(ea)} and {who}; a color holds one "
+                          "route per PE, use another color")
 
 
 def _check_properties(m: Module) -> None:
@@ -403,6 +416,8 @@ def _check_properties(m: Module) -> None:
                     raise VerifyError(f"property '{prop}' holds but kernel '{k.name}' {what}")
     if "routed" in props:
         for e in m.edges:
-            if e.color is None or e.routes is None:
+            have = {b.sink for b in e.bundles or ()}
+            missing = [d for d in dict.fromkeys(e.dsts) if d not in have]
+            if e.bundles is None or missing:
                 raise VerifyError(f"property 'routed' holds but {_edge_label(e)} has no "
-                                  f"{'color' if e.color is None else 'routes'}")
+                                  f"bundle to '{(missing or e.dsts)[0]}'")

@@ -67,7 +67,7 @@ def largest_shard(k: Kernel, index: int, shape: tuple[int, ...], w: int, h: int)
     assert k.knobs is not None
 
     def size(px: int, py: int) -> int:
-        return _numel(kind.weight_shard(k.dims, k.knobs, index, shape, px, py), shape)
+        return _numel(kind.weight_shard(k.dims, k.knobs, index, shape, px, py, (w, h)), shape)
 
     row = {int(px): size(int(px), 0) for px in _probes(w)}
     col = {int(py): size(0, int(py)) for py in _probes(h)}

@@ -7,6 +7,10 @@ and route. Rules (greedy, in topological order, deterministic):
 
 - a LayerNorm as older exporters decompose it (ReduceMean, Sub, Pow,
   ReduceMean, Add, Sqrt, Div, [Mul], [Add]) becomes one `norm` kernel;
+- a conv absorbs a windowed pooling (MaxPool, AveragePool) that is the only
+  reader of its output: alone, the pooling would take the conv's full-size
+  output across a kernel boundary, more bytes per sample than its few PE
+  rows can take as lanes; fused, only the pooled rows leave the conv;
 - an anchor (an op of conv, deconv, matmul, pool, norm, softmax or reduce
   kind) absorbs the element-wise ops that follow it (bias Add, Relu/Erf/...,
   residual Add/Sum) as long as each intermediate value has that op as its
@@ -38,6 +42,7 @@ from dataclasses import dataclass
 from wsec.ir.graph import HOST, Edge, Kernel, Module, Node
 from wsec.ir.kernels import KINDS, kind_for_node
 from wsec.ir.library_common import LibraryKind, UnsupportedShape
+from wsec.ir.library_conv import FUSED_POOLS
 from wsec.ir.library_dense import VIEW_OPS
 from wsec.ir.types import DTYPES
 
@@ -151,6 +156,10 @@ class _Grouper:
             return self.kinds[j] == kind
         nxt, first = self.nodes[j], self.nodes[anchor]
         outs = [o for o in first.outputs if o]
+        if nxt.op in FUSED_POOLS:  # a conv takes its pooling along (see module doc)
+            return (kind == "conv" and len([o for o in nxt.outputs if o]) == 1
+                    and len(self._shape(nxt.inputs[0])) == 4 and len(first.inputs) > 1
+                    and len(self.m.values[first.inputs[1]].type.shape) == 4)
         if nxt.op in VIEW_OPS:
             return (kind in VIEW_ANCHORS and len(outs) == 1 and len(nxt.outputs) == 1
                     and all(self.m.values[i].const is not None for i in nxt.inputs[1:] if i))
@@ -165,6 +174,8 @@ class _Grouper:
         grown = False
         while True:
             last = self.nodes[body[-1]]
+            if last.op in FUSED_POOLS and kind == "conv":
+                return grown  # nothing joins after a fused pooling
             outs = [o for o in last.outputs if o]
             if len(outs) != 1 or outs[0] in self.outputs or len(self.users.get(outs[0], [])) != 1:
                 return grown
@@ -194,7 +205,8 @@ class _Grouper:
             produced = {o for i in trial for o in self.nodes[i].outputs if o}
             read = {v for i in trial for v in self.nodes[i].inputs if self._is_act(v)}
             for j in sorted({j for v in produced for j in self.users.get(v, [])}):
-                if j in trial or not self._fits(kind, body[0], j):
+                if j in trial or self.nodes[j].op in FUSED_POOLS or \
+                        not self._fits(kind, body[0], j):
                     continue
                 if all(x in produced or x in read for x in self.nodes[j].inputs
                        if self._is_act(x)):
@@ -336,3 +348,24 @@ class FormKernels(Pass):
                                         [module.nodes[i] for i in body], external))
         module.nodes = list(kernels)
         module.edges = build_edges(module, DTYPES[ctx.target.dtype].itemsize)
+        port_dims(module)
+
+
+def port_dims(module: Module) -> None:
+    """Record in each kernel's dims what crosses its ports per sample: `Ie`,
+    the elements of its activation inputs, and `Oe`, those of its outputs
+    times the sinks each goes to (every sink gets its own bundle of lanes),
+    so the kinds' cost models can charge the lanes (wsec.ir.library_common
+    .lane_cycles)."""
+    ie: dict[str, int] = {}
+    oe: dict[str, int] = {}
+    for e in module.edges:
+        n = module.values[e.value].type.numel
+        if e.src != HOST:
+            oe[e.src] = oe.get(e.src, 0) + n * len(dict.fromkeys(e.dsts))
+        for d in dict.fromkeys(e.dsts):
+            if d != HOST:
+                ie[d] = ie.get(d, 0) + n
+    for k in module.kernels():
+        k.dims["Ie"] = ie.get(k.name, 0)
+        k.dims["Oe"] = oe.get(k.name, 0)

@@ -26,7 +26,11 @@ edges: every kernel-to-kernel connection weighs 1), `refine` (seconds of
 CP-SAT refinement; -1: 0 when fast, else 0.5 s, 10 s when high, or with a
 time limit whatever the search left of it),
 `reshape` (false: keep every kernel's sized shape and bottleneck; only
-rotations and positions are chosen), `wdeltat` and `wlength` (the weights
+rotations and positions are chosen), `flow` (true, the default for routed
+modules: kernels in dataflow order on shelves one kernel deep, rows
+unrotated, so a producer's output side faces its consumer's input side and
+bundles of lanes run short and straight; false: the densest packing, for
+graphs that are not routed, such as the ISPD contest's), `wdeltat` and `wlength` (the weights
 of the objective wdeltat x Δt + wlength x wirelength: with wlength > 0 the
 bottleneck time is traded for wirelength by place_tradeoff; 0, the
 default: Δt first, wires second).
@@ -47,6 +51,7 @@ from wsec.ir.kernel_kind import Choice
 from wsec.ir.metrics import placed_wirelength
 from wsec.ir.sizing import kernel_shape, set_choice
 from wsec.ir.target import Target
+from wsec.ir.training import is_training
 
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
@@ -88,9 +93,10 @@ class _Packer:
     """Packs the module's kernels at a given bottleneck time (or as sized)."""
 
     def __init__(self, module: Module, target: Target, hooks: _Hooks, effort: str, seed: int,
-                 objective: str) -> None:
+                 objective: str, flow: bool = False) -> None:
         self.module, self.target, self.hooks = module, target, hooks
         self.effort, self.seed, self.objective = effort, seed, objective
+        self.flow = flow
         self.kernels = list(module.kernels())
         self.current = np.array([kernel_shape(k, target) for k in self.kernels],
                                 dtype=np.int64).reshape(-1, 2)
@@ -117,6 +123,19 @@ class _Packer:
         shapes = ([np.array([(c.w, c.h) for c in o], dtype=np.int64) for o in options]
                   if options is not None else [self.current[i:i + 1] for i in range(len(names))])
         order = list(range(len(names)))
+        if self.flow:
+            for transpose in (False, True):
+                lay = _shelf_flow(shapes, order, W, H, transpose)
+                if lay is not None:
+                    opt, rects, rot = lay
+                    ch = ([options[i][opt[i]] for i in order] if options is not None
+                          else [None] * len(order))
+                    found.append(_Layout(t or 0, ch, rects, rot, "flow"))
+                    if not full:
+                        return found[0]
+            if found or self.flow:
+                return (min(found, key=lambda la: problem_wirelength(self.base, list(la.rects)))
+                        if found else None)
         for transpose in ((False, True) if W != H else (False,)):
             # stacking more kernels per column packs denser but may lengthen
             # wires: keep every stack depth that fits, the shortest wires win
@@ -168,6 +187,21 @@ def _shelf(shapes: list[np.ndarray], order: list[int], W: int, H: int, transpose
             return None
         return pk.option, [(y, x, h, w) for x, y, w, h in pk.rects], pk.rotated
     pk = shelf_pack(shapes, order, W, H, stack)
+    return None if pk is None else (pk.option, pk.rects, pk.rotated)
+
+
+def _shelf_flow(shapes: list[np.ndarray], order: list[int], W: int, H: int, transpose: bool
+                ) -> tuple[list[int], list[tuple[int, int, int, int]], list[bool]] | None:
+    """Flow shelves: one kernel per column, every kernel's rows along the shelf
+    (unrotated in row shelves; rotated in column shelves, when transposed),
+    so consecutive kernels face each other with the ends of their rows and
+    their bundles run straight."""
+    if transpose:  # columns: the transposed frame's "as given" is rotated here
+        pk = shelf_pack(shapes, order, H, W, 1, rotate=False)
+        if pk is None:
+            return None
+        return pk.option, [(y, x, h, w) for x, y, w, h in pk.rects], [True] * len(pk.rects)
+    pk = shelf_pack(shapes, order, W, H, 1, rotate=False)
     return None if pk is None else (pk.option, pk.rects, pk.rotated)
 
 
@@ -244,6 +278,7 @@ class Place(Pass):
     reshape: bool = True
     wdeltat: float = 1.0
     wlength: float = 0.0
+    flow: bool = True
 
     def __post_init__(self) -> None:
         check_choice(self, "effort", EFFORTS)
@@ -262,15 +297,27 @@ class Place(Pass):
         limit = ctx.time_limit
         deadline = None if limit is None else start + _SEARCH_SHARE * limit
         hooks = _hooks() if self.reshape else _Hooks(None, None, None)
-        packer = _Packer(module, target, hooks, self.effort, self.seed, self.objective)
         t0 = max((int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=0)
-        lay = packer.at(t0 if hooks.shapes is not None else None)
-        if lay is None:
-            lay = _search(packer, t0, _SEARCH_STEPS[self.effort], deadline)
+        lay = None
+        # flow shelves first; when they fit at no size (hundreds of kernels one deep),
+        # the densest packing
+        # a training step runs forward then backward: its dataflow order folds back
+        # on itself, so dataflow-ordered shelves would not shorten its edges
+        want_flow = self.flow and not is_training(module.attrs)
+        for flow in dict.fromkeys((want_flow, False)):
+            packer = _Packer(module, target, hooks, self.effort, self.seed, self.objective, flow)
+            lay = packer.at(t0 if hooks.shapes is not None else None)
+            if lay is None:
+                lay = _search(packer, t0, _SEARCH_STEPS[self.effort], deadline)
+                if lay is not None:
+                    lay = packer.at(lay.t) or lay  # every variant at the time found
+                    ctx.notes.append(f"place: re-sized kernels for a bottleneck of {lay.t} "
+                                     f"cycles (was {t0}) so that they fit the grid")
             if lay is not None:
-                lay = packer.at(lay.t) or lay  # every variant at the time found
-                ctx.notes.append(f"place: re-sized kernels for a bottleneck of {lay.t} cycles "
-                                 f"(was {t0}) so that they fit the grid")
+                if flow != want_flow:
+                    ctx.notes.append("place: no dataflow-ordered shelf layout fits at any size; "
+                                     "packed densest instead")
+                break
         if lay is None:
             if packer.last_failure is not None:
                 raise _failure(module, *packer.last_failure, target)
@@ -278,7 +325,8 @@ class Place(Pass):
                                    f"{target.width}x{target.height} grid at any size; use a "
                                    f"larger grid")
         _apply(module, lay)
-        self._refine(module, target, lay, limit, start, ctx)
+        if lay.how != "flow":  # moving rectangles would turn flow shelves away from each other
+            self._refine(module, target, lay, limit, start, ctx)
         _invalidate_routes(module.edges)
         ks = list(module.kernels())
         module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))
@@ -343,5 +391,4 @@ def _refine_note(stats: dict[str, Any]) -> str:
 
 def _invalidate_routes(edges: list[Edge]) -> None:
     for e in edges:
-        e.routes = None
-        e.color = None
+        e.bundles = None

@@ -49,23 +49,32 @@ def _min_table(a: np.ndarray, b: np.ndarray, a_cap: int, b_cap: int) -> np.ndarr
     return np.minimum.accumulate(tab)
 
 
-def width_tables(options: Sequence[np.ndarray], width: int, height: int) -> np.ndarray:
+def _both(o: np.ndarray, rotate: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(widths, heights) of options o, in both rotations when `rotate`."""
+    if not rotate:
+        return o[:, 0], o[:, 1]
+    return np.concatenate([o[:, 0], o[:, 1]]), np.concatenate([o[:, 1], o[:, 0]])
+
+
+def width_tables(options: Sequence[np.ndarray], width: int, height: int,
+                 rotate: bool = True) -> np.ndarray:
     """(n, height+1): for every kernel and height cap c, the narrowest width
-    of any of its options in either rotation whose height is <= c (_INF if
-    none fits). options[i] is an (m, 2) int array of unrotated (w, h)."""
+    of any of its options (in either rotation when `rotate`) whose height is
+    <= c (_INF if none fits). options[i] is an (m, 2) int array of (w, h)."""
     tab = np.full((len(options), height + 1), _INF, dtype=np.int64)
     for i, o in enumerate(options):
-        a, b = np.concatenate([o[:, 0], o[:, 1]]), np.concatenate([o[:, 1], o[:, 0]])
+        a, b = _both(o, rotate)
         tab[i] = _min_table(a, b, width, height)
     return tab
 
 
-def _height_tables(options: Sequence[np.ndarray], width: int, height: int) -> np.ndarray:
-    """(n, width+1): the lowest height at width <= c (either rotation)."""
+def _height_tables(options: Sequence[np.ndarray], width: int, height: int,
+                   rotate: bool = True) -> np.ndarray:
+    """(n, width+1): the lowest height at width <= c."""
     tab = np.full((len(options), width + 1), _INF, dtype=np.int64)
     for i, o in enumerate(options):
-        a, b = np.concatenate([o[:, 1], o[:, 0]]), np.concatenate([o[:, 0], o[:, 1]])
-        tab[i] = _min_table(a, b, height, width)
+        a, b = _both(o, rotate)
+        tab[i] = _min_table(b, a, height, width)
     return tab
 
 
@@ -81,12 +90,14 @@ class _Tables:
     col: list[np.ndarray]
 
 
-def _tables(opts: Sequence[np.ndarray], width: int, height: int, stack: int) -> _Tables:
+def _tables(opts: Sequence[np.ndarray], width: int, height: int, stack: int,
+            rotate: bool = True) -> _Tables:
     n = len(opts)
-    ext = np.concatenate([o.reshape(-1) for o in opts]) if n else np.zeros(0, np.int64)
+    ext = (np.concatenate([o.reshape(-1) if rotate else o[:, 1] for o in opts]) if n
+           else np.zeros(0, np.int64))
     levels = np.unique(ext[(ext > 0) & (ext <= height)])
-    wt = width_tables(opts, width, height)[:, levels]
-    ht = _height_tables(opts, width, height)
+    wt = width_tables(opts, width, height, rotate)[:, levels]
+    ht = _height_tables(opts, width, height, rotate)
     cols = [np.zeros((0, levels.size), dtype=np.int64), wt]
     for r in range(2, stack + 1):
         g = np.full((max(n - r + 1, 0), levels.size), _INF, dtype=np.int64)
@@ -155,15 +166,16 @@ def _columns(tb: _Tables, i: int, j: int, lv: int, stack: int) -> list[tuple[int
 
 
 def shelf_pack(options: Sequence[np.ndarray], order: Sequence[int], width: int,
-               height: int, stack: int = MAX_STACK) -> ShelfPacking | None:
+               height: int, stack: int = MAX_STACK, rotate: bool = True) -> ShelfPacking | None:
     """Pack kernels (options[i]: (m, 2) unrotated shapes) in `order` on a
-    width x height grid in shelves of columns of up to `stack` kernels;
-    None when the shelves need more height than the grid has."""
+    width x height grid in shelves of columns of up to `stack` kernels (in
+    either rotation when `rotate`, else as given); None when the shelves need
+    more height than the grid has."""
     if not order:
         return ShelfPacking([], [], [], [], 0)
     opts = [np.asarray(options[i], dtype=np.int64).reshape(-1, 2) for i in order]
     n = len(order)
-    tb = _tables(opts, width, height, stack)
+    tb = _tables(opts, width, height, stack, rotate)
     cap = _shelf_caps(tb, n, width, stack)
     best, start = _cuts(tb, cap, n)
     if best[n] > height:
@@ -190,8 +202,8 @@ def shelf_pack(options: Sequence[np.ndarray], order: Sequence[int], width: int,
                 x -= cw
             yy = y
             for p in range(a, b):
-                o, rot, w, h = _lowest(opts[p], cw, c) if b - a > 1 else _narrowest(opts[p], c,
-                                                                                     width)
+                o, rot, w, h = (_lowest(opts[p], cw, c, rotate) if b - a > 1
+                                else _narrowest(opts[p], c, width, rotate))
                 kidx = order[p]
                 rects[kidx] = (x, yy, w, h)
                 option[kidx], rotated[kidx] = o, rot
@@ -202,11 +214,12 @@ def shelf_pack(options: Sequence[np.ndarray], order: Sequence[int], width: int,
     return ShelfPacking(option, rotated, rects, shelves, y)
 
 
-def _lowest(opt: np.ndarray, wcap: int, hcap: int) -> tuple[int, bool, int, int]:
+def _lowest(opt: np.ndarray, wcap: int, hcap: int, rotate: bool = True
+            ) -> tuple[int, bool, int, int]:
     """(option index, rotated, w, h) of the lowest shape no wider than `wcap`."""
     best: tuple[int, int, int, bool] | None = None
     for idx, (w, h) in enumerate(opt.tolist()):
-        for rot, (a, b) in ((False, (w, h)), (True, (h, w))):
+        for rot, (a, b) in ((False, (w, h)), (True, (h, w)))[:2 if rotate else 1]:
             if a <= wcap and b <= hcap:
                 key = (b, a, idx, rot)
                 if best is None or key < best:
@@ -216,12 +229,13 @@ def _lowest(opt: np.ndarray, wcap: int, hcap: int) -> tuple[int, bool, int, int]
     return idx, rot, a, b
 
 
-def _narrowest(opt: np.ndarray, cap: int, width: int) -> tuple[int, bool, int, int]:
+def _narrowest(opt: np.ndarray, cap: int, width: int, rotate: bool = True
+               ) -> tuple[int, bool, int, int]:
     """(option index, rotated, w, h) of the narrowest shape no taller than
     `cap`; among equally narrow ones the smallest area."""
     best: tuple[int, int, int, bool] | None = None
     for idx, (w, h) in enumerate(opt.tolist()):
-        for rot, (a, b) in ((False, (w, h)), (True, (h, w))):
+        for rot, (a, b) in ((False, (w, h)), (True, (h, w)))[:2 if rotate else 1]:
             if b <= cap and a <= width:
                 key = (a, b, idx, rot)
                 if best is None or key < best:

@@ -1,334 +1,418 @@
-"""Routing: turn every dataflow edge into a multicast tree on one color.
+"""Routing: every edge becomes bundles of lanes, negotiated for capacity and colors.
 
-Why dimension-ordered trees: the union of X-then-Y paths from one source PE
-is a tree (a trunk along the source row, one branch per sink column), so each
-PE on it receives from exactly one port and the router configuration is a
-single (rx, tx) pair per PE and color — what the hardware holds. Colors are
-then a graph-colouring problem on shared PEs, solved greedily (longest
-routes first, lowest free color) with a per-PE bitmask in numpy; an edge
-whose X-Y tree finds no free color retries as a Y-then-X tree.
+Why bundles: a kernel rectangle takes its input along a whole side, one lane
+per PE row, and sends its output along the opposite side (route_bundles).
+An edge is one bundle per sink with enough lanes that none carries more
+wavelets per sample than a link moves in the bottleneck time Δt (its
+capacity: one wavelet per cycle), so links stop bounding throughput.
 
-Endpoints and host-port convention (the fabric API's, wsec.ir.fabric;
-documented in docs/ir.md by example):
-- a kernel source sends from the PE of its rectangle boundary nearest the
-  centroid of its sinks; that PE's rx is RAMP;
-- a host input enters at the West edge, PE (0, y) with y the consumers'
-  mean centre row: its rx is "W", the off-grid host port;
-- a kernel sink is its entry PE (the PE of its rectangle nearest the source),
-  whose tx includes RAMP;
-- a host output leaves at the East edge, PE (W-1, y) with y the source row:
-  its tx includes "E", the off-grid host port.
-Nothing else ever points off the grid.
+How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
+1. Slots: each request gets `lanes` contiguous slots on the source and sink
+   ports (route_bundles.assign_slots).
+2. Pattern routes: straight, L, Z and corridor U shapes of nested lanes, so
+   a bundle's lanes never share a PE and the bundle keeps one color.
+3. PathFinder negotiation over directed links (RAMPs are fixed by the
+   slots): a bundle's cost is the sum, over the links its lanes use, of
+   (1 + history) x (1 + present x overflow / capacity), plus a charge on
+   PEs already crossed by many bundles (colors are the second resource).
+   Each iteration re-routes only bundles on overused links or crowded PEs;
+   the present factor grows, overuse accumulates into history.
+4. Colors: bundles sharing a PE need different colors: DSATUR on the
+   conflict graph, bundles as units. Colors 0 and 1 are kept for every
+   kernel's interior flows (reused in every rectangle); host bundles take the
+   colors reserved for host I/O first.
 
-Accounting (wsec.ir.metrics): per-link load in wavelets per sample over
-links (x, y, port) leaving a PE, the host ports and RAMPs included; the
-routed wirelength; the most colors at one PE.
+Per-iteration figures (overused links, busiest link / capacity, colors at
+the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
-from wsec.ir.fabric import HOST_IN_PORT, HOST_OUT_PORT, Fabric
-from wsec.ir.graph import HOST, PORTS, Edge, Hop, Module, Rect
-from wsec.ir.metrics import (
-    busiest_link,
-    colors_per_pe,
-    edge_wavelets,
-    link_loads,
-    route_arrays,
-    routed_wirelength,
-)
+from wsec.ir.fabric import DIRS, PORT_BITS, Fabric
+from wsec.ir.graph import HOST, Bundle, Module, Rect
+from wsec.ir.lanes import expand
+from wsec.ir.metrics import busiest_link, colors_per_pe, link_loads, route_arrays, routed_wirelength
+from wsec.ir.templates import INTERNAL_COLORS
 
 from .base import LayoutInfeasible, Pass, PassContext, PassError, check_range
+from .route_bundles import (
+    CANDIDATE_BUDGET,
+    MAX_CANDIDATES,
+    Request,
+    assign_slots,
+    candidates,
+    requests,
+)
 
-
-def _clamp(v: float, lo: int, hi: int) -> int:
-    return int(min(max(int(np.floor(v)), lo), hi))
-
-
-def _nearest_pe(r: Rect, x: float, y: float) -> tuple[int, int]:
-    """The PE of `r` nearest the point (x, y)."""
-    return _clamp(x, r.x, r.x1 - 1), _clamp(y, r.y, r.y1 - 1)
-
-
-def _boundary_pe(r: Rect, x: float, y: float) -> tuple[int, int]:
-    """The PE on the boundary of `r` nearest (x, y); a point inside the rect
-    is pushed to the closest side."""
-    px, py = _nearest_pe(r, x, y)
-    if r.x < px < r.x1 - 1 and r.y < py < r.y1 - 1:
-        sides = [(px - r.x, (r.x, py)), (r.x1 - 1 - px, (r.x1 - 1, py)),
-                 (py - r.y, (px, r.y)), (r.y1 - 1 - py, (px, r.y1 - 1))]
-        return min(sides, key=lambda s: s[0])[1]
-    return px, py
+_SAMPLE = 4  # lanes a candidate's cost is estimated on (both edges of the bundle among them)
+_PLANES = {d: i for i, d in enumerate(DIRS)}
 
 
 @dataclass
-class _Ends:
-    """Where an edge starts and ends on the grid."""
+class _Route:
+    """A chosen pattern: the bundle and its footprint (linear indices)."""
 
-    source: tuple[int, int]
-    source_rx: str  # RAMP, or W for a host input
-    sinks: dict[tuple[int, int], set[str]]  # PE -> extra tx ports (RAMP / E)
-
-
-def _endpoints(e: Edge, rects: dict[str, Rect], fabric: Fabric) -> _Ends:
-    W, H = fabric.width, fabric.height
-    kern_dsts = [rects[d] for d in dict.fromkeys(e.dsts) if d != HOST]
-    if e.src == HOST:
-        ys = [r.centre()[1] for r in kern_dsts]
-        sy = _clamp(sum(ys) / len(ys), 0, H - 1) if ys else H // 2
-        source, rx = fabric.host_input_pe(sy), HOST_IN_PORT
-    else:
-        s = rects[e.src]
-        pts = [r.centre() for r in kern_dsts]
-        if HOST in e.dsts:
-            pts.append((W - 0.5, s.centre()[1]))
-        cx = sum(p[0] for p in pts) / len(pts)
-        cy = sum(p[1] for p in pts) / len(pts)
-        source, rx = _boundary_pe(s, cx, cy), "RAMP"
-    sinks: dict[tuple[int, int], set[str]] = {}
-    for r in kern_dsts:
-        sinks.setdefault(_nearest_pe(r, source[0] + 0.5, source[1] + 0.5), set()).add("RAMP")
-    if HOST in e.dsts:
-        sinks.setdefault(fabric.host_output_pe(source[1]), set()).add(HOST_OUT_PORT)
-    return _Ends(source, rx, sinks)
+    bundle: Bundle
+    links: np.ndarray  # plane*H*W + y*W + x of every direction link its lanes use
+    pes: np.ndarray  # y*W + x of every PE its lanes use
 
 
-def _tree(ends: _Ends, order: str) -> list[Hop]:
-    """The dimension-ordered multicast tree ("xy" or "yx"), as hops sorted by
-    (y, x). Coordinates are handled as (a, b): a is routed first."""
-    xy = order == "xy"
+class _Negotiator:
+    def __init__(self, reqs: list[Request], fabric: Fabric, cap: int, corridors: list[int],
+                 color_soft: int, known: _Candidates | None = None) -> None:
+        self.reqs, self.fabric, self.cap = reqs, fabric, max(1, cap)
+        W, H = fabric.width, fabric.height
+        self.W, self.H = W, H
+        self.occ = np.zeros(6 * H * W, dtype=np.float64)  # four directions, RAMP in, out
+        self.hist = np.zeros(6 * H * W, dtype=np.float64)
+        self.pe_cnt = np.zeros(H * W, dtype=np.int32)
+        self.pres = 0.5
+        self.color_soft = color_soft
+        self.colors = fabric.target.colors - INTERNAL_COLORS  # bundle colors there are
+        self.lane_load = [max(1, -(-r.wavelets // r.lanes)) for r in reqs]
+        known = known or _Candidates(fabric, corridors, len(reqs))
+        self.cands = [known(r) for r in reqs]
+        self.routes: list[_Route | None] = [None] * len(reqs)
+        self.cache: dict[tuple[int, int, bool], _Route] = {}
+        self.packed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def ab(p: tuple[int, int]) -> tuple[int, int]:
-        return p if xy else (p[1], p[0])
+    def _footprint(self, i: int, j: int, sample: bool = False) -> _Route:
+        """Candidate j of request i: its links and PEs (with `sample`, of a
+        few evenly spread lanes only: lanes of a bundle run side by side, so
+        a sample estimates the cost, scaled by `_scale`)."""
+        key = (i, j, sample)
+        if sample and i in self.packed:  # priced already: build it again, keep nothing
+            return self._expand(i, j, sample)
+        if key not in self.cache:
+            self.cache[key] = self._expand(i, j, sample)
+        return self.cache[key]
 
-    a_plus, a_minus, b_plus, b_minus = ("E", "W", "N", "S") if xy else ("N", "S", "E", "W")
-    sa, sb = ab(ends.source)
-    sinks = {ab(p): ports for p, ports in ends.sinks.items()}
-    a_lo = min([sa] + [a for a, _ in sinks])
-    a_hi = max([sa] + [a for a, _ in sinks])
-    b_span: dict[int, tuple[int, int]] = {}
-    for a, b in sinks:
-        lo, hi = b_span.get(a, (sb, sb))
-        b_span[a] = (min(lo, b), max(hi, b))
-    hops: dict[tuple[int, int], tuple[str, set[str]]] = {}
-    for a in range(a_lo, a_hi + 1):  # trunk along the source row/column
-        rx = ends.source_rx if a == sa else (a_minus if a > sa else a_plus)
-        tx = set(sinks.get((a, sb), ()))
-        if sa <= a < a_hi:
-            tx.add(a_plus)
-        if a_lo < a <= sa:
-            tx.add(a_minus)
-        lo, hi = b_span.get(a, (sb, sb))
-        if hi > sb:
-            tx.add(b_plus)
-        if lo < sb:
-            tx.add(b_minus)
-        hops[(a, sb)] = (rx, tx)
-    for a, (lo, hi) in b_span.items():  # one branch per sink column/row
-        for b in range(lo, hi + 1):
-            if b == sb:
-                continue
-            tx = set(sinks.get((a, b), ()))
-            if sb < b < hi:
-                tx.add(b_plus)
-            if lo < b < sb:
-                tx.add(b_minus)
-            hops[(a, b)] = (b_minus if b > sb else b_plus, tx)
-    out = []
-    for (a, b), (rx, tx) in hops.items():
-        x, y = (a, b) if xy else (b, a)
-        out.append(Hop(x, y, (rx,), tuple(p for p in PORTS if p in tx)))
-    out.sort(key=lambda h: (h.y, h.x))
-    return out
+    def _expand(self, i: int, j: int, sample: bool) -> _Route:
+        """Candidate j of request i as links and PEs (int32 indices)."""
+        r, b = self.reqs[i], self.cands[i][j]
+        only = None
+        if sample and b.lanes > _SAMPLE:
+            only = np.unique(np.linspace(0, b.lanes - 1, _SAMPLE).astype(np.int64))
+        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST, only=only)
+        W, H = self.W, self.H
+        links = []
+        for d, p in _PLANES.items():
+            sel = (ex.tx & PORT_BITS[d]) != 0
+            links.append(p * H * W + ex.y[sel] * W + ex.x[sel])
+        for p, mask in ((4, ex.tx), (5, ex.rx)):  # the cores' RAMPs: delivered, injected
+            sel = (mask & PORT_BITS["RAMP"]) != 0
+            links.append(p * H * W + ex.y[sel] * W + ex.x[sel])
+        return _Route(b, np.concatenate(links).astype(np.int32),
+                      (ex.y * W + ex.x).astype(np.int32))
+
+    def _place(self, i: int, rt: _Route, sign: int) -> None:
+        np.add.at(self.occ, rt.links, sign * self.lane_load[i])
+        np.add.at(self.pe_cnt, rt.pes, sign)
+
+    def _pack(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All sampled candidates of request i at once: their links and PEs
+        concatenated, each with its candidate's index (one numpy pass prices
+        every candidate)."""
+        if i not in self.packed:
+            fps = [self._expand(i, j, True) for j in range(len(self.cands[i]))]
+            links = np.concatenate([f.links for f in fps])
+            lseg = np.repeat(np.arange(len(fps)), [f.links.size for f in fps])
+            pes = np.concatenate([f.pes for f in fps])
+            pseg = np.repeat(np.arange(len(fps)), [f.pes.size for f in fps])
+            self.packed[i] = (links, lseg, pes, pseg)
+        return self.packed[i]
+
+    def route(self, i: int) -> None:
+        old = self.routes[i]
+        if old is not None:
+            self._place(i, old, -1)
+        if not self.cands[i]:
+            r = self.reqs[i]
+            raise LayoutInfeasible(
+                f"no pattern route for edge #{r.edge} to '{r.sink}' ({r.lanes} lanes from "
+                f"'{r.src.owner}' at {r.src.pe(r.src_slot)} to {r.dst.pe(r.dst_slot)}); use a "
+                "larger grid (--grid) so that kernels spread out")
+        lanes = self.reqs[i].lanes
+        scale = lanes / _SAMPLE if lanes > _SAMPLE else 1.0
+        links, lseg, pes, pseg = self._pack(i)
+        n = len(self.cands[i])
+        w = self.lane_load[i]
+        over = np.maximum(0.0, self.occ[links] + w - self.cap) / self.cap
+        per_link = (1.0 + self.hist[links]) * (1.0 + self.pres * over)
+        crowd = np.maximum(0, self.pe_cnt[pes] + 1 - self.color_soft).astype(np.float64)
+        cost = (np.bincount(lseg, weights=per_link, minlength=n)
+                + 4.0 * np.bincount(pseg, weights=crowd, minlength=n)) * scale
+        best = int(np.argmin(cost))  # ties: the first candidate
+        rt = self._footprint(i, best)
+        self.routes[i] = rt
+        self._place(i, rt, +1)
+
+    def overused(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.occ > self.cap + 1e-9, self.pe_cnt > self.color_soft
+
+    def stats(self) -> dict[str, float]:
+        links, pes = self.overused()
+        routes = [rt for rt in self.routes if rt is not None]
+        return {"overused_links": int(links.sum()),
+                "max_link_over_capacity": round(float(self.occ.max(initial=0)) / self.cap, 4),
+                "max_bundles_per_pe": int(self.pe_cnt.max(initial=0)),
+                "crowded_pes": int(pes.sum()),
+                "colors_needed": 1 + max(_dsatur(_conflicts(routes)), default=-1)}
+
+    def run(self, iterations: int, deadline: float | None) -> list[dict[str, float]]:
+        """Route every request, then negotiate; the routes end as they were in
+        the best round — first the one whose bundles can be colored, then the
+        least-loaded busiest link (it sets throughput). Negotiation stops
+        after three rounds without a better one, after two in which the
+        colors needed stay above those there are, or at once when they are
+        more than twice those there are."""
+        order = sorted(range(len(self.reqs)), key=lambda i: (-self.reqs[i].wavelets, i))
+        for i in order:
+            self.route(i)
+        log = [self.stats()]
+        best, best_routes, stale, no_colors = self._score(log[-1]), list(self.routes), 0, 0
+        for _ in range(iterations - 1):
+            links, pes = self.overused()
+            if not links.any() and not pes.any():
+                break
+            hopeless = log[-1]["colors_needed"] > 2 * self.colors  # negotiation won't halve it
+            if stale >= 3 or no_colors >= 2 or hopeless or (
+                    deadline is not None and time.perf_counter() > deadline):
+                break
+            self.hist += links * (self.occ - self.cap).clip(min=0) / self.cap
+            self.pres *= 1.8
+            bad = [i for i in order if self.routes[i] is not None and (
+                links[self.routes[i].links].any() or pes[self.routes[i].pes].any())]
+            for i in bad:
+                self.route(i)
+            log.append(self.stats())
+            score = self._score(log[-1])
+            if score < best:
+                best, best_routes, stale = score, list(self.routes), 0
+            else:
+                stale += 1
+            short = log[-1]["colors_needed"] > self.colors
+            no_colors = no_colors + 1 if short and log[-1]["colors_needed"] >= log[-2][
+                "colors_needed"] else 0
+        self.routes = best_routes
+        return log
+
+    def _score(self, st: dict[str, float]) -> tuple[bool, float, int, int]:
+        return (st["colors_needed"] > self.colors, st["max_link_over_capacity"],
+                st["crowded_pes"], st["overused_links"])
 
 
-def _coords(hops: list[Hop]) -> tuple[np.ndarray, np.ndarray]:
-    return (np.fromiter((h.x for h in hops), np.int64, len(hops)),
-            np.fromiter((h.y for h in hops), np.int64, len(hops)))
+class _Candidates:
+    """Pattern candidates per request, kept while its sides, slots and lanes
+    stay the same (dealing slots again moves only some requests)."""
+
+    def __init__(self, fabric: Fabric, corridors: list[int], requests: int) -> None:
+        self.fabric, self.corridors = fabric, corridors
+        self.memo: dict[tuple, list[Bundle]] = {}
+        self.cap = max(16, min(MAX_CANDIDATES, CANDIDATE_BUDGET // max(1, requests)))
+
+    def __call__(self, r: Request) -> list[Bundle]:
+        key = (r.edge, r.sink, r.choice, r.src_slot, r.dst_slot, r.lanes,
+               r.share.get("src"), r.share.get("dst"))
+        if key not in self.memo:
+            found = candidates(r, self.fabric, self.corridors, self.cap)
+            # the shortest first (the straight windows lead): a long detour never wins
+            found.sort(key=lambda b: _path_length(b.path))
+            self.memo[key] = found[:self.cap]
+        return self.memo[key]
 
 
-def _lowest_free(used: np.ndarray, colors: int) -> int | None:
-    busy = int(np.bitwise_or.reduce(used)) if used.size else 0
-    for c in range(colors):
-        if not busy >> c & 1:
-            return c
-    return None
+def _path_length(path: tuple[tuple[int, int], ...]) -> int:
+    return sum(abs(bx - ax) + abs(by - ay) for (ax, ay), (bx, by) in zip(path, path[1:],
+                                                                         strict=False))
 
 
-def _popcount(a: np.ndarray) -> np.ndarray:
-    a = a.astype(np.uint32)
-    return np.unpackbits(a.view(np.uint8).reshape(*a.shape, 4), axis=-1).sum(axis=-1)
+def _choose_sides(reqs: list[Request], cap: int, headroom: float, known: _Candidates) -> None:
+    """Slots for every request; a request whose side pair has no pattern route
+    moves to its next pair (and the slots are dealt again)."""
+    while True:
+        assign_slots(reqs, cap, headroom)
+        moved = False
+        for r in reqs:
+            if not known(r) and r.next_pair():
+                moved = True
+        if not moved:
+            return
 
 
-class _Colorer:
-    """Greedy coloring (longest route first, lowest color free on every PE of
-    the X-Y tree, else of the Y-X tree), then min-conflicts repair: an edge
-    with no free color takes the (tree, color) that evicts the fewest routed
-    edges, which go back in the queue; a tabu list stops ping-pong. The work
-    is bounded by an eviction budget."""
+def _corridors(module: Module, fabric: Fabric) -> list[int]:
+    """Rows and columns between kernels where U-turn bundles can pass: just
+    outside every kernel's rectangle, and the grid's edges."""
+    vals = {0, fabric.height - 1, fabric.width - 1}
+    for k in module.kernels():
+        r: Rect = k.rect  # type: ignore[assignment]
+        vals |= {r.y - 1, r.y1, r.x - 1, r.x1}
+    lim = max(fabric.width, fabric.height)
+    return sorted(v for v in vals if 0 <= v < lim)[:: max(1, len(vals) // 24)]
 
-    def __init__(self, ends: list[_Ends], W: int, H: int, colors: int) -> None:
-        self.ends, self.W, self.H, self.colors = ends, W, H, colors
-        n = len(ends)
-        self.trees: dict[str, list[list[Hop] | None]] = {"xy": [_tree(e, "xy") for e in ends],
-                                                         "yx": [None] * n}
-        self.pts: dict[str, list[tuple[np.ndarray, np.ndarray] | None]] = {
-            "xy": [_coords(t) for t in self.trees["xy"]], "yx": [None] * n}  # type: ignore[arg-type]
-        self.color: list[int | None] = [None] * n
-        self.variant = ["xy"] * n
-        self.used = np.zeros((H, W), dtype=np.uint32)
-        self.owner: np.ndarray | None = None  # (colors, H, W) edge index + 1, made on demand
 
-    def _alt(self, i: int, v: str) -> tuple[np.ndarray, np.ndarray]:
-        if self.pts[v][i] is None:
-            self.trees[v][i] = _tree(self.ends[i], v)
-            self.pts[v][i] = _coords(self.trees[v][i])  # type: ignore[arg-type]
-        return self.pts[v][i]  # type: ignore[return-value]
+def _conflicts(routes: list[_Route]) -> list[list[int]]:
+    """Per bundle, the bundles sharing at least one PE with it: pairs found
+    vectorised, PE by PE, between the k-th neighbours of a (PE, bundle) sort."""
+    n = len(routes)
+    adj: list[list[int]] = [[] for _ in range(n)]
+    if not n:
+        return adj
+    pe = np.concatenate([rt.pes.astype(np.int64) for rt in routes])
+    owner = np.concatenate([np.full(rt.pes.size, i, np.int64) for i, rt in enumerate(routes)])
+    order = np.lexsort((owner, pe))
+    pe, owner = pe[order], owner[order]
+    found = []
+    for k in range(1, pe.size):
+        same = pe[k:] == pe[:-k]
+        if not same.any():
+            break
+        found.append(owner[:-k][same] * n + owner[k:][same])
+    if found:
+        pairs = np.unique(np.concatenate(found))
+        for x, y in zip((pairs // n).tolist(), (pairs % n).tolist(), strict=True):
+            if x != y:
+                adj[x].append(y)
+                adj[y].append(x)
+    return adj
 
-    @property
-    def coords(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [self.pts[v][i] for i, v in enumerate(self.variant)]  # type: ignore[misc]
 
-    def _assign(self, i: int, v: str, c: int) -> None:
-        xs, ys = self._alt(i, v)
-        self.used[ys, xs] |= np.uint32(1 << c)
-        if self.owner is not None:
-            self.owner[c, ys, xs] = i + 1
-        self.color[i], self.variant[i] = c, v
+def _dsatur(adj: list[list[int]]) -> list[int]:
+    """Color classes by DSATUR: the uncolored bundle with the most distinct
+    neighbour colors next (ties: the most neighbours, then the lowest index),
+    the smallest color none of its neighbours has."""
+    import heapq
 
-    def _unassign(self, i: int) -> None:
-        c = self.color[i]
-        assert c is not None
-        xs, ys = self._alt(i, self.variant[i])
-        self.used[ys, xs] &= np.uint32(~(1 << c) & 0xFFFFFFFF)
-        if self.owner is not None:
-            self.owner[c, ys, xs] = 0
-        self.color[i] = None
+    n = len(adj)
+    color = [-1] * n
+    sat: list[set[int]] = [set() for _ in range(n)]
+    heap = [(0, -len(adj[i]), i) for i in range(n)]
+    heapq.heapify(heap)
+    while heap:
+        s_neg, d_neg, i = heapq.heappop(heap)
+        if color[i] >= 0 or -s_neg != len(sat[i]):
+            continue
+        c = 0
+        while c in sat[i]:
+            c += 1
+        color[i] = c
+        for j in adj[i]:
+            if color[j] < 0 and c not in sat[j]:
+                sat[j].add(c)
+                heapq.heappush(heap, (-len(sat[j]), -len(adj[j]), j))
+    return color
 
-    def _make_owner(self) -> np.ndarray:
-        dt = np.int16 if len(self.ends) < 32767 else np.int32
-        owner = np.zeros((self.colors, self.H, self.W), dtype=dt)
-        for i, c in enumerate(self.color):
-            if c is not None:
-                xs, ys = self._alt(i, self.variant[i])
-                owner[c, ys, xs] = i + 1
-        return owner
 
-    def run(self, budget: int) -> int | None:
-        """Color every edge; the index of an edge that cannot be colored, or None."""
-        n = len(self.ends)
-        queue = sorted(range(n), key=lambda i: (-len(self.trees["xy"][i]), i))  # type: ignore[arg-type]
-        tabu: dict[tuple[int, int], int] = {}  # (edge, color) -> step until which barred
-        step = 0
-        while queue:
-            i = queue.pop(0)
-            step += 1
-            done = False
-            for v in ("xy", "yx"):
-                xs, ys = self._alt(i, v)
-                c = _lowest_free(self.used[ys, xs], self.colors)
-                if c is not None:
-                    self._assign(i, v, c)
-                    done = True
-                    break
-            if done:
-                continue
-            if budget <= 0:
-                self.variant[i] = "xy"
-                return i
-            if self.owner is None:
-                self.owner = self._make_owner()
-            best: tuple[int, int, str, int, np.ndarray] | None = None
-            for v in ("xy", "yx"):
-                xs, ys = self._alt(i, v)
-                owners = self.owner[:, ys, xs]
-                for c in range(self.colors):
-                    if tabu.get((i, c), -1) >= step:
-                        continue
-                    hit = np.unique(owners[c])
-                    hit = hit[hit > 0] - 1
-                    cost = sum(len(self.trees[self.variant[j]][j]) for j in hit)  # type: ignore[arg-type]
-                    if best is None or (len(hit), cost) < (best[0], best[1]):
-                        best = (len(hit), cost, v, c, hit)
-            if best is None:
-                self.variant[i] = "xy"
-                return i
-            _, _, v, c, hit = best
-            for j in hit:
-                self._unassign(int(j))
-                tabu[(int(j), c)] = step + 2 * self.colors
-                queue.insert(0, int(j))
-                budget -= 1
-            self._assign(i, v, c)
-        return None
+def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric) -> list[int]:
+    """DSATUR over the bundles' conflict graph (bundles sharing a PE)."""
+    n = len(routes)
+    raw = dict(enumerate(_dsatur(_conflicts(routes))))
+    # map the greedy classes onto colors: host-only classes to the host colors first
+    t = fabric.target
+    host_pool = list(range(t.colors - t.reserved_colors, t.colors))
+    pool = list(range(INTERNAL_COLORS, t.colors - t.reserved_colors))
+    classes = sorted(set(raw.values()))
+    mapping: dict[int, int] = {}
+    for c in classes:
+        members = [i for i in range(n) if raw[i] == c]
+        is_host = all(reqs[i].src.owner == HOST or reqs[i].dst.owner == HOST for i in members)
+        if is_host and host_pool:
+            mapping[c] = host_pool.pop(0)
+        elif pool:
+            mapping[c] = pool.pop(0)
+        elif host_pool:
+            mapping[c] = host_pool.pop(0)
+        else:
+            mapping[c] = -1
+    return [mapping[raw[i]] for i in range(n)]
 
 
 @dataclass(frozen=True)
 class Route(Pass):
-    """Route every edge as a colored multicast tree and account link loads."""
+    """Route every edge as bundles of lanes; negotiate links and colors."""
 
     name = "route"
     requires = ("placed",)
     ensures = ("routed",)
     invalidates = ("allocated",)
-    repair_factor: int = 10  # rip-up budget: evictions per edge before giving up
+    iterations: int = 12  # negotiation rounds (the first routes every bundle)
+    headroom: float = 1.25  # lanes per bundle: this many times the capacity needs
+    colors_soft: int = 6  # bundles per PE above which a PE costs extra
 
     def __post_init__(self) -> None:
-        check_range(self, "repair_factor", 0)
+        check_range(self, "iterations", 1)
+        check_range(self, "headroom", 1.0)
+        check_range(self, "colors_soft", 1)
 
     def run(self, module: Module, ctx: PassContext) -> None:
         fabric = ctx.fabric
-        W, H, colors = fabric.width, fabric.height, fabric.usable_colors
-        if colors > 32:
-            raise PassError(f"route: target '{ctx.target.name}' has {colors} usable colors; "
-                            f"the router's color masks hold at most 32")
-        rects = _rects(module)
-        ends = [_endpoints(e, rects, fabric) for e in module.edges]
-        col = _Colorer(ends, W, H, colors)
-        failed = col.run(budget=self.repair_factor * len(ends))
-        if failed is not None:
-            xs, ys = col.coords[failed]
-            raise _color_error(module.edges[failed], xs, ys, col.used, fabric)
-        for i, e in enumerate(module.edges):
-            e.color, e.routes = col.color[i], col.trees[col.variant[i]][i]
-        _account(module, fabric)
+        _check_rects(module)
+        cap = int(module.attrs.get("delta_t") or max(
+            (int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=1))
+        reqs = requests(module, fabric)
+        known = _Candidates(fabric, _corridors(module, fabric), len(reqs))
+        _choose_sides(reqs, cap, self.headroom, known)
+        neg = _Negotiator(reqs, fabric, cap, known.corridors, self.colors_soft, known)
+        deadline = None if ctx.time_limit is None else time.perf_counter() + ctx.time_limit / 4
+        log = neg.run(self.iterations, deadline)
+        routes = [rt for rt in neg.routes if rt is not None]
+        colors = _colors(routes, reqs, fabric)
+        if any(c < 0 for c in colors):
+            raise _color_error(module, neg, colors, fabric)
+        for e in module.edges:
+            e.bundles = []
+        for r, rt, c in zip(reqs, routes, colors, strict=True):
+            b = rt.bundle
+            module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
+                Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach))
+        module.attrs["route_iterations"] = log
+        last = min(log, key=neg._score)  # the round whose routes were kept
+        ctx.notes.append(
+            f"route: {len(reqs)} bundles in {len(log)} negotiation rounds; busiest link at "
+            f"{last['max_link_over_capacity']:.2f}x capacity ({cap} wavelets/sample), "
+            f"{last['overused_links']} links over it")
+        account(module, fabric)
 
 
-def _rects(module: Module) -> dict[str, Rect]:
-    rects: dict[str, Rect] = {}
+def _color_error(module: Module, neg: _Negotiator, colors: list[int],
+                 fabric: Fabric) -> LayoutInfeasible:
+    i = next(j for j, c in enumerate(colors) if c < 0)
+    r = neg.reqs[i]
+    e = module.edges[r.edge]
+    pe = int(np.argmax(neg.pe_cnt))
+    y, x = divmod(pe, fabric.width)
+    return LayoutInfeasible(
+        f"edge %{e.value} from '{e.src}' to '{r.sink}' cannot be routed: its bundle needs a "
+        f"color beyond the {fabric.usable_colors - INTERNAL_COLORS} left for bundles; the "
+        f"busiest PE ({x}, {y}) is crossed by {int(neg.pe_cnt[pe])} bundles; use a larger grid "
+        "(--grid) or target so that kernels spread out, or reduce fan-out there")
+
+
+def _check_rects(module: Module) -> None:
+    names = set()
     for k in module.kernels():
         if k.rect is None:
             raise PassError(f"kernel '{k.name}' ({k.kind}) has no rectangle: run the place pass "
                             f"before route")
-        rects[k.name] = k.rect
+        names.add(k.name)
     for e in module.edges:
         for n in [e.src, *e.dsts]:
-            if n != HOST and n not in rects:
+            if n != HOST and n not in names:
                 raise PassError(f"edge %{e.value} names kernel '{n}', which is not in the module")
-    return rects
 
 
-def _color_error(e: Edge, xs: np.ndarray, ys: np.ndarray, used: np.ndarray,
-                 fabric: Fabric) -> LayoutInfeasible:
-    counts = _popcount(used[ys, xs])
-    j = int(np.argmax(counts))
-    x, y = int(xs[j]), int(ys[j])
-    return LayoutInfeasible(
-        f"edge %{e.value} from '{e.src}' to {e.dsts} cannot be routed: no color of the "
-        f"{fabric.usable_colors} usable is free on all {len(xs)} PEs of its route; the busiest, "
-        f"PE ({x}, {y}), already carries {int(counts[j])} other edges; use a larger grid "
-        f"(--grid) or target so that kernels spread out, or reduce fan-out there")
-
-
-def _account(module: Module, fabric: Fabric) -> None:
-    """Link loads (wavelets/sample, RAMP included), routed wirelength and color use."""
-    ra = route_arrays(module.edges)
-    ebytes = np.array([e.bytes_per_sample for e in module.edges], dtype=np.int64)
-    top = busiest_link(link_loads(ra, edge_wavelets(ebytes, fabric), fabric))
+def account(module: Module, fabric: Fabric) -> None:
+    """Link loads (wavelets/sample, RAMPs included), routed wirelength and colors."""
+    ra = route_arrays(module)
+    top = busiest_link(link_loads(ra, fabric))
     module.attrs["max_link_load"] = top.wavelets if top else 0
     module.attrs["max_link"] = top.as_list() if top else [0, 0, "N"]
-    module.attrs["routed_wirelength"] = routed_wirelength(ra, ebytes, fabric)
+    module.attrs["routed_wirelength"] = routed_wirelength(ra, fabric)
     module.attrs["max_colors_per_pe"] = colors_per_pe(ra)
+    # a sample takes the slowest kernel's cycles or the busiest link's wavelets (one per cycle)
+    delta_t = max((int((k.cost or {}).get("cycles", 0)) for k in module.kernels()), default=0)
+    module.attrs["realised_cycles"] = max(delta_t, module.attrs["max_link_load"])

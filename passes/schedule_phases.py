@@ -57,7 +57,7 @@ import numpy as np
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Kernel, Module, Rect, SramRegion
 from wsec.ir.kernels import KINDS, kind_of
-from wsec.ir.library_common import CODE_BYTES
+from wsec.ir.library_common import CODE_BYTES, drop_port_dims
 from wsec.ir.repeats import find_repeats, kernel_signature
 from wsec.ir.sizing import evaluate_all
 from wsec.ir.target import Target
@@ -290,6 +290,7 @@ class SchedulePhases(Pass):
             raise PassError("schedule-phases: the module is a training step; run "
                             "schedule-train instead")
         kernels = list(module.kernels())
+        drop_port_dims(kernels)
         _, peak = allocate_activations(module, kernels, target)
         budget = target.sram_bytes - peak
         act_region = SramRegion("activations", target.sram_bytes - peak, peak) if peak else None
@@ -325,7 +326,7 @@ class SchedulePhases(Pass):
                            "stream": plan.stream, "move": plan.move, "weight_bytes": wb,
                            "pes": w * h, "passes": plan.passes})
         for e in module.edges:  # activations stay in SRAM: nothing is routed
-            e.color, e.routes = None, None
+            e.bundles = None
         module.attrs["mode"] = "stream"
         module.attrs.setdefault("mode_reason", "stream (forced by running schedule-phases)")
         module.attrs["phases"] = phases

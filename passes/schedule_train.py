@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import Kernel, Module
-from wsec.ir.library_common import CODE_BYTES
+from wsec.ir.library_common import CODE_BYTES, drop_port_dims
 from wsec.ir.repeats import kernel_signature
 from wsec.ir.target import Target
 from wsec.ir.training import is_training, role_of_kernel
@@ -345,6 +345,7 @@ def schedule_training(module: Module, target: Target, tile: int, micro_batch: in
     """Plan the training step's phases and store steps (see the module doc);
     `policy` keep / recompute / checkpoint forces the activation policy."""
     kernels = list(module.kernels())
+    drop_port_dims(kernels)
     fwd, bwd, opt = split_kernels(kernels)
     opt_inputs = {i for k in opt for i in k.inputs if i}
     loss_like = {o for o in module.outputs if not o.startswith(("grad:", "new:"))}
@@ -381,7 +382,7 @@ def schedule_training(module: Module, target: Target, tile: int, micro_batch: in
         steps.append({"kernel": k.name, "weight_bytes": weight_bytes(module, k, target),
                       "grad_bytes": sum(module.values[i].type.nbytes for i in _acts(module, k))})
     for e in module.edges:
-        e.color, e.routes = None, None
+        e.bundles = None
     step = sum(p["cycles"] for p in phases)
     sat = max((-(-max(p["stream"], p["stream_out"]) * att.batch
                 // max(1, p["compute"], p["move"])) for p in phases), default=1)

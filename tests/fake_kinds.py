@@ -35,7 +35,8 @@ class BoxKind(KernelKind):
         return {"w": np.arange(1, 9), "h": np.arange(1, 9)}
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int) -> tuple[slice, ...]:
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         out = []
         for d, (n, p, parts) in enumerate(zip(weight_shape, (px, py), (knobs["w"], knobs["h"]),
                                               strict=False)):

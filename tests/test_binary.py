@@ -16,10 +16,11 @@ from wsec.backends.emit import (
     write_binary,
     write_program,
 )
-from wsec.backends.format import BLOB_SPLAT, SECTION_NAMES, Program, pe_of
+from wsec.backends.format import BLOB_SPLAT, SECTION_NAMES, Program, mask_ports, pe_of
 from wsec.backends.inspect import inspect_text
+from wsec.backends.lanes import to_bundle
 from wsec.backends.loader import load_binary
-from wsec.ir.graph import HOST, Edge, Hop, Kernel, Module, Node, Rect, SramRegion
+from wsec.ir.graph import HOST, Bundle, Edge, Kernel, Module, Node, Rect, SramRegion
 from wsec.ir.kernel_kind import KernelKind
 from wsec.ir.kernels import KINDS, register
 from wsec.ir.types import Dense, Splat, TensorType
@@ -37,7 +38,7 @@ class GridMM(KernelKind):
     name = "t_gridmm"
     knob_names = ("kx", "ky")
 
-    def weight_shard(self, dims, knobs, weight_index, weight_shape, px, py):  # type: ignore[no-untyped-def]
+    def weight_shard(self, dims, knobs, weight_index, weight_shape, px, py, rect=None):  # type: ignore[no-untyped-def]
         if len(weight_shape) == 1:
             return (_block(weight_shape[0], knobs["kx"], px),)
         return (_block(weight_shape[0], knobs["ky"], py), _block(weight_shape[1], knobs["kx"], px))
@@ -49,7 +50,7 @@ class FlatMM(KernelKind):
     name = "t_flatmm"
     knob_names = ("w", "n")
 
-    def weight_shard(self, dims, knobs, weight_index, weight_shape, px, py):  # type: ignore[no-untyped-def]
+    def weight_shard(self, dims, knobs, weight_index, weight_shape, px, py, rect=None):  # type: ignore[no-untyped-def]
         return (_block(weight_shape[0], knobs["n"], py * knobs["w"] + px),)
 
 
@@ -94,14 +95,11 @@ def build_module() -> Module:
                cost={"cycles": 50, "sram": 256}, sram=[SramRegion("weights", 0, 256)]),
     ]
     m.edges = [
-        Edge("x", HOST, ["k0"], 64, 0, [Hop(0, 0, ("W",), ("RAMP", "N")),
-                                        Hop(0, 1, ("S",), ("RAMP",))]),
-        Edge("h", "k0", ["k1"], 128, 1, [Hop(3, 0, ("RAMP",), ("E",)),
-                                         Hop(4, 0, ("W",), ("RAMP",))]),
-        Edge("g", "k1", ["k2"], 32, 2, [Hop(5, 0, ("RAMP",), ("E",)),
-                                        Hop(6, 0, ("W",), ("RAMP",))]),
-        Edge("y", "k2", [HOST], 32, 1, [Hop(6, 0, ("RAMP",), ("E",)),
-                                        Hop(7, 0, ("W",), ("E",))]),
+        # two host lanes land on k0's West side and run on along its rows
+        Edge("x", HOST, ["k0"], 64, [Bundle("k0", 0, 2, (0, 1), ((0, 0),), 3)]),
+        Edge("h", "k0", ["k1"], 128, [Bundle("k1", 1, 2, (0, 1), ((3, 0), (4, 0)))]),
+        Edge("g", "k1", ["k2"], 32, [Bundle("k2", 2, 1, (0, 1), ((5, 0), (6, 0)))]),
+        Edge("y", "k2", [HOST], 32, [Bundle(HOST, 1, 1, (0, 1), ((6, 0), (7, 0)))]),
     ]
     return m
 
@@ -114,7 +112,7 @@ def blob() -> bytes:
 def test_round_trip_kernels_routes_regions(blob: bytes) -> None:
     m = build_module()
     p = load_binary(blob)
-    assert p.version == 1 and p.target.name == "wse2"
+    assert p.version == 2 and p.target.name == "wse2"
     assert (p.target.width, p.target.height, p.target.sram_bytes) == (8, 8, 48 * 1024)
     assert p.info["compiler_version"] == "test" and p.info["model_hash"] == "sha256:abc"
     assert p.info["attrs"] == {"opset": 17}
@@ -129,19 +127,25 @@ def test_round_trip_kernels_routes_regions(blob: bytes) -> None:
     assert p.info["values"]["w2"] == "f32[30,8]"
     for ei, e in enumerate(m.edges):
         pe = p.edges[ei]
-        assert (pe.value, pe.src, pe.dsts, pe.bytes_per_sample, pe.color) == \
-               (e.value, e.src, e.dsts, e.bytes_per_sample, e.color)
-        # ports come back in PORTS order (N E S W RAMP): masks carry no order
-        want = sorted(e.routes, key=lambda h: (h.x, h.y))
-        assert [(h.x, h.y, set(h.rx), set(h.tx)) for h in p.edge_hops(ei)] == \
-               [(h.x, h.y, set(h.rx), set(h.tx)) for h in want]
+        assert (pe.value, pe.src, pe.dsts, pe.bytes_per_sample) == \
+               (e.value, e.src, e.dsts, e.bytes_per_sample)
+    assert [to_bundle(p, bi) for bi in range(len(p.bundles))] == \
+           [b for e in m.edges for b in e.bundles]
+    # the router table: every lane expanded, host lanes from the West edge, off the East
+    hops = {(int(r["x"]), int(r["y"]), int(r["color"])): (set(mask_ports(int(r["rx"]))),
+                                                          set(mask_ports(int(r["tx"]))))
+            for r in p.routes}
+    assert hops[(0, 1, 0)] == ({"W"}, {"RAMP", "E"}) and hops[(3, 1, 0)] == ({"W"}, {"RAMP"})
+    assert hops[(3, 1, 1)] == ({"RAMP"}, {"E"}) and hops[(4, 1, 1)] == ({"W"}, {"RAMP"})
+    assert hops[(7, 0, 1)] == ({"W"}, {"E"})
     r = p.routes
     keys = list(zip(r["x"].tolist(), r["y"].tolist(), r["color"].tolist(), strict=True))
     assert keys == sorted(keys)
-    assert p.info["host_io"]["inputs"] == [{"value": "x", "type": "f32[1,16]", "pes": [[0, 0]],
-                                            "ranges": [[0, 16]]}]
+    # the host feeds each lane its slice of %x at the lane's West-edge PE
+    assert p.info["host_io"]["inputs"] == [{"value": "x", "type": "f32[1,16]", "sink": "k0",
+                                            "pes": [[0, 0], [0, 1]], "ranges": [[0, 8], [8, 16]]}]
     assert p.info["host_io"]["outputs"][0]["pes"] == [[7, 0]]
-    assert p.info["summary"]["kernels"] == 3 and p.info["summary"]["route_entries"] == 8
+    assert p.info["summary"]["kernels"] == 3 and p.info["summary"]["route_entries"] == r.size
 
 
 def test_weights_reassemble_as_f16(blob: bytes) -> None:
@@ -256,11 +260,12 @@ def test_write_binary_is_atomic_and_loads_from_path(tmp_path: pathlib.Path) -> N
 
 def test_inspect_text(blob: bytes) -> None:
     text = inspect_text(load_binary(blob))
-    for word in ("format version 1", "wse2, grid 8x8", "wsec test", "sha256:abc", "META",
-                 "ROUTES", "BLOBS", "crc32", "k0", "t_gridmm", "0,0,4,2", "kx=4,ky=2", "mm, add",
-                 "route entries    8", "colors used      3 of 24", "max colors/PE    2",
+    for word in ("format version 2", "wse2, grid 8x8", "wsec test", "sha256:abc", "META",
+                 "LANES", "BLOBS", "crc32", "k0", "t_gridmm", "0,0,4,2", "kx=4,ky=2", "mm, add",
+                 "route entries    16", "colors used      3 of 24", "max colors/PE    2",
+                 "4 bundles of 6 lanes",
                  "max per PE       600 B", "PEs used         15 / 64",
-                 "dedup ratio", "in  %x f32[1,16]: 1 West-edge PEs"):
+                 "dedup ratio", "in  %x f32[1,16]: 2 West-edge PEs"):
         assert word in text, word
     # the program the emitter built (no section table yet) prints too
     assert "k2" in inspect_text(build_program(build_module(), "test"))

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from wsec.ir.fabric import DIRS, LINK_PLANES, OPPOSITE, PORT_BITS, STEP, Fabric, mask_of, ports_of
-from wsec.ir.graph import HOST, PORTS, Edge, Hop, Module, Rect
+from wsec.ir.graph import HOST, PORTS, Bundle, Edge, Module, Rect
 from wsec.ir.metrics import (
     busiest_link,
     colors_per_pe,
-    edge_wavelets,
     first_overlap,
     link_loads,
     overlapping_pairs,
@@ -79,22 +78,18 @@ def _routed() -> tuple[Module, Fabric]:
     m.add_value("y", t)
     m.inputs, m.outputs = ["x"], ["y"]
     m.nodes = [Kernel("a", "Kernel", ["x"], ["y"], kind="box", rect=Rect(2, 1, 2, 2))]
-    m.edges = [Edge("x", HOST, ["a"], 40, color=0,
-                    routes=[Hop(0, 1, ("W",), ("E",)), Hop(1, 1, ("W",), ("E",)),
-                            Hop(2, 1, ("W",), ("RAMP",))]),
-               Edge("y", "a", [HOST], 40, color=1,
-                    routes=[Hop(3, 1, ("RAMP",), ("E",))] + [
-                        Hop(x, 1, ("W",), ("E",)) for x in range(4, 8)])]
+    m.edges = [Edge("x", HOST, ["a"], 40, bundles=[Bundle("a", 0, 1, (0, 1), ((0, 1), (2, 1)))]),
+               Edge("y", "a", [HOST], 40,
+                    bundles=[Bundle(HOST, 1, 1, (0, 1), ((3, 1), (7, 1)))])]
     return m, Fabric.of(get_target("wse2", (8, 4)))
 
 
 def test_metrics_definitions() -> None:
     m, f = _routed()
-    ra = route_arrays(m.edges)
-    ebytes = np.array([40, 40])
+    ra = route_arrays(m)
     # on-grid links only: the host ports at x=0 (W) and x=7 (E) are I/O
-    assert routed_wirelength(ra, ebytes, f) == 40 * 2 + 40 * 4
-    load = link_loads(ra, edge_wavelets(ebytes, f), f)
+    assert routed_wirelength(ra, f) == 40 * 2 + 40 * 4
+    load = link_loads(ra, f)
     assert load[1, 2, LINK_PLANES.index("RAMP-in")] == 10  # delivered to a's core
     assert load[1, 3, LINK_PLANES.index("RAMP-out")] == 10  # injected by a's core
     assert load[1, 7, LINK_PLANES.index("E")] == 10  # the host port carries the output

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from test_binary import build_module
 from wsec.backends.emit import emit_bytes, write_program
-from wsec.backends.format import HEADER, MAGIC, ROUTE_DTYPE, SECTION, Program, ports_mask
+from wsec.backends.format import HEADER, MAGIC, SECTION, Program
 from wsec.backends.loader import BinaryError, load_binary
 from wsec.ir.graph import Rect
 
@@ -83,7 +83,7 @@ def test_bad_magic_and_version(good: bytes) -> None:
     assert reject(b"hello") == "not a wsec binary (bad magic)"
     assert reject(b"") == "truncated file: the header needs 24 bytes, the file has 0"
     bad = good[:8] + struct.pack("<I", 7) + good[12:]
-    assert reject(bad) == "format version 7 is not supported (this wsec reads version 1)"
+    assert reject(bad) == "format version 7 is not supported (this wsec reads version 2)"
 
 
 def test_trailing_garbage(good: bytes) -> None:
@@ -99,7 +99,7 @@ def test_missing_file(tmp_path: pathlib.Path) -> None:
 def test_malformed_but_checksummed_sections(good: bytes) -> None:
     """Sections with valid checksums whose content does not decode."""
     p = load_binary(good)
-    from wsec.backends.format import META, ROUTES, pack_file
+    from wsec.backends.format import LANES, META, pack_file
 
     def repack(sid: int, body: bytes) -> bytes:
         secs = [(s.id, good[s.offset:s.offset + s.length]) for s in p.sections]
@@ -107,9 +107,10 @@ def test_malformed_but_checksummed_sections(good: bytes) -> None:
 
     assert reject(repack(META, b"{not json")).startswith("malformed section META: ")
     assert reject(repack(META, b'{"target": {}}')).startswith("malformed section META: ")
-    assert reject(repack(ROUTES, b"\x05\x00")).startswith("malformed section ROUTES: ")
-    assert reject(repack(ROUTES, struct.pack("<II", 3, 0))) == (
-        "malformed section ROUTES: 3 route records need 44 bytes, section has 8")
+    assert reject(repack(LANES, b"\x05\x00")) == (
+        "malformed section LANES: LANES section is shorter than its counts")
+    assert reject(repack(LANES, struct.pack("<IIII", 3, 0, 0, 0))).startswith(
+        "malformed section LANES: 3 bundle, 0 point and 0 template records need ")
     assert reject(repack(META, good[144:200])).startswith("malformed section META")
     secs = [(s.id, good[s.offset:s.offset + s.length]) for s in p.sections]
     assert reject(pack_file(secs[:3] + secs[4:])) == "section SRAM is missing"
@@ -123,36 +124,65 @@ def tamper(good: bytes, edit: Callable[[Program], None]) -> str:
     return reject(write_program(p))
 
 
-def _set_route(p: Program, i: int, **fields: int) -> None:
+def _set_bundle(p: Program, i: int, **fields: int) -> None:
     for k, v in fields.items():
-        p.routes[k][i] = v
+        p.bundles[k][i] = v
 
 
-def test_route_outside_grid(good: bytes) -> None:
-    assert tamper(good, lambda p: _set_route(p, 3, x=8)) == \
-        "route record at PE (8, 0) lies outside the 8x8 grid"
+def test_lane_outside_grid(good: bytes) -> None:
+    def edit(p: Program) -> None:  # %y's lane runs on past the East edge
+        p.points["x"][int(p.bundles["point0"][3]) + 1] = 9
+
+    assert tamper(good, edit) == ("lane 0 of edge %y (bundle #3, color 1) lands at PE (9, 0), "
+                                  "outside the host's East edge")
 
 
-def test_route_names_missing_edge(good: bytes) -> None:
-    assert tamper(good, lambda p: _set_route(p, 0, edge=9)) == \
-        "route record at PE (0, 0) names edge 9 but the program has 4 edges"
+def test_bundle_names_missing_edge(good: bytes) -> None:
+    assert tamper(good, lambda p: _set_bundle(p, 0, edge=9)) == \
+        "bundle #0 names edge #9; the program has 4"
 
 
 def test_two_routes_on_one_color_at_one_pe(good: bytes) -> None:
+    # %g lands at PE (6, 0), where %y starts on color 1
+    assert tamper(good, lambda p: _set_bundle(p, 2, color=1)) == (
+        "two routes on color 1 at PE (6, 0): lane 0 of edge %g (#2) (rx W tx RAMP) and "
+        "lane 0 of edge %y (#3) (rx RAMP tx E)")
+
+
+def test_bundle_color_beyond_target(good: bytes) -> None:
+    assert tamper(good, lambda p: _set_bundle(p, 0, color=30)) == \
+        "bundle #0 uses color 30; the target has 24"
+
+
+def test_lanes_must_land_in_their_sink(good: bytes) -> None:
+    def edit(p: Program) -> None:  # %h's lanes land one PE short of k1
+        p.points["x"][int(p.bundles["point0"][1]) + 1] = 3
+        p.points["x"][int(p.bundles["point0"][1])] = 2
+
+    assert "lands at PE (3, 0), outside kernel 'k1' [4, 0, 2, 3]" in tamper(good, edit)
+
+
+def test_lane_slices_partition_the_value(good: bytes) -> None:
+    def edit(p: Program) -> None:  # a second bundle of %h to k1: every slice twice
+        p.bundles = np.concatenate([p.bundles, p.bundles[1:2]])
+        p.bundles["color"][-1] = 5
+
+    assert tamper(good, edit) == ("lane slices of edge %h to 'k1' overlap: bundles #1 and #4 "
+                                  "each carry all of it")
+
+    def edit2(p: Program) -> None:  # %g's only bundle dropped: k2 never gets its input
+        p.bundles = p.bundles[[0, 1, 3]]
+
+    assert tamper(good, edit2) == ("edge %g has no bundle of lanes to 'k2': the value would "
+                                   "never arrive")
+
+
+def test_link_over_capacity(good: bytes) -> None:
     def edit(p: Program) -> None:
-        p.edges[2].color = 1  # %g joins %h on color 1 ...
-        p.routes["color"][p.routes["edge"] == 2] = 1
-        extra = np.zeros(1, ROUTE_DTYPE)  # ... and passes PE (4, 0), where %h ends
-        extra[0] = (4, 0, 1, ports_mask(("W",)), ports_mask(("E",)), 0, 2)
-        p.routes = np.concatenate([p.routes, extra])
+        p.info["attrs"]["realised_cycles"] = 10  # %h's lanes carry 16 wavelets each
 
-    assert tamper(good, edit) == ("two routes on color 1 at PE (4, 0): edge %h (#1, rx W tx RAMP) "
-                                  "and edge %g (#2, rx W tx E)")
-
-
-def test_route_color_disagrees_with_edge(good: bytes) -> None:
-    assert tamper(good, lambda p: _set_route(p, 0, color=5)) == \
-        "route record at PE (0, 0) is on color 5 but edge %x is on color 0"
+    assert tamper(good, edit) == ("link (3, 0) E carries 16 wavelets per sample, more than the "
+                                  "10 cycles per sample the binary states")
 
 
 def test_rect_outside_grid(good: bytes) -> None:

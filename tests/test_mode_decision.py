@@ -114,7 +114,7 @@ def test_auto_streams_before_sizing_when_the_smallest_kernels_exceed_the_grid(
     res = compile_model(str(EXAMPLE), CompileOptions(grid=(2, 2)))
     assert res.module.attrs["mode"] == "stream"
     assert res.module.attrs["mode_reason"] == (
-        "stream (auto): the kernels' smallest legal sizes need 8 PEs; the 2x2 grid of wse2 "
+        "stream (auto): the kernels' smallest legal sizes need 7 PEs; the 2x2 grid of wse2 "
         "has 4")
 
 

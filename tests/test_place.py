@@ -195,7 +195,7 @@ def test_resize_search_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     _fake_sizer(monkeypatch, 10**9, calls)  # never fits
     with pytest.raises(PassError, match="did not fit"):
-        _place(fk.chain(5, 4, 4), (8, 8), effort="fast")
+        _place(fk.chain(5, 4, 4), (8, 8), effort="fast", flow=False)
     assert 1 < len(calls) <= 12
 
 
@@ -239,7 +239,7 @@ def test_time_limit_bounds_the_refinement(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(place_cpsat, "refine", spy)
     m = fk.diamond()
     ctx = PassContext(get_target("wse2", (16, 16)), time_limit=1.0)
-    Place(effort="high").run(m, ctx)  # high effort alone would refine for 10 s
+    Place(effort="high", flow=False).run(m, ctx)  # high effort alone would refine for 10 s
     assert budgets and all(s < 1.0 and w is not None and w < 1.0 for s, w in budgets)
     _check_legal(m, ctx.target)
 

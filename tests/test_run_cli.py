@@ -8,10 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from conftest import EXAMPLE, run_wsec
-from test_sim import _source_record, _swap_two_shards, compile_bin
+from test_sim import _swap_two_shards, compile_bin
 from wsec.backends.emit import write_program
-from wsec.backends.format import PORT_BITS, Program
-from wsec.backends.loader import load_binary
+from wsec.backends.format import Program
+from wsec.backends.loader import BinaryError, load_binary
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +60,34 @@ def test_stats(tiny_bin: tuple[pathlib.Path, Program]) -> None:
     assert "busiest link" in r.stdout and "wav/link" in r.stdout
 
 
-def test_changed_route_entry_fails_naming_pe_color_edge(
+def test_lane_running_past_its_sink_fails_naming_pe_color_edge(
         tiny_bin: tuple[pathlib.Path, Program], tmp_path: pathlib.Path) -> None:
+    """A bundle whose lanes go on delivering past their sink's rectangle is a
+    valid file (its geometry holds); only the simulator's trace can tell."""
     _, prog = tiny_bin
-    ei = next(i for i, e in enumerate(prog.edges) if e.src != "@host" and "@host" not in e.dsts)
-    e = prog.edges[ei]
-    routes = prog.routes.copy()
-    i = _source_record(prog, ei)
-    routes["tx"][i] = PORT_BITS["S"] if int(routes["tx"][i]) != PORT_BITS["S"] else PORT_BITS["N"]
     bad = tmp_path / "bad_route.bin"
-    bad.write_bytes(write_program(replace(prog, routes=routes)))
-    load_binary(str(bad))  # the file itself is valid: only the trace can tell
-    r = run_wsec("run", str(bad))
-    assert r.returncode == 1
-    err = r.stderr.strip()
-    assert err.startswith("wsec: error: ") and "Traceback" not in err
-    assert "PE (" in err and f"color {e.color}" in err and f"%{e.value}" in err
+    for bi in range(len(prog.bundles)):
+        if int(prog.bundles["sink"][bi]) < 0 or int(prog.bundles["flags"][bi]):
+            continue  # a bundle between two kernels
+        for extra in range(1, 64):
+            b = prog.bundles.copy()
+            b["reach"][bi] += extra
+            try:
+                bad.write_bytes(write_program(replace(prog, bundles=b)))
+                load_binary(str(bad))
+            except BinaryError:
+                continue
+            r = run_wsec("run", str(bad))
+            if r.returncode == 0:
+                continue  # still inside the sink
+            err = r.stderr.strip()
+            color = int(b["color"][bi])
+            value = prog.edges[int(b["edge"][bi])].value
+            assert r.returncode == 1 and err.startswith("wsec: error: misrouted: ")
+            assert "Traceback" not in err and "\n" not in err
+            assert "PE (" in err and f"color {color}" in err and f"%{value}" in err
+            return
+    pytest.fail("no bundle could be made to run past its sink")
 
 
 def test_swapped_weight_shards_fail_the_check(

@@ -211,12 +211,16 @@ def _edge_between_kernels(p: Program) -> int:
 
 
 def _source_record(p: Program, ei: int) -> int:
+    """Lane 0's first route entry of edge ei: the PE taking it from its core."""
     r = p.routes
-    return int(np.nonzero((r["edge"] == ei) & ((r["rx"] & PORT_BITS["RAMP"]) != 0))[0][0])
+    return int(np.nonzero((r["edge"] == ei) & (r["lane"] == 0)
+                          & ((r["rx"] & PORT_BITS["RAMP"]) != 0))[0][0])
 
 
 def _with_routes(p: Program, routes: np.ndarray) -> Program:
-    return load_binary(write_program(replace(p, routes=routes)))
+    """The program with its routers configured as `routes` (the loader would
+    refuse such a binary; the simulator checks on its own)."""
+    return replace(p, routes=routes)
 
 
 def test_changed_route_entry_names_pe_color_edge(tiny: Program) -> None:
@@ -230,7 +234,7 @@ def test_changed_route_entry_names_pe_color_edge(tiny: Program) -> None:
     with pytest.raises(SimError) as ex:
         simulate(bad, random_inputs(bad))
     msg = str(ex.value)
-    assert f"color {e.color}" in msg and f"%{e.value}" in msg and "PE (" in msg
+    assert f"color {int(r['color'][i])}" in msg and f"%{e.value}" in msg and "PE (" in msg
     assert f"{e.src} -> {', '.join(e.dsts)}" in msg
 
 
@@ -249,12 +253,12 @@ def test_route_loop(tiny: Program) -> None:
     r = tiny.routes.copy()
     i = _source_record(tiny, ei)
     x, y = int(r["x"][i]), int(r["y"][i])
-    assert int(r["tx"][i]) == PORT_BITS["E"], "expected a route leaving East"
+    assert int(r["tx"][i]) == PORT_BITS["E"], "expected a lane leaving East"
     j = int(np.nonzero((r["edge"] == ei) & (r["x"] == x + 1) & (r["y"] == y))[0][0])
-    r["rx"][i] |= PORT_BITS["E"]
-    r["tx"][j] |= PORT_BITS["W"]
+    r["rx"][i] = PORT_BITS["E"]  # i takes from j, and j sends back to i: a circle
+    r["tx"][j] = PORT_BITS["W"]
     bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=rf"route loop: .* PE \({x}, {y}\) on color"):
+    with pytest.raises(SimError, match=r"route loop: .* PE \(\d+, \d+\) on color"):
         simulate(bad, random_inputs(bad))
 
 
@@ -262,11 +266,34 @@ def test_two_routes_on_one_color_at_a_pe(tiny: Program) -> None:
     ei = _edge_between_kernels(tiny)
     r = tiny.routes.copy()
     i = _source_record(tiny, ei)
-    other = next(j for j, e in enumerate(tiny.edges) if j != ei and e.color == tiny.edges[ei].color)
+    other = next(int(b) for b in range(len(tiny.bundles))
+                 if int(tiny.bundles["edge"][b]) != ei)
     dup = r[i:i + 1].copy()
-    dup["edge"] = other
-    bad = replace(tiny, routes=np.sort(np.concatenate([r, dup]), order=["x", "y", "color", "edge"]))
+    dup["edge"], dup["bundle"] = int(tiny.bundles["edge"][other]), other
+    bad = _with_routes(tiny, np.concatenate([r, dup]))
     with pytest.raises(SimError, match=r"two routes on color \d+ at PE"):
+        simulate(bad, random_inputs(bad))
+
+
+def test_lane_delivered_to_the_wrong_kernel(tiny: Program) -> None:
+    """A lane whose last PE sends into a core that is not its sink's."""
+    ei = _edge_between_kernels(tiny)
+    r = tiny.routes.copy()
+    i = _source_record(tiny, ei)
+    r["tx"][i] |= PORT_BITS["RAMP"]  # lane 0 also delivers into its own producer
+    bad = _with_routes(tiny, r)
+    with pytest.raises(SimError, match=r"misrouted: lane 0 of edge #\d+ .* belongs to"):
+        simulate(bad, random_inputs(bad))
+
+
+def test_lane_that_never_arrives(tiny: Program) -> None:
+    ei = _edge_between_kernels(tiny)
+    r = tiny.routes.copy()
+    ramp = (r["tx"] & PORT_BITS["RAMP"]) != 0
+    last = np.flatnonzero((r["edge"] == ei) & (r["lane"] == 0) & ramp)
+    r["tx"][last] &= ~np.uint8(PORT_BITS["RAMP"])  # lane 0 never delivers its slice
+    bad = _with_routes(tiny, r)
+    with pytest.raises(SimError, match=r"broken route: lane 0 of edge #\d+ .* never reaches"):
         simulate(bad, random_inputs(bad))
 
 

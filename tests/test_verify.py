@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from wsec.ir.errors import WsecError
-from wsec.ir.graph import HOST, Edge, Hop, Kernel, Module, Node, Rect, SramRegion, Value
+from wsec.ir.graph import HOST, Bundle, Edge, Kernel, Module, Node, Rect, SramRegion, Value
 from wsec.ir.kernel_kind import KernelKind
 from wsec.ir.kernels import register
 from wsec.ir.types import Dense, Splat, TensorType
@@ -59,10 +59,9 @@ def valid() -> Module:
                 sram=[], body=[Node("neg", "Neg", ["b"], ["y"])])
     m.nodes = [k0, k1]
     m.edges = [
-        Edge("x", HOST, ["k0"], 32, color=1, routes=[Hop(0, 0, ("W",), ("RAMP",))]),
-        Edge("b", "k0", ["k1"], 32, color=2,
-             routes=[Hop(1, 0, ("RAMP",), ("E",)), Hop(2, 0, ("W",), ("RAMP",))]),
-        Edge("y", "k1", [HOST], 32, color=3, routes=[Hop(3, 0, ("RAMP",), ("E",))]),
+        Edge("x", HOST, ["k0"], 32, [Bundle("k0", 1, 1, (0, 1), ((0, 0),))]),
+        Edge("b", "k0", ["k1"], 32, [Bundle("k1", 2, 1, (0, 1), ((1, 0), (2, 0)))]),
+        Edge("y", "k1", [HOST], 32, [Bundle(HOST, 3, 1, (0, 1), ((3, 0), (15, 0)))]),
     ]
     return m
 
@@ -180,8 +179,19 @@ KERNEL_CASES: list[tuple[str, Break, str]] = [
     ("edge bytes", lambda m: setattr(m.edges[1], "bytes_per_sample", -1),
      r"edge %b from 'k0': bytes_per_sample must be an integer >= 0, got -1"),
     ("edge no dsts", lambda m: setattr(m.edges[1], "dsts", []), r"edge %b from 'k0' has no dest"),
-    ("routes no color", lambda m: setattr(m.edges[1], "color", None),
-     r"edge %b from 'k0' has routes but no color"),
+    ("bundle no color", lambda m: setattr(m.edges[1], "bundles", [
+        Bundle("k1", None, 1, (0, 1), ((1, 0), (2, 0)))]),  # type: ignore[arg-type]
+     r"edge %b from 'k0': the bundle to 'k1' has color None; colors are integers >= 0"),
+    ("bundle to a stranger", lambda m: m.edges[1].bundles.append(
+        Bundle("k0", 4, 1, (0, 1), ((1, 0), (2, 0)))),
+     r"edge %b from 'k0' has a bundle to 'k0', which is not one of its destinations \['k1'\]"),
+    ("two bundles", lambda m: m.edges[1].bundles.append(
+        Bundle("k1", 4, 1, (0, 1), ((1, 1), (2, 1)))),
+     r"edge %b from 'k0' has two bundles to 'k1'"),
+    ("diagonal lane", lambda m: setattr(m.edges[1], "bundles", [
+        Bundle("k1", 2, 1, (0, 1), ((1, 0), (2, 1)))]),
+     r"edge %b from 'k0': the bundle to 'k1' is not a valid set of lanes: segment \(1, 0\) -> "
+     r"\(2, 1\) is not axis-aligned"),
     ("no grid", lambda m: m.attrs.pop("grid"),
      r"kernel 'k0' has a rect, but the module has no grid attribute"),
     ("rect outside", lambda m: setattr(_k(m, "k1"), "rect", Rect(15, 0, 2, 2)),
@@ -190,15 +200,16 @@ KERNEL_CASES: list[tuple[str, Break, str]] = [
      r"kernel 'k1' rect \[x=5, y=0, w=0, h=2\] is not inside"),
     ("overlap", lambda m: setattr(_k(m, "k1"), "rect", Rect(1, 1, 3, 3)),
      r"kernels 'k0' \[0, 0, 2, 2\] and 'k1' \[1, 1, 3, 3\] overlap"),
-    ("hop outside", lambda m: m.edges[1].routes.append(Hop(16, 0, ("W",), ())),
-     r"edge %b from 'k0' has a hop at PE \(16, 0\), outside the 16x8 grid"),
-    ("bad port", lambda m: m.edges[1].routes.append(Hop(5, 5, ("X",), ())),
-     r"edge %b from 'k0' hop at PE \(5, 5\) uses port 'X' \(ports: N, E, S, W, RAMP\)"),
-    ("color clash", lambda m: setattr(m.edges[2], "color", 2) or m.edges[2].routes.append(
-        Hop(2, 0, ("W",), ())),
-     r"color 2 at PE \(2, 0\) carries two routes: edge %y from 'k1' and edge %b from 'k0'"),
-    ("same pe twice", lambda m: m.edges[1].routes.append(Hop(1, 0, ("W",), ())),
-     r"color 2 at PE \(1, 0\) carries two routes: edge %b from 'k0' and itself"),
+    ("lane outside", lambda m: setattr(m.edges[1], "bundles", [
+        Bundle("k1", 2, 9, (0, 1), ((1, 0), (2, 0)))]),
+     r"edge %b from 'k0' has a lane at PE \(1, 8\), outside the 16x8 grid"),
+    ("color clash", lambda m: setattr(m.edges[2], "bundles", [
+        Bundle(HOST, 2, 1, (0, 1), ((3, 0), (15, 0)))]) or setattr(m.edges[1], "bundles", [
+            Bundle("k1", 2, 1, (0, 1), ((1, 0), (2, 0)), 1)]),
+     r"color 2 at PE \(3, 0\) carries two routes: edge %b from 'k0' and edge %y from 'k1'"),
+    ("lanes fold onto themselves", lambda m: setattr(m.edges[1], "bundles", [
+        Bundle("k1", 2, 1, (0, 1), ((1, 0), (4, 0), (4, 1), (2, 1), (2, 0)))]),
+     r"carries two routes: edge %b from 'k0' and itself"),
     ("unknown property", lambda m: m.properties.add("fused"), r"unknown property 'fused'"),
     ("kernels", lambda m: m.nodes.append(Node("loose", "Neg", ["y"], [])),
      r"property 'kernels' holds but node 'loose' \(Neg\) is not inside a kernel"),
@@ -208,11 +219,10 @@ KERNEL_CASES: list[tuple[str, Break, str]] = [
      r"property 'placed' holds but kernel 'k1' has no rect"),
     ("allocated", lambda m: setattr(_k(m, "k0"), "sram", None),
      r"property 'allocated' holds but kernel 'k0' has no sram map"),
-    ("routed", lambda m: setattr(m.edges[0], "routes", None),
-     r"property 'routed' holds but edge %x from '@host' has no routes"),
-    ("routed color", lambda m: setattr(m.edges[0], "color", None) or setattr(
-        m.edges[0], "routes", None), r"property 'routed' holds but edge %x from '@host' has no "
-     r"color"),
+    ("routed", lambda m: setattr(m.edges[0], "bundles", None),
+     r"property 'routed' holds but edge %x from '@host' has no bundle to 'k0'"),
+    ("routed, one sink short", lambda m: setattr(m.edges[0], "bundles", []),
+     r"property 'routed' holds but edge %x from '@host' has no bundle to 'k0'"),
 ]
 
 

@@ -1,0 +1,180 @@
+"""The LANES section: bundles and kernel templates to and from the routers.
+
+Why one module: the emitter turns a module's bundles (wsec.ir.lanes) and
+kernels' route templates (wsec.ir.templates) into records; the loader checks
+those records and expands them into the per-PE, per-color router table
+(`Program.routes`) that `inspect`, the report and the simulator read. Both
+directions share the checks, so a binary the emitter writes is one the
+loader accepts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from wsec.ir.graph import HOST, Bundle, Module
+from wsec.ir.lanes import LaneError, expand
+from wsec.ir.lanes import check as lane_check
+from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
+
+from .format import (
+    BUNDLE_DTYPE,
+    BUNDLE_FROM_HOST,
+    BUNDLE_TO_HOST,
+    NO_BUNDLE,
+    POINT_DTYPE,
+    ROUTE_DTYPE,
+    TEMPLATE_DTYPE,
+    FormatError,
+    Program,
+)
+
+
+def bundle_records(module: Module, kernel_index: dict[str, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(BUNDLE_DTYPE records, POINT_DTYPE waypoints) of every edge's bundles."""
+    recs, pts = [], []
+    for ei, e in enumerate(module.edges):
+        for b in e.bundles or ():
+            flags = (BUNDLE_FROM_HOST if e.src == HOST else 0) | (
+                BUNDLE_TO_HOST if b.sink == HOST else 0)
+            recs.append((ei, -1 if b.sink == HOST else kernel_index[b.sink], b.color, flags, 0,
+                         b.lanes, b.axis, 0, b.reach, len(pts), len(b.path)))
+            pts += b.path
+    return (np.array(recs, BUNDLE_DTYPE) if recs else np.zeros(0, BUNDLE_DTYPE),
+            np.array(pts, POINT_DTYPE) if pts else np.zeros(0, POINT_DTYPE))
+
+
+def template_records(module: Module) -> tuple[list[dict[str, object]], np.ndarray, list[int]]:
+    """(META templates, TEMPLATE_DTYPE entries, per kernel its template or -1):
+    one template per (kind, knobs, shape) that has internal flows."""
+    from wsec.ir.kernels import kind_of
+
+    meta: list[dict[str, object]] = []
+    key_of: dict[tuple, int] = {}
+    chunks: list[np.ndarray] = []
+    per_kernel = []
+    n = 0
+    for k in module.kernels():
+        knobs = dict(k.knobs or {})
+        w, h = (int(k.cost["w"]), int(k.cost["h"])) if k.cost and "w" in k.cost else (0, 0)
+        chain = kind_of(k).reduction_chain(k.dims, knobs) if knobs else 1
+        key = (k.kind, tuple(sorted(knobs.items())), w, h, chain)
+        if chain < 2 or w < 1:
+            per_kernel.append(-1)
+            continue
+        if key not in key_of:
+            ent = reduction_template(w, h, chain)
+            key_of[key] = len(meta)
+            meta.append({"kind": k.kind, "knobs": knobs, "w": w, "h": h, "chain": chain,
+                         "entry0": n, "entries": int(ent.shape[0])})
+            rec = np.zeros(ent.shape[0], TEMPLATE_DTYPE)
+            for name, col in zip(("px", "py", "color", "rx", "tx"), ent.T, strict=True):
+                rec[name] = col
+            chunks.append(rec)
+            n += ent.shape[0]
+        per_kernel.append(key_of[key])
+    return meta, (np.concatenate(chunks) if chunks else np.zeros(0, TEMPLATE_DTYPE)), per_kernel
+
+
+def to_bundle(p: Program, bi: int) -> Bundle:
+    """Bundle record `bi` as the IR's Bundle."""
+    r = p.bundles[bi]
+    a, n = int(r["point0"]), int(r["npoints"])
+    pts = p.points[a:a + n]
+    sink = HOST if int(r["sink"]) < 0 else p.kernels[int(r["sink"])].name
+    return Bundle(sink, int(r["color"]), int(r["lanes"]), (int(r["axis"][0]), int(r["axis"][1])),
+                  tuple((int(q["x"]), int(q["y"])) for q in pts), int(r["reach"]))
+
+
+def check_records(p: Program) -> None:
+    """What expansion relies on: indices in range, geometry a valid bundle,
+    sizes the grid can hold (FormatError naming the record)."""
+    W, H = p.target.width, p.target.height
+    ne, nk = len(p.edges), len(p.kernels)
+    for bi, r in enumerate(p.bundles):
+        what = f"bundle #{bi}"
+        if int(r["edge"]) >= ne:
+            raise FormatError(f"{what} names edge #{int(r['edge'])}; the program has {ne}")
+        if not -1 <= int(r["sink"]) < nk:
+            raise FormatError(f"{what} names sink kernel #{int(r['sink'])}; the program has {nk}")
+        a, n = int(r["point0"]), int(r["npoints"])
+        if n < 1 or a + n > len(p.points):
+            raise FormatError(f"{what} has waypoints {a}..{a + n}, outside the {len(p.points)} "
+                              "stored")
+        if not 1 <= int(r["lanes"]) <= max(W, H) or int(r["reach"]) > max(W, H):
+            raise FormatError(f"{what} has {int(r['lanes'])} lanes and reach {int(r['reach'])}; "
+                              f"a {W}x{H} grid holds at most {max(W, H)} of either")
+        if int(r["color"]) >= p.target.colors:
+            raise FormatError(f"{what} uses color {int(r['color'])}; the target has "
+                              f"{p.target.colors}")
+        try:
+            lane_check(to_bundle(p, bi))
+        except LaneError as e:
+            raise FormatError(f"{what} (edge %{p.edges[int(r['edge'])].value}) is not a valid "
+                              f"bundle of lanes: {e}") from None
+    _check_partition(p)
+    for ti, t in enumerate(p.info.get("templates", [])):
+        a, n = int(t["entry0"]), int(t["entries"])
+        if a + n > len(p.templates):
+            raise FormatError(f"template #{ti} has entries {a}..{a + n}, outside the "
+                              f"{len(p.templates)} stored")
+        ent = p.templates[a:a + n]
+        if n and (int(ent["px"].max()) >= int(t["w"]) or int(ent["py"].max()) >= int(t["h"])
+                  or int(ent["color"].max()) >= INTERNAL_COLORS):
+            raise FormatError(f"template #{ti} reaches outside its {t['w']}x{t['h']} PEs or its "
+                              f"{INTERNAL_COLORS} internal colors")
+
+
+def _check_partition(p: Program) -> None:
+    """A bundle's lanes partition its value (lane_slices), so each edge needs
+    exactly one bundle per sink: a second overlaps the first, a missing one
+    leaves the sink without the value. (A binary without bundles — weight
+    streaming — keeps activations in SRAM and routes nothing.)"""
+    if not len(p.bundles):
+        return
+    seen: dict[tuple[int, int], int] = {}
+    for bi, r in enumerate(p.bundles):
+        key = (int(r["edge"]), int(r["sink"]))
+        if key in seen:
+            e = p.edges[key[0]]
+            sink = "the host" if key[1] < 0 else repr(p.kernels[key[1]].name)
+            raise FormatError(f"lane slices of edge %{e.value} to {sink} overlap: bundles "
+                              f"#{seen[key]} and #{bi} each carry all of it")
+        seen[key] = bi
+    index = {k.name: i for i, k in enumerate(p.kernels)}
+    for ei, e in enumerate(p.edges):
+        for d in dict.fromkeys(e.dsts):
+            if (ei, -1 if d == HOST else index.get(d, -2)) not in seen:
+                raise FormatError(f"edge %{e.value} has no bundle of lanes to "
+                                  f"{'the host' if d == HOST else repr(d)}: the value would "
+                                  "never arrive")
+
+
+def expand_routes(p: Program) -> np.ndarray:
+    """The router table (ROUTE_DTYPE, sorted by (x, y, color)) of every bundle
+    lane by lane and every kernel's template placed at its rectangle."""
+    parts = []
+    for bi, r in enumerate(p.bundles):
+        flags = int(r["flags"])
+        ex = expand(to_bundle(p, bi), bool(flags & BUNDLE_FROM_HOST),
+                    bool(flags & BUNDLE_TO_HOST))
+        rec = np.zeros(ex.x.size, ROUTE_DTYPE)
+        rec["x"], rec["y"], rec["color"] = ex.x, ex.y, int(r["color"])
+        rec["rx"], rec["tx"], rec["edge"], rec["bundle"], rec["lane"] = (
+            ex.rx, ex.tx, int(r["edge"]), bi, ex.lane)
+        parts.append(rec)
+    temps = p.info.get("templates", [])
+    for ki, k in enumerate(p.kernels):
+        if k.template < 0:
+            continue
+        t = temps[k.template]
+        ent = p.templates[int(t["entry0"]):int(t["entry0"]) + int(t["entries"])]
+        raw = np.stack([ent[f].astype(np.int64) for f in ("px", "py", "color", "rx", "tx")],
+                       axis=1)
+        at = place(raw, k.rect.x, k.rect.y, k.rotated)
+        rec = np.zeros(at.shape[0], ROUTE_DTYPE)
+        rec["x"], rec["y"], rec["color"], rec["rx"], rec["tx"] = at.T
+        rec["edge"], rec["bundle"], rec["lane"] = NO_BUNDLE, NO_BUNDLE, ki
+        parts.append(rec)
+    out = np.concatenate(parts) if parts else np.zeros(0, ROUTE_DTYPE)
+    return out[np.lexsort((out["color"], out["y"], out["x"]))]

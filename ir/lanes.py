@@ -1,0 +1,207 @@
+"""Lanes: the geometry of a bundle, and its expansion into per-PE routes.
+
+Why a bundle of lanes: a wafer moves a tensor across the whole face of a
+rectangle, many links side by side, not through one link into one entry PE.
+A `Bundle` (ir/graph.py) is described by lane 0's path (waypoints of
+axis-aligned segments) and the step `axis` between neighbouring lanes at the
+source; every other lane follows the same shape, nested:
+
+- segment k has direction d_k and lane offset o_k (lane i runs i steps
+  along o_k from lane 0); o_0 = `axis`, and at each corner
+  o_{k+1} = -d_k if o_k == d_{k+1} else d_k, so lanes on the inside of a
+  turn turn first and no two lanes of a bundle ever share a PE;
+- lane i's waypoints: start P_0 + i*o_0, corner k: P_k + i*(o_{k-1} + o_k),
+  end P_n + i*o_{n-1};
+- after its landing PE a lane goes on for `reach` PEs in its last direction,
+  delivering to each (a kernel's input multicast along the PE row).
+
+Because lanes of a bundle are PE-disjoint, a bundle holds one color. The
+slice lane i carries is the elements [N*i//L, N*(i+1)//L) of the flattened
+value (`lane_slices`), so the lanes of a bundle partition the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fabric import DIRS, HOST_IN_PORT, HOST_OUT_PORT, OPPOSITE, PORT_BITS, RAMP, STEP
+from .graph import Bundle
+
+_DIR_OF = {v: k for k, v in STEP.items()}
+_BIT = {d: PORT_BITS[d] for d in DIRS}
+_RAMP_BIT = PORT_BITS[RAMP]
+
+
+class LaneError(ValueError):
+    """A bundle whose geometry is not a valid set of nested lanes."""
+
+
+def segment_dirs(path: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+    """Unit direction of each segment; consecutive segments must turn by 90°.
+    A path of one waypoint (lanes that start where they land: a host port
+    beside a kernel's side) has no segment."""
+    if len(path) < 1:
+        raise LaneError("a bundle's path needs a waypoint")
+    dirs = []
+    for (ax, ay), (bx, by) in zip(path, path[1:], strict=False):
+        dx, dy = bx - ax, by - ay
+        if (dx == 0) == (dy == 0):
+            raise LaneError(f"segment ({ax}, {ay}) -> ({bx}, {by}) is not axis-aligned and "
+                            "non-empty")
+        dirs.append((int(np.sign(dx)), int(np.sign(dy))))
+    for a, b in zip(dirs, dirs[1:], strict=False):
+        if a[0] * b[0] + a[1] * b[1] != 0:
+            raise LaneError(f"consecutive segments must turn by 90 degrees, got {a} then {b}")
+    return dirs
+
+
+def travel(axis: tuple[int, int], dirs: list[tuple[int, int]]) -> tuple[int, int]:
+    """The direction lanes move at their landing PE (for a one-waypoint path:
+    East or North, across the lane axis — from the West host edge)."""
+    return dirs[-1] if dirs else (abs(axis[1]), abs(axis[0]))
+
+
+def offsets(axis: tuple[int, int], dirs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Lane offset vector of every segment (see the module docstring)."""
+    if not dirs:
+        return [axis]
+    if axis[0] * dirs[0][0] + axis[1] * dirs[0][1] != 0 or abs(axis[0]) + abs(axis[1]) != 1:
+        raise LaneError(f"lane axis {axis} must be a unit step across the first segment "
+                        f"{dirs[0]}")
+    out = [axis]
+    for k in range(len(dirs) - 1):
+        o, d, nxt = out[-1], dirs[k], dirs[k + 1]
+        out.append((-d[0], -d[1]) if o == nxt else d)
+    return out
+
+
+def waypoints(b: Bundle) -> np.ndarray:
+    """(lanes, len(path), 2) waypoints of every lane."""
+    dirs = segment_dirs(b.path)
+    offs = np.array(offsets(b.axis, dirs), dtype=np.int64)
+    p = np.array(b.path, dtype=np.int64).reshape(-1, 2)
+    shift = np.zeros_like(p)
+    if dirs:
+        shift[:-1] += offs
+        shift[1:] += offs
+    else:
+        shift[0] = offs[0]
+    i = np.arange(b.lanes, dtype=np.int64)[:, None, None]
+    return p[None, :, :] + i * shift[None, :, :]
+
+
+def check(b: Bundle) -> None:
+    """Raise LaneError unless every lane is a valid path: no segment of
+    negative length, no reversal at a degenerate corner."""
+    if b.lanes < 1:
+        raise LaneError(f"a bundle needs at least one lane, got {b.lanes}")
+    if b.reach < 0:
+        raise LaneError(f"reach must be >= 0, got {b.reach}")
+    dirs = segment_dirs(b.path)
+    if abs(b.axis[0]) + abs(b.axis[1]) != 1:
+        raise LaneError(f"lane axis {b.axis} must be a unit step")
+    if not dirs:
+        return
+    pts = waypoints(b)
+    d = np.array(dirs, dtype=np.int64)
+    seg = pts[:, 1:, :] - pts[:, :-1, :]
+    length = (seg * d[None, :, :]).sum(axis=2)  # (lanes, segments)
+    if (length < 0).any():
+        i, k = (int(v) for v in np.argwhere(length < 0)[0])
+        raise LaneError(f"lane {i} of {b.lanes} would run backwards on segment {k} of its path "
+                        f"(the bus is too wide for its turns: it needs room for {b.lanes} "
+                        "nested lanes)")
+    zero = length == 0
+    for k in range(1, len(dirs) - 1):
+        if zero[:, k].any() and dirs[k - 1] == (-dirs[k + 1][0], -dirs[k + 1][1]):
+            raise LaneError(f"segment {k} vanishes for some lane and its neighbours reverse")
+    if zero.all(axis=1).any():
+        raise LaneError("a lane would start and land on the same PE")
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """Per-PE route entries of one bundle: PE (x, y), port bit masks, lane."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rx: np.ndarray
+    tx: np.ndarray
+    lane: np.ndarray
+
+
+def expand(b: Bundle, source_host: bool = False, sink_host: bool = False,
+           only: np.ndarray | None = None) -> Expanded:
+    """Every PE every lane of `b` passes, with what it receives and sends
+    (`only`: just those lanes, e.g. a sample to estimate a cost).
+
+    A lane starts at a PE receiving from RAMP (its source core), or from the
+    host port when `source_host`; it ends at its landing PE sending to RAMP
+    (the sink core) and on through `reach` more PEs, or to the host port when
+    `sink_host`."""
+    check(b)
+    dirs = segment_dirs(b.path)
+    pts = waypoints(b)
+    lane_ids = np.arange(b.lanes, dtype=np.int64)
+    if only is not None:
+        lane_ids = np.asarray(only, dtype=np.int64)
+        pts = pts[lane_ids]
+    L = lane_ids.size
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    rxs: list[np.ndarray] = []
+    txs: list[np.ndarray] = []
+    lanes: list[np.ndarray] = []
+    start_rx = PORT_BITS[HOST_IN_PORT] if source_host else _RAMP_BIT
+    incoming = np.full(L, start_rx, dtype=np.int64)  # rx bit of the next point emitted
+    for k, d in enumerate(dirs):
+        a = pts[:, k, :]
+        n = ((pts[:, k + 1, :] - a) * np.array(d)).sum(axis=1)  # points of the segment
+        rows = np.repeat(np.arange(L), n)  # positions in lane_ids
+        if rows.size:
+            t = np.arange(rows.size) - np.repeat(np.cumsum(n) - n, n)
+            xs.append(a[rows, 0] + t * d[0])
+            ys.append(a[rows, 1] + t * d[1])
+            first = t == 0
+            rx = np.where(first, incoming[rows], PORT_BITS[OPPOSITE[_DIR_OF[d]]])
+            rxs.append(rx)
+            txs.append(np.full(rows.size, _BIT[_DIR_OF[d]], dtype=np.int64))
+            lanes.append(lane_ids[rows])
+        moved = n > 0
+        incoming = np.where(moved, PORT_BITS[OPPOSITE[_DIR_OF[d]]], incoming)
+    last = travel(b.axis, dirs)
+    end = pts[:, -1, :]
+    end_tx = PORT_BITS[HOST_OUT_PORT] if sink_host else _RAMP_BIT
+    reach = 0 if sink_host else b.reach
+    if reach:
+        end_tx |= _BIT[_DIR_OF[last]]
+    xs.append(end[:, 0])
+    ys.append(end[:, 1])
+    rxs.append(incoming.copy())
+    txs.append(np.full(L, end_tx, dtype=np.int64))
+    lanes.append(lane_ids)
+    if reach:
+        t = np.tile(np.arange(1, reach + 1), L)
+        rows = np.repeat(np.arange(L), reach)
+        xs.append(end[rows, 0] + t * last[0])
+        ys.append(end[rows, 1] + t * last[1])
+        rxs.append(np.full(rows.size, PORT_BITS[OPPOSITE[_DIR_OF[last]]], dtype=np.int64))
+        txs.append(np.where(t < reach, _RAMP_BIT | _BIT[_DIR_OF[last]], _RAMP_BIT))
+        lanes.append(lane_ids[rows])
+    cat = np.concatenate
+    return Expanded(cat(xs), cat(ys), cat(rxs), cat(txs), cat(lanes))
+
+
+def lane_slices(numel: int, lanes: int) -> np.ndarray:
+    """(lanes, 2) element ranges [start, stop) of the flattened value per lane."""
+    i = np.arange(lanes + 1, dtype=np.int64)
+    cuts = numel * i // lanes
+    return np.stack([cuts[:-1], cuts[1:]], axis=1)
+
+
+def endpoints(b: Bundle) -> tuple[np.ndarray, np.ndarray]:
+    """(lanes, 2) source PEs and (lanes, 2) landing PEs."""
+    pts = waypoints(b)
+    return pts[:, 0, :], pts[:, -1, :]

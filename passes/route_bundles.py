@@ -1,0 +1,583 @@
+"""Bundles for the router: kernel ports, slots on them, and pattern routes.
+
+Ports (one per kernel side that data crosses): a kernel's data flows along
+its PE rows in its unrotated frame — it takes its inputs on its West side
+(one lane per PE row, each lane multicast along its row) and sends its
+outputs from its East side. A rotated kernel is placed transposed, so its
+input side is South and its output side North. The host sends model inputs
+into West-edge PEs and takes outputs from East-edge PEs (the fabric API).
+
+A request is one (edge, sink) pair: its bytes become `lanes` parallel lanes
+(enough that each carries at most the link capacity, with headroom so two
+bundles can share a link), placed on contiguous slots of the source and the
+sink port. Several requests on one port split it in the order of their
+counterparts, so fan-in and fan-out bundles do not cross.
+
+Pattern routes: lane 0's path, with the nested lanes the bundle geometry
+gives (wsec.ir.lanes): straight; L (two segments); Z (three, a jog); and
+with a corridor, four and five segments (U turns around kernels). Each has a
+few choices of jog position; the negotiating router picks among them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from wsec.ir import lanes as lanes_mod
+from wsec.ir.fabric import Fabric
+from wsec.ir.graph import HOST, Bundle, Module, Rect
+
+Vec = tuple[int, int]
+_E, _N = (1, 0), (0, 1)
+
+
+@dataclass
+class Port:
+    """A side of a kernel (or a host edge) that lanes cross."""
+
+    owner: str
+    origin: Vec  # the PE of slot 0
+    axis: Vec  # slot i is origin + i*axis
+    length: int
+    normal: Vec  # travel direction: out of an output side, into an input side
+    reach: int = 0  # input side: PEs past the landing PE along the row
+    rect: Rect | None = None
+    cross: bool = False  # across the kernel's rows: only when no row end will do
+
+    def pe(self, slot: int) -> Vec:
+        return (self.origin[0] + slot * self.axis[0], self.origin[1] + slot * self.axis[1])
+
+    def coord(self, slot: float) -> float:
+        """Position of a slot along the port's axis (grid coordinate)."""
+        return float(np.dot(self.origin, self.axis)) + slot
+
+    def centre(self) -> tuple[float, float]:
+        c = (self.length - 1) / 2.0
+        return (self.origin[0] + c * self.axis[0], self.origin[1] + c * self.axis[1])
+
+
+def input_ports(name: str, r: Rect, rotated: bool) -> list[Port]:
+    """The sides a kernel takes input on: either end of its PE rows (unrotated
+    West and East; placed South and North when rotated). A lane landing there
+    travels on along its row, delivering to every PE of it. Then, for when a
+    row end cannot be reached (a kernel as wide as the grid), the two other
+    sides, a lane per PE column (`cross`)."""
+    rows = [Port(name, (r.x, r.y), _N, r.h, _E, r.w - 1, r),
+            Port(name, (r.x1 - 1, r.y), _N, r.h, (-1, 0), r.w - 1, r)]
+    cols = [Port(name, (r.x, r.y), _E, r.w, _N, r.h - 1, r, True),
+            Port(name, (r.x, r.y1 - 1), _E, r.w, (0, -1), r.h - 1, r, True)]
+    if rotated:  # unrotated rows run along placed y
+        rows, cols = ([Port(p.owner, p.origin, p.axis, p.length, p.normal, p.reach, r)
+                       for p in cols],
+                      [Port(p.owner, p.origin, p.axis, p.length, p.normal, p.reach, r, True)
+                       for p in rows])
+    return rows + cols
+
+
+def output_ports(name: str, r: Rect, rotated: bool) -> list[Port]:
+    """The sides a kernel sends output from: either end of its PE rows, then
+    (`cross`) the two other sides."""
+    rows = [Port(name, (r.x1 - 1, r.y), _N, r.h, _E, 0, r),
+            Port(name, (r.x, r.y), _N, r.h, (-1, 0), 0, r)]
+    cols = [Port(name, (r.x, r.y1 - 1), _E, r.w, _N, 0, r, True),
+            Port(name, (r.x, r.y), _E, r.w, (0, -1), 0, r, True)]
+    if rotated:
+        rows, cols = ([Port(p.owner, p.origin, p.axis, p.length, p.normal, 0, r)
+                       for p in cols],
+                      [Port(p.owner, p.origin, p.axis, p.length, p.normal, 0, r, True)
+                       for p in rows])
+    return rows + cols
+
+
+def host_ports(fabric: Fabric) -> tuple[Port, Port]:
+    """(inputs: the West edge, outputs: the East edge)."""
+    H = fabric.height
+    return (Port(HOST, fabric.host_input_pe(0), _N, H, _E),
+            Port(HOST, fabric.host_output_pe(0), _N, H, _E))
+
+
+@dataclass
+class Request:
+    """One bundle to route: edge `edge`'s value to `sink`."""
+
+    edge: int
+    sink: str
+    src: Port
+    dst: Port
+    wavelets: int  # per sample, the whole value
+    need: int = 1  # lanes for the capacity
+    lanes: int = 1
+    src_slot: int = 0
+    dst_slot: int = 0
+    share: dict[str, tuple[int, int]] = field(default_factory=dict)
+    pairs: list[tuple[Port, Port]] = field(default_factory=list)  # side pairs, best first
+    choice: int = 0  # which pair `src`, `dst` are
+
+    def next_pair(self) -> bool:
+        """Move to the next side pair; False when none is left."""
+        if self.choice + 1 >= len(self.pairs):
+            return False
+        self.choice += 1
+        self.src, self.dst = self.pairs[self.choice]
+        return True
+
+
+def _can_leave(p: Port, fabric: Fabric) -> bool:
+    """Lanes leaving port p along its normal stay on the grid."""
+    x, y = p.origin[0] + p.normal[0], p.origin[1] + p.normal[1]
+    return fabric.on_grid(x, y)
+
+
+def _can_enter(p: Port, fabric: Fabric) -> bool:
+    """Lanes can arrive at port p travelling along its normal."""
+    x, y = p.origin[0] - p.normal[0], p.origin[1] - p.normal[1]
+    return fabric.on_grid(x, y)
+
+
+def _side_pes(p: Port, W: int) -> np.ndarray:
+    i = np.arange(p.length)
+    return (p.origin[1] + i * p.axis[1]) * W + p.origin[0] + i * p.axis[0]
+
+
+def _outside(p: Port, owner: np.ndarray, out: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The PEs just outside side p (where its lanes leave to, or arrive from)
+    as linear indices (-1 off the grid), and who owns each: a kernel index,
+    -1 for a free PE, -2 off the grid."""
+    step = p.normal if out else (-p.normal[0], -p.normal[1])
+    i = np.arange(p.length)
+    x = p.origin[0] + i * p.axis[0] + step[0]
+    y = p.origin[1] + i * p.axis[1] + step[1]
+    H, W = owner.shape
+    ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    who = np.full(p.length, -2, dtype=np.int32)
+    who[ok] = owner[y[ok], x[ok]]
+    return np.where(ok, y * W + x, -1), who
+
+
+def _blocked(outside: tuple[np.ndarray, np.ndarray], facing: np.ndarray) -> float:
+    """Fraction of those PEs lanes cannot use: off the grid, or inside a
+    kernel, unless they are the facing side's own PEs (the two sides touch)."""
+    pes, who = outside
+    touch = np.isin(pes, facing)
+    return float((((who == -2) | (who >= 0)) & ~touch).mean())
+
+
+def _pair_cost(a: Port, b: Port) -> float:
+    """How far apart, and how badly turned, a source side and a sink side are."""
+    (ax, ay), (bx, by) = a.centre(), b.centre()
+    d = (bx - ax, by - ay)
+    cost = abs(d[0]) + abs(d[1])
+    ahead = d[0] * a.normal[0] + d[1] * a.normal[1]  # sink ahead of the source side
+    into = d[0] * b.normal[0] + d[1] * b.normal[1]  # source behind the sink side
+    if ahead < 0:
+        cost += 2 * abs(ahead) + 4 * (a.length if a.rect is None else max(a.rect.w, a.rect.h))
+    if into < 0:
+        cost += 2 * abs(into) + 4 * (b.length if b.rect is None else max(b.rect.w, b.rect.h))
+    return cost
+
+
+def requests(module: Module, fabric: Fabric) -> list[Request]:
+    """One request per (edge, sink), with the sides of its ends that face
+    each other best (a side on the grid's edge cannot face outwards; a side
+    against another kernel would make lanes cross it)."""
+    host_in, host_out = host_ports(fabric)
+    ins, outs = {}, {}
+    owner = np.full((fabric.height, fabric.width), -1, dtype=np.int32)
+    for idx, k in enumerate(module.kernels()):
+        assert k.rect is not None
+        ins[k.name] = input_ports(k.name, k.rect, k.rotated)
+        outs[k.name] = output_ports(k.name, k.rect, k.rotated)
+        owner[k.rect.y:k.rect.y1, k.rect.x:k.rect.x1] = idx
+    W = fabric.width
+    around = {id(p): _outside(p, owner, True) for ps in outs.values() for p in ps}
+    around.update({id(p): _outside(p, owner, False) for ps in ins.values() for p in ps})
+    out = []
+    for i, e in enumerate(module.edges):
+        srcs = [host_in] if e.src == HOST else outs[e.src]
+        wav = int(fabric.wavelets(e.bytes_per_sample))
+        for d in dict.fromkeys(e.dsts):
+            dsts = [host_out] if d == HOST else ins[d]
+            ranked: list[tuple[float, int, Port, Port]] = []
+            for a in srcs:
+                for b in dsts:
+                    ok_a = a.owner == HOST or _can_leave(a, fabric) or (
+                        b.owner == HOST and a.origin[0] == fabric.host_output_x)
+                    ok_b = b.owner == HOST or _can_enter(b, fabric) or (
+                        a.owner == HOST and b.origin[0] == fabric.host_input_x)
+                    if not (ok_a and ok_b):
+                        continue
+                    blocked = 0.0
+                    if id(a) in around:
+                        blocked += _blocked(around[id(a)], _side_pes(b, W))
+                    if id(b) in around:
+                        blocked += _blocked(around[id(b)], _side_pes(a, W))
+                    c = _pair_cost(a, b) + 4.0 * fabric.width * blocked
+                    c += 16.0 * fabric.width * (a.cross + b.cross)
+                    ranked.append((c, len(ranked), a, b))
+            ranked.sort(key=lambda t: (t[0], t[1]))
+            pairs = [(a, b) for _, _, a, b in ranked] or [(srcs[0], dsts[0])]
+            out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs))
+    return out
+
+
+def _split(length: int, needs: list[int]) -> list[tuple[int, int]]:
+    """Split a port of `length` slots into consecutive shares, in order,
+    proportional to `needs` (each at least one slot when there is room)."""
+    total = max(1, sum(needs))
+    if length >= len(needs):
+        sizes = [max(1, length * n // total) for n in needs]
+        while sum(sizes) > length:
+            j = int(np.argmax(sizes))
+            sizes[j] -= 1
+    else:  # more requests than slots: they share slots
+        sizes = [1] * len(needs)
+    out, pos = [], 0
+    for s in sizes:
+        start = min(pos, max(0, length - s))
+        out.append((start, s))
+        pos = start + s if pos + s <= length else pos
+    return out
+
+
+def assign_slots(reqs: list[Request], cap: int, headroom: float) -> None:
+    """Lanes and default slots of every request (see the module docstring)."""
+    _assign(reqs, cap, headroom)
+
+
+def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
+    """Lanes and slots of every request (see the module docstring)."""
+    for r in reqs:
+        r.need = max(1, -(-r.wavelets // max(1, cap)))
+    by_port: dict[tuple[int, str], list[Request]] = {}
+    for r in reqs:
+        by_port.setdefault((id(r.src), "src"), []).append(r)
+        by_port.setdefault((id(r.dst), "dst"), []).append(r)
+    for (_, side), group in by_port.items():
+        port = group[0].src if side == "src" else group[0].dst
+        other = (lambda r: r.dst) if side == "src" else (lambda r: r.src)
+        # order along the port's axis by where the counterpart lies
+        group.sort(key=lambda r: (float(np.dot(other(r).centre(), port.axis)), r.edge, r.sink))
+        want = [max(1, int(np.ceil(r.need * headroom))) for r in group]
+        if port.owner == HOST:  # host edges are long: give each request its own rows
+            shares = _split(port.length, [min(w, port.length) for w in want])
+        else:
+            shares = _split(port.length, want)
+        for r, sh in zip(group, shares, strict=True):
+            r.share[side] = sh
+    for r in reqs:
+        (sa, sl), (da, dl) = r.share["src"], r.share["dst"]
+        r.lanes = max(1, min(sl, dl, int(np.ceil(r.need * headroom))))
+        r.src_slot, r.dst_slot = _facing(r, sa, sl, da, dl)
+
+
+def _facing(r: Request, sa: int, sl: int, da: int, dl: int) -> tuple[int, int]:
+    """Slot windows of `r.lanes` inside the two shares, aligned when the ports
+    are parallel (so the bundle can run straight), else nearest each other.
+    A host port's share is free to slide along the whole edge."""
+    L = r.lanes
+    if r.src.owner == HOST:
+        sa, sl = 0, r.src.length
+    if r.dst.owner == HOST:
+        da, dl = 0, r.dst.length
+    if r.src.axis == r.dst.axis:
+        cs, cd = r.src.coord(0), r.dst.coord(0)
+        # choose a common coordinate window [c, c+L) inside both shares
+        lo = max(cs + sa, cd + da)
+        hi = min(cs + sa + sl, cd + da + dl) - L
+        if hi >= lo:
+            mid = (lo + hi) / 2.0
+            c = int(round(mid))
+            return int(c - cs), int(c - cd)
+        # no overlap: the windows of the two shares nearest each other
+        below = cs + sa + sl <= cd + da  # the source share lies before the sink's
+        s = sa + sl - L if below else sa
+        d = da if below else da + dl - L
+        return int(max(sa, s)), int(max(da, d))
+    return sa + (sl - L) // 2, da + (dl - L) // 2
+
+
+# --- pattern candidates -----------------------------------------------------------------
+def _add(a: Vec, b: Vec, k: int = 1) -> Vec:
+    return (a[0] + k * b[0], a[1] + k * b[1])
+
+
+def _dot(a: Vec, b: Vec) -> int:
+    return a[0] * b[0] + a[1] * b[1]
+
+
+def _sign(v: int) -> int:
+    return (v > 0) - (v < 0)
+
+
+def _lane_ends(r: Request, flip: bool) -> tuple[Vec, Vec, Vec]:
+    """Lane 0's source PE, the lane axis at the source, and the source PE of
+    the last lane."""
+    L = r.lanes
+    s0, s1 = r.src.pe(r.src_slot), r.src.pe(r.src_slot + L - 1)
+    return (s1, (-r.src.axis[0], -r.src.axis[1]), s0) if flip else (s0, r.src.axis, s1)
+
+
+def _landing(r: Request, o_last: Vec) -> Vec | None:
+    """Lane 0's landing PE given the lane offset of the last segment."""
+    L = r.lanes
+    if o_last == r.dst.axis:
+        return r.dst.pe(r.dst_slot)
+    if o_last == (-r.dst.axis[0], -r.dst.axis[1]):
+        return r.dst.pe(r.dst_slot + L - 1)
+    return None
+
+
+def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
+    reach = 0 if r.dst.owner == HOST else r.dst.reach
+    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach)
+
+
+def _path_dirs(path: list[Vec]) -> list[Vec] | None:
+    out = []
+    for a, b in zip(path, path[1:], strict=False):
+        d = (b[0] - a[0], b[1] - a[1])
+        if (d[0] == 0) == (d[1] == 0):
+            return None
+        out.append((_sign(d[0]), _sign(d[1])))
+    return out
+
+
+def _lane_path(path: list[Vec], offs: list[Vec], i: int) -> list[Vec]:
+    """Lane i's waypoints (wsec.ir.lanes, in plain integers)."""
+    n = len(path) - 1
+    out = []
+    for k, (px, py) in enumerate(path):
+        sx = (offs[k - 1][0] if k > 0 else 0) + (offs[k][0] if k < n else 0)
+        sy = (offs[k - 1][1] if k > 0 else 0) + (offs[k][1] if k < n else 0)
+        out.append((px + i * sx, py + i * sy))
+    return out
+
+
+def _crosses(a: list[Vec], b: list[Vec], same: bool) -> bool:
+    """Do two axis-aligned polylines share a point (skipping neighbouring
+    segments of one polyline, which share their corner)?"""
+    segs_a = list(zip(a, a[1:], strict=False))
+    segs_b = list(zip(b, b[1:], strict=False))
+    for i, (p, q) in enumerate(segs_a):
+        ax0, ax1 = sorted((p[0], q[0]))
+        ay0, ay1 = sorted((p[1], q[1]))
+        for j, (u, v) in enumerate(segs_b):
+            if same and abs(i - j) <= 1:
+                continue
+            bx0, bx1 = sorted((u[0], v[0]))
+            by0, by1 = sorted((u[1], v[1]))
+            if ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1:
+                return True
+    return False
+
+
+def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
+    """A candidate whose lanes land exactly on the destination slot, never run
+    backwards, and do not fold onto each other; or None."""
+    path = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
+    if len(path) == 1:  # a host port right beside the kernel's side: lanes start landed
+        if HOST not in (r.src.owner, r.dst.owner) or _landing(r, axis) != path[0]:
+            return None
+        return _bundle(r, 0, axis, path)
+    dirs = _path_dirs(path)
+    if not dirs or dirs[0] != r.src.normal or dirs[-1] != r.dst.normal:
+        return None
+    for a, b in zip(dirs, dirs[1:], strict=False):
+        if _dot(a, b) != 0:
+            return None
+    try:
+        offs = lanes_mod.offsets(axis, dirs)
+    except lanes_mod.LaneError:
+        return None
+    land = _landing(r, offs[-1])
+    if land is None or land != path[-1]:
+        return None
+    last = r.lanes - 1
+    first, other = _lane_path(path, offs, 0), _lane_path(path, offs, last)
+    for lane in (first, other):  # segment lengths are affine in the lane: check both ends
+        for (p, q), d in zip(zip(lane, lane[1:], strict=False), dirs, strict=True):
+            if (q[0] - p[0]) * d[0] + (q[1] - p[1]) * d[1] < 0:
+                return None
+        for k in range(1, len(dirs) - 1):
+            if lane[k] == lane[k + 1] and dirs[k - 1] == (-dirs[k + 1][0], -dirs[k + 1][1]):
+                return None
+        if lane[0] == lane[-1] and all(p == q for p, q in zip(lane, lane[1:], strict=False)):
+            return None  # the lane would start where it lands
+    reach = 0 if r.dst.owner == HOST else r.dst.reach
+    if reach:  # past its landing PE a lane goes on, delivering along the sink's row
+        d = dirs[-1]
+        first[-1] = (first[-1][0] + reach * d[0], first[-1][1] + reach * d[1])
+        other[-1] = (other[-1][0] + reach * d[0], other[-1][1] + reach * d[1])
+    if len(path) > 2 and (_crosses(first, first, True) or _crosses(other, other, True)
+                          or (last > 0 and not _ribbon_simple(first, other))):
+        return None
+    return _bundle(r, 0, axis, path)
+
+
+def _ribbon_simple(first: list[Vec], other: list[Vec]) -> bool:
+    """Nested lanes sweep a ribbon bounded by the first lane, the landing
+    line, the last lane backwards and the source line; its lanes are
+    PE-disjoint when that boundary is a simple polygon (no two of its
+    non-adjacent sides touch)."""
+    ring = first + other[::-1]
+    sides = [(ring[i], ring[(i + 1) % len(ring)]) for i in range(len(ring))]
+    sides = [sd for sd in sides if sd[0] != sd[1]]
+    n = len(sides)
+    for i in range(n):
+        (p, q) = sides[i]
+        ax0, ax1 = sorted((p[0], q[0]))
+        ay0, ay1 = sorted((p[1], q[1]))
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:
+                continue  # the ring closes: first and last sides share a corner
+            (u, v) = sides[j]
+            bx0, bx1 = sorted((u[0], v[0]))
+            by0, by1 = sorted((u[1], v[1]))
+            if ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1:
+                return False
+    return True
+
+
+def _near(corridors: list[int], points: list[int], k: int = 3) -> list[int]:
+    """The k corridor coordinates nearest each of `points`."""
+    if not corridors:
+        return []
+    c = np.asarray(corridors)
+    out: set[int] = set()
+    for p in points:
+        out |= set(c[np.argsort(np.abs(c - p), kind="stable")[:k]].tolist())
+    return sorted(out)
+
+
+def _straight_windows(r: Request, count: int = 9) -> list[tuple[int, int]]:
+    """(source slot, sink slot) windows where the bundle can run straight:
+    parallel sides, the sink ahead, at a few positions along their overlap."""
+    if r.src.axis != r.dst.axis or r.src.normal != r.dst.normal:
+        return []
+    e = r.src.normal
+    ahead = (r.dst.origin[0] - r.src.origin[0]) * e[0] + (r.dst.origin[1] - r.src.origin[1]) * e[1]
+    if ahead <= 0:
+        return []
+    cs, cd, L = int(r.src.coord(0)), int(r.dst.coord(0)), r.lanes
+    lo, hi = max(cs, cd), min(cs + r.src.length, cd + r.dst.length) - L
+    if hi < lo:
+        return []
+    cs_ = sorted({lo + (hi - lo) * k // max(1, count - 1) for k in range(count)})
+    return [(c - cs, c - cd) for c in cs_]
+
+
+MAX_CANDIDATES = 96  # pattern routes the router prices per request (the shortest) ...
+CANDIDATE_BUDGET = 20_000  # ... and in all, so that time and memory stay linear in edges
+
+
+def candidates(r: Request, fabric: Fabric, corridors: list[int],
+               enough: int = MAX_CANDIDATES) -> list[Bundle]:
+    """Valid pattern routes for request `r` (lanes inside the grid): straight
+    runs wherever the two sides face each other (the negotiation picks which
+    rows), then every pattern from the request's own slots."""
+    out: list[Bundle] = []
+    e, n = r.src.normal, r.dst.normal
+    own = (r.src_slot, r.dst_slot)
+    for a, b in _straight_windows(r):
+        r.src_slot, r.dst_slot = a, b
+        for flip in (False, True):
+            p0, axis, _ = _lane_ends(r, flip)
+            for land_end in (0, r.lanes - 1):
+                bnd = _finish(r, axis, [p0, r.dst.pe(r.dst_slot + land_end)])
+                if bnd is not None:
+                    out.append(bnd)
+    r.src_slot, r.dst_slot = own
+    # the request's own slots, and the source window slid along its share
+    sa, sl = r.share.get("src", (0, r.src.length))
+    if r.src.owner == HOST:
+        sa, sl = 0, r.src.length
+    windows = dict.fromkeys([own[0], sa, sa + max(0, sl - r.lanes), sa + max(0, sl - r.lanes) // 2])
+    seen: set[tuple] = set()
+    uniq: list[Bundle] = []
+
+    def keep(found: list[Bundle]) -> None:
+        for b in found:
+            key = (b.axis, b.path)
+            if key not in seen and _inside(b, fabric):
+                seen.add(key)
+                uniq.append(b)
+
+    keep(out)
+    # shortest shapes first (straight, Z, L, U); detours through corridors only
+    # when those leave fewer than `enough` (the router keeps the shortest)
+    for use_corridors in (False, True):
+        if use_corridors and len(uniq) >= enough:
+            break
+        for a in windows:
+            r.src_slot = a
+            for flip in (False, True):
+                p0, axis, _ = _lane_ends(r, flip)
+                for land_end in (0, r.lanes - 1):
+                    q = r.dst.pe(r.dst_slot + land_end)
+                    across = 1 if e[0] else 0  # corridors run across e's axis
+                    near = (_near(corridors, [p0[across], q[across]]) if use_corridors
+                            else [])
+                    keep(_shapes(r, axis, p0, q, e, n, near))
+        r.src_slot, r.dst_slot = own
+    return uniq
+
+
+def _inside(b: Bundle, fabric: Fabric) -> bool:
+    pts = lanes_mod.waypoints(b)
+    last = pts[:, -1, :]
+    d = lanes_mod.travel(b.axis, lanes_mod.segment_dirs(b.path))
+    far = last + b.reach * np.array(d)
+    allp = np.concatenate([pts.reshape(-1, 2), far])
+    return bool((allp[:, 0] >= 0).all() and (allp[:, 0] < fabric.width).all()
+                and (allp[:, 1] >= 0).all() and (allp[:, 1] < fabric.height).all())
+
+
+def _between(a: int, b: int, L: int) -> list[int]:
+    """Jog positions strictly between a and b (room for L nested lanes where
+    there is room: near each end and in the middle)."""
+    lo, hi = (a, b) if a <= b else (b, a)
+    if hi - lo < 2:
+        return []
+    room = min(L, (hi - lo) // 2)
+    return sorted({lo + 1 + room, hi - 1 - room, (lo + hi) // 2} & set(range(lo + 1, hi)))
+
+
+def _shapes(r: Request, axis: Vec, p0: Vec, q: Vec, e: Vec, n: Vec,
+            corridors: list[int]) -> list[Bundle]:
+    """Lane-0 paths from p0 (leaving along e) to q (arriving along n)."""
+    L = r.lanes
+    out: list[Bundle | None] = []
+    ea = 0 if e[0] else 1  # the coordinate that moving along e changes
+    oa = 1 - ea
+    se = e[ea]
+
+    def pt(along: int, across: int) -> Vec:  # (coordinate along e's axis, the other)
+        return (along, across) if ea == 0 else (across, along)
+
+    steps = (1 + L, 2 + 2 * L, 3 + 3 * L, 2)
+    if e == n:
+        out.append(_finish(r, axis, [p0, q]))  # straight
+        for j in _between(p0[ea], q[ea], L):  # a Z: one jog between the ends
+            out.append(_finish(r, axis, [p0, pt(j, p0[oa]), pt(j, q[oa]), q]))
+        for c in corridors:  # around: ahead, a corridor across, back behind the sink, in
+            for t1 in steps:
+                for t2 in steps:
+                    j1, j2 = p0[ea] + se * t1, q[ea] - se * t2
+                    out.append(_finish(r, axis, [p0, pt(j1, p0[oa]), pt(j1, c), pt(j2, c),
+                                                 pt(j2, q[oa]), q]))
+    elif e == (-n[0], -n[1]):  # a U: out, across, back in (a jog beyond both ends)
+        edge = max(p0[ea], q[ea]) if se > 0 else min(p0[ea], q[ea])
+        for t in steps:
+            j = edge + se * t
+            out.append(_finish(r, axis, [p0, pt(j, p0[oa]), pt(j, q[oa]), q]))
+    else:  # e and n cross: an L, or out, across, along, in
+        na = oa
+        sn = n[na]
+        out.append(_finish(r, axis, [p0, pt(q[ea], p0[oa]), q]))
+        js = [p0[ea] + se * t for t in steps] + _between(p0[ea], q[ea], L)
+        cs = [q[na] - sn * t for t in steps] + list(corridors)
+        for j in js:
+            for c in cs:
+                out.append(_finish(r, axis, [p0, pt(j, p0[oa]), pt(j, c), pt(q[ea], c), q]))
+    return [b for b in out if b is not None]

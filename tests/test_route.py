@@ -175,3 +175,42 @@ def test_dense_block_graph_routes() -> None:
     assert len(m.edges) >= 60
     Route().run(m, PassContext(t))
     check_routed(m, t)
+
+
+def test_hopeless_colors_stop_negotiation_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bundles needing more than twice the colors there are cannot be fixed
+    by negotiation: the router says so after its first pass."""
+    from wsec.passes import route as route_mod
+
+    rounds: list[dict[str, float]] = []
+    real = route_mod._Negotiator.stats
+
+    def spy(self):  # noqa: ANN001, ANN202
+        rounds.append(real(self))
+        return rounds[-1]
+
+    monkeypatch.setattr(route_mod._Negotiator, "stats", spy)
+    m = _manual((8, 60))
+    names = []
+    for j in range(60):  # 60 edges into a one-PE hub: 60 colors at its PE
+        _put(m, f"p{j}", [], f"b{j}", Rect(0, j, 1, 1))
+        names.append(f"b{j}")
+    _put(m, "hub", names, "h", Rect(5, 0, 1, 1))
+    fk.connect(m)
+    ctx = PassContext(get_target("wse2", (8, 60)))
+    with pytest.raises(LayoutInfeasible, match="cannot be routed: its bundle needs a color"):
+        Route().run(m, ctx)
+    assert len(rounds) == 1 and rounds[0]["colors_needed"] > 2 * 22
+
+
+def test_best_round_is_kept() -> None:
+    """The routes kept are those of the round with the least-loaded busiest
+    link, and the module's figures describe them."""
+    m = fk.diamond()
+    t = get_target("wse2", (16, 16))
+    Place().run(m, PassContext(t))
+    Route().run(m, PassContext(t))
+    rounds = m.attrs["route_iterations"]
+    best = min(r["max_link_over_capacity"] for r in rounds)
+    cap = max(int(k.cost["cycles"]) for k in m.kernels())
+    assert m.attrs["max_link_load"] <= int(np.ceil(best * cap)) + 1

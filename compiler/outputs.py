@@ -135,9 +135,10 @@ class Outputs:
             self.staged.append(_Staged(out, None, raw))
             return
         d = os.path.dirname(out.real) or "."
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out.real)}.", suffix=".wsec-tmp",
-                                   dir=d)
-        st = self._staged_entry(out, tmp)
+        with signals.deferred():  # a Ctrl-C between creating and recording it would leak it
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out.real)}.",
+                                       suffix=".wsec-tmp", dir=d)
+            st = self._staged_entry(out, tmp)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(raw)

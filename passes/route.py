@@ -340,12 +340,15 @@ class Route(Pass):
     ensures = ("routed",)
     invalidates = ("allocated",)
     iterations: int = 12  # negotiation rounds (the first routes every bundle)
-    headroom: float = 1.25  # lanes per bundle: this many times the capacity needs
+    # lanes per bundle: this many times what the capacity needs; 0 tries each of
+    # AUTO_HEADROOMS and keeps the better layout
+    headroom: float = 0.0
     colors_soft: int = 6  # bundles per PE above which a PE costs extra
 
     def __post_init__(self) -> None:
         check_range(self, "iterations", 1)
-        check_range(self, "headroom", 1.0)
+        if self.headroom != 0.0:
+            check_range(self, "headroom", 1.0)
         check_range(self, "colors_soft", 1)
 
     def run(self, module: Module, ctx: PassContext) -> None:
@@ -353,29 +356,69 @@ class Route(Pass):
         _check_rects(module)
         cap = int(module.attrs.get("delta_t") or max(
             (int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=1))
-        reqs = requests(module, fabric)
-        known = _Candidates(fabric, _corridors(module, fabric), len(reqs))
-        _choose_sides(reqs, cap, self.headroom, known)
-        neg = _Negotiator(reqs, fabric, cap, known.corridors, self.colors_soft, known)
+        corridors = _corridors(module, fabric)
         deadline = None if ctx.time_limit is None else time.perf_counter() + ctx.time_limit / 4
-        log = neg.run(self.iterations, deadline)
-        routes = [rt for rt in neg.routes if rt is not None]
-        colors = _colors(routes, reqs, fabric)
-        if any(c < 0 for c in colors):
-            raise _color_error(module, neg, colors, fabric)
+        best: _Attempt | None = None
+        for headroom in (AUTO_HEADROOMS if self.headroom == 0.0 else (self.headroom,)):
+            if best is not None and (not best.colored or best.score[1] <= 1.0 or (
+                    deadline is not None and time.perf_counter() > deadline)):
+                break  # wider bundles only crowd more; the links already keep up; no time
+            got = _attempt(module, fabric, cap, corridors, headroom, self.iterations,
+                           self.colors_soft, deadline)
+            if best is None or got.score < best.score:
+                best = got
+        assert best is not None
+        if not best.colored:
+            raise _color_error(module, best.neg, best.colors, fabric)
         for e in module.edges:
             e.bundles = []
-        for r, rt, c in zip(reqs, routes, colors, strict=True):
+        for r, rt, c in zip(best.neg.reqs, best.routes, best.colors, strict=True):
             b = rt.bundle
             module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
                 Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach))
-        module.attrs["route_iterations"] = log
-        last = min(log, key=neg._score)  # the round whose routes were kept
+        module.attrs["route_iterations"] = best.log
+        last = min(best.log, key=best.neg._score)  # the round whose routes were kept
         ctx.notes.append(
-            f"route: {len(reqs)} bundles in {len(log)} negotiation rounds; busiest link at "
+            f"route: {len(best.routes)} bundles (headroom {best.headroom:g}) in "
+            f"{len(best.log)} negotiation rounds; busiest link at "
             f"{last['max_link_over_capacity']:.2f}x capacity ({cap} wavelets/sample), "
             f"{last['overused_links']} links over it")
         account(module, fabric)
+
+
+# lanes per bundle over what the capacity needs, tried in turn: few lanes crowd
+# less; more lanes each carry less where bundles must share links
+AUTO_HEADROOMS = (1.25, 3.0)
+
+
+@dataclass
+class _Attempt:
+    headroom: float
+    neg: _Negotiator
+    log: list[dict[str, float]]
+    routes: list[_Route]
+    colors: list[int]
+
+    @property
+    def colored(self) -> bool:
+        return all(c >= 0 for c in self.colors)
+
+    @property
+    def score(self) -> tuple[bool, float]:
+        """Colorable first, then the busiest link of the kept round."""
+        kept = min(self.log, key=self.neg._score)
+        return (not self.colored, kept["max_link_over_capacity"])
+
+
+def _attempt(module: Module, fabric: Fabric, cap: int, corridors: list[int], headroom: float,
+             iterations: int, colors_soft: int, deadline: float | None) -> _Attempt:
+    reqs = requests(module, fabric)
+    known = _Candidates(fabric, corridors, len(reqs))
+    _choose_sides(reqs, cap, headroom, known)
+    neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
+    log = neg.run(iterations, deadline)
+    routes = [rt for rt in neg.routes if rt is not None]
+    return _Attempt(headroom, neg, log, routes, _colors(routes, reqs, fabric))
 
 
 def _color_error(module: Module, neg: _Negotiator, colors: list[int],

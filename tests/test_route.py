@@ -214,3 +214,23 @@ def test_best_round_is_kept() -> None:
     best = min(r["max_link_over_capacity"] for r in rounds)
     cap = max(int(k.cost["cycles"]) for k in m.kernels())
     assert m.attrs["max_link_load"] <= int(np.ceil(best * cap)) + 1
+
+
+def test_auto_headroom_keeps_the_less_loaded_layout() -> None:
+    """headroom=0 routes with each AUTO_HEADROOMS value (while the first is
+    colorable and link-bound) and keeps the layout whose busiest link is
+    lightest: never worse than the first alone."""
+    from wsec.passes.route import AUTO_HEADROOMS
+
+    def routed(headroom: float) -> Module:
+        m = fk.diamond()
+        t = get_target("wse2", (16, 16))
+        Place().run(m, PassContext(t))
+        Route(headroom=headroom).run(m, PassContext(t))
+        check_routed(m, t)
+        return m
+
+    auto, first = routed(0.0), routed(AUTO_HEADROOMS[0])
+    assert auto.attrs["max_link_load"] <= first.attrs["max_link_load"]
+    with pytest.raises(PassError, match="headroom"):
+        Route(headroom=0.5)

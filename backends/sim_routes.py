@@ -22,7 +22,7 @@ from wsec.ir.fabric import DIRS, HOST_IN_PORT, HOST_OUT_PORT, OPPOSITE, PORT_BIT
 from wsec.ir.graph import HOST
 from wsec.ir.lanes import lane_slices
 
-from .format import BUNDLE_FROM_HOST, BUNDLE_TO_HOST, NO_BUNDLE, Program, mask_ports, type_shape
+from .format import BUNDLE_TO_HOST, NO_BUNDLE, Program, mask_ports, type_shape
 from .sim_base import SimError, Trace, edge_name
 
 _RAMP = PORT_BITS["RAMP"]
@@ -225,16 +225,4 @@ def configure(p: Program) -> tuple[Routers, list[Trace]]:
     return fab, fab.trace()
 
 
-def host_lanes(p: Program, value: str) -> list[tuple[int, int]]:
-    """The West-edge PEs the host feeds model input `value` into."""
-    from .format import BUNDLE_FROM_HOST as _FROM
-
-    pes: list[tuple[int, int]] = []
-    for d in p.info.get("host_io", {}).get("inputs", []):
-        if d["value"] == value:
-            pes += [tuple(pe) for pe in d["pes"]]  # type: ignore[misc]
-    del _FROM
-    return pes
-
-
-__all__ = ["BUNDLE_FROM_HOST", "Routers", "configure", "host_lanes"]
+__all__ = ["Routers", "configure"]

@@ -77,22 +77,19 @@ class _Negotiator:
         known = known or _Candidates(fabric, corridors, len(reqs))
         self.cands = [known(r) for r in reqs]
         self.routes: list[_Route | None] = [None] * len(reqs)
-        self.cache: dict[tuple[int, int, bool], _Route] = {}
+        self.cache: dict[tuple[int, int], _Route] = {}
         self.packed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _footprint(self, i: int, j: int, sample: bool = False) -> _Route:
-        """Candidate j of request i: its links and PEs (with `sample`, of a
-        few evenly spread lanes only: lanes of a bundle run side by side, so
-        a sample estimates the cost, scaled by `_scale`)."""
-        key = (i, j, sample)
-        if sample and i in self.packed:  # priced already: build it again, keep nothing
-            return self._expand(i, j, sample)
-        if key not in self.cache:
-            self.cache[key] = self._expand(i, j, sample)
-        return self.cache[key]
+    def _footprint(self, i: int, j: int) -> _Route:
+        """Candidate j of request i with every lane (kept: a chosen route)."""
+        if (i, j) not in self.cache:
+            self.cache[(i, j)] = self._expand(i, j, False)
+        return self.cache[(i, j)]
 
     def _expand(self, i: int, j: int, sample: bool) -> _Route:
-        """Candidate j of request i as links and PEs (int32 indices)."""
+        """Candidate j of request i as links and PEs (int32 indices); with
+        `sample`, of a few evenly spread lanes only: lanes of a bundle run
+        side by side, so a sample estimates the cost (scaled in `route`)."""
         r, b = self.reqs[i], self.cands[i][j]
         only = None
         if sample and b.lanes > _SAMPLE:

@@ -223,6 +223,12 @@ def _with_routes(p: Program, routes: np.ndarray) -> Program:
     return replace(p, routes=routes)
 
 
+def _trace_fails(p: Program, routes: np.ndarray, pattern: str) -> None:
+    bad = _with_routes(p, routes)
+    with pytest.raises(SimError, match=pattern):
+        simulate(bad, random_inputs(bad))
+
+
 def test_changed_route_entry_names_pe_color_edge(tiny: Program) -> None:
     ei = _edge_between_kernels(tiny)
     e = tiny.edges[ei]
@@ -243,9 +249,7 @@ def test_route_leaving_the_grid(tiny: Program) -> None:
     r = tiny.routes.copy()
     i = int(np.nonzero((r["edge"] == ei) & (r["x"] == 0) & ((r["rx"] & PORT_BITS["W"]) != 0))[0][0])
     r["tx"][i] = PORT_BITS["W"]
-    bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=r"leaves the grid.*sent W from PE \(0, \d+\) on color"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, r, r"leaves the grid.*sent W from PE \(0, \d+\) on color")
 
 
 def test_route_loop(tiny: Program) -> None:
@@ -257,9 +261,7 @@ def test_route_loop(tiny: Program) -> None:
     j = int(np.nonzero((r["edge"] == ei) & (r["x"] == x + 1) & (r["y"] == y))[0][0])
     r["rx"][i] = PORT_BITS["E"]  # i takes from j, and j sends back to i: a circle
     r["tx"][j] = PORT_BITS["W"]
-    bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=r"route loop: .* PE \(\d+, \d+\) on color"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, r, r"route loop: .* PE \(\d+, \d+\) on color")
 
 
 def test_two_routes_on_one_color_at_a_pe(tiny: Program) -> None:
@@ -270,9 +272,7 @@ def test_two_routes_on_one_color_at_a_pe(tiny: Program) -> None:
                  if int(tiny.bundles["edge"][b]) != ei)
     dup = r[i:i + 1].copy()
     dup["edge"], dup["bundle"] = int(tiny.bundles["edge"][other]), other
-    bad = _with_routes(tiny, np.concatenate([r, dup]))
-    with pytest.raises(SimError, match=r"two routes on color \d+ at PE"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, np.concatenate([r, dup]), r"two routes on color \d+ at PE")
 
 
 def test_lane_delivered_to_the_wrong_kernel(tiny: Program) -> None:
@@ -281,9 +281,7 @@ def test_lane_delivered_to_the_wrong_kernel(tiny: Program) -> None:
     r = tiny.routes.copy()
     i = _source_record(tiny, ei)
     r["tx"][i] |= PORT_BITS["RAMP"]  # lane 0 also delivers into its own producer
-    bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=r"misrouted: lane 0 of edge #\d+ .* belongs to"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, r, r"misrouted: lane 0 of edge #\d+ .* belongs to")
 
 
 def test_lane_that_never_arrives(tiny: Program) -> None:
@@ -292,9 +290,7 @@ def test_lane_that_never_arrives(tiny: Program) -> None:
     ramp = (r["tx"] & PORT_BITS["RAMP"]) != 0
     last = np.flatnonzero((r["edge"] == ei) & (r["lane"] == 0) & ramp)
     r["tx"][last] &= ~np.uint8(PORT_BITS["RAMP"])  # lane 0 never delivers its slice
-    bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=r"broken route: lane 0 of edge #\d+ .* never reaches"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, r, r"broken route: lane 0 of edge #\d+ .* never reaches")
 
 
 def test_missing_input_and_wrong_shape(tiny: Program) -> None:

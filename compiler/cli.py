@@ -15,7 +15,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wsec.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, WsecError
+from wsec.ir.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageError,
+    WsecError,
+    did_you_mean,
+)
 
 COMMANDS = ("ops", "inspect", "opt", "run", "score", "export-train")
 
@@ -64,14 +71,6 @@ def _grid(text: str) -> tuple[int, int]:
         return parse_grid(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def did_you_mean(word: str, choices: Sequence[str]) -> str:
-    """' (did you mean 'X'?)' for the closest of `choices`, or ''."""
-    import difflib
-
-    near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{near[0]}'?)" if near else ""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -271,7 +270,13 @@ def _compile(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> in
     def dump(name: str, text: str) -> None:
         out(f"// -----// IR Dump After {name} //----- //\n{text}")
 
-    res = compile_model(a.model, opts, emit_ir=dump)
+    from .progress import Progress
+
+    opts.progress = Progress.for_cli(a.quiet, a.verbose)
+    try:
+        res = compile_model(a.model, opts, emit_ir=dump)
+    finally:
+        opts.progress.close()
     if a.time_passes:
         print(res.manager.timing_report(), file=sys.stderr)
         for i, it in enumerate(res.module.attrs.get("route_iterations") or [], 1):
@@ -322,7 +327,18 @@ def cmd_ops(argv: Sequence[str], out: Callable[[str], None]) -> int:
     from wsec.ir.kernels import kind_for_op
     from wsec.ir.ops import CANONICAL_OPSET, SUPPORTED_OPS
 
-    _Parser(prog="wsec ops", description="List the supported ONNX operators.").parse_args(argv)
+    p = _Parser(prog="wsec ops", description="List the supported ONNX operators.")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    a = p.parse_args(argv)
+    if a.json:
+        import json
+
+        ops = [{"op": op, "kernel": kind.name if kind else None, "folded": kind is None,
+                "description": SUPPORTED_OPS[op]}
+               for op in sorted(SUPPORTED_OPS) for kind in (kind_for_op(op),)]
+        out(json.dumps({"min_opset": MIN_OPSET, "max_opset": MAX_OPSET,
+                        "canonical_opset": CANONICAL_OPSET, "ops": ops}, indent=2))
+        return 0
     width = max(len(k) for k in SUPPORTED_OPS)
     out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opsets {MIN_OPSET} to "
         f"{MAX_OPSET}, converted to opset {CANONICAL_OPSET}).")
@@ -501,6 +517,13 @@ def _dispatch(args: list[str], out: Callable[[str], None]) -> int:
     if not args:
         compile_parser().print_help()
         return EXIT_USAGE
+    first = args[0]
+    if not first.startswith("-") and "." not in os.path.basename(first) \
+            and not os.path.exists(first):  # not a model file: a mistyped command?
+        hint = did_you_mean(first, COMMANDS)
+        if hint:
+            raise UsageError(f"unknown command '{first}'{hint}; commands: "
+                             f"{', '.join(COMMANDS)} (see 'wsec --help')")
     return cmd_compile(args, out)
 
 

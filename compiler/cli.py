@@ -397,11 +397,14 @@ def cmd_inspect(argv: Sequence[str], out: Callable[[str], None]) -> int:
 
             out(json.dumps(inspect_json(prog), indent=2, sort_keys=True))
             return 0
-        text = inspect_text(prog)
-        if not a.no_map:
-            from .view import ascii_map, program_report
+        from .report import headline
+        from .view import ascii_map, program_report
 
-            text += "\n".join(ascii_map(program_report(prog))) + "\n"
+        doc = program_report(prog)
+        head, rest = inspect_text(prog).split("\n", 1)
+        text = f"{head}\n  layout           {headline(doc)}\n{rest}"
+        if not a.no_map:
+            text += "\n".join(ascii_map(doc)) + "\n"
         out(text.rstrip("\n"))
     return 0
 

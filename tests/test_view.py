@@ -223,6 +223,9 @@ def test_inspect_prints_an_ascii_mini_map(tmp_path: pathlib.Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     r = run_wsec("inspect", "m.bin", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    from wsec.report import headline
+
+    assert r.stdout.splitlines()[1] == f"  layout           {headline(report)}"
     text = r.stdout.split("\nmap (", 1)[1]
     rows = [ln for ln in text.splitlines() if ln.startswith("  |")]
     assert rows and len({len(ln) for ln in rows}) == 1

@@ -84,8 +84,7 @@ class _Parser(argparse.ArgumentParser):
                     if hint:
                         message = f"unknown option '{w}'{hint}"
                         break
-        prog = self.prog if self.prog != "wsec" else "wsec"
-        raise UsageError(f"{message} (see '{prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _target(text: str) -> str:

@@ -19,6 +19,7 @@ from wsec.ir.graph import HOST
 from .format import EdgeInfo, Program
 from .sim_base import RunResult, SimError, Trace, edge_name, value_array_type
 from .sim_exec import KernelRun, run_kernel
+from .sim_inbox import deliveries
 from .sim_pe import SramImages
 from .sim_routes import Routers, configure
 from .sim_weight_stream import simulate_stream
@@ -73,6 +74,7 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
         return simulate_stream(p, inputs)
     mem = SramImages(p)
     fab, traces = configure(p)
+    lanes = deliveries(p)
     missing = [n for n in p.info["inputs"] if n not in inputs]
     if missing:
         raise SimError(f"no value given for model input(s) {', '.join(missing)}")
@@ -107,7 +109,7 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
     stats: dict[str, dict[str, int]] = {}
     for ki, k in enumerate(p.kernels):
         t0 = time.perf_counter()
-        run: KernelRun = run_kernel(mem, ki, inbox[k.name])
+        run: KernelRun = run_kernel(mem, ki, inbox[k.name], lanes[ki])
         seconds[k.name] = time.perf_counter() - t0
         stats[k.name] = run.stats
         for ei in by_src.get(k.name, []):

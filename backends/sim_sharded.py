@@ -30,6 +30,7 @@ from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_inbox import read_error
 from .sim_pe import Env
 from .sim_wgrad import conv_wgrad
 
@@ -74,25 +75,24 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     wpe = wpe.reshape(s, c, kk, kb, cb, R, S)
     st, dl = _ints(node.attrs.get("strides"), 2, 1), _ints(node.attrs.get("dilations"), 2, 1)
     pb, pe = pads(node, x.shape[2:], [R, S], st, dl)
-    need_h = (s * hb - 1) * st[0] + (R - 1) * dl[0] + 1
-    extra_h = max(0, need_h - (x.shape[2] + pb[0] + pe[0]))
     cpad = c * cb - cg if G == 1 else 0
-    xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0] + extra_h), (pb[1], pe[1])])
-    win = windows(xp, [R, S], st, dl, [s * hb, Wo])  # N, C', s*hb, Wo, R, S (a view)
+    xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0]), (pb[1], pe[1])])
+    xloc = _row_windows(env, node, xp, s, c, hb, st[0], R, dl[0], Ho, pb[0])
+    win = windows(xloc, [R, S], st, dl, [hb, Wo]).reshape(s, N, xp.shape[1], hb, Wo, R, S)
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
     for ci in range(c):  # the reduction along each PE column, in PE order
         w_ci = wpe[:, ci]  # [s, k, kb, cb, R, S]: every PE of block row ci
         if G == 1:
-            xc = win[:, ci * cb:(ci + 1) * cb].reshape(N, cb, s, hb, Wo, R, S)
-            xc = xc.transpose(2, 0, 3, 4, 1, 5, 6).reshape(s, N * hb * Wo, cb * R * S)
+            xc = win[:, :, ci * cb:(ci + 1) * cb].transpose(0, 1, 3, 4, 2, 5, 6)
+            xc = xc.reshape(s, N * hb * Wo, cb * R * S)
             wc = w_ci.transpose(0, 3, 4, 5, 1, 2).reshape(s, cb * R * S, kk * kb)
             acc += np.matmul(xc, wc)
         else:  # grouped: each out channel reads the in-channels of its group
             o = np.minimum(np.arange(kk * kb), K - 1).reshape(kk, kb)
             j = np.minimum(ci * cb + np.arange(cb), cg - 1)
             chan = (o // (K // G))[:, :, None] * cg + j[None, None, :]  # [k, kb, cb]
-            xg = win[:, chan].reshape(N, kk, kb, cb, s, hb, Wo, R, S)
-            part = np.einsum("nptjghwab,gptjab->gnhwpt", xg, w_ci, optimize=True)
+            xg = win[:, :, chan]  # [s, N, k, kb, cb, hb, Wo, R, S]
+            part = np.einsum("gnptjhwab,gptjab->gnhwpt", xg, w_ci, optimize=True)
             acc += part.reshape(s, N * hb * Wo, kk * kb)
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias and bias in k.weights:  # added by each column's reduction-end PE
@@ -104,9 +104,49 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     if bias and bias not in k.weights:
         y = y + env.get(bias, node.name).reshape(1, -1, 1, 1)
     env.store(node.outputs[0], np.ascontiguousarray(y))
+    # each output element ends on its column's reduction-end PE of its row group
+    col = np.arange(K) // kb
+    row = (np.arange(Ho) // hb) * c + (c - 1)
+    env.owner[node.outputs[0]] = (row[None, None, :, None] * kk + col[None, :, None, None])
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
     return True
+
+
+def _row_windows(env: Env, node: Node, xp: np.ndarray, s: int, c: int, hb: int, sh: int,
+                 R: int, dh: int, Ho: int, pad_top: int) -> np.ndarray:
+    """Every row group's input buffer [s * N, C, L, W]: the padded rows the
+    kind says it holds (`input_rows`: its span and halo), at the offsets its
+    output rows read. A row a group's outputs read but it does not hold is a
+    SimError naming the group's first PE and the element; rows it holds
+    beyond what it reads stay unread (NaN, so a stray read would show)."""
+    k = env.k
+    kind = KINDS[k.kind]
+    n, ch, hp, wp = xp.shape
+    L = (hb - 1) * sh + (R - 1) * dh + 1
+    held = np.array([kind.input_rows(k.dims, k.knobs, g) for g in range(s)], np.int64)
+    first = np.arange(s) * hb
+    nrows = np.clip(Ho - first, 0, hb)
+    need0 = first * sh
+    need1 = need0 + (nrows - 1) * sh + (R - 1) * dh + 1
+    bad = np.flatnonzero((nrows > 0) & ((held[:, 0] > need0) | (held[:, 1] < need1)))
+    if bad.size:
+        g = int(bad[0])
+        row = int(need0[g]) if held[g, 0] > need0[g] else int(held[g, 1])
+        h = row - pad_top
+        src = node.inputs[0]
+        d = env.deliveries.get(src)
+        hold = f"padded input rows {int(held[g, 0])}..{int(held[g, 1]) - 1} (its window)"
+        if 0 <= h < env.shape_of(src)[2]:
+            flat = h * env.shape_of(src)[3]
+            raise read_error(env.mem.p, env.ki, 0, g * c, src, flat, hold, d)
+        raise SimError(f"kernel '{k.name}' ({k.kind}): the PEs of row group {g} read padded "
+                       f"input row {row} of %{src}, a pad row outside their window ({hold})")
+    rows = need0[:, None] + np.arange(L)[None, :]
+    have = (rows >= held[:, 0:1]) & (rows < held[:, 1:2]) & (rows < hp)
+    loc = xp[:, :, np.minimum(rows, hp - 1)]  # [N, C, s, L, W]
+    loc = np.where(have[None, None, :, :, None], loc, np.float32(np.nan))
+    return np.ascontiguousarray(loc.transpose(2, 0, 1, 3, 4)).reshape(s * n, ch, L, wp)
 
 
 def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
@@ -143,7 +183,50 @@ def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
         beta = COMPUTE_DTYPE(node.attrs.get("beta", 1.0))
         y = y + beta * _bias(env, bias, N, nb, kx, ky, node)
     env.store(node.outputs[0], y.reshape(_shape(env, node.outputs[0])).astype(COMPUTE_DTYPE))
+    _column_owner(env, node.outputs[0], N, nb, kx, ky)
     stats["pe_macs_max"] = M * kb * nb
+    stats["sharded_pes"] = kx * ky
+    return True
+
+
+def _column_owner(env: Env, out: str, N: int, nb: int, kx: int, ky: int) -> None:
+    """Output column n ends on the reduction-end PE (row ky - 1) of PE column n // nb."""
+    shape = _shape(env, out)
+    lin = (ky - 1) * kx + np.arange(N) // nb
+    env.owner[out] = lin.reshape((1,) * (len(shape) - 1) + (N,)) if shape and shape[-1] == N \
+        else np.full((1,) * len(shape), (ky - 1) * kx)
+
+
+def matmul_act(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    """A product of two activations (attention's Q K^T, P V): PE (px, py)
+    receives A's reduction block py and B's block (py, px) and computes its
+    partial product; the ky partials of a column are summed in PE order."""
+    k = env.k
+    if node.op != "MatMul" or node.inputs[1] in k.weights or node.inputs[0] in k.weights:
+        return False
+    a = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
+    b = env.get(node.inputs[1], node.name).astype(COMPUTE_DTYPE, copy=False)
+    if a.ndim < 2 or b.ndim < 2:
+        return False
+    Kd, N = b.shape[-2], b.shape[-1]
+    kx, ky = int(k.knobs["kx"]), int(k.knobs["ky"])
+    _check_rect(env, kx, ky)
+    kb, nb = _cdiv(Kd, ky), _cdiv(N, kx)
+    ap = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, ky * kb - Kd)])
+    ap = np.moveaxis(ap.reshape(*a.shape[:-1], ky, kb), -2, 0)  # [ky, ..., M, kb]
+    bp = np.pad(b, [(0, 0)] * (b.ndim - 2) + [(0, ky * kb - Kd), (0, kx * nb - N)])
+    bp = bp.reshape(*b.shape[:-2], ky, kb, kx, nb)
+    bp = np.moveaxis(np.moveaxis(bp, -4, 0), -2, 1)  # [ky, kx, ..., kb, nb]
+    acc = None
+    for r in range(ky):  # reduced down each PE column, in PE order
+        part = np.matmul(ap[r][None], bp[r])  # [kx, ..., M, nb]: row r's PEs
+        acc = part if acc is None else acc + part
+    assert acc is not None
+    y = np.moveaxis(acc, 0, -2)  # [..., M, kx, nb]
+    y = y.reshape(*y.shape[:-2], kx * nb)[..., :N]
+    env.store(node.outputs[0], y.reshape(_shape(env, node.outputs[0])).astype(COMPUTE_DTYPE))
+    _column_owner(env, node.outputs[0], N, nb, kx, ky)
+    stats["pe_macs_max"] = int(np.prod(y.shape[:-1])) * kb * nb
     stats["sharded_pes"] = kx * ky
     return True
 
@@ -184,6 +267,10 @@ def _bias(env: Env, name: str, N: int, nb: int, kx: int, ky: int, node: Node) ->
     return np.moveaxis(cpe, 0, -2).reshape(*shape[:-1], kx * nb)[..., :N]
 
 
+def matmul_any(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    return matmul(env, node, stats) or matmul_act(env, node, stats)
+
+
 SHARDED: dict[str, Callable[[Env, Node, dict[str, int]], bool]] = {
-    "conv": conv, "matmul": matmul, "conv_wgrad": conv_wgrad,
+    "conv": conv, "matmul": matmul_any, "conv_wgrad": conv_wgrad,
 }

@@ -71,6 +71,20 @@ def window_dims(node: Node, x_shape: tuple[int, int, int, int],
             "dh": dl[0], "dw": dl[1], "ph": ph, "pw": pw, "Ho": ho, "Wo": wo}
 
 
+def window_rows(ho: int, s: int, sh: int, r: int, dh: int, group: int) -> tuple[int, int]:
+    """Padded input rows [start, stop) that output-row group `group` of `s`
+    (ceil(ho/s) output rows each) reads through an r-tap window of dilation
+    dh at stride sh: its rows' strided span plus the halo; empty past the
+    last output row."""
+    per = -(-ho // max(s, 1))
+    first = group * per
+    n = min(per, ho - first)
+    start = first * sh
+    if n <= 0:
+        return start, start
+    return start, start + (n - 1) * sh + (r - 1) * dh + 1
+
+
 def fold_depth(node: Node, x: tuple[int, ...], y: tuple[int, ...], taps: int
                 ) -> tuple[Node, tuple[int, int, int, int], tuple[int, int, int, int], Dims]:
     """A 3-D windowed op as a 2-D one: each output depth plane is an
@@ -235,6 +249,14 @@ class ConvKind(LibraryKind):
 
     def reduction_chain(self, dims: Dims, knobs: Knobs) -> int:
         return int(knobs["c"])  # the c input-channel blocks of a row group, summed along y
+
+    def input_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Rows [start, stop) of the padded input (pad rows counted) that
+        output-row group `group` (PE rows group*c .. group*c + c - 1) holds:
+        the strided span of its ceil(Ho/s) output rows plus the window's
+        halo of (R - 1) * dh + 1 - sh rows shared with the next group."""
+        return window_rows(dims["Ho"], int(knobs["s"]), dims["sh"], dims["R"], dims["dh"],
+                           group)
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

@@ -21,6 +21,7 @@ from wsec.ir.graph import Node
 from .sim_base import SimError
 from .sim_inbox import Delivery
 from .sim_pe import Env, KernelRun, SramImages, node_of
+from .sim_rows import norm, pool, softmax
 from .sim_sharded import SHARDED
 from .sim_spread import datamove, elementwise
 from .sim_tail import run_tail
@@ -48,6 +49,7 @@ def anchored(fn: Callable[[Env, Node, dict[str, int]], bool]) -> Executor:
 
 # kind -> its per-PE executor (returns how many body ops it ran per PE)
 PER_PE: dict[str, Executor] = {name: anchored(fn) for name, fn in SHARDED.items()}
+PER_PE.update({"pool": anchored(pool), "softmax": anchored(softmax), "norm": anchored(norm)})
 PER_PE.update({"elementwise": elementwise, "datamove": datamove})
 
 

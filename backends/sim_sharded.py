@@ -77,7 +77,7 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     pb, pe = pads(node, x.shape[2:], [R, S], st, dl)
     cpad = c * cb - cg if G == 1 else 0
     xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0]), (pb[1], pe[1])])
-    xloc = _row_windows(env, node, xp, s, c, hb, st[0], R, dl[0], Ho, pb[0])
+    xloc = row_windows(env, node, xp, s, lambda g: (0, g * c), hb, st[0], R, dl[0], Ho, pb[0])
     win = windows(xloc, [R, S], st, dl, [hb, Wo]).reshape(s, N, xp.shape[1], hb, Wo, R, S)
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
     for ci in range(c):  # the reduction along each PE column, in PE order
@@ -113,8 +113,9 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     return True
 
 
-def _row_windows(env: Env, node: Node, xp: np.ndarray, s: int, c: int, hb: int, sh: int,
-                 R: int, dh: int, Ho: int, pad_top: int) -> np.ndarray:
+def row_windows(env: Env, node: Node, xp: np.ndarray, s: int,
+                first_pe: Callable[[int], tuple[int, int]], hb: int, sh: int, R: int, dh: int,
+                Ho: int, pad_top: int) -> np.ndarray:
     """Every row group's input buffer [s * N, C, L, W]: the padded rows the
     kind says it holds (`input_rows`: its span and halo), at the offsets its
     output rows read. A row a group's outputs read but it does not hold is a
@@ -139,13 +140,13 @@ def _row_windows(env: Env, node: Node, xp: np.ndarray, s: int, c: int, hb: int, 
         hold = f"padded input rows {int(held[g, 0])}..{int(held[g, 1]) - 1} (its window)"
         if 0 <= h < env.shape_of(src)[2]:
             flat = h * env.shape_of(src)[3]
-            raise read_error(env.mem.p, env.ki, 0, g * c, src, flat, hold, d)
+            raise read_error(env.mem.p, env.ki, *first_pe(g), src, flat, hold, d)
         raise SimError(f"kernel '{k.name}' ({k.kind}): the PEs of row group {g} read padded "
                        f"input row {row} of %{src}, a pad row outside their window ({hold})")
     rows = need0[:, None] + np.arange(L)[None, :]
     have = (rows >= held[:, 0:1]) & (rows < held[:, 1:2]) & (rows < hp)
     loc = xp[:, :, np.minimum(rows, hp - 1)]  # [N, C, s, L, W]
-    loc = np.where(have[None, None, :, :, None], loc, np.float32(np.nan))
+    loc = np.where(have[None, None, :, :, None], loc, np.asarray(np.nan, loc.dtype))
     return np.ascontiguousarray(loc.transpose(2, 0, 1, 3, 4)).reshape(s * n, ch, L, wp)
 
 

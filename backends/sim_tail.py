@@ -46,16 +46,17 @@ def broadcast_index(shape: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray
         return None
 
 
-def const_on_owners(env: Env, wi: int, grid: tuple[int, ...], owner: np.ndarray
-                    ) -> np.ndarray | None:
+def const_on_owners(env: Env, wi: int, grid: tuple[int, ...], owner: np.ndarray,
+                    view: tuple[int, ...] | None = None) -> np.ndarray | None:
     """Constant `wi` of the kernel as the owners of the grid's elements read
     it: element i of the result comes from the SRAM shard of PE owner[i]
-    (linear offset py * uw + px). None when it does not broadcast onto the
-    grid."""
+    (linear offset py * uw + px). `view`: the shape the op broadcasts it as
+    (a per-channel vector as [C, 1, 1]). None when it does not broadcast
+    onto the grid."""
     k = env.k
     name = k.weights[wi]
     shape = tuple(type_shape(env.mem.p.info["values"][name]))
-    bidx = broadcast_index(shape, grid)
+    bidx = broadcast_index(view if view is not None else shape, grid)
     if bidx is None:
         return None
     lay = env.mem.layout(env.ki, wi)

@@ -21,6 +21,7 @@ from wsec.ir.graph import Node
 from .sim_base import SimError
 from .sim_inbox import Delivery
 from .sim_pe import Env, KernelRun, SramImages, node_of
+from .sim_reduce import decomposed_ln, gather, instance_norm, reduce
 from .sim_rows import norm, pool, softmax
 from .sim_sharded import SHARDED
 from .sim_spread import datamove, elementwise
@@ -49,7 +50,19 @@ def anchored(fn: Callable[[Env, Node, dict[str, int]], bool]) -> Executor:
 
 # kind -> its per-PE executor (returns how many body ops it ran per PE)
 PER_PE: dict[str, Executor] = {name: anchored(fn) for name, fn in SHARDED.items()}
-PER_PE.update({"pool": anchored(pool), "softmax": anchored(softmax), "norm": anchored(norm)})
+_norm, _instance = anchored(norm), anchored(instance_norm)
+
+
+def _norms(env: Env, body: list[Node], stats: dict[str, int]) -> int:
+    if body and body[0].op == "ReduceMean":
+        return decomposed_ln(env, body, stats)
+    if body and body[0].op == "InstanceNormalization":
+        return _instance(env, body, stats)
+    return _norm(env, body, stats)
+
+
+PER_PE.update({"pool": anchored(pool), "softmax": anchored(softmax), "norm": _norms,
+               "reduce": reduce, "gather": gather})
 PER_PE.update({"elementwise": elementwise, "datamove": datamove})
 
 
@@ -88,4 +101,22 @@ def run_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray],
         if o not in env.vals:
             raise SimError(f"kernel '{k.name}' does not compute its output %{o}")
         outs[o] = env.vals[o]
-    return KernelRun(outs, stats)
+    return KernelRun(outs, stats, {o: env.owner[o] for o in outs if o in env.owner})
+
+
+def reference_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray]
+                     ) -> dict[str, np.ndarray]:
+    """Kernel `ki`'s outputs by the reference op semantics on whole tensors
+    (constants rebuilt from the shards): what `wsec run --per-kernel`
+    compares the per-PE execution with, on the same delivered inputs."""
+    k = mem.p.kernels[ki]
+    env = Env(mem, ki, delivered)
+    node = None
+    try:
+        for node in (node_of(d) for d in k.body):
+            env.run_node(node)
+    except _INCONSISTENT as e:
+        what = f"op '{node.name}' ({node.op})" if node is not None else "its body"
+        raise SimError(f"kernel '{k.name}': reference {what} failed: "
+                       f"{' '.join(str(e).split()) or type(e).__name__}") from None
+    return {o: env.vals[o] for o in k.outputs if o in env.vals}

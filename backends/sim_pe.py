@@ -50,6 +50,7 @@ class KernelRun:
 
     values: dict[str, np.ndarray]
     stats: dict[str, int] = field(default_factory=dict)
+    owner: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class SramImages:

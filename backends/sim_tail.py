@@ -59,6 +59,17 @@ def const_on_owners(env: Env, wi: int, grid: tuple[int, ...], owner: np.ndarray,
     bidx = broadcast_index(view if view is not None else shape, grid)
     if bidx is None:
         return None
+    return const_at(env, wi, bidx, owner)
+
+
+def const_at(env: Env, wi: int, bidx: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Elements `bidx` (flat indices, any shape) of constant `wi`, each read
+    from the SRAM shard of PE owner[...] (broadcast to bidx's shape); a PE
+    whose shard lacks its element is a SimError naming it."""
+    k = env.k
+    name = k.weights[wi]
+    shape = tuple(type_shape(env.mem.p.info["values"][name]))
+    grid = bidx.shape
     lay = env.mem.layout(env.ki, wi)
     uw = lay.blob.shape[1]
     flat_owner = np.broadcast_to(owner, grid).reshape(-1)

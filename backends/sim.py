@@ -72,7 +72,7 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False) -
 
     check_sim_memory(p)  # the declared sizes against free memory, before allocating
     if "stream" in str(p.info.get("mode", "")):  # weight streaming: phase after phase
-        return simulate_stream(p, inputs)
+        return simulate_stream(p, inputs, keep)
     mem = SramImages(p)
     fab, traces = configure(p)
     lanes = deliveries(p)

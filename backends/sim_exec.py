@@ -22,6 +22,7 @@ from .sim_base import SimError
 from .sim_inbox import Delivery
 from .sim_pe import Env, KernelRun, SramImages, node_of
 from .sim_reduce import decomposed_ln, gather, instance_norm, reduce
+from .sim_resample import deconv, resize
 from .sim_rows import norm, pool, softmax
 from .sim_sharded import SHARDED
 from .sim_spread import datamove, elementwise
@@ -62,7 +63,8 @@ def _norms(env: Env, body: list[Node], stats: dict[str, int]) -> int:
 
 
 PER_PE.update({"pool": anchored(pool), "softmax": anchored(softmax), "norm": _norms,
-               "reduce": reduce, "gather": gather})
+               "reduce": reduce, "gather": gather, "deconv": anchored(deconv),
+               "resize": anchored(resize)})
 PER_PE.update({"elementwise": elementwise, "datamove": datamove})
 
 

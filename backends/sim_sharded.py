@@ -30,7 +30,7 @@ from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_inbox import read_error
+from .sim_inbox import grid_pe, read_error
 from .sim_pe import Env
 from .sim_wgrad import conv_wgrad
 
@@ -115,7 +115,8 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
 
 def row_windows(env: Env, node: Node, xp: np.ndarray, s: int,
                 first_pe: Callable[[int], tuple[int, int]], hb: int, sh: int, R: int, dh: int,
-                Ho: int, pad_top: int) -> np.ndarray:
+                Ho: int, pad_top: int,
+                row_of: Callable[[int], int | None] | None = None) -> np.ndarray:
     """Every row group's input buffer [s * N, C, L, W]: the padded rows the
     kind says it holds (`input_rows`: its span and halo), at the offsets its
     output rows read. A row a group's outputs read but it does not hold is a
@@ -134,15 +135,18 @@ def row_windows(env: Env, node: Node, xp: np.ndarray, s: int,
     if bad.size:
         g = int(bad[0])
         row = int(need0[g]) if held[g, 0] > need0[g] else int(held[g, 1])
-        h = row - pad_top
+        h = row - pad_top if row_of is None else row_of(row)
         src = node.inputs[0]
         d = env.deliveries.get(src)
         hold = f"padded input rows {int(held[g, 0])}..{int(held[g, 1]) - 1} (its window)"
-        if 0 <= h < env.shape_of(src)[2]:
+        if h is not None and 0 <= h < env.shape_of(src)[2]:
             flat = h * env.shape_of(src)[3]
             raise read_error(env.mem.p, env.ki, *first_pe(g), src, flat, hold, d)
-        raise SimError(f"kernel '{k.name}' ({k.kind}): the PEs of row group {g} read padded "
-                       f"input row {row} of %{src}, a pad row outside their window ({hold})")
+        px, py = first_pe(g)
+        x, y = grid_pe(env.mem.p, env.ki, px, py)
+        raise SimError(f"kernel '{k.name}' ({k.kind}): PE ({x}, {y}) (offset ({px}, {py})) of "
+                       f"row group {g} reads padded input row {row} of %{src}, a zero row "
+                       f"outside its window ({hold})")
     rows = need0[:, None] + np.arange(L)[None, :]
     have = (rows >= held[:, 0:1]) & (rows < held[:, 1:2]) & (rows < hp)
     loc = xp[:, :, np.minimum(rows, hp - 1)]  # [N, C, s, L, W]

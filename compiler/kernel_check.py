@@ -11,6 +11,7 @@ computed its worst element and that element.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from wsec.backends.format import Program
@@ -19,12 +20,12 @@ from wsec.backends.sim_exec import reference_kernel
 from wsec.backends.sim_inbox import grid_pe
 from wsec.backends.sim_pe import SramImages
 
-from .run import compare
-
 
 def check_kernels(prog: Program, res: RunResult, out: Callable[[str], None], rtol: float,
-                  atol: float) -> bool:
-    """Print one line per kernel (and the first difference); True if all match."""
+                  atol: float, compare: Callable[..., Any]) -> bool:
+    """Print one line per kernel (and the first difference); True if all
+    match. `compare(name, got, ref, rtol, atol)` is `wsec run`'s element
+    comparison (a row with `ok` and `max_abs`)."""
     mem = SramImages(prog)
     first = None
     ok_all = True

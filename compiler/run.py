@@ -168,7 +168,7 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> int
     if a.per_kernel:
         from .kernel_check import check_kernels
 
-        kernels_ok = check_kernels(prog, res, out, *tolerances(prog, a.rtol, a.atol))
+        kernels_ok = check_kernels(prog, res, out, *tolerances(prog, a.rtol, a.atol), compare)
     if a.check:
         rows, ref_s = check_against_onnx(a.check, inputs, res.outputs, prog, out,
                                          a.rtol, a.atol)

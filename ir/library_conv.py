@@ -336,6 +336,13 @@ class DeconvKind(LibraryKind):
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)
         return k, c * s, cycles, sram
 
+    def input_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Rows [start, stop) output-row group `group` holds of the input
+        dilated by the stride (sh - 1 zero rows between input rows, the
+        kernel's reach padded above): its rows' span plus the window halo
+        of (R - 1) * dh rows. Only every sh-th of them is an input row."""
+        return window_rows(dims["Ho"], int(knobs["s"]), 1, dims["R"], dims.get("dh", 1), group)
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

@@ -21,7 +21,7 @@ from wsec.ir.opsem_more import _convt_pads, resize_plan, resize_taps
 
 from .sim_base import COMPUTE_DTYPE
 from .sim_pe import Env
-from .sim_sharded import row_windows
+from .sim_sharded import block_rows, pe_partials, row_windows
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -77,11 +77,11 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     wpe = env.mem.pe_array(env.ki, k.weights.index(node.inputs[1]), (cb, kb, R, S))
     wpe = wpe.reshape(s, c, kk, cb, kb, R, S)[..., ::-1, ::-1]  # each PE flips its own shard
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
+    # every PE's flipped shard as a [cb R S, kb] block
+    wall = block_rows(wpe.transpose(1, 0, 3, 5, 6, 2, 4), c, s, cb * R * S, kk * kb)
     for ci in range(c):  # the reduction along each PE column, in PE order
         xc = win[:, :, ci * cb:(ci + 1) * cb].transpose(0, 1, 3, 4, 2, 5, 6)
-        xc = xc.reshape(s, N * hb * Wo, cb * R * S)
-        wc = wpe[:, ci].transpose(0, 2, 4, 5, 1, 3).reshape(s, cb * R * S, kk * kb)
-        acc += np.matmul(xc, wc)
+        acc += pe_partials(xc.reshape(s, N * hb * Wo, cb * R * S), wall[ci])
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias:
         if bias not in k.weights:

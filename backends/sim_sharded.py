@@ -80,13 +80,13 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     xloc = row_windows(env, node, xp, s, lambda g: (0, g * c), hb, st[0], R, dl[0], Ho, pb[0])
     win = windows(xloc, [R, S], st, dl, [hb, Wo]).reshape(s, N, xp.shape[1], hb, Wo, R, S)
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
+    if G == 1:  # every PE's shard as a [cb R S, kb] block, block rows ci
+        wall = block_rows(wpe.transpose(1, 0, 4, 5, 6, 2, 3), c, s, cb * R * S, kk * kb)
     for ci in range(c):  # the reduction along each PE column, in PE order
         w_ci = wpe[:, ci]  # [s, k, kb, cb, R, S]: every PE of block row ci
         if G == 1:
             xc = win[:, :, ci * cb:(ci + 1) * cb].transpose(0, 1, 3, 4, 2, 5, 6)
-            xc = xc.reshape(s, N * hb * Wo, cb * R * S)
-            wc = w_ci.transpose(0, 3, 4, 5, 1, 2).reshape(s, cb * R * S, kk * kb)
-            acc += np.matmul(xc, wc)
+            acc += pe_partials(xc.reshape(s, N * hb * Wo, cb * R * S), wall[ci])
         else:  # grouped: each out channel reads the in-channels of its group
             o = np.minimum(np.arange(kk * kb), K - 1).reshape(kk, kb)
             j = np.minimum(ci * cb + np.arange(cb), cg - 1)
@@ -111,6 +111,23 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
     return True
+
+
+def block_rows(w: np.ndarray, *shape: int) -> np.ndarray:
+    """PE shards as contiguous f64 blocks (see pe_partials)."""
+    return np.ascontiguousarray(w, dtype=np.float64).reshape(shape)
+
+
+def pe_partials(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Every PE's partial sum x @ w, rounded to f32 once as the PE sends it.
+
+    Why f64 inside: BLAS computes a matrix's edge columns with other
+    kernels than its middle, so two output channels with equal inputs can
+    differ in the last f32 bit; the light models' equal weights and 1e26
+    logits turn that ulp into a different softmax (see _pe_products). A
+    PE computes every output channel the same way; accumulating in f64 and
+    rounding once gives every column the same f32 result."""
+    return np.matmul(np.asarray(x, np.float64), w).astype(COMPUTE_DTYPE)
 
 
 def row_windows(env: Env, node: Node, xp: np.ndarray, s: int,

@@ -20,10 +20,10 @@ from wsec.ir.graph import Node
 
 from .sim_base import SimError
 from .sim_inbox import Delivery
-from .sim_pe import Env, KernelRun, SramImages, node_of
+from .sim_pe import Env, KernelRun, SramImages, node_of, run_op
 from .sim_reduce import decomposed_ln, gather, instance_norm, reduce
 from .sim_resample import deconv, resize
-from .sim_rows import norm, pool, softmax
+from .sim_rows import fused_pool, norm, pool, softmax
 from .sim_sharded import SHARDED
 from .sim_spread import datamove, elementwise
 from .sim_tail import run_tail
@@ -45,8 +45,38 @@ def anchored(fn: Callable[[Env, Node, dict[str, int]], bool]) -> Executor:
         out = body[0].outputs[0]
         if out not in env.owner:
             return 1
-        return 1 + run_tail(env, body[1:], env.shape_of(out), env.owner[out], stats)
+        done = 1 + run_tail(env, body[1:], env.shape_of(out), env.owner[out], stats)
+        while done < len(body):  # a pooling fused into a conv, a view of the result
+            node = body[done]
+            if env.k.kind == "conv" and fused_pool(env, node, stats):
+                done += 1
+            elif not view(env, node):
+                break
+            else:
+                done += 1
+            o = node.outputs[0]
+            done += run_tail(env, body[done:], env.shape_of(o), env.owner[o], stats)
+        return done
     return run
+
+
+_VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+
+
+def view(env: Env, node: Node) -> bool:
+    """A fused view (Reshape back to 3-D after a matmul, ...): the elements
+    stay where they are, on the PEs that own them."""
+    src = node.inputs[0] if node.inputs else ""
+    if node.op not in _VIEWS or src not in env.owner or src not in env.vals:
+        return False
+    args = [env.get(i, node.name) if i else None for i in node.inputs]
+    out = run_op(env.k.name, node, args)[0]
+    if out.size != env.vals[src].size:
+        return False
+    env.store(node.outputs[0], out)
+    env.owner[node.outputs[0]] = np.broadcast_to(env.owner[src], env.vals[src].shape) \
+        .reshape(out.shape)
+    return True
 
 
 # kind -> its per-PE executor (returns how many body ops it ran per PE)

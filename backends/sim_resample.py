@@ -34,10 +34,27 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
         return False
     x = env.get(node.inputs[0], node.name)
     wshape = env.shape_of(node.inputs[1])
-    if x.ndim != 4 or len(wshape) != 4 or int(node.attrs.get("group", 1)) != 1 \
+    out_shape = env.shape_of(node.outputs[0])
+    if x.ndim not in (3, 4) or len(wshape) != x.ndim or int(node.attrs.get("group", 1)) != 1 \
             or not np.issubdtype(x.dtype, np.floating):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
+    wi = k.weights.index(node.inputs[1])
+    lay = env.mem.layout(env.ki, wi)
+    pad = tuple(int(v) for v in (lay.stop - lay.start).reshape(-1, len(wshape)).max(axis=0))
+    raw = env.mem.pe_array(env.ki, wi, pad)
+    if x.ndim == 3:  # one row: the sequence along W
+        x, wshape, raw = x[:, :, None, :], (*wshape[:2], 1, wshape[2]), raw[..., None, :]
+        a = dict(node.attrs)
+        for key in ("strides", "dilations", "kernel_shape", "output_padding"):
+            if a.get(key) is not None:
+                a[key] = [1 if key != "output_padding" else 0, *list(a[key])]  # type: ignore
+        if a.get("pads") is not None:
+            p0, p1 = list(a["pads"])  # type: ignore[misc]
+            a["pads"] = [0, p0, 0, p1]
+        if a.get("output_shape") is not None:
+            a["output_shape"] = [1, *list(a["output_shape"])[-1:]]  # type: ignore
+        node = Node(node.name, node.op, node.inputs, node.outputs, a)
     C, K, R, S = wshape
     N, _, H, W = x.shape
     kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
@@ -51,7 +68,7 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     full = [st[i] * ((H, W)[i] - 1) + op[i] + ((R, S)[i] - 1) * dl[i] + 1
             for i in range(2)]
     pb, _ = _convt_pads(node, (H, W), full)
-    Ho, Wo = env.shape_of(node.outputs[0])[2:]
+    Ho, Wo = (1, out_shape[2]) if len(out_shape) == 3 else out_shape[2:]
     # the dilated input, with the flipped kernel's reach above/left less the crop
     xd = np.zeros((N, c * cb, (H - 1) * st[0] + 1, (W - 1) * st[1] + 1), COMPUTE_DTYPE)
     xd[:, :C, ::st[0], ::st[1]] = x
@@ -74,8 +91,7 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     loc = row_windows(env, node, xq, s, lambda g: (0, g * c), hb, 1, R, dl[0], Ho, top[0],
                       row_of)
     win = windows(loc, [R, S], [1, 1], dl, [hb, Wo]).reshape(s, N, c * cb, hb, Wo, R, S)
-    wpe = env.mem.pe_array(env.ki, k.weights.index(node.inputs[1]), (cb, kb, R, S))
-    wpe = wpe.reshape(s, c, kk, cb, kb, R, S)[..., ::-1, ::-1]  # each PE flips its own shard
+    wpe = raw.reshape(s, c, kk, cb, kb, R, S)[..., ::-1, ::-1]  # each PE flips its own shard
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
     # every PE's flipped shard as a [cb R S, kb] block
     wall = block_rows(wpe.transpose(1, 0, 3, 5, 6, 2, 4), c, s, cb * R * S, kk * kb)
@@ -90,10 +106,12 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
         acc += bpe[:, c - 1][:, None, :]
     y = acc.reshape(s, N, hb, Wo, kk * kb).transpose(1, 4, 0, 2, 3).reshape(N, kk * kb,
                                                                              s * hb, Wo)
-    env.store(node.outputs[0], np.ascontiguousarray(y[:, :K, :Ho]))
+    y = np.ascontiguousarray(y[:, :K, :Ho])
     col = np.arange(K) // kb
     row = (np.arange(Ho) // hb) * c + (c - 1)
-    env.owner[node.outputs[0]] = row[None, None, :, None] * kk + col[None, :, None, None]
+    own = row[None, None, :, None] * kk + col[None, :, None, None]
+    env.store(node.outputs[0], y.reshape(out_shape))
+    env.owner[node.outputs[0]] = np.broadcast_to(own, y.shape).reshape(out_shape)
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
     return True
@@ -102,7 +120,7 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
 def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
     k = env.k
     x = env.get(node.inputs[0], node.name)
-    if node.op != "Resize" or x.ndim != 4 or int(node.attrs.get("antialias", 0)):
+    if node.op != "Resize" or x.ndim < 3 or int(node.attrs.get("antialias", 0)):
         return False
 
     def arg(i: int) -> np.ndarray | None:
@@ -114,16 +132,16 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
         return False
     nearest = str(node.attrs.get("mode", "nearest")) == "nearest"
     c, s = int(k.knobs["c"]), int(k.knobs["s"])
-    Ho = out[2]
+    Ho = out[2] if x.ndim == 4 else 1  # 1-D, 3-D: the rows the kind splits (none / folded)
     hb = _cdiv(Ho, s)
     y = x if nearest else x.astype(np.float64)
     outside = np.zeros(out, bool)
     held = 0
-    for a in (2, 3):
+    for a in range(2, x.ndim):
         if out[a] == x.shape[a] and sc[a] == 1.0 and rois[a] == (0.0, 1.0):
             continue
         idx, w, off = resize_taps(node, x.shape[a], out[a], sc[a], rois[a])
-        if a == 2:  # each row group reads the input rows its rows' taps name
+        if a == 2 and x.ndim == 4:  # each row group reads the input rows its rows' taps name
             groups = np.arange(Ho) // hb
             held = max(np.unique(idx[groups == g]).size for g in np.unique(groups).tolist())
         g = np.take(y, idx, axis=a)
@@ -144,8 +162,9 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
     env.store(node.outputs[0], np.ascontiguousarray(y).astype(x.dtype))
     C = x.shape[1]
     cg = np.arange(C) // _cdiv(C, c)
-    env.owner[node.outputs[0]] = ((np.arange(Ho) // hb)[None, None, :, None] * c
-                                  + cg[None, :, None, None])
+    rows = (np.arange(out[2]) // hb) if x.ndim == 4 else np.zeros(1, np.int64)
+    own = rows[None, None, :] * c + cg[None, :, None]
+    env.owner[node.outputs[0]] = own.reshape(*own.shape, *(1,) * (x.ndim - 3))
     stats["sharded_pes"] = c * min(s, Ho)
     stats["rows_held_max"] = int(held)
     return True

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import Node
+from wsec.ir.kernels import KINDS
 from wsec.ir.opsem import windows
 from wsec.ir.opsem_core import _pool_geometry
 
-from .sim_base import COMPUTE_DTYPE
-from .sim_pe import Env
+from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_inbox import grid_pe
+from .sim_pe import Env, run_op
 from .sim_sharded import row_windows
 from .sim_tail import const_on_owners
 
@@ -41,12 +43,87 @@ def _grouped_lin(env: Env, i: np.ndarray) -> np.ndarray:
 
 
 def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
-    k = env.k
+    """2-D pooling per PE; 1-D as 2-D rows of one row; 3-D global pooling
+    with depth folded into the rows; 3-D windowed pooling reduces each
+    output plane's T input planes first (both poolings are separable)."""
     x = env.get(node.inputs[0], node.name)
-    if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating) or \
+    if x.ndim not in (3, 4, 5) or not np.issubdtype(x.dtype, np.floating) or \
             (node.op == "MaxPool" and len(node.outputs) > 1 and node.outputs[1]):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
+    out = env.shape_of(node.outputs[0])
+    glob = node.op.startswith("Global")
+    if x.ndim == 4:
+        got = _pool4(env, node, x, stats)
+    elif glob:
+        got = _pool4(env, node, x.reshape(x.shape[0], x.shape[1], -1, x.shape[-1]), stats)
+    elif x.ndim == 3:
+        got = _pool4(env, _flat_node(node, 1), x[:, :, None, :], stats)
+    else:
+        got = _pool_3d(env, node, x, stats)
+    if got is None:
+        return False
+    y, own = got
+    env.store(node.outputs[0], np.ascontiguousarray(y).reshape(out))
+    env.owner[node.outputs[0]] = np.broadcast_to(own, y.shape).reshape(out)
+    return True
+
+
+def _flat_node(node: Node, nsp: int) -> Node:
+    """The 2-D pooling a 1-D (nsp 1: rows of one) or 3-D (nsp 3: per depth
+    plane) pooling runs as."""
+    a = dict(node.attrs)
+    if nsp == 1:
+        for key, one in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+            if a.get(key) is not None:
+                a[key] = [one, *list(a[key])]  # type: ignore[misc]
+        if a.get("pads") is not None:
+            p0, p1 = list(a["pads"])  # type: ignore[misc]
+            a["pads"] = [0, p0, 0, p1]
+    else:
+        for key in ("kernel_shape", "strides", "dilations"):
+            if a.get(key) is not None:
+                a[key] = list(a[key])[1:]  # type: ignore[index]
+        if a.get("pads") is not None:
+            p = list(a["pads"])  # type: ignore[arg-type]
+            a["pads"] = [p[1], p[2], p[4], p[5]]
+    return Node(node.name, node.op, node.inputs, node.outputs, a)
+
+
+def _pool_3d(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
+             ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each output depth plane's T input planes reduced first, then the
+    (H, W) pooling per PE on the [N Do, C, H, W] planes."""
+    if str(node.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+        return None
+    kernel, st, dl, pb, pe, oe = _pool_geometry(node, x)
+    N, C, D = x.shape[:3]
+    Do, extra = oe[0], oe[3]
+    mx = node.op == "MaxPool"
+    xd = np.pad(x, [(0, 0), (0, 0), (pb[0], pe[0] + extra), (0, 0), (0, 0)],
+                constant_values=-np.inf if mx else 0.0)
+    planes = np.arange(Do)[:, None] * st[0] + np.arange(kernel[0])[None, :] * dl[0]
+    xs = xd[:, :, planes]  # [N, C, Do, T, H, W]
+    if mx:
+        red = xs.max(axis=3)
+    else:
+        if node.attrs.get("count_include_pad", 0):
+            valid = planes < D + pb[0] + pe[0]
+        else:
+            valid = (planes >= pb[0]) & (planes < pb[0] + D)
+        red = xs.sum(axis=3) / valid.sum(axis=1)[None, None, :, None, None].astype(COMPUTE_DTYPE)
+    x4 = red.transpose(0, 2, 1, 3, 4).reshape(N * Do, C, *x.shape[3:])
+    got = _pool4(env, _flat_node(node, 3), x4.astype(COMPUTE_DTYPE), stats)
+    if got is None:
+        return None
+    y4, own = got
+    y = y4.reshape(N, Do, C, *y4.shape[2:]).transpose(0, 2, 1, 3, 4)
+    return y, own[:, :, None]  # every depth plane: the owners of its rows
+
+
+def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
+           ) -> tuple[np.ndarray, np.ndarray] | None:
+    k = env.k
     c, s = int(k.knobs["c"]), int(k.knobs["s"])
     N, C, H, W = x.shape
     cb = _cdiv(C, c)
@@ -63,13 +140,11 @@ def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
             acc = part if acc is None else (np.maximum(acc, part) if node.op == "GlobalMaxPool"
                                             else acc + part)
         if acc is None or sum(b - a for a, b in held) != H:
-            return False  # rows not dealt out exactly once: the reference path reports it
+            return None  # rows not dealt out exactly once: the reference path reports it
         y = acc if node.op == "GlobalMaxPool" else acc / COMPUTE_DTYPE(H * W)
-        env.store(node.outputs[0], y.reshape(N, C, 1, 1))
         i = (np.arange(C) // cb) * s + (s - 1)
-        env.owner[node.outputs[0]] = _grouped_lin(env, i).reshape(1, C, 1, 1)
         stats["sharded_pes"] = c * s
-        return True
+        return y.reshape(N, C, 1, 1), _grouped_lin(env, i).reshape(1, C, 1, 1)
     kernel, st, dl, pb, pe, oe = _pool_geometry(node, x)
     (Ho, Wo), extra = oe[:2], oe[2:]
     R = kernel[0]
@@ -96,16 +171,12 @@ def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
         count = windows(np.nan_to_num(mloc), kernel, st, dl, [hb, Wo]).sum(axis=(4, 5))
         y = total / count
     y = y.reshape(s, N, C, hb, Wo).transpose(1, 2, 0, 3, 4).reshape(N, C, s * hb, Wo)[:, :, :Ho]
-    env.store(node.outputs[0], np.ascontiguousarray(y))
     i = (np.arange(C) // cb)[:, None] * s + (np.arange(Ho) // hb)[None, :]
-    env.owner[node.outputs[0]] = _grouped_lin(env, i).reshape(1, C, Ho, 1)
     stats["sharded_pes"] = c * s
-    return True
+    return y, _grouped_lin(env, i).reshape(1, C, Ho, 1)
 
 
 def env_kind_rows(env: Env, g: int) -> tuple[int, int]:
-    from wsec.ir.kernels import KINDS
-
     return KINDS[env.k.kind].input_rows(env.k.dims, env.k.knobs, g)
 
 
@@ -228,4 +299,45 @@ def _batchnorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     env.store(node.outputs[0], ((x - m) * kk + b).astype(COMPUTE_DTYPE))
     env.owner[node.outputs[0]] = owner
     stats["sharded_pes"] = c * s
+    return True
+
+
+def fused_pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    """A pooling fused after a conv (ConvKind's `pool` dims): each pooled
+    row is computed by the row group owning its window's last conv row,
+    which holds its own conv rows plus the pR - psh rows before them that
+    the previous group sends it; a window reaching further back is a
+    SimError at that group's PE. The pooled element's owner is the owner of
+    that last conv row."""
+    k = env.k
+    src = node.inputs[0]
+    x = env.vals.get(src)
+    own = env.owner.get(src)
+    if node.op not in ("MaxPool", "AveragePool") or x is None or own is None or x.ndim != 4 \
+            or (len(node.outputs) > 1 and node.outputs[1]):
+        return False
+    kernel, st, dl, pb, _, oe = _pool_geometry(node, x)
+    Hq = oe[0]
+    Ho = x.shape[2]
+    s = int(k.knobs["s"])
+    hb = _cdiv(Ho, s)
+    kind = KINDS[k.kind]
+    held = np.array([kind.pool_rows(k.dims, k.knobs, g) for g in range(s)], np.int64)
+    q = np.arange(Hq)
+    first = np.clip(q * st[0] - pb[0], 0, Ho - 1)
+    last = np.clip(q * st[0] - pb[0] + (kernel[0] - 1) * dl[0], 0, Ho - 1)
+    group = last // hb
+    bad = np.flatnonzero((first < held[group, 0]) | (last >= held[group, 1]))
+    if bad.size:
+        i = int(bad[0])
+        g = int(group[i])
+        c = int(k.knobs.get("c", 1))
+        x0, y0 = grid_pe(env.mem.p, env.ki, 0, g * c + c - 1)
+        raise SimError(f"kernel '{k.name}' ({k.kind}): PE ({x0}, {y0}) pools output row {i} "
+                       f"from conv rows {int(first[i])}..{int(last[i])} of %{src}, but its row "
+                       f"group holds rows {int(held[g, 0])}..{int(held[g, 1]) - 1}")
+    y = run_op(k.name, node, [x])[0]
+    env.store(node.outputs[0], y)
+    env.owner[node.outputs[0]] = np.take(np.broadcast_to(own, x.shape), last, axis=2)
+    stats["fused_pool_rows"] = int(Hq)
     return True

@@ -55,29 +55,84 @@ def _ints(v: object, n: int, default: int) -> list[int]:
 
 
 def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    """A 2-D conv per PE; a 1-D conv as a 2-D one whose rows are the
+    sequence (the s groups split the output length); a 3-D conv as 2-D
+    planes (every output depth plane reads its T input planes as T x C
+    channels, the kind's `fold_depth`)."""
     k = env.k
     if node.op != "Conv" or node.inputs[1] not in k.weights:
         return False
     x = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
     wshape = _shape(env, node.inputs[1])
-    if x.ndim != 4 or len(wshape) != 4:
+    out = _shape(env, node.outputs[0])
+    if x.ndim != len(wshape) or x.ndim not in (3, 4, 5):
         return False
+    nd = x.ndim - 2
+    st = _ints(node.attrs.get("strides"), nd, 1)
+    dl = _ints(node.attrs.get("dilations"), nd, 1)
+    pb, pe = pads(node, x.shape[2:], list(wshape[2:]), st, dl)
+    if nd == 2:
+        y, own = _conv2d(env, node, x, wshape, st, dl, pb, pe, lambda a: a, None, stats)
+    elif nd == 1:  # the sequence as rows
+        L = x.shape[2]
+
+        def elem(row: int) -> int | None:
+            return row if 0 <= row < L else None
+
+        y, own = _conv2d(env, node, x[:, :, :, None], (*wshape, 1), [st[0], 1], [dl[0], 1],
+                         [pb[0], 0], [pe[0], 0], lambda a: a.reshape(*a.shape, 1), elem, stats)
+        y, own = y[..., 0], own[..., 0]
+    else:  # depth folded: [N Do, C T, H, W]
+        N, C, D = x.shape[:3]
+        K, cg, T = wshape[:3]
+        Do = out[2]
+        xd = np.pad(x, [(0, 0), (0, 0), (pb[0], pe[0]), (0, 0), (0, 0)])
+        planes = np.arange(Do)[:, None] * st[0] + np.arange(T)[None, :] * dl[0]  # [Do, T]
+        xs = xd[:, :, planes]  # [N, C, Do, T, H, W]
+        x4 = xs.transpose(0, 2, 1, 3, 4, 5).reshape(N * Do, C * T, *x.shape[3:])
+        H, W = x.shape[3:]
+
+        def elem3(row: int) -> int | None:
+            return row * W if 0 <= row < H else None
+
+        y4, own = _conv2d(env, node, x4, (K, cg * T, *wshape[3:]), st[1:], dl[1:], pb[1:],
+                          pe[1:], lambda a: a.reshape(*a.shape[:-4], a.shape[-4] * T,
+                                                      *a.shape[-2:]), elem3, stats, T)
+        y = y4.reshape(N, Do, K, *y4.shape[2:]).transpose(0, 2, 1, 3, 4)
+        own = own[:, :, None]
+    env.store(node.outputs[0], np.ascontiguousarray(y))
+    env.owner[node.outputs[0]] = own
+    return True
+
+
+def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: list[int],
+            dl: list[int], pb: list[int], pe: list[int],
+            shard: Callable[[np.ndarray], np.ndarray], elem: Callable[[int], int | None] | None,
+            stats: dict[str, int], fold: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The conv on 2-D rows: PE (px, py) multiplies input-channel block
+    py % c of the rows its row group py // c holds (span and halo,
+    `row_windows`) with its shard (`shard` maps the stored shard to
+    [kb, cb, R, S]); partials reduced down each column in PE order; the
+    reduction-end PE adds its bias shard. Returns y [N, K, Ho, Wo] and the
+    owner of each element."""
+    k = env.k
     K, cg, R, S = wshape
     N, C = x.shape[:2]
     G = int(node.attrs.get("group", 1))
     kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
     _check_rect(env, kk, c * s)
-    kb, cb = _cdiv(K, kk), _cdiv(cg, c)
-    Ho, Wo = _shape(env, node.outputs[0])[2:]
+    kb, cb = _cdiv(K, kk), _cdiv(cg // fold, c) * fold  # fold: depth taps per channel
+    Ho = (x.shape[2] + pb[0] + pe[0] - dl[0] * (R - 1) - 1) // st[0] + 1
+    Wo = (x.shape[3] + pb[1] + pe[1] - dl[1] * (S - 1) - 1) // st[1] + 1
     hb = _cdiv(Ho, s)
     # PE axes explicit: [row group, in-channel block, out-channel block, shard...]
-    wpe = env.mem.pe_array(env.ki, k.weights.index(node.inputs[1]), (kb, cb, R, S))
-    wpe = wpe.reshape(s, c, kk, kb, cb, R, S)
-    st, dl = _ints(node.attrs.get("strides"), 2, 1), _ints(node.attrs.get("dilations"), 2, 1)
-    pb, pe = pads(node, x.shape[2:], [R, S], st, dl)
+    wi = k.weights.index(node.inputs[1])
+    wpe = shard(env.mem.pe_array(env.ki, wi, _pad_shape(env, wi))).reshape(s, c, kk, kb, cb,
+                                                                            R, S)
     cpad = c * cb - cg if G == 1 else 0
     xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0]), (pb[1], pe[1])])
-    xloc = row_windows(env, node, xp, s, lambda g: (0, g * c), hb, st[0], R, dl[0], Ho, pb[0])
+    xloc = row_windows(env, node, xp, s, lambda g: (0, g * c), hb, st[0], R, dl[0], Ho, pb[0],
+                       None, elem)
     win = windows(xloc, [R, S], st, dl, [hb, Wo]).reshape(s, N, xp.shape[1], hb, Wo, R, S)
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
     if G == 1:  # every PE's shard as a [cb R S, kb] block, block rows ci
@@ -103,14 +158,19 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     y = y[:, :K, :Ho]
     if bias and bias not in k.weights:
         y = y + env.get(bias, node.name).reshape(1, -1, 1, 1)
-    env.store(node.outputs[0], np.ascontiguousarray(y))
     # each output element ends on its column's reduction-end PE of its row group
     col = np.arange(K) // kb
     row = (np.arange(Ho) // hb) * c + (c - 1)
-    env.owner[node.outputs[0]] = (row[None, None, :, None] * kk + col[None, :, None, None])
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
-    return True
+    return y, row[None, None, :, None] * kk + col[None, :, None, None]
+
+
+def _pad_shape(env: Env, wi: int) -> tuple[int, ...]:
+    """The largest shard extent of weight wi over the kernel's PEs."""
+    lay = env.mem.layout(env.ki, wi)
+    ext = (lay.stop - lay.start).reshape(-1, lay.start.shape[-1])
+    return tuple(int(v) for v in ext.max(axis=0))
 
 
 def block_rows(w: np.ndarray, *shape: int) -> np.ndarray:
@@ -133,7 +193,8 @@ def pe_partials(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 def row_windows(env: Env, node: Node, xp: np.ndarray, s: int,
                 first_pe: Callable[[int], tuple[int, int]], hb: int, sh: int, R: int, dh: int,
                 Ho: int, pad_top: int,
-                row_of: Callable[[int], int | None] | None = None) -> np.ndarray:
+                row_of: Callable[[int], int | None] | None = None,
+                elem: Callable[[int], int | None] | None = None) -> np.ndarray:
     """Every row group's input buffer [s * N, C, L, W]: the padded rows the
     kind says it holds (`input_rows`: its span and halo), at the offsets its
     output rows read. A row a group's outputs read but it does not hold is a
@@ -156,8 +217,10 @@ def row_windows(env: Env, node: Node, xp: np.ndarray, s: int,
         src = node.inputs[0]
         d = env.deliveries.get(src)
         hold = f"padded input rows {int(held[g, 0])}..{int(held[g, 1]) - 1} (its window)"
-        if h is not None and 0 <= h < env.shape_of(src)[2]:
-            flat = h * env.shape_of(src)[3]
+        shp = env.shape_of(src)
+        flat = (elem(h) if elem is not None else
+                h * int(np.prod(shp[3:])) if 0 <= h < shp[2] else None) if h is not None else None
+        if flat is not None:
             raise read_error(env.mem.p, env.ki, *first_pe(g), src, flat, hold, d)
         px, py = first_pe(g)
         x, y = grid_pe(env.mem.p, env.ki, px, py)

@@ -163,6 +163,7 @@ def run_tail(env: Env, ops: list[Node], grid: tuple[int, ...], owner: np.ndarray
                 env.vals[o] = as_compute(np.broadcast_to(a, grid))
             else:
                 env.store(o, np.broadcast_to(a, grid) if a.shape != grid else a)
+            env.owner[o] = owner
         done += 1
     stats["tail_ops"] = stats.get("tail_ops", 0) + done
     return done

@@ -254,9 +254,23 @@ class ConvKind(LibraryKind):
         """Rows [start, stop) of the padded input (pad rows counted) that
         output-row group `group` (PE rows group*c .. group*c + c - 1) holds:
         the strided span of its ceil(Ho/s) output rows plus the window's
-        halo of (R - 1) * dh + 1 - sh rows shared with the next group."""
+        halo of (R - 1) * dh + 1 - sh rows shared with the next group. A 1-D
+        conv's groups split the sequence: its stretch of the padded input."""
+        if dims.get("L1"):
+            return window_rows(dims["Wo"], int(knobs["s"]), dims["sw"], dims["S"], dims["dw"],
+                               group)
         return window_rows(dims["Ho"], int(knobs["s"]), dims["sh"], dims["R"], dims["dh"],
                            group)
+
+    def pool_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Conv output rows [start, stop) row group `group` holds for a fused
+        pooling: its own rows and the pR - 1 before them, the most a window
+        ending in its rows reaches back. (The cost model counts pR - psh
+        halo rows, which covers windows that never straddle a group
+        boundary; the simulator checks the windows against these rows.)"""
+        per = -(-dims["Ho"] // int(knobs["s"]))
+        first = group * per
+        return max(0, first - (int(dims.get("pR", 1)) - 1)), min(dims["Ho"], first + per)
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

@@ -59,7 +59,11 @@ def segments(x: np.ndarray, axes: tuple[int, ...], op: str, pr: int
     rb = _cdiv(r, pr)
     x2 = xm.reshape(o, r)
     if pr * rb > r:
-        x2 = np.pad(x2, [(0, 0), (0, pr * rb - r)], constant_values=_IDENTITY.get(op, 0.0))
+        fill = _IDENTITY.get(op, 0.0)
+        if np.issubdtype(x2.dtype, np.integer) and not np.isfinite(fill):
+            info = np.iinfo(x2.dtype)
+            fill = info.min if fill < 0 else info.max
+        x2 = np.pad(x2, [(0, 0), (0, pr * rb - r)], constant_values=fill)
     return x2.reshape(o, pr, rb), kept, r
 
 
@@ -128,9 +132,12 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     if node.op == "CumSum" or node.op == "Einsum":
         return 0
     x = env.get(node.inputs[0], node.name)
-    if not np.issubdtype(x.dtype, np.floating) or x.ndim == 0:
-        return 0
-    x = x.astype(COMPUTE_DTYPE, copy=False)
+    floating = np.issubdtype(x.dtype, np.floating)
+    if x.ndim == 0 or not (floating or node.op in ("ReduceSum", "ReduceMax", "ReduceMin",
+                                                      "ArgMax", "ArgMin")):
+        return 0  # an integer mean or norm rounds as the reference semantics say
+    if floating:
+        x = x.astype(COMPUTE_DTYPE, copy=False)
     out_shape = env.shape_of(node.outputs[0])
     o = max(1, int(np.prod(out_shape)))
     p = int(env.k.knobs["p"])
@@ -146,7 +153,8 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         r = int(np.prod([x.shape[a] for a in axes]))
         pr = min(max(1, p // o), max(r, 1))
         y, _ = reduce_rows(x, axes, node.op, pr)
-    env.store(node.outputs[0], np.asarray(y).reshape(out_shape))
+    env.store(node.outputs[0], np.asarray(y).astype(x.dtype, copy=False).reshape(out_shape)
+              if node.op not in ("ArgMax", "ArgMin") else np.asarray(y).reshape(out_shape))
     i = (np.arange(o) // _cdiv(o, po)) * pr + (pr - 1)  # the chain's last PE
     owner = _spread_lin(env, i).reshape(out_shape)
     env.owner[node.outputs[0]] = owner

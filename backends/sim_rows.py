@@ -203,7 +203,8 @@ def softmax(env: Env, node: Node, stats: dict[str, int]) -> bool:
     x2 = np.pad(xm.reshape(rows, E), [(0, 0), (0, pe * nb - E)], constant_values=-np.inf)
     seg = x2.reshape(rows, pe, nb)  # [row, segment PE, its elements]
     gmax = seg.max(axis=2).max(axis=1, keepdims=True)[:, :, None]  # partial maxima combined
-    ex = np.exp(seg - gmax)
+    with np.errstate(invalid="ignore"):  # a row masked whole: NaN, as the reference
+        ex = np.exp(seg - gmax)
     part = ex.sum(axis=2, dtype=COMPUTE_DTYPE)
     tot = part[:, 0].copy()
     for j in range(1, pe):  # the segments' sums, added in segment order

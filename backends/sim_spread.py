@@ -20,11 +20,14 @@ from __future__ import annotations
 import numpy as np
 from wsec.ir.graph import Node
 
-from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_base import SimError
 from .sim_pe import Env, run_op
 from .sim_tail import broadcast_index, run_tail
 
 _TAG = float(2 ** 40)  # index tensors: (input + 1) * _TAG + flat position (exact in f64)
+# the inputs of a data-movement op that are data (the others: shapes, indices, ...)
+_DATA_INPUTS = {"Concat": tuple(range(64)), "ScatterND": (0, 2), "ScatterElements": (0, 2),
+                "Pad": (0,)}
 
 
 def _grid(env: Env, body: list[Node]) -> tuple[int, ...] | None:
@@ -82,17 +85,21 @@ def elementwise(env: Env, body: list[Node], stats: dict[str, int]) -> int:
 def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     """Trace the body on index tensors, then gather every output block."""
     k = env.k
-    acts = [i for n in body for i in n.inputs
-            if i and i in env.vals and i not in {o for m in body for o in m.outputs}]
-    acts = list(dict.fromkeys(acts))
-    traced = [a for a in acts if np.issubdtype(env.vals[a].dtype, np.floating)]
+    made = {o for m in body for o in m.outputs}
+    acts = list(dict.fromkeys(i for n in body for i in n.inputs
+                              if i and i in env.vals and i not in made))
+    # an activation is moved (traced) when every op reads it as data; one read
+    # as a shape, an index or a count is a parameter of the movement instead
+    params = {i for n in body for j, i in enumerate(n.inputs)
+              if i and j not in _DATA_INPUTS.get(n.op, (0,))}
+    traced = [a for a in acts if a not in params]
     if not traced or any(str(n.attrs.get("reduction", "none")) != "none" for n in body):
         return 0  # nothing to trace, or a scatter that adds (not a copy)
     tv: dict[str, np.ndarray] = {}
     for t, a in enumerate(traced):
         x = env.vals[a]
         tv[a] = ((t + 1) * _TAG + np.arange(x.size, dtype=np.float64)).reshape(x.shape)
-    casts: list[Node] = []
+    casts: dict[str, list[Node]] = {a: [] for a in traced}  # conversions on each path
     for node in body:
         args = []
         for i in node.inputs:
@@ -104,18 +111,22 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
                 args.append(env.vals[i])
             else:
                 args.append(env.get(i, node.name))  # a constant every PE holds
-        traced_in = any(i in tv for i in node.inputs if i)
-        if node.op == "Cast" and traced_in:
+        src_in = [i for i in node.inputs if i and i in tv]
+        chain = casts[src_in[0]] if src_in else []
+        if any(casts[i] != chain for i in src_in):
+            return 0  # inputs converted differently on their way: not one copy per element
+        if node.op == "Cast" and src_in:
             outs = [args[0]]
-            casts.append(node)
+            chain = [*chain, node]
         else:
             outs = run_op(k.name, node, args)
         for o, a in zip(node.outputs, outs, strict=False):
             if not o:
                 continue
             a = np.asarray(a)
-            if traced_in and np.issubdtype(a.dtype, np.floating):
+            if src_in:
                 tv[o] = a.astype(np.float64, copy=False)
+                casts[o] = chain
             else:
                 env.store(o, a)
     pes = 0
@@ -131,12 +142,13 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         if (band >= len(traced)).any() or (src & (pos >= top)).any():
             raise SimError(f"kernel '{k.name}' (datamove): its body does not only move "
                            "elements; the binary's description of the kernel is inconsistent")
-        out = np.where(src, 0.0, t).astype(COMPUTE_DTYPE)
+        dt = np.result_type(*(env.vals[a].dtype for a in traced))
+        out = np.where(src, 0, t).astype(dt)  # fills (pads): the PEs' own constants
         for b, a in enumerate(traced):  # each PE block gathers its elements
             m = src & (band == b)
             out[m] = env.vals[a].reshape(-1)[pos[m]]
         arr = out.reshape(tv[o].shape)
-        for c in casts:  # the element conversions of the chain, in order
+        for c in casts[o]:  # the element conversions on its path, in order
             arr = run_op(k.name, c, [arr])[0]
         env.store(o, arr)
         p = max(1, int(k.knobs.get("p", 1)))

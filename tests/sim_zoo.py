@@ -89,3 +89,29 @@ def attn_model(path: pathlib.Path) -> None:
     _save(helper.make_graph(
         nodes, "zoo_attn", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, T])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, D])], inits), 18, path)
+
+
+def shapes_model(path: pathlib.Path) -> None:
+    """1-D and 3-D convs, a conv with a fused max-pooling, 1-D pooling."""
+    rng = np.random.default_rng(5)
+    inits = [_init(rng, "w1", 6, 2, 3), _init(rng, "b1", 6), _init(rng, "w3", 4, 2, 3, 3, 3),
+             _init(rng, "w2", 8, 3, 3, 3), _init(rng, "b2", 8)]
+    nodes = [
+        helper.make_node("Conv", ["s", "w1", "b1"], ["c1"], pads=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("AveragePool", ["r1"], ["y1"], kernel_shape=[3], strides=[2],
+                         pads=[1, 1]),
+        helper.make_node("Conv", ["v", "w3"], ["y3"], pads=[1, 1, 1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("MaxPool", ["r2"], ["y2"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+    ]
+    _save(helper.make_graph(
+        nodes, "zoo_shapes",
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 2, 24]),
+         helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 2, 4, 6, 6]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+        [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1, 6, 12]),
+         helper.make_tensor_value_info("y3", TensorProto.FLOAT, [1, 4, 4, 6, 6]),
+         helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 8, 6, 6])], inits), 17, path)

@@ -36,7 +36,7 @@ WINDOWED = ("conv", "pool", "deconv")  # row groups holding input rows plus a ha
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Program]:
     d = tmp_path_factory.mktemp("zoo")
     out = {}
-    for name in ("cnn", "attn"):
+    for name in ("cnn", "attn", "shapes"):
         model = d / f"{name}.onnx"
         getattr(sim_zoo, f"{name}_model")(model)
         res = compile_model(str(model), CompileOptions())
@@ -314,3 +314,71 @@ def test_run_check_per_kernel_cli(tmp_path: pathlib.Path) -> None:
     lines = r.stdout.splitlines()
     assert "per-kernel check against the reference semantics" in r.stdout
     assert sum(ln.strip().startswith("k") and ln.endswith("PASS") for ln in lines) == 7
+
+
+# --- 1-D and 3-D convs, a pooling fused into a conv ----------------------------------------
+def _conv_of_rank(zoo: dict[str, Program], rank: int, fused_pool: bool = False
+                  ) -> tuple[Program, int]:
+    p = zoo["shapes"]
+    for ki, k in enumerate(p.kernels):
+        if k.kind != "conv":
+            continue
+        w = p.info["values"][k.weights[0]]
+        if w.count(",") + 1 == rank and (not fused_pool or k.body[-1]["op"] == "MaxPool"):
+            return p, ki
+    raise AssertionError(f"no rank-{rank} conv in the shapes zoo")
+
+
+@pytest.mark.parametrize("rank", [3, 5])
+def test_conv_1d_3d_shortened_halo(zoo: dict[str, Program], rank: int,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _conv_of_rank(zoo, rank)
+    k = p.kernels[ki]
+    assert int(k.knobs["s"]) > 1
+    fn = type(KINDS["conv"]).input_rows
+
+    def shortened(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
+        a, b = fn(self, dims, knobs, group)  # type: ignore[arg-type]
+        return (a, b - 1) if group == 0 and dims == k.dims else (a, b)
+
+    monkeypatch.setattr(type(KINDS["conv"]), "input_rows", shortened)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(conv\): PE \(\d+, \d+\)"):
+        _run(p, ki)
+
+
+@pytest.mark.parametrize("rank", [3, 5])
+def test_conv_1d_3d_corrupt_one_pe_shard(zoo: dict[str, Program], rank: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _conv_of_rank(zoo, rank)
+    clean = _run(p, ki)
+    fake = len(p.blobs) + 1
+    orig_blob = SramImages.blob
+    held: dict[str, int] = {}
+
+    def edit(self: SramImages, lay: Layout) -> Layout:
+        blob, code = lay.blob.copy(), lay.code.copy()
+        held["blob"] = int(blob[0, 0])
+        blob[0, 0], code[0, 0] = fake, code.max() + 1
+        return Layout(blob, lay.start, lay.stop, code)
+
+    _patch_layout(monkeypatch, ki, 0, edit)
+    monkeypatch.setattr(SramImages, "blob", lambda self, bi: orig_blob(self, held["blob"]) + 1
+                        if bi == fake else orig_blob(self, bi))
+    _differs_or_raises(p, ki, clean)
+
+
+def test_fused_pool_window_beyond_its_row_group(zoo: dict[str, Program],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _conv_of_rank(zoo, 4, fused_pool=True)
+    k = p.kernels[ki]
+    fn = type(KINDS["conv"]).pool_rows
+
+    def shortened(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
+        a, b = fn(self, dims, knobs, group)  # type: ignore[arg-type]
+        halo = int(dims["pR"]) - 1  # the group keeps no rows of the group before it
+        return (a + halo, b) if group == 1 and dims == k.dims else (a, b)
+
+    monkeypatch.setattr(type(KINDS["conv"]), "pool_rows", shortened)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(conv\): PE \(\d+, \d+\) pools "
+                                       r"output row \d+ from conv rows"):
+        _run(p, ki)

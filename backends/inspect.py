@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.fabric import Fabric
-from wsec.ir.metrics import RouteArrays, busiest_link, colors_per_pe, lane_bytes, link_loads
+from wsec.ir.metrics import (
+    RouteArrays,
+    busiest_link,
+    colors_per_pe,
+    lane_bytes,
+    link_loads,
+    merge_shared,
+    share_key,
+)
 
 from .format import NO_BUNDLE, Program, type_shape
 
@@ -43,6 +51,7 @@ def program_routes(p: Program, templates: bool = False) -> RouteArrays:
         lanes = lanes[lanes]
     nbytes = np.zeros(r.size, np.int64)
     edge = np.where(lanes, r["edge"].astype(np.int64), -1)
+    share = np.full(r.size, -1, np.int64)
     for bi, b in enumerate(p.bundles):
         sel = lanes & (r["bundle"] == bi)
         if not sel.any():
@@ -51,9 +60,10 @@ def program_routes(p: Program, templates: bool = False) -> RouteArrays:
         numel = int(np.prod(type_shape(p.info["values"][e.value]), dtype=np.int64)) \
             if e.value in p.info.get("values", {}) else 1
         nbytes[sel] = lane_bytes(e.bytes_per_sample, numel, int(b["lanes"]))[r["lane"][sel]]
-    return RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
-                       r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
-                       r["tx"].astype(np.int64), nbytes)
+        share[sel] = share_key(int(b["edge"]), int(b["lanes"]), r["lane"][sel])
+    return merge_shared(RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
+                                    r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
+                                    r["tx"].astype(np.int64), nbytes, share=share))
 
 
 def route_stats(p: Program) -> dict[str, int]:

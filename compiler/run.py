@@ -239,10 +239,11 @@ def _first_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def onnx_reference(model: str | bytes, inputs: Mapping[str, np.ndarray]
-                   ) -> tuple[dict[str, np.ndarray], float]:
+def onnx_reference(model: str | bytes, inputs: Mapping[str, np.ndarray],
+                   data_dir: str | None = None) -> tuple[dict[str, np.ndarray], float]:
     """onnxruntime's outputs on `inputs` (the model as given: a path, or a
-    serialized model) and its time."""
+    serialized model whose external data lies in `data_dir`, not in the
+    current directory) and its time."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -255,6 +256,9 @@ def onnx_reference(model: str | bytes, inputs: Mapping[str, np.ndarray]
                         else f"--check: '{model}' is not a file")
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if data_dir is not None:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                    data_dir)
     try:
         sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors have no common root
@@ -349,6 +353,7 @@ def check_against_onnx(model: str, inputs: Mapping[str, np.ndarray],
             f"(model hash differs)")
     train = (info.get("attrs") or {}).get("train")
     source: str | bytes = model
+    data_dir = None
     if isinstance(train, dict):  # a training step: run the step exported from the model
         from wsec.backends.format import type_shape
 
@@ -357,9 +362,10 @@ def check_against_onnx(model: str, inputs: Mapping[str, np.ndarray],
         shapes = {n: list(type_shape(info["values"][n])) for n in info["inputs"]
                   if n != train.get("labels", "labels")}
         source = reference_step(model, train, shapes)
+        data_dir = os.path.dirname(os.path.abspath(model))  # its external data's locations
         out(f"  reference: the training step exported from {model} ({train.get('loss')} loss, "
             f"{train.get('optimizer')}, lr {train.get('lr')})")
-    ref, secs = onnx_reference(source, inputs)
+    ref, secs = onnx_reference(source, inputs, data_dir)
     rows = []
     rtol, atol = tolerances(prog, rtol, atol)
     dtype = getattr(getattr(prog, "target", None), "dtype", "f32")

@@ -207,7 +207,10 @@ def test_shard_at_the_wrong_slice_is_an_error(tiny: Program) -> None:
 
 # --- data moves only along the routes --------------------------------------------
 def _edge_between_kernels(p: Program) -> int:
-    return next(i for i, e in enumerate(p.edges) if e.src != "@host" and "@host" not in e.dsts)
+    """An edge from one kernel to one other (its lanes share no router entry
+    with a sibling bundle's, so tampering with one entry breaks one lane)."""
+    return next(i for i, e in enumerate(p.edges) if e.src != "@host" and "@host" not in e.dsts
+                and len(set(e.dsts)) == 1)
 
 
 def _source_record(p: Program, ei: int) -> int:
@@ -352,3 +355,18 @@ def test_equal_columns_round_equally(tmp_path: pathlib.Path) -> None:
     y = simulate(prog, random_inputs(prog)).outputs["y"]
     np.testing.assert_array_equal(y, np.full((1, 100), 0.01, np.float32))
     assert_matches_ort(prog, model)
+
+
+def test_shared_entry_must_agree_on_its_receive_port(tiny: Program) -> None:
+    """Sibling bundles of one value share a router entry where their lanes
+    carry the same slice in from the same port; make one of the two take
+    from elsewhere and it is two routes on one color."""
+    r = tiny.routes.copy()
+    key = (r["color"].astype(np.int64) * 4096 + r["y"]) * 4096 + r["x"]
+    order = np.argsort(key, kind="stable")
+    same = np.flatnonzero((np.diff(key[order]) == 0)
+                          & (r["bundle"][order][1:] != r["bundle"][order][:-1]))
+    assert same.size, "expected sibling bundles sharing a router entry"
+    i = int(order[same[0] + 1])
+    r["rx"][i] = PORT_BITS["N"] if int(r["rx"][i]) != PORT_BITS["N"] else PORT_BITS["S"]
+    _trace_fails(tiny, r, r"two routes on color \d+ at PE")

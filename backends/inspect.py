@@ -40,10 +40,13 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     return out
 
 
-def program_routes(p: Program, templates: bool = False) -> RouteArrays:
+def program_routes(p: Program, templates: bool = False, merge: bool = True) -> RouteArrays:
     """A binary's router table as the metrics module's route arrays: every
     lane's entries with the bytes its slice carries (with `templates`, the
-    kernels' internal flows too, carrying no edge's bytes, edge index -1)."""
+    kernels' internal flows too, carrying no edge's bytes, edge index -1).
+    `merge=False` keeps one entry per router-table record (index i is
+    `p.routes[i]`: what the simulator's traces index), shared multicast
+    entries unmerged."""
     r = p.routes
     lanes = r["bundle"] != NO_BUNDLE
     if not templates:
@@ -61,9 +64,10 @@ def program_routes(p: Program, templates: bool = False) -> RouteArrays:
             if e.value in p.info.get("values", {}) else 1
         nbytes[sel] = lane_bytes(e.bytes_per_sample, numel, int(b["lanes"]))[r["lane"][sel]]
         share[sel] = share_key(int(b["edge"]), int(b["lanes"]), r["lane"][sel])
-    return merge_shared(RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
-                                    r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
-                                    r["tx"].astype(np.int64), nbytes, share=share))
+    ra = RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
+                     r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
+                     r["tx"].astype(np.int64), nbytes, share=share)
+    return merge_shared(ra) if merge else ra
 
 
 def route_stats(p: Program) -> dict[str, int]:

@@ -16,7 +16,7 @@ import numpy as np
 from wsec.ir.fabric import LINK_PLANES, Fabric
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import lane_slices
-from wsec.ir.metrics import RouteArrays, link_loads
+from wsec.ir.metrics import RouteArrays, link_loads, merge_shared
 from wsec.ir.types import DTYPES
 
 from .format import Program, type_shape
@@ -52,17 +52,19 @@ def measured_link_loads(p: Program, res: RunResult,
     route arrays, when the caller has them."""
     if not res.traces:
         return {}
-    every = every if every is not None else program_routes(p, templates=True)
-    return _link_dict(p, every.take(np.concatenate([tr.indices for tr in res.traces])))
+    every = every if every is not None else program_routes(p, templates=True, merge=False)
+    return _link_dict(p, merge_shared(every.take(np.concatenate([tr.indices
+                                                                 for tr in res.traces]))))
 
 
 def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
-    every = program_routes(p, templates=True)  # once: traces index into it
+    every = program_routes(p, templates=True, merge=False)  # once: traces index into it
     load = measured_link_loads(p, res, every)
     t = p.target
     rows = []
     for k in p.kernels:
-        outs = [every.take(tr.indices) for tr in res.traces if p.edges[tr.edge].src == k.name]
+        outs = [merge_shared(every.take(tr.indices)) for tr in res.traces
+                if p.edges[tr.edge].src == k.name]
         links = {lk for ra in outs for lk in _link_dict(p, ra, count=True)}
         wav = max((edge_wavelets(p, tr.edge) for tr in res.traces
                    if p.edges[tr.edge].src == k.name), default=0)

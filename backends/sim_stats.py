@@ -52,14 +52,13 @@ def measured_link_loads(p: Program, res: RunResult,
     route arrays, when the caller has them."""
     if not res.traces:
         return {}
-    every = every if every is not None else program_routes(p, templates=True, merged=False)
+    every = every if every is not None else program_routes(p, templates=True, merge=False)
     return _link_dict(p, merge_shared(every.take(np.concatenate([tr.indices
                                                                  for tr in res.traces]))))
 
 
 def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
-    # once, record by record: traces index into it
-    every = program_routes(p, templates=True, merged=False)
+    every = program_routes(p, templates=True, merge=False)  # once: traces index into it
     load = measured_link_loads(p, res, every)
     t = p.target
     rows = []

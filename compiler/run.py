@@ -41,6 +41,7 @@ _EPILOG = """examples:
   wsec run model.bin --input data=x.npy -o out.npz
   wsec run model.bin --check model.onnx      (compare with onnxruntime; exit 1 on FAIL)
   wsec run model.bin --stats                 (measured link loads and cycles per kernel)
+  wsec run model.bin --check model.onnx --per-kernel   (and every kernel vs the reference)
 """
 
 
@@ -63,6 +64,9 @@ def run_parser(parser_cls: type[argparse.ArgumentParser]) -> argparse.ArgumentPa
     p.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs, keyed by name")
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="also run onnxruntime on the same input and compare (exit 1 on FAIL)")
+    p.add_argument("--per-kernel", action="store_true",
+                   help="also compare every kernel's output with the reference semantics on "
+                   "the same inputs; name the first that differs, its PE and worst element")
     p.add_argument("--stats", action="store_true",
                    help="print per-kernel link loads and cycles, measured vs estimated")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
@@ -162,7 +166,7 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any,
                              f"{', '.join(prog.info['inputs'])}")
         inputs[name] = load_npy(path, name, inputs[name])
     t0 = time.perf_counter()
-    res = simulate(prog, inputs)
+    res = simulate(prog, inputs, keep=a.per_kernel)
     sim_s = time.perf_counter() - t0
     out(f"wsec run: {prog.info.get('source', a.binary)} on {prog.target.name} "
         f"({prog.target.width}x{prog.target.height}), {len(prog.kernels)} kernels, "
@@ -181,6 +185,11 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any,
         from wsec.backends.sim_stats import format_stats
 
         out(format_stats(prog, res))
+    kernels_ok = True
+    if a.per_kernel:
+        from .kernel_check import check_kernels
+
+        kernels_ok = check_kernels(prog, res, out, *tolerances(prog, a.rtol, a.atol), compare)
     if a.check:
         rows, ref_s = check_against_onnx(a.check, inputs, res.outputs, prog, out,
                                          a.rtol, a.atol)
@@ -191,8 +200,8 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any,
                         "outputs": {r.name: {"shape": list(r.shape), "max_abs": _num(r.max_abs),
                                              "max_rel": _num(r.max_rel), "pass": r.ok,
                                              "note": r.note} for r in rows}}
-        return 0 if all(r.ok for r in rows) else 1
-    return 0
+        return 0 if all(r.ok for r in rows) and kernels_ok else 1
+    return 0 if kernels_ok else 1
 
 
 def _num(x: float) -> float | str:

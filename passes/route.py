@@ -210,7 +210,7 @@ class _Negotiator:
                 "max_link_over_capacity": round(float(self.occ.max(initial=0)) / self.cap, 4),
                 "max_bundles_per_pe": int(self.pe_cnt.max(initial=0)),
                 "crowded_pes": int(pes.sum()),
-                "colors_needed": 1 + max((_dsatur(adj)[g] for g in of), default=-1)}
+                "colors_needed": 1 + max(_dsatur(adj), default=-1)}
 
     def _part(self, clash: list[tuple[int, int]], placed: list[int]) -> None:
         """Siblings whose lanes cross (a fork of a wide bundle does) cannot be

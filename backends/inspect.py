@@ -187,3 +187,24 @@ def _phase_lines(p: Program) -> list[str]:
     lines.append(f"weight streams: {len(streams)} descriptors, {_fmt_bytes(ext)} from "
                  f"{', '.join(files) or 'no external file'}")
     return lines
+
+
+def inspect_json(p: Program) -> dict[str, object]:
+    """What `inspect` prints, as one JSON document (`wsec inspect --json`)."""
+    t, i = p.target, p.info
+    kernels = [{"name": k.name, "kind": k.kind, "rect": [k.rect.x, k.rect.y, k.rect.w, k.rect.h],
+                "rotated": bool(k.rotated), "knobs": dict(k.knobs),
+                "cycles_per_sample": int(k.cost.get("cycles", 0)), "sram_bytes": p.kernel_sram(ki),
+                "origin": list(k.origin)} for ki, k in enumerate(p.kernels)]
+    doc: dict[str, object] = {
+        "format_version": p.version, "target": t.to_dict(),
+        "compiler_version": i.get("compiler_version"), "source": i.get("source"),
+        "model_hash": i.get("model_hash"), "mode": i.get("mode"),
+        "sections": [{"name": s.name, "offset": s.offset, "length": s.length,
+                      "crc32": f"{s.crc32:08x}"} for s in p.sections],
+        "kernels": kernels, "routes": route_stats(p), "sram": sram_stats(p),
+        "weight_blobs": blob_stats(p), "host_io": i.get("host_io", {}),
+        "inputs": list(i.get("inputs", [])), "outputs": list(i.get("outputs", []))}
+    if "phases" in i:
+        doc["phases"] = list(i["phases"])
+    return doc

@@ -17,7 +17,13 @@ from __future__ import annotations
 import numpy as np
 from wsec.ir.graph import Node
 from wsec.ir.opsem import windows
-from wsec.ir.opsem_more import _convt_pads, resize_plan, resize_taps
+from wsec.ir.opsem_more import (
+    _convt_pads,
+    resize_axis,
+    resize_finish,
+    resize_plan,
+    resize_taps,
+)
 
 from .sim_base import COMPUTE_DTYPE
 from .sim_pe import Env
@@ -144,22 +150,8 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
         if a == 2 and x.ndim == 4:  # each row group reads the input rows its rows' taps name
             groups = np.arange(Ho) // hb
             held = max(np.unique(idx[groups == g]).size for g in np.unique(groups).tolist())
-        g = np.take(y, idx, axis=a)
-        if nearest:
-            y = np.squeeze(g, axis=a + 1)
-        else:
-            wshape = [1] * g.ndim
-            wshape[a], wshape[a + 1] = w.shape
-            y = (g * w.reshape(wshape)).sum(axis=a + 1)
-        if off.any():
-            bshape = [1] * x.ndim
-            bshape[a] = out[a]
-            outside |= off.reshape(bshape)
-    if outside.any():
-        y = np.where(outside, float(node.attrs.get("extrapolation_value", 0.0)), y)
-    if np.issubdtype(x.dtype, np.integer) and not nearest:
-        y = np.round(y)
-    env.store(node.outputs[0], np.ascontiguousarray(y).astype(x.dtype))
+        y = resize_axis(y, a, idx, w, off, nearest, outside)
+    env.store(node.outputs[0], resize_finish(node, x, y, outside, nearest))
     C = x.shape[1]
     cg = np.arange(C) // _cdiv(C, c)
     rows = (np.arange(out[2]) // hb) if x.ndim == 4 else np.zeros(1, np.int64)

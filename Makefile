@@ -13,14 +13,20 @@ $(VENV)/.core: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.core
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.check: $(VENV)/.core
+	$(BIN)/pip install -q -e '.[check]'
 	touch $@
 
-demo: $(VENV)/.core
+$(VENV)/.test: $(VENV)/.core
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.check
+
+demo: $(VENV)/.check
 	@mkdir -p out
-	$(BIN)/wsec examples/tiny_cnn.onnx -o out/tiny_cnn.bin --report-json out/tiny_cnn.report.json
+	$(BIN)/wsec examples/tiny_cnn.onnx -o out/tiny_cnn.bin --report-json out/tiny_cnn.report.json \
+		--report-html out/tiny_cnn.html
 	$(BIN)/wsec inspect out/tiny_cnn.bin
+	$(BIN)/wsec run out/tiny_cnn.bin --check examples/tiny_cnn.onnx
 
 test: $(VENV)/.test
 	$(BIN)/ruff check .

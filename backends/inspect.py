@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.fabric import Fabric
-from wsec.ir.metrics import RouteArrays, busiest_link, colors_per_pe, lane_bytes, link_loads
+from wsec.ir.metrics import (
+    RouteArrays,
+    busiest_link,
+    colors_per_pe,
+    lane_bytes,
+    link_loads,
+    merge_shared,
+    share_key,
+)
 
 from .format import NO_BUNDLE, Program, type_shape
 
@@ -32,10 +40,13 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     return out
 
 
-def program_routes(p: Program, templates: bool = False) -> RouteArrays:
+def program_routes(p: Program, templates: bool = False, merge: bool = True) -> RouteArrays:
     """A binary's router table as the metrics module's route arrays: every
     lane's entries with the bytes its slice carries (with `templates`, the
-    kernels' internal flows too, carrying no edge's bytes, edge index -1)."""
+    kernels' internal flows too, carrying no edge's bytes, edge index -1).
+    `merge=False` keeps one entry per router-table record (index i is
+    `p.routes[i]`: what the simulator's traces index), shared multicast
+    entries unmerged."""
     r = p.routes
     lanes = r["bundle"] != NO_BUNDLE
     if not templates:
@@ -43,6 +54,7 @@ def program_routes(p: Program, templates: bool = False) -> RouteArrays:
         lanes = lanes[lanes]
     nbytes = np.zeros(r.size, np.int64)
     edge = np.where(lanes, r["edge"].astype(np.int64), -1)
+    share = np.full(r.size, -1, np.int64)
     for bi, b in enumerate(p.bundles):
         sel = lanes & (r["bundle"] == bi)
         if not sel.any():
@@ -51,9 +63,11 @@ def program_routes(p: Program, templates: bool = False) -> RouteArrays:
         numel = int(np.prod(type_shape(p.info["values"][e.value]), dtype=np.int64)) \
             if e.value in p.info.get("values", {}) else 1
         nbytes[sel] = lane_bytes(e.bytes_per_sample, numel, int(b["lanes"]))[r["lane"][sel]]
-    return RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
-                       r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
-                       r["tx"].astype(np.int64), nbytes)
+        share[sel] = share_key(int(b["edge"]), int(b["lanes"]), r["lane"][sel])
+    ra = RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
+                     r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
+                     r["tx"].astype(np.int64), nbytes, share=share)
+    return merge_shared(ra) if merge else ra
 
 
 def route_stats(p: Program) -> dict[str, int]:
@@ -173,3 +187,24 @@ def _phase_lines(p: Program) -> list[str]:
     lines.append(f"weight streams: {len(streams)} descriptors, {_fmt_bytes(ext)} from "
                  f"{', '.join(files) or 'no external file'}")
     return lines
+
+
+def inspect_json(p: Program) -> dict[str, object]:
+    """What `inspect` prints, as one JSON document (`wsec inspect --json`)."""
+    t, i = p.target, p.info
+    kernels = [{"name": k.name, "kind": k.kind, "rect": [k.rect.x, k.rect.y, k.rect.w, k.rect.h],
+                "rotated": bool(k.rotated), "knobs": dict(k.knobs),
+                "cycles_per_sample": int(k.cost.get("cycles", 0)), "sram_bytes": p.kernel_sram(ki),
+                "origin": list(k.origin)} for ki, k in enumerate(p.kernels)]
+    doc: dict[str, object] = {
+        "format_version": p.version, "target": t.to_dict(),
+        "compiler_version": i.get("compiler_version"), "source": i.get("source"),
+        "model_hash": i.get("model_hash"), "mode": i.get("mode"),
+        "sections": [{"name": s.name, "offset": s.offset, "length": s.length,
+                      "crc32": f"{s.crc32:08x}"} for s in p.sections],
+        "kernels": kernels, "routes": route_stats(p), "sram": sram_stats(p),
+        "weight_blobs": blob_stats(p), "host_io": i.get("host_io", {}),
+        "inputs": list(i.get("inputs", [])), "outputs": list(i.get("outputs", []))}
+    if "phases" in i:
+        doc["phases"] = list(i["phases"])
+    return doc

@@ -14,6 +14,7 @@ import numpy as np
 from wsec.ir.graph import HOST, Bundle, Module
 from wsec.ir.lanes import LaneError, expand
 from wsec.ir.lanes import check as lane_check
+from wsec.ir.metrics import share_key
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
 
 from .format import (
@@ -178,3 +179,29 @@ def expand_routes(p: Program) -> np.ndarray:
         parts.append(rec)
     out = np.concatenate(parts) if parts else np.zeros(0, ROUTE_DTYPE)
     return out[np.lexsort((out["color"], out["y"], out["x"]))]
+
+
+def route_shares(p: Program, routes: np.ndarray | None = None) -> np.ndarray:
+    """Per router-table record, what its lane carries (wsec.ir.metrics
+    .share_key: edge, lanes, lane), -1 for a kernel template's records."""
+    r = p.routes if routes is None else routes
+    lanes = r["bundle"] != NO_BUNDLE
+    out = np.full(r.size, -1, np.int64)
+    if lanes.any() and len(p.bundles):
+        nl = np.asarray(p.bundles["lanes"], dtype=np.int64)
+        out[lanes] = share_key(r["edge"][lanes].astype(np.int64),
+                               nl[r["bundle"][lanes].astype(np.int64)],
+                               r["lane"][lanes].astype(np.int64))
+    return out
+
+
+def conflicting(p: Program, a: np.ndarray, b: np.ndarray, routes: np.ndarray | None = None
+                ) -> np.ndarray:
+    """For pairs of records (a[i], b[i]) on the same PE and color: whether
+    they are two routes. Lanes carrying the same slice of one value in from
+    the same port are one multicast route (the router sends the wavelet on
+    to every port either sends to); anything else is two."""
+    r = p.routes if routes is None else routes
+    sh = route_shares(p, r)
+    return ~((sh[a] >= 0) & (sh[a] == sh[b]) & (r["rx"][a] == r["rx"][b]))
+

@@ -53,7 +53,7 @@ from .format import (
     section_crc,
     type_shape,
 )
-from .lanes import check_records, expand_routes, to_bundle
+from .lanes import check_records, conflicting, expand_routes, to_bundle
 
 
 class BinaryError(WsecError):
@@ -267,6 +267,7 @@ def _check_routes(p: Program) -> None:
     s = r  # sorted by (x, y, color)
     dup = np.nonzero((s["x"][1:] == s["x"][:-1]) & (s["y"][1:] == s["y"][:-1])
                      & (s["color"][1:] == s["color"][:-1]))[0]
+    dup = dup[conflicting(p, dup, dup + 1, s)]
     if dup.size:
         a, b = s[dup[0]], s[dup[0] + 1]
         raise BinaryError(f"two routes on color {a['color']} at PE ({a['x']}, {a['y']}): "

@@ -17,8 +17,9 @@ import numpy as np
 from wsec.ir.graph import HOST
 
 from .format import EdgeInfo, Program
-from .sim_base import RunResult, SimError, Trace, edge_name, value_array_type
+from .sim_base import KernelIO, RunResult, SimError, Trace, edge_name, value_array_type
 from .sim_exec import KernelRun, run_kernel
+from .sim_inbox import deliveries
 from .sim_pe import SramImages
 from .sim_routes import Routers, configure
 from .sim_weight_stream import simulate_stream
@@ -62,17 +63,19 @@ def _host_slices(p: Program, e: EdgeInfo, sink: str, x: np.ndarray) -> np.ndarra
     return np.concatenate([flat[a:b] for a, b in covered]).reshape(x.shape)
 
 
-def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
+def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False) -> RunResult:
     """Execute the program on `inputs`: host inputs enter through the I/O map,
     kernels run in order (each PE its shard, see sim_exec), values move only
-    along traced routes; returns the outputs the host receives."""
+    along traced routes; returns the outputs the host receives (`keep`: and
+    every kernel's inputs and outputs, for `wsec run --per-kernel`)."""
     from .loader_meta import check_sim_memory
 
     check_sim_memory(p)  # the declared sizes against free memory, before allocating
     if "stream" in str(p.info.get("mode", "")):  # weight streaming: phase after phase
-        return simulate_stream(p, inputs)
+        return simulate_stream(p, inputs, keep)
     mem = SramImages(p)
     fab, traces = configure(p)
+    lanes = deliveries(p)
     missing = [n for n in p.info["inputs"] if n not in inputs]
     if missing:
         raise SimError(f"no value given for model input(s) {', '.join(missing)}")
@@ -105,11 +108,14 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
             deliver(ei, sink, _host_slices(p, e, sink, x.astype(dt, copy=False)))
     seconds: dict[str, float] = {}
     stats: dict[str, dict[str, int]] = {}
+    kept: dict[str, KernelIO] = {}
     for ki, k in enumerate(p.kernels):
         t0 = time.perf_counter()
-        run: KernelRun = run_kernel(mem, ki, inbox[k.name])
+        run: KernelRun = run_kernel(mem, ki, inbox[k.name], lanes[ki])
         seconds[k.name] = time.perf_counter() - t0
         stats[k.name] = run.stats
+        if keep:
+            kept[k.name] = KernelIO(dict(inbox[k.name]), dict(run.values), dict(run.owner))
         for ei in by_src.get(k.name, []):
             v = p.edges[ei].value
             if v not in run.values:
@@ -123,4 +129,4 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
                            f"carries it off the grid")
         shape, dt = value_array_type(p, name)
         outs[name] = np.asarray(host_out[name]).astype(dt, copy=False).reshape(shape)
-    return RunResult(outs, traces, seconds, stats)
+    return RunResult(outs, traces, seconds, stats, kept)

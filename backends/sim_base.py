@@ -52,8 +52,20 @@ def value_array_type(p: Program, name: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 @dataclass
+class KernelIO:
+    """One kernel's delivered inputs, its outputs and, per output, the PE
+    (linear offset py * uw + px of its unrotated rectangle, broadcastable to
+    the output) that computed each element (absent: not known per PE)."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    owner: dict[str, np.ndarray]
+
+
+@dataclass
 class RunResult:
     outputs: dict[str, np.ndarray]
     traces: list[Trace]
     kernel_seconds: dict[str, float]
     kernel_stats: dict[str, dict[str, int]]
+    kernel_io: dict[str, KernelIO] = field(default_factory=dict)  # simulate(keep=True)

@@ -41,6 +41,7 @@ from .format import (
     type_shape,
 )
 from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_inbox import Delivery
 
 
 @dataclass
@@ -49,6 +50,7 @@ class KernelRun:
 
     values: dict[str, np.ndarray]
     stats: dict[str, int] = field(default_factory=dict)
+    owner: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class SramImages:
@@ -275,10 +277,20 @@ class Env:
     """The values one kernel's PEs see: activations its routes delivered,
     constants from its SRAM images, and what its body computed so far."""
 
-    def __init__(self, mem: SramImages, ki: int, delivered: dict[str, np.ndarray]) -> None:
+    def __init__(self, mem: SramImages, ki: int, delivered: dict[str, np.ndarray],
+                 lanes: dict[str, Delivery] | None = None) -> None:
         self.mem, self.ki = mem, ki
         self.k: KernelInfo = mem.p.kernels[ki]
         self.vals: dict[str, np.ndarray] = dict(delivered)
+        # value -> the lane each PE's core received (sim_inbox); empty for
+        # values that reach the kernel without lanes (weight streaming)
+        self.deliveries: dict[str, Delivery] = dict(lanes or {})
+        # value -> linear offset (py * uw + px) of the PE that computed each
+        # element (broadcastable to the value's shape), set by executors
+        self.owner: dict[str, np.ndarray] = {}
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        return tuple(type_shape(self.mem.p.info["values"][name]))
 
     def get(self, name: str, user: str) -> np.ndarray:
         if name in self.vals:

@@ -22,7 +22,8 @@ from wsec.ir.fabric import DIRS, HOST_IN_PORT, HOST_OUT_PORT, OPPOSITE, PORT_BIT
 from wsec.ir.graph import HOST
 from wsec.ir.lanes import lane_slices
 
-from .format import BUNDLE_FROM_HOST, BUNDLE_TO_HOST, NO_BUNDLE, Program, mask_ports, type_shape
+from .format import BUNDLE_TO_HOST, NO_BUNDLE, Program, mask_ports, type_shape
+from .lanes import conflicting
 from .sim_base import SimError, Trace, edge_name
 
 _RAMP = PORT_BITS["RAMP"]
@@ -37,14 +38,21 @@ class Routers:
         self.W, self.H = p.target.width, p.target.height
         r = p.routes
         self.key = (r["color"].astype(np.int64) * self.H + r["y"]) * self.W + r["x"]
-        order = np.argsort(self.key, kind="stable")
+        # a record is found by its PE, color and bundle: lanes of sibling
+        # bundles carrying the same slice in from the same port share a PE
+        # and color (one multicast route), each bundle keeping its own record
+        self.nb = len(p.bundles) + 1
+        self.mine = np.where(r["bundle"] == NO_BUNDLE, 0, r["bundle"].astype(np.int64) + 1)
+        order = np.argsort(self.key * self.nb + self.mine, kind="stable")
         dup = np.flatnonzero(np.diff(self.key[order]) == 0)
+        dup = dup[conflicting(p, order[dup], order[dup + 1])]
         if dup.size:
             a, b = int(order[dup[0]]), int(order[dup[0] + 1])
             raise SimError(f"two routes on color {int(r['color'][a])} at PE ({int(r['x'][a])}, "
                            f"{int(r['y'][a])}): {self._who(a)} and {self._who(b)}")
         self.order = order
         self.sorted_key = self.key[order]
+        self.sorted_full = self.sorted_key * self.nb + self.mine[order]
         self.owner = np.full((self.H, self.W), -1, np.int32)
         for ki, k in enumerate(p.kernels):
             rc = k.rect
@@ -60,12 +68,20 @@ class Routers:
         r = self.p.routes[i]
         return f"PE ({int(r['x'])}, {int(r['y'])}) on color {int(r['color'])}"
 
-    def _find(self, keys: np.ndarray) -> np.ndarray:
-        """Route-table index of each key, -1 where no route exists."""
+    def _find(self, keys: np.ndarray, mine: np.ndarray | None = None) -> np.ndarray:
+        """Route-table index of each key (PE and color), -1 where no route
+        exists; with `mine`, the record of that bundle (+1; 0: a template)
+        where the PE has one, else any record there."""
         pos = np.searchsorted(self.sorted_key, keys)
         pos = np.minimum(pos, max(self.sorted_key.size - 1, 0))
         hit = (self.sorted_key.size > 0) & (self.sorted_key[pos] == keys)
-        return np.where(hit, self.order[pos], -1)
+        found = np.where(hit, self.order[pos], -1)
+        if mine is None or not self.sorted_full.size:
+            return found
+        full = keys * self.nb + mine
+        pos = np.minimum(np.searchsorted(self.sorted_full, full), self.sorted_full.size - 1)
+        own = self.sorted_full[pos] == full
+        return np.where(own, self.order[pos], found)
 
     def trace(self) -> list[Trace]:
         """Check every route and return, per edge, where its value arrives."""
@@ -94,7 +110,7 @@ class Routers:
                                    "to the host may leave, East)")
             sel = sel[inside]
             keys = (r["color"][sel].astype(np.int64) * self.H + ny[inside]) * self.W + nx[inside]
-            j = self._find(keys)
+            j = self._find(keys, self.mine[sel])
             bad = np.flatnonzero(j < 0)
             if bad.size:
                 i = int(sel[bad[0]])
@@ -225,16 +241,4 @@ def configure(p: Program) -> tuple[Routers, list[Trace]]:
     return fab, fab.trace()
 
 
-def host_lanes(p: Program, value: str) -> list[tuple[int, int]]:
-    """The West-edge PEs the host feeds model input `value` into."""
-    from .format import BUNDLE_FROM_HOST as _FROM
-
-    pes: list[tuple[int, int]] = []
-    for d in p.info.get("host_io", {}).get("inputs", []):
-        if d["value"] == value:
-            pes += [tuple(pe) for pe in d["pes"]]  # type: ignore[misc]
-    del _FROM
-    return pes
-
-
-__all__ = ["BUNDLE_FROM_HOST", "Routers", "configure", "host_lanes"]
+__all__ = ["Routers", "configure"]

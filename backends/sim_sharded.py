@@ -30,6 +30,7 @@ from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_inbox import grid_pe, read_error
 from .sim_pe import Env
 from .sim_wgrad import conv_wgrad
 
@@ -54,45 +55,99 @@ def _ints(v: object, n: int, default: int) -> list[int]:
 
 
 def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    """A 2-D conv per PE; a 1-D conv as a 2-D one whose rows are the
+    sequence (the s groups split the output length); a 3-D conv as 2-D
+    planes (every output depth plane reads its T input planes as T x C
+    channels, the kind's `fold_depth`)."""
     k = env.k
     if node.op != "Conv" or node.inputs[1] not in k.weights:
         return False
     x = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
     wshape = _shape(env, node.inputs[1])
-    if x.ndim != 4 or len(wshape) != 4:
+    out = _shape(env, node.outputs[0])
+    if x.ndim != len(wshape) or x.ndim not in (3, 4, 5):
         return False
+    nd = x.ndim - 2
+    st = _ints(node.attrs.get("strides"), nd, 1)
+    dl = _ints(node.attrs.get("dilations"), nd, 1)
+    pb, pe = pads(node, x.shape[2:], list(wshape[2:]), st, dl)
+    if nd == 2:
+        y, own = _conv2d(env, node, x, wshape, st, dl, pb, pe, lambda a: a, None, stats)
+    elif nd == 1:  # the sequence as rows
+        L = x.shape[2]
+
+        def elem(row: int) -> int | None:
+            return row if 0 <= row < L else None
+
+        y, own = _conv2d(env, node, x[:, :, :, None], (*wshape, 1), [st[0], 1], [dl[0], 1],
+                         [pb[0], 0], [pe[0], 0], lambda a: a.reshape(*a.shape, 1), elem, stats)
+        y, own = y[..., 0], own[..., 0]
+    else:  # depth folded: [N Do, C T, H, W]
+        N, C, D = x.shape[:3]
+        K, cg, T = wshape[:3]
+        Do = out[2]
+        xd = np.pad(x, [(0, 0), (0, 0), (pb[0], pe[0]), (0, 0), (0, 0)])
+        planes = np.arange(Do)[:, None] * st[0] + np.arange(T)[None, :] * dl[0]  # [Do, T]
+        xs = xd[:, :, planes]  # [N, C, Do, T, H, W]
+        x4 = xs.transpose(0, 2, 1, 3, 4, 5).reshape(N * Do, C * T, *x.shape[3:])
+        H, W = x.shape[3:]
+
+        def elem3(row: int) -> int | None:
+            return row * W if 0 <= row < H else None
+
+        y4, own = _conv2d(env, node, x4, (K, cg * T, *wshape[3:]), st[1:], dl[1:], pb[1:],
+                          pe[1:], lambda a: a.reshape(*a.shape[:-4], a.shape[-4] * T,
+                                                      *a.shape[-2:]), elem3, stats, T)
+        y = y4.reshape(N, Do, K, *y4.shape[2:]).transpose(0, 2, 1, 3, 4)
+        own = own[:, :, None]
+    env.store(node.outputs[0], np.ascontiguousarray(y))
+    env.owner[node.outputs[0]] = own
+    return True
+
+
+def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: list[int],
+            dl: list[int], pb: list[int], pe: list[int],
+            shard: Callable[[np.ndarray], np.ndarray], elem: Callable[[int], int | None] | None,
+            stats: dict[str, int], fold: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The conv on 2-D rows: PE (px, py) multiplies input-channel block
+    py % c of the rows its row group py // c holds (span and halo,
+    `row_windows`) with its shard (`shard` maps the stored shard to
+    [kb, cb, R, S]); partials reduced down each column in PE order; the
+    reduction-end PE adds its bias shard. Returns y [N, K, Ho, Wo] and the
+    owner of each element."""
+    k = env.k
     K, cg, R, S = wshape
     N, C = x.shape[:2]
     G = int(node.attrs.get("group", 1))
     kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
     _check_rect(env, kk, c * s)
-    kb, cb = _cdiv(K, kk), _cdiv(cg, c)
-    Ho, Wo = _shape(env, node.outputs[0])[2:]
+    kb, cb = _cdiv(K, kk), _cdiv(cg // fold, c) * fold  # fold: depth taps per channel
+    Ho = (x.shape[2] + pb[0] + pe[0] - dl[0] * (R - 1) - 1) // st[0] + 1
+    Wo = (x.shape[3] + pb[1] + pe[1] - dl[1] * (S - 1) - 1) // st[1] + 1
     hb = _cdiv(Ho, s)
     # PE axes explicit: [row group, in-channel block, out-channel block, shard...]
-    wpe = env.mem.pe_array(env.ki, k.weights.index(node.inputs[1]), (kb, cb, R, S))
-    wpe = wpe.reshape(s, c, kk, kb, cb, R, S)
-    st, dl = _ints(node.attrs.get("strides"), 2, 1), _ints(node.attrs.get("dilations"), 2, 1)
-    pb, pe = pads(node, x.shape[2:], [R, S], st, dl)
-    need_h = (s * hb - 1) * st[0] + (R - 1) * dl[0] + 1
-    extra_h = max(0, need_h - (x.shape[2] + pb[0] + pe[0]))
+    wi = k.weights.index(node.inputs[1])
+    wpe = shard(env.mem.pe_array(env.ki, wi, _pad_shape(env, wi))).reshape(s, c, kk, kb, cb,
+                                                                            R, S)
     cpad = c * cb - cg if G == 1 else 0
-    xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0] + extra_h), (pb[1], pe[1])])
-    win = windows(xp, [R, S], st, dl, [s * hb, Wo])  # N, C', s*hb, Wo, R, S (a view)
+    xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0]), (pb[1], pe[1])])
+    xloc = row_windows(env, node, xp, s, lambda g: (0, g * c), hb, st[0], R, dl[0], Ho, pb[0],
+                       None, elem)
+    win = windows(xloc, [R, S], st, dl, [hb, Wo]).reshape(s, N, xp.shape[1], hb, Wo, R, S)
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
+    if G == 1:  # every PE's shard as a [cb R S, kb] block, block rows ci
+        wall = block_rows(wpe.transpose(1, 0, 4, 5, 6, 2, 3), c, s, cb * R * S, kk * kb)
     for ci in range(c):  # the reduction along each PE column, in PE order
         w_ci = wpe[:, ci]  # [s, k, kb, cb, R, S]: every PE of block row ci
         if G == 1:
-            xc = win[:, ci * cb:(ci + 1) * cb].reshape(N, cb, s, hb, Wo, R, S)
-            xc = xc.transpose(2, 0, 3, 4, 1, 5, 6).reshape(s, N * hb * Wo, cb * R * S)
-            wc = w_ci.transpose(0, 3, 4, 5, 1, 2).reshape(s, cb * R * S, kk * kb)
-            acc += np.matmul(xc, wc)
+            xc = win[:, :, ci * cb:(ci + 1) * cb].transpose(0, 1, 3, 4, 2, 5, 6)
+            acc += pe_partials(xc.reshape(s, N * hb * Wo, cb * R * S), wall[ci])
         else:  # grouped: each out channel reads the in-channels of its group
             o = np.minimum(np.arange(kk * kb), K - 1).reshape(kk, kb)
             j = np.minimum(ci * cb + np.arange(cb), cg - 1)
             chan = (o // (K // G))[:, :, None] * cg + j[None, None, :]  # [k, kb, cb]
-            xg = win[:, chan].reshape(N, kk, kb, cb, s, hb, Wo, R, S)
-            part = np.einsum("nptjghwab,gptjab->gnhwpt", xg, w_ci, optimize=True)
+            xg = win[:, :, chan]  # [s, N, k, kb, cb, hb, Wo, R, S]
+            part = np.einsum("gnptjhwab,gptjab->gnhwpt", xg, w_ci, optimize=True)
             acc += part.reshape(s, N * hb * Wo, kk * kb)
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias and bias in k.weights:  # added by each column's reduction-end PE
@@ -103,10 +158,80 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     y = y[:, :K, :Ho]
     if bias and bias not in k.weights:
         y = y + env.get(bias, node.name).reshape(1, -1, 1, 1)
-    env.store(node.outputs[0], np.ascontiguousarray(y))
+    # each output element ends on its column's reduction-end PE of its row group
+    col = np.arange(K) // kb
+    row = (np.arange(Ho) // hb) * c + (c - 1)
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
-    return True
+    return y, row[None, None, :, None] * kk + col[None, :, None, None]
+
+
+def _pad_shape(env: Env, wi: int) -> tuple[int, ...]:
+    """The largest shard extent of weight wi over the kernel's PEs."""
+    lay = env.mem.layout(env.ki, wi)
+    ext = (lay.stop - lay.start).reshape(-1, lay.start.shape[-1])
+    return tuple(int(v) for v in ext.max(axis=0))
+
+
+def block_rows(w: np.ndarray, *shape: int) -> np.ndarray:
+    """PE shards as contiguous f64 blocks (see pe_partials)."""
+    return np.ascontiguousarray(w, dtype=np.float64).reshape(shape)
+
+
+def pe_partials(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Every PE's partial sum x @ w, rounded to f32 once as the PE sends it.
+
+    Why f64 inside: BLAS computes a matrix's edge columns with other
+    kernels than its middle, so two output channels with equal inputs can
+    differ in the last f32 bit; the light models' equal weights and 1e26
+    logits turn that ulp into a different softmax (see _pe_products). A
+    PE computes every output channel the same way; accumulating in f64 and
+    rounding once gives every column the same f32 result."""
+    return np.matmul(np.asarray(x, np.float64), w).astype(COMPUTE_DTYPE)
+
+
+def row_windows(env: Env, node: Node, xp: np.ndarray, s: int,
+                first_pe: Callable[[int], tuple[int, int]], hb: int, sh: int, R: int, dh: int,
+                Ho: int, pad_top: int,
+                row_of: Callable[[int], int | None] | None = None,
+                elem: Callable[[int], int | None] | None = None) -> np.ndarray:
+    """Every row group's input buffer [s * N, C, L, W]: the padded rows the
+    kind says it holds (`input_rows`: its span and halo), at the offsets its
+    output rows read. A row a group's outputs read but it does not hold is a
+    SimError naming the group's first PE and the element; rows it holds
+    beyond what it reads stay unread (NaN, so a stray read would show)."""
+    k = env.k
+    kind = KINDS[k.kind]
+    n, ch, hp, wp = xp.shape
+    L = (hb - 1) * sh + (R - 1) * dh + 1
+    held = np.array([kind.input_rows(k.dims, k.knobs, g) for g in range(s)], np.int64)
+    first = np.arange(s) * hb
+    nrows = np.clip(Ho - first, 0, hb)
+    need0 = first * sh
+    need1 = need0 + (nrows - 1) * sh + (R - 1) * dh + 1
+    bad = np.flatnonzero((nrows > 0) & ((held[:, 0] > need0) | (held[:, 1] < need1)))
+    if bad.size:
+        g = int(bad[0])
+        row = int(need0[g]) if held[g, 0] > need0[g] else int(held[g, 1])
+        h = row - pad_top if row_of is None else row_of(row)
+        src = node.inputs[0]
+        d = env.deliveries.get(src)
+        hold = f"padded input rows {int(held[g, 0])}..{int(held[g, 1]) - 1} (its window)"
+        shp = env.shape_of(src)
+        flat = (elem(h) if elem is not None else
+                h * int(np.prod(shp[3:])) if 0 <= h < shp[2] else None) if h is not None else None
+        if flat is not None:
+            raise read_error(env.mem.p, env.ki, *first_pe(g), src, flat, hold, d)
+        px, py = first_pe(g)
+        x, y = grid_pe(env.mem.p, env.ki, px, py)
+        raise SimError(f"kernel '{k.name}' ({k.kind}): PE ({x}, {y}) (offset ({px}, {py})) of "
+                       f"row group {g} reads padded input row {row} of %{src}, a zero row "
+                       f"outside its window ({hold})")
+    rows = need0[:, None] + np.arange(L)[None, :]
+    have = (rows >= held[:, 0:1]) & (rows < held[:, 1:2]) & (rows < hp)
+    loc = xp[:, :, np.minimum(rows, hp - 1)]  # [N, C, s, L, W]
+    loc = np.where(have[None, None, :, :, None], loc, np.asarray(np.nan, loc.dtype))
+    return np.ascontiguousarray(loc.transpose(2, 0, 1, 3, 4)).reshape(s * n, ch, L, wp)
 
 
 def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
@@ -143,7 +268,50 @@ def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
         beta = COMPUTE_DTYPE(node.attrs.get("beta", 1.0))
         y = y + beta * _bias(env, bias, N, nb, kx, ky, node)
     env.store(node.outputs[0], y.reshape(_shape(env, node.outputs[0])).astype(COMPUTE_DTYPE))
+    _column_owner(env, node.outputs[0], N, nb, kx, ky)
     stats["pe_macs_max"] = M * kb * nb
+    stats["sharded_pes"] = kx * ky
+    return True
+
+
+def _column_owner(env: Env, out: str, N: int, nb: int, kx: int, ky: int) -> None:
+    """Output column n ends on the reduction-end PE (row ky - 1) of PE column n // nb."""
+    shape = _shape(env, out)
+    lin = (ky - 1) * kx + np.arange(N) // nb
+    env.owner[out] = lin.reshape((1,) * (len(shape) - 1) + (N,)) if shape and shape[-1] == N \
+        else np.full((1,) * len(shape), (ky - 1) * kx)
+
+
+def matmul_act(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    """A product of two activations (attention's Q K^T, P V): PE (px, py)
+    receives A's reduction block py and B's block (py, px) and computes its
+    partial product; the ky partials of a column are summed in PE order."""
+    k = env.k
+    if node.op != "MatMul" or node.inputs[1] in k.weights or node.inputs[0] in k.weights:
+        return False
+    a = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
+    b = env.get(node.inputs[1], node.name).astype(COMPUTE_DTYPE, copy=False)
+    if a.ndim < 2 or b.ndim < 2:
+        return False
+    Kd, N = b.shape[-2], b.shape[-1]
+    kx, ky = int(k.knobs["kx"]), int(k.knobs["ky"])
+    _check_rect(env, kx, ky)
+    kb, nb = _cdiv(Kd, ky), _cdiv(N, kx)
+    ap = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, ky * kb - Kd)])
+    ap = np.moveaxis(ap.reshape(*a.shape[:-1], ky, kb), -2, 0)  # [ky, ..., M, kb]
+    bp = np.pad(b, [(0, 0)] * (b.ndim - 2) + [(0, ky * kb - Kd), (0, kx * nb - N)])
+    bp = bp.reshape(*b.shape[:-2], ky, kb, kx, nb)
+    bp = np.moveaxis(np.moveaxis(bp, -4, 0), -2, 1)  # [ky, kx, ..., kb, nb]
+    acc = None
+    for r in range(ky):  # reduced down each PE column, in PE order
+        part = np.matmul(ap[r][None], bp[r])  # [kx, ..., M, nb]: row r's PEs
+        acc = part if acc is None else acc + part
+    assert acc is not None
+    y = np.moveaxis(acc, 0, -2)  # [..., M, kx, nb]
+    y = y.reshape(*y.shape[:-2], kx * nb)[..., :N]
+    env.store(node.outputs[0], y.reshape(_shape(env, node.outputs[0])).astype(COMPUTE_DTYPE))
+    _column_owner(env, node.outputs[0], N, nb, kx, ky)
+    stats["pe_macs_max"] = int(np.prod(y.shape[:-1])) * kb * nb
     stats["sharded_pes"] = kx * ky
     return True
 
@@ -184,6 +352,10 @@ def _bias(env: Env, name: str, N: int, nb: int, kx: int, ky: int, node: Node) ->
     return np.moveaxis(cpe, 0, -2).reshape(*shape[:-1], kx * nb)[..., :N]
 
 
+def matmul_any(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    return matmul(env, node, stats) or matmul_act(env, node, stats)
+
+
 SHARDED: dict[str, Callable[[Env, Node, dict[str, int]], bool]] = {
-    "conv": conv, "matmul": matmul, "conv_wgrad": conv_wgrad,
+    "conv": conv, "matmul": matmul_any, "conv_wgrad": conv_wgrad,
 }

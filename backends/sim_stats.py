@@ -16,12 +16,12 @@ import numpy as np
 from wsec.ir.fabric import LINK_PLANES, Fabric
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import lane_slices
-from wsec.ir.metrics import link_loads
+from wsec.ir.metrics import RouteArrays, link_loads, merge_shared
 from wsec.ir.types import DTYPES
 
 from .format import Program, type_shape
 from .inspect import program_routes
-from .sim_base import RunResult, Trace
+from .sim_base import RunResult
 
 
 def edge_wavelets(p: Program, ei: int) -> int:
@@ -35,43 +35,42 @@ def edge_wavelets(p: Program, ei: int) -> int:
     return int(Fabric.of(t).wavelets(int((sl[:, 1] - sl[:, 0]).max()) * DTYPES[t.dtype].itemsize))
 
 
-def _est_wavelets(p: Program, tr: Trace) -> int:
-    """The compiler's estimate for the same lane: its share of the edge's bytes."""
-    ra = program_routes(p, templates=True).take(tr.indices)
-    return int(Fabric.of(p.target).wavelets(int(ra.bytes.max()))) if ra.size else 0
-
-
-def measured_link_loads(p: Program, res: RunResult) -> dict[tuple[int, int, str], int]:
-    """Wavelets per sample on every used link (x, y, port), from the route
-    entries the simulator's traces followed, each lane carrying its slice
-    (the measurement of wsec.ir.metrics.link_loads)."""
-    if not res.traces:
-        return {}
-    ra = program_routes(p, templates=True).take(
-        np.concatenate([tr.indices for tr in res.traces]))
-    load = link_loads(ra, Fabric.of(p.target))
+def _link_dict(p: Program, ra: RouteArrays, count: bool = False
+               ) -> dict[tuple[int, int, str], int]:
+    """Nonzero link loads of `ra` as {(x, y, port): wavelets (or lanes)}."""
+    load = link_loads(ra, Fabric.of(p.target), count=count)
     y, x, d = np.nonzero(load)
     return {(int(a), int(b), LINK_PLANES[int(c)]): int(load[b, a, c])
             for a, b, c in zip(x.tolist(), y.tolist(), d.tolist(), strict=True)}
 
 
-def _links(p: Program, tr: Trace) -> set[tuple[int, int, str]]:
-    ra = program_routes(p, templates=True).take(tr.indices)
-    load = link_loads(ra, Fabric.of(p.target), count=True)
-    y, x, d = np.nonzero(load)
-    return {(int(a), int(b), LINK_PLANES[int(c)])
-            for a, b, c in zip(x.tolist(), y.tolist(), d.tolist(), strict=True)}
+def measured_link_loads(p: Program, res: RunResult,
+                        every: RouteArrays | None = None) -> dict[tuple[int, int, str], int]:
+    """Wavelets per sample on every used link (x, y, port), from the route
+    entries the simulator's traces followed, each lane carrying its slice
+    (the measurement of wsec.ir.metrics.link_loads). `every`: the program's
+    route arrays, when the caller has them."""
+    if not res.traces:
+        return {}
+    every = every if every is not None else program_routes(p, templates=True, merge=False)
+    return _link_dict(p, merge_shared(every.take(np.concatenate([tr.indices
+                                                                 for tr in res.traces]))))
 
 
 def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
-    load = measured_link_loads(p, res)
+    every = program_routes(p, templates=True, merge=False)  # once: traces index into it
+    load = measured_link_loads(p, res, every)
     t = p.target
     rows = []
     for k in p.kernels:
-        outs = [tr for tr in res.traces if p.edges[tr.edge].src == k.name]
-        links = {lk for tr in outs for lk in _links(p, tr)}
-        wav = max((edge_wavelets(p, tr.edge) for tr in outs), default=0)
-        est = max((_est_wavelets(p, tr) for tr in outs), default=0)
+        outs = [merge_shared(every.take(tr.indices)) for tr in res.traces
+                if p.edges[tr.edge].src == k.name]
+        links = {lk for ra in outs for lk in _link_dict(p, ra, count=True)}
+        wav = max((edge_wavelets(p, tr.edge) for tr in res.traces
+                   if p.edges[tr.edge].src == k.name), default=0)
+        # the compiler's estimate for the same lane: its share of the edge's bytes
+        est = max((int(Fabric.of(t).wavelets(int(ra.bytes.max()))) for ra in outs if ra.size),
+                  default=0)
         busiest = max((load[lk] for lk in links), default=0)
         st = res.kernel_stats.get(k.name, {})
         macs = int(st.get("pe_macs_max", 0))

@@ -5,9 +5,10 @@ weight shards. Each phase runs one kernel over its rectangle; its weights
 arrive through the stream descriptors — a memory map of the referenced file
 range (read only when the phase touches it, so a 41 GB file is never held)
 or an embedded blob — and its activations are the values earlier phases
-left in SRAM. Every op of a kernel's body is evaluated with the reference
-op semantics (`wsec.ir.opsem`) in float32, as the pipelined simulator does
-for its non-sharded kinds. A value a phase needs that no earlier phase
+left in SRAM. A phase runs on its rectangle's PEs through the same per-PE
+executors as a resident kernel (sim_exec), each PE computing from the
+tiles the descriptors stream to it (`weight_shard` of the kind, as in
+pipeline mode: sim_stream_pe). A value a phase needs that no earlier phase
 produced (and no host input provides) is a `SimError`, as is a weight
 without a descriptor or a model output never produced.
 
@@ -16,7 +17,8 @@ order — recomputations included — and drops every value a phase's `free`
 list names (its copy's last reader), so a backward phase that reads an
 activation neither kept nor recomputed fails; values the optimizer needs
 are streamed out to the weight store as they are produced, and the store
-steps (the optimizer, off the wafer) run last on them.
+steps (the optimizer, off the wafer, on the reference semantics) run last
+on them.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import numpy as np
 from wsec.ir.types import DTYPES
 
 from .format import Program, type_dtype, type_shape
-from .sim_base import COMPUTE_DTYPE, RunResult, SimError, value_array_type
+from .sim_base import COMPUTE_DTYPE, KernelIO, RunResult, SimError, value_array_type
+from .sim_exec import run_kernel
 from .sim_pe import node_of, run_op
+from .sim_stream_pe import StreamImages
 from .weight_stream import stream_weight
 
 
@@ -38,8 +42,11 @@ def _as_compute(arr: np.ndarray) -> np.ndarray:
     return a.astype(COMPUTE_DTYPE) if np.issubdtype(a.dtype, np.floating) else a
 
 
-def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
-    """Run a stream-mode program on `inputs`; returns the host's outputs."""
+def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
+                    keep: bool = False) -> RunResult:
+    """Run a stream-mode program on `inputs`; returns the host's outputs
+    (`keep`: and every on-wafer phase's inputs and outputs)."""
+    kept: dict[str, KernelIO] = {}
     missing = [n for n in p.info["inputs"] if n not in inputs]
     if missing:
         raise SimError(f"no value given for model input(s) {', '.join(missing)}")
@@ -67,6 +74,7 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
         env: dict[str, np.ndarray] = {}
         src = store if offwafer else sram
         streamed = 0
+        streamed_w: dict[tuple[int, int], np.ndarray] = {}
         for wi, wn in enumerate(k.weights):
             d = by_weight.get((ki, wi))
             if d is None:
@@ -74,7 +82,7 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
                                f"weight %{wn}")
             arr = stream_weight(p, d)
             streamed += int(arr.nbytes)
-            env[wn] = _as_compute(arr)
+            env[wn] = streamed_w[(ki, wi)] = _as_compute(arr)
         for i in k.inputs:
             if i and i not in env:
                 if i not in src:
@@ -83,21 +91,31 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
                                    f"'{k.name}', {k.kind}) needs %{i}, which no earlier phase "
                                    f"{where}")
                 env[i] = src[i]
-        for nd in k.body:
-            node = node_of(nd)
-            args = []
-            for i in node.inputs:
-                if not i:
-                    args.append(None)
-                elif i in env:
-                    args.append(env[i])
-                else:
-                    raise SimError(f"kernel '{k.name}': op '{node.name}' reads %{i}, which is "
-                                   f"neither a kernel input nor computed before it")
-            outs = run_op(k.name, node, args)
-            for o, a in zip(node.outputs, outs, strict=False):
-                if o:
-                    env[o] = _store(p, k.name, o, a)
+        st: dict[str, int] = {}
+        if not offwafer:  # on the phase's PEs, each from its own streamed tiles
+            acts = {i: env[i] for i in k.inputs if i and i not in k.weights}
+            run = run_kernel(StreamImages(p, streamed_w), ki, acts)
+            env.update(run.values)
+            st = run.stats
+            if keep:
+                weights = {wn: env[wn] for wn in k.weights}  # as streamed: the reference's
+                kept[k.name] = KernelIO({**acts, **weights}, dict(run.values), dict(run.owner))
+        else:  # the optimizer, off the wafer (the weight store)
+            for nd in k.body:
+                node = node_of(nd)
+                args = []
+                for i in node.inputs:
+                    if not i:
+                        args.append(None)
+                    elif i in env:
+                        args.append(env[i])
+                    else:
+                        raise SimError(f"kernel '{k.name}': op '{node.name}' reads %{i}, which "
+                                       f"is neither a kernel input nor computed before it")
+                outs = run_op(k.name, node, args)
+                for o, a in zip(node.outputs, outs, strict=False):
+                    if o:
+                        env[o] = _store(p, k.name, o, a)
         for o in k.outputs:
             if o not in env:
                 raise SimError(f"kernel '{k.name}' does not compute its output %{o}")
@@ -110,7 +128,8 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
         for v in ph.get("free", []):  # the schedule's last reader of this copy
             sram.pop(v, None)
         seconds[k.name] = seconds.get(k.name, 0.0) + time.perf_counter() - t0
-        stats[k.name] = {"streamed_bytes": streamed, "phase_cycles": int(ph.get("cycles", 0))}
+        stats[k.name] = {**st, "streamed_bytes": streamed,
+                         "phase_cycles": int(ph.get("cycles", 0))}
     outs = {}
     for name in p.info["outputs"]:
         got = store.get(name, sram.get(name))
@@ -118,7 +137,7 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray]) -> RunResult:
             raise SimError(f"model output %{name} is never produced by any phase")
         shape, dt = value_array_type(p, name)
         outs[name] = np.asarray(got).astype(dt, copy=False).reshape(shape)
-    return RunResult(outs, [], seconds, stats)
+    return RunResult(outs, [], seconds, stats, kept)
 
 
 def _store(p: Program, kernel: str, name: str, arr: np.ndarray) -> np.ndarray:

@@ -3,11 +3,13 @@
     python bench/simulate.py [--target wse2] [--dtype auto] [--models resnet50,vgg19] [--seed 0]
 
 Per model: compile seconds, simulate seconds (`wsec run`'s simulate, the
-binary only), onnxruntime seconds on the same input, their ratio, and the
-check (max abs / max rel error, PASS at rtol 1e-4 / atol 1e-5). The device
-dtype follows the model by default (`--dtype auto`: f32 for these models,
-so the binary keeps f32 weights); `--dtype f16` stores f16 weights, which
-alone costs ~1e-3 relative accuracy and is expected to FAIL the check.
+binary only), onnxruntime seconds on the same input, their ratio, how many
+kernel ops still ran on whole tensors instead of per PE (`whole`: 0 when
+every kernel ran per PE), and the check (max abs / max rel error, PASS at
+rtol 1e-4 / atol 1e-5). The device dtype follows the model by default
+(`--dtype auto`: f32 for these models, so the binary keeps f32 weights);
+`--dtype f16` stores f16 weights, which alone costs ~1e-3 relative accuracy
+and is expected to FAIL the check.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def main() -> int:
     if a.models:
         names = [n for n in names if n in a.models.split(",")]
     hdr = (f"{'model':<14}{'kernels':>8}{'compile s':>11}{'simulate s':>12}{'ort s':>9}"
-           f"{'sim/ort':>9}{'max abs':>11}{'max rel':>11}  check")
+           f"{'sim/ort':>9}{'whole':>7}{'max abs':>11}{'max rel':>11}  check")
     print(f"target {a.target}, device dtype {a.dtype}, seeded random input (seed {a.seed})")
     print(hdr)
     print("-" * len(hdr))
@@ -56,14 +58,16 @@ def main() -> int:
         t1 = time.perf_counter()
         x = random_inputs(prog, a.seed)
         t2 = time.perf_counter()
-        got = simulate(prog, x).outputs
+        run = simulate(prog, x)
         sim_s = time.perf_counter() - t2
+        got = run.outputs
+        whole = sum(st.get("whole_tensor_ops", 0) for st in run.kernel_stats.values())
         ref, ort_s = onnx_reference(str(model), x)
         rows = [compare(k, v, ref[k]) for k, v in got.items()]
         ok = all(r.ok for r in rows)
         ok_all &= ok
         print(f"{n:<14}{len(prog.kernels):>8}{t1 - t0:>11.2f}{sim_s:>12.2f}{ort_s:>9.3f}"
-              f"{sim_s / max(ort_s, 1e-9):>9.0f}{max(r.max_abs for r in rows):>11.3g}"
+              f"{sim_s / max(ort_s, 1e-9):>9.0f}{whole:>7}{max(r.max_abs for r in rows):>11.3g}"
               f"{max(r.max_rel for r in rows):>11.3g}  {'PASS' if ok else 'FAIL'}", flush=True)
     return 0 if ok_all else 1
 

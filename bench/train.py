@@ -10,7 +10,10 @@ bounds the phases. GPT models come from bench/gen_gpt.py (structure only,
 sparse external data: a 350 GB weight file costs no disk).
 
     python bench/train.py [--models resnet50,125m,1.3b,6.7b,neox20b,175b]
-                          [--target wse2] [--optimizer adamw]
+                          [--target wse2] [--optimizer adamw] [--onnx MODEL.onnx ...]
+
+`--onnx` adds rows for models as given (auto mode), e.g. real exports with
+their weights in external data (GPT-NeoX-20B's 41 GB file is never read).
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--target", default="wse2")
     ap.add_argument("--optimizer", default="adamw")
+    ap.add_argument("--onnx", action="append", default=[], metavar="MODEL.onnx",
+                    help="also compile this model (auto mode); repeatable")
     a = ap.parse_args()
     hdr = (f"{'model':<10}{'params':>8}{'mode':>9}{'kernels':>8}{'compile s':>10}"
            f"{'RSS MB':>8}{'batch':>6}{'step s':>10}{'samples/s':>11}{'tokens/s':>10}"
@@ -102,9 +107,13 @@ def main() -> int:
     print(f"target {a.target}, optimizer {a.optimizer}")
     print(hdr)
     print("-" * len(hdr))
-    for name in a.models.split(","):
+    rows = [m for m in a.models.split(",") if m] + [os.path.abspath(p) for p in a.onnx]
+    for name in rows:
         with tempfile.TemporaryDirectory() as work:
-            if name == "resnet50":
+            if name.endswith(".onnx"):
+                path, mode, params = name, "auto", "-"
+                name = pathlib.Path(name).stem[:10]
+            elif name == "resnet50":
                 path = with_weights(LIGHT / "light_resnet50.onnx",
                                     os.path.join(work, "resnet50.onnx"))
                 mode, params = "pipeline", "25.6M"

@@ -15,7 +15,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wsec.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, WsecError
+from wsec.ir.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageError,
+    WsecError,
+    did_you_mean,
+)
 
 COMMANDS = ("ops", "inspect", "opt", "run", "score", "export-train")
 
@@ -68,11 +75,37 @@ def _grid(text: str) -> tuple[int, int]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
-        raise UsageError(f"{message} (see 'wsec --help')")
+        if message.startswith("unrecognized arguments: "):
+            flags = [o for a in self._actions for o in a.option_strings]
+            words = message.split(": ", 1)[1].split()
+            for w in words:
+                if w.startswith("-") and len(w) > 1:
+                    hint = did_you_mean(w.split("=", 1)[0], flags)
+                    if hint:
+                        message = f"unknown option '{w}'{hint}"
+                        break
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _target(text: str) -> str:
+    from wsec.ir.target import TARGETS
+
+    if text not in TARGETS:
+        raise argparse.ArgumentTypeError(f"unknown target '{text}'{did_you_mean(text, TARGETS)}; "
+                                         f"known: {', '.join(TARGETS)}")
+    return text
+
+
+def _target_help() -> str:
+    from wsec.ir.target import TARGETS
+
+    names = [f"{n} ({t.width}x{t.height})" for n, t in TARGETS.items()]
+    return "the wafer: " + ", ".join(names) + "; default wse2"
 
 
 def _add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default="wse2", help="wse2 (default), wse3 or cs1")
+    p.add_argument("--target", default="wse2", type=_target, metavar="{wse2,wse3,cs1}",
+                   help=_target_help())
     p.add_argument("--grid", type=_grid, metavar="WxH",
                    help="use a custom program grid, e.g. 64x64")
     p.add_argument("--dtype", choices=("auto", "f16", "f32"), default="auto",
@@ -85,7 +118,8 @@ def compile_parser() -> argparse.ArgumentParser:
                 description="Compile an ONNX model into a wafer-scale layout binary.",
                 epilog=_EPILOG)
     p.add_argument("model", help="the model: .onnx (or .wsir textual IR)")
-    p.add_argument("-o", "--output", metavar="OUT.bin", help="write the binary here")
+    p.add_argument("-o", "--output", metavar="OUT.bin",
+                   help="write the binary here ('-': the standard output)")
     _add_target_args(p)
     p.add_argument("--input-shape", action="append", type=_input_shape, default=[],
                    metavar="NAME=D0,D1,..", help="fix an input's symbolic dimensions")
@@ -96,8 +130,15 @@ def compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", metavar="PASS",
                    help="stop after PASS and print the IR instead of writing a binary")
     p.add_argument("--time-passes", action="store_true", help="print time spent per pass")
-    p.add_argument("--report-json", metavar="PATH", help="write the placement report as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not print the report")
+    p.add_argument("--report-json", metavar="PATH",
+                   help="write the placement report as JSON ('-': the standard output)")
+    p.add_argument("--report-html", metavar="PATH",
+                   help="write the layout as one self-contained HTML page: kernels, link-load "
+                        "heat map, bottleneck, phases (open it in a browser)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing but errors (no report, no progress)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print each pass as it ends, with its time and notes (on stderr)")
     p.add_argument("--no-verify-ir", action="store_true", help="skip IR verification")
     p.add_argument("--verify", action="store_true",
                    help="after writing the binary, simulate it and check it against "
@@ -149,7 +190,15 @@ def cmd_compile(argv: Sequence[str], out: Callable[[str], None]) -> int:
             outs.output(a.output, "the IR" if a.stop_after else "the binary")
         if a.report_json is not None:
             outs.output(a.report_json, "the JSON report")
+        if a.report_html is not None:
+            outs.output(a.report_html, "the HTML report")
+        if outs.to_stdout:  # the data owns the standard output: messages go to stderr
+            out = _to_stderr
         return _compile(a, out, outs)
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _check_compile_options(a: argparse.Namespace, kgraph: bool) -> None:
@@ -172,7 +221,8 @@ def _check_compile_options(a: argparse.Namespace, kgraph: bool) -> None:
             ("--verify", a.verify), ("--train", a.train), ("--input-shape", a.input_shape),
             ("--embed-weights", a.embed_weights), ("--micro-batch", a.micro_batch is not None),
             ("--mode", a.mode != "auto"), ("--dtype", a.dtype != "auto"),
-            ("--grid", a.grid), ("--target", a.target != "wse2")) if on]
+            ("--grid", a.grid), ("--target", a.target != "wse2"),
+            ("--report-html", a.report_html is not None)) if on]
         if given:
             raise UsageError(f"{given[0]} does not apply to an ISPD 2020 kernel graph (its "
                              f"header sets the grid; it compiles to a contest solution)")
@@ -182,13 +232,15 @@ def _check_compile_options(a: argparse.Namespace, kgraph: bool) -> None:
     if not a.output and not a.stop_after:
         raise UsageError("no output file: give -o OUT.bin (or --stop-after=PASS to print IR)")
     if a.stop_after:
-        for flag, on in (("--verify", a.verify), ("--report-json", a.report_json is not None)):
+        for flag, on in (("--verify", a.verify), ("--report-json", a.report_json is not None),
+                         ("--report-html", a.report_html is not None)):
             if on:
                 raise UsageError(f"--stop-after={a.stop_after} writes no binary, so {flag} has "
                                  f"nothing to work on: drop one of them")
         if a.output and a.output.lower().endswith(".bin"):
+            stem = os.path.splitext(a.output)[0]
             raise UsageError(f"--stop-after={a.stop_after} writes the IR as text, not a binary: "
-                             f"name the output '{a.output[:-4]}.wsir', or drop --stop-after")
+                             f"name the output '{stem}.wsir', or drop --stop-after")
     if a.embed_weights and a.mode == "pipeline":
         raise UsageError("--embed-weights applies to weight streaming; in --mode pipeline the "
                          "weights always live in the binary: drop one of them")
@@ -217,7 +269,13 @@ def _compile(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> in
     def dump(name: str, text: str) -> None:
         out(f"// -----// IR Dump After {name} //----- //\n{text}")
 
-    res = compile_model(a.model, opts, emit_ir=dump)
+    from .progress import Progress
+
+    opts.progress = Progress.for_cli(a.quiet, a.verbose)
+    try:
+        res = compile_model(a.model, opts, emit_ir=dump)
+    finally:
+        opts.progress.close()
     if a.time_passes:
         print(res.manager.timing_report(), file=sys.stderr)
         for i, it in enumerate(res.module.attrs.get("route_iterations") or [], 1):
@@ -244,9 +302,18 @@ def _compile(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> in
     outs.put(a.output, data)
     if a.report_json:
         outs.put(a.report_json, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if a.report_html:
+        from wsec.ir.fabric import Fabric
+        from wsec.ir.metrics import route_arrays
+
+        from .view import render_html
+
+        outs.put(a.report_html, render_html(report, route_arrays(res.module),
+                                            Fabric.of(res.target)))
     code = 0
     if not a.quiet:
-        out(format_summary(report) + f"\n  binary         {a.output}")
+        where = "the standard output" if a.output == "-" else a.output
+        out(format_summary(report) + f"\n  binary         {where}")
     if a.verify:  # the staged bytes, before they are renamed into place
         from .run import verify_binary
 
@@ -259,7 +326,18 @@ def cmd_ops(argv: Sequence[str], out: Callable[[str], None]) -> int:
     from wsec.ir.kernels import kind_for_op
     from wsec.ir.ops import CANONICAL_OPSET, SUPPORTED_OPS
 
-    _Parser(prog="wsec ops", description="List the supported ONNX operators.").parse_args(argv)
+    p = _Parser(prog="wsec ops", description="List the supported ONNX operators.")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    a = p.parse_args(argv)
+    if a.json:
+        import json
+
+        ops = [{"op": op, "kernel": kind.name if kind else None, "folded": kind is None,
+                "description": SUPPORTED_OPS[op]}
+               for op in sorted(SUPPORTED_OPS) for kind in (kind_for_op(op),)]
+        out(json.dumps({"min_opset": MIN_OPSET, "max_opset": MAX_OPSET,
+                        "canonical_opset": CANONICAL_OPSET, "ops": ops}, indent=2))
+        return 0
     width = max(len(k) for k in SUPPORTED_OPS)
     out(f"{len(SUPPORTED_OPS)} supported ONNX operators (default domain, opsets {MIN_OPSET} to "
         f"{MAX_OPSET}, converted to opset {CANONICAL_OPSET}).")
@@ -276,10 +354,57 @@ def cmd_inspect(argv: Sequence[str], out: Callable[[str], None]) -> int:
     from wsec.backends.inspect import inspect_text
     from wsec.backends.loader import load_binary
 
-    p = _Parser(prog="wsec inspect", description="Print what a wsec binary holds.")
+    from .outputs import Outputs
+
+    p = _Parser(prog="wsec inspect", description="Print what a wsec binary holds: header, "
+                "kernels, routes, SRAM, weights, a mini-map of the placement.")
     p.add_argument("binary")
+    p.add_argument("--json", action="store_true", help="print it as JSON instead")
+    p.add_argument("--html", metavar="PATH", help="also write the layout as one "
+                   "self-contained HTML page (kernels, link-load heat map, bottleneck, phases)")
+    p.add_argument("--svg", metavar="PATH", help="also write the layout map as SVG")
+    p.add_argument("--no-map", action="store_true", help="leave out the ASCII mini-map")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     a = p.parse_args(argv)
-    out(inspect_text(load_binary(a.binary)))
+    with Outputs(final=True) as outs:
+        outs.input(a.binary, "the binary")
+        for path, what in ((a.html, "the HTML report"), (a.svg, "the SVG map")):
+            if path is not None:
+                outs.output(path, what)
+        if outs.to_stdout and a.json:
+            raise UsageError("--json prints to the standard output: write the HTML or SVG to a "
+                             "file")
+        prog = load_binary(a.binary)
+        if a.html or a.svg:
+            from wsec.backends.inspect import program_routes
+            from wsec.ir.fabric import Fabric
+
+            from .view import program_report, render_html, render_svg
+
+            doc, ra, fabric = program_report(prog), program_routes(prog), Fabric.of(prog.target)
+            if a.html:
+                outs.put(a.html, render_html(doc, ra, fabric))
+            if a.svg:
+                outs.put(a.svg, '<?xml version="1.0" encoding="UTF-8"?>\n'
+                         + render_svg(doc, ra, fabric) + "\n")
+        if outs.to_stdout:
+            return 0
+        if a.json:
+            import json
+
+            from wsec.backends.inspect import inspect_json
+
+            out(json.dumps(inspect_json(prog), indent=2, sort_keys=True))
+            return 0
+        from .report import headline
+        from .view import ascii_map, program_report
+
+        doc = program_report(prog)
+        head, rest = inspect_text(prog).split("\n", 1)
+        text = f"{head}\n  layout           {headline(doc)}\n{rest}"
+        if not a.no_map:
+            text += "\n".join(ascii_map(doc)) + "\n"
+        out(text.rstrip("\n"))
     return 0
 
 
@@ -394,6 +519,13 @@ def _dispatch(args: list[str], out: Callable[[str], None]) -> int:
     if not args:
         compile_parser().print_help()
         return EXIT_USAGE
+    first = args[0]
+    if not first.startswith("-") and "." not in os.path.basename(first) \
+            and not os.path.exists(first):  # not a model file: a mistyped command?
+        hint = did_you_mean(first, COMMANDS)
+        if hint:
+            raise UsageError(f"unknown command '{first}'{hint}; commands: "
+                             f"{', '.join(COMMANDS)} (see 'wsec --help')")
     return cmd_compile(args, out)
 
 

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from wsec.ir.errors import UsageError, WsecError
 from wsec.ir.graph import Module
@@ -40,6 +41,7 @@ class CompileOptions:
     dtype: str = "auto"  # device dtype: auto (the model's float type) | f16 | f32
     train: dict[str, object] | None = None  # autodiff options: compile a training step
     micro_batch: int | None = None  # stream mode: samples per phase (None: from SRAM)
+    progress: Any = None  # a wsec.progress.Progress told of every pass (the CLI's)
 
 
 @dataclass
@@ -134,12 +136,12 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
     passes = merge_options(pipeline, [s for s in opts.pass_options
                                       if s.split("{", 1)[0].strip() not in stream_only])
     if opts.stop_after and opts.stop_after not in pipeline:
-        raise UsageError(f"--stop-after: pass '{opts.stop_after}' is not in the pipeline "
-                        f"({', '.join(pipeline)})")
+        raise UsageError(f"--stop-after: pass '{opts.stop_after}' is not in the pipeline"
+                         f"{_near(opts.stop_after, pipeline)} ({', '.join(pipeline)})")
     for name in opts.print_ir_after:
         if name != "all" and name not in pipeline:
-            raise UsageError(f"--print-ir-after: pass '{name}' is not in the pipeline "
-                            f"({', '.join(pipeline)})")
+            raise UsageError(f"--print-ir-after: pass '{name}' is not in the pipeline"
+                             f"{_near(name, pipeline)} ({', '.join(pipeline)})")
     if opts.train is not None and "autodiff" in pipeline and not any(
             s.split("{", 1)[0].strip() == "autodiff" for s in opts.pass_options):
         from .train import autodiff_pass
@@ -199,6 +201,13 @@ def run_pipeline(module: Module, opts: CompileOptions, pipeline: Sequence[str],
         completed = pm3.run(module, ctx)
         return CompileResult(module, target, pm3, completed)
     return CompileResult(module, target, pm2, completed)
+
+
+def _near(word: str, names: Sequence[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(word, list(names), n=1)
+    return f"; did you mean '{near[0]}'?" if near else ""
 
 
 def fallback_reason(failed: str, error: str) -> str:
@@ -264,7 +273,8 @@ def _manager(passes: list[Pass], opts: CompileOptions,
     return PassManager(passes, verify=opts.verify_ir,
                        print_ir_after={n for n in opts.print_ir_after if n in names or n == "all"},
                        stop_after=opts.stop_after if opts.stop_after in names else None,
-                       time_passes=opts.time_passes, emit_ir=emit_ir)
+                       time_passes=opts.time_passes, emit_ir=emit_ir,
+                       observer=opts.progress.pass_event if opts.progress else None)
 
 
 def compile_model(path: str, opts: CompileOptions,

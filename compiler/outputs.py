@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,6 +32,8 @@ from types import TracebackType
 from wsec.ir.errors import UsageError, WsecError
 
 from . import signals
+
+STDOUT = "-"  # an output path naming the standard output
 
 
 class OutputError(UsageError):
@@ -94,10 +97,19 @@ class Outputs:
         self.inputs.append(f)
 
     def output(self, path: str | os.PathLike[str], what: str) -> str:
-        """Check an output path now, before any work; returns it."""
+        """Check an output path now, before any work; returns it. `-` is the
+        standard output (written at commit, like a file, so an error or a
+        Ctrl-C leaves nothing half-written there either)."""
         path = os.fspath(path)
         if path == "":
             raise OutputError(f"empty output file name for {what}: give a path")
+        if path == STDOUT:
+            other = next((o for o in self.outputs if o.path == STDOUT), None)
+            if other is not None:
+                raise OutputError(f"{what} and {other.what} cannot both go to the standard "
+                                  f"output ('-'): give one of them a file name")
+            self.outputs.append(_File(path, what, None, STDOUT))
+            return path
         key, real = _identity(path)
         f = _File(path, what, key, real)
         for other in self.inputs + self.outputs:
@@ -131,13 +143,14 @@ class Outputs:
         if out is None:
             raise ValueError(f"output '{path}' was not declared")
         raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-        if _is_special(out.real):
+        if out.path == STDOUT or _is_special(out.real):
             self.staged.append(_Staged(out, None, raw))
             return
         d = os.path.dirname(out.real) or "."
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out.real)}.", suffix=".wsec-tmp",
-                                   dir=d)
-        st = self._staged_entry(out, tmp)
+        with signals.deferred():  # a Ctrl-C between creating and recording it would leak it
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out.real)}.",
+                                       suffix=".wsec-tmp", dir=d)
+            st = self._staged_entry(out, tmp)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(raw)
@@ -173,6 +186,10 @@ class Outputs:
                     if s.tmp is not None:
                         os.replace(s.tmp, s.out.real)
                         s.tmp = None
+                    elif s.out.path == STDOUT:
+                        sys.stdout.flush()
+                        sys.stdout.buffer.write(s.data or b"")
+                        sys.stdout.buffer.flush()
                     else:
                         with open(s.out.real, "wb") as f:
                             f.write(s.data or b"")
@@ -181,6 +198,12 @@ class Outputs:
                                 f"{e.strerror}") from None
             finally:
                 self.discard()
+
+    @property
+    def to_stdout(self) -> bool:
+        """Whether an output goes to the standard output (then messages for
+        people go to the standard error)."""
+        return any(o.path == STDOUT for o in self.outputs)
 
     def discard(self) -> None:
         for s in list(self.staged):

@@ -178,11 +178,47 @@ def _stream_summary(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rate(sps: float) -> str:
+    return f"{sps:,.0f} samples/s" if sps >= 100 else f"{sps:,.3g} samples/s"
+
+
+def headline(report: dict[str, Any]) -> str:
+    """What a reader wants first: the throughput and what limits it, e.g.
+    '1,096 samples/s, limited by link (622,95) N at 139x the kernel time'."""
+    s = report["summary"]
+    sps = s.get("samples_per_second")
+    if not sps:
+        return "no throughput: the layout has no kernels"
+    b = s.get("bottleneck")
+    if report.get("mode") == "stream":
+        by = {p["kernel"]: p for p in report.get("phases", [])}
+        p = by.get(b["kernel"]) if b else None
+        total = s.get("cycles_per_sample") or 0
+        slow = (f"; slowest phase {p['kernel']} ({p['kind']}, {p['bound']}-bound) "
+                f"{100 * int(p['cycles']) / total:.0f}% of the time" if p and total else "")
+        return (f"{_rate(sps)}, weight streaming: {s.get('phases', 0)} phases one after "
+                f"another{slow}")
+    if s.get("throughput_bound") == "link" and s.get("max_link"):
+        ratio = s["link_bound_cycles_per_sample"] / max(1, s["cycles_per_sample"])
+        return (f"{_rate(sps)}, limited by link {_link_txt(s['max_link'])} at "
+                f"{_multiple(ratio)} the kernel time")
+    bound = s.get("bound_cycles_per_sample")
+    realised = s.get("realised_cycles_per_sample") or s["cycles_per_sample"]
+    tail = f" at {_multiple(realised / bound)} the area bound" if bound else ""
+    what = f"kernel {b['kernel']} ({b['kind']}: {', '.join(b['origin'][:1])})" if b else \
+        "the kernels"
+    return f"{_rate(sps)}, limited by {what}{tail}"
+
+
+def _multiple(r: float) -> str:
+    return f"{r:.2f}x" if r < 10 else f"{r:,.0f}x"
+
+
 def format_summary(report: dict[str, Any]) -> str:
     s = report["summary"]
     t = report["target"]
     lines = [f"wsec: {report['model']} -> {t['name']} ({t['width']}x{t['height']} PEs), "
-             f"mode {report['mode']}"]
+             f"mode {report['mode']}", f"  {headline(report)}"]
     if report.get("mode_reason"):
         lines.append(f"  mode           {report['mode_reason']}")
     lines.append(f"  kernels        {s['kernels']}")
@@ -204,8 +240,9 @@ def format_summary(report: dict[str, Any]) -> str:
               else f"the bottleneck kernel {b['kernel']}" if b else "the kernels")
         lines.append(f"  throughput     {sps:,.0f} samples/s at {t['clock_hz'] / 1e9:g} GHz "
                      f"({realised:,} cycles/sample), set by {by}")
-    mult = [f"{realised / bound:.2f}x the area bound {bound:,}"] if bound else []
-    mult.append(f"kernels {s['cycles_per_sample']:,}")
+    mult = [f"{_multiple(realised / bound)} the area bound {bound:,}"] if bound else []
+    mult.append(f"{_multiple(realised / max(1, s['cycles_per_sample']))} the slowest kernel "
+                f"{s['cycles_per_sample']:,}")
     if s["max_link"]:
         mult.append(f"busiest link {s['link_bound_cycles_per_sample']:,}")
     lines.append(f"  cycles/sample  {realised:,}: " + ", ".join(mult))

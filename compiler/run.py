@@ -13,7 +13,9 @@ import argparse
 import hashlib
 import io
 import os
+import sys
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +41,7 @@ _EPILOG = """examples:
   wsec run model.bin --input data=x.npy -o out.npz
   wsec run model.bin --check model.onnx      (compare with onnxruntime; exit 1 on FAIL)
   wsec run model.bin --stats                 (measured link loads and cycles per kernel)
+  wsec run model.bin --check model.onnx --per-kernel   (and every kernel vs the reference)
 """
 
 
@@ -61,6 +64,9 @@ def run_parser(parser_cls: type[argparse.ArgumentParser]) -> argparse.ArgumentPa
     p.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs, keyed by name")
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="also run onnxruntime on the same input and compare (exit 1 on FAIL)")
+    p.add_argument("--per-kernel", action="store_true",
+                   help="also compare every kernel's output with the reference semantics on "
+                   "the same inputs; name the first that differs, its PE and worst element")
     p.add_argument("--stats", action="store_true",
                    help="print per-kernel link loads and cycles, measured vs estimated")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
@@ -68,6 +74,8 @@ def run_parser(parser_cls: type[argparse.ArgumentParser]) -> argparse.ArgumentPa
                    "for fp32 PEs, 1e-2 for fp16)")
     p.add_argument("--atol", type=_tolerance, help="absolute tolerance of --check (default 1e-5 "
                    "for fp32 PEs, 1e-3 for fp16)")
+    p.add_argument("--json", action="store_true",
+                   help="print the run (output summaries, the check) as JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
@@ -94,14 +102,24 @@ def _tolerance(text: str) -> float:
 def cmd_run(argv: Sequence[str], out: Callable[[str], None],
             parser_cls: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
     a = run_parser(parser_cls).parse_args(argv)
-    return _run(a, out)
+    if a.json and a.stats:
+        raise UsageError("--stats prints a table; with --json give one of them")
+    if not a.json:
+        return _run(a, out)
+    import json
+
+    doc: dict[str, Any] = {}
+    code = _run(a, lambda text: None, doc)
+    out(json.dumps(doc, indent=2, sort_keys=True))
+    return code
 
 
-def _run(a: argparse.Namespace, out: Callable[[str], None]) -> int:
+def _run(a: argparse.Namespace, out: Callable[[str], None],
+         doc: dict[str, Any] | None = None) -> int:
     from .outputs import Outputs
 
     with Outputs(final=True) as outs:
-        return _run_in(a, out, outs)
+        return _run_in(a, out, outs, {} if doc is None else doc)
 
 
 def _input_specs(specs: Sequence[str]) -> dict[str, str]:
@@ -117,7 +135,8 @@ def _input_specs(specs: Sequence[str]) -> dict[str, str]:
     return given
 
 
-def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> int:
+def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any,
+            doc: dict[str, Any]) -> int:
     from wsec.backends.loader import load_binary
     from wsec.backends.sim import random_inputs, simulate
     from wsec.backends.weight_stream import weight_files
@@ -134,6 +153,9 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> int
             outs.input(f, "external data of the --check model")
     if a.output is not None:
         outs.output(a.output, "the outputs file")
+        if outs.to_stdout:  # the .npz owns the standard output: the text goes to stderr
+            def out(text: str) -> None:
+                print(text, file=sys.stderr, flush=True)
     prog = load_binary(a.binary)
     for f in weight_files(prog):
         outs.input(f, "a weight file of the binary")
@@ -144,11 +166,14 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> int
                              f"{', '.join(prog.info['inputs'])}")
         inputs[name] = load_npy(path, name, inputs[name])
     t0 = time.perf_counter()
-    res = simulate(prog, inputs)
+    res = simulate(prog, inputs, keep=a.per_kernel)
     sim_s = time.perf_counter() - t0
     out(f"wsec run: {prog.info.get('source', a.binary)} on {prog.target.name} "
         f"({prog.target.width}x{prog.target.height}), {len(prog.kernels)} kernels, "
         f"simulated in {sim_s:.2f} s (PEs compute in float32)")
+    doc.update({"binary": a.binary, "source": prog.info.get("source"),
+                "target": prog.target.name, "kernels": len(prog.kernels), "seed": a.seed,
+                "outputs": {name: _figures(arr) for name, arr in res.outputs.items()}})
     for name, arr in res.outputs.items():
         out(f"  %{name} {arr.dtype}{list(arr.shape)}: {_summary(arr)}")
     if a.output:
@@ -160,12 +185,39 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any) -> int
         from wsec.backends.sim_stats import format_stats
 
         out(format_stats(prog, res))
+    kernels_ok = True
+    if a.per_kernel:
+        from .kernel_check import check_kernels
+
+        kernels_ok = check_kernels(prog, res, out, *tolerances(prog, a.rtol, a.atol), compare)
     if a.check:
         rows, ref_s = check_against_onnx(a.check, inputs, res.outputs, prog, out,
                                          a.rtol, a.atol)
         out(f"  onnxruntime: {ref_s:.3f} s")
-        return 0 if all(r.ok for r in rows) else 1
-    return 0
+        rtol, atol = tolerances(prog, a.rtol, a.atol)
+        doc["check"] = {"model": a.check, "rtol": rtol, "atol": atol,
+                        "pass": all(r.ok for r in rows),
+                        "outputs": {r.name: {"shape": list(r.shape), "max_abs": _num(r.max_abs),
+                                             "max_rel": _num(r.max_rel), "pass": r.ok,
+                                             "note": r.note} for r in rows}}
+        return 0 if all(r.ok for r in rows) and kernels_ok else 1
+    return 0 if kernels_ok else 1
+
+
+def _num(x: float) -> float | str:
+    """A float for JSON (which has no infinity or NaN)."""
+    return x if np.isfinite(x) else str(x)
+
+
+def _figures(arr: np.ndarray) -> dict[str, Any]:
+    x = arr.astype(np.float64)
+    fin = np.isfinite(x)
+    d: dict[str, Any] = {"dtype": str(arr.dtype), "shape": list(arr.shape),
+                         "nonfinite": int(x.size - fin.sum())}
+    if fin.any():
+        d.update(mean=float(np.mean(x[fin])), min=float(np.min(x[fin])),
+                 max=float(np.max(x[fin])))
+    return d
 
 
 def _summary(arr: np.ndarray) -> str:
@@ -230,22 +282,26 @@ def _first_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def onnx_reference(model: str | bytes, inputs: Mapping[str, np.ndarray]
-                   ) -> tuple[dict[str, np.ndarray], float]:
+def onnx_reference(model: str | bytes, inputs: Mapping[str, np.ndarray],
+                   data_dir: str | None = None) -> tuple[dict[str, np.ndarray], float]:
     """onnxruntime's outputs on `inputs` (the model as given: a path, or a
-    serialized model) and its time."""
+    serialized model whose external data lies in `data_dir`, not in the
+    current directory) and its time."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise WsecError("--check needs onnxruntime, which is not installed",
-                        hint="pip install onnxruntime (in a checkout: make test, or "
-                             ".venv/bin/pip install -e '.[test]')") from None
+                        hint="pip install 'wsec[check]'; in a checkout: make demo, or "
+                             ".venv/bin/pip install -e '.[check]'") from None
     what = model if isinstance(model, str) else "the reference"
     if isinstance(model, str) and not os.path.isfile(model):
         raise WsecError(f"--check: no such model file: '{model}'" if not os.path.exists(model)
                         else f"--check: '{model}' is not a file")
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if data_dir is not None:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                    data_dir)
     try:
         sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors have no common root
@@ -340,6 +396,7 @@ def check_against_onnx(model: str, inputs: Mapping[str, np.ndarray],
             f"(model hash differs)")
     train = (info.get("attrs") or {}).get("train")
     source: str | bytes = model
+    data_dir = None
     if isinstance(train, dict):  # a training step: run the step exported from the model
         from wsec.backends.format import type_shape
 
@@ -348,9 +405,10 @@ def check_against_onnx(model: str, inputs: Mapping[str, np.ndarray],
         shapes = {n: list(type_shape(info["values"][n])) for n in info["inputs"]
                   if n != train.get("labels", "labels")}
         source = reference_step(model, train, shapes)
+        data_dir = os.path.dirname(os.path.abspath(model))  # its external data's locations
         out(f"  reference: the training step exported from {model} ({train.get('loss')} loss, "
             f"{train.get('optimizer')}, lr {train.get('lr')})")
-    ref, secs = onnx_reference(source, inputs)
+    ref, secs = onnx_reference(source, inputs, data_dir)
     rows = []
     rtol, atol = tolerances(prog, rtol, atol)
     dtype = getattr(getattr(prog, "target", None), "dtype", "f32")
@@ -398,3 +456,73 @@ def verify_binary(binary: str | bytes, model: str, out: Callable[[str], None], s
         raise SimError(f"--verify: {e}") from None
     rows, _ = check_against_onnx(model, inputs, res.outputs, prog, out)
     return 0 if all(r.ok for r in rows) else 1
+
+
+# --- the Python API's load and run (docs/api.md) ---------------------------------------
+
+def load(path_or_bytes: str | os.PathLike[str] | bytes) -> Any:
+    """A binary, read and validated by the one loader every tool uses
+    (a `wsec.backends.format.Program`)."""
+    from wsec.backends.loader import load_binary
+
+    return load_binary(path_or_bytes)
+
+
+@dataclass
+class RunResult:
+    """The outputs a simulated run delivers, the inputs it ran on, and the
+    check against onnxruntime when asked for (`check` rows; `passed`)."""
+
+    outputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]
+    check: list[CheckRow] | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.check is None else all(r.ok for r in self.check)
+
+
+def run(binary: Any, inputs: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+        check: str | os.PathLike[str] | None = None, rtol: float | None = None,
+        atol: float | None = None) -> RunResult:
+    """Execute a binary on the simulated wafer (`wsec run`): `binary` is a
+    path, the bytes, a loaded program or a compiled model (`wsec.compile`);
+    inputs not given are seeded random. With `check` (the ONNX model),
+    compare with onnxruntime."""
+    from wsec.backends.sim import random_inputs, simulate
+
+    if isinstance(binary, (str, os.PathLike, bytes)):
+        prog = load(binary)
+    elif isinstance(getattr(binary, "binary", None), bytes):  # a wsec.Compiled
+        prog = load(binary.binary)
+    else:
+        prog = binary
+    feed = random_inputs(prog, seed)
+    for name, arr in (inputs or {}).items():
+        if name not in feed:
+            raise UsageError(f"input '{name}': the binary's model inputs are "
+                             f"{', '.join(prog.info['inputs'])}")
+        want = feed[name]
+        arr = np.asarray(arr)
+        if arr.shape != want.shape:
+            raise WsecError(f"input '{name}' has shape {list(arr.shape)} but the binary's "
+                            f"has {list(want.shape)}")
+        feed[name] = arr.astype(want.dtype, copy=False)
+    res = simulate(prog, feed)
+    rows = None
+    if check is not None:
+        rows, _ = check_against_onnx(os.fspath(check), feed, res.outputs, prog, lambda s: None,
+                                     rtol, atol)
+    return RunResult(dict(res.outputs), feed, rows)
+
+
+class _RunModule(types.ModuleType):
+    """`wsec.run` is this module (`from wsec.run import compare`) and, called,
+    the Python API's `run` above: importing a submodule binds its name on
+    the package, so the two must be one object."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _RunModule

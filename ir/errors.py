@@ -18,6 +18,8 @@ Exit codes (docs/user-guide.md):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -63,3 +65,12 @@ class LayoutInfeasible(PassError):
     """No layout of the requested kind exists for this model on this target
     (SRAM, area, colors or placement run out). The only error auto mode
     answers by falling back to weight streaming."""
+
+
+def did_you_mean(word: str, choices: Iterable[object]) -> str:
+    """' (did you mean 'X'?)' for the closest of `choices` (names), or ''."""
+    import difflib
+
+    near = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+

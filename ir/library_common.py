@@ -184,14 +184,22 @@ def lane_cycles(dims: Dims, rows: np.ndarray, target: Target) -> np.ndarray:
     other (wsec.passes.route_bundles), one lane per row, each link and RAMP
     moving one wavelet per cycle. `Ie` is the elements of the activation
     inputs, `Oe` those of the outputs times the sinks each goes to (dims
-    form-kernels records from the kernel's edges); 0 when unknown."""
+    form-kernels records from the kernel's edges); 0 when unknown. `In` and
+    `On` count the bundles sharing each side: every bundle takes a whole
+    number of rows, so n bundles of W wavelets in all fit rows R at cycles c
+    when ceil(W / c) <= R - n + 1 (the sum of the n roundings up is at most
+    n - 1 more than the rounded-up sum)."""
     b = itemsize(target)
-    ie, oe = int(dims.get("Ie", 0)), int(dims.get("Oe", 0))
-    wav = max(cdiv(ie * b, target.wavelet_bytes), cdiv(oe * b, target.wavelet_bytes))
-    return cdiv(np.asarray(wav, dtype=np.int64), np.maximum(np.asarray(rows, dtype=np.int64), 1))
+    rows = np.maximum(np.asarray(rows, dtype=np.int64), 1)
+    out = np.zeros_like(rows)
+    for e, n in (("Ie", "In"), ("Oe", "On")):
+        wav = cdiv(int(dims.get(e, 0)) * b, target.wavelet_bytes)
+        usable = np.maximum(rows - max(int(dims.get(n, 1)), 1) + 1, 1)
+        out = np.maximum(out, cdiv(np.asarray(wav, dtype=np.int64), usable))
+    return out
 
 
-PORT_DIMS = ("Ie", "Oe")
+PORT_DIMS = ("Ie", "Oe", "In", "On")
 
 
 def drop_port_dims(kernels: Sequence[Kernel]) -> None:

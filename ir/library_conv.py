@@ -71,6 +71,20 @@ def window_dims(node: Node, x_shape: tuple[int, int, int, int],
             "dh": dl[0], "dw": dl[1], "ph": ph, "pw": pw, "Ho": ho, "Wo": wo}
 
 
+def window_rows(ho: int, s: int, sh: int, r: int, dh: int, group: int) -> tuple[int, int]:
+    """Padded input rows [start, stop) that output-row group `group` of `s`
+    (ceil(ho/s) output rows each) reads through an r-tap window of dilation
+    dh at stride sh: its rows' strided span plus the halo; empty past the
+    last output row."""
+    per = -(-ho // max(s, 1))
+    first = group * per
+    n = min(per, ho - first)
+    start = first * sh
+    if n <= 0:
+        return start, start
+    return start, start + (n - 1) * sh + (r - 1) * dh + 1
+
+
 def fold_depth(node: Node, x: tuple[int, ...], y: tuple[int, ...], taps: int
                 ) -> tuple[Node, tuple[int, int, int, int], tuple[int, int, int, int], Dims]:
     """A 3-D windowed op as a 2-D one: each output depth plane is an
@@ -236,6 +250,28 @@ class ConvKind(LibraryKind):
     def reduction_chain(self, dims: Dims, knobs: Knobs) -> int:
         return int(knobs["c"])  # the c input-channel blocks of a row group, summed along y
 
+    def input_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Rows [start, stop) of the padded input (pad rows counted) that
+        output-row group `group` (PE rows group*c .. group*c + c - 1) holds:
+        the strided span of its ceil(Ho/s) output rows plus the window's
+        halo of (R - 1) * dh + 1 - sh rows shared with the next group. A 1-D
+        conv's groups split the sequence: its stretch of the padded input."""
+        if dims.get("L1"):
+            return window_rows(dims["Wo"], int(knobs["s"]), dims["sw"], dims["S"], dims["dw"],
+                               group)
+        return window_rows(dims["Ho"], int(knobs["s"]), dims["sh"], dims["R"], dims["dh"],
+                           group)
+
+    def pool_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Conv output rows [start, stop) row group `group` holds for a fused
+        pooling: its own rows and the pR - 1 before them, the most a window
+        ending in its rows reaches back. (The cost model counts pR - psh
+        halo rows, which covers windows that never straddle a group
+        boundary; the simulator checks the windows against these rows.)"""
+        per = -(-dims["Ho"] // int(knobs["s"]))
+        first = group * per
+        return max(0, first - (int(dims.get("pR", 1)) - 1)), min(dims["Ho"], first + per)
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
@@ -313,6 +349,13 @@ class DeconvKind(LibraryKind):
         sram = (CODE_BYTES + wel * b + win * d["W"] * cin * b + d["Wo"] * kb * b * (1 + d["A"])
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)
         return k, c * s, cycles, sram
+
+    def input_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Rows [start, stop) output-row group `group` holds of the input
+        dilated by the stride (sh - 1 zero rows between input rows, the
+        kernel's reach padded above): its rows' span plus the window halo
+        of (R - 1) * dh rows. Only every sh-th of them is an input row."""
+        return window_rows(dims["Ho"], int(knobs["s"]), 1, dims["R"], dims.get("dh", 1), group)
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

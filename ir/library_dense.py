@@ -117,9 +117,13 @@ class MatmulKind(LibraryKind):
             return tuple(full)
         cols, rows = block(n, knobs["kx"], px), block(kd, knobs["ky"], py)
         tail = tuple(weight_shape[-2:])
-        if len(weight_shape) >= 2 and dims["tB"] and tail == (n, kd):
+        # B itself (a resident weight): by reduction rows and columns; with B
+        # an activation, a constant of B's shape is a fused operand (an
+        # attention mask), used after the reduction by the column's PEs
+        b = not dims.get("Bact", 0) and len(weight_shape) >= 2
+        if b and dims["tB"] and tail == (n, kd):
             full[-2], full[-1] = cols, rows
-        elif len(weight_shape) >= 2 and not dims["tB"] and tail == (kd, n):
+        elif b and not dims["tB"] and tail == (kd, n):
             full[-2], full[-1] = rows, cols
         elif weight_shape and weight_shape[-1] == n and n > 1:
             full[-1] = cols  # bias or a fused per-column constant

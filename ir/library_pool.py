@@ -19,6 +19,7 @@ from .library_common import (
     ROW_OVERHEAD,
     LibraryKind,
     UnsupportedShape,
+    block,
     candidates,
     cdiv,
     elems_per_cycle,
@@ -30,7 +31,7 @@ from .library_common import (
     spatial,
     vtype,
 )
-from .library_conv import channel_shard, fold_depth, pair, window_dims
+from .library_conv import channel_shard, fold_depth, pair, window_dims, window_rows
 from .target import Target
 
 
@@ -128,6 +129,15 @@ class PoolKind(LibraryKind):
                 + cdiv(d["P"] * cb, d["C"]) * b)
         w, h = grouped_layout(c * s, target)
         return w, h, cycles, sram
+
+    def input_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Padded input rows [start, stop) row group `group` holds (windowed
+        pooling: its output rows' span plus the window halo; global pooling:
+        its block of ceil(H/s) rows)."""
+        if dims.get("glob"):
+            b = block(dims["H"], int(knobs["s"]), group)
+            return b.start, b.stop
+        return window_rows(dims["Ho"], int(knobs["s"]), dims["sh"], dims["R"], dims["dh"], group)
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

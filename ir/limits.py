@@ -23,8 +23,13 @@ from .errors import WsecError
 
 MAX_DIM = 1 << 40  # one dimension
 MAX_ELEMENTS = 1 << 40  # one tensor (~1.1e12 elements)
-MAX_GRID_SIDE = 1 << 14  # PEs along x or y (a wafer has < 1,200)
-MAX_GRID_PES = 1 << 26  # PEs in a grid (~67M: the ISPD open-grid variants use 7000x7000)
+MAX_GRID_SIDE = 1 << 14  # PEs along x or y of a routed grid (a wafer has < 1,200)
+MAX_GRID_PES = 1 << 26  # PEs in a routed grid (~67M)
+# a kernel graph's grid is only placed, never routed or simulated: placement
+# keeps no per-PE arrays, so it may be far larger (the ISPD open-grid variant
+# of C needs 10128 x 10128)
+MAX_PLACE_GRID_SIDE = 1 << 20
+MAX_PLACE_GRID_PES = 1 << 36
 MAX_KGRAPH_PARAM = 1 << 24  # an ISPD kernel's W, H, C, K, ... and its shape dims
 MAX_WEIGHT = 1e12  # an ISPD objective weight (wlength, wdeltat, wadapter)
 
@@ -67,18 +72,21 @@ def check_shape(what: str, dims: Sequence[object], zero_ok: bool = False,
         raise error(f"{what} has shape {shape}: {bad}")
 
 
-def grid_problem(width: object, height: object) -> str | None:
-    """What is wrong with a W x H program grid (None: nothing)."""
+def grid_problem(width: object, height: object, placed_only: bool = False) -> str | None:
+    """What is wrong with a W x H program grid (None: nothing); `placed_only`
+    for a kernel graph's grid, which is never routed."""
+    side, pes = ((MAX_PLACE_GRID_SIDE, MAX_PLACE_GRID_PES) if placed_only
+                 else (MAX_GRID_SIDE, MAX_GRID_PES))
     for name, v in (("width", width), ("height", height)):
         if isinstance(v, bool) or not isinstance(v, int):
             return f"its {name} is {v!r}, not an integer"
         if v < 1:
             return f"its {name} is {v}; a grid needs at least 1 PE each way"
-        if v > MAX_GRID_SIDE:
-            return f"its {name} is {v}, more than wsec's limit of {MAX_GRID_SIDE} PEs"
-    if int(width) * int(height) > MAX_GRID_PES:  # type: ignore[call-overload]
+        if v > side:
+            return f"its {name} is {v}, more than wsec's limit of {side} PEs"
+    if int(width) * int(height) > pes:  # type: ignore[call-overload]
         return (f"it has {int(width) * int(height):,} PEs, more than wsec's limit of "  # type: ignore[call-overload]
-                f"{MAX_GRID_PES:,}")
+                f"{pes:,}")
     return None
 
 

@@ -51,6 +51,10 @@ class RouteArrays:
     rx: np.ndarray
     tx: np.ndarray
     bytes: np.ndarray
+    # which slice of which value the entry's lane carries (share_key), -1 for
+    # none: entries of equal share, PE, color and receive port are one router
+    # entry (merge_shared)
+    share: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -59,7 +63,48 @@ class RouteArrays:
     def take(self, idx: np.ndarray) -> RouteArrays:
         """The entries at `idx`."""
         return RouteArrays(*(getattr(self, f)[idx] for f in
-                             ("x", "y", "color", "edge", "rx", "tx", "bytes")))
+                             ("x", "y", "color", "edge", "rx", "tx", "bytes")),
+                           share=None if self.share is None else self.share[idx])
+
+
+def share_key(edge: np.ndarray | int, lanes: np.ndarray | int, lane: np.ndarray | int
+              ) -> np.ndarray:
+    """The identity of what a lane carries: lane `lane` of `lanes` of edge
+    `edge`'s value. Bundles of one edge with equal lane counts carry equal
+    slices lane by lane, so where their lanes meet on one color from the
+    same port they are one multicast route: the router forwards the wavelet
+    to every port either sends to (wsec.ir.metrics.merge_shared)."""
+    return ((np.asarray(edge, dtype=np.int64) << 40) | (np.asarray(lanes, dtype=np.int64) << 20)
+            | np.asarray(lane, dtype=np.int64))
+
+
+def merge_shared(ra: RouteArrays) -> RouteArrays:
+    """One entry per router entry: entries with the same share key, PE,
+    color and receive ports merge, sending to the union of their ports
+    (a multicast fork); any other two entries on one PE and color stay two
+    (a conflict the verifier and the loader report)."""
+    if ra.share is None or not ra.size:
+        return ra
+    ok = ra.share >= 0
+    if not ok.any():
+        return ra
+    idx = np.flatnonzero(ok)
+    keys = np.stack([ra.share[idx], ra.x[idx], ra.y[idx], ra.color[idx], ra.rx[idx]], axis=1)
+    order = np.lexsort(keys.T[::-1])
+    k = keys[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = (k[1:] != k[:-1]).any(axis=1)
+    if first.all():
+        return ra
+    starts = np.flatnonzero(first)
+    tx = np.bitwise_or.reduceat(ra.tx[idx][order], starts)
+    keep = idx[order[starts]]
+    out = ra.take(np.concatenate([np.flatnonzero(~ok), keep]))
+    n_other = int((~ok).sum())
+    merged_tx = out.tx.copy()
+    merged_tx[n_other:] = tx
+    return RouteArrays(out.x, out.y, out.color, out.edge, out.rx, merged_tx, out.bytes,
+                       share=out.share)
 
 
 def lane_bytes(edge_bytes: int, numel: int, lanes: int) -> np.ndarray:
@@ -70,17 +115,21 @@ def lane_bytes(edge_bytes: int, numel: int, lanes: int) -> np.ndarray:
 
 def route_arrays(module: Module) -> RouteArrays:
     """The routes of a module's edges: every bundle expanded lane by lane
-    (edge index = position in `module.edges`)."""
-    cols: list[list[np.ndarray]] = [[] for _ in range(7)]
+    (edge index = position in `module.edges`), lanes that carry the same
+    slice into the same PE on the same color merged into one multicast
+    entry (merge_shared)."""
+    cols: list[list[np.ndarray]] = [[] for _ in range(8)]
     for i, e in enumerate(module.edges):
         numel = module.values[e.value].type.numel if e.value in module.values else 1
         for b in e.bundles or ():
             ex = expand(b, e.src == HOST, b.sink == HOST)
             lb = lane_bytes(e.bytes_per_sample, numel, b.lanes)
             for c, v in zip(cols, (ex.x, ex.y, np.full(ex.x.size, b.color), np.full(ex.x.size, i),
-                                   ex.rx, ex.tx, lb[ex.lane]), strict=True):
+                                   ex.rx, ex.tx, lb[ex.lane], share_key(i, b.lanes, ex.lane)),
+                            strict=True):
                 c.append(np.asarray(v, dtype=np.int64))
-    return RouteArrays(*(np.concatenate(c) if c else np.zeros(0, np.int64) for c in cols))
+    arrs = [np.concatenate(c) if c else np.zeros(0, np.int64) for c in cols]
+    return merge_shared(RouteArrays(*arrs[:7], share=arrs[7]))
 
 
 def link_loads(ra: RouteArrays, fabric: Fabric, count: bool = False) -> np.ndarray:

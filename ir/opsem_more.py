@@ -397,19 +397,34 @@ def _resize(n: Node, ins: list) -> list:
         if out[a] == x.shape[a] and sc[a] == 1.0 and rois[a] == (0.0, 1.0):
             continue
         idx, w, off = resize_taps(n, x.shape[a], out[a], sc[a], rois[a])
-        g = np.take(y, idx, axis=a)  # the tap axis lands right after axis a
-        if nearest:
-            y = np.squeeze(g, axis=a + 1)
-        else:
-            wshape = [1] * g.ndim
-            wshape[a], wshape[a + 1] = w.shape
-            y = (g * w.reshape(wshape)).sum(axis=a + 1)
-        if off.any():
-            bshape = [1] * x.ndim
-            bshape[a] = out[a]
-            outside |= off.reshape(bshape)
+        y = resize_axis(y, a, idx, w, off, nearest, outside)
+    return [resize_finish(n, x, y, outside, nearest)]
+
+
+def resize_axis(y: np.ndarray, a: int, idx: np.ndarray, w: np.ndarray, off: np.ndarray,
+                nearest: bool, outside: np.ndarray) -> np.ndarray:
+    """One axis of a separable resize: gather the taps `idx` along axis a and
+    weigh them by `w` (nearest: the one tap); marks in `outside` the output
+    positions `off` says fall outside the input."""
+    g = np.take(y, idx, axis=a)  # the tap axis lands right after axis a
+    if nearest:
+        y = np.squeeze(g, axis=a + 1)
+    else:
+        wshape = [1] * g.ndim
+        wshape[a], wshape[a + 1] = w.shape
+        y = (g * w.reshape(wshape)).sum(axis=a + 1)
+    if off.any():
+        bshape = [1] * outside.ndim
+        bshape[a] = outside.shape[a]
+        outside |= off.reshape(bshape)
+    return y
+
+
+def resize_finish(n: Node, x: np.ndarray, y: np.ndarray, outside: np.ndarray,
+                  nearest: bool) -> np.ndarray:
+    """The extrapolation value outside the input, rounding for integers, x's dtype."""
     if outside.any():
         y = np.where(outside, float(n.attrs.get("extrapolation_value", 0.0)), y)
     if np.issubdtype(x.dtype, np.integer) and not nearest:
         y = np.round(y)
-    return [np.ascontiguousarray(y).astype(x.dtype)]
+    return np.ascontiguousarray(y).astype(x.dtype)

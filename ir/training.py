@@ -147,3 +147,56 @@ def pipeline_stash(kernels: list, edges: list, values: dict | None = None
         if total:
             out[k.name] = (total, far)
     return out
+
+
+def placement_order(kernels: list) -> list[int]:
+    """Kernel indices in the order a training step is packed: every forward
+    kernel followed by the backward kernels that differentiate it (its input
+    and weight gradients, its parameters' gradient sums and updates).
+
+    Why: kernel order is dataflow order — the whole forward pass, the loss,
+    then the backward pass in reverse — so packing in it puts a layer's
+    forward kernel and its backward kernels at opposite ends of the wafer,
+    and the activations stashed for the backward pass, read across the
+    wafer, cross every kernel in between. Interleaved, a forward kernel's
+    stash edges, its successor in the forward pass and the gradients it
+    receives from the next layer's backward kernels all run to neighbours.
+
+    A backward op names the forward node it differentiates (`dgrad/<node>`),
+    the value whose gradient it sums (`dgrad/<value>`) or the parameter it
+    updates (`update/<param>`); each is anchored on the forward kernel that
+    holds that node, makes that value or first reads that parameter. Loss
+    kernels come after the forward pass; a kernel anchored on nothing stays
+    right after the kernel before it."""
+    anchor_of: dict[str, int] = {}  # forward op, value or parameter -> forward position
+    pos = 0
+    for k in kernels:
+        if role_of_kernel(k.origin) != "forward":
+            continue
+        for name in k.origin:
+            anchor_of.setdefault(name, pos)
+        for n in getattr(k, "body", []):
+            anchor_of.setdefault(n.name, pos)
+            for v in n.outputs:
+                if v:
+                    anchor_of.setdefault(v, pos)
+        for v in k.inputs:  # a parameter: its first forward reader
+            if v:
+                anchor_of.setdefault(v, pos)
+        pos += 1
+    keys: list[tuple[int, int, int]] = []
+    last = -1
+    for i, k in enumerate(kernels):
+        role = role_of_kernel(k.origin)
+        if role == "forward":
+            last = anchor_of[k.origin[0]] if k.origin else last
+            keys.append((last, 0, i))
+            continue
+        if role == "loss":
+            keys.append((pos, 0, i))
+            continue
+        found = anchor_of.get(forward_node_of(k.origin[0])) if k.origin else None
+        keys.append((last if found is None else found, 1, i))
+        if found is not None:
+            last = found
+    return [k[2] for k in sorted(keys)]

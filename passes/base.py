@@ -14,7 +14,7 @@ The contract:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,6 +34,19 @@ class PassContext:
     target: Target
     time_limit: float | None = None
     notes: list[str] = field(default_factory=list)
+    # a solver's progress for people: (pass name, figures such as delta_t, wirelength)
+    progress: Callable[[str, dict[str, float]], None] | None = None
+    # makes the module hold the best legal layout a running solver has found so far
+    # (what an interrupted ISPD run writes); None once the module holds its result
+    best_so_far: Callable[[], None] | None = None
+
+    def improved(self, pass_name: str, keep: Callable[[], None] | None = None,
+                 **figures: float) -> None:
+        """A solver found a better legal layout: `keep` applies it to the module."""
+        if keep is not None:
+            self.best_so_far = keep
+        if self.progress is not None:
+            self.progress(pass_name, figures)
 
     @property
     def fabric(self) -> Fabric:

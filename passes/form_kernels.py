@@ -355,17 +355,24 @@ def port_dims(module: Module) -> None:
     """Record in each kernel's dims what crosses its ports per sample: `Ie`,
     the elements of its activation inputs, and `Oe`, those of its outputs
     times the sinks each goes to (every sink gets its own bundle of lanes),
-    so the kinds' cost models can charge the lanes (wsec.ir.library_common
-    .lane_cycles)."""
+    and how many bundles share each side (`In` in, `On` out), so the kinds'
+    cost models can charge the lanes (wsec.ir.library_common.lane_cycles)."""
     ie: dict[str, int] = {}
     oe: dict[str, int] = {}
+    n_in: dict[str, int] = {}
+    n_out: dict[str, int] = {}
     for e in module.edges:
         n = module.values[e.value].type.numel
+        sinks = list(dict.fromkeys(e.dsts))
         if e.src != HOST:
-            oe[e.src] = oe.get(e.src, 0) + n * len(dict.fromkeys(e.dsts))
-        for d in dict.fromkeys(e.dsts):
+            oe[e.src] = oe.get(e.src, 0) + n * len(sinks)
+            n_out[e.src] = n_out.get(e.src, 0) + len(sinks)
+        for d in sinks:
             if d != HOST:
                 ie[d] = ie.get(d, 0) + n
+                n_in[d] = n_in.get(d, 0) + 1
     for k in module.kernels():
         k.dims["Ie"] = ie.get(k.name, 0)
         k.dims["Oe"] = oe.get(k.name, 0)
+        k.dims["In"] = n_in.get(k.name, 0)
+        k.dims["On"] = n_out.get(k.name, 0)

@@ -81,6 +81,8 @@ class PassManager:
     time_passes: bool = False
     emit_ir: Callable[[str, str], None] | None = None  # (pass name, text) sink
     timings: list[tuple[str, float]] = field(default_factory=list)
+    # told when a pass starts (seconds None) and ends (its seconds): progress for people
+    observer: Callable[[str, float | None, PassContext], None] | None = None
 
     def run(self, module: Module, ctx: PassContext) -> bool:
         """Run the passes; returns False when stopped early by stop_after."""
@@ -96,11 +98,15 @@ class PassManager:
             if missing:
                 raise PassError(f"pass '{p.name}' needs the IR to be {', '.join(missing)}; "
                                 f"run the passes that make it so first")
+            if self.observer is not None:
+                self.observer(p.name, None, ctx)
             t0 = time.perf_counter()
             p.run(module, ctx)
             module.properties.difference_update(p.invalidates)
             module.properties.update(p.ensures)
             self.timings.append((p.name, time.perf_counter() - t0))
+            if self.observer is not None:
+                self.observer(p.name, self.timings[-1][1], ctx)
             if self.verify:
                 try:
                     verify_module(module)

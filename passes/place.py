@@ -51,7 +51,7 @@ from wsec.ir.kernel_kind import Choice
 from wsec.ir.metrics import placed_wirelength
 from wsec.ir.sizing import kernel_shape, set_choice
 from wsec.ir.target import Target
-from wsec.ir.training import is_training
+from wsec.ir.training import is_training, placement_order
 
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
@@ -102,6 +102,9 @@ class _Packer:
                                 dtype=np.int64).reshape(-1, 2)
         self.base = build_problem(module, self.current, target.width, target.height, objective)
         self.last_failure: tuple[Problem, Packing] | None = None
+        # a training step packs each layer's backward kernels beside its forward ones
+        self.order = (placement_order(self.kernels) if is_training(module.attrs)
+                      else list(range(len(self.kernels))))
         self.attempts = 0
 
     def at(self, t: int | None, full: bool = True) -> _Layout | None:
@@ -122,14 +125,14 @@ class _Packer:
         found: list[_Layout] = []
         shapes = ([np.array([(c.w, c.h) for c in o], dtype=np.int64) for o in options]
                   if options is not None else [self.current[i:i + 1] for i in range(len(names))])
-        order = list(range(len(names)))
+        order = self.order
         if self.flow:
             for transpose in (False, True):
                 lay = _shelf_flow(shapes, order, W, H, transpose)
                 if lay is not None:
                     opt, rects, rot = lay
-                    ch = ([options[i][opt[i]] for i in order] if options is not None
-                          else [None] * len(order))
+                    ch = ([options[i][opt[i]] for i in range(len(order))]
+                          if options is not None else [None] * len(order))
                     found.append(_Layout(t or 0, ch, rects, rot, "flow"))
                     if not full:
                         return found[0]
@@ -144,8 +147,8 @@ class _Packer:
                 if lay is None:
                     break  # the deepest stack failed: shallower ones cannot fit
                 opt, rects, rot = lay
-                ch = ([options[i][opt[i]] for i in order] if options is not None
-                      else [None] * len(order))
+                ch = ([options[i][opt[i]] for i in range(len(order))]
+                      if options is not None else [None] * len(order))
                 found.append(_Layout(t or 0, ch, rects, rot, f"shelf{stack}"))
                 if not full:
                     return found[0]
@@ -302,7 +305,11 @@ class Place(Pass):
         # flow shelves first; when they fit at no size (hundreds of kernels one deep),
         # the densest packing
         # a training step runs forward then backward: its dataflow order folds back
-        # on itself, so dataflow-ordered shelves would not shorten its edges
+        # on itself, so dataflow-ordered shelves would not shorten its edges; it is
+        # packed densely in layer order instead (forward kernel, then its backward
+        # kernels: wsec.ir.training.placement_order). One kernel deep, that order
+        # would send every layer's gradient and update bundles to the host along
+        # the same few rows
         want_flow = self.flow and not is_training(module.attrs)
         for flow in dict.fromkeys((want_flow, False)):
             packer = _Packer(module, target, hooks, self.effort, self.seed, self.objective, flow)

@@ -86,6 +86,7 @@ class _Sweep:
         self.pairs = [(i, j, w) for i, lst in enumerate(self.prob.nbrs) for j, w in lst if j > i]
         self.seen: dict[int, Candidate | None] = {}
         self.best: Candidate | None = None
+        self.on_best: Callable[[Candidate], None] | None = None
 
     def at(self, t: int) -> Candidate | None:
         """The best strip layout whose kernels all run in <= t cycles."""
@@ -126,6 +127,8 @@ class _Sweep:
     def offer(self, cand: Candidate) -> None:
         if self.best is None or cand.value < self.best.value:
             self.best = cand
+            if self.on_best is not None:
+                self.on_best(cand)
 
 
 def evaluate(prob: Problem, objective: Objective, t: int, choices: list[Choice | None],
@@ -283,6 +286,8 @@ def place_weighted(module: Module, ctx: PassContext, objective: Objective, wire:
     start = time.perf_counter()
     limit = ctx.time_limit
     sw = _Sweep(module, ctx.target, objective, wire)
+    sw.on_best = lambda c: ctx.improved("place", lambda: apply(module, c), delta_t=c.delta_t,
+                                        wirelength=c.wire, objective=c.value)
     first_ctx = PassContext(ctx.target, None if limit is None else _FIRST_SHARE * limit)
     first_error: LayoutInfeasible | None = None
     try:
@@ -296,8 +301,11 @@ def place_weighted(module: Module, ctx: PassContext, objective: Objective, wire:
         raise first_error
     best = sw.best
     apply(module, best)
+    ctx.best_so_far = None  # the module holds it; refinement only moves to better ones
     stats = _refine(module, ctx, sw.prob, seed, effort, refine_seconds, limit, start)
     after = snapshot(module, sw.prob, objective, best.how)
+    if stats is not None:
+        ctx.improved("place", delta_t=after.delta_t, wirelength=after.wire, objective=after.value)
     return {"t": best.t, "how": best.how, "delta_t": after.delta_t, "wire": after.wire,
             "value": after.value, "before": best.value, "tried": len(sw.seen),
             "refine": stats}

@@ -49,6 +49,8 @@ from .route_bundles import (
 )
 
 _SAMPLE = 4  # lanes a candidate's cost is estimated on (both edges of the bundle among them)
+_SHARED = 0.25  # cost of a link a sibling bundle already carries the same lane on
+_EMPTY = np.zeros(0, np.int64)
 _PLANES = {d: i for i, d in enumerate(DIRS)}
 
 
@@ -59,6 +61,11 @@ class _Route:
     bundle: Bundle
     links: np.ndarray  # plane*H*W + y*W + x of every direction link its lanes use
     pes: np.ndarray  # y*W + x of every PE its lanes use
+    link_lanes: np.ndarray  # per link: (link << 20) | the lane using it
+    pe_lanes: np.ndarray  # per PE: ((pe << 20) | lane) << 8 | the ports it receives from
+
+
+_LANE_BITS = 20
 
 
 class _Negotiator:
@@ -76,54 +83,88 @@ class _Negotiator:
         self.lane_load = [max(1, -(-r.wavelets // r.lanes)) for r in reqs]
         known = known or _Candidates(fabric, corridors, len(reqs))
         self.cands = [known(r) for r in reqs]
+        self.keys = [known.key(r) for r in reqs]
+        self.known = known
         self.routes: list[_Route | None] = [None] * len(reqs)
-        self.cache: dict[tuple[int, int, bool], _Route] = {}
+        group: dict[tuple[int, int], list[int]] = {}
+        for i, r in enumerate(reqs):
+            group.setdefault((r.edge, r.lanes), []).append(i)
+        self.siblings = [[j for j in group[(r.edge, r.lanes)] if j != i]
+                         for i, r in enumerate(reqs)]
+        self.cache: dict[tuple[int, int], _Route] = {}
         self.packed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.packed_lanes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.parted: set[tuple[int, str]] = set()  # (edge, sink) of siblings found crossing
 
-    def _footprint(self, i: int, j: int, sample: bool = False) -> _Route:
-        """Candidate j of request i: its links and PEs (with `sample`, of a
-        few evenly spread lanes only: lanes of a bundle run side by side, so
-        a sample estimates the cost, scaled by `_scale`)."""
-        key = (i, j, sample)
-        if sample and i in self.packed:  # priced already: build it again, keep nothing
-            return self._expand(i, j, sample)
-        if key not in self.cache:
-            self.cache[key] = self._expand(i, j, sample)
-        return self.cache[key]
+    def _footprint(self, i: int, j: int) -> _Route:
+        """Candidate j of request i with every lane (kept: a chosen route)."""
+        if (i, j) not in self.cache:
+            self.cache[(i, j)] = self._expand(i, j, False)
+        return self.cache[(i, j)]
 
     def _expand(self, i: int, j: int, sample: bool) -> _Route:
-        """Candidate j of request i as links and PEs (int32 indices)."""
+        """Candidate j of request i as links and PEs (int32 indices); with
+        `sample`, of a few evenly spread lanes only: lanes of a bundle run
+        side by side, so a sample estimates the cost (scaled in `route`)."""
         r, b = self.reqs[i], self.cands[i][j]
         only = None
         if sample and b.lanes > _SAMPLE:
             only = np.unique(np.linspace(0, b.lanes - 1, _SAMPLE).astype(np.int64))
         ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST, only=only)
         W, H = self.W, self.H
-        links = []
+        links, lanes = [], []
         for d, p in _PLANES.items():
             sel = (ex.tx & PORT_BITS[d]) != 0
             links.append(p * H * W + ex.y[sel] * W + ex.x[sel])
+            lanes.append(ex.lane[sel])
         for p, mask in ((4, ex.tx), (5, ex.rx)):  # the cores' RAMPs: delivered, injected
             sel = (mask & PORT_BITS["RAMP"]) != 0
             links.append(p * H * W + ex.y[sel] * W + ex.x[sel])
-        return _Route(b, np.concatenate(links).astype(np.int32),
-                      (ex.y * W + ex.x).astype(np.int32))
+            lanes.append(ex.lane[sel])
+        lk = np.concatenate(links).astype(np.int64)
+        pe = (ex.y * W + ex.x).astype(np.int64)
+        return _Route(b, lk.astype(np.int32), pe.astype(np.int32),
+                      (lk << _LANE_BITS) | np.concatenate(lanes).astype(np.int64),
+                      (((pe << _LANE_BITS) | ex.lane.astype(np.int64)) << 8) | ex.rx)
+
+    def _others(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The link-lane and PE-lane keys of request i's placed siblings (same
+        edge, same lanes: they carry the same slices lane by lane, so a
+        link or PE they already use with that lane costs nothing more)."""
+        sib = [self.routes[j] for j in self.siblings[i] if self.routes[j] is not None]
+        if not sib:
+            return _EMPTY, _EMPTY
+        return (np.concatenate([rt.link_lanes for rt in sib]),
+                np.concatenate([rt.pe_lanes >> 8 for rt in sib]))
 
     def _place(self, i: int, rt: _Route, sign: int) -> None:
-        np.add.at(self.occ, rt.links, sign * self.lane_load[i])
-        np.add.at(self.pe_cnt, rt.pes, sign)
+        links, pes = rt.links, rt.pes
+        if self.siblings[i]:
+            lk, pk = self._others(i)
+            if lk.size:
+                links = links[~np.isin(rt.link_lanes, lk)]
+                pes = pes[~np.isin(rt.pe_lanes >> 8, pk)]
+        np.add.at(self.occ, links, sign * self.lane_load[i])
+        np.add.at(self.pe_cnt, pes, sign)
 
     def _pack(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All sampled candidates of request i at once: their links and PEs
         concatenated, each with its candidate's index (one numpy pass prices
         every candidate)."""
         if i not in self.packed:
-            fps = [self._expand(i, j, True) for j in range(len(self.cands[i]))]
-            links = np.concatenate([f.links for f in fps])
-            lseg = np.repeat(np.arange(len(fps)), [f.links.size for f in fps])
-            pes = np.concatenate([f.pes for f in fps])
-            pseg = np.repeat(np.arange(len(fps)), [f.pes.size for f in fps])
-            self.packed[i] = (links, lseg, pes, pseg)
+            got = self.known.packed.get(self.keys[i])  # the same candidates, another attempt
+            if got is None:
+                fps = [self._expand(i, j, True) for j in range(len(self.cands[i]))]
+                got = (np.concatenate([f.links for f in fps]),
+                       np.repeat(np.arange(len(fps)), [f.links.size for f in fps]),
+                       np.concatenate([f.pes for f in fps]),
+                       np.repeat(np.arange(len(fps)), [f.pes.size for f in fps]),
+                       np.concatenate([f.link_lanes for f in fps]),
+                       np.concatenate([f.pe_lanes >> 8 for f in fps]))
+                self.known.packed[self.keys[i]] = got
+            self.packed[i] = got[:4]
+            if self.siblings[i]:
+                self.packed_lanes[i] = got[4:]
         return self.packed[i]
 
     def route(self, i: int) -> None:
@@ -144,6 +185,11 @@ class _Negotiator:
         over = np.maximum(0.0, self.occ[links] + w - self.cap) / self.cap
         per_link = (1.0 + self.hist[links]) * (1.0 + self.pres * over)
         crowd = np.maximum(0, self.pe_cnt[pes] + 1 - self.color_soft).astype(np.float64)
+        if i in self.packed_lanes:  # where a sibling already carries the lane: a fork, free
+            lk, pk = self._others(i)
+            if lk.size:
+                per_link = np.where(np.isin(self.packed_lanes[i][0], lk), _SHARED, per_link)
+                crowd = np.where(np.isin(self.packed_lanes[i][1], pk), 0.0, crowd)
         cost = (np.bincount(lseg, weights=per_link, minlength=n)
                 + 4.0 * np.bincount(pseg, weights=crowd, minlength=n)) * scale
         best = int(np.argmin(cost))  # ties: the first candidate
@@ -155,13 +201,38 @@ class _Negotiator:
         return self.occ > self.cap + 1e-9, self.pe_cnt > self.color_soft
 
     def stats(self) -> dict[str, float]:
+        placed = [i for i, rt in enumerate(self.routes) if rt is not None]
+        routes = [self.routes[i] for i in placed]
+        of, adj, clash = _conflicts(routes, [self.reqs[i] for i in placed])
+        self._part(clash, placed)
         links, pes = self.overused()
-        routes = [rt for rt in self.routes if rt is not None]
         return {"overused_links": int(links.sum()),
                 "max_link_over_capacity": round(float(self.occ.max(initial=0)) / self.cap, 4),
                 "max_bundles_per_pe": int(self.pe_cnt.max(initial=0)),
                 "crowded_pes": int(pes.sum()),
-                "colors_needed": 1 + max(_dsatur(_conflicts(routes)), default=-1)}
+                "colors_needed": 1 + max(_dsatur(adj), default=-1)}
+
+    def _part(self, clash: list[tuple[int, int]], placed: list[int]) -> None:
+        """Siblings whose lanes cross (a fork of a wide bundle does) cannot be
+        one multicast route: from now on each pays for its own links, and
+        the loads are counted again."""
+        parted = False
+        for a, b in clash:
+            i, j = placed[a], placed[b]
+            if j in self.siblings[i]:
+                self.siblings[i].remove(j)
+                self.siblings[j].remove(i)
+                self.parted |= {(self.reqs[k].edge, self.reqs[k].sink) for k in (i, j)}
+                parted = True
+        if not parted:
+            return
+        self.occ[:] = 0.0
+        self.pe_cnt[:] = 0
+        routes, self.routes = self.routes, [None] * len(self.routes)
+        for i, rt in enumerate(routes):
+            if rt is not None:
+                self.routes[i] = rt
+                self._place(i, rt, +1)
 
     def run(self, iterations: int, deadline: float | None) -> list[dict[str, float]]:
         """Route every request, then negotiate; the routes end as they were in
@@ -213,11 +284,16 @@ class _Candidates:
     def __init__(self, fabric: Fabric, corridors: list[int], requests: int) -> None:
         self.fabric, self.corridors = fabric, corridors
         self.memo: dict[tuple, list[Bundle]] = {}
+        self.packed: dict[tuple, tuple[np.ndarray, ...]] = {}  # sampled footprints, priced
         self.cap = max(16, min(MAX_CANDIDATES, CANDIDATE_BUDGET // max(1, requests)))
 
+    @staticmethod
+    def key(r: Request) -> tuple:
+        return (r.edge, r.sink, r.choice, r.src_slot, r.dst_slot, r.lanes,
+                r.share.get("src"), r.share.get("dst"))
+
     def __call__(self, r: Request) -> list[Bundle]:
-        key = (r.edge, r.sink, r.choice, r.src_slot, r.dst_slot, r.lanes,
-               r.share.get("src"), r.share.get("dst"))
+        key = self.key(r)
         if key not in self.memo:
             found = candidates(r, self.fabric, self.corridors, self.cap)
             # the shortest first (the straight windows lead): a long detour never wins
@@ -255,13 +331,18 @@ def _corridors(module: Module, fabric: Fabric) -> list[int]:
     return sorted(v for v in vals if 0 <= v < lim)[:: max(1, len(vals) // 24)]
 
 
-def _conflicts(routes: list[_Route]) -> list[list[int]]:
-    """Per bundle, the bundles sharing at least one PE with it: pairs found
-    vectorised, PE by PE, between the k-th neighbours of a (PE, bundle) sort."""
+def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
+               ) -> tuple[list[int], list[list[int]], list[tuple[int, int]]]:
+    """Bundles that must take different colors, as groups: bundles sharing a
+    PE conflict, except siblings (one edge, equal lanes) whose lanes meet
+    only as one multicast route (at every PE both use, the same lane in from
+    the same port), which are one group and take one color. Returns each
+    route's group and, per group, the groups it conflicts with; pairs are
+    found vectorised, PE by PE, between the k-th neighbours of a (PE,
+    bundle) sort."""
     n = len(routes)
-    adj: list[list[int]] = [[] for _ in range(n)]
     if not n:
-        return adj
+        return [], [], []
     pe = np.concatenate([rt.pes.astype(np.int64) for rt in routes])
     owner = np.concatenate([np.full(rt.pes.size, i, np.int64) for i, rt in enumerate(routes)])
     order = np.lexsort((owner, pe))
@@ -272,13 +353,61 @@ def _conflicts(routes: list[_Route]) -> list[list[int]]:
         if not same.any():
             break
         found.append(owner[:-k][same] * n + owner[k:][same])
-    if found:
-        pairs = np.unique(np.concatenate(found))
-        for x, y in zip((pairs // n).tolist(), (pairs % n).tolist(), strict=True):
-            if x != y:
-                adj[x].append(y)
-                adj[y].append(x)
-    return adj
+    pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    clash, fork = [], []
+    for a, b in zip((pairs // n).tolist(), (pairs % n).tolist(), strict=True):
+        if a == b:
+            continue
+        if reqs is not None and _forks(routes[a], routes[b], reqs[a], reqs[b]):
+            fork.append((a, b))
+        else:
+            clash.append((a, b))
+    group = list(range(n))
+
+    def find(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    members: dict[int, set[int]] = {i: {i} for i in range(n)}
+    against: dict[int, set[int]] = {i: set() for i in range(n)}
+    for a, b in clash:
+        against[a].add(b)
+        against[b].add(a)
+    for a, b in fork:  # merge unless some member of one clashes with one of the other
+        ga, gb = find(a), find(b)
+        if ga == gb or any(against[m] & members[gb] for m in members[ga]):
+            continue
+        group[gb] = ga
+        members[ga] |= members.pop(gb)
+    roots = sorted({find(i) for i in range(n)})
+    index = {g: k for k, g in enumerate(roots)}
+    of = [index[find(i)] for i in range(n)]
+    adj: list[set[int]] = [set() for _ in roots]
+    for a, b in clash:
+        if of[a] != of[b]:
+            adj[of[a]].add(of[b])
+            adj[of[b]].add(of[a])
+    return of, [sorted(x) for x in adj], clash
+
+
+def _forks(a: _Route, b: _Route, ra: Request, rb: Request) -> bool:
+    """Sibling bundles whose shared PEs are one multicast route each."""
+    if ra.edge != rb.edge or a.bundle.lanes != b.bundle.lanes:
+        return False
+    sh = _LANE_BITS + 8
+    common = np.intersect1d(a.pe_lanes >> sh, b.pe_lanes >> sh)
+    ka = np.sort(a.pe_lanes[np.isin(a.pe_lanes >> sh, common)])
+    kb = np.sort(b.pe_lanes[np.isin(b.pe_lanes >> sh, common)])
+    return bool(np.array_equal(ka, kb))
+
+
+def _classes(routes: list[_Route], reqs: list[Request]) -> list[int]:
+    """A color class per route (DSATUR over the groups of _conflicts)."""
+    of, adj, _ = _conflicts(routes, reqs)
+    col = _dsatur(adj)
+    return [col[g] for g in of]
 
 
 def _dsatur(adj: list[list[int]]) -> list[int]:
@@ -310,7 +439,7 @@ def _dsatur(adj: list[list[int]]) -> list[int]:
 def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric) -> list[int]:
     """DSATUR over the bundles' conflict graph (bundles sharing a PE)."""
     n = len(routes)
-    raw = dict(enumerate(_dsatur(_conflicts(routes))))
+    raw = dict(enumerate(_classes(routes, reqs)))
     # map the greedy classes onto colors: host-only classes to the host colors first
     t = fabric.target
     host_pool = list(range(t.colors - t.reserved_colors, t.colors))
@@ -340,12 +469,15 @@ class Route(Pass):
     ensures = ("routed",)
     invalidates = ("allocated",)
     iterations: int = 12  # negotiation rounds (the first routes every bundle)
-    headroom: float = 1.25  # lanes per bundle: this many times the capacity needs
+    # lanes per bundle: this many times what the capacity needs; 0 tries each of
+    # AUTO_HEADROOMS and keeps the better layout
+    headroom: float = 0.0
     colors_soft: int = 6  # bundles per PE above which a PE costs extra
 
     def __post_init__(self) -> None:
         check_range(self, "iterations", 1)
-        check_range(self, "headroom", 1.0)
+        if self.headroom != 0.0:
+            check_range(self, "headroom", 1.0)
         check_range(self, "colors_soft", 1)
 
     def run(self, module: Module, ctx: PassContext) -> None:
@@ -353,29 +485,80 @@ class Route(Pass):
         _check_rects(module)
         cap = int(module.attrs.get("delta_t") or max(
             (int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=1))
-        reqs = requests(module, fabric)
-        known = _Candidates(fabric, _corridors(module, fabric), len(reqs))
-        _choose_sides(reqs, cap, self.headroom, known)
-        neg = _Negotiator(reqs, fabric, cap, known.corridors, self.colors_soft, known)
+        corridors = _corridors(module, fabric)
         deadline = None if ctx.time_limit is None else time.perf_counter() + ctx.time_limit / 4
-        log = neg.run(self.iterations, deadline)
-        routes = [rt for rt in neg.routes if rt is not None]
-        colors = _colors(routes, reqs, fabric)
-        if any(c < 0 for c in colors):
-            raise _color_error(module, neg, colors, fabric)
+        best: _Attempt | None = None
+        known = _Candidates(fabric, corridors, sum(len(dict.fromkeys(e.dsts))
+                                                   for e in module.edges))
+        for headroom in (AUTO_HEADROOMS if self.headroom == 0.0 else (self.headroom,)):
+            if best is not None and (not best.colored or best.score[1] <= 1.0 or (
+                    deadline is not None and time.perf_counter() > deadline)):
+                break  # wider bundles only crowd more; the links already keep up; no time
+            got = _attempt(module, fabric, cap, corridors, headroom, self.iterations,
+                           self.colors_soft, deadline, known=known)
+            if got.neg.parted:  # again, the crossing siblings on slots of their own
+                again = _attempt(module, fabric, cap, corridors, headroom, self.iterations,
+                                 self.colors_soft, deadline, got.neg.parted, known)
+                got = again if again.score < got.score else got
+            if best is None or got.score < best.score:
+                best = got
+        assert best is not None
+        if not best.colored:
+            raise _color_error(module, best.neg, best.colors, fabric)
         for e in module.edges:
             e.bundles = []
-        for r, rt, c in zip(reqs, routes, colors, strict=True):
+        for r, rt, c in zip(best.neg.reqs, best.routes, best.colors, strict=True):
             b = rt.bundle
             module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
                 Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach))
-        module.attrs["route_iterations"] = log
-        last = min(log, key=neg._score)  # the round whose routes were kept
+        module.attrs["route_iterations"] = best.log
+        last = min(best.log, key=best.neg._score)  # the round whose routes were kept
         ctx.notes.append(
-            f"route: {len(reqs)} bundles in {len(log)} negotiation rounds; busiest link at "
+            f"route: {len(best.routes)} bundles (headroom {best.headroom:g}) in "
+            f"{len(best.log)} negotiation rounds; busiest link at "
             f"{last['max_link_over_capacity']:.2f}x capacity ({cap} wavelets/sample), "
             f"{last['overused_links']} links over it")
         account(module, fabric)
+
+
+# lanes per bundle over what the capacity needs, tried in turn: few lanes crowd
+# less; more lanes each carry less where bundles must share links
+AUTO_HEADROOMS = (1.25, 3.0)
+
+
+@dataclass
+class _Attempt:
+    headroom: float
+    neg: _Negotiator
+    log: list[dict[str, float]]
+    routes: list[_Route]
+    colors: list[int]
+
+    @property
+    def colored(self) -> bool:
+        return all(c >= 0 for c in self.colors)
+
+    @property
+    def score(self) -> tuple[bool, float]:
+        """Colorable first, then the busiest link of the kept round."""
+        kept = min(self.log, key=self.neg._score)
+        return (not self.colored, kept["max_link_over_capacity"])
+
+
+def _attempt(module: Module, fabric: Fabric, cap: int, corridors: list[int], headroom: float,
+             iterations: int, colors_soft: int, deadline: float | None,
+             solo: set[tuple[int, str]] | None = None, known: _Candidates | None = None
+             ) -> _Attempt:
+    reqs = requests(module, fabric)
+    for r in reqs:
+        r.solo = (r.edge, r.sink) in (solo or ())
+    if known is None:
+        known = _Candidates(fabric, corridors, len(reqs))
+    _choose_sides(reqs, cap, headroom, known)
+    neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
+    log = neg.run(iterations, deadline)
+    routes = [rt for rt in neg.routes if rt is not None]
+    return _Attempt(headroom, neg, log, routes, _colors(routes, reqs, fabric))
 
 
 def _color_error(module: Module, neg: _Negotiator, colors: list[int],

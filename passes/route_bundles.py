@@ -113,6 +113,7 @@ class Request:
     share: dict[str, tuple[int, int]] = field(default_factory=dict)
     pairs: list[tuple[Port, Port]] = field(default_factory=list)  # side pairs, best first
     choice: int = 0  # which pair `src`, `dst` are
+    solo: bool = False  # never shares slots with its siblings (their lanes would cross)
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -221,17 +222,46 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
     return out
 
 
-def _split(length: int, needs: list[int]) -> list[tuple[int, int]]:
-    """Split a port of `length` slots into consecutive shares, in order,
-    proportional to `needs` (each at least one slot when there is room)."""
-    total = max(1, sum(needs))
-    if length >= len(needs):
-        sizes = [max(1, length * n // total) for n in needs]
-        while sum(sizes) > length:
-            j = int(np.argmax(sizes))
-            sizes[j] -= 1
+def _prop(total: int, weights: list[int]) -> list[int]:
+    """`total` split into whole parts proportional to `weights` (largest
+    remainders first; all equal when every weight is 0)."""
+    if total <= 0 or not weights:
+        return [0] * len(weights)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.sum() <= 0:
+        w = np.ones_like(w)
+    exact = total * w / w.sum()
+    parts = np.floor(exact).astype(np.int64)
+    rest = total - int(parts.sum())
+    if rest:
+        parts[np.argsort(-(exact - parts), kind="stable")[:rest]] += 1
+    return [int(p) for p in parts]
+
+
+def _split(length: int, needs: list[int], wants: list[int] | None = None
+           ) -> list[tuple[int, int]]:
+    """Split a port of `length` slots into consecutive shares, in order: each
+    request first gets the lanes its capacity needs (proportionally fewer,
+    at least one, when they do not all fit), then what it wants on top (its
+    headroom), then the rest of the side in proportion to what it wants."""
+    wants = list(needs) if wants is None else [max(w, n) for w, n in zip(wants, needs,
+                                                                        strict=True)]
+    n = len(needs)
+    if length >= n:
+        if sum(needs) > length:
+            sizes = [1 + p for p in _prop(length - n, [max(x - 1, 0) for x in needs])]
+        else:
+            sizes = list(needs)
+            extra = [w - s for w, s in zip(wants, sizes, strict=True)]
+            room = length - sum(sizes)
+            if sum(extra) >= room:
+                add = _prop(room, extra)
+            else:
+                add = [x + p for x, p in zip(extra, _prop(room - sum(extra), wants),
+                                             strict=True)]
+            sizes = [s + a for s, a in zip(sizes, add, strict=True)]
     else:  # more requests than slots: they share slots
-        sizes = [1] * len(needs)
+        sizes = [1] * n
     out, pos = [], 0
     for s in sizes:
         start = min(pos, max(0, length - s))
@@ -258,17 +288,69 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
         other = (lambda r: r.dst) if side == "src" else (lambda r: r.src)
         # order along the port's axis by where the counterpart lies
         group.sort(key=lambda r: (float(np.dot(other(r).centre(), port.axis)), r.edge, r.sink))
-        want = [max(1, int(np.ceil(r.need * headroom))) for r in group]
+        # a kernel's sinks of one value share the source slots: their lanes
+        # carry the same slices and fork where their ways part (multicast)
+        parts: dict[int, list[Request]] = {}
+        for r in group:
+            parts.setdefault(r.edge if side == "src" and _shares(r) else -1 - id(r),
+                             []).append(r)
+        units = list(parts.values())
+        want = [max(1, int(np.ceil(u[0].need * headroom))) for u in units]
+        need = [min(u[0].need, port.length) for u in units]
         if port.owner == HOST:  # host edges are long: give each request its own rows
-            shares = _split(port.length, [min(w, port.length) for w in want])
+            shares = _split(port.length, need, [min(w, port.length) for w in want])
         else:
-            shares = _split(port.length, want)
-        for r, sh in zip(group, shares, strict=True):
-            r.share[side] = sh
+            shares = _split(port.length, need, want)
+        for u, sh in zip(units, shares, strict=True):
+            for r in u:
+                r.share[side] = sh
     for r in reqs:
         (sa, sl), (da, dl) = r.share["src"], r.share["dst"]
         r.lanes = max(1, min(sl, dl, int(np.ceil(r.need * headroom))))
+    _align_siblings(reqs)
+    for r in reqs:
+        (sa, sl), (da, dl) = r.share["src"], r.share["dst"]
         r.src_slot, r.dst_slot = _facing(r, sa, sl, da, dl)
+    _align_sources(reqs)
+
+
+def _shares(r: Request) -> bool:
+    """Whether r may share its source slots and lanes with its siblings (the
+    other sinks of its edge leaving the same side of a kernel): their lanes
+    carry the same slices and fork where their ways part, unless the
+    router found their lanes crossing (`solo`)."""
+    return r.src.owner != HOST and not r.solo
+
+
+def _siblings(reqs: list[Request]) -> list[list[Request]]:
+    """Requests of one edge leaving the same source side, sharing (_shares)."""
+    by: dict[tuple[int, int], list[Request]] = {}
+    for r in reqs:
+        if _shares(r):
+            by.setdefault((r.edge, id(r.src)), []).append(r)
+    return [g for g in by.values() if len(g) > 1]
+
+
+def _align_siblings(reqs: list[Request]) -> None:
+    """Sibling bundles take equal lanes when the fewest still carry the
+    capacity: equal lanes carry equal slices, so they can share links."""
+    for g in _siblings(reqs):
+        low = min(r.lanes for r in g)
+        if low >= g[0].need:
+            for r in g:
+                r.lanes = low
+
+
+def _align_sources(reqs: list[Request]) -> None:
+    """Siblings with equal lanes start from the same source slots."""
+    for g in _siblings(reqs):
+        by: dict[int, list[Request]] = {}
+        for r in g:
+            by.setdefault(r.lanes, []).append(r)
+        for same in by.values():
+            slot = same[0].src_slot
+            for r in same[1:]:
+                r.src_slot = slot
 
 
 def _facing(r: Request, sa: int, sl: int, da: int, dl: int) -> tuple[int, int]:

@@ -300,3 +300,16 @@ def test_resize_pays_for_its_taps_and_replicates_constants() -> None:
     assert cyc[0] < cyc[1] < cyc[2]
     assert k.sram(cubic, kn, WSE2) > k.sram(nn, kn, WSE2)
     assert k.weight_shard(nn, {"c": 8, "s": 2}, 0, (4,), 3, 1) == (slice(0, 4),)
+
+
+def test_lane_cycles_count_whole_rows_per_bundle() -> None:
+    """n bundles sharing a side take whole rows each: the ports' cycles use
+    R - n + 1 rows, so their roundings up always fit the side."""
+    from wsec.ir.library_common import lane_cycles
+
+    t = get_target("wse2")
+    one = int(lane_cycles({"Ie": 6000, "In": 1}, np.array(6), t))
+    four = int(lane_cycles({"Ie": 6000, "In": 4}, np.array(6), t))
+    assert four == -(-one * 6 // 3)
+    out = int(lane_cycles({"Oe": 6000, "On": 2}, np.array(6), t))
+    assert out == -(-one * 6 // 5)

@@ -287,3 +287,21 @@ def test_shapes_for_time_match_brute_force(kind, dims, memlimit: int) -> None:  
             assert pts == _shapes_brute(kind, dims, target, t, integers=True)
         for p in _shapes_brute(kind, dims, target, t, integers=False):
             assert any(q[0] <= p[0] and q[1] <= p[1] for q in pts), (t, p)
+
+
+def test_placement_only_grids_may_exceed_a_wafer() -> None:
+    """A kernel graph is only placed: the ISPD open-grid variant of C needs a
+    10128 x 10128 grid, far beyond what a routed binary may declare; absurd
+    sides are still refused with one line."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent / "data" / "ispd" / "tiny.kgraph").read_text()
+
+    def with_grid(w: int, h: int) -> str:
+        return re.sub(r"height=\d+", f"height={h}", re.sub(r"width=\d+", f"width={w}", text))
+
+    m = parse_kgraph(with_grid(10128, 10128))
+    assert m.attrs["grid"] == [10128, 10128]
+    with pytest.raises(KgraphError, match="more than wsec's limit"):
+        parse_kgraph(with_grid(10**7, 10))

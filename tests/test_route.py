@@ -14,7 +14,15 @@ import pytest
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Module, Rect
 from wsec.ir.lanes import endpoints, expand
-from wsec.ir.metrics import busiest_link, link_loads, route_arrays, routed_wirelength
+from wsec.ir.metrics import (
+    RouteArrays,
+    busiest_link,
+    link_loads,
+    merge_shared,
+    route_arrays,
+    routed_wirelength,
+    share_key,
+)
 from wsec.ir.target import Target, get_target
 from wsec.ir.types import TensorType
 from wsec.ir.verify import verify_module
@@ -214,3 +222,86 @@ def test_best_round_is_kept() -> None:
     best = min(r["max_link_over_capacity"] for r in rounds)
     cap = max(int(k.cost["cycles"]) for k in m.kernels())
     assert m.attrs["max_link_load"] <= int(np.ceil(best * cap)) + 1
+
+
+def test_auto_headroom_keeps_the_less_loaded_layout() -> None:
+    """headroom=0 routes with each AUTO_HEADROOMS value (while the first is
+    colorable and link-bound) and keeps the layout whose busiest link is
+    lightest: never worse than the first alone."""
+    from wsec.passes.route import AUTO_HEADROOMS
+
+    def routed(headroom: float) -> Module:
+        m = fk.diamond()
+        t = get_target("wse2", (16, 16))
+        Place().run(m, PassContext(t))
+        Route(headroom=headroom).run(m, PassContext(t))
+        check_routed(m, t)
+        return m
+
+    auto, first = routed(0.0), routed(AUTO_HEADROOMS[0])
+    assert auto.attrs["max_link_load"] <= first.attrs["max_link_load"]
+    with pytest.raises(PassError, match="headroom"):
+        Route(headroom=0.5)
+
+
+def test_sinks_in_line_share_one_multicast_route() -> None:
+    """A value going to two kernels in a row leaves its producer once: the
+    bundle to the far sink runs on through the near sink's rows carrying the
+    same slices on the same lanes, so both bundles take one color and each
+    link carries the value's lanes once (a multicast fork), not twice."""
+    m = _manual((12, 4))
+    m.add_value("x", TensorType("f32", (1, 256)))
+    m.inputs = ["x"]
+    _put(m, "a", ["x"], "va", Rect(1, 0, 2, 4), shape=(1, 256), work=64)
+    _put(m, "b", ["va"], "vb", Rect(4, 0, 2, 4), shape=(1, 256), work=64)
+    _put(m, "c", ["va"], "vc", Rect(7, 0, 2, 4), shape=(1, 256), work=64)
+    m.outputs = ["vb", "vc"]
+    fk.connect(m)
+    t = get_target("wse2", (12, 4))
+    Route().run(m, PassContext(t))
+    check_routed(m, t)
+    va = next(e for e in m.edges if e.value == "va")
+    near, far = sorted(va.bundles, key=lambda b: b.sink)
+    assert near.color == far.color and near.lanes == far.lanes
+    assert np.array_equal(endpoints(near)[0], endpoints(far)[0])  # the same source PEs
+    ra = route_arrays(m)
+    mine = ra.take(np.flatnonzero(ra.edge == m.edges.index(va)))
+    loads = link_loads(mine, Fabric.of(t))
+    per_lane = -(-va.bytes_per_sample // near.lanes) // 4
+    # every link va uses carries one of its lanes, once, whichever sink it is for
+    assert int(loads.max()) == per_lane
+    assert int(loads[:, 4:6, :4].max()) == per_lane  # through b's rows on to c
+
+
+def test_shared_route_entries_merge_and_conflicts_stay() -> None:
+    """Entries carrying the same lane of the same value into a PE from the
+    same port are one router entry (ports united); any other pair on a PE
+    and color is a conflict the verifier reports."""
+    ra = RouteArrays(*(np.array(v, dtype=np.int64) for v in (
+        [3, 3, 3], [0, 0, 0], [2, 2, 2], [0, 0, 1], [1, 1, 1], [2, 4, 4], [8, 8, 8])),
+        share=share_key(np.array([0, 0, 1]), 4, np.array([1, 1, 1])))
+    m = merge_shared(ra)
+    assert m.size == 2
+    mine = m.edge == 0
+    assert int(m.tx[mine][0]) == 6  # the union of both sends
+    assert int(merge_shared(RouteArrays(*(getattr(ra, f) for f in (
+        "x", "y", "color", "edge")), np.array([1, 2, 1]), ra.tx, ra.bytes,
+        share=ra.share)).size) == 3  # different receive ports: not one entry
+
+
+def test_a_side_gives_each_bundle_the_lanes_it_needs_first() -> None:
+    """Shares of a side: what each bundle's capacity needs, then its headroom,
+    then the rest in proportion; when the needs overflow the side, each gets
+    at least one slot and the shares still fill it exactly."""
+    from wsec.passes.route_bundles import _split
+
+    def sizes(*a: object) -> list[int]:
+        return [n for _, n in _split(*a)]  # type: ignore[arg-type]
+
+    assert sizes(6, [2, 2, 1, 1], [3, 3, 2, 2]) == [2, 2, 1, 1]
+    assert sizes(10, [2, 2, 1, 1], [3, 3, 2, 2]) == [3, 3, 2, 2]
+    assert sum(sizes(14, [2, 2, 1, 1], [3, 3, 2, 2])) == 14
+    over = sizes(6, [3, 3, 1, 1], [4, 4, 2, 2])
+    assert sum(over) == 6 and min(over) >= 1 and over[0] >= over[2]
+    starts = [a for a, _ in _split(10, [2, 2, 1, 1], [3, 3, 2, 2])]
+    assert starts == [0, 3, 6, 8]  # consecutive, in order

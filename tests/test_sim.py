@@ -207,7 +207,10 @@ def test_shard_at_the_wrong_slice_is_an_error(tiny: Program) -> None:
 
 # --- data moves only along the routes --------------------------------------------
 def _edge_between_kernels(p: Program) -> int:
-    return next(i for i, e in enumerate(p.edges) if e.src != "@host" and "@host" not in e.dsts)
+    """An edge from one kernel to one other (its lanes share no router entry
+    with a sibling bundle's, so tampering with one entry breaks one lane)."""
+    return next(i for i, e in enumerate(p.edges) if e.src != "@host" and "@host" not in e.dsts
+                and len(set(e.dsts)) == 1)
 
 
 def _source_record(p: Program, ei: int) -> int:
@@ -221,6 +224,12 @@ def _with_routes(p: Program, routes: np.ndarray) -> Program:
     """The program with its routers configured as `routes` (the loader would
     refuse such a binary; the simulator checks on its own)."""
     return replace(p, routes=routes)
+
+
+def _trace_fails(p: Program, routes: np.ndarray, pattern: str) -> None:
+    bad = _with_routes(p, routes)
+    with pytest.raises(SimError, match=pattern):
+        simulate(bad, random_inputs(bad))
 
 
 def test_changed_route_entry_names_pe_color_edge(tiny: Program) -> None:
@@ -243,9 +252,7 @@ def test_route_leaving_the_grid(tiny: Program) -> None:
     r = tiny.routes.copy()
     i = int(np.nonzero((r["edge"] == ei) & (r["x"] == 0) & ((r["rx"] & PORT_BITS["W"]) != 0))[0][0])
     r["tx"][i] = PORT_BITS["W"]
-    bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=r"leaves the grid.*sent W from PE \(0, \d+\) on color"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, r, r"leaves the grid.*sent W from PE \(0, \d+\) on color")
 
 
 def test_route_loop(tiny: Program) -> None:
@@ -257,9 +264,7 @@ def test_route_loop(tiny: Program) -> None:
     j = int(np.nonzero((r["edge"] == ei) & (r["x"] == x + 1) & (r["y"] == y))[0][0])
     r["rx"][i] = PORT_BITS["E"]  # i takes from j, and j sends back to i: a circle
     r["tx"][j] = PORT_BITS["W"]
-    bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=r"route loop: .* PE \(\d+, \d+\) on color"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, r, r"route loop: .* PE \(\d+, \d+\) on color")
 
 
 def test_two_routes_on_one_color_at_a_pe(tiny: Program) -> None:
@@ -270,9 +275,7 @@ def test_two_routes_on_one_color_at_a_pe(tiny: Program) -> None:
                  if int(tiny.bundles["edge"][b]) != ei)
     dup = r[i:i + 1].copy()
     dup["edge"], dup["bundle"] = int(tiny.bundles["edge"][other]), other
-    bad = _with_routes(tiny, np.concatenate([r, dup]))
-    with pytest.raises(SimError, match=r"two routes on color \d+ at PE"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, np.concatenate([r, dup]), r"two routes on color \d+ at PE")
 
 
 def test_lane_delivered_to_the_wrong_kernel(tiny: Program) -> None:
@@ -281,9 +284,7 @@ def test_lane_delivered_to_the_wrong_kernel(tiny: Program) -> None:
     r = tiny.routes.copy()
     i = _source_record(tiny, ei)
     r["tx"][i] |= PORT_BITS["RAMP"]  # lane 0 also delivers into its own producer
-    bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=r"misrouted: lane 0 of edge #\d+ .* belongs to"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, r, r"misrouted: lane 0 of edge #\d+ .* belongs to")
 
 
 def test_lane_that_never_arrives(tiny: Program) -> None:
@@ -292,9 +293,7 @@ def test_lane_that_never_arrives(tiny: Program) -> None:
     ramp = (r["tx"] & PORT_BITS["RAMP"]) != 0
     last = np.flatnonzero((r["edge"] == ei) & (r["lane"] == 0) & ramp)
     r["tx"][last] &= ~np.uint8(PORT_BITS["RAMP"])  # lane 0 never delivers its slice
-    bad = _with_routes(tiny, r)
-    with pytest.raises(SimError, match=r"broken route: lane 0 of edge #\d+ .* never reaches"):
-        simulate(bad, random_inputs(bad))
+    _trace_fails(tiny, r, r"broken route: lane 0 of edge #\d+ .* never reaches")
 
 
 def test_missing_input_and_wrong_shape(tiny: Program) -> None:
@@ -356,3 +355,18 @@ def test_equal_columns_round_equally(tmp_path: pathlib.Path) -> None:
     y = simulate(prog, random_inputs(prog)).outputs["y"]
     np.testing.assert_array_equal(y, np.full((1, 100), 0.01, np.float32))
     assert_matches_ort(prog, model)
+
+
+def test_shared_entry_must_agree_on_its_receive_port(tiny: Program) -> None:
+    """Sibling bundles of one value share a router entry where their lanes
+    carry the same slice in from the same port; make one of the two take
+    from elsewhere and it is two routes on one color."""
+    r = tiny.routes.copy()
+    key = (r["color"].astype(np.int64) * 4096 + r["y"]) * 4096 + r["x"]
+    order = np.argsort(key, kind="stable")
+    same = np.flatnonzero((np.diff(key[order]) == 0)
+                          & (r["bundle"][order][1:] != r["bundle"][order][:-1]))
+    assert same.size, "expected sibling bundles sharing a router entry"
+    i = int(order[same[0] + 1])
+    r["rx"][i] = PORT_BITS["N"] if int(r["rx"][i]) != PORT_BITS["N"] else PORT_BITS["S"]
+    _trace_fails(tiny, r, r"two routes on color \d+ at PE")

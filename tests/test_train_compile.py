@@ -37,6 +37,7 @@ def compiled(tmp_path_factory) -> dict[tuple[str, str], tuple[str, str]]:
                 rc = main([os.path.join(DATA, f"{name}.onnx"), "-o", binary, "--train",
                            "--mode", mode, "--lr", "0.1", "-q", "--report-json", rep])
                 assert rc == 0, (name, mode)
+                assert json.load(open(rep))["mode"] == mode  # forced, never fallen back
                 out[(name, mode)] = (str(work / binary), str(work / rep))
     finally:
         os.chdir(cwd)
@@ -60,6 +61,8 @@ def test_simulated_step_matches_onnxruntime_and_torch(name, mode, compiled, tmp_
     assert "FAIL" not in text and "training step exported from" in text
     out = dict(np.load(tmp_path / "out.npz"))
     keys = [k for k in g if k == "loss" or k.startswith(("grad:", "new:"))]
+    params = load_binary(binary).info["attrs"]["train"]["params"]
+    assert len(keys) == 1 + 2 * len(params)  # the loss, every gradient, every update
     for k in keys:
         want = g[k]
         scale = max(float(np.abs(want).max()), 1e-12)

@@ -126,3 +126,19 @@ def test_a_step_that_fits_no_policy_says_why(small_gpt, tmp_path, capsys) -> Non
     assert "one sample does not fit a PE's 49152 B under any activation policy" in err
     for policy in ("keep", "recompute", "checkpoint"):
         assert f"policy {policy}: the live activations need" in err
+
+
+def test_a_real_export_with_external_weights_trains_and_checks_from_elsewhere(
+        tmp_path, monkeypatch, capsys) -> None:
+    """A NeoX dynamo export (fp16, weights in its .onnx.data, its MatMuls
+    reading Transposes of them, as the real GPT-NeoX-20B's do), compiled and
+    checked from a directory that is not the model's: the reference step is
+    given to onnxruntime as bytes, its external data found beside the model."""
+    model = os.path.join(os.path.dirname(__file__), "fixtures", "half", "neox_dynamo_o20.onnx")
+    monkeypatch.chdir(tmp_path)
+    assert main([model, "-o", "t.bin", "--train", "--mode", "stream", "-q"]) == 0
+    capsys.readouterr()
+    rc = main(["run", "t.bin", "--check", model])
+    text = capsys.readouterr().out
+    assert rc == 0 and "FAIL" not in text and "training step exported from" in text
+    assert text.count("PASS") == len(load_binary("t.bin").info["outputs"])

@@ -182,7 +182,7 @@ def _build(path: str, header: dict[str, str], nodes: dict[tuple[str, int], _Node
             ints[key] = int(header[key])
         except ValueError:
             raise err(1, f"header {key}={header[key]} is not an integer") from None
-    bad = grid_problem(ints["width"], ints["height"])
+    bad = grid_problem(ints["width"], ints["height"], placed_only=True)
     if bad:
         raise err(1, f"header width={ints['width']} height={ints['height']}: the grid is "
                   f"unusable: {bad}")

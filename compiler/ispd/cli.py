@@ -13,6 +13,13 @@ from .solution import SolutionError, read_solution
 
 def score_files(kgraph: str, solution: str, with_bound: bool = True) -> tuple[str, bool]:
     """`wsec score A.kgraph A.sol`: the report text and whether it is legal."""
+    text, s = score_report(kgraph, solution, with_bound)
+    return text, bool(s["legal"])
+
+
+def score_report(kgraph: str, solution: str, with_bound: bool = True
+                 ) -> tuple[str, dict[str, Any]]:
+    """The score's text and figures (the scorer's dictionary)."""
     from wsec.frontends.kgraph import decode_text, load_kgraph
 
     module = load_kgraph(kgraph)
@@ -36,7 +43,7 @@ def score_files(kgraph: str, solution: str, with_bound: bool = True) -> tuple[st
             f"  weighted       {s['weighted']:g}  (wdeltat x delta_t + wlength x wirelength)",
             f"  area used      {s['area_used']} of {s['grid_area']} PEs"]
     out += [f"  violation: {v}" for v in s["violations"]]
-    return "\n".join(out), bool(s["legal"])
+    return "\n".join(out), s
 
 
 def cmd_compile_kgraph(a: Any, out: Any, outs: Any = None) -> int:
@@ -51,9 +58,17 @@ def cmd_compile_kgraph(a: Any, out: Any, outs: Any = None) -> int:
     if a.time_limit is None or not math.isfinite(a.time_limit) or a.time_limit <= 0:
         raise UsageError(f"--time-limit must be a positive, finite number of seconds, got "
                          f"{a.time_limit}")
-    _, summary = compile_kgraph(a.model, a.output, float(a.time_limit),
-                                list(a.pass_option), verify=not a.no_verify_ir,
-                                started=time.perf_counter() - process_seconds(), outs=outs)
+    from wsec.progress import Progress
+
+    started = time.perf_counter() - process_seconds()
+    progress = Progress.for_cli(a.quiet, getattr(a, "verbose", False), limit=a.time_limit,
+                                started=started)
+    try:
+        _, summary = compile_kgraph(a.model, a.output, float(a.time_limit),
+                                    list(a.pass_option), verify=not a.no_verify_ir,
+                                    started=started, outs=outs, progress=progress)
+    finally:
+        progress.close()
     if getattr(a, "report_json", None):
         outs.put(a.report_json, json.dumps(summary, indent=2, sort_keys=True))
     if not a.quiet:
@@ -68,8 +83,19 @@ def cmd_score(argv: Any, out: Any, parser_cls: Any) -> int:
     p.add_argument("kgraph", help="the contest kernel graph (.kgraph)")
     p.add_argument("solution", help="the solution file to score")
     p.add_argument("--no-bound", action="store_true", help="skip the area-sizing lower bound")
+    p.add_argument("--json", action="store_true", help="print the score as JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     ns = p.parse_args(argv)
-    text, legal = score_files(ns.kgraph, ns.solution, with_bound=not ns.no_bound)
-    out(text)
-    return 0 if legal else 1
+    text, s = score_report(ns.kgraph, ns.solution, with_bound=not ns.no_bound)
+    if ns.json:
+        import json
+
+        out(json.dumps(s, indent=2, sort_keys=True, default=_plain))
+    else:
+        out(text)
+    return 0 if s["legal"] else 1
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars and tuples in the scorer's figures, as JSON values."""
+    return x.item() if hasattr(x, "item") else str(x)

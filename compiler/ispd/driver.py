@@ -62,7 +62,7 @@ def _merged_specs(user: list[str], header: dict[str, str] | None = None) -> list
 
 def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
                    pass_options: list[str] | None = None, verify: bool = True,
-                   started: float | None = None, outs: Any = None
+                   started: float | None = None, outs: Any = None, progress: Any = None
                    ) -> tuple[Module, dict[str, Any]]:
     """Load a .kgraph, size and place it through the pass manager, write the
     contest solution atomically to `output` and return the module and a
@@ -93,7 +93,7 @@ def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
     margin = min(_MARGIN_S, _MARGIN_SHARE * time_limit)
     budget = max(1.0, time_limit - margin - (time.perf_counter() - started))
     pm = PassManager(merge_options(ISPD_PIPELINE, _merged_specs(pass_options or [], weights)),
-                     verify=verify)
+                     verify=verify, observer=progress.pass_event if progress else None)
     ctx = PassContext(target, time_limit=budget)
     own = outs is None
     if own:
@@ -106,7 +106,7 @@ def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
     try:
         pm.run(module, ctx)
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(_save_interrupted(module, output, outs)) from None
+        raise KeyboardInterrupt(_save_interrupted(module, output, outs, ctx)) from None
     if output:
         outs.put(output, write_solution(module))
         if own:
@@ -123,15 +123,19 @@ def compile_kgraph(path: str, output: str | None, time_limit: float = 60.0,
     return module, summary
 
 
-def _save_interrupted(module: Module, output: str | None, outs: Any) -> str:
-    """After Ctrl-C: commit the module's placement if it is complete and legal;
+def _save_interrupted(module: Module, output: str | None, outs: Any, ctx: Any = None) -> str:
+    """After Ctrl-C: commit the best legal placement found so far (the one a
+    running solver kept, else the module's own) if it is complete and legal;
     the interrupt's note says what was written."""
     from wsec import signals
 
     with signals.deferred():  # a second Ctrl-C must not cut the solution short
         if not output:
             return "no solution written (no -o)"
+        keep = getattr(ctx, "best_so_far", None)
         try:
+            if keep is not None:
+                keep()
             legal = all(k.rect is not None and k.knobs for k in module.kernels()) and \
                 bool(score(module, bound=False)["legal"])
         except Exception:  # noqa: BLE001 - a half-made layout: nothing legal to save

@@ -1,0 +1,162 @@
+"""Per-PE executors of the resampling kinds: transposed convolution
+(library_conv.DeconvKind) and Resize (library_pool.ResizeKind).
+
+- deconv, knobs k, c, s (G == 1, 2-D): as conv, on the input dilated by the
+  stride (zeros between rows and columns, never received: a PE makes them)
+  with the kernel flipped, so an output-row group holds the dilated rows
+  `DeconvKind.input_rows` gives (span plus halo) and reads only those; PE
+  (px, py) multiplies with its own shard W[C-block py % c, K-block px] and
+  the c partials of a column are summed in PE order.
+- resize, knobs c, s (PE (px, py): channel group px, output-row group py):
+  every output row reads its taps' input rows, a row group the union of
+  its rows' taps; rows first, then columns, as the reference semantics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from wsec.ir.graph import Node
+from wsec.ir.opsem import windows
+from wsec.ir.opsem_more import (
+    _convt_pads,
+    resize_axis,
+    resize_finish,
+    resize_plan,
+    resize_taps,
+)
+
+from .sim_base import COMPUTE_DTYPE
+from .sim_pe import Env
+from .sim_sharded import block_rows, pe_partials, row_windows
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // max(b, 1))
+
+
+def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    k = env.k
+    if node.op != "ConvTranspose" or node.inputs[1] not in k.weights:
+        return False
+    x = env.get(node.inputs[0], node.name)
+    wshape = env.shape_of(node.inputs[1])
+    out_shape = env.shape_of(node.outputs[0])
+    if x.ndim not in (3, 4) or len(wshape) != x.ndim or int(node.attrs.get("group", 1)) != 1 \
+            or not np.issubdtype(x.dtype, np.floating):
+        return False
+    x = x.astype(COMPUTE_DTYPE, copy=False)
+    wi = k.weights.index(node.inputs[1])
+    lay = env.mem.layout(env.ki, wi)
+    pad = tuple(int(v) for v in (lay.stop - lay.start).reshape(-1, len(wshape)).max(axis=0))
+    raw = env.mem.pe_array(env.ki, wi, pad)
+    if x.ndim == 3:  # one row: the sequence along W
+        x, wshape, raw = x[:, :, None, :], (*wshape[:2], 1, wshape[2]), raw[..., None, :]
+        a = dict(node.attrs)
+        for key in ("strides", "dilations", "kernel_shape", "output_padding"):
+            if a.get(key) is not None:
+                a[key] = [1 if key != "output_padding" else 0, *list(a[key])]  # type: ignore
+        if a.get("pads") is not None:
+            p0, p1 = list(a["pads"])  # type: ignore[misc]
+            a["pads"] = [0, p0, 0, p1]
+        if a.get("output_shape") is not None:
+            a["output_shape"] = [1, *list(a["output_shape"])[-1:]]  # type: ignore
+        node = Node(node.name, node.op, node.inputs, node.outputs, a)
+    C, K, R, S = wshape
+    N, _, H, W = x.shape
+    kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
+    uw, uh = k.unrotated_shape
+    if (uw, uh) != (kk, c * s):
+        return False
+    kb, cb = _cdiv(K, kk), _cdiv(C, c)
+    st = [int(v) for v in node.attrs.get("strides", [1, 1])]
+    dl = [int(v) for v in node.attrs.get("dilations", [1, 1])]
+    op = [int(v) for v in node.attrs.get("output_padding", [0, 0])]
+    full = [st[i] * ((H, W)[i] - 1) + op[i] + ((R, S)[i] - 1) * dl[i] + 1
+            for i in range(2)]
+    pb, _ = _convt_pads(node, (H, W), full)
+    Ho, Wo = (1, out_shape[2]) if len(out_shape) == 3 else out_shape[2:]
+    # the dilated input, with the flipped kernel's reach above/left less the crop
+    xd = np.zeros((N, c * cb, (H - 1) * st[0] + 1, (W - 1) * st[1] + 1), COMPUTE_DTYPE)
+    xd[:, :C, ::st[0], ::st[1]] = x
+    top = [(R - 1) * dl[0] - pb[0], (S - 1) * dl[1] - pb[1]]
+    need = [Ho + (R - 1) * dl[0], Wo + (S - 1) * dl[1]]
+    for ax, t in ((2, top[0]), (3, top[1])):
+        if t < 0:
+            xd = np.take(xd, np.arange(-t, xd.shape[ax]), axis=ax)
+    padw = [(0, 0), (0, 0)]
+    for i, ax in enumerate((2, 3)):
+        head = max(0, top[i])
+        padw.append((head, max(0, need[i] - xd.shape[ax] - head)))
+    xq = np.pad(xd, padw)
+    hb = _cdiv(Ho, s)
+
+    def row_of(row: int) -> int | None:
+        r = row - top[0]
+        return r // st[0] if r >= 0 and r % st[0] == 0 else None
+
+    loc = row_windows(env, node, xq, s, lambda g: (0, g * c), hb, 1, R, dl[0], Ho, top[0],
+                      row_of)
+    win = windows(loc, [R, S], [1, 1], dl, [hb, Wo]).reshape(s, N, c * cb, hb, Wo, R, S)
+    wpe = raw.reshape(s, c, kk, cb, kb, R, S)[..., ::-1, ::-1]  # each PE flips its own shard
+    acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
+    # every PE's flipped shard as a [cb R S, kb] block
+    wall = block_rows(wpe.transpose(1, 0, 3, 5, 6, 2, 4), c, s, cb * R * S, kk * kb)
+    for ci in range(c):  # the reduction along each PE column, in PE order
+        xc = win[:, :, ci * cb:(ci + 1) * cb].transpose(0, 1, 3, 4, 2, 5, 6)
+        acc += pe_partials(xc.reshape(s, N * hb * Wo, cb * R * S), wall[ci])
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    if bias:
+        if bias not in k.weights:
+            return False
+        bpe = env.mem.pe_array(env.ki, k.weights.index(bias), (kb,)).reshape(s, c, kk * kb)
+        acc += bpe[:, c - 1][:, None, :]
+    y = acc.reshape(s, N, hb, Wo, kk * kb).transpose(1, 4, 0, 2, 3).reshape(N, kk * kb,
+                                                                             s * hb, Wo)
+    y = np.ascontiguousarray(y[:, :K, :Ho])
+    col = np.arange(K) // kb
+    row = (np.arange(Ho) // hb) * c + (c - 1)
+    own = row[None, None, :, None] * kk + col[None, :, None, None]
+    env.store(node.outputs[0], y.reshape(out_shape))
+    env.owner[node.outputs[0]] = np.broadcast_to(own, y.shape).reshape(out_shape)
+    stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
+    stats["sharded_pes"] = kk * c * s
+    return True
+
+
+def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    k = env.k
+    x = env.get(node.inputs[0], node.name)
+    if node.op != "Resize" or x.ndim < 3 or int(node.attrs.get("antialias", 0)):
+        return False
+
+    def arg(i: int) -> np.ndarray | None:
+        return env.get(node.inputs[i], node.name) if len(node.inputs) > i and node.inputs[i] \
+            else None
+
+    out, sc, rois = resize_plan(node, x.shape, arg(1), arg(2), arg(3))
+    if out[:2] != list(x.shape[:2]):
+        return False
+    nearest = str(node.attrs.get("mode", "nearest")) == "nearest"
+    c, s = int(k.knobs["c"]), int(k.knobs["s"])
+    Ho = out[2] if x.ndim == 4 else 1  # 1-D, 3-D: the rows the kind splits (none / folded)
+    hb = _cdiv(Ho, s)
+    y = x if nearest else x.astype(np.float64)
+    outside = np.zeros(out, bool)
+    held = 0
+    for a in range(2, x.ndim):
+        if out[a] == x.shape[a] and sc[a] == 1.0 and rois[a] == (0.0, 1.0):
+            continue
+        idx, w, off = resize_taps(node, x.shape[a], out[a], sc[a], rois[a])
+        if a == 2 and x.ndim == 4:  # each row group reads the input rows its rows' taps name
+            groups = np.arange(Ho) // hb
+            held = max(np.unique(idx[groups == g]).size for g in np.unique(groups).tolist())
+        y = resize_axis(y, a, idx, w, off, nearest, outside)
+    env.store(node.outputs[0], resize_finish(node, x, y, outside, nearest))
+    C = x.shape[1]
+    cg = np.arange(C) // _cdiv(C, c)
+    rows = (np.arange(out[2]) // hb) if x.ndim == 4 else np.zeros(1, np.int64)
+    own = rows[None, None, :] * c + cg[None, :, None]
+    env.owner[node.outputs[0]] = own.reshape(*own.shape, *(1,) * (x.ndim - 3))
+    stats["sharded_pes"] = c * min(s, Ho)
+    stats["rows_held_max"] = int(held)
+    return True

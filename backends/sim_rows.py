@@ -1,0 +1,344 @@
+"""Per-PE executors of the kinds that work along rows: pooling, softmax and
+normalisation (library_pool, library_rowwise).
+
+- pool, knobs c, s (PE index i = channel group i // s, row group i % s, in
+  columns: offset (i // h, i % h)): windowed pooling reads the padded input
+  rows its row group holds (PoolKind.input_rows: span plus halo; a read
+  outside is a SimError at that PE); global pooling sums (or maxes) each row
+  group's block of rows and combines the s partials in PE order on the last
+  PE of the channel group.
+- softmax, knob p: min(p, E) segments of every row, p // E row groups; each
+  PE reduces its segment (max, then the sum of exponentials) and the
+  segments' partials are combined in segment order.
+- norm, knobs c, s, r: LayerNormalization rows in c groups, each row in r
+  segments whose partial sums (mean, then squared deviations) are combined
+  in order; BatchNormalization (inference) per element on the PE of its
+  channel group. Scale and bias come from the owning PEs' shards
+  (sim_tail.const_on_owners).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from wsec.ir.graph import Node
+from wsec.ir.kernels import KINDS
+from wsec.ir.opsem import windows
+from wsec.ir.opsem_core import _pool_geometry
+
+from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_inbox import grid_pe
+from .sim_pe import Env, run_op
+from .sim_sharded import row_windows
+from .sim_tail import const_on_owners
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // max(b, 1))
+
+
+def _grouped_lin(env: Env, i: np.ndarray) -> np.ndarray:
+    """Linear offset (py * uw + px) of grouped-layout PE index i."""
+    uw, uh = env.k.unrotated_shape
+    return (i % uh) * uw + i // uh
+
+
+def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    """2-D pooling per PE; 1-D as 2-D rows of one row; 3-D global pooling
+    with depth folded into the rows; 3-D windowed pooling reduces each
+    output plane's T input planes first (both poolings are separable)."""
+    x = env.get(node.inputs[0], node.name)
+    if x.ndim not in (3, 4, 5) or not np.issubdtype(x.dtype, np.floating) or \
+            (node.op == "MaxPool" and len(node.outputs) > 1 and node.outputs[1]):
+        return False
+    x = x.astype(COMPUTE_DTYPE, copy=False)
+    out = env.shape_of(node.outputs[0])
+    glob = node.op.startswith("Global")
+    if x.ndim == 4:
+        got = _pool4(env, node, x, stats)
+    elif glob:
+        got = _pool4(env, node, x.reshape(x.shape[0], x.shape[1], -1, x.shape[-1]), stats)
+    elif x.ndim == 3:
+        got = _pool4(env, _flat_node(node, 1), x[:, :, None, :], stats)
+    else:
+        got = _pool_3d(env, node, x, stats)
+    if got is None:
+        return False
+    y, own = got
+    env.store(node.outputs[0], np.ascontiguousarray(y).reshape(out))
+    env.owner[node.outputs[0]] = np.broadcast_to(own, y.shape).reshape(out)
+    return True
+
+
+def _flat_node(node: Node, nsp: int) -> Node:
+    """The 2-D pooling a 1-D (nsp 1: rows of one) or 3-D (nsp 3: per depth
+    plane) pooling runs as."""
+    a = dict(node.attrs)
+    if nsp == 1:
+        for key, one in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+            if a.get(key) is not None:
+                a[key] = [one, *list(a[key])]  # type: ignore[misc]
+        if a.get("pads") is not None:
+            p0, p1 = list(a["pads"])  # type: ignore[misc]
+            a["pads"] = [0, p0, 0, p1]
+    else:
+        for key in ("kernel_shape", "strides", "dilations"):
+            if a.get(key) is not None:
+                a[key] = list(a[key])[1:]  # type: ignore[index]
+        if a.get("pads") is not None:
+            p = list(a["pads"])  # type: ignore[arg-type]
+            a["pads"] = [p[1], p[2], p[4], p[5]]
+    return Node(node.name, node.op, node.inputs, node.outputs, a)
+
+
+def _pool_3d(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
+             ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each output depth plane's T input planes reduced first, then the
+    (H, W) pooling per PE on the [N Do, C, H, W] planes."""
+    if str(node.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+        return None
+    kernel, st, dl, pb, pe, oe = _pool_geometry(node, x)
+    N, C, D = x.shape[:3]
+    Do, extra = oe[0], oe[3]
+    mx = node.op == "MaxPool"
+    xd = np.pad(x, [(0, 0), (0, 0), (pb[0], pe[0] + extra), (0, 0), (0, 0)],
+                constant_values=-np.inf if mx else 0.0)
+    planes = np.arange(Do)[:, None] * st[0] + np.arange(kernel[0])[None, :] * dl[0]
+    xs = xd[:, :, planes]  # [N, C, Do, T, H, W]
+    if mx:
+        red = xs.max(axis=3)
+    else:
+        if node.attrs.get("count_include_pad", 0):
+            valid = planes < D + pb[0] + pe[0]
+        else:
+            valid = (planes >= pb[0]) & (planes < pb[0] + D)
+        red = xs.sum(axis=3) / valid.sum(axis=1)[None, None, :, None, None].astype(COMPUTE_DTYPE)
+    x4 = red.transpose(0, 2, 1, 3, 4).reshape(N * Do, C, *x.shape[3:])
+    got = _pool4(env, _flat_node(node, 3), x4.astype(COMPUTE_DTYPE), stats)
+    if got is None:
+        return None
+    y4, own = got
+    y = y4.reshape(N, Do, C, *y4.shape[2:]).transpose(0, 2, 1, 3, 4)
+    return y, own[:, :, None]  # every depth plane: the owners of its rows
+
+
+def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
+           ) -> tuple[np.ndarray, np.ndarray] | None:
+    k = env.k
+    c, s = int(k.knobs["c"]), int(k.knobs["s"])
+    N, C, H, W = x.shape
+    cb = _cdiv(C, c)
+    uw, uh = k.unrotated_shape
+    if node.op.startswith("Global"):
+        held = [env_kind_rows(env, g) for g in range(s)]
+        acc = None
+        for a, b in held:  # the row groups' partials, combined in PE order
+            part = x[:, :, a:b]
+            if part.shape[2] == 0:
+                continue
+            part = part.max(axis=(2, 3)) if node.op == "GlobalMaxPool" \
+                else part.sum(axis=(2, 3), dtype=COMPUTE_DTYPE)
+            acc = part if acc is None else (np.maximum(acc, part) if node.op == "GlobalMaxPool"
+                                            else acc + part)
+        if acc is None or sum(b - a for a, b in held) != H:
+            return None  # rows not dealt out exactly once: the reference path reports it
+        y = acc if node.op == "GlobalMaxPool" else acc / COMPUTE_DTYPE(H * W)
+        i = (np.arange(C) // cb) * s + (s - 1)
+        stats["sharded_pes"] = c * s
+        return y.reshape(N, C, 1, 1), _grouped_lin(env, i).reshape(1, C, 1, 1)
+    kernel, st, dl, pb, pe, oe = _pool_geometry(node, x)
+    (Ho, Wo), extra = oe[:2], oe[2:]
+    R = kernel[0]
+    hb = _cdiv(Ho, s)
+    mx = node.op == "MaxPool"
+    width = [(0, 0), (0, 0), (pb[0], pe[0] + extra[0]), (pb[1], pe[1] + extra[1])]
+    xp = np.pad(x, width, constant_values=-np.inf if mx else 0.0)
+
+    def first(g: int) -> tuple[int, int]:
+        return g // uh, g % uh  # channel group 0, row group g
+
+    loc = row_windows(env, node, xp, s, first, hb, st[0], R, dl[0], Ho, pb[0])
+    win = windows(loc, kernel, st, dl, [hb, Wo])  # [s N, C, hb, Wo, R, S]
+    if mx:
+        y = win.max(axis=(4, 5))
+    else:
+        total = win.sum(axis=(4, 5))
+        if node.attrs.get("count_include_pad", 0):
+            ones = np.pad(np.ones((N, 1, H + pb[0] + pe[0], W + pb[1] + pe[1]), COMPUTE_DTYPE),
+                          [(0, 0), (0, 0), (0, extra[0]), (0, extra[1])])
+        else:
+            ones = np.pad(np.ones((N, 1, H, W), COMPUTE_DTYPE), width)
+        mloc = row_windows(env, node, ones, s, first, hb, st[0], R, dl[0], Ho, pb[0])
+        count = windows(np.nan_to_num(mloc), kernel, st, dl, [hb, Wo]).sum(axis=(4, 5))
+        y = total / count
+    y = y.reshape(s, N, C, hb, Wo).transpose(1, 2, 0, 3, 4).reshape(N, C, s * hb, Wo)[:, :, :Ho]
+    i = (np.arange(C) // cb)[:, None] * s + (np.arange(Ho) // hb)[None, :]
+    stats["sharded_pes"] = c * s
+    return y, _grouped_lin(env, i).reshape(1, C, Ho, 1)
+
+
+def env_kind_rows(env: Env, g: int) -> tuple[int, int]:
+    return KINDS[env.k.kind].input_rows(env.k.dims, env.k.knobs, g)
+
+
+def _spread_lin(env: Env, i: np.ndarray) -> np.ndarray:
+    """Linear offset of spread-kind PE index i (row-major, as it is laid out)."""
+    uw, _ = env.k.unrotated_shape
+    return (i // uw) * uw + i % uw
+
+
+def softmax(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    if node.op not in ("Softmax", "LogSoftmax"):
+        return False
+    x = env.get(node.inputs[0], node.name)
+    if not np.issubdtype(x.dtype, np.floating) or x.ndim == 0:
+        return False
+    x = x.astype(COMPUTE_DTYPE, copy=False)
+    axis = int(node.attrs.get("axis", -1)) % x.ndim
+    xm = np.moveaxis(x, axis, -1)
+    E = xm.shape[-1]
+    rows = int(np.prod(xm.shape[:-1]))
+    p = int(env.k.knobs["p"])
+    pe, pr = min(p, E), max(1, p // E)
+    nb, rl = _cdiv(E, pe), _cdiv(rows, pr)
+    x2 = np.pad(xm.reshape(rows, E), [(0, 0), (0, pe * nb - E)], constant_values=-np.inf)
+    seg = x2.reshape(rows, pe, nb)  # [row, segment PE, its elements]
+    gmax = seg.max(axis=2).max(axis=1, keepdims=True)[:, :, None]  # partial maxima combined
+    with np.errstate(invalid="ignore"):  # a row masked whole: NaN, as the reference
+        ex = np.exp(seg - gmax)
+    part = ex.sum(axis=2, dtype=COMPUTE_DTYPE)
+    tot = part[:, 0].copy()
+    for j in range(1, pe):  # the segments' sums, added in segment order
+        tot += part[:, j]
+    tot = tot[:, None, None]
+    y = (seg - gmax - np.log(tot)) if node.op == "LogSoftmax" else ex / tot
+    y = y.reshape(rows, pe * nb)[:, :E].reshape(xm.shape)
+    env.store(node.outputs[0], np.ascontiguousarray(np.moveaxis(y, -1, axis)))
+    i = (np.arange(rows) // rl)[:, None] * pe + (np.arange(E) // nb)[None, :]
+    own = np.moveaxis(_spread_lin(env, i).reshape(*xm.shape[:-1], E), -1, axis)
+    env.owner[node.outputs[0]] = own
+    stats["sharded_pes"] = pe * min(pr, rows)
+    return True
+
+
+def norm(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    if node.op == "LayerNormalization":
+        return _layernorm(env, node, stats)
+    if node.op == "BatchNormalization" and not node.attrs.get("training_mode", 0):
+        return _batchnorm(env, node, stats)
+    return False
+
+
+def _norm_owner(env: Env, group: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """PE of channel group `group` and row index `row` (< s r)."""
+    k = env.k
+    rows = int(k.knobs["s"]) * int(k.knobs.get("r", 1))
+    return _grouped_lin(env, group * rows + row)
+
+
+def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    k = env.k
+    x = env.get(node.inputs[0], node.name)
+    if not np.issubdtype(x.dtype, np.floating) or (len(node.outputs) > 1 and any(
+            node.outputs[1:])) or any(i and i not in k.weights for i in node.inputs[1:]):
+        return False
+    x = x.astype(COMPUTE_DTYPE, copy=False)
+    axis = int(node.attrs.get("axis", -1)) % x.ndim
+    eps = COMPUTE_DTYPE(node.attrs.get("epsilon", 1e-5))
+    C, W = int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))
+    c, r = int(k.knobs["c"]), int(k.knobs.get("r", 1))
+    cb, wseg = _cdiv(C, c), _cdiv(W, r)
+    x2 = np.pad(x.reshape(C, W), [(0, 0), (0, r * wseg - W)]).reshape(C, r, wseg)
+    valid = (np.arange(r * wseg) < W).reshape(1, r, wseg)
+
+    def combine(part: np.ndarray) -> np.ndarray:  # the r segments, in order
+        tot = part[:, 0].copy()
+        for j in range(1, r):
+            tot += part[:, j]
+        return tot[:, None, None]
+
+    mean = combine(x2.sum(axis=2, dtype=COMPUTE_DTYPE)) / COMPUTE_DTYPE(W)
+    dev = np.where(valid, x2 - mean, 0)
+    var = combine((dev * dev).sum(axis=2, dtype=COMPUTE_DTYPE)) / COMPUTE_DTYPE(W)
+    xhat = (dev / np.sqrt(var + eps)).reshape(C, r * wseg)[:, :W].reshape(x.shape)
+    grid = x.shape
+    group = (np.arange(C) // cb)[:, None]
+    seg = (np.arange(W) // wseg)[None, :]
+    owner = _norm_owner(env, group, seg).reshape(grid)  # s = 1: rows are the C groups
+    y = xhat * const_on_owners(env, k.weights.index(node.inputs[1]), grid, owner)
+    if len(node.inputs) > 2 and node.inputs[2]:
+        y = y + const_on_owners(env, k.weights.index(node.inputs[2]), grid, owner)
+    env.store(node.outputs[0], y.astype(COMPUTE_DTYPE))
+    env.owner[node.outputs[0]] = owner
+    stats["sharded_pes"] = c * r
+    return True
+
+
+def _batchnorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    k = env.k
+    x = env.get(node.inputs[0], node.name)
+    if x.ndim < 2 or any(i not in k.weights for i in node.inputs[1:5]):
+        return False
+    x = x.astype(COMPUTE_DTYPE, copy=False)
+    N, C = x.shape[:2]
+    c, s = int(k.knobs["c"]), int(k.knobs["s"])
+    H = x.shape[2] if x.ndim >= 4 else 1
+    cb, hb = _cdiv(C, c), _cdiv(N * H, s)
+    grid = x.shape
+    nh = (np.arange(N)[:, None] * H + np.arange(H)[None, :]) // hb  # row group of (n, h)
+    group = np.arange(C) // cb
+    own = _norm_owner(env, group[None, :, None], nh[:, None, :])  # [N, C, H]
+    if x.ndim == 2:
+        owner = own[:, :, 0]
+    else:
+        owner = np.broadcast_to(own.reshape(N, C, H, *(1,) * (x.ndim - 3)), grid) \
+            if x.ndim >= 4 else np.broadcast_to(own, grid)
+    per_channel = (C,) + (1,) * (x.ndim - 2)
+    sc, b, m, v = (const_on_owners(env, k.weights.index(i), grid, owner, per_channel)
+                   for i in node.inputs[1:5])
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    kk = sc / np.sqrt(v + np.asarray(eps, v.dtype))
+    env.store(node.outputs[0], ((x - m) * kk + b).astype(COMPUTE_DTYPE))
+    env.owner[node.outputs[0]] = owner
+    stats["sharded_pes"] = c * s
+    return True
+
+
+def fused_pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    """A pooling fused after a conv (ConvKind's `pool` dims): each pooled
+    row is computed by the row group owning its window's last conv row,
+    which holds its own conv rows plus the pR - psh rows before them that
+    the previous group sends it; a window reaching further back is a
+    SimError at that group's PE. The pooled element's owner is the owner of
+    that last conv row."""
+    k = env.k
+    src = node.inputs[0]
+    x = env.vals.get(src)
+    own = env.owner.get(src)
+    if node.op not in ("MaxPool", "AveragePool") or x is None or own is None or x.ndim != 4 \
+            or (len(node.outputs) > 1 and node.outputs[1]):
+        return False
+    kernel, st, dl, pb, _, oe = _pool_geometry(node, x)
+    Hq = oe[0]
+    Ho = x.shape[2]
+    s = int(k.knobs["s"])
+    hb = _cdiv(Ho, s)
+    kind = KINDS[k.kind]
+    held = np.array([kind.pool_rows(k.dims, k.knobs, g) for g in range(s)], np.int64)
+    q = np.arange(Hq)
+    first = np.clip(q * st[0] - pb[0], 0, Ho - 1)
+    last = np.clip(q * st[0] - pb[0] + (kernel[0] - 1) * dl[0], 0, Ho - 1)
+    group = last // hb
+    bad = np.flatnonzero((first < held[group, 0]) | (last >= held[group, 1]))
+    if bad.size:
+        i = int(bad[0])
+        g = int(group[i])
+        c = int(k.knobs.get("c", 1))
+        x0, y0 = grid_pe(env.mem.p, env.ki, 0, g * c + c - 1)
+        raise SimError(f"kernel '{k.name}' ({k.kind}): PE ({x0}, {y0}) pools output row {i} "
+                       f"from conv rows {int(first[i])}..{int(last[i])} of %{src}, but its row "
+                       f"group holds rows {int(held[g, 0])}..{int(held[g, 1]) - 1}")
+    y = run_op(k.name, node, [x])[0]
+    env.store(node.outputs[0], y)
+    env.owner[node.outputs[0]] = np.take(np.broadcast_to(own, x.shape), last, axis=2)
+    stats["fused_pool_rows"] = int(Hq)
+    return True

@@ -1,0 +1,158 @@
+"""Per-PE executors of the spread kinds: element-wise chains and data movement.
+
+Element-wise (library_rowwise.ElementwiseKind): PE i (offset py * w + px)
+owns the output elements [i n, (i + 1) n), n = ceil(E / p); when the kernel
+tiles a large constant over its rectangle (an attention mask), a PE owns
+instead the elements whose constant entries its tile holds. Every element
+is computed by its owner from its own SRAM shard (sim_tail).
+
+Data movement (DatamoveKind): each of p PEs owns a block of every output and
+forwards elements of the inputs ("the permutation is in the routes"). Which
+input element each output element copies is found by running the body on
+index tensors (every input element tagged with its input and position), so
+every kind of movement — reshape, transpose, concat, slice, pad, expand,
+tile, depth-to-space, a gather with constant indices — is one gather per
+PE block; pad fills are the PE's own constants, casts apply on the way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from wsec.ir.graph import Node
+
+from .sim_base import SimError
+from .sim_pe import Env, run_op
+from .sim_tail import broadcast_index, run_tail
+
+_TAG = float(2 ** 40)  # index tensors: (input + 1) * _TAG + flat position (exact in f64)
+# the inputs of a data-movement op that are data (the others: shapes, indices, ...)
+_DATA_INPUTS = {"Concat": tuple(range(64)), "ScatterND": (0, 2), "ScatterElements": (0, 2),
+                "Pad": (0,)}
+
+
+def _grid(env: Env, body: list[Node]) -> tuple[int, ...] | None:
+    shapes = [env.shape_of(o) for n in body for o in n.outputs if o]
+    if not shapes:
+        return None
+    grid = max(shapes, key=lambda s: int(np.prod(s)))
+    return grid if all(broadcast_index(s, grid) is not None for s in shapes) else None
+
+
+def _spread_owner(env: Env, grid: tuple[int, ...]) -> np.ndarray:
+    """Owner PE (linear offset) of each grid element: consecutive blocks of
+    ceil(E / p), or a tiled constant's tiles."""
+    k = env.k
+    e = int(np.prod(grid))
+    p = max(1, int(k.knobs.get("p", 1)))
+    uw, _ = k.unrotated_shape
+    for wi in range(len(k.weights)):  # a tiled constant decides
+        lay = env.mem.layout(env.ki, wi)
+        if lay.start.shape[-1] == 0 or (lay.code == lay.code.flat[0]).all():
+            continue
+        shape = env.shape_of(k.weights[wi])
+        bidx = broadcast_index(shape, grid)
+        if bidx is None:
+            continue
+        jm = np.unravel_index(bidx.reshape(-1), shape)
+        varies = [d for d in range(len(shape))
+                  if not (lay.start[..., d] == lay.start[0, 0, d]).all()]
+        py = np.zeros(e, np.int64)
+        px = np.zeros(e, np.int64)
+        for d in varies:
+            rows = lay.start[:, 0, d]
+            cols = lay.start[0, :, d]
+            if not (rows == rows[0]).all():
+                py = np.searchsorted(rows, jm[d], side="right") - 1
+            elif not (cols == cols[0]).all():
+                px = np.searchsorted(cols, jm[d], side="right") - 1
+        return (py * uw + px).reshape(grid)
+    n = -(-e // p)
+    return (np.arange(e, dtype=np.int64) // n).reshape(grid)
+
+
+def elementwise(env: Env, body: list[Node], stats: dict[str, int]) -> int:
+    grid = _grid(env, body)
+    if grid is None:
+        return 0
+    owner = _spread_owner(env, grid)
+    done = run_tail(env, body, grid, owner, stats, widen=True)
+    if done == len(body):
+        for o in env.k.outputs:
+            env.owner[o] = owner
+    return done
+
+
+def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
+    """Trace the body on index tensors, then gather every output block."""
+    k = env.k
+    made = {o for m in body for o in m.outputs}
+    acts = list(dict.fromkeys(i for n in body for i in n.inputs
+                              if i and i in env.vals and i not in made))
+    # an activation is moved (traced) when every op reads it as data; one read
+    # as a shape, an index or a count is a parameter of the movement instead
+    params = {i for n in body for j, i in enumerate(n.inputs)
+              if i and j not in _DATA_INPUTS.get(n.op, (0,))}
+    traced = [a for a in acts if a not in params]
+    if not traced or any(str(n.attrs.get("reduction", "none")) != "none" for n in body):
+        return 0  # nothing to trace, or a scatter that adds (not a copy)
+    tv: dict[str, np.ndarray] = {}
+    for t, a in enumerate(traced):
+        x = env.vals[a]
+        tv[a] = ((t + 1) * _TAG + np.arange(x.size, dtype=np.float64)).reshape(x.shape)
+    casts: dict[str, list[Node]] = {a: [] for a in traced}  # conversions on each path
+    for node in body:
+        args = []
+        for i in node.inputs:
+            if not i:
+                args.append(None)
+            elif i in tv:
+                args.append(tv[i])
+            elif i in env.vals:
+                args.append(env.vals[i])
+            else:
+                args.append(env.get(i, node.name))  # a constant every PE holds
+        src_in = [i for i in node.inputs if i and i in tv]
+        chain = casts[src_in[0]] if src_in else []
+        if any(casts[i] != chain for i in src_in):
+            return 0  # inputs converted differently on their way: not one copy per element
+        if node.op == "Cast" and src_in:
+            outs = [args[0]]
+            chain = [*chain, node]
+        else:
+            outs = run_op(k.name, node, args)
+        for o, a in zip(node.outputs, outs, strict=False):
+            if not o:
+                continue
+            a = np.asarray(a)
+            if src_in:
+                tv[o] = a.astype(np.float64, copy=False)
+                casts[o] = chain
+            else:
+                env.store(o, a)
+    pes = 0
+    for o in k.outputs:
+        if o not in tv:
+            continue
+        t = tv[o].reshape(-1)
+        src = t >= _TAG
+        band = np.where(src, t // _TAG - 1, 0).astype(np.int64)
+        pos = np.where(src, t - (band + 1) * _TAG, 0).astype(np.int64)
+        sizes = np.array([env.vals[a].size for a in traced], np.int64)
+        top = sizes[np.minimum(band, len(traced) - 1)]
+        if (band >= len(traced)).any() or (src & (pos >= top)).any():
+            raise SimError(f"kernel '{k.name}' (datamove): its body does not only move "
+                           "elements; the binary's description of the kernel is inconsistent")
+        dt = np.result_type(*(env.vals[a].dtype for a in traced))
+        out = np.where(src, 0, t).astype(dt)  # fills (pads): the PEs' own constants
+        for b, a in enumerate(traced):  # each PE block gathers its elements
+            m = src & (band == b)
+            out[m] = env.vals[a].reshape(-1)[pos[m]]
+        arr = out.reshape(tv[o].shape)
+        for c in casts[o]:  # the element conversions on its path, in order
+            arr = run_op(k.name, c, [arr])[0]
+        env.store(o, arr)
+        p = max(1, int(k.knobs.get("p", 1)))
+        env.owner[o] = (np.arange(t.size, dtype=np.int64) // -(-t.size // p)).reshape(arr.shape)
+        pes = max(pes, p)
+    stats["sharded_pes"] = pes
+    return len(body)

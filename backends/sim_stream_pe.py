@@ -1,0 +1,91 @@
+"""The PEs' SRAM during a weight-streaming phase: the streamed tiles.
+
+Why: a stream-mode binary has no weight maps; a phase's weights stream in
+and every PE of the phase's rectangle takes the slice the kernel kind's
+`weight_shard` gives (docs/binary-format.md section 10), exactly as a
+pipeline binary's maps place them. `StreamImages` builds that per-PE
+layout (separably, as the emitter does: one row and one column of
+`weight_shard` calls, `emit.shard_tiling`) over the streamed array, so the
+per-PE executors (sim_exec) run a phase as they run a resident kernel: each
+PE computes from its own tile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from wsec.ir.kernels import KINDS
+
+from .emit import shard_tiling
+from .format import AXIS_CONST, AXIS_X, AXIS_Y, Program, type_shape
+from .sim_base import SimError
+from .sim_pe import Layout, SramImages
+
+
+class StreamImages(SramImages):
+    """SRAM images of the phases' PEs, from the streamed weights
+    (`streamed[(kernel, weight)]`: the whole array as it streamed in)."""
+
+    def __init__(self, p: Program, streamed: dict[tuple[int, int], np.ndarray]) -> None:
+        super().__init__(p)
+        self.streamed = streamed
+        self._tiles: list[np.ndarray] = []
+
+    def blob(self, bi: int) -> np.ndarray:
+        return self._tiles[bi]
+
+    def layout(self, ki: int, wi: int) -> Layout:
+        key = (ki, wi)
+        if key not in self._layouts:
+            self._layouts[key] = self._stream_layout(ki, wi)
+        return self._layouts[key]
+
+    def _stream_layout(self, ki: int, wi: int) -> Layout:
+        k = self.p.kernels[ki]
+        if (ki, wi) not in self.streamed:
+            raise SimError(f"phase {ki} (kernel '{k.name}'): no stream descriptor for weight "
+                           f"%{k.weights[wi]}")
+        full = self.streamed[(ki, wi)]
+        shape = tuple(type_shape(self.p.info["values"][k.weights[wi]]))
+        kind = KINDS[k.kind]
+        uw, uh = k.unrotated_shape
+        n = len(shape)
+
+        def shard(px: int, py: int) -> tuple[tuple[int, int], ...]:
+            sl = kind.weight_shard(k.dims, k.knobs, wi, shape, px, py, (uw, uh))
+            sl = tuple(sl) + tuple(slice(0, d) for d in shape[len(sl):])
+            return tuple((a, max(a, b)) for a, b, _ in (s.indices(d) for s, d in
+                                                         zip(sl, shape, strict=True)))
+
+        t = shard_tiling(shard, uw, uh)
+        start = np.zeros((uh, uw, n), np.int64)
+        stop = np.zeros((uh, uw, n), np.int64)
+        blob = np.full((uh, uw), -1, np.int64)
+        ids: dict[tuple[tuple[int, int], ...], int] = {}
+
+        def tile(key: tuple[tuple[int, int], ...]) -> int:
+            if key not in ids:
+                ids[key] = len(self._tiles)
+                self._tiles.append(np.ascontiguousarray(full[tuple(slice(a, b) for a, b in key)]))
+            return ids[key]
+
+        if t.cells is None:
+            xi = np.repeat(np.arange(len(t.xruns)), [b - a for a, b, _ in t.xruns])
+            yi = np.repeat(np.arange(len(t.yruns)), [b - a for a, b, _ in t.yruns])
+            for d, ax in enumerate(t.axes):
+                for arr, e in ((start, 0), (stop, 1)):
+                    if ax == AXIS_X:
+                        arr[:, :, d] = np.array([r[2][d][e] for r in t.xruns])[xi][None, :]
+                    elif ax == AXIS_Y:
+                        arr[:, :, d] = np.array([r[2][d][e] for r in t.yruns])[yi][:, None]
+                    else:
+                        assert ax == AXIS_CONST
+                        arr[:, :, d] = t.xruns[0][2][d][e]
+            pair = np.array([[tile(t.key(i, j)) for i in range(len(t.xruns))]
+                             for j in range(len(t.yruns))], np.int64)
+            blob[:] = pair[yi][:, xi]
+        else:
+            for x0, x1, y0, y1, key in t.cells:
+                blob[y0:y1, x0:x1] = tile(key)
+                for d, (a, b) in enumerate(key):
+                    start[y0:y1, x0:x1, d], stop[y0:y1, x0:x1, d] = a, b
+        return Layout(blob, start, stop, blob.copy())

@@ -1,0 +1,173 @@
+"""Element-wise work per PE: fused tails and element-wise kernels.
+
+Why: after an anchor (conv, matmul, pool, ...) every output element lives
+on one PE (its *owner*: the reduction-end PE of its column and row group),
+and the fused element-wise ops run there, on that PE's elements only, with
+that PE's own shard of every constant (bias, scale, mask) and the residual
+elements delivered to it. An element-wise kernel is the same with no anchor:
+its PEs own blocks of the output.
+
+Computing an element-wise op is the same expression on every element, so
+the PEs are vectorised as one array over the output grid; what is per PE
+(and checked) is where each operand element comes from: a constant's
+element is read from the SRAM image of the PE that owns the output element
+(`const_on_owners`): a PE whose shard lacks it raises SimError naming the
+PE, and a corrupted shard changes exactly its PE's elements.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from wsec.ir.graph import Node
+from wsec.ir.library_common import ELEMENTWISE_OPS
+
+from .format import type_shape
+from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_inbox import grid_pe
+from .sim_pe import Env, run_op
+
+# element-wise ops whose result at an element depends on its position, not
+# only on the operands' elements there (evaluated with their positions)
+_POSITIONAL = frozenset({"Trilu"})
+
+
+def broadcast_index(shape: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray | None:
+    """For every element of `grid`, the flat index of the element of an
+    operand of `shape` that numpy broadcasting reads (None: not broadcastable
+    onto the grid)."""
+    if len(shape) > len(grid):
+        if any(n != 1 for n in shape[:len(shape) - len(grid)]):
+            return None
+        shape = shape[len(shape) - len(grid):]
+    try:
+        return np.broadcast_to(np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape),
+                               grid)
+    except ValueError:
+        return None
+
+
+def const_on_owners(env: Env, wi: int, grid: tuple[int, ...], owner: np.ndarray,
+                    view: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """Constant `wi` of the kernel as the owners of the grid's elements read
+    it: element i of the result comes from the SRAM shard of PE owner[i]
+    (linear offset py * uw + px). `view`: the shape the op broadcasts it as
+    (a per-channel vector as [C, 1, 1]). None when it does not broadcast
+    onto the grid."""
+    k = env.k
+    name = k.weights[wi]
+    shape = tuple(type_shape(env.mem.p.info["values"][name]))
+    bidx = broadcast_index(view if view is not None else shape, grid)
+    if bidx is None:
+        return None
+    return const_at(env, wi, bidx, owner)
+
+
+def const_at(env: Env, wi: int, bidx: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Elements `bidx` (flat indices, any shape) of constant `wi`, each read
+    from the SRAM shard of PE owner[...] (broadcast to bidx's shape); a PE
+    whose shard lacks its element is a SimError naming it."""
+    k = env.k
+    name = k.weights[wi]
+    shape = tuple(type_shape(env.mem.p.info["values"][name]))
+    grid = bidx.shape
+    lay = env.mem.layout(env.ki, wi)
+    uw = lay.blob.shape[1]
+    flat_owner = np.broadcast_to(owner, grid).reshape(-1)
+    j = bidx.reshape(-1)
+    jm = np.stack(np.unravel_index(j, shape), axis=1) if shape else np.zeros((j.size, 0),
+                                                                              np.int64)
+    start = lay.start.reshape(lay.blob.size, len(shape))[flat_owner]
+    stop = lay.stop.reshape(lay.blob.size, len(shape))[flat_owner]
+    bad = np.flatnonzero(((jm < start) | (jm >= stop)).any(axis=1)) if shape else \
+        np.zeros(0, np.int64)
+    if bad.size:
+        i = int(bad[0])
+        py, px = divmod(int(flat_owner[i]), uw)
+        x, y = grid_pe(env.mem.p, env.ki, px, py)
+        held = "[" + ", ".join(f"{a}:{b}" for a, b in zip(start[i], stop[i], strict=True)) + "]"
+        raise SimError(f"kernel '{k.name}' ({k.kind}): PE ({x}, {y}) (offset ({px}, {py})) "
+                       f"computes output element {list(np.unravel_index(i, grid))} with "
+                       f"%{name}{jm[i].tolist()}, but its SRAM holds only {held} of it")
+    ext = stop - start
+    local = np.zeros(j.size, np.int64)
+    for d in range(len(shape)):
+        local = local * ext[:, d] + (jm[:, d] - start[:, d])
+    code = lay.code.reshape(-1)[flat_owner]
+    blob = lay.blob.reshape(-1)[flat_owner]
+    order = np.argsort(code, kind="stable")
+    cuts = np.flatnonzero(np.diff(code[order])) + 1
+    first = np.r_[0, cuts]
+    dt = None
+    out = None
+    for lo, hi in zip(first.tolist(), np.r_[cuts, order.size].tolist(), strict=True):
+        idx = order[lo:hi]
+        data = env.mem.blob(int(blob[idx[0]])).reshape(-1)
+        if out is None:
+            dt = data.dtype
+            out = np.empty(j.size, dt)
+        out[idx] = data[local[idx]]
+    if out is None:
+        out = np.zeros(j.size, dt or COMPUTE_DTYPE)
+    return out.reshape(grid)
+
+
+def run_tail(env: Env, ops: list[Node], grid: tuple[int, ...], owner: np.ndarray,
+             stats: dict[str, int], widen: bool = False) -> int:
+    """Run the element-wise `ops` (in order) on the output grid, each element
+    on its owner PE; returns how many ops ran so (the rest, if any, are not
+    element-wise on this grid and are left to the caller). `widen`: an op
+    whose result is smaller than the grid (broadcast later in the chain) is
+    computed on the grid too, each PE computing the elements it needs."""
+    done = 0
+    outs_of_kernel = set(env.k.outputs)
+    for node in ops:
+        if node.op not in ELEMENTWISE_OPS or node.op in _POSITIONAL:
+            break
+        out = node.outputs[0] if node.outputs else ""
+        oshape = tuple(type_shape(env.mem.p.info["values"][out])) \
+            if out in env.mem.p.info["values"] else None
+        wide = False
+        if oshape != grid:
+            if not (widen and oshape is not None and out not in outs_of_kernel
+                    and broadcast_index(oshape, grid) is not None):
+                break
+            wide = True
+        args: list[np.ndarray | None] = []
+        ok = True
+        for i in node.inputs:
+            if not i:
+                args.append(None)
+                continue
+            if i in env.vals:  # the anchor's or an earlier op's elements, or a delivered one
+                a = env.vals[i]
+                if broadcast_index(a.shape, grid) is None:
+                    ok = False
+                    break
+                args.append(a)
+            elif i in env.k.weights:
+                c = const_on_owners(env, env.k.weights.index(i), grid, owner)
+                if c is None:
+                    ok = False
+                    break
+                args.append(c)
+            else:
+                env.get(i, node.name)  # raises: nothing delivered or held
+        if not ok:
+            break
+        outs = run_op(env.k.name, node, args)
+        for o, a in zip(node.outputs, outs, strict=False):
+            if not o:
+                continue
+            a = np.asarray(a)
+            if wide:  # internal: kept on the grid, each PE its own elements
+                env.vals[o] = as_compute(np.broadcast_to(a, grid))
+            else:
+                env.store(o, np.broadcast_to(a, grid) if a.shape != grid else a)
+            env.owner[o] = owner
+        done += 1
+    stats["tail_ops"] = stats.get("tail_ops", 0) + done
+    return done
+
+
+def as_compute(a: np.ndarray) -> np.ndarray:
+    return a.astype(COMPUTE_DTYPE) if np.issubdtype(a.dtype, np.floating) else a

@@ -1,0 +1,386 @@
+"""Fault injection, kind by kind: the simulator computes each kernel per PE
+from what its routes delivered and its own SRAM, so a fault at one PE
+changes the kernel's answer or raises a SimError naming that PE.
+
+Faults: one PE's SRAM shard corrupted; two PEs' roles (shards, row
+windows) swapped; one lane into the kernel dropped or misdirected; one
+row group's halo shortened. The kernels come from two small models
+(tests/sim_zoo.py) that cover every kind with a body; conv_wgrad (training
+only) is simulated by the training tests.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import sim_zoo
+from wsec.backends.emit import write_binary
+from wsec.backends.format import PORT_BITS, Program
+from wsec.backends.loader import load_binary
+from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.backends.sim_exec import PER_PE
+from wsec.backends.sim_pe import Layout, SramImages
+from wsec.driver import CompileOptions, compile_model
+from wsec.ir.kernels import KINDS
+from wsec.run import compare
+
+# the library's kinds with a body (tests register kinds of their own into KINDS)
+BODY_KINDS = sorted(n for n, k in KINDS.items()
+                    if k.has_body and type(k).__module__.startswith("wsec.ir."))
+ZOO_KINDS = sorted(set(BODY_KINDS) - {"conv_wgrad"})
+WINDOWED = ("conv", "pool", "deconv")  # row groups holding input rows plus a halo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Program]:
+    d = tmp_path_factory.mktemp("zoo")
+    out = {}
+    for name in ("cnn", "attn", "shapes"):
+        model = d / f"{name}.onnx"
+        getattr(sim_zoo, f"{name}_model")(model)
+        res = compile_model(str(model), CompileOptions())
+        write_binary(res.module, str(d / f"{name}.bin"))
+        out[name] = load_binary(str(d / f"{name}.bin"))
+    return out
+
+
+def _kernel(zoo: dict[str, Program], kind: str, weights: bool = False,
+            windowed: bool = False) -> tuple[Program, int]:
+    for p in zoo.values():
+        for ki, k in enumerate(p.kernels):
+            if k.kind != kind or (weights and not _weight_pes(p, ki)):
+                continue
+            if windowed and int(k.knobs.get("s", 1)) < 2:
+                continue
+            return p, ki
+    raise AssertionError(f"the zoo has no {kind} kernel")
+
+
+def _weight_pes(p: Program, ki: int) -> list[int]:
+    """Weights of kernel ki whose PEs hold different shards."""
+    mem = SramImages(p)
+    out = []
+    for wi in range(len(p.kernels[ki].weights)):
+        if np.unique(mem.layout(ki, wi).blob).size > 1:
+            out.append(wi)
+    return out
+
+
+def _run(p: Program, ki: int) -> dict[str, np.ndarray]:
+    x = random_inputs(p, 0)
+    return simulate(p, x, keep=True).kernel_io[p.kernels[ki].name].outputs
+
+
+def _differs_or_raises(p: Program, ki: int, clean: dict[str, np.ndarray]) -> str:
+    try:
+        got = _run(p, ki)
+    except SimError as e:
+        return str(e)
+    assert any(not compare(n, got[n], clean[n]).ok for n in clean), \
+        f"the fault left kernel {p.kernels[ki].name} ({p.kernels[ki].kind}) unchanged"
+    return ""
+
+
+def test_every_kind_has_a_per_pe_executor(zoo: dict[str, Program]) -> None:
+    assert set(BODY_KINDS) <= set(PER_PE), sorted(set(BODY_KINDS) - set(PER_PE))
+    for p in zoo.values():
+        res = simulate(p, random_inputs(p), keep=True)
+        for k in p.kernels:
+            assert res.kernel_stats[k.name]["whole_tensor_ops"] == 0, (k.name, k.kind)
+    kinds = {k.kind for p in zoo.values() for k in p.kernels}
+    assert kinds == set(ZOO_KINDS)
+
+
+# --- SRAM: one PE's shard ------------------------------------------------------------
+def _patch_layout(monkeypatch: pytest.MonkeyPatch, ki: int, wi: int,
+                  edit: callable) -> None:  # type: ignore[valid-type]
+    orig = SramImages.layout
+
+    def layout(self: SramImages, k: int, w: int) -> Layout:
+        lay = orig(self, k, w)
+        return edit(self, lay) if (k, w) == (ki, wi) else lay
+
+    monkeypatch.setattr(SramImages, "layout", layout)
+
+
+@pytest.mark.parametrize("kind", ["conv", "matmul", "deconv", "norm", "gather", "resize"])
+def test_corrupt_one_pe_shard(zoo: dict[str, Program], kind: str,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _kernel(zoo, kind)
+    clean = _run(p, ki)
+    wi = (_weight_pes(p, ki) or [0])[0]
+    fake = len(p.blobs) + 1
+    orig_blob = SramImages.blob
+    held: dict[str, int] = {}
+
+    def edit(self: SramImages, lay: Layout) -> Layout:
+        blob, code = lay.blob.copy(), lay.code.copy()
+        held["blob"] = int(blob[0, 0])
+        blob[0, 0], code[0, 0] = fake, code.max() + 1
+        return Layout(blob, lay.start, lay.stop, code)
+
+    def blob(self: SramImages, bi: int) -> np.ndarray:
+        if bi == fake:
+            return orig_blob(self, held["blob"]) + 1
+        return orig_blob(self, bi)
+
+    _patch_layout(monkeypatch, ki, wi, edit)
+    monkeypatch.setattr(SramImages, "blob", blob)
+    msg = _differs_or_raises(p, ki, clean)
+    if msg:  # a replicated constant: the PEs' copies disagree
+        assert p.kernels[ki].name in msg
+
+
+# --- roles: two PEs swapped ------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["conv", "matmul", "deconv", "norm", "gather"])
+def test_swap_two_pes_shards(zoo: dict[str, Program], kind: str,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _kernel(zoo, kind, weights=True)
+    clean = _run(p, ki)
+    wi = _weight_pes(p, ki)[0]
+
+    def edit(self: SramImages, lay: Layout) -> Layout:
+        blob, code = lay.blob.copy(), lay.code.copy()
+        flat = blob.reshape(-1)
+        a = 0
+        b = next(i for i in range(flat.size) if flat[i] != flat[a]
+                 and self.blob(int(flat[i])).size == self.blob(int(flat[a])).size
+                 and not np.array_equal(self.blob(int(flat[i])), self.blob(int(flat[a]))))
+        for arr in (blob, code):
+            v = arr.reshape(-1)
+            v[a], v[b] = v[b], v[a]
+        return Layout(blob, lay.start, lay.stop, code)
+
+    _patch_layout(monkeypatch, ki, wi, edit)
+    _differs_or_raises(p, ki, clean)
+
+
+@pytest.mark.parametrize("kind", WINDOWED)
+def test_swap_two_row_groups_windows(zoo: dict[str, Program], kind: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _kernel(zoo, kind, windowed=True)
+    k = p.kernels[ki]
+    fn = type(KINDS[kind]).input_rows
+
+    def swapped(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
+        g = {0: 1, 1: 0}.get(group, group)
+        return fn(self, dims, knobs, g)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(KINDS[kind]), "input_rows", swapped)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \({kind}\).* PE \(\d+, \d+\)"):
+        _run(p, ki)
+
+
+# --- halos -----------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", WINDOWED)
+def test_shortened_halo_is_an_error_at_that_pe(zoo: dict[str, Program], kind: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _kernel(zoo, kind, windowed=True)
+    k = p.kernels[ki]
+    fn = type(KINDS[kind]).input_rows
+    short = 1  # the second row group keeps one row less of its halo
+
+    def shortened(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
+        a, b = fn(self, dims, knobs, group)  # type: ignore[arg-type]
+        return (a, b - 1) if group == short else (a, b)
+
+    monkeypatch.setattr(type(KINDS[kind]), "input_rows", shortened)
+    with pytest.raises(SimError) as ex:
+        _run(p, ki)
+    msg = str(ex.value)
+    assert f"kernel '{k.name}' ({kind}): PE (" in msg
+    if "never arrived" in msg:  # an input row: named with its element and the lane carrying it
+        assert " carries it" in msg and f"%{k.inputs[0]}[" in msg
+    else:  # a zero row of the padding or the stride's dilation
+        assert f"row group {short}" in msg
+
+
+# --- lanes: dropped, misdirected ----------------------------------------------------------
+def _lane_into(p: Program, ki: int) -> np.ndarray:
+    """Route entries of lane 0 of the first bundle into kernel ki."""
+    bi = next(b for b in range(len(p.bundles)) if int(p.bundles["sink"][b]) == ki)
+    r = p.routes
+    return np.flatnonzero((r["bundle"] == bi) & (r["lane"] == 0))
+
+
+@pytest.mark.parametrize("kind", ZOO_KINDS)
+def test_dropped_lane_never_reaches_the_kernel(zoo: dict[str, Program], kind: str) -> None:
+    p, ki = _kernel(zoo, kind)
+    r = p.routes.copy()
+    lane = _lane_into(p, ki)
+    r["tx"][lane] &= ~np.uint8(PORT_BITS["RAMP"])
+    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .* never reaches "
+                                       rf"'{p.kernels[ki].name}'; it ends at PE \("):
+        simulate(replace(p, routes=r), random_inputs(p))
+
+
+@pytest.mark.parametrize("kind", ZOO_KINDS)
+def test_misdirected_lane_is_an_error_at_that_pe(zoo: dict[str, Program], kind: str) -> None:
+    """Lane 0 turns North where it should land in the kernel's core."""
+    p, ki = _kernel(zoo, kind)
+    r = p.routes.copy()
+    lane = _lane_into(p, ki)
+    land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
+    r["tx"][land] = PORT_BITS["N"]
+    x, y = int(r["x"][land]), int(r["y"][land])
+    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .*PE \({x}, {y}\)"):
+        simulate(replace(p, routes=r), random_inputs(p))
+
+
+# --- wsec run --per-kernel ----------------------------------------------------------------
+def test_per_kernel_check_names_kernel_pe_and_element(zoo: dict[str, Program],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsec.kernel_check import check_kernels
+
+    p, ki = _kernel(zoo, "softmax")
+    k = p.kernels[ki]
+    good = PER_PE["softmax"]
+
+    def off_by_one(env, body, stats):  # type: ignore[no-untyped-def]
+        n = good(env, body, stats)
+        o = env.k.outputs[0]
+        if env.k.name == k.name:
+            v = env.vals[o].copy()
+            v.reshape(-1)[-1] += 1.0
+            env.vals[o] = v
+        return n
+
+    monkeypatch.setitem(PER_PE, "softmax", off_by_one)
+    res = simulate(p, random_inputs(p), keep=True)
+    lines: list[str] = []
+    assert not check_kernels(p, res, lines.append, 1e-4, 1e-5, compare)
+    last = lines[-1]
+    assert f"first kernel that differs: '{k.name}' (softmax)" in last
+    assert "on PE (" in last and "simulated" in last and "reference" in last
+
+
+# --- weight streaming: phases on their PEs, weights from the streamed tiles ----------------
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory: pytest.TempPathFactory) -> Program:
+    from conftest import ROOT
+
+    out = tmp_path_factory.mktemp("stream") / "gpt.bin"
+    res = compile_model(str(ROOT / "tests" / "fixtures" / "gpt_o14.onnx"),
+                        CompileOptions(mode="stream"))
+    write_binary(res.module, str(out), embed_weights=True)
+    return load_binary(str(out))
+
+
+def test_stream_phases_run_per_pe_from_streamed_tiles(streamed: Program) -> None:
+    from wsec.backends.sim_exec import reference_kernel
+
+    assert "stream" in streamed.info["mode"]
+    res = simulate(streamed, random_inputs(streamed), keep=True)
+    mem = SramImages(streamed)
+    for ki, k in enumerate(streamed.kernels):
+        assert res.kernel_stats[k.name]["whole_tensor_ops"] == 0, (k.name, k.kind)
+        io = res.kernel_io[k.name]
+        ref = reference_kernel(mem, ki, io.inputs)
+        for n, v in io.outputs.items():
+            assert compare(n, v, ref[n]).ok, (k.name, n)
+
+
+def test_stream_corrupt_tile_of_one_pe(streamed: Program,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsec.backends.sim_stream_pe import StreamImages
+
+    ki = next(i for i, k in enumerate(streamed.kernels) if k.kind == "matmul"
+              and k.weights and int(k.knobs["kx"]) * int(k.knobs["ky"]) > 1)
+    clean = _run(streamed, ki)
+    orig = StreamImages._stream_layout
+
+    def layout(self: StreamImages, k: int, w: int) -> Layout:
+        lay = orig(self, k, w)
+        if (k, w) != (ki, 0):
+            return lay
+        bad = self.blob(int(lay.blob[0, 0])) + 1
+        self._tiles.append(bad)
+        blob = lay.blob.copy()
+        blob[0, 0] = len(self._tiles) - 1
+        return Layout(blob, lay.start, lay.stop, blob.copy())
+
+    monkeypatch.setattr(StreamImages, "_stream_layout", layout)
+    _differs_or_raises(streamed, ki, clean)
+
+
+def test_run_check_per_kernel_cli(tmp_path: pathlib.Path) -> None:
+    from conftest import EXAMPLE, run_wsec
+
+    out = tmp_path / "tiny.bin"
+    assert run_wsec(str(EXAMPLE), "-o", str(out), "-q").returncode == 0
+    r = run_wsec("run", str(out), "--check", str(EXAMPLE), "--per-kernel", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "per-kernel check against the reference semantics" in r.stdout
+    assert sum(ln.strip().startswith("k") and ln.endswith("PASS") for ln in lines) == 7
+
+
+# --- 1-D and 3-D convs, a pooling fused into a conv ----------------------------------------
+def _conv_of_rank(zoo: dict[str, Program], rank: int, fused_pool: bool = False
+                  ) -> tuple[Program, int]:
+    p = zoo["shapes"]
+    for ki, k in enumerate(p.kernels):
+        if k.kind != "conv":
+            continue
+        w = p.info["values"][k.weights[0]]
+        if w.count(",") + 1 == rank and (not fused_pool or k.body[-1]["op"] == "MaxPool"):
+            return p, ki
+    raise AssertionError(f"no rank-{rank} conv in the shapes zoo")
+
+
+@pytest.mark.parametrize("rank", [3, 5])
+def test_conv_1d_3d_shortened_halo(zoo: dict[str, Program], rank: int,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _conv_of_rank(zoo, rank)
+    k = p.kernels[ki]
+    assert int(k.knobs["s"]) > 1
+    fn = type(KINDS["conv"]).input_rows
+
+    def shortened(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
+        a, b = fn(self, dims, knobs, group)  # type: ignore[arg-type]
+        return (a, b - 1) if group == 0 and dims == k.dims else (a, b)
+
+    monkeypatch.setattr(type(KINDS["conv"]), "input_rows", shortened)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(conv\): PE \(\d+, \d+\)"):
+        _run(p, ki)
+
+
+@pytest.mark.parametrize("rank", [3, 5])
+def test_conv_1d_3d_corrupt_one_pe_shard(zoo: dict[str, Program], rank: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _conv_of_rank(zoo, rank)
+    clean = _run(p, ki)
+    fake = len(p.blobs) + 1
+    orig_blob = SramImages.blob
+    held: dict[str, int] = {}
+
+    def edit(self: SramImages, lay: Layout) -> Layout:
+        blob, code = lay.blob.copy(), lay.code.copy()
+        held["blob"] = int(blob[0, 0])
+        blob[0, 0], code[0, 0] = fake, code.max() + 1
+        return Layout(blob, lay.start, lay.stop, code)
+
+    _patch_layout(monkeypatch, ki, 0, edit)
+    monkeypatch.setattr(SramImages, "blob", lambda self, bi: orig_blob(self, held["blob"]) + 1
+                        if bi == fake else orig_blob(self, bi))
+    _differs_or_raises(p, ki, clean)
+
+
+def test_fused_pool_window_beyond_its_row_group(zoo: dict[str, Program],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _conv_of_rank(zoo, 4, fused_pool=True)
+    k = p.kernels[ki]
+    fn = type(KINDS["conv"]).pool_rows
+
+    def shortened(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
+        a, b = fn(self, dims, knobs, group)  # type: ignore[arg-type]
+        halo = int(dims["pR"]) - 1  # the group keeps no rows of the group before it
+        return (a + halo, b) if group == 1 and dims == k.dims else (a, b)
+
+    monkeypatch.setattr(type(KINDS["conv"]), "pool_rows", shortened)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(conv\): PE \(\d+, \d+\) pools "
+                                       r"output row \d+ from conv rows"):
+        _run(p, ki)

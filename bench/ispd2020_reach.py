@@ -116,7 +116,7 @@ def main() -> int:
     lows = np.minimum.accumulate(np.array([r[1] for r in rows])[::-1])[::-1]
     above = [r[0] for r, low in zip(rows, lows, strict=True) if low > target]
     print(f"lowest bound {min(r[1] for r in rows):.0f} (target {target:.0f})")
-    if above and objective.wdeltat * hi <= target:  # slower than hi: Δt alone is no bar
+    if above and objective.wdeltat * (hi - 1) <= target:  # beyond hi: Δt alone is no bar
         print(f"beyond t = {hi} (--span) the bound was not computed")
     elif above:
         under = [r for r in rows if r[0] < above[0]]

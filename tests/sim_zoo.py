@@ -146,7 +146,8 @@ def ops_model(path: pathlib.Path, routed: bool = False) -> None:
              _init(rng, "isc", 8), _init(rng, "ibi", 8),
              ints("ax1", [], [1]), ints("ax2", [], [2]), ints("tk", [], [1]),
              ints("axes", [1], [2]), ints("ind", [3, 1], [1, 3, 1]),
-             ints("ine", [3, 2], [0, 0, 4, 2, 1, 1]), ints("ing", [2, 5], [0, 1, 2, 0, 1, 2, 2, 1, 0, 0])]
+             ints("ine", [3, 2], [0, 0, 4, 2, 1, 1]),
+             ints("ing", [2, 5], [0, 1, 2, 0, 1, 2, 2, 1, 0, 0])]
     nd = helper.make_node
     nodes = [
         nd("LRN", ["x"], ["lrn"], size=3, alpha=1e-2, beta=0.75, bias=1.0),
@@ -184,7 +185,8 @@ def ops_model(path: pathlib.Path, routed: bool = False) -> None:
             vi("e2", f, [2, 5, 3]), vi("e3", f, [2, 5, 4]), vi("cs", f, [2, 5, 7]),
             vi("cs_x", f, [2, 5, 7]), vi("snd", f, [6, 4]), vi("sel", f, [3, 5]),
             vi("tri", f, [2, 5, 7]), vi("wga", f, [2, 4, 3, 3]), vi("rmin", f, [2, 5]),
-            vi("rprod", f, [2, 5]), vi("rmean", f, [2, 5, 1]), vi("rl1", f, [2, 5]), vi("rl2", f, [2, 5]),
+            vi("rprod", f, [2, 5]), vi("rmean", f, [2, 5, 1]), vi("rl1", f, [2, 5]),
+            vi("rl2", f, [2, 5]),
             vi("rss", f, [2, 5]), vi("amax", TensorProto.INT64, [2, 5]),
             vi("amin", TensorProto.INT64, [2, 1, 7]), vi("lsm", f, [2, 5, 7]),
             vi("gmp", f, [1, 8, 1, 1]), vi("ge", f, [2, 5]), vi("inn", f, [1, 8, 6, 6])]

@@ -367,7 +367,21 @@ def _bias(env: Env, name: str, N: int, nb: int, kx: int, ky: int, node: Node) ->
 
 def matmul_any(env: Env, node: Node, stats: dict[str, int]) -> bool:
     return matmul(env, node, stats) or matmul_act(env, node, stats) or \
-        einsum_matmul(env, node, stats)
+        einsum_matmul(env, _as_einsum(env, node), stats)
+
+
+def _as_einsum(env: Env, node: Node) -> Node:
+    """A MatMul the two above do not shard (a batched constant B) as the
+    Einsum it is, so the Einsum executor runs it on the same mapping."""
+    if node.op != "MatMul":
+        return node
+    ra, rb = (len(_shape(env, i)) for i in node.inputs[:2])
+    a = "...mk" if ra >= 2 else "k"
+    b = "...kn" if rb >= 2 else "k"
+    out = ("..." if max(ra, rb) >= 2 else "") + ("m" if ra >= 2 else "") + \
+        ("n" if rb >= 2 else "")
+    return Node(node.name, "Einsum", node.inputs[:2], node.outputs,
+                {"equation": f"{a},{b}->{out}"})
 
 
 SHARDED: dict[str, Callable[[Env, Node, dict[str, int]], bool]] = {

@@ -462,6 +462,7 @@ OPS: dict[str, tuple[str, callable, str, tuple[int, ...] | None]] = {  # type: i
     "einsum_reduce": ("Einsum", lambda k: k.kind == "reduce", "", None),
     "einsum_const": ("Einsum", lambda k: bool(k.weights), "we", None),
     "einsum_act": ("Einsum", lambda k: k.kind == "matmul" and not k.weights, "", None),
+    "matmul_batched_b": ("MatMul", lambda k: True, "wb", None),  # run as an Einsum
     "cumsum": ("CumSum", lambda k: True, "ax2", None),
     "scatter_add": ("ScatterND", lambda k: True, "ind", None),
     "scatter_mul": ("ScatterElements", lambda k: True, "ine", None),
@@ -542,7 +543,7 @@ def test_ops_corrupt_one_pe_shard(zoo: dict[str, Program], key: str,
         assert f"kernel '{k.name}'" in msg
 
 
-@pytest.mark.parametrize("key", ["bn_train", "einsum_const"])
+@pytest.mark.parametrize("key", ["bn_train", "einsum_const", "matmul_batched_b"])
 def test_ops_swap_two_pes_shards(zoo: dict[str, Program], key: str,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     p, ki = _op_kernel(zoo, key)

@@ -85,8 +85,8 @@ def einsum_matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
     red = [c for c in dict.fromkeys(a + b) if c not in out]
     cols = [c for c in b if c not in a and c in out]
     rows = [c for c in out if c not in batch and c not in cols]
-    size = lambda idx: int(np.prod([sizes[c] for c in idx], dtype=np.int64))  # noqa: E731
-    Bt, M, Kd, N = size(batch), size(rows), size(red), size(cols)
+    Bt, M, Kd, N = (int(np.prod([sizes[c] for c in idx], dtype=np.int64))
+                    for idx in (batch, rows, red, cols))
     kx, ky = int(k.knobs["kx"]), int(k.knobs["ky"])
     uw, uh = k.unrotated_shape
     if (uw, uh) != (kx, ky):

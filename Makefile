@@ -28,14 +28,17 @@ demo: $(VENV)/.check
 	$(BIN)/wsec inspect out/tiny_cnn.bin
 	$(BIN)/wsec run out/tiny_cnn.bin --check examples/tiny_cnn.onnx
 
+# test files run on JOBS workers (pytest-xdist), each file on one worker
+JOBS ?= 2
+
 test: $(VENV)/.test
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 # every tier, the slow one included (all nine light models simulated, ...)
 test-all: $(VENV)/.test
 	$(BIN)/ruff check .
-	$(BIN)/pytest -m ''
+	$(BIN)/pytest -m '' -n $(JOBS) --dist loadfile
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/light_models.py

@@ -23,8 +23,11 @@ WSEC = str(pathlib.Path(sys.executable).parent / "wsec")
 
 def _interrupt(args: list[str], cwd: pathlib.Path, after: float
                ) -> subprocess.CompletedProcess[str]:
+    # as from a shell: SIGINT at its default (a test runner's worker may ignore
+    # it, and a child inherits an ignored signal)
     p = subprocess.Popen([WSEC, *args], cwd=cwd, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(after)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate()

@@ -111,7 +111,8 @@ class _Negotiator:
         only = None
         if sample and b.lanes > _SAMPLE:
             only = np.unique(np.linspace(0, b.lanes - 1, _SAMPLE).astype(np.int64))
-        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST, only=only)
+        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST, only=only,
+                    checked=True)  # candidates are checked when drawn up (_finish)
         W, H = self.W, self.H
         links, lanes = [], []
         for d, p in _PLANES.items():

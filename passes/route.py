@@ -21,6 +21,11 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    conflict graph, bundles as units. Colors 0 and 1 are kept for every
    kernel's interior flows (reused in every rectangle); host bundles take the
    colors reserved for host I/O first.
+5. Widening: where the busiest link carries lanes of several bundles, the
+   narrow ones (a sink's side split among its inputs) could carry less per
+   lane. Another attempt gives those requests the lanes that fit them beside
+   the others (from their sides' headroom), starting from the kept routes;
+   it is kept only if its busiest link is lighter.
 
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
@@ -226,17 +231,47 @@ class _Negotiator:
                 self.siblings[j].remove(i)
                 self.parted |= {(self.reqs[k].edge, self.reqs[k].sink) for k in (i, j)}
                 parted = True
-        if not parted:
-            return
+        if parted:
+            self._replace(self.routes)
+
+    def _replace(self, routes: list[_Route | None]) -> None:
+        """Take `routes` as the placed ones, counting the loads again."""
         self.occ[:] = 0.0
         self.pe_cnt[:] = 0
-        routes, self.routes = self.routes, [None] * len(self.routes)
+        self.routes = [None] * len(routes)
         for i, rt in enumerate(routes):
             if rt is not None:
                 self.routes[i] = rt
                 self._place(i, rt, +1)
 
-    def run(self, iterations: int, deadline: float | None) -> list[dict[str, float]]:
+    def wider(self, occ: np.ndarray) -> dict[tuple[int, str], int]:
+        """Per request whose lanes share an overused link: the lanes it would
+        need for its own lane to fit beside what the others carry there (a
+        bundle squeezed onto a narrow share of a side, crossing a wider
+        one's lanes, is the usual case). Requests the others alone overfill
+        are left out: more lanes would not help them. `occ` holds the link
+        loads as the routes will be programmed (siblings' shared lanes once)."""
+        out: dict[tuple[int, str], int] = {}
+        top = float(occ.max(initial=0))
+        if top <= self.cap:
+            return out
+        for i, rt in enumerate(self.routes):
+            if rt is None:
+                continue
+            load = occ[rt.links]
+            hot = load >= 0.99 * top  # the busiest links: they set throughput
+            if not hot.any():
+                continue
+            room = self.cap - float((load[hot] - self.lane_load[i]).max())
+            r = self.reqs[i]
+            if room >= 1:
+                lanes = -(-r.wavelets // int(room))
+                if lanes > r.lanes:
+                    out[(r.edge, r.sink)] = lanes
+        return out
+
+    def run(self, iterations: int, deadline: float | None,
+            warm: dict[tuple, Bundle] | None = None) -> list[dict[str, float]]:
         """Route every request, then negotiate; the routes end as they were in
         the best round — first the one whose bundles can be colored, then the
         least-loaded busiest link (it sets throughput). Negotiation stops
@@ -244,7 +279,16 @@ class _Negotiator:
         colors needed stay above those there are, or at once when they are
         more than twice those there are."""
         order = sorted(range(len(self.reqs)), key=lambda i: (-self.reqs[i].wavelets, i))
-        for i in order:
+        cold = []
+        for i in order:  # a request routed before on the same slots keeps its route
+            b = (warm or {}).get(self.keys[i])
+            j = next((j for j, c in enumerate(self.cands[i]) if c is b), None)
+            if j is None:
+                cold.append(i)
+            else:
+                self.routes[i] = self._footprint(i, j)
+                self._place(i, self.routes[i], +1)
+        for i in cold:
             self.route(i)
         log = [self.stats()]
         best, best_routes, stale, no_colors = self._score(log[-1]), list(self.routes), 0, 0
@@ -271,7 +315,8 @@ class _Negotiator:
             short = log[-1]["colors_needed"] > self.colors
             no_colors = no_colors + 1 if short and log[-1]["colors_needed"] >= log[-2][
                 "colors_needed"] else 0
-        self.routes = best_routes
+        if best_routes != self.routes:
+            self._replace(best_routes)
         return log
 
     def _score(self, st: dict[str, float]) -> tuple[bool, float, int, int]:
@@ -506,14 +551,21 @@ class Route(Pass):
             if best is None or got.score < best.score:
                 best = got
         assert best is not None
+        wider: dict[tuple[int, str], int] = {}
+        for _ in range(WIDEN_ATTEMPTS):  # where lanes of two bundles overfill the busiest link
+            more = best.neg.wider(_loads(module, best, fabric)) if (
+                best.colored and best.score[1] > 1.0) else {}
+            if not more or (deadline is not None and time.perf_counter() > deadline):
+                break
+            wider = {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()}
+            got = _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
+                           self.colors_soft, deadline, best.solo, known, wider, best.warm())
+            if not got.score < best.score:
+                break
+            best = got
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
-        for e in module.edges:
-            e.bundles = []
-        for r, rt, c in zip(best.neg.reqs, best.routes, best.colors, strict=True):
-            b = rt.bundle
-            module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
-                Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach))
+        _commit(module, best)
         module.attrs["route_iterations"] = best.log
         last = min(best.log, key=best.neg._score)  # the round whose routes were kept
         ctx.notes.append(
@@ -527,15 +579,23 @@ class Route(Pass):
 # lanes per bundle over what the capacity needs, tried in turn: few lanes crowd
 # less; more lanes each carry less where bundles must share links
 AUTO_HEADROOMS = (1.25, 3.0)
+# attempts after those, each widening the bundles on the busiest links
+WIDEN_ATTEMPTS = 3
 
 
 @dataclass
 class _Attempt:
     headroom: float
+    solo: set[tuple[int, str]]  # (edge, sink) that were routed on slots of their own
     neg: _Negotiator
     log: list[dict[str, float]]
     routes: list[_Route]
     colors: list[int]
+
+    def warm(self) -> dict[tuple, Bundle]:
+        """The chosen bundle per request, by its candidates' key."""
+        return {self.neg.keys[i]: rt.bundle for i, rt in enumerate(self.neg.routes)
+                if rt is not None}
 
     @property
     def colored(self) -> bool:
@@ -548,20 +608,39 @@ class _Attempt:
         return (not self.colored, kept["max_link_over_capacity"])
 
 
+def _commit(module: Module, got: _Attempt) -> None:
+    """The attempt's bundles onto the module's edges."""
+    for e in module.edges:
+        e.bundles = []
+    for r, rt, c in zip(got.neg.reqs, got.routes, got.colors, strict=True):
+        b = rt.bundle
+        module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
+            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach))
+
+
+def _loads(module: Module, got: _Attempt, fabric: Fabric) -> np.ndarray:
+    """Every link's load (the negotiator's layout) as the attempt's routes
+    are programmed: siblings' shared lanes count once where they merge."""
+    _commit(module, got)
+    return link_loads(route_arrays(module), fabric).transpose(2, 0, 1).ravel()
+
+
 def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int],
              headroom: float, iterations: int, colors_soft: int, deadline: float | None,
-             solo: set[tuple[int, str]] | None = None, known: _Candidates | None = None
-             ) -> _Attempt:
+             solo: set[tuple[int, str]] | None = None, known: _Candidates | None = None,
+             wider: dict[tuple[int, str], int] | None = None,
+             warm: dict[tuple, Bundle] | None = None) -> _Attempt:
     reqs = copy.deepcopy(base)  # one deep copy: requests keep sharing their ports
     for r in reqs:
         r.solo = (r.edge, r.sink) in (solo or ())
+        r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
     if known is None:
         known = _Candidates(fabric, corridors, len(reqs))
     _choose_sides(reqs, cap, headroom, known)
     neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
-    log = neg.run(iterations, deadline)
+    log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]
-    return _Attempt(headroom, neg, log, routes, _colors(routes, reqs, fabric))
+    return _Attempt(headroom, set(solo or ()), neg, log, routes, _colors(routes, reqs, fabric))
 
 
 def _color_error(module: Module, neg: _Negotiator, colors: list[int],

@@ -107,6 +107,7 @@ class Request:
     dst: Port
     wavelets: int  # per sample, the whole value
     need: int = 1  # lanes for the capacity
+    min_lanes: int = 0  # lanes a previous attempt found it needs where it shares links
     lanes: int = 1
     src_slot: int = 0
     dst_slot: int = 0
@@ -297,6 +298,15 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
         units = list(parts.values())
         want = [max(1, int(np.ceil(u[0].need * headroom))) for u in units]
         need = [min(u[0].need, port.length) for u in units]
+        # widened requests (min_lanes) get their lanes first: what they ask
+        # where the side has it, else the side's rows beyond the others' needs
+        wide = [min(max(u[0].need, *(r.min_lanes for r in u)), port.length) for u in units]
+        if sum(wide) > port.length >= sum(need):
+            more = [w - n for w, n in zip(wide, need, strict=True)]
+            got = _prop(min(port.length - sum(need), sum(more)), more)
+            wide = [n + g for n, g in zip(need, got, strict=True)]
+        if wide != need and sum(wide) <= port.length:
+            need, want = wide, [max(w, x) for w, x in zip(want, wide, strict=True)]
         if port.owner == HOST:  # host edges are long: give each request its own rows
             shares = _split(port.length, need, [min(w, port.length) for w in want])
         else:
@@ -306,7 +316,7 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
                 r.share[side] = sh
     for r in reqs:
         (sa, sl), (da, dl) = r.share["src"], r.share["dst"]
-        r.lanes = max(1, min(sl, dl, int(np.ceil(r.need * headroom))))
+        r.lanes = max(1, min(sl, dl, max(int(np.ceil(r.need * headroom)), r.min_lanes)))
     _align_siblings(reqs)
     for r in reqs:
         (sa, sl), (da, dl) = r.share["src"], r.share["dst"]

@@ -308,6 +308,66 @@ def test_a_side_gives_each_bundle_the_lanes_it_needs_first() -> None:
     assert starts == [0, 3, 6, 8]  # consecutive, in order
 
 
+def _two_into_one() -> tuple[Module, Fabric]:
+    """Kernels a and b both feed c's input side (8 rows)."""
+    m = _manual((12, 8))
+    m.add_value("x", TensorType("f32", (1, 64)))
+    m.inputs = ["x"]
+    _put(m, "a", ["x"], "va", Rect(1, 0, 2, 4), shape=(1, 1024), work=64)
+    _put(m, "b", ["x"], "vb", Rect(1, 4, 2, 4), shape=(1, 1024), work=64)
+    _put(m, "c", ["va", "vb"], "vc", Rect(6, 0, 2, 8), shape=(1, 64), work=64)
+    m.outputs = ["vc"]
+    fk.connect(m)
+    return m, Fabric.of(get_target("wse2", (12, 8)))
+
+
+def test_a_widened_bundle_gets_its_lanes_first() -> None:
+    """A bundle a previous attempt found overfilling a shared link asks for
+    more lanes (min_lanes): its side gives them first, from the others'
+    headroom, and never below the others' needs; when the side cannot give
+    all it asks, it gets the side's rows beyond the others' needs."""
+    from wsec.passes.route_bundles import assign_slots, requests
+
+    m, fabric = _two_into_one()
+
+    def lanes(min_lanes: dict[str, int]) -> dict[str, int]:
+        reqs = requests(m, fabric)
+        for r in reqs:
+            r.min_lanes = min_lanes.get(m.edges[r.edge].value, 0)
+        assign_slots(reqs, max(r.wavelets for r in reqs), 1.0)  # each needs 1 lane
+        into_c = [r for r in reqs if r.sink == "c"]
+        assert sum(r.share["dst"][1] for r in into_c) <= 8
+        return {m.edges[r.edge].value: r.lanes for r in into_c}
+
+    plain = lanes({})
+    assert plain == {"va": 1, "vb": 1}
+    assert lanes({"va": 3}) == {"va": 3, "vb": 1}
+    got = lanes({"va": 6, "vb": 6})  # 12 asked of 8 rows: beyond the needs, shared
+    assert sum(got.values()) == 8 and min(got.values()) >= 1
+
+
+def test_widen_only_the_bundles_on_the_busiest_link() -> None:
+    """`wider` names the requests whose lanes share a link loaded to the
+    maximum, with the lanes that bring their own lane within capacity beside
+    the rest there; nothing when no link is over capacity."""
+    from wsec.passes.route import _Negotiator
+    from wsec.passes.route_bundles import assign_slots, requests
+
+    m, fabric = _two_into_one()
+    reqs = requests(m, fabric)
+    assign_slots(reqs, 512, 1.0)
+    neg = _Negotiator(reqs, fabric, 512, [], 6)
+    neg.run(1, None)
+    occ = neg.occ.copy()
+    assert neg.wider(occ) == {}  # within capacity
+    i = next(i for i, r in enumerate(reqs) if m.edges[r.edge].value == "va")
+    link = int(neg.routes[i].links[0])
+    occ[link] = neg.lane_load[i] + 300  # another lane of 300 wavelets shares its link
+    want = neg.wider(occ)
+    assert list(want) == [(reqs[i].edge, "c")]
+    assert want[(reqs[i].edge, "c")] == -(-reqs[i].wavelets // (512 - 300))
+
+
 def _dense_block(n: int = 40) -> Module:
     rng = np.random.default_rng(3)
     m = fk.sized("big")

@@ -333,7 +333,7 @@ class Place(Pass):
             raise LayoutInfeasible(f"place: the {len(packer.kernels)} kernels do not fit the "
                                    f"{target.width}x{target.height} grid at any size; use a "
                                    f"larger grid")
-        if lay.how != "flow":
+        if want_flow and lay.how != "flow" and self.objective == "bytes":  # a routed module
             lay = self._routable(module, target, hooks, lay, deadline, ctx)
         _apply(module, lay)
         if lay.how != "flow":  # moving rectangles would turn flow shelves away from each other
@@ -367,9 +367,10 @@ class Place(Pass):
         alt_est = congestion.realised(prob, list(alt.rects), alt.t, wb)
         if alt_est >= est:
             return lay
-        ctx.notes.append(f"place: dataflow-ordered shelves at a bottleneck of {alt.t} cycles "
-                         f"instead of the {lay.how} packing at {lay.t}: the busiest link is "
-                         f"estimated at {alt_est:.4g} wavelets/sample there, {est:.4g} there")
+        ctx.notes.append(f"place: shelves of stacked kernels in dataflow order at a bottleneck "
+                         f"of {alt.t} cycles instead of the {lay.how} packing at {lay.t}: "
+                         f"realised cycles per sample estimated at {alt_est:.4g} against "
+                         f"{est:.4g} (busiest link, place_congestion)")
         return alt
 
     def _refine(self, module: Module, target: Target, lay: _Layout, limit: float | None,

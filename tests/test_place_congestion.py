@@ -98,4 +98,4 @@ def test_placer_takes_shelves_when_the_dense_layout_would_be_link_bound(
     ctx = PassContext(t)
     got = Place()._routable(m, t, place_mod._hooks(), lay, None, ctx)
     assert got is not lay and got.how.startswith("shelf")
-    assert "dataflow-ordered shelves" in ctx.notes[-1]
+    assert "shelves of stacked kernels in dataflow order" in ctx.notes[-1]

@@ -1,14 +1,17 @@
 """Per-kernel execution on the simulated PEs: each PE computes its shard.
 
-Every kind of the library that has a per-PE executor (`PER_PE`) runs its
+Every kind of the library has a per-PE executor (`PER_PE`) that runs its
 kernel's body that way: the anchor op on the PEs its mapping gives (conv,
-matmul: sim_sharded; element-wise chains and data movement: sim_spread),
-then the fused element-wise ops on the PEs that own their elements
-(sim_tail). Ops an executor cannot run per PE (a kind without one, a shape
-its mapping does not cover, a fused op that is not element-wise) evaluate
-through the reference op semantics on the kernel's whole tensors, with
-constants rebuilt from the PEs' shards (sim_pe); the kernel's stats count
-them (`whole_tensor_ops`), so a test and `wsec run --stats` see every gap.
+matmul, Einsum: sim_sharded, sim_einsum; element-wise chains and data
+movement: sim_spread; ...), then the fused element-wise ops on the PEs that
+own their elements (sim_tail), views and a conv's fused pooling. There is
+no whole-tensor path: a body op no executor runs per PE (a kind without
+one, a shape its mapping does not cover) is a SimError naming the kernel
+and the op, never a silent evaluation through the reference semantics.
+The reference semantics on whole tensors remain only as the reference:
+`reference_kernel` (what `wsec run --per-kernel` compares with) and the
+interpreter (wsec.ir.interp). `whole_tensor_ops` stays in every kernel's
+stats, 0, so `wsec run --stats` and the benches show it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 from wsec.ir.graph import Node
 
+from .format import KernelInfo
 from .sim_base import SimError
 from .sim_inbox import Delivery
 from .sim_pe import Env, KernelRun, SramImages, node_of, run_op
@@ -112,15 +116,15 @@ def run_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray],
     fn = PER_PE.get(k.kind)
     node = body[0] if body else None
     try:
-        start = fn(env, body, stats) if fn is not None else 0
-        stats["whole_tensor_ops"] = len(body) - start
-        for node in body[start:]:
-            env.run_node(node)
+        done = fn(env, body, stats) if fn is not None else 0
     except _INCONSISTENT as e:  # as run_op does for the reference semantics
         what = f"op '{node.name}' ({node.op})" if node is not None else "its body"
         raise SimError(f"kernel '{k.name}': {what} failed: "
                        f"{' '.join(str(e).split()) or type(e).__name__}; the binary's "
                        f"description of the kernel is inconsistent") from None
+    if done < len(body):
+        raise _no_executor(k, body, done, fn is not None)
+    stats["whole_tensor_ops"] = 0
     if env.deliveries:
         uw, uh = k.unrotated_shape
         landed = np.zeros((uh, uw), bool)
@@ -134,6 +138,20 @@ def run_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray],
             raise SimError(f"kernel '{k.name}' does not compute its output %{o}")
         outs[o] = env.vals[o]
     return KernelRun(outs, stats, {o: env.owner[o] for o in outs if o in env.owner})
+
+
+def _no_executor(k: KernelInfo, body: list[Node], done: int, has: bool) -> SimError:
+    node = body[done]
+    if not has:
+        why = f"the kind '{k.kind}' has no per-PE executor"
+    elif done == 0:
+        why = f"the {k.kind} executor does not run its anchor per PE for this shape or type"
+    else:
+        why = (f"the {k.kind} executor ran {done} of its {len(body)} ops per PE; this op is "
+               f"not element-wise on the PEs owning its operands")
+    return SimError(f"kernel '{k.name}' ({k.kind}): op '{node.name}' ({node.op}) cannot be "
+                    f"simulated per PE: {why}; the simulator evaluates no kernel on whole "
+                    f"tensors (compare it with `wsec run --per-kernel`'s reference instead)")
 
 
 def reference_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray]

@@ -7,7 +7,9 @@ library_gather), and of the normalisations built from reductions
   its elements and the segments' partials are combined along their chain
   in order (sums added one after the other, as the PEs forward them).
   Arg-reductions combine (value, index) partials, the first index winning
-  ties. An output ends on the last PE of its chain.
+  ties; a one-operand Einsum reduces its relabelled operand (sim_einsum);
+  CumSum scans per PE with carries along the chain (sim_scan). An output
+  ends on the last PE of its chain.
 - gather, knobs q, p: PE (px, py) holds table block (py, px); every output
   element is answered by the PE whose block holds the table element it
   copies (found by running the lookup on an index tensor), read from that
@@ -23,7 +25,9 @@ import numpy as np
 from wsec.ir.graph import Node
 
 from .sim_base import COMPUTE_DTYPE
+from .sim_einsum import einsum_reduction
 from .sim_pe import Env, run_op
+from .sim_scan import cumsum
 from .sim_tail import as_compute, const_at, const_on_owners, run_tail
 
 _IDENTITY = {"ReduceSum": 0.0, "ReduceMean": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0,
@@ -129,8 +133,14 @@ def _spread_lin(env: Env, i: np.ndarray) -> np.ndarray:
 
 def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     node = body[0]
-    if node.op == "CumSum" or node.op == "Einsum":
-        return 0
+    if node.op == "CumSum":
+        own = cumsum(env, node, stats)
+        if own is None:
+            return 0
+        env.owner[node.outputs[0]] = own
+        return 1 + run_tail(env, body[1:], env.shape_of(node.outputs[0]), own, stats)
+    if node.op == "Einsum":
+        return _einsum(env, body, stats)
     x = env.get(node.inputs[0], node.name)
     floating = np.issubdtype(x.dtype, np.floating)
     if x.ndim == 0 or not (floating or node.op in ("ReduceSum", "ReduceMax", "ReduceMin",
@@ -157,6 +167,31 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
               if node.op not in ("ArgMax", "ArgMin") else np.asarray(y).reshape(out_shape))
     i = (np.arange(o) // _cdiv(o, po)) * pr + (pr - 1)  # the chain's last PE
     owner = _spread_lin(env, i).reshape(out_shape)
+    env.owner[node.outputs[0]] = owner
+    stats["sharded_pes"] = po * pr
+    return 1 + run_tail(env, body[1:], tuple(out_shape), owner, stats)
+
+
+def _einsum(env: Env, body: list[Node], stats: dict[str, int]) -> int:
+    """A one-operand Einsum: the reduction of its relabelled operand
+    [outputs..., reduced...] over the trailing axes, as ReduceSum."""
+    node = body[0]
+    got = einsum_reduction(env, node)
+    if got is None:
+        return 0
+    x, axes, _, _, _ = got
+    out_shape = env.shape_of(node.outputs[0])
+    o = max(1, int(np.prod(out_shape)))
+    p = int(env.k.knobs["p"])
+    po = min(p, o)
+    r = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+    pr = min(max(1, p // o), max(r, 1))
+    if axes:
+        y, _ = reduce_rows(x, axes, "ReduceSum", pr)
+    else:  # a pure relabelling (a transpose, a diagonal): one element per output
+        pr, y = 1, x
+    env.store(node.outputs[0], np.asarray(y).astype(x.dtype).reshape(out_shape))
+    owner = _spread_lin(env, (np.arange(o) // _cdiv(o, po)) * pr + (pr - 1)).reshape(out_shape)
     env.owner[node.outputs[0]] = owner
     stats["sharded_pes"] = po * pr
     return 1 + run_tail(env, body[1:], tuple(out_shape), owner, stats)

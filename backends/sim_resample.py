@@ -1,12 +1,14 @@
 """Per-PE executors of the resampling kinds: transposed convolution
 (library_conv.DeconvKind) and Resize (library_pool.ResizeKind).
 
-- deconv, knobs k, c, s (G == 1, 2-D): as conv, on the input dilated by the
+- deconv, knobs k, c, s (1-D, 2-D): as conv, on the input dilated by the
   stride (zeros between rows and columns, never received: a PE makes them)
   with the kernel flipped, so an output-row group holds the dilated rows
   `DeconvKind.input_rows` gives (span plus halo) and reads only those; PE
   (px, py) multiplies with its own shard W[C-block py % c, K-block px] and
-  the c partials of a column are summed in PE order.
+  the c partials of a column are summed in PE order. Grouped (G > 1):
+  every PE holds the whole weight and computes its out-channel block from
+  the in-channels of each channel's group.
 - resize, knobs c, s (PE (px, py): channel group px, output-row group py):
   every output row reads its taps' input rows, a row group the union of
   its rows' taps; rows first, then columns, as the reference semantics.
@@ -28,6 +30,7 @@ from wsec.ir.opsem_more import (
 from .sim_base import COMPUTE_DTYPE
 from .sim_pe import Env
 from .sim_sharded import block_rows, pe_partials, row_windows
+from .sim_tail import const_at
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -41,8 +44,8 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     x = env.get(node.inputs[0], node.name)
     wshape = env.shape_of(node.inputs[1])
     out_shape = env.shape_of(node.outputs[0])
-    if x.ndim not in (3, 4) or len(wshape) != x.ndim or int(node.attrs.get("group", 1)) != 1 \
-            or not np.issubdtype(x.dtype, np.floating):
+    G = int(node.attrs.get("group", 1))
+    if x.ndim not in (3, 4) or len(wshape) != x.ndim or not np.issubdtype(x.dtype, np.floating):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     wi = k.weights.index(node.inputs[1])
@@ -61,7 +64,8 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
         if a.get("output_shape") is not None:
             a["output_shape"] = [1, *list(a["output_shape"])[-1:]]  # type: ignore
         node = Node(node.name, node.op, node.inputs, node.outputs, a)
-    C, K, R, S = wshape
+    C, Kg, R, S = wshape  # [C, K / G, R, S]
+    K = Kg * G
     N, _, H, W = x.shape
     kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
     uw, uh = k.unrotated_shape
@@ -97,19 +101,27 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     loc = row_windows(env, node, xq, s, lambda g: (0, g * c), hb, 1, R, dl[0], Ho, top[0],
                       row_of)
     win = windows(loc, [R, S], [1, 1], dl, [hb, Wo]).reshape(s, N, c * cb, hb, Wo, R, S)
-    wpe = raw.reshape(s, c, kk, cb, kb, R, S)[..., ::-1, ::-1]  # each PE flips its own shard
-    acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
-    # every PE's flipped shard as a [cb R S, kb] block
-    wall = block_rows(wpe.transpose(1, 0, 3, 5, 6, 2, 4), c, s, cb * R * S, kk * kb)
-    for ci in range(c):  # the reduction along each PE column, in PE order
-        xc = win[:, :, ci * cb:(ci + 1) * cb].transpose(0, 1, 3, 4, 2, 5, 6)
-        acc += pe_partials(xc.reshape(s, N * hb * Wo, cb * R * S), wall[ci])
+    if G > 1:
+        acc = _grouped(env, node, win, raw, G, (s, c, kk, kb, hb, Wo), wshape)
+        if acc is None:
+            return False
+    else:
+        wpe = raw.reshape(s, c, kk, cb, kb, R, S)[..., ::-1, ::-1]  # each PE flips its shard
+        acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
+        # every PE's flipped shard as a [cb R S, kb] block
+        wall = block_rows(wpe.transpose(1, 0, 3, 5, 6, 2, 4), c, s, cb * R * S, kk * kb)
+        for ci in range(c):  # the reduction along each PE column, in PE order
+            xc = win[:, :, ci * cb:(ci + 1) * cb].transpose(0, 1, 3, 4, 2, 5, 6)
+            acc += pe_partials(xc.reshape(s, N * hb * Wo, cb * R * S), wall[ci])
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias:
         if bias not in k.weights:
             return False
-        bpe = env.mem.pe_array(env.ki, k.weights.index(bias), (kb,)).reshape(s, c, kk * kb)
-        acc += bpe[:, c - 1][:, None, :]
+        # the reduction-end PE of each column (row c - 1 of its row group), its own shard
+        o = np.minimum(np.arange(kk * kb), K - 1)
+        own = ((np.arange(s) * c + c - 1)[:, None] * uw + o[None, :] // kb)
+        acc += const_at(env, k.weights.index(bias), np.broadcast_to(o, own.shape),
+                        own)[:, None, :].astype(COMPUTE_DTYPE)
     y = acc.reshape(s, N, hb, Wo, kk * kb).transpose(1, 4, 0, 2, 3).reshape(N, kk * kb,
                                                                              s * hb, Wo)
     y = np.ascontiguousarray(y[:, :K, :Ho])
@@ -121,6 +133,36 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
     return True
+
+
+def _grouped(env: Env, node: Node, win: np.ndarray, raw: np.ndarray, G: int,
+             geo: tuple[int, ...], wshape: tuple[int, ...]) -> np.ndarray | None:
+    """A grouped transposed conv (every PE holds the whole weight [C, K/G,
+    R, S]): PE (px, py) computes output channels o of its block px from the
+    in-channel block py % c of o's group, with its own copy of the weight;
+    the c partials of a column are summed in PE order. -> [s, N hb Wo, kk kb]."""
+    s, c, kk, kb, hb, Wo = geo
+    C, Kg, R, S = wshape
+    N = win.shape[1]
+    Cg = C // G
+    cbg = _cdiv(Cg, c)
+    if raw.shape[2:4] != (C, Kg):
+        return None  # not held whole: the mapping says otherwise
+    wpe = raw.reshape(s, c, kk, C, Kg, R, S)[..., ::-1, ::-1]  # each PE flips its own copy
+    o = np.minimum(np.arange(kk * kb), Kg * G - 1).reshape(kk, kb)
+    pxs = np.arange(kk)[:, None, None]
+    acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
+    for ci in range(c):  # the reduction along each PE column, in PE order
+        jj = ci * cbg + np.arange(cbg)
+        live = (jj < Cg).astype(COMPUTE_DTYPE)
+        chan = (o // Kg)[:, :, None] * Cg + np.minimum(jj, Cg - 1)[None, None, :]  # [k, kb, cbg]
+        wsel = wpe[:, ci][:, pxs, chan, (o % Kg)[:, :, None]]  # [s, k, kb, cbg, R, S]
+        wsel = wsel * live[None, None, None, :, None, None]
+        xg = win[:, :, chan]  # [s, N, k, kb, cbg, hb, Wo, R, S]
+        part = np.einsum("gnptjhwab,gptjab->gnhwpt", xg.astype(np.float64),
+                         wsel.astype(np.float64), optimize=True)
+        acc += part.reshape(s, N * hb * Wo, kk * kb).astype(COMPUTE_DTYPE)
+    return acc
 
 
 def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:

@@ -13,8 +13,8 @@ normalisation (library_pool, library_rowwise).
 - norm, knobs c, s, r: LayerNormalization rows in c groups, each row in r
   segments whose partial sums (mean, then squared deviations) are combined
   in order; BatchNormalization (inference) per element on the PE of its
-  channel group. Scale and bias come from the owning PEs' shards
-  (sim_tail.const_on_owners).
+  channel group (LRN and training-mode BatchNormalization: sim_channels).
+  Scale and bias come from the owning PEs' shards (sim_tail.const_on_owners).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from wsec.ir.opsem import windows
 from wsec.ir.opsem_core import _pool_geometry
 
 from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_channels import batchnorm_train, lrn
 from .sim_inbox import grid_pe
 from .sim_pe import Env, run_op
 from .sim_sharded import row_windows
@@ -225,7 +226,9 @@ def norm(env: Env, node: Node, stats: dict[str, int]) -> bool:
         return _layernorm(env, node, stats)
     if node.op == "BatchNormalization" and not node.attrs.get("training_mode", 0):
         return _batchnorm(env, node, stats)
-    return False
+    if node.op == "BatchNormalization":
+        return batchnorm_train(env, node, stats)
+    return node.op == "LRN" and lrn(env, node, stats)
 
 
 def _norm_owner(env: Env, group: np.ndarray, row: np.ndarray) -> np.ndarray:

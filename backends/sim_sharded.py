@@ -30,6 +30,7 @@ from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_einsum import einsum_matmul
 from .sim_inbox import grid_pe, read_error
 from .sim_pe import Env
 from .sim_wgrad import conv_wgrad
@@ -283,16 +284,23 @@ def _column_owner(env: Env, out: str, N: int, nb: int, kx: int, ky: int) -> None
 
 
 def matmul_act(env: Env, node: Node, stats: dict[str, int]) -> bool:
-    """A product of two activations (attention's Q K^T, P V): PE (px, py)
+    """A product of two activations (attention's Q K^T, P V; a Gemm's weight
+    gradient X^T dY): PE (px, py)
     receives A's reduction block py and B's block (py, px) and computes its
     partial product; the ky partials of a column are summed in PE order."""
     k = env.k
-    if node.op != "MatMul" or node.inputs[1] in k.weights or node.inputs[0] in k.weights:
+    if node.op not in ("MatMul", "Gemm") or node.inputs[1] in k.weights or \
+            node.inputs[0] in k.weights:
         return False
     a = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
     b = env.get(node.inputs[1], node.name).astype(COMPUTE_DTYPE, copy=False)
     if a.ndim < 2 or b.ndim < 2:
         return False
+    gemm = node.op == "Gemm"
+    if gemm and node.attrs.get("transA", 0):  # each PE reads its block transposed
+        a = a.T
+    if gemm and node.attrs.get("transB", 0):
+        b = b.T
     Kd, N = b.shape[-2], b.shape[-1]
     kx, ky = int(k.knobs["kx"]), int(k.knobs["ky"])
     _check_rect(env, kx, ky)
@@ -309,6 +317,11 @@ def matmul_act(env: Env, node: Node, stats: dict[str, int]) -> bool:
     assert acc is not None
     y = np.moveaxis(acc, 0, -2)  # [..., M, kx, nb]
     y = y.reshape(*y.shape[:-2], kx * nb)[..., :N]
+    if gemm:
+        y = y * COMPUTE_DTYPE(node.attrs.get("alpha", 1.0))
+        if len(node.inputs) > 2 and node.inputs[2]:
+            y = y + COMPUTE_DTYPE(node.attrs.get("beta", 1.0)) * _bias(env, node.inputs[2], N, nb,
+                                                                     kx, ky, node)
     env.store(node.outputs[0], y.reshape(_shape(env, node.outputs[0])).astype(COMPUTE_DTYPE))
     _column_owner(env, node.outputs[0], N, nb, kx, ky)
     stats["pe_macs_max"] = int(np.prod(y.shape[:-1])) * kb * nb
@@ -353,7 +366,22 @@ def _bias(env: Env, name: str, N: int, nb: int, kx: int, ky: int, node: Node) ->
 
 
 def matmul_any(env: Env, node: Node, stats: dict[str, int]) -> bool:
-    return matmul(env, node, stats) or matmul_act(env, node, stats)
+    return matmul(env, node, stats) or matmul_act(env, node, stats) or \
+        einsum_matmul(env, _as_einsum(env, node), stats)
+
+
+def _as_einsum(env: Env, node: Node) -> Node:
+    """A MatMul the two above do not shard (a batched constant B) as the
+    Einsum it is, so the Einsum executor runs it on the same mapping."""
+    if node.op != "MatMul":
+        return node
+    ra, rb = (len(_shape(env, i)) for i in node.inputs[:2])
+    a = "...mk" if ra >= 2 else "k"
+    b = "...kn" if rb >= 2 else "k"
+    out = ("..." if max(ra, rb) >= 2 else "") + ("m" if ra >= 2 else "") + \
+        ("n" if rb >= 2 else "")
+    return Node(node.name, "Einsum", node.inputs[:2], node.outputs,
+                {"equation": f"{a},{b}->{out}"})
 
 
 SHARDED: dict[str, Callable[[Env, Node, dict[str, int]], bool]] = {

@@ -12,7 +12,10 @@ input element each output element copies is found by running the body on
 index tensors (every input element tagged with its input and position), so
 every kind of movement — reshape, transpose, concat, slice, pad, expand,
 tile, depth-to-space, a gather with constant indices — is one gather per
-PE block; pad fills are the PE's own constants, casts apply on the way.
+PE block; pad fills are the PE's own constants, casts apply on the way. A
+scatter that combines (reduction add, mul, max, min) moves its data
+elements so and sends each update to the PE owning its target, which
+combines them in update order (sim_scatter).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from wsec.ir.graph import Node
 
 from .sim_base import SimError
 from .sim_pe import Env, run_op
+from .sim_scatter import combine, reduction, targets
 from .sim_tail import broadcast_index, run_tail
 
 _TAG = float(2 ** 40)  # index tensors: (input + 1) * _TAG + flat position (exact in f64)
@@ -82,6 +86,19 @@ def elementwise(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     return done
 
 
+def _resolve(env: Env, traced: list[str], t: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """Tag tensor t (flat) as values: a tag names an element of a traced
+    input (its PE block gathers it), anything else is a fill constant."""
+    src = t >= _TAG
+    band = np.where(src, t // _TAG - 1, 0).astype(np.int64)
+    pos = np.where(src, t - (band + 1) * _TAG, 0).astype(np.int64)
+    out = np.where(src, 0, t).astype(dt)  # fills (pads): the PEs' own constants
+    for b, a in enumerate(traced):  # each PE block gathers its elements
+        m = src & (band == b)
+        out[m] = env.vals[a].reshape(-1)[pos[m]]
+    return out
+
+
 def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     """Trace the body on index tensors, then gather every output block."""
     k = env.k
@@ -93,14 +110,18 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     params = {i for n in body for j, i in enumerate(n.inputs)
               if i and j not in _DATA_INPUTS.get(n.op, (0,))}
     traced = [a for a in acts if a not in params]
-    if not traced or any(str(n.attrs.get("reduction", "none")) != "none" for n in body):
-        return 0  # nothing to trace, or a scatter that adds (not a copy)
+    if not traced:
+        return 0  # nothing to trace
     tv: dict[str, np.ndarray] = {}
     for t, a in enumerate(traced):
         x = env.vals[a]
         tv[a] = ((t + 1) * _TAG + np.arange(x.size, dtype=np.float64)).reshape(x.shape)
     casts: dict[str, list[Node]] = {a: [] for a in traced}  # conversions on each path
+    # value -> (targets, updates as tags or values, combining ufunc) of a scatter that combines
+    merges: dict[str, tuple[np.ndarray, np.ndarray, np.ufunc]] = {}
     for node in body:
+        if any(i in merges for i in node.inputs):
+            return 0  # a combined scatter's result moved on: not one source per element
         args = []
         for i in node.inputs:
             if not i:
@@ -115,9 +136,19 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         chain = casts[src_in[0]] if src_in else []
         if any(casts[i] != chain for i in src_in):
             return 0  # inputs converted differently on their way: not one copy per element
+        fn = reduction(node)
         if node.op == "Cast" and src_in:
             outs = [args[0]]
             chain = [*chain, node]
+        elif fn is not None:  # the data elements move; the updates go to their targets
+            if chain or args[0] is None or args[1] is None or args[2] is None:
+                return 0
+            upd = np.asarray(args[2])
+            where = targets(node, np.shape(args[0]), np.asarray(args[1]), upd.shape)
+            merges[node.outputs[0]] = (where, upd.astype(np.float64, copy=False).reshape(-1), fn)
+            outs = [np.array(args[0], np.float64)]
+            src_in = src_in or [node.inputs[0]]
+            casts.setdefault(node.inputs[0], [])
         else:
             outs = run_op(k.name, node, args)
         for o, a in zip(node.outputs, outs, strict=False):
@@ -143,16 +174,17 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
             raise SimError(f"kernel '{k.name}' (datamove): its body does not only move "
                            "elements; the binary's description of the kernel is inconsistent")
         dt = np.result_type(*(env.vals[a].dtype for a in traced))
-        out = np.where(src, 0, t).astype(dt)  # fills (pads): the PEs' own constants
-        for b, a in enumerate(traced):  # each PE block gathers its elements
-            m = src & (band == b)
-            out[m] = env.vals[a].reshape(-1)[pos[m]]
+        out = _resolve(env, traced, t, dt)
+        p = max(1, int(k.knobs.get("p", 1)))
+        owner = np.arange(t.size, dtype=np.int64) // -(-t.size // p)
+        if o in merges:
+            where, upd, fn = merges[o]
+            stats["update_pes"] = combine(out, owner, where, _resolve(env, traced, upd, dt), fn)
         arr = out.reshape(tv[o].shape)
         for c in casts[o]:  # the element conversions on its path, in order
             arr = run_op(k.name, c, [arr])[0]
         env.store(o, arr)
-        p = max(1, int(k.knobs.get("p", 1)))
-        env.owner[o] = (np.arange(t.size, dtype=np.int64) // -(-t.size // p)).reshape(arr.shape)
+        env.owner[o] = owner.reshape(arr.shape)
         pes = max(pes, p)
     stats["sharded_pes"] = pes
     return len(body)

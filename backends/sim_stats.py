@@ -109,4 +109,8 @@ def format_stats(p: Program, res: RunResult) -> str:
                      f"compiler estimated {attrs.get('max_link_load', '?')} at "
                      f"{attrs.get('max_link', '?')}")
         lines.append(f"wavelet-hops per sample: {sum(load.values())} over {len(load)} links")
+    whole = sum(int(st.get("whole_tensor_ops", 0)) for st in res.kernel_stats.values())
+    ops = sum(len(k.body) for k in p.kernels)
+    lines.append(f"whole_tensor_ops {whole}: {ops - whole} of {ops} body ops of "
+                 f"{len(p.kernels)} kernels ran per PE")
     return "\n".join(lines)

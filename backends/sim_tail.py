@@ -27,7 +27,7 @@ from .sim_inbox import grid_pe
 from .sim_pe import Env, run_op
 
 # element-wise ops whose result at an element depends on its position, not
-# only on the operands' elements there (evaluated with their positions)
+# only on the operands' elements there (each PE knows its elements' positions)
 _POSITIONAL = frozenset({"Trilu"})
 
 
@@ -121,7 +121,12 @@ def run_tail(env: Env, ops: list[Node], grid: tuple[int, ...], owner: np.ndarray
     done = 0
     outs_of_kernel = set(env.k.outputs)
     for node in ops:
-        if node.op not in ELEMENTWISE_OPS or node.op in _POSITIONAL:
+        if node.op in _POSITIONAL:
+            if not trilu(env, node, grid, owner):
+                break
+            done += 1
+            continue
+        if node.op not in ELEMENTWISE_OPS:
             break
         out = node.outputs[0] if node.outputs else ""
         oshape = tuple(type_shape(env.mem.p.info["values"][out])) \
@@ -167,6 +172,33 @@ def run_tail(env: Env, ops: list[Node], grid: tuple[int, ...], owner: np.ndarray
         done += 1
     stats["tail_ops"] = stats.get("tail_ops", 0) + done
     return done
+
+
+def trilu(env: Env, node: Node, grid: tuple[int, ...], owner: np.ndarray) -> bool:
+    """Trilu on the grid: each PE keeps or zeroes its elements by their
+    (row, column) position against the diagonal offset k, which it reads
+    from its own SRAM shard (or the delivered scalar)."""
+    src = node.inputs[0]
+    out = node.outputs[0] if node.outputs else ""
+    if len(grid) < 2 or src not in env.vals or env.vals[src].shape != grid or \
+            not out or env.shape_of(out) != grid:
+        return False
+    kname = node.inputs[1] if len(node.inputs) > 1 else ""
+    if not kname:
+        k = np.zeros(grid, np.int64)
+    elif kname in env.k.weights:
+        k = const_on_owners(env, env.k.weights.index(kname), grid, owner)
+        if k is None:
+            return False
+    else:
+        k = np.broadcast_to(np.asarray(env.get(kname, node.name)).reshape(()), grid)
+    i = np.arange(grid[-2]).reshape(-1, 1)
+    j = np.arange(grid[-1]).reshape(1, -1)
+    keep = (j - i >= k) if node.attrs.get("upper", 1) else (j - i <= k)
+    x = env.vals[src]
+    env.store(out, np.where(keep, x, np.zeros((), x.dtype)))
+    env.owner[out] = owner
+    return True
 
 
 def as_compute(a: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ row group's partial on its own and reducing them checks that the groups'
 rows cover the output gradient exactly once — a knob setting that dropped
 or repeated rows would change the answer. Blocks along x and y are plain
 slices of a row group's partial (every PE of the group computes its slice).
+A 1-D gradient runs as a 2-D one over rows of one. Each dW element ends on
+the last row group's PE of its block, where fused element-wise ops run.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ def conv_wgrad(env: Env, node: Node, stats: dict[str, int]) -> bool:
         return False
     x = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
     g = env.get(node.inputs[1], node.name).astype(COMPUTE_DTYPE, copy=False)
-    if x.ndim != 4 or g.ndim != 4:
-        return False  # 1-D: the reference semantics
+    if x.ndim != g.ndim or x.ndim not in (3, 4):
+        return False
+    if x.ndim == 3:  # 1-D: rows of one (H = Ho = R = 1), the sequence along W
+        x, g, node = x[:, :, None, :], g[:, :, None, :], _as_2d(node)
     cg, gn, h, w = x.shape
     m, n, ho, wo = g.shape
     grp = int(node.attrs.get("group", 1))
@@ -42,7 +46,8 @@ def conv_wgrad(env: Env, node: Node, stats: dict[str, int]) -> bool:
     dl = [int(v) for v in node.attrs.get("dilations", [1, 1])]
     pb, pe = pads(node, (h, w), [ho, wo], st, dl)
     xp = np.pad(x, [(0, 0), (0, 0), (pb[0], pe[0]), (pb[1], pe[1])])
-    r_out, s_out = type_shape(env.mem.p.info["values"][node.outputs[0]])[2:]
+    oshape = tuple(type_shape(env.mem.p.info["values"][node.outputs[0]]))
+    r_out, s_out = (1, oshape[2]) if len(oshape) == 3 else oshape[2:]
     hb = -(-ho // s)
     mg = m // grp
     acc = np.zeros((cg, m, r_out, s_out), COMPUTE_DTYPE)
@@ -57,8 +62,24 @@ def conv_wgrad(env: Env, node: Node, stats: dict[str, int]) -> bool:
             part[:, ms] = np.einsum("cnrsij,mnij->cmrs", win[:, q * n:(q + 1) * n],
                                     g[ms, :, i0:i1, :], optimize=True)
         acc += part
-    env.store(node.outputs[0], acc)
+    env.store(node.outputs[0], acc.reshape(oshape))
     kb, cb = -(-m // kk), -(-cg // c)
+    # dW block [M-block px, C-block py % c] ends on the last row group's PE
+    row = (s - 1) * c + np.arange(cg) // cb
+    own = row[:, None] * uw + (np.arange(m) // kb)[None, :]
+    env.owner[node.outputs[0]] = own.reshape(cg, m, *(1,) * (len(oshape) - 2))
     stats["pe_macs_max"] = n * hb * wo * kb * cb * r_out * s_out
     stats["sharded_pes"] = kk * c * s
     return True
+
+
+def _as_2d(node: Node) -> Node:
+    """The 1-D weight-gradient Conv as a 2-D one over rows of one."""
+    a = dict(node.attrs)
+    for key in ("strides", "dilations", "kernel_shape"):
+        if a.get(key) is not None:
+            a[key] = [1, *list(a[key])]  # type: ignore[misc]
+    if a.get("pads") is not None:
+        p0, p1 = list(a["pads"])  # type: ignore[misc]
+        a["pads"] = [0, p0, 0, p1]
+    return Node(node.name, node.op, node.inputs, node.outputs, a)

@@ -159,12 +159,12 @@ def main() -> int:
                   flush=True)
             if not ours["ok"] and "error" in ours:
                 print(f"  error: {ours['error']}")
-    if not a.no_baseline:
+    if worst_own > -1e9:
         print(f"own headers: weighted objective at most {100 * worst_own:+.1f}% vs the baseline "
               f"(negative: better)")
-        if worst_heavy < 1e9:
-            print(f"wlength >= 40 and open grids: weighted objective at least "
-                  f"{100 * worst_heavy:.1f}% lower than the baseline")
+    if worst_heavy < 1e9:
+        print(f"wlength >= 40 and open grids: weighted objective at least "
+              f"{100 * worst_heavy:.1f}% lower than the baseline")
     print(f"slowest process {slowest:.1f} s; all legal: {'yes' if all_legal else 'NO'}")
     return 0 if all_legal else 1
 

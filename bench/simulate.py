@@ -3,9 +3,9 @@
     python bench/simulate.py [--target wse2] [--dtype auto] [--models resnet50,vgg19] [--seed 0]
 
 Per model: compile seconds, simulate seconds (`wsec run`'s simulate, the
-binary only), onnxruntime seconds on the same input, their ratio, how many
-kernel ops still ran on whole tensors instead of per PE (`whole`: 0 when
-every kernel ran per PE), and the check (max abs / max rel error, PASS at
+binary only), onnxruntime seconds on the same input, their ratio, the
+kernel ops run on whole tensors (`whole`: always 0, every kernel runs per
+PE or the simulation fails naming the op), and the check (max abs / max rel error, PASS at
 rtol 1e-4 / atol 1e-5). The device dtype follows the model by default
 (`--dtype auto`: f32 for these models, so the binary keeps f32 weights);
 `--dtype f16` stores f16 weights, which alone costs ~1e-3 relative accuracy

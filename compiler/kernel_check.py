@@ -59,10 +59,7 @@ def check_kernels(prog: Program, res: RunResult, out: Callable[[str], None], rto
             worst = (f"%{name}{[int(i) for i in idx]}{pe}: simulated {g[idx]:.6g}, reference "
                      f"{r[idx]:.6g} (max abs {row.max_abs:.3g})")
             break
-        st = res.kernel_stats.get(k.name, {})
-        whole = st.get("whole_tensor_ops", 0)
-        note = f", {whole} op(s) on whole tensors" if whole else ""
-        out(f"  {k.name} ({k.kind}){note}: {'PASS' if ok else 'FAIL ' + worst}")
+        out(f"  {k.name} ({k.kind}): {'PASS' if ok else 'FAIL ' + worst}")
         if not ok and first is None:
             first = f"first kernel that differs: '{k.name}' ({k.kind}), {worst}"
         ok_all &= ok

@@ -338,6 +338,15 @@ class NormKind(LibraryKind):
         w, h = grouped_layout(c * s * r, target)
         return w, h, cycles, sram
 
+    def input_channels(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Channels [start, stop) channel group `group` holds of its input:
+        its own block plus the LRN window's neighbours ((L - 1) // 2 below,
+        the rest above), clipped to the tensor."""
+        C, L = dims["C"], dims.get("L", 1)
+        own = block(C, int(knobs["c"]), group)
+        lo = (L - 1) // 2
+        return max(0, own.start - lo), min(C, own.stop + L - 1 - lo)
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

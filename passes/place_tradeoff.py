@@ -14,9 +14,12 @@ layouts. So the bottleneck time t becomes a search variable:
    the strip packer (place_strips) lays every kernel, at its narrowest
    shape meeting t, in dataflow-ordered shelves minimising wirelength, and
    the objective is evaluated exactly. The sweep is geometric (dense near
-   the bound, where small wire weights settle), then bisects around the
-   best times; a time whose `wdeltat x t` alone exceeds the best objective
-   found ends it;
+   the bound, where small wire weights settle), then visits the times at
+   which some kernel's narrowest side shrinks (where strips get thinner:
+   the area's breakpoints, which the geometric points snap to, are not
+   these), best first by a lower bound on the objective, then bisects
+   around the best times; a time whose `wdeltat x t` alone exceeds the
+   best objective found ends it;
 3. the best candidate is applied and the CP-SAT refinement (place_cpsat)
    shortens its wires with whatever time is left.
 
@@ -35,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from wsec.ir import sizing
-from wsec.ir.graph import Module, Rect
+from wsec.ir.graph import Kernel, Module, Rect
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.objective import Objective
 from wsec.ir.sizing import set_choice
@@ -47,6 +50,7 @@ from .place_strips import strip_pack
 
 # sweep points: (dense points in [t0, 2 t0], coarse points above, bisection rounds)
 _SWEEP = {"fast": (6, 6, 1), "normal": (12, 12, 4), "high": (20, 16, 8)}
+_BREAKS = {"fast": 8, "normal": 24, "high": 64}  # narrow-side breakpoints evaluated
 _BISECT_POINTS = 6  # new times per bracket and round
 _BISECT_AROUND = 3  # brackets per round: around the best few times
 _FIRST_SHARE = 0.25  # of a time limit for the Δt-first search
@@ -149,6 +153,58 @@ def _times(cands: np.ndarray, lo: float, hi: float, count: int) -> list[int]:
     return sorted({int(cands[i]) for i in idx})
 
 
+def narrow_side(kernel: Kernel, target: Target, t: int) -> int | None:
+    """The kernel's narrowest side over its shapes meeting t (both sides
+    within the grid, either rotation); None if it cannot meet t."""
+    opts = sizing.shape_options(kernel, target, t)
+    return min(min(c.w, c.h) for c in opts) if opts else None
+
+
+def narrow_breaks(sw: _Sweep, lo: int, hi: int) -> dict[int, float]:
+    """Times in (lo, hi] at which some kernel's narrowest side shrinks, each
+    with a lower bound on the objective of a layout with bottleneck t:
+    wdeltat x t + wlength x Σ_connections weight x (n_u + n_v)/2, as two
+    rectangles that do not overlap are apart by at least half the sum of
+    their extents along the axis separating them, and every extent is at
+    least the narrowest side. The sides are non-increasing in t, so each
+    kernel's steps are found by bisection (kernels of equal kind and
+    dimensions once)."""
+    by_dims: dict[tuple[str, tuple[tuple[str, int], ...]], list[int]] = {}
+    for i, k in enumerate(sw.kernels):
+        by_dims.setdefault((k.kind, tuple(sorted(k.dims.items()))), []).append(i)
+    memo: dict[tuple[int, int], int | None] = {}
+
+    def side(i: int, t: int) -> int | None:
+        if (i, t) not in memo:
+            memo[i, t] = narrow_side(sw.kernels[i], sw.target, t)
+        return memo[i, t]
+
+    steps: set[int] = set()
+    for idx in by_dims.values():
+        i = idx[0]
+        todo = [(lo, hi)]
+        while todo:
+            a, b = todo.pop()
+            if b - a <= 0 or side(i, a) == side(i, b):
+                continue
+            if b - a == 1:
+                steps.add(b)
+                continue
+            mid = (a + b) // 2
+            todo += [(a, mid), (mid, b)]
+    out: dict[int, float] = {}
+    for t in sorted(steps):
+        n = [side(idx[0], t) for idx in by_dims.values()]
+        if any(v is None for v in n):
+            continue
+        per = np.zeros(len(sw.kernels))
+        for v, idx in zip(n, by_dims.values(), strict=True):
+            per[idx] = float(v)  # type: ignore[arg-type]
+        wire = sum(w * (per[i] + per[j]) / 2.0 for i, j, w in sw.pairs)
+        out[t] = sw.objective.value(t, wire)
+    return out
+
+
 def sweep(sw: _Sweep, effort: str, deadline: float | None) -> None:
     """Evaluate strip layouts over bottleneck times (see the module docstring)."""
     tab = sizing.sizing_tables(sw.module, sw.target)
@@ -172,6 +228,13 @@ def sweep(sw: _Sweep, effort: str, deadline: float | None) -> None:
         if late() or hopeless(t):
             break
         sw.at(t)
+    # the strips' own breakpoints near the bound, most promising first
+    if not late():
+        breaks = narrow_breaks(sw, int(t0), int(2 * t0))
+        for t in sorted(breaks, key=breaks.__getitem__)[:_BREAKS[effort]]:
+            if late() or (sw.best is not None and breaks[t] >= sw.best.value):
+                break
+            sw.at(t)
     for _ in range(rounds):  # bisect around the best few times (the objective is jagged)
         done = sorted(sw.seen)
         good = sorted((c.value, t) for t, c in sw.seen.items() if c is not None)[:_BISECT_AROUND]

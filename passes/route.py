@@ -25,7 +25,9 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    narrow ones (a sink's side split among its inputs) could carry less per
    lane. Another attempt gives those requests the lanes that fit them beside
    the others (from their sides' headroom), starting from the kept routes;
-   it is kept only if its busiest link is lighter.
+   where no number of lanes would do, the most roundabout bundle there
+   moves to its next side pair (a U-turn around a kernel it could cross).
+   An attempt is kept only if its busiest link is lighter.
 
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
@@ -244,17 +246,42 @@ class _Negotiator:
                 self.routes[i] = rt
                 self._place(i, rt, +1)
 
-    def wider(self, occ: np.ndarray) -> dict[tuple[int, str], int]:
-        """Per request whose lanes share an overused link: the lanes it would
-        need for its own lane to fit beside what the others carry there (a
-        bundle squeezed onto a narrow share of a side, crossing a wider
-        one's lanes, is the usual case). Requests the others alone overfill
-        are left out: more lanes would not help them. `occ` holds the link
-        loads as the routes will be programmed (siblings' shared lanes once)."""
+    def wider(self, occ: np.ndarray, tried: set[tuple[int, str]], widen: bool = True
+              ) -> tuple[dict[tuple[int, str], int], dict[tuple[int, str], int]]:
+        """For the requests whose lanes share the busiest links: the lanes each
+        would need for its own lane to fit beside what the others carry
+        there (a bundle squeezed onto a narrow share of a side, crossing a
+        wider one's lanes, is the usual case); and, where no request there
+        can widen that far, the side pair to move the most roundabout one
+        to (a detour around a kernel that a straight bundle could cross),
+        unless it is in `tried` (only that with `widen` false). `occ` holds
+        the link loads as the routes will be programmed (siblings' shared
+        lanes once)."""
         out: dict[tuple[int, str], int] = {}
+        stuck: list[tuple[int, int]] = []
         top = float(occ.max(initial=0))
         if top <= self.cap:
-            return out
+            return out, {}
+        for i, rt in enumerate(self.routes):
+            if rt is None:
+                continue
+            load = occ[rt.links]
+            hot = load >= 0.99 * top  # the busiest links: they set throughput
+            if not hot.any():
+                continue
+            room = self.cap - float((load[hot] - self.lane_load[i]).max())
+            r = self.reqs[i]
+            lanes = -(-r.wavelets // int(room)) if room >= 1 else 0
+            if widen and lanes > r.lanes and r.lanes < min(r.src.length, r.dst.length):
+                out[(r.edge, r.sink)] = lanes
+            elif r.choice + 1 < len(r.pairs) and (r.edge, r.sink) not in tried:
+                (ax, ay), (bx, by) = r.src.centre(), r.dst.centre()
+                detour = _path_length(rt.bundle.path) - abs(bx - ax) - abs(by - ay)
+                stuck.append((int(detour), i))
+        if out or not stuck:
+            return out, {}
+        r = self.reqs[max(stuck)[1]]
+        return out, {(r.edge, r.sink): r.choice + 1}
         for i, rt in enumerate(self.routes):
             if rt is None:
                 continue
@@ -552,17 +579,28 @@ class Route(Pass):
                 best = got
         assert best is not None
         wider: dict[tuple[int, str], int] = {}
+        moved: dict[tuple[int, str], int] = {}
+        tried: set[tuple[int, str]] = set()
+        widen = True
         for _ in range(WIDEN_ATTEMPTS):  # where lanes of two bundles overfill the busiest link
-            more = best.neg.wider(_loads(module, best, fabric)) if (
-                best.colored and best.score[1] > 1.0) else {}
-            if not more or (deadline is not None and time.perf_counter() > deadline):
+            more, move = best.neg.wider(_loads(module, best, fabric), tried, widen) if (
+                best.colored and best.score[1] > 1.0) else ({}, {})
+            if not (more or move) or (deadline is not None and time.perf_counter() > deadline):
                 break
-            wider = {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()}
-            got = _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
-                           self.colors_soft, deadline, best.solo, known, wider, best.warm())
-            if not got.score < best.score:
-                break
-            best = got
+            tried |= set(move)
+            try:
+                got = _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
+                               self.colors_soft, deadline, best.solo, known,
+                               {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()},
+                               best.warm(), {**moved, **move})
+            except LayoutInfeasible:  # the moved bundle has no pattern route on its new sides
+                got = None
+            if got is not None and got.score < best.score:
+                best = got
+                wider = {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()}
+                moved = {**moved, **move}
+            else:  # widening did not help: move bundles instead
+                widen = False
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
         _commit(module, best)
@@ -629,11 +667,14 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              headroom: float, iterations: int, colors_soft: int, deadline: float | None,
              solo: set[tuple[int, str]] | None = None, known: _Candidates | None = None,
              wider: dict[tuple[int, str], int] | None = None,
-             warm: dict[tuple, Bundle] | None = None) -> _Attempt:
+             warm: dict[tuple, Bundle] | None = None,
+             moved: dict[tuple[int, str], int] | None = None) -> _Attempt:
     reqs = copy.deepcopy(base)  # one deep copy: requests keep sharing their ports
     for r in reqs:
         r.solo = (r.edge, r.sink) in (solo or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
+        while r.choice < (moved or {}).get((r.edge, r.sink), 0) and r.next_pair():
+            pass
     if known is None:
         known = _Candidates(fabric, corridors, len(reqs))
     _choose_sides(reqs, cap, headroom, known)

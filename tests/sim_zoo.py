@@ -1,11 +1,13 @@
-"""Two small models whose kernels cover every kind with a body: the
-simulator's fault-injection tests (test_sim_faults) compile them once.
+"""Small models whose kernels cover every kind with a body and every anchor
+op of the kinds that are not chains: the simulator's fault-injection tests
+(test_sim_faults) compile them once.
 
 `cnn`: conv, pool (windowed and global), datamove (concat, flatten), norm
 (batch norm), element-wise (a sum of two activations with other readers),
 deconv, resize, matmul (Gemm), softmax, reduce. `attn`: gather (embedding),
 norm (layer norm), matmul (weights, and activation x activation with a
-fused mask), datamove (transpose), softmax, reduce.
+fused mask), datamove (transpose), softmax, reduce. `shapes`: 1-D and 3-D
+convs, a fused pooling. `ops`: the rest (see ops_model).
 """
 
 from __future__ import annotations
@@ -115,3 +117,85 @@ def shapes_model(path: pathlib.Path) -> None:
         [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1, 6, 12]),
          helper.make_tensor_value_info("y3", TensorProto.FLOAT, [1, 4, 4, 6, 6]),
          helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 8, 6, 6])], inits), 17, path)
+
+
+def ops_routed_model(path: pathlib.Path) -> None:
+    ops_model(path, routed=True)
+
+
+def ops_model(path: pathlib.Path, routed: bool = False) -> None:
+    """The anchors the other models lack, each its own kernel: LRN,
+    training-mode BatchNormalization, a grouped transposed conv, Einsum of
+    one and two operands (a constant B, two activations), CumSum, scatters
+    that combine, Trilu, a Conv whose weight is an activation (conv_wgrad)
+    with a fused tail, the other reductions, LogSoftmax, GlobalMaxPool,
+    GatherElements, InstanceNormalization. Read straight from the model's
+    inputs, each kernel is sized alone (split over many PEs); `routed`:
+    every operand comes from a kernel (a negation), so it reaches its
+    readers by lanes (and the sizing balances the pipeline instead)."""
+    rng = np.random.default_rng(6)
+    f = TensorProto.FLOAT
+
+    def ints(name: str, shape: list[int], vals: list[int]) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.INT64, shape, vals)
+
+    inits = [_init(rng, "sc", 8), _init(rng, "bi", 8), _init(rng, "mu", 8),
+             helper.make_tensor("va", f, [8], (rng.random(8) + 0.5).tolist()),
+             _init(rng, "wd", 8, 3, 3, 3), _init(rng, "bd", 6), _init(rng, "we", 7, 3),
+             _init(rng, "wb", 2, 7, 3),
+             _init(rng, "kw", 1, 4, 1, 1), _init(rng, "kb", 2, 4, 3, 3),
+             _init(rng, "isc", 8), _init(rng, "ibi", 8),
+             ints("ax1", [], [1]), ints("ax2", [], [2]), ints("tk", [], [1]),
+             ints("axes", [1], [2]), ints("ind", [3, 1], [1, 3, 1]),
+             ints("ine", [3, 2], [0, 0, 4, 2, 1, 1]),
+             ints("ing", [2, 5], [0, 1, 2, 0, 1, 2, 2, 1, 0, 0])]
+    nd = helper.make_node
+    nodes = [
+        nd("LRN", ["x"], ["lrn"], size=3, alpha=1e-2, beta=0.75, bias=1.0),
+        nd("BatchNormalization", ["x", "sc", "bi", "mu", "va"], ["bn", "bn_m", "bn_v"],
+           training_mode=1, epsilon=1e-3),
+        nd("ConvTranspose", ["x", "wd", "bd"], ["dg"], strides=[2, 2], group=2,
+           pads=[0, 0, 1, 1]),
+        nd("Einsum", ["s"], ["e1"], equation="bij->bj"),
+        nd("Einsum", ["s", "we"], ["e2"], equation="bij,jk->bik"),
+        nd("Einsum", ["s", "z"], ["e3"], equation="bij,bkj->bik"),
+        nd("MatMul", ["s", "wb"], ["mb"]),
+        nd("CumSum", ["s", "ax2"], ["cs"]),
+        nd("CumSum", ["s", "ax1"], ["cs_x"], exclusive=1, reverse=1),
+        nd("ScatterND", ["d", "ind", "u"], ["snd"], reduction="add"),
+        nd("ScatterElements", ["t", "ine", "v"], ["sel"], axis=1, reduction="mul"),
+        nd("Trilu", ["s", "tk"], ["tri"], upper=0),
+        nd("Conv", ["a", "g"], ["wg"]),
+        nd("Mul", ["wg", "kw"], ["wgm"]),
+        nd("Add", ["wgm", "kb"], ["wga"]),
+        nd("ReduceMin", ["s", "axes"], ["rmin"], keepdims=0),
+        nd("ReduceProd", ["s", "axes"], ["rprod"], keepdims=0),
+        nd("ReduceMean", ["s", "axes"], ["rmean"]),
+        nd("ReduceL1", ["s", "axes"], ["rl1"], keepdims=0),
+        nd("ReduceL2", ["s", "axes"], ["rl2"], keepdims=0),
+        nd("ReduceSumSquare", ["s", "axes"], ["rss"], keepdims=0),
+        nd("ArgMax", ["s"], ["amax"], axis=2, keepdims=0),
+        nd("ArgMin", ["s"], ["amin"], axis=1, keepdims=1),
+        nd("LogSoftmax", ["s"], ["lsm"], axis=-1),
+        nd("GlobalMaxPool", ["x"], ["gmp"]),
+        nd("GatherElements", ["t", "ing"], ["ge"], axis=0),
+        nd("InstanceNormalization", ["x", "isc", "ibi"], ["inn"]),
+    ]
+    vi = helper.make_tensor_value_info
+    outs = [vi("lrn", f, [1, 8, 6, 6]), vi("bn", f, [1, 8, 6, 6]), vi("bn_m", f, [8]),
+            vi("bn_v", f, [8]), vi("dg", f, [1, 6, 12, 12]), vi("e1", f, [2, 7]),
+            vi("e2", f, [2, 5, 3]), vi("e3", f, [2, 5, 4]), vi("mb", f, [2, 5, 3]),
+            vi("cs", f, [2, 5, 7]),
+            vi("cs_x", f, [2, 5, 7]), vi("snd", f, [6, 4]), vi("sel", f, [3, 5]),
+            vi("tri", f, [2, 5, 7]), vi("wga", f, [2, 4, 3, 3]), vi("rmin", f, [2, 5]),
+            vi("rprod", f, [2, 5]), vi("rmean", f, [2, 5, 1]), vi("rl1", f, [2, 5]),
+            vi("rl2", f, [2, 5]),
+            vi("rss", f, [2, 5]), vi("amax", TensorProto.INT64, [2, 5]),
+            vi("amin", TensorProto.INT64, [2, 1, 7]), vi("lsm", f, [2, 5, 7]),
+            vi("gmp", f, [1, 8, 1, 1]), vi("ge", f, [2, 5]), vi("inn", f, [1, 8, 6, 6])]
+    shapes = {"x": [1, 8, 6, 6], "s": [2, 5, 7], "z": [2, 4, 7], "d": [6, 4], "u": [3, 4],
+              "t": [3, 5], "v": [3, 2], "a": [2, 3, 8, 8], "g": [4, 3, 6, 6]}
+    if routed:
+        nodes = [nd("Neg", [f"{n}_in"], [n]) for n in shapes] + nodes
+    ins = [vi(f"{n}_in" if routed else n, f, shp) for n, shp in shapes.items()]
+    _save(helper.make_graph(nodes, "zoo_ops", ins, outs, inits), 18, path)

@@ -167,3 +167,20 @@ def test_weights_are_checked_when_the_pass_is_built() -> None:
         Place(wlength=-2.0)
     with pytest.raises(PassOptionError, match="option wdeltat=-1.0 is not allowed"):
         Place(wdeltat=-1.0)
+
+
+def test_narrow_breaks_are_where_a_side_shrinks_and_bound_the_strips() -> None:
+    from wsec.passes.place_tradeoff import _Sweep, narrow_breaks, narrow_side
+
+    m = fk.chain(6, 4, 4)
+    t = get_target("wse2", (24, 24))
+    sw = _Sweep(m, t, Objective(1.0, 40.0), "edges")
+    breaks = narrow_breaks(sw, 1, 400)
+    assert breaks
+    ks = list(m.kernels())
+    for time_, bound in breaks.items():
+        assert any(narrow_side(k, t, time_ - 1) in (None, *range(narrow_side(k, t, time_) + 1,
+                                                                   1 << 20)) for k in ks)
+        cand = sw.at(time_)
+        if cand is not None:  # no layout meeting this time has shorter wires than the bound's
+            assert bound - time_ <= 40.0 * cand.wire + 1e-9

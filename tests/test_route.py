@@ -349,7 +349,8 @@ def test_a_widened_bundle_gets_its_lanes_first() -> None:
 def test_widen_only_the_bundles_on_the_busiest_link() -> None:
     """`wider` names the requests whose lanes share a link loaded to the
     maximum, with the lanes that bring their own lane within capacity beside
-    the rest there; nothing when no link is over capacity."""
+    the rest there; where no lanes would, the next side pair of the most
+    roundabout one; nothing when no link is over capacity."""
     from wsec.passes.route import _Negotiator
     from wsec.passes.route_bundles import assign_slots, requests
 
@@ -359,13 +360,19 @@ def test_widen_only_the_bundles_on_the_busiest_link() -> None:
     neg = _Negotiator(reqs, fabric, 512, [], 6)
     neg.run(1, None)
     occ = neg.occ.copy()
-    assert neg.wider(occ) == {}  # within capacity
+    assert neg.wider(occ, set()) == ({}, {})  # within capacity
     i = next(i for i, r in enumerate(reqs) if m.edges[r.edge].value == "va")
+    key = (reqs[i].edge, "c")
     link = int(neg.routes[i].links[0])
     occ[link] = neg.lane_load[i] + 300  # another lane of 300 wavelets shares its link
-    want = neg.wider(occ)
-    assert list(want) == [(reqs[i].edge, "c")]
-    assert want[(reqs[i].edge, "c")] == -(-reqs[i].wavelets // (512 - 300))
+    want, move = neg.wider(occ, set())
+    assert list(want) == [key] and move == {}
+    assert want[key] == -(-reqs[i].wavelets // (512 - 300))
+    # the others there fill the link: no lanes would do; its next side pair might
+    assert len(reqs[i].pairs) > 1
+    occ[link] = neg.lane_load[i] + 512
+    assert neg.wider(occ, set()) == ({}, {key: reqs[i].choice + 1})
+    assert neg.wider(occ, {key}) == ({}, {})  # tried already
 
 
 def _dense_block(n: int = 40) -> Module:

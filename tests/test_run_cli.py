@@ -58,6 +58,9 @@ def test_stats(tiny_bin: tuple[pathlib.Path, Program]) -> None:
     for k in prog.kernels:
         assert f"\n{k.name} " in r.stdout
     assert "busiest link" in r.stdout and "wav/link" in r.stdout
+    ops = sum(len(k.body) for k in prog.kernels)
+    assert f"whole_tensor_ops 0: {ops} of {ops} body ops of {len(prog.kernels)} kernels ran " \
+        "per PE" in r.stdout
 
 
 def test_lane_running_past_its_sink_fails_naming_pe_color_edge(

@@ -4,9 +4,10 @@ changes the kernel's answer or raises a SimError naming that PE.
 
 Faults: one PE's SRAM shard corrupted; two PEs' roles (shards, row
 windows) swapped; one lane into the kernel dropped or misdirected; one
-row group's halo shortened. The kernels come from two small models
-(tests/sim_zoo.py) that cover every kind with a body; conv_wgrad (training
-only) is simulated by the training tests.
+row group's halo shortened (an LRN channel group's window of neighbour
+channels). The kernels come from small models (tests/sim_zoo.py) that
+cover every kind with a body and every anchor op of the kinds that are not
+chains; the `ops` model's kernels are also checked against onnxruntime.
 """
 
 from __future__ import annotations
@@ -30,29 +31,35 @@ from wsec.run import compare
 # the library's kinds with a body (tests register kinds of their own into KINDS)
 BODY_KINDS = sorted(n for n, k in KINDS.items()
                     if k.has_body and type(k).__module__.startswith("wsec.ir."))
-ZOO_KINDS = sorted(set(BODY_KINDS) - {"conv_wgrad"})
+ZOO_KINDS = BODY_KINDS
+ZOO_MODELS = ("cnn", "attn", "shapes", "ops", "ops_routed")
 WINDOWED = ("conv", "pool", "deconv")  # row groups holding input rows plus a halo
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Program]:
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     d = tmp_path_factory.mktemp("zoo")
-    out = {}
-    for name in ("cnn", "attn", "shapes"):
+    for name in ZOO_MODELS:
         model = d / f"{name}.onnx"
         getattr(sim_zoo, f"{name}_model")(model)
         res = compile_model(str(model), CompileOptions())
         write_binary(res.module, str(d / f"{name}.bin"))
-        out[name] = load_binary(str(d / f"{name}.bin"))
-    return out
+    return d
+
+
+@pytest.fixture(scope="module")
+def zoo(zoo_dir: pathlib.Path) -> dict[str, Program]:
+    return {name: load_binary(str(zoo_dir / f"{name}.bin")) for name in ZOO_MODELS}
 
 
 def _kernel(zoo: dict[str, Program], kind: str, weights: bool = False,
-            windowed: bool = False) -> tuple[Program, int]:
+            windowed: bool = False, routed: bool = False) -> tuple[Program, int]:
     for p in zoo.values():
         for ki, k in enumerate(p.kernels):
             if k.kind != kind or (weights and not _weight_pes(p, ki)):
                 continue
+            if routed and not (p.bundles["sink"] == ki).any():
+                continue  # its inputs come from the host, not by lanes
             if windowed and int(k.knobs.get("s", 1)) < 2:
                 continue
             return p, ki
@@ -92,18 +99,75 @@ def test_every_kind_has_a_per_pe_executor(zoo: dict[str, Program]) -> None:
             assert res.kernel_stats[k.name]["whole_tensor_ops"] == 0, (k.name, k.kind)
     kinds = {k.kind for p in zoo.values() for k in p.kernels}
     assert kinds == set(ZOO_KINDS)
+    # every anchor op of a kind that is not a chain ran per PE in the zoo (the
+    # chain kinds run any element-wise op / trace any movement: below)
+    anchors = {(k.kind, k.body[0]["op"]) for p in zoo.values() for k in p.kernels}
+    want = {(n, op) for n in BODY_KINDS if n not in ("elementwise", "datamove")
+            for op in KINDS[n].ops}
+    assert want <= anchors, sorted(want - anchors)
+
+
+def test_every_fused_op_has_a_per_pe_executor() -> None:
+    """What form-kernels can fuse after an anchor, and what the chain kinds
+    hold, is what the executors run per PE: element-wise ops on their owners
+    (sim_tail, Trilu by position), views of a matmul, a conv's pooling, the
+    ops of a decomposed LayerNorm; a combining scatter (sim_scatter)."""
+    from wsec.backends import sim_exec, sim_tail
+    from wsec.backends.sim_scatter import SCATTERS
+    from wsec.ir.library_common import ELEMENTWISE_OPS
+    from wsec.ir.library_conv import FUSED_POOLS
+    from wsec.ir.library_dense import VIEW_OPS
+    from wsec.ir.library_rowwise import DECOMPOSED_LN
+    from wsec.passes.form_kernels import ANCHOR_FUSES
+
+    assert ANCHOR_FUSES <= ELEMENTWISE_OPS
+    assert KINDS["elementwise"].ops <= ELEMENTWISE_OPS
+    assert ELEMENTWISE_OPS & {"Trilu"} <= sim_tail._POSITIONAL
+    assert VIEW_OPS <= sim_exec._VIEWS
+    assert FUSED_POOLS <= {"MaxPool", "AveragePool"}  # sim_rows.fused_pool
+    assert DECOMPOSED_LN - {"ReduceMean"} <= ELEMENTWISE_OPS
+    assert {"ScatterND", "ScatterElements"} & KINDS["datamove"].ops <= SCATTERS
+
+
+def test_no_whole_tensor_fallback(zoo: dict[str, Program],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An op no executor runs per PE is an error naming it, never evaluated
+    on the whole tensor by the reference semantics."""
+    p, ki = _kernel(zoo, "norm")
+    k = p.kernels[ki]
+    monkeypatch.setitem(PER_PE, "norm", lambda env, body, stats: 0)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(norm\): op '.*' \("
+                                       rf"{k.body[0]['op']}\) cannot be simulated per PE"):
+        _run(p, ki)
 
 
 # --- SRAM: one PE's shard ------------------------------------------------------------
 def _patch_layout(monkeypatch: pytest.MonkeyPatch, ki: int, wi: int,
                   edit: callable) -> None:  # type: ignore[valid-type]
-    orig = SramImages.layout
+    """Edit the layout of kernel ki's weight wi, resident or streamed."""
+    from wsec.backends.sim_stream_pe import StreamImages
 
-    def layout(self: SramImages, k: int, w: int) -> Layout:
-        lay = orig(self, k, w)
-        return edit(self, lay) if (k, w) == (ki, wi) else lay
+    for cls in (SramImages, StreamImages):
+        orig = cls.__dict__["layout"]
 
-    monkeypatch.setattr(SramImages, "layout", layout)
+        def layout(self: SramImages, k: int, w: int, orig=orig) -> Layout:  # noqa: ANN001
+            lay = orig(self, k, w)
+            return edit(self, lay) if (k, w) == (ki, wi) else lay
+
+        monkeypatch.setattr(cls, "layout", layout)
+
+
+def _patch_blob(monkeypatch: pytest.MonkeyPatch, fake: int, held: dict[str, int]) -> None:
+    """Blob `fake` reads as blob held["blob"] plus one, resident or streamed."""
+    from wsec.backends.sim_stream_pe import StreamImages
+
+    for cls in (SramImages, StreamImages):
+        orig = cls.__dict__["blob"]
+
+        def blob(self: SramImages, bi: int, orig=orig) -> np.ndarray:  # noqa: ANN001
+            return orig(self, held["blob"]) + 1 if bi == fake else orig(self, bi)
+
+        monkeypatch.setattr(cls, "blob", blob)
 
 
 @pytest.mark.parametrize("kind", ["conv", "matmul", "deconv", "norm", "gather", "resize"])
@@ -208,7 +272,7 @@ def _lane_into(p: Program, ki: int) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ZOO_KINDS)
 def test_dropped_lane_never_reaches_the_kernel(zoo: dict[str, Program], kind: str) -> None:
-    p, ki = _kernel(zoo, kind)
+    p, ki = _kernel(zoo, kind, routed=True)
     r = p.routes.copy()
     lane = _lane_into(p, ki)
     r["tx"][lane] &= ~np.uint8(PORT_BITS["RAMP"])
@@ -220,7 +284,7 @@ def test_dropped_lane_never_reaches_the_kernel(zoo: dict[str, Program], kind: st
 @pytest.mark.parametrize("kind", ZOO_KINDS)
 def test_misdirected_lane_is_an_error_at_that_pe(zoo: dict[str, Program], kind: str) -> None:
     """Lane 0 turns North where it should land in the kernel's core."""
-    p, ki = _kernel(zoo, kind)
+    p, ki = _kernel(zoo, kind, routed=True)
     r = p.routes.copy()
     lane = _lane_into(p, ki)
     land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
@@ -383,4 +447,152 @@ def test_fused_pool_window_beyond_its_row_group(zoo: dict[str, Program],
     monkeypatch.setattr(type(KINDS["conv"]), "pool_rows", shortened)
     with pytest.raises(SimError, match=rf"kernel '{k.name}' \(conv\): PE \(\d+, \d+\) pools "
                                        r"output row \d+ from conv rows"):
+        _run(p, ki)
+
+
+# --- the executors of the `ops` model's anchors ---------------------------------------------
+# key -> (anchor op, what else picks the kernel, the constant a fault corrupts, the output
+# element whose owner PE is corrupted (None: the first))
+OPS: dict[str, tuple[str, callable, str, tuple[int, ...] | None]] = {  # type: ignore[valid-type]
+    "lrn": ("LRN", lambda k: True, "", None),
+    "bn_train": ("BatchNormalization", lambda k: k.body[0]["attrs"].get("training_mode"), "sc",
+                 None),
+    "deconv_grouped": ("ConvTranspose", lambda k: k.body[0]["attrs"].get("group", 1) > 1, "wd",
+                       None),
+    "einsum_reduce": ("Einsum", lambda k: k.kind == "reduce", "", None),
+    "einsum_const": ("Einsum", lambda k: bool(k.weights), "we", None),
+    "einsum_act": ("Einsum", lambda k: k.kind == "matmul" and not k.weights, "", None),
+    "matmul_batched_b": ("MatMul", lambda k: True, "wb", None),  # run as an Einsum
+    "cumsum": ("CumSum", lambda k: True, "ax2", None),
+    "scatter_add": ("ScatterND", lambda k: True, "ind", None),
+    "scatter_mul": ("ScatterElements", lambda k: True, "ine", None),
+    "trilu": ("Trilu", lambda k: True, "tk", (0, 0, 2)),  # on the diagonal k = 1 moves past
+    "wgrad_tail": ("Conv", lambda k: k.kind == "conv_wgrad" and len(k.body) > 1, "kw", None),
+}
+
+
+def _op_kernel(zoo: dict[str, Program], key: str, model: str = "ops") -> tuple[Program, int]:
+    op, pick, _, _ = OPS[key]
+    p = zoo[model]
+    for ki, k in enumerate(p.kernels):
+        if k.body and k.body[0]["op"] == op and pick(k):
+            return p, ki
+    raise AssertionError(f"the ops zoo has no kernel for {key}")
+
+
+def test_ops_zoo_matches_onnxruntime(zoo: dict[str, Program], zoo_dir: pathlib.Path) -> None:
+    from wsec.run import onnx_reference
+
+    p = zoo["ops"]
+    x = random_inputs(p, 1)
+    got = simulate(p, x).outputs
+    want, _ = onnx_reference(str(zoo_dir / "ops.onnx"), x)
+    bad = [n for n in want if not compare(n, got[n], want[n]).ok]
+    assert not bad and set(want) == set(got), bad
+
+
+@pytest.mark.parametrize("key", sorted(OPS))
+def test_ops_dropped_lane(zoo: dict[str, Program], key: str) -> None:
+    p, ki = _op_kernel(zoo, key, "ops_routed")
+    r = p.routes.copy()
+    r["tx"][_lane_into(p, ki)] &= ~np.uint8(PORT_BITS["RAMP"])
+    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .* never reaches "
+                                       rf"'{p.kernels[ki].name}'; it ends at PE \("):
+        simulate(replace(p, routes=r), random_inputs(p))
+
+
+@pytest.mark.parametrize("key", sorted(OPS))
+def test_ops_misdirected_lane(zoo: dict[str, Program], key: str) -> None:
+    p, ki = _op_kernel(zoo, key, "ops_routed")
+    r = p.routes.copy()
+    lane = _lane_into(p, ki)
+    land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
+    r["tx"][land] = PORT_BITS["N"]
+    x, y = int(r["x"][land]), int(r["y"][land])
+    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .*PE \({x}, {y}\)"):
+        simulate(replace(p, routes=r), random_inputs(p))
+
+
+@pytest.mark.parametrize("key", sorted(k for k, v in OPS.items() if v[2]))
+def test_ops_corrupt_one_pe_shard(zoo: dict[str, Program], key: str,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PE owning an output element holds a wrong shard: that element
+    changes (or, for a constant every PE must hold alike, the copies
+    disagree and the error names the kernel)."""
+    p, ki = _op_kernel(zoo, key)
+    k = p.kernels[ki]
+    wi = k.weights.index(OPS[key][2])
+    res = simulate(p, random_inputs(p, 0), keep=True)
+    clean = res.kernel_io[k.name].outputs
+    out = k.outputs[0]
+    owner = np.broadcast_to(res.kernel_io[k.name].owner[out], clean[out].shape)
+    py, px = divmod(int(owner[OPS[key][3] or (0,) * owner.ndim]), k.unrotated_shape[0])
+    fake = 1 << 40  # no blob or streamed tile has this index
+    held: dict[str, int] = {}
+
+    def edit(self: SramImages, lay: Layout) -> Layout:
+        blob, code = lay.blob.copy(), lay.code.copy()
+        held["blob"] = int(blob[py, px])
+        blob[py, px], code[py, px] = fake, code.max() + 1
+        return Layout(blob, lay.start, lay.stop, code)
+
+    _patch_layout(monkeypatch, ki, wi, edit)
+    _patch_blob(monkeypatch, fake, held)
+    msg = _differs_or_raises(p, ki, clean)
+    if msg:
+        assert f"kernel '{k.name}'" in msg
+
+
+@pytest.mark.parametrize("key", ["bn_train", "einsum_const", "matmul_batched_b"])
+def test_ops_swap_two_pes_shards(zoo: dict[str, Program], key: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _op_kernel(zoo, key)
+    clean = _run(p, ki)
+    wi = p.kernels[ki].weights.index(OPS[key][2])
+
+    def edit(self: SramImages, lay: Layout) -> Layout:
+        blob, code = lay.blob.copy(), lay.code.copy()
+        flat = blob.reshape(-1)
+        b = next(i for i in range(flat.size) if flat[i] != flat[0]
+                 and self.blob(int(flat[i])).size == self.blob(int(flat[0])).size
+                 and not np.array_equal(self.blob(int(flat[i])), self.blob(int(flat[0]))))
+        for arr in (blob, code):
+            v = arr.reshape(-1)
+            v[0], v[b] = v[b], v[0]
+        return Layout(blob, lay.start, lay.stop, code)
+
+    _patch_layout(monkeypatch, ki, wi, edit)
+    _differs_or_raises(p, ki, clean)
+
+
+def _lrn_windows(monkeypatch: pytest.MonkeyPatch, edit: callable) -> None:  # type: ignore
+    fn = type(KINDS["norm"]).input_channels
+
+    def patched(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
+        return edit(fn, self, dims, knobs, group)
+
+    monkeypatch.setattr(type(KINDS["norm"]), "input_channels", patched)
+
+
+def test_lrn_shortened_channel_window(zoo: dict[str, Program],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channel group 1 keeps one neighbour channel less above its block."""
+    p, ki = _op_kernel(zoo, "lrn")
+    k = p.kernels[ki]
+    assert int(k.knobs["c"]) > 2
+    _lrn_windows(monkeypatch, lambda fn, self, d, kn, g: (
+        (fn(self, d, kn, g)[0], fn(self, d, kn, g)[1] - 1) if g == 1 else fn(self, d, kn, g)))
+    with pytest.raises(SimError) as ex:
+        _run(p, ki)
+    msg = str(ex.value)
+    assert f"kernel '{k.name}' (norm): PE (" in msg and "never arrived there" in msg
+    assert f"%{k.inputs[0]}[" in msg and " carries it" in msg and "channel group 1" in msg
+
+
+def test_lrn_swapped_channel_windows(zoo: dict[str, Program],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    p, ki = _op_kernel(zoo, "lrn")
+    k = p.kernels[ki]
+    _lrn_windows(monkeypatch, lambda fn, self, d, kn, g: fn(self, d, kn, {0: 2, 2: 0}.get(g, g)))
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(norm\): PE \(\d+, \d+\)"):
         _run(p, ki)

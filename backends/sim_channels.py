@@ -1,0 +1,154 @@
+"""Per-PE executors of the norms whose statistics cross PEs: LRN (across
+channels) and BatchNormalization in training mode (across the batch and
+the rows). Both run on NormKind's mapping (library_rowwise): PE index
+i = channel group i // (s r), row group i % (s r), laid out in columns.
+
+- LRN: PE (group g, row group) computes the outputs of its channels and
+  rows from the input channels it holds (`NormKind.input_channels`: its
+  block plus the window's neighbours); a window reaching a channel the
+  group does not hold is a SimError naming that PE, the element and the
+  lane that carried it.
+- BatchNormalization, training_mode = 1: every row group sums its rows of
+  each channel of its group; the s partials (sums, then sums of squared
+  deviations) are combined in PE order along the channel group's column,
+  giving the batch mean and population variance; each element is
+  normalised on its own PE with that PE's shard of scale and bias. The
+  running statistics (outputs 1, 2) end on the group's last row PE, from
+  that PE's shard of the running mean and variance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from wsec.ir.graph import Node
+from wsec.ir.kernels import KINDS
+
+from .sim_base import COMPUTE_DTYPE
+from .sim_inbox import read_error
+from .sim_pe import Env
+from .sim_tail import const_on_owners
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // max(b, 1))
+
+
+def _lin(env: Env, i: np.ndarray) -> np.ndarray:
+    """Linear offset (py * uw + px) of grouped-layout PE index i."""
+    uw, uh = env.k.unrotated_shape
+    return (i % uh) * uw + i // uh
+
+
+def _rows(x: np.ndarray) -> tuple[int, int, int, int]:
+    """(N, C, H, W'): the rows a norm splits are (N, H), W' the rest."""
+    N, C = x.shape[:2]
+    H = x.shape[2] if x.ndim >= 4 else 1
+    return N, C, H, int(np.prod(x.shape[2:], dtype=np.int64)) // H
+
+
+def _owner(env: Env, x: np.ndarray, cb: int, hb: int) -> np.ndarray:
+    """Owner PE of every element: channel group c // cb, row group (n H + h) // hb."""
+    k = env.k
+    N, C, H, _ = _rows(x)
+    rows = int(k.knobs["s"]) * int(k.knobs.get("r", 1))
+    g = (np.arange(N)[:, None] * H + np.arange(H)[None, :]) // hb  # [N, H]
+    own = _lin(env, (np.arange(C) // cb)[None, :, None] * rows + g[:, None, :])  # [N, C, H]
+    if x.ndim >= 4:
+        own = own.reshape(N, C, H, *(1,) * (x.ndim - 3))
+    elif x.ndim == 2:
+        own = own[:, :, 0]
+    return np.broadcast_to(own, x.shape)
+
+
+def lrn(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    k = env.k
+    x = env.get(node.inputs[0], node.name)
+    if node.op != "LRN" or x.ndim < 2 or not np.issubdtype(x.dtype, np.floating):
+        return False
+    N, C, H, _ = _rows(x)
+    size = int(node.attrs["size"])
+    alpha, beta = float(node.attrs.get("alpha", 1e-4)), float(node.attrs.get("beta", 0.75))
+    bias = float(node.attrs.get("bias", 1.0))
+    c, s = int(k.knobs["c"]), int(k.knobs["s"])
+    cb, hb = _cdiv(C, c), _cdiv(N * H, s)
+    lo = (size - 1) // 2
+    kind = KINDS[k.kind]
+    held = np.array([kind.input_channels(k.dims, k.knobs, g) for g in range(c)], np.int64)
+    ch = np.arange(C)
+    src = ch[:, None] - lo + np.arange(size)[None, :]  # [C, taps]: the window of each channel
+    valid = (src >= 0) & (src < C)
+    grp = ch // cb
+    outside = valid & ((src < held[grp, 0:1]) | (src >= held[grp, 1:2]))
+    if outside.any():
+        ci, t = (int(v) for v in np.argwhere(outside)[0])
+        g = int(grp[ci])
+        rows = s * int(k.knobs.get("r", 1))
+        py, px = divmod(int(_lin(env, np.array(g * rows))), k.unrotated_shape[0])
+        plane = int(np.prod(x.shape[2:], dtype=np.int64))
+        raise read_error(env.mem.p, env.ki, px, py, node.inputs[0], int(src[ci, t]) * plane,
+                         f"input channels {int(held[g, 0])}..{int(held[g, 1]) - 1} (its "
+                         f"channel group {g} and the LRN window's neighbours)",
+                         env.deliveries.get(node.inputs[0]))
+    sq = np.square(x.astype(np.float64))
+    win = np.zeros(x.shape, np.float64)
+    for t in range(size):  # each PE adds its window's taps in order
+        take = np.take(sq, np.clip(src[:, t], 0, C - 1), axis=1)
+        keep = valid[:, t].reshape(1, C, *(1,) * (x.ndim - 2))
+        win += np.where(keep, take, 0.0)
+    y = x / (bias + alpha / size * win) ** beta
+    env.store(node.outputs[0], y.astype(x.dtype))
+    env.owner[node.outputs[0]] = _owner(env, x, cb, hb)
+    stats["sharded_pes"] = c * s
+    stats["channels_held_max"] = int((held[:, 1] - held[:, 0]).max())
+    return True
+
+
+def batchnorm_train(env: Env, node: Node, stats: dict[str, int]) -> bool:
+    k = env.k
+    x = env.get(node.inputs[0], node.name)
+    if node.op != "BatchNormalization" or not node.attrs.get("training_mode", 0) or \
+            x.ndim < 2 or any(i not in k.weights for i in node.inputs[1:5]) or \
+            not np.issubdtype(x.dtype, np.floating):
+        return False
+    x = x.astype(COMPUTE_DTYPE, copy=False)
+    N, C, H, Wr = _rows(x)
+    c, s = int(k.knobs["c"]), int(k.knobs["s"])
+    cb, hb = _cdiv(C, c), _cdiv(N * H, s)
+    rows = N * H
+    x3 = x.reshape(N, C, H, Wr).transpose(1, 0, 2, 3).reshape(C, rows, Wr)
+
+    def combine(v: np.ndarray) -> np.ndarray:
+        """[C, rows, W'] -> per channel: each row group's partial, the s
+        partials added in PE order down the group's column."""
+        part = np.pad(v.sum(axis=2, dtype=COMPUTE_DTYPE), [(0, 0), (0, s * hb - rows)])
+        part = part.reshape(C, s, hb).sum(axis=2, dtype=COMPUTE_DTYPE)
+        acc = part[:, 0].copy()
+        for g in range(1, s):
+            acc = acc + part[:, g]
+        return acc
+
+    cnt = COMPUTE_DTYPE(rows * Wr)
+    mean = combine(x3) / cnt
+    dev = x3 - mean[:, None, None]
+    var = combine(dev * dev) / cnt
+    eps = COMPUTE_DTYPE(node.attrs.get("epsilon", 1e-5))
+    xhat = (dev / np.sqrt(var + eps)[:, None, None]).reshape(C, N, H, Wr).transpose(1, 0, 2, 3)
+    xhat = xhat.reshape(x.shape)
+    owner = _owner(env, x, cb, hb)
+    per_channel = (C,) + (1,) * (x.ndim - 2)
+    sc, b = (const_on_owners(env, k.weights.index(i), x.shape, owner, per_channel)
+             for i in node.inputs[1:3])
+    env.store(node.outputs[0], (xhat * sc + b).astype(COMPUTE_DTYPE))
+    env.owner[node.outputs[0]] = owner
+    # the running statistics end on each channel group's last row PE
+    last = _lin(env, (np.arange(C) // cb) * s * int(k.knobs.get("r", 1)) + (s - 1))
+    mom = COMPUTE_DTYPE(node.attrs.get("momentum", 0.9))
+    for o, inp, batch in zip(node.outputs[1:3], node.inputs[3:5], (mean, var), strict=False):
+        if not o:
+            continue
+        shape = env.shape_of(inp)
+        run = const_on_owners(env, k.weights.index(inp), (C,), last, (C,))
+        env.store(o, (run * mom + batch * (1 - mom)).reshape(shape))
+        env.owner[o] = last.reshape(shape)
+    stats["sharded_pes"] = c * s
+    return True

@@ -3,7 +3,7 @@
     python bench/fabric.py [--target wse2] [--models resnet50,vgg19] [--fixtures] [-p OPT]
 
 Per light model (and, with --fixtures, the GPT fixtures of bench/gen_gpt.py
-at small size): the kernels' bottleneck time Δt, the area bound, the
+and DenseNet-121 at 112 px): the kernels' bottleneck time Δt, the area bound, the
 busiest link including the RAMPs, realised cycles per sample (the larger of
 Δt and that link) over the bound, colors at the busiest PE, routed
 wirelength, the router's negotiation rounds, and compile seconds. A row
@@ -37,6 +37,10 @@ FIXTURES = {
 }
 
 
+# light models at another input size: (row name, model, input name, shape)
+RESIZED = [("densenet121_112", "densenet121", "data_0", [1, 3, 112, 112])]
+
+
 def _fixtures(d: str) -> list[tuple[str, str]]:
     sys.path.insert(0, str(HERE))
     import gen_gpt
@@ -47,6 +51,11 @@ def _fixtures(d: str) -> list[tuple[str, str]]:
         gen_gpt.make_gpt(path, **kw)
         out.append((name, path))
     return out
+
+
+def _resized() -> list[tuple[str, str, dict[str, list[int]]]]:
+    return [(name, str(LIGHT / f"light_{model}.onnx"), {inp: shape})
+            for name, model, inp, shape in RESIZED]
 
 
 def main() -> int:
@@ -66,13 +75,14 @@ def main() -> int:
     print(hdr)
     print("-" * len(hdr))
     with tempfile.TemporaryDirectory() as d:
-        models = [(n, str(LIGHT / f"light_{n}.onnx")) for n in names]
+        models = [(n, str(LIGHT / f"light_{n}.onnx"), {}) for n in names]
         if a.fixtures:
-            models += _fixtures(d)
-        for name, path in models:
+            models += [(n, p, {}) for n, p in _fixtures(d)] + _resized()
+        for name, path, shapes in models:
             t0 = time.perf_counter()
             try:
                 res = compile_model(path, CompileOptions(target=a.target, mode="pipeline",
+                                                         input_shapes=shapes,
                                                          pass_options=a.passes))
             except WsecError as e:
                 print(f"{name:<16}  not compiled: {str(e)[:110]}")

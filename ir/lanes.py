@@ -133,15 +133,16 @@ class Expanded:
 
 
 def expand(b: Bundle, source_host: bool = False, sink_host: bool = False,
-           only: np.ndarray | None = None) -> Expanded:
+           only: np.ndarray | None = None, checked: bool = False) -> Expanded:
     """Every PE every lane of `b` passes, with what it receives and sends
     (`only`: just those lanes, e.g. a sample to estimate a cost).
 
     A lane starts at a PE receiving from RAMP (its source core), or from the
     host port when `source_host`; it ends at its landing PE sending to RAMP
     (the sink core) and on through `reach` more PEs, or to the host port when
-    `sink_host`."""
-    check(b)
+    `sink_host`. `checked`: the caller has checked the bundle (skip `check`)."""
+    if not checked:
+        check(b)
     dirs = segment_dirs(b.path)
     pts = waypoints(b)
     lane_ids = np.arange(b.lanes, dtype=np.int64)

@@ -53,6 +53,7 @@ from wsec.ir.sizing import kernel_shape, set_choice
 from wsec.ir.target import Target
 from wsec.ir.training import is_training, placement_order
 
+from . import place_congestion as congestion
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
 from .place_shelf import MAX_STACK, shelf_pack
@@ -93,10 +94,11 @@ class _Packer:
     """Packs the module's kernels at a given bottleneck time (or as sized)."""
 
     def __init__(self, module: Module, target: Target, hooks: _Hooks, effort: str, seed: int,
-                 objective: str, flow: bool = False) -> None:
+                 objective: str, flow: bool = False, shelves_only: bool = False) -> None:
         self.module, self.target, self.hooks = module, target, hooks
         self.effort, self.seed, self.objective = effort, seed, objective
         self.flow = flow
+        self.shelves_only = shelves_only  # dataflow-ordered shelves, never the front packer
         self.kernels = list(module.kernels())
         self.current = np.array([kernel_shape(k, target) for k in self.kernels],
                                 dtype=np.int64).reshape(-1, 2)
@@ -152,7 +154,7 @@ class _Packer:
                 found.append(_Layout(t or 0, ch, rects, rot, f"shelf{stack}"))
                 if not full:
                     return found[0]
-        front = self._front(t) if full or not found else None
+        front = self._front(t) if (full or not found) and not self.shelves_only else None
         if front is not None:
             found.append(front)
         if not found:
@@ -331,6 +333,8 @@ class Place(Pass):
             raise LayoutInfeasible(f"place: the {len(packer.kernels)} kernels do not fit the "
                                    f"{target.width}x{target.height} grid at any size; use a "
                                    f"larger grid")
+        if want_flow and lay.how != "flow" and self.objective == "bytes":  # a routed module
+            lay = self._routable(module, target, hooks, lay, deadline, ctx)
         _apply(module, lay)
         if lay.how != "flow":  # moving rectangles would turn flow shelves away from each other
             self._refine(module, target, lay, limit, start, ctx)
@@ -339,6 +343,35 @@ class Place(Pass):
         module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))
         module.attrs["wirelength"] = int(round(placed_wirelength(module, ctx.fabric)))
         module.attrs["pes_used"] = int(sum(k.rect.area for k in ks if k.rect))
+
+    def _routable(self, module: Module, target: Target, hooks: _Hooks, lay: _Layout,
+                  deadline: float | None, ctx: PassContext) -> _Layout:
+        """The dense layout, or dataflow-ordered shelves at a slower Δt when
+        their estimated realised cycles per sample (the larger of Δt and the
+        busiest link, place_congestion) are fewer: the front packer fits at
+        the smallest Δt by scattering kernels, and its long bundles can
+        load links many times Δt or need more colors than there are."""
+        prob = build_problem(module, np.array([r[2:] for r in lay.rects], dtype=np.int64),
+                             target.width, target.height, self.objective)
+        wb = target.wavelet_bytes
+        est = congestion.realised(prob, list(lay.rects), lay.t, wb)
+        if est <= lay.t or lay.how.startswith("shelf") or hooks.shapes is None:
+            return lay
+        packer = _Packer(module, target, hooks, self.effort, self.seed, self.objective,
+                         shelves_only=True)
+        alt = packer.at(lay.t, full=False) or _search(packer, lay.t, _SEARCH_STEPS[self.effort],
+                                                       deadline)
+        if alt is None or alt.t >= est:
+            return lay
+        alt = packer.at(alt.t) or alt  # every shelf variant at that time: the shortest wires
+        alt_est = congestion.realised(prob, list(alt.rects), alt.t, wb)
+        if alt_est >= est:
+            return lay
+        ctx.notes.append(f"place: shelves of stacked kernels in dataflow order at a bottleneck "
+                         f"of {alt.t} cycles instead of the {lay.how} packing at {lay.t}: "
+                         f"realised cycles per sample estimated at {alt_est:.4g} against "
+                         f"{est:.4g} (busiest link, place_congestion)")
+        return alt
 
     def _refine(self, module: Module, target: Target, lay: _Layout, limit: float | None,
                 start: float, ctx: PassContext) -> None:

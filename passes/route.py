@@ -35,6 +35,7 @@ the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -117,7 +118,8 @@ class _Negotiator:
         only = None
         if sample and b.lanes > _SAMPLE:
             only = np.unique(np.linspace(0, b.lanes - 1, _SAMPLE).astype(np.int64))
-        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST, only=only)
+        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST, only=only,
+                    checked=True)  # candidates are checked when drawn up (_finish)
         W, H = self.W, self.H
         links, lanes = [], []
         for d, p in _PLANES.items():
@@ -562,14 +564,15 @@ class Route(Pass):
         best: _Attempt | None = None
         known = _Candidates(fabric, corridors, sum(len(dict.fromkeys(e.dsts))
                                                    for e in module.edges))
+        base = requests(module, fabric)  # each attempt deals slots on a copy
         for headroom in (AUTO_HEADROOMS if self.headroom == 0.0 else (self.headroom,)):
             if best is not None and (not best.colored or best.score[1] <= 1.0 or (
                     deadline is not None and time.perf_counter() > deadline)):
                 break  # wider bundles only crowd more; the links already keep up; no time
-            got = _attempt(module, fabric, cap, corridors, headroom, self.iterations,
+            got = _attempt(base, fabric, cap, corridors, headroom, self.iterations,
                            self.colors_soft, deadline, known=known)
             if got.neg.parted:  # again, the crossing siblings on slots of their own
-                again = _attempt(module, fabric, cap, corridors, headroom, self.iterations,
+                again = _attempt(base, fabric, cap, corridors, headroom, self.iterations,
                                  self.colors_soft, deadline, got.neg.parted, known)
                 got = again if again.score < got.score else got
             if best is None or got.score < best.score:
@@ -586,7 +589,7 @@ class Route(Pass):
                 break
             tried |= set(move)
             try:
-                got = _attempt(module, fabric, cap, corridors, best.headroom, self.iterations,
+                got = _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
                                self.colors_soft, deadline, best.solo, known,
                                {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()},
                                best.warm(), {**moved, **move})
@@ -660,13 +663,13 @@ def _loads(module: Module, got: _Attempt, fabric: Fabric) -> np.ndarray:
     return link_loads(route_arrays(module), fabric).transpose(2, 0, 1).ravel()
 
 
-def _attempt(module: Module, fabric: Fabric, cap: int, corridors: list[int], headroom: float,
-             iterations: int, colors_soft: int, deadline: float | None,
+def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int],
+             headroom: float, iterations: int, colors_soft: int, deadline: float | None,
              solo: set[tuple[int, str]] | None = None, known: _Candidates | None = None,
              wider: dict[tuple[int, str], int] | None = None,
              warm: dict[tuple, Bundle] | None = None,
              moved: dict[tuple[int, str], int] | None = None) -> _Attempt:
-    reqs = requests(module, fabric)
+    reqs = copy.deepcopy(base)  # one deep copy: requests keep sharing their ports
     for r in reqs:
         r.solo = (r.edge, r.sink) in (solo or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
@@ -683,16 +686,23 @@ def _attempt(module: Module, fabric: Fabric, cap: int, corridors: list[int], hea
 
 def _color_error(module: Module, neg: _Negotiator, colors: list[int],
                  fabric: Fabric) -> LayoutInfeasible:
-    i = next(j for j, c in enumerate(colors) if c < 0)
-    r = neg.reqs[i]
-    e = module.edges[r.edge]
     pe = int(np.argmax(neg.pe_cnt))
     y, x = divmod(pe, fabric.width)
+    # name a bundle left without a color at the busiest PE (where the colors
+    # run out), and which edges crowd it
+    there = [j for j, rt in enumerate(neg.routes) if rt is not None and bool((rt.pes == pe).any())]
+    short = [j for j, c in enumerate(colors) if c < 0]
+    i = next((j for j in short if j in there), short[0])
+    r = neg.reqs[i]
+    e = module.edges[r.edge]
+    crowd = list(dict.fromkeys(f"%{module.edges[neg.reqs[j].edge].value}" for j in there))
+    more = f" and {len(crowd) - 4} more" if len(crowd) > 4 else ""
     return LayoutInfeasible(
         f"edge %{e.value} from '{e.src}' to '{r.sink}' cannot be routed: its bundle needs a "
         f"color beyond the {fabric.usable_colors - INTERNAL_COLORS} left for bundles; the "
-        f"busiest PE ({x}, {y}) is crossed by {int(neg.pe_cnt[pe])} bundles; use a larger grid "
-        "(--grid) or target so that kernels spread out, or reduce fan-out there")
+        f"busiest PE ({x}, {y}) is crossed by {int(neg.pe_cnt[pe])} bundles (of "
+        f"{', '.join(crowd[:4])}{more}); use a larger grid (--grid) or target so that kernels "
+        "spread out, or reduce fan-out there")
 
 
 def _check_rects(module: Module) -> None:

@@ -563,44 +563,36 @@ MAX_CANDIDATES = 96  # pattern routes the router prices per request (the shortes
 CANDIDATE_BUDGET = 20_000  # ... and in all, so that time and memory stay linear in edges
 
 
+# a shape drawn up: (the sink slot it lands on, lane axis at the source, lane 0's path)
+_Raw = tuple[int, Vec, list[Vec]]
+
+
 def candidates(r: Request, fabric: Fabric, corridors: list[int],
                enough: int = MAX_CANDIDATES) -> list[Bundle]:
-    """Valid pattern routes for request `r` (lanes inside the grid): straight
-    runs wherever the two sides face each other (the negotiation picks which
-    rows), then every pattern from the request's own slots."""
-    out: list[Bundle] = []
+    """The `enough` shortest valid pattern routes for request `r` (lanes
+    inside the grid), shortest first: straight runs wherever the two sides
+    face each other (the negotiation picks which rows), then every pattern
+    from the request's own slots; detours through corridors only when those
+    leave fewer than `enough`. Shapes are drawn up cheaply and checked
+    (_finish, the costly part) in order of length until `enough` pass."""
     e, n = r.src.normal, r.dst.normal
     own = (r.src_slot, r.dst_slot)
+    raw: list[_Raw] = []
     for a, b in _straight_windows(r):
         r.src_slot, r.dst_slot = a, b
         for flip in (False, True):
             p0, axis, _ = _lane_ends(r, flip)
             for land_end in (0, r.lanes - 1):
-                bnd = _finish(r, axis, [p0, r.dst.pe(r.dst_slot + land_end)])
-                if bnd is not None:
-                    out.append(bnd)
+                raw.append((b, axis, [p0, r.dst.pe(r.dst_slot + land_end)]))
     r.src_slot, r.dst_slot = own
     # the request's own slots, and the source window slid along its share
     sa, sl = r.share.get("src", (0, r.src.length))
     if r.src.owner == HOST:
         sa, sl = 0, r.src.length
     windows = dict.fromkeys([own[0], sa, sa + max(0, sl - r.lanes), sa + max(0, sl - r.lanes) // 2])
-    seen: set[tuple] = set()
-    uniq: list[Bundle] = []
 
-    def keep(found: list[Bundle]) -> None:
-        for b in found:
-            key = (b.axis, b.path)
-            if key not in seen and _inside(b, fabric):
-                seen.add(key)
-                uniq.append(b)
-
-    keep(out)
-    # shortest shapes first (straight, Z, L, U); detours through corridors only
-    # when those leave fewer than `enough` (the router keeps the shortest)
-    for use_corridors in (False, True):
-        if use_corridors and len(uniq) >= enough:
-            break
+    def shapes(use_corridors: bool) -> list[_Raw]:
+        out: list[_Raw] = []
         for a in windows:
             r.src_slot = a
             for flip in (False, True):
@@ -610,9 +602,52 @@ def candidates(r: Request, fabric: Fabric, corridors: list[int],
                     across = 1 if e[0] else 0  # corridors run across e's axis
                     near = (_near(corridors, [p0[across], q[across]]) if use_corridors
                             else [])
-                    keep(_shapes(r, axis, p0, q, e, n, near))
+                    out += [(own[1], axis, path) for path in _shapes(r, p0, q, e, n, near)]
+        r.src_slot = own[0]
+        return out
+
+    try:
+        found = _shortest_valid(r, fabric, [], raw + shapes(False), enough)
+        if len(found) < enough:
+            found = _shortest_valid(r, fabric, found, shapes(True), enough)
+    finally:
         r.src_slot, r.dst_slot = own
-    return uniq
+    return [b for _, _, b in found]
+
+
+def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundle]],
+                    raw: list[_Raw], enough: int) -> list[tuple[int, int, Bundle]]:
+    """`kept` (valid routes as (length, order, bundle)) and the valid ones of
+    `raw`, distinct, the `enough` shortest; ties in the order drawn up.
+    Checks shapes in order of length and stops at `enough`."""
+    items: list[tuple[int, int, Bundle | None, _Raw | None]] = [
+        (ln, k, b, None) for ln, k, b in kept]
+    base = 1 + max((k for _, k, _ in kept), default=-1)
+    for k, shape in enumerate(raw):  # repeated waypoints add nothing to the length
+        items.append((_length(shape[2]), base + k, None, shape))
+    items.sort(key=lambda t: (t[0], t[1]))
+    out: list[tuple[int, int, Bundle]] = []
+    seen: set[tuple] = set()
+    for ln, k, b, shape in items:
+        if len(out) >= enough:
+            break
+        if shape is not None:
+            slot, axis, path = shape
+            path = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
+            if (axis, tuple(path)) in seen:
+                continue
+            r.dst_slot = slot
+            b = _finish(r, axis, path)
+            if b is None or not _inside(b, fabric):
+                continue
+        assert b is not None
+        seen.add((b.axis, b.path))
+        out.append((ln, k, b))
+    return out
+
+
+def _length(path: list[Vec]) -> int:
+    return sum(abs(b[0] - a[0]) + abs(b[1] - a[1]) for a, b in zip(path, path[1:], strict=False))
 
 
 def _inside(b: Bundle, fabric: Fabric) -> bool:
@@ -635,11 +670,12 @@ def _between(a: int, b: int, L: int) -> list[int]:
     return sorted({lo + 1 + room, hi - 1 - room, (lo + hi) // 2} & set(range(lo + 1, hi)))
 
 
-def _shapes(r: Request, axis: Vec, p0: Vec, q: Vec, e: Vec, n: Vec,
-            corridors: list[int]) -> list[Bundle]:
-    """Lane-0 paths from p0 (leaving along e) to q (arriving along n)."""
+def _shapes(r: Request, p0: Vec, q: Vec, e: Vec, n: Vec,
+            corridors: list[int]) -> list[list[Vec]]:
+    """Lane-0 paths from p0 (leaving along e) to q (arriving along n), not
+    yet checked (_finish)."""
     L = r.lanes
-    out: list[Bundle | None] = []
+    out: list[list[Vec]] = []
     ea = 0 if e[0] else 1  # the coordinate that moving along e changes
     oa = 1 - ea
     se = e[ea]
@@ -649,27 +685,26 @@ def _shapes(r: Request, axis: Vec, p0: Vec, q: Vec, e: Vec, n: Vec,
 
     steps = (1 + L, 2 + 2 * L, 3 + 3 * L, 2)
     if e == n:
-        out.append(_finish(r, axis, [p0, q]))  # straight
+        out.append([p0, q])  # straight
         for j in _between(p0[ea], q[ea], L):  # a Z: one jog between the ends
-            out.append(_finish(r, axis, [p0, pt(j, p0[oa]), pt(j, q[oa]), q]))
+            out.append([p0, pt(j, p0[oa]), pt(j, q[oa]), q])
         for c in corridors:  # around: ahead, a corridor across, back behind the sink, in
             for t1 in steps:
                 for t2 in steps:
                     j1, j2 = p0[ea] + se * t1, q[ea] - se * t2
-                    out.append(_finish(r, axis, [p0, pt(j1, p0[oa]), pt(j1, c), pt(j2, c),
-                                                 pt(j2, q[oa]), q]))
+                    out.append([p0, pt(j1, p0[oa]), pt(j1, c), pt(j2, c), pt(j2, q[oa]), q])
     elif e == (-n[0], -n[1]):  # a U: out, across, back in (a jog beyond both ends)
         edge = max(p0[ea], q[ea]) if se > 0 else min(p0[ea], q[ea])
         for t in steps:
             j = edge + se * t
-            out.append(_finish(r, axis, [p0, pt(j, p0[oa]), pt(j, q[oa]), q]))
+            out.append([p0, pt(j, p0[oa]), pt(j, q[oa]), q])
     else:  # e and n cross: an L, or out, across, along, in
         na = oa
         sn = n[na]
-        out.append(_finish(r, axis, [p0, pt(q[ea], p0[oa]), q]))
+        out.append([p0, pt(q[ea], p0[oa]), q])
         js = [p0[ea] + se * t for t in steps] + _between(p0[ea], q[ea], L)
         cs = [q[na] - sn * t for t in steps] + list(corridors)
         for j in js:
             for c in cs:
-                out.append(_finish(r, axis, [p0, pt(j, p0[oa]), pt(j, c), pt(q[ea], c), q]))
-    return [b for b in out if b is not None]
+                out.append([p0, pt(j, p0[oa]), pt(j, c), pt(q[ea], c), q])
+    return out

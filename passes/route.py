@@ -588,17 +588,15 @@ class Route(Pass):
             if not (more or move) or (deadline is not None and time.perf_counter() > deadline):
                 break
             tried |= set(move)
+            ask = {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()}
             try:
                 got = _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
-                               self.colors_soft, deadline, best.solo, known,
-                               {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()},
-                               best.warm(), {**moved, **move})
+                               self.colors_soft, deadline, best.solo, known, ask, best.warm(),
+                               {**moved, **move})
             except LayoutInfeasible:  # the moved bundle has no pattern route on its new sides
                 got = None
             if got is not None and got.score < best.score:
-                best = got
-                wider = {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()}
-                moved = {**moved, **move}
+                best, wider, moved = got, ask, {**moved, **move}
             else:  # widening did not help: move bundles instead
                 widen = False
         if not best.colored:

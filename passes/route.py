@@ -282,20 +282,6 @@ class _Negotiator:
             return out, {}
         r = self.reqs[max(stuck)[1]]
         return out, {(r.edge, r.sink): r.choice + 1}
-        for i, rt in enumerate(self.routes):
-            if rt is None:
-                continue
-            load = occ[rt.links]
-            hot = load >= 0.99 * top  # the busiest links: they set throughput
-            if not hot.any():
-                continue
-            room = self.cap - float((load[hot] - self.lane_load[i]).max())
-            r = self.reqs[i]
-            if room >= 1:
-                lanes = -(-r.wavelets // int(room))
-                if lanes > r.lanes:
-                    out[(r.edge, r.sink)] = lanes
-        return out
 
     def run(self, iterations: int, deadline: float | None,
             warm: dict[tuple, Bundle] | None = None) -> list[dict[str, float]]:

@@ -167,18 +167,7 @@ def test_unplaced_kernel_is_an_error() -> None:
 
 
 def test_dense_block_graph_routes() -> None:
-    rng = np.random.default_rng(3)
-    m = fk.sized("big")
-    m.add_value("x", TensorType("f32", (1, 64)))
-    m.inputs = ["x"]
-    prev = ["x"]
-    for i in range(60):  # dense-block-like: each kernel reads up to 4 of the last 12 values
-        pool = prev[-12:]
-        ins = list(dict.fromkeys(prev[-1:] + list(rng.choice(pool, min(3, len(pool))))))
-        fk.box(m, f"k{i}", ins, f"v{i}", int(rng.integers(10, 30)), int(rng.integers(10, 30)))
-        prev.append(f"v{i}")
-    m.outputs = [prev[-1]]
-    fk.connect(m)
+    m = _dense_block(60)
     t = get_target("wse2")
     Place().run(m, PassContext(t))
     assert len(m.edges) >= 60
@@ -376,12 +365,13 @@ def test_widen_only_the_bundles_on_the_busiest_link() -> None:
 
 
 def _dense_block(n: int = 40) -> Module:
+    """Dense-block-like: each kernel reads up to 4 of the last 12 values."""
     rng = np.random.default_rng(3)
     m = fk.sized("big")
     m.add_value("x", TensorType("f32", (1, 64)))
     m.inputs = ["x"]
     prev = ["x"]
-    for i in range(n):  # each kernel reads up to 4 of the last 12 values
+    for i in range(n):
         pool = prev[-12:]
         ins = list(dict.fromkeys(prev[-1:] + list(rng.choice(pool, min(3, len(pool))))))
         fk.box(m, f"k{i}", ins, f"v{i}", int(rng.integers(10, 30)), int(rng.integers(10, 30)))

@@ -281,10 +281,9 @@ def test_dropped_lane_never_reaches_the_kernel(zoo: dict[str, Program], kind: st
         simulate(replace(p, routes=r), random_inputs(p))
 
 
-@pytest.mark.parametrize("kind", ZOO_KINDS)
-def test_misdirected_lane_is_an_error_at_that_pe(zoo: dict[str, Program], kind: str) -> None:
-    """Lane 0 turns North where it should land in the kernel's core."""
-    p, ki = _kernel(zoo, kind, routed=True)
+def _misdirect_lane_0(p: Program, ki: int) -> None:
+    """Lane 0 into kernel ki turns North where it should land in the core:
+    the simulator names that lane and the PE."""
     r = p.routes.copy()
     lane = _lane_into(p, ki)
     land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
@@ -292,6 +291,12 @@ def test_misdirected_lane_is_an_error_at_that_pe(zoo: dict[str, Program], kind: 
     x, y = int(r["x"][land]), int(r["y"][land])
     with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .*PE \({x}, {y}\)"):
         simulate(replace(p, routes=r), random_inputs(p))
+
+
+@pytest.mark.parametrize("kind", ZOO_KINDS)
+def test_misdirected_lane_is_an_error_at_that_pe(zoo: dict[str, Program], kind: str) -> None:
+    """Lane 0 turns North where it should land in the kernel's core."""
+    _misdirect_lane_0(*_kernel(zoo, kind, routed=True))
 
 
 # --- wsec run --per-kernel ----------------------------------------------------------------
@@ -503,14 +508,7 @@ def test_ops_dropped_lane(zoo: dict[str, Program], key: str) -> None:
 
 @pytest.mark.parametrize("key", sorted(OPS))
 def test_ops_misdirected_lane(zoo: dict[str, Program], key: str) -> None:
-    p, ki = _op_kernel(zoo, key, "ops_routed")
-    r = p.routes.copy()
-    lane = _lane_into(p, ki)
-    land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
-    r["tx"][land] = PORT_BITS["N"]
-    x, y = int(r["x"][land]), int(r["y"][land])
-    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .*PE \({x}, {y}\)"):
-        simulate(replace(p, routes=r), random_inputs(p))
+    _misdirect_lane_0(*_op_kernel(zoo, key, "ops_routed"))
 
 
 @pytest.mark.parametrize("key", sorted(k for k, v in OPS.items() if v[2]))

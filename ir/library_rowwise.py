@@ -7,7 +7,9 @@ not to be confused with weight streaming, the execution mode.)
 These hold no large weights; their time is set by how many elements each PE
 touches and by the fabric (one 32-bit wavelet per cycle into a PE). Kinds
 with one knob `p` spread their elements over a near-square rectangle of p
-PEs (a square keeps the fan-in/fan-out routes short on both axes).
+PEs (a square keeps the fan-in/fan-out routes short on both axes), except
+data movement: its PEs compute nothing and share no input, so its time is
+its lanes (one per PE row) and it stands in columns as high as allowed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .library_common import (
     grouped_layout,
     is_const,
     itemsize,
+    lane_cycles,
     squarish,
     vtype,
 )
@@ -45,6 +48,10 @@ DATAMOVE_OPS = frozenset({
     "Slice", "Split", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Identity",
     "ScatterND", "ScatterElements",
 })
+# a data-movement kernel's lanes are sized for this many times their load
+# (DatamoveKind): the links beside its column keep room for the bundles
+# that converge on it
+LANE_HEADROOM = 2
 # the ops of a LayerNorm as older exporters decompose it (see form-kernels)
 DECOMPOSED_LN = frozenset({"ReduceMean", "Sub", "Pow", "Mul", "Add", "Sqrt", "Div",
                            "Reciprocal"})
@@ -202,7 +209,19 @@ class DatamoveKind(_SpreadKind):
     forwards ceil(E/p) elements, one wavelet per element per cycle; the
     permutation is in the routes. dims: E = largest tensor touched, I
     activation inputs, P constant elements (shape tensors, gather tables;
-    replicated on every PE)."""
+    replicated on every PE).
+
+    The p PEs stand in columns as high as allowed (`grouped_layout`), not in
+    a square: the kernel's inputs and outputs move one lane per PE row
+    (lane_cycles), so a concatenation of large feature maps needs hundreds
+    of rows at the target time but only a few PEs per row; a square of that
+    height would waste all but a column of it (DenseNet's concatenations
+    took a third of the grid). Its lanes are counted LANE_HEADROOM times
+    (sized to run at most half loaded): its column is where the bundles of
+    its several producers converge, and bundles laid beside them on the
+    way share their links; a column costs so few PEs that the margin is
+    nearly free, where lanes sized to the last wavelet made those links
+    the layout's bottleneck."""
 
     name = "datamove"
     description = "data movement over p PEs"
@@ -215,9 +234,10 @@ class DatamoveKind(_SpreadKind):
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         p = kn["p"]
         n = cdiv(d["E"], p)
-        w, h = squarish(p, target)
+        w, h = grouped_layout(p, target)
         sram = CODE_BYTES + n * itemsize(target) + d["P"] * itemsize(target)
-        return w, h, n + KERNEL_OVERHEAD, sram
+        lanes = LANE_HEADROOM * lane_cycles(d, h, target)
+        return w, h, np.maximum(n + KERNEL_OVERHEAD, lanes), sram
 
 
 class SoftmaxKind(_SpreadKind):

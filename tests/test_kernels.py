@@ -313,3 +313,27 @@ def test_lane_cycles_count_whole_rows_per_bundle() -> None:
     assert four == -(-one * 6 // 3)
     out = int(lane_cycles({"Oe": 6000, "On": 2}, np.array(6), t))
     assert out == -(-one * 6 // 5)
+
+
+def test_datamove_stands_in_columns_so_its_lanes_cost_few_pes() -> None:
+    """A concatenation's time is its lanes, one per PE row: its PEs stand in
+    columns as high as allowed (at most MAX_COLUMN), so the rows its lanes
+    need at a time t cost a column of PEs, not a square of that height; the
+    lanes are sized to run at most 1 / LANE_HEADROOM loaded."""
+    from wsec.ir.library_common import MAX_COLUMN, lane_cycles
+    from wsec.ir.library_rowwise import LANE_HEADROOM
+    from wsec.ir.sizing import min_area_at
+
+    k = KINDS["datamove"]
+    assert k.shape(MOVE, {"p": 300}, WSE2) == (1, 300)
+    assert k.shape(MOVE, {"p": 1200}, WSE2) == (3, MAX_COLUMN)
+    # DenseNet-121's largest concatenation: 702,464 elements in, two sinks out
+    cat = dict(E=702464, I=2, P=0, Ie=702464, Oe=2 * 702464, In=2, On=2)
+    t = 7232
+    fast = [c for c in k.choices(cat, WSE2) if c.cycles <= t]
+    best = min(fast, key=lambda c: c.area)
+    assert best.area == min_area_at(k.choices(cat, WSE2), t)
+    full = next(h for h in range(1, 994) if int(lane_cycles(cat, np.array(h), WSE2)) <= t)
+    assert best.w == 1 and LANE_HEADROOM * (full - 2) <= best.h <= LANE_HEADROOM * full
+    assert LANE_HEADROOM * int(lane_cycles(cat, np.array(best.h), WSE2)) <= t
+    assert k.cycles(cat, {"p": best.h}, WSE2) <= t < k.cycles(cat, {"p": best.h - 1}, WSE2)

@@ -6,7 +6,7 @@ tiles a large constant over its rectangle (an attention mask), a PE owns
 instead the elements whose constant entries its tile holds. Every element
 is computed by its owner from its own SRAM shard (sim_tail).
 
-Data movement (DatamoveKind): each of p PEs owns a block of every output and
+Data movement (DatamoveKind): each of its p = c x h PEs owns a block of every output and
 forwards elements of the inputs ("the permutation is in the routes"). Which
 input element each output element copies is found by running the body on
 index tensors (every input element tagged with its input and position), so
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import Node
+from wsec.ir.library_rowwise import DatamoveKind
 
 from .sim_base import SimError
 from .sim_pe import Env, run_op
@@ -175,7 +176,7 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
                            "elements; the binary's description of the kernel is inconsistent")
         dt = np.result_type(*(env.vals[a].dtype for a in traced))
         out = _resolve(env, traced, t, dt)
-        p = max(1, int(k.knobs.get("p", 1)))
+        p = max(1, DatamoveKind.pes(k.knobs))
         owner = np.arange(t.size, dtype=np.int64) // -(-t.size // p)
         if o in merges:
             where, upd, fn = merges[o]

@@ -24,6 +24,7 @@ from .library_common import (
     CODE_BYTES,
     ELEMENTWISE_OPS,
     KERNEL_OVERHEAD,
+    MAX_COLUMN,
     OP_COST,
     ROW_OVERHEAD,
     LibraryKind,
@@ -202,42 +203,54 @@ class ElementwiseKind(_SpreadKind):
         return tuple(full)
 
 
-class DatamoveKind(_SpreadKind):
+class DatamoveKind(LibraryKind):
     """Ops that only move data (Reshape, Flatten, Concat, Transpose, Cast,
     Slice, Split, Pad, Expand, Tile, DepthToSpace, ...; a chain of them fuses;
-    multi-output ops like Split export each output). Each of p PEs buffers and
-    forwards ceil(E/p) elements, one wavelet per element per cycle; the
-    permutation is in the routes. dims: E = largest tensor touched, I
+    multi-output ops like Split export each output). Each of its p PEs
+    buffers and forwards ceil(E/p) elements, one wavelet per element per
+    cycle; the permutation is in the routes. dims: E = largest tensor touched, I
     activation inputs, P constant elements (shape tensors, gather tables;
     replicated on every PE).
 
-    The p PEs stand in columns as high as allowed (`grouped_layout`), not in
-    a square: the kernel's inputs and outputs move one lane per PE row
-    (lane_cycles), so a concatenation of large feature maps needs hundreds
-    of rows at the target time but only a few PEs per row; a square of that
-    height would waste all but a column of it (DenseNet's concatenations
-    took a third of the grid). Its lanes are counted LANE_HEADROOM times
-    (sized to run at most half loaded): its column is where the bundles of
-    its several producers converge, and bundles laid beside them on the
-    way share their links; a column costs so few PEs that the margin is
-    nearly free, where lanes sized to the last wavelet made those links
-    the layout's bottleneck."""
+    Knobs c and h: its p = c x h PEs stand in c columns of h rows (at most
+    MAX_COLUMN), not in a near-square: the kernel's inputs and outputs move
+    one lane per PE row (lane_cycles), so a concatenation of large feature
+    maps needs hundreds of rows at the target time but only a few PEs per
+    row, and a square of that height would waste all but a column of it
+    (DenseNet-121's concatenations took a third of the grid). A kernel
+    whose PE count is set by its elements or its SRAM has shapes from one
+    column to wide and low at about that count, for the placer to pack.
+    Its lanes are counted LANE_HEADROOM times (sized to run at most half
+    loaded): its column is where the bundles of its several producers
+    converge, and bundles laid beside them share their links; a column
+    costs so few PEs that the margin is nearly free, where lanes sized to
+    the last wavelet made those links the layout's bottleneck."""
 
     name = "datamove"
-    description = "data movement over p PEs"
+    knob_names = ("c", "h")
+    description = "data movement over c columns of h PEs"
     ops = DATAMOVE_OPS
 
     def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
         acts, consts, _ = _external(body, values)
         return {"E": _max_numel(body, values, acts), "I": len(acts), "P": consts}
 
+    def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
+        return {"c": candidates(dims["E"], target.width),
+                "h": candidates(dims["E"], min(MAX_COLUMN, target.height))}
+
+    @staticmethod
+    def pes(knobs: Knobs) -> int:
+        """The PEs the elements are dealt over: PE i (offset py * c + px)
+        forwards elements [i n, (i + 1) n), n = ceil(E / pes)."""
+        return int(knobs["c"]) * int(knobs["h"])
+
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
-        p = kn["p"]
-        n = cdiv(d["E"], p)
-        w, h = grouped_layout(p, target)
+        c, h = kn["c"], kn["h"]
+        n = cdiv(d["E"], c * h)
         sram = CODE_BYTES + n * itemsize(target) + d["P"] * itemsize(target)
         lanes = LANE_HEADROOM * lane_cycles(d, h, target)
-        return w, h, np.maximum(n + KERNEL_OVERHEAD, lanes), sram
+        return c, h, np.maximum(n + KERNEL_OVERHEAD, lanes), sram
 
 
 class SoftmaxKind(_SpreadKind):

@@ -240,6 +240,39 @@ def _search(packer: _Packer, t0: int, steps: int, deadline: float | None) -> _La
     return best
 
 
+# relaxed bottleneck times _slower_shelves tries above the first that packs
+SLOWER_STEPS = (1.05, 1.1, 1.2, 1.3)
+
+
+def _slower_shelves(packer: _Packer, prob: Problem, lay: _Layout, est: float, wb: int
+                    ) -> tuple[_Layout, float]:
+    """The shelf layout with the fewest estimated realised cycles among the
+    first that packs (at lay.t) and those at a few slower times: a link-bound
+    layout may run faster at a slower Δt, whose smaller kernels leave the
+    bundles room (each link's capacity is still one wavelet per cycle, but
+    their estimated load falls faster than Δt rises)."""
+    if packer.hooks.times is None:
+        return lay, est
+    cands = np.asarray(packer.hooks.times(packer.module, packer.target), dtype=np.int64)
+    first = lay.t
+    tried = {first}
+    for f in SLOWER_STEPS:
+        above = cands[cands >= round(f * first)]
+        if not above.size or float(above[0]) >= est:
+            break  # no slower time can beat the estimate already in hand
+        t = int(above[0])
+        if t in tried:
+            continue
+        tried.add(t)
+        got = packer.at(t)
+        if got is None:
+            continue
+        got_est = congestion.realised(prob, list(got.rects), t, wb)
+        if got_est < est:
+            lay, est = got, got_est
+    return lay, est
+
+
 def _failure(module: Module, prob: Problem, pk: Packing, target: Target) -> LayoutInfeasible:
     i = pk.failed if pk.failed is not None else 0
     k = module.kernel(prob.names[i])
@@ -365,6 +398,7 @@ class Place(Pass):
             return lay
         alt = packer.at(alt.t) or alt  # every shelf variant at that time: the shortest wires
         alt_est = congestion.realised(prob, list(alt.rects), alt.t, wb)
+        alt, alt_est = _slower_shelves(packer, prob, alt, alt_est, wb)
         if alt_est >= est:
             return lay
         ctx.notes.append(f"place: shelves of stacked kernels in dataflow order at a bottleneck "

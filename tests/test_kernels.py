@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from wsec.ir.graph import Kernel
 from wsec.ir.kernels import KINDS, kind_for_op
 from wsec.ir.library_common import LibraryKind, candidates
 from wsec.ir.target import get_target
@@ -317,16 +318,17 @@ def test_lane_cycles_count_whole_rows_per_bundle() -> None:
 
 def test_datamove_stands_in_columns_so_its_lanes_cost_few_pes() -> None:
     """A concatenation's time is its lanes, one per PE row: its PEs stand in
-    columns as high as allowed (at most MAX_COLUMN), so the rows its lanes
-    need at a time t cost a column of PEs, not a square of that height; the
+    c columns of h rows (h at most MAX_COLUMN), so the rows its lanes need
+    at a time t cost a column of PEs, not a square of that height; the
     lanes are sized to run at most 1 / LANE_HEADROOM loaded."""
     from wsec.ir.library_common import MAX_COLUMN, lane_cycles
-    from wsec.ir.library_rowwise import LANE_HEADROOM
+    from wsec.ir.library_rowwise import LANE_HEADROOM, DatamoveKind
     from wsec.ir.sizing import min_area_at
 
     k = KINDS["datamove"]
-    assert k.shape(MOVE, {"p": 300}, WSE2) == (1, 300)
-    assert k.shape(MOVE, {"p": 1200}, WSE2) == (3, MAX_COLUMN)
+    assert k.shape(MOVE, {"c": 1, "h": 300}, WSE2) == (1, 300)
+    assert DatamoveKind.pes({"c": 3, "h": 16}) == 48
+    assert int(k.knob_grid(MOVE, WSE2)["h"].max()) == MAX_COLUMN
     # DenseNet-121's largest concatenation: 702,464 elements in, two sinks out
     cat = dict(E=702464, I=2, P=0, Ie=702464, Oe=2 * 702464, In=2, On=2)
     t = 7232
@@ -334,6 +336,21 @@ def test_datamove_stands_in_columns_so_its_lanes_cost_few_pes() -> None:
     best = min(fast, key=lambda c: c.area)
     assert best.area == min_area_at(k.choices(cat, WSE2), t)
     full = next(h for h in range(1, 994) if int(lane_cycles(cat, np.array(h), WSE2)) <= t)
-    assert best.w == 1 and LANE_HEADROOM * (full - 2) <= best.h <= LANE_HEADROOM * full
+    assert best.w == 1 and LANE_HEADROOM * (full - 2) <= best.h <= LANE_HEADROOM * full + 8
     assert LANE_HEADROOM * int(lane_cycles(cat, np.array(best.h), WSE2)) <= t
-    assert k.cycles(cat, {"p": best.h}, WSE2) <= t < k.cycles(cat, {"p": best.h - 1}, WSE2)
+    half = {"c": 1, "h": full}  # lanes sized at full load: too slow with the headroom
+    assert k.cycles(cat, best.knob_dict(), WSE2) <= t < k.cycles(cat, half, WSE2)
+
+
+def test_datamove_offers_columns_to_wide_and_low_at_one_pe_count() -> None:
+    """When SRAM, not lanes, sets a data movement's PEs, it has shapes from
+    one column to wide and low at about that count, for the placer to pack."""
+    from wsec.ir.sizing import shape_options
+
+    split = dict(E=4915200, I=1, P=0, Ie=4915200, Oe=4915200, In=1, On=3)
+    kern = Kernel("k", "kernel", [], [], kind="datamove", dims=split)
+    shapes = [(c.w, c.h) for c in shape_options(kern, WSE2, 2_000_000)]
+    assert shapes[0][0] == 1 and len(shapes) >= 5
+    areas = [w * h for w, h in shapes]
+    assert max(areas) <= 1.25 * min(areas)  # about one PE count, every aspect
+    assert [h for _, h in shapes] == sorted((h for _, h in shapes), reverse=True)

@@ -99,3 +99,41 @@ def test_placer_takes_shelves_when_the_dense_layout_would_be_link_bound(
     got = Place()._routable(m, t, place_mod._hooks(), lay, None, ctx)
     assert got is not lay and got.how.startswith("shelf")
     assert "shelves of stacked kernels in dataflow order" in ctx.notes[-1]
+
+
+class _StubPacker:
+    """Shelf layouts at any time t (its one rectangle's x records t)."""
+
+    module = target = None
+
+    def __init__(self, times: list[int]) -> None:
+        self.hooks = place_mod._Hooks(None, None, lambda module, target: np.array(times))
+        self.asked: list[int] = []
+
+    def at(self, t: int, full: bool = True) -> _Layout:
+        self.asked.append(t)
+        return _Layout(t, [None], [(t, 0, 1, 1)], [False], "shelf6")
+
+
+def test_slower_shelves_take_the_time_with_the_fewest_estimated_cycles(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Link-bound shelves at the first time that packs (1,000, estimated
+    3,000) lose to those at a slower time whose estimate is lowest; times
+    closer than the first step, or repeated, are not tried."""
+    link = {1000: 3000, 1100: 2500, 1200: 1250, 1300: 1400}
+    monkeypatch.setattr(cg, "realised", lambda prob, rects, t, wb: max(t, link[rects[0][0]]))
+    pk = _StubPacker([1000, 1040, 1100, 1200, 1300, 5000])
+    first = pk.at(1000)
+    pk.asked.clear()
+    got, est = place_mod._slower_shelves(pk, None, first, 3000.0, 4)  # type: ignore[arg-type]
+    assert (got.t, est) == (1200, 1250)
+    assert pk.asked == [1100, 1200]  # 1,300 cannot beat the estimate 1,250
+
+
+def test_slower_shelves_stop_where_a_slower_time_cannot_pay() -> None:
+    """Shelves whose estimate is their Δt (the links keep up) stay as they are."""
+    pk = _StubPacker([1000, 1100, 1200])
+    first = pk.at(1000)
+    pk.asked.clear()
+    got, est = place_mod._slower_shelves(pk, None, first, 1000.0, 4)  # type: ignore[arg-type]
+    assert got is first and est == 1000.0 and pk.asked == []

@@ -226,6 +226,27 @@ def test_split_equal_parts_and_dropout() -> None:
     assert mask.dtype == np.bool_ and mask.all()
 
 
+@pytest.mark.parametrize("shape,attrs", [
+    ((2, 3, 11), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
+    ((1, 2, 9, 10), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 2, 9, 10), {"kernel_shape": [2, 3], "dilations": [1, 2], "ceil_mode": 1,
+                     "strides": [2, 2], "storage_order": 1}),
+    ((1, 2, 5, 7, 6), {"kernel_shape": [3, 2, 2], "strides": [2, 2, 2],
+                       "auto_pad": "SAME_LOWER", "storage_order": 1}),
+    ((1, 2, 5, 7, 6), {"kernel_shape": [2, 3, 3], "pads": [1, 1, 0, 0, 1, 1]}),
+])
+def test_maxpool_indices_match_onnxruntime(shape: tuple[int, ...], attrs: dict) -> None:
+    """MaxPool's second output: the flat input index of each maximum (the
+    first in row-major window order), column-major in its plane for
+    storage_order 1; ties (rounded inputs) pick as onnxruntime does."""
+    x = np.round(f32(*shape) * 2).astype(np.float32)
+    got = evaluate(Node("m", "MaxPool", ["x"], ["y", "i"], dict(attrs)), [x])
+    want = run_ort("MaxPool", [x], attrs, 2)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+
+
 def test_constant_of_shape_uses_scalar_value_and_dtype() -> None:
     (y,) = evaluate(Node("c", "ConstantOfShape", ["s"], ["y"], {"value": 3, "dtype": "i32"}),
                     [i64(2, 3)])

@@ -207,14 +207,16 @@ def cases_model(path: pathlib.Path) -> None:
     means and norms that wrap or truncate at the integer type, arg
     reductions), MaxPool with its Indices (1-D, 2-D, 3-D; row- and
     column-major), LayerNormalization with Mean and InvStdDev, 3-D pooling
-    with auto_pad SAME_UPPER / SAME_LOWER. Every input reaches its readers
-    by lanes from a negation."""
+    with auto_pad SAME_UPPER / SAME_LOWER, Resize with antialias=1 (linear,
+    cubic). Every input reaches its readers by lanes from a negation."""
     rng = np.random.default_rng(8)
     f, i32, i64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
     inits = [_init(rng, "lg", 16), _init(rng, "lb", 16),
              helper.make_tensor("ax", i64, [1], [2]), helper.make_tensor("ax1", i64, [1], [1]),
              helper.make_tensor("ax12", i64, [2], [1, 2]),
-             helper.make_tensor("ax02", i64, [2], [0, 2])]
+             helper.make_tensor("ax02", i64, [2], [0, 2]),
+             helper.make_tensor("rs", f, [4], [1, 1, 0.5, 0.5]),
+             helper.make_tensor("rs2", f, [4], [1, 1, 0.4, 0.75])]
     nd = helper.make_node
     nodes = [
         nd("ReduceSum", ["q", "ax12"], ["q_sum"], keepdims=0),
@@ -241,6 +243,9 @@ def cases_model(path: pathlib.Path) -> None:
            auto_pad="SAME_UPPER", count_include_pad=1),
         nd("LayerNormalization", ["t", "lg", "lb"], ["ln", "ln_mean", "ln_inv"], axis=-1,
            epsilon=1e-5),
+        nd("Resize", ["r", "", "rs"], ["rz"], mode="linear", antialias=1),
+        nd("Resize", ["r", "", "rs2"], ["rzc"], mode="cubic", antialias=1, exclude_outside=1,
+           coordinate_transformation_mode="pytorch_half_pixel"),
     ]
     vi = helper.make_tensor_value_info
     outs = [vi("q_sum", i32, [2]), vi("q_prod", i32, [2, 24]), vi("q_mean", i32, [2]),
@@ -252,9 +257,11 @@ def cases_model(path: pathlib.Path) -> None:
             vi("m1", f, [2, 3, 6]), vi("m1_i", i64, [2, 3, 6]),
             vi("m3", f, [1, 3, 3, 5, 5]), vi("m3_i", i64, [1, 3, 3, 5, 5]),
             vi("a3", f, [1, 3, 5, 5, 5]), vi("a3c", f, [1, 3, 3, 9, 9]),
-            vi("ln", f, [2, 6, 16]), vi("ln_mean", f, [2, 6, 1]), vi("ln_inv", f, [2, 6, 1])]
+            vi("ln", f, [2, 6, 16]), vi("ln_mean", f, [2, 6, 1]), vi("ln_inv", f, [2, 6, 1]),
+            vi("rz", f, [1, 2, 6, 6]), vi("rzc", f, [1, 2, 4, 9])]
     shapes = {"q": ([2, 24, 32], i32), "ql": ([3, 16, 24], i64), "x": ([1, 4, 16, 16], f),
-              "s": ([2, 3, 11], f), "v": ([1, 3, 5, 9, 9], f), "t": ([2, 6, 16], f)}
+              "s": ([2, 3, 11], f), "v": ([1, 3, 5, 9, 9], f), "t": ([2, 6, 16], f),
+              "r": ([1, 2, 12, 12], f)}
     nodes = [nd("Neg", [f"{n}_in"], [n]) for n in shapes] + nodes
     ins = [vi(f"{n}_in", dt, shp) for n, (shp, dt) in shapes.items()]
     _save(helper.make_graph(nodes, "zoo_cases", ins, outs, inits), 18, path)

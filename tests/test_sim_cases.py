@@ -1,7 +1,7 @@
 """Per-PE execution of the anchors the executors once rejected, in both
 modes: integer reductions, MaxPool's Indices, LayerNormalization's Mean and
-InvStdDev, 3-D pooling with auto_pad SAME_UPPER / SAME_LOWER
-(tests/sim_zoo.py `cases_model`).
+InvStdDev, 3-D pooling with auto_pad SAME_UPPER / SAME_LOWER, Resize with
+antialias=1 (tests/sim_zoo.py `cases_model`).
 
 Each is checked against onnxruntime (integer outputs exactly) and, kernel
 by kernel, against the reference semantics on the same inputs; the faults
@@ -13,6 +13,7 @@ streamed tile corrupted) change the answer or raise at that PE.
 from __future__ import annotations
 
 import pathlib
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -21,7 +22,6 @@ import sim_zoo
 from test_sim_faults import (
     _differs_or_raises,
     _lane_into,
-    _misdirect_lane_0,
     _patch_blob,
     _patch_layout,
     _run,
@@ -84,6 +84,8 @@ CASES = {
     "avgpool_3d_same_lower": ("AveragePool", lambda k: "a3" in k.outputs),
     "avgpool_3d_same_pad_counted": ("AveragePool", lambda k: "a3c" in k.outputs),
     "layernorm_stats": ("LayerNormalization", lambda k: True),
+    "resize_antialias_linear": ("Resize", lambda k: "rz" in k.outputs),
+    "resize_antialias_cubic": ("Resize", lambda k: "rzc" in k.outputs),
 }
 WINDOWED = ("maxpool_indices_cols", "maxpool_3d_same_upper", "avgpool_3d_same_lower",
             "avgpool_3d_same_pad_counted")
@@ -125,15 +127,17 @@ def test_cases_match_onnxruntime_and_the_reference(cases: dict[str, Program],
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_cases_run_check_cli(cases_dir: pathlib.Path, mode: str) -> None:
+def test_cases_run_check_cli(cases: dict[str, Program], cases_dir: pathlib.Path,
+                             mode: str) -> None:
     from conftest import run_wsec
 
+    p = cases[mode]
     r = run_wsec("run", str(cases_dir / f"{mode}.bin"), "--check", str(cases_dir / "cases.onnx"),
                  "--per-kernel", cwd=cases_dir)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "FAIL" not in r.stdout
     assert "first kernel that differs" not in r.stdout
-    assert r.stdout.count("PASS") == 2 * 24  # 24 kernels, 24 model outputs
+    assert r.stdout.count("PASS") == len(p.kernels) + len(p.info["outputs"])
 
 
 def test_reductions_combine_partials_along_chains(cases: dict[str, Program]) -> None:
@@ -154,8 +158,21 @@ def test_reductions_combine_partials_along_chains(cases: dict[str, Program]) -> 
 # --- lanes ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_cases_misdirected_lane(cases: dict[str, Program], key: str) -> None:
+    """Lane 0 turns North where it should land in the kernel's core: the
+    error names that lane and that PE, or (where the lane then runs into a
+    multicast branch of the same edge) the PE next to it."""
     p = cases["pipeline"]
-    _misdirect_lane_0(p, _case(p, key))
+    ki = _case(p, key)
+    r = p.routes.copy()
+    lane = _lane_into(p, ki)
+    land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
+    r["tx"][land] = PORT_BITS["N"]
+    x, y = int(r["x"][land]), int(r["y"][land])
+    with pytest.raises(SimError) as ex:
+        simulate(replace(p, routes=r), random_inputs(p))
+    m = re.search(r"lane 0 of edge #\d+ .*?PE \((\d+), (\d+)\)", str(ex.value))
+    assert m, str(ex.value)
+    assert abs(int(m[1]) - x) + abs(int(m[2]) - y) <= 1, (str(ex.value), x, y)
 
 
 @pytest.mark.parametrize("key", sorted(CASES))
@@ -260,3 +277,28 @@ def test_an_index_one_off_is_caught(cases: dict[str, Program],
     orig = sim_rows._first_max
     monkeypatch.setattr(sim_rows, "_first_max", lambda *a: orig(*a) + 1)
     _differs_or_raises(p, ki, clean)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("key", ["resize_antialias_linear", "resize_antialias_cubic"])
+def test_resize_antialias_corrupt_one_pe_copy(cases: dict[str, Program], key: str, mode: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every PE of a Resize holds the scales; one PE's copy corrupted (a
+    resident blob or a streamed tile) is an error naming the kernel."""
+    p = cases[mode]
+    ki = _case(p, key)
+    k = p.kernels[ki]
+    clean = _run(p, ki)
+    fake = 1 << 40
+    held: dict[str, int] = {}
+
+    def edit(self: SramImages, lay: Layout) -> Layout:
+        blob, code = lay.blob.copy(), lay.code.copy()
+        held["blob"] = int(blob[-1, -1])
+        blob[-1, -1], code[-1, -1] = fake, code.max() + 1
+        return Layout(blob, lay.start, lay.stop, code)
+
+    _patch_layout(monkeypatch, ki, k.weights.index(k.body[0]["inputs"][2]), edit)
+    _patch_blob(monkeypatch, fake, held)
+    msg = _differs_or_raises(p, ki, clean)
+    assert f"kernel '{k.name}'" in msg

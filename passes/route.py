@@ -99,16 +99,18 @@ class _Negotiator:
             group.setdefault((r.edge, r.lanes), []).append(i)
         self.siblings = [[j for j in group[(r.edge, r.lanes)] if j != i]
                          for i, r in enumerate(reqs)]
-        self.cache: dict[tuple[int, int], _Route] = {}
+        self.others_memo: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.packed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.packed_lanes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.parted: set[tuple[int, str]] = set()  # (edge, sink) of siblings found crossing
 
     def _footprint(self, i: int, j: int) -> _Route:
-        """Candidate j of request i with every lane (kept: a chosen route)."""
-        if (i, j) not in self.cache:
-            self.cache[(i, j)] = self._expand(i, j, False)
-        return self.cache[(i, j)]
+        """Candidate j of request i with every lane (kept for every attempt
+        that has the same candidates: a route is the same object in all)."""
+        key = (self.keys[i], j)
+        if key not in self.known.footprints:
+            self.known.footprints[key] = self._expand(i, j, False)
+        return self.known.footprints[key]
 
     def _expand(self, i: int, j: int, sample: bool) -> _Route:
         """Candidate j of request i as links and PEs (int32 indices); with
@@ -139,20 +141,26 @@ class _Negotiator:
     def _others(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The link-lane and PE-lane keys of request i's placed siblings (same
         edge, same lanes: they carry the same slices lane by lane, so a
-        link or PE they already use with that lane costs nothing more)."""
+        link or PE they already use with that lane costs nothing more),
+        each sorted (for _member); kept per set of sibling routes."""
         sib = [self.routes[j] for j in self.siblings[i] if self.routes[j] is not None]
         if not sib:
             return _EMPTY, _EMPTY
-        return (np.concatenate([rt.link_lanes for rt in sib]),
-                np.concatenate([rt.pe_lanes >> 8 for rt in sib]))
+        key = tuple(id(rt) for rt in sib)  # routes live in known.footprints: ids stay unique
+        got = self.others_memo.get(key)
+        if got is None:
+            got = (np.sort(np.concatenate([rt.link_lanes for rt in sib])),
+                   np.sort(np.concatenate([rt.pe_lanes >> 8 for rt in sib])))
+            self.others_memo[key] = got
+        return got
 
     def _place(self, i: int, rt: _Route, sign: int) -> None:
         links, pes = rt.links, rt.pes
         if self.siblings[i]:
             lk, pk = self._others(i)
             if lk.size:
-                links = links[~np.isin(rt.link_lanes, lk)]
-                pes = pes[~np.isin(rt.pe_lanes >> 8, pk)]
+                links = links[~_member(rt.link_lanes, lk)]
+                pes = pes[~_member(rt.pe_lanes >> 8, pk)]
         np.add.at(self.occ, links, sign * self.lane_load[i])
         np.add.at(self.pe_cnt, pes, sign)
 
@@ -197,8 +205,8 @@ class _Negotiator:
         if i in self.packed_lanes:  # where a sibling already carries the lane: a fork, free
             lk, pk = self._others(i)
             if lk.size:
-                per_link = np.where(np.isin(self.packed_lanes[i][0], lk), _SHARED, per_link)
-                crowd = np.where(np.isin(self.packed_lanes[i][1], pk), 0.0, crowd)
+                per_link = np.where(_member(self.packed_lanes[i][0], lk), _SHARED, per_link)
+                crowd = np.where(_member(self.packed_lanes[i][1], pk), 0.0, crowd)
         cost = (np.bincount(lseg, weights=per_link, minlength=n)
                 + 4.0 * np.bincount(pseg, weights=crowd, minlength=n)) * scale
         best = int(np.argmin(cost))  # ties: the first candidate
@@ -212,7 +220,7 @@ class _Negotiator:
     def stats(self) -> dict[str, float]:
         placed = [i for i, rt in enumerate(self.routes) if rt is not None]
         routes = [self.routes[i] for i in placed]
-        of, adj, clash = _conflicts(routes, [self.reqs[i] for i in placed])
+        of, adj, clash = _conflicts(routes, [self.reqs[i] for i in placed], self.known.forks)
         self._part(clash, placed)
         links, pes = self.overused()
         return {"overused_links": int(links.sum()),
@@ -344,6 +352,8 @@ class _Candidates:
     def __init__(self, fabric: Fabric, corridors: list[int], requests: int) -> None:
         self.fabric, self.corridors = fabric, corridors
         self.memo: dict[tuple, list[Bundle]] = {}
+        self.footprints: dict[tuple, _Route] = {}  # (key, candidate): every lane, expanded
+        self.forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] = {}  # _forks, by ids
         self.packed: dict[tuple, tuple[np.ndarray, ...]] = {}  # sampled footprints, priced
         self.cap = max(16, min(MAX_CANDIDATES, CANDIDATE_BUDGET // max(1, requests)))
 
@@ -391,7 +401,17 @@ def _corridors(module: Module, fabric: Fabric) -> list[int]:
     return sorted(v for v in vals if 0 <= v < lim)[:: max(1, len(vals) // 24)]
 
 
-def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
+def _member(a: np.ndarray, sorted_b: np.ndarray) -> np.ndarray:
+    """np.isin(a, b) for a sorted b (a binary search per element of a: no
+    sort of both arrays together)."""
+    if not sorted_b.size:
+        return np.zeros(a.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_b, a), sorted_b.size - 1)
+    return sorted_b[at] == a
+
+
+def _conflicts(routes: list[_Route], reqs: list[Request] | None = None,
+               forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None
                ) -> tuple[list[int], list[list[int]], list[tuple[int, int]]]:
     """Bundles that must take different colors, as groups: bundles sharing a
     PE conflict, except siblings (one edge, equal lanes) whose lanes meet
@@ -399,14 +419,15 @@ def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
     the same port), which are one group and take one color. Returns each
     route's group and, per group, the groups it conflicts with; pairs are
     found vectorised, PE by PE, between the k-th neighbours of a (PE,
-    bundle) sort."""
+    bundle) sort. `forks` keeps _forks' answers per pair of route objects
+    (routes are kept, so their ids stay unique)."""
     n = len(routes)
     if not n:
         return [], [], []
     pe = np.concatenate([rt.pes.astype(np.int64) for rt in routes])
-    owner = np.concatenate([np.full(rt.pes.size, i, np.int64) for i, rt in enumerate(routes)])
-    order = np.lexsort((owner, pe))
-    pe, owner = pe[order], owner[order]
+    owner = np.repeat(np.arange(n, dtype=np.int64), [rt.pes.size for rt in routes])
+    key = np.sort(pe * n + owner)  # by PE, then bundle (one key sorts faster than a lexsort)
+    pe, owner = key // n, key % n
     found = []
     for k in range(1, pe.size):
         same = pe[k:] == pe[:-k]
@@ -418,7 +439,7 @@ def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
     for a, b in zip((pairs // n).tolist(), (pairs % n).tolist(), strict=True):
         if a == b:
             continue
-        if reqs is not None and _forks(routes[a], routes[b], reqs[a], reqs[b]):
+        if reqs is not None and _forks_memo(routes[a], routes[b], reqs[a], reqs[b], forks):
             fork.append((a, b))
         else:
             clash.append((a, b))
@@ -452,6 +473,19 @@ def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
     return of, [sorted(x) for x in adj], clash
 
 
+def _forks_memo(a: _Route, b: _Route, ra: Request, rb: Request,
+                memo: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None) -> bool:
+    """_forks, kept in `memo` by the routes' ids (with the routes, so that the
+    ids stay theirs)."""
+    if memo is None:
+        return _forks(a, b, ra, rb)
+    got = memo.get((id(a), id(b)))
+    if got is None:
+        got = (a, b, _forks(a, b, ra, rb))
+        memo[(id(a), id(b))] = got
+    return got[2]
+
+
 def _forks(a: _Route, b: _Route, ra: Request, rb: Request) -> bool:
     """Sibling bundles whose shared PEs are one multicast route each."""
     if ra.edge != rb.edge or a.bundle.lanes != b.bundle.lanes:
@@ -463,9 +497,11 @@ def _forks(a: _Route, b: _Route, ra: Request, rb: Request) -> bool:
     return bool(np.array_equal(ka, kb))
 
 
-def _classes(routes: list[_Route], reqs: list[Request]) -> list[int]:
+def _classes(routes: list[_Route], reqs: list[Request],
+             forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None
+             ) -> list[int]:
     """A color class per route (DSATUR over the groups of _conflicts)."""
-    of, adj, _ = _conflicts(routes, reqs)
+    of, adj, _ = _conflicts(routes, reqs, forks)
     col = _dsatur(adj)
     return [col[g] for g in of]
 
@@ -496,10 +532,12 @@ def _dsatur(adj: list[list[int]]) -> list[int]:
     return color
 
 
-def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric) -> list[int]:
+def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
+            forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None
+            ) -> list[int]:
     """DSATUR over the bundles' conflict graph (bundles sharing a PE)."""
     n = len(routes)
-    raw = dict(enumerate(_classes(routes, reqs)))
+    raw = dict(enumerate(_classes(routes, reqs, forks)))
     # map the greedy classes onto colors: host-only classes to the host colors first
     t = fabric.target
     host_pool = list(range(t.colors - t.reserved_colors, t.colors))
@@ -665,7 +703,8 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
     log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]
-    return _Attempt(headroom, set(solo or ()), neg, log, routes, _colors(routes, reqs, fabric))
+    return _Attempt(headroom, set(solo or ()), neg, log, routes,
+                    _colors(routes, reqs, fabric, known.forks))
 
 
 def _color_error(module: Module, neg: _Negotiator, colors: list[int],

@@ -230,9 +230,14 @@ def colors_per_pe(ra: RouteArrays) -> int:
     if not ra.size:
         return 0
     x, nx = _dense(ra.x)
-    y, _ = _dense(ra.y)
+    y, ny = _dense(ra.y)
     c, nc = _dense(ra.color)
-    key = np.unique((y * nx + x) * nc + c)  # each (PE, color) once, sorted by PE
+    key = (y * nx + x) * nc + c
+    if nx * ny * nc <= 1 << 26:  # a table of every (PE, color): no sort
+        used = np.zeros(nx * ny * nc, dtype=bool)
+        used[key] = True
+        return int(used.reshape(nx * ny, nc).sum(axis=1).max())
+    key = np.unique(key)  # each (PE, color) once, sorted by PE
     pe = key // nc
     starts = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1], [True]]))
     return int(np.diff(starts).max())

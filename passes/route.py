@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from wsec.ir.fabric import DIRS, PORT_BITS, Fabric
 from wsec.ir.graph import HOST, Bundle, Module, Rect
-from wsec.ir.lanes import expand
+from wsec.ir.lanes import expand, expand_many
 from wsec.ir.metrics import busiest_link, colors_per_pe, link_loads, route_arrays, routed_wirelength
 from wsec.ir.templates import INTERNAL_COLORS
 
@@ -74,6 +74,14 @@ class _Route:
 
 
 _LANE_BITS = 20
+
+
+def _sample(lanes: int) -> list[int]:
+    """The lanes a candidate's cost is estimated on: all, or _SAMPLE evenly
+    spread (both edges of the bundle among them)."""
+    if lanes <= _SAMPLE:
+        return list(range(lanes))
+    return np.unique(np.linspace(0, lanes - 1, _SAMPLE).astype(np.int64)).tolist()
 
 
 class _Negotiator:
@@ -109,18 +117,13 @@ class _Negotiator:
         that has the same candidates: a route is the same object in all)."""
         key = (self.keys[i], j)
         if key not in self.known.footprints:
-            self.known.footprints[key] = self._expand(i, j, False)
+            self.known.footprints[key] = self._expand(i, j)
         return self.known.footprints[key]
 
-    def _expand(self, i: int, j: int, sample: bool) -> _Route:
-        """Candidate j of request i as links and PEs (int32 indices); with
-        `sample`, of a few evenly spread lanes only: lanes of a bundle run
-        side by side, so a sample estimates the cost (scaled in `route`)."""
+    def _expand(self, i: int, j: int) -> _Route:
+        """Candidate j of request i as links and PEs (int32 indices)."""
         r, b = self.reqs[i], self.cands[i][j]
-        only = None
-        if sample and b.lanes > _SAMPLE:
-            only = np.unique(np.linspace(0, b.lanes - 1, _SAMPLE).astype(np.int64))
-        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST, only=only,
+        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST,
                     checked=True)  # candidates are checked when drawn up (_finish)
         W, H = self.W, self.H
         links, lanes = [], []
@@ -171,18 +174,33 @@ class _Negotiator:
         if i not in self.packed:
             got = self.known.packed.get(self.keys[i])  # the same candidates, another attempt
             if got is None:
-                fps = [self._expand(i, j, True) for j in range(len(self.cands[i]))]
-                got = (np.concatenate([f.links for f in fps]),
-                       np.repeat(np.arange(len(fps)), [f.links.size for f in fps]),
-                       np.concatenate([f.pes for f in fps]),
-                       np.repeat(np.arange(len(fps)), [f.pes.size for f in fps]),
-                       np.concatenate([f.link_lanes for f in fps]),
-                       np.concatenate([f.pe_lanes >> 8 for f in fps]))
+                got = self._sampled(i)
                 self.known.packed[self.keys[i]] = got
             self.packed[i] = got[:4]
             if self.siblings[i]:
                 self.packed_lanes[i] = got[4:]
         return self.packed[i]
+
+    def _sampled(self, i: int) -> tuple[np.ndarray, ...]:
+        """Every candidate of request i on its sampled lanes (as `_expand`
+        with `sample`, candidate after candidate), expanded at once: links,
+        their candidates, PEs, theirs, link-lane and PE-lane keys."""
+        r, W, HW = self.reqs[i], self.W, self.W * self.H
+        ex, counts = expand_many([(b, r.src.owner == HOST, r.dst.owner == HOST,
+                                   _sample(b.lanes)) for b in self.cands[i]])
+        cand = np.repeat(np.arange(counts.size), counts)
+        pe = ex.y * W + ex.x
+        links, lanes, of = [], [], []
+        for p, (mask, bit) in enumerate([(ex.tx, PORT_BITS[d]) for d in DIRS]
+                                        + [(ex.tx, PORT_BITS["RAMP"]), (ex.rx, PORT_BITS["RAMP"])]):
+            sel = (mask & bit) != 0
+            links.append(p * HW + pe[sel])
+            lanes.append(ex.lane[sel])
+            of.append(cand[sel] * 6 + p)
+        order = np.argsort(np.concatenate(of), kind="stable")  # by candidate, then plane
+        lk = np.concatenate(links)[order]
+        return (lk.astype(np.int32), np.concatenate(of)[order] // 6, pe.astype(np.int32), cand,
+                (lk << _LANE_BITS) | np.concatenate(lanes)[order], (pe << _LANE_BITS) | ex.lane)
 
     def route(self, i: int) -> None:
         old = self.routes[i]
@@ -321,7 +339,8 @@ class _Negotiator:
             if stale >= 3 or no_colors >= 2 or hopeless or (
                     deadline is not None and time.perf_counter() > deadline):
                 break
-            self.hist += links * (self.occ - self.cap).clip(min=0) / self.cap
+            over = np.flatnonzero(links)  # only overused links gather history
+            self.hist[over] += (self.occ[over] - self.cap) / self.cap
             self.pres *= 1.8
             bad = [i for i in order if self.routes[i] is not None and (
                 links[self.routes[i].links].any() or pes[self.routes[i].pes].any())]
@@ -426,6 +445,8 @@ def _conflicts(routes: list[_Route], reqs: list[Request] | None = None,
         return [], [], []
     pe = np.concatenate([rt.pes.astype(np.int64) for rt in routes])
     owner = np.repeat(np.arange(n, dtype=np.int64), [rt.pes.size for rt in routes])
+    shared = np.bincount(pe)[pe] > 1  # pairs meet only on PEs used twice: sort just those
+    pe, owner = pe[shared], owner[shared]
     key = np.sort(pe * n + owner)  # by PE, then bundle (one key sorts faster than a lexsort)
     pe, owner = key // n, key % n
     found = []

@@ -429,3 +429,14 @@ def test_candidates_are_the_shortest_valid_shapes(enough: int,
     lengths = [[route_mod._path_length(b.path) for b in c] for c in lazy]
     assert all(x == sorted(x) for x in lengths)
     assert checks["n"] < everything
+
+
+def test_member_is_isin_on_a_sorted_array() -> None:
+    from wsec.passes.route import _member
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 1 << 40, 500)
+    b = np.concatenate([a[::7], rng.integers(0, 1 << 40, 50)])
+    assert np.array_equal(_member(a, np.sort(b)), np.isin(a, b))
+    assert not _member(a, np.zeros(0, np.int64)).any()
+    assert _member(np.array([b.max() + 1, b.min() - 1]), np.sort(b)).tolist() == [False, False]

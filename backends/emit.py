@@ -21,6 +21,7 @@ splat never materialises.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -395,7 +396,7 @@ def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc)
 
         def blob_of(key: SliceKey, v: Value = v, full: np.ndarray | None = full,
                     cache: dict[object, int] = cache) -> int:
-            count = int(np.prod([b - a for a, b in key], dtype=np.int64))
+            count = int(math.prod(b - a for a, b in key)) if full is None else 0
             ck: object = count if full is None else key
             if ck not in cache:
                 if full is None:
@@ -427,8 +428,7 @@ def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc)
 
 
 def _numel(key: SliceKey, axes: list[int], axis: int) -> int:
-    return int(np.prod([b - a for (a, b), ax in zip(key, axes, strict=True) if ax == axis],
-                       dtype=np.int64))
+    return int(math.prod(b - a for (a, b), ax in zip(key, axes, strict=True) if ax == axis))
 
 
 class _MapAcc:

@@ -71,6 +71,24 @@ class _Route:
     pes: np.ndarray  # y*W + x of every PE its lanes use
     link_lanes: np.ndarray  # per link: (link << 20) | the lane using it
     pe_lanes: np.ndarray  # per PE: ((pe << 20) | lane) << 8 | the ports it receives from
+    distinct: bool = False  # no link and no PE twice: loads add by plain indexing (_add)
+
+    def __post_init__(self) -> None:
+        self.distinct = _distinct(self.links) and _distinct(self.pes)
+
+
+def _distinct(a: np.ndarray) -> bool:
+    s = np.sort(a)
+    return bool((s[1:] != s[:-1]).all())
+
+
+def _add(arr: np.ndarray, at: np.ndarray, value: float, distinct: bool) -> None:
+    """np.add.at(arr, at, value); with `distinct` indices the same sums by
+    plain indexing, many times faster."""
+    if distinct:
+        arr[at] += value
+    else:
+        np.add.at(arr, at, value)
 
 
 _LANE_BITS = 20
@@ -164,8 +182,8 @@ class _Negotiator:
             if lk.size:
                 links = links[~_member(rt.link_lanes, lk)]
                 pes = pes[~_member(rt.pe_lanes >> 8, pk)]
-        np.add.at(self.occ, links, sign * self.lane_load[i])
-        np.add.at(self.pe_cnt, pes, sign)
+        _add(self.occ, links, sign * self.lane_load[i], rt.distinct)
+        _add(self.pe_cnt, pes, sign, rt.distinct)
 
     def _pack(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All sampled candidates of request i at once: their links and PEs

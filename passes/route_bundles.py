@@ -449,19 +449,24 @@ def _lane_path(path: list[Vec], offs: list[Vec], i: int) -> list[Vec]:
 def _crosses(a: list[Vec], b: list[Vec], same: bool) -> bool:
     """Do two axis-aligned polylines share a point (skipping neighbouring
     segments of one polyline, which share their corner)?"""
-    segs_a = list(zip(a, a[1:], strict=False))
-    segs_b = list(zip(b, b[1:], strict=False))
-    for i, (p, q) in enumerate(segs_a):
-        ax0, ax1 = sorted((p[0], q[0]))
-        ay0, ay1 = sorted((p[1], q[1]))
-        for j, (u, v) in enumerate(segs_b):
-            if same and abs(i - j) <= 1:
+    boxes_a = _boxes(a)
+    boxes_b = boxes_a if b is a else _boxes(b)
+    for i, (ax0, ax1, ay0, ay1) in enumerate(boxes_a):
+        for j, (bx0, bx1, by0, by1) in enumerate(boxes_b):
+            if same and -1 <= i - j <= 1:
                 continue
-            bx0, bx1 = sorted((u[0], v[0]))
-            by0, by1 = sorted((u[1], v[1]))
             if ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1:
                 return True
     return False
+
+
+def _boxes(points: list[Vec]) -> list[tuple[int, int, int, int]]:
+    """(x0, x1, y0, y1) of each segment of a polyline."""
+    out = []
+    for (px, py), (qx, qy) in zip(points, points[1:], strict=False):
+        out.append((px, qx, py, qy) if px <= qx and py <= qy else
+                   (min(px, qx), max(px, qx), min(py, qy), max(py, qy)))
+    return out
 
 
 def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
@@ -513,19 +518,16 @@ def _ribbon_simple(first: list[Vec], other: list[Vec]) -> bool:
     PE-disjoint when that boundary is a simple polygon (no two of its
     non-adjacent sides touch)."""
     ring = first + other[::-1]
-    sides = [(ring[i], ring[(i + 1) % len(ring)]) for i in range(len(ring))]
-    sides = [sd for sd in sides if sd[0] != sd[1]]
-    n = len(sides)
+    ring.append(ring[0])
+    boxes = [bx for bx, (p, q) in zip(_boxes(ring), zip(ring, ring[1:], strict=False),
+                                      strict=True) if p != q]
+    n = len(boxes)
     for i in range(n):
-        (p, q) = sides[i]
-        ax0, ax1 = sorted((p[0], q[0]))
-        ay0, ay1 = sorted((p[1], q[1]))
+        ax0, ax1, ay0, ay1 = boxes[i]
         for j in range(i + 2, n):
             if i == 0 and j == n - 1:
                 continue  # the ring closes: first and last sides share a corner
-            (u, v) = sides[j]
-            bx0, bx1 = sorted((u[0], v[0]))
-            by0, by1 = sorted((u[1], v[1]))
+            bx0, bx1, by0, by1 = boxes[j]
             if ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1:
                 return False
     return True
@@ -625,7 +627,7 @@ def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundl
     base = 1 + max((k for _, k, _ in kept), default=-1)
     for k, shape in enumerate(raw):  # repeated waypoints add nothing to the length
         items.append((_length(shape[2]), base + k, None, shape))
-    items.sort(key=lambda t: (t[0], t[1]))
+    items.sort()  # by (length, order): orders are distinct, so nothing else is compared
     out: list[tuple[int, int, Bundle]] = []
     seen: set[tuple] = set()
     for ln, k, b, shape in items:
@@ -647,17 +649,30 @@ def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundl
 
 
 def _length(path: list[Vec]) -> int:
-    return sum(abs(b[0] - a[0]) + abs(b[1] - a[1]) for a, b in zip(path, path[1:], strict=False))
+    n = 0
+    for (ax, ay), (bx, by) in zip(path, path[1:], strict=False):
+        n += abs(bx - ax) + abs(by - ay)
+    return n
 
 
 def _inside(b: Bundle, fabric: Fabric) -> bool:
-    pts = lanes_mod.waypoints(b)
-    last = pts[:, -1, :]
-    d = lanes_mod.travel(b.axis, lanes_mod.segment_dirs(b.path))
-    far = last + b.reach * np.array(d)
-    allp = np.concatenate([pts.reshape(-1, 2), far])
-    return bool((allp[:, 0] >= 0).all() and (allp[:, 0] < fabric.width).all()
-                and (allp[:, 1] >= 0).all() and (allp[:, 1] < fabric.height).all())
+    """Every lane on the grid, past its landing PE too. A lane's waypoints
+    are affine in its index, so the first and the last lane bound them all."""
+    dirs = lanes_mod.segment_dirs(b.path)
+    offs = lanes_mod.offsets(b.axis, dirs)
+    if dirs:
+        ends = [_lane_path(list(b.path), offs, 0), _lane_path(list(b.path), offs, b.lanes - 1)]
+    else:
+        (px, py), (ox, oy) = b.path[0], offs[0]
+        ends = [[(px, py)], [(px + (b.lanes - 1) * ox, py + (b.lanes - 1) * oy)]]
+    dx, dy = lanes_mod.travel(b.axis, dirs)
+    W, H = fabric.width, fabric.height
+    for lane in ends:
+        lx, ly = lane[-1]
+        for x, y in [*lane, (lx + b.reach * dx, ly + b.reach * dy)]:
+            if not (0 <= x < W and 0 <= y < H):
+                return False
+    return True
 
 
 def _between(a: int, b: int, L: int) -> list[int]:

@@ -440,3 +440,31 @@ def test_member_is_isin_on_a_sorted_array() -> None:
     assert np.array_equal(_member(a, np.sort(b)), np.isin(a, b))
     assert not _member(a, np.zeros(0, np.int64)).any()
     assert _member(np.array([b.max() + 1, b.min() - 1]), np.sort(b)).tolist() == [False, False]
+
+
+def test_inside_checks_every_lane_by_the_outer_two() -> None:
+    """A bundle is on the grid when every waypoint of every lane and every
+    PE its lanes reach past landing are; the first and last lanes decide."""
+    from wsec.ir.graph import Bundle
+    from wsec.ir.lanes import segment_dirs, travel, waypoints
+    from wsec.passes.route_bundles import _inside
+
+    def every_lane(b: Bundle, f: Fabric) -> bool:
+        pts = waypoints(b)
+        far = pts[:, -1, :] + b.reach * np.array(travel(b.axis, segment_dirs(b.path)))
+        p = np.concatenate([pts.reshape(-1, 2), far])
+        return bool(((p >= 0) & (p < [f.width, f.height])).all())
+
+    shapes = [((2, 3), (9, 3)), ((4, 2), (4, 9), (12, 9)), ((2, 10), (6, 10), (6, 4), (12, 4)),
+              ((2, 3), (14, 3), (14, 12), (3, 12)), ((0, 2),)]
+    for grid in [(8, 8), (13, 11), (16, 16), (40, 40)]:
+        f = Fabric.of(get_target("wse2", grid))
+        for path in shapes:
+            for axis in [(0, 1), (0, -1), (1, 0), (-1, 0)]:
+                for lanes, reach in [(1, 0), (3, 2), (6, 9)]:
+                    b = Bundle("k", 0, lanes, axis, path, reach)
+                    try:
+                        want = every_lane(b, f)
+                    except ValueError:  # not a valid lane axis for this path
+                        continue
+                    assert _inside(b, f) == want, (grid, b)

@@ -293,13 +293,16 @@ class _BlobTable:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.blobs: list[Blob] = []
-        self.ids: dict[bytes, int] = {}
+        self.ids: dict[tuple[int, str, int, bytes], int] = {}
 
     def device_dtype(self, dtype: str) -> str:
         return self.target.dtype if np.issubdtype(DTYPES[dtype], np.floating) else dtype
 
     def add(self, b: Blob) -> int:
-        d = b.digest()
+        # keyed by content itself: Python's hash of the bytes is several times
+        # cheaper than their sha256 (written once per distinct blob), and
+        # equal hashes are compared byte for byte
+        d = (b.encoding, b.dtype, b.count, b.payload)
         if d not in self.ids:
             self.ids[d] = len(self.blobs)
             self.blobs.append(b)

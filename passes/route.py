@@ -730,7 +730,7 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              wider: dict[tuple[int, str], int] | None = None,
              warm: dict[tuple, Bundle] | None = None,
              moved: dict[tuple[int, str], int] | None = None) -> _Attempt:
-    reqs = copy.deepcopy(base)  # one deep copy: requests keep sharing their ports
+    reqs = [_copy(r) for r in base]
     for r in reqs:
         r.solo = (r.edge, r.sink) in (solo or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
@@ -744,6 +744,15 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     routes = [rt for rt in neg.routes if rt is not None]
     return _Attempt(headroom, set(solo or ()), neg, log, routes,
                     _colors(routes, reqs, fabric, known.forks))
+
+
+def _copy(r: Request) -> Request:
+    """A request to deal slots on: its own slots and shares; the ports (never
+    changed) and side pairs stay shared, so requests on one side still
+    share its port object (assign_slots groups them by it)."""
+    c = copy.copy(r)
+    c.share = dict(r.share)
+    return c
 
 
 def _color_error(module: Module, neg: _Negotiator, colors: list[int],

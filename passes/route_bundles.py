@@ -394,14 +394,6 @@ def _add(a: Vec, b: Vec, k: int = 1) -> Vec:
     return (a[0] + k * b[0], a[1] + k * b[1])
 
 
-def _dot(a: Vec, b: Vec) -> int:
-    return a[0] * b[0] + a[1] * b[1]
-
-
-def _sign(v: int) -> int:
-    return (v > 0) - (v < 0)
-
-
 def _lane_ends(r: Request, flip: bool) -> tuple[Vec, Vec, Vec]:
     """Lane 0's source PE, the lane axis at the source, and the source PE of
     the last lane."""
@@ -426,12 +418,22 @@ def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
 
 
 def _path_dirs(path: list[Vec]) -> list[Vec] | None:
+    """Unit direction of each segment, or None unless every segment is
+    axis-aligned and non-empty and each turns by 90 degrees from the last."""
     out = []
-    for a, b in zip(path, path[1:], strict=False):
-        d = (b[0] - a[0], b[1] - a[1])
-        if (d[0] == 0) == (d[1] == 0):
+    (px, py), along_x = path[0], None
+    for qx, qy in path[1:]:
+        if qx != px:
+            if qy != py or along_x is True:
+                return None
+            out.append((1 if qx > px else -1, 0))
+            along_x = True
+        elif qy != py and along_x is not False:
+            out.append((0, 1 if qy > py else -1))
+            along_x = False
+        else:
             return None
-        out.append((_sign(d[0]), _sign(d[1])))
+        px, py = qx, qy
     return out
 
 
@@ -480,9 +482,6 @@ def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
     dirs = _path_dirs(path)
     if not dirs or dirs[0] != r.src.normal or dirs[-1] != r.dst.normal:
         return None
-    for a, b in zip(dirs, dirs[1:], strict=False):
-        if _dot(a, b) != 0:
-            return None
     try:
         offs = lanes_mod.offsets(axis, dirs)
     except lanes_mod.LaneError:

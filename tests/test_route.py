@@ -468,3 +468,16 @@ def test_inside_checks_every_lane_by_the_outer_two() -> None:
                     except ValueError:  # not a valid lane axis for this path
                         continue
                     assert _inside(b, f) == want, (grid, b)
+
+
+def test_path_dirs_takes_only_paths_that_turn_at_every_corner() -> None:
+    from wsec.passes.route_bundles import _path_dirs
+
+    assert _path_dirs([(0, 0), (5, 0), (5, -2), (9, -2)]) == [(1, 0), (0, -1), (1, 0)]
+    assert _path_dirs([(3, 3), (3, 9)]) == [(0, 1)]
+    for bad in ([(0, 0), (2, 1)],  # diagonal
+                [(0, 0), (0, 0), (4, 0)],  # an empty segment
+                [(0, 0), (4, 0), (6, 0)],  # on straight at a corner
+                [(0, 0), (4, 0), (1, 0)],  # back along the same row
+                [(0, 0), (0, 3), (2, 3), (2, 7), (2, 9)]):
+        assert _path_dirs(bad) is None, bad

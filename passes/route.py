@@ -645,8 +645,11 @@ class Route(Pass):
         moved: dict[tuple[int, str], int] = {}
         tried: set[tuple[int, str]] = set()
         widen = True
+        loads: tuple[_Attempt, np.ndarray] | None = None  # the kept attempt's, once
         for _ in range(WIDEN_ATTEMPTS):  # where lanes of two bundles overfill the busiest link
-            more, move = best.neg.wider(_loads(module, best, fabric), tried, widen) if (
+            if best.colored and best.score[1] > 1.0 and (loads is None or loads[0] is not best):
+                loads = (best, _loads(module, best, fabric))
+            more, move = best.neg.wider(loads[1], tried, widen) if (  # type: ignore[index]
                 best.colored and best.score[1] > 1.0) else ({}, {})
             if not (more or move) or (deadline is not None and time.perf_counter() > deadline):
                 break

@@ -471,9 +471,11 @@ def _boxes(points: list[Vec]) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
+def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
+            ) -> Bundle | None:
     """A candidate whose lanes land exactly on the destination slot, never run
-    backwards, and do not fold onto each other; or None."""
+    backwards, and do not fold onto each other (with `fabric`: and, for a
+    path of more than one waypoint, stay on its grid, as _inside); or None."""
     path = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
     if len(path) == 1:  # a host port right beside the kernel's side: lanes start landed
         if HOST not in (r.src.owner, r.dst.owner) or _landing(r, axis) != path[0]:
@@ -490,7 +492,8 @@ def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
     if land is None or land != path[-1]:
         return None
     last = r.lanes - 1
-    first, other = _lane_path(path, offs, 0), _lane_path(path, offs, last)
+    first = list(path)
+    other = _lane_path(path, offs, last)
     for lane in (first, other):  # segment lengths are affine in the lane: check both ends
         for (p, q), d in zip(zip(lane, lane[1:], strict=False), dirs, strict=True):
             if (q[0] - p[0]) * d[0] + (q[1] - p[1]) * d[1] < 0:
@@ -505,6 +508,11 @@ def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
         d = dirs[-1]
         first[-1] = (first[-1][0] + reach * d[0], first[-1][1] + reach * d[1])
         other[-1] = (other[-1][0] + reach * d[0], other[-1][1] + reach * d[1])
+    if fabric is not None:  # the outer lanes bound the others (see _inside)
+        W, H = fabric.width, fabric.height
+        for x, y in first + other:
+            if not (0 <= x < W and 0 <= y < H):
+                return None
     if len(path) > 2 and (_crosses(first, first, True) or _crosses(other, other, True)
                           or (last > 0 and not _ribbon_simple(first, other))):
         return None
@@ -625,7 +633,11 @@ def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundl
         (ln, k, b, None) for ln, k, b in kept]
     base = 1 + max((k for _, k, _ in kept), default=-1)
     for k, shape in enumerate(raw):  # repeated waypoints add nothing to the length
-        items.append((_length(shape[2]), base + k, None, shape))
+        n, ((px, py), *rest) = 0, shape[2]
+        for qx, qy in rest:
+            n += abs(qx - px) + abs(qy - py)
+            px, py = qx, qy
+        items.append((n, base + k, None, shape))
     items.sort()  # by (length, order): orders are distinct, so nothing else is compared
     out: list[tuple[int, int, Bundle]] = []
     seen: set[tuple] = set()
@@ -638,8 +650,8 @@ def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundl
             if (axis, tuple(path)) in seen:
                 continue
             r.dst_slot = slot
-            b = _finish(r, axis, path)
-            if b is None or not _inside(b, fabric):
+            b = _finish(r, axis, path, fabric)
+            if b is None or (len(path) == 1 and not _inside(b, fabric)):
                 continue
         assert b is not None
         seen.add((b.axis, b.path))

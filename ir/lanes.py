@@ -227,14 +227,16 @@ def expand_many(items: list[tuple[Bundle, bool, bool, list[int]]]
     if not runs:
         z = np.zeros(0, np.int64)
         return Expanded(z, z, z, z, z), np.zeros(len(items), np.int64)
-    a = np.array(runs, dtype=np.int64)
-    n = a[:, 4]
-    row = np.repeat(np.arange(len(runs)), n)
-    t = np.arange(row.size) - np.repeat(np.cumsum(n) - n, n)
-    r = a[row]
-    return (Expanded(r[:, 0] + t * r[:, 2], r[:, 1] + t * r[:, 3],
-                     np.where(t == 0, r[:, 5], r[:, 6]),
-                     np.where(t == r[:, 4] - 1, r[:, 8], r[:, 7]), r[:, 9]),
+    a = np.array(runs, dtype=np.int64).T
+    n = a[4]
+    t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+
+    def col(k: int) -> np.ndarray:
+        return np.repeat(a[k], n)
+
+    return (Expanded(col(0) + t * col(2), col(1) + t * col(3),
+                     np.where(t == 0, col(5), col(6)),
+                     np.where(t == col(4) - 1, col(8), col(7)), col(9)),
             np.asarray(counts, dtype=np.int64))
 
 

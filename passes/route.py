@@ -215,9 +215,12 @@ class _Negotiator:
             links.append(p * HW + pe[sel])
             lanes.append(ex.lane[sel])
             of.append(cand[sel] * 6 + p)
-        order = np.argsort(np.concatenate(of), kind="stable")  # by candidate, then plane
+        key = np.concatenate(of)
+        if 6 * counts.size < 1 << 16:  # a stable sort of 16-bit keys is a radix sort
+            key = key.astype(np.uint16)
+        order = np.argsort(key, kind="stable")  # by candidate, then plane
         lk = np.concatenate(links)[order]
-        return (lk.astype(np.int32), np.concatenate(of)[order] // 6, pe.astype(np.int32), cand,
+        return (lk.astype(np.int32), key[order].astype(np.int64) // 6, pe.astype(np.int32), cand,
                 (lk << _LANE_BITS) | np.concatenate(lanes)[order], (pe << _LANE_BITS) | ex.lane)
 
     def route(self, i: int) -> None:

@@ -616,9 +616,12 @@ def candidates(r: Request, fabric: Fabric, corridors: list[int],
         return out
 
     try:
-        found = _shortest_valid(r, fabric, [], raw + shapes(False), enough)
-        if len(found) < enough:
-            found = _shortest_valid(r, fabric, found, shapes(True), enough)
+        first = raw + shapes(False)
+        found = _shortest_valid(r, fabric, [], first, enough)
+        if len(found) < enough:  # every shape of `first` was checked: none again
+            done = {(slot, axis, tuple(path)) for slot, axis, path in first}
+            found = _shortest_valid(r, fabric, found, [
+                sh for sh in shapes(True) if (sh[0], sh[1], tuple(sh[2])) not in done], enough)
     finally:
         r.src_slot, r.dst_slot = own
     return [b for _, _, b in found]
@@ -709,6 +712,7 @@ def _shapes(r: Request, p0: Vec, q: Vec, e: Vec, n: Vec,
     def pt(along: int, across: int) -> Vec:  # (coordinate along e's axis, the other)
         return (along, across) if ea == 0 else (across, along)
 
+    a0, qa = p0[oa], q[oa]
     steps = (1 + L, 2 + 2 * L, 3 + 3 * L, 2)
     if e == n:
         out.append([p0, q])  # straight
@@ -716,9 +720,11 @@ def _shapes(r: Request, p0: Vec, q: Vec, e: Vec, n: Vec,
             out.append([p0, pt(j, p0[oa]), pt(j, q[oa]), q])
         for c in corridors:  # around: ahead, a corridor across, back behind the sink, in
             for t1 in steps:
+                j1 = p0[ea] + se * t1
                 for t2 in steps:
-                    j1, j2 = p0[ea] + se * t1, q[ea] - se * t2
-                    out.append([p0, pt(j1, p0[oa]), pt(j1, c), pt(j2, c), pt(j2, q[oa]), q])
+                    j2 = q[ea] - se * t2
+                    out.append([p0, (j1, a0), (j1, c), (j2, c), (j2, qa), q] if ea == 0 else
+                               [p0, (a0, j1), (c, j1), (c, j2), (qa, j2), q])
     elif e == (-n[0], -n[1]):  # a U: out, across, back in (a jog beyond both ends)
         edge = max(p0[ea], q[ea]) if se > 0 else min(p0[ea], q[ea])
         for t in steps:
@@ -730,7 +736,9 @@ def _shapes(r: Request, p0: Vec, q: Vec, e: Vec, n: Vec,
         out.append([p0, pt(q[ea], p0[oa]), q])
         js = [p0[ea] + se * t for t in steps] + _between(p0[ea], q[ea], L)
         cs = [q[na] - sn * t for t in steps] + list(corridors)
+        qe = q[ea]
         for j in js:
             for c in cs:
-                out.append([p0, pt(j, p0[oa]), pt(j, c), pt(q[ea], c), q])
+                out.append([p0, (j, a0), (j, c), (qe, c), q] if ea == 0 else
+                           [p0, (a0, j), (c, j), (c, qe), q])
     return out

@@ -137,11 +137,6 @@ def _can_enter(p: Port, fabric: Fabric) -> bool:
     return fabric.on_grid(x, y)
 
 
-def _side_pes(p: Port, W: int) -> np.ndarray:
-    i = np.arange(p.length)
-    return (p.origin[1] + i * p.axis[1]) * W + p.origin[0] + i * p.axis[0]
-
-
 def _outside(p: Port, owner: np.ndarray, out: bool) -> tuple[np.ndarray, np.ndarray]:
     """The PEs just outside side p (where its lanes leave to, or arrive from)
     as linear indices (-1 off the grid), and who owns each: a kernel index,
@@ -157,11 +152,14 @@ def _outside(p: Port, owner: np.ndarray, out: bool) -> tuple[np.ndarray, np.ndar
     return np.where(ok, y * W + x, -1), who
 
 
-def _blocked(outside: tuple[np.ndarray, np.ndarray], facing: np.ndarray) -> float:
+def _blocked(outside: tuple[np.ndarray, np.ndarray], facing: Port, W: int) -> float:
     """Fraction of those PEs lanes cannot use: off the grid, or inside a
     kernel, unless they are the facing side's own PEs (the two sides touch)."""
     pes, who = outside
-    touch = np.isin(pes, facing)
+    x, y = pes % W, pes // W
+    (ox, oy), (ax, ay) = facing.origin, facing.axis
+    i = (x - ox) * ax + (y - oy) * ay  # the slot each PE would be on the facing side
+    touch = (pes >= 0) & (x == ox + i * ax) & (y == oy + i * ay) & (i >= 0) & (i < facing.length)
     return float((((who == -2) | (who >= 0)) & ~touch).mean())
 
 
@@ -211,9 +209,9 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                         continue
                     blocked = 0.0
                     if id(a) in around:
-                        blocked += _blocked(around[id(a)], _side_pes(b, W))
+                        blocked += _blocked(around[id(a)], b, W)
                     if id(b) in around:
-                        blocked += _blocked(around[id(b)], _side_pes(a, W))
+                        blocked += _blocked(around[id(b)], a, W)
                     c = _pair_cost(a, b) + 4.0 * fabric.width * blocked
                     c += 16.0 * fabric.width * (a.cross + b.cross)
                     ranked.append((c, len(ranked), a, b))

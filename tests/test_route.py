@@ -481,3 +481,27 @@ def test_path_dirs_takes_only_paths_that_turn_at_every_corner() -> None:
                 [(0, 0), (4, 0), (1, 0)],  # back along the same row
                 [(0, 0), (0, 3), (2, 3), (2, 7), (2, 9)]):
         assert _path_dirs(bad) is None, bad
+
+
+def test_blocked_counts_the_facing_side_as_free() -> None:
+    """_blocked (the side-pair ranking) as first defined: PEs off the grid or
+    in a kernel, except those of the facing side, by membership."""
+    from wsec.passes.route_bundles import Port, _blocked
+
+    W, H = 12, 9
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 8))
+        pes = np.where(rng.random(n) < 0.2, -1, rng.integers(0, W * H, n))
+        who = np.where(pes < 0, -2, rng.integers(-1, 3, n)).astype(np.int32)
+        axis = [(1, 0), (0, 1)][int(rng.integers(0, 2))]
+        length = int(rng.integers(1, 6))
+        ox = int(rng.integers(0, W - (length if axis[0] else 1) + 1))
+        oy = int(rng.integers(0, H - (length if axis[1] else 1) + 1))
+        facing = Port("k", (ox, oy), axis, length, (axis[1], axis[0]))
+        if rng.random() < 0.5:  # some of the PEs on the facing side itself
+            pes[: n // 2] = [(oy + i * axis[1]) * W + ox + i * axis[0]
+                             for i in rng.integers(0, length, n // 2)]
+        side = np.array([(oy + i * axis[1]) * W + ox + i * axis[0] for i in range(length)])
+        want = float((((who == -2) | (who >= 0)) & ~np.isin(pes, side)).mean())
+        assert _blocked((pes, who), facing, W) == want

@@ -111,6 +111,7 @@ class _Negotiator:
         self.occ = np.zeros(6 * H * W, dtype=np.float64)  # four directions, RAMP in, out
         self.hist = np.zeros(6 * H * W, dtype=np.float64)
         self.pe_cnt = np.zeros(H * W, dtype=np.int32)
+        self.pe_uses = np.zeros(H * W, dtype=np.int32)  # routes on each PE, siblings too
         self.pres = 0.5
         self.color_soft = color_soft
         self.colors = fabric.target.colors - INTERNAL_COLORS  # bundle colors there are
@@ -184,6 +185,7 @@ class _Negotiator:
                 pes = pes[~_member(rt.pe_lanes >> 8, pk)]
         _add(self.occ, links, sign * self.lane_load[i], rt.distinct)
         _add(self.pe_cnt, pes, sign, rt.distinct)
+        _add(self.pe_uses, rt.pes, sign, rt.distinct)
 
     def _pack(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All sampled candidates of request i at once: their links and PEs
@@ -259,7 +261,8 @@ class _Negotiator:
     def stats(self) -> dict[str, float]:
         placed = [i for i, rt in enumerate(self.routes) if rt is not None]
         routes = [self.routes[i] for i in placed]
-        of, adj, clash = _conflicts(routes, [self.reqs[i] for i in placed], self.known.forks)
+        of, adj, clash = _conflicts(routes, [self.reqs[i] for i in placed], self.known.forks,
+                                    self.pe_uses)
         self._part(clash, placed)
         links, pes = self.overused()
         return {"overused_links": int(links.sum()),
@@ -287,6 +290,7 @@ class _Negotiator:
         """Take `routes` as the placed ones, counting the loads again."""
         self.occ[:] = 0.0
         self.pe_cnt[:] = 0
+        self.pe_uses[:] = 0
         self.routes = [None] * len(routes)
         for i, rt in enumerate(routes):
             if rt is not None:
@@ -451,7 +455,8 @@ def _member(a: np.ndarray, sorted_b: np.ndarray) -> np.ndarray:
 
 
 def _conflicts(routes: list[_Route], reqs: list[Request] | None = None,
-               forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None
+               forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None,
+               uses: np.ndarray | None = None
                ) -> tuple[list[int], list[list[int]], list[tuple[int, int]]]:
     """Bundles that must take different colors, as groups: bundles sharing a
     PE conflict, except siblings (one edge, equal lanes) whose lanes meet
@@ -460,14 +465,17 @@ def _conflicts(routes: list[_Route], reqs: list[Request] | None = None,
     route's group and, per group, the groups it conflicts with; pairs are
     found vectorised, PE by PE, between the k-th neighbours of a (PE,
     bundle) sort. `forks` keeps _forks' answers per pair of route objects
-    (routes are kept, so their ids stay unique)."""
+    (routes are kept, so their ids stay unique). `uses`: how many of these
+    routes use each PE, if known."""
     n = len(routes)
     if not n:
         return [], [], []
-    pe = np.concatenate([rt.pes.astype(np.int64) for rt in routes])
-    owner = np.repeat(np.arange(n, dtype=np.int64), [rt.pes.size for rt in routes])
-    shared = np.bincount(pe)[pe] > 1  # pairs meet only on PEs used twice: sort just those
-    pe, owner = pe[shared], owner[shared]
+    if uses is None:
+        uses = np.bincount(np.concatenate([rt.pes for rt in routes]))
+    # pairs meet only on PEs used twice: sort just those
+    shared = [rt.pes[uses[rt.pes] > 1] for rt in routes]
+    pe = np.concatenate(shared).astype(np.int64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), [p.size for p in shared])
     key = np.sort(pe * n + owner)  # by PE, then bundle (one key sorts faster than a lexsort)
     pe, owner = key // n, key % n
     found = []

@@ -505,3 +505,26 @@ def test_blocked_counts_the_facing_side_as_free() -> None:
         side = np.array([(oy + i * axis[1]) * W + ox + i * axis[0] for i in range(length)])
         want = float((((who == -2) | (who >= 0)) & ~np.isin(pes, side)).mean())
         assert _blocked((pes, who), facing, W) == want
+
+
+@pytest.mark.parametrize("build", [fk.diamond, fk.fanout])
+def test_negotiator_keeps_pe_uses_and_conflicts_agree(build) -> None:
+    """The negotiator's count of routes per PE (siblings too) is the count of
+    its placed routes' PEs, and conflicts found with it (and with kept fork
+    checks) are those found from scratch."""
+    from wsec.passes import route as route_mod
+    from wsec.passes.route_bundles import requests
+
+    m = build()
+    t = get_target("wse2", (16, 16))
+    Place().run(m, PassContext(t))
+    fabric = Fabric.of(t)
+    cap = max(int(k.cost["cycles"]) for k in m.kernels() if k.cost)
+    got = route_mod._attempt(requests(m, fabric), fabric, cap, route_mod._corridors(m, fabric),
+                             3.0, 12, 6, None)
+    routes, reqs = got.routes, got.neg.reqs
+    assert np.array_equal(got.neg.pe_uses, np.bincount(np.concatenate([r.pes for r in routes]),
+                                                       minlength=fabric.width * fabric.height))
+    fresh = route_mod._conflicts(routes, reqs)
+    assert route_mod._conflicts(routes, reqs, {}, got.neg.pe_uses) == fresh
+    assert route_mod._conflicts(routes, reqs, got.neg.known.forks, got.neg.pe_uses) == fresh

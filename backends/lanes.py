@@ -178,7 +178,14 @@ def expand_routes(p: Program) -> np.ndarray:
         rec["edge"], rec["bundle"], rec["lane"] = NO_BUNDLE, NO_BUNDLE, ki
         parts.append(rec)
     out = np.concatenate(parts) if parts else np.zeros(0, ROUTE_DTYPE)
-    return out[np.lexsort((out["color"], out["y"], out["x"]))]
+    if not out.size:
+        return out
+    key = np.zeros(out.size, np.int64)  # (x, y, color) as one key: a stable sort of it is
+    for f in ("x", "y", "color"):  # the lexsort's order, several times faster
+        v = out[f].astype(np.int64)
+        lo = int(v.min())
+        key = key * (int(v.max()) - lo + 1) + (v - lo)
+    return out[np.argsort(key, kind="stable")]
 
 
 def route_shares(p: Program, routes: np.ndarray | None = None) -> np.ndarray:

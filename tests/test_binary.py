@@ -289,3 +289,18 @@ def test_big_splat_on_full_wafer_is_fast() -> None:
     assert len(p.blobs) == 5 and len(data) < 500_000
     assert p.wruns.size <= 750 + 994 and p.wcells.size <= 9
     assert p.info["summary"]["weight_bytes"] == 25088 * 4096 * 2
+
+
+def test_blob_table_keeps_one_blob_per_content() -> None:
+    """Blobs are deduplicated by their bytes, encoding, dtype and count: equal
+    contents share an id (first seen first), any difference makes a new one."""
+    from wsec.backends.emit import _BlobTable
+    from wsec.ir.target import get_target
+
+    t = _BlobTable(get_target("wse2"))
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    ids = [t.dense(a, "f32"), t.dense(a.copy(), "f32"), t.dense(a[:, :2], "f32"),
+           t.dense(a.T, "f32"), t.splat("f32", 12, 0.0), t.dense(np.zeros(12, np.float32), "f32"),
+           t.splat("f32", 12, 0.0), t.splat("f32", 6, 0.0)]
+    assert ids == [0, 0, 1, 2, 3, 4, 3, 5]
+    assert len(t.blobs) == 6

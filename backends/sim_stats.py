@@ -77,7 +77,7 @@ def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
         # the compiler's estimate for the same lane: its share of the edge's bytes
         est = max((int(Fabric.of(t).wavelets(int(ra.bytes.max()))) for ra in outs if ra.size),
                   default=0)
-        busiest = max((load[lk] for lk in links), default=0)
+        busiest = max((load.get(lk, 0) for lk in links), default=0)  # an empty box: 0
         st = res.kernel_stats.get(k.name, {})
         macs = int(st.get("pe_macs_max", 0))
         rows.append({

@@ -23,6 +23,7 @@ from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_inbox import Delivery, check_windows
 from wsec.backends.sim_sharded import _conv_need
+from wsec.backends.sim_stats import format_stats
 from wsec.driver import CompileOptions, compile_model
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import LaneError, check_cut, cut_counts, lane_slices
@@ -151,6 +152,7 @@ def test_resnet50_cut_bundles_carry_each_rows_window(tmp_path: pathlib.Path) -> 
     stats = res.kernel_stats
     cut = [int(b["sink"]) for b in p.bundles if int(b["flags"]) & BUNDLE_CUT]
     assert all(stats[p.kernels[ki].name]["forwarded_pes"] == 0 for ki in cut)
+    assert f"{len(set(cut))} read only what their lanes delivered" in format_stats(p, res)
     # shorten a halo: a lane whose last row another lane carries too loses it
     for bi in (i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_CUT):
         boxes = p.lane_boxes(bi)

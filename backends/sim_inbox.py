@@ -7,7 +7,7 @@ lane each PE's core received (`Delivery.lane_at`, offsets of the kernel's
 unrotated rectangle; a bundle's lanes never share a PE, so a PE receives at
 most one lane of it) and the slice that lane carries (`lane_slices`).
 
-A kernel's executor (sim_kernels) declares the window of each input a PE
+A kernel's executor (sim_exec) declares the window of each input a PE
 holds (a conv row group's input rows plus its halo, a matmul row's
 reduction block, ...) and reads only inside it; reading outside raises
 `SimError` naming the PE, the element and the lane that carried it.

@@ -14,9 +14,9 @@ library_dense.MatmulKind), vectorised over all PEs of the kernel:
   of a column are summed in PE order, the reduction-end PE adds its shard of
   the bias.
 
-Each executor returns False when the anchor is outside what it shards (e.g.
-a 1-D conv, a matmul whose B is an activation); the kernel then runs on the
-reference semantics like the other kinds.
+Each executor returns False when the anchor is outside what it shards; the
+kernel is then a SimError naming it and the op (sim_exec), never evaluated
+on whole tensors.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def compiler_version() -> str:
 def write_program(p: Program) -> bytes:
     """Encode a Program as format bytes (no validation)."""
     return pack_file([(META, encode_meta(p)), (STRINGS, encode_strings(p.strings)),
-                      (LANES, encode_lanes(p.bundles, p.points, p.templates)),
+                      (LANES, encode_lanes(p.bundles, p.points, p.templates, p.slices)),
                       (SRAM, encode_sram(p)),
                       (BLOBS, encode_blobs(p.blobs))], p.version, p.flags)
 
@@ -166,7 +166,7 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
             _weight_maps(ki, k, module, blobs, acc)
     edges = [EdgeInfo(e.value, e.src, list(e.dsts), int(e.bytes_per_sample))
              for e in module.edges]
-    bundles, points = bundle_records(module, {k.name: i for i, k in enumerate(kernels)})
+    bundles, points, slices = bundle_records(module, {k.name: i for i, k in enumerate(kernels)})
     # a stream binary's phases reuse the same PEs one after another; their kernels'
     # internal flows are configured per phase, not in the resident route table
     templates, entries, per_kernel = (
@@ -196,7 +196,7 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
             info.update(store_steps=store, micro_batch=int(module.attrs["micro_batch"]))
     reg = np.array(regions, REGION_DTYPE) if regions else np.zeros(0, REGION_DTYPE)
     p = Program(target, infos, edges, bundles, points, entries, reg, *acc.arrays(), blobs.blobs,
-                strings, info)
+                strings, info, slices=slices)
     try:
         check_records(p)
     except FormatError as e:

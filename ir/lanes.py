@@ -16,8 +16,13 @@ source; every other lane follows the same shape, nested:
   delivering to each (a kernel's input multicast along the PE row).
 
 Because lanes of a bundle are PE-disjoint, a bundle holds one color. The
-slice lane i carries is the elements [N*i//L, N*(i+1)//L) of the flattened
-value (`lane_slices`), so the lanes of a bundle partition the value.
+slice lane i carries is, by default, the elements [N*i//L, N*(i+1)//L) of
+the flattened value (`lane_slices`), so the lanes of a bundle partition the
+value. A bundle with a `cut` instead carries the boxes its sink's kind
+declares per PE row (KernelKind.input_cut: e.g. a conv row's channel block x
+its row group's input rows), so the row multicast alone delivers every PE
+what it reads; neighbouring boxes may overlap (halo rows on two lanes: a
+declared cover, `check_cut`), and what a lane carries is its box's elements.
 """
 
 from __future__ import annotations
@@ -284,3 +289,48 @@ def _runs(b: Bundle, source_host: bool, sink_host: bool, lanes: list[int],
             ex, ey = pts[j][-1]
             out.append((ex + lx, ey + ly, lx, ly, reach, opp, opp, _RAMP_BIT | _BIT[last],
                         _RAMP_BIT, i))
+
+
+def box_elements(boxes: np.ndarray) -> np.ndarray:
+    """Elements of each box of (n, 2, ndim) boxes [start, stop) per dim."""
+    ext = np.maximum(boxes[:, 1, :] - boxes[:, 0, :], 0)
+    return np.prod(ext, axis=1, dtype=np.int64)
+
+
+def cut_counts(shape: tuple[int, ...], boxes: np.ndarray) -> np.ndarray:
+    """How many lanes carry each element of a value of `shape`."""
+    count = np.zeros(shape, np.int32)
+    for lo, hi in zip(boxes[:, 0, :].tolist(), boxes[:, 1, :].tolist(), strict=True):
+        count[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] += 1
+    return count
+
+
+def check_cut(shape: tuple[int, ...], boxes: np.ndarray) -> None:
+    """Raise LaneError unless the boxes lie in the value and cover every
+    element at least once (a declared cover: overlaps are halo elements
+    carried on two lanes, never a gap)."""
+    shape = tuple(int(n) for n in shape)
+    if boxes.ndim != 3 or boxes.shape[1] != 2 or boxes.shape[2] != len(shape):
+        raise LaneError(f"lane boxes of shape {list(boxes.shape)} do not describe a value of "
+                        f"{len(shape)} dims")
+    lo, hi = boxes[:, 0, :], boxes[:, 1, :]
+    bad = np.flatnonzero(((lo < 0) | (hi > np.asarray(shape, np.int64)) | (lo > hi)).any(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise LaneError(f"lane {i}'s box {_box_txt(boxes[i])} lies outside the value "
+                        f"{list(shape)}")
+    count = cut_counts(shape, boxes)
+    if count.size and count.min() == 0:
+        at = [int(v) for v in np.unravel_index(int(np.argmin(count)), shape)]
+        raise LaneError(f"no lane carries element {at} of the value {list(shape)} (a gap)")
+
+
+def _box_txt(box: np.ndarray) -> str:
+    return "[" + ", ".join(f"{int(a)}:{int(b)}" for a, b in zip(box[0], box[1], strict=True)) + "]"
+
+
+def lane_of_element(boxes: np.ndarray, index: list[int]) -> int:
+    """The first lane whose box holds element `index` (-1: none)."""
+    ix = np.asarray(index, np.int64)
+    inside = ((boxes[:, 0, :] <= ix) & (ix < boxes[:, 1, :])).all(axis=1)
+    return int(np.argmax(inside)) if inside.any() else -1

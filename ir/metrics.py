@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fabric import DIRS, LINK_PLANES, PORT_BITS, RAMP_IN, RAMP_OUT, STEP, Fabric
-from .graph import HOST, Module, Rect
-from .lanes import expand, lane_slices
+from .graph import HOST, Bundle, Edge, Module, Rect
+from .lanes import box_elements, expand, lane_slices
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,16 @@ def share_key(edge: np.ndarray | int, lanes: np.ndarray | int, lane: np.ndarray 
     to every port either sends to (wsec.ir.metrics.merge_shared)."""
     return ((np.asarray(edge, dtype=np.int64) << 40) | (np.asarray(lanes, dtype=np.int64) << 20)
             | np.asarray(lane, dtype=np.int64))
+
+
+CUT_SHARE = 1 << 62  # share keys of cut bundles: their lanes carry their own boxes
+
+
+def cut_share_key(bundle: int, lane: np.ndarray | int) -> np.ndarray:
+    """The identity of what lane `lane` of a cut bundle carries (its sink's
+    box, wsec.ir.lanes): equal only within the bundle, so no other bundle's
+    lane merges with it into one multicast route."""
+    return CUT_SHARE | (np.int64(bundle) << 20) | np.asarray(lane, dtype=np.int64)
 
 
 def merge_shared(ra: RouteArrays) -> RouteArrays:
@@ -137,19 +147,44 @@ def lane_bytes(edge_bytes: int, numel: int, lanes: int) -> np.ndarray:
     return -(-int(edge_bytes) * (sl[:, 1] - sl[:, 0]) // max(numel, 1))
 
 
+def cut_lane_bytes(edge_bytes: int, numel: int, boxes: np.ndarray) -> np.ndarray:
+    """Bytes per sample each lane of a cut bundle carries (its box)."""
+    return -(-int(edge_bytes) * box_elements(boxes) // max(numel, 1))
+
+
+def cut_lanes(module: Module, e: Edge, b: Bundle, bundle_id: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes per sample, share key) of every lane of cut bundle `b` of edge
+    `e` (the `bundle_id`-th of the module's bundles)."""
+    from .kernels import lane_boxes
+
+    v = module.values[e.value]
+    k = next(k for k in module.kernels() if k.name == b.sink)
+    boxes = lane_boxes(k, b, e.value, tuple(v.type.shape))
+    return (cut_lane_bytes(e.bytes_per_sample, v.type.numel, boxes),
+            cut_share_key(bundle_id, np.arange(b.lanes)))
+
+
 def route_arrays(module: Module) -> RouteArrays:
     """The routes of a module's edges: every bundle expanded lane by lane
     (edge index = position in `module.edges`), lanes that carry the same
     slice into the same PE on the same color merged into one multicast
     entry (merge_shared)."""
     cols: list[list[np.ndarray]] = [[] for _ in range(8)]
+    n = 0
     for i, e in enumerate(module.edges):
         numel = module.values[e.value].type.numel if e.value in module.values else 1
         for b in e.bundles or ():
             ex = expand(b, e.src == HOST, b.sink == HOST)
-            lb = lane_bytes(e.bytes_per_sample, numel, b.lanes)
+            if b.cut:
+                lb, sk = cut_lanes(module, e, b, n)
+                sk = sk[ex.lane]
+            else:
+                lb, sk = lane_bytes(e.bytes_per_sample, numel, b.lanes), share_key(
+                    i, b.lanes, ex.lane)
+            n += 1
             for c, v in zip(cols, (ex.x, ex.y, np.full(ex.x.size, b.color), np.full(ex.x.size, i),
-                                   ex.rx, ex.tx, lb[ex.lane], share_key(i, b.lanes, ex.lane)),
+                                   ex.rx, ex.tx, lb[ex.lane], sk),
                             strict=True):
                 c.append(np.asarray(v, dtype=np.int64))
     arrs = [np.concatenate(c) if c else np.zeros(0, np.int64) for c in cols]

@@ -538,7 +538,7 @@ def _forks_memo(a: _Route, b: _Route, ra: Request, rb: Request,
 
 def _forks(a: _Route, b: _Route, ra: Request, rb: Request) -> bool:
     """Sibling bundles whose shared PEs are one multicast route each."""
-    if ra.edge != rb.edge or a.bundle.lanes != b.bundle.lanes:
+    if ra.edge != rb.edge or a.bundle.lanes != b.bundle.lanes or a.bundle.cut or b.bundle.cut:
         return False
     sh = _LANE_BITS + 8
     common = np.intersect1d(a.pe_lanes >> sh, b.pe_lanes >> sh)
@@ -728,7 +728,7 @@ def _commit(module: Module, got: _Attempt) -> None:
     for r, rt, c in zip(got.neg.reqs, got.routes, got.colors, strict=True):
         b = rt.bundle
         module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
-            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach))
+            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach, b.cut))
 
 
 def _loads(module: Module, got: _Attempt, fabric: Fabric) -> np.ndarray:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
-from wsec.ir.graph import HOST, Bundle, Module, Rect
+from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
+from wsec.ir.kernels import input_cut
 
 Vec = tuple[int, int]
 _E, _N = (1, 0), (0, 1)
@@ -115,6 +116,7 @@ class Request:
     pairs: list[tuple[Port, Port]] = field(default_factory=list)  # side pairs, best first
     choice: int = 0  # which pair `src`, `dst` are
     solo: bool = False  # never shares slots with its siblings (their lanes would cross)
+    cut_rows: int = 0  # the sink's PE rows when its kind cuts this input per row (input_cut)
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -190,6 +192,7 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
         outs[k.name] = output_ports(k.name, k.rect, k.rotated)
         owner[k.rect.y:k.rect.y1, k.rect.x:k.rect.x1] = idx
     W = fabric.width
+    kern = {k.name: k for k in module.kernels()}
     around = {id(p): _outside(p, owner, True) for ps in outs.values() for p in ps}
     around.update({id(p): _outside(p, owner, False) for ps in ins.values() for p in ps})
     out = []
@@ -217,8 +220,18 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                     ranked.append((c, len(ranked), a, b))
             ranked.sort(key=lambda t: (t[0], t[1]))
             pairs = [(a, b) for _, _, a, b in ranked] or [(srcs[0], dsts[0])]
-            out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs))
+            out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
+                               cut_rows=_cut_rows(kern.get(d), e.value, module)))
     return out
+
+
+def _cut_rows(k: Kernel | None, value: str, module: Module) -> int:
+    """The PE rows of sink `k` when its kind reads `value` per row
+    (wsec.ir.kernels.input_cut), else 0."""
+    if k is None or value not in module.values:
+        return 0
+    rows = input_cut(k, value, module.values[value].type.shape)
+    return 0 if rows is None else int(rows.shape[0])
 
 
 def _prop(total: int, weights: list[int]) -> list[int]:
@@ -412,7 +425,22 @@ def _landing(r: Request, o_last: Vec) -> Vec | None:
 
 def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
     reach = 0 if r.dst.owner == HOST else r.dst.reach
-    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach)
+    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, "rows" if cuts(r) else "")
+
+
+def _can_cut(r: Request) -> bool:
+    """The sink's kind cuts the value per PE row, r's destination is a side
+    with a slot per row, and r does not come from the host (whose I/O map
+    sends flat ranges)."""
+    return (bool(r.cut_rows) and r.cut_rows == r.dst.length and not r.dst.cross
+            and r.src.owner != HOST)
+
+
+def cuts(r: Request) -> bool:
+    """Whether r's lanes carry its sink's per-row boxes: r can cut and has
+    one lane per row, landing on every row of its input side (the lanes then
+    deliver each row exactly what it reads)."""
+    return _can_cut(r) and r.lanes == r.cut_rows
 
 
 def _path_dirs(path: list[Vec]) -> list[Vec] | None:

@@ -21,6 +21,7 @@ splat never materialises.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def compiler_version() -> str:
 def write_program(p: Program) -> bytes:
     """Encode a Program as format bytes (no validation)."""
     return pack_file([(META, encode_meta(p)), (STRINGS, encode_strings(p.strings)),
-                      (LANES, encode_lanes(p.bundles, p.points, p.templates)),
+                      (LANES, encode_lanes(p.bundles, p.points, p.templates, p.slices)),
                       (SRAM, encode_sram(p)),
                       (BLOBS, encode_blobs(p.blobs))], p.version, p.flags)
 
@@ -165,7 +166,7 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
             _weight_maps(ki, k, module, blobs, acc)
     edges = [EdgeInfo(e.value, e.src, list(e.dsts), int(e.bytes_per_sample))
              for e in module.edges]
-    bundles, points = bundle_records(module, {k.name: i for i, k in enumerate(kernels)})
+    bundles, points, slices = bundle_records(module, {k.name: i for i, k in enumerate(kernels)})
     # a stream binary's phases reuse the same PEs one after another; their kernels'
     # internal flows are configured per phase, not in the resident route table
     templates, entries, per_kernel = (
@@ -195,7 +196,7 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
             info.update(store_steps=store, micro_batch=int(module.attrs["micro_batch"]))
     reg = np.array(regions, REGION_DTYPE) if regions else np.zeros(0, REGION_DTYPE)
     p = Program(target, infos, edges, bundles, points, entries, reg, *acc.arrays(), blobs.blobs,
-                strings, info)
+                strings, info, slices=slices)
     try:
         check_records(p)
     except FormatError as e:
@@ -292,13 +293,16 @@ class _BlobTable:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.blobs: list[Blob] = []
-        self.ids: dict[bytes, int] = {}
+        self.ids: dict[tuple[int, str, int, bytes], int] = {}
 
     def device_dtype(self, dtype: str) -> str:
         return self.target.dtype if np.issubdtype(DTYPES[dtype], np.floating) else dtype
 
     def add(self, b: Blob) -> int:
-        d = b.digest()
+        # keyed by content itself: Python's hash of the bytes is several times
+        # cheaper than their sha256 (written once per distinct blob), and
+        # equal hashes are compared byte for byte
+        d = (b.encoding, b.dtype, b.count, b.payload)
         if d not in self.ids:
             self.ids[d] = len(self.blobs)
             self.blobs.append(b)
@@ -395,7 +399,7 @@ def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc)
 
         def blob_of(key: SliceKey, v: Value = v, full: np.ndarray | None = full,
                     cache: dict[object, int] = cache) -> int:
-            count = int(np.prod([b - a for a, b in key], dtype=np.int64))
+            count = int(math.prod(b - a for a, b in key)) if full is None else 0
             ck: object = count if full is None else key
             if ck not in cache:
                 if full is None:
@@ -427,8 +431,7 @@ def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc)
 
 
 def _numel(key: SliceKey, axes: list[int], axis: int) -> int:
-    return int(np.prod([b - a for (a, b), ax in zip(key, axes, strict=True) if ax == axis],
-                       dtype=np.int64))
+    return int(math.prod(b - a for (a, b), ax in zip(key, axes, strict=True) if ax == axis))
 
 
 class _MapAcc:

@@ -26,7 +26,8 @@ from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 2  # 2: routes as bundles of lanes (LANES) and kernel route templates
+FORMAT_VERSION = 3  # 2: routes as bundles of lanes (LANES) and kernel route templates;
+# 3: cut bundles, whose lanes carry boxes of the slice table (LANES)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -44,17 +45,22 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 
 # LANES: one record per bundle (an edge's lanes to one sink, on one color:
 # wsec.ir.lanes), then the waypoints of lane 0's path. sink: kernel index or
-# -1 for the host; flags: BUNDLE_FROM_HOST, BUNDLE_TO_HOST.
+# -1 for the host; flags: BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT (lane i
+# carries the box slices[slice0 + i] instead of its flat range).
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
                          ("reserved", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
                          ("reserved2", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
-                         ("npoints", "<u4")])
+                         ("npoints", "<u4"), ("slice0", "<u4")])
 POINT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2")])
+# a cut bundle's lane box: [start, stop) per dim of the value (dims past its
+# rank are 0:0)
+CUT_DIMS = 6
+SLICE_DTYPE = np.dtype([("start", "<u4", (CUT_DIMS,)), ("stop", "<u4", (CUT_DIMS,))])
 # a kernel route template's entries (wsec.ir.templates), in offsets of the
 # kernel's unrotated rectangle; META `templates[t]` says which slice is whose
 TEMPLATE_DTYPE = np.dtype([("px", "<u2"), ("py", "<u2"), ("color", "u1"), ("rx", "u1"),
                            ("tx", "u1"), ("reserved", "u1")])
-BUNDLE_FROM_HOST, BUNDLE_TO_HOST = 1, 2
+BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT = 1, 2, 4
 NO_BUNDLE = 0xFFFFFFFF  # a route entry of a kernel's template, not of a bundle
 
 # The routers' configuration as the loader expands it from LANES and the
@@ -261,6 +267,17 @@ class Program:
     # the routers' configuration, expanded from LANES and the templates (ROUTE_DTYPE,
     # sorted by (x, y, color)); set by `wsec.backends.lanes.expand_routes`
     routes: np.ndarray = field(default_factory=lambda: np.zeros(0, ROUTE_DTYPE))
+    slices: np.ndarray = field(default_factory=lambda: np.zeros(0, SLICE_DTYPE))  # LANES
+
+    def lane_boxes(self, bi: int) -> np.ndarray | None:
+        """(lanes, 2, ndim) boxes the lanes of cut bundle `bi` carry; None
+        for a bundle whose lanes carry the flat split (lane_slices)."""
+        b = self.bundles[bi]
+        if not int(b["flags"]) & BUNDLE_CUT:
+            return None
+        nd = len(type_shape(self.info["values"][self.edges[int(b["edge"])].value]))
+        rec = self.slices[int(b["slice0"]):int(b["slice0"]) + int(b["lanes"])]
+        return np.stack([rec["start"][:, :nd], rec["stop"][:, :nd]], axis=1).astype(np.int64)
 
     def kernel_index(self, name: str) -> int:
         for i, k in enumerate(self.kernels):
@@ -399,26 +416,30 @@ def _records(data: bytes, offset: int, n: int, dtype: np.dtype, what: str) -> np
     return np.frombuffer(data, dtype, n, offset).copy()
 
 
-def encode_lanes(bundles: np.ndarray, points: np.ndarray, templates: np.ndarray) -> bytes:
-    return (COUNT2.pack(len(bundles), len(points)) + COUNT2.pack(len(templates), 0)
+def encode_lanes(bundles: np.ndarray, points: np.ndarray, templates: np.ndarray,
+                 slices: np.ndarray) -> bytes:
+    return (COUNT2.pack(len(bundles), len(points)) + COUNT2.pack(len(templates), len(slices))
             + np.ascontiguousarray(bundles, BUNDLE_DTYPE).tobytes()
             + np.ascontiguousarray(points, POINT_DTYPE).tobytes()
-            + np.ascontiguousarray(templates, TEMPLATE_DTYPE).tobytes())
+            + np.ascontiguousarray(templates, TEMPLATE_DTYPE).tobytes()
+            + np.ascontiguousarray(slices, SLICE_DTYPE).tobytes())
 
 
-def decode_lanes(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_lanes(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if len(data) < 2 * COUNT2.size:
         raise FormatError("LANES section is shorter than its counts")
     nb, npt = COUNT2.unpack_from(data)
-    nt, _ = COUNT2.unpack_from(data, COUNT2.size)
+    nt, ns = COUNT2.unpack_from(data, COUNT2.size)
     head = 2 * COUNT2.size
     sizes = (nb * BUNDLE_DTYPE.itemsize, npt * POINT_DTYPE.itemsize,
-             nt * TEMPLATE_DTYPE.itemsize)
-    _exact(data, head + sum(sizes), f"{nb} bundle, {npt} point and {nt} template records")
+             nt * TEMPLATE_DTYPE.itemsize, ns * SLICE_DTYPE.itemsize)
+    _exact(data, head + sum(sizes), f"{nb} bundle, {npt} point, {nt} template and {ns} slice "
+           "records")
     b = _records(data, head, nb, BUNDLE_DTYPE, "bundle")
     pts = _records(data, head + sizes[0], npt, POINT_DTYPE, "point")
     tpl = _records(data, head + sizes[0] + sizes[1], nt, TEMPLATE_DTYPE, "template")
-    return b, pts, tpl
+    sl = _records(data, head + sum(sizes[:3]), ns, SLICE_DTYPE, "slice")
+    return b, pts, tpl, sl
 
 
 _SRAM_HEAD = struct.Struct("<IIII")

@@ -13,6 +13,8 @@ from wsec.ir.metrics import (
     RouteArrays,
     busiest_link,
     colors_per_pe,
+    cut_lane_bytes,
+    cut_share_key,
     lane_bytes,
     link_loads,
     merge_shared,
@@ -62,8 +64,13 @@ def program_routes(p: Program, templates: bool = False, merge: bool = True) -> R
         e = p.edges[int(b["edge"])]
         numel = int(np.prod(type_shape(p.info["values"][e.value]), dtype=np.int64)) \
             if e.value in p.info.get("values", {}) else 1
-        nbytes[sel] = lane_bytes(e.bytes_per_sample, numel, int(b["lanes"]))[r["lane"][sel]]
-        share[sel] = share_key(int(b["edge"]), int(b["lanes"]), r["lane"][sel])
+        boxes = p.lane_boxes(bi)
+        if boxes is None:
+            nbytes[sel] = lane_bytes(e.bytes_per_sample, numel, int(b["lanes"]))[r["lane"][sel]]
+            share[sel] = share_key(int(b["edge"]), int(b["lanes"]), r["lane"][sel])
+        else:
+            nbytes[sel] = cut_lane_bytes(e.bytes_per_sample, numel, boxes)[r["lane"][sel]]
+            share[sel] = cut_share_key(bi, r["lane"][sel])
     ra = RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
                      r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
                      r["tx"].astype(np.int64), nbytes, share=share)

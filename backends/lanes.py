@@ -12,37 +12,65 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import HOST, Bundle, Module
-from wsec.ir.lanes import LaneError, expand
+from wsec.ir.lanes import LaneError, check_cut, expand
 from wsec.ir.lanes import check as lane_check
-from wsec.ir.metrics import share_key
+from wsec.ir.metrics import cut_share_key, share_key
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
 
 from .format import (
+    BUNDLE_CUT,
     BUNDLE_DTYPE,
     BUNDLE_FROM_HOST,
     BUNDLE_TO_HOST,
+    CUT_DIMS,
     NO_BUNDLE,
     POINT_DTYPE,
     ROUTE_DTYPE,
+    SLICE_DTYPE,
     TEMPLATE_DTYPE,
     FormatError,
     Program,
+    type_shape,
 )
 
 
 def bundle_records(module: Module, kernel_index: dict[str, int]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(BUNDLE_DTYPE records, POINT_DTYPE waypoints) of every edge's bundles."""
-    recs, pts = [], []
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(BUNDLE_DTYPE records, POINT_DTYPE waypoints, SLICE_DTYPE lane boxes
+    of the cut bundles) of every edge's bundles."""
+    from wsec.ir.kernels import lane_boxes
+
+    recs, pts, boxes = [], [], []
+    kernels = {k.name: k for k in module.kernels()}
+    nbox = 0
     for ei, e in enumerate(module.edges):
         for b in e.bundles or ():
             flags = (BUNDLE_FROM_HOST if e.src == HOST else 0) | (
                 BUNDLE_TO_HOST if b.sink == HOST else 0)
+            slice0 = 0
+            if b.cut:
+                try:
+                    box = lane_boxes(kernels[b.sink], b, e.value,
+                                     tuple(module.values[e.value].type.shape))
+                except (KeyError, ValueError) as err:
+                    raise FormatError(f"bundle of %{e.value} to '{b.sink}' is cut "
+                                      f"'{b.cut}': {err}") from None
+                flags |= BUNDLE_CUT
+                slice0 = nbox
+                boxes.append(box)
+                nbox += box.shape[0]
             recs.append((ei, -1 if b.sink == HOST else kernel_index[b.sink], b.color, flags, 0,
-                         b.lanes, b.axis, 0, b.reach, len(pts), len(b.path)))
+                         b.lanes, b.axis, 0, b.reach, len(pts), len(b.path), slice0))
             pts += b.path
+    sl = np.zeros(nbox, SLICE_DTYPE)
+    at = 0
+    for box in boxes:
+        nd = box.shape[2]
+        sl["start"][at:at + box.shape[0], :nd] = box[:, 0, :]
+        sl["stop"][at:at + box.shape[0], :nd] = box[:, 1, :]
+        at += box.shape[0]
     return (np.array(recs, BUNDLE_DTYPE) if recs else np.zeros(0, BUNDLE_DTYPE),
-            np.array(pts, POINT_DTYPE) if pts else np.zeros(0, POINT_DTYPE))
+            np.array(pts, POINT_DTYPE) if pts else np.zeros(0, POINT_DTYPE), sl)
 
 
 def template_records(module: Module) -> tuple[list[dict[str, object]], np.ndarray, list[int]]:
@@ -84,7 +112,8 @@ def to_bundle(p: Program, bi: int) -> Bundle:
     pts = p.points[a:a + n]
     sink = HOST if int(r["sink"]) < 0 else p.kernels[int(r["sink"])].name
     return Bundle(sink, int(r["color"]), int(r["lanes"]), (int(r["axis"][0]), int(r["axis"][1])),
-                  tuple((int(q["x"]), int(q["y"])) for q in pts), int(r["reach"]))
+                  tuple((int(q["x"]), int(q["y"])) for q in pts), int(r["reach"]),
+                  "rows" if int(r["flags"]) & BUNDLE_CUT else "")
 
 
 def check_records(p: Program) -> None:
@@ -113,6 +142,7 @@ def check_records(p: Program) -> None:
         except LaneError as e:
             raise FormatError(f"{what} (edge %{p.edges[int(r['edge'])].value}) is not a valid "
                               f"bundle of lanes: {e}") from None
+        _check_cut(p, bi)
     _check_partition(p)
     for ti, t in enumerate(p.info.get("templates", [])):
         a, n = int(t["entry0"]), int(t["entries"])
@@ -124,6 +154,38 @@ def check_records(p: Program) -> None:
                   or int(ent["color"].max()) >= INTERNAL_COLORS):
             raise FormatError(f"template #{ti} reaches outside its {t['w']}x{t['h']} PEs or its "
                               f"{INTERNAL_COLORS} internal colors")
+
+
+def _check_cut(p: Program, bi: int) -> None:
+    """A cut bundle's lanes carry boxes of the slice table that lie in its
+    value and cover it (overlaps are declared halo; a gap is an error)."""
+    r = p.bundles[bi]
+    if not int(r["flags"]) & BUNDLE_CUT:
+        return
+    e = p.edges[int(r["edge"])]
+    what = f"bundle #{bi} (edge %{e.value})"
+    if int(r["flags"]) & (BUNDLE_FROM_HOST | BUNDLE_TO_HOST):
+        raise FormatError(f"{what} is cut but runs to or from the host, whose I/O map gives "
+                          "flat ranges")
+    a, n = int(r["slice0"]), int(r["lanes"])
+    if a + n > len(p.slices):
+        raise FormatError(f"{what} is cut into slices {a}..{a + n}, outside the "
+                          f"{len(p.slices)} stored")
+    shape = tuple(type_shape(p.info["values"][e.value]))
+    if len(shape) > CUT_DIMS:
+        raise FormatError(f"{what} is cut, but %{e.value} has {len(shape)} dims (at most "
+                          f"{CUT_DIMS})")
+    rec = p.slices[a:a + n]
+    nd = len(shape)
+    if (rec["start"][:, nd:] != 0).any() or (rec["stop"][:, nd:] != 0).any():
+        raise FormatError(f"{what}: a lane box has extents past the {nd} dims of %{e.value}")
+    boxes = p.lane_boxes(bi)
+    assert boxes is not None
+    try:
+        check_cut(shape, boxes)
+    except LaneError as err:
+        raise FormatError(f"lane slices of {what} to "
+                          f"'{p.kernels[int(r['sink'])].name}' do not cover it: {err}") from None
 
 
 def _check_partition(p: Program) -> None:
@@ -178,7 +240,14 @@ def expand_routes(p: Program) -> np.ndarray:
         rec["edge"], rec["bundle"], rec["lane"] = NO_BUNDLE, NO_BUNDLE, ki
         parts.append(rec)
     out = np.concatenate(parts) if parts else np.zeros(0, ROUTE_DTYPE)
-    return out[np.lexsort((out["color"], out["y"], out["x"]))]
+    if not out.size:
+        return out
+    key = np.zeros(out.size, np.int64)  # (x, y, color) as one key: a stable sort of it is
+    for f in ("x", "y", "color"):  # the lexsort's order, several times faster
+        v = out[f].astype(np.int64)
+        lo = int(v.min())
+        key = key * (int(v.max()) - lo + 1) + (v - lo)
+    return out[np.argsort(key, kind="stable")]
 
 
 def route_shares(p: Program, routes: np.ndarray | None = None) -> np.ndarray:
@@ -189,9 +258,11 @@ def route_shares(p: Program, routes: np.ndarray | None = None) -> np.ndarray:
     out = np.full(r.size, -1, np.int64)
     if lanes.any() and len(p.bundles):
         nl = np.asarray(p.bundles["lanes"], dtype=np.int64)
-        out[lanes] = share_key(r["edge"][lanes].astype(np.int64),
-                               nl[r["bundle"][lanes].astype(np.int64)],
-                               r["lane"][lanes].astype(np.int64))
+        bi = r["bundle"][lanes].astype(np.int64)
+        ln = r["lane"][lanes].astype(np.int64)
+        cut = (p.bundles["flags"].astype(np.int64) & BUNDLE_CUT) != 0
+        out[lanes] = np.where(cut[bi], cut_share_key(0, 0) | (bi << 20) | ln,
+                              share_key(r["edge"][lanes].astype(np.int64), nl[bi], ln))
     return out
 
 

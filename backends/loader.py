@@ -153,13 +153,13 @@ def decode_program(data: bytes) -> Program:
     try:
         target, kernels, edges, info = _decode(META, decode_meta, by_id)
         strings = _decode(STRINGS, decode_strings, by_id)
-        bundles, points, templates = _decode(LANES, decode_lanes, by_id)
+        bundles, points, templates, slices = _decode(LANES, decode_lanes, by_id)
         regions, wmaps, wruns, wcells = _decode(SRAM, decode_sram, by_id)
         blobs = _decode(BLOBS, decode_blobs, by_id)
     except BinaryError:
         raise
     return Program(target, kernels, edges, bundles, points, templates, regions, wmaps, wruns,
-                   wcells, blobs, strings, info, version, flags, sections)
+                   wcells, blobs, strings, info, version, flags, sections, slices=slices)
 
 
 def _decode(sid: int, fn, by_id: dict[int, bytes]):  # type: ignore[no-untyped-def]

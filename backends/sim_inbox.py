@@ -7,15 +7,19 @@ lane each PE's core received (`Delivery.lane_at`, offsets of the kernel's
 unrotated rectangle; a bundle's lanes never share a PE, so a PE receives at
 most one lane of it) and the slice that lane carries (`lane_slices`).
 
-A kernel's executor (sim_kernels) declares the window of each input a PE
+A kernel's executor (sim_exec) declares the window of each input a PE
 holds (a conv row group's input rows plus its halo, a matmul row's
 reduction block, ...) and reads only inside it; reading outside raises
 `SimError` naming the PE, the element and the lane that carried it.
-Elements a PE holds but whose lane landed on another PE of the kernel were
-forwarded inside the rectangle (the kind's input distribution); the
-simulator counts those PEs (`forwarded_pes`), since the routers configure
-only the row multicast (`reach`) and the reduction chains, not that
-distribution.
+
+The window against the inbox (`check_windows`): a cut bundle's lanes carry
+the boxes the sink's kind declares per PE row, so each PE's window must lie
+in the box of the lane its core received — anything else is a SimError
+naming the PE, the element and the lane. A flat bundle's lanes carry
+contiguous ranges of the flattened value, which in general do not hold a
+PE's window: those elements would have to be forwarded inside the
+rectangle, a distribution no route configures; the simulator counts the
+PEs that need it (`forwarded_pes`) instead of proving them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from wsec.ir.fabric import PORT_BITS
-from wsec.ir.lanes import lane_slices
+from wsec.ir.lanes import lane_of_element, lane_slices
 
 from .format import NO_BUNDLE, Program, type_shape
 from .sim_base import SimError, edge_name
@@ -42,13 +46,18 @@ class Delivery:
     numel: int
     slices: np.ndarray  # (lanes, 2) [start, stop) of the flattened value
     lane_at: np.ndarray  # [uh, uw]: lane delivered into the PE's core, -1 for none
+    shape: tuple[int, ...] = ()
+    boxes: np.ndarray | None = None  # a cut bundle: (lanes, 2, ndim) box per lane
 
     @property
     def lanes(self) -> int:
         return int(self.slices.shape[0])
 
     def lane_of(self, flat: np.ndarray | int) -> np.ndarray:
-        """The lane carrying each flat element."""
+        """The lane carrying each flat element (a cut bundle: the first lane
+        whose box holds it)."""
+        if self.boxes is not None:
+            return np.asarray(lane_of_element(self.boxes, unravel(int(flat), self.shape)))
         return np.searchsorted(self.slices[:, 1], np.asarray(flat), side="right")
 
     def landing_pes(self) -> int:
@@ -100,10 +109,65 @@ def deliveries(p: Program) -> list[dict[str, Delivery]]:
                            f"is delivered outside kernel '{k.name}'")
         at = np.full((uh, uw), -1, np.int32)
         at[py, px] = r["lane"][mine].astype(np.int32)
-        numel = int(np.prod(type_shape(p.info["values"][e.value]), dtype=np.int64))
+        shape = tuple(type_shape(p.info["values"][e.value]))
+        numel = int(np.prod(shape, dtype=np.int64))
         out[ki][e.value] = Delivery(e.value, int(b["edge"]), bi, numel,
-                                    lane_slices(numel, int(b["lanes"])), at)
+                                    lane_slices(numel, int(b["lanes"])), at, shape,
+                                    p.lane_boxes(bi))
     return out
+
+
+def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
+    """PE row py of kernel ki reads the box need[py] ((uh, 2, ndim) [start,
+    stop) of d's value; empty boxes read nothing) on every PE of the row.
+    A cut bundle must have delivered it into each PE's core (else SimError
+    naming the PE, the first missing element and the lane carrying it);
+    for a flat bundle, returns how many PEs read outside their lane's range
+    (elements the rectangle would have to forward)."""
+    uh, uw = d.lane_at.shape
+    lo, hi = need[:, 0, :], need[:, 1, :]
+    reads = (hi > lo).all(axis=1)[:, None] & np.ones((1, uw), bool)  # [uh, uw]
+    lane = d.lane_at
+    got = lane >= 0
+    li = np.maximum(lane, 0)
+    if d.boxes is not None:
+        blo, bhi = d.boxes[li, 0, :], d.boxes[li, 1, :]  # [uh, uw, nd]
+        ok = ((blo <= lo[:, None, :]) & (hi[:, None, :] <= bhi)).all(axis=2)
+    else:
+        shape = d.shape
+        first = np.ravel_multi_index(tuple(np.minimum(lo, np.asarray(shape) - 1).T), shape)
+        last = np.ravel_multi_index(tuple(np.maximum(hi - 1, 0).T), shape)
+        a, b = d.slices[li, 0], d.slices[li, 1]
+        ok = (a <= first[:, None]) & (last[:, None] < b)
+    bad = reads & ~(got & ok)
+    if d.boxes is None:
+        return int(bad.sum())
+    if bad.any():
+        py, px = (int(v) for v in np.argwhere(bad)[0])
+        held = (f"lane {int(lane[py, px])}'s box "
+                f"{_box(d.boxes[int(lane[py, px])])}" if got[py, px] else "no lane")
+        elem = _first_missing(need[py], d.boxes[int(lane[py, px])] if got[py, px] else None)
+        flat = int(np.ravel_multi_index(tuple(elem), d.shape))
+        raise read_error(p, ki, px, py, d.value, flat, held, d)
+    return 0
+
+
+def _box(b: np.ndarray) -> str:
+    return "[" + ", ".join(f"{int(a)}:{int(c)}" for a, c in zip(b[0], b[1], strict=True)) + "]"
+
+
+def _first_missing(need: np.ndarray, box: np.ndarray | None) -> list[int]:
+    """An element of box `need` outside `box` (its first corner outside)."""
+    lo = need[0].copy()
+    if box is None:
+        return [int(v) for v in lo]
+    for dim in range(lo.size):
+        if need[0, dim] < box[0, dim]:
+            return [int(v) for v in lo]
+        if need[1, dim] > box[1, dim]:
+            lo[dim] = box[1, dim]
+            return [int(v) for v in lo]
+    return [int(v) for v in lo]
 
 
 def unravel(flat: int, shape: tuple[int, ...]) -> list[int]:

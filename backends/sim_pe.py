@@ -12,11 +12,16 @@ The weight-holding kinds run sharded (`sim_sharded`): conv computes a partial
 sum per PE (out-channel block px, in-channel block py % c, output-row group
 py // c) and reduces along the c PEs of each column; matmul computes a
 partial product per PE (column block px, reduction block py) and reduces
-along y. Element-wise ops fused after the anchor, and the kinds without a
-sharded executor, evaluate their body with the reference op semantics
-(`wsec.ir.opsem`, the one definition of every op) on the whole tensor, with
-constants rebuilt from the PEs' shards (replicas must agree). Every PE
-computes in float32.
+along y. Every other kind has its own per-PE executor (sim_exec.PER_PE);
+element-wise ops fused after an anchor run on the PEs owning their elements,
+with those PEs' shards (sim_tail). The executors apply the reference op
+semantics (`wsec.ir.opsem`, the one definition of every op; `run_op`) only
+to what they have checked each PE holds (an element-wise op on its owners'
+elements, a view, a conv's fused pooling within its row groups, a gather's
+lookup of which element each output copies); whole kernels run on it, with
+constants rebuilt from the PEs' shards (replicas must agree), only as
+`wsec run --per-kernel`'s reference (`sim_exec.reference_kernel`). Every
+PE computes in float32.
 """
 
 from __future__ import annotations

@@ -141,13 +141,13 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         return 1 + run_tail(env, body[1:], env.shape_of(node.outputs[0]), own, stats)
     if node.op == "Einsum":
         return _einsum(env, body, stats)
-    x = env.get(node.inputs[0], node.name)
-    floating = np.issubdtype(x.dtype, np.floating)
-    if x.ndim == 0 or not (floating or node.op in ("ReduceSum", "ReduceMax", "ReduceMin",
-                                                      "ArgMax", "ArgMin")):
-        return 0  # an integer mean or norm rounds as the reference semantics say
-    if floating:
-        x = x.astype(COMPUTE_DTYPE, copy=False)
+    x0 = env.get(node.inputs[0], node.name)
+    if x0.ndim == 0 or not np.issubdtype(x0.dtype, np.number):
+        return 0
+    # floats in the PE's f32; integers in a wide accumulator (a sum, product
+    # or mean wraps or truncates once, at the output's type, as the reference)
+    x = x0.astype(COMPUTE_DTYPE if np.issubdtype(x0.dtype, np.floating) else np.int64,
+                  copy=False)
     out_shape = env.shape_of(node.outputs[0])
     o = max(1, int(np.prod(out_shape)))
     p = int(env.k.knobs["p"])
@@ -163,7 +163,8 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         r = int(np.prod([x.shape[a] for a in axes]))
         pr = min(max(1, p // o), max(r, 1))
         y, _ = reduce_rows(x, axes, node.op, pr)
-    env.store(node.outputs[0], np.asarray(y).astype(x.dtype, copy=False).reshape(out_shape)
+    out_dt = x.dtype if x.dtype == COMPUTE_DTYPE else x0.dtype
+    env.store(node.outputs[0], np.asarray(y).astype(out_dt, copy=False).reshape(out_shape)
               if node.op not in ("ArgMax", "ArgMin") else np.asarray(y).reshape(out_shape))
     i = (np.arange(o) // _cdiv(o, po)) * pr + (pr - 1)  # the chain's last PE
     owner = _spread_lin(env, i).reshape(out_shape)

@@ -11,7 +11,8 @@
   the in-channels of each channel's group.
 - resize, knobs c, s (PE (px, py): channel group px, output-row group py):
   every output row reads its taps' input rows, a row group the union of
-  its rows' taps; rows first, then columns, as the reference semantics.
+  its rows' taps (antialiased: every row under the stretched filter);
+  rows first, then columns, as the reference semantics.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def _grouped(env: Env, node: Node, win: np.ndarray, raw: np.ndarray, G: int,
 def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
     k = env.k
     x = env.get(node.inputs[0], node.name)
-    if node.op != "Resize" or x.ndim < 3 or int(node.attrs.get("antialias", 0)):
+    if node.op != "Resize" or x.ndim < 3:
         return False
 
     def arg(i: int) -> np.ndarray | None:

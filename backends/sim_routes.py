@@ -5,7 +5,8 @@ A value reaches a sink only if every lane of its bundle to that sink runs,
 link by link on the bundle's color, from its source (a PE of the producing
 kernel receiving from its core, or a West-edge PE receiving from the host)
 to PEs of the sink (sending into their cores), or off the East edge to the
-host; the lanes' slices must then cover the value exactly once. Every way a
+host; the lanes' slices must then cover the value exactly once (a cut
+bundle's boxes at least once: its overlaps are declared halo). Every way a
 route can fail — a hop to a PE with no route on that color or one belonging
 to another lane, a port the next PE does not receive from, leaving the grid,
 a loop, a stray route no source reaches, delivery into the wrong core, a
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from wsec.ir.fabric import DIRS, HOST_IN_PORT, HOST_OUT_PORT, OPPOSITE, PORT_BITS, STEP, Fabric
 from wsec.ir.graph import HOST
-from wsec.ir.lanes import lane_slices
+from wsec.ir.lanes import LaneError, check_cut, lane_slices
 
 from .format import BUNDLE_TO_HOST, NO_BUNDLE, Program, mask_ports, type_shape
 from .lanes import conflicting
@@ -220,7 +221,18 @@ class Routers:
         exactly once."""
         p = self.p
         e = p.edges[ei]
-        numel = int(np.prod(type_shape(p.info["values"][e.value]), dtype=np.int64))
+        shape = tuple(type_shape(p.info["values"][e.value]))
+        numel = int(np.prod(shape, dtype=np.int64))
+        cut = [p.lane_boxes(b) for b in bundles]
+        if any(c is not None for c in cut):  # boxes: a declared cover (halo on two lanes)
+            if len(bundles) > 1:
+                raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}' overlap: "
+                               f"{len(bundles)} bundles carry it, one of them cut")
+            try:
+                check_cut(shape, cut[0])
+            except LaneError as err:
+                raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}': {err}") from None
+            return
         spans = np.concatenate([lane_slices(numel, int(p.bundles[b]["lanes"])) for b in bundles])
         spans = spans[np.argsort(spans[:, 0], kind="stable")]
         pos = 0

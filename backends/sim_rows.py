@@ -23,7 +23,7 @@ import numpy as np
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
 from wsec.ir.opsem import windows
-from wsec.ir.opsem_core import _pool_geometry
+from wsec.ir.opsem_core import _pool_geometry, pool_indices
 
 from .sim_base import COMPUTE_DTYPE, SimError
 from .sim_channels import batchnorm_train, lrn
@@ -46,28 +46,51 @@ def _grouped_lin(env: Env, i: np.ndarray) -> np.ndarray:
 def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
     """2-D pooling per PE; 1-D as 2-D rows of one row; 3-D global pooling
     with depth folded into the rows; 3-D windowed pooling reduces each
-    output plane's T input planes first (both poolings are separable)."""
+    output plane's T input planes first (both poolings are separable).
+    MaxPool's Indices: every PE also holds the row-major positions of its
+    input rows and keeps, per output, the first position of the maximum."""
     x = env.get(node.inputs[0], node.name)
-    if x.ndim not in (3, 4, 5) or not np.issubdtype(x.dtype, np.floating) or \
-            (node.op == "MaxPool" and len(node.outputs) > 1 and node.outputs[1]):
+    if x.ndim not in (3, 4, 5) or not np.issubdtype(x.dtype, np.floating):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     out = env.shape_of(node.outputs[0])
     glob = node.op.startswith("Global")
+    idx = node.op == "MaxPool" and len(node.outputs) > 1 and bool(node.outputs[1])
+    pos = _positions(x.shape) if idx else None
     if x.ndim == 4:
-        got = _pool4(env, node, x, stats)
+        got = _pool4(env, node, x, stats, pos)
     elif glob:
         got = _pool4(env, node, x.reshape(x.shape[0], x.shape[1], -1, x.shape[-1]), stats)
     elif x.ndim == 3:
-        got = _pool4(env, _flat_node(node, 1), x[:, :, None, :], stats)
+        got = _pool4(env, _flat_node(node, 1), x[:, :, None, :], stats,
+                     None if pos is None else pos[:, :, None, :])
     else:
-        got = _pool_3d(env, node, x, stats)
+        got = _pool_3d(env, node, x, stats, pos)
     if got is None:
         return False
-    y, own = got
+    y, own, first = got
+    own = np.broadcast_to(own, y.shape).reshape(out)
     env.store(node.outputs[0], np.ascontiguousarray(y).reshape(out))
-    env.owner[node.outputs[0]] = np.broadcast_to(own, y.shape).reshape(out)
+    env.owner[node.outputs[0]] = own
+    if first is not None:
+        o = node.outputs[1]
+        env.store(o, pool_indices(node, first.reshape(out), x.shape))
+        env.owner[o] = own
     return True
+
+
+def _positions(shape: tuple[int, ...]) -> np.ndarray:
+    """Row-major position of every element in its (N, C) plane, as floats
+    (a row a PE does not hold reads NaN, as its values do)."""
+    plane = np.arange(int(np.prod(shape[2:])), dtype=np.float64).reshape(1, 1, *shape[2:])
+    return np.broadcast_to(plane, shape)
+
+
+def _first_max(win: np.ndarray, y: np.ndarray, wpos: np.ndarray, axes: tuple[int, ...]
+               ) -> np.ndarray:
+    """Per window: the smallest position holding its maximum y."""
+    hit = win == np.expand_dims(y, axes)
+    return np.where(hit, wpos, np.inf).min(axis=axes)
 
 
 def _flat_node(node: Node, nsp: int) -> Node:
@@ -91,39 +114,54 @@ def _flat_node(node: Node, nsp: int) -> Node:
     return Node(node.name, node.op, node.inputs, node.outputs, a)
 
 
-def _pool_3d(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
-             ) -> tuple[np.ndarray, np.ndarray] | None:
+def _pool_3d(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
+             pos: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """Each output depth plane's T input planes reduced first, then the
-    (H, W) pooling per PE on the [N Do, C, H, W] planes."""
-    if str(node.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
-        return None
+    (H, W) pooling per PE on the [N Do, C, H, W] planes (`pos`: the
+    positions of the first maximum go along, plane by plane)."""
     kernel, st, dl, pb, pe, oe = _pool_geometry(node, x)
     N, C, D = x.shape[:3]
     Do, extra = oe[0], oe[3]
     mx = node.op == "MaxPool"
-    xd = np.pad(x, [(0, 0), (0, 0), (pb[0], pe[0] + extra), (0, 0), (0, 0)],
-                constant_values=-np.inf if mx else 0.0)
+    depth = [(0, 0), (0, 0), (pb[0], pe[0] + extra), (0, 0), (0, 0)]
+    xd = np.pad(x, depth, constant_values=-np.inf if mx else 0.0)
     planes = np.arange(Do)[:, None] * st[0] + np.arange(kernel[0])[None, :] * dl[0]
     xs = xd[:, :, planes]  # [N, C, Do, T, H, W]
+    p4 = None
     if mx:
         red = xs.max(axis=3)
+        if pos is not None:
+            ps = np.pad(pos, depth, constant_values=np.inf)[:, :, planes]
+            p4 = _first_max(xs, red, ps, (3,))
     else:
         if node.attrs.get("count_include_pad", 0):
             valid = planes < D + pb[0] + pe[0]
         else:
             valid = (planes >= pb[0]) & (planes < pb[0] + D)
         red = xs.sum(axis=3) / valid.sum(axis=1)[None, None, :, None, None].astype(COMPUTE_DTYPE)
-    x4 = red.transpose(0, 2, 1, 3, 4).reshape(N * Do, C, *x.shape[3:])
-    got = _pool4(env, _flat_node(node, 3), x4.astype(COMPUTE_DTYPE), stats)
+
+    def flat(v: np.ndarray) -> np.ndarray:
+        return v.transpose(0, 2, 1, 3, 4).reshape(N * Do, C, *x.shape[3:])
+
+    got = _pool4(env, _flat_node(node, 3), flat(red).astype(COMPUTE_DTYPE), stats,
+                 None if p4 is None else flat(p4))
     if got is None:
         return None
-    y4, own = got
-    y = y4.reshape(N, Do, C, *y4.shape[2:]).transpose(0, 2, 1, 3, 4)
-    return y, own[:, :, None]  # every depth plane: the owners of its rows
+    y4, own, f4 = got
+
+    def back(v: np.ndarray) -> np.ndarray:
+        return v.reshape(N, Do, C, *v.shape[2:]).transpose(0, 2, 1, 3, 4)
+
+    # every depth plane: the owners of its rows
+    return back(y4), own[:, :, None], None if f4 is None else back(f4)
 
 
-def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
-           ) -> tuple[np.ndarray, np.ndarray] | None:
+def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
+           pos: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """(y, owners, the position of each output's first maximum when `pos`
+    gives the positions of x's elements) on the c x s PEs."""
     k = env.k
     c, s = int(k.knobs["c"]), int(k.knobs["s"])
     N, C, H, W = x.shape
@@ -145,7 +183,7 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
         y = acc if node.op == "GlobalMaxPool" else acc / COMPUTE_DTYPE(H * W)
         i = (np.arange(C) // cb) * s + (s - 1)
         stats["sharded_pes"] = c * s
-        return y.reshape(N, C, 1, 1), _grouped_lin(env, i).reshape(1, C, 1, 1)
+        return y.reshape(N, C, 1, 1), _grouped_lin(env, i).reshape(1, C, 1, 1), None
     kernel, st, dl, pb, pe, oe = _pool_geometry(node, x)
     (Ho, Wo), extra = oe[:2], oe[2:]
     R = kernel[0]
@@ -159,8 +197,13 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
 
     loc = row_windows(env, node, xp, s, first, hb, st[0], R, dl[0], Ho, pb[0])
     win = windows(loc, kernel, st, dl, [hb, Wo])  # [s N, C, hb, Wo, R, S]
+    f = None
     if mx:
         y = win.max(axis=(4, 5))
+        if pos is not None:  # each row group holds its rows' positions too
+            pp = np.pad(pos, width, constant_values=np.inf)
+            ploc = row_windows(env, node, pp, s, first, hb, st[0], R, dl[0], Ho, pb[0])
+            f = _first_max(win, y, windows(ploc, kernel, st, dl, [hb, Wo]), (4, 5))
     else:
         total = win.sum(axis=(4, 5))
         if node.attrs.get("count_include_pad", 0):
@@ -171,10 +214,14 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int]
         mloc = row_windows(env, node, ones, s, first, hb, st[0], R, dl[0], Ho, pb[0])
         count = windows(np.nan_to_num(mloc), kernel, st, dl, [hb, Wo]).sum(axis=(4, 5))
         y = total / count
-    y = y.reshape(s, N, C, hb, Wo).transpose(1, 2, 0, 3, 4).reshape(N, C, s * hb, Wo)[:, :, :Ho]
+
+    def rows(v: np.ndarray) -> np.ndarray:  # the row groups' outputs, in row order
+        return v.reshape(s, N, C, hb, Wo).transpose(1, 2, 0, 3, 4).reshape(
+            N, C, s * hb, Wo)[:, :, :Ho]
+
     i = (np.arange(C) // cb)[:, None] * s + (np.arange(Ho) // hb)[None, :]
     stats["sharded_pes"] = c * s
-    return y, _grouped_lin(env, i).reshape(1, C, Ho, 1)
+    return rows(y), _grouped_lin(env, i).reshape(1, C, Ho, 1), None if f is None else rows(f)
 
 
 def env_kind_rows(env: Env, g: int) -> tuple[int, int]:
@@ -241,8 +288,8 @@ def _norm_owner(env: Env, group: np.ndarray, row: np.ndarray) -> np.ndarray:
 def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     k = env.k
     x = env.get(node.inputs[0], node.name)
-    if not np.issubdtype(x.dtype, np.floating) or (len(node.outputs) > 1 and any(
-            node.outputs[1:])) or any(i and i not in k.weights for i in node.inputs[1:]):
+    if not np.issubdtype(x.dtype, np.floating) or \
+            any(i and i not in k.weights for i in node.inputs[1:]):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     axis = int(node.attrs.get("axis", -1)) % x.ndim
@@ -272,6 +319,14 @@ def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
         y = y + const_on_owners(env, k.weights.index(node.inputs[2]), grid, owner)
     env.store(node.outputs[0], y.astype(COMPUTE_DTYPE))
     env.owner[node.outputs[0]] = owner
+    # Mean and InvStdDev: each row's statistics, where its chain of segment
+    # partials ends (the row's last segment PE)
+    last = _norm_owner(env, group[:, 0], np.full(C, r - 1))
+    for o, v in zip(node.outputs[1:3], (mean, 1 / np.sqrt(var + eps)), strict=False):
+        if o:
+            shape = env.shape_of(o)
+            env.store(o, v.astype(COMPUTE_DTYPE).reshape(shape))
+            env.owner[o] = last.reshape(shape)
     stats["sharded_pes"] = c * r
     return True
 

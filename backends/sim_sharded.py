@@ -14,9 +14,9 @@ library_dense.MatmulKind), vectorised over all PEs of the kernel:
   of a column are summed in PE order, the reduction-end PE adds its shard of
   the bias.
 
-Each executor returns False when the anchor is outside what it shards (e.g.
-a 1-D conv, a matmul whose B is an activation); the kernel then runs on the
-reference semantics like the other kinds.
+Each executor returns False when the anchor is outside what it shards; the
+kernel is then a SimError naming it and the op (sim_exec), never evaluated
+on whole tensors.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from wsec.ir.opsem import pads, windows
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
 from .sim_einsum import einsum_matmul
-from .sim_inbox import grid_pe, read_error
+from .sim_inbox import check_windows, grid_pe, read_error
 from .sim_pe import Env
 from .sim_wgrad import conv_wgrad
 
@@ -131,6 +131,10 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
     wpe = shard(env.mem.pe_array(env.ki, wi, _pad_shape(env, wi))).reshape(s, c, kk, kb, cb,
                                                                             R, S)
     cpad = c * cb - cg if G == 1 else 0
+    d = env.deliveries.get(node.inputs[0])
+    if d is not None and G == 1 and elem is None and fold == 1 and d.shape == x.shape:
+        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, _conv_need(
+            x.shape, c, s, cb, hb, st[0], R, dl[0], Ho, pb[0]))
     xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0]), (pb[1], pe[1])])
     xloc = row_windows(env, node, xp, s, lambda g: (0, g * c), hb, st[0], R, dl[0], Ho, pb[0],
                        None, elem)
@@ -165,6 +169,26 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
     return y, row[None, None, :, None] * kk + col[None, :, None, None]
+
+
+def _conv_need(shape: tuple[int, ...], c: int, s: int, cb: int, hb: int, sh: int, R: int,
+               dh: int, Ho: int, pad_top: int) -> np.ndarray:
+    """(c*s, 2, 4): the input box PE row py of a 2-D conv reads: all
+    samples, its channel block py % c, the rows its group's outputs read."""
+    N, C, H, W = shape
+    py = np.arange(c * s)
+    first = (py // c) * hb
+    nrows = np.clip(Ho - first, 0, hb)
+    r0 = first * sh - pad_top
+    r1 = r0 + (nrows - 1) * sh + (R - 1) * dh + 1
+    need = np.zeros((c * s, 2, 4), np.int64)
+    need[:, 1, 0] = N
+    need[:, 0, 1] = np.minimum((py % c) * cb, C)
+    need[:, 1, 1] = np.minimum((py % c + 1) * cb, C)
+    need[:, 0, 2] = np.clip(r0, 0, H)
+    need[:, 1, 2] = np.where(nrows > 0, np.clip(r1, 0, H), need[:, 0, 2])
+    need[:, 1, 3] = W
+    return need
 
 
 def _pad_shape(env: Env, wi: int) -> tuple[int, ...]:

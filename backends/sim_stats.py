@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from wsec.ir.fabric import LINK_PLANES, Fabric
 from wsec.ir.kernels import KINDS
-from wsec.ir.lanes import lane_slices
+from wsec.ir.lanes import box_elements, lane_slices
 from wsec.ir.metrics import RouteArrays, link_loads, merge_shared
 from wsec.ir.types import DTYPES
 
@@ -30,9 +30,15 @@ def edge_wavelets(p: Program, ei: int) -> int:
     binary's bytes)."""
     t = p.target
     n = int(np.prod(type_shape(p.info["values"][p.edges[ei].value]), dtype=np.int64))
-    lanes = [int(b["lanes"]) for b in p.bundles if int(b["edge"]) == ei] or [1]
+    mine = [bi for bi, b in enumerate(p.bundles) if int(b["edge"]) == ei]
+    lanes = [int(p.bundles[bi]["lanes"]) for bi in mine] or [1]
     sl = lane_slices(max(n, 1), min(lanes))
-    return int(Fabric.of(t).wavelets(int((sl[:, 1] - sl[:, 0]).max()) * DTYPES[t.dtype].itemsize))
+    top = int((sl[:, 1] - sl[:, 0]).max())
+    for bi in mine:
+        boxes = p.lane_boxes(bi)
+        if boxes is not None:  # a cut lane carries its box, halo included
+            top = max(top, int(box_elements(boxes).max()))
+    return int(Fabric.of(t).wavelets(top * DTYPES[t.dtype].itemsize))
 
 
 def _link_dict(p: Program, ra: RouteArrays, count: bool = False
@@ -71,7 +77,7 @@ def kernel_stats(p: Program, res: RunResult) -> list[dict[str, object]]:
         # the compiler's estimate for the same lane: its share of the edge's bytes
         est = max((int(Fabric.of(t).wavelets(int(ra.bytes.max()))) for ra in outs if ra.size),
                   default=0)
-        busiest = max((load[lk] for lk in links), default=0)
+        busiest = max((load.get(lk, 0) for lk in links), default=0)  # an empty box: 0
         st = res.kernel_stats.get(k.name, {})
         macs = int(st.get("pe_macs_max", 0))
         rows.append({
@@ -113,4 +119,13 @@ def format_stats(p: Program, res: RunResult) -> str:
     ops = sum(len(k.body) for k in p.kernels)
     lines.append(f"whole_tensor_ops {whole}: {ops - whole} of {ops} body ops of "
                  f"{len(p.kernels)} kernels ran per PE")
+    fwd = {n: int(st["forwarded_pes"]) for n, st in res.kernel_stats.items()
+           if "forwarded_pes" in st}
+    if fwd:
+        pes = sum(int(res.kernel_stats[n].get("pes", 0)) for n in fwd)
+        lines.append(f"inboxes checked in {len(fwd)} kernels ({pes} PEs): "
+                     f"{sum(1 for v in fwd.values() if not v)} read only what their lanes "
+                     f"delivered; {sum(fwd.values())} PEs of {sum(1 for v in fwd.values() if v)} "
+                     "read elements their lane did not bring (flat lanes: forwarded inside the "
+                     "rectangle, not routed)")
     return "\n".join(lines)

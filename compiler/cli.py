@@ -449,18 +449,19 @@ def _cmd_score(argv: Sequence[str], out: Callable[[str], None]) -> int:
     return cmd_score(argv, out, _Parser)
 
 
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-
-    def out(text: str) -> None:
-        print(text, flush=True)
-
-    try:
+    debug = False
+    try:  # first: a Ctrl-C from here on is "wsec: interrupted", exit 130
+        args = list(sys.argv[1:] if argv is None else argv)
+        debug = "--debug" in args
         with warnings.catch_warnings():
             if not sys.warnoptions and not debug:  # no Python warning reaches a user
                 warnings.simplefilter("ignore")
-            return _dispatch(args, out)
+            return _dispatch(args, _out)
     except KeyboardInterrupt as e:
         note = f": {e.args[0]}" if e.args else ""
         print(f"wsec: interrupted{note}", file=sys.stderr)

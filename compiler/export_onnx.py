@@ -114,6 +114,9 @@ def module_to_onnx(module: Module, out_dir: str, producer: str = "wsec") -> onnx
             nodes.extend(extra)
             inits.extend(more)
             continue
+        if n.op == "Resize" and n.attrs.get("antialias", 0):
+            raise ExportError(f"Resize node '{n.name}' uses antialias=1, which opset "
+                              f"{CANONICAL_OPSET} cannot express; export without antialias")
         nodes.append(helper.make_node(n.op, list(n.inputs), list(n.outputs), name=n.name,
                                       **_attrs(n.op, n.attrs)))
 

@@ -121,7 +121,9 @@ class Bundle:
     PE), lane i is lane 0 shifted i steps along `axis` at the source and
     nested at every corner, and each lane goes on for `reach` more PEs past
     its landing PE, delivering to every PE it passes (the row multicast of a
-    kernel's input). wsec.ir.lanes expands a bundle into per-PE routes."""
+    kernel's input). wsec.ir.lanes expands a bundle into per-PE routes.
+    `cut` "rows": lane i carries instead the box the sink's kind declares for
+    the PE row it lands on (KernelKind.input_cut), not a flat range."""
 
     sink: str  # a kernel name, or HOST
     color: int
@@ -129,6 +131,7 @@ class Bundle:
     axis: tuple[int, int]  # lane 0 -> lane 1 at the source: a unit step along the source side
     path: tuple[tuple[int, int], ...]
     reach: int = 0
+    cut: str = ""
 
 
 @dataclass

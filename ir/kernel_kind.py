@@ -116,6 +116,17 @@ class KernelKind:
         return 1
 
     # --- data layout ----------------------------------------------------
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """Per PE row (unrotated y) of the kernel, the box of its data input
+        (a value of `shape`) the row's PEs read: (h, 2, ndim) [start, stop)
+        per dim, boxes together covering the value (neighbours may overlap:
+        halo). A bundle with one lane per PE row can then carry each row its
+        box (wsec.ir.lanes, `cut`) and the row multicast alone delivers
+        every PE what it reads. None (the default): the kind's rows do not
+        read separable parts, its lanes carry the flat split."""
+        return None
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int, weight_shape:
                      tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

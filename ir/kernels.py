@@ -10,8 +10,11 @@ table.
 
 from __future__ import annotations
 
-from .graph import Kernel, Node, Value
+import numpy as np
+
+from .graph import Bundle, Kernel, Node, Value
 from .kernel_kind import KernelKind
+from .lanes import endpoints
 from .library_common import LibraryKind
 from .library_conv import ConvKind, DeconvKind
 from .library_conv_grad import ConvWgradKind, is_weight_gradient
@@ -37,6 +40,37 @@ def kind_of(kernel: Kernel) -> KernelKind:
     except KeyError:
         raise KeyError(f"kernel '{kernel.name}' has unknown kind '{kernel.kind}' "
                        f"(known: {', '.join(sorted(KINDS))})") from None
+
+
+def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The box of `value` each PE row (unrotated y) of `kernel` reads, when
+    `value` is its anchor's data input and its kind declares one
+    (KernelKind.input_cut); else None."""
+    if not kernel.body or not kernel.knobs or not kernel.body[0].inputs \
+            or kernel.body[0].inputs[0] != value:
+        return None
+    return kind_of(kernel).input_cut(kernel.dims, kernel.knobs, tuple(shape))
+
+
+def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...]) -> np.ndarray:
+    """(lanes, 2, ndim): the box each lane of bundle `b` (cut "rows") into
+    `kernel` carries, the one its landing PE's row reads (input_cut). A
+    ValueError says why the cut does not apply (no declared cut, a lane
+    count other than one per PE row, a lane landing outside the rows)."""
+    rows = input_cut(kernel, value, shape)
+    if rows is None:
+        raise ValueError(f"kernel '{kernel.name}' ({kernel.kind}) declares no per-row cut of "
+                         f"%{value}")
+    if b.lanes != rows.shape[0]:
+        raise ValueError(f"a cut bundle into kernel '{kernel.name}' needs one lane per PE row "
+                         f"({rows.shape[0]}), it has {b.lanes}")
+    assert kernel.rect is not None
+    _, land = endpoints(b)
+    py = land[:, 0] - kernel.rect.x if kernel.rotated else land[:, 1] - kernel.rect.y
+    if ((py < 0) | (py >= rows.shape[0])).any() or np.unique(py).size != py.size:
+        raise ValueError(f"the lanes of a cut bundle into kernel '{kernel.name}' do not land "
+                         "one on each PE row")
+    return rows[py]
 
 
 def kind_for_op(op: str) -> LibraryKind | None:

@@ -16,8 +16,13 @@ source; every other lane follows the same shape, nested:
   delivering to each (a kernel's input multicast along the PE row).
 
 Because lanes of a bundle are PE-disjoint, a bundle holds one color. The
-slice lane i carries is the elements [N*i//L, N*(i+1)//L) of the flattened
-value (`lane_slices`), so the lanes of a bundle partition the value.
+slice lane i carries is, by default, the elements [N*i//L, N*(i+1)//L) of
+the flattened value (`lane_slices`), so the lanes of a bundle partition the
+value. A bundle with a `cut` instead carries the boxes its sink's kind
+declares per PE row (KernelKind.input_cut: e.g. a conv row's channel block x
+its row group's input rows), so the row multicast alone delivers every PE
+what it reads; neighbouring boxes may overlap (halo rows on two lanes: a
+declared cover, `check_cut`), and what a lane carries is its box's elements.
 """
 
 from __future__ import annotations
@@ -206,3 +211,126 @@ def endpoints(b: Bundle) -> tuple[np.ndarray, np.ndarray]:
     """(lanes, 2) source PEs and (lanes, 2) landing PEs."""
     pts = waypoints(b)
     return pts[:, 0, :], pts[:, -1, :]
+
+
+def expand_many(items: list[tuple[Bundle, bool, bool, list[int]]]
+                ) -> tuple[Expanded, np.ndarray]:
+    """`expand` of many checked bundles, each on a few of its lanes (a
+    bundle, source_host, sink_host and the lanes), concatenated in order;
+    and how many entries each bundle has. What expand does per bundle in a
+    dozen numpy calls is done here for all of them in one: each bundle's
+    lanes become runs (a start PE, a step, a count, the ports of the first,
+    middle and last entry) in Python, the runs become entries at once. For
+    pricing many candidates on sampled lanes, where per-call overhead
+    dominates expand."""
+    runs: list[tuple[int, ...]] = []
+    counts: list[int] = []
+    for b, source_host, sink_host, lanes in items:
+        total = len(runs)
+        _runs(b, source_host, sink_host, lanes, runs)
+        counts.append(sum(r[4] for r in runs[total:]))
+    if not runs:
+        z = np.zeros(0, np.int64)
+        return Expanded(z, z, z, z, z), np.zeros(len(items), np.int64)
+    a = np.array(runs, dtype=np.int64).T
+    n = a[4]
+    t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+
+    def col(k: int) -> np.ndarray:
+        return np.repeat(a[k], n)
+
+    return (Expanded(col(0) + t * col(2), col(1) + t * col(3),
+                     np.where(t == 0, col(5), col(6)),
+                     np.where(t == col(4) - 1, col(8), col(7)), col(9)),
+            np.asarray(counts, dtype=np.int64))
+
+
+def _runs(b: Bundle, source_host: bool, sink_host: bool, lanes: list[int],
+          out: list[tuple[int, ...]]) -> None:
+    """Append bundle b's runs, in expand's order: (x, y, dx, dy, count, rx of
+    the first entry, rx of the others, tx of all but the last, tx of the
+    last, lane)."""
+    dirs = segment_dirs(b.path)
+    offs = offsets(b.axis, dirs)
+    m = len(dirs)
+    shift = [(0, 0)] * len(b.path)
+    if dirs:
+        shift = [((offs[k - 1][0] if k else 0) + (offs[k][0] if k < m else 0),
+                  (offs[k - 1][1] if k else 0) + (offs[k][1] if k < m else 0))
+                 for k in range(len(b.path))]
+    else:
+        shift[0] = offs[0]
+    pts = [[(px + i * sx, py + i * sy) for (px, py), (sx, sy) in zip(b.path, shift, strict=True)]
+           for i in lanes]
+    incoming = [PORT_BITS[HOST_IN_PORT] if source_host else _RAMP_BIT] * len(lanes)
+    for k, (dx, dy) in enumerate(dirs):
+        port = _DIR_OF[(dx, dy)]
+        bit, opp = _BIT[port], PORT_BITS[OPPOSITE[port]]
+        for j, i in enumerate(lanes):
+            (ax, ay), (qx, qy) = pts[j][k], pts[j][k + 1]
+            n = (qx - ax) * dx + (qy - ay) * dy
+            if n < 0:
+                raise LaneError(f"lane {i} of {b.lanes} would run backwards on segment {k}")
+            if n:
+                out.append((ax, ay, dx, dy, n, incoming[j], opp, bit, bit, i))
+                incoming[j] = opp
+    lx, ly = travel(b.axis, dirs)
+    last = _DIR_OF[(lx, ly)]
+    reach = 0 if sink_host else b.reach
+    end_tx = PORT_BITS[HOST_OUT_PORT] if sink_host else _RAMP_BIT
+    if reach:
+        end_tx |= _BIT[last]
+    for j, i in enumerate(lanes):
+        ex, ey = pts[j][-1]
+        out.append((ex, ey, 0, 0, 1, incoming[j], incoming[j], end_tx, end_tx, i))
+    if reach:
+        opp = PORT_BITS[OPPOSITE[last]]
+        for j, i in enumerate(lanes):
+            ex, ey = pts[j][-1]
+            out.append((ex + lx, ey + ly, lx, ly, reach, opp, opp, _RAMP_BIT | _BIT[last],
+                        _RAMP_BIT, i))
+
+
+def box_elements(boxes: np.ndarray) -> np.ndarray:
+    """Elements of each box of (n, 2, ndim) boxes [start, stop) per dim."""
+    ext = np.maximum(boxes[:, 1, :] - boxes[:, 0, :], 0)
+    return np.prod(ext, axis=1, dtype=np.int64)
+
+
+def cut_counts(shape: tuple[int, ...], boxes: np.ndarray) -> np.ndarray:
+    """How many lanes carry each element of a value of `shape`."""
+    count = np.zeros(shape, np.int32)
+    for lo, hi in zip(boxes[:, 0, :].tolist(), boxes[:, 1, :].tolist(), strict=True):
+        count[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] += 1
+    return count
+
+
+def check_cut(shape: tuple[int, ...], boxes: np.ndarray) -> None:
+    """Raise LaneError unless the boxes lie in the value and cover every
+    element at least once (a declared cover: overlaps are halo elements
+    carried on two lanes, never a gap)."""
+    shape = tuple(int(n) for n in shape)
+    if boxes.ndim != 3 or boxes.shape[1] != 2 or boxes.shape[2] != len(shape):
+        raise LaneError(f"lane boxes of shape {list(boxes.shape)} do not describe a value of "
+                        f"{len(shape)} dims")
+    lo, hi = boxes[:, 0, :], boxes[:, 1, :]
+    bad = np.flatnonzero(((lo < 0) | (hi > np.asarray(shape, np.int64)) | (lo > hi)).any(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise LaneError(f"lane {i}'s box {_box_txt(boxes[i])} lies outside the value "
+                        f"{list(shape)}")
+    count = cut_counts(shape, boxes)
+    if count.size and count.min() == 0:
+        at = [int(v) for v in np.unravel_index(int(np.argmin(count)), shape)]
+        raise LaneError(f"no lane carries element {at} of the value {list(shape)} (a gap)")
+
+
+def _box_txt(box: np.ndarray) -> str:
+    return "[" + ", ".join(f"{int(a)}:{int(b)}" for a, b in zip(box[0], box[1], strict=True)) + "]"
+
+
+def lane_of_element(boxes: np.ndarray, index: list[int]) -> int:
+    """The first lane whose box holds element `index` (-1: none)."""
+    ix = np.asarray(index, np.int64)
+    inside = ((boxes[:, 0, :] <= ix) & (ix < boxes[:, 1, :])).all(axis=1)
+    return int(np.argmax(inside)) if inside.any() else -1

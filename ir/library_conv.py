@@ -262,6 +262,40 @@ class ConvKind(LibraryKind):
         return window_rows(dims["Ho"], int(knobs["s"]), dims["sh"], dims["R"], dims["dh"],
                            group)
 
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """PE row py reads input-channel block py % c of the input rows of
+        row group py // c (`input_rows`; the pad above the input is not in
+        the dims, so a group's box starts up to ph rows earlier). Rows no
+        group reads (a stride longer than the window) go to the group
+        before them, so the boxes cover the input. 2-D convs of one group."""
+        c, s = int(knobs["c"]), int(knobs["s"])
+        N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
+        if (dims.get("L1") or dims.get("T") or dims.get("G", 1) != 1
+                or tuple(shape) != (N, C, H, W)):
+            return None
+        ph = dims["ph"]
+        rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
+        used = rows[:, 1] > rows[:, 0]
+        lo = np.clip(rows[:, 0] - ph, 0, H)
+        hi = np.clip(rows[:, 1], 0, H)
+        live = np.flatnonzero(used)
+        if not live.size:
+            return None
+        lo[live[0]] = 0
+        hi[live[:-1]] = np.maximum(hi[live[:-1]], lo[live[1:]])
+        hi[live[-1]] = H
+        lo[~used], hi[~used] = 0, 0
+        py = np.arange(c * s)
+        out = np.zeros((c * s, 2, 4), np.int64)
+        out[:, 1, 0] = N
+        step = -(-C // c)
+        out[:, 0, 1] = np.minimum(C, (py % c) * step)
+        out[:, 1, 1] = np.minimum(C, (py % c + 1) * step)
+        out[:, 0, 2], out[:, 1, 2] = lo[py // c], hi[py // c]
+        out[:, 1, 3] = W
+        return out
+
     def pool_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
         """Conv output rows [start, stop) row group `group` holds for a fused
         pooling: its own rows and the pR - 1 before them, the most a window

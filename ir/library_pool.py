@@ -7,6 +7,7 @@ column groups; they hold no weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -150,6 +151,15 @@ class PoolKind(LibraryKind):
 _RESIZE_TAPS = {"nearest": 1, "linear": 2, "cubic": 4}
 
 
+def _antialias_taps(taps: int, n_in: int, n_out: int) -> int:
+    """Taps per output of an antialiased axis: shrinking by n_out / n_in
+    stretches the filter's support (taps / 2 each side) by n_in / n_out
+    (opsem_more._antialias_taps's window)."""
+    if n_out >= n_in:
+        return taps
+    return 2 * math.ceil(taps / 2 * n_in / max(n_out, 1)) + 1
+
+
 class ResizeKind(LibraryKind):
     """Resize / upsampling of the spatial axes (+ fused element-wise ops).
 
@@ -185,9 +195,12 @@ class ResizeKind(LibraryKind):
         n, c, h, w = spatial(xt)
         _, _, ho, wo = spatial(yt)
         taps = _RESIZE_TAPS[mode]
+        th, tw = taps, taps
+        if int(rz.attrs.get("antialias", 0)) and mode != "nearest":
+            th, tw = _antialias_taps(taps, h, ho), _antialias_taps(taps, w, wo)
         q = sum(vtype(values, i).numel for i in rz.inputs[1:] if i and is_const(values, i))
         d = {"N": n, "C": c, "H": h, "W": w, "Ho": ho, "Wo": wo, "Q": q,
-             "th": taps if (h, ho) != (1, 1) else 1, "tw": taps}
+             "th": th if (h, ho) != (1, 1) else 1, "tw": tw}
         d.update(fused_extras(body, values))
         return d
 

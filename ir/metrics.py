@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fabric import DIRS, LINK_PLANES, PORT_BITS, RAMP_IN, RAMP_OUT, STEP, Fabric
-from .graph import HOST, Module, Rect
-from .lanes import expand, lane_slices
+from .graph import HOST, Bundle, Edge, Module, Rect
+from .lanes import box_elements, expand, lane_slices
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,16 @@ def share_key(edge: np.ndarray | int, lanes: np.ndarray | int, lane: np.ndarray 
             | np.asarray(lane, dtype=np.int64))
 
 
+CUT_SHARE = 1 << 62  # share keys of cut bundles: their lanes carry their own boxes
+
+
+def cut_share_key(bundle: int, lane: np.ndarray | int) -> np.ndarray:
+    """The identity of what lane `lane` of a cut bundle carries (its sink's
+    box, wsec.ir.lanes): equal only within the bundle, so no other bundle's
+    lane merges with it into one multicast route."""
+    return CUT_SHARE | (np.int64(bundle) << 20) | np.asarray(lane, dtype=np.int64)
+
+
 def merge_shared(ra: RouteArrays) -> RouteArrays:
     """One entry per router entry: entries with the same share key, PE,
     color and receive ports merge, sending to the union of their ports
@@ -89,11 +99,9 @@ def merge_shared(ra: RouteArrays) -> RouteArrays:
     if not ok.any():
         return ra
     idx = np.flatnonzero(ok)
-    keys = np.stack([ra.share[idx], ra.x[idx], ra.y[idx], ra.color[idx], ra.rx[idx]], axis=1)
-    order = np.lexsort(keys.T[::-1])
-    k = keys[order]
+    order, k = _entry_order(ra.share[idx], ra.x[idx], ra.y[idx], ra.color[idx], ra.rx[idx])
     first = np.ones(order.size, dtype=bool)
-    first[1:] = (k[1:] != k[:-1]).any(axis=1)
+    first[1:] = k[1:] != k[:-1]
     if first.all():
         return ra
     starts = np.flatnonzero(first)
@@ -107,10 +115,54 @@ def merge_shared(ra: RouteArrays) -> RouteArrays:
                        share=out.share)
 
 
+def _dense(v: np.ndarray) -> tuple[np.ndarray, int]:
+    """v as 0.. (its offset from its minimum) and how many values that spans."""
+    lo = int(v.min())
+    return v - lo, int(v.max()) - lo + 1
+
+
+def _entry_order(share: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stable order of entries by (share, *cols) (as np.lexsort would give)
+    and each entry's combined key in that order (equal keys: equal tuples).
+    One int64 key sorts several times faster than a lexsort of five: the
+    shares are ranked first, the other columns are small."""
+    _, key = np.unique(share, return_inverse=True)
+    key = key.astype(np.int64).ravel()
+    span = int(key.max(initial=0)) + 1
+    for c in cols:
+        v, n = _dense(c.astype(np.int64))
+        if span * n >= 1 << 62:  # too wide for one key: the exact lexsort
+            keys = np.stack([share, *cols], axis=1)
+            order = np.lexsort(keys.T[::-1])
+            _, inv = np.unique(keys[order], axis=0, return_inverse=True)
+            return order, inv.ravel().astype(np.int64)
+        key, span = key * n + v, span * n
+    order = np.argsort(key, kind="stable")
+    return order, key[order]
+
+
 def lane_bytes(edge_bytes: int, numel: int, lanes: int) -> np.ndarray:
     """Bytes per sample each lane of a bundle carries (its slice, rounded up)."""
     sl = lane_slices(max(numel, 1), lanes)
     return -(-int(edge_bytes) * (sl[:, 1] - sl[:, 0]) // max(numel, 1))
+
+
+def cut_lane_bytes(edge_bytes: int, numel: int, boxes: np.ndarray) -> np.ndarray:
+    """Bytes per sample each lane of a cut bundle carries (its box)."""
+    return -(-int(edge_bytes) * box_elements(boxes) // max(numel, 1))
+
+
+def cut_lanes(module: Module, e: Edge, b: Bundle, bundle_id: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes per sample, share key) of every lane of cut bundle `b` of edge
+    `e` (the `bundle_id`-th of the module's bundles)."""
+    from .kernels import lane_boxes
+
+    v = module.values[e.value]
+    k = next(k for k in module.kernels() if k.name == b.sink)
+    boxes = lane_boxes(k, b, e.value, tuple(v.type.shape))
+    return (cut_lane_bytes(e.bytes_per_sample, v.type.numel, boxes),
+            cut_share_key(bundle_id, np.arange(b.lanes)))
 
 
 def route_arrays(module: Module) -> RouteArrays:
@@ -119,13 +171,20 @@ def route_arrays(module: Module) -> RouteArrays:
     slice into the same PE on the same color merged into one multicast
     entry (merge_shared)."""
     cols: list[list[np.ndarray]] = [[] for _ in range(8)]
+    n = 0
     for i, e in enumerate(module.edges):
         numel = module.values[e.value].type.numel if e.value in module.values else 1
         for b in e.bundles or ():
             ex = expand(b, e.src == HOST, b.sink == HOST)
-            lb = lane_bytes(e.bytes_per_sample, numel, b.lanes)
+            if b.cut:
+                lb, sk = cut_lanes(module, e, b, n)
+                sk = sk[ex.lane]
+            else:
+                lb, sk = lane_bytes(e.bytes_per_sample, numel, b.lanes), share_key(
+                    i, b.lanes, ex.lane)
+            n += 1
             for c, v in zip(cols, (ex.x, ex.y, np.full(ex.x.size, b.color), np.full(ex.x.size, i),
-                                   ex.rx, ex.tx, lb[ex.lane], share_key(i, b.lanes, ex.lane)),
+                                   ex.rx, ex.tx, lb[ex.lane], sk),
                             strict=True):
                 c.append(np.asarray(v, dtype=np.int64))
     arrs = [np.concatenate(c) if c else np.zeros(0, np.int64) for c in cols]
@@ -205,9 +264,18 @@ def colors_per_pe(ra: RouteArrays) -> int:
     """The most colors any one PE carries routes on."""
     if not ra.size:
         return 0
-    key = np.unique(np.stack([ra.x, ra.y, ra.color], axis=1), axis=0)
-    _, counts = np.unique(key[:, :2], axis=0, return_counts=True)
-    return int(counts.max())
+    x, nx = _dense(ra.x)
+    y, ny = _dense(ra.y)
+    c, nc = _dense(ra.color)
+    key = (y * nx + x) * nc + c
+    if nx * ny * nc <= 1 << 26:  # a table of every (PE, color): no sort
+        used = np.zeros(nx * ny * nc, dtype=bool)
+        used[key] = True
+        return int(used.reshape(nx * ny, nc).sum(axis=1).max())
+    key = np.unique(key)  # each (PE, color) once, sorted by PE
+    pe = key // nc
+    starts = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1], [True]]))
+    return int(np.diff(starts).max())
 
 
 def terminal_hpwl(ra: RouteArrays, n_edges: int, fabric: Fabric) -> np.ndarray:

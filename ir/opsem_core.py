@@ -8,6 +8,7 @@ tensordot/einsum, never Python loops over pixels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -445,15 +446,38 @@ def _pool_geometry(n: Node, x: Arr) -> tuple[list[int], list[int], list[int], li
 def _maxpool(n: Node, ins: list) -> list:
     x = ins[0]
     nd = x.ndim - 2
-    if len(n.outputs) > 1 and n.outputs[1]:
-        raise ValueError(f"MaxPool '{n.name}': the Indices output is not supported")
     kernel, strides, dil, pb, pe, oe = _pool_geometry(n, x)
     out, extra = oe[:nd], oe[nd:]
     lowest = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
     width = [(0, 0), (0, 0)] + [(pb[i], pe[i] + extra[i]) for i in range(nd)]
     xp = np.pad(x, width, constant_values=lowest)
     win = windows(xp, kernel, strides, dil, out)
-    return [win.max(axis=tuple(range(2 + nd, 2 + 2 * nd)))]
+    kax = tuple(range(2 + nd, 2 + 2 * nd))
+    y = win.max(axis=kax)
+    if len(n.outputs) < 2 or not n.outputs[1]:
+        return [y]
+    # Indices: the first maximum in row-major window order (onnxruntime's
+    # scan), i.e. the smallest row-major position holding the maximum
+    spatial = x.shape[2:]
+    pos = np.pad(np.arange(math.prod(spatial), dtype=np.float64).reshape(1, 1, *spatial),
+                 width, constant_values=np.inf)
+    wpos = windows(pos, kernel, strides, dil, out)
+    first = np.where(win == y[(...,) + (None,) * nd], wpos, np.inf).min(axis=kax)
+    return [y, pool_indices(n, first, x.shape)]
+
+
+def pool_indices(n: Node, first: Arr, shape: Sequence[int]) -> Arr:
+    """MaxPool's Indices from the row-major spatial position of each
+    output's maximum ([N, C, *out], float): the flat index into the input,
+    spatial part row-major (storage_order 0) or column-major (1)."""
+    spatial = tuple(int(v) for v in shape[2:])
+    f = np.nan_to_num(first, posinf=0).astype(np.int64)
+    if int(n.attrs.get("storage_order", 0)):  # column-major, as onnxruntime
+        f = np.ravel_multi_index(np.unravel_index(f, spatial), spatial, order="F")
+    plane = math.prod(spatial)
+    ch = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(shape[0], shape[1],
+                                                                 *(1,) * len(spatial))
+    return ch * plane + f
 
 
 @op("AveragePool")

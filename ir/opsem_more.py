@@ -324,6 +324,8 @@ def resize_taps(n: Node, size_in: int, size_out: int, scale: float,
     outputs tf_crop_and_resize fills with extrapolation_value."""
     x = resize_source(n, size_in, size_out, scale, roi)
     mode = str(n.attrs.get("mode", "nearest"))
+    if int(n.attrs.get("antialias", 0)) and mode != "nearest":
+        return _antialias_taps(n, x, size_in, scale, mode)
     outside = np.zeros(size_out, bool)
     if str(n.attrs.get("coordinate_transformation_mode", "")) == "tf_crop_and_resize":
         outside = (x < 0) | (x > size_in - 1)
@@ -344,6 +346,38 @@ def resize_taps(n: Node, size_in: int, size_out: int, scale: float,
     if int(n.attrs.get("exclude_outside", 0)):
         w = np.where((idx < 0) | (idx >= size_in), 0.0, w)
         w = w / w.sum(axis=1, keepdims=True)
+    return np.clip(idx, 0, size_in - 1), w, outside
+
+
+def _antialias_taps(n: Node, x: Arr, size_in: int, scale: float, mode: str
+                    ) -> tuple[Arr, Arr, Arr]:
+    """Resize-18's antialias (linear, cubic), as onnxruntime computes it:
+    when shrinking, the filter is stretched by 1 / scale, so each output
+    blends every input its support covers around the pixel centre; the
+    weights are normalised to sum 1, and taps beyond the border count for
+    the border element (or are dropped with exclude_outside)."""
+    centre = (np.arange(x.size, dtype=np.float64) if scale == 1.0 else x) + 0.5
+    half = 1.0 if mode == "linear" else 2.0
+    support = half / scale if scale < 1.0 else half
+    lo = np.floor(centre - support + 0.5).astype(np.int64)
+    hi = np.floor(centre + support + 0.5).astype(np.int64)
+    if int(n.attrs.get("exclude_outside", 0)):
+        lo, hi = np.maximum(lo, 0), np.minimum(hi, size_in)
+    taps = max(int((hi - lo).max(initial=1)), 1)
+    idx = lo[:, None] + np.arange(taps)[None, :]
+    d = np.abs((idx - centre[:, None] + 0.5) * min(scale, 1.0))
+    if mode == "linear":
+        w = np.maximum(1.0 - d, 0.0)
+    else:
+        a = float(n.attrs.get("cubic_coeff_a", -0.75))
+        w = np.where(d < 1, ((a + 2) * d - (a + 3)) * d * d + 1,
+                     np.where(d < 2, (((d - 5) * d + 8) * d - 4) * a, 0.0))
+    w = np.where(idx < hi[:, None], w, 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    w = np.where(total != 0, w / np.where(total != 0, total, 1.0), w)
+    outside = np.zeros(x.size, bool)
+    if str(n.attrs.get("coordinate_transformation_mode", "")) == "tf_crop_and_resize":
+        outside = (centre < 0) | (centre > size_in - 1)  # onnxruntime tests the centre
     return np.clip(idx, 0, size_in - 1), w, outside
 
 
@@ -387,8 +421,6 @@ def _resize(n: Node, ins: list) -> list:
     """Separable: one axis after the other, each a gather of its taps and a
     weighted sum (nearest: a plain gather, exact for every dtype)."""
     x = ins[0]
-    if int(n.attrs.get("antialias", 0)) and str(n.attrs.get("mode", "nearest")) != "nearest":
-        raise ValueError(f"Resize '{n.name}': antialias=1 is not supported")
     out, sc, rois = resize_plan(n, x.shape, get(ins, 1), get(ins, 2), get(ins, 3))
     nearest = str(n.attrs.get("mode", "nearest")) == "nearest"
     y = x if nearest else x.astype(np.float64)

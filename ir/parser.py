@@ -432,10 +432,13 @@ class _Parser:
                 for p in path)):
             raise ParseError(ln.lineno, f"bundle path must be a list of [x, y] points, "
                              f"got {path!r}")
+        cut = ""
+        if ln.accept("ident", "cut"):
+            cut = ln.expect("ident", "rows", what="the cut 'rows'")
         if e.bundles is None:
             e.bundles = []
         e.bundles.append(Bundle(sink, nums["color"], nums["lanes"], (axis[0], axis[1]),
-                                tuple((p[0], p[1]) for p in path), nums["reach"]))
+                                tuple((p[0], p[1]) for p in path), nums["reach"], cut))
 
     # --- driver ---------------------------------------------------------
     def parse(self, text: str) -> Module:

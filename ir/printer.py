@@ -151,7 +151,8 @@ def _print_edge(e: Edge, out: list[str]) -> None:
     for b in e.bundles or ():
         path = ", ".join(f"[{x}, {y}]" for x, y in b.path)
         out.append(f"  bundle {json.dumps(b.sink)} color {int(b.color)} lanes {int(b.lanes)} "
-                   f"axis [{b.axis[0]}, {b.axis[1]}] reach {int(b.reach)} path [{path}]")
+                   f"axis [{b.axis[0]}, {b.axis[1]}] reach {int(b.reach)} path [{path}]"
+                   + (f" cut {b.cut}" if b.cut else ""))
 
 
 def print_module(m: Module) -> str:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from wsec.ir.fabric import DIRS, PORT_BITS, Fabric
 from wsec.ir.graph import HOST, Bundle, Module, Rect
-from wsec.ir.lanes import expand
+from wsec.ir.lanes import expand, expand_many
 from wsec.ir.metrics import busiest_link, colors_per_pe, link_loads, route_arrays, routed_wirelength
 from wsec.ir.templates import INTERNAL_COLORS
 
@@ -71,9 +71,35 @@ class _Route:
     pes: np.ndarray  # y*W + x of every PE its lanes use
     link_lanes: np.ndarray  # per link: (link << 20) | the lane using it
     pe_lanes: np.ndarray  # per PE: ((pe << 20) | lane) << 8 | the ports it receives from
+    distinct: bool = False  # no link and no PE twice: loads add by plain indexing (_add)
+
+    def __post_init__(self) -> None:
+        self.distinct = _distinct(self.links) and _distinct(self.pes)
+
+
+def _distinct(a: np.ndarray) -> bool:
+    s = np.sort(a)
+    return bool((s[1:] != s[:-1]).all())
+
+
+def _add(arr: np.ndarray, at: np.ndarray, value: float, distinct: bool) -> None:
+    """np.add.at(arr, at, value); with `distinct` indices the same sums by
+    plain indexing, many times faster."""
+    if distinct:
+        arr[at] += value
+    else:
+        np.add.at(arr, at, value)
 
 
 _LANE_BITS = 20
+
+
+def _sample(lanes: int) -> list[int]:
+    """The lanes a candidate's cost is estimated on: all, or _SAMPLE evenly
+    spread (both edges of the bundle among them)."""
+    if lanes <= _SAMPLE:
+        return list(range(lanes))
+    return np.unique(np.linspace(0, lanes - 1, _SAMPLE).astype(np.int64)).tolist()
 
 
 class _Negotiator:
@@ -85,6 +111,7 @@ class _Negotiator:
         self.occ = np.zeros(6 * H * W, dtype=np.float64)  # four directions, RAMP in, out
         self.hist = np.zeros(6 * H * W, dtype=np.float64)
         self.pe_cnt = np.zeros(H * W, dtype=np.int32)
+        self.pe_uses = np.zeros(H * W, dtype=np.int32)  # routes on each PE, siblings too
         self.pres = 0.5
         self.color_soft = color_soft
         self.colors = fabric.target.colors - INTERNAL_COLORS  # bundle colors there are
@@ -99,26 +126,23 @@ class _Negotiator:
             group.setdefault((r.edge, r.lanes), []).append(i)
         self.siblings = [[j for j in group[(r.edge, r.lanes)] if j != i]
                          for i, r in enumerate(reqs)]
-        self.cache: dict[tuple[int, int], _Route] = {}
+        self.others_memo: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.packed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.packed_lanes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.parted: set[tuple[int, str]] = set()  # (edge, sink) of siblings found crossing
 
     def _footprint(self, i: int, j: int) -> _Route:
-        """Candidate j of request i with every lane (kept: a chosen route)."""
-        if (i, j) not in self.cache:
-            self.cache[(i, j)] = self._expand(i, j, False)
-        return self.cache[(i, j)]
+        """Candidate j of request i with every lane (kept for every attempt
+        that has the same candidates: a route is the same object in all)."""
+        key = (self.keys[i], j)
+        if key not in self.known.footprints:
+            self.known.footprints[key] = self._expand(i, j)
+        return self.known.footprints[key]
 
-    def _expand(self, i: int, j: int, sample: bool) -> _Route:
-        """Candidate j of request i as links and PEs (int32 indices); with
-        `sample`, of a few evenly spread lanes only: lanes of a bundle run
-        side by side, so a sample estimates the cost (scaled in `route`)."""
+    def _expand(self, i: int, j: int) -> _Route:
+        """Candidate j of request i as links and PEs (int32 indices)."""
         r, b = self.reqs[i], self.cands[i][j]
-        only = None
-        if sample and b.lanes > _SAMPLE:
-            only = np.unique(np.linspace(0, b.lanes - 1, _SAMPLE).astype(np.int64))
-        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST, only=only,
+        ex = expand(b, r.src.owner == HOST, r.dst.owner == HOST,
                     checked=True)  # candidates are checked when drawn up (_finish)
         W, H = self.W, self.H
         links, lanes = [], []
@@ -139,22 +163,29 @@ class _Negotiator:
     def _others(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The link-lane and PE-lane keys of request i's placed siblings (same
         edge, same lanes: they carry the same slices lane by lane, so a
-        link or PE they already use with that lane costs nothing more)."""
+        link or PE they already use with that lane costs nothing more),
+        each sorted (for _member); kept per set of sibling routes."""
         sib = [self.routes[j] for j in self.siblings[i] if self.routes[j] is not None]
         if not sib:
             return _EMPTY, _EMPTY
-        return (np.concatenate([rt.link_lanes for rt in sib]),
-                np.concatenate([rt.pe_lanes >> 8 for rt in sib]))
+        key = tuple(id(rt) for rt in sib)  # routes live in known.footprints: ids stay unique
+        got = self.others_memo.get(key)
+        if got is None:
+            got = (np.sort(np.concatenate([rt.link_lanes for rt in sib])),
+                   np.sort(np.concatenate([rt.pe_lanes >> 8 for rt in sib])))
+            self.others_memo[key] = got
+        return got
 
     def _place(self, i: int, rt: _Route, sign: int) -> None:
         links, pes = rt.links, rt.pes
         if self.siblings[i]:
             lk, pk = self._others(i)
             if lk.size:
-                links = links[~np.isin(rt.link_lanes, lk)]
-                pes = pes[~np.isin(rt.pe_lanes >> 8, pk)]
-        np.add.at(self.occ, links, sign * self.lane_load[i])
-        np.add.at(self.pe_cnt, pes, sign)
+                links = links[~_member(rt.link_lanes, lk)]
+                pes = pes[~_member(rt.pe_lanes >> 8, pk)]
+        _add(self.occ, links, sign * self.lane_load[i], rt.distinct)
+        _add(self.pe_cnt, pes, sign, rt.distinct)
+        _add(self.pe_uses, rt.pes, sign, rt.distinct)
 
     def _pack(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All sampled candidates of request i at once: their links and PEs
@@ -163,18 +194,36 @@ class _Negotiator:
         if i not in self.packed:
             got = self.known.packed.get(self.keys[i])  # the same candidates, another attempt
             if got is None:
-                fps = [self._expand(i, j, True) for j in range(len(self.cands[i]))]
-                got = (np.concatenate([f.links for f in fps]),
-                       np.repeat(np.arange(len(fps)), [f.links.size for f in fps]),
-                       np.concatenate([f.pes for f in fps]),
-                       np.repeat(np.arange(len(fps)), [f.pes.size for f in fps]),
-                       np.concatenate([f.link_lanes for f in fps]),
-                       np.concatenate([f.pe_lanes >> 8 for f in fps]))
+                got = self._sampled(i)
                 self.known.packed[self.keys[i]] = got
             self.packed[i] = got[:4]
             if self.siblings[i]:
                 self.packed_lanes[i] = got[4:]
         return self.packed[i]
+
+    def _sampled(self, i: int) -> tuple[np.ndarray, ...]:
+        """Every candidate of request i on its sampled lanes (as `_expand`
+        with `sample`, candidate after candidate), expanded at once: links,
+        their candidates, PEs, theirs, link-lane and PE-lane keys."""
+        r, W, HW = self.reqs[i], self.W, self.W * self.H
+        ex, counts = expand_many([(b, r.src.owner == HOST, r.dst.owner == HOST,
+                                   _sample(b.lanes)) for b in self.cands[i]])
+        cand = np.repeat(np.arange(counts.size), counts)
+        pe = ex.y * W + ex.x
+        links, lanes, of = [], [], []
+        for p, (mask, bit) in enumerate([(ex.tx, PORT_BITS[d]) for d in DIRS]
+                                        + [(ex.tx, PORT_BITS["RAMP"]), (ex.rx, PORT_BITS["RAMP"])]):
+            sel = (mask & bit) != 0
+            links.append(p * HW + pe[sel])
+            lanes.append(ex.lane[sel])
+            of.append(cand[sel] * 6 + p)
+        key = np.concatenate(of)
+        if 6 * counts.size < 1 << 16:  # a stable sort of 16-bit keys is a radix sort
+            key = key.astype(np.uint16)
+        order = np.argsort(key, kind="stable")  # by candidate, then plane
+        lk = np.concatenate(links)[order]
+        return (lk.astype(np.int32), key[order].astype(np.int64) // 6, pe.astype(np.int32), cand,
+                (lk << _LANE_BITS) | np.concatenate(lanes)[order], (pe << _LANE_BITS) | ex.lane)
 
     def route(self, i: int) -> None:
         old = self.routes[i]
@@ -197,8 +246,8 @@ class _Negotiator:
         if i in self.packed_lanes:  # where a sibling already carries the lane: a fork, free
             lk, pk = self._others(i)
             if lk.size:
-                per_link = np.where(np.isin(self.packed_lanes[i][0], lk), _SHARED, per_link)
-                crowd = np.where(np.isin(self.packed_lanes[i][1], pk), 0.0, crowd)
+                per_link = np.where(_member(self.packed_lanes[i][0], lk), _SHARED, per_link)
+                crowd = np.where(_member(self.packed_lanes[i][1], pk), 0.0, crowd)
         cost = (np.bincount(lseg, weights=per_link, minlength=n)
                 + 4.0 * np.bincount(pseg, weights=crowd, minlength=n)) * scale
         best = int(np.argmin(cost))  # ties: the first candidate
@@ -212,7 +261,8 @@ class _Negotiator:
     def stats(self) -> dict[str, float]:
         placed = [i for i, rt in enumerate(self.routes) if rt is not None]
         routes = [self.routes[i] for i in placed]
-        of, adj, clash = _conflicts(routes, [self.reqs[i] for i in placed])
+        of, adj, clash = _conflicts(routes, [self.reqs[i] for i in placed], self.known.forks,
+                                    self.pe_uses)
         self._part(clash, placed)
         links, pes = self.overused()
         return {"overused_links": int(links.sum()),
@@ -240,6 +290,7 @@ class _Negotiator:
         """Take `routes` as the placed ones, counting the loads again."""
         self.occ[:] = 0.0
         self.pe_cnt[:] = 0
+        self.pe_uses[:] = 0
         self.routes = [None] * len(routes)
         for i, rt in enumerate(routes):
             if rt is not None:
@@ -313,7 +364,8 @@ class _Negotiator:
             if stale >= 3 or no_colors >= 2 or hopeless or (
                     deadline is not None and time.perf_counter() > deadline):
                 break
-            self.hist += links * (self.occ - self.cap).clip(min=0) / self.cap
+            over = np.flatnonzero(links)  # only overused links gather history
+            self.hist[over] += (self.occ[over] - self.cap) / self.cap
             self.pres *= 1.8
             bad = [i for i in order if self.routes[i] is not None and (
                 links[self.routes[i].links].any() or pes[self.routes[i].pes].any())]
@@ -344,6 +396,8 @@ class _Candidates:
     def __init__(self, fabric: Fabric, corridors: list[int], requests: int) -> None:
         self.fabric, self.corridors = fabric, corridors
         self.memo: dict[tuple, list[Bundle]] = {}
+        self.footprints: dict[tuple, _Route] = {}  # (key, candidate): every lane, expanded
+        self.forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] = {}  # _forks, by ids
         self.packed: dict[tuple, tuple[np.ndarray, ...]] = {}  # sampled footprints, priced
         self.cap = max(16, min(MAX_CANDIDATES, CANDIDATE_BUDGET // max(1, requests)))
 
@@ -391,7 +445,18 @@ def _corridors(module: Module, fabric: Fabric) -> list[int]:
     return sorted(v for v in vals if 0 <= v < lim)[:: max(1, len(vals) // 24)]
 
 
-def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
+def _member(a: np.ndarray, sorted_b: np.ndarray) -> np.ndarray:
+    """np.isin(a, b) for a sorted b (a binary search per element of a: no
+    sort of both arrays together)."""
+    if not sorted_b.size:
+        return np.zeros(a.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_b, a), sorted_b.size - 1)
+    return sorted_b[at] == a
+
+
+def _conflicts(routes: list[_Route], reqs: list[Request] | None = None,
+               forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None,
+               uses: np.ndarray | None = None
                ) -> tuple[list[int], list[list[int]], list[tuple[int, int]]]:
     """Bundles that must take different colors, as groups: bundles sharing a
     PE conflict, except siblings (one edge, equal lanes) whose lanes meet
@@ -399,14 +464,20 @@ def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
     the same port), which are one group and take one color. Returns each
     route's group and, per group, the groups it conflicts with; pairs are
     found vectorised, PE by PE, between the k-th neighbours of a (PE,
-    bundle) sort."""
+    bundle) sort. `forks` keeps _forks' answers per pair of route objects
+    (routes are kept, so their ids stay unique). `uses`: how many of these
+    routes use each PE, if known."""
     n = len(routes)
     if not n:
         return [], [], []
-    pe = np.concatenate([rt.pes.astype(np.int64) for rt in routes])
-    owner = np.concatenate([np.full(rt.pes.size, i, np.int64) for i, rt in enumerate(routes)])
-    order = np.lexsort((owner, pe))
-    pe, owner = pe[order], owner[order]
+    if uses is None:
+        uses = np.bincount(np.concatenate([rt.pes for rt in routes]))
+    # pairs meet only on PEs used twice: sort just those
+    shared = [rt.pes[uses[rt.pes] > 1] for rt in routes]
+    pe = np.concatenate(shared).astype(np.int64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), [p.size for p in shared])
+    key = np.sort(pe * n + owner)  # by PE, then bundle (one key sorts faster than a lexsort)
+    pe, owner = key // n, key % n
     found = []
     for k in range(1, pe.size):
         same = pe[k:] == pe[:-k]
@@ -418,7 +489,7 @@ def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
     for a, b in zip((pairs // n).tolist(), (pairs % n).tolist(), strict=True):
         if a == b:
             continue
-        if reqs is not None and _forks(routes[a], routes[b], reqs[a], reqs[b]):
+        if reqs is not None and _forks_memo(routes[a], routes[b], reqs[a], reqs[b], forks):
             fork.append((a, b))
         else:
             clash.append((a, b))
@@ -452,9 +523,22 @@ def _conflicts(routes: list[_Route], reqs: list[Request] | None = None
     return of, [sorted(x) for x in adj], clash
 
 
+def _forks_memo(a: _Route, b: _Route, ra: Request, rb: Request,
+                memo: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None) -> bool:
+    """_forks, kept in `memo` by the routes' ids (with the routes, so that the
+    ids stay theirs)."""
+    if memo is None:
+        return _forks(a, b, ra, rb)
+    got = memo.get((id(a), id(b)))
+    if got is None:
+        got = (a, b, _forks(a, b, ra, rb))
+        memo[(id(a), id(b))] = got
+    return got[2]
+
+
 def _forks(a: _Route, b: _Route, ra: Request, rb: Request) -> bool:
     """Sibling bundles whose shared PEs are one multicast route each."""
-    if ra.edge != rb.edge or a.bundle.lanes != b.bundle.lanes:
+    if ra.edge != rb.edge or a.bundle.lanes != b.bundle.lanes or a.bundle.cut or b.bundle.cut:
         return False
     sh = _LANE_BITS + 8
     common = np.intersect1d(a.pe_lanes >> sh, b.pe_lanes >> sh)
@@ -463,9 +547,11 @@ def _forks(a: _Route, b: _Route, ra: Request, rb: Request) -> bool:
     return bool(np.array_equal(ka, kb))
 
 
-def _classes(routes: list[_Route], reqs: list[Request]) -> list[int]:
+def _classes(routes: list[_Route], reqs: list[Request],
+             forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None
+             ) -> list[int]:
     """A color class per route (DSATUR over the groups of _conflicts)."""
-    of, adj, _ = _conflicts(routes, reqs)
+    of, adj, _ = _conflicts(routes, reqs, forks)
     col = _dsatur(adj)
     return [col[g] for g in of]
 
@@ -496,10 +582,12 @@ def _dsatur(adj: list[list[int]]) -> list[int]:
     return color
 
 
-def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric) -> list[int]:
+def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
+            forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None
+            ) -> list[int]:
     """DSATUR over the bundles' conflict graph (bundles sharing a PE)."""
     n = len(routes)
-    raw = dict(enumerate(_classes(routes, reqs)))
+    raw = dict(enumerate(_classes(routes, reqs, forks)))
     # map the greedy classes onto colors: host-only classes to the host colors first
     t = fabric.target
     host_pool = list(range(t.colors - t.reserved_colors, t.colors))
@@ -568,8 +656,11 @@ class Route(Pass):
         moved: dict[tuple[int, str], int] = {}
         tried: set[tuple[int, str]] = set()
         widen = True
+        loads: tuple[_Attempt, np.ndarray] | None = None  # the kept attempt's, once
         for _ in range(WIDEN_ATTEMPTS):  # where lanes of two bundles overfill the busiest link
-            more, move = best.neg.wider(_loads(module, best, fabric), tried, widen) if (
+            if best.colored and best.score[1] > 1.0 and (loads is None or loads[0] is not best):
+                loads = (best, _loads(module, best, fabric))
+            more, move = best.neg.wider(loads[1], tried, widen) if (  # type: ignore[index]
                 best.colored and best.score[1] > 1.0) else ({}, {})
             if not (more or move) or (deadline is not None and time.perf_counter() > deadline):
                 break
@@ -637,7 +728,7 @@ def _commit(module: Module, got: _Attempt) -> None:
     for r, rt, c in zip(got.neg.reqs, got.routes, got.colors, strict=True):
         b = rt.bundle
         module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
-            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach))
+            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach, b.cut))
 
 
 def _loads(module: Module, got: _Attempt, fabric: Fabric) -> np.ndarray:
@@ -653,7 +744,7 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              wider: dict[tuple[int, str], int] | None = None,
              warm: dict[tuple, Bundle] | None = None,
              moved: dict[tuple[int, str], int] | None = None) -> _Attempt:
-    reqs = copy.deepcopy(base)  # one deep copy: requests keep sharing their ports
+    reqs = [_copy(r) for r in base]
     for r in reqs:
         r.solo = (r.edge, r.sink) in (solo or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
@@ -665,7 +756,17 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
     log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]
-    return _Attempt(headroom, set(solo or ()), neg, log, routes, _colors(routes, reqs, fabric))
+    return _Attempt(headroom, set(solo or ()), neg, log, routes,
+                    _colors(routes, reqs, fabric, known.forks))
+
+
+def _copy(r: Request) -> Request:
+    """A request to deal slots on: its own slots and shares; the ports (never
+    changed) and side pairs stay shared, so requests on one side still
+    share its port object (assign_slots groups them by it)."""
+    c = copy.copy(r)
+    c.share = dict(r.share)
+    return c
 
 
 def _color_error(module: Module, neg: _Negotiator, colors: list[int],

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
-from wsec.ir.graph import HOST, Bundle, Module, Rect
+from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
+from wsec.ir.kernels import input_cut
 
 Vec = tuple[int, int]
 _E, _N = (1, 0), (0, 1)
@@ -115,6 +116,7 @@ class Request:
     pairs: list[tuple[Port, Port]] = field(default_factory=list)  # side pairs, best first
     choice: int = 0  # which pair `src`, `dst` are
     solo: bool = False  # never shares slots with its siblings (their lanes would cross)
+    cut_rows: int = 0  # the sink's PE rows when its kind cuts this input per row (input_cut)
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -137,11 +139,6 @@ def _can_enter(p: Port, fabric: Fabric) -> bool:
     return fabric.on_grid(x, y)
 
 
-def _side_pes(p: Port, W: int) -> np.ndarray:
-    i = np.arange(p.length)
-    return (p.origin[1] + i * p.axis[1]) * W + p.origin[0] + i * p.axis[0]
-
-
 def _outside(p: Port, owner: np.ndarray, out: bool) -> tuple[np.ndarray, np.ndarray]:
     """The PEs just outside side p (where its lanes leave to, or arrive from)
     as linear indices (-1 off the grid), and who owns each: a kernel index,
@@ -157,11 +154,14 @@ def _outside(p: Port, owner: np.ndarray, out: bool) -> tuple[np.ndarray, np.ndar
     return np.where(ok, y * W + x, -1), who
 
 
-def _blocked(outside: tuple[np.ndarray, np.ndarray], facing: np.ndarray) -> float:
+def _blocked(outside: tuple[np.ndarray, np.ndarray], facing: Port, W: int) -> float:
     """Fraction of those PEs lanes cannot use: off the grid, or inside a
     kernel, unless they are the facing side's own PEs (the two sides touch)."""
     pes, who = outside
-    touch = np.isin(pes, facing)
+    x, y = pes % W, pes // W
+    (ox, oy), (ax, ay) = facing.origin, facing.axis
+    i = (x - ox) * ax + (y - oy) * ay  # the slot each PE would be on the facing side
+    touch = (pes >= 0) & (x == ox + i * ax) & (y == oy + i * ay) & (i >= 0) & (i < facing.length)
     return float((((who == -2) | (who >= 0)) & ~touch).mean())
 
 
@@ -192,6 +192,7 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
         outs[k.name] = output_ports(k.name, k.rect, k.rotated)
         owner[k.rect.y:k.rect.y1, k.rect.x:k.rect.x1] = idx
     W = fabric.width
+    kern = {k.name: k for k in module.kernels()}
     around = {id(p): _outside(p, owner, True) for ps in outs.values() for p in ps}
     around.update({id(p): _outside(p, owner, False) for ps in ins.values() for p in ps})
     out = []
@@ -211,16 +212,26 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                         continue
                     blocked = 0.0
                     if id(a) in around:
-                        blocked += _blocked(around[id(a)], _side_pes(b, W))
+                        blocked += _blocked(around[id(a)], b, W)
                     if id(b) in around:
-                        blocked += _blocked(around[id(b)], _side_pes(a, W))
+                        blocked += _blocked(around[id(b)], a, W)
                     c = _pair_cost(a, b) + 4.0 * fabric.width * blocked
                     c += 16.0 * fabric.width * (a.cross + b.cross)
                     ranked.append((c, len(ranked), a, b))
             ranked.sort(key=lambda t: (t[0], t[1]))
             pairs = [(a, b) for _, _, a, b in ranked] or [(srcs[0], dsts[0])]
-            out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs))
+            out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
+                               cut_rows=_cut_rows(kern.get(d), e.value, module)))
     return out
+
+
+def _cut_rows(k: Kernel | None, value: str, module: Module) -> int:
+    """The PE rows of sink `k` when its kind reads `value` per row
+    (wsec.ir.kernels.input_cut), else 0."""
+    if k is None or value not in module.values:
+        return 0
+    rows = input_cut(k, value, module.values[value].type.shape)
+    return 0 if rows is None else int(rows.shape[0])
 
 
 def _prop(total: int, weights: list[int]) -> list[int]:
@@ -394,14 +405,6 @@ def _add(a: Vec, b: Vec, k: int = 1) -> Vec:
     return (a[0] + k * b[0], a[1] + k * b[1])
 
 
-def _dot(a: Vec, b: Vec) -> int:
-    return a[0] * b[0] + a[1] * b[1]
-
-
-def _sign(v: int) -> int:
-    return (v > 0) - (v < 0)
-
-
 def _lane_ends(r: Request, flip: bool) -> tuple[Vec, Vec, Vec]:
     """Lane 0's source PE, the lane axis at the source, and the source PE of
     the last lane."""
@@ -422,16 +425,41 @@ def _landing(r: Request, o_last: Vec) -> Vec | None:
 
 def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
     reach = 0 if r.dst.owner == HOST else r.dst.reach
-    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach)
+    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, "rows" if cuts(r) else "")
+
+
+def _can_cut(r: Request) -> bool:
+    """The sink's kind cuts the value per PE row, r's destination is a side
+    with a slot per row, and r does not come from the host (whose I/O map
+    sends flat ranges)."""
+    return (bool(r.cut_rows) and r.cut_rows == r.dst.length and not r.dst.cross
+            and r.src.owner != HOST)
+
+
+def cuts(r: Request) -> bool:
+    """Whether r's lanes carry its sink's per-row boxes: r can cut and has
+    one lane per row, landing on every row of its input side (the lanes then
+    deliver each row exactly what it reads)."""
+    return _can_cut(r) and r.lanes == r.cut_rows
 
 
 def _path_dirs(path: list[Vec]) -> list[Vec] | None:
+    """Unit direction of each segment, or None unless every segment is
+    axis-aligned and non-empty and each turns by 90 degrees from the last."""
     out = []
-    for a, b in zip(path, path[1:], strict=False):
-        d = (b[0] - a[0], b[1] - a[1])
-        if (d[0] == 0) == (d[1] == 0):
+    (px, py), along_x = path[0], None
+    for qx, qy in path[1:]:
+        if qx != px:
+            if qy != py or along_x is True:
+                return None
+            out.append((1 if qx > px else -1, 0))
+            along_x = True
+        elif qy != py and along_x is not False:
+            out.append((0, 1 if qy > py else -1))
+            along_x = False
+        else:
             return None
-        out.append((_sign(d[0]), _sign(d[1])))
+        px, py = qx, qy
     return out
 
 
@@ -449,24 +477,31 @@ def _lane_path(path: list[Vec], offs: list[Vec], i: int) -> list[Vec]:
 def _crosses(a: list[Vec], b: list[Vec], same: bool) -> bool:
     """Do two axis-aligned polylines share a point (skipping neighbouring
     segments of one polyline, which share their corner)?"""
-    segs_a = list(zip(a, a[1:], strict=False))
-    segs_b = list(zip(b, b[1:], strict=False))
-    for i, (p, q) in enumerate(segs_a):
-        ax0, ax1 = sorted((p[0], q[0]))
-        ay0, ay1 = sorted((p[1], q[1]))
-        for j, (u, v) in enumerate(segs_b):
-            if same and abs(i - j) <= 1:
+    boxes_a = _boxes(a)
+    boxes_b = boxes_a if b is a else _boxes(b)
+    for i, (ax0, ax1, ay0, ay1) in enumerate(boxes_a):
+        for j, (bx0, bx1, by0, by1) in enumerate(boxes_b):
+            if same and -1 <= i - j <= 1:
                 continue
-            bx0, bx1 = sorted((u[0], v[0]))
-            by0, by1 = sorted((u[1], v[1]))
             if ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1:
                 return True
     return False
 
 
-def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
+def _boxes(points: list[Vec]) -> list[tuple[int, int, int, int]]:
+    """(x0, x1, y0, y1) of each segment of a polyline."""
+    out = []
+    for (px, py), (qx, qy) in zip(points, points[1:], strict=False):
+        out.append((px, qx, py, qy) if px <= qx and py <= qy else
+                   (min(px, qx), max(px, qx), min(py, qy), max(py, qy)))
+    return out
+
+
+def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
+            ) -> Bundle | None:
     """A candidate whose lanes land exactly on the destination slot, never run
-    backwards, and do not fold onto each other; or None."""
+    backwards, and do not fold onto each other (with `fabric`: and, for a
+    path of more than one waypoint, stay on its grid, as _inside); or None."""
     path = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
     if len(path) == 1:  # a host port right beside the kernel's side: lanes start landed
         if HOST not in (r.src.owner, r.dst.owner) or _landing(r, axis) != path[0]:
@@ -475,9 +510,6 @@ def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
     dirs = _path_dirs(path)
     if not dirs or dirs[0] != r.src.normal or dirs[-1] != r.dst.normal:
         return None
-    for a, b in zip(dirs, dirs[1:], strict=False):
-        if _dot(a, b) != 0:
-            return None
     try:
         offs = lanes_mod.offsets(axis, dirs)
     except lanes_mod.LaneError:
@@ -486,7 +518,8 @@ def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
     if land is None or land != path[-1]:
         return None
     last = r.lanes - 1
-    first, other = _lane_path(path, offs, 0), _lane_path(path, offs, last)
+    first = list(path)
+    other = _lane_path(path, offs, last)
     for lane in (first, other):  # segment lengths are affine in the lane: check both ends
         for (p, q), d in zip(zip(lane, lane[1:], strict=False), dirs, strict=True):
             if (q[0] - p[0]) * d[0] + (q[1] - p[1]) * d[1] < 0:
@@ -501,6 +534,11 @@ def _finish(r: Request, axis: Vec, path: list[Vec]) -> Bundle | None:
         d = dirs[-1]
         first[-1] = (first[-1][0] + reach * d[0], first[-1][1] + reach * d[1])
         other[-1] = (other[-1][0] + reach * d[0], other[-1][1] + reach * d[1])
+    if fabric is not None:  # the outer lanes bound the others (see _inside)
+        W, H = fabric.width, fabric.height
+        for x, y in first + other:
+            if not (0 <= x < W and 0 <= y < H):
+                return None
     if len(path) > 2 and (_crosses(first, first, True) or _crosses(other, other, True)
                           or (last > 0 and not _ribbon_simple(first, other))):
         return None
@@ -513,19 +551,16 @@ def _ribbon_simple(first: list[Vec], other: list[Vec]) -> bool:
     PE-disjoint when that boundary is a simple polygon (no two of its
     non-adjacent sides touch)."""
     ring = first + other[::-1]
-    sides = [(ring[i], ring[(i + 1) % len(ring)]) for i in range(len(ring))]
-    sides = [sd for sd in sides if sd[0] != sd[1]]
-    n = len(sides)
+    ring.append(ring[0])
+    boxes = [bx for bx, (p, q) in zip(_boxes(ring), zip(ring, ring[1:], strict=False),
+                                      strict=True) if p != q]
+    n = len(boxes)
     for i in range(n):
-        (p, q) = sides[i]
-        ax0, ax1 = sorted((p[0], q[0]))
-        ay0, ay1 = sorted((p[1], q[1]))
+        ax0, ax1, ay0, ay1 = boxes[i]
         for j in range(i + 2, n):
             if i == 0 and j == n - 1:
                 continue  # the ring closes: first and last sides share a corner
-            (u, v) = sides[j]
-            bx0, bx1 = sorted((u[0], v[0]))
-            by0, by1 = sorted((u[1], v[1]))
+            bx0, bx1, by0, by1 = boxes[j]
             if ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1:
                 return False
     return True
@@ -607,9 +642,12 @@ def candidates(r: Request, fabric: Fabric, corridors: list[int],
         return out
 
     try:
-        found = _shortest_valid(r, fabric, [], raw + shapes(False), enough)
-        if len(found) < enough:
-            found = _shortest_valid(r, fabric, found, shapes(True), enough)
+        first = raw + shapes(False)
+        found = _shortest_valid(r, fabric, [], first, enough)
+        if len(found) < enough:  # every shape of `first` was checked: none again
+            done = {(slot, axis, tuple(path)) for slot, axis, path in first}
+            found = _shortest_valid(r, fabric, found, [
+                sh for sh in shapes(True) if (sh[0], sh[1], tuple(sh[2])) not in done], enough)
     finally:
         r.src_slot, r.dst_slot = own
     return [b for _, _, b in found]
@@ -624,8 +662,12 @@ def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundl
         (ln, k, b, None) for ln, k, b in kept]
     base = 1 + max((k for _, k, _ in kept), default=-1)
     for k, shape in enumerate(raw):  # repeated waypoints add nothing to the length
-        items.append((_length(shape[2]), base + k, None, shape))
-    items.sort(key=lambda t: (t[0], t[1]))
+        n, ((px, py), *rest) = 0, shape[2]
+        for qx, qy in rest:
+            n += abs(qx - px) + abs(qy - py)
+            px, py = qx, qy
+        items.append((n, base + k, None, shape))
+    items.sort()  # by (length, order): orders are distinct, so nothing else is compared
     out: list[tuple[int, int, Bundle]] = []
     seen: set[tuple] = set()
     for ln, k, b, shape in items:
@@ -637,8 +679,8 @@ def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundl
             if (axis, tuple(path)) in seen:
                 continue
             r.dst_slot = slot
-            b = _finish(r, axis, path)
-            if b is None or not _inside(b, fabric):
+            b = _finish(r, axis, path, fabric)
+            if b is None or (len(path) == 1 and not _inside(b, fabric)):
                 continue
         assert b is not None
         seen.add((b.axis, b.path))
@@ -647,17 +689,30 @@ def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundl
 
 
 def _length(path: list[Vec]) -> int:
-    return sum(abs(b[0] - a[0]) + abs(b[1] - a[1]) for a, b in zip(path, path[1:], strict=False))
+    n = 0
+    for (ax, ay), (bx, by) in zip(path, path[1:], strict=False):
+        n += abs(bx - ax) + abs(by - ay)
+    return n
 
 
 def _inside(b: Bundle, fabric: Fabric) -> bool:
-    pts = lanes_mod.waypoints(b)
-    last = pts[:, -1, :]
-    d = lanes_mod.travel(b.axis, lanes_mod.segment_dirs(b.path))
-    far = last + b.reach * np.array(d)
-    allp = np.concatenate([pts.reshape(-1, 2), far])
-    return bool((allp[:, 0] >= 0).all() and (allp[:, 0] < fabric.width).all()
-                and (allp[:, 1] >= 0).all() and (allp[:, 1] < fabric.height).all())
+    """Every lane on the grid, past its landing PE too. A lane's waypoints
+    are affine in its index, so the first and the last lane bound them all."""
+    dirs = lanes_mod.segment_dirs(b.path)
+    offs = lanes_mod.offsets(b.axis, dirs)
+    if dirs:
+        ends = [_lane_path(list(b.path), offs, 0), _lane_path(list(b.path), offs, b.lanes - 1)]
+    else:
+        (px, py), (ox, oy) = b.path[0], offs[0]
+        ends = [[(px, py)], [(px + (b.lanes - 1) * ox, py + (b.lanes - 1) * oy)]]
+    dx, dy = lanes_mod.travel(b.axis, dirs)
+    W, H = fabric.width, fabric.height
+    for lane in ends:
+        lx, ly = lane[-1]
+        for x, y in [*lane, (lx + b.reach * dx, ly + b.reach * dy)]:
+            if not (0 <= x < W and 0 <= y < H):
+                return False
+    return True
 
 
 def _between(a: int, b: int, L: int) -> list[int]:
@@ -683,6 +738,7 @@ def _shapes(r: Request, p0: Vec, q: Vec, e: Vec, n: Vec,
     def pt(along: int, across: int) -> Vec:  # (coordinate along e's axis, the other)
         return (along, across) if ea == 0 else (across, along)
 
+    a0, qa = p0[oa], q[oa]
     steps = (1 + L, 2 + 2 * L, 3 + 3 * L, 2)
     if e == n:
         out.append([p0, q])  # straight
@@ -690,9 +746,11 @@ def _shapes(r: Request, p0: Vec, q: Vec, e: Vec, n: Vec,
             out.append([p0, pt(j, p0[oa]), pt(j, q[oa]), q])
         for c in corridors:  # around: ahead, a corridor across, back behind the sink, in
             for t1 in steps:
+                j1 = p0[ea] + se * t1
                 for t2 in steps:
-                    j1, j2 = p0[ea] + se * t1, q[ea] - se * t2
-                    out.append([p0, pt(j1, p0[oa]), pt(j1, c), pt(j2, c), pt(j2, q[oa]), q])
+                    j2 = q[ea] - se * t2
+                    out.append([p0, (j1, a0), (j1, c), (j2, c), (j2, qa), q] if ea == 0 else
+                               [p0, (a0, j1), (c, j1), (c, j2), (qa, j2), q])
     elif e == (-n[0], -n[1]):  # a U: out, across, back in (a jog beyond both ends)
         edge = max(p0[ea], q[ea]) if se > 0 else min(p0[ea], q[ea])
         for t in steps:
@@ -704,7 +762,9 @@ def _shapes(r: Request, p0: Vec, q: Vec, e: Vec, n: Vec,
         out.append([p0, pt(q[ea], p0[oa]), q])
         js = [p0[ea] + se * t for t in steps] + _between(p0[ea], q[ea], L)
         cs = [q[na] - sn * t for t in steps] + list(corridors)
+        qe = q[ea]
         for j in js:
             for c in cs:
-                out.append([p0, pt(j, p0[oa]), pt(j, c), pt(q[ea], c), q])
+                out.append([p0, (j, a0), (j, c), (qe, c), q] if ea == 0 else
+                           [p0, (a0, j), (c, j), (c, qe), q])
     return out

@@ -199,3 +199,69 @@ def ops_model(path: pathlib.Path, routed: bool = False) -> None:
         nodes = [nd("Neg", [f"{n}_in"], [n]) for n in shapes] + nodes
     ins = [vi(f"{n}_in" if routed else n, f, shp) for n, shp in shapes.items()]
     _save(helper.make_graph(nodes, "zoo_ops", ins, outs, inits), 18, path)
+
+
+def cases_model(path: pathlib.Path) -> None:
+    """Anchors whose types or extra outputs the other models lack, each its
+    own kernel: reductions of int32 and int64 tensors (sums, products,
+    means and norms that wrap or truncate at the integer type, arg
+    reductions), MaxPool with its Indices (1-D, 2-D, 3-D; row- and
+    column-major), LayerNormalization with Mean and InvStdDev, 3-D pooling
+    with auto_pad SAME_UPPER / SAME_LOWER, Resize with antialias=1 (linear,
+    cubic). Every input reaches its readers by lanes from a negation."""
+    rng = np.random.default_rng(8)
+    f, i32, i64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
+    inits = [_init(rng, "lg", 16), _init(rng, "lb", 16),
+             helper.make_tensor("ax", i64, [1], [2]), helper.make_tensor("ax1", i64, [1], [1]),
+             helper.make_tensor("ax12", i64, [2], [1, 2]),
+             helper.make_tensor("ax02", i64, [2], [0, 2]),
+             helper.make_tensor("rs", f, [4], [1, 1, 0.5, 0.5]),
+             helper.make_tensor("rs2", f, [4], [1, 1, 0.4, 0.75])]
+    nd = helper.make_node
+    nodes = [
+        nd("ReduceSum", ["q", "ax12"], ["q_sum"], keepdims=0),
+        nd("ReduceProd", ["q", "ax"], ["q_prod"], keepdims=0),
+        nd("ReduceMean", ["q", "ax12"], ["q_mean"], keepdims=0),
+        nd("ReduceSumSquare", ["q", "ax1"], ["q_ss"], keepdims=1),
+        nd("ReduceMin", ["q", "ax12"], ["q_min"], keepdims=0),
+        nd("ArgMin", ["q"], ["q_amin"], axis=2, keepdims=0),
+        nd("ReduceL1", ["ql", "ax02"], ["l_l1"], keepdims=0),
+        nd("ReduceL2", ["ql", "ax12"], ["l_l2"], keepdims=0),
+        nd("ReduceMax", ["ql"], ["l_max"], keepdims=1),
+        nd("ReduceMean", ["ql", "ax1"], ["l_mean"], keepdims=0),
+        nd("ArgMax", ["ql"], ["l_amax"], axis=1, keepdims=1, select_last_index=1),
+        nd("MaxPool", ["x"], ["mp", "mp_i"], kernel_shape=[3, 3], strides=[2, 2],
+           pads=[1, 1, 1, 1]),
+        nd("MaxPool", ["x"], ["mpc", "mpc_i"], kernel_shape=[2, 3], strides=[2, 2],
+           dilations=[1, 2], storage_order=1, ceil_mode=1),
+        nd("MaxPool", ["s"], ["m1", "m1_i"], kernel_shape=[3], strides=[2], pads=[1, 1]),
+        nd("MaxPool", ["v"], ["m3", "m3_i"], kernel_shape=[3, 3, 3], strides=[2, 2, 2],
+           auto_pad="SAME_UPPER", storage_order=1),
+        nd("AveragePool", ["v"], ["a3"], kernel_shape=[2, 3, 3], strides=[1, 2, 2],
+           auto_pad="SAME_LOWER"),
+        nd("AveragePool", ["v"], ["a3c"], kernel_shape=[3, 3, 3], strides=[2, 1, 1],
+           auto_pad="SAME_UPPER", count_include_pad=1),
+        nd("LayerNormalization", ["t", "lg", "lb"], ["ln", "ln_mean", "ln_inv"], axis=-1,
+           epsilon=1e-5),
+        nd("Resize", ["r", "", "rs"], ["rz"], mode="linear", antialias=1),
+        nd("Resize", ["r", "", "rs2"], ["rzc"], mode="cubic", antialias=1, exclude_outside=1,
+           coordinate_transformation_mode="pytorch_half_pixel"),
+    ]
+    vi = helper.make_tensor_value_info
+    outs = [vi("q_sum", i32, [2]), vi("q_prod", i32, [2, 24]), vi("q_mean", i32, [2]),
+            vi("q_ss", i32, [2, 1, 32]), vi("q_min", i32, [2]), vi("q_amin", i64, [2, 24]),
+            vi("l_l1", i64, [16]), vi("l_l2", i64, [3]), vi("l_max", i64, [1, 1, 1]),
+            vi("l_mean", i64, [3, 24]), vi("l_amax", i64, [3, 1, 24]),
+            vi("mp", f, [1, 4, 8, 8]), vi("mp_i", i64, [1, 4, 8, 8]),
+            vi("mpc", f, [1, 4, 8, 7]), vi("mpc_i", i64, [1, 4, 8, 7]),
+            vi("m1", f, [2, 3, 6]), vi("m1_i", i64, [2, 3, 6]),
+            vi("m3", f, [1, 3, 3, 5, 5]), vi("m3_i", i64, [1, 3, 3, 5, 5]),
+            vi("a3", f, [1, 3, 5, 5, 5]), vi("a3c", f, [1, 3, 3, 9, 9]),
+            vi("ln", f, [2, 6, 16]), vi("ln_mean", f, [2, 6, 1]), vi("ln_inv", f, [2, 6, 1]),
+            vi("rz", f, [1, 2, 6, 6]), vi("rzc", f, [1, 2, 4, 9])]
+    shapes = {"q": ([2, 24, 32], i32), "ql": ([3, 16, 24], i64), "x": ([1, 4, 16, 16], f),
+              "s": ([2, 3, 11], f), "v": ([1, 3, 5, 9, 9], f), "t": ([2, 6, 16], f),
+              "r": ([1, 2, 12, 12], f)}
+    nodes = [nd("Neg", [f"{n}_in"], [n]) for n in shapes] + nodes
+    ins = [vi(f"{n}_in", dt, shp) for n, (shp, dt) in shapes.items()]
+    _save(helper.make_graph(nodes, "zoo_cases", ins, outs, inits), 18, path)

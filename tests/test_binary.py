@@ -16,7 +16,14 @@ from wsec.backends.emit import (
     write_binary,
     write_program,
 )
-from wsec.backends.format import BLOB_SPLAT, SECTION_NAMES, Program, mask_ports, pe_of
+from wsec.backends.format import (
+    BLOB_SPLAT,
+    FORMAT_VERSION,
+    SECTION_NAMES,
+    Program,
+    mask_ports,
+    pe_of,
+)
 from wsec.backends.inspect import inspect_text
 from wsec.backends.lanes import to_bundle
 from wsec.backends.loader import load_binary
@@ -112,7 +119,7 @@ def blob() -> bytes:
 def test_round_trip_kernels_routes_regions(blob: bytes) -> None:
     m = build_module()
     p = load_binary(blob)
-    assert p.version == 2 and p.target.name == "wse2"
+    assert p.version == FORMAT_VERSION == 3 and p.target.name == "wse2"
     assert (p.target.width, p.target.height, p.target.sram_bytes) == (8, 8, 48 * 1024)
     assert p.info["compiler_version"] == "test" and p.info["model_hash"] == "sha256:abc"
     assert p.info["attrs"] == {"opset": 17}
@@ -260,7 +267,7 @@ def test_write_binary_is_atomic_and_loads_from_path(tmp_path: pathlib.Path) -> N
 
 def test_inspect_text(blob: bytes) -> None:
     text = inspect_text(load_binary(blob))
-    for word in ("format version 2", "wse2, grid 8x8", "wsec test", "sha256:abc", "META",
+    for word in ("format version 3", "wse2, grid 8x8", "wsec test", "sha256:abc", "META",
                  "LANES", "BLOBS", "crc32", "k0", "t_gridmm", "0,0,4,2", "kx=4,ky=2", "mm, add",
                  "route entries    16", "colors used      3 of 24", "max colors/PE    2",
                  "4 bundles of 6 lanes",
@@ -289,3 +296,18 @@ def test_big_splat_on_full_wafer_is_fast() -> None:
     assert len(p.blobs) == 5 and len(data) < 500_000
     assert p.wruns.size <= 750 + 994 and p.wcells.size <= 9
     assert p.info["summary"]["weight_bytes"] == 25088 * 4096 * 2
+
+
+def test_blob_table_keeps_one_blob_per_content() -> None:
+    """Blobs are deduplicated by their bytes, encoding, dtype and count: equal
+    contents share an id (first seen first), any difference makes a new one."""
+    from wsec.backends.emit import _BlobTable
+    from wsec.ir.target import get_target
+
+    t = _BlobTable(get_target("wse2"))
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    ids = [t.dense(a, "f32"), t.dense(a.copy(), "f32"), t.dense(a[:, :2], "f32"),
+           t.dense(a.T, "f32"), t.splat("f32", 12, 0.0), t.dense(np.zeros(12, np.float32), "f32"),
+           t.splat("f32", 12, 0.0), t.splat("f32", 6, 0.0)]
+    assert ids == [0, 0, 1, 2, 3, 4, 3, 5]
+    assert len(t.blobs) == 6

@@ -8,10 +8,12 @@ import pytest
 from wsec.ir.fabric import DIRS, LINK_PLANES, OPPOSITE, PORT_BITS, STEP, Fabric, mask_of, ports_of
 from wsec.ir.graph import HOST, PORTS, Bundle, Edge, Module, Rect
 from wsec.ir.metrics import (
+    RouteArrays,
     busiest_link,
     colors_per_pe,
     first_overlap,
     link_loads,
+    merge_shared,
     overlapping_pairs,
     placed_wirelength,
     route_arrays,
@@ -108,3 +110,48 @@ def test_overlaps_raster_and_sweep_agree() -> None:
     assert first_overlap(rects, 10, 10) == (0, 2)
     assert first_overlap(rects, 100_000, 100_000) == (0, 2)  # the sweep on huge grids
     assert first_overlap(rects[:2], 10, 10) is None
+
+
+def _random_routes(seed: int, span: int) -> RouteArrays:
+    """Route entries with many repeats: coordinates drawn from `span`
+    values (spread over a wide range when span is large), few colors."""
+    rng = np.random.default_rng(seed)
+    n = 4000
+    pick = rng.integers(0, 12, n)
+    x = pick * span + rng.integers(0, 3, n)
+    y = rng.integers(0, 6, n) * span
+    share = np.where(rng.random(n) < 0.2, -1, (rng.integers(0, 5, n) << 40) | rng.integers(0, 9, n))
+    return RouteArrays(x, y, rng.integers(0, 4, n), rng.integers(0, 5, n),
+                       rng.integers(0, 32, n), rng.integers(0, 32, n), rng.integers(1, 9, n),
+                       share=share)
+
+
+def _merge_reference(ra: RouteArrays) -> RouteArrays:
+    """merge_shared as first written: a lexsort of the five columns."""
+    ok = ra.share >= 0
+    idx = np.flatnonzero(ok)
+    keys = np.stack([ra.share[idx], ra.x[idx], ra.y[idx], ra.color[idx], ra.rx[idx]], axis=1)
+    order = np.lexsort(keys.T[::-1])
+    k = keys[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = (k[1:] != k[:-1]).any(axis=1)
+    starts = np.flatnonzero(first)
+    tx = np.bitwise_or.reduceat(ra.tx[idx][order], starts)
+    out = ra.take(np.concatenate([np.flatnonzero(~ok), idx[order[starts]]]))
+    merged = out.tx.copy()
+    merged[int((~ok).sum()):] = tx
+    return RouteArrays(out.x, out.y, out.color, out.edge, out.rx, merged, out.bytes,
+                       share=out.share)
+
+
+@pytest.mark.parametrize("span", [1, 1 << 12, 1 << 40])  # one sort key, a table; the lexsort
+def test_merge_shared_and_colors_per_pe_match_their_definitions(span: int) -> None:
+    ra = _random_routes(span % 97, span)
+    got, want = merge_shared(ra), _merge_reference(ra)
+    assert got.size < ra.size
+    for f in ("x", "y", "color", "edge", "rx", "tx", "bytes", "share"):
+        assert np.array_equal(getattr(got, f), getattr(want, f)), f
+    per_pe: dict[tuple[int, int], set[int]] = {}
+    for x, y, c in zip(ra.x.tolist(), ra.y.tolist(), ra.color.tolist(), strict=True):
+        per_pe.setdefault((x, y), set()).add(c)
+    assert colors_per_pe(ra) == max(len(v) for v in per_pe.values())

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from wsec.frontends.onnx import FrontendError, load_onnx
+from wsec.frontends.onnx import load_onnx
 from wsec.ir.interp import evaluate_module
 
 R = np.random.default_rng(3)
@@ -80,16 +80,19 @@ def test_opset18_sizes_on_some_axes(tmp_path: pathlib.Path) -> None:
                   extra=[red]), tmp_path)
 
 
-def test_antialias_is_rejected_with_the_node_name(tmp_path: pathlib.Path) -> None:
-    rz = helper.make_node("Resize", ["x", "", "s"], ["r"], name="aa_resize", mode="linear",
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_antialias_survives_the_downgrade(mode: str, tmp_path: pathlib.Path) -> None:
+    """Opset 17 has no antialias: the IR node gets it back, and the model
+    computes what onnxruntime computes at opset 18."""
+    rz = helper.make_node("Resize", ["x", "", "s"], ["r"], name="aa_resize", mode=mode,
                           antialias=1)
     red = helper.make_node("ReduceMean", ["r", "ax"], ["y"], keepdims=1)
-    m = _model(rz, 18, {"s": np.array([1, 1, 0.5, 0.5], np.float32),
-                        "ax": np.array([1], np.int64)}, extra=[red])
-    path = tmp_path / "aa.onnx"
-    onnx.save(m, str(path))
-    with pytest.raises(FrontendError, match="aa_resize.*antialias"):
-        load_onnx(str(path))
+    m = _model(rz, 18, {"s": np.array([1, 1, 0.5, 0.6], np.float32),
+                        "ax": np.array([1], np.int64)}, shape=(1, 2, 12, 11), extra=[red])
+    _check(m, tmp_path, shape=(1, 2, 12, 11))
+    path = tmp_path / "m.onnx"
+    (node,) = [n for n in load_onnx(str(path)).nodes if n.op == "Resize"]
+    assert node.attrs["antialias"] == 1
 
 
 @pytest.mark.parametrize("idx", [np.array([[2], [0], [-1], [2]], np.int64),

@@ -29,9 +29,26 @@ def _interrupt(args: list[str], cwd: pathlib.Path, after: float
                          stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(after)
+    _wait_for_wsec_code(p)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate()
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def _wait_for_wsec_code(p: subprocess.Popen[str], limit: float = 60.0) -> None:
+    """On a loaded machine the delay may pass while the interpreter still
+    starts (before wsec's code, where Python's own Ctrl-C behaviour rules):
+    wait until the process has loaded numpy, which only wsec's command line
+    imports, inside its Ctrl-C handling."""
+    maps = pathlib.Path(f"/proc/{p.pid}/maps")
+    deadline = time.monotonic() + limit
+    while p.poll() is None and time.monotonic() < deadline:
+        try:
+            if "numpy" in maps.read_text():
+                return
+        except OSError:  # no /proc (not Linux), or the process just ended
+            return
+        time.sleep(0.01)
 
 
 def _strays(d: pathlib.Path) -> list[str]:

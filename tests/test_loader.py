@@ -83,7 +83,7 @@ def test_bad_magic_and_version(good: bytes) -> None:
     assert reject(b"hello") == "not a wsec binary (bad magic)"
     assert reject(b"") == "truncated file: the header needs 24 bytes, the file has 0"
     bad = good[:8] + struct.pack("<I", 7) + good[12:]
-    assert reject(bad) == "format version 7 is not supported (this wsec reads version 2)"
+    assert reject(bad) == "format version 7 is not supported (this wsec reads version 3)"
 
 
 def test_trailing_garbage(good: bytes) -> None:
@@ -110,7 +110,7 @@ def test_malformed_but_checksummed_sections(good: bytes) -> None:
     assert reject(repack(LANES, b"\x05\x00")) == (
         "malformed section LANES: LANES section is shorter than its counts")
     assert reject(repack(LANES, struct.pack("<IIII", 3, 0, 0, 0))).startswith(
-        "malformed section LANES: 3 bundle, 0 point and 0 template records need ")
+        "malformed section LANES: 3 bundle, 0 point, 0 template and 0 slice records need ")
     assert reject(repack(META, good[144:200])).startswith("malformed section META")
     secs = [(s.id, good[s.offset:s.offset + s.length]) for s in p.sections]
     assert reject(pack_file(secs[:3] + secs[4:])) == "section SRAM is missing"

@@ -27,7 +27,8 @@ def i64(*vals: int) -> np.ndarray:
     return np.array(vals, dtype=np.int64)
 
 
-def run_ort(op: str, inputs: list[np.ndarray | None], attrs: dict, n_out: int) -> list[np.ndarray]:
+def run_ort(op: str, inputs: list[np.ndarray | None], attrs: dict, n_out: int,
+            opset: int = 17) -> list[np.ndarray]:
     names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
     outs = [f"out{i}" for i in range(n_out)]
     node = helper.make_node(op, names, outs, **attrs)
@@ -35,7 +36,7 @@ def run_ort(op: str, inputs: list[np.ndarray | None], attrs: dict, n_out: int) -
             for nm, x in zip(names, inputs, strict=True) if x is not None]
     g_out = [helper.make_empty_tensor_value_info(o) for o in outs]
     graph = helper.make_graph([node], "t", g_in, g_out)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {nm: x for nm, x in zip(names, inputs, strict=True) if x is not None}
@@ -224,6 +225,50 @@ def test_split_equal_parts_and_dropout() -> None:
     y, mask = evaluate(Node("d", "Dropout", ["x"], ["y", "m"], {}), [x])
     np.testing.assert_array_equal(y, x)
     assert mask.dtype == np.bool_ and mask.all()
+
+
+@pytest.mark.parametrize("shape,attrs", [
+    ((2, 3, 11), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
+    ((1, 2, 9, 10), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 2, 9, 10), {"kernel_shape": [2, 3], "dilations": [1, 2], "ceil_mode": 1,
+                     "strides": [2, 2], "storage_order": 1}),
+    ((1, 2, 5, 7, 6), {"kernel_shape": [3, 2, 2], "strides": [2, 2, 2],
+                       "auto_pad": "SAME_LOWER", "storage_order": 1}),
+    ((1, 2, 5, 7, 6), {"kernel_shape": [2, 3, 3], "pads": [1, 1, 0, 0, 1, 1]}),
+])
+def test_maxpool_indices_match_onnxruntime(shape: tuple[int, ...], attrs: dict) -> None:
+    """MaxPool's second output: the flat input index of each maximum (the
+    first in row-major window order), column-major in its plane for
+    storage_order 1; ties (rounded inputs) pick as onnxruntime does."""
+    x = np.round(f32(*shape) * 2).astype(np.float32)
+    got = evaluate(Node("m", "MaxPool", ["x"], ["y", "i"], dict(attrs)), [x])
+    want = run_ort("MaxPool", [x], attrs, 2)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("scales,attrs", [
+    ([1, 1, 0.5, 0.5], {"mode": "linear"}),
+    ([1, 1, 0.45, 0.7], {"mode": "cubic"}),
+    ([1, 1, 0.3, 0.6], {"mode": "linear", "exclude_outside": 1}),
+    ([1, 1, 0.4, 1.7], {"mode": "cubic", "exclude_outside": 1, "cubic_coeff_a": -0.5}),
+    ([1, 1, 0.5, 0.5], {"mode": "linear", "coordinate_transformation_mode": "align_corners"}),
+    ([1, 1, 0.37, 0.5], {"mode": "linear",
+                         "coordinate_transformation_mode": "pytorch_half_pixel"}),
+    ([1, 1, 0.6, 0.35], {"mode": "cubic", "coordinate_transformation_mode": "asymmetric"}),
+    ([1, 1, 2.0, 0.5], {"mode": "linear"}),
+])
+def test_resize_antialias_matches_onnxruntime(scales: list[float], attrs: dict) -> None:
+    """Resize-18 antialias=1: a shrinking axis blends every input under
+    its stretched filter (and an enlarging one interpolates as usual)."""
+    x = f32(1, 2, 13, 12)
+    attrs = {**attrs, "antialias": 1}
+    ins = [x, None, np.array(scales, np.float32)]
+    (got,) = evaluate(Node("r", "Resize", ["x", "", "s"], ["y"], dict(attrs)), ins)
+    (want,) = run_ort("Resize", ins, attrs, 1, opset=18)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
 def test_constant_of_shape_uses_scalar_value_and_dtype() -> None:

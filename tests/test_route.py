@@ -429,3 +429,102 @@ def test_candidates_are_the_shortest_valid_shapes(enough: int,
     lengths = [[route_mod._path_length(b.path) for b in c] for c in lazy]
     assert all(x == sorted(x) for x in lengths)
     assert checks["n"] < everything
+
+
+def test_member_is_isin_on_a_sorted_array() -> None:
+    from wsec.passes.route import _member
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 1 << 40, 500)
+    b = np.concatenate([a[::7], rng.integers(0, 1 << 40, 50)])
+    assert np.array_equal(_member(a, np.sort(b)), np.isin(a, b))
+    assert not _member(a, np.zeros(0, np.int64)).any()
+    assert _member(np.array([b.max() + 1, b.min() - 1]), np.sort(b)).tolist() == [False, False]
+
+
+def test_inside_checks_every_lane_by_the_outer_two() -> None:
+    """A bundle is on the grid when every waypoint of every lane and every
+    PE its lanes reach past landing are; the first and last lanes decide."""
+    from wsec.ir.graph import Bundle
+    from wsec.ir.lanes import segment_dirs, travel, waypoints
+    from wsec.passes.route_bundles import _inside
+
+    def every_lane(b: Bundle, f: Fabric) -> bool:
+        pts = waypoints(b)
+        far = pts[:, -1, :] + b.reach * np.array(travel(b.axis, segment_dirs(b.path)))
+        p = np.concatenate([pts.reshape(-1, 2), far])
+        return bool(((p >= 0) & (p < [f.width, f.height])).all())
+
+    shapes = [((2, 3), (9, 3)), ((4, 2), (4, 9), (12, 9)), ((2, 10), (6, 10), (6, 4), (12, 4)),
+              ((2, 3), (14, 3), (14, 12), (3, 12)), ((0, 2),)]
+    for grid in [(8, 8), (13, 11), (16, 16), (40, 40)]:
+        f = Fabric.of(get_target("wse2", grid))
+        for path in shapes:
+            for axis in [(0, 1), (0, -1), (1, 0), (-1, 0)]:
+                for lanes, reach in [(1, 0), (3, 2), (6, 9)]:
+                    b = Bundle("k", 0, lanes, axis, path, reach)
+                    try:
+                        want = every_lane(b, f)
+                    except ValueError:  # not a valid lane axis for this path
+                        continue
+                    assert _inside(b, f) == want, (grid, b)
+
+
+def test_path_dirs_takes_only_paths_that_turn_at_every_corner() -> None:
+    from wsec.passes.route_bundles import _path_dirs
+
+    assert _path_dirs([(0, 0), (5, 0), (5, -2), (9, -2)]) == [(1, 0), (0, -1), (1, 0)]
+    assert _path_dirs([(3, 3), (3, 9)]) == [(0, 1)]
+    for bad in ([(0, 0), (2, 1)],  # diagonal
+                [(0, 0), (0, 0), (4, 0)],  # an empty segment
+                [(0, 0), (4, 0), (6, 0)],  # on straight at a corner
+                [(0, 0), (4, 0), (1, 0)],  # back along the same row
+                [(0, 0), (0, 3), (2, 3), (2, 7), (2, 9)]):
+        assert _path_dirs(bad) is None, bad
+
+
+def test_blocked_counts_the_facing_side_as_free() -> None:
+    """_blocked (the side-pair ranking) as first defined: PEs off the grid or
+    in a kernel, except those of the facing side, by membership."""
+    from wsec.passes.route_bundles import Port, _blocked
+
+    W, H = 12, 9
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 8))
+        pes = np.where(rng.random(n) < 0.2, -1, rng.integers(0, W * H, n))
+        who = np.where(pes < 0, -2, rng.integers(-1, 3, n)).astype(np.int32)
+        axis = [(1, 0), (0, 1)][int(rng.integers(0, 2))]
+        length = int(rng.integers(1, 6))
+        ox = int(rng.integers(0, W - (length if axis[0] else 1) + 1))
+        oy = int(rng.integers(0, H - (length if axis[1] else 1) + 1))
+        facing = Port("k", (ox, oy), axis, length, (axis[1], axis[0]))
+        if rng.random() < 0.5:  # some of the PEs on the facing side itself
+            pes[: n // 2] = [(oy + i * axis[1]) * W + ox + i * axis[0]
+                             for i in rng.integers(0, length, n // 2)]
+        side = np.array([(oy + i * axis[1]) * W + ox + i * axis[0] for i in range(length)])
+        want = float((((who == -2) | (who >= 0)) & ~np.isin(pes, side)).mean())
+        assert _blocked((pes, who), facing, W) == want
+
+
+@pytest.mark.parametrize("build", [fk.diamond, fk.fanout])
+def test_negotiator_keeps_pe_uses_and_conflicts_agree(build) -> None:
+    """The negotiator's count of routes per PE (siblings too) is the count of
+    its placed routes' PEs, and conflicts found with it (and with kept fork
+    checks) are those found from scratch."""
+    from wsec.passes import route as route_mod
+    from wsec.passes.route_bundles import requests
+
+    m = build()
+    t = get_target("wse2", (16, 16))
+    Place().run(m, PassContext(t))
+    fabric = Fabric.of(t)
+    cap = max(int(k.cost["cycles"]) for k in m.kernels() if k.cost)
+    got = route_mod._attempt(requests(m, fabric), fabric, cap, route_mod._corridors(m, fabric),
+                             3.0, 12, 6, None)
+    routes, reqs = got.routes, got.neg.reqs
+    assert np.array_equal(got.neg.pe_uses, np.bincount(np.concatenate([r.pes for r in routes]),
+                                                       minlength=fabric.width * fabric.height))
+    fresh = route_mod._conflicts(routes, reqs)
+    assert route_mod._conflicts(routes, reqs, {}, got.neg.pe_uses) == fresh
+    assert route_mod._conflicts(routes, reqs, got.neg.known.forks, got.neg.pe_uses) == fresh

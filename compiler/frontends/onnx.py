@@ -25,7 +25,12 @@ from wsec.ir.types import ConstData, Dense, External, TensorType, splat_of
 
 from .onnx_downgrade import DowngradeError, downgrade
 from .onnx_external import check_locations, detach, inline_small, reattach
-from .onnx_resize import ResizeConversionError, fix_legacy_resize, legacy_resize_modes
+from .onnx_resize import (
+    ResizeConversionError,
+    antialias_resizes,
+    fix_legacy_resize,
+    legacy_resize_modes,
+)
 from .onnx_rewrite import rewrite_model
 from .onnx_shapes import all_static, fold_shape_chains, has_foreign_ops
 
@@ -69,6 +74,7 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
         legacy = legacy_resize_modes(model) if src < 11 else {}
     except ResizeConversionError as e:
         raise FrontendError(str(e)) from None
+    antialias = antialias_resizes(model) if src >= 18 else set()
     if src != opset:
         model = _convert(model, src, opset, path)
     fix_legacy_resize(model, legacy)
@@ -93,7 +99,7 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
     stem = os.path.splitext(os.path.basename(path))[0]
     m = Module(g.name or stem)
     m.attrs.update(opset=int(opset), model_hash=_file_hash(path), source=os.path.basename(path))
-    _Builder(m, model, model_dir).build()
+    _Builder(m, model, model_dir, antialias).build()
     return m
 
 
@@ -246,8 +252,10 @@ def _elem_dtype(elem: int, what: str) -> str:
 class _Builder:
     """Converts the inferred, opset-17 ModelProto into Module values and nodes."""
 
-    def __init__(self, m: Module, model: onnx.ModelProto, model_dir: str) -> None:
+    def __init__(self, m: Module, model: onnx.ModelProto, model_dir: str,
+                 antialias: set[str] | None = None) -> None:
         self.m, self.g, self.model_dir = m, model.graph, model_dir
+        self.antialias = set(antialias or ())  # Resize outputs: opset 17 lost the attribute
         self.types: dict[str, onnx.TypeProto] = {}
         for vi in list(self.g.input) + list(self.g.value_info) + list(self.g.output):
             self.types.setdefault(vi.name, vi.type)
@@ -268,6 +276,11 @@ class _Builder:
         for i, n in enumerate(g.node):
             if n.op_type != "Constant":
                 m.nodes.append(self._node(n, i, used))
+        lost = self.antialias - {nd.outputs[0] for nd in m.nodes if nd.op == "Resize"}
+        if lost:
+            raise FrontendError(f"the antialiased Resize producing '{sorted(lost)[0]}' did not "
+                                f"survive the conversion to opset 17 as a Resize; re-export "
+                                f"the model at opset 17 (without antialias)")
         if not g.output:
             raise FrontendError(f"model '{m.name}' has no outputs: there is nothing to compute "
                                 f"(list the tensors it computes as graph outputs)")
@@ -363,6 +376,8 @@ class _Builder:
             name = f"{name}_{k}"
         used.add(name)
         attrs = ir_attrs(n, name)
+        if n.op_type == "Resize" and n.output and n.output[0] in self.antialias:
+            attrs["antialias"] = 1
         for o in n.output:
             if o:
                 self.m.add_value(o, self._type_of(o, f"value '{o}' (output of {n.op_type} "

@@ -11,7 +11,10 @@ Why: wsec computes every Resize with the opset-17 semantics, but
   modes before conversion and `fix_legacy_resize` writes them after.
 - Resize-18 added `axes`, `antialias` and `keep_aspect_ratio_policy`, which
   opset 17 rejects; `downgrade_resize` rewrites them (constant scales/sizes
-  expanded to every axis), or names the node when it cannot.
+  expanded to every axis), or names the node when it cannot. `antialias`
+  has no opset-17 form: `antialias_resizes` records, before conversion,
+  the Resize nodes (by output) that use it, and the IR node gets the
+  attribute back (wsec's reference semantics and kinds know it).
 """
 
 from __future__ import annotations
@@ -85,15 +88,19 @@ def fix_legacy_resize(model: onnx.ModelProto, modes: dict[str, str]) -> None:
                             helper.make_attribute("nearest_mode", modes[n.input[0]])])
 
 
+def antialias_resizes(model: onnx.ModelProto) -> set[str]:
+    """The first output of every Resize that blends with antialias=1
+    (linear or cubic; nearest ignores it), before opset conversion drops
+    the attribute."""
+    return {n.output[0] for n in model.graph.node
+            if n.op_type == "Resize" and int(_attr(n, "antialias", 0) or 0)
+            and str(_attr(n, "mode", "nearest")) != "nearest"}
+
+
 def downgrade_resize(n: onnx.NodeProto, name: str, g: onnx.GraphProto,
                      shapes: dict[str, list[int]]) -> onnx.NodeProto:
     """An opset-18+ Resize in its opset-17 form (no axes, antialias,
-    keep_aspect_ratio_policy)."""
-    if int(_attr(n, "antialias", 0) or 0):
-        mode = str(_attr(n, "mode", "nearest"))
-        if mode != "nearest":
-            raise ResizeConversionError(f"Resize node '{name}' uses antialias=1 ({mode}), "
-                                        "which wsec does not support; export without antialias")
+    keep_aspect_ratio_policy; `antialias_resizes` keeps the antialias)."""
     axes = _attr(n, "axes")
     policy = str(_attr(n, "keep_aspect_ratio_policy", "stretch"))
     inputs = list(n.input) + [""] * (4 - len(n.input))

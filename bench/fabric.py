@@ -70,7 +70,7 @@ def main() -> int:
     if a.models:
         names = [n for n in names if n in a.models.split(",")]
     hdr = (f"{'model':<16}{'Δt':>8}{'bound':>8}{'link+RAMP':>11}{'realised':>10}"
-           f"{'real/bnd':>9}{'colors/PE':>10}{'wirelength':>15}{'rounds':>7}{'compile s':>10}")
+           f"{'real/bnd':>9}{'colors/PE':>10}{'wirelength':>19}{'rounds':>7}{'compile s':>10}")
     print(f"target {a.target}, pipeline mode")
     print(hdr)
     print("-" * len(hdr))
@@ -95,7 +95,7 @@ def main() -> int:
             rounds = len(res.module.attrs.get("route_iterations") or [])
             print(f"{name:<16}{s['cycles_per_sample']:>8}{bound:>8}"
                   f"{s['link_bound_cycles_per_sample']:>11}{real:>10}{ratio:>9}"
-                  f"{s['colors_max_per_pe']:>10}{s['wirelength_routed']:>15,}{rounds:>7}"
+                  f"{s['colors_max_per_pe']:>10}{s['wirelength_routed']:>19,}{rounds:>7}"
                   f"{secs:>10.1f}")
     return 0
 

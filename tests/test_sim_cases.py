@@ -25,6 +25,8 @@ from test_sim_faults import (
     _patch_blob,
     _patch_layout,
     _run,
+    _shorten_rows,
+    _swap_rows,
 )
 from wsec.backends.emit import write_binary
 from wsec.backends.format import PORT_BITS, Program
@@ -33,7 +35,6 @@ from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_exec import reference_kernel
 from wsec.backends.sim_pe import Layout, SramImages
 from wsec.driver import CompileOptions, compile_model
-from wsec.ir.kernels import KINDS
 from wsec.run import compare, onnx_reference
 
 MODES = ("pipeline", "stream")
@@ -198,13 +199,7 @@ def test_cases_shortened_halo(cases: dict[str, Program], key: str, mode: str,
     ki = _case(p, key)
     k = p.kernels[ki]
     assert int(k.knobs["s"]) > 1
-    fn = type(KINDS["pool"]).input_rows
-
-    def shortened(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
-        a, b = fn(self, dims, knobs, group)  # type: ignore[arg-type]
-        return (a, b - 1) if group == 1 and dims == k.dims else (a, b)
-
-    monkeypatch.setattr(type(KINDS["pool"]), "input_rows", shortened)
+    _shorten_rows(monkeypatch, "pool", 1, k.dims)
     with pytest.raises(SimError) as ex:
         _run(p, ki)
     msg = str(ex.value)
@@ -220,13 +215,7 @@ def test_cases_swapped_row_windows(cases: dict[str, Program], key: str,
     p = cases["pipeline"]
     ki = _case(p, key)
     k = p.kernels[ki]
-    fn = type(KINDS["pool"]).input_rows
-
-    def swapped(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
-        g = {0: 1, 1: 0}.get(group, group) if dims == k.dims else group
-        return fn(self, dims, knobs, g)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(type(KINDS["pool"]), "input_rows", swapped)
+    _swap_rows(monkeypatch, "pool", k.dims)
     with pytest.raises(SimError, match=rf"kernel '{k.name}' \(pool\).* PE \(\d+, \d+\)"):
         _run(p, ki)
 

@@ -222,36 +222,49 @@ def test_swap_two_pes_shards(zoo: dict[str, Program], kind: str,
     _differs_or_raises(p, ki, clean)
 
 
+# --- halos -----------------------------------------------------------------------------
+def _shorten_rows(monkeypatch: pytest.MonkeyPatch, kind: str, group: int,
+                  dims: dict | None = None) -> None:
+    """Row group `group` of the kind's kernels (those of `dims` only, if
+    given) keeps one input row less: a shortened halo."""
+    fn = type(KINDS[kind]).input_rows
+
+    def shortened(self: object, d: dict, knobs: dict, g: int) -> tuple[int, int]:
+        a, b = fn(self, d, knobs, g)  # type: ignore[arg-type]
+        return (a, b - 1) if g == group and dims in (None, d) else (a, b)
+
+    monkeypatch.setattr(type(KINDS[kind]), "input_rows", shortened)
+
+
+def _swap_rows(monkeypatch: pytest.MonkeyPatch, kind: str, dims: dict | None = None) -> None:
+    """Row groups 0 and 1 of the kind's kernels (those of `dims` only, if
+    given) read each other's input rows."""
+    fn = type(KINDS[kind]).input_rows
+
+    def swapped(self: object, d: dict, knobs: dict, g: int) -> tuple[int, int]:
+        g = {0: 1, 1: 0}.get(g, g) if dims in (None, d) else g
+        return fn(self, d, knobs, g)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(KINDS[kind]), "input_rows", swapped)
+
+
 @pytest.mark.parametrize("kind", WINDOWED)
 def test_swap_two_row_groups_windows(zoo: dict[str, Program], kind: str,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     p, ki = _kernel(zoo, kind, windowed=True)
     k = p.kernels[ki]
-    fn = type(KINDS[kind]).input_rows
-
-    def swapped(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
-        g = {0: 1, 1: 0}.get(group, group)
-        return fn(self, dims, knobs, g)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(type(KINDS[kind]), "input_rows", swapped)
+    _swap_rows(monkeypatch, kind)
     with pytest.raises(SimError, match=rf"kernel '{k.name}' \({kind}\).* PE \(\d+, \d+\)"):
         _run(p, ki)
 
 
-# --- halos -----------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", WINDOWED)
 def test_shortened_halo_is_an_error_at_that_pe(zoo: dict[str, Program], kind: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     p, ki = _kernel(zoo, kind, windowed=True)
     k = p.kernels[ki]
-    fn = type(KINDS[kind]).input_rows
     short = 1  # the second row group keeps one row less of its halo
-
-    def shortened(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
-        a, b = fn(self, dims, knobs, group)  # type: ignore[arg-type]
-        return (a, b - 1) if group == short else (a, b)
-
-    monkeypatch.setattr(type(KINDS[kind]), "input_rows", shortened)
+    _shorten_rows(monkeypatch, kind, short)
     with pytest.raises(SimError) as ex:
         _run(p, ki)
     msg = str(ex.value)
@@ -409,13 +422,7 @@ def test_conv_1d_3d_shortened_halo(zoo: dict[str, Program], rank: int,
     p, ki = _conv_of_rank(zoo, rank)
     k = p.kernels[ki]
     assert int(k.knobs["s"]) > 1
-    fn = type(KINDS["conv"]).input_rows
-
-    def shortened(self: object, dims: dict, knobs: dict, group: int) -> tuple[int, int]:
-        a, b = fn(self, dims, knobs, group)  # type: ignore[arg-type]
-        return (a, b - 1) if group == 0 and dims == k.dims else (a, b)
-
-    monkeypatch.setattr(type(KINDS["conv"]), "input_rows", shortened)
+    _shorten_rows(monkeypatch, "conv", 0, k.dims)
     with pytest.raises(SimError, match=rf"kernel '{k.name}' \(conv\): PE \(\d+, \d+\)"):
         _run(p, ki)
 

@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 import sim_zoo
 from test_sim_faults import (
+    _corrupt_pe_shard,
     _differs_or_raises,
     _lane_into,
-    _patch_blob,
-    _patch_layout,
     _run,
     _shorten_rows,
     _swap_rows,
@@ -33,7 +32,7 @@ from wsec.backends.format import PORT_BITS, Program
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_exec import reference_kernel
-from wsec.backends.sim_pe import Layout, SramImages
+from wsec.backends.sim_pe import SramImages
 from wsec.driver import CompileOptions, compile_model
 from wsec.run import compare, onnx_reference
 
@@ -236,17 +235,7 @@ def test_layernorm_stats_corrupt_one_pe_shard(cases: dict[str, Program], mode: s
     out = k.outputs[0]
     owner = np.broadcast_to(res.kernel_io[k.name].owner[out], clean[out].shape)
     py, px = divmod(int(owner.reshape(-1)[-1]), k.unrotated_shape[0])
-    fake = 1 << 40
-    held: dict[str, int] = {}
-
-    def edit(self: SramImages, lay: Layout) -> Layout:
-        blob, code = lay.blob.copy(), lay.code.copy()
-        held["blob"] = int(blob[py, px])
-        blob[py, px], code[py, px] = fake, code.max() + 1
-        return Layout(blob, lay.start, lay.stop, code)
-
-    _patch_layout(monkeypatch, ki, k.weights.index("lg"), edit)
-    _patch_blob(monkeypatch, fake, held)
+    _corrupt_pe_shard(monkeypatch, ki, k.weights.index("lg"), py, px)
     got = simulate(p, x, keep=True).kernel_io[k.name].outputs
     assert not compare(out, got[out], clean[out]).ok
     assert got[out].reshape(-1)[-1] != clean[out].reshape(-1)[-1]
@@ -278,16 +267,6 @@ def test_resize_antialias_corrupt_one_pe_copy(cases: dict[str, Program], key: st
     ki = _case(p, key)
     k = p.kernels[ki]
     clean = _run(p, ki)
-    fake = 1 << 40
-    held: dict[str, int] = {}
-
-    def edit(self: SramImages, lay: Layout) -> Layout:
-        blob, code = lay.blob.copy(), lay.code.copy()
-        held["blob"] = int(blob[-1, -1])
-        blob[-1, -1], code[-1, -1] = fake, code.max() + 1
-        return Layout(blob, lay.start, lay.stop, code)
-
-    _patch_layout(monkeypatch, ki, k.weights.index(k.body[0]["inputs"][2]), edit)
-    _patch_blob(monkeypatch, fake, held)
+    _corrupt_pe_shard(monkeypatch, ki, k.weights.index(k.body[0]["inputs"][2]), -1, -1)
     msg = _differs_or_raises(p, ki, clean)
     assert f"kernel '{k.name}'" in msg

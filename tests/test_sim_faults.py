@@ -170,6 +170,23 @@ def _patch_blob(monkeypatch: pytest.MonkeyPatch, fake: int, held: dict[str, int]
         monkeypatch.setattr(cls, "blob", blob)
 
 
+def _corrupt_pe_shard(monkeypatch: pytest.MonkeyPatch, ki: int, wi: int, py: int,
+                      px: int) -> None:
+    """PE (px, py) of kernel ki holds a corrupted copy of its shard of weight
+    wi (a blob of its own, under a code no other PE shares)."""
+    fake = 1 << 40  # no blob or streamed tile has this index
+    held: dict[str, int] = {}
+
+    def edit(self: SramImages, lay: Layout) -> Layout:
+        blob, code = lay.blob.copy(), lay.code.copy()
+        held["blob"] = int(blob[py, px])
+        blob[py, px], code[py, px] = fake, code.max() + 1
+        return Layout(blob, lay.start, lay.stop, code)
+
+    _patch_layout(monkeypatch, ki, wi, edit)
+    _patch_blob(monkeypatch, fake, held)
+
+
 @pytest.mark.parametrize("kind", ["conv", "matmul", "deconv", "norm", "gather", "resize"])
 def test_corrupt_one_pe_shard(zoo: dict[str, Program], kind: str,
                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -535,17 +552,7 @@ def test_ops_corrupt_one_pe_shard(zoo: dict[str, Program], key: str,
     out = k.outputs[0]
     owner = np.broadcast_to(res.kernel_io[k.name].owner[out], clean[out].shape)
     py, px = divmod(int(owner[OPS[key][3] or (0,) * owner.ndim]), k.unrotated_shape[0])
-    fake = 1 << 40  # no blob or streamed tile has this index
-    held: dict[str, int] = {}
-
-    def edit(self: SramImages, lay: Layout) -> Layout:
-        blob, code = lay.blob.copy(), lay.code.copy()
-        held["blob"] = int(blob[py, px])
-        blob[py, px], code[py, px] = fake, code.max() + 1
-        return Layout(blob, lay.start, lay.stop, code)
-
-    _patch_layout(monkeypatch, ki, wi, edit)
-    _patch_blob(monkeypatch, fake, held)
+    _corrupt_pe_shard(monkeypatch, ki, wi, py, px)
     msg = _differs_or_raises(p, ki, clean)
     if msg:
         assert f"kernel '{k.name}'" in msg

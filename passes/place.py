@@ -57,6 +57,7 @@ from . import place_congestion as congestion
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
 from .place_shelf import MAX_STACK, shelf_pack
+from .place_slide import slide_short_kernels
 
 EFFORTS = ("fast", "normal", "high")
 _SEARCH_STEPS = {"fast": 12, "normal": 40, "high": 80}
@@ -371,6 +372,12 @@ class Place(Pass):
         _apply(module, lay)
         if lay.how != "flow":  # moving rectangles would turn flow shelves away from each other
             self._refine(module, target, lay, limit, start, ctx)
+        else:  # short kernels off the rows that bundles passing them need
+            cap = max((int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=0)
+            moved = slide_short_kernels(module, ctx.fabric, cap, all(lay.rotated))
+            if moved:
+                ctx.notes.append(f"place: {moved} kernel(s) shorter than their shelf moved "
+                                 "off the rows of bundles passing them")
         _invalidate_routes(module.edges)
         ks = list(module.kernels())
         module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))

@@ -65,9 +65,10 @@ def slide_short_kernels(module: Module, fabric: Fabric, cap: int, columns: bool)
     for base, members in shelves.items():
         band = max(span[n][3] for n in members) - base
         shelf = set(members)
+        inner = [f for f in flows if f[1] in shelf and f[2] in shelf]  # bundles along the shelf
         row = sorted(members, key=lambda n: span[n][0])
         for group in _groups(row, span, linked, band):
-            moved += _slide(group, span, flows, shelf, base, band, cap)
+            moved += _slide(group, span, flows, inner, base, band, cap)
     for k in module.kernels():
         s, r = span.get(k.name), k.rect
         if s is not None and r is not None:
@@ -109,19 +110,20 @@ def _lane_load(wav: int, rows: int, cap: int) -> float:
     return wav / max(1, min(rows, int(np.ceil(need * AUTO_HEADROOMS[0]))))
 
 
-def _row_loads(name: str, span: dict[str, _Span], flows: list[_Flow], shelf: set[str],
+def _row_loads(name: str, span: dict[str, _Span], flows: list[_Flow], inner: list[_Flow],
                group: set[str], base: int, band: int, cap: int) -> np.ndarray:
     """Estimated wavelets per sample on each row of the shelf at kernel
-    `name`'s place, were it to cover every row: its own inputs, and the
-    bundles passing it (module docstring)."""
+    `name`'s place, were it to cover every row: its own inputs (of all
+    `flows`), and the bundles passing it (of `inner`, those along the
+    shelf; module docstring)."""
     u0, u1, v0, v1 = span[name]
     load = np.zeros(band, dtype=np.float64)
     own = [(e, w) for e, _, d, w in flows if d == name]
     mine = {e for e, _ in own}
     for _, w in own:
         load += _lane_load(w, v1 - v0, cap)
-    for e, s, d, w in flows:
-        if e in mine or s not in shelf or d not in shelf or s in group or d in group:
+    for e, s, d, w in inner:
+        if e in mine or s in group or d in group:
             continue
         a, b = span[s], span[d]
         lo, hi = (a, b) if a[0] <= b[0] else (b, a)
@@ -134,7 +136,7 @@ def _row_loads(name: str, span: dict[str, _Span], flows: list[_Flow], shelf: set
     return load
 
 
-def _slide(group: list[str], span: dict[str, _Span], flows: list[_Flow], shelf: set[str],
+def _slide(group: list[str], span: dict[str, _Span], flows: list[_Flow], inner: list[_Flow],
            base: int, band: int, cap: int) -> int:
     """Shift a group of kernels across its shelf (`span`, in the shelf's
     frame) by the amount whose rows overflow least (module docstring);
@@ -144,16 +146,16 @@ def _slide(group: list[str], span: dict[str, _Span], flows: list[_Flow], shelf: 
     hi = base + band - max(span[n][3] for n in group)
     shifts = np.arange(lo, hi + 1)
     cost = np.zeros(shifts.size, dtype=np.float64)
-    keep: list[tuple[int, int, int, int]] = []  # (v0, v1) of a member, of a partner, contact
+    keep: list[tuple[int, int, int, int]] = []  # a member's rows, a partner's outside the group
     for n in group:
         _, _, v0, v1 = span[n]
-        over = np.maximum(0.0, _row_loads(n, span, flows, shelf, members, base, band, cap) - cap)
+        over = np.maximum(0.0, _row_loads(n, span, flows, inner, members, base, band, cap) - cap)
         pre = np.concatenate([[0.0], np.cumsum(over)])
         start = v0 - base + shifts
         cost += pre[start + (v1 - v0)] - pre[start]
-        for _, s, d, _ in flows:
+        for _, s, d, _ in inner:
             other = d if s == n else s if d == n else None
-            if other is not None and other in shelf and other not in members:
+            if other is not None and other not in members:
                 p = span[other]
                 keep.append((v0, v1, p[2], p[3]))
     here = int(-lo)

@@ -10,15 +10,18 @@
   every PE holds the whole weight and computes its out-channel block from
   the in-channels of each channel's group.
 - resize, knobs c, s (PE (px, py): channel group px, output-row group py):
-  every output row reads its taps' input rows, a row group the union of
-  its rows' taps (antialiased: every row under the stretched filter);
-  rows first, then columns, as the reference semantics.
+  a row group holds the input rows `ResizeKind.input_rows` gives (its
+  output rows' span plus the taps' halo; antialiased: every row under the
+  stretched filter) and blends each output row from those rows only (a tap
+  outside them is a SimError at that PE); rows first, then columns, as the
+  reference semantics.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import Node
+from wsec.ir.kernels import KINDS
 from wsec.ir.opsem import windows
 from wsec.ir.opsem_more import (
     _convt_pads,
@@ -29,6 +32,7 @@ from wsec.ir.opsem_more import (
 )
 
 from .sim_base import COMPUTE_DTYPE
+from .sim_inbox import read_error
 from .sim_pe import Env
 from .sim_sharded import block_rows, pe_partials, row_windows
 from .sim_tail import const_at
@@ -190,10 +194,12 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
         if out[a] == x.shape[a] and sc[a] == 1.0 and rois[a] == (0.0, 1.0):
             continue
         idx, w, off = resize_taps(node, x.shape[a], out[a], sc[a], rois[a])
-        if a == 2 and x.ndim == 4:  # each row group reads the input rows its rows' taps name
-            groups = np.arange(Ho) // hb
-            held = max(np.unique(idx[groups == g]).size for g in np.unique(groups).tolist())
-        y = resize_axis(y, a, idx, w, off, nearest, outside)
+        if a == 2 and x.ndim == 4:  # each row group blends the input rows it holds
+            y, held = _resize_rows(env, node, y, idx, w, s, hb, nearest)
+            if off.any():
+                outside |= off.reshape(1, 1, -1, 1)
+        else:  # along a row: every PE holds its rows whole
+            y = resize_axis(y, a, idx, w, off, nearest, outside)
     env.store(node.outputs[0], resize_finish(node, x, y, outside, nearest))
     C = x.shape[1]
     cg = np.arange(C) // _cdiv(C, c)
@@ -203,3 +209,41 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
     stats["sharded_pes"] = c * min(s, Ho)
     stats["rows_held_max"] = int(held)
     return True
+
+
+def _resize_rows(env: Env, node: Node, x: np.ndarray, idx: np.ndarray, w: np.ndarray,
+                 s: int, hb: int, nearest: bool) -> tuple[np.ndarray, int]:
+    """Axis 2 of a 4-D Resize per output-row group: group g holds input rows
+    `ResizeKind.input_rows` gives ([s, N, C, L, W], NaN past its window) and
+    blends each of its output rows from those rows only; a tap of non-zero
+    weight outside them is a SimError naming the group's PE, the element and
+    the lane that carried it. -> ([N, C, Ho, W] rows, the most rows a group holds)."""
+    k = env.k
+    N, C, H, W = x.shape
+    Ho, T = idx.shape
+    kind = KINDS[k.kind]
+    win = np.array([kind.input_rows(k.dims, k.knobs, g) for g in range(s)], np.int64)
+    g = np.arange(Ho) // hb
+    used = np.ones(idx.shape, bool) if nearest else w != 0
+    lo, hi = win[g, 0:1], win[g, 1:2]
+    bad = np.argwhere(used & ((idx < lo) | (idx >= hi)))
+    if bad.size:
+        i, t = (int(v) for v in bad[0])
+        gi = int(g[i])
+        src = node.inputs[0]
+        raise read_error(env.mem.p, env.ki, 0, gi, src, int(idx[i, t]) * W,
+                         f"input rows {int(win[gi, 0])}..{int(win[gi, 1]) - 1} (its output "
+                         f"row group {gi}'s window)", env.deliveries.get(src))
+    L = max(int((win[:, 1] - win[:, 0]).max()), 1)
+    rows = win[:, 0:1] + np.arange(L)[None, :]  # [s, L]: each group's buffer rows
+    have = rows < win[:, 1:2]
+    buf = np.take(x, np.minimum(rows, H - 1), axis=2)  # [N, C, s, L, W]
+    fill = np.asarray(np.nan if np.issubdtype(x.dtype, np.floating) else 0, x.dtype)
+    buf = np.where(have[None, None, :, :, None], buf, fill)
+    local = np.where(used, idx - lo, 0)  # a zero-weight tap reads the window's first row
+    taps = buf[:, :, g[:, None], local]  # [N, C, Ho, T, W]
+    if nearest:
+        y = taps[:, :, :, 0]
+    else:
+        y = (taps * np.where(used, w, 0.0)[None, None, :, :, None]).sum(axis=3)
+    return y, int((win[:, 1] - win[:, 0]).max())

@@ -241,9 +241,9 @@ class ResizeKind(LibraryKind):
         hb = cdiv(Ho, int(knobs["s"]))
         a, b = group * hb, min(Ho, (group + 1) * hb)
         if dims.get("crop") or b <= a:
-            return (0, H) if b > a else (0, 0)
+            return (0, int(H)) if b > a else (0, 0)
         margin = dims["th"] // 2 + 1 + math.ceil(H / Ho)
-        return (max(0, a * H // Ho - margin), min(H, -(-b * H // Ho) + margin))
+        return (int(max(0, a * H // Ho - margin)), int(min(H, -(-b * H // Ho) + margin)))
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

@@ -2,8 +2,9 @@
 modes (tests/sim_zoo.py `gaps_model`): bool reductions, reductions to and
 of 0-d tensors, int8 MaxPool, Einsums of three and four operands (chains
 of two-operand Einsums), LayerNormalization / BatchNormalization whose
-scale or variance another kernel computes, LRN, and Resize computing each
-output-row group from the input rows it holds.
+scale or variance another kernel computes, LRN, Resize computing each
+output-row group from the input rows it holds, and a 3-D ConvTranspose
+(depth planes folded into the 2-D mapping).
 
 Each is checked against onnxruntime (bool and integer outputs exactly) and,
 kernel by kernel, against the reference semantics on the same inputs; the
@@ -76,7 +77,7 @@ CASES = {
     "bool_any": "bmax", "bool_all": "bmin", "sum_to_0d": "ssum", "max_of_0d": "smax",
     "int8_maxpool": "p8", "einsum3_first": "e3", "einsum4_const": "e4",
     "layernorm_computed_scale": "lnv", "batchnorm_computed_var": "bnv", "lrn": "lrn",
-    "resize_rows": "rz",
+    "resize_rows": "rz", "deconv_3d": "dc3",
 }
 
 
@@ -263,10 +264,20 @@ def test_resize_row_group_reads_only_its_window(gaps: dict[str, Program], mode: 
 
 def test_resize_swapped_row_windows(gaps: dict[str, Program],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first and the last row group hold each other's windows (the
+    windows of neighbouring groups overlap by the taps' halo)."""
     p = gaps["pipeline"]
     ki = _case(p, "resize_rows")
     k = p.kernels[ki]
-    _swap_rows(monkeypatch, "resize", k.dims)
+    last = int(k.knobs["s"]) - 1
+    assert last > 0
+    cls = type(KINDS["resize"])
+    fn = cls.input_rows
+
+    def swapped(self: object, d: dict, knobs: dict, g: int) -> tuple[int, int]:
+        return fn(self, d, knobs, {0: last, last: 0}.get(g, g))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cls, "input_rows", swapped)
     with pytest.raises(SimError, match=rf"kernel '{k.name}' \(resize\): PE \(\d+, \d+\)"):
         _run(p, ki)
 
@@ -317,3 +328,47 @@ def test_computed_norm_corrupt_one_pe_shard(gaps: dict[str, Program], mode: str,
     assert got.reshape(-1)[-1] != clean.reshape(-1)[-1]
     mine = owner == owner.reshape(-1)[-1]
     assert np.array_equal(got[~mine], clean[~mine])  # the other PEs' elements stay
+
+
+# --- the 3-D transposed conv ---------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_deconv_3d_shortened_halo(gaps: dict[str, Program], mode: str,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    p = gaps[mode]
+    ki = _case(p, "deconv_3d")
+    k = p.kernels[ki]
+    assert int(k.knobs["s"]) > 1 and int(k.knobs["c"]) > 1
+    _shorten_rows(monkeypatch, "deconv", 1, k.dims)
+    with pytest.raises(SimError) as ex:
+        _run(p, ki)
+    msg = str(ex.value)
+    assert f"kernel '{k.name}' (deconv): PE (" in msg
+    assert "never arrived" in msg or "row group 1" in msg
+
+
+def test_deconv_3d_swapped_row_windows(gaps: dict[str, Program],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    p = gaps["pipeline"]
+    ki = _case(p, "deconv_3d")
+    k = p.kernels[ki]
+    _swap_rows(monkeypatch, "deconv", k.dims)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(deconv\).* PE \(\d+, \d+\)"):
+        _run(p, ki)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deconv_3d_corrupt_one_pe_shard(gaps: dict[str, Program], mode: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PE (px, py) holds a corrupted weight shard (resident or streamed): the
+    output channels of its column px change, the other columns' do not."""
+    p = gaps[mode]
+    ki = _case(p, "deconv_3d")
+    k = p.kernels[ki]
+    clean = _run(p, ki)["dc3"]
+    px = int(k.knobs["k"]) - 1
+    _corrupt_pe_shard(monkeypatch, ki, k.weights.index("dw"), 0, px)
+    got = _run(p, ki)["dc3"]
+    kb = -(-clean.shape[1] // int(k.knobs["k"]))
+    mine = np.arange(clean.shape[1]) // kb == px
+    assert not np.allclose(got[:, mine], clean[:, mine])
+    assert np.array_equal(got[:, ~mine], clean[:, ~mine])

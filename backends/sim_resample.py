@@ -102,7 +102,7 @@ def _deconv_3d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], raw
     its shard's depth taps into its in-channel block ([cb T, kb, R, S]), and
     the planes run through the 2-D transposed conv."""
     N, C, D, H, W = x.shape
-    C_, Kg, T, R, S = wshape
+    _, Kg, T, R, S = wshape  # [C, K / G, T, R, S]
     Do = out_shape[2]
     st = [int(v) for v in node.attrs.get("strides", [1, 1, 1])]
     dl = [int(v) for v in node.attrs.get("dilations", [1, 1, 1])]

@@ -325,6 +325,8 @@ class _Negotiator:
             room = self.cap - float((load[hot] - self.lane_load[i]).max())
             r = self.reqs[i]
             lanes = -(-r.wavelets // int(room)) if room >= 1 else 0
+            if r.cut_pitch and room >= 1:  # boxes (halo, uneven rows): scale its busiest lane
+                lanes = -(-r.lanes * self.lane_load[i] // int(room))
             if widen and lanes > r.lanes and r.lanes < min(r.src.length, r.dst.length):
                 out[(r.edge, r.sink)] = lanes
             elif r.choice + 1 < len(r.pairs) and (r.edge, r.sink) not in tried:

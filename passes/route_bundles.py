@@ -438,12 +438,14 @@ def choose_pitch(r: Request, ask: int) -> None:
     """Cut r (its lanes carry its sink's per-row boxes) when it can: of the
     pitches k whose lanes fit the source side (k divides the sink's R rows;
     R/k lanes start from (R/k - 1) k + 1 slots), the largest whose busiest
-    lane carries at most what `ask` lanes of the flat split would; if none
-    does, the one with the lightest busiest lane, unless that is over twice
-    as heavy (then r stays flat). More lanes never make the bus wider: it
-    spans about R slots at any pitch, every k-th used, so a cut request
-    takes the whole of both sides (other requests' lanes use them too, on
-    other colors). The busiest lane's load is kept for the negotiator."""
+    lane carries at most what each of the `ask` lanes of the flat split
+    would. A cut lane is never heavier than a flat one; where none is that
+    light (a source side shorter than the sink's rows leaves only large
+    pitches, few heavy lanes), r stays flat. More lanes never make the bus
+    wider: it spans about R slots at any pitch, every k-th used, so a cut
+    request takes the whole of both sides (other requests' lanes use them
+    too, on other colors). The busiest lane's load is kept for the
+    negotiator (and for widening: wsec.passes.route)."""
     r.cut_pitch, r.lane_wavelets = 0, 0
     if not _can_cut(r):
         return
@@ -454,9 +456,9 @@ def choose_pitch(r: Request, ask: int) -> None:
     limit = -(-r.wavelets // max(1, ask))
     loads = {k: int(_lane_wavelets(r, k).max()) for k in ks}
     fit = [k for k in ks if loads[k] <= limit]
-    k = max(fit) if fit else min(ks, key=lambda k: (loads[k], k))
-    if not fit and loads[k] > 2 * limit:
-        return  # the source side is too short for lanes light enough: stay flat
+    if not fit:
+        return  # lanes as light as the flat split's need more than the source side has
+    k = max(fit)
     r.cut_pitch, r.lanes, r.lane_wavelets = k, R // k, loads[k]
 
 

@@ -12,8 +12,10 @@ to another lane, a port the next PE does not receive from, leaving the grid,
 a loop, a stray route no source reaches, delivery into the wrong core, a
 slice gap or overlap — is a `SimError` naming the PE, the color and the
 edge. All checks are vectorised over the route table (no loop per PE):
-each entry's successor is looked up by key, and chains are collapsed to
-their roots by pointer doubling.
+each entry's successors are looked up by key, and chains are collapsed to
+their roots by pointer doubling. A lane is a path, except that a pitched
+lane's landing PE and spine PEs send two ways (on along the sink's side and
+along their row): a tree, whose every entry still has one predecessor.
 """
 
 from __future__ import annotations

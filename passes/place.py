@@ -332,8 +332,7 @@ class Place(Pass):
             return
         start = time.perf_counter()
         target = ctx.target
-        limit = ctx.time_limit
-        deadline = None if limit is None else start + _SEARCH_SHARE * limit
+        deadline = ctx.deadline(start, _SEARCH_SHARE)
         hooks = _hooks() if self.reshape else _Hooks(None, None, None)
         t0 = max((int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=0)
         lay = None
@@ -370,7 +369,7 @@ class Place(Pass):
             lay = self._routable(module, target, hooks, lay, deadline, ctx)
         _apply(module, lay)
         if lay.how != "flow":  # moving rectangles would turn flow shelves away from each other
-            self._refine(module, target, lay, limit, start, ctx)
+            self._refine(module, target, lay, ctx.time_limit, start, ctx)
         _invalidate_routes(module.edges)
         ks = list(module.kernels())
         module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))
@@ -409,12 +408,15 @@ class Place(Pass):
 
     def _refine(self, module: Module, target: Target, lay: _Layout, limit: float | None,
                 start: float, ctx: PassContext) -> None:
-        # by effort (fast: none); with a time limit, what it leaves (a margin kept)
+        # by effort (fast: none); with a time limit, what it leaves (a margin kept):
+        # planned as if the search took its share when no wall clock counts
         seconds = _REFINE_SECONDS[self.effort] if self.refine < 0 else self.refine
         wall: float | None = None
         if limit is not None:
-            wall = limit - (time.perf_counter() - start) - 0.5
-            left = 0.8 * wall
+            spent = time.perf_counter() - start if ctx.wall_clock else _SEARCH_SHARE * limit
+            left = 0.8 * (limit - spent - 0.5)
+            if ctx.wall_clock:
+                wall = limit - spent - 0.5
             seconds = min(left, seconds if self.refine >= 0 or self.effort == "fast" else left)
         ks = list(module.kernels())
         if seconds <= 0.05:

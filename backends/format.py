@@ -26,8 +26,9 @@ from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 3  # 2: routes as bundles of lanes (LANES) and kernel route templates;
-# 3: cut bundles, whose lanes carry boxes of the slice table (LANES)
+FORMAT_VERSION = 4  # 2: routes as bundles of lanes (LANES) and kernel route templates;
+# 3: cut bundles, whose lanes carry boxes of the slice table (LANES); 4: a bundle's lane
+# pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -46,10 +47,11 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 # LANES: one record per bundle (an edge's lanes to one sink, on one color:
 # wsec.ir.lanes), then the waypoints of lane 0's path. sink: kernel index or
 # -1 for the host; flags: BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT (lane i
-# carries the box slices[slice0 + i] instead of its flat range).
+# carries the box slices[slice0 + i] instead of its flat range); pitch: lane i
+# runs i*pitch steps from lane 0 and serves pitch rows of the sink (wsec.ir.lanes).
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
                          ("reserved", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
-                         ("reserved2", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
+                         ("pitch", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
                          ("npoints", "<u4"), ("slice0", "<u4")])
 POINT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2")])
 # a cut bundle's lane box: [start, stop) per dim of the value (dims past its

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import HOST, Bundle, Module
-from wsec.ir.lanes import LaneError, check_cut, expand
+from wsec.ir.lanes import LaneError, check_cut, endpoints, expand, spine_dir
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
@@ -60,7 +60,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 boxes.append(box)
                 nbox += box.shape[0]
             recs.append((ei, -1 if b.sink == HOST else kernel_index[b.sink], b.color, flags, 0,
-                         b.lanes, b.axis, 0, b.reach, len(pts), len(b.path), slice0))
+                         b.lanes, b.axis, b.pitch, b.reach, len(pts), len(b.path), slice0))
             pts += b.path
     sl = np.zeros(nbox, SLICE_DTYPE)
     at = 0
@@ -113,7 +113,7 @@ def to_bundle(p: Program, bi: int) -> Bundle:
     sink = HOST if int(r["sink"]) < 0 else p.kernels[int(r["sink"])].name
     return Bundle(sink, int(r["color"]), int(r["lanes"]), (int(r["axis"][0]), int(r["axis"][1])),
                   tuple((int(q["x"]), int(q["y"])) for q in pts), int(r["reach"]),
-                  "rows" if int(r["flags"]) & BUNDLE_CUT else "")
+                  "rows" if int(r["flags"]) & BUNDLE_CUT else "", int(r["pitch"]))
 
 
 def check_records(p: Program) -> None:
@@ -134,6 +134,12 @@ def check_records(p: Program) -> None:
         if not 1 <= int(r["lanes"]) <= max(W, H) or int(r["reach"]) > max(W, H):
             raise FormatError(f"{what} has {int(r['lanes'])} lanes and reach {int(r['reach'])}; "
                               f"a {W}x{H} grid holds at most {max(W, H)} of either")
+        if not 1 <= int(r["pitch"]) <= max(W, H):
+            raise FormatError(f"{what} has lane pitch {int(r['pitch'])}; a pitch is at least 1 "
+                              f"(every row) and at most {max(W, H)}")
+        if int(r["pitch"]) > 1 and not int(r["flags"]) & BUNDLE_CUT:
+            raise FormatError(f"{what} has lane pitch {int(r['pitch'])} but is not cut: only a "
+                              "cut bundle's lanes say what the rows of their spines read")
         if int(r["color"]) >= p.target.colors:
             raise FormatError(f"{what} uses color {int(r['color'])}; the target has "
                               f"{p.target.colors}")
@@ -143,6 +149,7 @@ def check_records(p: Program) -> None:
             raise FormatError(f"{what} (edge %{p.edges[int(r['edge'])].value}) is not a valid "
                               f"bundle of lanes: {e}") from None
         _check_cut(p, bi)
+        _check_spines(p, bi)
     _check_partition(p)
     for ti, t in enumerate(p.info.get("templates", [])):
         a, n = int(t["entry0"]), int(t["entries"])
@@ -186,6 +193,34 @@ def _check_cut(p: Program, bi: int) -> None:
     except LaneError as err:
         raise FormatError(f"lane slices of {what} to "
                           f"'{p.kernels[int(r['sink'])].name}' do not cover it: {err}") from None
+
+
+def _check_spines(p: Program, bi: int) -> None:
+    """A pitched bundle's lanes land on its sink's input side and their
+    spines run along that side inside the sink's rectangle, so they serve
+    its rows and nobody else's PEs."""
+    r = p.bundles[bi]
+    k = int(r["pitch"])
+    if k == 1:
+        return
+    e = p.edges[int(r["edge"])]
+    what = f"bundle #{bi} (edge %{e.value})"
+    kern = p.kernels[int(r["sink"])]
+    b = to_bundle(p, bi)
+    _, land = endpoints(b)
+    sx, sy = spine_dir(b)
+    rect = kern.rect
+    for i in (0, b.lanes - 1):  # lanes are affine: the first and the last bound them all
+        for t in (0, k - 1):
+            x, y = int(land[i, 0]) + t * sx, int(land[i, 1]) + t * sy
+            if not (rect.x <= x < rect.x1 and rect.y <= y < rect.y1):
+                raise FormatError(f"{what} at pitch {k}: the spine of lane {i} reaches PE "
+                                  f"({x}, {y}), outside its sink '{kern.name}' "
+                                  f"({rect.w}x{rect.h} at ({rect.x}, {rect.y}))")
+    along_rows = (sx != 0) if kern.rotated else (sy != 0)
+    if not along_rows:
+        raise FormatError(f"{what} at pitch {k}: its spines run across the PE rows of "
+                          f"'{kern.name}', not along its input side")
 
 
 def _check_partition(p: Program) -> None:

@@ -13,8 +13,9 @@ reduction block, ...) and reads only inside it; reading outside raises
 `SimError` naming the PE, the element and the lane that carried it.
 
 The window against the inbox (`check_windows`): a cut bundle's lanes carry
-the boxes the sink's kind declares per PE row, so each PE's window must lie
-in the box of the lane its core received — anything else is a SimError
+the boxes the sink's kind declares per PE row (at pitch k, the union of the
+k rows' a lane and its spine serve), so each PE's window must lie in the
+box of the lane its core received — anything else is a SimError
 naming the PE, the element and the lane. A flat bundle's lanes carry
 contiguous ranges of the flattened value, which in general do not hold a
 PE's window: those elements would have to be forwarded inside the

@@ -12,8 +12,10 @@ to another lane, a port the next PE does not receive from, leaving the grid,
 a loop, a stray route no source reaches, delivery into the wrong core, a
 slice gap or overlap — is a `SimError` naming the PE, the color and the
 edge. All checks are vectorised over the route table (no loop per PE):
-each entry's successor is looked up by key, and chains are collapsed to
-their roots by pointer doubling.
+each entry's successors are looked up by key, and chains are collapsed to
+their roots by pointer doubling. A lane is a path, except that a pitched
+lane's landing PE and spine PEs send two ways (on along the sink's side and
+along their row): a tree, whose every entry still has one predecessor.
 """
 
 from __future__ import annotations
@@ -93,7 +95,16 @@ class Routers:
         owner_id = np.where(r["bundle"] == NO_BUNDLE, -1 - r["lane"].astype(np.int64),
                             r["bundle"].astype(np.int64))  # bundle, or -1 - kernel
         lane = np.where(r["bundle"] == NO_BUNDLE, 0, r["lane"].astype(np.int64))
-        nxt = np.full(n, -1, np.int64)
+        # entries that may send two ways: a pitched lane's landing PE and spine
+        # (along the sink's side and along the row); every other entry is a path
+        pitched = np.zeros(len(p.bundles) + 1, bool)
+        if len(p.bundles):
+            pitched[:-1] = p.bundles["pitch"].astype(np.int64) > 1
+        bidx = np.where(r["bundle"] == NO_BUNDLE, len(p.bundles), r["bundle"].astype(np.int64))
+        spine = pitched[bidx] & ((tx & _RAMP) != 0)
+        two_way = np.zeros(n, bool)
+        srcs: list[np.ndarray] = [np.zeros(0, np.int64)]
+        dsts: list[np.ndarray] = [np.zeros(0, np.int64)]
         for d in DIRS:
             sel = np.flatnonzero((tx & PORT_BITS[d]) != 0)
             if not sel.size:
@@ -129,26 +140,29 @@ class Routers:
                 raise SimError(f"broken route: {self._who(i)} arrives at {self._at(k)} from "
                                f"{OPPOSITE[d]}, but the PE receives only from "
                                f"{'+'.join(mask_ports(int(rx[k]))) or 'nothing'}")
-            if (nxt[sel] >= 0).any():
-                i = int(sel[np.flatnonzero(nxt[sel] >= 0)[0]])
+            if (two_way[sel] & ~spine[sel]).any():
+                i = int(sel[np.flatnonzero(two_way[sel] & ~spine[sel])[0]])
                 raise SimError(f"{self._who(i)} is sent two ways from {self._at(i)}: a lane "
-                               "is a path")
-            nxt[sel] = j
-        self._check_chains(nxt, rx, owner_id)
+                               "is a path (but where a pitched lane's spine turns off)")
+            two_way[sel] = True
+            srcs.append(sel)
+            dsts.append(j)
+        self._check_chains(np.concatenate(srcs), np.concatenate(dsts), rx, owner_id)
         return self._deliveries(tx, x, y)
 
-    def _check_chains(self, nxt: np.ndarray, rx: np.ndarray, owner_id: np.ndarray) -> None:
-        """Each lane is one chain from one source: every entry is reached by
-        at most one predecessor, and following predecessors ends at an entry
-        receiving from a core or the host."""
-        n = nxt.size
+    def _check_chains(self, src: np.ndarray, dst: np.ndarray, rx: np.ndarray,
+                      owner_id: np.ndarray) -> None:
+        """Each lane is one tree from one source (a path, but for the spine of
+        a pitched lane): every entry is reached by at most one predecessor
+        (entry src[i] sends into entry dst[i]), and following predecessors
+        ends at an entry receiving from a core or the host."""
+        n = rx.size
         pred = np.full(n, -1, np.int64)
-        has = np.flatnonzero(nxt >= 0)
-        counts = np.bincount(nxt[has], minlength=n)
+        counts = np.bincount(dst, minlength=n)
         if (counts > 1).any():
             k = int(np.argmax(counts > 1))
             raise SimError(f"two routes feed {self._at(k)} of {self._who(k)}: a lane is a path")
-        pred[nxt[has]] = has
+        pred[dst] = src
         x = self.p.routes["x"].astype(np.int64)
         host = (rx & PORT_BITS[HOST_IN_PORT]) != 0
         source = ((rx & _RAMP) != 0) | (host & (x == self.fabric.host_input_x))

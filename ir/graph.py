@@ -123,7 +123,11 @@ class Bundle:
     its landing PE, delivering to every PE it passes (the row multicast of a
     kernel's input). wsec.ir.lanes expands a bundle into per-PE routes.
     `cut` "rows": lane i carries instead the box the sink's kind declares for
-    the PE row it lands on (KernelKind.input_cut), not a flat range."""
+    the PE row it lands on (KernelKind.input_cut), not a flat range.
+    `pitch` k: lane i is lane 0 shifted i*k steps (every k-th row of the
+    path), and at its landing PE a spine of k - 1 PEs along the sink's side
+    hands it on to the k - 1 rows after it, each multicast like the landing
+    row: a cut lane then carries the union of those k rows' boxes."""
 
     sink: str  # a kernel name, or HOST
     color: int
@@ -132,6 +136,7 @@ class Bundle:
     path: tuple[tuple[int, int], ...]
     reach: int = 0
     cut: str = ""
+    pitch: int = 1
 
 
 @dataclass

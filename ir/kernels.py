@@ -14,7 +14,7 @@ import numpy as np
 
 from .graph import Bundle, Kernel, Node, Value
 from .kernel_kind import KernelKind
-from .lanes import endpoints
+from .lanes import endpoints, spine_dir, union_boxes
 from .library_common import LibraryKind
 from .library_conv import ConvKind, DeconvKind
 from .library_conv_grad import ConvWgradKind, is_weight_gradient
@@ -54,23 +54,37 @@ def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...]) -> np.ndarray 
 
 def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...]) -> np.ndarray:
     """(lanes, 2, ndim): the box each lane of bundle `b` (cut "rows") into
-    `kernel` carries, the one its landing PE's row reads (input_cut). A
-    ValueError says why the cut does not apply (no declared cut, a lane
-    count other than one per PE row, a lane landing outside the rows)."""
+    `kernel` carries: the one its landing PE's row reads (input_cut), or at
+    pitch k the bounding box of the boxes of the k rows its landing PE and
+    spine serve (wsec.ir.lanes.union_boxes). A ValueError says why the cut
+    does not apply (no declared cut, lanes x pitch other than the PE rows,
+    a spine across the rows, a lane landing outside the rows)."""
     rows = input_cut(kernel, value, shape)
     if rows is None:
         raise ValueError(f"kernel '{kernel.name}' ({kernel.kind}) declares no per-row cut of "
                          f"%{value}")
-    if b.lanes != rows.shape[0]:
-        raise ValueError(f"a cut bundle into kernel '{kernel.name}' needs one lane per PE row "
-                         f"({rows.shape[0]}), it has {b.lanes}")
+    k = int(b.pitch)
+    if b.lanes * k != rows.shape[0]:
+        raise ValueError(f"a cut bundle into kernel '{kernel.name}' needs one lane per "
+                         f"{k} PE row{'s' if k > 1 else ''} ({rows.shape[0]} rows), it has "
+                         f"{b.lanes}")
     assert kernel.rect is not None
     _, land = endpoints(b)
     py = land[:, 0] - kernel.rect.x if kernel.rotated else land[:, 1] - kernel.rect.y
+    if k > 1:
+        sx, sy = spine_dir(b)
+        step = sx if kernel.rotated else sy
+        if step == 0:
+            raise ValueError(f"the spines of a cut bundle into kernel '{kernel.name}' run "
+                             "across its PE rows, not along its input side")
+        py = py[:, None] + step * np.arange(k)[None, :]
+    else:
+        py = py[:, None]
     if ((py < 0) | (py >= rows.shape[0])).any() or np.unique(py).size != py.size:
         raise ValueError(f"the lanes of a cut bundle into kernel '{kernel.name}' do not land "
-                         "one on each PE row")
-    return rows[py]
+                         f"one on each {'group of ' + str(k) + ' ' if k > 1 else ''}PE row"
+                         f"{'s' if k > 1 else ''}")
+    return rows[py[:, 0]] if k == 1 else union_boxes(rows[py])
 
 
 def kind_for_op(op: str) -> LibraryKind | None:

@@ -15,6 +15,16 @@ source; every other lane follows the same shape, nested:
 - after its landing PE a lane goes on for `reach` PEs in its last direction,
   delivering to each (a kernel's input multicast along the PE row).
 
+A bundle's `pitch` k scales all of that: lane i runs i*k steps from lane 0
+(the offsets above times k), so its lanes use every k-th row or column of
+their path and the rows between stay free for other bundles (on other
+colors). At its landing PE lane i also turns along the sink's side, in the
+direction of the lane offset o_{n-1}: a spine of k - 1 PEs, each delivering
+to its core and multicasting along its row for `reach` PEs like the landing
+PE. Lane i then serves the k consecutive rows from its landing row, lane
+i + 1 the k after them: the lanes stay PE-disjoint and a bundle of L lanes
+serves L*k rows.
+
 Because lanes of a bundle are PE-disjoint, a bundle holds one color. The
 slice lane i carries is, by default, the elements [N*i//L, N*(i+1)//L) of
 the flattened value (`lane_slices`), so the lanes of a bundle partition the
@@ -23,6 +33,10 @@ declares per PE row (KernelKind.input_cut: e.g. a conv row's channel block x
 its row group's input rows), so the row multicast alone delivers every PE
 what it reads; neighbouring boxes may overlap (halo rows on two lanes: a
 declared cover, `check_cut`), and what a lane carries is its box's elements.
+A pitched cut lane carries the bounding box of its k rows' boxes
+(`pitched_boxes`; exact when those rows are adjacent channel blocks of one
+row group, or whole row groups, as a conv's are when k divides its channel
+blocks c or c divides k), and every PE of its k rows receives all of it.
 """
 
 from __future__ import annotations
@@ -68,6 +82,14 @@ def travel(axis: tuple[int, int], dirs: list[tuple[int, int]]) -> tuple[int, int
     return dirs[-1] if dirs else (abs(axis[1]), abs(axis[0]))
 
 
+def spine_dir(b: Bundle, dirs: list[tuple[int, int]] | None = None) -> tuple[int, int]:
+    """The direction a pitched lane's spine runs from its landing PE: the
+    lane offset of the last segment (towards the next lane's landing)."""
+    if dirs is None:
+        dirs = segment_dirs(b.path)
+    return offsets(b.axis, dirs)[-1]
+
+
 def offsets(axis: tuple[int, int], dirs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Lane offset vector of every segment (see the module docstring)."""
     if not dirs:
@@ -93,7 +115,7 @@ def waypoints(b: Bundle) -> np.ndarray:
         shift[1:] += offs
     else:
         shift[0] = offs[0]
-    i = np.arange(b.lanes, dtype=np.int64)[:, None, None]
+    i = np.arange(b.lanes, dtype=np.int64)[:, None, None] * b.pitch
     return p[None, :, :] + i * shift[None, :, :]
 
 
@@ -104,6 +126,8 @@ def check(b: Bundle) -> None:
         raise LaneError(f"a bundle needs at least one lane, got {b.lanes}")
     if b.reach < 0:
         raise LaneError(f"reach must be >= 0, got {b.reach}")
+    if b.pitch < 1:
+        raise LaneError(f"pitch must be >= 1, got {b.pitch}")
     dirs = segment_dirs(b.path)
     if abs(b.axis[0]) + abs(b.axis[1]) != 1:
         raise LaneError(f"lane axis {b.axis} must be a unit step")
@@ -117,7 +141,7 @@ def check(b: Bundle) -> None:
         i, k = (int(v) for v in np.argwhere(length < 0)[0])
         raise LaneError(f"lane {i} of {b.lanes} would run backwards on segment {k} of its path "
                         f"(the bus is too wide for its turns: it needs room for {b.lanes} "
-                        "nested lanes)")
+                        f"nested lanes{f' at pitch {b.pitch}' if b.pitch > 1 else ''})")
     zero = length == 0
     for k in range(1, len(dirs) - 1):
         if zero[:, k].any() and dirs[k - 1] == (-dirs[k + 1][0], -dirs[k + 1][1]):
@@ -181,21 +205,38 @@ def expand(b: Bundle, source_host: bool = False, sink_host: bool = False,
     end = pts[:, -1, :]
     end_tx = PORT_BITS[HOST_OUT_PORT] if sink_host else _RAMP_BIT
     reach = 0 if sink_host else b.reach
+    k = 1 if sink_host else b.pitch
     if reach:
         end_tx |= _BIT[_DIR_OF[last]]
     xs.append(end[:, 0])
     ys.append(end[:, 1])
     rxs.append(incoming.copy())
-    txs.append(np.full(L, end_tx, dtype=np.int64))
+    txs.append(np.full(L, end_tx | (_BIT[_DIR_OF[spine_dir(b, dirs)]] if k > 1 else 0),
+                       dtype=np.int64))
     lanes.append(lane_ids)
+    heads = end  # the PEs each row multicast starts from: the landing PE, then the spine's
+    head_lane = np.arange(L)
+    if k > 1:  # the spine: k - 1 PEs along the sink's side, each a row of its own
+        sx, sy = spine_dir(b, dirs)
+        t = np.tile(np.arange(1, k), L)
+        rows = np.repeat(np.arange(L), k - 1)
+        xs.append(end[rows, 0] + t * sx)
+        ys.append(end[rows, 1] + t * sy)
+        rxs.append(np.full(rows.size, PORT_BITS[OPPOSITE[_DIR_OF[(sx, sy)]]], dtype=np.int64))
+        txs.append((_RAMP_BIT | (_BIT[_DIR_OF[last]] if reach else 0))
+                   | np.where(t < k - 1, _BIT[_DIR_OF[(sx, sy)]], 0))
+        lanes.append(lane_ids[rows])
+        heads = np.concatenate([end, np.stack([xs[-1], ys[-1]], axis=1)])
+        head_lane = np.concatenate([head_lane, rows])
     if reach:
-        t = np.tile(np.arange(1, reach + 1), L)
-        rows = np.repeat(np.arange(L), reach)
-        xs.append(end[rows, 0] + t * last[0])
-        ys.append(end[rows, 1] + t * last[1])
+        n = head_lane.size
+        t = np.tile(np.arange(1, reach + 1), n)
+        rows = np.repeat(np.arange(n), reach)
+        xs.append(heads[rows, 0] + t * last[0])
+        ys.append(heads[rows, 1] + t * last[1])
         rxs.append(np.full(rows.size, PORT_BITS[OPPOSITE[_DIR_OF[last]]], dtype=np.int64))
         txs.append(np.where(t < reach, _RAMP_BIT | _BIT[_DIR_OF[last]], _RAMP_BIT))
-        lanes.append(lane_ids[rows])
+        lanes.append(lane_ids[head_lane[rows]])
     cat = np.concatenate
     return Expanded(cat(xs), cat(ys), cat(rxs), cat(txs), cat(lanes))
 
@@ -260,8 +301,9 @@ def _runs(b: Bundle, source_host: bool, sink_host: bool, lanes: list[int],
                  for k in range(len(b.path))]
     else:
         shift[0] = offs[0]
-    pts = [[(px + i * sx, py + i * sy) for (px, py), (sx, sy) in zip(b.path, shift, strict=True)]
-           for i in lanes]
+    pitch = b.pitch
+    pts = [[(px + i * pitch * sx, py + i * pitch * sy)
+            for (px, py), (sx, sy) in zip(b.path, shift, strict=True)] for i in lanes]
     incoming = [PORT_BITS[HOST_IN_PORT] if source_host else _RAMP_BIT] * len(lanes)
     for k, (dx, dy) in enumerate(dirs):
         port = _DIR_OF[(dx, dy)]
@@ -280,21 +322,49 @@ def _runs(b: Bundle, source_host: bool, sink_host: bool, lanes: list[int],
     end_tx = PORT_BITS[HOST_OUT_PORT] if sink_host else _RAMP_BIT
     if reach:
         end_tx |= _BIT[last]
+    if sink_host:
+        pitch = 1
+    sx, sy = offs[-1]
+    spine = _DIR_OF[(sx, sy)]
+    if pitch > 1:
+        end_tx |= _BIT[spine]
     for j, i in enumerate(lanes):
         ex, ey = pts[j][-1]
         out.append((ex, ey, 0, 0, 1, incoming[j], incoming[j], end_tx, end_tx, i))
-    if reach:
-        opp = PORT_BITS[OPPOSITE[last]]
+    if pitch > 1:  # the spine: its PEs send on along it (but the last) and along their rows
+        row = _RAMP_BIT | (_BIT[last] if reach else 0)
+        opp = PORT_BITS[OPPOSITE[spine]]
         for j, i in enumerate(lanes):
             ex, ey = pts[j][-1]
-            out.append((ex + lx, ey + ly, lx, ly, reach, opp, opp, _RAMP_BIT | _BIT[last],
-                        _RAMP_BIT, i))
+            out.append((ex + sx, ey + sy, sx, sy, pitch - 1, opp, opp, row | _BIT[spine], row,
+                        i))
+    if reach:  # the rows: the landing PEs' first, then each lane's spine's (expand's order)
+        opp = PORT_BITS[OPPOSITE[last]]
+        heads = [(j, i, 0) for j, i in enumerate(lanes)] + [
+            (j, i, s) for j, i in enumerate(lanes) for s in range(1, pitch)]
+        for j, i, s in heads:
+            ex, ey = pts[j][-1]
+            out.append((ex + s * sx + lx, ey + s * sy + ly, lx, ly, reach, opp, opp,
+                        _RAMP_BIT | _BIT[last], _RAMP_BIT, i))
 
 
 def box_elements(boxes: np.ndarray) -> np.ndarray:
     """Elements of each box of (n, 2, ndim) boxes [start, stop) per dim."""
     ext = np.maximum(boxes[:, 1, :] - boxes[:, 0, :], 0)
     return np.prod(ext, axis=1, dtype=np.int64)
+
+
+def union_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(n, 2, ndim): the bounding box of each (n, k, 2, ndim) group of boxes,
+    empty boxes left out (all empty: an empty box). What a pitched cut lane
+    carries for the k rows it serves."""
+    live = (boxes[:, :, 1, :] > boxes[:, :, 0, :]).all(axis=2)[..., None]
+    big = np.iinfo(np.int64).max
+    lo = np.where(live, boxes[:, :, 0, :], big).min(axis=1)
+    hi = np.where(live, boxes[:, :, 1, :], 0).max(axis=1)
+    none = ~live[:, :, 0].any(axis=1)
+    lo[none], hi[none] = 0, 0
+    return np.stack([lo, hi], axis=1)
 
 
 def cut_counts(shape: tuple[int, ...], boxes: np.ndarray) -> np.ndarray:

@@ -155,7 +155,9 @@ def cut_lane_bytes(edge_bytes: int, numel: int, boxes: np.ndarray) -> np.ndarray
 def cut_lanes(module: Module, e: Edge, b: Bundle, bundle_id: int
               ) -> tuple[np.ndarray, np.ndarray]:
     """(bytes per sample, share key) of every lane of cut bundle `b` of edge
-    `e` (the `bundle_id`-th of the module's bundles)."""
+    `e` (the `bundle_id`-th of the module's bundles). A pitched lane's box
+    is the union of its rows' (wsec.ir.kernels.lane_boxes), charged on its
+    path, its spine and every one of its rows."""
     from .kernels import lane_boxes
 
     v = module.values[e.value]

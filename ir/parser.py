@@ -435,10 +435,15 @@ class _Parser:
         cut = ""
         if ln.accept("ident", "cut"):
             cut = ln.expect("ident", "rows", what="the cut 'rows'")
+        pitch = 1
+        if ln.accept("ident", "pitch"):
+            pitch = ln.integer("pitch")
+            if pitch < 1:
+                raise ParseError(ln.lineno, f"bundle pitch must be >= 1, got {pitch}")
         if e.bundles is None:
             e.bundles = []
         e.bundles.append(Bundle(sink, nums["color"], nums["lanes"], (axis[0], axis[1]),
-                                tuple((p[0], p[1]) for p in path), nums["reach"], cut))
+                                tuple((p[0], p[1]) for p in path), nums["reach"], cut, pitch))
 
     # --- driver ---------------------------------------------------------
     def parse(self, text: str) -> Module:

@@ -115,17 +115,19 @@ class _Negotiator:
         self.pres = 0.5
         self.color_soft = color_soft
         self.colors = fabric.target.colors - INTERNAL_COLORS  # bundle colors there are
-        self.lane_load = [max(1, -(-r.wavelets // r.lanes)) for r in reqs]
+        self.lane_load = [max(1, r.lane_wavelets if r.cut_pitch else -(-r.wavelets // r.lanes))
+                          for r in reqs]
         known = known or _Candidates(fabric, corridors, len(reqs))
         self.cands = [known(r) for r in reqs]
         self.keys = [known.key(r) for r in reqs]
         self.known = known
         self.routes: list[_Route | None] = [None] * len(reqs)
         group: dict[tuple[int, int], list[int]] = {}
-        for i, r in enumerate(reqs):
-            group.setdefault((r.edge, r.lanes), []).append(i)
-        self.siblings = [[j for j in group[(r.edge, r.lanes)] if j != i]
-                         for i, r in enumerate(reqs)]
+        # a cut request's lanes carry its own sink's boxes: it has no siblings
+        keys = [(r.edge, r.lanes) if not r.cut_pitch else (-1 - i, 0) for i, r in enumerate(reqs)]
+        for i, key in enumerate(keys):
+            group.setdefault(key, []).append(i)
+        self.siblings = [[j for j in group[key] if j != i] for i, key in enumerate(keys)]
         self.others_memo: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.packed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.packed_lanes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -323,6 +325,8 @@ class _Negotiator:
             room = self.cap - float((load[hot] - self.lane_load[i]).max())
             r = self.reqs[i]
             lanes = -(-r.wavelets // int(room)) if room >= 1 else 0
+            if r.cut_pitch and room >= 1:  # boxes (halo, uneven rows): scale its busiest lane
+                lanes = -(-r.lanes * self.lane_load[i] // int(room))
             if widen and lanes > r.lanes and r.lanes < min(r.src.length, r.dst.length):
                 out[(r.edge, r.sink)] = lanes
             elif r.choice + 1 < len(r.pairs) and (r.edge, r.sink) not in tried:
@@ -403,7 +407,7 @@ class _Candidates:
 
     @staticmethod
     def key(r: Request) -> tuple:
-        return (r.edge, r.sink, r.choice, r.src_slot, r.dst_slot, r.lanes,
+        return (r.edge, r.sink, r.choice, r.src_slot, r.dst_slot, r.lanes, r.cut_pitch,
                 r.share.get("src"), r.share.get("dst"))
 
     def __call__(self, r: Request) -> list[Bundle]:
@@ -728,7 +732,7 @@ def _commit(module: Module, got: _Attempt) -> None:
     for r, rt, c in zip(got.neg.reqs, got.routes, got.colors, strict=True):
         b = rt.bundle
         module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
-            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach, b.cut))
+            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach, b.cut, b.pitch))
 
 
 def _loads(module: Module, got: _Attempt, fabric: Fabric) -> np.ndarray:

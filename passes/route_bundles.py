@@ -28,6 +28,7 @@ from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
 from wsec.ir.kernels import input_cut
+from wsec.ir.lanes import box_elements, union_boxes
 
 Vec = tuple[int, int]
 _E, _N = (1, 0), (0, 1)
@@ -117,6 +118,10 @@ class Request:
     choice: int = 0  # which pair `src`, `dst` are
     solo: bool = False  # never shares slots with its siblings (their lanes would cross)
     cut_rows: int = 0  # the sink's PE rows when its kind cuts this input per row (input_cut)
+    row_boxes: np.ndarray | None = None  # (cut_rows, 2, ndim): the box each of them reads
+    numel: int = 1  # elements of the value
+    cut_pitch: int = 0  # > 0: the lanes carry the rows' boxes, each serving this many rows
+    lane_wavelets: int = 0  # a cut request's busiest lane (its box), per sample
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -226,18 +231,23 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                     ranked.append((c, len(ranked), a, b))
             ranked.sort(key=lambda t: (t[0], t[1]))
             pairs = [(a, b) for _, _, a, b in ranked] or [(srcs[0], dsts[0])]
+            rows = _row_boxes(kern.get(d), e.value, module)
             out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
-                               cut_rows=_cut_rows(kern.get(d), e.value, module)))
+                               cut_rows=0 if rows is None else int(rows.shape[0]),
+                               row_boxes=rows, numel=max(1, _numel(module, e.value))))
     return out
 
 
-def _cut_rows(k: Kernel | None, value: str, module: Module) -> int:
-    """The PE rows of sink `k` when its kind reads `value` per row
-    (wsec.ir.kernels.input_cut), else 0."""
+def _numel(module: Module, value: str) -> int:
+    return module.values[value].type.numel if value in module.values else 1
+
+
+def _row_boxes(k: Kernel | None, value: str, module: Module) -> np.ndarray | None:
+    """The box of `value` each PE row of sink `k` reads when its kind cuts
+    it per row (wsec.ir.kernels.input_cut), else None."""
     if k is None or value not in module.values:
-        return 0
-    rows = input_cut(k, value, module.values[value].type.shape)
-    return 0 if rows is None else int(rows.shape[0])
+        return None
+    return input_cut(k, value, module.values[value].type.shape)
 
 
 def _prop(total: int, weights: list[int]) -> list[int]:
@@ -297,8 +307,12 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
     """Lanes and slots of every request (see the module docstring)."""
     for r in reqs:
         r.need = max(1, -(-r.wavelets // max(1, cap)))
+        choose_pitch(r, max(int(np.ceil(r.need * headroom)), r.min_lanes))
     by_port: dict[tuple[int, str], list[Request]] = {}
     for r in reqs:
+        if r.cut_pitch:  # its lanes span both sides, beside the others' on other colors
+            r.share["src"], r.share["dst"] = (0, r.src.length), (0, r.dst.length)
+            continue
         by_port.setdefault((id(r.src), "src"), []).append(r)
         by_port.setdefault((id(r.dst), "dst"), []).append(r)
     for (_, side), group in by_port.items():
@@ -333,7 +347,8 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
                 r.share[side] = sh
     for r in reqs:
         (sa, sl), (da, dl) = r.share["src"], r.share["dst"]
-        r.lanes = max(1, min(sl, dl, max(int(np.ceil(r.need * headroom)), r.min_lanes)))
+        if not r.cut_pitch:
+            r.lanes = max(1, min(sl, dl, max(int(np.ceil(r.need * headroom)), r.min_lanes)))
     _align_siblings(reqs)
     for r in reqs:
         (sa, sl), (da, dl) = r.share["src"], r.share["dst"]
@@ -346,7 +361,7 @@ def _shares(r: Request) -> bool:
     other sinks of its edge leaving the same side of a kernel): their lanes
     carry the same slices and fork where their ways part, unless the
     router found their lanes crossing (`solo`)."""
-    return r.src.owner != HOST and not r.solo
+    return r.src.owner != HOST and not r.solo and not _can_cut(r)
 
 
 def _siblings(reqs: list[Request]) -> list[list[Request]]:
@@ -384,7 +399,7 @@ def _facing(r: Request, sa: int, sl: int, da: int, dl: int) -> tuple[int, int]:
     """Slot windows of `r.lanes` inside the two shares, aligned when the ports
     are parallel (so the bundle can run straight), else nearest each other.
     A host port's share is free to slide along the whole edge."""
-    L = r.lanes
+    Ls, Ld = src_span(r), dst_span(r)
     if r.src.owner == HOST:
         sa, sl = 0, r.src.length
     if r.dst.owner == HOST:
@@ -393,17 +408,64 @@ def _facing(r: Request, sa: int, sl: int, da: int, dl: int) -> tuple[int, int]:
         cs, cd = r.src.coord(0), r.dst.coord(0)
         # choose a common coordinate window [c, c+L) inside both shares
         lo = max(cs + sa, cd + da)
-        hi = min(cs + sa + sl, cd + da + dl) - L
+        hi = min(cs + sa + sl - Ls, cd + da + dl - Ld)
         if hi >= lo:
             mid = (lo + hi) / 2.0
             c = int(round(mid))
             return int(c - cs), int(c - cd)
         # no overlap: the windows of the two shares nearest each other
         below = cs + sa + sl <= cd + da  # the source share lies before the sink's
-        s = sa + sl - L if below else sa
-        d = da if below else da + dl - L
+        s = sa + sl - Ls if below else sa
+        d = da if below else da + dl - Ld
         return int(max(sa, s)), int(max(da, d))
-    return sa + (sl - L) // 2, da + (dl - L) // 2
+    return sa + (sl - Ls) // 2, da + (dl - Ld) // 2
+
+
+def src_span(r: Request) -> int:
+    """Slots r's lanes start from: every pitch-th of (lanes - 1) * pitch + 1."""
+    return (r.lanes - 1) * max(1, r.cut_pitch) + 1
+
+
+def dst_span(r: Request) -> int:
+    """Slots r's lanes serve at the sink: lanes x pitch (spines included)."""
+    return r.lanes * max(1, r.cut_pitch)
+
+
+def _lane_wavelets(r: Request, k: int) -> np.ndarray:
+    """Wavelets per sample each lane of r carries when cut at pitch k (the
+    bounding box of its k rows' boxes, wsec.ir.lanes.union_boxes)."""
+    assert r.row_boxes is not None
+    R = r.row_boxes.shape[0]
+    boxes = union_boxes(r.row_boxes.reshape(R // k, k, 2, -1))
+    return -(-r.wavelets * box_elements(boxes) // r.numel)
+
+
+def choose_pitch(r: Request, ask: int) -> None:
+    """Cut r (its lanes carry its sink's per-row boxes) when it can: of the
+    pitches k whose lanes fit the source side (k divides the sink's R rows;
+    R/k lanes start from (R/k - 1) k + 1 slots), the largest whose busiest
+    lane carries at most what each of the `ask` lanes of the flat split
+    would. A cut lane is never heavier than a flat one; where none is that
+    light (a source side shorter than the sink's rows leaves only large
+    pitches, few heavy lanes), r stays flat. More lanes never make the bus
+    wider: it spans about R slots at any pitch, every k-th used, so a cut
+    request takes the whole of both sides (other requests' lanes use them
+    too, on other colors). The busiest lane's load is kept for the
+    negotiator (and for widening: wsec.passes.route)."""
+    r.cut_pitch, r.lane_wavelets = 0, 0
+    if not _can_cut(r):
+        return
+    R = r.cut_rows
+    ks = [k for k in range(1, R + 1) if R % k == 0 and R - k + 1 <= r.src.length]
+    if not ks:
+        return
+    limit = -(-r.wavelets // max(1, ask))
+    loads = {k: int(_lane_wavelets(r, k).max()) for k in ks}
+    fit = [k for k in ks if loads[k] <= limit]
+    if not fit:
+        return  # lanes as light as the flat split's need more than the source side has
+    k = max(fit)
+    r.cut_pitch, r.lanes, r.lane_wavelets = k, R // k, loads[k]
 
 
 # --- pattern candidates -----------------------------------------------------------------
@@ -414,24 +476,23 @@ def _add(a: Vec, b: Vec, k: int = 1) -> Vec:
 def _lane_ends(r: Request, flip: bool) -> tuple[Vec, Vec, Vec]:
     """Lane 0's source PE, the lane axis at the source, and the source PE of
     the last lane."""
-    L = r.lanes
-    s0, s1 = r.src.pe(r.src_slot), r.src.pe(r.src_slot + L - 1)
+    s0, s1 = r.src.pe(r.src_slot), r.src.pe(r.src_slot + src_span(r) - 1)
     return (s1, (-r.src.axis[0], -r.src.axis[1]), s0) if flip else (s0, r.src.axis, s1)
 
 
 def _landing(r: Request, o_last: Vec) -> Vec | None:
     """Lane 0's landing PE given the lane offset of the last segment."""
-    L = r.lanes
     if o_last == r.dst.axis:
         return r.dst.pe(r.dst_slot)
-    if o_last == (-r.dst.axis[0], -r.dst.axis[1]):
-        return r.dst.pe(r.dst_slot + L - 1)
+    if o_last == (-r.dst.axis[0], -r.dst.axis[1]):  # lane 0 lands last, its spine runs back
+        return r.dst.pe(r.dst_slot + dst_span(r) - 1)
     return None
 
 
 def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
     reach = 0 if r.dst.owner == HOST else r.dst.reach
-    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, "rows" if cuts(r) else "")
+    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, "rows" if cuts(r) else "",
+                  max(1, r.cut_pitch))
 
 
 def _can_cut(r: Request) -> bool:
@@ -444,9 +505,9 @@ def _can_cut(r: Request) -> bool:
 
 def cuts(r: Request) -> bool:
     """Whether r's lanes carry its sink's per-row boxes: r can cut and has
-    one lane per row, landing on every row of its input side (the lanes then
-    deliver each row exactly what it reads)."""
-    return _can_cut(r) and r.lanes == r.cut_rows
+    one lane per `cut_pitch` rows, landing (with their spines) on every row
+    of its input side (the lanes then deliver each row what it reads)."""
+    return _can_cut(r) and r.cut_pitch > 0 and r.lanes * r.cut_pitch == r.cut_rows
 
 
 def _path_dirs(path: list[Vec]) -> list[Vec] | None:
@@ -525,7 +586,7 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
         return None
     last = r.lanes - 1
     first = list(path)
-    other = _lane_path(path, offs, last)
+    other = _lane_path(path, offs, last * max(1, r.cut_pitch))
     for lane in (first, other):  # segment lengths are affine in the lane: check both ends
         for (p, q), d in zip(zip(lane, lane[1:], strict=False), dirs, strict=True):
             if (q[0] - p[0]) * d[0] + (q[1] - p[1]) * d[1] < 0:
@@ -592,8 +653,8 @@ def _straight_windows(r: Request, count: int = 9) -> list[tuple[int, int]]:
     ahead = (r.dst.origin[0] - r.src.origin[0]) * e[0] + (r.dst.origin[1] - r.src.origin[1]) * e[1]
     if ahead <= 0:
         return []
-    cs, cd, L = int(r.src.coord(0)), int(r.dst.coord(0)), r.lanes
-    lo, hi = max(cs, cd), min(cs + r.src.length, cd + r.dst.length) - L
+    cs, cd = int(r.src.coord(0)), int(r.dst.coord(0))
+    lo, hi = max(cs, cd), min(cs + r.src.length - src_span(r), cd + r.dst.length - dst_span(r))
     if hi < lo:
         return []
     cs_ = sorted({lo + (hi - lo) * k // max(1, count - 1) for k in range(count)})
@@ -623,14 +684,15 @@ def candidates(r: Request, fabric: Fabric, corridors: list[int],
         r.src_slot, r.dst_slot = a, b
         for flip in (False, True):
             p0, axis, _ = _lane_ends(r, flip)
-            for land_end in (0, r.lanes - 1):
+            for land_end in (0, dst_span(r) - 1):
                 raw.append((b, axis, [p0, r.dst.pe(r.dst_slot + land_end)]))
     r.src_slot, r.dst_slot = own
     # the request's own slots, and the source window slid along its share
     sa, sl = r.share.get("src", (0, r.src.length))
     if r.src.owner == HOST:
         sa, sl = 0, r.src.length
-    windows = dict.fromkeys([own[0], sa, sa + max(0, sl - r.lanes), sa + max(0, sl - r.lanes) // 2])
+    Ls = src_span(r)
+    windows = dict.fromkeys([own[0], sa, sa + max(0, sl - Ls), sa + max(0, sl - Ls) // 2])
 
     def shapes(use_corridors: bool) -> list[_Raw]:
         out: list[_Raw] = []
@@ -638,7 +700,7 @@ def candidates(r: Request, fabric: Fabric, corridors: list[int],
             r.src_slot = a
             for flip in (False, True):
                 p0, axis, _ = _lane_ends(r, flip)
-                for land_end in (0, r.lanes - 1):
+                for land_end in (0, dst_span(r) - 1):
                     q = r.dst.pe(r.dst_slot + land_end)
                     across = 1 if e[0] else 0  # corridors run across e's axis
                     near = (_near(corridors, [p0[across], q[across]]) if use_corridors
@@ -706,11 +768,12 @@ def _inside(b: Bundle, fabric: Fabric) -> bool:
     are affine in its index, so the first and the last lane bound them all."""
     dirs = lanes_mod.segment_dirs(b.path)
     offs = lanes_mod.offsets(b.axis, dirs)
+    span = (b.lanes - 1) * b.pitch
     if dirs:
-        ends = [_lane_path(list(b.path), offs, 0), _lane_path(list(b.path), offs, b.lanes - 1)]
+        ends = [_lane_path(list(b.path), offs, 0), _lane_path(list(b.path), offs, span)]
     else:
         (px, py), (ox, oy) = b.path[0], offs[0]
-        ends = [[(px, py)], [(px + (b.lanes - 1) * ox, py + (b.lanes - 1) * oy)]]
+        ends = [[(px, py)], [(px + span * ox, py + span * oy)]]
     dx, dy = lanes_mod.travel(b.axis, dirs)
     W, H = fabric.width, fabric.height
     for lane in ends:
@@ -735,7 +798,7 @@ def _shapes(r: Request, p0: Vec, q: Vec, e: Vec, n: Vec,
             corridors: list[int]) -> list[list[Vec]]:
     """Lane-0 paths from p0 (leaving along e) to q (arriving along n), not
     yet checked (_finish)."""
-    L = r.lanes
+    L = src_span(r)  # the bus is as wide as its source span: nested lanes need that room
     out: list[list[Vec]] = []
     ea = 0 if e[0] else 1  # the coordinate that moving along e changes
     oa = 1 - ea

@@ -314,3 +314,19 @@ def gaps_model(path: pathlib.Path) -> None:
     nodes = [nd("Neg", [f"{n}_in"], [n]) for n in shapes] + nodes
     ins = [vi(f"{n}_in", dt, shp) for n, (shp, dt) in shapes.items()]
     _save(helper.make_graph(nodes, "zoo_gaps", ins, outs, inits), 20, path)
+
+
+def pitched_model(path: pathlib.Path) -> None:
+    """Two 3x3 convs: the second's input side has more PE rows than its
+    lanes need, so the router cuts its input into pitched lanes (a spine
+    per lane hands each lane on to the rows between)."""
+    rng = np.random.default_rng(5)
+    inits = [_init(rng, "w1", 16, 16, 3, 3), _init(rng, "w2", 16, 16, 3, 3)]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    _save(helper.make_graph(
+        nodes, "zoo_pitched", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             [1, 16, 24, 24])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 24, 24])], inits),
+        17, path)

@@ -341,6 +341,9 @@ def test_light_models_present() -> None:
      r"line 3: bundle path must be a list of \[x, y\] points, got \[\]"),
     ('module "m"\nedge %y from "k" to ["@host"] bytes 4\n  bundle "@host" colour 1\n',
      r"line 3: expected 'color'"),
+    ('module "m"\nedge %y from "k" to ["k2"] bytes 4\n'
+     '  bundle "k2" color 1 lanes 1 axis [0, 1] reach 0 path [[0, 0], [3, 0]] cut rows pitch 0\n',
+     r"line 3: bundle pitch must be >= 1, got 0"),
     ('module "m"\nfrobnicate %x\n', r"line 2: expected a statement \(module, .*found 'frobnicate'"),
     ('module "m"\ninput %x : f32[2] extra\n', r"line 2: expected end of line, found 'extra'"),
     ('module "m"\ninput %x : f32[2] $\n', r"line 2: unexpected character '\$' at column 19"),

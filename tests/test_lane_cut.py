@@ -3,30 +3,46 @@
 A kind declares per PE row the box of its data input the row reads
 (KernelKind.input_cut); a bundle with one lane per row can carry exactly
 those boxes (wsec.ir.lanes), so the row multicast alone delivers every PE
-its window. The binary stores the boxes (LANES slice records), the loader
-checks they cover the value, and the simulator checks each PE's window
-against the box of the lane its core received (sim_inbox.check_windows).
+its window. At pitch k a lane serves k rows (a spine along the sink's side
+hands it on) and carries the bounding box of their boxes. The binary stores
+the boxes (LANES slice records) and the pitch, the loader checks they cover
+the value and the spines stay in the sink, and the simulator checks each
+PE's window against the box of the lane its core received
+(sim_inbox.check_windows).
 """
 
 from __future__ import annotations
 
 import pathlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import sim_zoo
 from conftest import compiled_light
 from wsec.backends.emit import write_binary
-from wsec.backends.format import BUNDLE_CUT, SLICE_DTYPE, FormatError
-from wsec.backends.lanes import check_records
+from wsec.backends.format import BUNDLE_CUT, PORT_BITS, SLICE_DTYPE, FormatError
+from wsec.backends.lanes import check_records, to_bundle
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_inbox import Delivery, check_windows
 from wsec.backends.sim_sharded import _conv_need
 from wsec.backends.sim_stats import format_stats
 from wsec.driver import CompileOptions, compile_model
-from wsec.ir.kernels import KINDS
-from wsec.ir.lanes import LaneError, check_cut, cut_counts, lane_slices
+from wsec.ir.fabric import STEP
+from wsec.ir.kernels import KINDS, input_cut, lane_boxes
+from wsec.ir.lanes import (
+    LaneError,
+    check_cut,
+    cut_counts,
+    endpoints,
+    lane_slices,
+    segment_dirs,
+    spine_dir,
+    travel,
+)
+from wsec.ir.parser import parse_module
+from wsec.ir.printer import print_module
 
 
 def test_check_cut_accepts_a_cover_and_names_a_gap() -> None:
@@ -141,32 +157,147 @@ def test_loader_checks_a_cut_bundles_boxes(cnn: pathlib.Path) -> None:
 
 
 @pytest.mark.slow
-def test_resnet50_cut_bundles_carry_each_rows_window(tmp_path: pathlib.Path) -> None:
+def test_resnet50_cut_bundles_carry_each_rows_window(tmp_path: pathlib.Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsec.backends import sim_sharded
+
     m = compiled_light("resnet50").module
-    assert any(b.cut for e in m.edges for b in e.bundles or ())
+    assert any(b.cut and b.pitch > 1 for e in m.edges for b in e.bundles or ())
     path = str(tmp_path / "r.bin")
     write_binary(m, path)
     p = load_binary(path)
     x = random_inputs(p, 0)
+    seen: dict[int, tuple[Delivery, np.ndarray]] = {}  # what each conv PE row reads
+
+    def spy(p_, ki, d, need):  # type: ignore[no-untyped-def]
+        seen[ki] = (d, need)
+        return check_windows(p_, ki, d, need)
+
+    monkeypatch.setattr(sim_sharded, "check_windows", spy)
     res = simulate(p, x)
     stats = res.kernel_stats
     cut = [int(b["sink"]) for b in p.bundles if int(b["flags"]) & BUNDLE_CUT]
     assert all(stats[p.kernels[ki].name]["forwarded_pes"] == 0 for ki in cut)
     assert f"{len(set(cut))} read only what their lanes delivered" in format_stats(p, res)
-    # shorten a halo: a lane whose last row another lane carries too loses it
-    for bi in (i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_CUT):
-        boxes = p.lane_boxes(bi)
-        assert boxes is not None
-        shape = tuple(int(v) for v in boxes[:, 1].max(axis=0))
-        count = cut_counts(shape, boxes)
-        for lane, (lo, hi) in enumerate(zip(boxes[:, 0], boxes[:, 1], strict=True)):
-            if hi[2] - lo[2] > 1 and count[lo[0], lo[1], hi[2] - 1, lo[3]] > 1:
-                p.slices["stop"][int(p.bundles[bi]["slice0"]) + lane, 2] -= 1
+    # shorten a halo: a lane loses the last input row one of its PE rows reads, which
+    # another lane carries too (so no gap: the PE must find it missing)
+    for ki in cut:
+        d, need = seen[ki]
+        assert d.boxes is not None
+        count = cut_counts(d.shape, d.boxes)
+        for lane in range(d.lanes):
+            rows = np.unique(np.nonzero(d.lane_at == lane)[0])
+            rows = rows[(need[rows, 1] > need[rows, 0]).all(axis=1)]
+            if not rows.size:
+                continue
+            end = int(need[rows, 1, 2].max())
+            lo = d.boxes[lane, 0]
+            if end - lo[2] > 1 and count[lo[0], lo[1], end - 1, lo[3]] > 1:
+                p.slices["stop"][int(p.bundles[d.bundle]["slice0"]) + lane, 2] = end - 1
                 with pytest.raises(SimError, match=r"PE \(.*reads .*never arrived there"):
                     simulate(p, x)
                 return
-    # no halo (1x1 convs): the shortened lane leaves a gap the routers report
-    bi = next(i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_CUT)
-    p.slices["stop"][int(p.bundles[bi]["slice0"]), 2] -= 1
-    with pytest.raises(SimError, match=r"no lane carries element .*a gap"):
-        simulate(p, x)
+    raise AssertionError("no cut lane of ResNet-50 carries a halo row another lane carries")
+
+
+# --- pitched cut bundles ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pitched(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, pathlib.Path]:
+    d = tmp_path_factory.mktemp("pitched")
+    sim_zoo.pitched_model(d / "p.onnx")
+    m = compile_model(str(d / "p.onnx"), CompileOptions()).module
+    write_binary(m, str(d / "p.bin"))
+    return m, d / "p.bin"
+
+
+def _pitched_bundle(p) -> int:  # type: ignore[no-untyped-def]
+    return next(i for i, b in enumerate(p.bundles) if int(b["pitch"]) > 1)
+
+
+def test_pitched_lanes_carry_the_union_of_their_rows_boxes(pitched) -> None:  # type: ignore[no-untyped-def]
+    m, _ = pitched
+    e, b = next((e, b) for e in m.edges for b in e.bundles or () if b.pitch > 1)
+    assert b.cut == "rows"
+    k = next(k for k in m.kernels() if k.name == b.sink)
+    shape = tuple(m.values[e.value].type.shape)
+    rows = input_cut(k, e.value, shape)
+    assert rows is not None and b.lanes * b.pitch == rows.shape[0]
+    boxes = lane_boxes(k, b, e.value, shape)
+    # conv rows py = group * c + channel block: a pitch dividing c serves adjacent channel
+    # blocks of one row group, whose union is exactly their bounding box
+    assert int(k.knobs["c"]) % b.pitch == 0  # type: ignore[index]
+    groups = rows.reshape(b.lanes, b.pitch, 2, -1)
+    for i in range(0, b.lanes, max(1, b.lanes // 7)):
+        # the lane lands on a row and its spine serves the next ones; rows ascending or
+        # descending, the union is the same
+        exact = cut_counts(shape, groups[i]) > 0
+        assert exact.sum() == int(np.prod(boxes[i, 1] - boxes[i, 0]))
+    check_cut(shape, boxes)
+    with pytest.raises(ValueError, match=r"one lane per 3 PE rows .* it has"):
+        lane_boxes(k, replace(b, pitch=3), e.value, shape)
+
+
+def test_pitch_round_trips_through_ir_text_and_binary(pitched) -> None:  # type: ignore[no-untyped-def]
+    m, path = pitched
+    text = print_module(m)
+    line = next(ln for ln in text.splitlines() if " pitch " in ln)
+    assert line.endswith(" cut rows pitch 2")
+    back = parse_module(text)
+    assert [b for e in back.edges for b in e.bundles or ()] == [
+        b for e in m.edges for b in e.bundles or ()]
+    p = load_binary(str(path))
+    bi = _pitched_bundle(p)
+    want = next(b for e in m.edges for b in e.bundles or () if b.pitch > 1)
+    assert to_bundle(p, bi) == want
+    res = simulate(p, random_inputs(p, 0))
+    sink = p.kernels[int(p.bundles["sink"][bi])].name
+    assert res.kernel_stats[sink]["forwarded_pes"] == 0  # every PE proven from its inbox
+
+
+def test_loader_rejects_a_bad_pitch(pitched) -> None:  # type: ignore[no-untyped-def]
+    _, path = pitched
+    p = load_binary(str(path))
+    bi = _pitched_bundle(p)
+    p.bundles["pitch"][bi] = 0
+    with pytest.raises(FormatError, match=rf"bundle #{bi} has lane pitch 0; a pitch is at "
+                                          "least 1"):
+        check_records(p)
+    p = load_binary(str(path))
+    p.bundles["pitch"][bi] = 4  # the lanes spread twice as far: the last spines leave the sink
+    with pytest.raises(FormatError, match=rf"bundle #{bi} .* at pitch 4: the spine of lane "
+                                          r"\d+ reaches PE \(\d+, \d+\), outside its sink"):
+        check_records(p)
+    p = load_binary(str(path))
+    flat = next(i for i, b in enumerate(p.bundles) if not int(b["flags"]) & BUNDLE_CUT)
+    p.bundles["pitch"][flat] = 2
+    with pytest.raises(FormatError, match=rf"bundle #{flat} has lane pitch 2 but is not cut"):
+        check_records(p)
+    data = path.read_bytes()
+    assert load_binary(data).bundles["pitch"][bi] == 2  # the file itself is fine
+
+
+def test_shortened_spine_is_an_error_at_that_pe(pitched) -> None:  # type: ignore[no-untyped-def]
+    """Lane 0's spine stops one PE short: the row it no longer reaches has
+    no lane, and the simulator names its first PE and the lane."""
+    _, path = pitched
+    p = load_binary(str(path))
+    bi = _pitched_bundle(p)
+    b = to_bundle(p, bi)
+    (sx, sy), (tx, ty) = spine_dir(b), travel(b.axis, segment_dirs(b.path))
+    _, land = endpoints(b)
+    k = b.pitch
+    end = (int(land[0, 0]) + (k - 1) * sx, int(land[0, 1]) + (k - 1) * sy)  # the spine's end
+    r = p.routes.copy()
+    x, y = r["x"].astype(np.int64), r["y"].astype(np.int64)
+    lane0 = (r["bundle"] == bi) & (r["lane"] == 0)
+    t = (x - end[0]) * tx + (y - end[1]) * ty  # steps along the row from the spine's end
+    row = lane0 & (x - t * tx == end[0]) & (y - t * ty == end[1]) & (t >= 0)
+    assert row.sum() == b.reach + 1
+    before = np.flatnonzero(lane0 & (x == end[0] - sx) & (y == end[1] - sy))
+    bit = next(PORT_BITS[d] for d, v in STEP.items() if v == (sx, sy))
+    r["tx"][before] &= ~np.uint8(bit)
+    short = replace(p, routes=r[~row])
+    with pytest.raises(SimError, match=rf"PE \({end[0]}, {end[1]}\) .*reads %.+, which never "
+                                       r"arrived there \(lane 0 of edge #\d+ .*carries it; the "
+                                       r"PE holds no lane\)"):
+        simulate(short, random_inputs(p, 0))

@@ -53,6 +53,7 @@ from .route_bundles import (
     Request,
     assign_slots,
     candidates,
+    lightest_cut,
     requests,
 )
 
@@ -337,6 +338,31 @@ class _Negotiator:
             return out, {}
         r = self.reqs[max(stuck)[1]]
         return out, {(r.edge, r.sink): r.choice + 1}
+
+    def flatten(self, occ: np.ndarray) -> set[tuple[int, str]]:
+        """The cut requests whose lanes share the busiest links where no
+        pitch fits: a cut lane lands on every row of its sink's input side,
+        so a bundle passing those rows (a skip edge crossing the sink) meets
+        one on each; where even the lightest cut (route_bundles.lightest_cut)
+        overfills what the others leave of the link, routed flat its lanes
+        take only some rows and leave the rest to the passing bundle. `occ`
+        as for `wider`."""
+        out: set[tuple[int, str]] = set()
+        top = float(occ.max(initial=0))
+        if top <= self.cap:
+            return out
+        for i, rt in enumerate(self.routes):
+            r = self.reqs[i]
+            if rt is None or not r.cut_pitch:
+                continue
+            load = occ[rt.links]
+            hot = load > self.cap
+            if not hot.any():
+                continue
+            room = self.cap - float((load[hot] - self.lane_load[i]).max())
+            if lightest_cut(r) > room:
+                out.add((r.edge, r.sink))
+        return out
 
     def run(self, iterations: int, deadline: float | None,
             warm: dict[tuple, Bundle] | None = None) -> list[dict[str, float]]:
@@ -659,6 +685,8 @@ class Route(Pass):
         wider: dict[tuple[int, str], int] = {}
         moved: dict[tuple[int, str], int] = {}
         tried: set[tuple[int, str]] = set()
+        flat: set[tuple[int, str]] = set()  # cut requests routed flat (_Negotiator.flatten)
+        flat_tried: set[tuple[int, str]] = set()
         widen = True
         loads: tuple[_Attempt, np.ndarray] | None = None  # the kept attempt's, once
         for _ in range(WIDEN_ATTEMPTS):  # where lanes of two bundles overfill the busiest link
@@ -666,18 +694,22 @@ class Route(Pass):
                 loads = (best, _loads(module, best, fabric))
             more, move = best.neg.wider(loads[1], tried, widen) if (  # type: ignore[index]
                 best.colored and best.score[1] > 1.0) else ({}, {})
-            if not (more or move) or (deadline is not None and time.perf_counter() > deadline):
+            flats = best.neg.flatten(loads[1]) - flat_tried if (  # type: ignore[index]
+                best.colored and best.score[1] > 1.0) else set()
+            if not (more or move or flats) or (
+                    deadline is not None and time.perf_counter() > deadline):
                 break
             tried |= set(move)
+            flat_tried |= flats
             ask = {k: max(v, more.get(k, 0)) for k, v in {**more, **wider}.items()}
             try:
                 got = _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
                                self.colors_soft, deadline, best.solo, known, ask, best.warm(),
-                               {**moved, **move})
+                               {**moved, **move}, flat | flats)
             except LayoutInfeasible:  # the moved bundle has no pattern route on its new sides
                 got = None
             if got is not None and got.score < best.score:
-                best, wider, moved = got, ask, {**moved, **move}
+                best, wider, moved, flat = got, ask, {**moved, **move}, flat | flats
             else:  # widening did not help: move bundles instead
                 widen = False
         if not best.colored:
@@ -747,10 +779,12 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              solo: set[tuple[int, str]] | None = None, known: _Candidates | None = None,
              wider: dict[tuple[int, str], int] | None = None,
              warm: dict[tuple, Bundle] | None = None,
-             moved: dict[tuple[int, str], int] | None = None) -> _Attempt:
+             moved: dict[tuple[int, str], int] | None = None,
+             flat: set[tuple[int, str]] | None = None) -> _Attempt:
     reqs = [_copy(r) for r in base]
     for r in reqs:
         r.solo = (r.edge, r.sink) in (solo or ())
+        r.flat = (r.edge, r.sink) in (flat or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
         while r.choice < (moved or {}).get((r.edge, r.sink), 0) and r.next_pair():
             pass

@@ -122,6 +122,7 @@ class Request:
     numel: int = 1  # elements of the value
     cut_pitch: int = 0  # > 0: the lanes carry the rows' boxes, each serving this many rows
     lane_wavelets: int = 0  # a cut request's busiest lane (its box), per sample
+    flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -440,6 +441,13 @@ def _lane_wavelets(r: Request, k: int) -> np.ndarray:
     return -(-r.wavelets * box_elements(boxes) // r.numel)
 
 
+def _pitches(r: Request) -> list[int]:
+    """The pitches k r can be cut at: k divides the sink's R rows and the
+    R/k lanes start from (R/k - 1) k + 1 slots of the source side."""
+    R = r.cut_rows
+    return [k for k in range(1, R + 1) if R % k == 0 and R - k + 1 <= r.src.length]
+
+
 def choose_pitch(r: Request, ask: int) -> None:
     """Cut r (its lanes carry its sink's per-row boxes) when it can: of the
     pitches k whose lanes fit the source side (k divides the sink's R rows;
@@ -451,14 +459,16 @@ def choose_pitch(r: Request, ask: int) -> None:
     wider: it spans about R slots at any pitch, every k-th used, so a cut
     request takes the whole of both sides (other requests' lanes use them
     too, on other colors). The busiest lane's load is kept for the
-    negotiator (and for widening: wsec.passes.route)."""
+    negotiator (and for widening: wsec.passes.route). A request marked
+    `flat` (the router found its cut lanes overfill a busiest link at any
+    pitch) stays flat."""
     r.cut_pitch, r.lane_wavelets = 0, 0
-    if not _can_cut(r):
+    if r.flat or not _can_cut(r):
         return
-    R = r.cut_rows
-    ks = [k for k in range(1, R + 1) if R % k == 0 and R - k + 1 <= r.src.length]
+    ks = _pitches(r)
     if not ks:
         return
+    R = r.cut_rows
     limit = -(-r.wavelets // max(1, ask))
     loads = {k: int(_lane_wavelets(r, k).max()) for k in ks}
     fit = [k for k in ks if loads[k] <= limit]
@@ -466,6 +476,15 @@ def choose_pitch(r: Request, ask: int) -> None:
         return  # lanes as light as the flat split's need more than the source side has
     k = max(fit)
     r.cut_pitch, r.lanes, r.lane_wavelets = k, R // k, loads[k]
+
+
+def lightest_cut(r: Request) -> int:
+    """The least busiest-lane load (wavelets per sample) of r's cuts over
+    every pitch it can take: at any pitch its lanes serve every row of its
+    sink's input side, so a bundle passing those rows meets at least this
+    much on each of them. 0 when r cannot be cut."""
+    ks = _pitches(r) if _can_cut(r) else []
+    return min((int(_lane_wavelets(r, k).max()) for k in ks), default=0)
 
 
 # --- pattern candidates -----------------------------------------------------------------

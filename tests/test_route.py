@@ -364,6 +364,56 @@ def test_widen_only_the_bundles_on_the_busiest_link() -> None:
     assert neg.wider(occ, {key}) == ({}, {})  # tried already
 
 
+
+def _cut_into_one() -> tuple[Module, Fabric, list]:
+    """Kernel a feeds c's input side (8 rows) with a value c cuts per row:
+    row j reads the j-th eighth of it."""
+    from wsec.passes.route_bundles import requests
+
+    m = _manual((12, 8))
+    m.add_value("x", TensorType("f32", (1, 64)))
+    m.inputs = ["x"]
+    _put(m, "a", ["x"], "va", Rect(1, 0, 2, 8), shape=(1, 1024), work=64)
+    _put(m, "c", ["va"], "vc", Rect(6, 0, 2, 8), shape=(1, 64), work=64)
+    m.outputs = ["vc"]
+    fk.connect(m)
+    fabric = Fabric.of(get_target("wse2", (12, 8)))
+    reqs = [r for r in requests(m, fabric) if r.sink == "c"]
+    for r in reqs:
+        r.cut_rows, r.numel = 8, 1024
+        r.row_boxes = np.array([[[0, 128 * j], [1, 128 * (j + 1)]] for j in range(8)])
+    return m, fabric, reqs
+
+
+def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
+    """A cut request's lanes land on every row of its sink's side, so a
+    bundle passing those rows meets one on each: where even its lightest
+    cut (pitch 1: one eighth per lane) overfills what the others leave of
+    an overloaded link, `flatten` names it, and routed again it stays flat
+    (its lanes then take only some rows); where a finer pitch fits beside
+    them, widening handles it; within capacity, nothing."""
+    from wsec.passes.route import _attempt, _Negotiator
+    from wsec.passes.route_bundles import assign_slots, lightest_cut
+
+    m, fabric, reqs = _cut_into_one()
+    assign_slots(reqs, 512, 1.0)
+    (r,) = reqs
+    assert r.cut_pitch > 1 and r.lanes * r.cut_pitch == 8  # cut, coarser than pitch 1
+    assert lightest_cut(r) == r.wavelets // 8  # pitch 1
+    neg = _Negotiator(reqs, fabric, 512, [], 6)
+    neg.run(1, None)
+    occ = neg.occ.copy()
+    assert neg.flatten(occ) == set()  # within capacity
+    link = int(neg.routes[0].links[0])
+    occ[link] = neg.lane_load[0] + 512 - lightest_cut(r) // 2  # a passing bundle's lane
+    assert neg.flatten(occ) == {(r.edge, "c")}
+    occ[link] = neg.lane_load[0] + 512 - lightest_cut(r)  # pitch 1 would just fit
+    assert neg.flatten(occ) == set()
+    got = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, flat={(r.edge, "c")})
+    (flat,) = got.neg.reqs
+    assert flat.cut_pitch == 0 and not got.routes[0].bundle.cut
+    assert _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle.cut == "rows"
+
 def _dense_block(n: int = 40) -> Module:
     """Dense-block-like: each kernel reads up to 4 of the last 12 values."""
     rng = np.random.default_rng(3)

@@ -13,45 +13,41 @@ streamed tile corrupted) change the answer or raise at that PE.
 from __future__ import annotations
 
 import pathlib
-import re
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import sim_zoo
 from test_sim_faults import (
+    MODES,
+    _compile_modes,
     _corrupt_pe_shard,
     _differs_or_raises,
-    _lane_into,
+    _drop_lane_0,
+    _load_modes,
+    _misdirect_lane_0,
     _run,
+    _run_check_cli,
     _shorten_rows,
     _swap_rows,
 )
-from wsec.backends.emit import write_binary
-from wsec.backends.format import PORT_BITS, Program
-from wsec.backends.loader import load_binary
+from wsec.backends.format import Program
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_exec import reference_kernel
 from wsec.backends.sim_pe import SramImages
-from wsec.driver import CompileOptions, compile_model
 from wsec.run import compare, onnx_reference
-
-MODES = ("pipeline", "stream")
 
 
 @pytest.fixture(scope="module")
 def cases_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     d = tmp_path_factory.mktemp("cases")
     sim_zoo.cases_model(d / "cases.onnx")
-    for mode in MODES:
-        res = compile_model(str(d / "cases.onnx"), CompileOptions(mode=mode))
-        write_binary(res.module, str(d / f"{mode}.bin"), embed_weights=mode == "stream")
+    _compile_modes(d, d / "cases.onnx")
     return d
 
 
 @pytest.fixture(scope="module")
 def cases(cases_dir: pathlib.Path) -> dict[str, Program]:
-    return {mode: load_binary(str(cases_dir / f"{mode}.bin")) for mode in MODES}
+    return _load_modes(cases_dir)
 
 
 def _inputs(p: Program, seed: int = 0) -> dict[str, np.ndarray]:
@@ -129,15 +125,7 @@ def test_cases_match_onnxruntime_and_the_reference(cases: dict[str, Program],
 @pytest.mark.parametrize("mode", MODES)
 def test_cases_run_check_cli(cases: dict[str, Program], cases_dir: pathlib.Path,
                              mode: str) -> None:
-    from conftest import run_wsec
-
-    p = cases[mode]
-    r = run_wsec("run", str(cases_dir / f"{mode}.bin"), "--check", str(cases_dir / "cases.onnx"),
-                 "--per-kernel", cwd=cases_dir)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "FAIL" not in r.stdout
-    assert "first kernel that differs" not in r.stdout
-    assert r.stdout.count("PASS") == len(p.kernels) + len(p.info["outputs"])
+    _run_check_cli(cases[mode], cases_dir / f"{mode}.bin", cases_dir / "cases.onnx")
 
 
 def test_reductions_combine_partials_along_chains(cases: dict[str, Program]) -> None:
@@ -162,28 +150,13 @@ def test_cases_misdirected_lane(cases: dict[str, Program], key: str) -> None:
     error names that lane and that PE, or (where the lane then runs into a
     multicast branch of the same edge) the PE next to it."""
     p = cases["pipeline"]
-    ki = _case(p, key)
-    r = p.routes.copy()
-    lane = _lane_into(p, ki)
-    land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
-    r["tx"][land] = PORT_BITS["N"]
-    x, y = int(r["x"][land]), int(r["y"][land])
-    with pytest.raises(SimError) as ex:
-        simulate(replace(p, routes=r), random_inputs(p))
-    m = re.search(r"lane 0 of edge #\d+ .*?PE \((\d+), (\d+)\)", str(ex.value))
-    assert m, str(ex.value)
-    assert abs(int(m[1]) - x) + abs(int(m[2]) - y) <= 1, (str(ex.value), x, y)
+    _misdirect_lane_0(p, _case(p, key), beside=True)
 
 
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_cases_dropped_lane(cases: dict[str, Program], key: str) -> None:
     p = cases["pipeline"]
-    ki = _case(p, key)
-    r = p.routes.copy()
-    r["tx"][_lane_into(p, ki)] &= ~np.uint8(PORT_BITS["RAMP"])
-    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .* never reaches "
-                                       rf"'{p.kernels[ki].name}'; it ends at PE \("):
-        simulate(replace(p, routes=r), random_inputs(p))
+    _drop_lane_0(p, _case(p, key))
 
 
 # --- halos and row windows -----------------------------------------------------------------

@@ -13,6 +13,7 @@ chains; the `ops` model's kernels are also checked against onnxruntime.
 from __future__ import annotations
 
 import pathlib
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -33,6 +34,7 @@ BODY_KINDS = sorted(n for n, k in KINDS.items()
                     if k.has_body and type(k).__module__.startswith("wsec.ir."))
 ZOO_KINDS = BODY_KINDS
 ZOO_MODELS = ("cnn", "attn", "shapes", "ops", "ops_routed")
+MODES = ("pipeline", "stream")
 WINDOWED = ("conv", "pool", "deconv")  # row groups holding input rows plus a halo
 
 
@@ -302,28 +304,62 @@ def _lane_into(p: Program, ki: int) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ZOO_KINDS)
 def test_dropped_lane_never_reaches_the_kernel(zoo: dict[str, Program], kind: str) -> None:
-    p, ki = _kernel(zoo, kind, routed=True)
-    r = p.routes.copy()
-    lane = _lane_into(p, ki)
-    r["tx"][lane] &= ~np.uint8(PORT_BITS["RAMP"])
-    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .* never reaches "
-                                       rf"'{p.kernels[ki].name}'; it ends at PE \("):
-        simulate(replace(p, routes=r), random_inputs(p))
+    _drop_lane_0(*_kernel(zoo, kind, routed=True))
 
 
-def _misdirect_lane_0(p: Program, ki: int) -> None:
+def _misdirect_lane_0(p: Program, ki: int, beside: bool = False) -> None:
     """Lane 0 into kernel ki turns North where it should land in the core:
     the simulator names that lane and the PE, or the PE North of it when
     that one has a route on the lane's color that does not take it (lane 1
-    of a kernel one PE wide)."""
+    of a kernel one PE wide); with `beside`, any PE next to it (the lane
+    may run into a multicast branch of the same edge there)."""
     r = p.routes.copy()
     lane = _lane_into(p, ki)
     land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
     r["tx"][land] = PORT_BITS["N"]
     x, y = int(r["x"][land]), int(r["y"][land])
-    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .*(PE \({x}, {y}\)|"
-                                       rf"arrives at PE \({x}, {y + 1}\) .* from S)"):
+    with pytest.raises(SimError) as ex:
         simulate(replace(p, routes=r), random_inputs(p))
+    msg = str(ex.value)
+    if beside:
+        m = re.search(r"lane 0 of edge #\d+ .*?PE \((\d+), (\d+)\)", msg)
+        assert m and abs(int(m[1]) - x) + abs(int(m[2]) - y) <= 1, (msg, x, y)
+    else:
+        assert re.search(rf"lane 0 of edge #\d+ .*(PE \({x}, {y}\)|"
+                         rf"arrives at PE \({x}, {y + 1}\) .* from S)", msg), msg
+
+
+def _drop_lane_0(p: Program, ki: int) -> None:
+    """Lane 0 into kernel ki never lands: the simulator says where it ends."""
+    r = p.routes.copy()
+    r["tx"][_lane_into(p, ki)] &= ~np.uint8(PORT_BITS["RAMP"])
+    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .* never reaches "
+                                       rf"'{p.kernels[ki].name}'; it ends at PE \("):
+        simulate(replace(p, routes=r), random_inputs(p))
+
+
+def _compile_modes(d: pathlib.Path, model: pathlib.Path) -> None:
+    """`model` compiled in both modes into d/pipeline.bin and d/stream.bin
+    (the streamed one with its weights embedded)."""
+    for mode in MODES:
+        res = compile_model(str(model), CompileOptions(mode=mode))
+        write_binary(res.module, str(d / f"{mode}.bin"), embed_weights=mode == "stream")
+
+
+def _load_modes(d: pathlib.Path) -> dict[str, Program]:
+    return {mode: load_binary(str(d / f"{mode}.bin")) for mode in MODES}
+
+
+def _run_check_cli(p: Program, binary: pathlib.Path, model: pathlib.Path) -> None:
+    """`wsec run BINARY --check MODEL --per-kernel` passes every kernel and
+    every output."""
+    from conftest import run_wsec
+
+    r = run_wsec("run", str(binary), "--check", str(model), "--per-kernel", cwd=binary.parent)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FAIL" not in r.stdout
+    assert "first kernel that differs" not in r.stdout
+    assert r.stdout.count("PASS") == len(p.kernels) + len(p.info["outputs"])
 
 
 @pytest.mark.parametrize("kind", ZOO_KINDS)
@@ -525,12 +561,7 @@ def test_ops_zoo_matches_onnxruntime(zoo: dict[str, Program], zoo_dir: pathlib.P
 
 @pytest.mark.parametrize("key", sorted(OPS))
 def test_ops_dropped_lane(zoo: dict[str, Program], key: str) -> None:
-    p, ki = _op_kernel(zoo, key, "ops_routed")
-    r = p.routes.copy()
-    r["tx"][_lane_into(p, ki)] &= ~np.uint8(PORT_BITS["RAMP"])
-    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .* never reaches "
-                                       rf"'{p.kernels[ki].name}'; it ends at PE \("):
-        simulate(replace(p, routes=r), random_inputs(p))
+    _drop_lane_0(*_op_kernel(zoo, key, "ops_routed"))
 
 
 @pytest.mark.parametrize("key", sorted(OPS))

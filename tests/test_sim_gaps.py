@@ -23,39 +23,37 @@ import numpy as np
 import pytest
 import sim_zoo
 from test_sim_faults import (
+    MODES,
+    _compile_modes,
     _corrupt_pe_shard,
     _differs_or_raises,
-    _lane_into,
+    _drop_lane_0,
+    _load_modes,
+    _misdirect_lane_0,
     _run,
+    _run_check_cli,
     _shorten_rows,
     _swap_rows,
 )
-from wsec.backends.emit import write_binary
 from wsec.backends.format import PORT_BITS, Program
-from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_exec import reference_kernel
 from wsec.backends.sim_pe import SramImages
-from wsec.driver import CompileOptions, compile_model
 from wsec.ir.kernels import KINDS
 from wsec.run import compare, onnx_reference
-
-MODES = ("pipeline", "stream")
 
 
 @pytest.fixture(scope="module")
 def gaps_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     d = tmp_path_factory.mktemp("gaps")
     sim_zoo.gaps_model(d / "gaps.onnx")
-    for mode in MODES:
-        res = compile_model(str(d / "gaps.onnx"), CompileOptions(mode=mode))
-        write_binary(res.module, str(d / f"{mode}.bin"), embed_weights=mode == "stream")
+    _compile_modes(d, d / "gaps.onnx")
     return d
 
 
 @pytest.fixture(scope="module")
 def gaps(gaps_dir: pathlib.Path) -> dict[str, Program]:
-    return {mode: load_binary(str(gaps_dir / f"{mode}.bin")) for mode in MODES}
+    return _load_modes(gaps_dir)
 
 
 def _inputs(p: Program, seed: int = 0) -> dict[str, np.ndarray]:
@@ -134,14 +132,7 @@ def test_gaps_match_onnxruntime_and_the_reference(gaps: dict[str, Program],
 @pytest.mark.parametrize("mode", MODES)
 def test_gaps_run_check_cli(gaps: dict[str, Program], gaps_dir: pathlib.Path,
                             mode: str) -> None:
-    from conftest import run_wsec
-
-    p = gaps[mode]
-    r = run_wsec("run", str(gaps_dir / f"{mode}.bin"), "--check", str(gaps_dir / "gaps.onnx"),
-                 "--per-kernel", cwd=gaps_dir)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "FAIL" not in r.stdout
-    assert r.stdout.count("PASS") == len(p.kernels) + len(p.info["outputs"])
+    _run_check_cli(gaps[mode], gaps_dir / f"{mode}.bin", gaps_dir / "gaps.onnx")
 
 
 def test_zero_d_sum_combines_partials_along_a_chain(gaps: dict[str, Program]) -> None:
@@ -158,28 +149,13 @@ def test_zero_d_sum_combines_partials_along_a_chain(gaps: dict[str, Program]) ->
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_gaps_misdirected_lane(gaps: dict[str, Program], key: str) -> None:
     p = gaps["pipeline"]
-    ki = _case(p, key)
-    r = p.routes.copy()
-    lane = _lane_into(p, ki)
-    land = lane[np.flatnonzero((r["tx"][lane] & PORT_BITS["RAMP"]) != 0)][0]
-    r["tx"][land] = PORT_BITS["N"]
-    x, y = int(r["x"][land]), int(r["y"][land])
-    with pytest.raises(SimError) as ex:
-        simulate(replace(p, routes=r), random_inputs(p))
-    m = re.search(r"lane 0 of edge #\d+ .*?PE \((\d+), (\d+)\)", str(ex.value))
-    assert m, str(ex.value)
-    assert abs(int(m[1]) - x) + abs(int(m[2]) - y) <= 1, (str(ex.value), x, y)
+    _misdirect_lane_0(p, _case(p, key), beside=True)
 
 
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_gaps_dropped_lane(gaps: dict[str, Program], key: str) -> None:
     p = gaps["pipeline"]
-    ki = _case(p, key)
-    r = p.routes.copy()
-    r["tx"][_lane_into(p, ki)] &= ~np.uint8(PORT_BITS["RAMP"])
-    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .* never reaches "
-                                       rf"'{p.kernels[ki].name}'; it ends at PE \("):
-        simulate(replace(p, routes=r), random_inputs(p))
+    _drop_lane_0(p, _case(p, key))
 
 
 @pytest.mark.parametrize("key,value", [("layernorm_computed_scale", "gr"),

@@ -27,7 +27,7 @@ from wsec.ir.opsem_core import _pool_geometry, pool_indices
 
 from .sim_base import COMPUTE_DTYPE, SimError
 from .sim_channels import batchnorm_train, lrn
-from .sim_inbox import grid_pe
+from .sim_inbox import check_windows, grid_pe
 from .sim_pe import Env, run_op
 from .sim_sharded import row_windows
 from .sim_tail import const_on_owners
@@ -167,8 +167,14 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
     N, C, H, W = x.shape
     cb = _cdiv(C, c)
     uw, uh = k.unrotated_shape
+    d = env.deliveries.get(node.inputs[0])
+    check = d is not None and d.shape == x.shape
     if node.op.startswith("Global"):
         held = [env_kind_rows(env, g) for g in range(s)]
+        if check:
+            rows = np.array(held, np.int64).reshape(s, 2)
+            stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, grouped_need(
+                x.shape, c, s, (uw, uh), rows[:, 0], rows[:, 1]))
         acc = None
         for a, b in held:  # the row groups' partials, combined in PE order
             part = x[:, :, a:b]
@@ -191,6 +197,11 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
     mx = node.op == "MaxPool"
     width = [(0, 0), (0, 0), (pb[0], pe[0] + extra[0]), (pb[1], pe[1] + extra[1])]
     xp = np.pad(x, width, constant_values=-np.inf if mx else 0.0)
+
+    if check:
+        lo, hi = window_need(s, hb, st[0], R, dl[0], Ho, pb[0], H)
+        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, grouped_need(
+            x.shape, c, s, (uw, uh), lo, hi))
 
     def first(g: int) -> tuple[int, int]:
         return g // uh, g % uh  # channel group 0, row group g
@@ -222,6 +233,39 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
     i = (np.arange(C) // cb)[:, None] * s + (np.arange(Ho) // hb)[None, :]
     stats["sharded_pes"] = c * s
     return rows(y), _grouped_lin(env, i).reshape(1, C, Ho, 1), None if f is None else rows(f)
+
+
+def window_need(s: int, hb: int, sh: int, R: int, dh: int, Ho: int, pad_top: int, H: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Input rows [lo, hi) the hb output rows of each of s row groups read
+    through an R-tap window (dilation dh, stride sh, pad_top rows above the
+    input): the strided span plus the halo, clipped to the H input rows."""
+    first = np.arange(s) * hb
+    nrows = np.clip(Ho - first, 0, hb)
+    r0 = first * sh - pad_top
+    r1 = np.where(nrows > 0, r0 + (nrows - 1) * sh + (R - 1) * dh + 1, r0)
+    return np.clip(r0, 0, H), np.clip(r1, 0, H)
+
+
+def grouped_need(shape: tuple[int, ...], c: int, s: int, rect: tuple[int, int],
+                 lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(uh, uw, 2, 4): the input box each PE of a grouped layout of (uw, uh)
+    = `rect` reads (PE index i = px * uh + py: channel block i // s of rows
+    [lo, hi) of its row group i % s; PEs past c s read nothing)."""
+    uw, uh = rect
+    N, C, _, W = shape
+    i = np.arange(uw)[None, :] * uh + np.arange(uh)[:, None]
+    g, cg = i % s, i // s
+    g = np.minimum(g, s - 1)
+    cb = _cdiv(C, c)
+    need = np.zeros((uh, uw, 2, 4), np.int64)
+    need[:, :, 1, 0] = N
+    need[:, :, 0, 1] = np.minimum(cg * cb, C)
+    need[:, :, 1, 1] = np.minimum((cg + 1) * cb, C)
+    need[:, :, 0, 2], need[:, :, 1, 2] = lo[g], np.maximum(lo[g], hi[g])
+    need[:, :, 1, 3] = W
+    need[i >= c * s] = 0
+    return need
 
 
 def env_kind_rows(env: Env, g: int) -> tuple[int, int]:

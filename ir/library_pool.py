@@ -12,11 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .cuts import row_hulls
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
     CODE_BYTES,
     KERNEL_OVERHEAD,
+    MAX_COLUMN,
     ROW_OVERHEAD,
     LibraryKind,
     UnsupportedShape,
@@ -32,7 +34,14 @@ from .library_common import (
     spatial,
     vtype,
 )
-from .library_conv import channel_shard, fold_depth, pair, window_dims, window_rows
+from .library_conv import (
+    channel_shard,
+    covering_rows,
+    fold_depth,
+    pair,
+    window_dims,
+    window_rows,
+)
 from .target import Target
 
 
@@ -139,6 +148,39 @@ class PoolKind(LibraryKind):
             b = block(dims["H"], int(knobs["s"]), group)
             return b.start, b.stop
         return window_rows(dims["Ho"], int(knobs["s"]), dims["sh"], dims["R"], dims["dh"], group)
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """PE index i (grouped layout, in the column height the library
+        uses) reads channel block i // s of its row group i % s's input
+        rows: windowed pooling its span plus halo (`input_rows`, covering
+        the input as conv's cut does), global pooling its block of rows. A
+        PE row's box is the hull of its PEs' (wsec.ir.cuts.row_hulls). 1-D
+        pooling (rows of one) and 3-D pooling (depth folded into N or the
+        rows) read no box of their input per row: None."""
+        c, s = int(knobs["c"]), int(knobs["s"])
+        N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
+        if dims.get("T") or dims.get("L1") or tuple(shape) != (N, C, H, W):
+            return None
+        rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
+        got = covering_rows(rows, 0 if dims.get("glob") else dims["ph"], H)
+        if got is None:
+            return None
+        lo, hi = got
+        n = c * s
+        h = min(n, MAX_COLUMN)
+        i = np.arange(-(-n // h))[None, :] * h + np.arange(h)[:, None]  # [h, w] PE index
+        live = i < n
+        g, cg = i % s, i // s
+        step = -(-C // c)
+        pe = np.zeros((*i.shape, 2, 4), np.int64)
+        pe[:, :, 1, 0] = N
+        pe[:, :, 0, 1] = np.minimum(C, cg * step)
+        pe[:, :, 1, 1] = np.minimum(C, (cg + 1) * step)
+        pe[:, :, 0, 2], pe[:, :, 1, 2] = lo[g], hi[g]
+        pe[:, :, 1, 3] = W
+        pe[~live] = 0
+        return row_hulls(pe)
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

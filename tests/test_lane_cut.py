@@ -128,14 +128,15 @@ def test_loader_checks_a_cut_bundles_boxes(cnn: pathlib.Path) -> None:
     sl["stop"][:, :len(shape)] = shape
     sl["start"][:, 2] = np.minimum(np.arange(L), shape[2])  # every lane from its row down
     sl["start"][0, 2] = 0
-    p.slices = sl
+    at = len(p.slices)  # after the cut bundles' own boxes
+    p.slices = np.concatenate([p.slices, sl])
     p.bundles["flags"][bi] |= BUNDLE_CUT
-    p.bundles["slice0"][bi] = 0
+    p.bundles["slice0"][bi] = at
     check_records(p)  # overlapping boxes covering the value: a declared cover
-    sl["start"][:, 2] = np.maximum(1, sl["start"][:, 2])  # nobody carries row 0
+    p.slices["start"][at:, 2] = np.maximum(1, sl["start"][:, 2])  # nobody carries row 0
     with pytest.raises(FormatError, match=r"do not cover it: no lane carries element \[0, 0, 0"):
         check_records(p)
-    p.bundles["slice0"][bi] = 1
+    p.bundles["slice0"][bi] = at + 1
     with pytest.raises(FormatError, match="outside the .* stored"):
         check_records(p)
 

@@ -1,0 +1,335 @@
+"""Cut bundles into the kinds beyond conv: pooling and matmul.
+
+Each kind whose PE rows read separable parts of their input declares per
+row the box they read (KernelKind.input_cut); its per-PE executor declares
+each PE's window and the simulator checks it against the box of the lane
+the PE's core received (sim_inbox.check_windows). These tests check the
+declared boxes cover the input and hold every PE's window, that a fault in
+the boxes or the lanes (a shortened box, two lanes swapped, a lane
+dropped) is a SimError at that PE, and that a compiled binary whose
+bundles into pool and matmul kernels are cut runs with every one of those
+PEs reading only what its lane delivered.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from test_lane_cut import _P, _delivery
+from wsec.backends.emit import write_binary
+from wsec.backends.format import BUNDLE_CUT, PORT_BITS, Program
+from wsec.backends.loader import load_binary
+from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.backends.sim_einsum import reduction_need
+from wsec.backends.sim_inbox import check_windows
+from wsec.backends.sim_rows import grouped_need, window_need
+from wsec.backends.sim_stats import format_stats
+from wsec.driver import CompileOptions, compile_model
+from wsec.ir.cuts import flat_hulls, row_hulls
+from wsec.ir.kernels import KINDS
+from wsec.ir.lanes import check_cut
+from wsec.ir.library_common import MAX_COLUMN
+from wsec.run import onnx_reference
+
+
+def test_flat_hulls_bound_each_range() -> None:
+    shape = (2, 3, 4)
+    got = flat_hulls(np.array([0, 5, 3, 12, 13, 7, 3]),
+                     np.array([24, 7, 12, 24, 14, 7, 4]), shape)
+    assert got.tolist() == [
+        [[0, 0, 0], [2, 3, 4]],  # everything
+        [[0, 1, 1], [1, 2, 3]],  # elements 5, 6: both in one row of axis 1
+        [[0, 0, 0], [1, 3, 4]],  # elements 3..12: rows 0..2 of sample 0, whole
+        [[1, 0, 0], [2, 3, 4]],  # the second sample
+        [[1, 0, 1], [2, 1, 2]],  # one element
+        [[0, 0, 0], [0, 0, 0]],  # empty
+        [[0, 0, 3], [1, 1, 4]],
+    ]
+    flat = np.arange(24).reshape(shape)
+    for i, (a, b) in enumerate(zip([0, 5, 3, 12, 13, 7, 3], [24, 7, 12, 24, 14, 7, 4],
+                                          strict=True)):
+        box = flat[tuple(slice(x, y) for x, y in zip(got[i, 0], got[i, 1], strict=True))]
+        assert set(range(a, b)) <= set(box.ravel().tolist())
+
+
+def test_row_hulls_skip_pes_reading_nothing() -> None:
+    pe = np.zeros((2, 3, 2, 2), np.int64)
+    pe[0, 0] = [[0, 2], [1, 5]]
+    pe[0, 2] = [[1, 0], [3, 1]]
+    pe[1, 1] = [[2, 2], [2, 4]]  # empty: the row reads nothing
+    assert row_hulls(pe).tolist() == [[[0, 0], [3, 5]], [[0, 0], [0, 0]]]
+
+
+def _pool_dims(N: int, C: int, H: int, R: int, sh: int, pt: int, pb: int, glob: int
+               ) -> tuple[dict[str, int], int]:
+    Ho = 1 if glob else (H + pt + pb - R) // sh + 1
+    return ({"N": N, "C": C, "H": H, "W": H, "R": H if glob else R, "S": R, "sh": sh, "sw": sh,
+             "dh": 1, "dw": 1, "ph": pt + pb, "pw": 0, "Ho": Ho, "Wo": Ho, "glob": glob}, Ho)
+
+
+POOLS = [  # N, C, H, R, sh, pad_top, pad_bottom, glob, c, s
+    (1, 8, 12, 3, 2, 1, 1, 0, 2, 3),
+    (1, 6, 14, 1, 3, 0, 0, 0, 3, 4),     # stride past the window: rows nobody reads
+    (2, 4, 9, 3, 1, 1, 1, 0, 4, 5),      # more rows than a column holds: 4 x 5 PEs
+    (1, 5, 7, 2, 2, 0, 0, 0, 1, 9),      # more row groups than output rows
+    (1, 16, 6, 6, 1, 0, 0, 1, 4, 3),     # global pooling: blocks of rows
+    (1, 600, 8, 3, 1, 1, 1, 0, 150, 4),  # 600 PEs: two columns of the grouped layout
+]
+
+
+def _pool_case(case: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """(input shape, the kind's per-row boxes, the executor's per-PE windows)."""
+    N, C, H, R, sh, pt, pb, glob, c, s = case
+    dims, Ho = _pool_dims(N, C, H, R, sh, pt, pb, glob)
+    shape = (N, C, H, H)
+    rows = KINDS["pool"].input_cut(dims, {"c": c, "s": s}, shape)
+    assert rows is not None
+    n = c * s
+    uh = min(n, MAX_COLUMN)
+    rect = (-(-n // uh), uh)
+    if glob:
+        held = np.array([KINDS["pool"].input_rows(dims, {"c": c, "s": s}, g) for g in range(s)])
+        lo, hi = held[:, 0], held[:, 1]
+    else:
+        lo, hi = window_need(s, -(-Ho // s), sh, R, 1, Ho, pt, H)
+    return shape, rows, grouped_need(shape, c, s, rect, lo, hi)
+
+
+@pytest.mark.parametrize("case", POOLS)
+def test_pool_input_cut_covers_the_input_and_holds_each_pes_window(case: tuple[int, ...]
+                                                                     ) -> None:
+    shape, rows, need = _pool_case(case)
+    assert rows.shape == (need.shape[0], 2, 4)
+    check_cut(shape, rows)
+    reads = (need[:, :, 1] > need[:, :, 0]).all(axis=2)
+    inside = ((rows[:, None, 0] <= need[:, :, 0]) & (need[:, :, 1] <= rows[:, None, 1])).all(
+        axis=2)
+    assert (inside | ~reads).all()
+    N, C, H, R, sh, pt, pb, glob, c, s = case
+    dims, _ = _pool_dims(N, C, H, R, sh, pt, pb, glob)
+    assert KINDS["pool"].input_cut(dims, {"c": c, "s": s}, (N, C, H)) is None  # 1-D: no cut
+    assert KINDS["pool"].input_cut({**dims, "T": 2}, {"c": c, "s": s}, shape) is None
+
+
+def _row_multicast(uh: int, uw: int) -> np.ndarray:
+    return np.repeat(np.arange(uh)[:, None], uw, axis=1)  # lane r lands on row r
+
+
+def test_pool_windows_against_cut_lanes_name_the_pe_on_a_fault() -> None:
+    shape, rows, need = _pool_case((2, 4, 9, 3, 1, 1, 1, 0, 4, 5))
+    uh, uw = need.shape[:2]
+    lane_at = _row_multicast(uh, uw)
+    p = _P(shape)
+    assert check_windows(p, 0, _delivery(rows, lane_at, shape), need) == 0  # type: ignore[arg-type]
+    short = rows.copy()
+    short[3, 1, 2] -= 1  # row 3's box loses its last input row (the halo of a PE's window)
+    with pytest.raises(SimError, match=r"PE \(\d+, 23\) \(offset \(\d+, 3\)\) reads "
+                                       r"%x\[\d+, \d+, \d+, 0\], which never arrived"):
+        check_windows(p, 0, _delivery(short, lane_at, shape), need)  # type: ignore[arg-type]
+    swapped = lane_at.copy()
+    swapped[[0, 5]] = swapped[[5, 0]]  # two lanes misdirected onto each other's rows
+    with pytest.raises(SimError, match=r"offset \(0, 0\)\) reads"):
+        check_windows(p, 0, _delivery(rows, swapped, shape), need)  # type: ignore[arg-type]
+    dropped = lane_at.copy()
+    dropped[7, uw - 1] = -1  # the multicast stops short of the row's last PE
+    with pytest.raises(SimError, match=rf"offset \({uw - 1}, 7\).*the PE holds no lane"):
+        check_windows(p, 0, _delivery(rows, dropped, shape), need)  # type: ignore[arg-type]
+    # flat lanes carry ranges of whole channels: most PEs would need forwarding
+    assert check_windows(p, 0, _delivery(None, lane_at, shape), need) > 0  # type: ignore[arg-type]
+
+
+def test_pool_grouped_columns_read_different_boxes_from_one_lane() -> None:
+    """Two columns of a grouped layout: each row's lane carries the hull of
+    both PEs' windows, and each PE is checked against its own window."""
+    shape, rows, need = _pool_case((1, 600, 8, 3, 1, 1, 1, 0, 150, 4))
+    uh, uw = need.shape[:2]
+    assert uw == 2 and not (need[:, 0] == need[:, 1]).all()
+    lane_at = _row_multicast(uh, uw)
+    p = _P(shape)
+    assert check_windows(p, 0, _delivery(rows, lane_at, shape), need) == 0  # type: ignore[arg-type]
+    narrow = rows.copy()
+    narrow[10, 1, 1] = need[10, 0, 1, 1]  # the box holds column 0's channels only
+    with pytest.raises(SimError, match=r"offset \(1, 10\)\) reads"):
+        check_windows(p, 0, _delivery(narrow, lane_at, shape), need)  # type: ignore[arg-type]
+
+
+MATMULS = [  # A's shape, Kd blocks ky
+    ((4, 10), 3),
+    ((2, 5, 16), 16),
+    ((7,), 4),
+    ((3, 6), 8),  # more reduction blocks than Kd: rows that read nothing
+]
+
+
+@pytest.mark.parametrize("case", MATMULS)
+def test_matmul_input_cut_is_each_rows_reduction_block(case: tuple[tuple[int, ...], int]
+                                                       ) -> None:
+    shape, ky = case
+    Kd = shape[-1]
+    dims = {"M": int(np.prod(shape[:-1])), "Kd": Kd, "N": 5, "Bt": 1, "tB": 0, "bias": 0,
+            "Bact": 0, "Bwhole": 0}
+    rows = KINDS["matmul"].input_cut(dims, {"kx": 2, "ky": ky}, shape)
+    assert rows is not None and rows.shape == (ky, 2, len(shape))
+    check_cut(shape, rows)
+    need = reduction_need(shape, ky, -(-Kd // ky))
+    reads = (need[:, 1] > need[:, 0]).all(axis=1)
+    assert ((rows[:, 0] <= need[:, 0]) & (need[:, 1] <= rows[:, 1])).all(axis=1)[reads].all()
+    assert KINDS["matmul"].input_cut({**dims, "tA": 1}, {"kx": 2, "ky": ky}, shape) is None
+    lane_at = _row_multicast(ky, 2)
+    p = _P(shape)
+    assert check_windows(p, 0, _delivery(rows, lane_at, shape), need) == 0  # type: ignore[arg-type]
+    if ky < 2 or Kd < ky:
+        return
+    swapped = lane_at.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    with pytest.raises(SimError, match=r"offset \(0, 0\)\) reads"):
+        check_windows(p, 0, _delivery(rows, swapped, shape), need)  # type: ignore[arg-type]
+    short = rows.copy()
+    short[1, 1, -1] -= 1  # row 1's block loses its last reduction index
+    with pytest.raises(SimError, match=r"offset \(0, 1\)\) reads"):
+        check_windows(p, 0, _delivery(short, lane_at, shape), need)  # type: ignore[arg-type]
+
+
+def test_matmul_dims_mark_a_whose_reduction_is_not_its_last_axis() -> None:
+    from wsec.ir.graph import Node, Value
+    from wsec.ir.types import TensorType
+
+    def v(*shape: int) -> Value:
+        return Value("x", TensorType("f32", shape))
+
+    vals = {"a": v(6, 4), "b": Value("b", TensorType("f32", (6, 5)), object()),  # type: ignore[arg-type]
+            "c": v(4, 6)}
+    kind = KINDS["matmul"]
+    gemm_t = Node("g", "Gemm", ["a", "b"], ["y"], {"transA": 1})
+    assert kind.dims_from([gemm_t], {**vals, "y": v(4, 5)}).get("tA") == 1
+    gemm = Node("g", "Gemm", ["c", "b"], ["y"], {})
+    assert "tA" not in kind.dims_from([gemm], {**vals, "y": v(4, 5)})
+    ein = Node("e", "Einsum", ["a", "b"], ["y"], {"equation": "km,kn->mn"})
+    assert kind.dims_from([ein], {**vals, "y": v(4, 5)}).get("tA") == 1
+    ein = Node("e", "Einsum", ["c", "b"], ["y"], {"equation": "mk,kn->mn"})
+    assert "tA" not in kind.dims_from([ein], {**vals, "y": v(4, 5)})
+
+
+def _model(path: pathlib.Path) -> None:
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, list(shape),
+                                  rng.standard_normal(shape).astype(np.float32).ravel().tolist())
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("MaxPool", ["p"], ["q"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["q"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Relu", ["f"], ["f2"]),
+             helper.make_node("Gemm", ["f2", "w", "b"], ["h"]),
+             helper.make_node("Relu", ["h"], ["h2"]),
+             helper.make_node("MatMul", ["h2", "w2"], ["y"])]
+    g = helper.make_graph(
+        nodes, "cut_kinds",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 24, 24])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])],
+        [init("w", 16, 32), init("b", 32), init("w2", 32, 6)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
+    """Pools and matmuls compiled with lanes as wide as their sides allow
+    (route headroom): their bundles get one lane per sink row, cut."""
+    d = tmp_path_factory.mktemp("cutk")
+    _model(d / "m.onnx")
+    m = compile_model(str(d / "m.onnx"),
+                      CompileOptions(pass_options=["route{headroom=1000}"])).module
+    write_binary(m, str(d / "m.bin"))
+    return load_binary(str(d / "m.bin")), d / "m.onnx"
+
+
+def _cut_sinks(p: Program) -> dict[int, int]:
+    """Cut bundle index -> its sink kernel."""
+    return {bi: int(b["sink"]) for bi, b in enumerate(p.bundles)
+            if int(b["flags"]) & BUNDLE_CUT}
+
+
+def test_cut_pool_and_matmul_kernels_read_only_their_lanes(
+        wide: tuple[Program, pathlib.Path]) -> None:
+    p, onnx_path = wide
+    cut = _cut_sinks(p)
+    kinds = {p.kernels[ki].kind for ki in cut.values()}
+    assert {"pool", "matmul"} <= kinds
+    ops = {p.kernels[ki].body[0]["op"] for ki in cut.values()}
+    assert {"MaxPool", "GlobalAveragePool"} <= ops
+    x = random_inputs(p, 0)
+    res = simulate(p, x)
+    for ki in cut.values():
+        assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0
+    ref, _ = onnx_reference(str(onnx_path), x)
+    np.testing.assert_allclose(res.outputs["y"], ref["y"], rtol=1e-4, atol=1e-5)
+    text = format_stats(p, res)
+    assert "by kind (kernels checked" in text and " pool " in text
+
+
+def _first_cut(p: Program, kind: str, op: str | None = None) -> int:
+    return next(bi for bi, ki in _cut_sinks(p).items() if p.kernels[ki].kind == kind
+                and (op is None or p.kernels[ki].body[0]["op"] == op) and int(
+                    p.bundles[bi]["lanes"]) > 1)
+
+
+@pytest.mark.parametrize("kind, op", [("pool", "MaxPool"), ("pool", "GlobalAveragePool"),
+                                      ("matmul", None)])
+def test_swapping_two_cut_lanes_boxes_is_an_error_at_a_pe(
+        wide: tuple[Program, pathlib.Path], kind: str, op: str | None) -> None:
+    p, _ = wide
+    bi = _first_cut(p, kind, op)
+    first = int(p.bundles[bi]["slice0"])
+    last = first + int(p.bundles[bi]["lanes"]) - 1
+    name = p.kernels[int(p.bundles[bi]["sink"])].name
+    p.slices[[first, last]] = p.slices[[last, first]].copy()  # the first and last rows' boxes
+    try:
+        with pytest.raises(SimError, match=rf"kernel '{name}' .*PE \(\d+, \d+\) \(offset "
+                                           r"\(0, 0\)\) reads .*never arrived there"):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        p.slices[[first, last]] = p.slices[[last, first]].copy()
+
+
+def test_shortening_a_pools_halo_is_an_error_at_its_pe(wide: tuple[Program, pathlib.Path]
+                                                        ) -> None:
+    p, _ = wide
+    bi = _first_cut(p, "pool", "MaxPool")
+    s0 = int(p.bundles[bi]["slice0"])
+    boxes = p.lane_boxes(bi)
+    assert boxes is not None
+    cut = 2  # more than the pad above the input (the box's margin for it)
+    lane = next(i for i in range(len(boxes) - 1)
+                if boxes[i, 1, 2] - cut >= max(boxes[i, 0, 2] + 1, boxes[i + 1, 0, 2])
+                and (boxes[i, :, 1] == boxes[i + 1, :, 1]).all())
+    p.slices["stop"][s0 + lane, 2] -= cut  # the next lane still carries those rows
+    try:
+        with pytest.raises(SimError, match=r"PE \(\d+, \d+\) \(offset \(0, \d+\)\) reads "
+                                           r".*never arrived there \(lane \d+ of .* carries it"):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        p.slices["stop"][s0 + lane, 2] += cut
+
+
+def test_dropping_a_cut_lane_at_a_matmul_pe_is_an_error(wide: tuple[Program, pathlib.Path]
+                                                         ) -> None:
+    p, _ = wide
+    bi = _first_cut(p, "matmul")
+    r = p.routes
+    ramp = PORT_BITS["RAMP"]
+    mine = np.flatnonzero((r["bundle"] == bi) & ((r["tx"].astype(np.int64) & ramp) != 0))
+    i = int(mine[-1])
+    old = int(r["tx"][i])
+    r["tx"][i] = old & ~ramp  # the lane passes the PE's core by
+    try:
+        with pytest.raises(SimError, match=r"PE \(\d+, \d+\)"):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        r["tx"][i] = old

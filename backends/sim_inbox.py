@@ -161,6 +161,17 @@ def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
     return 0
 
 
+def pe_windows(boxes: np.ndarray, lin: np.ndarray, uw: int, uh: int) -> np.ndarray:
+    """(uh, uw, 2, ndim) windows for check_windows: box i ((n, 2, ndim)) on
+    the PE at linear offset lin[i] (py * uw + px) of the unrotated
+    rectangle; PEs no box lands on read nothing."""
+    need = np.zeros((uh * uw, *boxes.shape[1:]), np.int64)
+    lin = np.asarray(lin, np.int64).reshape(-1)
+    on = (lin >= 0) & (lin < uh * uw)
+    need[lin[on]] = boxes[on]
+    return need.reshape(uh, uw, *boxes.shape[1:])
+
+
 def _box(b: np.ndarray) -> str:
     return "[" + ", ".join(f"{int(a)}:{int(c)}" for a, c in zip(b[0], b[1], strict=True)) + "]"
 

@@ -20,14 +20,15 @@ normalisation (library_pool, library_rowwise).
 from __future__ import annotations
 
 import numpy as np
+from wsec.ir.cuts import flat_hulls, joined
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
 from wsec.ir.opsem import windows
 from wsec.ir.opsem_core import _pool_geometry, pool_indices
 
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_channels import batchnorm_train, lrn
-from .sim_inbox import check_windows, grid_pe
+from .sim_channels import batchnorm_train, check_norm_rows, check_row_norm, lrn
+from .sim_inbox import check_windows, grid_pe, pe_windows
 from .sim_pe import Env, run_op
 from .sim_sharded import row_windows
 from .sim_tail import const_on_owners
@@ -292,6 +293,7 @@ def softmax(env: Env, node: Node, stats: dict[str, int]) -> bool:
     p = int(env.k.knobs["p"])
     pe, pr = min(p, E), max(1, p // E)
     nb, rl = _cdiv(E, pe), _cdiv(rows, pr)
+    _check_softmax(env, node.inputs[0], x.shape, axis, pe, nb, rl, p, stats)
     x2 = np.pad(xm.reshape(rows, E), [(0, 0), (0, pe * nb - E)], constant_values=-np.inf)
     seg = x2.reshape(rows, pe, nb)  # [row, segment PE, its elements]
     gmax = seg.max(axis=2).max(axis=1, keepdims=True)[:, :, None]  # partial maxima combined
@@ -310,6 +312,26 @@ def softmax(env: Env, node: Node, stats: dict[str, int]) -> bool:
     env.owner[node.outputs[0]] = own
     stats["sharded_pes"] = pe * min(pr, rows)
     return True
+
+
+def _check_softmax(env: Env, name: str, shape: tuple[int, ...], axis: int, pe: int, nb: int,
+                   rl: int, p: int, stats: dict[str, int]) -> None:
+    """Softmax PE i reads segment i % pe (nb long) of the axis in the rl
+    consecutive rows (over the other axes, in order) of row group i // pe;
+    its window is their hull, checked against the lane that delivered it."""
+    d = env.deliveries.get(name)
+    if d is None or d.shape != tuple(shape):
+        return
+    E = shape[axis]
+    other = tuple(n for a, n in enumerate(shape) if a != axis)
+    rows = int(np.prod(other))
+    i = np.arange(p)
+    seg, rg = i % pe, i // pe
+    hull = flat_hulls(np.minimum(rg * rl, rows), np.minimum((rg + 1) * rl, rows), other)
+    ax = np.stack([np.minimum(seg * nb, E), np.minimum((seg + 1) * nb, E)], axis=1)[:, :, None]
+    uw, uh = env.k.unrotated_shape
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
+        joined(hull[:, :, :axis], ax, hull[:, :, axis:]), _spread_lin(env, i), uw, uh))
 
 
 def norm(env: Env, node: Node, stats: dict[str, int]) -> bool:
@@ -341,6 +363,7 @@ def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     C, W = int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))
     c, r = int(k.knobs["c"]), int(k.knobs.get("r", 1))
     cb, wseg = _cdiv(C, c), _cdiv(W, r)
+    check_row_norm(env, node.inputs[0], x.shape, axis, cb, wseg, stats)
     x2 = np.pad(x.reshape(C, W), [(0, 0), (0, r * wseg - W)]).reshape(C, r, wseg)
     valid = (np.arange(r * wseg) < W).reshape(1, r, wseg)
 
@@ -385,6 +408,7 @@ def _batchnorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     c, s = int(k.knobs["c"]), int(k.knobs["s"])
     H = x.shape[2] if x.ndim >= 4 else 1
     cb, hb = _cdiv(C, c), _cdiv(N * H, s)
+    check_norm_rows(env, node.inputs[0], x.shape, cb, hb, None, stats)
     grid = x.shape
     nh = (np.arange(N)[:, None] * H + np.arange(H)[None, :]) // hb  # row group of (n, h)
     group = np.arange(C) // cb

@@ -48,3 +48,37 @@ def row_hulls(pe_boxes: np.ndarray) -> np.ndarray:
     rhi = np.where(reads[:, :, None], hi, -1).max(axis=1)
     any_ = reads.any(axis=1)[:, None]
     return np.stack([np.where(any_, rlo, 0), np.where(any_, rhi, 0)], axis=1)
+
+
+def grouped_rows(boxes: np.ndarray, column: int) -> np.ndarray:
+    """Per-row boxes of a grouped layout (library_common.grouped_layout: PE
+    index i at (i // h, i % h), h = min(n, column)) from the boxes its n PE
+    indices read ((n, 2, ndim))."""
+    n = boxes.shape[0]
+    h = max(1, min(n, column))
+    w = -(-n // h)
+    pe = np.zeros((w * h, *boxes.shape[1:]), np.int64)
+    pe[:n] = boxes
+    return row_hulls(pe.reshape(w, h, *boxes.shape[1:]).transpose(1, 0, 2, 3))
+
+
+def spread_rows(boxes: np.ndarray) -> np.ndarray:
+    """Per-row boxes of a near-square spread layout (library_common.squarish:
+    PE index i at (i % w, i // w), w = ceil(sqrt(n))) from the boxes its n PE
+    indices read ((n, 2, ndim))."""
+    n = boxes.shape[0]
+    w = max(1, int(np.ceil(np.sqrt(n))))
+    h = -(-n // w)
+    pe = np.zeros((w * h, *boxes.shape[1:]), np.int64)
+    pe[:n] = boxes
+    return row_hulls(pe.reshape(h, w, *boxes.shape[1:]))
+
+
+def joined(*parts: np.ndarray) -> np.ndarray:
+    """Boxes over consecutive groups of axes ((n, 2, k) each) as one box
+    over all of them; a part that is empty makes the whole box empty (all
+    zero)."""
+    out = np.concatenate(parts, axis=2)
+    empty = (out[:, 1] <= out[:, 0]).any(axis=1)
+    out[empty] = 0
+    return out

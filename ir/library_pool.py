@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cuts import row_hulls
+from .cuts import grouped_rows
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
@@ -155,7 +155,7 @@ class PoolKind(LibraryKind):
         uses) reads channel block i // s of its row group i % s's input
         rows: windowed pooling its span plus halo (`input_rows`, covering
         the input as conv's cut does), global pooling its block of rows. A
-        PE row's box is the hull of its PEs' (wsec.ir.cuts.row_hulls). 1-D
+        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows). 1-D
         pooling (rows of one) and 3-D pooling (depth folded into N or the
         rows) read no box of their input per row: None."""
         c, s = int(knobs["c"]), int(knobs["s"])
@@ -167,20 +167,17 @@ class PoolKind(LibraryKind):
         if got is None:
             return None
         lo, hi = got
-        n = c * s
-        h = min(n, MAX_COLUMN)
-        i = np.arange(-(-n // h))[None, :] * h + np.arange(h)[:, None]  # [h, w] PE index
-        live = i < n
+        i = np.arange(c * s)
         g, cg = i % s, i // s
         step = -(-C // c)
-        pe = np.zeros((*i.shape, 2, 4), np.int64)
-        pe[:, :, 1, 0] = N
-        pe[:, :, 0, 1] = np.minimum(C, cg * step)
-        pe[:, :, 1, 1] = np.minimum(C, (cg + 1) * step)
-        pe[:, :, 0, 2], pe[:, :, 1, 2] = lo[g], hi[g]
-        pe[:, :, 1, 3] = W
-        pe[~live] = 0
-        return row_hulls(pe)
+        pe = np.zeros((i.size, 2, 4), np.int64)
+        pe[:, 1, 0] = N
+        pe[:, 0, 1] = np.minimum(C, cg * step)
+        pe[:, 1, 1] = np.minimum(C, (cg + 1) * step)
+        pe[:, 0, 2], pe[:, 1, 2] = lo[g], hi[g]
+        pe[:, 1, 3] = W
+        pe[(pe[:, 1] <= pe[:, 0]).any(axis=1)] = 0
+        return grouped_rows(pe, MAX_COLUMN)
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

@@ -333,3 +333,185 @@ def test_dropping_a_cut_lane_at_a_matmul_pe_is_an_error(wide: tuple[Program, pat
             simulate(p, random_inputs(p, 0))
     finally:
         r["tx"][i] = old
+
+
+def _inside_row_boxes(shape: tuple[int, ...], rows: np.ndarray, reads: list[np.ndarray],
+                      row_of: list[int]) -> None:
+    """Every element PE index i reads (a boolean mask of the value) lies in
+    the box of its PE row row_of[i]; the boxes cover the value."""
+    check_cut(shape, rows)
+    for i, mask in enumerate(reads):
+        lo, hi = rows[row_of[i]]
+        box = np.zeros(shape, bool)
+        box[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = True
+        assert not (mask & ~box).any(), f"PE index {i} reads outside row {row_of[i]}'s box"
+
+
+def _spread_row(p: int) -> list[int]:
+    w = int(np.ceil(np.sqrt(p)))
+    return [i // w for i in range(p)]
+
+
+def _grouped_row(n: int) -> list[int]:
+    return [i % min(n, MAX_COLUMN) for i in range(n)]
+
+
+@pytest.mark.parametrize("shape, p", [((1, 64, 7, 7), 10), ((3, 5), 4), ((2, 3, 4), 24),
+                                      ((5, 9, 2), 7)])
+def test_elementwise_rows_hold_each_pes_block(shape: tuple[int, ...], p: int) -> None:
+    E = int(np.prod(shape))
+    rows = KINDS["elementwise"].input_cut({"E": E, "Pf": 0}, {"p": p}, shape)
+    assert rows is not None
+    n = -(-E // p)
+    flat = np.arange(E).reshape(shape)
+    reads = [(flat >= i * n) & (flat < (i + 1) * n) for i in range(p)]
+    _inside_row_boxes(shape, rows, reads, _spread_row(p))
+    assert KINDS["elementwise"].input_cut({"E": E, "Pf": 1}, {"p": p}, shape) is None
+    assert KINDS["elementwise"].input_cut({"E": 2 * E, "Pf": 0}, {"p": p}, shape) is None
+
+
+@pytest.mark.parametrize("shape, axis, p", [((1, 1000), 1, 16), ((2, 3, 5), 1, 7),
+                                            ((4, 6), 0, 30), ((3, 4, 5), 2, 40)])
+def test_softmax_rows_hold_each_pes_segment(shape: tuple[int, ...], axis: int, p: int) -> None:
+    E = shape[axis]
+    dims = {"E": E, "rows": int(np.prod(shape)) // E}
+    if axis != len(shape) - 1:
+        dims["after"] = len(shape) - 1 - axis
+    rows = KINDS["softmax"].input_cut(dims, {"p": p}, shape)
+    assert rows is not None
+    pe, pr = min(p, E), max(1, p // E)
+    nb, rl = -(-E // pe), -(-(int(np.prod(shape)) // E) // pr)
+    idx = np.indices(shape)
+    other = [a for a in range(len(shape)) if a != axis]
+    row = np.ravel_multi_index(tuple(idx[a] for a in other), [shape[a] for a in other]) \
+        if other else np.zeros(shape, np.int64)
+    reads = [(idx[axis] // nb == i % pe) & (row // rl == i // pe) for i in range(p)]
+    _inside_row_boxes(shape, rows, reads, _spread_row(p))
+    if axis != len(shape) - 1:  # the axis is known only from the dims
+        assert KINDS["softmax"].input_cut({**dims, "after": 0}, {"p": p}, shape) is None \
+            or shape[-1] == E
+
+
+NORMS = [  # shape, c, s, r, L (LRN window), row norm (LayerNormalization over the last `lead` axes)
+    ((2, 16, 5, 5), 4, 3, 1, 1, 0),
+    ((1, 8, 7, 7), 3, 4, 1, 5, 0),
+    ((4, 6), 2, 3, 1, 1, 0),
+    ((2, 6, 9), 3, 2, 1, 1, 0),
+    ((2, 5, 12), 3, 1, 4, 1, 1),
+    ((6, 8), 6, 1, 1, 1, 1),
+    ((2, 3, 4, 5), 4, 1, 3, 1, 2),
+]
+
+
+@pytest.mark.parametrize("case", NORMS)
+def test_norm_rows_hold_each_pes_channels_and_rows(case: tuple) -> None:
+    shape, c, s, r, L, trailing = case
+    idx = np.indices(shape)
+    n = c * s * r
+    if trailing:
+        lead = len(shape) - trailing
+        C, W = int(np.prod(shape[:lead])), int(np.prod(shape[lead:]))
+        dims = {"N": 1, "C": C, "H": 1, "W": W, "L": 1, "Pr": 2 * W}
+        flat = np.arange(C * W).reshape(shape)
+        rb, wb = -(-C // c), -(-W // r)
+        reads = [(flat // W // rb == i // (s * r)) & (flat % W // wb == i % r) for i in range(n)]
+    else:
+        N, C = shape[:2]
+        H = shape[2] if len(shape) >= 4 else 1
+        dims = {"N": N, "C": C, "H": H, "W": int(np.prod(shape[2:])) // H, "L": L, "Pr": 0}
+        cb, hb = -(-C // c), -(-(N * H) // s)
+        nh = idx[0] * H + (idx[2] if len(shape) >= 4 else 0)
+        half = (L - 1) // 2
+        reads = [(idx[1] >= (i // s) * cb - half) & (idx[1] < (i // s + 1) * cb + L - 1 - half)
+                 & (nh // hb == i % s) for i in range(n)]
+    rows = KINDS["norm"].input_cut(dims, {"c": c, "s": s, "r": r}, shape)
+    assert rows is not None
+    _inside_row_boxes(shape, rows, reads, _grouped_row(n))
+
+
+def _norms_model(path: pathlib.Path) -> None:
+    rng = np.random.default_rng(1)
+
+    def init(name: str, *shape: int, scale: float = 1.0) -> onnx.TensorProto:
+        v = (rng.random(shape) + 0.5) * scale
+        return helper.make_tensor(name, TensorProto.FLOAT, list(shape),
+                                  v.astype(np.float32).ravel().tolist())
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["cv"], pads=[1, 1, 1, 1]),
+             helper.make_node("LRN", ["cv"], ["l"], size=3),
+             helper.make_node("LayerNormalization", ["l", "ls", "lb"], ["n"], axis=-1),
+             helper.make_node("MaxPool", ["cv"], ["mp"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["mp", "n"], ["a"]),
+             helper.make_node("Mul", ["mp", "a"], ["a2"]),
+             helper.make_node("BatchNormalization", ["a2", "sc", "bi", "mu", "va"], ["bn"]),
+             helper.make_node("Softmax", ["bn"], ["y"], axis=1)]
+    g = helper.make_graph(
+        nodes, "cut_norms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12])],
+        [init("w", 16, 16, 3, 3, scale=0.02), init("sc", 16), init("bi", 16), init("mu", 16),
+         init("va", 16), init("ls", 12), init("lb", 12)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.fixture(scope="module")
+def norms(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
+    """LRN, BatchNormalization and Softmax kernels compiled with wide lanes:
+    their bundles are cut."""
+    d = tmp_path_factory.mktemp("cutn")
+    _norms_model(d / "m.onnx")
+    m = compile_model(str(d / "m.onnx"),
+                      CompileOptions(pass_options=["route{headroom=1000}"])).module
+    write_binary(m, str(d / "m.bin"))
+    return load_binary(str(d / "m.bin")), d / "m.onnx"
+
+
+def test_cut_norm_and_softmax_kernels_read_only_their_lanes(
+        norms: tuple[Program, pathlib.Path]) -> None:
+    p, onnx_path = norms
+    cut = _cut_sinks(p)
+    ops = {p.kernels[ki].body[0]["op"] for ki in cut.values()}
+    assert {"LRN", "BatchNormalization", "Softmax"} <= ops
+    x = random_inputs(p, 0)
+    res = simulate(p, x)
+    for ki in cut.values():
+        assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0
+    ref, _ = onnx_reference(str(onnx_path), x)
+    np.testing.assert_allclose(res.outputs["y"], ref["y"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["LRN", "BatchNormalization", "Softmax"])
+def test_swapping_two_cut_lanes_into_a_norm_or_softmax_is_an_error_at_a_pe(
+        norms: tuple[Program, pathlib.Path], op: str) -> None:
+    p, _ = norms
+    bi = next(b for b, ki in _cut_sinks(p).items() if p.kernels[ki].body[0]["op"] == op)
+    first = int(p.bundles[bi]["slice0"])
+    last = first + int(p.bundles[bi]["lanes"]) - 1
+    name = p.kernels[int(p.bundles[bi]["sink"])].name
+    p.slices[[first, last]] = p.slices[[last, first]].copy()
+    try:
+        with pytest.raises(SimError, match=rf"kernel '{name}' .*PE \(\d+, \d+\) \(offset "
+                                           r"\(0, 0\)\) reads .*never arrived there"):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        p.slices[[first, last]] = p.slices[[last, first]].copy()
+
+
+def test_narrowing_an_lrn_lanes_channels_is_an_error_at_its_pe(
+        norms: tuple[Program, pathlib.Path]) -> None:
+    """An LRN row's box holds its channels plus the window's neighbours; a
+    lane without the neighbour channel above leaves the PE short."""
+    p, _ = norms
+    bi = next(b for b, ki in _cut_sinks(p).items() if p.kernels[ki].body[0]["op"] == "LRN")
+    s0 = int(p.bundles[bi]["slice0"])
+    boxes = p.lane_boxes(bi)
+    assert boxes is not None
+    C = int(boxes[:, 1, 1].max())
+    lane = next(i for i in range(len(boxes)) if 0 < boxes[i, 1, 1] < C)
+    p.slices["stop"][s0 + lane, 1] -= 1  # its last channel: another lane still carries it
+    try:
+        with pytest.raises(SimError, match=rf"offset \(0, {lane}\)\) reads %\w+\[0, "
+                                           rf"{int(boxes[lane, 1, 1]) - 1}, "):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        p.slices["stop"][s0 + lane, 1] += 1

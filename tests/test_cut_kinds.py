@@ -1,4 +1,4 @@
-"""Cut bundles into the kinds beyond conv: pooling and matmul.
+"""Cut bundles into the kinds beyond conv, and cut bundles from the host.
 
 Each kind whose PE rows read separable parts of their input declares per
 row the box they read (KernelKind.input_cut); its per-PE executor declares
@@ -7,8 +7,9 @@ the PE's core received (sim_inbox.check_windows). These tests check the
 declared boxes cover the input and hold every PE's window, that a fault in
 the boxes or the lanes (a shortened box, two lanes swapped, a lane
 dropped) is a SimError at that PE, and that a compiled binary whose
-bundles into pool and matmul kernels are cut runs with every one of those
-PEs reading only what its lane delivered.
+bundles into pool, matmul, norm and softmax kernels are cut runs with
+every one of those PEs reading only what its lane delivered. A cut bundle
+from the host has its boxes in the I/O map, which must agree with its lanes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pytest
 from onnx import TensorProto, helper
 from test_lane_cut import _P, _delivery
 from wsec.backends.emit import write_binary
-from wsec.backends.format import BUNDLE_CUT, PORT_BITS, Program
+from wsec.backends.format import BUNDLE_CUT, BUNDLE_FROM_HOST, PORT_BITS, FormatError, Program
+from wsec.backends.lanes import check_records
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_einsum import reduction_need
@@ -515,3 +517,64 @@ def test_narrowing_an_lrn_lanes_channels_is_an_error_at_its_pe(
             simulate(p, random_inputs(p, 0))
     finally:
         p.slices["stop"][s0 + lane, 1] += 1
+
+
+def _host_cut(p: Program) -> tuple[int, dict]:
+    """The cut bundle from the host and its I/O map entry."""
+    bi = next(b for b in _cut_sinks(p) if int(p.bundles[b]["flags"]) & BUNDLE_FROM_HOST)
+    e = p.edges[int(p.bundles[bi]["edge"])]
+    sink = p.kernels[int(p.bundles[bi]["sink"])].name
+    io = next(d for d in p.info["host_io"]["inputs"] if d["value"] == e.value
+              and d["sink"] == sink)
+    return bi, io
+
+
+def test_a_cut_host_input_sends_each_lane_its_box(norms: tuple[Program, pathlib.Path]) -> None:
+    p, _ = norms
+    bi, io = _host_cut(p)
+    boxes = p.lane_boxes(bi)
+    assert boxes is not None and "ranges" not in io
+    assert io["boxes"] == boxes.tolist() and len(io["pes"]) == len(boxes)
+    res = simulate(p, random_inputs(p, 0))
+    assert res.kernel_stats[p.kernels[int(p.bundles[bi]["sink"])].name]["forwarded_pes"] == 0
+
+
+def test_host_boxes_that_differ_from_the_lanes_are_rejected(
+        norms: tuple[Program, pathlib.Path]) -> None:
+    p, _ = norms
+    bi, io = _host_cut(p)
+    saved = [[list(a), list(b)] for a, b in io["boxes"]]
+    io["boxes"][3][0][2] += 1  # the host would send lane 3 one row less
+    try:
+        with pytest.raises(FormatError, match=rf"bundle #{bi} .* from the host to .*: the I/O "
+                                              r"map sends lane 3 .* its slice record says"):
+            check_records(p)
+        with pytest.raises(SimError, match=r"the I/O map sends the boxes"):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        io["boxes"] = saved
+
+
+def test_a_short_host_lane_is_an_error_at_its_pe(norms: tuple[Program, pathlib.Path]) -> None:
+    """Host and lane agree on a box one row short of what its PE row's
+    window reads (the next lane still carries the row): the PE raises."""
+    p, _ = norms
+    bi, io = _host_cut(p)
+    s0 = int(p.bundles[bi]["slice0"])
+    boxes = p.lane_boxes(bi)
+    assert boxes is not None
+    lo, hi = boxes[:, 0, 2], boxes[:, 1, 2]
+    lane = next(i for i in range(len(boxes)) if hi[i] - 2 > lo[i] and any(
+        j != i and (boxes[j, :, 1] == boxes[i, :, 1]).all() and lo[j] <= hi[i] - 2
+        and hi[j] >= hi[i] for j in range(len(boxes))))  # another lane carries its last rows
+    saved = [[list(a), list(b)] for a, b in io["boxes"]]
+    p.slices["stop"][s0 + lane, 2] -= 2
+    io["boxes"][lane][1][2] -= 2
+    try:
+        check_records(p)  # still a cover, and the I/O map agrees
+        with pytest.raises(SimError, match=rf"offset \(\d+, {lane}\)\) reads %x\[.*never "
+                                           r"arrived there"):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        p.slices["stop"][s0 + lane, 2] += 2
+        io["boxes"] = saved

@@ -11,6 +11,7 @@ against the box of the lane its core received (sim_inbox.check_windows).
 from __future__ import annotations
 
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -153,7 +154,10 @@ def test_resnet50_cut_bundles_carry_each_rows_window(tmp_path: pathlib.Path) -> 
     stats = res.kernel_stats
     cut = [int(b["sink"]) for b in p.bundles if int(b["flags"]) & BUNDLE_CUT]
     assert all(stats[p.kernels[ki].name]["forwarded_pes"] == 0 for ki in cut)
-    assert f"{len(set(cut))} read only what their lanes delivered" in format_stats(p, res)
+    # every cut kernel is among those reading only their lanes (so may be a
+    # kernel whose one flat lane carries its whole input)
+    proven = re.search(r"(\d+) read only what their lanes delivered", format_stats(p, res))
+    assert proven is not None and int(proven.group(1)) >= len(set(cut))
     # shorten a halo: a lane whose last row another lane carries too loses it
     for bi in (i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_CUT):
         boxes = p.lane_boxes(bi)

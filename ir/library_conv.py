@@ -404,6 +404,12 @@ class DeconvKind(LibraryKind):
         of (R - 1) * dh rows. Only every sh-th of them is an input row."""
         return window_rows(dims["Ho"], int(knobs["s"]), 1, dims["R"], dims.get("dh", 1), group)
 
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None: an output-row group's input rows depend on the pads, which
+        the dims do not carry (a deconv crops its full output by them)."""
+        return None
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

@@ -268,6 +268,13 @@ class ResizeKind(LibraryKind):
                 + (2 * d["Wo"] + d["Q"] + d["P"]) * 4)         # tap tables, constants
         return c, s, cycles, sram
 
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None: the input rows an output-row group reads follow the
+        coordinate transformation (mode, scales, roi, antialiasing), which
+        the dims (taps per axis only) do not describe."""
+        return None
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

@@ -255,10 +255,13 @@ class DatamoveKind(LibraryKind):
         return {"c": candidates(dims["E"], target.width),
                 "h": candidates(dims["E"], min(MAX_COLUMN, target.height))}
 
-    # input_cut: None. A PE forwards a block of the output; what it reads of
-    # an input is that block's preimage under the body's permutation (a
-    # concatenation's slice, a transpose's strided set), which the dims do
-    # not describe: the lanes carry the flat split.
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None: a PE forwards a block of the output, and what it reads of
+        an input is that block's preimage under the body's permutation (a
+        concatenation's slice, a transpose's strided set), which the dims
+        do not describe; its lanes carry the flat split."""
+        return None
 
     @staticmethod
     def pes(knobs: Knobs) -> int:

@@ -578,3 +578,17 @@ def test_a_short_host_lane_is_an_error_at_its_pe(norms: tuple[Program, pathlib.P
     finally:
         p.slices["stop"][s0 + lane, 2] += 2
         io["boxes"] = saved
+
+
+def test_every_library_kind_says_whether_its_rows_read_a_box() -> None:
+    """Each kind of wsec's own library overrides input_cut: a per-row cut,
+    or None with the reason in its docstring (not the silent default)."""
+    from wsec.ir.kernel_kind import KernelKind
+    from wsec.ir.library_common import LibraryKind
+
+    for name, kind in KINDS.items():
+        if not isinstance(kind, LibraryKind) or not type(kind).__module__.startswith("wsec.ir"):
+            continue  # cost-model kinds (ISPD 2020) compute nothing; tests register their own
+        fn = type(kind).input_cut
+        assert fn is not KernelKind.input_cut, f"kind '{name}' keeps the default input_cut"
+        assert fn.__doc__ and len(fn.__doc__.split()) > 8, f"kind '{name}': say why"

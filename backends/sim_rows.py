@@ -15,6 +15,12 @@ normalisation (library_pool, library_rowwise).
   in order; BatchNormalization (inference) per element on the PE of its
   channel group (LRN and training-mode BatchNormalization: sim_channels).
   Scale and bias come from the owning PEs' shards (sim_tail.const_on_owners).
+
+Each declares every PE's window of its data input (a pooling group's
+channels x rows with halo, a softmax PE's segment x rows, a norm group's
+channels x rows or a row norm's rows x segment; hulls where a PE's part of
+the flattened value is not a box) and checks it against the lane its core
+received (sim_inbox.check_windows).
 """
 
 from __future__ import annotations

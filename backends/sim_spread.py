@@ -4,7 +4,9 @@ Element-wise (library_rowwise.ElementwiseKind): PE i (offset py * w + px)
 owns the output elements [i n, (i + 1) n), n = ceil(E / p); when the kernel
 tiles a large constant over its rectangle (an attention mask), a PE owns
 instead the elements whose constant entries its tile holds. Every element
-is computed by its owner from its own SRAM shard (sim_tail).
+is computed by its owner from its own SRAM shard (sim_tail); a PE's window
+of the data input (the hull of its block) is checked against the lane its
+core received (sim_inbox.check_windows).
 
 Data movement (DatamoveKind): each of its p = c x h PEs owns a block of every output and
 forwards elements of the inputs ("the permutation is in the routes"). Which

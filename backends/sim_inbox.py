@@ -127,6 +127,8 @@ def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
     for a flat bundle, returns how many PEs read outside their lane's range
     (elements the rectangle would have to forward)."""
     uh, uw = d.lane_at.shape
+    if not d.shape:  # a scalar: a lane carries all of it or nothing (the routes check that)
+        return 0
     if need.ndim == 3:
         need = np.broadcast_to(need[:, None], (uh, uw, *need.shape[1:]))
     if need.shape[:2] != (uh, uw):

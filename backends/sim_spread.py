@@ -99,8 +99,8 @@ def _check_blocks(env: Env, name: str, owner: np.ndarray, stats: dict[str, int])
     that delivered the input (sim_inbox.check_windows)."""
     d = env.deliveries.get(name)
     e = owner.size
-    if d is None or d.numel != e:
-        return
+    if d is None or d.numel != e or not d.shape:
+        return  # a scalar: its one lane is the whole value
     p = max(1, int(env.k.knobs.get("p", 1)))
     n = -(-e // p)
     if not np.array_equal(owner.reshape(-1), np.arange(e, dtype=np.int64) // n):

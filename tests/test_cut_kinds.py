@@ -592,3 +592,10 @@ def test_every_library_kind_says_whether_its_rows_read_a_box() -> None:
         fn = type(kind).input_cut
         assert fn is not KernelKind.input_cut, f"kind '{name}' keeps the default input_cut"
         assert fn.__doc__ and len(fn.__doc__.split()) > 8, f"kind '{name}': say why"
+
+
+def test_a_scalar_inbox_is_whole_or_absent() -> None:
+    """A 0-d value travels on one lane: a PE holds all of it (its routes
+    are checked by the routers), so no window of it is short."""
+    d = _delivery(None, np.zeros((2, 3), np.int64), ())
+    assert check_windows(_P(()), 0, d, np.zeros((2, 2, 0), np.int64)) == 0  # type: ignore[arg-type]

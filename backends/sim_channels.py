@@ -27,7 +27,7 @@ from wsec.ir.kernels import KINDS
 from .sim_base import COMPUTE_DTYPE
 from .sim_inbox import check_windows, pe_windows, read_error
 from .sim_pe import Env
-from .sim_tail import const_on_owners
+from .sim_tail import operand_on_owners
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -163,8 +163,7 @@ def batchnorm_train(env: Env, node: Node, stats: dict[str, int]) -> bool:
     k = env.k
     x = env.get(node.inputs[0], node.name)
     if node.op != "BatchNormalization" or not node.attrs.get("training_mode", 0) or \
-            x.ndim < 2 or any(i not in k.weights for i in node.inputs[1:5]) or \
-            not np.issubdtype(x.dtype, np.floating):
+            x.ndim < 2 or not np.issubdtype(x.dtype, np.floating):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     N, C, H, Wr = _rows(x)
@@ -193,8 +192,9 @@ def batchnorm_train(env: Env, node: Node, stats: dict[str, int]) -> bool:
     xhat = xhat.reshape(x.shape)
     owner = _owner(env, x, cb, hb)
     per_channel = (C,) + (1,) * (x.ndim - 2)
-    sc, b = (const_on_owners(env, k.weights.index(i), x.shape, owner, per_channel)
-             for i in node.inputs[1:3])
+    sc, b = (operand_on_owners(env, i, x.shape, owner, per_channel) for i in node.inputs[1:3])
+    if sc is None or b is None:
+        return False
     env.store(node.outputs[0], (xhat * sc + b).astype(COMPUTE_DTYPE))
     env.owner[node.outputs[0]] = owner
     # the running statistics end on each channel group's last row PE
@@ -204,7 +204,7 @@ def batchnorm_train(env: Env, node: Node, stats: dict[str, int]) -> bool:
         if not o:
             continue
         shape = env.shape_of(inp)
-        run = const_on_owners(env, k.weights.index(inp), (C,), last, (C,))
+        run = operand_on_owners(env, inp, (C,), last, (C,))
         env.store(o, (run * mom + batch * (1 - mom)).reshape(shape))
         env.owner[o] = last.reshape(shape)
     stats["sharded_pes"] = c * s

@@ -7,7 +7,9 @@ library_gather), and of the normalisations built from reductions
   its elements and the segments' partials are combined along their chain
   in order (sums added one after the other, as the PEs forward them).
   Arg-reductions combine (value, index) partials, the first index winning
-  ties; a one-operand Einsum reduces its relabelled operand (sim_einsum);
+  ties; bools reduce as integers (ReduceMax: any, ReduceMin: all); a 0-d
+  operand is a row of one element, a 0-d result one output group; a
+  one-operand Einsum reduces its relabelled operand (sim_einsum);
   CumSum scans per PE with carries along the chain (sim_scan). An output
   ends on the last PE of its chain.
 - gather, knobs q, p: PE (px, py) holds table block (py, px); every output
@@ -29,7 +31,7 @@ from .sim_channels import check_norm_rows, check_row_norm
 from .sim_einsum import einsum_reduction
 from .sim_pe import Env, run_op
 from .sim_scan import cumsum
-from .sim_tail import as_compute, const_at, const_on_owners, run_tail
+from .sim_tail import as_compute, const_at, operand_on_owners, run_tail
 
 _IDENTITY = {"ReduceSum": 0.0, "ReduceMean": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0,
              "ReduceSumSquare": 0.0, "ReduceMax": -np.inf, "ReduceMin": np.inf,
@@ -143,13 +145,18 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     if node.op == "Einsum":
         return _einsum(env, body, stats)
     x0 = env.get(node.inputs[0], node.name)
-    if x0.ndim == 0 or not np.issubdtype(x0.dtype, np.number):
+    if not (np.issubdtype(x0.dtype, np.number) or x0.dtype == np.bool_):
         return 0
-    # floats in the PE's f32; integers in a wide accumulator (a sum, product
-    # or mean wraps or truncates once, at the output's type, as the reference)
+    # floats in the PE's f32; integers and bools (max: any, min: all) in a wide
+    # accumulator (a sum, product or mean wraps or truncates once, at the
+    # output's type, as the reference)
     x = x0.astype(COMPUTE_DTYPE if np.issubdtype(x0.dtype, np.floating) else np.int64,
                   copy=False)
     out_shape = env.shape_of(node.outputs[0])
+    if x.ndim == 0:  # a scalar: one element, reduced on one PE as a 1-element row
+        if node.op in ("ArgMax", "ArgMin"):
+            return 0
+        x = x.reshape(1)
     o = max(1, int(np.prod(out_shape)))
     p = int(env.k.knobs["p"])
     po = min(p, o)
@@ -159,11 +166,12 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         y = _arg_rows(x, node, pr)
     else:
         axes = _axes(env, node, x.ndim)
-        if axes is None:
-            return 0
-        r = int(np.prod([x.shape[a] for a in axes]))
-        pr = min(max(1, p // o), max(r, 1))
-        y, _ = reduce_rows(x, axes, node.op, pr)
+        if axes is None:  # noop_with_empty_axes and no axes: each PE copies its elements
+            pr, y = 1, x
+        else:
+            r = int(np.prod([x.shape[a] for a in axes]))
+            pr = min(max(1, p // o), max(r, 1))
+            y, _ = reduce_rows(x, axes, node.op, pr)
     out_dt = x.dtype if x.dtype == COMPUTE_DTYPE else x0.dtype
     env.store(node.outputs[0], np.asarray(y).astype(out_dt, copy=False).reshape(out_shape)
               if node.op not in ("ArgMax", "ArgMin") else np.asarray(y).reshape(out_shape))
@@ -285,7 +293,7 @@ def instance_norm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     partial sums combined in order on the channel group's PEs."""
     k = env.k
     x = env.get(node.inputs[0], node.name)
-    if x.ndim < 3 or any(i not in k.weights for i in node.inputs[1:3]):
+    if x.ndim < 3 or not np.issubdtype(x.dtype, np.floating):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     N, C = x.shape[:2]
@@ -320,8 +328,10 @@ def instance_norm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     owner = np.broadcast_to(own.reshape(N, C, H, *(1,) * (x.ndim - 3)) if x.ndim >= 4
                             else own, x.shape)
     per_channel = (C,) + (1,) * (x.ndim - 2)
-    sc = const_on_owners(env, k.weights.index(node.inputs[1]), x.shape, owner, per_channel)
-    b = const_on_owners(env, k.weights.index(node.inputs[2]), x.shape, owner, per_channel)
+    sc = operand_on_owners(env, node.inputs[1], x.shape, owner, per_channel)
+    b = operand_on_owners(env, node.inputs[2], x.shape, owner, per_channel)
+    if sc is None or b is None:
+        return False
     env.store(node.outputs[0], (xhat * sc + b).astype(COMPUTE_DTYPE))
     env.owner[node.outputs[0]] = owner
     stats["sharded_pes"] = c * s

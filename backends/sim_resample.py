@@ -10,15 +10,20 @@
   every PE holds the whole weight and computes its out-channel block from
   the in-channels of each channel's group.
 - resize, knobs c, s (PE (px, py): channel group px, output-row group py):
-  every output row reads its taps' input rows, a row group the union of
-  its rows' taps (antialiased: every row under the stretched filter);
-  rows first, then columns, as the reference semantics.
+  a row group holds the input rows `ResizeKind.input_rows` gives (its
+  output rows' span plus the taps' halo; antialiased: every row under the
+  stretched filter) and blends each output row from those rows only (a tap
+  outside them is a SimError at that PE); rows first, then columns, as the
+  reference semantics.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from wsec.ir.graph import Node
+from wsec.ir.kernels import KINDS
 from wsec.ir.opsem import windows
 from wsec.ir.opsem_more import (
     _convt_pads,
@@ -29,6 +34,7 @@ from wsec.ir.opsem_more import (
 )
 
 from .sim_base import COMPUTE_DTYPE
+from .sim_inbox import read_error
 from .sim_pe import Env
 from .sim_sharded import block_rows, pe_partials, row_windows
 from .sim_tail import const_at
@@ -45,41 +51,113 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     x = env.get(node.inputs[0], node.name)
     wshape = env.shape_of(node.inputs[1])
     out_shape = env.shape_of(node.outputs[0])
-    G = int(node.attrs.get("group", 1))
-    if x.ndim not in (3, 4) or len(wshape) != x.ndim or not np.issubdtype(x.dtype, np.floating):
+    if x.ndim not in (3, 4, 5) or len(wshape) != x.ndim or \
+            not np.issubdtype(x.dtype, np.floating):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     wi = k.weights.index(node.inputs[1])
     lay = env.mem.layout(env.ki, wi)
     pad = tuple(int(v) for v in (lay.stop - lay.start).reshape(-1, len(wshape)).max(axis=0))
     raw = env.mem.pe_array(env.ki, wi, pad)
+    if x.ndim == 5:
+        return _deconv_3d(env, node, x, wshape, raw, out_shape, stats)
     if x.ndim == 3:  # one row: the sequence along W
         x, wshape, raw = x[:, :, None, :], (*wshape[:2], 1, wshape[2]), raw[..., None, :]
-        a = dict(node.attrs)
-        for key in ("strides", "dilations", "kernel_shape", "output_padding"):
-            if a.get(key) is not None:
-                a[key] = [1 if key != "output_padding" else 0, *list(a[key])]  # type: ignore
-        if a.get("pads") is not None:
-            p0, p1 = list(a["pads"])  # type: ignore[misc]
-            a["pads"] = [0, p0, 0, p1]
-        if a.get("output_shape") is not None:
-            a["output_shape"] = [1, *list(a["output_shape"])[-1:]]  # type: ignore
-        node = Node(node.name, node.op, node.inputs, node.outputs, a)
+        node = _flat_node(node, 1)
+    got = _deconv2d(env, node, x, wshape, raw, (1, out_shape[2]) if len(out_shape) == 3
+                    else out_shape[2:], None, stats)
+    if got is None:
+        return False
+    y, own = got
+    env.store(node.outputs[0], y.reshape(out_shape))
+    env.owner[node.outputs[0]] = np.broadcast_to(own, y.shape).reshape(out_shape)
+    return True
+
+
+def _flat_node(node: Node, nd: int) -> Node:
+    """The 2-D transposed conv a 1-D (nd 1: a row of one) or 3-D (nd 3: per
+    depth plane) one runs as."""
+    a = dict(node.attrs)
+    for key in ("strides", "dilations", "kernel_shape", "output_padding", "output_shape"):
+        if a.get(key) is None:
+            continue
+        v = list(a[key])  # type: ignore[arg-type]
+        if key == "output_shape":
+            a[key] = [1, *v[-1:]] if nd == 1 else v[-2:]
+        elif nd == 1:
+            a[key] = [0 if key == "output_padding" else 1, *v]
+        else:
+            a[key] = v[1:]
+    if a.get("pads") is not None:
+        p = list(a["pads"])  # type: ignore[arg-type]
+        a["pads"] = [0, p[0], 0, p[1]] if nd == 1 else [p[1], p[2], p[4], p[5]]
+    return Node(node.name, node.op, node.inputs, node.outputs, a)
+
+
+def _deconv_3d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], raw: np.ndarray,
+               out_shape: tuple[int, ...], stats: dict[str, int]) -> bool:
+    """A 3-D transposed conv as 2-D planes (DeconvKind: `fold_depth`): output
+    plane do takes, for each depth tap t, the input plane di with
+    di sd - pd + t dd = do (none: zeros), as T x C channels; every PE folds
+    its shard's depth taps into its in-channel block ([cb T, kb, R, S]), and
+    the planes run through the 2-D transposed conv."""
+    N, C, D, H, W = x.shape
+    _, Kg, T, R, S = wshape  # [C, K / G, T, R, S]
+    Do = out_shape[2]
+    st = [int(v) for v in node.attrs.get("strides", [1, 1, 1])]
+    dl = [int(v) for v in node.attrs.get("dilations", [1, 1, 1])]
+    op = [int(v) for v in node.attrs.get("output_padding", [0, 0, 0])]
+    full = [st[i] * ((D, H, W)[i] - 1) + op[i] + ((T, R, S)[i] - 1) * dl[i] + 1 for i in range(3)]
+    pb, _ = _convt_pads(node, (D, H, W), full)
+    num = np.arange(Do)[:, None] + pb[0] - np.arange(T)[None, :] * dl[0]  # [Do, T]: di sd
+    di = num // st[0]
+    live = (num % st[0] == 0) & (di >= 0) & (di < D)
+    xs = np.where(live[None, None, :, :, None, None],
+                  x[:, :, np.clip(di, 0, D - 1)], np.zeros((), x.dtype))  # [N, C, Do, T, H, W]
+    x4 = xs.transpose(0, 2, 1, 3, 4, 5).reshape(N * Do, C * T, H, W)
+    # each PE's shard [cb, kb, T, R, S] as [cb T, kb, R, S] (channel c t)
+    cb, kb = raw.shape[2:4]
+    raw4 = np.moveaxis(raw, 4, 3).reshape(*raw.shape[:2], cb * T, kb, R, S)
+
+    def elem(row: int) -> int | None:
+        return row * W if 0 <= row < H else None
+
+    got = _deconv2d(env, _flat_node(node, 3), x4, (C * T, Kg, R, S), raw4,
+                    tuple(out_shape[3:]), elem, stats, T)
+    if got is None:
+        return False
+    y4, own = got
+    K = y4.shape[1]
+    y = y4.reshape(N, Do, K, *y4.shape[2:]).transpose(0, 2, 1, 3, 4)
+    env.store(node.outputs[0], np.ascontiguousarray(y).reshape(out_shape))
+    env.owner[node.outputs[0]] = np.broadcast_to(own[:, :, None], y.shape)
+    return True
+
+
+def _deconv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], raw: np.ndarray,
+              out_hw: tuple[int, ...], elem: Callable[[int], int | None] | None,
+              stats: dict[str, int], fold: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 2-D transposed conv per PE (see the module docstring) on x
+    [N, C, H, W] with each PE's shard `raw` ([uh, uw, C-block, K-block, R,
+    S]); `fold`: depth taps folded into each in-channel. -> (y [N, K, Ho,
+    Wo], the owner of each element, broadcastable)."""
+    k = env.k
+    G = int(node.attrs.get("group", 1))
     C, Kg, R, S = wshape  # [C, K / G, R, S]
     K = Kg * G
     N, _, H, W = x.shape
     kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
     uw, uh = k.unrotated_shape
     if (uw, uh) != (kk, c * s):
-        return False
-    kb, cb = _cdiv(K, kk), _cdiv(C, c)
+        return None
+    kb, cb = _cdiv(K, kk), _cdiv(C // fold, c) * fold
     st = [int(v) for v in node.attrs.get("strides", [1, 1])]
     dl = [int(v) for v in node.attrs.get("dilations", [1, 1])]
     op = [int(v) for v in node.attrs.get("output_padding", [0, 0])]
     full = [st[i] * ((H, W)[i] - 1) + op[i] + ((R, S)[i] - 1) * dl[i] + 1
             for i in range(2)]
     pb, _ = _convt_pads(node, (H, W), full)
-    Ho, Wo = (1, out_shape[2]) if len(out_shape) == 3 else out_shape[2:]
+    Ho, Wo = out_hw
     # the dilated input, with the flipped kernel's reach above/left less the crop
     xd = np.zeros((N, c * cb, (H - 1) * st[0] + 1, (W - 1) * st[1] + 1), COMPUTE_DTYPE)
     xd[:, :C, ::st[0], ::st[1]] = x
@@ -100,12 +178,12 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
         return r // st[0] if r >= 0 and r % st[0] == 0 else None
 
     loc = row_windows(env, node, xq, s, lambda g: (0, g * c), hb, 1, R, dl[0], Ho, top[0],
-                      row_of)
+                      row_of, elem)
     win = windows(loc, [R, S], [1, 1], dl, [hb, Wo]).reshape(s, N, c * cb, hb, Wo, R, S)
     if G > 1:
         acc = _grouped(env, node, win, raw, G, (s, c, kk, kb, hb, Wo), wshape)
         if acc is None:
-            return False
+            return None
     else:
         wpe = raw.reshape(s, c, kk, cb, kb, R, S)[..., ::-1, ::-1]  # each PE flips its shard
         acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
@@ -117,7 +195,7 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias:
         if bias not in k.weights:
-            return False
+            return None
         # the reduction-end PE of each column (row c - 1 of its row group), its own shard
         o = np.minimum(np.arange(kk * kb), K - 1)
         own = ((np.arange(s) * c + c - 1)[:, None] * uw + o[None, :] // kb)
@@ -129,11 +207,9 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     col = np.arange(K) // kb
     row = (np.arange(Ho) // hb) * c + (c - 1)
     own = row[None, None, :, None] * kk + col[None, :, None, None]
-    env.store(node.outputs[0], y.reshape(out_shape))
-    env.owner[node.outputs[0]] = np.broadcast_to(own, y.shape).reshape(out_shape)
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
-    return True
+    return y, own
 
 
 def _grouped(env: Env, node: Node, win: np.ndarray, raw: np.ndarray, G: int,
@@ -190,10 +266,12 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
         if out[a] == x.shape[a] and sc[a] == 1.0 and rois[a] == (0.0, 1.0):
             continue
         idx, w, off = resize_taps(node, x.shape[a], out[a], sc[a], rois[a])
-        if a == 2 and x.ndim == 4:  # each row group reads the input rows its rows' taps name
-            groups = np.arange(Ho) // hb
-            held = max(np.unique(idx[groups == g]).size for g in np.unique(groups).tolist())
-        y = resize_axis(y, a, idx, w, off, nearest, outside)
+        if a == 2 and x.ndim == 4:  # each row group blends the input rows it holds
+            y, held = _resize_rows(env, node, y, idx, w, s, hb, nearest)
+            if off.any():
+                outside |= off.reshape(1, 1, -1, 1)
+        else:  # along a row: every PE holds its rows whole
+            y = resize_axis(y, a, idx, w, off, nearest, outside)
     env.store(node.outputs[0], resize_finish(node, x, y, outside, nearest))
     C = x.shape[1]
     cg = np.arange(C) // _cdiv(C, c)
@@ -203,3 +281,41 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
     stats["sharded_pes"] = c * min(s, Ho)
     stats["rows_held_max"] = int(held)
     return True
+
+
+def _resize_rows(env: Env, node: Node, x: np.ndarray, idx: np.ndarray, w: np.ndarray,
+                 s: int, hb: int, nearest: bool) -> tuple[np.ndarray, int]:
+    """Axis 2 of a 4-D Resize per output-row group: group g holds input rows
+    `ResizeKind.input_rows` gives ([s, N, C, L, W], NaN past its window) and
+    blends each of its output rows from those rows only; a tap of non-zero
+    weight outside them is a SimError naming the group's PE, the element and
+    the lane that carried it. -> ([N, C, Ho, W] rows, the most rows a group holds)."""
+    k = env.k
+    N, C, H, W = x.shape
+    Ho, T = idx.shape
+    kind = KINDS[k.kind]
+    win = np.array([kind.input_rows(k.dims, k.knobs, g) for g in range(s)], np.int64)
+    g = np.arange(Ho) // hb
+    used = np.ones(idx.shape, bool) if nearest else w != 0
+    lo, hi = win[g, 0:1], win[g, 1:2]
+    bad = np.argwhere(used & ((idx < lo) | (idx >= hi)))
+    if bad.size:
+        i, t = (int(v) for v in bad[0])
+        gi = int(g[i])
+        src = node.inputs[0]
+        raise read_error(env.mem.p, env.ki, 0, gi, src, int(idx[i, t]) * W,
+                         f"input rows {int(win[gi, 0])}..{int(win[gi, 1]) - 1} (its output "
+                         f"row group {gi}'s window)", env.deliveries.get(src))
+    L = max(int((win[:, 1] - win[:, 0]).max()), 1)
+    rows = win[:, 0:1] + np.arange(L)[None, :]  # [s, L]: each group's buffer rows
+    have = rows < win[:, 1:2]
+    buf = np.take(x, np.minimum(rows, H - 1), axis=2)  # [N, C, s, L, W]
+    fill = np.asarray(np.nan if np.issubdtype(x.dtype, np.floating) else 0, x.dtype)
+    buf = np.where(have[None, None, :, :, None], buf, fill)
+    local = np.where(used, idx - lo, 0)  # a zero-weight tap reads the window's first row
+    taps = buf[:, :, g[:, None], local]  # [N, C, Ho, T, W]
+    if nearest:
+        y = taps[:, :, :, 0]
+    else:
+        y = (taps * np.where(used, w, 0.0)[None, None, :, :, None]).sum(axis=3)
+    return y, int((win[:, 1] - win[:, 0]).max())

@@ -14,7 +14,9 @@ normalisation (library_pool, library_rowwise).
   segments whose partial sums (mean, then squared deviations) are combined
   in order; BatchNormalization (inference) per element on the PE of its
   channel group (LRN and training-mode BatchNormalization: sim_channels).
-  Scale and bias come from the owning PEs' shards (sim_tail.const_on_owners).
+  Scale and bias come from the owning PEs' shards (sim_tail.const_on_owners)
+  or, computed by another kernel, from what the routes delivered
+  (sim_tail.operand_on_owners).
 
 Each declares every PE's window of its data input (a pooling group's
 channels x rows with halo, a softmax PE's segment x rows, a norm group's
@@ -37,7 +39,7 @@ from .sim_channels import batchnorm_train, check_norm_rows, check_row_norm, lrn
 from .sim_inbox import check_windows, grid_pe, pe_windows
 from .sim_pe import Env, run_op
 from .sim_sharded import row_windows
-from .sim_tail import const_on_owners
+from .sim_tail import operand_on_owners
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -55,9 +57,14 @@ def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
     with depth folded into the rows; 3-D windowed pooling reduces each
     output plane's T input planes first (both poolings are separable).
     MaxPool's Indices: every PE also holds the row-major positions of its
-    input rows and keeps, per output, the first position of the maximum."""
+    input rows and keeps, per output, the first position of the maximum.
+    int8 / uint8 MaxPool runs in f32 (exact) and returns the input's type."""
     x = env.get(node.inputs[0], node.name)
-    if x.ndim not in (3, 4, 5) or not np.issubdtype(x.dtype, np.floating):
+    src_dt = x.dtype
+    # int8 / uint8 MaxPool (what ONNX allows): exact in the PE's f32, back at the end
+    small_int = np.issubdtype(src_dt, np.integer) and src_dt.itemsize <= 2 and \
+        node.op in ("MaxPool", "GlobalMaxPool")
+    if x.ndim not in (3, 4, 5) or not (np.issubdtype(src_dt, np.floating) or small_int):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     out = env.shape_of(node.outputs[0])
@@ -77,6 +84,7 @@ def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
         return False
     y, own, first = got
     own = np.broadcast_to(own, y.shape).reshape(out)
+    y = y.astype(src_dt) if small_int else y
     env.store(node.outputs[0], np.ascontiguousarray(y).reshape(out))
     env.owner[node.outputs[0]] = own
     if first is not None:
@@ -360,8 +368,7 @@ def _norm_owner(env: Env, group: np.ndarray, row: np.ndarray) -> np.ndarray:
 def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     k = env.k
     x = env.get(node.inputs[0], node.name)
-    if not np.issubdtype(x.dtype, np.floating) or \
-            any(i and i not in k.weights for i in node.inputs[1:]):
+    if not np.issubdtype(x.dtype, np.floating):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     axis = int(node.attrs.get("axis", -1)) % x.ndim
@@ -387,9 +394,12 @@ def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     group = (np.arange(C) // cb)[:, None]
     seg = (np.arange(W) // wseg)[None, :]
     owner = _norm_owner(env, group, seg).reshape(grid)  # s = 1: rows are the C groups
-    y = xhat * const_on_owners(env, k.weights.index(node.inputs[1]), grid, owner)
-    if len(node.inputs) > 2 and node.inputs[2]:
-        y = y + const_on_owners(env, k.weights.index(node.inputs[2]), grid, owner)
+    sc = operand_on_owners(env, node.inputs[1], grid, owner)
+    b = operand_on_owners(env, node.inputs[2], grid, owner) \
+        if len(node.inputs) > 2 and node.inputs[2] else 0
+    if sc is None or b is None:
+        return False
+    y = xhat * sc + b
     env.store(node.outputs[0], y.astype(COMPUTE_DTYPE))
     env.owner[node.outputs[0]] = owner
     # Mean and InvStdDev: each row's statistics, where its chain of segment
@@ -407,7 +417,7 @@ def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
 def _batchnorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     k = env.k
     x = env.get(node.inputs[0], node.name)
-    if x.ndim < 2 or any(i not in k.weights for i in node.inputs[1:5]):
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.floating):
         return False
     x = x.astype(COMPUTE_DTYPE, copy=False)
     N, C = x.shape[:2]
@@ -425,8 +435,10 @@ def _batchnorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
         owner = np.broadcast_to(own.reshape(N, C, H, *(1,) * (x.ndim - 3)), grid) \
             if x.ndim >= 4 else np.broadcast_to(own, grid)
     per_channel = (C,) + (1,) * (x.ndim - 2)
-    sc, b, m, v = (const_on_owners(env, k.weights.index(i), grid, owner, per_channel)
+    sc, b, m, v = (operand_on_owners(env, i, grid, owner, per_channel)
                    for i in node.inputs[1:5])
+    if sc is None or b is None or m is None or v is None:
+        return False
     eps = float(node.attrs.get("epsilon", 1e-5))
     kk = sc / np.sqrt(v + np.asarray(eps, v.dtype))
     env.store(node.outputs[0], ((x - m) * kk + b).astype(COMPUTE_DTYPE))

@@ -12,7 +12,9 @@ the PEs are vectorised as one array over the output grid; what is per PE
 (and checked) is where each operand element comes from: a constant's
 element is read from the SRAM image of the PE that owns the output element
 (`const_on_owners`): a PE whose shard lacks it raises SimError naming the
-PE, and a corrupted shard changes exactly its PE's elements.
+PE, and a corrupted shard changes exactly its PE's elements. A computed
+operand (a norm's scale from another kernel) is read from the delivered
+value (`operand_on_owners`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,21 @@ def const_on_owners(env: Env, wi: int, grid: tuple[int, ...], owner: np.ndarray,
     if bidx is None:
         return None
     return const_at(env, wi, bidx, owner)
+
+
+def operand_on_owners(env: Env, name: str, grid: tuple[int, ...], owner: np.ndarray,
+                      view: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """An operand of an op on the grid (a norm's scale, bias, mean, variance),
+    each element as its owner PE reads it: a constant from that PE's SRAM
+    shard (const_on_owners), a computed one (another kernel's output) from
+    what the routes delivered. None when it does not broadcast onto the grid."""
+    if name in env.k.weights:
+        return const_on_owners(env, env.k.weights.index(name), grid, owner, view)
+    v = np.asarray(env.get(name, env.k.name))
+    bidx = broadcast_index(view if view is not None else v.shape, grid)
+    if bidx is None or (view is not None and int(np.prod(view)) != v.size):
+        return None
+    return as_compute(v.reshape(-1)[bidx])
 
 
 def const_at(env: Env, wi: int, bidx: np.ndarray, owner: np.ndarray) -> np.ndarray:

@@ -344,7 +344,12 @@ class DeconvKind(LibraryKind):
     lanes; it keeps a window of ceil(R/sh) + 1 input rows. With G == 1 the
     weight [C, K, R, S] is sharded [C-block py % c, K-block px]; grouped
     transposed convs hold the weight whole on every PE (rare, small).
-    dims: N, C, H, W (input), K, R, S, G, sh, sw, Ho, Wo, bias, F/A/P."""
+    A 3-D transposed conv runs as 2-D planes, as conv does (`fold_depth`):
+    N counts samples x output depth planes, each of which gathers the
+    ceil(T/sd) input planes its T depth taps reach (weight shard
+    [C/c, K/k, T, R, S]).
+    dims: N, C, H, W (input), K, R, S, G, sh, sw, Ho, Wo, bias, F/A/P; T, sd
+    only for 3-D."""
 
     name = "deconv"
     knob_names = ("k", "c", "s")
@@ -354,9 +359,11 @@ class DeconvKind(LibraryKind):
     def dims_from(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
         ct = body[0]
         wt = vtype(values, ct.inputs[1]).shape
-        if len(wt) not in (3, 4):
+        if len(wt) not in (3, 4, 5):
             raise UnsupportedShape(f"ConvTranspose with {len(wt) - 2} spatial axes (weight "
-                                   f"{list(wt)}; only 1-D and 2-D map)")
+                                   f"{list(wt)}; only 1-D, 2-D and 3-D map)")
+        if len(wt) == 5:
+            return self._dims_3d(body, values)
         g = int(ct.attrs.get("group", 1))
         n, c, h, w = spatial(vtype(values, ct.inputs[0]))
         _, k, ho, wo = spatial(vtype(values, ct.outputs[0]))
@@ -366,6 +373,19 @@ class DeconvKind(LibraryKind):
         bias = len(ct.inputs) > 2 and bool(ct.inputs[2])
         d = {"N": n, "C": c, "H": h, "W": w, "K": k, "R": r, "S": s_, "G": g, "sh": sh,
              "sw": sw, "Ho": ho, "Wo": wo, "bias": int(bias)}
+        d.update(fused_extras(body, values))
+        return d
+
+    def _dims_3d(self, body: Sequence[Node], values: dict[str, Value]) -> Dims:
+        ct = body[0]
+        wt = vtype(values, ct.inputs[1]).shape
+        n, c, _, h, w = vtype(values, ct.inputs[0]).shape
+        _, k, do, ho, wo = vtype(values, ct.outputs[0]).shape
+        st = pair(ct.attrs, "strides", 1, 3)
+        bias = len(ct.inputs) > 2 and bool(ct.inputs[2])
+        d = {"N": n * do, "C": c, "H": h, "W": w, "K": k, "R": wt[3], "S": wt[4],
+             "G": int(ct.attrs.get("group", 1)), "sh": st[1], "sw": st[2], "Ho": ho, "Wo": wo,
+             "bias": int(bias), "T": wt[2], "sd": st[0]}
         d.update(fused_extras(body, values))
         return d
 
@@ -379,7 +399,8 @@ class DeconvKind(LibraryKind):
         k, c, s = kn["k"], kn["c"], kn["s"]
         G, K, C = d["G"], d["K"], d["C"]
         kb, cb = cdiv(K, k), cdiv(C // G, c)
-        taps = cdiv(d["R"], d["sh"]) * cdiv(d["S"], d["sw"])
+        t, planes = d.get("T", 1), cdiv(d.get("T", 1), d.get("sd", 1))  # 3-D: depth taps
+        taps = cdiv(d["R"], d["sh"]) * cdiv(d["S"], d["sw"]) * planes
         cin = np.minimum(C, cb * np.minimum(G, cdiv(kb * G, K) + 1))
         rows = d["N"] * cdiv(d["Ho"], s)
         red = (c > 1).astype(np.int64)
@@ -388,12 +409,13 @@ class DeconvKind(LibraryKind):
         win = cdiv(d["R"], d["sh"]) + 1
         rows_in = d["N"] * np.minimum(d["H"], cdiv(cdiv(d["Ho"], s), d["sh"]) + win)
         epc = elems_per_cycle(target)
-        recv = cdiv(rows_in * d["W"] * cin + outs * (d["A"] + red), epc)
+        recv = cdiv(rows_in * d["W"] * cin * planes + outs * (d["A"] + red), epc)
         send = cdiv(outs, epc)
         cycles = np.maximum(np.maximum(compute, recv), send) + rows * ROW_OVERHEAD + KERNEL_OVERHEAD
         b = itemsize(target)
-        wel = np.where(G > 1, C * (K // G), kb * cb) * d["R"] * d["S"]
-        sram = (CODE_BYTES + wel * b + win * d["W"] * cin * b + d["Wo"] * kb * b * (1 + d["A"])
+        wel = np.where(G > 1, C * (K // G), kb * cb) * d["R"] * d["S"] * t
+        sram = (CODE_BYTES + wel * b + win * d["W"] * cin * planes * b
+                + d["Wo"] * kb * b * (1 + d["A"])
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)
         return k, c * s, cycles, sram
 

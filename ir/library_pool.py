@@ -240,6 +240,8 @@ class ResizeKind(LibraryKind):
         q = sum(vtype(values, i).numel for i in rz.inputs[1:] if i and is_const(values, i))
         d = {"N": n, "C": c, "H": h, "W": w, "Ho": ho, "Wo": wo, "Q": q,
              "th": th if (h, ho) != (1, 1) else 1, "tw": tw}
+        if str(rz.attrs.get("coordinate_transformation_mode", "")) == "tf_crop_and_resize":
+            d["crop"] = 1  # its roi may map any output row anywhere: rows held whole
         d.update(fused_extras(body, values))
         return d
 
@@ -268,11 +270,27 @@ class ResizeKind(LibraryKind):
                 + (2 * d["Wo"] + d["Q"] + d["P"]) * 4)         # tap tables, constants
         return c, s, cycles, sram
 
+    def input_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
+        """Input rows [start, stop) output-row group `group` holds: the rows
+        its ceil(Ho/s) output rows map to (output row i near input row
+        i H / Ho, within H / Ho rows in every coordinate mode but
+        tf_crop_and_resize, whose roi can point anywhere: all rows) plus the
+        taps' halo."""
+        H, Ho = dims["H"], dims["Ho"]
+        hb = cdiv(Ho, int(knobs["s"]))
+        a, b = group * hb, min(Ho, (group + 1) * hb)
+        if dims.get("crop") or b <= a:
+            return (0, int(H)) if b > a else (0, 0)
+        margin = dims["th"] // 2 + 1 + math.ceil(H / Ho)
+        return (int(max(0, a * H // Ho - margin)), int(min(H, -(-b * H // Ho) + margin)))
+
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """None: the input rows an output-row group reads follow the
-        coordinate transformation (mode, scales, roi, antialiasing), which
-        the dims (taps per axis only) do not describe."""
+        """None for now, though a PE row (an output-row group) reads a box:
+        all channels of its input rows (`input_rows`) in every column. Its
+        executor (sim_resample.resize) checks its taps against those rows
+        but not yet its PEs' windows against the lanes, and a cut the
+        simulator does not prove would only look proven."""
         return None
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,

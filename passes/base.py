@@ -33,12 +33,24 @@ class PassContext:
 
     target: Target
     time_limit: float | None = None
+    # False: time_limit only plans the solvers' work (sweep points, search steps,
+    # CP-SAT rounds of fixed deterministic time) and no wall clock ever cuts it
+    # short, so the layout does not depend on the machine's speed or load (the
+    # QoR tests); True (the command line): the limit is also a wall-clock deadline
+    wall_clock: bool = True
     notes: list[str] = field(default_factory=list)
     # a solver's progress for people: (pass name, figures such as delta_t, wirelength)
     progress: Callable[[str, dict[str, float]], None] | None = None
     # makes the module hold the best legal layout a running solver has found so far
     # (what an interrupted ISPD run writes); None once the module holds its result
     best_so_far: Callable[[], None] | None = None
+
+    def deadline(self, start: float, share: float) -> float | None:
+        """The wall-clock time by which a solver stops after spending `share`
+        of the time limit from `start` (None: no limit, or work-planned only)."""
+        if self.time_limit is None or not self.wall_clock:
+            return None
+        return start + share * self.time_limit
 
     def improved(self, pass_name: str, keep: Callable[[], None] | None = None,
                  **figures: float) -> None:

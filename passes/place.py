@@ -57,6 +57,7 @@ from . import place_congestion as congestion
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
 from .place_shelf import MAX_STACK, shelf_pack
+from .place_slide import slide_short_kernels
 
 EFFORTS = ("fast", "normal", "high")
 _SEARCH_STEPS = {"fast": 12, "normal": 40, "high": 80}
@@ -332,8 +333,7 @@ class Place(Pass):
             return
         start = time.perf_counter()
         target = ctx.target
-        limit = ctx.time_limit
-        deadline = None if limit is None else start + _SEARCH_SHARE * limit
+        deadline = ctx.deadline(start, _SEARCH_SHARE)
         hooks = _hooks() if self.reshape else _Hooks(None, None, None)
         t0 = max((int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=0)
         lay = None
@@ -370,7 +370,13 @@ class Place(Pass):
             lay = self._routable(module, target, hooks, lay, deadline, ctx)
         _apply(module, lay)
         if lay.how != "flow":  # moving rectangles would turn flow shelves away from each other
-            self._refine(module, target, lay, limit, start, ctx)
+            self._refine(module, target, lay, ctx.time_limit, start, ctx)
+        else:  # short kernels off the rows that bundles passing them need
+            cap = max((int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=0)
+            moved = slide_short_kernels(module, ctx.fabric, cap, all(lay.rotated))
+            if moved:
+                ctx.notes.append(f"place: {moved} kernel(s) shorter than their shelf moved "
+                                 "off the rows of bundles passing them")
         _invalidate_routes(module.edges)
         ks = list(module.kernels())
         module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))
@@ -409,12 +415,15 @@ class Place(Pass):
 
     def _refine(self, module: Module, target: Target, lay: _Layout, limit: float | None,
                 start: float, ctx: PassContext) -> None:
-        # by effort (fast: none); with a time limit, what it leaves (a margin kept)
+        # by effort (fast: none); with a time limit, what it leaves (a margin kept):
+        # planned as if the search took its share when no wall clock counts
         seconds = _REFINE_SECONDS[self.effort] if self.refine < 0 else self.refine
         wall: float | None = None
         if limit is not None:
-            wall = limit - (time.perf_counter() - start) - 0.5
-            left = 0.8 * wall
+            spent = time.perf_counter() - start if ctx.wall_clock else _SEARCH_SHARE * limit
+            left = 0.8 * (limit - spent - 0.5)
+            if ctx.wall_clock:
+                wall = limit - spent - 0.5
             seconds = min(left, seconds if self.refine >= 0 or self.effort == "fast" else left)
         ks = list(module.kernels())
         if seconds <= 0.05:

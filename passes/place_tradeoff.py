@@ -288,21 +288,23 @@ def place_weighted(module: Module, ctx: PassContext, objective: Objective, wire:
     sw = _Sweep(module, ctx.target, objective, wire)
     sw.on_best = lambda c: ctx.improved("place", lambda: apply(module, c), delta_t=c.delta_t,
                                         wirelength=c.wire, objective=c.value)
-    first_ctx = PassContext(ctx.target, None if limit is None else _FIRST_SHARE * limit)
+    first_ctx = PassContext(ctx.target, None if limit is None else _FIRST_SHARE * limit,
+                            wall_clock=ctx.wall_clock)
     first_error: LayoutInfeasible | None = None
     try:
         deltat_first(module, first_ctx)
         sw.offer(snapshot(module, sw.prob, objective, "Δt first"))
     except LayoutInfeasible as e:  # the strips may still fit
         first_error = e
-    sweep(sw, effort, None if limit is None else start + _SWEEP_SHARE * limit)
+    sweep(sw, effort, ctx.deadline(start, _SWEEP_SHARE))
     if sw.best is None:
         assert first_error is not None
         raise first_error
     best = sw.best
     apply(module, best)
     ctx.best_so_far = None  # the module holds it; refinement only moves to better ones
-    stats = _refine(module, ctx, sw.prob, seed, effort, refine_seconds, limit, start)
+    stats = _refine(module, ctx, sw.prob, seed, effort, refine_seconds, limit, start,
+                    ctx.wall_clock)
     after = snapshot(module, sw.prob, objective, best.how)
     if stats is not None:
         ctx.improved("place", delta_t=after.delta_t, wirelength=after.wire, objective=after.value)
@@ -312,15 +314,18 @@ def place_weighted(module: Module, ctx: PassContext, objective: Objective, wire:
 
 
 def _refine(module: Module, ctx: PassContext, prob: Problem, seed: int, effort: str,
-            refine_seconds: float, limit: float | None, start: float) -> dict[str, Any] | None:
+            refine_seconds: float, limit: float | None, start: float,
+            wall_clock: bool = True) -> dict[str, Any] | None:
     """CP-SAT refinement of the applied layout (shapes fixed): by effort, or
     the share of the time limit after the sweep's. The work is planned from
     the limit, not from the time actually left, so the result does not
-    depend on the machine's speed; the time left is only a safety net."""
+    depend on the machine's speed; the time left is only a safety net
+    (none when not `wall_clock`)."""
     seconds = _REFINE_SECONDS[effort] if refine_seconds < 0 else refine_seconds
     wall: float | None = None
     if limit is not None:
-        wall = limit - (time.perf_counter() - start) - _MARGIN_S
+        if wall_clock:
+            wall = limit - (time.perf_counter() - start) - _MARGIN_S
         planned = 0.8 * ((1 - _SWEEP_SHARE) * limit - _MARGIN_S)
         seconds = min(planned, seconds if refine_seconds >= 0 or effort == "fast" else planned)
     if seconds <= 0.05:

@@ -154,15 +154,19 @@ def _outside(p: Port, owner: np.ndarray, out: bool) -> tuple[np.ndarray, np.ndar
     return np.where(ok, y * W + x, -1), who
 
 
-def _blocked(outside: tuple[np.ndarray, np.ndarray], facing: Port, W: int) -> float:
+def _blocked(outside: tuple[np.ndarray, np.ndarray], facing: Port, W: int,
+             sinks: np.ndarray | None = None) -> float:
     """Fraction of those PEs lanes cannot use: off the grid, or inside a
-    kernel, unless they are the facing side's own PEs (the two sides touch)."""
+    kernel, unless they are the facing side's own PEs (the two sides touch)
+    or belong to a kernel in `sinks` (one that takes the same value: the
+    lanes pass it on the lanes of its own bundle, as one multicast route)."""
     pes, who = outside
     x, y = pes % W, pes // W
     (ox, oy), (ax, ay) = facing.origin, facing.axis
     i = (x - ox) * ax + (y - oy) * ay  # the slot each PE would be on the facing side
     touch = (pes >= 0) & (x == ox + i * ax) & (y == oy + i * ay) & (i >= 0) & (i < facing.length)
-    return float((((who == -2) | (who >= 0)) & ~touch).mean())
+    shared = np.isin(who, sinks) if sinks is not None and sinks.size else False
+    return float((((who == -2) | (who >= 0)) & ~touch & ~shared).mean())
 
 
 def _pair_cost(a: Port, b: Port) -> float:
@@ -193,12 +197,14 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
         owner[k.rect.y:k.rect.y1, k.rect.x:k.rect.x1] = idx
     W = fabric.width
     kern = {k.name: k for k in module.kernels()}
+    index = {k.name: idx for idx, k in enumerate(module.kernels())}
     around = {id(p): _outside(p, owner, True) for ps in outs.values() for p in ps}
     around.update({id(p): _outside(p, owner, False) for ps in ins.values() for p in ps})
     out = []
     for i, e in enumerate(module.edges):
         srcs = [host_in] if e.src == HOST else outs[e.src]
         wav = int(fabric.wavelets(e.bytes_per_sample))
+        sinks = np.array([index[d] for d in e.dsts if d in index], dtype=np.int32)
         for d in dict.fromkeys(e.dsts):
             dsts = [host_out] if d == HOST else ins[d]
             ranked: list[tuple[float, int, Port, Port]] = []
@@ -212,7 +218,7 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                         continue
                     blocked = 0.0
                     if id(a) in around:
-                        blocked += _blocked(around[id(a)], b, W)
+                        blocked += _blocked(around[id(a)], b, W, sinks)
                     if id(b) in around:
                         blocked += _blocked(around[id(b)], a, W)
                     c = _pair_cost(a, b) + 4.0 * fabric.width * blocked

@@ -265,3 +265,52 @@ def cases_model(path: pathlib.Path) -> None:
     nodes = [nd("Neg", [f"{n}_in"], [n]) for n in shapes] + nodes
     ins = [vi(f"{n}_in", dt, shp) for n, (shp, dt) in shapes.items()]
     _save(helper.make_graph(nodes, "zoo_cases", ins, outs, inits), 18, path)
+
+
+def gaps_model(path: pathlib.Path) -> None:
+    """Anchors the executors used to reject, each its own kernel (opset 20):
+    bool reductions (ReduceMax: any, ReduceMin: all), reductions to and of a
+    0-d tensor, int8 MaxPool, Einsums of three and four operands (one with
+    an ellipsis and a constant), LayerNormalization and BatchNormalization
+    whose scale / variance another kernel computes, LRN, a linear Resize
+    whose rows split over row groups, and a 3-D ConvTranspose."""
+    rng = np.random.default_rng(12)
+    f, b8, i8 = TensorProto.FLOAT, TensorProto.BOOL, TensorProto.INT8
+    inits = [_init(rng, "ew", 6, 5), _init(rng, "bb", 16), _init(rng, "bnb", 4),
+             _init(rng, "bnm", 4), helper.make_tensor("z", f, [], [0.0]),
+             helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
+             helper.make_tensor("rsc", f, [4], [1, 1, 2, 1.5]),
+             _init(rng, "dw", 5, 3, 3, 3, 3), _init(rng, "db", 3)]
+    nd = helper.make_node
+    nodes = [
+        nd("Greater", ["xb", "z"], ["b"]),
+        nd("ReduceMax", ["b", "ax1"], ["bmax"], keepdims=0),
+        nd("ReduceMin", ["b"], ["bmin"], keepdims=1),
+        nd("ReduceSum", ["x0"], ["ssum"], keepdims=0),
+        nd("ReduceMax", ["sc"], ["smax"], keepdims=0),
+        nd("MaxPool", ["q8"], ["p8"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        nd("Einsum", ["ea", "eb", "ec"], ["e3"], equation="ij,jk,kl->il"),
+        nd("Einsum", ["ed", "ew", "ee", "ef"], ["e4"], equation="...ij,jk,...k,k->...i"),
+        nd("Relu", ["g"], ["gr"]),
+        nd("LayerNormalization", ["t", "gr", "bb"], ["lnv"], axis=-1, epsilon=1e-5),
+        nd("Abs", ["v"], ["va"]),
+        nd("BatchNormalization", ["xn", "bs", "bnb", "bnm", "va"], ["bnv"], epsilon=1e-3),
+        nd("LRN", ["xn"], ["lrn"], size=3, alpha=0.01, beta=0.75, bias=1.0),
+        nd("Resize", ["r", "", "rsc"], ["rz"], mode="linear"),
+        nd("ConvTranspose", ["dx", "dw", "db"], ["dc3"], strides=[2, 2, 2],
+           pads=[1, 1, 1, 1, 1, 1], output_padding=[1, 0, 1]),
+    ]
+    vi = helper.make_tensor_value_info
+    outs = [vi("bmax", b8, [3, 16]), vi("bmin", b8, [1, 1, 1]), vi("ssum", f, []),
+            vi("smax", f, []), vi("p8", i8, [1, 4, 8, 8]), vi("e3", f, [4, 7]),
+            vi("e4", f, [2, 3]), vi("lnv", f, [2, 6, 16]), vi("bnv", f, [2, 4, 6, 6]),
+            vi("lrn", f, [2, 4, 6, 6]), vi("rz", f, [1, 2, 24, 18]),
+            vi("dc3", f, [1, 3, 6, 9, 10])]
+    shapes = {"xb": ([3, 8, 16], f), "x0": ([4, 8], f), "sc": ([], f),
+              "q8": ([1, 4, 16, 16], i8), "ea": ([4, 6], f), "eb": ([6, 5], f),
+              "ec": ([5, 7], f), "ed": ([2, 3, 6], f), "ee": ([2, 5], f), "ef": ([5], f),
+              "g": ([16], f), "t": ([2, 6, 16], f), "v": ([4], f), "bs": ([4], f),
+              "xn": ([2, 4, 6, 6], f), "r": ([1, 2, 12, 12], f), "dx": ([1, 5, 3, 5, 5], f)}
+    nodes = [nd("Neg", [f"{n}_in"], [n]) for n in shapes] + nodes
+    ins = [vi(f"{n}_in", dt, shp) for n, (shp, dt) in shapes.items()]
+    _save(helper.make_graph(nodes, "zoo_gaps", ins, outs, inits), 20, path)

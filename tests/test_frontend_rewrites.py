@@ -152,3 +152,56 @@ def test_groupnorm_rows_fold_into_a_4d_instance_norm(tmp_path: pathlib.Path) -> 
                                rtol=1e-4, atol=1e-5)
     res = compile_model(str(path), CompileOptions(grid=(96, 96)))
     assert res.completed
+
+
+@pytest.mark.parametrize("eq,shapes", [
+    ("ij,jk,kl", [(3, 4), (4, 5), (5, 2)]),                      # implicit output
+    ("bij,bjk,bkl->bli", [(2, 3, 4), (2, 4, 5), (2, 5, 3)]),
+    ("...ij,jk,...k,k->...i", [(2, 3, 4), (4, 5), (2, 5), (5,)]),  # ellipsis, a vector
+    ("ii,ij,j->i", [(4, 4), (4, 3), (3,)]),                      # a diagonal
+])
+def test_einsum_of_many_operands_is_a_chain_of_pairs(tmp_path: pathlib.Path, eq: str,
+                                                     shapes: list[tuple[int, ...]]) -> None:
+    names = [f"x{i}" for i in range(len(shapes))]
+    node = helper.make_node("Einsum", names, ["y"], equation=eq)
+    g = helper.make_graph([node], "es",
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s))
+                           for n, s in zip(names, shapes, strict=True)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(
+                              np.einsum(eq, *[np.zeros(s) for s in shapes]).shape))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    path = tmp_path / "es.onnx"
+    onnx.save(m, str(path))
+    feed = {n: R.standard_normal(s).astype(np.float32) for n, s in zip(names, shapes, strict=True)}
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    mod = load_onnx(str(path))
+    assert [nd.op for nd in mod.nodes] == ["Einsum"] * (len(shapes) - 1)
+    assert all(len([i for i in nd.inputs if i]) == 2 for nd in mod.nodes)
+    got = evaluate_module(mod, feed)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,keep", [("ReduceMax", 0), ("ReduceMin", 1)])
+def test_bool_reductions_stay_bool(tmp_path: pathlib.Path, op: str, keep: int) -> None:
+    """Opset 20's ReduceMax / ReduceMin over bool (any / all) reach the IR as
+    reductions of the bool tensor, as onnxruntime computes them."""
+    nodes = [helper.make_node("Greater", ["x", "z"], ["b"]),
+             helper.make_node(op, ["b", "ax"], ["y"], keepdims=keep)]
+    g = helper.make_graph(nodes, "br", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                       [3, 4, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.BOOL,
+                                                         [3, 1, 5] if keep else [3, 5])],
+                          [numpy_helper.from_array(np.zeros((), np.float32), "z"),
+                           numpy_helper.from_array(np.array([1], np.int64), "ax")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    m.ir_version = 9
+    path = tmp_path / "br.onnx"
+    onnx.save(m, str(path))
+    feed = {"x": R.standard_normal((3, 4, 5)).astype(np.float32)}
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    mod = load_onnx(str(path))
+    assert [nd.op for nd in mod.nodes] == ["Greater", op]
+    assert str(mod.values["b"].type).startswith("bool")
+    got = evaluate_module(mod, feed)["y"]
+    assert got.dtype == np.bool_ and np.array_equal(got, want)

@@ -354,3 +354,34 @@ def test_datamove_offers_columns_to_wide_and_low_at_one_pe_count() -> None:
     areas = [w * h for w, h in shapes]
     assert max(areas) <= 1.25 * min(areas)  # about one PE count, every aspect
     assert [h for _, h in shapes] == sorted((h for _, h in shapes), reverse=True)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("ctm", ["half_pixel", "align_corners", "asymmetric",
+                                 "pytorch_half_pixel", "half_pixel_symmetric"])
+@pytest.mark.parametrize("antialias", [0, 1])
+def test_resize_row_windows_cover_the_taps(mode: str, ctm: str, antialias: int) -> None:
+    """Every input row an output-row group's taps read (with non-zero
+    weight) lies in the window ResizeKind.input_rows gives that group, for
+    up- and down-sampling, odd scales and every group count."""
+    from wsec.ir.graph import Node
+    from wsec.ir.library_pool import _RESIZE_TAPS, _antialias_taps
+    from wsec.ir.opsem_more import resize_taps
+
+    kind = KINDS["resize"]
+    for H, Ho in ((12, 24), (12, 6), (7, 17), (17, 7), (5, 5), (9, 4), (3, 13)):
+        node = Node("rz", "Resize", ["x"], ["y"], {"mode": mode, "antialias": antialias,
+                                                  "coordinate_transformation_mode": ctm})
+        idx, w, _ = resize_taps(node, H, Ho, Ho / H, (0.0, 1.0))
+        used = np.ones(idx.shape, bool) if mode == "nearest" else w != 0
+        th = _RESIZE_TAPS[mode]  # as ResizeKind.dims_from counts them
+        if antialias and mode != "nearest":
+            th = _antialias_taps(th, H, Ho)
+        dims = {"H": H, "Ho": Ho, "th": th}
+        for s in range(1, Ho + 1):
+            hb = -(-Ho // s)
+            win = np.array([kind.input_rows(dims, {"s": s}, g) for g in range(s)])
+            g = np.arange(Ho) // hb
+            inside = (idx >= win[g, 0:1]) & (idx < win[g, 1:2])
+            assert (inside | ~used).all(), (H, Ho, s)
+            assert (win[:, 1] - win[:, 0]).max() <= H

@@ -507,6 +507,38 @@ def test_blocked_counts_the_facing_side_as_free() -> None:
         assert _blocked((pes, who), facing, W) == want
 
 
+def test_blocked_counts_kernels_taking_the_same_value_as_free() -> None:
+    """PEs of a kernel that takes the bundle's value (another sink of its
+    edge) do not block its lanes: they pass on that kernel's own lanes."""
+    from wsec.passes.route_bundles import Port, _blocked
+
+    W = 10
+    pes = np.arange(4, dtype=np.int64)
+    who = np.array([3, 3, 5, -1], dtype=np.int32)
+    facing = Port("k", (9, 0), (0, 1), 1, (1, 0))  # far away: no PE of it among them
+    assert _blocked((pes, who), facing, W) == 0.75
+    assert _blocked((pes, who), facing, W, np.array([3], dtype=np.int32)) == 0.25
+    assert _blocked((pes, who), facing, W, np.array([3, 5], dtype=np.int32)) == 0.0
+
+
+def test_a_skip_leaves_through_the_sibling_it_shares_lanes_with() -> None:
+    """A value going to its touching neighbour and, skipping it, to a kernel
+    further on leaves from the side facing both, straight through the
+    neighbour on the lanes they share, rather than out of the back side
+    and around."""
+    from wsec.passes.route_bundles import requests
+
+    m = _manual((14, 6))
+    _put(m, "a", [], "va", Rect(3, 0, 2, 6))
+    _put(m, "b", ["va"], "vb", Rect(5, 0, 2, 6))
+    _put(m, "c", ["vb", "va"], "vc", Rect(7, 0, 2, 6))
+    _put(m, "d", ["vc"], "vd", Rect(9, 0, 2, 6))  # flow shelves: c's other side faces d
+    fk.connect(m)
+    fabric = Fabric.of(get_target("wse2", (14, 6)))
+    skip = next(r for r in requests(m, fabric) if r.sink == "c" and r.src.owner == "a")
+    assert skip.src.normal == (1, 0) and skip.dst.normal == (1, 0)
+
+
 @pytest.mark.parametrize("build", [fk.diamond, fk.fanout])
 def test_negotiator_keeps_pe_uses_and_conflicts_agree(build) -> None:
     """The negotiator's count of routes per PE (siblings too) is the count of

@@ -31,7 +31,7 @@ from .onnx_resize import (
     fix_legacy_resize,
     legacy_resize_modes,
 )
-from .onnx_rewrite import rewrite_model
+from .onnx_rewrite import bool_aliases, bool_reductions, rewrite_model
 from .onnx_shapes import all_static, fold_shape_chains, has_foreign_ops
 
 # the oldest opset onnx's version converter brings up; the newest the installed onnx defines
@@ -75,6 +75,7 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
     except ResizeConversionError as e:
         raise FrontendError(str(e)) from None
     antialias = antialias_resizes(model) if src >= 18 else set()
+    bools = bool_reductions(model) if src >= 20 else False
     if src != opset:
         model = _convert(model, src, opset, path)
     fix_legacy_resize(model, legacy)
@@ -99,7 +100,7 @@ def load_onnx(path: str, input_shapes: dict[str, list[int]] | None = None,
     stem = os.path.splitext(os.path.basename(path))[0]
     m = Module(g.name or stem)
     m.attrs.update(opset=int(opset), model_hash=_file_hash(path), source=os.path.basename(path))
-    _Builder(m, model, model_dir, antialias).build()
+    _Builder(m, model, model_dir, antialias, bools).build()
     return m
 
 
@@ -253,9 +254,12 @@ class _Builder:
     """Converts the inferred, opset-17 ModelProto into Module values and nodes."""
 
     def __init__(self, m: Module, model: onnx.ModelProto, model_dir: str,
-                 antialias: set[str] | None = None) -> None:
+                 antialias: set[str] | None = None, bools: bool = False) -> None:
         self.m, self.g, self.model_dir = m, model.graph, model_dir
         self.antialias = set(antialias or ())  # Resize outputs: opset 17 lost the attribute
+        # bool reductions: the uint8 Casts onnx_rewrite.bool_reductions wrapped them in
+        # (dropped: value renamed -> the name the IR uses)
+        self.alias = bool_aliases(self.g) if bools else {}
         self.types: dict[str, onnx.TypeProto] = {}
         for vi in list(self.g.input) + list(self.g.value_info) + list(self.g.output):
             self.types.setdefault(vi.name, vi.type)
@@ -274,7 +278,8 @@ class _Builder:
                 self._constant(n)
         used: set[str] = set()
         for i, n in enumerate(g.node):
-            if n.op_type != "Constant":
+            if n.op_type != "Constant" and not (n.op_type == "Cast" and self.alias and (
+                    n.output[0] in self.alias or n.input[0] in self.alias)):
                 m.nodes.append(self._node(n, i, used))
         lost = self.antialias - {nd.outputs[0] for nd in m.nodes if nd.op == "Resize"}
         if lost:
@@ -378,15 +383,17 @@ class _Builder:
         attrs = ir_attrs(n, name)
         if n.op_type == "Resize" and n.output and n.output[0] in self.antialias:
             attrs["antialias"] = 1
-        for o in n.output:
+        outs = [self.alias.get(o, o) for o in n.output]
+        ins = [self.alias.get(x, x) for x in n.input]
+        for o in outs:
             if o:
                 self.m.add_value(o, self._type_of(o, f"value '{o}' (output of {n.op_type} "
                                                      f"node '{name}')"))
-        for x in n.input:
+        for x in ins:
             if x and x not in self.m.values:
                 raise FrontendError(f"node '{name}' ({n.op_type}) reads '{x}', which is not "
                                     f"defined before it")
-        return Node(name, n.op_type, list(n.input), list(n.output), attrs)
+        return Node(name, n.op_type, ins, outs, attrs)
 
 
 def _ext_int(ext: dict[str, str], key: str, default: int, what: str) -> int:

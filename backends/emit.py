@@ -270,7 +270,12 @@ def _plain_attrs(attrs: dict[str, object]) -> dict[str, object]:
 def _host_io(m: Module) -> dict[str, list[dict[str, object]]]:
     """Where the host feeds model inputs and takes outputs: per bundle of a
     host edge, its lanes' PEs on the West edge (inputs) or East edge
-    (outputs) and the element range each lane carries."""
+    (outputs) and the element range each lane carries, or, for an input
+    bundle cut per PE row of its sink, the box each lane carries (the
+    bundle's slice records, wsec.ir.kernels.lane_boxes)."""
+    from wsec.ir.kernels import lane_boxes
+
+    kernels = {k.name: k for k in m.kernels()}
     ins, outs = [], []
     for e in m.edges:
         numel = m.values[e.value].type.numel
@@ -279,9 +284,13 @@ def _host_io(m: Module) -> dict[str, list[dict[str, object]]]:
                 continue
             src, land = endpoints(b)
             pes = src if e.src == HOST else land
-            d = {"value": e.value, "type": str(m.values[e.value].type),
-                 "sink": b.sink, "pes": pes.tolist(),
-                 "ranges": lane_slices(numel, b.lanes).tolist()}
+            d: dict[str, object] = {"value": e.value, "type": str(m.values[e.value].type),
+                                    "sink": b.sink, "pes": pes.tolist()}
+            if b.cut and e.src == HOST and b.sink in kernels:
+                d["boxes"] = lane_boxes(kernels[b.sink], b, e.value,
+                                        tuple(m.values[e.value].type.shape)).tolist()
+            else:
+                d["ranges"] = lane_slices(numel, b.lanes).tolist()
             (ins if e.src == HOST else outs).append(d)
     return {"inputs": ins, "outputs": outs}
 

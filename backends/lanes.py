@@ -171,9 +171,8 @@ def _check_cut(p: Program, bi: int) -> None:
         return
     e = p.edges[int(r["edge"])]
     what = f"bundle #{bi} (edge %{e.value})"
-    if int(r["flags"]) & (BUNDLE_FROM_HOST | BUNDLE_TO_HOST):
-        raise FormatError(f"{what} is cut but runs to or from the host, whose I/O map gives "
-                          "flat ranges")
+    if int(r["flags"]) & BUNDLE_TO_HOST:
+        raise FormatError(f"{what} is cut but runs to the host, which takes flat ranges")
     a, n = int(r["slice0"]), int(r["lanes"])
     if a + n > len(p.slices):
         raise FormatError(f"{what} is cut into slices {a}..{a + n}, outside the "
@@ -193,6 +192,31 @@ def _check_cut(p: Program, bi: int) -> None:
     except LaneError as err:
         raise FormatError(f"lane slices of {what} to "
                           f"'{p.kernels[int(r['sink'])].name}' do not cover it: {err}") from None
+    if int(r["flags"]) & BUNDLE_FROM_HOST:
+        _check_host_boxes(p, bi, boxes)
+
+
+def _check_host_boxes(p: Program, bi: int, boxes: np.ndarray) -> None:
+    """A cut bundle from the host: its I/O map entry sends each lane the box
+    its slice record says the lane carries."""
+    r = p.bundles[bi]
+    e = p.edges[int(r["edge"])]
+    sink = p.kernels[int(r["sink"])].name
+    what = f"bundle #{bi} (edge %{e.value}) from the host to '{sink}'"
+    ios = [d for d in p.info.get("host_io", {}).get("inputs", [])
+           if d.get("value") == e.value and d.get("sink") == sink]
+    if len(ios) != 1 or "boxes" not in ios[0]:
+        raise FormatError(f"{what} is cut, but the I/O map has no boxes for it (it would send "
+                          "flat ranges)")
+    sent = np.asarray(ios[0]["boxes"], np.int64).reshape(-1, *boxes.shape[1:]) \
+        if ios[0]["boxes"] else np.zeros((0, *boxes.shape[1:]), np.int64)
+    if sent.shape != boxes.shape or (sent != boxes).any():
+        lane = next((i for i in range(min(len(sent), len(boxes)))
+                     if (sent[i] != boxes[i]).any()), min(len(sent), len(boxes)))
+        raise FormatError(f"{what}: the I/O map sends lane {lane} "
+                          f"{sent[lane].tolist() if lane < len(sent) else 'nothing'}, but its "
+                          f"slice record says it carries "
+                          f"{boxes[lane].tolist() if lane < len(boxes) else 'nothing'}")
 
 
 def _check_spines(p: Program, bi: int) -> None:

@@ -128,6 +128,23 @@ def check_meta(p: Program) -> None:
                         or not all(isinstance(v, int) for v in r) or not 0 <= r[0] <= r[1] <= n):
                     raise MetaError(f"host I/O of %{name}: range {r!r} lies outside its {n} "
                                     f"elements")
+            if "boxes" in io:
+                _check_host_boxes(name, io["boxes"], sizes[name][1])
+
+
+def _check_host_boxes(name: str, boxes: object, shape: list[int]) -> None:
+    """A cut host input's boxes: per lane [start, stop] lists of the value's
+    rank, inside it (that they equal the bundle's slice records is checked
+    with the lanes, backends.lanes)."""
+    if not isinstance(boxes, list):
+        raise MetaError(f"host I/O of %{name}: 'boxes' is {boxes!r}, not a list")
+    for b in boxes:
+        ok = isinstance(b, list) and len(b) == 2 and all(
+            isinstance(c, list) and len(c) == len(shape) and all(isinstance(v, int) for v in c)
+            for c in b)
+        if not ok or not all(0 <= lo <= hi <= n for lo, hi, n in zip(b[0], b[1], shape,
+                                                                     strict=True)):
+            raise MetaError(f"host I/O of %{name}: box {b!r} is not a box of its shape {shape}")
 
 
 def _check_kernel(k: Any, sizes: dict[str, tuple[str, list[int]]]) -> None:

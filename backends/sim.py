@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 from wsec.ir.graph import HOST
 
-from .format import EdgeInfo, Program
+from .format import Program
 from .sim_base import KernelIO, RunResult, SimError, Trace, edge_name, value_array_type
 from .sim_exec import KernelRun, run_kernel
 from .sim_inbox import deliveries
@@ -43,12 +43,15 @@ def random_inputs(p: Program, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def _host_slices(p: Program, e: EdgeInfo, sink: str, x: np.ndarray) -> np.ndarray:
+def _host_slices(p: Program, ei: int, sink: str, x: np.ndarray) -> np.ndarray:
     """What the West-edge PEs of the I/O map inject towards `sink`: the
     flattened input cut into the lanes' ranges, reassembled in range order
     at the sink (the ranges must cover the input exactly once)."""
+    e = p.edges[ei]
     ios = [d for d in p.info.get("host_io", {}).get("inputs", [])
            if d["value"] == e.value and d.get("sink", sink) == sink]
+    if any("boxes" in d for d in ios):
+        return _host_boxes(p, ei, sink, x, ios)
     flat = x.reshape(-1)
     ranges = [r for d in ios for r in d.get("ranges", [[0, flat.size]])]
     covered = sorted((int(a), int(b)) for a, b in ranges)
@@ -61,6 +64,34 @@ def _host_slices(p: Program, e: EdgeInfo, sink: str, x: np.ndarray) -> np.ndarra
         raise SimError(f"host input %{e.value} to '{sink}': the I/O map's ranges {ranges} do "
                        f"not cover its {flat.size} elements exactly once")
     return np.concatenate([flat[a:b] for a, b in covered]).reshape(x.shape)
+
+
+def _host_boxes(p: Program, ei: int, sink: str, x: np.ndarray, ios: list[dict]
+                ) -> np.ndarray:
+    """A cut host input: the I/O map sends each lane of the bundle to `sink`
+    its box, which must be the box the bundle's slice record says the lane
+    carries (what the sink's PEs are checked against); the boxes together
+    must cover the input. Returns the input as the lanes deliver it."""
+    e = p.edges[ei]
+    bis = [bi for bi, b in enumerate(p.bundles) if int(b["edge"]) == ei
+           and int(b["sink"]) >= 0 and p.kernels[int(b["sink"])].name == sink]
+    boxes = p.lane_boxes(bis[0]) if len(bis) == 1 and len(ios) == 1 else None
+    sent = np.asarray(ios[0].get("boxes", []), np.int64)
+    if boxes is None or sent.shape != boxes.shape or (sent != boxes).any():
+        raise SimError(f"host input %{e.value} to '{sink}': the I/O map sends the boxes "
+                       f"{sent.tolist()}, not those its bundle's lanes carry "
+                       f"({None if boxes is None else boxes.tolist()})")
+    got = np.zeros(x.shape, bool)
+    out = np.zeros_like(x)
+    for lo, hi in zip(sent[:, 0], sent[:, 1], strict=True):
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        out[box] = x[box]
+        got[box] = True
+    if got.size and not got.all():
+        at = [int(v) for v in np.unravel_index(int(np.argmin(got)), x.shape)]
+        raise SimError(f"host input %{e.value} to '{sink}': no lane of the I/O map carries "
+                       f"element {at}")
+    return out
 
 
 def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False) -> RunResult:
@@ -105,7 +136,7 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False) -
             raise SimError(f"input %{e.value} has shape {list(x.shape)} but the binary expects "
                            f"{list(shape)}")
         for sink in traces[ei].sinks:
-            deliver(ei, sink, _host_slices(p, e, sink, x.astype(dt, copy=False)))
+            deliver(ei, sink, _host_slices(p, ei, sink, x.astype(dt, copy=False)))
     seconds: dict[str, float] = {}
     stats: dict[str, dict[str, int]] = {}
     kept: dict[str, KernelIO] = {}

@@ -20,11 +20,12 @@ i = channel group i // (s r), row group i % (s r), laid out in columns.
 from __future__ import annotations
 
 import numpy as np
+from wsec.ir.cuts import flat_hulls, joined
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
 
 from .sim_base import COMPUTE_DTYPE
-from .sim_inbox import read_error
+from .sim_inbox import check_windows, pe_windows, read_error
 from .sim_pe import Env
 from .sim_tail import operand_on_owners
 
@@ -44,6 +45,60 @@ def _rows(x: np.ndarray) -> tuple[int, int, int, int]:
     N, C = x.shape[:2]
     H = x.shape[2] if x.ndim >= 4 else 1
     return N, C, H, int(np.prod(x.shape[2:], dtype=np.int64)) // H
+
+
+def check_norm_rows(env: Env, name: str, shape: tuple[int, ...], cb: int, hb: int,
+                    channels: np.ndarray | None, stats: dict[str, int]) -> None:
+    """A norm PE (grouped index i = channel group i // (s r), row i % (s r))
+    reads its group's channels (`channels` [c, 2], default its block of cb)
+    in row group i % (s r)'s block of hb of the N H rows (samples x the
+    first spatial axis), the rest whole: checked against the lanes that
+    delivered `name` (sim_inbox.check_windows)."""
+    d = env.deliveries.get(name)
+    if d is None or d.shape != tuple(shape) or len(shape) < 2:
+        return
+    k = env.k
+    N, C = shape[:2]
+    H = shape[2] if len(shape) >= 4 else 1
+    c = int(k.knobs["c"])
+    rows = int(k.knobs["s"]) * int(k.knobs.get("r", 1))
+    i = np.arange(c * rows)
+    group, row = i // rows, i % rows
+    if channels is None:
+        channels = np.stack([np.minimum(np.arange(c) * cb, C),
+                             np.minimum((np.arange(c) + 1) * cb, C)], axis=1)
+    hull = flat_hulls(np.minimum(row * hb, N * H), np.minimum((row + 1) * hb, N * H), (N, H))
+    ch = channels[group][:, :, None]
+    tail = shape[3:] if len(shape) >= 4 else shape[2:]
+    rest = np.zeros((i.size, 2, len(tail)), np.int64)
+    rest[:, 1] = tail
+    parts = (hull[:, :, :1], ch, hull[:, :, 1:], rest) if len(shape) >= 4 else (
+        hull[:, :, :1], ch, rest)
+    uw, uh = k.unrotated_shape
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
+        joined(*parts), _lin(env, i), uw, uh))
+
+
+def check_row_norm(env: Env, name: str, shape: tuple[int, ...], lead: int, cb: int, wseg: int,
+                   stats: dict[str, int]) -> None:
+    """A row norm's PE (grouped index i = group i // (s r), segment i % r)
+    reads its group's block of cb of the C = prod(shape[:lead]) rows and
+    its segment of wseg of the trailing elements of each."""
+    d = env.deliveries.get(name)
+    if d is None or d.shape != tuple(shape):
+        return
+    k = env.k
+    c, r = int(k.knobs["c"]), int(k.knobs.get("r", 1))
+    rows = int(k.knobs["s"]) * r
+    C, W = int(np.prod(shape[:lead])), int(np.prod(shape[lead:]))
+    i = np.arange(c * rows)
+    group, seg = i // rows, i % r
+    boxes = joined(
+        flat_hulls(np.minimum(group * cb, C), np.minimum((group + 1) * cb, C), shape[:lead]),
+        flat_hulls(np.minimum(seg * wseg, W), np.minimum((seg + 1) * wseg, W), shape[lead:]))
+    uw, uh = k.unrotated_shape
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
+        boxes, _lin(env, i), uw, uh))
 
 
 def _owner(env: Env, x: np.ndarray, cb: int, hb: int) -> np.ndarray:
@@ -89,6 +144,7 @@ def lrn(env: Env, node: Node, stats: dict[str, int]) -> bool:
                          f"input channels {int(held[g, 0])}..{int(held[g, 1]) - 1} (its "
                          f"channel group {g} and the LRN window's neighbours)",
                          env.deliveries.get(node.inputs[0]))
+    check_norm_rows(env, node.inputs[0], x.shape, cb, hb, held, stats)
     sq = np.square(x.astype(np.float64))
     win = np.zeros(x.shape, np.float64)
     for t in range(size):  # each PE adds its window's taps in order
@@ -113,6 +169,7 @@ def batchnorm_train(env: Env, node: Node, stats: dict[str, int]) -> bool:
     N, C, H, Wr = _rows(x)
     c, s = int(k.knobs["c"]), int(k.knobs["s"])
     cb, hb = _cdiv(C, c), _cdiv(N * H, s)
+    check_norm_rows(env, node.inputs[0], x.shape, cb, hb, None, stats)
     rows = N * H
     x3 = x.reshape(N, C, H, Wr).transpose(1, 0, 2, 3).reshape(C, rows, Wr)
 

@@ -24,6 +24,7 @@ from wsec.ir.graph import Node
 from wsec.ir.library_dense import _einsum_terms
 
 from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_inbox import check_windows
 from .sim_pe import Env
 from .sim_tail import const_at
 
@@ -74,6 +75,30 @@ def einsum_reduction(env: Env, node: Node) -> tuple[np.ndarray, tuple[int, ...],
     return xr, tuple(range(len(out), len(out) + len(red))), out, red, sizes
 
 
+def check_rows(env: Env, name: str, shape: tuple[int, ...], ky: int, kb: int,
+               stats: dict[str, int]) -> None:
+    """PE row py of a matmul reads reduction block py of A (multicast along
+    the row): every leading index, [py kb, (py + 1) kb) of A's last axis,
+    the reduction. Checked against the lanes that delivered A (cut: each
+    row's box; flat: counted as forwarded)."""
+    d = env.deliveries.get(name)
+    if d is None or d.shape != tuple(shape) or not shape:
+        return
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, reduction_need(shape, ky, kb))
+
+
+def reduction_need(shape: tuple[int, ...], ky: int, kb: int) -> np.ndarray:
+    """(ky, 2, ndim): reduction block py (kb long) of A's last axis, every
+    leading index, per PE row py."""
+    Kd = shape[-1]
+    py = np.arange(ky)
+    need = np.zeros((ky, 2, len(shape)), np.int64)
+    need[:, 1, :-1] = shape[:-1]
+    need[:, 0, -1] = np.minimum(py * kb, Kd)
+    need[:, 1, -1] = np.minimum((py + 1) * kb, Kd)
+    return need
+
+
 def einsum_matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
     k = env.k
     ins = [i for i in node.inputs if i]
@@ -93,6 +118,8 @@ def einsum_matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
         raise SimError(f"kernel '{k.name}' ({k.kind}, knobs {k.knobs}) occupies {uw}x{uh} "
                        f"PEs but its mapping needs {kx}x{ky}")
     kb, nb = _cdiv(Kd, ky), _cdiv(N, kx)
+    if len(red) == 1 and a[-1:] == red and a.count(red[0]) == 1 and ins[0] not in k.weights:
+        check_rows(env, ins[0], shapes[0], ky, kb, stats)  # A's reduction: its last axis
     py, px = np.arange(ky)[:, None], np.arange(kx)[None, :]
     red_i = np.minimum(py[:, :, None] * kb + np.arange(kb), Kd - 1)[:, :, :, None]  # [ky,1,kb,1]
     col_i = np.minimum(px[:, :, None] * nb + np.arange(nb), N - 1)[:, :, None, :]  # [1,kx,1,nb]

@@ -8,9 +8,9 @@ unrotated rectangle; a bundle's lanes never share a PE, so a PE receives at
 most one lane of it) and the slice that lane carries (`lane_slices`).
 
 A kernel's executor (sim_exec) declares the window of each input a PE
-holds (a conv row group's input rows plus its halo, a matmul row's
-reduction block, ...) and reads only inside it; reading outside raises
-`SimError` naming the PE, the element and the lane that carried it.
+holds (a conv or pooling row group's input rows plus its halo, a matmul
+row's reduction block, ...) and reads only inside it; reading outside
+raises `SimError` naming the PE, the element and the lane that carried it.
 
 The window against the inbox (`check_windows`): a cut bundle's lanes carry
 the boxes the sink's kind declares per PE row (at pitch k, the union of the
@@ -120,26 +120,37 @@ def deliveries(p: Program) -> list[dict[str, Delivery]]:
 
 def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
     """PE row py of kernel ki reads the box need[py] ((uh, 2, ndim) [start,
-    stop) of d's value; empty boxes read nothing) on every PE of the row.
+    stop) of d's value; empty boxes read nothing) on every PE of the row,
+    or, where the PEs of a row read different boxes (a grouped or spread
+    layout), PE (px, py) reads need[py, px] ((uh, uw, 2, ndim)).
     A cut bundle must have delivered it into each PE's core (else SimError
     naming the PE, the first missing element and the lane carrying it);
     for a flat bundle, returns how many PEs read outside their lane's range
     (elements the rectangle would have to forward)."""
     uh, uw = d.lane_at.shape
-    lo, hi = need[:, 0, :], need[:, 1, :]
-    reads = (hi > lo).all(axis=1)[:, None] & np.ones((1, uw), bool)  # [uh, uw]
+    if not d.shape:  # a scalar: a lane carries all of it or nothing (the routes check that)
+        return 0
+    if need.ndim == 3:
+        need = np.broadcast_to(need[:, None], (uh, uw, *need.shape[1:]))
+    if need.shape[:2] != (uh, uw):
+        raise SimError(f"kernel '{p.kernels[ki].name}' ({p.kernels[ki].kind}): its executor "
+                       f"declares windows for {need.shape[1]}x{need.shape[0]} PEs, the "
+                       f"rectangle has {uw}x{uh}")
+    lo, hi = need[:, :, 0, :], need[:, :, 1, :]  # [uh, uw, nd]
+    reads = (hi > lo).all(axis=2)
     lane = d.lane_at
     got = lane >= 0
     li = np.maximum(lane, 0)
     if d.boxes is not None:
         blo, bhi = d.boxes[li, 0, :], d.boxes[li, 1, :]  # [uh, uw, nd]
-        ok = ((blo <= lo[:, None, :]) & (hi[:, None, :] <= bhi)).all(axis=2)
+        ok = ((blo <= lo) & (hi <= bhi)).all(axis=2)
     else:
-        shape = d.shape
-        first = np.ravel_multi_index(tuple(np.minimum(lo, np.asarray(shape) - 1).T), shape)
-        last = np.ravel_multi_index(tuple(np.maximum(hi - 1, 0).T), shape)
-        a, b = d.slices[li, 0], d.slices[li, 1]
-        ok = (a <= first[:, None]) & (last[:, None] < b)
+        shape = np.asarray(d.shape)
+        first = np.ravel_multi_index(tuple(np.minimum(lo, shape - 1).reshape(-1, shape.size).T),
+                                     d.shape).reshape(uh, uw)
+        last = np.ravel_multi_index(tuple(np.maximum(hi - 1, 0).reshape(-1, shape.size).T),
+                                    d.shape).reshape(uh, uw)
+        ok = (d.slices[li, 0] <= first) & (last < d.slices[li, 1])
     bad = reads & ~(got & ok)
     if d.boxes is None:
         return int(bad.sum())
@@ -147,10 +158,21 @@ def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
         py, px = (int(v) for v in np.argwhere(bad)[0])
         held = (f"lane {int(lane[py, px])}'s box "
                 f"{_box(d.boxes[int(lane[py, px])])}" if got[py, px] else "no lane")
-        elem = _first_missing(need[py], d.boxes[int(lane[py, px])] if got[py, px] else None)
+        elem = _first_missing(need[py, px], d.boxes[int(lane[py, px])] if got[py, px] else None)
         flat = int(np.ravel_multi_index(tuple(elem), d.shape))
         raise read_error(p, ki, px, py, d.value, flat, held, d)
     return 0
+
+
+def pe_windows(boxes: np.ndarray, lin: np.ndarray, uw: int, uh: int) -> np.ndarray:
+    """(uh, uw, 2, ndim) windows for check_windows: box i ((n, 2, ndim)) on
+    the PE at linear offset lin[i] (py * uw + px) of the unrotated
+    rectangle; PEs no box lands on read nothing."""
+    need = np.zeros((uh * uw, *boxes.shape[1:]), np.int64)
+    lin = np.asarray(lin, np.int64).reshape(-1)
+    on = (lin >= 0) & (lin < uh * uw)
+    need[lin[on]] = boxes[on]
+    return need.reshape(uh, uw, *boxes.shape[1:])
 
 
 def _box(b: np.ndarray) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 from wsec.ir.graph import Node
 
 from .sim_base import COMPUTE_DTYPE
+from .sim_channels import check_norm_rows, check_row_norm
 from .sim_einsum import einsum_reduction
 from .sim_pe import Env, run_op
 from .sim_scan import cumsum
@@ -263,6 +264,7 @@ def decomposed_ln(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     c, r = int(k.knobs["c"]), int(k.knobs.get("r", 1))
     rows = int(k.knobs["s"]) * r
     cb, wseg = _cdiv(C, c), _cdiv(W, r)
+    check_row_norm(env, first.inputs[0], grid, axes[0], cb, wseg, stats)
     i = (np.arange(C) // cb)[:, None] * rows + (np.arange(W) // wseg)[None, :]
     uw, uh = k.unrotated_shape
     owner = ((i % uh) * uw + i // uh).reshape(grid)
@@ -299,6 +301,7 @@ def instance_norm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     Wr = int(np.prod(x.shape[2:])) // H
     c, s = int(k.knobs["c"]), int(k.knobs["s"])
     cb, hb = _cdiv(C, c), _cdiv(N * H, s)
+    check_norm_rows(env, node.inputs[0], x.shape, cb, hb, None, stats)
     x4 = x.reshape(N, C, H, Wr)
     g = (np.arange(N)[:, None] * H + np.arange(H)[None, :]) // hb  # [N, H] row group
 

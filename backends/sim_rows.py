@@ -17,19 +17,26 @@ normalisation (library_pool, library_rowwise).
   Scale and bias come from the owning PEs' shards (sim_tail.const_on_owners)
   or, computed by another kernel, from what the routes delivered
   (sim_tail.operand_on_owners).
+
+Each declares every PE's window of its data input (a pooling group's
+channels x rows with halo, a softmax PE's segment x rows, a norm group's
+channels x rows or a row norm's rows x segment; hulls where a PE's part of
+the flattened value is not a box) and checks it against the lane its core
+received (sim_inbox.check_windows).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from wsec.ir.cuts import flat_hulls, joined
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
 from wsec.ir.opsem import windows
 from wsec.ir.opsem_core import _pool_geometry, pool_indices
 
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_channels import batchnorm_train, lrn
-from .sim_inbox import grid_pe
+from .sim_channels import batchnorm_train, check_norm_rows, check_row_norm, lrn
+from .sim_inbox import check_windows, grid_pe, pe_windows
 from .sim_pe import Env, run_op
 from .sim_sharded import row_windows
 from .sim_tail import operand_on_owners
@@ -175,8 +182,14 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
     N, C, H, W = x.shape
     cb = _cdiv(C, c)
     uw, uh = k.unrotated_shape
+    d = env.deliveries.get(node.inputs[0])
+    check = d is not None and d.shape == x.shape
     if node.op.startswith("Global"):
         held = [env_kind_rows(env, g) for g in range(s)]
+        if check:
+            rows = np.array(held, np.int64).reshape(s, 2)
+            stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, grouped_need(
+                x.shape, c, s, (uw, uh), rows[:, 0], rows[:, 1]))
         acc = None
         for a, b in held:  # the row groups' partials, combined in PE order
             part = x[:, :, a:b]
@@ -199,6 +212,11 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
     mx = node.op == "MaxPool"
     width = [(0, 0), (0, 0), (pb[0], pe[0] + extra[0]), (pb[1], pe[1] + extra[1])]
     xp = np.pad(x, width, constant_values=-np.inf if mx else 0.0)
+
+    if check:
+        lo, hi = window_need(s, hb, st[0], R, dl[0], Ho, pb[0], H)
+        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, grouped_need(
+            x.shape, c, s, (uw, uh), lo, hi))
 
     def first(g: int) -> tuple[int, int]:
         return g // uh, g % uh  # channel group 0, row group g
@@ -232,6 +250,39 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
     return rows(y), _grouped_lin(env, i).reshape(1, C, Ho, 1), None if f is None else rows(f)
 
 
+def window_need(s: int, hb: int, sh: int, R: int, dh: int, Ho: int, pad_top: int, H: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Input rows [lo, hi) the hb output rows of each of s row groups read
+    through an R-tap window (dilation dh, stride sh, pad_top rows above the
+    input): the strided span plus the halo, clipped to the H input rows."""
+    first = np.arange(s) * hb
+    nrows = np.clip(Ho - first, 0, hb)
+    r0 = first * sh - pad_top
+    r1 = np.where(nrows > 0, r0 + (nrows - 1) * sh + (R - 1) * dh + 1, r0)
+    return np.clip(r0, 0, H), np.clip(r1, 0, H)
+
+
+def grouped_need(shape: tuple[int, ...], c: int, s: int, rect: tuple[int, int],
+                 lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(uh, uw, 2, 4): the input box each PE of a grouped layout of (uw, uh)
+    = `rect` reads (PE index i = px * uh + py: channel block i // s of rows
+    [lo, hi) of its row group i % s; PEs past c s read nothing)."""
+    uw, uh = rect
+    N, C, _, W = shape
+    i = np.arange(uw)[None, :] * uh + np.arange(uh)[:, None]
+    g, cg = i % s, i // s
+    g = np.minimum(g, s - 1)
+    cb = _cdiv(C, c)
+    need = np.zeros((uh, uw, 2, 4), np.int64)
+    need[:, :, 1, 0] = N
+    need[:, :, 0, 1] = np.minimum(cg * cb, C)
+    need[:, :, 1, 1] = np.minimum((cg + 1) * cb, C)
+    need[:, :, 0, 2], need[:, :, 1, 2] = lo[g], np.maximum(lo[g], hi[g])
+    need[:, :, 1, 3] = W
+    need[i >= c * s] = 0
+    return need
+
+
 def env_kind_rows(env: Env, g: int) -> tuple[int, int]:
     return KINDS[env.k.kind].input_rows(env.k.dims, env.k.knobs, g)
 
@@ -256,6 +307,7 @@ def softmax(env: Env, node: Node, stats: dict[str, int]) -> bool:
     p = int(env.k.knobs["p"])
     pe, pr = min(p, E), max(1, p // E)
     nb, rl = _cdiv(E, pe), _cdiv(rows, pr)
+    _check_softmax(env, node.inputs[0], x.shape, axis, pe, nb, rl, p, stats)
     x2 = np.pad(xm.reshape(rows, E), [(0, 0), (0, pe * nb - E)], constant_values=-np.inf)
     seg = x2.reshape(rows, pe, nb)  # [row, segment PE, its elements]
     gmax = seg.max(axis=2).max(axis=1, keepdims=True)[:, :, None]  # partial maxima combined
@@ -274,6 +326,26 @@ def softmax(env: Env, node: Node, stats: dict[str, int]) -> bool:
     env.owner[node.outputs[0]] = own
     stats["sharded_pes"] = pe * min(pr, rows)
     return True
+
+
+def _check_softmax(env: Env, name: str, shape: tuple[int, ...], axis: int, pe: int, nb: int,
+                   rl: int, p: int, stats: dict[str, int]) -> None:
+    """Softmax PE i reads segment i % pe (nb long) of the axis in the rl
+    consecutive rows (over the other axes, in order) of row group i // pe;
+    its window is their hull, checked against the lane that delivered it."""
+    d = env.deliveries.get(name)
+    if d is None or d.shape != tuple(shape):
+        return
+    E = shape[axis]
+    other = tuple(n for a, n in enumerate(shape) if a != axis)
+    rows = int(np.prod(other))
+    i = np.arange(p)
+    seg, rg = i % pe, i // pe
+    hull = flat_hulls(np.minimum(rg * rl, rows), np.minimum((rg + 1) * rl, rows), other)
+    ax = np.stack([np.minimum(seg * nb, E), np.minimum((seg + 1) * nb, E)], axis=1)[:, :, None]
+    uw, uh = env.k.unrotated_shape
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
+        joined(hull[:, :, :axis], ax, hull[:, :, axis:]), _spread_lin(env, i), uw, uh))
 
 
 def norm(env: Env, node: Node, stats: dict[str, int]) -> bool:
@@ -304,6 +376,7 @@ def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     C, W = int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))
     c, r = int(k.knobs["c"]), int(k.knobs.get("r", 1))
     cb, wseg = _cdiv(C, c), _cdiv(W, r)
+    check_row_norm(env, node.inputs[0], x.shape, axis, cb, wseg, stats)
     x2 = np.pad(x.reshape(C, W), [(0, 0), (0, r * wseg - W)]).reshape(C, r, wseg)
     valid = (np.arange(r * wseg) < W).reshape(1, r, wseg)
 
@@ -351,6 +424,7 @@ def _batchnorm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     c, s = int(k.knobs["c"]), int(k.knobs["s"])
     H = x.shape[2] if x.ndim >= 4 else 1
     cb, hb = _cdiv(C, c), _cdiv(N * H, s)
+    check_norm_rows(env, node.inputs[0], x.shape, cb, hb, None, stats)
     grid = x.shape
     nh = (np.arange(N)[:, None] * H + np.arange(H)[None, :]) // hb  # row group of (n, h)
     group = np.arange(C) // cb

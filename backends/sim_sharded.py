@@ -30,7 +30,7 @@ from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_einsum import einsum_matmul
+from .sim_einsum import check_rows, einsum_matmul
 from .sim_inbox import check_windows, grid_pe, read_error
 from .sim_pe import Env
 from .sim_wgrad import conv_wgrad
@@ -268,7 +268,8 @@ def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
         return False
     a = env.get(node.inputs[0], node.name).astype(COMPUTE_DTYPE, copy=False)
     tb = node.op == "Gemm" and bool(node.attrs.get("transB", 0))
-    if node.op == "Gemm" and node.attrs.get("transA", 0):
+    ta = node.op == "Gemm" and bool(node.attrs.get("transA", 0))
+    if ta:
         a = a.T
     Kd, N = (bshape[1], bshape[0]) if tb else bshape
     a2 = a.reshape(-1, Kd)
@@ -276,6 +277,8 @@ def matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
     kx, ky = int(k.knobs["kx"]), int(k.knobs["ky"])
     _check_rect(env, kx, ky)
     kb, nb = _cdiv(Kd, ky), _cdiv(N, kx)
+    if not ta:
+        check_rows(env, node.inputs[0], a.shape, ky, kb, stats)
     wi = k.weights.index(node.inputs[1])
     wpe = env.mem.pe_array(env.ki, wi, (nb, kb) if tb else (kb, nb))  # [ky, kx, ...]
     if tb:
@@ -321,7 +324,8 @@ def matmul_act(env: Env, node: Node, stats: dict[str, int]) -> bool:
     if a.ndim < 2 or b.ndim < 2:
         return False
     gemm = node.op == "Gemm"
-    if gemm and node.attrs.get("transA", 0):  # each PE reads its block transposed
+    ta = gemm and bool(node.attrs.get("transA", 0))
+    if ta:  # each PE reads its block transposed
         a = a.T
     if gemm and node.attrs.get("transB", 0):
         b = b.T
@@ -329,6 +333,8 @@ def matmul_act(env: Env, node: Node, stats: dict[str, int]) -> bool:
     kx, ky = int(k.knobs["kx"]), int(k.knobs["ky"])
     _check_rect(env, kx, ky)
     kb, nb = _cdiv(Kd, ky), _cdiv(N, kx)
+    if not ta:
+        check_rows(env, node.inputs[0], a.shape, ky, kb, stats)
     ap = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, ky * kb - Kd)])
     ap = np.moveaxis(ap.reshape(*a.shape[:-1], ky, kb), -2, 0)  # [ky, ..., M, kb]
     bp = np.pad(b, [(0, 0)] * (b.ndim - 2) + [(0, ky * kb - Kd), (0, kx * nb - N)])

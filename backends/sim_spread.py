@@ -4,7 +4,9 @@ Element-wise (library_rowwise.ElementwiseKind): PE i (offset py * w + px)
 owns the output elements [i n, (i + 1) n), n = ceil(E / p); when the kernel
 tiles a large constant over its rectangle (an attention mask), a PE owns
 instead the elements whose constant entries its tile holds. Every element
-is computed by its owner from its own SRAM shard (sim_tail).
+is computed by its owner from its own SRAM shard (sim_tail); a PE's window
+of the data input (the hull of its block) is checked against the lane its
+core received (sim_inbox.check_windows).
 
 Data movement (DatamoveKind): each of its p = c x h PEs owns a block of every output and
 forwards elements of the inputs ("the permutation is in the routes"). Which
@@ -21,10 +23,12 @@ combines them in update order (sim_scatter).
 from __future__ import annotations
 
 import numpy as np
+from wsec.ir.cuts import flat_hulls
 from wsec.ir.graph import Node
 from wsec.ir.library_rowwise import DatamoveKind
 
 from .sim_base import SimError
+from .sim_inbox import check_windows, pe_windows
 from .sim_pe import Env, run_op
 from .sim_scatter import combine, reduction, targets
 from .sim_tail import broadcast_index, run_tail
@@ -80,11 +84,31 @@ def elementwise(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     if grid is None:
         return 0
     owner = _spread_owner(env, grid)
+    _check_blocks(env, body[0].inputs[0] if body[0].inputs else "", owner, stats)
     done = run_tail(env, body, grid, owner, stats, widen=True)
     if done == len(body):
         for o in env.k.outputs:
             env.owner[o] = owner
     return done
+
+
+def _check_blocks(env: Env, name: str, owner: np.ndarray, stats: dict[str, int]) -> None:
+    """PE i reads the elements [i n, (i + 1) n) of a data input as large as
+    the grid it owns in blocks (not a broadcast operand, not a tiled
+    constant's tiles); its window is their hull, checked against the lane
+    that delivered the input (sim_inbox.check_windows)."""
+    d = env.deliveries.get(name)
+    e = owner.size
+    if d is None or d.numel != e or not d.shape:
+        return  # a scalar: its one lane is the whole value
+    p = max(1, int(env.k.knobs.get("p", 1)))
+    n = -(-e // p)
+    if not np.array_equal(owner.reshape(-1), np.arange(e, dtype=np.int64) // n):
+        return  # a tiled constant decides who owns what
+    i = np.arange(p)
+    uw, uh = env.k.unrotated_shape
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
+        flat_hulls(np.minimum(i * n, e), np.minimum((i + 1) * n, e), d.shape), i, uw, uh))
 
 
 def _resolve(env: Env, traced: list[str], t: np.ndarray, dt: np.dtype) -> np.ndarray:

@@ -128,4 +128,14 @@ def format_stats(p: Program, res: RunResult) -> str:
                      f"delivered; {sum(fwd.values())} PEs of {sum(1 for v in fwd.values() if v)} "
                      "read elements their lane did not bring (flat lanes: forwarded inside the "
                      "rectangle, not routed)")
+        kinds = {k.name: k.kind for k in p.kernels}
+        per: dict[str, list[int]] = {}
+        for n, v in fwd.items():
+            row = per.setdefault(kinds.get(n, "?"), [0, 0, 0])
+            row[0] += 1
+            row[1] += not v
+            row[2] += v
+        lines.append("  by kind (kernels checked / read only their lanes / PEs reading "
+                     "forwarded elements): " + ", ".join(
+                         f"{kind} {a}/{b}/{c}" for kind, (a, b, c) in sorted(per.items())))
     return "\n".join(lines)

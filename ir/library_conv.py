@@ -85,6 +85,26 @@ def window_rows(ho: int, s: int, sh: int, r: int, dh: int, group: int) -> tuple[
     return start, start + (n - 1) * sh + (r - 1) * dh + 1
 
 
+def covering_rows(rows: np.ndarray, ph: int, H: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Input rows [lo, hi) per row group from the padded rows it holds
+    (`rows`, (s, 2)) so that the groups together cover the H input rows:
+    the pad above the input is not in the dims (only their sum ph), so a
+    group's rows start up to ph earlier; rows no group reads (a stride
+    longer than the window) go to the group before them; groups holding no
+    rows read none (0, 0). None when no group holds a row."""
+    used = rows[:, 1] > rows[:, 0]
+    lo = np.clip(rows[:, 0] - ph, 0, H)
+    hi = np.clip(rows[:, 1], 0, H)
+    live = np.flatnonzero(used)
+    if not live.size:
+        return None
+    lo[live[0]] = 0
+    hi[live[:-1]] = np.maximum(hi[live[:-1]], lo[live[1:]])
+    hi[live[-1]] = H
+    lo[~used], hi[~used] = 0, 0
+    return lo, hi
+
+
 def fold_depth(node: Node, x: tuple[int, ...], y: tuple[int, ...], taps: int
                 ) -> tuple[Node, tuple[int, int, int, int], tuple[int, int, int, int], Dims]:
     """A 3-D windowed op as a 2-D one: each output depth plane is an
@@ -274,18 +294,11 @@ class ConvKind(LibraryKind):
         if (dims.get("L1") or dims.get("T") or dims.get("G", 1) != 1
                 or tuple(shape) != (N, C, H, W)):
             return None
-        ph = dims["ph"]
         rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
-        used = rows[:, 1] > rows[:, 0]
-        lo = np.clip(rows[:, 0] - ph, 0, H)
-        hi = np.clip(rows[:, 1], 0, H)
-        live = np.flatnonzero(used)
-        if not live.size:
+        got = covering_rows(rows, dims["ph"], H)
+        if got is None:
             return None
-        lo[live[0]] = 0
-        hi[live[:-1]] = np.maximum(hi[live[:-1]], lo[live[1:]])
-        hi[live[-1]] = H
-        lo[~used], hi[~used] = 0, 0
+        lo, hi = got
         py = np.arange(c * s)
         out = np.zeros((c * s, 2, 4), np.int64)
         out[:, 1, 0] = N
@@ -412,6 +425,12 @@ class DeconvKind(LibraryKind):
         kernel's reach padded above): its rows' span plus the window halo
         of (R - 1) * dh rows. Only every sh-th of them is an input row."""
         return window_rows(dims["Ho"], int(knobs["s"]), 1, dims["R"], dims.get("dh", 1), group)
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None: an output-row group's input rows depend on the pads, which
+        the dims do not carry (a deconv crops its full output by them)."""
+        return None
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .graph import Node, Value
-from .kernel_kind import Dims
+from .kernel_kind import Dims, Knobs
 from .library_common import (
     CODE_BYTES,
     KERNEL_OVERHEAD,
@@ -84,6 +84,15 @@ class ConvWgradKind(LibraryKind):
              "Ho": out[0], "Wo": out[1]}
         d.update(fused_extras(body, values))
         return d
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None for now, though a PE row reads a box: its channel block of
+        its row group's input rows and halo in X'' [C/G, G N, H, W], as the
+        forward conv. Its executor (sim_wgrad) does not check its PEs'
+        windows yet, and a cut the simulator does not prove would only
+        look proven; its lanes carry the flat split."""
+        return None
 
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
         return {"k": candidates(dims["M"], target.width),

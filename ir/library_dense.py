@@ -78,6 +78,8 @@ class MatmulKind(LibraryKind):
             bias = 0
         d = {"M": m, "Kd": kd, "N": n, "Bt": bt, "tB": tb, "bias": bias, "Bwhole": 0,
              "Bact": int(not is_const(values, mm.inputs[1]))}
+        if mm.op == "Gemm" and ta:
+            d["tA"] = 1  # A stored [Kd, M]: its reduction is not its last axis
         d.update(fused_extras(body, values))
         # a fused Reshape back to 3-D (form-kernels) relabels the block: no cycles
         d["F"] -= sum(OP_COST.get(x.op, 1) * max(1, len([i for i in x.inputs if i]) - 1)
@@ -106,7 +108,25 @@ class MatmulKind(LibraryKind):
         return kx, ky, cycles, sram
 
     def reduction_chain(self, dims: Dims, knobs: Knobs) -> int:
-        return int(knobs["ky"])  # the ky reduction blocks of a column, summed along y
+        return int(knobs["ky"])
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """PE row py reads reduction block py of A (multicast along the
+        row): every leading index, the block's stretch of A's last axis.
+        Only when that axis is the reduction (tA, set for Gemm's transA and
+        an Einsum whose A does not end in its one reduced index, marks the
+        others: their rows read strided parts, not a box)."""
+        kd, ky = dims["Kd"], int(knobs["ky"])
+        if dims.get("tA") or not shape or shape[-1] != kd:
+            return None
+        out = np.zeros((ky, 2, len(shape)), np.int64)
+        out[:, 1, :-1] = shape[:-1]
+        step = -(-kd // ky)
+        out[:, 0, -1] = np.minimum(kd, np.arange(ky) * step)
+        out[:, 1, -1] = np.minimum(kd, (np.arange(ky) + 1) * step)
+        out[out[:, 1, -1] <= out[:, 0, -1]] = 0  # past the last block: reads nothing
+        return out  # the ky reduction blocks of a column, summed along y
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
@@ -181,6 +201,11 @@ def einsum_dims(node: Node, values: dict[str, Value]) -> Dims:
     o = max(1, vtype(values, node.outputs[0]).numel)
     const_b = is_const(values, ins[1])
     plain = b == batch + [i for i in red if i in b] + cols  # B is [batch..., Kd, N]
-    return {"M": max(1, o // max(n, 1)), "Kd": max(1, prod(red)), "N": max(1, n),
-            "Bt": max(1, prod(batch)), "tB": 0, "bias": 0, "Bact": int(not const_b),
-            "Bwhole": int(const_b and not (plain and len(red) <= 1 and len(cols) <= 1))}
+    # A's reduction is its last axis only when A ends in the one reduced index
+    ends = len(red) == 1 and a[-1:] == red and a.count(red[0]) == 1
+    d = {"M": max(1, o // max(n, 1)), "Kd": max(1, prod(red)), "N": max(1, n),
+         "Bt": max(1, prod(batch)), "tB": 0, "bias": 0, "Bact": int(not const_b),
+         "Bwhole": int(const_b and not (plain and len(red) <= 1 and len(cols) <= 1))}
+    if not ends:
+        d["tA"] = 1
+    return d

@@ -85,6 +85,12 @@ class GatherKind(LibraryKind):
         sram = (CODE_BYTES + shard * b + d["L"] * INDEX_BYTES + 2 * np.minimum(row, out) * b)
         return q, p, cycles, sram
 
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None: a PE row reads the table rows its indices name, which only
+        the indices (data, at run time) decide."""
+        return None
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

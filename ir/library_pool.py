@@ -12,11 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .cuts import grouped_rows
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
     CODE_BYTES,
     KERNEL_OVERHEAD,
+    MAX_COLUMN,
     ROW_OVERHEAD,
     LibraryKind,
     UnsupportedShape,
@@ -32,7 +34,14 @@ from .library_common import (
     spatial,
     vtype,
 )
-from .library_conv import channel_shard, fold_depth, pair, window_dims, window_rows
+from .library_conv import (
+    channel_shard,
+    covering_rows,
+    fold_depth,
+    pair,
+    window_dims,
+    window_rows,
+)
 from .target import Target
 
 
@@ -140,6 +149,36 @@ class PoolKind(LibraryKind):
             return b.start, b.stop
         return window_rows(dims["Ho"], int(knobs["s"]), dims["sh"], dims["R"], dims["dh"], group)
 
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """PE index i (grouped layout, in the column height the library
+        uses) reads channel block i // s of its row group i % s's input
+        rows: windowed pooling its span plus halo (`input_rows`, covering
+        the input as conv's cut does), global pooling its block of rows. A
+        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows). 1-D
+        pooling (rows of one) and 3-D pooling (depth folded into N or the
+        rows) read no box of their input per row: None."""
+        c, s = int(knobs["c"]), int(knobs["s"])
+        N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
+        if dims.get("T") or dims.get("L1") or tuple(shape) != (N, C, H, W):
+            return None
+        rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
+        got = covering_rows(rows, 0 if dims.get("glob") else dims["ph"], H)
+        if got is None:
+            return None
+        lo, hi = got
+        i = np.arange(c * s)
+        g, cg = i % s, i // s
+        step = -(-C // c)
+        pe = np.zeros((i.size, 2, 4), np.int64)
+        pe[:, 1, 0] = N
+        pe[:, 0, 1] = np.minimum(C, cg * step)
+        pe[:, 1, 1] = np.minimum(C, (cg + 1) * step)
+        pe[:, 0, 2], pe[:, 1, 2] = lo[g], hi[g]
+        pe[:, 1, 3] = W
+        pe[(pe[:, 1] <= pe[:, 0]).any(axis=1)] = 0
+        return grouped_rows(pe, MAX_COLUMN)
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
@@ -244,6 +283,15 @@ class ResizeKind(LibraryKind):
             return (0, int(H)) if b > a else (0, 0)
         margin = dims["th"] // 2 + 1 + math.ceil(H / Ho)
         return (int(max(0, a * H // Ho - margin)), int(min(H, -(-b * H // Ho) + margin)))
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None for now, though a PE row (an output-row group) reads a box:
+        all channels of its input rows (`input_rows`) in every column. Its
+        executor (sim_resample.resize) checks its taps against those rows
+        but not yet its PEs' windows against the lanes, and a cut the
+        simulator does not prove would only look proven."""
+        return None
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .graph import Node, Value
-from .kernel_kind import Dims
+from .kernel_kind import Dims, Knobs
 from .library_common import (
     CODE_BYTES,
     KERNEL_OVERHEAD,
@@ -92,6 +92,13 @@ class ReduceKind(LibraryKind):
 
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
         return {"p": candidates(dims["E"], target.pes, limit=96)}
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None: the reduced axes are not in the dims (E, O, R only), and an
+        output group's inputs are strided over the input unless the reduced
+        axes are the trailing ones; its lanes carry the flat split."""
+        return None
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         p = kn["p"]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .cuts import flat_hulls, grouped_rows, joined, spread_rows
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
@@ -182,6 +183,21 @@ class ElementwiseKind(_SpreadKind):
         sram = CODE_BYTES + n * b * (d["I"] + d["Q"]) + (d["P"] + full) * b
         return w, h, np.maximum(compute, io) + KERNEL_OVERHEAD, sram
 
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """PE index i (row-major in the near-square rectangle) owns and
+        reads the elements [i n, (i + 1) n) (n = ceil(E/p)) of an input as
+        large as the output; a PE row's box is the hull of its PEs' blocks
+        (wsec.ir.cuts.spread_rows). An input broadcast over the output (its
+        PEs read strided parts) and a kernel that tiles a constant (its PEs
+        own the constant's tiles, not blocks) have no per-row box: None."""
+        E, p = dims["E"], int(knobs["p"])
+        if dims.get("Pf") or not shape or int(np.prod(shape)) != E:
+            return None
+        n = -(-E // max(p, 1))
+        i = np.arange(p)
+        return spread_rows(flat_hulls(np.minimum(i * n, E), np.minimum((i + 1) * n, E), shape))
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
@@ -239,6 +255,14 @@ class DatamoveKind(LibraryKind):
         return {"c": candidates(dims["E"], target.width),
                 "h": candidates(dims["E"], min(MAX_COLUMN, target.height))}
 
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """None: a PE forwards a block of the output, and what it reads of
+        an input is that block's preimage under the body's permutation (a
+        concatenation's slice, a transpose's strided set), which the dims
+        do not describe; its lanes carry the flat split."""
+        return None
+
     @staticmethod
     def pes(knobs: Knobs) -> int:
         """The PEs the elements are dealt over: PE i (offset py * c + px)
@@ -271,8 +295,23 @@ class SoftmaxKind(_SpreadKind):
         axis = int(sm.attrs.get("axis", -1)) % len(shape)
         e = shape[axis]
         d = {"E": e, "rows": max(1, int(np.prod(shape)) // max(e, 1))}
+        if axis != len(shape) - 1:
+            d["after"] = len(shape) - 1 - axis  # axes after the softmax axis
         d.update(fused_extras(body, values))
         return d
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """PE index i (row-major in the near-square rectangle) reads segment
+        i % pe (pe = min(p, E)) of the softmax axis in the rows of its row
+        group i // pe (ceil(rows / (p // E)) consecutive rows over the other
+        axes, in order); a PE row's box is the hull of its PEs' boxes
+        (wsec.ir.cuts.spread_rows)."""
+        E, rows, p = dims["E"], dims["rows"], int(knobs["p"])
+        axis = len(shape) - 1 - dims.get("after", 0)
+        if axis < 0 or shape[axis] != E or int(np.prod(shape)) != E * rows:
+            return None
+        return spread_rows(softmax_boxes(shape, axis, p))
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         p = kn["p"]
@@ -371,6 +410,49 @@ class NormKind(LibraryKind):
         w, h = grouped_layout(c * s * r, target)
         return w, h, cycles, sram
 
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """PE index i (grouped layout) = channel group i // (s r), row i %
+        (s r). Row norms (LayerNormalization, also decomposed; Pr > 0): the
+        group's block of the C leading rows x segment i % r of the W
+        trailing elements. The others: the group's channels (LRN: with the
+        window's neighbours, `input_channels`) of row group i % s's block of
+        the N H rows (samples x the first spatial axis), the rest whole. A
+        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows)."""
+        c, s, r = int(knobs["c"]), int(knobs["s"]), int(knobs.get("r", 1))
+        C, W = dims["C"], dims["W"]
+        i = np.arange(c * s * r)
+        group, row = i // (s * r), i % (s * r)
+        if dims["Pr"]:
+            lead = next((k for k in range(len(shape) + 1)
+                         if int(np.prod(shape[:k])) == C), None)
+            if lead is None or int(np.prod(shape[lead:])) != W:
+                return None
+            rb, wb = -(-C // c), -(-W // r)
+            boxes = joined(
+                flat_hulls(np.minimum(group * rb, C), np.minimum((group + 1) * rb, C),
+                           tuple(shape[:lead])),
+                flat_hulls(np.minimum((row % r) * wb, W), np.minimum((row % r + 1) * wb, W),
+                           tuple(shape[lead:])))
+            return grouped_rows(boxes, MAX_COLUMN)
+        if len(shape) < 2 or tuple(shape[:2]) != (dims["N"], C):
+            return None
+        nh = (shape[0], shape[2] if len(shape) >= 4 else 1)
+        rows = nh[0] * nh[1]
+        hb = -(-rows // s)
+        held = np.array([self.input_channels(dims, knobs, g) for g in range(c)], np.int64)
+        ch = np.zeros((i.size, 2, 1), np.int64)
+        ch[:, :, 0] = held[group]
+        tail = shape[3:] if len(shape) >= 4 else shape[2:]  # whole on every PE
+        rest = np.zeros((i.size, 2, len(tail)), np.int64)
+        rest[:, 1] = tail
+        hull = flat_hulls(np.minimum(row * hb, rows), np.minimum((row + 1) * hb, rows), nh)
+        if len(shape) >= 4:  # [N, C, H, ...]
+            boxes = joined(hull[:, :, :1], ch, hull[:, :, 1:], rest)
+        else:  # [N, C, ...]: H is 1
+            boxes = joined(hull[:, :, :1], ch, rest)
+        return grouped_rows(boxes, MAX_COLUMN)
+
     def input_channels(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
         """Channels [start, stop) channel group `group` holds of its input:
         its own block plus the LRN window's neighbours ((L - 1) // 2 below,
@@ -414,3 +496,20 @@ def _decomposed_ln_dims(body: Sequence[Node], values: dict[str, Value]) -> Dims:
     _, consts, _ = _external(body, values)
     return {"N": 1, "C": max(1, int(np.prod(shape[:axes[0]]))), "H": 1, "W": w, "O": 6,
             "L": 1, "Pc": 0, "Pr": consts, "F": 0, "A": 0, "P": 0}
+
+
+def softmax_boxes(shape: tuple[int, ...], axis: int, p: int) -> np.ndarray:
+    """(p, 2, ndim): the box PE index i of a softmax over `axis` reads
+    (SoftmaxKind.input_cut): segment i % pe of the axis x the hull of row
+    group i // pe's rows (consecutive over the other axes, in order)."""
+    E = shape[axis]
+    other = tuple(n for a, n in enumerate(shape) if a != axis)
+    rows = int(np.prod(other))
+    pe, pr = min(p, E), max(1, p // E)
+    nb, rl = -(-E // pe), -(-rows // pr)
+    i = np.arange(p)
+    seg, rg = i % pe, i // pe
+    hull = flat_hulls(np.minimum(rg * rl, rows), np.minimum((rg + 1) * rl, rows), other)
+    ax = np.zeros((p, 2, 1), np.int64)
+    ax[:, 0, 0], ax[:, 1, 0] = np.minimum(seg * nb, E), np.minimum((seg + 1) * nb, E)
+    return joined(hull[:, :, :axis], ax, hull[:, :, axis:])

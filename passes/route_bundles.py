@@ -515,11 +515,10 @@ def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
 
 
 def _can_cut(r: Request) -> bool:
-    """The sink's kind cuts the value per PE row, r's destination is a side
-    with a slot per row, and r does not come from the host (whose I/O map
-    sends flat ranges)."""
-    return (bool(r.cut_rows) and r.cut_rows == r.dst.length and not r.dst.cross
-            and r.src.owner != HOST)
+    """The sink's kind cuts the value per PE row and r's destination is a
+    side with a slot per row (from the host too: the I/O map then sends
+    each lane its box)."""
+    return bool(r.cut_rows) and r.cut_rows == r.dst.length and not r.dst.cross
 
 
 def cuts(r: Request) -> bool:

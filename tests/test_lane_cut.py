@@ -14,6 +14,7 @@ PE's window against the box of the lane its core received
 from __future__ import annotations
 
 import pathlib
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -144,14 +145,15 @@ def test_loader_checks_a_cut_bundles_boxes(cnn: pathlib.Path) -> None:
     sl["stop"][:, :len(shape)] = shape
     sl["start"][:, 2] = np.minimum(np.arange(L), shape[2])  # every lane from its row down
     sl["start"][0, 2] = 0
-    p.slices = sl
+    at = len(p.slices)  # after the cut bundles' own boxes
+    p.slices = np.concatenate([p.slices, sl])
     p.bundles["flags"][bi] |= BUNDLE_CUT
-    p.bundles["slice0"][bi] = 0
+    p.bundles["slice0"][bi] = at
     check_records(p)  # overlapping boxes covering the value: a declared cover
-    sl["start"][:, 2] = np.maximum(1, sl["start"][:, 2])  # nobody carries row 0
+    p.slices["start"][at:, 2] = np.maximum(1, sl["start"][:, 2])  # nobody carries row 0
     with pytest.raises(FormatError, match=r"do not cover it: no lane carries element \[0, 0, 0"):
         check_records(p)
-    p.bundles["slice0"][bi] = 1
+    p.bundles["slice0"][bi] = at + 1
     with pytest.raises(FormatError, match="outside the .* stored"):
         check_records(p)
 
@@ -178,7 +180,10 @@ def test_resnet50_cut_bundles_carry_each_rows_window(tmp_path: pathlib.Path,
     stats = res.kernel_stats
     cut = [int(b["sink"]) for b in p.bundles if int(b["flags"]) & BUNDLE_CUT]
     assert all(stats[p.kernels[ki].name]["forwarded_pes"] == 0 for ki in cut)
-    assert f"{len(set(cut))} read only what their lanes delivered" in format_stats(p, res)
+    # every cut kernel is among those reading only their lanes (so may be a
+    # kernel whose one flat lane carries its whole input)
+    proven = re.search(r"(\d+) read only what their lanes delivered", format_stats(p, res))
+    assert proven is not None and int(proven.group(1)) >= len(set(cut))
     # shorten a halo: a lane loses the last input row one of its PE rows reads, which
     # another lane carries too (so no gap: the PE must find it missing)
     for ki in cut:

@@ -1,0 +1,84 @@
+"""Per-row input boxes built from per-PE reads: helpers of KernelKind.input_cut.
+
+Why: a cut bundle carries one box per PE row of its sink (wsec.ir.lanes),
+and the row multicast delivers that box to every PE of the row. Where the
+PEs of one row read different parts of the input (a grouped layout: one
+channel group x row group per PE; a spread kind: consecutive blocks of the
+flattened value), the row's box is the bounding box (hull) of what its PEs
+read, so each PE's window lies inside the box its row's lane carries. A
+block of the flattened value is not a box in general; its hull is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def flat_hulls(start: np.ndarray, stop: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(n, 2, ndim): the bounding box of the flat elements [start, stop) of a
+    value of `shape`, per range (an empty range: an all-zero, empty box).
+    The axes before the first one on which the range's first and last
+    elements differ are fixed, that axis spans both, the later ones are whole."""
+    start = np.asarray(start, np.int64).reshape(-1)
+    stop = np.asarray(stop, np.int64).reshape(-1)
+    nd = len(shape)
+    out = np.zeros((start.size, 2, nd), np.int64)
+    live = stop > start
+    if not nd or not live.any():
+        return out
+    dims = np.asarray(shape, np.int64)
+    first = np.stack(np.unravel_index(start[live], shape), axis=1)
+    last = np.stack(np.unravel_index(stop[live] - 1, shape), axis=1)
+    same = np.cumprod(first == last, axis=1).astype(bool)  # fixed axes, a prefix
+    split = same.sum(axis=1)[:, None]  # the first axis that varies (nd: one element)
+    ax = np.arange(nd)[None, :]
+    out[live, 0] = np.where(ax <= split, first, 0)
+    out[live, 1] = np.where(ax < split, first + 1,
+                            np.where(ax == split, last + 1, dims[None, :]))
+    return out
+
+
+def row_hulls(pe_boxes: np.ndarray) -> np.ndarray:
+    """(h, 2, ndim) from per-PE boxes (h, w, 2, ndim): each PE row's hull of
+    its PEs' non-empty boxes (a row reading nothing: an all-zero box)."""
+    lo, hi = pe_boxes[:, :, 0, :], pe_boxes[:, :, 1, :]
+    reads = (hi > lo).all(axis=2)  # [h, w]
+    big = np.iinfo(np.int64).max
+    rlo = np.where(reads[:, :, None], lo, big).min(axis=1)
+    rhi = np.where(reads[:, :, None], hi, -1).max(axis=1)
+    any_ = reads.any(axis=1)[:, None]
+    return np.stack([np.where(any_, rlo, 0), np.where(any_, rhi, 0)], axis=1)
+
+
+def grouped_rows(boxes: np.ndarray, column: int) -> np.ndarray:
+    """Per-row boxes of a grouped layout (library_common.grouped_layout: PE
+    index i at (i // h, i % h), h = min(n, column)) from the boxes its n PE
+    indices read ((n, 2, ndim))."""
+    n = boxes.shape[0]
+    h = max(1, min(n, column))
+    w = -(-n // h)
+    pe = np.zeros((w * h, *boxes.shape[1:]), np.int64)
+    pe[:n] = boxes
+    return row_hulls(pe.reshape(w, h, *boxes.shape[1:]).transpose(1, 0, 2, 3))
+
+
+def spread_rows(boxes: np.ndarray) -> np.ndarray:
+    """Per-row boxes of a near-square spread layout (library_common.squarish:
+    PE index i at (i % w, i // w), w = ceil(sqrt(n))) from the boxes its n PE
+    indices read ((n, 2, ndim))."""
+    n = boxes.shape[0]
+    w = max(1, int(np.ceil(np.sqrt(n))))
+    h = -(-n // w)
+    pe = np.zeros((w * h, *boxes.shape[1:]), np.int64)
+    pe[:n] = boxes
+    return row_hulls(pe.reshape(h, w, *boxes.shape[1:]))
+
+
+def joined(*parts: np.ndarray) -> np.ndarray:
+    """Boxes over consecutive groups of axes ((n, 2, k) each) as one box
+    over all of them; a part that is empty makes the whole box empty (all
+    zero)."""
+    out = np.concatenate(parts, axis=2)
+    empty = (out[:, 1] <= out[:, 0]).any(axis=1)
+    out[empty] = 0
+    return out

@@ -461,7 +461,9 @@ def choose_pitch(r: Request, ask: int) -> None:
     too, on other colors). The busiest lane's load is kept for the
     negotiator (and for widening: wsec.passes.route). A request marked
     `flat` (the router found its cut lanes overfill a busiest link at any
-    pitch) stays flat."""
+    pitch) stays flat. Where the flat split asks for a lane per row or more
+    (it could land no more than one on each row), pitch 1 is as wide as it
+    gets and is taken even though halos make its lanes a little heavier."""
     r.cut_pitch, r.lane_wavelets = 0, 0
     if r.flat or not _can_cut(r):
         return
@@ -471,7 +473,7 @@ def choose_pitch(r: Request, ask: int) -> None:
     R = r.cut_rows
     limit = -(-r.wavelets // max(1, ask))
     loads = {k: int(_lane_wavelets(r, k).max()) for k in ks}
-    fit = [k for k in ks if loads[k] <= limit]
+    fit = [k for k in ks if loads[k] <= limit or (k == 1 and ask >= R)]
     if not fit:
         return  # lanes as light as the flat split's need more than the source side has
     k = max(fit)

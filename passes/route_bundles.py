@@ -443,8 +443,11 @@ def _lane_wavelets(r: Request, k: int) -> np.ndarray:
 
 def _pitches(r: Request) -> list[int]:
     """The pitches k r can be cut at: k divides the sink's R rows and the
-    R/k lanes start from (R/k - 1) k + 1 slots of the source side."""
+    R/k lanes start from (R/k - 1) k + 1 slots of the source side. From the
+    host only pitch 1: its I/O map feeds one lane per edge PE, side by side."""
     R = r.cut_rows
+    if r.src.owner == HOST:
+        return [1] if R <= r.src.length else []
     return [k for k in range(1, R + 1) if R % k == 0 and R - k + 1 <= r.src.length]
 
 

@@ -632,7 +632,20 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
     if len(path) > 2 and (_crosses(first, first, True) or _crosses(other, other, True)
                           or (last > 0 and not _ribbon_simple(first, other))):
         return None
-    return _bundle(r, 0, axis, path)
+    b = _bundle(r, 0, axis, path)
+    if b.pitch > 1 and _folds(b, r.src.owner == HOST):
+        return None
+    return b
+
+
+def _folds(b: Bundle, source_host: bool) -> bool:
+    """Whether a pitched bundle runs through itself: the spine past its last
+    lane's landing PE, and the rows it feeds, lie beyond the ribbon the
+    checks above bound, where a lane's path may come in (two routes of one
+    color at one PE)."""
+    ex = lanes_mod.expand(b, source_host, False)
+    xy = ex.x * (1 << 32) + ex.y
+    return int(np.unique(xy).size) != int(xy.size)
 
 
 def _ribbon_simple(first: list[Vec], other: list[Vec]) -> bool:

@@ -610,3 +610,22 @@ def test_negotiator_keeps_pe_uses_and_conflicts_agree(build) -> None:
     fresh = route_mod._conflicts(routes, reqs)
     assert route_mod._conflicts(routes, reqs, {}, got.neg.pe_uses) == fresh
     assert route_mod._conflicts(routes, reqs, got.neg.known.forks, got.neg.pe_uses) == fresh
+
+
+def test_a_pitched_bundle_that_runs_through_its_own_rows_is_no_candidate() -> None:
+    """Past its last lane's landing PE a pitched bundle's spine and the rows
+    it feeds lie outside the ribbon of lanes the pattern checks bound; a
+    lane coming in from that side would meet them (two routes of one color
+    at one PE: a 1.5B GPT's matmul input failed verify so). _folds sees it
+    from the expansion; the same bundle entering clear of its rows is kept."""
+    from wsec.ir.graph import Bundle
+    from wsec.passes.route_bundles import _folds
+
+    through = Bundle("k", 0, 2, (-1, 0), ((641, 496), (641, 494), (657, 494), (657, 466),
+                                          (645, 466)), 19, "rows", 10)
+    clear = Bundle("k", 0, 2, (-1, 0), ((641, 499), (641, 501), (647, 501), (647, 485),
+                                        (645, 485)), 19, "rows", 10)
+    assert _folds(through, False)
+    assert not _folds(clear, False)
+    ex = expand(through)
+    assert np.unique(ex.x * 4096 + ex.y).size < ex.x.size

@@ -451,6 +451,12 @@ def _pitches(r: Request) -> list[int]:
     return [k for k in range(1, R + 1) if R % k == 0 and R - k + 1 <= r.src.length]
 
 
+# a cut lane carries at least 1/LANE_SHARE of a flat lane where it can
+# (bench/fabric.py: 2.5 keeps every realised rate of the light models and cuts
+# their routed wirelength most; 3 and up crowd Inception-v1's busiest link)
+LANE_SHARE = 2.5
+
+
 def choose_pitch(r: Request, ask: int) -> None:
     """Cut r (its lanes carry its sink's per-row boxes) when it can: of the
     pitches k whose lanes fit the source side (k divides the sink's R rows;
@@ -479,7 +485,12 @@ def choose_pitch(r: Request, ask: int) -> None:
     fit = [k for k in ks if loads[k] <= limit or (k == 1 and ask >= R)]
     if not fit:
         return  # lanes as light as the flat split's need more than the source side has
-    k = max(fit)
+    # every row of a lane receives its lane's box, so a lane of k rows costs
+    # its rows k times what they read: take the smallest pitch whose lanes
+    # still carry a fair share of a flat lane (measured: lighter lanes, many
+    # more of them, crowd the links a skip bundle shares with them)
+    fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
+    k = min(fair) if fair else max(fit)
     r.cut_pitch, r.lanes, r.lane_wavelets = k, R // k, loads[k]
 
 

@@ -317,14 +317,15 @@ def gaps_model(path: pathlib.Path) -> None:
 
 
 def pitched_model(path: pathlib.Path) -> None:
-    """Two 3x3 convs: the second's input side has more PE rows than its
-    lanes need, so the router cuts its input into pitched lanes (a spine
-    per lane hands each lane on to the rows between)."""
+    """A 3x3 conv, then a 1x1: the second's input side has far more PE rows
+    than its lanes need and each row reads a small share, so the router cuts
+    its input into pitched lanes (a spine per lane hands each lane on to the
+    rows between)."""
     rng = np.random.default_rng(5)
-    inits = [_init(rng, "w1", 16, 16, 3, 3), _init(rng, "w2", 16, 16, 3, 3)]
+    inits = [_init(rng, "w1", 16, 16, 3, 3), _init(rng, "w2", 16, 16, 1, 1)]
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1, 1, 1, 1])]
+             helper.make_node("Conv", ["r1", "w2"], ["y"])]
     _save(helper.make_graph(
         nodes, "zoo_pitched", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                              [1, 16, 24, 24])],

@@ -246,13 +246,13 @@ def test_pitch_round_trips_through_ir_text_and_binary(pitched) -> None:  # type:
     m, path = pitched
     text = print_module(m)
     line = next(ln for ln in text.splitlines() if " pitch " in ln)
-    assert line.endswith(" cut rows pitch 2")
+    want = next(b for e in m.edges for b in e.bundles or () if b.pitch > 1)
+    assert line.endswith(f" cut rows pitch {want.pitch}")
     back = parse_module(text)
     assert [b for e in back.edges for b in e.bundles or ()] == [
         b for e in m.edges for b in e.bundles or ()]
     p = load_binary(str(path))
     bi = _pitched_bundle(p)
-    want = next(b for e in m.edges for b in e.bundles or () if b.pitch > 1)
     assert to_bundle(p, bi) == want
     res = simulate(p, random_inputs(p, 0))
     sink = p.kernels[int(p.bundles["sink"][bi])].name
@@ -268,8 +268,9 @@ def test_loader_rejects_a_bad_pitch(pitched) -> None:  # type: ignore[no-untyped
                                           "least 1"):
         check_records(p)
     p = load_binary(str(path))
-    p.bundles["pitch"][bi] = 4  # the lanes spread twice as far: the last spines leave the sink
-    with pytest.raises(FormatError, match=rf"bundle #{bi} .* at pitch 4: the spine of lane "
+    k = int(p.bundles["pitch"][bi])
+    p.bundles["pitch"][bi] = 2 * k  # the lanes spread twice as far: the last spines leave the sink
+    with pytest.raises(FormatError, match=rf"bundle #{bi} .* at pitch {2 * k}: the spine of lane "
                                           r"\d+ reaches PE \(\d+, \d+\), outside its sink"):
         check_records(p)
     p = load_binary(str(path))
@@ -278,7 +279,7 @@ def test_loader_rejects_a_bad_pitch(pitched) -> None:  # type: ignore[no-untyped
     with pytest.raises(FormatError, match=rf"bundle #{flat} has lane pitch 2 but is not cut"):
         check_records(p)
     data = path.read_bytes()
-    assert load_binary(data).bundles["pitch"][bi] == 2  # the file itself is fine
+    assert load_binary(data).bundles["pitch"][bi] == k  # the file itself is fine
 
 
 def test_shortened_spine_is_an_error_at_that_pe(pitched) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from the host has its boxes in the I/O map, which must agree with its lanes.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -240,16 +241,22 @@ def _model(path: pathlib.Path) -> None:
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-@pytest.fixture(scope="module")
-def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
-    """Pools and matmuls compiled with lanes as wide as their sides allow
-    (route headroom): their bundles get one lane per sink row, cut."""
-    d = tmp_path_factory.mktemp("cutk")
-    _model(d / "m.onnx")
+def _compile_wide(d: pathlib.Path, build: Callable[[pathlib.Path], None]
+                  ) -> tuple[Program, pathlib.Path]:
+    """The model `build` writes, compiled with lanes as wide as their sides
+    allow (route headroom), so its bundles get one lane per sink row."""
+    build(d / "m.onnx")
     m = compile_model(str(d / "m.onnx"),
                       CompileOptions(pass_options=["route{headroom=1000}"])).module
     write_binary(m, str(d / "m.bin"))
     return load_binary(str(d / "m.bin")), d / "m.onnx"
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
+    """Pools and matmuls compiled with lanes as wide as their sides allow
+    (route headroom): their bundles get one lane per sink row, cut."""
+    return _compile_wide(tmp_path_factory.mktemp("cutk"), _model)
 
 
 def _cut_sinks(p: Program) -> dict[int, int]:
@@ -460,12 +467,7 @@ def _norms_model(path: pathlib.Path) -> None:
 def norms(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
     """LRN, BatchNormalization and Softmax kernels compiled with wide lanes:
     their bundles are cut."""
-    d = tmp_path_factory.mktemp("cutn")
-    _norms_model(d / "m.onnx")
-    m = compile_model(str(d / "m.onnx"),
-                      CompileOptions(pass_options=["route{headroom=1000}"])).module
-    write_binary(m, str(d / "m.bin"))
-    return load_binary(str(d / "m.bin")), d / "m.onnx"
+    return _compile_wide(tmp_path_factory.mktemp("cutn"), _norms_model)
 
 
 def test_cut_norm_and_softmax_kernels_read_only_their_lanes(

@@ -178,28 +178,36 @@ def test_computed_norm_operand_dropped_lane(gaps: dict[str, Program], key: str,
 
 
 # --- halos and row windows -----------------------------------------------------------------
+WINDOW_CASES = [("int8_maxpool", "pool"), ("deconv_3d", "deconv")]
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_int8_maxpool_shortened_halo(gaps: dict[str, Program], mode: str,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("key,kind", WINDOW_CASES)
+def test_shortened_halo_is_an_error_at_its_pe(gaps: dict[str, Program], mode: str, key: str,
+                                               kind: str, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    """int8 MaxPool and 3-D ConvTranspose: row group 1 loses a halo row."""
     p = gaps[mode]
-    ki = _case(p, "int8_maxpool")
+    ki = _case(p, key)
     k = p.kernels[ki]
-    assert int(k.knobs["s"]) > 1
-    _shorten_rows(monkeypatch, "pool", 1, k.dims)
+    assert int(k.knobs["s"]) > 1 and (kind != "deconv" or int(k.knobs["c"]) > 1)
+    _shorten_rows(monkeypatch, kind, 1, k.dims)
     with pytest.raises(SimError) as ex:
         _run(p, ki)
     msg = str(ex.value)
-    assert f"kernel '{k.name}' (pool): PE (" in msg
+    assert f"kernel '{k.name}' ({kind}): PE (" in msg
     assert "never arrived" in msg or "row group 1" in msg
 
 
-def test_int8_maxpool_swapped_row_windows(gaps: dict[str, Program],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("key,kind", WINDOW_CASES)
+def test_swapped_row_windows_are_an_error_at_a_pe(gaps: dict[str, Program], key: str,
+                                                  kind: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     p = gaps["pipeline"]
-    ki = _case(p, "int8_maxpool")
+    ki = _case(p, key)
     k = p.kernels[ki]
-    _swap_rows(monkeypatch, "pool", k.dims)
-    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(pool\).* PE \(\d+, \d+\)"):
+    _swap_rows(monkeypatch, kind, k.dims)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \({kind}\).* PE \(\d+, \d+\)"):
         _run(p, ki)
 
 
@@ -307,31 +315,6 @@ def test_computed_norm_corrupt_one_pe_shard(gaps: dict[str, Program], mode: str,
 
 
 # --- the 3-D transposed conv ---------------------------------------------------------------
-@pytest.mark.parametrize("mode", MODES)
-def test_deconv_3d_shortened_halo(gaps: dict[str, Program], mode: str,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    p = gaps[mode]
-    ki = _case(p, "deconv_3d")
-    k = p.kernels[ki]
-    assert int(k.knobs["s"]) > 1 and int(k.knobs["c"]) > 1
-    _shorten_rows(monkeypatch, "deconv", 1, k.dims)
-    with pytest.raises(SimError) as ex:
-        _run(p, ki)
-    msg = str(ex.value)
-    assert f"kernel '{k.name}' (deconv): PE (" in msg
-    assert "never arrived" in msg or "row group 1" in msg
-
-
-def test_deconv_3d_swapped_row_windows(gaps: dict[str, Program],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    p = gaps["pipeline"]
-    ki = _case(p, "deconv_3d")
-    k = p.kernels[ki]
-    _swap_rows(monkeypatch, "deconv", k.dims)
-    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(deconv\).* PE \(\d+, \d+\)"):
-        _run(p, ki)
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_deconv_3d_corrupt_one_pe_shard(gaps: dict[str, Program], mode: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:

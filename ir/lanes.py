@@ -41,6 +41,7 @@ blocks c or c divides k), and every PE of its k rows receives all of it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -368,17 +369,68 @@ def union_boxes(boxes: np.ndarray) -> np.ndarray:
 
 
 def cut_counts(shape: tuple[int, ...], boxes: np.ndarray) -> np.ndarray:
-    """How many lanes carry each element of a value of `shape`."""
+    """How many lanes carry each element of a value of `shape` (every box
+    added to a dense count: the definition `check_cut` is tested against)."""
     count = np.zeros(shape, np.int32)
     for lo, hi in zip(boxes[:, 0, :].tolist(), boxes[:, 1, :].tolist(), strict=True):
         count[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] += 1
     return count
 
 
+def cell_counts(shape: tuple[int, ...], boxes: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """`cut_counts` on the cells the boxes cut the value into: per axis the
+    sorted cuts (0, every box's start and stop, the extent), and the count of
+    each cell [cuts[i], cuts[i+1]) x ... (an element's count is its cell's).
+
+    Why: a value is millions of elements but its boxes (one per PE row) cut
+    each axis at a few hundred places at most, so counting cells instead of
+    elements makes the check of a cut cover cheap; boxes must lie in the
+    value. Each box adds +1 on its block of cells: by corners of a
+    difference array and a cumulative sum per axis when the cells are few
+    for the boxes, else slice by slice (never more work than per element)."""
+    nd = len(shape)
+    lo, hi = boxes[:, 0, :].astype(np.int64), boxes[:, 1, :].astype(np.int64)
+    live = (hi > lo).all(axis=1)
+    lo, hi = lo[live], hi[live]
+    if not nd:  # a scalar: each box is the whole value
+        return [], np.array(len(lo), np.int32)
+    cuts = [np.unique(np.concatenate([[0, shape[d]], lo[:, d], hi[:, d]])) for d in range(nd)]
+    ia = np.stack([np.searchsorted(cuts[d], lo[:, d]) for d in range(nd)], axis=1)
+    ib = np.stack([np.searchsorted(cuts[d], hi[:, d]) for d in range(nd)], axis=1)
+    cells = tuple(len(c) - 1 for c in cuts)
+    # element operations, roughly: a cumulative sum per axis over the cells and
+    # 2^nd corners per box, against each box's cells plus a slice's overhead
+    corners = nd * math.prod(n + 1 for n in cells) + 2 ** nd * 30 * len(lo)
+    if corners < int(np.prod(ib - ia, axis=1, dtype=np.int64).sum()) + 1000 * len(lo):
+        return cuts, _corner_counts(cells, ia, ib)
+    count = np.zeros(cells, np.int32)
+    for a, b in zip(ia.tolist(), ib.tolist(), strict=True):
+        count[tuple(slice(x, y) for x, y in zip(a, b, strict=True))] += 1
+    return cuts, count
+
+
+def _corner_counts(cells: tuple[int, ...], ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """Per cell, how many blocks [ia, ib) hold it: +1 and -1 at each block's
+    2^nd corners of a difference array, summed up along every axis."""
+    nd = len(cells)
+    shape = tuple(n + 1 for n in cells)
+    size = math.prod(shape)
+    plus, minus = [], []
+    for corner in range(2 ** nd):
+        idx = tuple(ib[:, d] if (corner >> d) & 1 else ia[:, d] for d in range(nd))
+        (minus if bin(corner).count("1") % 2 else plus).append(np.ravel_multi_index(idx, shape))
+    diff = (np.bincount(np.concatenate(plus), minlength=size)
+            - np.bincount(np.concatenate(minus), minlength=size)).reshape(shape)
+    for d in range(nd):
+        np.cumsum(diff, axis=d, out=diff)
+    return diff[tuple(slice(0, n) for n in cells)]
+
+
 def check_cut(shape: tuple[int, ...], boxes: np.ndarray) -> None:
     """Raise LaneError unless the boxes lie in the value and cover every
     element at least once (a declared cover: overlaps are halo elements
-    carried on two lanes, never a gap)."""
+    carried on two lanes, never a gap); a gap names its first element in
+    row-major order."""
     shape = tuple(int(n) for n in shape)
     if boxes.ndim != 3 or boxes.shape[1] != 2 or boxes.shape[2] != len(shape):
         raise LaneError(f"lane boxes of shape {list(boxes.shape)} do not describe a value of "
@@ -389,9 +441,12 @@ def check_cut(shape: tuple[int, ...], boxes: np.ndarray) -> None:
         i = int(bad[0])
         raise LaneError(f"lane {i}'s box {_box_txt(boxes[i])} lies outside the value "
                         f"{list(shape)}")
-    count = cut_counts(shape, boxes)
-    if count.size and count.min() == 0:
-        at = [int(v) for v in np.unravel_index(int(np.argmin(count)), shape)]
+    if not math.prod(shape):
+        return
+    cuts, count = cell_counts(shape, boxes)
+    if count.min() == 0:  # the first empty cell in row-major order holds the first gap
+        cell = np.unravel_index(int(np.argmin(count)), count.shape)
+        at = [int(c[i]) for c, i in zip(cuts, cell, strict=True)]
         raise LaneError(f"no lane carries element {at} of the value {list(shape)} (a gap)")
 
 

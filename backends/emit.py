@@ -15,7 +15,11 @@ varies with px alone or py alone (true of every library kind), checks that
 on sampled PEs, and only falls back to the per-PE loop when a kind's layout
 is not separable. The result is stored as x-runs x y-runs plus rectangles
 of equal blob (format.MAP_DTYPE); equal contents share one blob and a
-splat never materialises.
+splat never materialises. A shard depends only on weight_shard's arguments,
+so kernels alike in kind, dims, knobs, weight shape and rectangle (a GPT's
+layers) share one tiling; and a weight whose elements all have the same
+bits (a structure-only model's zeros) gets its blobs from one element times
+the shard size, as a splat does, instead of slicing every shard.
 """
 
 from __future__ import annotations
@@ -162,8 +166,9 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
         except StreamError as e:
             raise EmitError(str(e)) from None
     else:
+        tilings: dict[tuple[object, ...], Tiling] = {}
         for ki, k in enumerate(kernels):
-            _weight_maps(ki, k, module, blobs, acc)
+            _weight_maps(ki, k, module, blobs, acc, tilings)
     edges = [EdgeInfo(e.value, e.src, list(e.dsts), int(e.bytes_per_sample))
              for e in module.edges]
     bundles, points, slices = bundle_records(module, {k.name: i for i, k in enumerate(kernels)})
@@ -385,9 +390,13 @@ def shard_tiling(shard: Callable[[int, int], SliceKey], uw: int, uh: int) -> Til
                   [(py, py + 1, row[0]) for py in range(uh)], blocks)
 
 
-def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc) -> None:
+def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc,
+                 tilings: dict[tuple[object, ...], Tiling]) -> None:
     kind = kind_of(k)
     uw, uh = (k.rect.h, k.rect.w) if k.rotated else (k.rect.w, k.rect.h)  # type: ignore[union-attr]
+    # a shard is a function of these alone (KernelKind.weight_shard's arguments):
+    # kernels of equal kind, dims, knobs and shape (a GPT's 48 layers) share tilings
+    kkey = (k.kind, repr(sorted(k.dims.items())), repr(sorted((k.knobs or {}).items())), uw, uh)
     for wi, name in enumerate(_weight_names(k, m)):
         v = m.values[name]
         shape = v.type.shape
@@ -400,43 +409,110 @@ def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc)
             sl = kind.weight_shard(k.dims, k.knobs or {}, wi, shape, px, py, (uw, uh))
             return _slice_key(sl, shape, k.name, name)
 
-        t = shard_tiling(shard, uw, uh)
+        tkey = (*kkey, wi, tuple(shape))
+        if tkey not in tilings:
+            tilings[tkey] = shard_tiling(shard, uw, uh)
+        t = tilings[tkey]
         const = v.const
         assert const is not None
-        full = None if const.is_splat else const.array()
-        cache: dict[object, int] = {}
-
-        def blob_of(key: SliceKey, v: Value = v, full: np.ndarray | None = full,
-                    cache: dict[object, int] = cache) -> int:
-            count = int(math.prod(b - a for a, b in key)) if full is None else 0
-            ck: object = count if full is None else key
-            if ck not in cache:
-                if full is None:
-                    cache[ck] = blobs.splat(v.type.dtype, count, v.const.value)  # type: ignore[union-attr]
-                else:
-                    cache[ck] = blobs.dense(full[tuple(slice(a, b) for a, b in key)],
-                                            v.type.dtype)
-            return cache[ck]
-
+        src = _WeightSource(v, blobs)
         if t.cells is None:
-            ids = np.zeros((len(t.yruns), len(t.xruns)), np.int64)
-            if full is None:  # splat: the blob depends only on the element count
+            nx = len(t.xruns)
+            if src.by_count:  # the blob depends only on the element count
                 lx = np.array([_numel(kx, t.axes, AXIS_X) for *_, kx in t.xruns], np.int64)
                 ly = np.array([_numel(ky, t.axes, AXIS_Y) for *_, ky in t.yruns], np.int64)
                 counts = np.outer(ly, lx) * _numel(t.xruns[0][2], t.axes, AXIS_CONST)
-                uniq, inv = np.unique(counts, return_inverse=True)
-                first = np.unique(inv.reshape(-1), return_index=True)[1]
-                flat_ids = np.array([blob_of(t.key(int(f) % len(t.xruns), int(f) // len(t.xruns)))
-                                     for f in first], np.int64)
-                ids = flat_ids[inv.reshape(counts.shape)]
+                ids = src.count_ids(counts.reshape(-1)).reshape(counts.shape)
             else:
-                for j in range(len(t.yruns)):
-                    for i in range(len(t.xruns)):
-                        ids[j, i] = blob_of(t.key(i, j))
+                ids = np.array([src.blob(t.key(f % nx, f // nx))
+                                for f in range(nx * len(t.yruns))],
+                               np.int64).reshape(len(t.yruns), nx)
             cells = [(x0, x1, y0, y1, None, int(b)) for x0, x1, y0, y1, b in _matrix_blocks(ids)]
         else:
-            cells = [(x0, x1, y0, y1, key, blob_of(key)) for x0, x1, y0, y1, key in t.cells]
+            cells = [(x0, x1, y0, y1, key, src.blob(key)) for x0, x1, y0, y1, key in t.cells]
         acc.add(ki, wi, shape, t, cells)
+
+
+class _WeightSource:
+    """Blob ids of one weight's shards, each blob made once per distinct
+    content. A splat's shard, or any shard of a weight whose elements all
+    have the same bits (a structure-only model's zeros, a constant-filled
+    parameter), is its element count times one value: `by_count` gives
+    those bytes without reading any shard; other weights are sliced."""
+
+    def __init__(self, v: Value, blobs: _BlobTable) -> None:
+        const = v.const
+        assert const is not None
+        self.blobs = blobs
+        self.dtype = blobs.device_dtype(v.type.dtype)
+        self.cache: dict[object, int] = {}
+        self.splat = const.is_splat
+        self.full: np.ndarray | None = None
+        self.one: bytes | None = None
+        if not self.splat:
+            self.full = np.asarray(const.array())  # a plain view of a memory map: cheaper slices
+            self.one = _uniform_bytes(self.full, DTYPES[self.dtype].newbyteorder("<"))
+        self.value = const.value if self.splat else None  # type: ignore[attr-defined]
+        self.by_count = self.splat or self.one is not None
+
+    def count_blob(self, count: int) -> int:
+        if count not in self.cache:
+            if self.splat:
+                self.cache[count] = self.blobs.splat(self.dtype, count, self.value)
+            else:
+                assert self.one is not None
+                self.cache[count] = self.blobs.add(Blob(BLOB_RAW, self.dtype, count,
+                                                        self.one * count))
+        return self.cache[count]
+
+    def count_ids(self, counts: np.ndarray) -> np.ndarray:
+        """Blob ids of shards of `counts` elements, made in the order the
+        per-shard path makes them: a splat's by ascending count (one per
+        count), others by first appearance."""
+        uniq, first, inv = np.unique(counts, return_index=True, return_inverse=True)
+        order = range(len(uniq)) if self.splat else np.argsort(first, kind="stable").tolist()
+        ids = np.zeros(len(uniq), np.int64)
+        for u in order:
+            ids[u] = self.count_blob(int(uniq[u]))
+        return ids[inv.reshape(-1)]
+
+    def blob(self, key: SliceKey) -> int:
+        if self.by_count:
+            return self.count_blob(int(math.prod(b - a for a, b in key)))
+        if key not in self.cache:
+            assert self.full is not None
+            self.cache[key] = self.blobs.dense(self.full[tuple(slice(a, b) for a, b in key)],
+                                               self.dtype)
+        return self.cache[key]
+
+
+UNIFORM_PROBE = 4096  # elements compared first (a real weight differs within them)
+UNIFORM_CHUNK = 1 << 22  # elements compared at once after that
+
+
+def _uniform_bytes(arr: np.ndarray, dtype: np.dtype) -> bytes | None:
+    """One element of `arr` as `dtype` bytes when every element has the same
+    bits and so the same bytes (None otherwise, or when `arr` is not a
+    permutation of contiguous memory). Reads the array in chunks, stopping
+    at the first that differs."""
+    if not arr.size or arr.dtype.kind not in "biuf" or arr.dtype.itemsize not in (1, 2, 4, 8):
+        return None
+    order = np.argsort([-s for s in arr.strides], kind="stable")
+    flat = arr.transpose(order)  # a transposed external weight: its stored order
+    if not flat.flags.c_contiguous:
+        return None
+    flat = flat.reshape(-1)
+    bits = flat.view(f"u{arr.dtype.itemsize}")
+    first = bits[0]
+    for a, b in [(0, UNIFORM_PROBE)] + [(i, i + UNIFORM_CHUNK)
+                                        for i in range(UNIFORM_PROBE, bits.size, UNIFORM_CHUNK)]:
+        if not (bits[a:b] == first).all():
+            return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        one = np.ascontiguousarray(flat[:1], dtype).tobytes()
+        run = np.ascontiguousarray(flat[:UNIFORM_PROBE], dtype).tobytes()
+    # the cast of one element and of a run agree (as they must) before one stands for all
+    return one if run == one * min(flat.size, UNIFORM_PROBE) else None
 
 
 def _numel(key: SliceKey, axes: list[int], axis: int) -> int:

@@ -311,3 +311,76 @@ def test_blob_table_keeps_one_blob_per_content() -> None:
            t.splat("f32", 12, 0.0), t.splat("f32", 6, 0.0)]
     assert ids == [0, 0, 1, 2, 3, 4, 3, 5]
     assert len(t.blobs) == 6
+
+
+def test_uniform_weights_emit_the_bytes_of_their_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weight whose elements all have the same bits gets its blobs from
+    one element times the shard size; the bytes are those of slicing every
+    shard. 0.0 and -0.0 differ in bits, so such a weight is sliced."""
+    import wsec.backends.emit as emit
+
+    m = build_module()
+    f = TensorType
+    m.values["w1"].const = Dense(f("f32", (16, 32)), np.full((16, 32), 0.25, np.float32))
+    signed = np.zeros((30, 8), np.float32)
+    signed[-1, -1] = -0.0
+    m.values["w2"].const = Dense(f("f32", (30, 8)), signed)
+    found: list[bytes | None] = []
+    real = emit._uniform_bytes
+    monkeypatch.setattr(emit, "_uniform_bytes", lambda a, d: found.append(real(a, d)) or found[-1])
+    fast = emit_bytes(m, version="test")
+    assert found == [np.float16(0.25).tobytes(), None]  # w1 by count, w2 sliced
+    monkeypatch.setattr(emit, "_uniform_bytes", lambda a, d: None)
+    assert emit_bytes(m, version="test") == fast
+
+
+def test_uniform_bytes_reads_until_an_element_differs() -> None:
+    from wsec.backends.emit import UNIFORM_PROBE, _uniform_bytes
+
+    le16 = np.dtype("<f2")
+    late = np.zeros((3, UNIFORM_PROBE), np.float32)
+    assert _uniform_bytes(late, le16) == b"\0\0"
+    late[-1, -1] = 1.0  # past the first probe
+    assert _uniform_bytes(late, le16) is None
+    assert _uniform_bytes(late[:2].T, le16) == b"\0\0"  # a transposed view: its stored order
+    assert _uniform_bytes(late[:, ::2], le16) is None  # strided: not one block of memory
+    assert _uniform_bytes(np.full((2, 3), 7, np.int32), np.dtype("<i4")) == b"\7\0\0\0"
+    assert _uniform_bytes(np.zeros(0, np.float32), le16) is None
+
+
+class DimSplit(KernelKind):
+    """Test kind whose shards depend on dims, not knobs: dim 0 in P parts over px."""
+
+    name = "t_dimsplit"
+    knob_names = ("kx",)
+
+    def weight_shard(self, dims, knobs, weight_index, weight_shape, px, py, rect=None):  # type: ignore[no-untyped-def]
+        return (_block(weight_shape[0], dims["P"], px),)
+
+
+def test_kernels_share_a_weight_tiling_only_when_their_shards_agree() -> None:
+    """Tilings are shared between kernels of equal kind, dims, knobs, shape
+    and rectangle (KernelKind.weight_shard's arguments): the maps equal
+    those found per kernel."""
+    from wsec.backends.emit import _BlobTable, _MapAcc, _weight_maps
+    from wsec.ir.target import get_target
+
+    if DimSplit.name not in KINDS:
+        register(DimSplit())
+    m = Module("share", attrs={"target": "wse2"})
+    t = TensorType("f32", (12, 3))
+    kernels = []
+    for i, (parts, w) in enumerate(((2, 4), (4, 4), (2, 4), (2, 3))):
+        m.add_value(f"w{i}", t, Dense(t, RNG.standard_normal((12, 3)).astype(np.float32)))
+        kernels.append(Kernel(f"k{i}", f"k{i}", [f"w{i}"], [], kind="t_dimsplit",
+                              dims={"P": parts}, knobs={"kx": 1}, rect=Rect(0, 0, w, 1)))
+
+    def maps(share: bool) -> tuple[np.ndarray, ...]:
+        blobs, acc, tilings = _BlobTable(get_target("wse2")), _MapAcc(), {}  # type: ignore[var-annotated]
+        for ki, k in enumerate(kernels):
+            _weight_maps(ki, k, m, blobs, acc, tilings if share else {})
+        assert len(tilings) == (3 if share else 0)
+        return acc.arrays()
+
+    for a, b in zip(maps(True), maps(False), strict=True):
+        assert a.tobytes() == b.tobytes()

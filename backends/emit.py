@@ -30,6 +30,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from wsec.ir.errors import WsecError
@@ -353,6 +354,13 @@ class Tiling:
         xk, yk = self.xruns[i][2], self.yruns[j][2]
         return tuple(yk[d] if a == AXIS_Y else xk[d] for d, a in enumerate(self.axes))
 
+    @cached_property
+    def counts(self) -> np.ndarray:
+        """(y-runs, x-runs): elements of each shard (separable tilings)."""
+        lx = np.array([_numel(kx, self.axes, AXIS_X) for *_, kx in self.xruns], np.int64)
+        ly = np.array([_numel(ky, self.axes, AXIS_Y) for *_, ky in self.yruns], np.int64)
+        return np.outer(ly, lx) * _numel(self.xruns[0][2], self.axes, AXIS_CONST)
+
 
 def shard_tiling(shard: Callable[[int, int], SliceKey], uw: int, uh: int) -> Tiling:
     """The layout of one weight over uw x uh PE offsets, from `shard(px, py)`."""
@@ -419,10 +427,7 @@ def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc,
         if t.cells is None:
             nx = len(t.xruns)
             if src.by_count:  # the blob depends only on the element count
-                lx = np.array([_numel(kx, t.axes, AXIS_X) for *_, kx in t.xruns], np.int64)
-                ly = np.array([_numel(ky, t.axes, AXIS_Y) for *_, ky in t.yruns], np.int64)
-                counts = np.outer(ly, lx) * _numel(t.xruns[0][2], t.axes, AXIS_CONST)
-                ids = src.count_ids(counts.reshape(-1)).reshape(counts.shape)
+                ids = src.count_ids(t.counts.reshape(-1)).reshape(t.counts.shape)
             else:
                 ids = np.array([src.blob(t.key(f % nx, f // nx))
                                 for f in range(nx * len(t.yruns))],
@@ -506,7 +511,7 @@ def _uniform_bytes(arr: np.ndarray, dtype: np.dtype) -> bytes | None:
     first = bits[0]
     for a, b in [(0, UNIFORM_PROBE)] + [(i, i + UNIFORM_CHUNK)
                                         for i in range(UNIFORM_PROBE, bits.size, UNIFORM_CHUNK)]:
-        if not (bits[a:b] == first).all():
+        if bits[a:b].any() if first == 0 else not (bits[a:b] == first).all():  # zeros: no temporary
             return None
     with np.errstate(over="ignore", invalid="ignore"):
         one = np.ascontiguousarray(flat[:1], dtype).tobytes()

@@ -54,23 +54,37 @@ def program_routes(p: Program, templates: bool = False, merge: bool = True) -> R
     if not templates:
         r = r[lanes]
         lanes = lanes[lanes]
-    nbytes = np.zeros(r.size, np.int64)
     edge = np.where(lanes, r["edge"].astype(np.int64), -1)
-    share = np.full(r.size, -1, np.int64)
-    for bi, b in enumerate(p.bundles):
-        sel = lanes & (r["bundle"] == bi)
-        if not sel.any():
-            continue
+    # per bundle with entries, its lanes' bytes and share keys, end to end; each
+    # entry reads its lane's at its bundle's offset
+    bid = np.where(lanes, r["bundle"], 0).astype(np.int64)
+    present = np.unique(bid[lanes]).tolist()
+    off = np.zeros(len(p.bundles) + 1, np.int64)
+    tab_bytes, tab_share = [], []
+    for bi in present:
+        b = p.bundles[bi]
         e = p.edges[int(b["edge"])]
         numel = int(np.prod(type_shape(p.info["values"][e.value]), dtype=np.int64)) \
             if e.value in p.info.get("values", {}) else 1
+        n = int(b["lanes"])
         boxes = p.lane_boxes(bi)
         if boxes is None:
-            nbytes[sel] = lane_bytes(e.bytes_per_sample, numel, int(b["lanes"]))[r["lane"][sel]]
-            share[sel] = share_key(int(b["edge"]), int(b["lanes"]), r["lane"][sel])
+            tab_bytes.append(lane_bytes(e.bytes_per_sample, numel, n))
+            tab_share.append(share_key(int(b["edge"]), n, np.arange(n)))
         else:
-            nbytes[sel] = cut_lane_bytes(e.bytes_per_sample, numel, boxes)[r["lane"][sel]]
-            share[sel] = cut_share_key(bi, r["lane"][sel])
+            tab_bytes.append(cut_lane_bytes(e.bytes_per_sample, numel, boxes))
+            tab_share.append(cut_share_key(bi, np.arange(n)))
+        off[bi] = off[-1]
+        off[-1] += n
+    lane = r["lane"].astype(np.int64)
+    if lanes.any() and (lane[lanes] >= p.bundles["lanes"][bid[lanes]]).any():
+        raise IndexError("a route entry names a lane its bundle does not have")
+    at = off[bid] + lane
+    nbytes = np.zeros(r.size, np.int64)
+    share = np.full(r.size, -1, np.int64)
+    if present:
+        nbytes[lanes] = np.concatenate(tab_bytes)[at[lanes]]
+        share[lanes] = np.concatenate(tab_share)[at[lanes]]
     ra = RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
                      r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
                      r["tx"].astype(np.int64), nbytes, share=share)

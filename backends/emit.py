@@ -106,11 +106,12 @@ def emit_bytes(module: Module, version: str | None = None, embed_weights: bool =
     of referencing their file (named relative to `out_dir`)."""
     from .loader import BinaryError, validate_program
 
-    p = build_program(module, version, embed_weights, out_dir)
-    try:
+    p = _gather(module, version, embed_weights, out_dir)
+    try:  # checks the records and expands the routes, as build_program would
         validate_program(p)
     except BinaryError as e:
         raise EmitError(f"refusing to write an invalid binary: {e}") from None
+    p.info["summary"] = summary(p)
     return write_program(p)
 
 
@@ -137,6 +138,20 @@ def write_binary(module: Module, path: str, version: str | None = None,
 # --- Module -> Program -------------------------------------------------------
 def build_program(module: Module, version: str | None = None, embed_weights: bool = False,
                   out_dir: str | None = None) -> Program:
+    """The Program of a compiled module, its records checked and routes expanded."""
+    p = _gather(module, version, embed_weights, out_dir)
+    try:
+        check_records(p)
+    except FormatError as e:
+        raise EmitError(f"refusing to write an invalid binary: {e}") from None
+    p.routes = expand_routes(p)
+    p.info["summary"] = summary(p)
+    return p
+
+
+def _gather(module: Module, version: str | None, embed_weights: bool,
+            out_dir: str | None) -> Program:
+    """The module's Program, unchecked, without its expanded routes and summary."""
     try:
         target = module_target(module.attrs)
     except WsecError as e:
@@ -201,15 +216,8 @@ def build_program(module: Module, version: str | None = None, embed_weights: boo
         if "store_steps" in module.attrs:
             info.update(store_steps=store, micro_batch=int(module.attrs["micro_batch"]))
     reg = np.array(regions, REGION_DTYPE) if regions else np.zeros(0, REGION_DTYPE)
-    p = Program(target, infos, edges, bundles, points, entries, reg, *acc.arrays(), blobs.blobs,
-                strings, info, slices=slices)
-    try:
-        check_records(p)
-    except FormatError as e:
-        raise EmitError(f"refusing to write an invalid binary: {e}") from None
-    p.routes = expand_routes(p)
-    info["summary"] = summary(p)
-    return p
+    return Program(target, infos, edges, bundles, points, entries, reg, *acc.arrays(),
+                   blobs.blobs, strings, info, slices=slices)
 
 
 def summary(p: Program) -> dict[str, int]:

@@ -24,6 +24,7 @@ the shard size, as a splat does, instead of slicing every shard.
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import math
 import os
@@ -38,7 +39,7 @@ from wsec.ir.graph import HOST, Kernel, Module, Value
 from wsec.ir.kernels import kind_of
 from wsec.ir.lanes import endpoints, lane_slices
 from wsec.ir.target import Target, module_target
-from wsec.ir.types import DTYPES, ConstData
+from wsec.ir.types import DTYPES, ConstData, External
 
 from .format import (
     AXIS_CELL,
@@ -464,7 +465,12 @@ class _WeightSource:
         self.one: bytes | None = None
         if not self.splat:
             self.full = np.asarray(const.array())  # a plain view of a memory map: cheaper slices
-            self.one = _uniform_bytes(self.full, DTYPES[self.dtype].newbyteorder("<"))
+            le = DTYPES[self.dtype].newbyteorder("<")
+            if isinstance(const, External) and _file_hole(const):  # zeros, known unread
+                self.one = _uniform_bytes(np.zeros(min(self.full.size, UNIFORM_PROBE),
+                                                   self.full.dtype), le)
+            else:
+                self.one = _uniform_bytes(self.full, le)
         self.value = const.value if self.splat else None  # type: ignore[attr-defined]
         self.by_count = self.splat or self.one is not None
 
@@ -497,6 +503,28 @@ class _WeightSource:
             self.cache[key] = self.blobs.dense(self.full[tuple(slice(a, b) for a, b in key)],
                                                self.dtype)
         return self.cache[key]
+
+
+def _file_hole(c: External) -> bool:
+    """The constant's bytes lie in a hole of its sparse file (as a
+    structure-only model's weights do), so they are zeros, known without
+    reading them (lseek SEEK_DATA); False where the OS cannot tell."""
+    nbytes = c.type.numel * c.type.np_dtype.itemsize
+    if not nbytes or not hasattr(os, "SEEK_DATA"):
+        return False
+    try:
+        fd = os.open(c.resolved_path(), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size < c.offset + nbytes:
+            return False  # a short file: reading it fails as it should
+        try:
+            return os.lseek(fd, c.offset, os.SEEK_DATA) >= c.offset + nbytes
+        except OSError as e:  # ENXIO: no data at or after the offset
+            return e.errno == errno.ENXIO
+    finally:
+        os.close(fd)
 
 
 UNIFORM_PROBE = 4096  # elements compared first (a real weight differs within them)

@@ -30,7 +30,7 @@ from wsec.backends.loader import load_binary
 from wsec.ir.graph import HOST, Bundle, Edge, Kernel, Module, Node, Rect, SramRegion
 from wsec.ir.kernel_kind import KernelKind
 from wsec.ir.kernels import KINDS, register
-from wsec.ir.types import Dense, Splat, TensorType
+from wsec.ir.types import Dense, External, Splat, TensorType
 
 
 def _block(n: int, parts: int, i: int) -> slice:
@@ -384,3 +384,40 @@ def test_kernels_share_a_weight_tiling_only_when_their_shards_agree() -> None:
 
     for a, b in zip(maps(True), maps(False), strict=True):
         assert a.tobytes() == b.tobytes()
+
+
+def test_a_weight_in_a_file_hole_is_zeros_known_unread(tmp_path: pathlib.Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sparse external-data file's holes read as zeros: a weight wholly in
+    one is known to be zeros without reading it (where the file system
+    tells holes apart), never one that overlaps data or runs past the end;
+    its blobs are those of reading it."""
+    import wsec.backends.emit as emit
+
+    block = 1 << 16
+    path = tmp_path / "w.bin"
+    with open(path, "wb") as f:
+        f.truncate(3 * block)
+        f.seek(block + 8)
+        f.write(RNG.standard_normal(4).astype(np.float32).tobytes())
+    f32 = TensorType("f32", (16, 32))
+
+    def ext(offset: int) -> External:
+        return External(f32, "w.bin", offset, 2048, str(tmp_path))
+
+    before, data, after, short = ext(0), ext(block), ext(2 * block), ext(3 * block - 1024)
+    for c in (before, data, after, short):
+        if emit._file_hole(c):
+            assert not np.asarray(c.array()).any()
+    assert not emit._file_hole(data) and not emit._file_hole(short)
+    with open(path, "rb") as f:
+        holes = os.lseek(f.fileno(), 0, os.SEEK_DATA) >= block if hasattr(os, "SEEK_DATA") \
+            else False
+    if holes:  # this file system reports holes
+        assert emit._file_hole(before) and emit._file_hole(after)
+    m = build_module()
+    m.values["w1"].const = after
+    fast = emit_bytes(m, version="test")
+    monkeypatch.setattr(emit, "_file_hole", lambda c: False)
+    monkeypatch.setattr(emit, "_uniform_bytes", lambda a, d: None)
+    assert emit_bytes(m, version="test") == fast

@@ -434,17 +434,36 @@ def _weight_maps(ki: int, k: Kernel, m: Module, blobs: _BlobTable, acc: _MapAcc,
         assert const is not None
         src = _WeightSource(v, blobs)
         if t.cells is None:
-            nx = len(t.xruns)
             if src.by_count:  # the blob depends only on the element count
                 ids = src.count_ids(t.counts.reshape(-1)).reshape(t.counts.shape)
             else:
-                ids = np.array([src.blob(t.key(f % nx, f // nx))
-                                for f in range(nx * len(t.yruns))],
-                               np.int64).reshape(len(t.yruns), nx)
+                ids = _pair_ids(t, src.blob)
             cells = [(x0, x1, y0, y1, None, int(b)) for x0, x1, y0, y1, b in _matrix_blocks(ids)]
         else:
             cells = [(x0, x1, y0, y1, key, src.blob(key)) for x0, x1, y0, y1, key in t.cells]
         acc.add(ki, wi, shape, t, cells)
+
+
+def _pair_ids(t: Tiling, blob: Callable[[SliceKey], int]) -> np.ndarray:
+    """(y-runs, x-runs) blob ids of a separable tiling. Runs repeat keys (a
+    conv's row groups each cycle through its channel blocks), so one blob per
+    distinct (y key, x key) pair, made in the order a row-major scan of all
+    pairs first meets them: y keys as first met, and x keys so in each."""
+    def distinct(runs: list[tuple[int, int, SliceKey]], axis: int) -> tuple[list[int], list[int]]:
+        pos: dict[tuple[tuple[int, int], ...], int] = {}
+        first, inv = [], []
+        for r, (*_, key) in enumerate(runs):
+            k = tuple(s for s, a in zip(key, t.axes, strict=True) if a == axis)
+            if k not in pos:
+                pos[k] = len(first)
+                first.append(r)
+            inv.append(pos[k])
+        return first, inv
+
+    fx, ix = distinct(t.xruns, AXIS_X)
+    fy, iy = distinct(t.yruns, AXIS_Y)
+    table = np.array([[blob(t.key(i, j)) for i in fx] for j in fy], np.int64)
+    return table[np.ix_(iy, ix)]
 
 
 class _WeightSource:

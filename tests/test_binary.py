@@ -421,3 +421,25 @@ def test_a_weight_in_a_file_hole_is_zeros_known_unread(tmp_path: pathlib.Path,
     monkeypatch.setattr(emit, "_file_hole", lambda c: False)
     monkeypatch.setattr(emit, "_uniform_bytes", lambda a, d: None)
     assert emit_bytes(m, version="test") == fast
+
+
+def test_pair_ids_make_blobs_in_the_order_a_scan_of_every_shard_would() -> None:
+    """Runs repeat keys (row groups cycling through channel blocks): each
+    distinct shard gets one blob, numbered as a row-major scan numbers them."""
+    from wsec.backends.emit import _pair_ids
+    from wsec.backends.format import AXIS_CONST, AXIS_X, AXIS_Y
+
+    fn = lambda px, py: ((px // 2 % 3, px // 2 % 3 + 1), (0, 4), (py % 4, py % 4 + 1))  # noqa: E731
+    t = shard_tiling(fn, 13, 11)
+    assert t.cells is None and t.axes == [AXIS_X, AXIS_CONST, AXIS_Y]
+    assert len(t.xruns) == 7 and len(t.yruns) == 11  # keys repeat along both
+
+    def numbering() -> tuple[dict[object, int], object]:
+        seen: dict[object, int] = {}
+        return seen, lambda key: seen.setdefault(key, len(seen))
+
+    seen, blob = numbering()
+    ids = _pair_ids(t, blob)
+    want_seen, want_blob = numbering()
+    want = [[want_blob(t.key(i, j)) for i in range(7)] for j in range(11)]
+    assert ids.tolist() == want and seen == want_seen and len(seen) == 12

@@ -36,6 +36,7 @@ the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -434,7 +435,7 @@ class _Candidates:
     @staticmethod
     def key(r: Request) -> tuple:
         return (r.edge, r.sink, r.choice, r.src_slot, r.dst_slot, r.lanes, r.cut_pitch,
-                r.share.get("src"), r.share.get("dst"))
+                r.src_pitch, r.share.get("src"), r.share.get("dst"))
 
     def __call__(self, r: Request) -> list[Bundle]:
         key = self.key(r)
@@ -453,12 +454,15 @@ def _path_length(path: tuple[tuple[int, int], ...]) -> int:
 
 def _choose_sides(reqs: list[Request], cap: int, headroom: float, known: _Candidates) -> None:
     """Slots for every request; a request whose side pair has no pattern route
-    moves to its next pair (and the slots are dealt again)."""
+    moves to its next pair (and the slots are dealt again); a widening cut
+    request with none first gives up widening (its pitch is chosen again)."""
     while True:
         assign_slots(reqs, cap, headroom)
         moved = False
         for r in reqs:
-            if not known(r) and r.next_pair():
+            if not known(r) and r.src_pitch:  # no widening route: cut only where uniform fits
+                r.no_widen = moved = True
+            elif not known(r) and r.next_pair():
                 moved = True
         if not moved:
             return
@@ -764,7 +768,7 @@ def _commit(module: Module, got: _Attempt) -> None:
     for r, rt, c in zip(got.neg.reqs, got.routes, got.colors, strict=True):
         b = rt.bundle
         module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
-            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach, b.cut, b.pitch))
+            dataclasses.replace(b, color=c))
 
 
 def _loads(module: Module, got: _Attempt, fabric: Fabric) -> np.ndarray:

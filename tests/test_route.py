@@ -6,6 +6,7 @@ explained."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import fake_kinds as fk
@@ -629,3 +630,51 @@ def test_a_pitched_bundle_that_runs_through_its_own_rows_is_no_candidate() -> No
     assert not _folds(clear, False)
     ex = expand(through)
     assert np.unique(ex.x * 4096 + ex.y).size < ex.x.size
+
+
+def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
+    """Kernel a's output side (4 rows) is half as long as c's input side (8
+    rows, each reading an eighth of the value). Uniform lanes at pitch k
+    need 8 - k + 1 source slots, so only pitch 8 fits (one lane carrying
+    everything: heavier than a flat lane, so the bundle stayed flat and
+    most of c's PEs read elements no lane brought). Widening, 4 lanes leave
+    a side by side (or 2) and spread to pitch 2 (or 4) at their last
+    corner: every row of c gets the share its rows read."""
+    from wsec.passes.route import _attempt
+    from wsec.passes.route_bundles import _pitches, assign_slots, requests
+
+    m = _manual((16, 8))
+    m.add_value("x", TensorType("f32", (1, 64)))
+    m.inputs = ["x"]
+    _put(m, "a", ["x"], "va", Rect(1, 2, 2, 4), shape=(1, 1024), work=64)
+    _put(m, "c", ["va"], "vc", Rect(11, 0, 2, 8), shape=(1, 64), work=64)
+    m.outputs = ["vc"]
+    fk.connect(m)
+    fabric = Fabric.of(get_target("wse2", (16, 8)))
+    reqs = [r for r in requests(m, fabric) if r.sink == "c"]
+    for r in reqs:
+        r.cut_rows, r.numel = 8, 1024
+        r.row_boxes = np.array([[[0, 128 * j], [1, 128 * (j + 1)]] for j in range(8)])
+    (r,) = reqs
+    assert r.src.length == 4 and _pitches(r) == {2: 1, 4: 1, 8: 0}  # 8: uniform, else widened
+    assign_slots(reqs, 512, 1.0)
+    k = r.cut_pitch
+    assert k in (2, 4) and (r.src_pitch, r.lanes) == (1, 8 // k)  # widened, lighter than flat
+    got = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None)
+    b = got.routes[0].bundle
+    assert (b.cut, b.pitch, b.src_pitch, b.lanes) == ("rows", k, 1, 8 // k)
+    assert len(b.path) >= 3  # it widens at a corner
+    src, land = endpoints(b)
+    a, c = m.kernel("a").rect, m.kernel("c").rect
+    assert all(a.contains(int(x), int(y)) for x, y in src)
+    assert sorted(src[:, 1].tolist()) == list(range(int(src[:, 1].min()),
+                                                    int(src[:, 1].min()) + b.lanes))
+    assert (np.diff(np.sort(land[:, 1])) == k).all() and (land[:, 0] == c.x).all()
+    ex = expand(b)
+    assert np.unique(ex.y * 16 + ex.x).size == ex.x.size  # lanes, spines, rows PE-disjoint
+    ramp = 16
+    rows = {int(y) for y, t in zip(ex.y, ex.tx, strict=True) if t & ramp}
+    assert rows == set(range(8))  # every row of c's side receives a lane
+    before = copy.copy(r)  # the router before widening: pitch 8 only (or flat)
+    before.no_widen = True
+    assert _pitches(before) == {8: 0}

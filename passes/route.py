@@ -452,16 +452,30 @@ def _path_length(path: tuple[tuple[int, int], ...]) -> int:
                                                                          strict=False))
 
 
-def _choose_sides(reqs: list[Request], cap: int, headroom: float, known: _Candidates) -> None:
+def _choose_sides(reqs: list[Request], cap: int, headroom: float, known: _Candidates,
+                  pairs: bool = False) -> None:
     """Slots for every request; a request whose side pair has no pattern route
-    moves to its next pair (and the slots are dealt again); a widening cut
-    request with none first gives up widening (its pitch is chosen again)."""
+    moves to its next pair (and the slots are dealt again). A widening cut
+    request with none (two kernels side by side leave no room for a
+    corner) gives up widening (its pitch is chosen again); with `pairs` it
+    first looks for the first pair where it cuts, and only with none stays
+    on its first pair without widening."""
     while True:
         assign_slots(reqs, cap, headroom)
         moved = False
         for r in reqs:
-            if not known(r) and r.src_pitch:  # no widening route: cut only where uniform fits
-                r.no_widen = moved = True
+            if r.widen_from >= 0 and r.cut_pitch and known(r):
+                continue  # it found a side pair where it cuts
+            if r.widen_from >= 0 or (r.src_pitch and not known(r)):
+                moved = True
+                if not pairs:
+                    r.no_widen = True
+                    continue
+                if r.widen_from < 0:
+                    r.widen_from = r.choice
+                if not r.next_pair():  # no pair cuts: back to the first, uniform or flat
+                    r.choice, r.widen_from, r.no_widen = r.widen_from, -1, True
+                    r.src, r.dst = r.pairs[r.choice]
             elif not known(r) and r.next_pair():
                 moved = True
         if not moved:
@@ -716,6 +730,16 @@ class Route(Pass):
                 best, wider, moved, flat = got, ask, {**moved, **move}, flat | flats
             else:  # widening did not help: move bundles instead
                 widen = False
+        if best.colored and any(r.no_widen for r in best.neg.reqs) and (
+                deadline is None or time.perf_counter() < deadline):
+            # cut bundles that found no room to widen, on other side pairs (U turns
+            # around a kernel): fewer PEs read what no lane brought, kept unless the
+            # busiest link then bounds throughput more
+            again = _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
+                             self.colors_soft, deadline, best.solo, known, wider, best.warm(),
+                             moved, flat, pairs=True)
+            if again.colored and again.score[1] <= max(best.score[1], 1.0):
+                best = again
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
         _commit(module, best)
@@ -784,7 +808,7 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              wider: dict[tuple[int, str], int] | None = None,
              warm: dict[tuple, Bundle] | None = None,
              moved: dict[tuple[int, str], int] | None = None,
-             flat: set[tuple[int, str]] | None = None) -> _Attempt:
+             flat: set[tuple[int, str]] | None = None, pairs: bool = False) -> _Attempt:
     reqs = [_copy(r) for r in base]
     for r in reqs:
         r.solo = (r.edge, r.sink) in (solo or ())
@@ -794,7 +818,7 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
             pass
     if known is None:
         known = _Candidates(fabric, corridors, len(reqs))
-    _choose_sides(reqs, cap, headroom, known)
+    _choose_sides(reqs, cap, headroom, known, pairs)
     neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
     log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]

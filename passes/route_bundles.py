@@ -123,6 +123,9 @@ class Request:
     cut_pitch: int = 0  # > 0: the lanes carry the rows' boxes, each serving this many rows
     src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen
     no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
+    widen_from: int = -1  # >= 0: the side pair it left looking for one where it cuts
+    # busiest lane per pitch (_max_load), shared by its copies: the same rows' boxes
+    loads: dict[int, int] = field(default_factory=dict)
     lane_wavelets: int = 0  # a cut request's busiest lane (its box), per sample
     flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
 
@@ -444,6 +447,13 @@ def _lane_wavelets(r: Request, k: int) -> np.ndarray:
     return -(-r.wavelets * box_elements(boxes) // r.numel)
 
 
+def _max_load(r: Request, k: int) -> int:
+    """r's busiest lane at pitch k (wavelets per sample), computed once."""
+    if k not in r.loads:
+        r.loads[k] = int(_lane_wavelets(r, k).max())
+    return r.loads[k]
+
+
 def _pitches(r: Request) -> dict[int, int]:
     """The pitches k r can be cut at, each with the source pitch its lanes
     leave at: k divides the sink's R rows, and the R/k lanes start from
@@ -495,7 +505,7 @@ def choose_pitch(r: Request, ask: int) -> None:
         return
     R = r.cut_rows
     limit = -(-r.wavelets // max(1, ask))
-    loads = {k: int(_lane_wavelets(r, k).max()) for k in ks}
+    loads = {k: _max_load(r, k) for k in ks}
     fit = [k for k in ks if loads[k] <= limit or (k == 1 and ask >= R)]
     if not fit:
         return  # lanes as light as the flat split's need more than the source side has
@@ -514,7 +524,7 @@ def lightest_cut(r: Request) -> int:
     sink's input side, so a bundle passing those rows meets at least this
     much on each of them. 0 when r cannot be cut."""
     ks = _pitches(r) if _can_cut(r) else []
-    return min((int(_lane_wavelets(r, k).max()) for k in ks), default=0)
+    return min((_max_load(r, k) for k in ks), default=0)
 
 
 # --- pattern candidates -----------------------------------------------------------------
@@ -677,14 +687,33 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
     return b
 
 
-def _folds(b: Bundle, source_host: bool) -> bool:
+def _folds(b: Bundle, source_host: bool = False) -> bool:
     """Whether a pitched bundle runs through itself: the spine past its last
     lane's landing PE, and the rows it feeds, lie beyond the ribbon the
     checks above bound, where a lane's path may come in (two routes of one
-    color at one PE)."""
-    ex = lanes_mod.expand(b, source_host, False)
-    xy = ex.x * (1 << 32) + ex.y
-    return int(np.unique(xy).size) != int(xy.size)
+    color at one PE). The spines and rows of all lanes fill one rectangle
+    (the landing line, L*pitch rows long, times reach + 1 PEs along the
+    rows); a fold is a PE of some lane's path, short of its landing PE, in
+    it: checked segment by segment (a candidate's expansion is thousands of
+    PEs, its segments a few per lane). `source_host` does not move a PE."""
+    del source_host
+    pts = lanes_mod.waypoints(b)  # (L, n + 1, 2)
+    dirs = lanes_mod.segment_dirs(b.path)
+    if not dirs:
+        return False
+    sx, sy = lanes_mod.spine_dir(b, dirs)
+    tx, ty = lanes_mod.travel(b.axis, dirs)
+    land = pts[:, -1, :]
+    corners = np.concatenate([land, land + (b.pitch - 1) * np.array([sx, sy]),
+                              land + b.reach * np.array([tx, ty])])
+    lo, hi = corners.min(axis=0), corners.max(axis=0)  # the rectangle of spines and rows
+    d = np.array(dirs, dtype=np.int64)  # (n, 2)
+    a = pts[:, :-1, :]  # segment starts, (L, n, 2)
+    n = ((pts[:, 1:, :] - a) * d[None]).sum(axis=2)  # points per segment (its end excluded)
+    z = a + np.maximum(n - 1, 0)[..., None] * d[None]  # the segment's last point
+    s_lo, s_hi = np.minimum(a, z), np.maximum(a, z)
+    meets = (n > 0) & (s_lo <= hi).all(axis=2) & (s_hi >= lo).all(axis=2)
+    return bool(meets.any())
 
 
 def _ribbon_simple(first: list[Vec], other: list[Vec]) -> bool:

@@ -730,15 +730,25 @@ class Route(Pass):
                 best, wider, moved, flat = got, ask, {**moved, **move}, flat | flats
             else:  # widening did not help: move bundles instead
                 widen = False
-        if best.colored and any(r.no_widen for r in best.neg.reqs) and (
-                deadline is None or time.perf_counter() < deadline):
-            # cut bundles that found no room to widen, on other side pairs (U turns
-            # around a kernel): fewer PEs read what no lane brought, kept unless the
-            # busiest link then bounds throughput more
-            again = _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
-                             self.colors_soft, deadline, best.solo, known, wider, best.warm(),
-                             moved, flat, pairs=True)
-            if again.colored and again.score[1] <= max(best.score[1], 1.0):
+        tried: _Attempt | None = None
+        for pairs in (False, True):
+            # widening (cut inputs whose source side is shorter than the sink's
+            # rows), then on other side pairs where there is no room for its corner
+            # (U turns around a kernel): kept where fewer sink rows read flat lanes
+            # (PEs reading what no lane brought) unless the busiest link then bounds
+            # throughput more (wide bundles crowd a GPT's links)
+            if not best.colored or (deadline is not None and time.perf_counter() > deadline):
+                break
+            if pairs and (tried is None or not any(r.no_widen and r.cut_rows and not r.cut_pitch
+                                                   for r in tried.neg.reqs)):
+                break  # every request that tried to widen found room
+            again = tried = _attempt(base, fabric, cap, corridors, best.headroom,
+                                     self.iterations, self.colors_soft, deadline, best.solo,
+                                     known, wider, best.warm(), moved, flat, pairs=pairs,
+                                     widen=True)
+            if not again.colored or again.score[1] > max(best.score[1], 1.0):
+                break  # crowded already: more widening (U turns) would crowd more
+            if _flat_rows(again) < _flat_rows(best):
                 best = again
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
@@ -808,9 +818,11 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              wider: dict[tuple[int, str], int] | None = None,
              warm: dict[tuple, Bundle] | None = None,
              moved: dict[tuple[int, str], int] | None = None,
-             flat: set[tuple[int, str]] | None = None, pairs: bool = False) -> _Attempt:
+             flat: set[tuple[int, str]] | None = None, pairs: bool = False,
+             widen: bool = False) -> _Attempt:
     reqs = [_copy(r) for r in base]
     for r in reqs:
+        r.widen, r.no_widen = widen, not widen
         r.solo = (r.edge, r.sink) in (solo or ())
         r.flat = (r.edge, r.sink) in (flat or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
@@ -824,6 +836,13 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     routes = [rt for rt in neg.routes if rt is not None]
     return _Attempt(headroom, set(solo or ()), neg, log, routes,
                     _colors(routes, reqs, fabric, known.forks))
+
+
+def _flat_rows(got: _Attempt) -> int:
+    """PEs of the sinks whose per-row cut input the attempt routes flat (the
+    PEs that read elements no lane brought)."""
+    return sum(r.dst.rect.w * r.dst.rect.h for r in got.neg.reqs
+               if r.cut_rows and not r.cut_pitch and r.dst.rect is not None)
 
 
 def _copy(r: Request) -> Request:

@@ -122,6 +122,7 @@ class Request:
     numel: int = 1  # elements of the value
     cut_pitch: int = 0  # > 0: the lanes carry the rows' boxes, each serving this many rows
     src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen
+    widen: bool = True  # may widen (the router's first attempts do not: wsec.passes.route)
     no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
     widen_from: int = -1  # >= 0: the side pair it left looking for one where it cuts
     # busiest lane per pitch (_max_load), shared by its copies: the same rows' boxes

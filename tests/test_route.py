@@ -660,7 +660,9 @@ def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
     assign_slots(reqs, 512, 1.0)
     k = r.cut_pitch
     assert k in (2, 4) and (r.src_pitch, r.lanes) == (1, 8 // k)  # widened, lighter than flat
-    got = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None)
+    flat = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None)  # the first attempts: no widening
+    assert flat.routes[0].bundle.pitch in (1, 8) and not flat.routes[0].bundle.src_pitch
+    got = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None, widen=True)
     b = got.routes[0].bundle
     assert (b.cut, b.pitch, b.src_pitch, b.lanes) == ("rows", k, 1, 8 // k)
     assert len(b.path) >= 3  # it widens at a corner

@@ -66,6 +66,10 @@ def _host_slices(p: Program, ei: int, sink: str, x: np.ndarray) -> np.ndarray:
     return np.concatenate([flat[a:b] for a, b in covered]).reshape(x.shape)
 
 
+def _box_text(b: np.ndarray) -> str:
+    return "[" + ", ".join(f"{int(a)}:{int(c)}" for a, c in zip(b[0], b[1], strict=True)) + "]"
+
+
 def _host_boxes(p: Program, ei: int, sink: str, x: np.ndarray, ios: list[dict]
                 ) -> np.ndarray:
     """A cut host input: the I/O map sends each lane of the bundle to `sink`
@@ -77,10 +81,15 @@ def _host_boxes(p: Program, ei: int, sink: str, x: np.ndarray, ios: list[dict]
            and int(b["sink"]) >= 0 and p.kernels[int(b["sink"])].name == sink]
     boxes = p.lane_boxes(bis[0]) if len(bis) == 1 and len(ios) == 1 else None
     sent = np.asarray(ios[0].get("boxes", []), np.int64)
-    if boxes is None or sent.shape != boxes.shape or (sent != boxes).any():
-        raise SimError(f"host input %{e.value} to '{sink}': the I/O map sends the boxes "
-                       f"{sent.tolist()}, not those its bundle's lanes carry "
-                       f"({None if boxes is None else boxes.tolist()})")
+    if boxes is None or sent.shape != boxes.shape:
+        raise SimError(f"host input %{e.value} to '{sink}': the I/O map sends "
+                       f"{len(sent)} boxes, its bundle's lanes carry "
+                       f"{'no cut' if boxes is None else f'{len(boxes)} boxes'}")
+    if (sent != boxes).any():
+        i = int(np.flatnonzero((sent != boxes).reshape(len(sent), -1).any(axis=1))[0])
+        raise SimError(f"host input %{e.value} to '{sink}': the I/O map sends lane {i} the "
+                       f"box {_box_text(sent[i])}, its bundle's lane {i} carries "
+                       f"{_box_text(boxes[i])}")
     got = np.zeros(x.shape, bool)
     out = np.zeros_like(x)
     for lo, hi in zip(sent[:, 0], sent[:, 1], strict=True):

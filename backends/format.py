@@ -1,4 +1,4 @@
-"""The wsec binary format, version 2: the one spec shared by writer and loader.
+"""The wsec binary format, version 5: the one spec shared by writer and loader.
 
 Every byte layout lives here (header, section table, section encodings, the
 numpy record dtypes) together with `Program`, the decoded program both the
@@ -26,9 +26,10 @@ from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 4  # 2: routes as bundles of lanes (LANES) and kernel route templates;
+FORMAT_VERSION = 5  # 2: routes as bundles of lanes (LANES) and kernel route templates;
 # 3: cut bundles, whose lanes carry boxes of the slice table (LANES); 4: a bundle's lane
-# pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows)
+# pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows);
+# 5: a bundle's source pitch (LANES: lanes widen from it to the pitch at the last corner)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -48,9 +49,10 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 # wsec.ir.lanes), then the waypoints of lane 0's path. sink: kernel index or
 # -1 for the host; flags: BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT (lane i
 # carries the box slices[slice0 + i] instead of its flat range); pitch: lane i
-# runs i*pitch steps from lane 0 and serves pitch rows of the sink (wsec.ir.lanes).
+# runs i*pitch steps from lane 0 and serves pitch rows of the sink (wsec.ir.lanes);
+# src_pitch (0: the pitch): the lanes' spacing before the path's last corner.
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
-                         ("reserved", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
+                         ("src_pitch", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
                          ("pitch", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
                          ("npoints", "<u4"), ("slice0", "<u4")])
 POINT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2")])

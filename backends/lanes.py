@@ -59,8 +59,9 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 slice0 = nbox
                 boxes.append(box)
                 nbox += box.shape[0]
-            recs.append((ei, -1 if b.sink == HOST else kernel_index[b.sink], b.color, flags, 0,
-                         b.lanes, b.axis, b.pitch, b.reach, len(pts), len(b.path), slice0))
+            recs.append((ei, -1 if b.sink == HOST else kernel_index[b.sink], b.color, flags,
+                         b.src_pitch, b.lanes, b.axis, b.pitch, b.reach, len(pts), len(b.path),
+                         slice0))
             pts += b.path
     sl = np.zeros(nbox, SLICE_DTYPE)
     at = 0
@@ -113,7 +114,8 @@ def to_bundle(p: Program, bi: int) -> Bundle:
     sink = HOST if int(r["sink"]) < 0 else p.kernels[int(r["sink"])].name
     return Bundle(sink, int(r["color"]), int(r["lanes"]), (int(r["axis"][0]), int(r["axis"][1])),
                   tuple((int(q["x"]), int(q["y"])) for q in pts), int(r["reach"]),
-                  "rows" if int(r["flags"]) & BUNDLE_CUT else "", int(r["pitch"]))
+                  "rows" if int(r["flags"]) & BUNDLE_CUT else "", int(r["pitch"]),
+                  int(r["src_pitch"]))
 
 
 def check_records(p: Program) -> None:
@@ -140,6 +142,10 @@ def check_records(p: Program) -> None:
         if int(r["pitch"]) > 1 and not int(r["flags"]) & BUNDLE_CUT:
             raise FormatError(f"{what} has lane pitch {int(r['pitch'])} but is not cut: only a "
                               "cut bundle's lanes say what the rows of their spines read")
+        if int(r["src_pitch"]) > int(r["pitch"]):
+            raise FormatError(f"{what} has source pitch {int(r['src_pitch'])} above its pitch "
+                              f"{int(r['pitch'])}: lanes widen on their way, never narrow "
+                              "(0 means the pitch throughout)")
         if int(r["color"]) >= p.target.colors:
             raise FormatError(f"{what} uses color {int(r['color'])}; the target has "
                               f"{p.target.colors}")

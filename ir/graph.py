@@ -127,7 +127,13 @@ class Bundle:
     `pitch` k: lane i is lane 0 shifted i*k steps (every k-th row of the
     path), and at its landing PE a spine of k - 1 PEs along the sink's side
     hands it on to the k - 1 rows after it, each multicast like the landing
-    row: a cut lane then carries the union of those k rows' boxes."""
+    row: a cut lane then carries the union of those k rows' boxes.
+    `src_pitch` s (0: the same as `pitch`): the lanes are spaced s on every
+    segment before the path's last corner and `pitch` only after it, so a
+    bundle WIDENS at its last corner: L lanes leave (L-1)*s+1 slots of the
+    source side and serve L*pitch rows of the sink (a source side shorter
+    than the sink's rows can still feed every row). A path with no corner
+    cannot widen."""
 
     sink: str  # a kernel name, or HOST
     color: int
@@ -137,6 +143,12 @@ class Bundle:
     reach: int = 0
     cut: str = ""
     pitch: int = 1
+    src_pitch: int = 0
+
+    @property
+    def spacing(self) -> int:
+        """The lane spacing before the last corner (src_pitch, or pitch)."""
+        return self.src_pitch or self.pitch
 
 
 @dataclass

@@ -25,6 +25,17 @@ PE. Lane i then serves the k consecutive rows from its landing row, lane
 i + 1 the k after them: the lanes stay PE-disjoint and a bundle of L lanes
 serves L*k rows.
 
+A bundle may WIDEN: with a source pitch s (`src_pitch`, 0 meaning the
+pitch) its lanes are spaced s on every segment before the path's last
+corner and k only on the last segment. With segment spacings s_j lane i's
+waypoints are: start P_0 + i*s_0*o_0, corner k: P_k + i*(s_{k-1}*o_{k-1} +
+s_k*o_k), end P_n + i*s_{n-1}*o_{n-1}. On segment k lane i still runs
+i*s_k*o_k beside lane 0 (o_{k-1} and o_{k+1} lie along d_k), the inside
+lanes still turn first, and the lanes stay PE-disjoint; L lanes then leave
+(L-1)*s + 1 slots of the source side and serve L*k rows of the sink, so a
+source side shorter than the sink's rows can feed all of them. A path with
+no corner cannot widen (`check`).
+
 Because lanes of a bundle are PE-disjoint, a bundle holds one color. The
 slice lane i carries is, by default, the elements [N*i//L, N*(i+1)//L) of
 the flattened value (`lane_slices`), so the lanes of a bundle partition the
@@ -105,18 +116,38 @@ def offsets(axis: tuple[int, int], dirs: list[tuple[int, int]]) -> list[tuple[in
     return out
 
 
+def spacings(b: Bundle, segments: int) -> list[int]:
+    """Lane spacing of each of a path's segments: `spacing` (src_pitch)
+    before the last corner, `pitch` after it (a path of no segment: its one
+    waypoint's spacing, the pitch)."""
+    if segments < 1:
+        return [b.pitch]
+    return [b.spacing] * (segments - 1) + [b.pitch]
+
+
+def shifts(b: Bundle, dirs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Per waypoint of b's path, how far lane i's waypoint lies from lane
+    0's, per lane: s_{k-1} o_{k-1} + s_k o_k (the spacing-scaled lane
+    offsets of the segments meeting there)."""
+    offs = offsets(b.axis, dirs)
+    sp = spacings(b, len(dirs))
+    if not dirs:
+        return [(sp[0] * offs[0][0], sp[0] * offs[0][1])]
+    n = len(dirs)
+    out = []
+    for k in range(n + 1):
+        x = (sp[k - 1] * offs[k - 1][0] if k else 0) + (sp[k] * offs[k][0] if k < n else 0)
+        y = (sp[k - 1] * offs[k - 1][1] if k else 0) + (sp[k] * offs[k][1] if k < n else 0)
+        out.append((x, y))
+    return out
+
+
 def waypoints(b: Bundle) -> np.ndarray:
     """(lanes, len(path), 2) waypoints of every lane."""
     dirs = segment_dirs(b.path)
-    offs = np.array(offsets(b.axis, dirs), dtype=np.int64)
     p = np.array(b.path, dtype=np.int64).reshape(-1, 2)
-    shift = np.zeros_like(p)
-    if dirs:
-        shift[:-1] += offs
-        shift[1:] += offs
-    else:
-        shift[0] = offs[0]
-    i = np.arange(b.lanes, dtype=np.int64)[:, None, None] * b.pitch
+    shift = np.array(shifts(b, dirs), dtype=np.int64).reshape(-1, 2)
+    i = np.arange(b.lanes, dtype=np.int64)[:, None, None]
     return p[None, :, :] + i * shift[None, :, :]
 
 
@@ -129,7 +160,14 @@ def check(b: Bundle) -> None:
         raise LaneError(f"reach must be >= 0, got {b.reach}")
     if b.pitch < 1:
         raise LaneError(f"pitch must be >= 1, got {b.pitch}")
+    if not 0 <= b.src_pitch <= b.pitch:
+        raise LaneError(f"source pitch {b.src_pitch} must lie in 1..{b.pitch} (the pitch: lanes "
+                        "widen on their way, never narrow), or be 0 (the pitch throughout)")
     dirs = segment_dirs(b.path)
+    if b.spacing != b.pitch and len(dirs) < 2:
+        raise LaneError(f"lanes at source pitch {b.spacing} and pitch {b.pitch} widen at the "
+                        f"path's last corner, but the path has {len(dirs)} segment"
+                        f"{'' if len(dirs) == 1 else 's'} and no corner")
     if abs(b.axis[0]) + abs(b.axis[1]) != 1:
         raise LaneError(f"lane axis {b.axis} must be a unit step")
     if not dirs:
@@ -294,16 +332,9 @@ def _runs(b: Bundle, source_host: bool, sink_host: bool, lanes: list[int],
     last, lane)."""
     dirs = segment_dirs(b.path)
     offs = offsets(b.axis, dirs)
-    m = len(dirs)
-    shift = [(0, 0)] * len(b.path)
-    if dirs:
-        shift = [((offs[k - 1][0] if k else 0) + (offs[k][0] if k < m else 0),
-                  (offs[k - 1][1] if k else 0) + (offs[k][1] if k < m else 0))
-                 for k in range(len(b.path))]
-    else:
-        shift[0] = offs[0]
+    shift = shifts(b, dirs)
     pitch = b.pitch
-    pts = [[(px + i * pitch * sx, py + i * pitch * sy)
+    pts = [[(px + i * sx, py + i * sy)
             for (px, py), (sx, sy) in zip(b.path, shift, strict=True)] for i in lanes]
     incoming = [PORT_BITS[HOST_IN_PORT] if source_host else _RAMP_BIT] * len(lanes)
     for k, (dx, dy) in enumerate(dirs):

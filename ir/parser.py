@@ -440,10 +440,17 @@ class _Parser:
             pitch = ln.integer("pitch")
             if pitch < 1:
                 raise ParseError(ln.lineno, f"bundle pitch must be >= 1, got {pitch}")
+        src_pitch = 0
+        if ln.accept("ident", "src_pitch"):
+            src_pitch = ln.integer("src_pitch")
+            if not 1 <= src_pitch <= pitch:
+                raise ParseError(ln.lineno, f"bundle src_pitch must lie in 1..{pitch} (its "
+                                 f"pitch: lanes widen, never narrow), got {src_pitch}")
         if e.bundles is None:
             e.bundles = []
         e.bundles.append(Bundle(sink, nums["color"], nums["lanes"], (axis[0], axis[1]),
-                                tuple((p[0], p[1]) for p in path), nums["reach"], cut, pitch))
+                                tuple((p[0], p[1]) for p in path), nums["reach"], cut, pitch,
+                                src_pitch))
 
     # --- driver ---------------------------------------------------------
     def parse(self, text: str) -> Module:

@@ -153,7 +153,8 @@ def _print_edge(e: Edge, out: list[str]) -> None:
         out.append(f"  bundle {json.dumps(b.sink)} color {int(b.color)} lanes {int(b.lanes)} "
                    f"axis [{b.axis[0]}, {b.axis[1]}] reach {int(b.reach)} path [{path}]"
                    + (f" cut {b.cut}" if b.cut else "")
-                   + (f" pitch {int(b.pitch)}" if b.pitch != 1 else ""))
+                   + (f" pitch {int(b.pitch)}" if b.pitch != 1 else "")
+                   + (f" src_pitch {int(b.src_pitch)}" if b.src_pitch else ""))
 
 
 def print_module(m: Module) -> str:

@@ -36,6 +36,7 @@ the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -434,7 +435,7 @@ class _Candidates:
     @staticmethod
     def key(r: Request) -> tuple:
         return (r.edge, r.sink, r.choice, r.src_slot, r.dst_slot, r.lanes, r.cut_pitch,
-                r.share.get("src"), r.share.get("dst"))
+                r.src_pitch, r.share.get("src"), r.share.get("dst"))
 
     def __call__(self, r: Request) -> list[Bundle]:
         key = self.key(r)
@@ -451,14 +452,31 @@ def _path_length(path: tuple[tuple[int, int], ...]) -> int:
                                                                          strict=False))
 
 
-def _choose_sides(reqs: list[Request], cap: int, headroom: float, known: _Candidates) -> None:
+def _choose_sides(reqs: list[Request], cap: int, headroom: float, known: _Candidates,
+                  pairs: bool = False) -> None:
     """Slots for every request; a request whose side pair has no pattern route
-    moves to its next pair (and the slots are dealt again)."""
+    moves to its next pair (and the slots are dealt again). A widening cut
+    request with none (two kernels side by side leave no room for a
+    corner) gives up widening (its pitch is chosen again); with `pairs` it
+    first looks for the first pair where it cuts, and only with none stays
+    on its first pair without widening."""
     while True:
         assign_slots(reqs, cap, headroom)
         moved = False
         for r in reqs:
-            if not known(r) and r.next_pair():
+            if r.widen_from >= 0 and r.cut_pitch and known(r):
+                continue  # it found a side pair where it cuts
+            if r.widen_from >= 0 or (r.src_pitch and not known(r)):
+                moved = True
+                if not pairs:
+                    r.no_widen = True
+                    continue
+                if r.widen_from < 0:
+                    r.widen_from = r.choice
+                if not r.next_pair():  # no pair cuts: back to the first, uniform or flat
+                    r.choice, r.widen_from, r.no_widen = r.widen_from, -1, True
+                    r.src, r.dst = r.pairs[r.choice]
+            elif not known(r) and r.next_pair():
                 moved = True
         if not moved:
             return
@@ -712,6 +730,26 @@ class Route(Pass):
                 best, wider, moved, flat = got, ask, {**moved, **move}, flat | flats
             else:  # widening did not help: move bundles instead
                 widen = False
+        tried: _Attempt | None = None
+        for pairs in (False, True):
+            # widening (cut inputs whose source side is shorter than the sink's
+            # rows), then on other side pairs where there is no room for its corner
+            # (U turns around a kernel): kept where fewer sink rows read flat lanes
+            # (PEs reading what no lane brought) unless the busiest link then bounds
+            # throughput more (wide bundles crowd a GPT's links)
+            if not best.colored or (deadline is not None and time.perf_counter() > deadline):
+                break
+            if pairs and (tried is None or not any(r.no_widen and r.cut_rows and not r.cut_pitch
+                                                   for r in tried.neg.reqs)):
+                break  # every request that tried to widen found room
+            again = tried = _attempt(base, fabric, cap, corridors, best.headroom,
+                                     self.iterations, self.colors_soft, deadline, best.solo,
+                                     known, wider, best.warm(), moved, flat, pairs=pairs,
+                                     widen=True)
+            if not again.colored or again.score[1] > max(best.score[1], 1.0):
+                break  # crowded already: more widening (U turns) would crowd more
+            if _flat_rows(again) < _flat_rows(best):
+                best = again
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
         _commit(module, best)
@@ -764,7 +802,7 @@ def _commit(module: Module, got: _Attempt) -> None:
     for r, rt, c in zip(got.neg.reqs, got.routes, got.colors, strict=True):
         b = rt.bundle
         module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
-            Bundle(b.sink, c, b.lanes, b.axis, b.path, b.reach, b.cut, b.pitch))
+            dataclasses.replace(b, color=c))
 
 
 def _loads(module: Module, got: _Attempt, fabric: Fabric) -> np.ndarray:
@@ -780,9 +818,11 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              wider: dict[tuple[int, str], int] | None = None,
              warm: dict[tuple, Bundle] | None = None,
              moved: dict[tuple[int, str], int] | None = None,
-             flat: set[tuple[int, str]] | None = None) -> _Attempt:
+             flat: set[tuple[int, str]] | None = None, pairs: bool = False,
+             widen: bool = False) -> _Attempt:
     reqs = [_copy(r) for r in base]
     for r in reqs:
+        r.widen, r.no_widen = widen, not widen
         r.solo = (r.edge, r.sink) in (solo or ())
         r.flat = (r.edge, r.sink) in (flat or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
@@ -790,12 +830,19 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
             pass
     if known is None:
         known = _Candidates(fabric, corridors, len(reqs))
-    _choose_sides(reqs, cap, headroom, known)
+    _choose_sides(reqs, cap, headroom, known, pairs)
     neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
     log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]
     return _Attempt(headroom, set(solo or ()), neg, log, routes,
                     _colors(routes, reqs, fabric, known.forks))
+
+
+def _flat_rows(got: _Attempt) -> int:
+    """PEs of the sinks whose per-row cut input the attempt routes flat (the
+    PEs that read elements no lane brought)."""
+    return sum(r.dst.rect.w * r.dst.rect.h for r in got.neg.reqs
+               if r.cut_rows and not r.cut_pitch and r.dst.rect is not None)
 
 
 def _copy(r: Request) -> Request:

@@ -121,6 +121,12 @@ class Request:
     row_boxes: np.ndarray | None = None  # (cut_rows, 2, ndim): the box each of them reads
     numel: int = 1  # elements of the value
     cut_pitch: int = 0  # > 0: the lanes carry the rows' boxes, each serving this many rows
+    src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen
+    widen: bool = True  # may widen (the router's first attempts do not: wsec.passes.route)
+    no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
+    widen_from: int = -1  # >= 0: the side pair it left looking for one where it cuts
+    # busiest lane per pitch (_max_load), shared by its copies: the same rows' boxes
+    loads: dict[int, int] = field(default_factory=dict)
     lane_wavelets: int = 0  # a cut request's busiest lane (its box), per sample
     flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
 
@@ -423,8 +429,9 @@ def _facing(r: Request, sa: int, sl: int, da: int, dl: int) -> tuple[int, int]:
 
 
 def src_span(r: Request) -> int:
-    """Slots r's lanes start from: every pitch-th of (lanes - 1) * pitch + 1."""
-    return (r.lanes - 1) * max(1, r.cut_pitch) + 1
+    """Slots r's lanes start from: every pitch-th of (lanes - 1) * pitch + 1
+    (a widening request: every src_pitch-th)."""
+    return (r.lanes - 1) * (r.src_pitch or max(1, r.cut_pitch)) + 1
 
 
 def dst_span(r: Request) -> int:
@@ -441,14 +448,32 @@ def _lane_wavelets(r: Request, k: int) -> np.ndarray:
     return -(-r.wavelets * box_elements(boxes) // r.numel)
 
 
-def _pitches(r: Request) -> list[int]:
-    """The pitches k r can be cut at: k divides the sink's R rows and the
-    R/k lanes start from (R/k - 1) k + 1 slots of the source side. From the
-    host only pitch 1: its I/O map feeds one lane per edge PE, side by side."""
-    R = r.cut_rows
+def _max_load(r: Request, k: int) -> int:
+    """r's busiest lane at pitch k (wavelets per sample), computed once."""
+    if k not in r.loads:
+        r.loads[k] = int(_lane_wavelets(r, k).max())
+    return r.loads[k]
+
+
+def _pitches(r: Request) -> dict[int, int]:
+    """The pitches k r can be cut at, each with the source pitch its lanes
+    leave at: k divides the sink's R rows, and the R/k lanes start from
+    (R/k - 1) k + 1 slots of the source side (source pitch 0: uniform), or,
+    where the side is shorter than that, from R/k slots side by side and
+    widen to pitch k at their last corner (source pitch 1). From the host
+    only pitch 1: its I/O map feeds one lane per edge PE, side by side."""
+    R, S = r.cut_rows, r.src.length
     if r.src.owner == HOST:
-        return [1] if R <= r.src.length else []
-    return [k for k in range(1, R + 1) if R % k == 0 and R - k + 1 <= r.src.length]
+        return {1: 0} if R <= S else {}
+    out = {}
+    for k in range(1, R + 1):
+        if R % k:
+            continue
+        if R - k + 1 <= S:
+            out[k] = 0
+        elif not r.no_widen and R // k <= S:
+            out[k] = 1
+    return out
 
 
 # a cut lane carries at least 1/LANE_SHARE of a flat lane where it can
@@ -460,11 +485,11 @@ LANE_SHARE = 2.5
 def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     """Cut r (its lanes carry its sink's per-row boxes) when it can: of the
     pitches k whose lanes fit the source side (k divides the sink's R rows;
-    R/k lanes start from (R/k - 1) k + 1 slots), the largest whose busiest
-    lane carries at most what each of the `ask` lanes of the flat split
-    would. A cut lane is never heavier than a flat one; where none is that
-    light (a source side shorter than the sink's rows leaves only large
-    pitches, few heavy lanes), r stays flat. More lanes never make the bus
+    R/k lanes start from (R/k - 1) k + 1 slots, or, widening at their last
+    corner, from R/k: _pitches), the largest whose busiest lane carries at
+    most what each of the `ask` lanes of the flat split would. A cut lane
+    is never heavier than a flat one; where none is that light, r stays
+    flat. More lanes never make the bus
     wider: it spans about R slots at any pitch, every k-th used, so a cut
     request takes the whole of both sides (other requests' lanes use them
     too, on other colors). The busiest lane's load is kept for the
@@ -481,7 +506,7 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     configures), so its lighter lanes are no fair comparison; the
     negotiator still flattens a cut whose lanes overfill a link
     (`Request.flat`)."""
-    r.cut_pitch, r.lane_wavelets = 0, 0
+    r.cut_pitch, r.src_pitch, r.lane_wavelets = 0, 0, 0
     if r.flat or not _can_cut(r):
         return
     ks = _pitches(r)
@@ -489,7 +514,7 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
         return
     R = r.cut_rows
     limit = -(-r.wavelets // max(1, ask))
-    loads = {k: int(_lane_wavelets(r, k).max()) for k in ks}
+    loads = {k: _max_load(r, k) for k in ks}
     fit = [k for k in ks if loads[k] <= limit or (k == 1 and ask >= R)
            or (R // k >= ask and 2 * loads[k] <= cap)]
     if not fit:
@@ -500,7 +525,7 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     # more of them, crowd the links a skip bundle shares with them)
     fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
     k = min(fair) if fair else max(fit)
-    r.cut_pitch, r.lanes, r.lane_wavelets = k, R // k, loads[k]
+    r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets = k, ks[k], R // k, loads[k]
 
 
 def lightest_cut(r: Request) -> int:
@@ -509,7 +534,7 @@ def lightest_cut(r: Request) -> int:
     sink's input side, so a bundle passing those rows meets at least this
     much on each of them. 0 when r cannot be cut."""
     ks = _pitches(r) if _can_cut(r) else []
-    return min((int(_lane_wavelets(r, k).max()) for k in ks), default=0)
+    return min((_max_load(r, k) for k in ks), default=0)
 
 
 # --- pattern candidates -----------------------------------------------------------------
@@ -535,8 +560,9 @@ def _landing(r: Request, o_last: Vec) -> Vec | None:
 
 def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
     reach = 0 if r.dst.owner == HOST else r.dst.reach
-    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, "rows" if cuts(r) else "",
-                  max(1, r.cut_pitch))
+    cut = cuts(r)
+    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, "rows" if cut else "",
+                  max(1, r.cut_pitch), r.src_pitch if cut else 0)
 
 
 def _can_cut(r: Request) -> bool:
@@ -573,15 +599,25 @@ def _path_dirs(path: list[Vec]) -> list[Vec] | None:
     return out
 
 
-def _lane_path(path: list[Vec], offs: list[Vec], i: int) -> list[Vec]:
-    """Lane i's waypoints (wsec.ir.lanes, in plain integers)."""
+def _lane_path(path: list[Vec], offs: list[Vec], i: int, steps: list[int] | None = None
+               ) -> list[Vec]:
+    """Lane i's waypoints (wsec.ir.lanes, in plain integers), the lanes
+    `steps[k]` apart on segment k (default 1 on every segment)."""
     n = len(path) - 1
+    sp = steps or [1] * max(n, 1)
     out = []
     for k, (px, py) in enumerate(path):
-        sx = (offs[k - 1][0] if k > 0 else 0) + (offs[k][0] if k < n else 0)
-        sy = (offs[k - 1][1] if k > 0 else 0) + (offs[k][1] if k < n else 0)
+        sx = (sp[k - 1] * offs[k - 1][0] if k > 0 else 0) + (sp[k] * offs[k][0] if k < n else 0)
+        sy = (sp[k - 1] * offs[k - 1][1] if k > 0 else 0) + (sp[k] * offs[k][1] if k < n else 0)
         out.append((px + i * sx, py + i * sy))
     return out
+
+
+def _steps(r: Request, segments: int) -> list[int]:
+    """Lane spacing per segment of r's candidate (wsec.ir.lanes.spacings):
+    its source pitch before the last corner when it widens, else its pitch."""
+    k = max(1, r.cut_pitch)
+    return [r.src_pitch or k] * (segments - 1) + [k]
 
 
 def _crosses(a: list[Vec], b: list[Vec], same: bool) -> bool:
@@ -614,12 +650,15 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
     path of more than one waypoint, stay on its grid, as _inside); or None."""
     path = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
     if len(path) == 1:  # a host port right beside the kernel's side: lanes start landed
-        if HOST not in (r.src.owner, r.dst.owner) or _landing(r, axis) != path[0]:
+        if (HOST not in (r.src.owner, r.dst.owner) or r.src_pitch
+                or _landing(r, axis) != path[0]):
             return None
         return _bundle(r, 0, axis, path)
     dirs = _path_dirs(path)
     if not dirs or dirs[0] != r.src.normal or dirs[-1] != r.dst.normal:
         return None
+    if r.src_pitch and len(dirs) < 2:
+        return None  # lanes widen at the last corner: a straight run has none
     try:
         offs = lanes_mod.offsets(axis, dirs)
     except lanes_mod.LaneError:
@@ -629,7 +668,7 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
         return None
     last = r.lanes - 1
     first = list(path)
-    other = _lane_path(path, offs, last * max(1, r.cut_pitch))
+    other = _lane_path(path, offs, last, _steps(r, len(dirs)))
     for lane in (first, other):  # segment lengths are affine in the lane: check both ends
         for (p, q), d in zip(zip(lane, lane[1:], strict=False), dirs, strict=True):
             if (q[0] - p[0]) * d[0] + (q[1] - p[1]) * d[1] < 0:
@@ -658,14 +697,33 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
     return b
 
 
-def _folds(b: Bundle, source_host: bool) -> bool:
+def _folds(b: Bundle, source_host: bool = False) -> bool:
     """Whether a pitched bundle runs through itself: the spine past its last
     lane's landing PE, and the rows it feeds, lie beyond the ribbon the
     checks above bound, where a lane's path may come in (two routes of one
-    color at one PE)."""
-    ex = lanes_mod.expand(b, source_host, False)
-    xy = ex.x * (1 << 32) + ex.y
-    return int(np.unique(xy).size) != int(xy.size)
+    color at one PE). The spines and rows of all lanes fill one rectangle
+    (the landing line, L*pitch rows long, times reach + 1 PEs along the
+    rows); a fold is a PE of some lane's path, short of its landing PE, in
+    it: checked segment by segment (a candidate's expansion is thousands of
+    PEs, its segments a few per lane). `source_host` does not move a PE."""
+    del source_host
+    pts = lanes_mod.waypoints(b)  # (L, n + 1, 2)
+    dirs = lanes_mod.segment_dirs(b.path)
+    if not dirs:
+        return False
+    sx, sy = lanes_mod.spine_dir(b, dirs)
+    tx, ty = lanes_mod.travel(b.axis, dirs)
+    land = pts[:, -1, :]
+    corners = np.concatenate([land, land + (b.pitch - 1) * np.array([sx, sy]),
+                              land + b.reach * np.array([tx, ty])])
+    lo, hi = corners.min(axis=0), corners.max(axis=0)  # the rectangle of spines and rows
+    d = np.array(dirs, dtype=np.int64)  # (n, 2)
+    a = pts[:, :-1, :]  # segment starts, (L, n, 2)
+    n = ((pts[:, 1:, :] - a) * d[None]).sum(axis=2)  # points per segment (its end excluded)
+    z = a + np.maximum(n - 1, 0)[..., None] * d[None]  # the segment's last point
+    s_lo, s_hi = np.minimum(a, z), np.maximum(a, z)
+    meets = (n > 0) & (s_lo <= hi).all(axis=2) & (s_hi >= lo).all(axis=2)
+    return bool(meets.any())
 
 
 def _ribbon_simple(first: list[Vec], other: list[Vec]) -> bool:
@@ -703,8 +761,8 @@ def _near(corridors: list[int], points: list[int], k: int = 3) -> list[int]:
 def _straight_windows(r: Request, count: int = 9) -> list[tuple[int, int]]:
     """(source slot, sink slot) windows where the bundle can run straight:
     parallel sides, the sink ahead, at a few positions along their overlap."""
-    if r.src.axis != r.dst.axis or r.src.normal != r.dst.normal:
-        return []
+    if r.src.axis != r.dst.axis or r.src.normal != r.dst.normal or r.src_pitch:
+        return []  # (a widening bundle has no straight run: it widens at a corner)
     e = r.src.normal
     ahead = (r.dst.origin[0] - r.src.origin[0]) * e[0] + (r.dst.origin[1] - r.src.origin[1]) * e[1]
     if ahead <= 0:
@@ -826,7 +884,8 @@ def _inside(b: Bundle, fabric: Fabric) -> bool:
     offs = lanes_mod.offsets(b.axis, dirs)
     span = (b.lanes - 1) * b.pitch
     if dirs:
-        ends = [_lane_path(list(b.path), offs, 0), _lane_path(list(b.path), offs, span)]
+        ends = [_lane_path(list(b.path), offs, 0),
+                _lane_path(list(b.path), offs, b.lanes - 1, lanes_mod.spacings(b, len(dirs)))]
     else:
         (px, py), (ox, oy) = b.path[0], offs[0]
         ends = [[(px, py)], [(px + span * ox, py + span * oy)]]

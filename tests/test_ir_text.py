@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import pathlib
 import re
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -344,6 +345,11 @@ def test_light_models_present() -> None:
     ('module "m"\nedge %y from "k" to ["k2"] bytes 4\n'
      '  bundle "k2" color 1 lanes 1 axis [0, 1] reach 0 path [[0, 0], [3, 0]] cut rows pitch 0\n',
      r"line 3: bundle pitch must be >= 1, got 0"),
+    ('module "m"\nedge %y from "k" to ["k2"] bytes 4\n'
+     '  bundle "k2" color 1 lanes 1 axis [0, 1] reach 0 path [[0, 0], [3, 0]] cut rows pitch 2'
+     ' src_pitch 3\n',
+     r"line 3: bundle src_pitch must lie in 1..2 \(its pitch: lanes widen, never narrow\), "
+     r"got 3"),
     ('module "m"\nfrobnicate %x\n', r"line 2: expected a statement \(module, .*found 'frobnicate'"),
     ('module "m"\ninput %x : f32[2] extra\n', r"line 2: expected end of line, found 'extra'"),
     ('module "m"\ninput %x : f32[2] $\n', r"line 2: unexpected character '\$' at column 19"),
@@ -433,3 +439,15 @@ def test_text_file_round_trip(tmp_path: pathlib.Path) -> None:
     m = parse_module(p.read_text(), base_dir=str(tmp_path))
     c = m.values["big"].const
     assert isinstance(c, External) and c.base_dir == str(tmp_path)
+
+
+def test_a_widening_bundle_round_trips_through_text() -> None:
+    """`src_pitch S` after `pitch K`: printed only for a widening bundle, parsed back equal."""
+    m = Module("m")
+    b = Bundle("k", 3, 4, (1, 0), ((4, 2), (4, 14), (22, 14)), 2, "rows", 3, 1)
+    m.edges.append(Edge("v", "k0", ["k"], 64, [b, replace(b, src_pitch=0)]))
+    text = print_module(m)
+    lines = [ln for ln in text.splitlines() if "bundle" in ln]
+    assert lines[0].endswith(" cut rows pitch 3 src_pitch 1")
+    assert lines[1].endswith(" cut rows pitch 3")
+    assert parse_module(text).edges[0].bundles == [b, replace(b, src_pitch=0)]

@@ -41,6 +41,7 @@ from wsec.ir.lanes import (
     segment_dirs,
     spine_dir,
     travel,
+    waypoints,
 )
 from wsec.ir.parser import parse_module
 from wsec.ir.printer import print_module
@@ -282,6 +283,17 @@ def test_loader_rejects_a_bad_pitch(pitched) -> None:  # type: ignore[no-untyped
     p.bundles["pitch"][flat] = 2
     with pytest.raises(FormatError, match=rf"bundle #{flat} has lane pitch 2 but is not cut"):
         check_records(p)
+    p = load_binary(str(path))
+    p.bundles["src_pitch"][bi] = k + 1  # lanes that would narrow at the last corner
+    with pytest.raises(FormatError, match=rf"bundle #{bi} has source pitch {k + 1} above its "
+                                          rf"pitch {k}: lanes widen on their way, never narrow"):
+        check_records(p)
+    p = load_binary(str(path))
+    p.bundles["src_pitch"][bi], p.bundles["npoints"][bi] = 1, 2  # widening on a straight run
+    with pytest.raises(FormatError, match=rf"bundle #{bi} .* is not a valid bundle of lanes: "
+                                          r"lanes at source pitch 1 and pitch \d+ widen at the "
+                                          r"path's last corner, but the path has 1 segment"):
+        check_records(p)
     data = path.read_bytes()
     assert load_binary(data).bundles["pitch"][bi] == k  # the file itself is fine
 
@@ -311,3 +323,64 @@ def test_shortened_spine_is_an_error_at_that_pe(pitched) -> None:  # type: ignor
                                        r"arrived there \(lane 0 of edge #\d+ .*carries it; the "
                                        r"PE holds no lane\)"):
         simulate(short, random_inputs(p, 0))
+
+
+# --- widening cut bundles ------------------------------------------------------------------
+@pytest.mark.slow
+def test_resnet50_widened_lanes_round_trip_and_faults_raise_at_the_pe(
+        tmp_path: pathlib.Path) -> None:
+    """ResNet-50 has convs whose source side is shorter than their input
+    side's rows: their cut bundles leave side by side and widen to their
+    pitch at the last corner. The binary keeps the source pitch, every PE
+    of the sink reads only its lane's box, and a misdirected or shortened
+    widened lane is a SimError at that PE."""
+    m = compiled_light("resnet50").module
+    widened = [(e, b) for e in m.edges for b in e.bundles or () if b.src_pitch]
+    assert widened and all(b.cut and b.src_pitch < b.pitch and len(b.path) > 2
+                           for _, b in widened)
+    path = str(tmp_path / "r.bin")
+    write_binary(m, path)
+    p = load_binary(path)
+    bi = next(i for i, r in enumerate(p.bundles) if int(r["src_pitch"]))
+    e, want = next((e, b) for e in m.edges for b in e.bundles or ()
+                   if b.src_pitch and e.value == p.edges[int(p.bundles["edge"][bi])].value
+                   and b.sink == p.kernels[int(p.bundles["sink"][bi])].name)
+    b = to_bundle(p, bi)
+    assert b == want
+    x = random_inputs(p, 0)
+    res = simulate(p, x)
+    assert res.kernel_stats[b.sink]["forwarded_pes"] == 0  # widened: every row its box
+    # misdirect: lane 0 turns the wrong way at its last corner
+    dirs = segment_dirs(b.path)
+    corner = tuple(int(v) for v in waypoints(b)[0, -2])
+    r = p.routes.copy()
+    at = np.flatnonzero((r["bundle"] == bi) & (r["lane"] == 0) & (r["x"] == corner[0])
+                        & (r["y"] == corner[1]))
+    assert at.size == 1
+    good = next(PORT_BITS[d] for d, v in STEP.items() if v == dirs[-1])
+    bad = next(PORT_BITS[d] for d, v in STEP.items() if v == (-dirs[-1][0], -dirs[-1][1]))
+    r["tx"][at] = (r["tx"][at] & ~np.uint8(good)) | np.uint8(bad)
+    with pytest.raises(SimError, match=rf"lane 0 of edge .* from PE \({corner[0]}, "
+                                       rf"{corner[1]}\)|PE \({corner[0]}, {corner[1]}\)"):
+        simulate(replace(p, routes=r), x)
+    # shorten: the last lane's spine stops one PE short; its last row has no lane
+    (sx, sy), (tx, ty) = spine_dir(b), travel(b.axis, dirs)
+    _, land = endpoints(b)
+    i, k = b.lanes - 1, b.pitch
+    end = (int(land[i, 0]) + (k - 1) * sx, int(land[i, 1]) + (k - 1) * sy)
+    r = p.routes.copy()
+    rx, ry = r["x"].astype(np.int64), r["y"].astype(np.int64)
+    mine = (r["bundle"] == bi) & (r["lane"] == i)
+    t = (rx - end[0]) * tx + (ry - end[1]) * ty
+    row = mine & (rx - t * tx == end[0]) & (ry - t * ty == end[1]) & (t >= 0)
+    assert row.sum() == b.reach + 1
+    before = np.flatnonzero(mine & (rx == end[0] - sx) & (ry == end[1] - sy))
+    bit = next(PORT_BITS[d] for d, v in STEP.items() if v == (sx, sy))
+    r["tx"][before] &= ~np.uint8(bit)
+    with pytest.raises(SimError, match=rf"PE \(\d+, \d+\) .*reads %.+, which never arrived "
+                                       rf"there \(lane {i} of edge #\d+ .*carries it") as err:
+        simulate(replace(p, routes=r[~row]), x)
+    named = re.search(r"PE \((\d+), (\d+)\)", str(err.value))
+    assert named is not None  # a PE of the row the shortened spine no longer reaches
+    assert (int(named.group(1)), int(named.group(2))) in set(zip(rx[row].tolist(),
+                                                                 ry[row].tolist(), strict=True))

@@ -3,7 +3,10 @@ lanes) gives exactly what `expand` gives bundle by bundle, in the same order,
 for every shape the router draws up: straight, L, Z, U turns, a path of one
 waypoint, reach, host ends, all lanes or a few, every pitch. A pitched
 bundle's lanes run every pitch-th row, nest at corners at that scale, and
-hand on along a spine to the rows between; they never share a PE."""
+hand on along a spine to the rows between; they never share a PE. A
+widening bundle's lanes run src_pitch apart until the last corner and
+pitch apart after it, still PE-disjoint (checked by brute force against
+the router's ribbon checks)."""
 
 from __future__ import annotations
 
@@ -44,7 +47,20 @@ PITCHED = [
     Bundle("k", 0, 2, (0, 1), ((2, 3), (20, 3), (20, 13), (36, 13), (36, 20), (50, 20)),
            reach=4, cut="rows", pitch=5),
 ]
-BUNDLES += PITCHED
+# widening bundles: lanes side by side (source pitch 1 or 2) until the last corner, pitch after
+WIDENED = [
+    Bundle("k", 0, 4, (1, 0), ((4, 2), (4, 14), (22, 14)), reach=2, cut="rows", pitch=3,
+           src_pitch=1),  # an L: the inner lanes turn pitch earlier a lane
+    Bundle("k", 0, 5, (0, 1), ((2, 4), (12, 4), (12, 30), (25, 30)), reach=2, cut="rows",
+           pitch=4, src_pitch=1),  # a Z: the outer lanes' jogs grow by pitch - 1 a lane
+    Bundle("k", 0, 4, (0, -1), ((2, 40), (12, 40), (12, 4), (25, 4)), reach=1, cut="rows",
+           pitch=3, src_pitch=1),  # the other flip: the outer lanes' jogs shrink
+    Bundle("k", 0, 3, (0, 1), ((2, 3), (14, 3), (14, 30), (3, 30)), reach=1, cut="rows",
+           pitch=5, src_pitch=2),  # a U
+    Bundle("k", 0, 3, (0, 1), ((2, 3), (20, 3), (20, 13), (36, 13), (36, 20), (50, 20)),
+           reach=4, cut="rows", pitch=6, src_pitch=1),
+]
+BUNDLES += PITCHED + WIDENED
 
 
 @pytest.mark.parametrize("hosts", [(False, False), (True, False), (False, True)])
@@ -128,3 +144,104 @@ def test_union_boxes_bound_the_live_boxes_of_each_group() -> None:
                       [[0, 0], [0, 0]], [[0, 0], [0, 0]]])  # nothing read: empty
     got = union_boxes(boxes.reshape(3, 2, 2, 2))
     assert got.tolist() == [[[0, 0], [2, 8]], [[1, 0], [3, 8]], [[0, 0], [0, 0]]]
+
+
+@pytest.mark.parametrize("b", WIDENED, ids=lambda b: f"{len(b.path) - 1}seg-widen{b.pitch}")
+def test_widened_lanes_leave_side_by_side_and_land_at_pitch(b: Bundle) -> None:
+    check(b)
+    s, k, L = b.spacing, b.pitch, b.lanes
+    dirs = segment_dirs(b.path)
+    offs = [np.array(o) for o in offsets(b.axis, dirs)]
+    pts = waypoints(b)
+    for i in range(L):  # the waypoints of the geometry (wsec.ir.lanes docstring)
+        sp = [s] * (len(dirs) - 1) + [k]
+        assert (pts[i, 0] == np.array(b.path[0]) + i * sp[0] * offs[0]).all()
+        for c in range(1, len(dirs)):
+            want = np.array(b.path[c]) + i * (sp[c - 1] * offs[c - 1] + sp[c] * offs[c])
+            assert (pts[i, c] == want).all(), (i, c)
+        assert (pts[i, -1] == np.array(b.path[-1]) + i * k * offs[-1]).all()
+    src, land = endpoints(b)
+    assert (np.abs(np.diff(src, axis=0)).sum(axis=1) == s).all()  # side by side at the source
+    assert (np.abs(np.diff(land, axis=0)).sum(axis=1) == k).all()  # pitch apart at the sink
+    ex = expand(b)
+    pe = ex.x * 10_000 + ex.y
+    assert np.unique(pe).size == pe.size
+    # the spines and rows: L*k consecutive rows, lane i's k from its landing PE
+    ramp = PORT_BITS["RAMP"]
+    (sx, sy), (tx, ty) = spine_dir(b), travel(b.axis, dirs)
+    for i in range(L):
+        mine = (ex.lane == i) & ((ex.tx & ramp) != 0)
+        got = set(zip(ex.x[mine].tolist(), ex.y[mine].tolist(), strict=True))
+        assert got == {(int(land[i, 0]) + j * sx + t * tx, int(land[i, 1]) + j * sy + t * ty)
+                       for j in range(k) for t in range(b.reach + 1)}, i
+
+
+def test_a_bundle_widens_only_at_a_corner_and_never_narrows() -> None:
+    straight = Bundle("k", 0, 3, (0, 1), ((2, 3), (9, 3)), cut="rows", pitch=3, src_pitch=1)
+    with pytest.raises(LaneError, match="no corner"):
+        check(straight)
+    with pytest.raises(LaneError, match="no corner"):
+        check(Bundle(HOST, 0, 3, (0, 1), ((0, 3),), cut="rows", pitch=2, src_pitch=1))
+    check(Bundle("k", 0, 3, (0, 1), ((2, 3), (9, 3)), cut="rows", pitch=3, src_pitch=3))
+    with pytest.raises(LaneError, match="never narrow"):
+        check(Bundle("k", 0, 3, (1, 0), ((4, 2), (4, 9), (22, 9)), cut="rows", pitch=2,
+                     src_pitch=3))
+    # a Z: the lanes jog side by side, so the room before the jog is one PE a lane
+    tight = ((2, 3), (6, 3), (6, 12), (20, 12))
+    check(Bundle("k", 0, 4, (0, 1), tight, cut="rows", pitch=3, src_pitch=1))
+    with pytest.raises(LaneError, match="backwards"):  # uniform at pitch 3 it needs 10
+        check(Bundle("k", 0, 4, (0, 1), tight, cut="rows", pitch=3))
+
+
+def _random_path(rng: np.random.Generator) -> tuple[tuple[int, int], ...]:
+    p = [(int(rng.integers(-30, 31)), int(rng.integers(-30, 31)))]
+    horiz = bool(rng.integers(2))
+    for _ in range(int(rng.integers(2, 6))):
+        x, y = p[-1]
+        d = int(rng.choice([-1, 1])) * int(rng.integers(1, 31))
+        p.append((x + d, y) if horiz else (x, y + d))
+        horiz = not horiz
+    return tuple(p)
+
+
+def test_nested_lanes_are_pe_disjoint_at_any_spacings_brute_force() -> None:
+    """Over many random shapes, lane counts, pitches and source pitches:
+    whenever the router's checks pass (each outer lane simple, the ribbon
+    between them simple: route_bundles._crosses, _ribbon_simple), no two
+    lanes' paths share a PE. (Spines and rows past the landing line are
+    _folds' to check, from the expansion.)"""
+    from wsec.passes.route_bundles import _crosses, _ribbon_simple
+
+    rng = np.random.default_rng(12)
+    passed = {True: 0, False: 0}
+    for _ in range(2500):
+        path = _random_path(rng)
+        d0 = segment_dirs(path)[0]
+        axis = (d0[1], d0[0]) if rng.integers(2) else (-d0[1], -d0[0])
+        k = int(rng.integers(1, 7))
+        s = k if rng.integers(2) else int(rng.integers(1, k + 1))
+        b = Bundle("k", 0, int(rng.integers(1, 9)), axis, path, 0, "rows", k, s)
+        try:
+            check(b)
+        except LaneError:
+            continue
+        pts = waypoints(b)
+        first = [tuple(int(v) for v in q) for q in pts[0]]
+        last = [tuple(int(v) for v in q) for q in pts[-1]]
+        if (_crosses(first, first, True) or _crosses(last, last, True)
+                or (b.lanes > 1 and not _ribbon_simple(first, last))):
+            continue
+        dirs = np.array(segment_dirs(path))
+        seen: set[tuple[int, int]] = set()
+        for i in range(b.lanes):  # every PE of every lane's path, landing PE included
+            for c, d in enumerate(dirs):
+                n = int(((pts[i, c + 1] - pts[i, c]) * d).sum())
+                for t in range(n):
+                    q = (int(pts[i, c, 0] + t * d[0]), int(pts[i, c, 1] + t * d[1]))
+                    assert q not in seen, (b, i)
+                    seen.add(q)
+            q = (int(pts[i, -1, 0]), int(pts[i, -1, 1]))
+            assert q not in seen, (b, i)
+            seen.add(q)
+        passed[s == k] += 1
+    assert passed[True] > 300 and passed[False] > 300  # both kinds were exercised

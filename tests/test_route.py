@@ -6,6 +6,7 @@ explained."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import fake_kinds as fk
@@ -629,3 +630,132 @@ def test_a_pitched_bundle_that_runs_through_its_own_rows_is_no_candidate() -> No
     assert not _folds(clear, False)
     ex = expand(through)
     assert np.unique(ex.x * 4096 + ex.y).size < ex.x.size
+
+
+def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
+    """Kernel a's output side (4 rows) is half as long as c's input side (8
+    rows, each reading an eighth of the value). Uniform lanes at pitch k
+    need 8 - k + 1 source slots, so only pitch 8 fits (one lane carrying
+    everything: heavier than a flat lane, so the bundle stayed flat and
+    most of c's PEs read elements no lane brought). Widening, 4 lanes leave
+    a side by side (or 2) and spread to pitch 2 (or 4) at their last
+    corner: every row of c gets the share its rows read."""
+    from wsec.passes.route import _attempt
+    from wsec.passes.route_bundles import _pitches, assign_slots, requests
+
+    m = _manual((16, 8))
+    m.add_value("x", TensorType("f32", (1, 64)))
+    m.inputs = ["x"]
+    _put(m, "a", ["x"], "va", Rect(1, 2, 2, 4), shape=(1, 1024), work=64)
+    _put(m, "c", ["va"], "vc", Rect(11, 0, 2, 8), shape=(1, 64), work=64)
+    m.outputs = ["vc"]
+    fk.connect(m)
+    fabric = Fabric.of(get_target("wse2", (16, 8)))
+    reqs = [r for r in requests(m, fabric) if r.sink == "c"]
+    for r in reqs:
+        r.cut_rows, r.numel = 8, 1024
+        r.row_boxes = np.array([[[0, 128 * j], [1, 128 * (j + 1)]] for j in range(8)])
+    (r,) = reqs
+    assert r.src.length == 4 and _pitches(r) == {2: 1, 4: 1, 8: 0}  # 8: uniform, else widened
+    assign_slots(reqs, 512, 1.0)
+    k = r.cut_pitch
+    assert k in (2, 4) and (r.src_pitch, r.lanes) == (1, 8 // k)  # widened, lighter than flat
+    flat = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None)  # the first attempts: no widening
+    assert flat.routes[0].bundle.pitch in (1, 8) and not flat.routes[0].bundle.src_pitch
+    got = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None, widen=True)
+    b = got.routes[0].bundle
+    assert (b.cut, b.pitch, b.src_pitch, b.lanes) == ("rows", k, 1, 8 // k)
+    assert len(b.path) >= 3  # it widens at a corner
+    src, land = endpoints(b)
+    a, c = m.kernel("a").rect, m.kernel("c").rect
+    assert all(a.contains(int(x), int(y)) for x, y in src)
+    assert sorted(src[:, 1].tolist()) == list(range(int(src[:, 1].min()),
+                                                    int(src[:, 1].min()) + b.lanes))
+    assert (np.diff(np.sort(land[:, 1])) == k).all() and (land[:, 0] == c.x).all()
+    ex = expand(b)
+    assert np.unique(ex.y * 16 + ex.x).size == ex.x.size  # lanes, spines, rows PE-disjoint
+    ramp = 16
+    rows = {int(y) for y, t in zip(ex.y, ex.tx, strict=True) if t & ramp}
+    assert rows == set(range(8))  # every row of c's side receives a lane
+    before = copy.copy(r)  # the router before widening: pitch 8 only (or flat)
+    before.no_widen = True
+    assert _pitches(before) == {8: 0}
+
+
+def test_folds_is_the_expansions_duplicate_check() -> None:
+    """_folds checks segments against the rectangle of spines and rows; on
+    every random pitched or widening bundle that passes the ribbon checks
+    it says what a duplicate PE in the full expansion says."""
+    from wsec.ir.graph import Bundle
+    from wsec.ir.lanes import LaneError, check, segment_dirs, waypoints
+    from wsec.passes.route_bundles import _crosses, _folds, _ribbon_simple
+
+    rng = np.random.default_rng(3)
+    seen = {True: 0, False: 0}
+    for _ in range(3000):
+        p = [(int(rng.integers(-30, 31)), int(rng.integers(-30, 31)))]
+        horiz = bool(rng.integers(2))
+        for _ in range(int(rng.integers(1, 6))):
+            x, y = p[-1]
+            d = int(rng.choice([-1, 1])) * int(rng.integers(1, 31))
+            p.append((x + d, y) if horiz else (x, y + d))
+            horiz = not horiz
+        d0 = segment_dirs(tuple(p))[0]
+        axis = (d0[1], d0[0]) if rng.integers(2) else (-d0[1], -d0[0])
+        k = int(rng.integers(2, 7))
+        s = k if rng.integers(2) or len(p) == 2 else int(rng.integers(1, k + 1))
+        b = Bundle("k", 0, int(rng.integers(1, 9)), axis, tuple(p), int(rng.integers(0, 12)),
+                   "rows", k, s)
+        try:
+            check(b)
+        except LaneError:
+            continue
+        pts = waypoints(b)
+        first = [tuple(int(v) for v in q) for q in pts[0]]
+        last = [tuple(int(v) for v in q) for q in pts[-1]]
+        if len(p) > 2 and (_crosses(first, first, True) or _crosses(last, last, True)
+                           or (b.lanes > 1 and not _ribbon_simple(first, last))):
+            continue
+        ex = expand(b)
+        dup = np.unique(ex.x * 100_000 + ex.y).size != ex.x.size
+        assert _folds(b, False) == dup, b
+        seen[dup] += 1
+    assert seen[True] > 20 and seen[False] > 500  # both answers were exercised
+
+
+def test_a_widening_cut_with_no_room_for_a_corner_looks_for_another_side_pair() -> None:
+    """Kernels a (4 rows) and c (8 rows, each reading an eighth) side by side:
+    no room between them for the corner a widening bundle turns at. Without
+    the side-pair search it gives up widening (and stays flat: pitch 8
+    alone would fit uniform, one lane four times a flat one); with it, it
+    moves to a side pair where its lanes widen at pitch 2."""
+    from wsec.passes.route import _Candidates, _choose_sides
+    from wsec.passes.route_bundles import requests
+
+    def build() -> tuple[Fabric, list]:
+        m = _manual((24, 24))
+        m.add_value("x", TensorType("f32", (1, 64)))
+        m.inputs = ["x"]
+        _put(m, "a", ["x"], "va", Rect(9, 10, 2, 4), shape=(1, 4096), work=64)
+        _put(m, "c", ["va"], "vc", Rect(11, 8, 2, 8), shape=(1, 64), work=64)
+        m.outputs = ["vc"]
+        fk.connect(m)
+        fabric = Fabric.of(get_target("wse2", (24, 24)))
+        reqs = [r for r in requests(m, fabric) if r.sink == "c"]
+        for r in reqs:
+            r.cut_rows, r.numel = 8, 1024
+            r.row_boxes = np.array([[[0, 128 * j], [1, 128 * (j + 1)]] for j in range(8)])
+        return fabric, reqs
+
+    fabric, reqs = build()
+    (r,) = reqs
+    first = r.choice
+    _choose_sides(reqs, 512, 1.0, _Candidates(fabric, [], 1))
+    assert r.no_widen and r.cut_pitch == 0 and r.choice == first  # flat, where it was
+    fabric, reqs = build()
+    (r,) = reqs
+    known = _Candidates(fabric, [1, 22], 1)
+    _choose_sides(reqs, 512, 1.0, known, pairs=True)
+    assert (r.cut_pitch, r.src_pitch) == (2, 1) and r.choice != first  # on another pair
+    b = known(r)[0]
+    assert (b.cut, b.lanes, b.pitch, b.src_pitch) == ("rows", 4, 2, 1) and len(b.path) > 2

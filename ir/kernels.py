@@ -44,12 +44,20 @@ def kind_of(kernel: Kernel) -> KernelKind:
 
 def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...]) -> np.ndarray | None:
     """The box of `value` each PE row (unrotated y) of `kernel` reads, when
-    `value` is its anchor's data input and its kind declares one
-    (KernelKind.input_cut); else None."""
-    if not kernel.body or not kernel.knobs or not kernel.body[0].inputs \
-            or kernel.body[0].inputs[0] != value:
+    `value` is an input of its anchor and its kind declares one
+    (KernelKind.input_cut for the data input, operand_cut for the others);
+    else None. A value the anchor reads at two positions (x @ x) has no
+    one box per row: None."""
+    if not kernel.body or not kernel.knobs or not kernel.body[0].inputs:
         return None
-    return kind_of(kernel).input_cut(kernel.dims, kernel.knobs, tuple(shape))
+    ins = list(kernel.body[0].inputs)
+    if ins.count(value) != 1:
+        return None
+    i = ins.index(value)
+    kind = kind_of(kernel)
+    if i == 0:
+        return kind.input_cut(kernel.dims, kernel.knobs, tuple(shape))
+    return kind.operand_cut(kernel.dims, kernel.knobs, i, tuple(shape))
 
 
 def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -308,7 +308,7 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
     """Lanes and slots of every request (see the module docstring)."""
     for r in reqs:
         r.need = max(1, -(-r.wavelets // max(1, cap)))
-        choose_pitch(r, max(int(np.ceil(r.need * headroom)), r.min_lanes))
+        choose_pitch(r, max(int(np.ceil(r.need * headroom)), r.min_lanes), cap)
     by_port: dict[tuple[int, str], list[Request]] = {}
     for r in reqs:
         if r.cut_pitch:  # its lanes span both sides, beside the others' on other colors
@@ -457,7 +457,7 @@ def _pitches(r: Request) -> list[int]:
 LANE_SHARE = 2.5
 
 
-def choose_pitch(r: Request, ask: int) -> None:
+def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     """Cut r (its lanes carry its sink's per-row boxes) when it can: of the
     pitches k whose lanes fit the source side (k divides the sink's R rows;
     R/k lanes start from (R/k - 1) k + 1 slots), the largest whose busiest
@@ -472,7 +472,15 @@ def choose_pitch(r: Request, ask: int) -> None:
     `flat` (the router found its cut lanes overfill a busiest link at any
     pitch) stays flat. Where the flat split asks for a lane per row or more
     (it could land no more than one on each row), pitch 1 is as wide as it
-    gets and is taken even though halos make its lanes a little heavier."""
+    gets and is taken even though halos make its lanes a little heavier.
+    So is a pitch with at least as many lanes as the flat split, each at
+    most half a link's capacity `cap` (room for another as heavy beside
+    it), though halos make them heavier than the flat lanes: the flat
+    split's lanes land on only some rows, and the rest of the rectangle
+    would have to forward what they read (a distribution no route
+    configures), so its lighter lanes are no fair comparison; the
+    negotiator still flattens a cut whose lanes overfill a link
+    (`Request.flat`)."""
     r.cut_pitch, r.lane_wavelets = 0, 0
     if r.flat or not _can_cut(r):
         return
@@ -482,7 +490,8 @@ def choose_pitch(r: Request, ask: int) -> None:
     R = r.cut_rows
     limit = -(-r.wavelets // max(1, ask))
     loads = {k: int(_lane_wavelets(r, k).max()) for k in ks}
-    fit = [k for k in ks if loads[k] <= limit or (k == 1 and ask >= R)]
+    fit = [k for k in ks if loads[k] <= limit or (k == 1 and ask >= R)
+           or (R // k >= ask and 2 * loads[k] <= cap)]
     if not fit:
         return  # lanes as light as the flat split's need more than the source side has
     # every row of a lane receives its lane's box, so a lane of k rows costs

@@ -293,6 +293,8 @@ class Env:
         # value -> linear offset (py * uw + px) of the PE that computed each
         # element (broadcastable to the value's shape), set by executors
         self.owner: dict[str, np.ndarray] = {}
+        # delivered values whose PE windows were checked against their lanes
+        self.checked: set[str] = set()
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         return tuple(type_shape(self.mem.p.info["values"][name]))

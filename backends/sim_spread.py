@@ -107,6 +107,7 @@ def _check_blocks(env: Env, name: str, owner: np.ndarray, stats: dict[str, int])
         return  # a tiled constant decides who owns what
     i = np.arange(p)
     uw, uh = env.k.unrotated_shape
+    env.checked.add(name)
     stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
         flat_hulls(np.minimum(i * n, e), np.minimum((i + 1) * n, e), d.shape), i, uw, uh))
 

@@ -25,7 +25,7 @@ from wsec.ir.library_common import ELEMENTWISE_OPS
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_inbox import grid_pe
+from .sim_inbox import check_windows, grid_pe
 from .sim_pe import Env, run_op
 
 # element-wise ops whose result at an element depends on its position, not
@@ -165,6 +165,7 @@ def run_tail(env: Env, ops: list[Node], grid: tuple[int, ...], owner: np.ndarray
                 if broadcast_index(a.shape, grid) is None:
                     ok = False
                     break
+                check_operand(env, i, grid, owner, stats)
                 args.append(a)
             elif i in env.k.weights:
                 c = const_on_owners(env, env.k.weights.index(i), grid, owner)
@@ -189,6 +190,35 @@ def run_tail(env: Env, ops: list[Node], grid: tuple[int, ...], owner: np.ndarray
         done += 1
     stats["tail_ops"] = stats.get("tail_ops", 0) + done
     return done
+
+
+def check_operand(env: Env, name: str, grid: tuple[int, ...], owner: np.ndarray,
+                  stats: dict[str, int]) -> None:
+    """A delivered operand of the tail: each owner PE reads the operand
+    elements its grid elements broadcast from; their hull is its window,
+    checked against the lane its core received (sim_inbox.check_windows: a
+    cut bundle proves it or raises at the PE, a flat one adds the PEs that
+    read outside their lane to `forwarded_pes`). Once per value and kernel;
+    values the kernel computed, and values without lanes (weight
+    streaming), are not delivered."""
+    d = env.deliveries.get(name)
+    if d is None or not d.shape or name in env.checked or name in env.owner:
+        return
+    env.checked.add(name)
+    bidx = broadcast_index(d.shape, grid)
+    if bidx is None:
+        return
+    uw, uh = env.k.unrotated_shape
+    pe = np.broadcast_to(owner, grid).reshape(-1)
+    at = np.stack(np.unravel_index(bidx.reshape(-1), d.shape), axis=1)
+    order = np.argsort(pe, kind="stable")
+    pe, at = pe[order], at[order]
+    first = np.r_[0, np.flatnonzero(np.diff(pe)) + 1]
+    need = np.zeros((uh * uw, 2, len(d.shape)), np.int64)
+    need[pe[first], 0] = np.minimum.reduceat(at, first, axis=0)
+    need[pe[first], 1] = np.maximum.reduceat(at, first, axis=0) + 1
+    stats["forwarded_pes"] = stats.get("forwarded_pes", 0) + check_windows(
+        env.mem.p, env.ki, d, need.reshape(uh, uw, 2, len(d.shape)))
 
 
 def trilu(env: Env, node: Node, grid: tuple[int, ...], owner: np.ndarray) -> bool:

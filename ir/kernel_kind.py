@@ -134,6 +134,19 @@ class KernelKind:
         None (the default): its lanes carry the flat split."""
         return None
 
+    def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                    ) -> np.ndarray | None:
+        """Per PE row (unrotated y), the box of the anchor's output the row's
+        PEs own ((h, 2, ndim) [start, stop); a row owning nothing: an
+        all-zero box): where the fused element-wise tail computes each
+        element, so a residual or other operand of the tail can be cut per
+        row like the data input (wsec.ir.kernels.input_cut). `shape` is the
+        operand's (broadcast onto the output: a kind that needs the output's
+        shape to say may return None unless it is that). None (the
+        default): the kind does not say, the operand's lanes carry the flat
+        split."""
+        return None
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int, weight_shape:
                      tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

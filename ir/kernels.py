@@ -15,7 +15,7 @@ import numpy as np
 from .graph import Bundle, Kernel, Node, Value
 from .kernel_kind import KernelKind
 from .lanes import endpoints, spine_dir, union_boxes
-from .library_common import LibraryKind
+from .library_common import ELEMENTWISE_OPS, LibraryKind
 from .library_conv import ConvKind, DeconvKind
 from .library_conv_grad import ConvWgradKind, is_weight_gradient
 from .library_cs1 import ISPD_KINDS
@@ -43,21 +43,47 @@ def kind_of(kernel: Kernel) -> KernelKind:
 
 
 def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The box of `value` each PE row (unrotated y) of `kernel` reads, when
-    `value` is an input of its anchor and its kind declares one
-    (KernelKind.input_cut for the data input, operand_cut for the others);
-    else None. A value the anchor reads at two positions (x @ x) has no
-    one box per row: None."""
+    """The box of `value` each PE row (unrotated y) of `kernel` reads: an
+    input of its anchor as its kind declares (KernelKind.input_cut for the
+    data input, operand_cut for the others), or an operand only the fused
+    element-wise tail reads, as the elements each row owns
+    (KernelKind.output_rows) broadcast onto it; else None. A value read
+    twice (by the anchor and the tail, or at two anchor positions: x @ x)
+    has no one box per row and is not cut."""
     if not kernel.body or not kernel.knobs or not kernel.body[0].inputs:
         return None
     ins = list(kernel.body[0].inputs)
-    if ins.count(value) != 1:
+    tail = [n for n in kernel.body[1:] if value in n.inputs]
+    if value in ins:
+        if tail or ins.count(value) != 1:
+            return None
+        i = ins.index(value)
+        kind = kind_of(kernel)
+        if i == 0:
+            return kind.input_cut(kernel.dims, kernel.knobs, tuple(shape))
+        return kind.operand_cut(kernel.dims, kernel.knobs, i, tuple(shape))
+    if not tail or any(n.op not in ELEMENTWISE_OPS for n in tail):
         return None
-    i = ins.index(value)
-    kind = kind_of(kernel)
-    if i == 0:
-        return kind.input_cut(kernel.dims, kernel.knobs, tuple(shape))
-    return kind.operand_cut(kernel.dims, kernel.knobs, i, tuple(shape))
+    rows = kind_of(kernel).output_rows(kernel.dims, kernel.knobs, tuple(shape))
+    return None if rows is None else broadcast_rows(rows, tuple(shape))
+
+
+def broadcast_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Per-row boxes of an output grid ((h, 2, ndim)) as the boxes of an
+    operand of `shape` broadcast onto it (numpy rules: aligned at the last
+    axis, a 1 spans the grid's axis): a row reads [0, 1) of a broadcast
+    axis. None when `shape` does not broadcast onto the grid; rows owning
+    nothing read nothing."""
+    grid = rows[:, 1, :].max(axis=0)
+    nd, gd = len(shape), rows.shape[2]
+    if nd > gd or any(n not in (1, int(g)) for n, g in zip(shape, grid[gd - nd:], strict=True)):
+        return None
+    out = rows[:, :, gd - nd:].copy()
+    ones = [i for i, n in enumerate(shape) if n == 1]
+    out[:, 0, ones], out[:, 1, ones] = 0, 1
+    empty = (rows[:, 1, :] <= rows[:, 0, :]).any(axis=1)
+    out[empty] = 0
+    return out
 
 
 def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...]) -> np.ndarray:

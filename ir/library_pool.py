@@ -191,6 +191,32 @@ class PoolKind(LibraryKind):
         pe[(pe[:, 1] <= pe[:, 0]).any(axis=1)] = 0
         return grouped_rows(_on_input(pe, tuple(shape), glob), MAX_COLUMN)
 
+    def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                    ) -> np.ndarray | None:
+        """PE index i (grouped layout) owns channel block i // s of its row
+        group i % s's output rows (global pooling: the last row group's PE
+        of each channel block owns the block); a PE row owns the hull of
+        its PEs' (wsec.ir.cuts.grouped_rows). 2-D pooling."""
+        if dims.get("T") or dims.get("L1"):
+            return None
+        c, s = int(knobs["c"]), int(knobs["s"])
+        N, C = int(dims.get("N", 0)), int(dims.get("C", 0))
+        Ho, Wo = (1, 1) if dims.get("glob") else (int(dims.get("Ho", 0)), int(dims.get("Wo", 0)))
+        if min(N, C, Ho, Wo) <= 0:
+            return None
+        i = np.arange(c * s)
+        g, cg = i % s, i // s
+        step, hb = -(-C // c), -(-Ho // s)
+        pe = np.zeros((i.size, 2, 4), np.int64)
+        pe[:, 1, 0], pe[:, 1, 3] = N, Wo
+        pe[:, 0, 1], pe[:, 1, 1] = np.minimum(C, cg * step), np.minimum(C, (cg + 1) * step)
+        if dims.get("glob"):
+            pe[:, 1, 2] = np.where(g == s - 1, 1, 0)
+        else:
+            pe[:, 0, 2], pe[:, 1, 2] = np.minimum(Ho, g * hb), np.minimum(Ho, (g + 1) * hb)
+        pe[(pe[:, 1] <= pe[:, 0]).any(axis=1)] = 0
+        return grouped_rows(pe, MAX_COLUMN)
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

@@ -457,6 +457,17 @@ class NormKind(LibraryKind):
             boxes = joined(hull[:, :, :1], ch, rest)
         return grouped_rows(boxes, MAX_COLUMN)
 
+    def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                    ) -> np.ndarray | None:
+        """The norm's output is its input's shape, and each element ends on
+        the PE that read it (its channel group's row, or its row's segment):
+        the input's boxes without the LRN window's neighbour channels. Only
+        for an operand as large as the output (the shape says the layout)."""
+        numel = dims["C"] * dims["W"] * (1 if dims["Pr"] else dims["N"] * dims["H"])
+        if int(np.prod(shape, dtype=np.int64)) != numel:
+            return None
+        return self.input_cut({**dims, "L": 1}, knobs, shape)
+
     def input_channels(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
         """Channels [start, stop) channel group `group` holds of its input:
         its own block plus the LRN window's neighbours ((L - 1) // 2 below,

@@ -1,0 +1,151 @@
+"""Cut operands of a kernel's fused element-wise tail (a residual add).
+
+After its anchor (a conv, a pooling, a norm) every output element lives on
+one PE, its owner (a conv's: the reduction-end PE of its column and row
+group), and the fused tail runs there; an operand only the tail reads (the residual) is read by each
+owner at the elements it owns. The kind declares per PE row the box of the
+output the row owns (KernelKind.output_rows); the router cuts the operand
+to those boxes (broadcast onto the operand), and the simulator checks each
+owner's window against the lane its core received (sim_tail.check_operand):
+these tests check the boxes match the executor's owners, that a compiled
+residual add's operand is cut and read only from its lanes, and that
+swapped boxes are a SimError at an owner PE.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from test_cut_kinds import _compile_wide
+from wsec.backends.format import BUNDLE_CUT, Program
+from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.ir.graph import Kernel, Node
+from wsec.ir.kernels import KINDS, broadcast_rows, input_cut
+from wsec.ir.lanes import check_cut
+from wsec.run import onnx_reference
+
+
+@pytest.mark.parametrize("N, K, Ho, Wo, s", [(1, 8, 12, 12, 3), (2, 5, 7, 3, 4),
+                                              (1, 4, 3, 9, 5)])
+def test_conv_rows_own_their_groups_outputs(N: int, K: int, Ho: int, Wo: int, s: int) -> None:
+    dims, knobs = {"N": N, "K": K, "Ho": Ho, "Wo": Wo}, {"k": 2, "c": 1, "s": s}
+    rows = KINDS["conv"].output_rows(dims, knobs, (N, K, Ho, Wo))
+    assert rows is not None and rows.shape == (s, 2, 4)
+    check_cut((N, K, Ho, Wo), rows)
+    hb = -(-Ho // s)
+    owner_row = np.arange(Ho) // hb  # the executor's (sim_sharded._conv2d) with c = 1
+    for py in range(s):
+        lo, hi = rows[py]
+        mine = np.flatnonzero(owner_row == py)
+        if mine.size:
+            assert lo.tolist() == [0, 0, int(mine[0]), 0]
+            assert hi.tolist() == [N, K, int(mine[-1]) + 1, Wo]
+        else:
+            assert not (hi > lo).all(), f"row {py} owns nothing"
+    assert KINDS["conv"].output_rows({**dims, "pool": 1}, knobs, (N, K, Ho, Wo)) is None
+    # c > 1: the reduction rows between owners would receive the owners' boxes too
+    assert KINDS["conv"].output_rows(dims, {**knobs, "c": 2}, (N, K, Ho, Wo)) is None
+
+
+def test_operand_boxes_broadcast_onto_the_grid() -> None:
+    rows = np.array([[[0, 0, 0, 0], [1, 8, 3, 5]], [[0, 0, 0, 0], [0, 0, 0, 0]],
+                     [[0, 0, 3, 0], [1, 8, 6, 5]]])
+    assert broadcast_rows(rows, (1, 8, 6, 5)).tolist() == rows.tolist()
+    assert broadcast_rows(rows, (8, 1, 1)).tolist() == [
+        [[0, 0, 0], [8, 1, 1]], [[0, 0, 0], [0, 0, 0]], [[0, 0, 0], [8, 1, 1]]]
+    assert broadcast_rows(rows, (6, 5))[2].tolist() == [[3, 0], [6, 5]]
+    assert broadcast_rows(rows, (1, 8, 6, 4)) is None
+    assert broadcast_rows(rows, (2, 1, 8, 6, 5)) is None
+
+
+def test_only_an_operand_the_tail_alone_reads_is_cut() -> None:
+    dims = {"N": 1, "C": 4, "H": 6, "W": 6, "K": 4, "R": 3, "S": 3, "sh": 1, "sw": 1, "dh": 1,
+            "dw": 1, "ph": 2, "pw": 2, "Ho": 6, "Wo": 6, "G": 1}
+    knobs = {"k": 1, "c": 1, "s": 3}
+    conv = Node("c", "Conv", ["x", "w"], ["y"])
+
+    def kernel(*tail: Node) -> Kernel:
+        return Kernel("k0", "kernel", ["x", "w"], ["z"], kind="conv", dims=dims,
+                      body=[conv, *tail], knobs=knobs)
+
+    k = kernel(Node("a", "Add", ["y", "r"], ["z"]))
+    assert input_cut(k, "x", (1, 4, 6, 6)) is not None  # the anchor's data input
+    assert input_cut(k, "r", (1, 4, 6, 6)).tolist() == KINDS["conv"].output_rows(
+        dims, knobs, (1, 4, 6, 6)).tolist()
+    k = kernel(Node("a", "Add", ["y", "x"], ["z"]))  # the tail reads the anchor's input too
+    assert input_cut(k, "x", (1, 4, 6, 6)) is None
+    k = kernel(Node("a", "Add", ["y", "r"], ["z"]), Node("m", "MaxPool", ["r"], ["q"]))
+    assert input_cut(k, "r", (1, 4, 6, 6)) is None  # not only element-wise readers
+
+
+def _residual(path: pathlib.Path) -> None:
+    """A conv; its layer norm plus its max pooling: the add fuses into the
+    norm's kernel, its operand comes from the pooling's kernel."""
+    rng = np.random.default_rng(1)
+
+    def w(name: str, *shape: int, scale: float = 0.2) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, list(shape),
+                                  (scale * (rng.random(shape) + 0.5)).astype(np.float32).ravel())
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["cv"], pads=[1, 1, 1, 1]),
+             helper.make_node("LayerNormalization", ["cv", "ls", "lb"], ["n"], axis=-1),
+             helper.make_node("MaxPool", ["cv"], ["mp"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["n", "mp"], ["y"])]
+    g = helper.make_graph(
+        nodes, "residual",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12])],
+        [w("w", 16, 16, 3, 3, scale=0.02), w("ls", 12, scale=1.0), w("lb", 12, scale=1.0)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
+    return _compile_wide(tmp_path_factory.mktemp("tail"), _residual)
+
+
+def _tail_cut(p: Program) -> int:
+    """The cut bundle carrying the residual operand into the tail's kernel."""
+    for bi, b in enumerate(p.bundles):
+        k = p.kernels[int(b["sink"])] if int(b["sink"]) >= 0 else None
+        if k is None or not int(b["flags"]) & BUNDLE_CUT:
+            continue
+        value = p.edges[int(b["edge"])].value
+        if any(n["op"] == "Add" and value in n["inputs"] for n in k.body[1:]):
+            return bi
+    raise AssertionError("the residual operand is not cut")
+
+
+def test_a_cut_residual_is_read_only_from_its_lanes(residual: tuple[Program, pathlib.Path]
+                                                    ) -> None:
+    p, onnx_path = residual
+    bi = _tail_cut(p)
+    name = p.kernels[int(p.bundles[bi]["sink"])].name
+    x = random_inputs(p, 0)
+    res = simulate(p, x)
+    assert res.kernel_stats[name]["forwarded_pes"] == 0
+    ref, _ = onnx_reference(str(onnx_path), x)
+    np.testing.assert_allclose(res.outputs["y"], ref["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_swapped_residual_boxes_are_an_error_at_an_owner_pe(
+        residual: tuple[Program, pathlib.Path]) -> None:
+    p, _ = residual
+    bi = _tail_cut(p)
+    s0 = int(p.bundles[bi]["slice0"])
+    boxes = p.lane_boxes(bi)
+    assert boxes is not None
+    live = np.flatnonzero((boxes[:, 1] > boxes[:, 0]).all(axis=1))
+    a, b = s0 + int(live[0]), s0 + int(live[-1])  # the first and last owners' rows
+    name = p.kernels[int(p.bundles[bi]["sink"])].name
+    p.slices[[a, b]] = p.slices[[b, a]].copy()
+    try:
+        with pytest.raises(SimError, match=rf"kernel '{name}' .*PE \(\d+, \d+\) \(offset "
+                                           r"\(\d+, \d+\)\) reads .*never arrived there"):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        p.slices[[a, b]] = p.slices[[b, a]].copy()

@@ -24,7 +24,7 @@ from wsec.ir.graph import Node
 from wsec.ir.library_dense import _einsum_terms
 
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_inbox import check_windows
+from .sim_inbox import check_inputs, check_windows, point_hulls
 from .sim_pe import Env
 from .sim_tail import const_at
 
@@ -99,6 +99,23 @@ def reduction_need(shape: tuple[int, ...], ky: int, kb: int) -> np.ndarray:
     return need
 
 
+def operand_need(idx: np.ndarray, pick: np.ndarray, held: np.ndarray,
+                 shape: tuple[int, ...]) -> np.ndarray:
+    """(ky, kx, 2, ndim) windows (or (ky, 2, ndim) when `pick` is one per
+    row, a multicast along it) of an operand as the Einsum's PEs hold it:
+    the hull of the stored elements (idx [Bt, X Y]: the flat index of each
+    relabelled element) that `pick` ([ky, kx|1, ...]) selects where `held`."""
+    pick = np.broadcast_to(pick, np.broadcast_shapes(pick.shape, held.shape))
+    held = np.broadcast_to(held, pick.shape)
+    ky, kx = pick.shape[:2]
+    sel = np.nonzero(held)
+    j = idx[:, pick[sel]]  # [Bt, live elements]
+    pe = np.broadcast_to(sel[0] * kx + sel[1], j.shape).reshape(-1)
+    box = point_hulls(np.stack(np.unravel_index(j.reshape(-1), shape)), pe, ky * kx)
+    box = box.reshape(ky, kx, 2, len(shape))
+    return box[:, 0] if kx == 1 else box
+
+
 def einsum_matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
     k = env.k
     ins = [i for i in node.inputs if i]
@@ -118,8 +135,6 @@ def einsum_matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
         raise SimError(f"kernel '{k.name}' ({k.kind}, knobs {k.knobs}) occupies {uw}x{uh} "
                        f"PEs but its mapping needs {kx}x{ky}")
     kb, nb = _cdiv(Kd, ky), _cdiv(N, kx)
-    if len(red) == 1 and a[-1:] == red and a.count(red[0]) == 1 and ins[0] not in k.weights:
-        check_rows(env, ins[0], shapes[0], ky, kb, stats)  # A's reduction: its last axis
     py, px = np.arange(ky)[:, None], np.arange(kx)[None, :]
     red_i = np.minimum(py[:, :, None] * kb + np.arange(kb), Kd - 1)[:, :, :, None]  # [ky,1,kb,1]
     col_i = np.minimum(px[:, :, None] * nb + np.arange(nb), N - 1)[:, :, None, :]  # [1,kx,1,nb]
@@ -155,6 +170,17 @@ def einsum_matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
     a_held = (py[:, :, None] * kb + np.arange(kb) < Kd)[:, :, None, :]  # [ky, 1, 1, kb]
     av = operand(ins[0], a, batch + rows + red, a_pick, a_held)  # [ky, kx|1, Bt, M, kb]
     bv = operand(ins[1], b, batch + red + cols, red_i * N + col_i, live)  # [ky, kx, Bt, kb, nb]
+    needs = []  # each activation operand's block per PE, as it receives it
+    for name, have, want, pick, held in ((ins[0], a, batch + rows + red, a_pick, a_held),
+                                         (ins[1], b, batch + red + cols, red_i * N + col_i,
+                                          live)):
+        d = env.deliveries.get(name)
+        if name in k.weights or d is None or not d.shape:
+            continue
+        idx = _flat_index(have, want, sizes, d.shape).reshape(Bt, -1)
+        needs.append((d, operand_need(idx, pick, held, d.shape)))
+    if needs:
+        stats["forwarded_pes"] = check_inputs(env.mem.p, env.ki, needs)
     part = np.matmul(av, bv)  # [ky, kx, Bt, M, nb]: one partial product per PE
     acc = part[0].copy()
     for r in range(1, ky):  # reduced down each PE column, in PE order

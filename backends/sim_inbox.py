@@ -127,9 +127,25 @@ def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
     naming the PE, the first missing element and the lane carrying it);
     for a flat bundle, returns how many PEs read outside their lane's range
     (elements the rectangle would have to forward)."""
+    return int(forwarded(p, ki, d, need).sum())
+
+
+def check_inputs(p: Program, ki: int, needs: list[tuple[Delivery, np.ndarray]]) -> int:
+    """check_windows over several inputs of one kernel: how many PEs read
+    an element of any of them their lane did not bring (each PE once)."""
+    uw, uh = p.kernels[ki].unrotated_shape
+    bad = np.zeros((uh, uw), bool)
+    for d, need in needs:
+        bad |= forwarded(p, ki, d, need)
+    return int(bad.sum())
+
+
+def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
+    """check_windows' test: [uh, uw] True where a PE of a flat bundle reads
+    outside its lane's range (a cut bundle: SimError at the first such PE)."""
     uh, uw = d.lane_at.shape
     if not d.shape:  # a scalar: a lane carries all of it or nothing (the routes check that)
-        return 0
+        return np.zeros((uh, uw), bool)
     if need.ndim == 3:
         need = np.broadcast_to(need[:, None], (uh, uw, *need.shape[1:]))
     if need.shape[:2] != (uh, uw):
@@ -153,7 +169,7 @@ def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
         ok = (d.slices[li, 0] <= first) & (last < d.slices[li, 1])
     bad = reads & ~(got & ok)
     if d.boxes is None:
-        return int(bad.sum())
+        return bad
     if bad.any():
         py, px = (int(v) for v in np.argwhere(bad)[0])
         held = (f"lane {int(lane[py, px])}'s box "
@@ -161,7 +177,40 @@ def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
         elem = _first_missing(need[py, px], d.boxes[int(lane[py, px])] if got[py, px] else None)
         flat = int(np.ravel_multi_index(tuple(elem), d.shape))
         raise read_error(p, ki, px, py, d.value, flat, held, d)
-    return 0
+    return bad
+
+
+def point_hulls(coords: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """(n, 2, ndim): per PE index 0..n-1, the bounding box of the elements
+    (coords: (ndim, m) indices into a value) it reads (owner: (m,) PE index
+    of each read; a PE reading nothing: an all-zero box). Vectorised: the
+    reads sorted by PE, each PE's run reduced at once."""
+    coords = np.asarray(coords, np.int64)
+    owner = np.asarray(owner, np.int64).reshape(-1)
+    nd = coords.shape[0]
+    out = np.zeros((n, 2, nd), np.int64)
+    if not owner.size or not nd:
+        return out
+    if (np.diff(owner) < 0).any():
+        order = np.argsort(owner, kind="stable")
+        owner, coords = owner[order], coords[:, order]
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    pe = owner[starts]
+    out[pe, 0] = np.minimum.reduceat(coords, starts, axis=1).T
+    out[pe, 1] = np.maximum.reduceat(coords, starts, axis=1).T + 1
+    return out
+
+
+def union_boxes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The bounding box of each pair of boxes (..., 2, ndim); an empty box
+    adds nothing."""
+    ea = ~(a[..., 1, :] > a[..., 0, :]).all(axis=-1)
+    eb = ~(b[..., 1, :] > b[..., 0, :]).all(axis=-1)
+    lo = np.minimum(a[..., 0, :], b[..., 0, :])
+    hi = np.maximum(a[..., 1, :], b[..., 1, :])
+    out = np.stack([lo, hi], axis=-2)
+    out = np.where(ea[..., None, None], b, out)
+    return np.where(eb[..., None, None], a, out)
 
 
 def pe_windows(boxes: np.ndarray, lin: np.ndarray, uw: int, uh: int) -> np.ndarray:

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import Node
+from wsec.ir.library_reduce import reduce_boxes
 
 from .sim_base import COMPUTE_DTYPE
 from .sim_channels import check_norm_rows, check_row_norm
 from .sim_einsum import einsum_reduction
+from .sim_inbox import check_inputs, check_windows, pe_windows
 from .sim_pe import Env, run_op
 from .sim_scan import cumsum
 from .sim_tail import as_compute, const_at, operand_on_owners, run_tail
@@ -161,7 +163,8 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     p = int(env.k.knobs["p"])
     po = min(p, o)
     if node.op in ("ArgMax", "ArgMin"):
-        r = x.shape[int(node.attrs.get("axis", 0)) % x.ndim]
+        axes = (int(node.attrs.get("axis", 0)) % x.ndim,)
+        r = x.shape[axes[0]]
         pr = min(max(1, p // o), r)
         y = _arg_rows(x, node, pr)
     else:
@@ -172,6 +175,7 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
             r = int(np.prod([x.shape[a] for a in axes]))
             pr = min(max(1, p // o), max(r, 1))
             y, _ = reduce_rows(x, axes, node.op, pr)
+    _check_reduce(env, node.inputs[0], x0.shape, axes or (), po, pr, stats)
     out_dt = x.dtype if x.dtype == COMPUTE_DTYPE else x0.dtype
     env.store(node.outputs[0], np.asarray(y).astype(out_dt, copy=False).reshape(out_shape)
               if node.op not in ("ArgMax", "ArgMin") else np.asarray(y).reshape(out_shape))
@@ -180,6 +184,20 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     env.owner[node.outputs[0]] = owner
     stats["sharded_pes"] = po * pr
     return 1 + run_tail(env, body[1:], tuple(out_shape), owner, stats)
+
+
+def _check_reduce(env: Env, name: str, shape: tuple[int, ...], axes: tuple[int, ...],
+                  po: int, pr: int, stats: dict[str, int]) -> None:
+    """Each PE's window of the reduced input (`reduce_boxes`, on the PE at
+    its index: the near-square layout is row-major), checked against the
+    lane its core received (sim_inbox.check_windows)."""
+    d = env.deliveries.get(name)
+    if d is None or not d.shape or d.shape != tuple(shape):
+        return
+    uw, uh = env.k.unrotated_shape
+    boxes = reduce_boxes(tuple(shape), axes, po, pr)
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
+        boxes, _spread_lin(env, np.arange(po * pr)), uw, uh))
 
 
 def _einsum(env: Env, body: list[Node], stats: dict[str, int]) -> int:
@@ -242,8 +260,42 @@ def gather(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         y = t.reshape(-1)[j.reshape(-1)].reshape(out_shape)
     env.store(node.outputs[0], as_compute(np.asarray(y)))
     env.owner[node.outputs[0]] = owner
+    _check_gather(env, node, tshape, stats)
     stats["sharded_pes"] = int(np.unique(owner).size)
     return 1 + run_tail(env, body[1:], tuple(out_shape), owner, stats)
+
+
+def _check_gather(env: Env, node: Node, tshape: tuple[int, ...], stats: dict[str, int]) -> None:
+    """The windows of a gather's PEs: of a table that is an activation,
+    PE (px, py)'s block (row block py of `axis`, column block px of the
+    last axis, the rest whole); of the indices, all of them (every PE tests
+    every index against its rows). Checked against the lanes that
+    delivered them (sim_inbox.check_windows)."""
+    k = env.k
+    uw, uh = k.unrotated_shape
+    needs = []
+    d = env.deliveries.get(node.inputs[0])
+    if d is not None and d.shape == tuple(tshape) and tshape:
+        ax = int(node.attrs.get("axis", 0)) % len(tshape)
+        vb = _cdiv(tshape[ax], int(k.knobs["p"]))
+        need = np.zeros((uh, uw, 2, len(tshape)), np.int64)
+        need[:, :, 1] = tshape
+        py, px = np.arange(uh)[:, None], np.arange(uw)[None, :]
+        need[:, :, 0, ax] = np.minimum(py * vb, tshape[ax])
+        need[:, :, 1, ax] = np.minimum((py + 1) * vb, tshape[ax])
+        if ax < len(tshape) - 1:
+            qb = _cdiv(tshape[-1], int(k.knobs["q"]))
+            need[:, :, 0, -1] = np.minimum(px * qb, tshape[-1])
+            need[:, :, 1, -1] = np.minimum((px + 1) * qb, tshape[-1])
+        need[(need[:, :, 1] <= need[:, :, 0]).any(axis=2)] = 0
+        needs.append((d, need))
+    di = env.deliveries.get(node.inputs[1])
+    if di is not None and di.shape:
+        whole = np.zeros((uh, uw, 2, len(di.shape)), np.int64)
+        whole[:, :, 1] = di.shape
+        needs.append((di, whole))
+    if needs:
+        stats["forwarded_pes"] = check_inputs(env.mem.p, env.ki, needs)
 
 
 def decomposed_ln(env: Env, body: list[Node], stats: dict[str, int]) -> int:

@@ -34,7 +34,7 @@ from wsec.ir.opsem_more import (
 )
 
 from .sim_base import COMPUTE_DTYPE
-from .sim_inbox import read_error
+from .sim_inbox import check_windows, read_error
 from .sim_pe import Env
 from .sim_sharded import block_rows, pe_partials, row_windows
 from .sim_tail import const_at
@@ -65,7 +65,8 @@ def deconv(env: Env, node: Node, stats: dict[str, int]) -> bool:
         x, wshape, raw = x[:, :, None, :], (*wshape[:2], 1, wshape[2]), raw[..., None, :]
         node = _flat_node(node, 1)
     got = _deconv2d(env, node, x, wshape, raw, (1, out_shape[2]) if len(out_shape) == 3
-                    else out_shape[2:], None, stats)
+                    else out_shape[2:], None, stats,
+                    view=(lambda n: _drop_row(n)) if len(out_shape) == 3 else None)
     if got is None:
         return False
     y, own = got
@@ -123,7 +124,7 @@ def _deconv_3d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], raw
         return row * W if 0 <= row < H else None
 
     got = _deconv2d(env, _flat_node(node, 3), x4, (C * T, Kg, R, S), raw4,
-                    tuple(out_shape[3:]), elem, stats, T)
+                    tuple(out_shape[3:]), elem, stats, T, view=lambda n: _every_plane(n, N, D))
     if got is None:
         return False
     y4, own = got
@@ -136,11 +137,14 @@ def _deconv_3d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], raw
 
 def _deconv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], raw: np.ndarray,
               out_hw: tuple[int, ...], elem: Callable[[int], int | None] | None,
-              stats: dict[str, int], fold: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+              stats: dict[str, int], fold: int = 1,
+              view: Callable[[np.ndarray], np.ndarray] | None = None
+              ) -> tuple[np.ndarray, np.ndarray] | None:
     """The 2-D transposed conv per PE (see the module docstring) on x
     [N, C, H, W] with each PE's shard `raw` ([uh, uw, C-block, K-block, R,
     S]); `fold`: depth taps folded into each in-channel. -> (y [N, K, Ho,
-    Wo], the owner of each element, broadcastable)."""
+    Wo], the owner of each element, broadcastable). `view` maps the PEs'
+    windows of the (N, C, H, W) input to the kernel's input (1-D, 3-D)."""
     k = env.k
     G = int(node.attrs.get("group", 1))
     C, Kg, R, S = wshape  # [C, K / G, R, S]
@@ -179,6 +183,11 @@ def _deconv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], raw:
 
     loc = row_windows(env, node, xq, s, lambda g: (0, g * c), hb, 1, R, dl[0], Ho, top[0],
                       row_of, elem)
+    d = env.deliveries.get(node.inputs[0])
+    if d is not None and d.shape:
+        need = _deconv_need(env, (N, C // fold, H, W), (c, s, kk, kb, Kg, G), top[0], st[0])
+        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d,
+                                               need if view is None else view(need))
     win = windows(loc, [R, S], [1, 1], dl, [hb, Wo]).reshape(s, N, c * cb, hb, Wo, R, S)
     if G > 1:
         acc = _grouped(env, node, win, raw, G, (s, c, kk, kb, hb, Wo), wshape)
@@ -210,6 +219,60 @@ def _deconv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], raw:
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
     return y, own
+
+
+def _deconv_need(env: Env, shape: tuple[int, ...], geo: tuple[int, ...], top: int, st: int
+                 ) -> np.ndarray:
+    """(uh, uw, 2, 4): the box of the (N, C, H, W) input PE (px, py) holds:
+    in-channel block py % c (grouped: of the groups of its out-channel
+    block px), the input rows among the dilated rows its row group py // c
+    holds (`DeconvKind.input_rows`, `top` rows above the dilated input,
+    every st-th of them an input row), every column."""
+    c, s, kk, kb, Kg, G = geo
+    N, C, H, W = shape
+    k = env.k
+    uw, uh = k.unrotated_shape
+    held = np.array([KINDS[k.kind].input_rows(k.dims, k.knobs, g) for g in range(s)], np.int64)
+    r0 = np.clip(-(-(held[:, 0] - top) // st), 0, H)  # the first input row at or after
+    r1 = np.clip(-(-(held[:, 1] - top) // st), 0, H)
+    py, px = np.arange(uh)[:, None], np.arange(uw)[None, :]
+    g, ci = np.minimum(py // c, s - 1), py % c
+    need = np.zeros((uh, uw, 2, 4), np.int64)
+    need[:, :, 1, 0], need[:, :, 1, 3] = N, W
+    if G > 1:
+        Cg = C // G
+        cbg = _cdiv(Cg, c)
+        g0 = np.minimum(px * kb, Kg * G - 1) // Kg
+        g1 = (np.minimum((px + 1) * kb, Kg * G) - 1) // Kg
+        need[:, :, 0, 1] = g0 * Cg + np.minimum(ci * cbg, Cg)
+        need[:, :, 1, 1] = g1 * Cg + np.minimum((ci + 1) * cbg, Cg)
+    else:
+        cb = _cdiv(C, c)
+        need[:, :, 0, 1] = np.minimum(ci * cb, C)
+        need[:, :, 1, 1] = np.minimum((ci + 1) * cb, C)
+    need[:, :, 0, 2], need[:, :, 1, 2] = r0[g], r1[g]
+    need[(need[:, :, 1] <= need[:, :, 0]).any(axis=2) | (py >= c * s)] = 0
+    return need
+
+
+def _drop_row(need: np.ndarray) -> np.ndarray:
+    """A 1-D transposed conv's windows ([N, C, 1, W] as run) on its [N, C, W] input."""
+    out = need[..., [0, 1, 3]].copy()
+    out[~(need[..., 1, :] > need[..., 0, :]).all(axis=-1)] = 0
+    return out
+
+
+def _every_plane(need: np.ndarray, N: int, D: int) -> np.ndarray:
+    """A 3-D transposed conv's windows ([N Do, C, H, W] planes as run) on
+    its [N, C, D, H, W] input: a PE holds its channels x rows of every
+    input plane (each output plane takes the planes its depth taps reach)."""
+    out = np.zeros((*need.shape[:2], 2, 5), np.int64)
+    live = (need[..., 1, :] > need[..., 0, :]).all(axis=-1)
+    out[..., [1, 3, 4]] = need[..., [1, 2, 3]]
+    out[..., 1, 0] = np.where(live, N, 0)
+    out[..., 1, 2] = np.where(live, D, 0)
+    out[~live] = 0
+    return out
 
 
 def _grouped(env: Env, node: Node, win: np.ndarray, raw: np.ndarray, G: int,
@@ -273,6 +336,7 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
         else:  # along a row: every PE holds its rows whole
             y = resize_axis(y, a, idx, w, off, nearest, outside)
     env.store(node.outputs[0], resize_finish(node, x, y, outside, nearest))
+    _check_resize(env, node.inputs[0], x.shape, stats)
     C = x.shape[1]
     cg = np.arange(C) // _cdiv(C, c)
     rows = (np.arange(out[2]) // hb) if x.ndim == 4 else np.zeros(1, np.int64)
@@ -281,6 +345,32 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
     stats["sharded_pes"] = c * min(s, Ho)
     stats["rows_held_max"] = int(held)
     return True
+
+
+def _check_resize(env: Env, name: str, shape: tuple[int, ...], stats: dict[str, int]) -> None:
+    """PE (px, py) holds channel group px of the input rows its output-row
+    group py holds (`ResizeKind.input_rows`; 1-D, 3-D: row group 0 holds
+    every row, the others none), the rest whole: its window, checked
+    against the lane its core received (sim_inbox.check_windows)."""
+    d = env.deliveries.get(name)
+    if d is None or d.shape != tuple(shape):
+        return
+    k = env.k
+    uw, uh = k.unrotated_shape
+    C = shape[1]
+    cb = _cdiv(C, int(k.knobs["c"]))
+    need = np.zeros((uh, uw, 2, len(shape)), np.int64)
+    need[:, :, 1] = shape
+    px = np.arange(uw)
+    need[:, :, 0, 1] = np.minimum(px * cb, C)[None, :]
+    need[:, :, 1, 1] = np.minimum((px + 1) * cb, C)[None, :]
+    if len(shape) == 4:
+        kind = KINDS[k.kind]
+        rows = np.array([kind.input_rows(k.dims, k.knobs, g) for g in range(uh)], np.int64)
+        need[:, :, 0, 2], need[:, :, 1, 2] = rows[:, 0:1], rows[:, 1:2]
+    else:
+        need[1:] = 0
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, need)
 
 
 def _resize_rows(env: Env, node: Node, x: np.ndarray, idx: np.ndarray, w: np.ndarray,

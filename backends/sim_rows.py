@@ -27,6 +27,8 @@ received (sim_inbox.check_windows).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from wsec.ir.cuts import flat_hulls, joined
 from wsec.ir.graph import Node
@@ -74,10 +76,11 @@ def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
     if x.ndim == 4:
         got = _pool4(env, node, x, stats, pos)
     elif glob:
-        got = _pool4(env, node, x.reshape(x.shape[0], x.shape[1], -1, x.shape[-1]), stats)
+        got = _pool4(env, node, x.reshape(x.shape[0], x.shape[1], -1, x.shape[-1]), stats,
+                     view=_depth_rows(x.shape) if x.ndim == 5 else _one_row)
     elif x.ndim == 3:
         got = _pool4(env, _flat_node(node, 1), x[:, :, None, :], stats,
-                     None if pos is None else pos[:, :, None, :])
+                     None if pos is None else pos[:, :, None, :], view=_one_row)
     else:
         got = _pool_3d(env, node, x, stats, pos)
     if got is None:
@@ -160,7 +163,7 @@ def _pool_3d(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
         return v.transpose(0, 2, 1, 3, 4).reshape(N * Do, C, *x.shape[3:])
 
     got = _pool4(env, _flat_node(node, 3), flat(red).astype(COMPUTE_DTYPE), stats,
-                 None if p4 is None else flat(p4))
+                 None if p4 is None else flat(p4), view=_all_planes(x.shape))
     if got is None:
         return None
     y4, own, f4 = got
@@ -172,24 +175,70 @@ def _pool_3d(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
     return back(y4), own[:, :, None], None if f4 is None else back(f4)
 
 
+def _one_row(need: np.ndarray) -> np.ndarray:
+    """1-D pooling's windows ([N, C, 1, W] as the PEs run it) on its [N, C,
+    W] input (a PE whose row group has no output row reads nothing)."""
+    out = need[..., [0, 1, 3]].copy()
+    out[~(need[..., 1, :] > need[..., 0, :]).all(axis=-1)] = 0
+    return out
+
+
+def _depth_rows(shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """3-D global pooling's windows (rows of the depth planes folded, [N, C,
+    D H, W]) on its [N, C, D, H, W] input: a block of folded rows spans the
+    hull of its (plane, row) pairs (wsec.ir.cuts.flat_hulls)."""
+    D, H = shape[2], shape[3]
+
+    def view(need: np.ndarray) -> np.ndarray:
+        lo, hi = need[..., 0, 2].reshape(-1), need[..., 1, 2].reshape(-1)
+        dh = flat_hulls(lo, np.maximum(lo, hi), (D, H)).reshape(*need.shape[:2], 2, 2)
+        out = joined(need[..., :2].reshape(-1, 2, 2), dh.reshape(-1, 2, 2),
+                     need[..., 3:].reshape(-1, 2, 1))
+        return out.reshape(*need.shape[:2], 2, 5)
+    return view
+
+
+def _all_planes(shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """3-D windowed pooling's windows ([N Do, C, H, W] planes) on its [N,
+    C, D, H, W] input: every output plane reduces its T input planes first,
+    so a PE holds its channels x rows of every input plane."""
+    D = shape[2]
+
+    def view(need: np.ndarray) -> np.ndarray:
+        out = np.zeros((*need.shape[:2], 2, 5), np.int64)
+        out[..., [0, 1, 3, 4]] = need
+        out[..., 1, 0] = np.where(need[..., 1, 0] > 0, shape[0], 0)
+        out[..., 1, 2] = np.where((need[..., 1, :] > need[..., 0, :]).all(axis=-1), D, 0)
+        return out
+    return view
+
+
 def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
-           pos: np.ndarray | None = None
+           pos: np.ndarray | None = None,
+           view: Callable[[np.ndarray], np.ndarray] | None = None
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """(y, owners, the position of each output's first maximum when `pos`
-    gives the positions of x's elements) on the c x s PEs."""
+    gives the positions of x's elements) on the c x s PEs. `view` maps the
+    PEs' windows of x to windows of the kernel's input (1-D, 3-D pooling
+    run on a 4-D view of it)."""
     k = env.k
     c, s = int(k.knobs["c"]), int(k.knobs["s"])
     N, C, H, W = x.shape
     cb = _cdiv(C, c)
     uw, uh = k.unrotated_shape
     d = env.deliveries.get(node.inputs[0])
-    check = d is not None and d.shape == x.shape
+    check = d is not None and (d.shape == x.shape if view is None else len(d.shape) > 0)
+
+    def held_need(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        need = grouped_need(x.shape, c, s, (uw, uh), lo, hi)
+        return need if view is None else view(need)
+
     if node.op.startswith("Global"):
         held = [env_kind_rows(env, g) for g in range(s)]
         if check:
             rows = np.array(held, np.int64).reshape(s, 2)
-            stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, grouped_need(
-                x.shape, c, s, (uw, uh), rows[:, 0], rows[:, 1]))
+            stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d,
+                                                   held_need(rows[:, 0], rows[:, 1]))
         acc = None
         for a, b in held:  # the row groups' partials, combined in PE order
             part = x[:, :, a:b]
@@ -215,8 +264,7 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
 
     if check:
         lo, hi = window_need(s, hb, st[0], R, dl[0], Ho, pb[0], H)
-        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, grouped_need(
-            x.shape, c, s, (uw, uh), lo, hi))
+        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, held_need(lo, hi))
 
     def first(g: int) -> tuple[int, int]:
         return g // uh, g % uh  # channel group 0, row group g

@@ -31,7 +31,7 @@ from wsec.ir.opsem import pads, windows
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
 from .sim_einsum import check_rows, einsum_matmul
-from .sim_inbox import check_windows, grid_pe, read_error
+from .sim_inbox import check_inputs, check_windows, grid_pe, read_error
 from .sim_pe import Env
 from .sim_wgrad import conv_wgrad
 
@@ -81,7 +81,8 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
             return row if 0 <= row < L else None
 
         y, own = _conv2d(env, node, x[:, :, :, None], (*wshape, 1), [st[0], 1], [dl[0], 1],
-                         [pb[0], 0], [pe[0], 0], lambda a: a.reshape(*a.shape, 1), elem, stats)
+                         [pb[0], 0], [pe[0], 0], lambda a: a.reshape(*a.shape, 1), elem, stats,
+                         view=_seq_view)
         y, own = y[..., 0], own[..., 0]
     else:  # depth folded: [N Do, C T, H, W]
         N, C, D = x.shape[:3]
@@ -98,7 +99,8 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
 
         y4, own = _conv2d(env, node, x4, (K, cg * T, *wshape[3:]), st[1:], dl[1:], pb[1:],
                           pe[1:], lambda a: a.reshape(*a.shape[:-4], a.shape[-4] * T,
-                                                      *a.shape[-2:]), elem3, stats, T)
+                                                      *a.shape[-2:]), elem3, stats, T,
+                          view=lambda n: _planes_view(n, N, D))
         y = y4.reshape(N, Do, K, *y4.shape[2:]).transpose(0, 2, 1, 3, 4)
         own = own[:, :, None]
     env.store(node.outputs[0], np.ascontiguousarray(y))
@@ -109,13 +111,16 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
 def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: list[int],
             dl: list[int], pb: list[int], pe: list[int],
             shard: Callable[[np.ndarray], np.ndarray], elem: Callable[[int], int | None] | None,
-            stats: dict[str, int], fold: int = 1) -> tuple[np.ndarray, np.ndarray]:
+            stats: dict[str, int], fold: int = 1,
+            view: Callable[[np.ndarray], np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """The conv on 2-D rows: PE (px, py) multiplies input-channel block
     py % c of the rows its row group py // c holds (span and halo,
     `row_windows`) with its shard (`shard` maps the stored shard to
     [kb, cb, R, S]); partials reduced down each column in PE order; the
     reduction-end PE adds its bias shard. Returns y [N, K, Ho, Wo] and the
-    owner of each element."""
+    owner of each element. `view` maps the PEs' windows of x to the
+    kernel's input (1-D: rows of one; 3-D: every depth plane)."""
     k = env.k
     K, cg, R, S = wshape
     N, C = x.shape[:2]
@@ -132,9 +137,13 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
                                                                             R, S)
     cpad = c * cb - cg if G == 1 else 0
     d = env.deliveries.get(node.inputs[0])
-    if d is not None and G == 1 and elem is None and fold == 1 and d.shape == x.shape:
-        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, _conv_need(
-            x.shape, c, s, cb, hb, st[0], R, dl[0], Ho, pb[0]))
+    if d is not None and d.shape:
+        need = _conv_need((N, C // fold, *x.shape[2:]), c, s, cb // fold, hb, st[0], R, dl[0],
+                          Ho, pb[0])
+        if G > 1:
+            need = _grouped_need(need, kk, kb, K // G, cg // fold, G)
+        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d,
+                                               need if view is None else view(need))
     xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0]), (pb[1], pe[1])])
     xloc = row_windows(env, node, xp, s, lambda g: (0, g * c), hb, st[0], R, dl[0], Ho, pb[0],
                        None, elem)
@@ -189,6 +198,43 @@ def _conv_need(shape: tuple[int, ...], c: int, s: int, cb: int, hb: int, sh: int
     need[:, 1, 2] = np.where(nrows > 0, np.clip(r1, 0, H), need[:, 0, 2])
     need[:, 1, 3] = W
     return need
+
+
+def _grouped_need(need: np.ndarray, kk: int, kb: int, kg: int, cg: int, G: int) -> np.ndarray:
+    """(c s, kk, 2, 4) from a conv's per-row windows (`_conv_need`, channel
+    block ci of a group's cg): PE (px, py) of a grouped conv reads that
+    block in every group its out-channel block px (kb of the K = kg G)
+    spans: the hull from the first such group's block to the last's."""
+    K = kg * G
+    px = np.arange(kk)
+    q0 = np.minimum(px * kb, K - 1) // kg
+    q1 = (np.minimum((px + 1) * kb, K) - 1) // kg
+    out = np.repeat(need[:, None], kk, axis=1)
+    lo, hi = np.minimum(need[:, None, 0, 1], cg), np.minimum(need[:, None, 1, 1], cg)
+    out[:, :, 0, 1] = q0[None, :] * cg + lo
+    out[:, :, 1, 1] = np.where(hi > lo, q1[None, :] * cg + hi, 0)
+    out[((out[:, :, 1] <= out[:, :, 0]).any(axis=2)) | (px * kb >= K)[None, :]] = 0
+    return out
+
+
+def _seq_view(need: np.ndarray) -> np.ndarray:
+    """A 1-D conv's windows ([N, C, L, 1] as run: the sequence as rows) on
+    its [N, C, L] input."""
+    out = np.ascontiguousarray(need[..., :3])
+    out[~(need[..., 1, :] > need[..., 0, :]).all(axis=-1)] = 0
+    return out
+
+
+def _planes_view(need: np.ndarray, N: int, D: int) -> np.ndarray:
+    """A 3-D conv's windows ([N Do, C, H, W] planes as run) on its [N, C,
+    D, H, W] input: a PE holds its channels x rows of every input plane."""
+    out = np.zeros((*need.shape[:-1], 5), np.int64)
+    live = (need[..., 1, :] > need[..., 0, :]).all(axis=-1)
+    out[..., [1, 3, 4]] = need[..., [1, 2, 3]]
+    out[..., 1, 0] = N
+    out[..., 1, 2] = D
+    out[~live] = 0
+    return out
 
 
 def _pad_shape(env: Env, wi: int) -> tuple[int, ...]:
@@ -333,8 +379,8 @@ def matmul_act(env: Env, node: Node, stats: dict[str, int]) -> bool:
     kx, ky = int(k.knobs["kx"]), int(k.knobs["ky"])
     _check_rect(env, kx, ky)
     kb, nb = _cdiv(Kd, ky), _cdiv(N, kx)
-    if not ta:
-        check_rows(env, node.inputs[0], a.shape, ky, kb, stats)
+    _check_operands(env, node, a.shape, b.shape, ta, gemm and bool(node.attrs.get("transB", 0)),
+                    kb, nb, stats)
     ap = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, ky * kb - Kd)])
     ap = np.moveaxis(ap.reshape(*a.shape[:-1], ky, kb), -2, 0)  # [ky, ..., M, kb]
     bp = np.pad(b, [(0, 0)] * (b.ndim - 2) + [(0, ky * kb - Kd), (0, kx * nb - N)])
@@ -357,6 +403,43 @@ def matmul_act(env: Env, node: Node, stats: dict[str, int]) -> bool:
     stats["pe_macs_max"] = int(np.prod(y.shape[:-1])) * kb * nb
     stats["sharded_pes"] = kx * ky
     return True
+
+
+def _check_operands(env: Env, node: Node, ashape: tuple[int, ...], bshape: tuple[int, ...],
+                    ta: bool, tb: bool, kb: int, nb: int, stats: dict[str, int]) -> None:
+    """The windows of a product of two activations (shapes as used: A [...,
+    M, Kd], B [..., Kd, N]): PE row py reads A's reduction block py (every
+    leading index), PE (px, py) B's block (reduction block py x column
+    block px, every batch); a transposed operand (Gemm's transA, transB)
+    reads the same block of its stored [Kd, M] or [N, Kd]. Checked against
+    the lanes that delivered them (sim_inbox.check_inputs)."""
+    k = env.k
+    uw, uh = k.unrotated_shape
+    py, px = np.arange(uh)[:, None], np.arange(uw)[None, :]
+    needs = []
+    for name, shape, red_ax, col_ax, step in (
+            (node.inputs[0], ashape, -1, None, 0), (node.inputs[1], bshape, -2, -1, nb)):
+        d = env.deliveries.get(name)
+        if d is None or not d.shape:
+            continue
+        need = np.zeros((uh, uw, 2, len(shape)), np.int64)
+        need[:, :, 1] = shape
+        kd = shape[red_ax]
+        need[:, :, 0, red_ax] = np.minimum(py * kb, kd)
+        need[:, :, 1, red_ax] = np.minimum((py + 1) * kb, kd)
+        if col_ax is not None:
+            n = shape[col_ax]
+            need[:, :, 0, col_ax] = np.minimum(px * step, n)
+            need[:, :, 1, col_ax] = np.minimum((px + 1) * step, n)
+        if (ta and col_ax is None) or (tb and col_ax is not None):  # stored transposed
+            need = need[..., ::-1]
+        need = np.ascontiguousarray(need)
+        need[(need[:, :, 1] <= need[:, :, 0]).any(axis=2)] = 0
+        if need.shape[3:] != (len(d.shape),) or (need[:, :, 1] > np.asarray(d.shape)).any():
+            continue  # broadcast over another operand's batches: not this mapping's shape
+        needs.append((d, need))
+    if needs:
+        stats["forwarded_pes"] = check_inputs(env.mem.p, env.ki, needs)
 
 
 def _pe_products(ab: np.ndarray, wpe: np.ndarray) -> np.ndarray:

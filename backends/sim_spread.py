@@ -28,7 +28,7 @@ from wsec.ir.graph import Node
 from wsec.ir.library_rowwise import DatamoveKind
 
 from .sim_base import SimError
-from .sim_inbox import check_windows, pe_windows
+from .sim_inbox import check_inputs, check_windows, pe_windows, point_hulls, union_boxes
 from .sim_pe import Env, run_op
 from .sim_scatter import combine, reduction, targets
 from .sim_tail import broadcast_index, run_tail
@@ -187,6 +187,7 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
             else:
                 env.store(o, a)
     pes = 0
+    reads: list[tuple[np.ndarray, np.ndarray]] = []  # (tags, PE index reading each)
     for o in k.outputs:
         if o not in tv:
             continue
@@ -203,8 +204,10 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         out = _resolve(env, traced, t, dt)
         p = max(1, DatamoveKind.pes(k.knobs))
         owner = np.arange(t.size, dtype=np.int64) // -(-t.size // p)
+        reads.append((t, owner))
         if o in merges:
             where, upd, fn = merges[o]
+            reads.append((upd, owner[where]))  # each update, on its target's PE
             stats["update_pes"] = combine(out, owner, where, _resolve(env, traced, upd, dt), fn)
         arr = out.reshape(tv[o].shape)
         for c in casts[o]:  # the element conversions on its path, in order
@@ -213,4 +216,46 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
         env.owner[o] = owner.reshape(arr.shape)
         pes = max(pes, p)
     stats["sharded_pes"] = pes
+    _check_moves(env, traced, [a for a in acts if a in params], reads, stats)
     return len(body)
+
+
+def move_boxes(reads: list[tuple[np.ndarray, np.ndarray]], b: int, shape: tuple[int, ...],
+               n: int) -> np.ndarray:
+    """(n, 2, ndim): per PE index, the hull of the elements of traced input
+    b (of `shape`) it copies: `reads` pairs the tags of elements (flat,
+    `_TAG` encoded) with the PE index reading each."""
+    box = np.zeros((n, 2, len(shape)), np.int64)
+    for t, owner in reads:
+        m = (t >= _TAG) & (t // _TAG - 1 == b)
+        pos = (t[m] - (b + 1) * _TAG).astype(np.int64)
+        box = union_boxes(box, point_hulls(np.stack(np.unravel_index(pos, shape)),
+                                           np.broadcast_to(owner, t.shape)[m], n))
+    return box
+
+
+def _check_moves(env: Env, traced: list[str], params: list[str],
+                 reads: list[tuple[np.ndarray, np.ndarray]], stats: dict[str, int]) -> None:
+    """Each PE's window of every input it moves: the hull of the elements
+    its output blocks copy (the tags name them), and of a parameter of the
+    movement (a computed shape, an index tensor) the whole value, which
+    every PE reads; checked against the lanes that delivered them
+    (sim_inbox.check_windows)."""
+    k = env.k
+    uw, uh = k.unrotated_shape
+    n = uw * uh
+    needs = []
+    for b, a in enumerate(traced):
+        d = env.deliveries.get(a)
+        if d is None or not d.shape:
+            continue
+        needs.append((d, pe_windows(move_boxes(reads, b, d.shape, n), np.arange(n), uw, uh)))
+    for a in params:
+        d = env.deliveries.get(a)
+        if d is None or not d.shape:
+            continue
+        whole = np.zeros((uh, uw, 2, len(d.shape)), np.int64)
+        whole[:, :, 1] = d.shape
+        needs.append((d, whole))
+    if needs:
+        stats["forwarded_pes"] = check_inputs(env.mem.p, env.ki, needs)

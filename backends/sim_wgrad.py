@@ -20,6 +20,7 @@ from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
+from .sim_inbox import check_inputs
 from .sim_pe import Env
 
 
@@ -64,6 +65,8 @@ def conv_wgrad(env: Env, node: Node, stats: dict[str, int]) -> bool:
         acc += part
     env.store(node.outputs[0], acc.reshape(oshape))
     kb, cb = -(-m // kk), -(-cg // c)
+    _check_wgrad(env, node, (cg, gn, h, w, m, n, ho, wo), (kk, c, s, kb, cb, hb, grp),
+                 (int(pb[0]), st[0], dl[0], r_out), stats)
     # dW block [M-block px, C-block py % c] ends on the last row group's PE
     row = (s - 1) * c + np.arange(cg) // cb
     own = row[:, None] * uw + (np.arange(m) // kb)[None, :]
@@ -71,6 +74,56 @@ def conv_wgrad(env: Env, node: Node, stats: dict[str, int]) -> bool:
     stats["pe_macs_max"] = n * hb * wo * kb * cb * r_out * s_out
     stats["sharded_pes"] = kk * c * s
     return True
+
+
+def wgrad_need(sizes: tuple[int, ...], geo: tuple[int, ...], rows: tuple[int, ...]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(uh, uw, 2, 4) windows of X'' [C/G, G N, H, W] and dY'' [M, N, Ho,
+    Wo] of PE (px, py): row group g = py // c's gradient rows [i0, i1) and
+    the input rows their window reaches (top pad, stride, dilation and
+    kernel rows `rows` of the graph Conv), in-channel block py % c, the
+    sample blocks of the groups out-channel block px spans, every column."""
+    cg, gn, h, w, m, n, ho, wo = sizes
+    kk, c, s, kb, cb, hb, grp = geo
+    top, st, dl, r_out = rows
+    mg = m // grp
+    uh, uw = c * s, kk
+    py, px = np.arange(uh)[:, None], np.arange(uw)[None, :]
+    g, ci = py // c, py % c
+    i0, i1 = np.minimum(g * hb, ho), np.minimum((g + 1) * hb, ho)
+    live = (i1 > i0) & (px * kb < m) & (ci * cb < cg)
+    m0, m1 = np.minimum(px * kb, m), np.minimum((px + 1) * kb, m)
+    q0, q1 = m0 // mg, (np.maximum(m1, 1) - 1) // mg  # the groups of the out-channel block
+    x = np.zeros((uh, uw, 2, 4), np.int64)
+    x[..., 0, 0], x[..., 1, 0] = np.minimum(ci * cb, cg), np.minimum((ci + 1) * cb, cg)
+    x[..., 0, 1], x[..., 1, 1] = q0 * n, np.minimum((q1 + 1) * n, gn)
+    x[..., 0, 2] = np.clip(i0 * dl - top, 0, h)
+    x[..., 1, 2] = np.clip((r_out - 1) * st + (i1 - 1) * dl + 1 - top, 0, h)
+    x[..., 1, 3] = w
+    dy = np.zeros((uh, uw, 2, 4), np.int64)
+    dy[..., 0, 0], dy[..., 1, 0] = m0, m1
+    dy[..., 1, 1], dy[..., 1, 3] = n, wo
+    dy[..., 0, 2], dy[..., 1, 2] = i0, i1
+    for b in (x, dy):
+        b[~live | (b[..., 1, :] <= b[..., 0, :]).any(axis=-1)] = 0
+    return x, dy
+
+
+def _check_wgrad(env: Env, node: Node, sizes: tuple[int, ...], geo: tuple[int, ...],
+                 rows: tuple[int, ...], stats: dict[str, int]) -> None:
+    """Both operands' windows (`wgrad_need`) against the lanes that
+    delivered them (sim_inbox.check_inputs; a 1-D gradient's rows of one
+    dropped)."""
+    needs = []
+    for name, need in zip(node.inputs[:2], wgrad_need(sizes, geo, rows), strict=True):
+        d = env.deliveries.get(name)
+        if d is None or not d.shape:
+            continue
+        if len(d.shape) == 3:
+            need = need[..., [0, 1, 3]]
+        needs.append((d, need))
+    if needs:
+        stats["forwarded_pes"] = check_inputs(env.mem.p, env.ki, needs)
 
 
 def _as_2d(node: Node) -> Node:

@@ -127,6 +127,13 @@ class KernelKind:
         read separable parts, its lanes carry the flat split."""
         return None
 
+    def operand_cut(self, dims: Dims, knobs: Knobs, index: int, shape: tuple[int, ...]
+                    ) -> np.ndarray | None:
+        """As input_cut, for the anchor's input at position `index` > 0
+        (a matmul's activation B, a weight gradient's output gradient).
+        None (the default): its lanes carry the flat split."""
+        return None
+
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:
         """Per PE row (unrotated y), the box of the anchor's output the row's

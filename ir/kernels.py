@@ -43,21 +43,26 @@ def kind_of(kernel: Kernel) -> KernelKind:
 
 
 def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The box of `value` each PE row (unrotated y) of `kernel` reads: its
-    anchor's data input as its kind declares (KernelKind.input_cut), or an
-    operand only the fused element-wise tail reads, as the elements each
-    row owns (KernelKind.output_rows) broadcast onto it; else None. A value
-    both read (the anchor's input also read by the tail: the rows read
-    different parts) is not cut."""
+    """The box of `value` each PE row (unrotated y) of `kernel` reads: an
+    input of its anchor as its kind declares (KernelKind.input_cut for the
+    data input, operand_cut for the others), or an operand only the fused
+    element-wise tail reads, as the elements each row owns
+    (KernelKind.output_rows) broadcast onto it; else None. A value read
+    twice (by the anchor and the tail, or at two anchor positions: x @ x)
+    has no one box per row and is not cut."""
     if not kernel.body or not kernel.knobs or not kernel.body[0].inputs:
         return None
+    ins = list(kernel.body[0].inputs)
     tail = [n for n in kernel.body[1:] if value in n.inputs]
-    if kernel.body[0].inputs[0] == value:
-        if tail:
+    if value in ins:
+        if tail or ins.count(value) != 1:
             return None
-        return kind_of(kernel).input_cut(kernel.dims, kernel.knobs, tuple(shape))
-    if not tail or value in kernel.body[0].inputs \
-            or any(n.op not in ELEMENTWISE_OPS for n in tail):
+        i = ins.index(value)
+        kind = kind_of(kernel)
+        if i == 0:
+            return kind.input_cut(kernel.dims, kernel.knobs, tuple(shape))
+        return kind.operand_cut(kernel.dims, kernel.knobs, i, tuple(shape))
+    if not tail or any(n.op not in ELEMENTWISE_OPS for n in tail):
         return None
     rows = kind_of(kernel).output_rows(kernel.dims, kernel.knobs, tuple(shape))
     return None if rows is None else broadcast_rows(rows, tuple(shape))

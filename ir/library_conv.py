@@ -288,25 +288,48 @@ class ConvKind(LibraryKind):
         row group py // c (`input_rows`; the pad above the input is not in
         the dims, so a group's box starts up to ph rows earlier). Rows no
         group reads (a stride longer than the window) go to the group
-        before them, so the boxes cover the input. 2-D convs of one group."""
+        before them, so the boxes cover the input. A 1-D conv's rows are
+        its sequence (L1); a 3-D conv's PEs hold their channels x rows of
+        every depth plane (T: N counts samples x output planes).
+        A grouped conv (G > 1) keeps None, though its rows read a box (its
+        channel block of every group its columns span: with c = 1 every
+        channel): measured, cutting ShuffleNet's grouped and depthwise
+        convs (bench/fabric.py) doubled its busiest link + RAMP (realised
+        1.000x -> 2.000x its bound): a row's box holds all the channels of
+        its rows and halo, its PEs' windows a k-th of them each. Its
+        executor still checks every PE's window against the flat lanes."""
         c, s = int(knobs["c"]), int(knobs["s"])
         N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
-        if (dims.get("L1") or dims.get("T") or dims.get("G", 1) != 1
-                or tuple(shape) != (N, C, H, W)):
+        G = max(1, dims.get("G", 1))
+        if G > 1:
+            return None
+        if dims.get("L1"):
+            if tuple(shape) != (N, C, W):
+                return None
+            ax, length, pad = 2, W, dims["pw"]
+        elif dims.get("T"):
+            if len(shape) != 5 or shape[1] != C or tuple(shape[3:]) != (H, W) \
+                    or N % max(shape[0], 1):
+                return None
+            ax, length, pad = 3, H, dims["ph"]
+        elif tuple(shape) == (N, C, H, W):
+            ax, length, pad = 2, H, dims["ph"]
+        else:
             return None
         rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
-        got = covering_rows(rows, dims["ph"], H)
+        got = covering_rows(rows, pad, length)
         if got is None:
             return None
         lo, hi = got
         py = np.arange(c * s)
-        out = np.zeros((c * s, 2, 4), np.int64)
-        out[:, 1, 0] = N
-        step = -(-C // c)
-        out[:, 0, 1] = np.minimum(C, (py % c) * step)
-        out[:, 1, 1] = np.minimum(C, (py % c + 1) * step)
-        out[:, 0, 2], out[:, 1, 2] = lo[py // c], hi[py // c]
-        out[:, 1, 3] = W
+        out = np.zeros((c * s, 2, len(shape)), np.int64)
+        out[:, 1] = shape
+        cg = C // G
+        step = -(-cg // c)
+        first, last = np.minimum(cg, (py % c) * step), np.minimum(cg, (py % c + 1) * step)
+        out[:, 0, 1], out[:, 1, 1] = first, (G - 1) * cg + last
+        out[:, 0, ax], out[:, 1, ax] = lo[py // c], hi[py // c]
+        out[(out[:, 1] <= out[:, 0]).any(axis=1) | (last <= first)] = 0
         return out
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
@@ -364,6 +387,26 @@ class ConvKind(LibraryKind):
         return tuple(full)
 
 
+def _deconv_rows(node: Node, spatial: Sequence[int], kernel: Sequence[int], axis: int
+                 ) -> Dims:
+    """The row axis (`axis` of the spatial ones) of a transposed conv: pt,
+    the rows its full output is cropped by above (ONNX's pads, output_shape
+    or auto_pad rules), and dh when dilated: what places an output-row
+    group's input rows (DeconvKind.input_cut)."""
+    from .opsem_more import _convt_pads  # the reference semantics' own rule
+
+    nd = len(spatial)
+    st = pair(node.attrs, "strides", 1, nd)
+    dl = pair(node.attrs, "dilations", 1, nd)
+    op = pair(node.attrs, "output_padding", 0, nd)
+    full = [st[i] * (spatial[i] - 1) + op[i] + (kernel[i] - 1) * dl[i] + 1 for i in range(nd)]
+    pb, _ = _convt_pads(node, tuple(spatial), full)
+    d = {"pt": int(pb[axis])}
+    if dl[axis] != 1:
+        d["dh"] = int(dl[axis])
+    return d
+
+
 class DeconvKind(LibraryKind):
     """Transposed convolution (ConvTranspose, + fused bias, activation).
 
@@ -404,6 +447,8 @@ class DeconvKind(LibraryKind):
         bias = len(ct.inputs) > 2 and bool(ct.inputs[2])
         d = {"N": n, "C": c, "H": h, "W": w, "K": k, "R": r, "S": s_, "G": g, "sh": sh,
              "sw": sw, "Ho": ho, "Wo": wo, "bias": int(bias)}
+        if len(wt) == 4:
+            d.update(_deconv_rows(ct, (h, w), (r, s_), 0))
         d.update(fused_extras(body, values))
         return d
 
@@ -417,6 +462,7 @@ class DeconvKind(LibraryKind):
         d = {"N": n * do, "C": c, "H": h, "W": w, "K": k, "R": wt[3], "S": wt[4],
              "G": int(ct.attrs.get("group", 1)), "sh": st[1], "sw": st[2], "Ho": ho, "Wo": wo,
              "bias": int(bias), "T": wt[2], "sd": st[0]}
+        d.update(_deconv_rows(ct, vtype(values, ct.inputs[0]).shape[2:], tuple(wt[2:]), 1))
         d.update(fused_extras(body, values))
         return d
 
@@ -459,9 +505,53 @@ class DeconvKind(LibraryKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """None: an output-row group's input rows depend on the pads, which
-        the dims do not carry (a deconv crops its full output by them)."""
-        return None
+        """PE row py reads input-channel block py % c (grouped: that block
+        of every group, as conv) of the input rows among the dilated rows
+        its row group py // c holds (`input_rows`): dilated row q is input
+        row (q - top) / sh, top = (R - 1) dh - pt above the dilated input
+        (pt: the crop above, in the dims). Rows between two groups' windows
+        go to the group before, so the boxes cover the input. A 1-D one
+        runs on rows of one (row group 0 reads the whole sequence); a 3-D
+        one holds its channels x rows of every input plane."""
+        c, s = int(knobs["c"]), int(knobs["s"])
+        N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
+        G, sh = max(1, dims["G"]), dims["sh"]
+        if "pt" in dims and dims.get("T"):
+            if len(shape) != 5 or shape[1] != C or tuple(shape[3:]) != (H, W) \
+                    or N % max(shape[0], 1):
+                return None
+            ax = 3
+        elif "pt" in dims and tuple(shape) == (N, C, H, W):
+            ax = 2
+        elif "pt" not in dims and H == 1 and tuple(shape) == (N, C, W):
+            ax = None
+        else:
+            return None
+        top = (dims["R"] - 1) * dims.get("dh", 1) - dims.get("pt", 0)
+        held = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
+        first = np.clip(-(-(held[:, 0] - top) // sh), 0, H)
+        stop = np.clip(-(-(held[:, 1] - top) // sh), 0, H)
+        rows = np.stack([first, np.where(held[:, 1] > held[:, 0], np.maximum(first, stop),
+                                         first)], axis=1)
+        rows[rows[:, 1] <= rows[:, 0]] = 0
+        got = covering_rows(rows, 0, H)
+        if got is None:
+            return None
+        lo, hi = got
+        py = np.arange(c * s)
+        out = np.zeros((c * s, 2, len(shape)), np.int64)
+        out[:, 1] = shape
+        cg = C // G
+        step = -(-cg // c)
+        cf, cl = np.minimum(cg, (py % c) * step), np.minimum(cg, (py % c + 1) * step)
+        out[:, 0, 1], out[:, 1, 1] = cf, (G - 1) * cg + cl
+        if ax is not None:
+            out[:, 0, ax], out[:, 1, ax] = lo[py // c], hi[py // c]
+        else:
+            live = (hi > lo)[py // c]
+            out[~live] = 0
+        out[(out[:, 1] <= out[:, 0]).any(axis=1) | (cl <= cf)] = 0
+        return out
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

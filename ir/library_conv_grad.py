@@ -41,7 +41,7 @@ from .library_common import (
     itemsize,
     vtype,
 )
-from .library_conv import pair
+from .library_conv import covering_rows, pair, window_rows
 from .target import Target
 
 
@@ -87,12 +87,53 @@ class ConvWgradKind(LibraryKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """None for now, though a PE row reads a box: its channel block of
-        its row group's input rows and halo in X'' [C/G, G N, H, W], as the
-        forward conv. Its executor (sim_wgrad) does not check its PEs'
-        windows yet, and a cut the simulator does not prove would only
-        look proven; its lanes carry the flat split."""
-        return None
+        """PE row py reads in-channel block py % c of X'' [C/G, G N, H, W]
+        (every sample of every group: the hull over its columns' out-
+        channel blocks) in the input rows the gradient rows of row group
+        py // c reach: the forward conv's rows (`window_rows`: the graph
+        Conv's strides are the layer's dilations and vice versa), covering
+        the input as conv's cut does (the pad above is not in the dims). A
+        1-D gradient (H = Ho = 1) drops the row axis."""
+        c, s = int(knobs["c"]), int(knobs["s"])
+        C, G, H, W = dims["C"], max(1, dims["G"]), dims["H"], dims["W"]
+        cg = C // G
+        run = (cg, G * dims["N"], H, W)
+        if tuple(shape) != run and not (H == 1 and tuple(shape) == (cg, G * dims["N"], W)):
+            return None
+        rows = np.array([window_rows(dims["Ho"], s, dims["sh"], dims["R"], dims["dh"], g)
+                         for g in range(s)], np.int64)
+        got = covering_rows(rows, dims["ph"], H)
+        if got is None:
+            return None
+        lo, hi = got
+        py = np.arange(c * s)
+        out = np.zeros((c * s, 2, 4), np.int64)
+        out[:, 1] = run
+        step = -(-cg // c)
+        out[:, 0, 0] = np.minimum(cg, (py % c) * step)
+        out[:, 1, 0] = np.minimum(cg, (py % c + 1) * step)
+        out[:, 0, 2], out[:, 1, 2] = lo[py // c], hi[py // c]
+        out[(out[:, 1] <= out[:, 0]).any(axis=1)] = 0
+        return out if len(shape) == 4 else out[:, :, [0, 1, 3]]
+
+    def operand_cut(self, dims: Dims, knobs: Knobs, index: int, shape: tuple[int, ...]
+                    ) -> np.ndarray | None:
+        """The output gradient dY'' [M, N, Ho, Wo] (index 1): PE row py
+        reads the gradient rows of row group py // c (ceil(Ho/s) of them),
+        every out-channel (the hull of its columns' blocks), sample and
+        column. A 1-D gradient: its one row, on row group 0."""
+        c, s, Ho = int(knobs["c"]), int(knobs["s"]), dims["Ho"]
+        run = (dims["M"], dims["N"], Ho, dims["Wo"])
+        if index != 1 or (tuple(shape) != run and not (
+                Ho == 1 and tuple(shape) == (dims["M"], dims["N"], dims["Wo"]))):
+            return None
+        hb = -(-Ho // s)
+        g = np.arange(c * s) // c
+        out = np.zeros((c * s, 2, 4), np.int64)
+        out[:, 1] = run
+        out[:, 0, 2], out[:, 1, 2] = np.minimum(g * hb, Ho), np.minimum((g + 1) * hb, Ho)
+        out[out[:, 1, 2] <= out[:, 0, 2]] = 0
+        return out if len(shape) == 4 else out[:, :, [0, 1, 3]]
 
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
         return {"k": candidates(dims["M"], target.width),

@@ -128,6 +128,29 @@ class MatmulKind(LibraryKind):
         out[out[:, 1, -1] <= out[:, 0, -1]] = 0  # past the last block: reads nothing
         return out  # the ky reduction blocks of a column, summed along y
 
+    def operand_cut(self, dims: Dims, knobs: Knobs, index: int, shape: tuple[int, ...]
+                    ) -> np.ndarray | None:
+        """An activation B (attention's K^T, V; Bact): PE (px, py)
+        receives B's block (reduction block py, column block px), so PE row
+        py reads reduction block py of every column and batch: [..., Kd
+        block, N] ([N, Kd block] for Gemm's transB). Not when B is not
+        laid out [batch..., Kd, N] (an Einsum's, Bx) or is a constant
+        (held in SRAM, never routed)."""
+        kd, n, ky = dims["Kd"], dims["N"], int(knobs["ky"])
+        if index != 1 or not dims.get("Bact") or dims.get("Bx") or len(shape) < 2:
+            return None
+        tb = bool(dims.get("tB"))
+        if tuple(shape[-2:]) != ((n, kd) if tb else (kd, n)):
+            return None
+        ax = len(shape) - 1 if tb else len(shape) - 2
+        out = np.zeros((ky, 2, len(shape)), np.int64)
+        out[:, 1] = shape
+        step = -(-kd // ky)
+        out[:, 0, ax] = np.minimum(kd, np.arange(ky) * step)
+        out[:, 1, ax] = np.minimum(kd, (np.arange(ky) + 1) * step)
+        out[out[:, 1, ax] <= out[:, 0, ax]] = 0
+        return out
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
@@ -208,4 +231,6 @@ def einsum_dims(node: Node, values: dict[str, Value]) -> Dims:
          "Bwhole": int(const_b and not (plain and len(red) <= 1 and len(cols) <= 1))}
     if not ends:
         d["tA"] = 1
+    if not const_b and not (plain and len(red) == 1 and len(cols) == 1):
+        d["Bx"] = 1  # an activation B not [batch..., Kd, N]: its rows read no box
     return d

@@ -87,9 +87,21 @@ class GatherKind(LibraryKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """None: a PE row reads the table rows its indices name, which only
-        the indices (data, at run time) decide."""
-        return None
+        """PE row py keeps table row block py (ceil(V/p) rows of `axis`)
+        in all its columns (q blocks of the last axis), every other axis
+        whole: that box is what the row reads of a table that is an
+        activation (streamed in every sample), whichever rows the indices
+        name. The indices are not the anchor's data input: every PE reads
+        all of them (a multicast, no cut)."""
+        ax, nd, V, p = dims["ax"], dims["nd"], dims["V"], int(knobs["p"])
+        if len(shape) != nd or shape[ax] != V:
+            return None
+        box = np.zeros((p, 2, nd), np.int64)
+        box[:, 1] = shape
+        rows = np.arange(p) * -(-V // p)
+        box[:, 0, ax], box[:, 1, ax] = np.minimum(rows, V), np.minimum(rows + -(-V // p), V)
+        box[box[:, 1, ax] <= box[:, 0, ax]] = 0
+        return box
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cuts import grouped_rows
+from .cuts import flat_hulls, grouped_rows, joined
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
@@ -155,15 +155,28 @@ class PoolKind(LibraryKind):
         uses) reads channel block i // s of its row group i % s's input
         rows: windowed pooling its span plus halo (`input_rows`, covering
         the input as conv's cut does), global pooling its block of rows. A
-        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows). 1-D
-        pooling (rows of one) and 3-D pooling (depth folded into N or the
-        rows) read no box of their input per row: None."""
+        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows).
+        1-D pooling runs as rows of one (row group 0 reads every position
+        of its channels); 3-D global pooling folds depth into the rows (a
+        block of folded rows: the hull of its planes' rows); 3-D windowed
+        pooling (T) holds its channels x rows of every input plane."""
         c, s = int(knobs["c"]), int(knobs["s"])
         N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
-        if dims.get("T") or dims.get("L1") or tuple(shape) != (N, C, H, W):
+        glob = bool(dims.get("glob"))
+        if len(shape) == 4 and not dims.get("T") and tuple(shape) == (N, C, H, W):
+            run = tuple(shape)
+        elif len(shape) == 3 and H == 1 and tuple(shape) == (N, C, W):
+            run = (N, C, 1, W)
+        elif len(shape) == 5 and glob and (N, C, H, W) == (shape[0], shape[1],
+                                                            shape[2] * shape[3], shape[4]):
+            run = (N, C, H, W)
+        elif len(shape) == 5 and dims.get("T") and shape[1] == C and \
+                tuple(shape[3:]) == (H, W) and not N % max(shape[0], 1):
+            run = (N, C, H, W)
+        else:
             return None
         rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
-        got = covering_rows(rows, 0 if dims.get("glob") else dims["ph"], H)
+        got = covering_rows(rows, 0 if glob else dims["ph"], H)
         if got is None:
             return None
         lo, hi = got
@@ -171,13 +184,12 @@ class PoolKind(LibraryKind):
         g, cg = i % s, i // s
         step = -(-C // c)
         pe = np.zeros((i.size, 2, 4), np.int64)
-        pe[:, 1, 0] = N
+        pe[:, 1] = run
         pe[:, 0, 1] = np.minimum(C, cg * step)
         pe[:, 1, 1] = np.minimum(C, (cg + 1) * step)
         pe[:, 0, 2], pe[:, 1, 2] = lo[g], hi[g]
-        pe[:, 1, 3] = W
         pe[(pe[:, 1] <= pe[:, 0]).any(axis=1)] = 0
-        return grouped_rows(pe, MAX_COLUMN)
+        return grouped_rows(_on_input(pe, tuple(shape), glob), MAX_COLUMN)
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:
@@ -211,6 +223,27 @@ class PoolKind(LibraryKind):
         c, s = knobs["c"], knobs["s"]
         return channel_shard(dims["C"], c, weight_shape,
                              grouped_index(px, py, rect, c * s) // s)
+
+
+def _on_input(pe: np.ndarray, shape: tuple[int, ...], glob: bool) -> np.ndarray:
+    """Boxes of the 4-D view a pooling runs on ((n, 2, 4): [N, C, rows,
+    W]) as boxes of its input of `shape`: 1-D drops the row of one; 3-D
+    global unfolds the rows into (plane, row) hulls; 3-D windowed reads
+    every plane of its rows."""
+    if len(shape) == 4:
+        return pe
+    live = (pe[:, 1] > pe[:, 0]).all(axis=1)
+    if len(shape) == 3:
+        out = pe[:, :, [0, 1, 3]].copy()
+    elif glob:
+        dh = flat_hulls(pe[:, 0, 2], np.maximum(pe[:, 0, 2], pe[:, 1, 2]), tuple(shape[2:4]))
+        out = joined(pe[:, :, :2], dh, pe[:, :, 3:])
+    else:
+        out = np.zeros((pe.shape[0], 2, 5), np.int64)
+        out[:, :, [1, 3, 4]] = pe[:, :, [1, 2, 3]]
+        out[:, 1, 0], out[:, 1, 2] = shape[0], shape[2]
+    out[~live] = 0
+    return out
 
 
 _RESIZE_TAPS = {"nearest": 1, "linear": 2, "cubic": 4}
@@ -312,12 +345,29 @@ class ResizeKind(LibraryKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """None for now, though a PE row (an output-row group) reads a box:
-        all channels of its input rows (`input_rows`) in every column. Its
-        executor (sim_resample.resize) checks its taps against those rows
-        but not yet its PEs' windows against the lanes, and a cut the
-        simulator does not prove would only look proven."""
-        return None
+        """PE (px, py) is channel group px of output-row group py and reads
+        its channels of the input rows `input_rows` gives (span plus the
+        taps' halo), the rest of a row whole; a PE row's box is the hull
+        over its columns: all channels of the group's rows (rows between
+        two groups' windows that no tap reads go to the group before, so
+        the boxes cover the input: `covering_rows`). The executor
+        (sim_resample.resize) checks every PE's window against its lane.
+        Only 4-D Resize splits rows; 1-D and 3-D hold theirs whole on one
+        row group: None."""
+        N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
+        if len(shape) != 4 or tuple(shape) != (N, C, H, W):
+            return None
+        s = int(knobs["s"])
+        rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
+        got = covering_rows(rows, 0, H)
+        if got is None:
+            return None
+        lo, hi = got
+        box = np.zeros((s, 2, 4), np.int64)
+        box[:, 1] = (N, C, 0, W)
+        box[:, 0, 2], box[:, 1, 2] = lo, hi
+        box[hi <= lo] = 0
+        return box
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

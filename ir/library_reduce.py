@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .cuts import flat_hulls, joined, spread_rows
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
@@ -68,6 +69,50 @@ def reduce_extent(node: Node, values: dict[str, Value]) -> tuple[int, int, int]:
     return e, o, max(1, e // o)
 
 
+def reduce_boxes(shape: tuple[int, ...], axes: tuple[int, ...], po: int, pr: int
+                 ) -> np.ndarray:
+    """(po pr, 2, ndim): the box of the input PE index i = g pr + j of a
+    reduction reads: output group g's block of the outputs (ceil(O/po),
+    consecutive over the kept axes) x segment j's block of each output's
+    reduced elements (ceil(R/pr), consecutive over the reduced axes); the
+    hull of each where a block is not a box (wsec.ir.cuts.flat_hulls)."""
+    keep = [a for a in range(len(shape)) if a not in axes]
+    kept = tuple(shape[a] for a in keep)
+    red = tuple(shape[a] for a in axes)
+    o, r = int(np.prod(kept)), int(np.prod(red))
+    ob, rb = cdiv(o, po), cdiv(r, pr)
+    i = np.arange(po * pr)
+    g, j = i // pr, i % pr
+    a = flat_hulls(np.minimum(g * ob, o), np.minimum((g + 1) * ob, o), kept)
+    b = flat_hulls(np.minimum(j * rb, r), np.minimum((j + 1) * rb, r), red)
+    box = joined(a, b)  # [kept..., reduced...]
+    out = np.zeros_like(box)
+    out[:, :, keep + list(axes)] = box
+    return out
+
+
+
+def reduced_axes(node: Node, values: dict[str, Value]) -> tuple[int, ...] | None:
+    """The axes a Reduce* (constant or attribute axes; none: all) or
+    ArgMax / ArgMin reduces, None when not known at compile time or the op
+    is the identity (noop_with_empty_axes)."""
+    nd = len(vtype(values, node.inputs[0]).shape)
+    if node.op in ("ArgMax", "ArgMin"):
+        return (int(node.attrs.get("axis", 0)) % max(nd, 1),) if nd else None
+    if not node.op.startswith("Reduce"):
+        return None
+    axes = None
+    if len(node.inputs) > 1 and node.inputs[1]:
+        if values[node.inputs[1]].const is None:
+            return None
+        axes = [int(a) for a in np.asarray(values[node.inputs[1]].const.array()).reshape(-1)]
+    elif "axes" in node.attrs:
+        axes = [int(a) for a in node.attrs["axes"]]  # type: ignore[union-attr]
+    if not axes:
+        return None if node.attrs.get("noop_with_empty_axes", 0) or not nd else tuple(range(nd))
+    return tuple(sorted({a % nd for a in axes}))
+
+
 class ReduceKind(LibraryKind):
     """Reduce* / ArgMax / ArgMin / CumSum (+ fused element-wise ops on the
     result) over p PEs. dims: E input elements, O outputs, R reduced
@@ -87,6 +132,9 @@ class ReduceKind(LibraryKind):
         e, o, r = reduce_extent(node, values)
         d = {"E": e, "O": o, "R": r, "scan": int(node.op == "CumSum"),
              "C": ELEM_COST.get(node.op, 1)}
+        axes = reduced_axes(node, values)
+        if axes is not None:  # which axes: the input each PE reads (input_cut)
+            d["Rx"] = sum(1 << a for a in axes)
         d.update(fused_extras(body, values))
         return d
 
@@ -95,10 +143,24 @@ class ReduceKind(LibraryKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """None: the reduced axes are not in the dims (E, O, R only), and an
-        output group's inputs are strided over the input unless the reduced
-        axes are the trailing ones; its lanes carry the flat split."""
-        return None
+        """PE index i = g pr + j (row-major in the near-square rectangle)
+        reads output group g's block of the outputs x segment j's block of
+        their reduced elements (`reduce_boxes`, on the reduced axes the
+        dims name: Rx, a bit per axis); a PE row's box is the hull of its
+        PEs' (wsec.ir.cuts.spread_rows). A scan (CumSum) and a one-operand
+        Einsum (its operand relabelled first) name no axes: None."""
+        if "Rx" not in dims or dims.get("scan") or not shape:
+            return None
+        axes = tuple(a for a in range(len(shape)) if dims["Rx"] >> a & 1)
+        p, outs = int(knobs["p"]), dims["O"]
+        if dims["Rx"] >> len(shape) or int(np.prod(shape)) != dims["E"] or \
+                int(np.prod([shape[a] for a in axes])) != dims["R"]:
+            return None
+        po = min(p, outs)
+        pr = min(max(1, p // outs), max(dims["R"], 1))
+        boxes = np.zeros((p, 2, len(shape)), np.int64)
+        boxes[:po * pr] = reduce_boxes(tuple(shape), axes, po, pr)
+        return spread_rows(boxes)
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         p = kn["p"]

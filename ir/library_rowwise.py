@@ -260,7 +260,11 @@ class DatamoveKind(LibraryKind):
         """None: a PE forwards a block of the output, and what it reads of
         an input is that block's preimage under the body's permutation (a
         concatenation's slice, a transpose's strided set), which the dims
-        do not describe; its lanes carry the flat split."""
+        do not describe (it needs the body, its constants and the other
+        inputs' shapes, which input_cut does not see); its lanes carry the
+        flat split. The executor (sim_spread.datamove) still checks each
+        PE's window, the hull of that preimage, against its lane and
+        counts the PEs that read forwarded elements."""
         return None
 
     @staticmethod

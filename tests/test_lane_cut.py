@@ -180,13 +180,21 @@ def test_resnet50_cut_bundles_carry_each_rows_window(tmp_path: pathlib.Path,
 
     monkeypatch.setattr(sim_sharded, "check_windows", spy)
     res = simulate(p, x)
+    stats = res.kernel_stats
     cut = [int(b["sink"]) for b in p.bundles if int(b["flags"]) & BUNDLE_CUT
            and p.kernels[int(b["sink"])].kind == "conv"]
     # every conv PE whose input is cut reads only its lane (a residual its
     # tail adds may still come flat: its PEs count apart, in the stats)
     assert cut and all(forwarded[ki] == 0 for ki in cut)
+    # a kernel all of whose inputs come cut reads only what they delivered
+    every = {int(b["sink"]) for b in p.bundles if int(b["flags"]) & BUNDLE_CUT}
+    whole = {ki for ki in every if all(int(b["flags"]) & BUNDLE_CUT for b in p.bundles
+                                       if int(b["sink"]) == ki)}
+    assert whole and all(stats[p.kernels[ki].name]["forwarded_pes"] == 0 for ki in whole)
+    # every such kernel is among those reading only their lanes (so may be a
+    # kernel whose one flat lane carries its whole input)
     proven = re.search(r"(\d+) read only what their lanes delivered", format_stats(p, res))
-    assert proven is not None and int(proven.group(1)) >= 1
+    assert proven is not None and int(proven.group(1)) >= len(whole)
     # shorten a halo: a lane loses the last input row one of its PE rows reads, which
     # another lane carries too (so no gap: the PE must find it missing)
     for ki in cut:

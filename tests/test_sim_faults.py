@@ -309,7 +309,8 @@ def test_dropped_lane_never_reaches_the_kernel(zoo: dict[str, Program], kind: st
 
 def _misdirect_lane_0(p: Program, ki: int, beside: bool = False) -> None:
     """Lane 0 into kernel ki turns North where it should land in the core:
-    the simulator names that lane and the PE, or the PE North of it when
+    the simulator names that lane and the PE (a cut lane: the PE reads
+    what that lane should have brought and holds none), or the PE North of it when
     that one has a route on the lane's color that does not take it (lane 1
     of a kernel one PE wide); with `beside`, any PE next to it (the lane
     may run into a multicast branch of the same edge there)."""
@@ -326,7 +327,9 @@ def _misdirect_lane_0(p: Program, ki: int, beside: bool = False) -> None:
         assert m and abs(int(m[1]) - x) + abs(int(m[2]) - y) <= 1, (msg, x, y)
     else:
         assert re.search(rf"lane 0 of edge #\d+ .*(PE \({x}, {y}\)|"
-                         rf"arrives at PE \({x}, {y + 1}\) .* from S)", msg), msg
+                         rf"arrives at PE \({x}, {y + 1}\) .* from S)|"
+                         rf"PE \({x}, {y}\) .*lane 0 of edge #\d+ .*the PE holds no lane",
+                         msg), msg
 
 
 def _drop_lane_0(p: Program, ki: int) -> None:

@@ -1,0 +1,72 @@
+"""Which kernels' PEs the simulator holds to their lanes, per model: a table.
+
+    python bench/inboxes.py [--models resnet50,vgg19] [--bins DIR] [--seed 0]
+
+Per model (onnx's nine light models): kernels, those whose PEs' windows
+were checked against the lanes their cores received (`checked`,
+sim_inbox.check_windows: a cut bundle proves them, a flat one counts the
+PEs that would need forwarding), the kernels not checked by kind
+(`unchecked`: their executor declares no window, or their input reaches
+them without lanes), the checked kernels whose inputs all came on cut
+bundles that held every window (`proven`) and the PEs reading elements
+their lane did not bring (`forwarded PEs`). With --bins, DIR/<model>.bin
+is used when present (else the model is compiled), so a table of binaries
+compiled once prints in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import tempfile
+from collections import Counter
+
+import onnx
+from wsec.backends.emit import write_binary
+from wsec.backends.loader import load_binary
+from wsec.backends.sim import random_inputs, simulate
+from wsec.driver import CompileOptions, compile_model
+
+LIGHT = pathlib.Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
+
+
+def _binary(name: str, bins: str) -> str:
+    path = os.path.join(bins, f"{name}.bin") if bins else ""
+    if path and os.path.exists(path):
+        return path
+    res = compile_model(str(LIGHT / f"light_{name}.onnx"), CompileOptions())
+    out = path or os.path.join(tempfile.mkdtemp(), f"{name}.bin")
+    write_binary(res.module, out)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="", help="comma-separated subset")
+    ap.add_argument("--bins", default="", help="directory of compiled <model>.bin (reused)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    names = sorted(p.stem.removeprefix("light_") for p in LIGHT.glob("light_*.onnx"))
+    if a.models:
+        names = [n for n in names if n in a.models.split(",")]
+    hdr = (f"{'model':<14}{'kernels':>8}{'checked':>9}{'proven':>8}{'forwarded PEs':>15}"
+           "  unchecked (by kind)")
+    print(hdr)
+    print("-" * len(hdr))
+    for n in names:
+        p = load_binary(_binary(n, a.bins))
+        res = simulate(p, random_inputs(p, a.seed))
+        st = res.kernel_stats
+        checked = [k for k in p.kernels if "forwarded_pes" in st.get(k.name, {})]
+        fwd = sum(int(st[k.name]["forwarded_pes"]) for k in checked)
+        proven = sum(1 for k in checked if not st[k.name]["forwarded_pes"])
+        missing = Counter(k.kind for k in p.kernels if "forwarded_pes" not in st.get(k.name, {}))
+        rest = ", ".join(f"{kind} {c}" for kind, c in sorted(missing.items())) or "-"
+        print(f"{n:<14}{len(p.kernels):>8}{len(checked):>9}{proven:>8}{fwd:>15,}  {rest}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

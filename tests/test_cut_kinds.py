@@ -289,6 +289,20 @@ def _first_cut(p: Program, kind: str, op: str | None = None) -> int:
                     p.bundles[bi]["lanes"]) > 1)
 
 
+def swapped_boxes_raise(p: Program, bi: int, a: int, b: int, offset: str) -> None:
+    """Swapping slice records a and b (two lanes' boxes of cut bundle bi,
+    still a cover) makes a PE of its sink, at an offset matching `offset`,
+    read an element that never arrived there."""
+    name = p.kernels[int(p.bundles[bi]["sink"])].name
+    p.slices[[a, b]] = p.slices[[b, a]].copy()
+    try:
+        with pytest.raises(SimError, match=rf"kernel '{name}' .*PE \(\d+, \d+\) \(offset "
+                                           rf"\({offset}\)\) reads .*never arrived there"):
+            simulate(p, random_inputs(p, 0))
+    finally:
+        p.slices[[a, b]] = p.slices[[b, a]].copy()
+
+
 @pytest.mark.parametrize("kind, op", [("pool", "MaxPool"), ("pool", "GlobalAveragePool"),
                                       ("matmul", None)])
 def test_swapping_two_cut_lanes_boxes_is_an_error_at_a_pe(
@@ -296,15 +310,7 @@ def test_swapping_two_cut_lanes_boxes_is_an_error_at_a_pe(
     p, _ = wide
     bi = _first_cut(p, kind, op)
     first = int(p.bundles[bi]["slice0"])
-    last = first + int(p.bundles[bi]["lanes"]) - 1
-    name = p.kernels[int(p.bundles[bi]["sink"])].name
-    p.slices[[first, last]] = p.slices[[last, first]].copy()  # the first and last rows' boxes
-    try:
-        with pytest.raises(SimError, match=rf"kernel '{name}' .*PE \(\d+, \d+\) \(offset "
-                                           r"\(0, 0\)\) reads .*never arrived there"):
-            simulate(p, random_inputs(p, 0))
-    finally:
-        p.slices[[first, last]] = p.slices[[last, first]].copy()
+    swapped_boxes_raise(p, bi, first, first + int(p.bundles[bi]["lanes"]) - 1, r"0, 0")
 
 
 def test_shortening_a_pools_halo_is_an_error_at_its_pe(wide: tuple[Program, pathlib.Path]
@@ -490,15 +496,7 @@ def test_swapping_two_cut_lanes_into_a_norm_or_softmax_is_an_error_at_a_pe(
     p, _ = norms
     bi = next(b for b, ki in _cut_sinks(p).items() if p.kernels[ki].body[0]["op"] == op)
     first = int(p.bundles[bi]["slice0"])
-    last = first + int(p.bundles[bi]["lanes"]) - 1
-    name = p.kernels[int(p.bundles[bi]["sink"])].name
-    p.slices[[first, last]] = p.slices[[last, first]].copy()
-    try:
-        with pytest.raises(SimError, match=rf"kernel '{name}' .*PE \(\d+, \d+\) \(offset "
-                                           r"\(0, 0\)\) reads .*never arrived there"):
-            simulate(p, random_inputs(p, 0))
-    finally:
-        p.slices[[first, last]] = p.slices[[last, first]].copy()
+    swapped_boxes_raise(p, bi, first, first + int(p.bundles[bi]["lanes"]) - 1, r"0, 0")
 
 
 def test_narrowing_an_lrn_lanes_channels_is_an_error_at_its_pe(

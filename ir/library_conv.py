@@ -121,6 +121,29 @@ def fold_depth(node: Node, x: tuple[int, ...], y: tuple[int, ...], taps: int
     return flat, (n * do, c, h, w), (n * do, k, ho, wo), {"T": taps}
 
 
+def channel_row_boxes(shape: tuple[int, ...], C: int, G: int, c: int, s: int, lo: np.ndarray,
+                      hi: np.ndarray, ax: int | None) -> np.ndarray:
+    """(c s, 2, ndim): the box of a conv-like input (channels on axis 1) PE
+    row py reads: input-channel block py % c of each of the G groups'
+    channels (the span from the first group's block to the last's), rows
+    [lo, hi) of its row group py // c on axis `ax` (None: the whole axis,
+    for the row groups that hold any rows), the other axes whole. A row
+    whose block or rows are empty reads nothing (an all-zero box)."""
+    py = np.arange(c * s)
+    out = np.zeros((c * s, 2, len(shape)), np.int64)
+    out[:, 1] = shape
+    cg = C // G
+    step = -(-cg // c)
+    first, last = np.minimum(cg, (py % c) * step), np.minimum(cg, (py % c + 1) * step)
+    out[:, 0, 1], out[:, 1, 1] = first, (G - 1) * cg + last
+    if ax is not None:
+        out[:, 0, ax], out[:, 1, ax] = lo[py // c], hi[py // c]
+    else:
+        out[~(hi > lo)[py // c]] = 0
+    out[(out[:, 1] <= out[:, 0]).any(axis=1) | (last <= first)] = 0
+    return out
+
+
 class ConvKind(LibraryKind):
     """Convolution (+ fused bias, activation, residual add).
 
@@ -321,16 +344,7 @@ class ConvKind(LibraryKind):
         if got is None:
             return None
         lo, hi = got
-        py = np.arange(c * s)
-        out = np.zeros((c * s, 2, len(shape)), np.int64)
-        out[:, 1] = shape
-        cg = C // G
-        step = -(-cg // c)
-        first, last = np.minimum(cg, (py % c) * step), np.minimum(cg, (py % c + 1) * step)
-        out[:, 0, 1], out[:, 1, 1] = first, (G - 1) * cg + last
-        out[:, 0, ax], out[:, 1, ax] = lo[py // c], hi[py // c]
-        out[(out[:, 1] <= out[:, 0]).any(axis=1) | (last <= first)] = 0
-        return out
+        return channel_row_boxes(tuple(shape), C, G, c, s, lo, hi, ax)
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:
@@ -538,20 +552,7 @@ class DeconvKind(LibraryKind):
         if got is None:
             return None
         lo, hi = got
-        py = np.arange(c * s)
-        out = np.zeros((c * s, 2, len(shape)), np.int64)
-        out[:, 1] = shape
-        cg = C // G
-        step = -(-cg // c)
-        cf, cl = np.minimum(cg, (py % c) * step), np.minimum(cg, (py % c + 1) * step)
-        out[:, 0, 1], out[:, 1, 1] = cf, (G - 1) * cg + cl
-        if ax is not None:
-            out[:, 0, ax], out[:, 1, ax] = lo[py // c], hi[py // c]
-        else:
-            live = (hi > lo)[py // c]
-            out[~live] = 0
-        out[(out[:, 1] <= out[:, 0]).any(axis=1) | (cl <= cf)] = 0
-        return out
+        return channel_row_boxes(tuple(shape), C, G, c, s, lo, hi, ax)
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

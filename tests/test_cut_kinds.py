@@ -15,7 +15,7 @@ from the host has its boxes in the I/O map, which must agree with its lanes.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -26,7 +26,7 @@ from wsec.backends.emit import write_binary
 from wsec.backends.format import BUNDLE_CUT, BUNDLE_FROM_HOST, PORT_BITS, FormatError, Program
 from wsec.backends.lanes import check_records
 from wsec.backends.loader import load_binary
-from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.backends.sim import RunResult, SimError, random_inputs, simulate
 from wsec.backends.sim_einsum import reduction_need
 from wsec.backends.sim_inbox import check_windows
 from wsec.backends.sim_rows import grouped_need, window_need
@@ -265,6 +265,19 @@ def _cut_sinks(p: Program) -> dict[int, int]:
             if int(b["flags"]) & BUNDLE_CUT}
 
 
+def runs_from_its_lanes(p: Program, onnx_path: pathlib.Path, kernels: Iterable[int]
+                        ) -> RunResult:
+    """Simulate p: the kernels given read only what their lanes delivered
+    and the output matches onnxruntime's. Returns the run."""
+    x = random_inputs(p, 0)
+    res = simulate(p, x)
+    for ki in kernels:
+        assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0
+    ref, _ = onnx_reference(str(onnx_path), x)
+    np.testing.assert_allclose(res.outputs["y"], ref["y"], rtol=1e-4, atol=1e-5)
+    return res
+
+
 def test_cut_pool_and_matmul_kernels_read_only_their_lanes(
         wide: tuple[Program, pathlib.Path]) -> None:
     p, onnx_path = wide
@@ -273,12 +286,7 @@ def test_cut_pool_and_matmul_kernels_read_only_their_lanes(
     assert {"pool", "matmul"} <= kinds
     ops = {p.kernels[ki].body[0]["op"] for ki in cut.values()}
     assert {"MaxPool", "GlobalAveragePool"} <= ops
-    x = random_inputs(p, 0)
-    res = simulate(p, x)
-    for ki in cut.values():
-        assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0
-    ref, _ = onnx_reference(str(onnx_path), x)
-    np.testing.assert_allclose(res.outputs["y"], ref["y"], rtol=1e-4, atol=1e-5)
+    res = runs_from_its_lanes(p, onnx_path, cut.values())
     text = format_stats(p, res)
     assert "by kind (kernels checked" in text and " pool " in text
 
@@ -482,12 +490,7 @@ def test_cut_norm_and_softmax_kernels_read_only_their_lanes(
     cut = _cut_sinks(p)
     ops = {p.kernels[ki].body[0]["op"] for ki in cut.values()}
     assert {"LRN", "BatchNormalization", "Softmax"} <= ops
-    x = random_inputs(p, 0)
-    res = simulate(p, x)
-    for ki in cut.values():
-        assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0
-    ref, _ = onnx_reference(str(onnx_path), x)
-    np.testing.assert_allclose(res.outputs["y"], ref["y"], rtol=1e-4, atol=1e-5)
+    runs_from_its_lanes(p, onnx_path, cut.values())
 
 
 @pytest.mark.parametrize("op", ["LRN", "BatchNormalization", "Softmax"])

@@ -193,10 +193,12 @@ def test_a_bundle_widens_only_at_a_corner_and_never_narrows() -> None:
         check(Bundle("k", 0, 4, (0, 1), tight, cut="rows", pitch=3))
 
 
-def _random_path(rng: np.random.Generator) -> tuple[tuple[int, int], ...]:
+def random_path(rng: np.random.Generator, fewest: int = 2) -> tuple[tuple[int, int], ...]:
+    """Waypoints of 1-5 random axis-aligned segments, each turning 90 degrees
+    from the last (at least `fewest` of them)."""
     p = [(int(rng.integers(-30, 31)), int(rng.integers(-30, 31)))]
     horiz = bool(rng.integers(2))
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(fewest, 6))):
         x, y = p[-1]
         d = int(rng.choice([-1, 1])) * int(rng.integers(1, 31))
         p.append((x + d, y) if horiz else (x, y + d))
@@ -215,7 +217,7 @@ def test_nested_lanes_are_pe_disjoint_at_any_spacings_brute_force() -> None:
     rng = np.random.default_rng(12)
     passed = {True: 0, False: 0}
     for _ in range(2500):
-        path = _random_path(rng)
+        path = random_path(rng)
         d0 = segment_dirs(path)[0]
         axis = (d0[1], d0[0]) if rng.integers(2) else (-d0[1], -d0[0])
         k = int(rng.integers(1, 7))

@@ -12,6 +12,7 @@ import re
 import fake_kinds as fk
 import numpy as np
 import pytest
+from test_lanes import random_path
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Module, Rect
 from wsec.ir.lanes import endpoints, expand
@@ -693,13 +694,7 @@ def test_folds_is_the_expansions_duplicate_check() -> None:
     rng = np.random.default_rng(3)
     seen = {True: 0, False: 0}
     for _ in range(3000):
-        p = [(int(rng.integers(-30, 31)), int(rng.integers(-30, 31)))]
-        horiz = bool(rng.integers(2))
-        for _ in range(int(rng.integers(1, 6))):
-            x, y = p[-1]
-            d = int(rng.choice([-1, 1])) * int(rng.integers(1, 31))
-            p.append((x + d, y) if horiz else (x, y + d))
-            horiz = not horiz
+        p = list(random_path(rng, fewest=1))
         d0 = segment_dirs(tuple(p))[0]
         axis = (d0[1], d0[0]) if rng.integers(2) else (-d0[1], -d0[0])
         k = int(rng.integers(2, 7))

@@ -27,7 +27,14 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    the others (from their sides' headroom), starting from the kept routes;
    where no number of lanes would do, the most roundabout bundle there
    moves to its next side pair (a U-turn around a kernel it could cross).
-   An attempt is kept only if its busiest link is lighter.
+   An attempt is kept only if its busiest link is lighter. A cut request
+   whose lanes (one on every row of its sink's side) overfill a link beside
+   a bundle passing those rows is routed flat in such an attempt.
+6. Un-flattening: those cut requests are routed cut again once widening is
+   done; where one overfills a link again, the most roundabout bundle
+   there (a skip edge's U turn along the sink's rows) moves to its next
+   side pair instead. Kept where fewer sink PEs read flat lanes and the
+   busiest link bounds throughput no more.
 
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
@@ -38,6 +45,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -332,9 +340,7 @@ class _Negotiator:
             if widen and lanes > r.lanes and r.lanes < min(r.src.length, r.dst.length):
                 out[(r.edge, r.sink)] = lanes
             elif r.choice + 1 < len(r.pairs) and (r.edge, r.sink) not in tried:
-                (ax, ay), (bx, by) = r.src.centre(), r.dst.centre()
-                detour = _path_length(rt.bundle.path) - abs(bx - ax) - abs(by - ay)
-                stuck.append((int(detour), i))
+                stuck.append((_detour(r, rt), i))
         if out or not stuck:
             return out, {}
         r = self.reqs[max(stuck)[1]]
@@ -364,6 +370,35 @@ class _Negotiator:
             if lightest_cut(r) > room:
                 out.add((r.edge, r.sink))
         return out
+
+    def passer(self, occ: np.ndarray, cut: set[tuple[int, str]],
+               tried: set[tuple[int, str]]) -> tuple[int, str] | None:
+        """The bundle to move to its next side pair so that the cut requests
+        `cut` keep their lanes on every sink row: of the bundles whose lanes
+        share an overloaded link with theirs (a skip bundle passing a cut
+        sink's rows meets a cut lane on each), the most roundabout one (a
+        U turn around a kernel runs along rows a bundle from another side
+        need not cross), one of `cut` itself too, if it has a side pair
+        left and is not in `tried`; None where every such bundle runs
+        straight. `occ` as for `wider`."""
+        hot = [rt.links[occ[rt.links] > self.cap] for i, rt in enumerate(self.routes)
+               if rt is not None and (self.reqs[i].edge, self.reqs[i].sink) in cut]
+        links = np.unique(np.concatenate(hot)) if hot else _EMPTY
+        if not links.size:
+            return None
+        best: tuple[int, int] | None = None
+        for i, rt in enumerate(self.routes):
+            r = self.reqs[i]
+            if (rt is None or r.choice + 1 >= len(r.pairs) or (r.edge, r.sink) in tried
+                    or not _member(rt.links, links).any()):
+                continue
+            detour = _detour(r, rt)
+            if detour > 0 and (best is None or detour > best[0]):
+                best = (detour, i)
+        if best is None:
+            return None
+        r = self.reqs[best[1]]
+        return (r.edge, r.sink)
 
     def run(self, iterations: int, deadline: float | None,
             warm: dict[tuple, Bundle] | None = None) -> list[dict[str, float]]:
@@ -445,6 +480,13 @@ class _Candidates:
             found.sort(key=lambda b: _path_length(b.path))
             self.memo[key] = found[:self.cap]
         return self.memo[key]
+
+
+def _detour(r: Request, rt: _Route) -> int:
+    """How much longer lane 0's path is than the way between the centres of
+    r's two sides (a U turn around a kernel is long)."""
+    (ax, ay), (bx, by) = r.src.centre(), r.dst.centre()
+    return int(_path_length(rt.bundle.path) - abs(bx - ax) - abs(by - ay))
 
 
 def _path_length(path: tuple[tuple[int, int], ...]) -> int:
@@ -730,6 +772,14 @@ class Route(Pass):
                 best, wider, moved, flat = got, ask, {**moved, **move}, flat | flats
             else:  # widening did not help: move bundles instead
                 widen = False
+        if flat and best.colored:  # the flattened cuts again, bundles passing their rows moved
+
+            def again(move: dict[tuple[int, str], int], still: set[tuple[int, str]]) -> _Attempt:
+                return _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
+                                self.colors_soft, deadline, best.solo, known, wider,
+                                best.warm(), move, still)
+
+            best, moved, flat = _unflatten(module, fabric, best, moved, flat, again, deadline)
         tried: _Attempt | None = None
         for pairs in (False, True):
             # widening (cut inputs whose source side is shorter than the sink's
@@ -768,6 +818,8 @@ class Route(Pass):
 AUTO_HEADROOMS = (1.25, 3.0)
 # attempts after those, each widening the bundles on the busiest links
 WIDEN_ATTEMPTS = 3
+# attempts after those, each routing the flattened cut requests cut again (_unflatten)
+UNFLATTEN_ATTEMPTS = 3
 
 
 @dataclass
@@ -836,6 +888,47 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     routes = [rt for rt in neg.routes if rt is not None]
     return _Attempt(headroom, set(solo or ()), neg, log, routes,
                     _colors(routes, reqs, fabric, known.forks))
+
+
+def _unflatten(module: Module, fabric: Fabric, best: _Attempt, moved: dict[tuple[int, str], int],
+               flat: set[tuple[int, str]], again: Callable[..., _Attempt], deadline: float | None
+               ) -> tuple[_Attempt, dict[tuple[int, str], int], set[tuple[int, str]]]:
+    """Cut the requests the widening attempts flattened (`flat`) again: a
+    flattened cut overfilled a link it shares with a bundle passing its
+    sink's rows, and widening or moving other bundles since may have made
+    room. Where one would overfill a link again, the most roundabout bundle
+    there (_Negotiator.passer) moves to its next side pair, or, with none,
+    that cut stays flat. An attempt is kept when fewer sink PEs read flat
+    lanes and its busiest link bounds throughput no more than `best`'s.
+    Returns the kept attempt, its moves and the requests it routes flat.
+    `again(moved, flat)` routes an attempt."""
+    still: set[tuple[int, str]] = set()  # flattened requests left flat
+    move = dict(moved)
+    tried = set(moved)
+    for _ in range(UNFLATTEN_ATTEMPTS):
+        if not flat - still or (deadline is not None and time.perf_counter() > deadline):
+            break
+        try:
+            got = again(move, still)
+        except LayoutInfeasible:  # a moved bundle has no pattern route on its new sides
+            break
+        if (got.colored and got.score[1] <= max(best.score[1], 1.0)
+                and _flat_rows(got) < _flat_rows(best)):
+            return got, move, still
+        if not got.colored:
+            break
+        loads = _loads(module, got, fabric)
+        cut = got.neg.flatten(loads) & (flat - still)  # the cuts that overfill a link again
+        key = got.neg.passer(loads, cut, tried)
+        if key is not None:
+            r = next(r for r in got.neg.reqs if (r.edge, r.sink) == key)
+            move[key] = r.choice + 1
+            tried.add(key)
+        elif cut:
+            still |= cut
+        else:
+            break
+    return best, moved, flat
 
 
 def _flat_rows(got: _Attempt) -> int:

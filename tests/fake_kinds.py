@@ -10,7 +10,7 @@ PEs in the first column/row hold the largest shard.
 from __future__ import annotations
 
 import numpy as np
-from wsec.ir.graph import HOST, Edge, Kernel, Module
+from wsec.ir.graph import HOST, Edge, Kernel, Module, Node
 from wsec.ir.kernel_kind import Dims, KernelKind, Knobs
 from wsec.ir.kernels import register
 from wsec.ir.target import Target
@@ -48,6 +48,25 @@ class BoxKind(KernelKind):
 
 BOX = register(BoxKind())
 
+
+class RowsKind(BoxKind):
+    """A box whose PE rows each read an even share of its first input's last
+    dim (a conv's input cut, without its halo)."""
+
+    name = "rows"
+    description = "test kind: a box whose rows each read a share of its input"
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]) -> np.ndarray:
+        h, n = knobs["h"], shape[-1]
+        edges = np.arange(h + 1) * n // h
+        boxes = np.zeros((h, 2, len(shape)), dtype=np.int64)
+        boxes[:, 1, :] = shape
+        boxes[:, 0, -1], boxes[:, 1, -1] = edges[:-1], edges[1:]
+        return boxes
+
+
+ROWS = register(RowsKind())
+
 F32 = "f32"
 
 
@@ -60,6 +79,15 @@ def box(m: Module, name: str, inputs: list[str], out: str, w: int, h: int,
                knobs={"w": w, "h": h},
                cost={"cycles": -(-work // (w * h)), "sram": sram, "w": w, "h": h})
     m.nodes.append(k)
+    return k
+
+
+def rows(m: Module, name: str, inputs: list[str], out: str, w: int, h: int,
+         work: int = 1000, out_shape: tuple[int, ...] = (1, 64)) -> Kernel:
+    """Add a sized 'rows' kernel (its rows cut its first input) to `m`."""
+    k = box(m, name, inputs, out, w, h, work=work, out_shape=out_shape)
+    k.kind = "rows"
+    k.body = [Node(f"{name}_node", "Rows", list(inputs), [out])]
     return k
 
 

@@ -416,6 +416,77 @@ def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
     assert flat.cut_pitch == 0 and not got.routes[0].bundle.cut
     assert _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle.cut == "rows"
 
+def _skip_across_a_cut() -> Module:
+    """Kernel c (8 rows, kind 'rows': each reads an eighth of %va) takes a's
+    output; below it, s sends %vs to b1 (its West neighbour) and to t (below
+    them both). s's East side faces b2, t's West side b3, so the skip s -> t
+    ranks first the pair that leaves s West (free: b1 takes %vs too) and
+    lands on t's East side: a U turn through the corridor above s, whose
+    lanes run East along c's rows, where c's cut lanes land one on each."""
+    m = _manual((40, 24))
+    m.add_value("x", TensorType("f32", (1, 64)))
+    m.inputs = ["x"]
+
+    def put(name: str, ins: list[str], out: str, rect: Rect, shape: tuple[int, ...] = (1, 64),
+            kind=fk.box) -> None:
+        kind(m, name, ins, out, rect.w, rect.h, out_shape=shape,
+             work=600 * rect.w * rect.h).rect = rect  # every kernel 600 cycles
+
+    put("a", ["x"], "va", Rect(0, 0, 4, 8), shape=(1, 1024))
+    put("c", ["va"], "vc", Rect(4, 0, 4, 8), kind=fk.rows)
+    put("s", ["x"], "vs", Rect(8, 8, 4, 4), shape=(1, 4640))  # 4 lanes of 580 wavelets
+    put("b1", ["vs"], "v1", Rect(4, 8, 4, 4))
+    put("b2", ["x"], "v2", Rect(12, 8, 4, 4))
+    put("t", ["vs"], "vt", Rect(6, 12, 4, 4))
+    put("b3", ["x"], "v3", Rect(2, 12, 4, 4))
+    put("b4", ["x"], "v4", Rect(10, 12, 4, 3))
+    m.outputs = ["vc", "v1", "v2", "vt", "v3", "v4"]
+    fk.connect(m)
+    return m
+
+
+def test_passer_is_the_roundabout_bundle_on_a_cuts_overloaded_links() -> None:
+    """Routed on its first side pair, the skip s -> t runs along c's rows,
+    overfilling links beside c's lightest cut: `flatten` names c, and
+    `passer` names the skip (a U turn: the most roundabout bundle there)
+    as the one to move instead; once tried, or for no cut, nothing."""
+    from wsec.passes.route import _attempt, _corridors, _detour, _loads
+    from wsec.passes.route_bundles import requests
+
+    m = _skip_across_a_cut()
+    fabric = Fabric.of(get_target("wse2", (40, 24)))
+    got = _attempt(requests(m, fabric), fabric, 600, _corridors(m, fabric), 1.25, 12, 6, None)
+    neg = got.neg
+    keys = [(r.edge, r.sink) for r in neg.reqs]
+    skip = next(k for k in keys if k[1] == "t")
+    i = keys.index(skip)
+    assert neg.reqs[i].choice == 0 and _detour(neg.reqs[i], neg.routes[i]) > 0
+    occ = _loads(m, got, fabric)
+    assert occ.max() > 600
+    cut = neg.flatten(occ)
+    assert cut == {next(k for k in keys if k[1] == "c")}
+    assert neg.passer(occ, cut, set()) == skip
+    assert neg.passer(occ, cut, {skip}) is None
+    assert neg.passer(occ, set(), set()) is None
+
+
+def test_a_skip_bundle_crossing_a_cut_sinks_rows_moves_and_the_cut_stays() -> None:
+    """The router moves the skip s -> t off c's rows (to t's West side) and
+    routes c's input cut again, its lanes landing on every row; the busiest
+    link stays within the kernels' 600 cycles. (It used to keep the
+    flattened attempt: c's input on two flat lanes, its other rows reading
+    what no lane brought.)"""
+    m = _skip_across_a_cut()
+    t = get_target("wse2", (40, 24))
+    Route().run(m, PassContext(t))
+    check_routed(m, t)
+    (into_c,) = [b for e in m.edges if e.value == "va" for b in e.bundles]
+    assert into_c.cut == "rows" and into_c.lanes * into_c.pitch == 8
+    (skip,) = [b for e in m.edges if e.value == "vs" for b in e.bundles if b.sink == "t"]
+    assert expand(skip, False, False).y.min() >= 8  # below c's rows
+    assert m.attrs["realised_cycles"] == 600
+
+
 def _dense_block(n: int = 40) -> Module:
     """Dense-block-like: each kernel reads up to 4 of the last 12 values."""
     rng = np.random.default_rng(3)

@@ -49,6 +49,9 @@ class Delivery:
     lane_at: np.ndarray  # [uh, uw]: lane delivered into the PE's core, -1 for none
     shape: tuple[int, ...] = ()
     boxes: np.ndarray | None = None  # a cut bundle: (lanes, 2, ndim) box per lane
+    # a flat bundle: [uh, uw] True where a PE read outside its lane, over the
+    # checks of one kernel run (reset by sim_exec.run_kernel)
+    outside: np.ndarray | None = None
 
     @property
     def lanes(self) -> int:
@@ -169,6 +172,7 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         ok = (d.slices[li, 0] <= first) & (last < d.slices[li, 1])
     bad = reads & ~(got & ok)
     if d.boxes is None:
+        d.outside = bad if d.outside is None else d.outside | bad
         return bad
     if bad.any():
         py, px = (int(v) for v in np.argwhere(bad)[0])

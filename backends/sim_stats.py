@@ -140,7 +140,8 @@ def format_stats(p: Program, res: RunResult) -> str:
             row[0] += 1
             row[1] += not v
             row[2] += v
-        lines.append("  by kind (kernels checked / read only their lanes / PEs reading "
+        only = "their rows' holdings" if got.startswith("what their rows") else "their lanes"
+        lines.append(f"  by kind (kernels checked / read only {only} / PEs reading "
                      "forwarded elements): " + ", ".join(
                          f"{kind} {a}/{b}/{c}" for kind, (a, b, c) in sorted(per.items())))
     return "\n".join(lines)

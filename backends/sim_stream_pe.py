@@ -23,12 +23,13 @@ would have to be forwarded (`forwarded_pes`), as in pipeline mode.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from wsec.ir.graph import Kernel
 from wsec.ir.kernels import KINDS, input_cut
 from wsec.ir.lanes import lane_slices
+from wsec.ir.movement import Operands
 
 from .emit import shard_tiling
 from .format import AXIS_CONST, AXIS_X, AXIS_Y, KernelInfo, Program, type_shape
@@ -107,19 +108,23 @@ class StreamImages(SramImages):
         return Layout(blob, start, stop, blob.copy())
 
 
-def held(p: Program, ki: int, values: Iterable[str]) -> dict[str, Delivery]:
+def held(p: Program, ki: int, values: Iterable[str],
+         consts: Mapping[str, np.ndarray] | None = None) -> dict[str, Delivery]:
     """The activations `values` of phase ki as its PE rows hold them when it
     starts (module docstring): per value a Delivery whose "lane" py is PE
-    row py's holding, with the kind's per-row boxes where it cuts the value."""
+    row py's holding, with the kind's per-row boxes where it cuts the value
+    (a data movement's from its body and constants `consts`, as streamed)."""
     k = p.kernels[ki]
     kernel = _ir_kernel(k)
+    cs = dict(consts or {})
+    ops = Operands(lambda n: tuple(type_shape(p.info["values"][n])), cs.get)
     uw, uh = k.unrotated_shape
     row = np.repeat(np.arange(uh, dtype=np.int32)[:, None], uw, axis=1)
     out = {}
     for v in values:
         shape = tuple(type_shape(p.info["values"][v]))
         numel = int(np.prod(shape, dtype=np.int64))
-        boxes = input_cut(kernel, v, shape) if shape else None
+        boxes = input_cut(kernel, v, shape, ops) if shape else None
         if boxes is not None and boxes.shape[0] != uh:
             raise SimError(f"phase {ki} (kernel '{k.name}', {k.kind}): its kind cuts %{v} into "
                            f"{boxes.shape[0]} row boxes, the phase has {uh} PE rows")

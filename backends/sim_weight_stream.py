@@ -96,7 +96,8 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
         st: dict[str, int] = {}
         if not offwafer:  # on the phase's PEs, each from its own streamed tiles
             acts = {i: env[i] for i in k.inputs if i and i not in k.weights}
-            run = run_kernel(StreamImages(p, streamed_w), ki, acts, held(p, ki, acts))
+            hold = held(p, ki, acts, {wn: env[wn] for wn in k.weights})
+            run = run_kernel(StreamImages(p, streamed_w), ki, acts, hold)
             env.update(run.values)
             st = run.stats
             if keep:

@@ -69,8 +69,8 @@ def test_a_row_holding_less_than_its_pes_read_is_an_error_at_a_pe(
     ki, value = _cut_phase(p)
     real = held
 
-    def shrunk(prog, k, values):  # noqa: ANN001, ANN202
-        out = real(prog, k, values)
+    def shrunk(prog, k, values, consts=None):  # noqa: ANN001, ANN202
+        out = real(prog, k, values, consts)
         if k == ki:
             d = out[value]
             boxes = d.boxes.copy()

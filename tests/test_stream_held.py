@@ -17,6 +17,7 @@ from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_stats import format_stats
 from wsec.backends.sim_stream_pe import held
+from wsec.backends.weight_stream import stream_weight
 from wsec.run import onnx_reference
 
 MODEL = ROOT / "tests" / "fixtures" / "vit_o17.onnx"  # conv, matmuls, norms, softmax, ...
@@ -29,20 +30,22 @@ def stream_bin(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return out
 
 
-def _cut_phase(p, every: bool = False) -> tuple[int, str]:  # noqa: ANN001
-    """A phase with an activation its kind cuts into row boxes (`every`: all
-    of its activations cut), the largest."""
+def _cut_phase(p, every: bool = False, kind: str = "") -> tuple[int, str]:  # noqa: ANN001
+    """A phase (of `kind`) with an activation its kind cuts into row boxes
+    (`every`: all of its activations cut), the largest."""
     best = None
     for ph in p.info["phases"]:
         ki = int(ph["kernel"])
         k = p.kernels[ki]
+        if kind and k.kind != kind:
+            continue
         acts = [i for i in dict.fromkeys(k.inputs) if i and i not in k.weights]
-        got = held(p, ki, acts)
+        streams = {int(d["weight"]): d for d in p.info["streams"] if int(d["kernel"]) == ki}
+        got = held(p, ki, acts, {w: stream_weight(p, streams[i]) for i, w in enumerate(k.weights)})
         if every and any(d.boxes is None for d in got.values()):
             continue
         for v, d in got.items():
-            if d.boxes is not None and k.unrotated_shape[1] > 1 and (
-                    best is None or d.numel > best[2]):
+            if d.boxes is not None and (best is None or d.numel > best[2]):
                 best = (ki, v, d.numel)
     assert best is not None, "no phase holds a cut activation"
     return best[0], best[1]
@@ -63,10 +66,11 @@ def test_phases_compute_from_their_rows_holdings(stream_bin: pathlib.Path) -> No
     assert "read only what their rows held" in format_stats(p, res)
 
 
+@pytest.mark.parametrize("kind", ["conv", "datamove", "matmul", "norm", "softmax"])
 def test_a_row_holding_less_than_its_pes_read_is_an_error_at_a_pe(
-        stream_bin: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        stream_bin: pathlib.Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     p = load_binary(str(stream_bin))
-    ki, value = _cut_phase(p)
+    ki, value = _cut_phase(p, kind=kind)
     real = held
 
     def shrunk(prog, k, values, consts=None):  # noqa: ANN001, ANN202
@@ -83,6 +87,6 @@ def test_a_row_holding_less_than_its_pes_read_is_an_error_at_a_pe(
     monkeypatch.setattr(sim_weight_stream, "held", shrunk)
     with pytest.raises(SimError, match=rf"kernel '{p.kernels[ki].name}' \({p.kernels[ki].kind}\)"
                        r": PE \(\d+, \d+\) \(offset \(\d+, \d+\)\) reads %.*, which never "
-                       r"arrived there \(no row of the phase holds it; the PE holds its "
-                       r"row's box "):
+                       r"arrived there \((no row|PE row \d+) of the phase holds it; the PE "
+                       r"holds its row's box "):
         simulate(p, random_inputs(p, 0))

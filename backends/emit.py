@@ -289,6 +289,7 @@ def _host_io(m: Module) -> dict[str, list[dict[str, object]]]:
     bundle cut per PE row of its sink, the box each lane carries (the
     bundle's slice records, wsec.ir.kernels.lane_boxes)."""
     from wsec.ir.kernels import lane_boxes
+    from wsec.ir.movement import Operands
 
     kernels = {k.name: k for k in m.kernels()}
     ins, outs = [], []
@@ -303,7 +304,8 @@ def _host_io(m: Module) -> dict[str, list[dict[str, object]]]:
                                     "sink": b.sink, "pes": pes.tolist()}
             if b.cut and e.src == HOST and b.sink in kernels:
                 d["boxes"] = lane_boxes(kernels[b.sink], b, e.value,
-                                        tuple(m.values[e.value].type.shape)).tolist()
+                                        tuple(m.values[e.value].type.shape),
+                                        Operands.of_module(m)).tolist()
             else:
                 d["ranges"] = lane_slices(numel, b.lanes).tolist()
             (ins if e.src == HOST else outs).append(d)

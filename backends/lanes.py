@@ -39,9 +39,11 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
     """(BUNDLE_DTYPE records, POINT_DTYPE waypoints, SLICE_DTYPE lane boxes
     of the cut bundles) of every edge's bundles."""
     from wsec.ir.kernels import lane_boxes
+    from wsec.ir.movement import Operands
 
     recs, pts, boxes = [], [], []
     kernels = {k.name: k for k in module.kernels()}
+    ops = Operands.of_module(module)
     nbox = 0
     for ei, e in enumerate(module.edges):
         for b in e.bundles or ():
@@ -51,7 +53,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
             if b.cut:
                 try:
                     box = lane_boxes(kernels[b.sink], b, e.value,
-                                     tuple(module.values[e.value].type.shape))
+                                     tuple(module.values[e.value].type.shape), ops)
                 except (KeyError, ValueError) as err:
                     raise FormatError(f"bundle of %{e.value} to '{b.sink}' is cut "
                                       f"'{b.cut}': {err}") from None

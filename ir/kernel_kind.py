@@ -9,6 +9,7 @@ and the simulator all ask the kind; none re-derives its formulas.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -132,6 +133,13 @@ class KernelKind:
         """As input_cut, for the anchor's input at position `index` > 0
         (a matmul's activation B, a weight gradient's output gradient).
         None (the default): its lanes carry the flat split."""
+        return None
+
+    def body_cut(self, kernel: Any, value: str, ops: Any) -> np.ndarray | None:
+        """As input_cut, for a kind whose rows' boxes depend on the kernel's
+        body and constants, not only its dims (a data movement's preimages):
+        `kernel` is the IR kernel, `ops` its operands (wsec.ir.movement.
+        Operands). None (the default): input_cut and operand_cut say."""
         return None
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]

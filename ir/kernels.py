@@ -24,6 +24,7 @@ from .library_gather import GatherKind
 from .library_pool import PoolKind, ResizeKind
 from .library_reduce import ReduceKind
 from .library_rowwise import DatamoveKind, ElementwiseKind, NormKind, SoftmaxKind
+from .movement import Operands
 
 KINDS: dict[str, KernelKind] = {}
 
@@ -42,16 +43,23 @@ def kind_of(kernel: Kernel) -> KernelKind:
                        f"(known: {', '.join(sorted(KINDS))})") from None
 
 
-def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...]) -> np.ndarray | None:
+def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
+              ops: Operands | None = None) -> np.ndarray | None:
     """The box of `value` each PE row (unrotated y) of `kernel` reads: an
     input of its anchor as its kind declares (KernelKind.input_cut for the
     data input, operand_cut for the others), or an operand only the fused
     element-wise tail reads, as the elements each row owns
     (KernelKind.output_rows) broadcast onto it; else None. A value read
     twice (by the anchor and the tail, or at two anchor positions: x @ x)
-    has no one box per row and is not cut."""
+    has no one box per row and is not cut. With the kernel's operands
+    (`ops`: shapes and constants), a kind whose boxes depend on its body
+    (KernelKind.body_cut: a data movement) says first."""
     if not kernel.body or not kernel.knobs or not kernel.body[0].inputs:
         return None
+    if ops is not None:
+        rows = kind_of(kernel).body_cut(kernel, value, ops)
+        if rows is not None:
+            return rows
     ins = list(kernel.body[0].inputs)
     tail = [n for n in kernel.body[1:] if value in n.inputs]
     if value in ins:
@@ -86,14 +94,15 @@ def broadcast_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | Non
     return out
 
 
-def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...]) -> np.ndarray:
+def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],
+               ops: Operands | None = None) -> np.ndarray:
     """(lanes, 2, ndim): the box each lane of bundle `b` (cut "rows") into
     `kernel` carries: the one its landing PE's row reads (input_cut), or at
     pitch k the bounding box of the boxes of the k rows its landing PE and
     spine serve (wsec.ir.lanes.union_boxes). A ValueError says why the cut
     does not apply (no declared cut, lanes x pitch other than the PE rows,
     a spine across the rows, a lane landing outside the rows)."""
-    rows = input_cut(kernel, value, shape)
+    rows = input_cut(kernel, value, shape, ops)
     if rows is None:
         raise ValueError(f"kernel '{kernel.name}' ({kernel.kind}) declares no per-row cut of "
                          f"%{value}")

@@ -18,9 +18,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import movement
 from .cuts import flat_hulls, grouped_rows, joined, spread_rows
-from .graph import Node, Value
+from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
+from .lanes import LaneError, check_cut
 from .library_common import (
     CODE_BYTES,
     ELEMENTWISE_OPS,
@@ -43,6 +45,7 @@ from .library_common import (
     squarish,
     vtype,
 )
+from .movement import Operands
 from .target import Target
 
 DATAMOVE_OPS = frozenset({
@@ -257,15 +260,40 @@ class DatamoveKind(LibraryKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """None: a PE forwards a block of the output, and what it reads of
-        an input is that block's preimage under the body's permutation (a
-        concatenation's slice, a transpose's strided set), which the dims
-        do not describe (it needs the body, its constants and the other
-        inputs' shapes, which input_cut does not see); its lanes carry the
-        flat split. The executor (sim_spread.datamove) still checks each
-        PE's window, the hull of that preimage, against its lane and
-        counts the PEs that read forwarded elements."""
+        """None from the dims alone: a PE forwards a block of the output,
+        and what it reads of an input is that block's preimage under the
+        body's permutation (a concatenation's slice, a transpose's strided
+        set), which the dims do not describe: `body_cut` finds it from the
+        body and its constants."""
         return None
+
+    def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
+        """Per PE row, the hull of the elements of activation `value` its PEs
+        forward (wsec.ir.movement: the body run on index tensors, each
+        output dealt in blocks of ceil(E / p) over the p = c x h PEs, PE i
+        at offset py * c + px); None when the body is not a pure movement of
+        its activations (`movement.sources`) or reads `value` as a
+        parameter, or when the rows together do not read all of it (a slice:
+        cut lanes carry every element, wsec.ir.lanes.check_cut)."""
+        made = {o for n in kernel.body for o in n.outputs}
+        acts = list(dict.fromkeys(i for n in kernel.body for i in n.inputs
+                                  if i and i not in made and ops.const(i) is None))
+        if value not in acts or not kernel.knobs:
+            return None
+        shapes = {a: ops.shape(a) for a in acts}
+        tags = movement.sources(kernel.body, acts, shapes, ops.const)
+        if tags is None:
+            return None
+        outs = [tags[o] for o in kernel.outputs if o in tags]
+        c, p = int(kernel.knobs["c"]), self.pes(kernel.knobs)
+        rows = movement.rows_read(outs, acts.index(value), shapes[value], p, c)
+        if ops.routed and not (rows[:, 1] > rows[:, 0]).all():
+            return None  # lanes landing on rows that read none of it: flat (Operands)
+        try:  # lanes carry every element: a slice's unread rest leaves the value flat
+            check_cut(shapes[value], rows)
+        except LaneError:
+            return None
+        return rows
 
     @staticmethod
     def pes(knobs: Knobs) -> int:

@@ -159,10 +159,11 @@ def cut_lanes(module: Module, e: Edge, b: Bundle, bundle_id: int
     is the union of its rows' (wsec.ir.kernels.lane_boxes), charged on its
     path, its spine and every one of its rows."""
     from .kernels import lane_boxes
+    from .movement import Operands
 
     v = module.values[e.value]
     k = next(k for k in module.kernels() if k.name == b.sink)
-    boxes = lane_boxes(k, b, e.value, tuple(v.type.shape))
+    boxes = lane_boxes(k, b, e.value, tuple(v.type.shape), Operands.of_module(module))
     return (cut_lane_bytes(e.bytes_per_sample, v.type.numel, boxes),
             cut_share_key(bundle_id, np.arange(b.lanes)))
 

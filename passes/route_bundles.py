@@ -29,6 +29,7 @@ from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
 from wsec.ir.kernels import input_cut
 from wsec.ir.lanes import box_elements, union_boxes
+from wsec.ir.movement import Operands
 
 Vec = tuple[int, int]
 _E, _N = (1, 0), (0, 1)
@@ -254,7 +255,7 @@ def _row_boxes(k: Kernel | None, value: str, module: Module) -> np.ndarray | Non
     it per row (wsec.ir.kernels.input_cut), else None."""
     if k is None or value not in module.values:
         return None
-    return input_cut(k, value, module.values[value].type.shape)
+    return input_cut(k, value, module.values[value].type.shape, Operands.of_module(module))
 
 
 def _prop(total: int, weights: list[int]) -> list[int]:

@@ -1,0 +1,128 @@
+"""Which input element each element of a data-movement kernel's outputs copies.
+
+Why: a data-movement kernel (library_rowwise.DatamoveKind) forwards blocks
+of its outputs, and what one of its PE rows reads of an input is the
+preimage of the row's blocks under the body's permutation (a
+concatenation's slice, a transpose's strided set, a pad's interior, ...),
+which its dims do not describe. Running the body on tensors whose elements
+are their own tags (input number and position, exact in float64) gives
+every output element's source for every movement op at once; fills (a
+pad's constant) stay plain values. The kind's per-row cut (`rows_read`)
+is the hull, per PE row, of the positions its blocks copy. The simulator's
+executor (backends.sim_spread.datamove) traces the body on its own, from
+what its PEs hold, and checks each PE's reads against these boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .graph import Node
+from .opsem import evaluate
+
+TAG = float(2 ** 40)  # tags: (input + 1) * TAG + flat position (exact in float64)
+# the inputs of a movement op that are data (the others: shapes, indices, ...)
+DATA_INPUTS = {"Concat": tuple(range(64)), "ScatterND": (0, 2), "ScatterElements": (0, 2),
+               "Pad": (0,)}
+# a combining scatter adds or multiplies elements: not one source per element
+_COMBINES = {"ScatterND", "ScatterElements"}
+
+
+
+@dataclass(frozen=True)
+class Operands:
+    """What a kind's body-dependent cut reads of a kernel's operands: a
+    value's shape, and a constant's array (None: an activation). `routed`:
+    the cut's lanes are routed, one landing on every PE row, so a cut with
+    rows that read nothing of the value (a concatenation's other inputs'
+    rows) would take every row's slot for lanes that carry nothing; such a
+    value stays flat (a weight-streaming phase's rows hold their boxes
+    without lanes: wsec.backends.sim_stream_pe)."""
+
+    shape: Callable[[str], tuple[int, ...]]
+    const: Callable[[str], np.ndarray | None]
+    routed: bool = False
+
+    @staticmethod
+    def of_module(module: Any) -> Operands:
+        """From an IR module's values (constants read when asked), routed."""
+        def const(name: str) -> np.ndarray | None:
+            v = module.values.get(name)
+            return None if v is None or v.const is None else v.const.array()
+        return Operands(lambda name: tuple(module.values[name].type.shape), const, True)
+
+
+def sources(body: list[Node], acts: list[str], shapes: dict[str, tuple[int, ...]],
+            const: Callable[[str], np.ndarray | None]) -> dict[str, np.ndarray] | None:
+    """Per value the body computes from the activations `acts` (in that
+    order: tag band i is acts[i]), its elements' tags, flat; None when the
+    body is not a pure movement of them: an activation read as a shape, an
+    index or a count, a value neither an activation, a constant nor computed
+    before, a scatter that combines, or an op the tags do not pass through."""
+    tv: dict[str, np.ndarray] = {}
+    for i, a in enumerate(acts):
+        n = int(np.prod(shapes[a], dtype=np.int64))
+        tv[a] = ((i + 1) * TAG + np.arange(n, dtype=np.float64)).reshape(shapes[a])
+    plain: dict[str, np.ndarray] = {}
+    for node in body:
+        data = DATA_INPUTS.get(node.op, (0,))
+        if node.op in _COMBINES and str(node.attrs.get("reduction", "none")) != "none":
+            return None
+        args: list[np.ndarray | None] = []
+        traced = False
+        for j, i in enumerate(node.inputs):
+            if not i:
+                args.append(None)
+            elif i in tv:
+                if j not in data:
+                    return None  # an activation steers the movement
+                args.append(tv[i])
+                traced = True
+            elif i in plain:
+                args.append(plain[i])
+            else:
+                c = const(i)
+                if c is None:
+                    return None
+                args.append(np.asarray(c))
+        try:
+            outs = [args[0]] if node.op == "Cast" and traced else evaluate(node, args)
+        except (ValueError, TypeError, IndexError, KeyError):
+            return None
+        for o, arr in zip(node.outputs, outs, strict=False):
+            if o:
+                (tv if traced else plain)[o] = np.asarray(arr)
+    return {o: t.astype(np.float64, copy=False).reshape(-1) for o, t in tv.items()
+            if o not in acts}
+
+
+def rows_read(tags: list[np.ndarray], band: int, shape: tuple[int, ...], pes: int,
+              cols: int) -> np.ndarray:
+    """(pes // cols, 2, ndim): per PE row, the hull of the elements of the
+    band-th input (of `shape`) that the row's PEs copy, the outputs' tags
+    given: output element e is forwarded by PE e // ceil(E / pes) (offset
+    py * cols + px). A row copying nothing reads an all-zero box."""
+    rows = max(1, pes // max(1, cols))
+    nd = len(shape)
+    out = np.zeros((rows, 2, nd), np.int64)
+    if not nd:
+        return out
+    for t in tags:
+        n = max(1, -(-t.size // max(1, pes)))
+        mine = np.flatnonzero((t >= TAG) & (np.floor(t / TAG) - 1 == band))
+        if not mine.size:
+            continue
+        r = mine // n // max(1, cols)  # ascending with the output's order
+        at = np.stack(np.unravel_index((t[mine] - (band + 1) * TAG).astype(np.int64), shape))
+        first = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        lo = np.minimum.reduceat(at, first, axis=1).T
+        hi = np.maximum.reduceat(at, first, axis=1).T + 1
+        pr = r[first]
+        live = (out[pr, 1] > out[pr, 0]).all(axis=1)[:, None]
+        out[pr, 0] = np.where(live, np.minimum(out[pr, 0], lo), lo)
+        out[pr, 1] = np.where(live, np.maximum(out[pr, 1], hi), hi)
+    return out

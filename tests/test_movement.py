@@ -1,0 +1,109 @@
+"""wsec.ir.movement: a data-movement body run on index tensors names every
+output element's source, and the datamove kind's per-row cut (body_cut) is
+the hull of what each PE row forwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from wsec.ir.graph import Kernel, Node
+from wsec.ir.lanes import check_cut
+from wsec.ir.library_rowwise import DatamoveKind
+from wsec.ir.movement import TAG, Operands, rows_read, sources
+
+SHAPES = {"a": (1, 2, 3, 4), "b": (1, 3, 3, 4)}
+
+
+def _decode(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    band = np.floor(t / TAG).astype(np.int64) - 1
+    return band, (t - (band + 1) * TAG).astype(np.int64)
+
+
+def _body() -> list[Node]:
+    return [Node("cat", "Concat", ["a", "b"], ["c"], {"axis": 1}),
+            Node("tr", "Transpose", ["c"], ["t"], {"perm": [0, 3, 1, 2]}),
+            Node("rs", "Reshape", ["t", "shape"], ["y"])]
+
+
+CONSTS = {"shape": np.array([1, 4, 15], np.int64)}
+
+
+def test_tags_name_each_output_elements_source() -> None:
+    tags = sources(_body(), ["a", "b"], SHAPES, CONSTS.get)
+    assert tags is not None
+    band, pos = _decode(tags["y"])
+    # the same movement on (input, position) pairs, by numpy
+    a = np.stack([np.zeros(24), np.arange(24)], -1).reshape(1, 2, 3, 4, 2)
+    b = np.stack([np.ones(36), np.arange(36)], -1).reshape(1, 3, 3, 4, 2)
+    want = np.concatenate([a, b], 1).transpose(0, 3, 1, 2, 4).reshape(-1, 2)
+    np.testing.assert_array_equal(band, want[:, 0])
+    np.testing.assert_array_equal(pos, want[:, 1])
+
+
+def test_an_activation_steering_the_movement_or_a_combining_scatter_is_no_movement() -> None:
+    body = [Node("rs", "Reshape", ["a", "s"], ["y"])]
+    assert sources(body, ["a", "s"], {**SHAPES, "s": (2,)}, {}.get) is None  # shape: an input
+    upd = [Node("sc", "ScatterND", ["a", "i", "b"], ["y"], {"reduction": "add"})]
+    assert sources(upd, ["a", "b"], SHAPES, {"i": np.zeros((1, 1), np.int64)}.get) is None
+
+
+@pytest.mark.parametrize("pes, cols", [(1, 1), (6, 2), (7, 1), (60, 4), (120, 3)])
+def test_rows_read_is_the_hull_of_each_rows_blocks(pes: int, cols: int) -> None:
+    tags = sources(_body(), ["a", "b"], SHAPES, CONSTS.get)
+    assert tags is not None
+    t = tags["y"]
+    for band, name in enumerate(("a", "b")):
+        rows = rows_read([t], band, SHAPES[name], pes, cols)
+        n = -(-t.size // pes)
+        for r in range(rows.shape[0]):  # brute force: the row's elements of this input
+            mine = [i for i in range(t.size) if i // n // cols == r and _decode(t[i])[0] == band]
+            if not mine:
+                assert (rows[r] == 0).all()
+                continue
+            at = np.array([np.unravel_index(int(_decode(t[i])[1]), SHAPES[name]) for i in mine])
+            np.testing.assert_array_equal(rows[r, 0], at.min(axis=0))
+            np.testing.assert_array_equal(rows[r, 1], at.max(axis=0) + 1)
+
+
+def _kernel(body: list[Node], c: int, h: int) -> Kernel:
+    outs = [body[-1].outputs[0]]
+    return Kernel("k0", "kernel", ["a", "b"], outs, kind="datamove", dims={"E": 60},
+                  body=body, knobs={"c": c, "h": h})
+
+
+def _ops(extra: dict[str, tuple[int, ...]] | None = None) -> Operands:
+    shapes = {**SHAPES, "shape": (3,), **(extra or {})}
+    return Operands(lambda n: shapes[n], CONSTS.get)
+
+
+def test_the_datamove_kind_cuts_each_input_by_its_rows_preimage() -> None:
+    kind = DatamoveKind()
+    k = _kernel(_body(), 2, 5)
+    for name in ("a", "b"):
+        rows = kind.body_cut(k, name, _ops())
+        assert rows is not None and rows.shape == (5, 2, 4)
+        check_cut(SHAPES[name], rows)  # every element on some row's lane
+    assert kind.body_cut(k, "shape", _ops()) is None  # a constant: no lanes
+
+
+def test_a_slice_that_leaves_elements_unread_stays_flat() -> None:
+    body = [Node("sl", "Slice", ["a", "st", "en", "ax"], ["y"])]
+    consts = {"st": np.array([1]), "en": np.array([3]), "ax": np.array([3])}
+    ops = Operands(lambda n: {**SHAPES, "st": (1,), "en": (1,), "ax": (1,)}[n], consts.get)
+    k = Kernel("k0", "kernel", ["a"], ["y"], kind="datamove", dims={"E": 12}, body=body,
+               knobs={"c": 1, "h": 3})
+    assert DatamoveKind().body_cut(k, "a", ops) is None
+
+
+def test_routed_a_concatenations_input_its_rows_half_skip_stays_flat() -> None:
+    """Routed lanes land on every row: an input only some rows read (a
+    concatenation's first part) stays flat there, and is cut where the
+    rows hold their boxes without lanes (a weight-streaming phase)."""
+    body = [Node("cat", "Concat", ["a", "b"], ["y"], {"axis": 1})]
+    k = _kernel(body, 1, 5)
+    kind = DatamoveKind()
+    held = kind.body_cut(k, "a", _ops())
+    assert held is not None and not (held[:, 1] > held[:, 0]).all()  # some rows read none
+    routed = Operands(_ops().shape, CONSTS.get, routed=True)
+    assert kind.body_cut(k, "a", routed) is None
+    assert kind.body_cut(_kernel(_body(), 2, 5), "a", routed) is not None  # every row reads

@@ -163,3 +163,10 @@ def test_swapped_residual_boxes_are_an_error_at_an_owner_pe(
     live = np.flatnonzero((boxes[:, 1] > boxes[:, 0]).all(axis=1))
     # the first and last owners' rows
     swapped_boxes_raise(p, bi, s0 + int(live[0]), s0 + int(live[-1]), r"\d+, \d+")
+
+
+def test_a_matmuls_reduction_end_row_owns_its_output() -> None:
+    rows = KINDS["matmul"].output_rows({"M": 4, "Kd": 8, "N": 6}, {"kx": 2, "ky": 3}, (4, 6))
+    assert rows is not None and rows.shape == (3, 2, 2)
+    assert rows[2].tolist() == [[0, 0], [4, 6]] and not rows[:2].any()
+    check_cut((4, 6), rows)

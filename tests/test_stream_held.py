@@ -63,6 +63,11 @@ def test_phases_compute_from_their_rows_holdings(stream_bin: pathlib.Path) -> No
     assert checked == acts  # every phase reading an activation checks its PEs' windows
     ki, _ = _cut_phase(p, every=True)
     assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0  # proven from its rows
+    # every conv, matmul (a residual tail's operand on the reduction-end row), norm,
+    # softmax and data movement reads only what its rows hold
+    for k in p.kernels:
+        if k.kind in ("conv", "matmul", "norm", "softmax", "datamove"):
+            assert res.kernel_stats[k.name]["forwarded_pes"] == 0, (k.name, k.kind)
     assert "read only what their rows held" in format_stats(p, res)
 
 

@@ -128,6 +128,14 @@ class KernelKind:
         read separable parts, its lanes carry the flat split."""
         return None
 
+    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                 ) -> np.ndarray | None:
+        """As input_cut, where the PE rows hold their boxes without routed
+        lanes (a weight-streaming phase's activations, moved in before it):
+        a kind may declare boxes there that it keeps flat when routed (a
+        row multicast of them would crowd the links). The default: input_cut."""
+        return self.input_cut(dims, knobs, shape)
+
     def operand_cut(self, dims: Dims, knobs: Knobs, index: int, shape: tuple[int, ...]
                     ) -> np.ndarray | None:
         """As input_cut, for the anchor's input at position `index` > 0

@@ -320,12 +320,19 @@ class ConvKind(LibraryKind):
         convs (bench/fabric.py) doubled its busiest link + RAMP (realised
         1.000x -> 2.000x its bound): a row's box holds all the channels of
         its rows and halo, its PEs' windows a k-th of them each. Its
-        executor still checks every PE's window against the flat lanes."""
+        executor still checks every PE's window against the flat lanes;
+        held without lanes (`held_cut`), the rows hold those boxes."""
+        if max(1, dims.get("G", 1)) > 1:
+            return None
+        return self.held_cut(dims, knobs, shape)
+
+    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                 ) -> np.ndarray | None:
+        """input_cut's boxes, a grouped conv's too (rows holding them
+        without lanes: a weight-streaming phase)."""
         c, s = int(knobs["c"]), int(knobs["s"])
         N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
         G = max(1, dims.get("G", 1))
-        if G > 1:
-            return None
         if dims.get("L1"):
             if tuple(shape) != (N, C, W):
                 return None
@@ -352,17 +359,14 @@ class ConvKind(LibraryKind):
         column's row group: PE row (h // hb) c + c - 1 (hb = ceil(Ho / s)),
         so that row owns its group's output rows, every channel (its PEs
         split them by columns); the other rows own nothing. 2-D convs with
-        no fused pooling (a pooled tail runs on the pooled grid), and only
-        where every row owns some (c = 1): a cut lane and its spine deliver
-        to every row they pass, so with c > 1 each owner's box would also
-        go to its c - 1 reduction rows, c times the traffic a lane landing
-        on the owner rows alone would carry (no such bundle yet: measured,
-        ResNet-50's residuals cut so took it from 1.08x to 1.53x the bound)."""
+        no fused pooling (a pooled tail runs on the pooled grid). With
+        c > 1 the owners are every c-th row: routed, a cut lane and its
+        spine deliver to every row they pass, so each owner's box would
+        also go to its c - 1 reduction rows (wsec.ir.kernels.input_cut
+        keeps such an operand flat)."""
         if dims.get("L1") or dims.get("T") or dims.get("pool"):
             return None
         c, s = int(knobs["c"]), int(knobs["s"])
-        if c != 1:
-            return None
         N, K, Ho, Wo = (int(dims.get(n, 0)) for n in ("N", "K", "Ho", "Wo"))
         if min(N, K, Ho, Wo) <= 0:
             return None

@@ -151,6 +151,18 @@ class MatmulKind(LibraryKind):
         out[out[:, 1, ax] <= out[:, 0, ax]] = 0
         return out
 
+    def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                    ) -> np.ndarray | None:
+        """The column sums end on the reduction-end row (ky - 1): it owns
+        every output element (its PEs split the columns), the rows above
+        own nothing. Routed, such an operand of the tail stays flat
+        (wsec.ir.kernels.input_cut: the rows before the owner); a
+        weight-streaming phase's last row holds it."""
+        ky = int(knobs["ky"])
+        out = np.zeros((ky, 2, len(shape)), np.int64)
+        out[ky - 1, 1] = shape
+        return out
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

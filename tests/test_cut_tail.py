@@ -26,6 +26,7 @@ from wsec.backends.sim import random_inputs, simulate
 from wsec.ir.graph import Kernel, Node
 from wsec.ir.kernels import KINDS, broadcast_rows, input_cut
 from wsec.ir.lanes import check_cut
+from wsec.ir.movement import Operands
 from wsec.run import onnx_reference
 
 
@@ -47,8 +48,10 @@ def test_conv_rows_own_their_groups_outputs(N: int, K: int, Ho: int, Wo: int, s:
         else:
             assert not (hi > lo).all(), f"row {py} owns nothing"
     assert KINDS["conv"].output_rows({**dims, "pool": 1}, knobs, (N, K, Ho, Wo)) is None
-    # c > 1: the reduction rows between owners would receive the owners' boxes too
-    assert KINDS["conv"].output_rows(dims, {**knobs, "c": 2}, (N, K, Ho, Wo)) is None
+    # c > 1: each group's last row owns its outputs, its reduction rows nothing
+    two = KINDS["conv"].output_rows(dims, {**knobs, "c": 2}, (N, K, Ho, Wo))
+    assert two is not None and two.shape == (2 * s, 2, 4)
+    assert two[1::2].tolist() == rows.tolist() and not two[0::2].any()
 
 
 def test_operand_boxes_broadcast_onto_the_grid() -> None:
@@ -80,6 +83,24 @@ def test_only_an_operand_the_tail_alone_reads_is_cut() -> None:
     assert input_cut(k, "x", (1, 4, 6, 6)) is None
     k = kernel(Node("a", "Add", ["y", "r"], ["z"]), Node("m", "MaxPool", ["r"], ["q"]))
     assert input_cut(k, "r", (1, 4, 6, 6)) is None  # not only element-wise readers
+
+
+def test_a_residual_owned_by_every_cth_row_is_cut_only_where_rows_hold_it() -> None:
+    """c > 1: the owners are every c-th row. Routed, a cut lane and its spine
+    would hand each owner's box to its reduction rows too, so the operand
+    stays flat; a weight-streaming phase's owner rows hold their boxes."""
+    dims = {"N": 1, "C": 4, "H": 6, "W": 6, "K": 4, "R": 3, "S": 3, "sh": 1, "sw": 1, "dh": 1,
+            "dw": 1, "ph": 2, "pw": 2, "Ho": 6, "Wo": 6, "G": 1}
+    knobs = {"k": 1, "c": 2, "s": 3}
+    k = Kernel("k0", "kernel", ["x", "w", "r"], ["z"], kind="conv", dims=dims, knobs=knobs,
+               body=[Node("c", "Conv", ["x", "w"], ["y"]), Node("a", "Add", ["y", "r"], ["z"])])
+    shapes = {"x": (1, 4, 6, 6), "w": (4, 4, 3, 3), "r": (1, 4, 6, 6)}
+    held = Operands(shapes.__getitem__, {"w": np.zeros(shapes["w"])}.get)
+    assert input_cut(k, "r", shapes["r"]) is None
+    assert input_cut(k, "r", shapes["r"], Operands(held.shape, held.const, routed=True)) is None
+    rows = input_cut(k, "r", shapes["r"], held)
+    assert rows is not None and rows.shape == (6, 2, 4)
+    assert not rows[0::2].any() and (rows[1::2, 1] > rows[1::2, 0]).all()
 
 
 def _residual(path: pathlib.Path) -> None:
@@ -142,3 +163,10 @@ def test_swapped_residual_boxes_are_an_error_at_an_owner_pe(
     live = np.flatnonzero((boxes[:, 1] > boxes[:, 0]).all(axis=1))
     # the first and last owners' rows
     swapped_boxes_raise(p, bi, s0 + int(live[0]), s0 + int(live[-1]), r"\d+, \d+")
+
+
+def test_a_matmuls_reduction_end_row_owns_its_output() -> None:
+    rows = KINDS["matmul"].output_rows({"M": 4, "Kd": 8, "N": 6}, {"kx": 2, "ky": 3}, (4, 6))
+    assert rows is not None and rows.shape == (3, 2, 2)
+    assert rows[2].tolist() == [[0, 0], [4, 6]] and not rows[:2].any()
+    check_cut((4, 6), rows)

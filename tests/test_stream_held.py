@@ -63,6 +63,11 @@ def test_phases_compute_from_their_rows_holdings(stream_bin: pathlib.Path) -> No
     assert checked == acts  # every phase reading an activation checks its PEs' windows
     ki, _ = _cut_phase(p, every=True)
     assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0  # proven from its rows
+    # every conv, matmul (a residual tail's operand on the reduction-end row), norm,
+    # softmax and data movement reads only what its rows hold
+    for k in p.kernels:
+        if k.kind in ("conv", "matmul", "norm", "softmax", "datamove"):
+            assert res.kernel_stats[k.name]["forwarded_pes"] == 0, (k.name, k.kind)
     assert "read only what their rows held" in format_stats(p, res)
 
 
@@ -90,3 +95,29 @@ def test_a_row_holding_less_than_its_pes_read_is_an_error_at_a_pe(
                        r"arrived there \((no row|PE row \d+) of the phase holds it; the PE "
                        r"holds its row's box "):
         simulate(p, random_inputs(p, 0))
+
+
+def test_a_grouped_convs_rows_hold_their_boxes_though_routed_it_stays_flat() -> None:
+    """A grouped conv's row reads its channel block of every group (with
+    c = 1 every channel) of its rows and halo: routed, a row multicast of
+    that crowds the links, so the input stays flat; held without lanes, the
+    rows hold those boxes, and each PE's window lies in its row's."""
+    from wsec.ir.graph import Kernel, Node
+    from wsec.ir.kernels import KINDS, input_cut
+    from wsec.ir.lanes import check_cut
+    from wsec.ir.movement import Operands
+
+    dims = {"N": 1, "C": 8, "H": 6, "W": 6, "K": 8, "R": 3, "S": 3, "sh": 1, "sw": 1, "dh": 1,
+            "dw": 1, "ph": 2, "pw": 2, "Ho": 6, "Wo": 6, "G": 4}
+    knobs = {"k": 2, "c": 1, "s": 3}
+    k = Kernel("k0", "kernel", ["x", "w"], ["y"], kind="conv", dims=dims, knobs=knobs,
+               body=[Node("c", "Conv", ["x", "w"], ["y"], {"group": 4})])
+    shapes = {"x": (1, 8, 6, 6), "w": (8, 2, 3, 3)}
+    held_ops = Operands(shapes.__getitem__, {"w": np.zeros(shapes["w"])}.get)
+    assert input_cut(k, "x", shapes["x"]) is None
+    assert input_cut(k, "x", shapes["x"], Operands(held_ops.shape, held_ops.const, True)) is None
+    rows = input_cut(k, "x", shapes["x"], held_ops)
+    assert rows is not None and rows.shape == (3, 2, 4)
+    check_cut(shapes["x"], rows)
+    assert rows.tolist() == KINDS["conv"].held_cut(dims, knobs, shapes["x"]).tolist()
+    assert (rows[:, 1, 1] == 8).all()  # every channel: its PEs' groups together

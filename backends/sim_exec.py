@@ -111,6 +111,8 @@ def run_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray],
         raise SimError(f"kernel '{k.name}' ({k.kind}) needs %{missing[0]}, but no route "
                        f"delivers it to the kernel's entry PE")
     env = Env(mem, ki, delivered, lanes)
+    for d in env.deliveries.values():
+        d.outside = None
     body = [node_of(d) for d in k.body]
     stats: dict[str, int] = {}
     fn = PER_PE.get(k.kind)
@@ -125,6 +127,8 @@ def run_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray],
     if done < len(body):
         raise _no_executor(k, body, done, fn is not None)
     stats["whole_tensor_ops"] = 0
+    if "forwarded_pes" in stats:  # each PE once, however many values it read outside a lane
+        stats["forwarded_pes"] = _outside(env)
     if env.deliveries:
         uw, uh = k.unrotated_shape
         landed = np.zeros((uh, uw), bool)
@@ -138,6 +142,17 @@ def run_kernel(mem: SramImages, ki: int, delivered: dict[str, np.ndarray],
             raise SimError(f"kernel '{k.name}' does not compute its output %{o}")
         outs[o] = env.vals[o]
     return KernelRun(outs, stats, {o: env.owner[o] for o in outs if o in env.owner})
+
+
+def _outside(env: Env) -> int:
+    """PEs of the kernel that read an element outside the lane of a flat
+    bundle (sim_inbox.forwarded), each counted once."""
+    uw, uh = env.k.unrotated_shape
+    bad = np.zeros((uh, uw), bool)
+    for d in env.deliveries.values():
+        if d.outside is not None:
+            bad |= d.outside
+    return int(bad.sum())
 
 
 def _no_executor(k: KernelInfo, body: list[Node], done: int, has: bool) -> SimError:

@@ -42,13 +42,16 @@ class Delivery:
     """One value's bundle into one kernel."""
 
     value: str
-    edge: int
+    edge: int  # -1: a weight-streaming phase's holding (sim_stream_pe.held), no route
     bundle: int
     numel: int
     slices: np.ndarray  # (lanes, 2) [start, stop) of the flattened value
     lane_at: np.ndarray  # [uh, uw]: lane delivered into the PE's core, -1 for none
     shape: tuple[int, ...] = ()
     boxes: np.ndarray | None = None  # a cut bundle: (lanes, 2, ndim) box per lane
+    # a flat bundle: [uh, uw] True where a PE read outside its lane, over the
+    # checks of one kernel run (reset by sim_exec.run_kernel)
+    outside: np.ndarray | None = None
 
     @property
     def lanes(self) -> int:
@@ -169,11 +172,13 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         ok = (d.slices[li, 0] <= first) & (last < d.slices[li, 1])
     bad = reads & ~(got & ok)
     if d.boxes is None:
+        d.outside = bad if d.outside is None else d.outside | bad
         return bad
     if bad.any():
         py, px = (int(v) for v in np.argwhere(bad)[0])
-        held = (f"lane {int(lane[py, px])}'s box "
-                f"{_box(d.boxes[int(lane[py, px])])}" if got[py, px] else "no lane")
+        what = "its row" if d.edge < 0 else f"lane {int(lane[py, px])}"
+        held = (f"{what}'s box {_box(d.boxes[int(lane[py, px])])}" if got[py, px]
+                else "no lane")
         elem = _first_missing(need[py, px], d.boxes[int(lane[py, px])] if got[py, px] else None)
         flat = int(np.ravel_multi_index(tuple(elem), d.shape))
         raise read_error(p, ki, px, py, d.value, flat, held, d)
@@ -253,8 +258,13 @@ def read_error(p: Program, ki: int, px: int, py: int, value: str, flat: int,
     k = p.kernels[ki]
     shape = tuple(type_shape(p.info["values"][value])) if value in p.info["values"] else ()
     x, y = grid_pe(p, ki, px, py)
-    how = (f"lane {int(d.lane_of(flat))} of {edge_name(p, d.edge)} carries it"
-           if d is not None else "no lane carries it to the kernel")
+    if d is None:
+        how = "no lane carries it to the kernel"
+    elif d.edge < 0:  # a weight-streaming phase: its rows hold what was moved in
+        row = int(d.lane_of(flat))
+        how = f"PE row {row} of the phase holds it" if row >= 0 else "no row of the phase holds it"
+    else:
+        how = f"lane {int(d.lane_of(flat))} of {edge_name(p, d.edge)} carries it"
     return SimError(f"kernel '{k.name}' ({k.kind}): PE ({x}, {y}) (offset ({px}, {py})) reads "
                     f"%{value}{unravel(flat, shape)}, which never arrived there ({how}; the PE "
                     f"holds {held})")

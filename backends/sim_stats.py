@@ -123,11 +123,16 @@ def format_stats(p: Program, res: RunResult) -> str:
            if "forwarded_pes" in st}
     if fwd:
         pes = sum(int(res.kernel_stats[n].get("pes", 0)) for n in fwd)
+        if "stream" in str(p.info.get("mode", "")):  # phases: their rows hold what moved in
+            got, flat = ("what their rows held", "their row did not hold (flat shares: "
+                         "forwarded inside the phase's rectangle)")
+        else:
+            got, flat = ("what their lanes delivered", "their lane did not bring (flat lanes: "
+                         "forwarded inside the rectangle, not routed)")
         lines.append(f"inboxes checked in {len(fwd)} kernels ({pes} PEs): "
-                     f"{sum(1 for v in fwd.values() if not v)} read only what their lanes "
-                     f"delivered; {sum(fwd.values())} PEs of {sum(1 for v in fwd.values() if v)} "
-                     "read elements their lane did not bring (flat lanes: forwarded inside the "
-                     "rectangle, not routed)")
+                     f"{sum(1 for v in fwd.values() if not v)} read only {got}; "
+                     f"{sum(fwd.values())} PEs of {sum(1 for v in fwd.values() if v)} "
+                     f"read elements {flat}")
         kinds = {k.name: k.kind for k in p.kernels}
         per: dict[str, list[int]] = {}
         for n, v in fwd.items():

@@ -8,17 +8,33 @@ layout (separably, as the emitter does: one row and one column of
 `weight_shard` calls, `emit.shard_tiling`) over the streamed array, so the
 per-PE executors (sim_exec) run a phase as they run a resident kernel: each
 PE computes from its own tile.
+
+A phase's activations are in its PEs' SRAM too (`held`): moved in from
+where earlier phases left them before the phase starts, every PE row holds
+the box of each input its kind's per-row cut declares (wsec.ir.kernels.
+input_cut: a conv row group's channel block and input rows with their
+halo, ...), as a pipeline kernel's row receives it from a cut lane; an
+input the kind does not cut, each row holds a contiguous share of
+(flattened). The executors check every PE's window against its row's
+holding (sim_inbox.check_windows): outside a box is a SimError naming the
+PE and the element; outside a flat share counts the PE as reading what
+would have to be forwarded (`forwarded_pes`), as in pipeline mode.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
-from wsec.ir.kernels import KINDS
+from wsec.ir.graph import Kernel
+from wsec.ir.kernels import KINDS, input_cut
+from wsec.ir.lanes import lane_slices
 
 from .emit import shard_tiling
-from .format import AXIS_CONST, AXIS_X, AXIS_Y, Program, type_shape
+from .format import AXIS_CONST, AXIS_X, AXIS_Y, KernelInfo, Program, type_shape
 from .sim_base import SimError
-from .sim_pe import Layout, SramImages
+from .sim_inbox import Delivery
+from .sim_pe import Layout, SramImages, node_of
 
 
 class StreamImages(SramImages):
@@ -89,3 +105,29 @@ class StreamImages(SramImages):
                 for d, (a, b) in enumerate(key):
                     start[y0:y1, x0:x1, d], stop[y0:y1, x0:x1, d] = a, b
         return Layout(blob, start, stop, blob.copy())
+
+
+def held(p: Program, ki: int, values: Iterable[str]) -> dict[str, Delivery]:
+    """The activations `values` of phase ki as its PE rows hold them when it
+    starts (module docstring): per value a Delivery whose "lane" py is PE
+    row py's holding, with the kind's per-row boxes where it cuts the value."""
+    k = p.kernels[ki]
+    kernel = _ir_kernel(k)
+    uw, uh = k.unrotated_shape
+    row = np.repeat(np.arange(uh, dtype=np.int32)[:, None], uw, axis=1)
+    out = {}
+    for v in values:
+        shape = tuple(type_shape(p.info["values"][v]))
+        numel = int(np.prod(shape, dtype=np.int64))
+        boxes = input_cut(kernel, v, shape) if shape else None
+        if boxes is not None and boxes.shape[0] != uh:
+            raise SimError(f"phase {ki} (kernel '{k.name}', {k.kind}): its kind cuts %{v} into "
+                           f"{boxes.shape[0]} row boxes, the phase has {uh} PE rows")
+        out[v] = Delivery(v, -1, -1, numel, lane_slices(numel, uh), row, shape, boxes)
+    return out
+
+
+def _ir_kernel(k: KernelInfo) -> Kernel:
+    """The binary's kernel as the IR's (what the kinds' cuts read)."""
+    return Kernel(k.name, "kernel", list(k.inputs), list(k.outputs), kind=k.kind,
+                  dims=dict(k.dims), body=[node_of(d) for d in k.body], knobs=dict(k.knobs))

@@ -8,9 +8,11 @@ or an embedded blob — and its activations are the values earlier phases
 left in SRAM. A phase runs on its rectangle's PEs through the same per-PE
 executors as a resident kernel (sim_exec), each PE computing from the
 tiles the descriptors stream to it (`weight_shard` of the kind, as in
-pipeline mode: sim_stream_pe). A value a phase needs that no earlier phase
-produced (and no host input provides) is a `SimError`, as is a weight
-without a descriptor or a model output never produced.
+pipeline mode: sim_stream_pe) and from the activations its row holds (the
+kind's per-row cut, moved in before the phase: sim_stream_pe.held). A
+value a phase needs that no earlier phase produced (and no host input
+provides) is a `SimError`, as is a weight without a descriptor or a model
+output never produced.
 
 A training step (META `store_steps`) runs its phases in the schedule's
 order — recomputations included — and drops every value a phase's `free`
@@ -33,7 +35,7 @@ from .format import Program, type_dtype, type_shape
 from .sim_base import COMPUTE_DTYPE, KernelIO, RunResult, SimError, value_array_type
 from .sim_exec import run_kernel
 from .sim_pe import node_of, run_op
-from .sim_stream_pe import StreamImages
+from .sim_stream_pe import StreamImages, held
 from .weight_stream import stream_weight
 
 
@@ -94,7 +96,7 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
         st: dict[str, int] = {}
         if not offwafer:  # on the phase's PEs, each from its own streamed tiles
             acts = {i: env[i] for i in k.inputs if i and i not in k.weights}
-            run = run_kernel(StreamImages(p, streamed_w), ki, acts)
+            run = run_kernel(StreamImages(p, streamed_w), ki, acts, held(p, ki, acts))
             env.update(run.values)
             st = run.stats
             if keep:

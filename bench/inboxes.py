@@ -1,6 +1,7 @@
 """Which kernels' PEs the simulator holds to their lanes, per model: a table.
 
-    python bench/inboxes.py [--models resnet50,vgg19] [--bins DIR] [--seed 0]
+    python bench/inboxes.py [--models resnet50,vgg19,x.onnx] [--mode stream] [--bins DIR]
+                            [--seed 0]
 
 Per model (onnx's nine light models): kernels, those whose PEs' windows
 were checked against the lanes their cores received (`checked`,
@@ -11,7 +12,9 @@ them without lanes), the checked kernels whose inputs all came on cut
 bundles that held every window (`proven`) and the PEs reading elements
 their lane did not bring (`forwarded PEs`). With --bins, DIR/<model>.bin
 is used when present (else the model is compiled), so a table of binaries
-compiled once prints in seconds.
+compiled once prints in seconds. --mode stream compiles weight-streaming
+binaries: a phase's PEs are checked against what their rows hold
+(sim_stream_pe.held). A --models entry ending in .onnx is a model file.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from wsec.driver import CompileOptions, compile_model
 LIGHT = pathlib.Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 
 
-def _binary(name: str, bins: str) -> str:
-    path = os.path.join(bins, f"{name}.bin") if bins else ""
+def _binary(name: str, bins: str, mode: str) -> str:
+    stem = pathlib.Path(name).stem if name.endswith(".onnx") else name
+    path = os.path.join(bins, f"{stem}.bin") if bins else ""
     if path and os.path.exists(path):
         return path
-    res = compile_model(str(LIGHT / f"light_{name}.onnx"), CompileOptions())
-    out = path or os.path.join(tempfile.mkdtemp(), f"{name}.bin")
+    model = name if name.endswith(".onnx") else str(LIGHT / f"light_{name}.onnx")
+    res = compile_model(model, CompileOptions(mode=mode))
+    out = path or os.path.join(tempfile.mkdtemp(), f"{stem}.bin")
     write_binary(res.module, out)
     return out
 
@@ -45,17 +50,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="", help="comma-separated subset")
     ap.add_argument("--bins", default="", help="directory of compiled <model>.bin (reused)")
+    ap.add_argument("--mode", default="pipeline", choices=["pipeline", "stream"])
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     names = sorted(p.stem.removeprefix("light_") for p in LIGHT.glob("light_*.onnx"))
     if a.models:
-        names = [n for n in names if n in a.models.split(",")]
+        want = a.models.split(",")
+        names = [n for n in names if n in want] + [n for n in want if n.endswith(".onnx")]
     hdr = (f"{'model':<14}{'kernels':>8}{'checked':>9}{'proven':>8}{'forwarded PEs':>15}"
            "  unchecked (by kind)")
     print(hdr)
     print("-" * len(hdr))
     for n in names:
-        p = load_binary(_binary(n, a.bins))
+        p = load_binary(_binary(n, a.bins, a.mode))
         res = simulate(p, random_inputs(p, a.seed))
         st = res.kernel_stats
         checked = [k for k in p.kernels if "forwarded_pes" in st.get(k.name, {})]
@@ -63,6 +70,7 @@ def main() -> int:
         proven = sum(1 for k in checked if not st[k.name]["forwarded_pes"])
         missing = Counter(k.kind for k in p.kernels if "forwarded_pes" not in st.get(k.name, {}))
         rest = ", ".join(f"{kind} {c}" for kind, c in sorted(missing.items())) or "-"
+        n = pathlib.Path(n).stem if n.endswith(".onnx") else n
         print(f"{n:<14}{len(p.kernels):>8}{len(checked):>9}{proven:>8}{fwd:>15,}  {rest}",
               flush=True)
     return 0

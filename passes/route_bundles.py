@@ -360,6 +360,7 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
     for r in reqs:
         (sa, sl), (da, dl) = r.share["src"], r.share["dst"]
         r.src_slot, r.dst_slot = _facing(r, sa, sl, da, dl)
+    _spread_host(reqs)
     _align_sources(reqs)
 
 
@@ -425,7 +426,84 @@ def _facing(r: Request, sa: int, sl: int, da: int, dl: int) -> tuple[int, int]:
         s = sa + sl - Ls if below else sa
         d = da if below else da + dl - Ld
         return int(max(sa, s)), int(max(da, d))
-    return sa + (sl - Ls) // 2, da + (dl - Ld) // 2
+    s, d = sa + (sl - Ls) // 2, da + (dl - Ld) // 2
+    if r.src.owner == HOST:
+        s = _nearest(r.src, Ls, r.dst.centre())
+    if r.dst.owner == HOST:
+        d = _nearest(r.dst, Ld, r.src.centre())
+    return s, d
+
+
+def _nearest(port: Port, span: int, towards: tuple[float, float]) -> int:
+    """The window of `span` slots of a host edge nearest the point `towards`
+    (the far side's centre): a bundle across the edge's axis then turns
+    towards the edge where its source is, not at the edge's middle."""
+    c = float(np.dot(towards, port.axis)) - port.coord(0) - (span - 1) / 2.0
+    return int(min(max(round(c), 0), max(0, port.length - span)))
+
+
+def _spread_host(reqs: list[Request]) -> None:
+    """Requests through one host edge take windows that do not overlap, each
+    as near its facing window (_facing) as the others let it: a host edge is
+    long, and bundles landing on the same slots would all cross the PEs
+    there (a training step's hundreds of gradient edges out of the wafer
+    ran out of colors at one PE of the edge). A bundle that runs straight
+    across to the edge keeps its window (moved, it would turn twice, or find
+    no route where its sink abuts the edge). Where the windows add up to
+    more than the edge, they stay where they face (and share slots)."""
+    groups: dict[tuple[int, str], list[Request]] = {}
+    for r in reqs:
+        if r.src.axis == r.dst.axis and r.src.coord(r.src_slot) == r.dst.coord(r.dst_slot):
+            continue  # runs straight (or lands where it starts): it stays facing its sink
+        if r.src.owner == HOST:
+            groups.setdefault((id(r.src), "src"), []).append(r)
+        if r.dst.owner == HOST:
+            groups.setdefault((id(r.dst), "dst"), []).append(r)
+    for (_, side), group in groups.items():
+        if len(group) < 2:
+            continue
+        src = side == "src"
+        port = group[0].src if src else group[0].dst
+        ideal = [r.src_slot if src else r.dst_slot for r in group]
+        width = [src_span(r) if src else dst_span(r) for r in group]
+        at = legalize(ideal, width, port.length)
+        if at is None:
+            continue
+        for r, a in zip(group, at, strict=True):
+            if src:
+                r.src_slot = a
+            else:
+                r.dst_slot = a
+
+
+def legalize(ideal: list[int], width: list[int], length: int) -> list[int] | None:
+    """Starts of windows (`width[i]` slots, wanted at `ideal[i]`) on a line of
+    `length` slots that do not overlap, keep the ideal order and move the
+    windows as little as possible (least squares: clusters of abutting
+    windows sit at their members' mean wish, merged while they overlap, as
+    in Abacus row legalization). None when they do not fit side by side."""
+    if sum(width) > length:
+        return None
+    order = sorted(range(len(ideal)), key=lambda i: (ideal[i], i))
+    # a cluster: [start, width, sum of (ideal - offset in the cluster), members]
+    clusters: list[list] = []
+    for i in order:
+        clusters.append([ideal[i], width[i], float(ideal[i]), [i]])
+        while True:
+            c = clusters[-1]
+            c[0] = int(min(max(round(c[2] / len(c[3])), 0), length - c[1]))
+            if len(clusters) < 2 or clusters[-2][0] + clusters[-2][1] <= c[0]:
+                break
+            prev = clusters.pop(-2)
+            c[2] = prev[2] + c[2] - len(c[3]) * prev[1]
+            c[1] += prev[1]
+            c[3] = prev[3] + c[3]
+    out = [0] * len(ideal)
+    for start, _, _, members in clusters:
+        for i in members:
+            out[i] = start
+            start += width[i]
+    return out
 
 
 def src_span(r: Request) -> int:

@@ -465,3 +465,30 @@ def test_resize_and_gather_windows_against_cut_lanes() -> None:
         for px in range(2):
             gneed[py, px] = [[3 * py, 3 * px], [min(8, 3 * py + 3), 3 * px + 3]]
     _window_faults((8, 6), g, gneed)
+
+
+def test_a_pe_reading_outside_two_flat_lanes_counts_once() -> None:
+    """`forwarded_pes` counts PEs: a PE reading elements outside the lanes of
+    two flat values (a conv's input and its tail's residual) is one PE that
+    needs forwarding, not two."""
+    from types import SimpleNamespace
+
+    from wsec.backends.sim_exec import _outside
+
+    shape, uh, uw = (1, 4, 6, 6), 4, 3
+    p = _P(shape)
+    lane_at = np.repeat(np.arange(uh)[:, None], uw, axis=1)  # a lane per row
+    a, b = _delivery(None, lane_at, shape), _delivery(None, lane_at, shape)
+    whole = np.zeros((uh, 2, 4), np.int64)
+    whole[:, 1] = shape  # every row reads the whole value: outside its lane's range
+    first = np.zeros((uh, 2, 4), np.int64)
+    first[:, 1] = (1, 1, 1, 1)  # every row reads element 0: only row 0's lane holds it
+    assert check_windows(p, 0, a, whole) == uh * uw  # type: ignore[arg-type]
+    assert check_windows(p, 0, b, first) == (uh - 1) * uw  # type: ignore[arg-type]
+    env = SimpleNamespace(k=SimpleNamespace(unrotated_shape=(uw, uh)),
+                          deliveries={"a": a, "b": b})
+    assert _outside(env) == uh * uw  # type: ignore[arg-type]  (not 2 uh uw - uw)
+    b.outside = None
+    assert _outside(env) == uh * uw  # type: ignore[arg-type]
+    a.outside = None
+    assert _outside(env) == 0  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from wsec.ir.verify import verify_module
 from wsec.passes.base import LayoutInfeasible, PassContext, PassError
 from wsec.passes.place import Place
 from wsec.passes.route import Route
+from wsec.passes.route_bundles import Port, Request, assign_slots, dst_span, host_ports, legalize
 
 
 def check_routed(m: Module, t: Target) -> None:
@@ -833,3 +834,46 @@ def test_a_widening_cut_with_no_room_for_a_corner_looks_for_another_side_pair() 
     assert (r.cut_pitch, r.src_pitch) == (2, 1) and r.choice != first  # on another pair
     b = known(r)[0]
     assert (b.cut, b.lanes, b.pitch, b.src_pitch) == ("rows", 4, 2, 1) and len(b.path) > 2
+
+
+def test_outputs_to_the_host_take_their_own_rows_of_its_edge_near_their_sources() -> None:
+    """Many kernels' outputs leave to the host (a training step's weight
+    gradients), from sides across the East edge's axis: each bundle takes
+    its own rows of the edge, near its source's, so they do not all cross
+    the PEs of one slot (there the colors ran out)."""
+    fabric = Fabric.of(get_target("wse2", (40, 64)))
+    _, out = host_ports(fabric)
+    reqs = []
+    for j in range(18):  # three kernels to a row band, their North sides out
+        x, y = 2 + 9 * (j % 3), 3 * (j // 3) + 20
+        src = Port(f"g{j}", (x, y), (1, 0), 8, (0, 1))
+        reqs.append(Request(j, HOST, src, out, wavelets=64 * (1 + j % 2)))
+    assign_slots(reqs, cap=64, headroom=1.0)
+    taken = np.zeros(out.length, int)
+    for r in reqs:
+        taken[r.dst_slot:r.dst_slot + dst_span(r)] += 1
+        assert abs(r.dst_slot - r.src.origin[1]) <= 12, (r.src.owner, r.dst_slot)
+    assert taken.max() == 1  # no two windows share a slot
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_legalize_keeps_order_and_moves_as_little_as_it_can(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 12))
+    width = rng.integers(1, 6, n).tolist()
+    length = int(sum(width) + rng.integers(0, 10))
+    ideal = rng.integers(-3, length + 3, n).tolist()
+    at = legalize(ideal, width, length)
+    assert at is not None
+    order = sorted(range(n), key=lambda i: (ideal[i], i))
+    for a, b in zip(order, order[1:], strict=False):  # in the wished order, side by side at most
+        assert at[a] + width[a] <= at[b]
+    assert all(0 <= a and a + w <= length for a, w in zip(at, width, strict=True))
+    # no window moves when the wishes already fit apart and inside the line
+    free = sorted(range(n), key=lambda i: ideal[i])
+    apart = all(ideal[a] + width[a] <= ideal[b] for a, b in zip(free, free[1:], strict=False))
+    inside = max(i + w for i, w in zip(ideal, width, strict=True)) <= length
+    if apart and min(ideal) >= 0 and inside:
+        assert at == ideal
+    assert legalize([0, 0], [3, 3], 5) is None
+    assert legalize([4, 4, 4], [2, 2, 2], 12) == [2, 4, 6]  # a cluster centred on its wishes

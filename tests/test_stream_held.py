@@ -1,0 +1,88 @@
+"""Issue 12 deliverable 2, weight streaming: a phase's PEs compute from the
+activations their rows hold (moved in before the phase: the kind's per-row
+cut, sim_stream_pe.held), as a pipeline kernel's PEs from their lanes. A
+PE reading outside its row's box is a SimError at that PE; the stats say
+which phases read only what their rows held."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+import wsec
+from conftest import ROOT
+from wsec.backends import sim_weight_stream
+from wsec.backends.loader import load_binary
+from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.backends.sim_stats import format_stats
+from wsec.backends.sim_stream_pe import held
+from wsec.run import onnx_reference
+
+MODEL = ROOT / "tests" / "fixtures" / "vit_o17.onnx"  # conv, matmuls, norms, softmax, ...
+
+
+@pytest.fixture(scope="module")
+def stream_bin(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("held") / "vit.bin"
+    wsec.compile(str(MODEL), mode="stream", embed_weights=True).save(str(out))
+    return out
+
+
+def _cut_phase(p, every: bool = False) -> tuple[int, str]:  # noqa: ANN001
+    """A phase with an activation its kind cuts into row boxes (`every`: all
+    of its activations cut), the largest."""
+    best = None
+    for ph in p.info["phases"]:
+        ki = int(ph["kernel"])
+        k = p.kernels[ki]
+        acts = [i for i in dict.fromkeys(k.inputs) if i and i not in k.weights]
+        got = held(p, ki, acts)
+        if every and any(d.boxes is None for d in got.values()):
+            continue
+        for v, d in got.items():
+            if d.boxes is not None and k.unrotated_shape[1] > 1 and (
+                    best is None or d.numel > best[2]):
+                best = (ki, v, d.numel)
+    assert best is not None, "no phase holds a cut activation"
+    return best[0], best[1]
+
+
+def test_phases_compute_from_their_rows_holdings(stream_bin: pathlib.Path) -> None:
+    p = load_binary(str(stream_bin))
+    x = random_inputs(p, 0)
+    res = simulate(p, x)
+    ref, _ = onnx_reference(str(MODEL), x)
+    for name, want in ref.items():
+        np.testing.assert_allclose(res.outputs[name], want, rtol=1e-4, atol=1e-4)
+    checked = [k.name for k in p.kernels if "forwarded_pes" in res.kernel_stats[k.name]]
+    acts = [k.name for k in p.kernels if any(i and i not in k.weights for i in k.inputs)]
+    assert checked == acts  # every phase reading an activation checks its PEs' windows
+    ki, _ = _cut_phase(p, every=True)
+    assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0  # proven from its rows
+    assert "read only what their rows held" in format_stats(p, res)
+
+
+def test_a_row_holding_less_than_its_pes_read_is_an_error_at_a_pe(
+        stream_bin: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = load_binary(str(stream_bin))
+    ki, value = _cut_phase(p)
+    real = held
+
+    def shrunk(prog, k, values):  # noqa: ANN001, ANN202
+        out = real(prog, k, values)
+        if k == ki:
+            d = out[value]
+            boxes = d.boxes.copy()
+            r = int(np.flatnonzero((boxes[:, 1] > boxes[:, 0]).all(axis=1))[-1])
+            ax = int(np.argmax(boxes[r, 1] - boxes[r, 0]))
+            boxes[r, 1, ax] -= 1  # the last holding row misses its last slice
+            d.boxes = boxes
+        return out
+
+    monkeypatch.setattr(sim_weight_stream, "held", shrunk)
+    with pytest.raises(SimError, match=rf"kernel '{p.kernels[ki].name}' \({p.kernels[ki].kind}\)"
+                       r": PE \(\d+, \d+\) \(offset \(\d+, \d+\)\) reads %.*, which never "
+                       r"arrived there \(no row of the phase holds it; the PE holds its "
+                       r"row's box "):
+        simulate(p, random_inputs(p, 0))

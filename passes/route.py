@@ -864,11 +864,11 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
     that crowded or no new cut is among what crowds it."""
     neg = got.neg
     limit = bound * neg.cap
-    over = np.flatnonzero(neg.occ > limit)
+    over = neg.occ > limit
     most = _kept(best)["max_bundles_per_pe"] + COLOR_RISE
     excess = np.maximum(neg.pe_cnt - most, 0)
-    crowded = np.flatnonzero(excess)
-    if not over.size and not crowded.size:
+    crowded = excess > 0
+    if not over.any() and not crowded.any():
         return set()
     was = {(r.edge, r.sink) for r in best.neg.reqs if r.cut_pitch}
     on: dict[int, list[tuple[float, tuple[int, str]]]] = {}  # over link -> new cuts there
@@ -876,9 +876,9 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
     for i, (r, rt) in enumerate(zip(neg.reqs, neg.routes, strict=True)):
         if rt is None or not r.cut_pitch or (r.edge, r.sink) in was:
             continue
-        for link in np.intersect1d(rt.links, over):
+        for link in np.unique(rt.links[over[rt.links]]):  # a mask: no sort of every link
             on.setdefault(int(link), []).append((float(neg.lane_load[i]), (r.edge, r.sink)))
-        pes = np.intersect1d(rt.pes, crowded)
+        pes = np.unique(rt.pes[crowded[rt.pes]])
         if pes.size:
             at.append((int(pes.size), (r.edge, r.sink), pes))
     out: set[tuple[int, str]] = set()

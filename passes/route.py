@@ -781,6 +781,7 @@ class Route(Pass):
 
             best, moved, flat = _unflatten(module, fabric, best, moved, flat, again, deadline)
         tried: _Attempt | None = None
+        crowding: set[tuple[int, str]] = set()  # new cuts that crowded a link: flat
         for pairs in (False, True):
             # widening (cut inputs whose source side is shorter than the sink's
             # rows), then on other side pairs where there is no room for its corner
@@ -792,11 +793,17 @@ class Route(Pass):
             if pairs and (tried is None or not any(r.no_widen and r.cut_rows and not r.cut_pitch
                                                    for r in tried.neg.reqs)):
                 break  # every request that tried to widen found room
-            again = tried = _attempt(base, fabric, cap, corridors, best.headroom,
-                                     self.iterations, self.colors_soft, deadline, best.solo,
-                                     known, wider, best.warm(), moved, flat, pairs=pairs,
-                                     widen=True)
-            if not again.colored or again.score[1] > max(best.score[1], 1.0):
+            bound = max(best.score[1], 1.0)
+            for _ in range(1 + UNCROWD_ATTEMPTS):
+                again = tried = _attempt(base, fabric, cap, corridors, best.headroom,
+                                         self.iterations, self.colors_soft, deadline,
+                                         best.solo, known, wider, best.warm(), moved,
+                                         flat | crowding, pairs=pairs, widen=True)
+                more = _crowding_cuts(again, best, bound) if again.colored else set()
+                if not more or (deadline is not None and time.perf_counter() > deadline):
+                    break
+                crowding |= more  # routed again with those flat, the others still cut
+            if not again.colored or again.score[1] > bound:
                 break  # crowded already: more widening (U turns) would crowd more
             if _flat_rows(again) < _flat_rows(best):
                 best = again
@@ -820,6 +827,12 @@ AUTO_HEADROOMS = (1.25, 3.0)
 WIDEN_ATTEMPTS = 3
 # attempts after those, each routing the flattened cut requests cut again (_unflatten)
 UNFLATTEN_ATTEMPTS = 3
+# widening and side-pair attempts routed again with the new cuts that crowd a
+# link flat (_crowding_cuts)
+UNCROWD_ATTEMPTS = 2
+# bundles on one PE (colors) a widening or side-pair attempt may add to the most
+# the kept layout has on one PE
+COLOR_RISE = 2
 
 
 @dataclass
@@ -929,6 +942,54 @@ def _unflatten(module: Module, fabric: Fabric, best: _Attempt, moved: dict[tuple
         else:
             break
     return best, moved, flat
+def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int, str]]:
+    """Of the requests `got` cuts and `best` did not (widening or another
+    side pair made them cut), the fewest whose lanes, routed flat, would
+    bring each link loaded past `bound` times the capacity back under it
+    (the heaviest lanes first; the negotiator's loads, as its score counts
+    them) and each PE carrying more than COLOR_RISE bundles over the most
+    `best` has on one PE back to that (those on most such PEs first): a cut
+    lane lands on every row of its sink's side, so a bundle passing those
+    rows meets one on each. Routed flat they take only some rows again,
+    and the attempt's other new cuts can be kept. Empty when nothing is
+    that crowded or no new cut is among what crowds it."""
+    neg = got.neg
+    limit = bound * neg.cap
+    over = neg.occ > limit
+    most = _kept(best)["max_bundles_per_pe"] + COLOR_RISE
+    excess = np.maximum(neg.pe_cnt - most, 0)
+    crowded = excess > 0
+    if not over.any() and not crowded.any():
+        return set()
+    was = {(r.edge, r.sink) for r in best.neg.reqs if r.cut_pitch}
+    on: dict[int, list[tuple[float, tuple[int, str]]]] = {}  # over link -> new cuts there
+    at: list[tuple[int, tuple[int, str], np.ndarray]] = []  # new cuts on crowded PEs
+    for i, (r, rt) in enumerate(zip(neg.reqs, neg.routes, strict=True)):
+        if rt is None or not r.cut_pitch or (r.edge, r.sink) in was:
+            continue
+        for link in np.unique(rt.links[over[rt.links]]):  # a mask: no sort of every link
+            on.setdefault(int(link), []).append((float(neg.lane_load[i]), (r.edge, r.sink)))
+        pes = np.unique(rt.pes[crowded[rt.pes]])
+        if pes.size:
+            at.append((int(pes.size), (r.edge, r.sink), pes))
+    out: set[tuple[int, str]] = set()
+    for link, cuts in on.items():
+        left = float(neg.occ[link]) - limit
+        for load, key in sorted(cuts, reverse=True):
+            if left <= 0:
+                break
+            out.add(key)
+            left -= load
+    for _, key, pes in sorted(at, key=lambda t: (-t[0], t[1])):
+        if key in out or excess[pes].any():
+            out.add(key)
+            excess[pes] = np.maximum(excess[pes] - 1, 0)
+    return out
+
+
+def _kept(got: _Attempt) -> dict[str, float]:
+    """The stats of the round whose routes an attempt kept."""
+    return min(got.log, key=got.neg._score)
 
 
 def _flat_rows(got: _Attempt) -> int:

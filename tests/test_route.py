@@ -486,6 +486,44 @@ def test_a_skip_bundle_crossing_a_cut_sinks_rows_moves_and_the_cut_stays() -> No
     (skip,) = [b for e in m.edges if e.value == "vs" for b in e.bundles if b.sink == "t"]
     assert expand(skip, False, False).y.min() >= 8  # below c's rows
     assert m.attrs["realised_cycles"] == 600
+def test_new_cuts_crowding_a_link_or_a_pe_go_flat() -> None:
+    """Of the cuts an attempt makes that the kept one did not, those on a
+    link loaded past the bound go flat, the heaviest lanes first and only
+    as many as bring the link back under it; and those on a PE carrying
+    more than COLOR_RISE bundles over the kept layout's most, those on the
+    most such PEs first, until no PE does. A cut the kept attempt made
+    already, one on links and PEs under the limits and a flat request never
+    do."""
+    from types import SimpleNamespace as NS
+
+    from wsec.passes.route import COLOR_RISE, _crowding_cuts
+
+    def req(edge: int, pitch: int) -> NS:
+        return NS(edge=edge, sink=f"k{edge}", cut_pitch=pitch)
+
+    def attempt(reqs: list[NS], most: int, **neg: object) -> NS:
+        log = [{"max_bundles_per_pe": most, "score": 1}, {"max_bundles_per_pe": 0, "score": 2}]
+        return NS(log=log, neg=NS(reqs=reqs, _score=lambda st: st["score"], **neg))
+
+    reqs = [req(0, 2), req(1, 1), req(2, 4), req(3, 2), req(4, 0), req(5, 2)]
+    links = [[0, 1], [1], [1, 2], [1], [1], [3]]
+    pes = [[0, 1], [1], [1, 2], [1, 2], [1, 2], [2, 3]]
+    occ = np.array([400.0, 1350.0, 500.0, 900.0])  # link 1 is 350 over the capacity 1000
+    most = 4 + COLOR_RISE  # the kept layout's most bundles on a PE, and the rise allowed
+    got = attempt(reqs, 0, cap=1000, occ=occ, pe_cnt=np.full(4, most),
+                  lane_load=np.array([300, 200, 100, 400, 500, 50]),
+                  routes=[NS(links=np.array(x), pes=np.array(p))
+                          for x, p in zip(links, pes, strict=True)])
+    best = attempt([req(0, 0), req(1, 0), req(2, 0), req(3, 1), req(4, 0), req(5, 0)], 4)
+    # k3 (400) was cut before, k4 is flat: k0 (300) then k1 (200) cover the 350
+    assert _crowding_cuts(got, best, 1.0) == {(0, "k0"), (1, "k1")}
+    assert _crowding_cuts(got, best, 1.1) == {(0, "k0")}  # 250 over 1100
+    assert _crowding_cuts(got, best, 1.35) == set()  # nothing over the bound
+    got.neg.pe_cnt = most + np.array([0, 2, 1, 0])  # too many on PEs 1 and 2: k2 (on both), k0
+    assert _crowding_cuts(got, best, 1.35) == {(2, "k2"), (0, "k0")}
+    got.neg.pe_cnt = most + np.array([0, 1, 0, 0])  # one too many on PE 1: the first there
+    assert _crowding_cuts(got, best, 1.35) == {(0, "k0")}
+    assert _crowding_cuts(got, best, 1.0) == {(0, "k0"), (1, "k1")}  # k0 is flat already
 
 
 def _dense_block(n: int = 40) -> Module:
@@ -705,16 +743,10 @@ def test_a_pitched_bundle_that_runs_through_its_own_rows_is_no_candidate() -> No
     assert np.unique(ex.x * 4096 + ex.y).size < ex.x.size
 
 
-def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
-    """Kernel a's output side (4 rows) is half as long as c's input side (8
-    rows, each reading an eighth of the value). Uniform lanes at pitch k
-    need 8 - k + 1 source slots, so only pitch 8 fits (one lane carrying
-    everything: heavier than a flat lane, so the bundle stayed flat and
-    most of c's PEs read elements no lane brought). Widening, 4 lanes leave
-    a side by side (or 2) and spread to pitch 2 (or 4) at their last
-    corner: every row of c gets the share its rows read."""
-    from wsec.passes.route import _attempt
-    from wsec.passes.route_bundles import _pitches, assign_slots, requests
+def _short_into_tall() -> tuple[Module, Fabric, list]:
+    """Kernel a's output side (4 rows) feeds c's input side (8 rows, row j
+    reading the j-th eighth of the value)."""
+    from wsec.passes.route_bundles import requests
 
     m = _manual((16, 8))
     m.add_value("x", TensorType("f32", (1, 64)))
@@ -728,6 +760,21 @@ def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
     for r in reqs:
         r.cut_rows, r.numel = 8, 1024
         r.row_boxes = np.array([[[0, 128 * j], [1, 128 * (j + 1)]] for j in range(8)])
+    return m, fabric, reqs
+
+
+def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
+    """Kernel a's output side (4 rows) is half as long as c's input side (8
+    rows, each reading an eighth of the value). Uniform lanes at pitch k
+    need 8 - k + 1 source slots, so only pitch 8 fits (one lane carrying
+    everything: heavier than a flat lane, so the bundle stayed flat and
+    most of c's PEs read elements no lane brought). Widening, 4 lanes leave
+    a side by side (or 2) and spread to pitch 2 (or 4) at their last
+    corner: every row of c gets the share its rows read."""
+    from wsec.passes.route import _attempt
+    from wsec.passes.route_bundles import _pitches, assign_slots
+
+    m, fabric, reqs = _short_into_tall()
     (r,) = reqs
     assert r.src.length == 4 and _pitches(r) == {2: 1, 4: 1, 8: 0}  # 8: uniform, else widened
     assign_slots(reqs, 512, 1.0)

@@ -368,24 +368,29 @@ def test_widen_only_the_bundles_on_the_busiest_link() -> None:
 
 
 
-def _cut_into_one() -> tuple[Module, Fabric, list]:
-    """Kernel a feeds c's input side (8 rows) with a value c cuts per row:
-    row j reads the j-th eighth of it."""
+def _cut_request(grid: tuple[int, int], a: Rect, c: Rect) -> tuple[Module, Fabric, list]:
+    """Kernel a (at `a`) feeds c's input side (at `c`, 8 rows) with a value c
+    cuts per row: row j reads the j-th eighth of it. The requests into c."""
     from wsec.passes.route_bundles import requests
 
-    m = _manual((12, 8))
+    m = _manual(grid)
     m.add_value("x", TensorType("f32", (1, 64)))
     m.inputs = ["x"]
-    _put(m, "a", ["x"], "va", Rect(1, 0, 2, 8), shape=(1, 1024), work=64)
-    _put(m, "c", ["va"], "vc", Rect(6, 0, 2, 8), shape=(1, 64), work=64)
+    _put(m, "a", ["x"], "va", a, shape=(1, 1024), work=64)
+    _put(m, "c", ["va"], "vc", c, shape=(1, 64), work=64)
     m.outputs = ["vc"]
     fk.connect(m)
-    fabric = Fabric.of(get_target("wse2", (12, 8)))
+    fabric = Fabric.of(get_target("wse2", grid))
     reqs = [r for r in requests(m, fabric) if r.sink == "c"]
     for r in reqs:
         r.cut_rows, r.numel = 8, 1024
         r.row_boxes = np.array([[[0, 128 * j], [1, 128 * (j + 1)]] for j in range(8)])
     return m, fabric, reqs
+
+
+def _cut_into_one() -> tuple[Module, Fabric, list]:
+    """Kernel a feeds c's input side (8 rows) with a value c cuts per row."""
+    return _cut_request((12, 8), Rect(1, 0, 2, 8), Rect(6, 0, 2, 8))
 
 
 def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
@@ -746,21 +751,7 @@ def test_a_pitched_bundle_that_runs_through_its_own_rows_is_no_candidate() -> No
 def _short_into_tall() -> tuple[Module, Fabric, list]:
     """Kernel a's output side (4 rows) feeds c's input side (8 rows, row j
     reading the j-th eighth of the value)."""
-    from wsec.passes.route_bundles import requests
-
-    m = _manual((16, 8))
-    m.add_value("x", TensorType("f32", (1, 64)))
-    m.inputs = ["x"]
-    _put(m, "a", ["x"], "va", Rect(1, 2, 2, 4), shape=(1, 1024), work=64)
-    _put(m, "c", ["va"], "vc", Rect(11, 0, 2, 8), shape=(1, 64), work=64)
-    m.outputs = ["vc"]
-    fk.connect(m)
-    fabric = Fabric.of(get_target("wse2", (16, 8)))
-    reqs = [r for r in requests(m, fabric) if r.sink == "c"]
-    for r in reqs:
-        r.cut_rows, r.numel = 8, 1024
-        r.row_boxes = np.array([[[0, 128 * j], [1, 128 * (j + 1)]] for j in range(8)])
-    return m, fabric, reqs
+    return _cut_request((16, 8), Rect(1, 2, 2, 4), Rect(11, 0, 2, 8))
 
 
 def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:

@@ -579,7 +579,12 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     gets and is taken even though halos make its lanes a little heavier.
     So is a pitch with at least as many lanes as the flat split, each at
     most half a link's capacity `cap` (room for another as heavy beside
-    it), though halos make them heavier than the flat lanes: the flat
+    it), though halos make them heavier than the flat lanes; in the
+    router's widening attempts (`widen`), with only the lanes the capacity
+    needs (`need`, and those an earlier attempt asked for, `min_lanes`):
+    there a new cut that crowds a link or a PE is routed flat again
+    (wsec.passes.route._crowding_cuts), where the first attempts have no
+    such guard (more, lighter cuts there crowd a GPT's links). The flat
     split's lanes land on only some rows, and the rest of the rectangle
     would have to forward what they read (a distribution no route
     configures), so its lighter lanes are no fair comparison; the
@@ -595,7 +600,8 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     limit = -(-r.wavelets // max(1, ask))
     loads = {k: _max_load(r, k) for k in ks}
     fit = [k for k in ks if loads[k] <= limit or (k == 1 and ask >= R)
-           or (R // k >= ask and 2 * loads[k] <= cap)]
+           or (R // k >= (ask if not r.widen else max(r.need, r.min_lanes))
+               and 2 * loads[k] <= cap)]
     if not fit:
         return  # lanes as light as the flat split's need more than the source side has
     # every row of a lane receives its lane's box, so a lane of k rows costs

@@ -754,6 +754,36 @@ def _short_into_tall() -> tuple[Module, Fabric, list]:
     return _cut_request((16, 8), Rect(1, 2, 2, 4), Rect(11, 0, 2, 8))
 
 
+def test_a_cut_with_fewer_lanes_than_the_flat_split_asks_is_taken_when_light() -> None:
+    """The flat split asks for headroom lanes (3x what the capacity needs:
+    6 here, each at most 512/6 wavelets); c's 8 rows fed from a's 4 can
+    be cut only at pitch 2 (4 lanes of 128) or coarser, so no cut lane is
+    that light and none has 6 lanes. Pitch 2 is still taken: its 4 lanes
+    are what the capacity needs or more and each leaves half a link free
+    (flat, c's rows away from the flat lanes read what no lane brought).
+    Not where a lane would take more than half a link, nor where an
+    earlier attempt asked for more lanes than the cut has, nor in the
+    router's first attempts (no widening), where a cut needs the flat
+    split's lanes."""
+    from wsec.passes.route_bundles import choose_pitch
+
+    _, _, (r,) = _short_into_tall()
+    assert r.wavelets == 512 and r.cut_rows == 8
+    r.need = 2  # 512 wavelets over a capacity of 300
+    choose_pitch(r, 6, 300)
+    assert (r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets) == (2, 1, 4, 128)
+    choose_pitch(r, 6, 250)  # 128 is more than half of 250
+    assert r.cut_pitch == 0
+    r.widen = False  # the router's first attempts: as many lanes as the flat split
+    choose_pitch(r, 6, 300)
+    assert r.cut_pitch == 0
+    choose_pitch(r, 4, 300)
+    assert (r.cut_pitch, r.lanes) == (2, 4)
+    r.widen, r.min_lanes = True, 5  # an earlier attempt asked for 5 lanes: the cut has 4
+    choose_pitch(r, 6, 300)
+    assert r.cut_pitch == 0
+
+
 def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
     """Kernel a's output side (4 rows) is half as long as c's input side (8
     rows, each reading an eighth of the value). Uniform lanes at pitch k

@@ -323,7 +323,9 @@ def _misdirect_lane_0(p: Program, ki: int, beside: bool = False) -> None:
         simulate(replace(p, routes=r), random_inputs(p))
     msg = str(ex.value)
     if beside:
-        m = re.search(r"lane 0 of edge #\d+ .*?PE \((\d+), (\d+)\)", msg)
+        m = (re.search(r"lane 0 of edge #\d+ .*?PE \((\d+), (\d+)\)", msg)
+             or re.search(r"PE \((\d+), (\d+)\) .*lane 0 of edge #\d+ .*the PE holds no lane",
+                          msg))
         assert m and abs(int(m[1]) - x) + abs(int(m[2]) - y) <= 1, (msg, x, y)
     else:
         assert re.search(rf"lane 0 of edge #\d+ .*(PE \({x}, {y}\)|"
@@ -333,12 +335,23 @@ def _misdirect_lane_0(p: Program, ki: int, beside: bool = False) -> None:
 
 
 def _drop_lane_0(p: Program, ki: int) -> None:
-    """Lane 0 into kernel ki never lands: the simulator says where it ends."""
+    """Lane 0 into kernel ki never lands: the simulator says where it ends,
+    or, for a pitched lane (its landing PE hands it on along the row and
+    along its spine, a fork only a delivering PE may make), names the PE
+    where it forks without delivering."""
     r = p.routes.copy()
-    r["tx"][_lane_into(p, ki)] &= ~np.uint8(PORT_BITS["RAMP"])
-    with pytest.raises(SimError, match=rf"lane 0 of edge #\d+ .* never reaches "
-                                       rf"'{p.kernels[ki].name}'; it ends at PE \("):
+    lane = _lane_into(p, ki)
+    r["tx"][lane] &= ~np.uint8(PORT_BITS["RAMP"])
+    with pytest.raises(SimError) as ex:
         simulate(replace(p, routes=r), random_inputs(p))
+    msg = str(ex.value)
+    if re.search(rf"lane 0 of edge #\d+ .* never reaches '{p.kernels[ki].name}'; "
+                 rf"it ends at PE \(", msg):
+        return
+    m = re.search(r"lane 0 of edge #\d+ .* is sent two ways from PE \((\d+), (\d+)\)", msg)
+    assert m, msg
+    pes = set(zip(r["x"][lane].tolist(), r["y"][lane].tolist(), strict=True))
+    assert (int(m[1]), int(m[2])) in pes, msg
 
 
 def _compile_modes(d: pathlib.Path, model: pathlib.Path) -> None:

@@ -358,13 +358,15 @@ class ConvKind(LibraryKind):
         """Output element (n, k, h, w) ends on the reduction-end PE of its
         column's row group: PE row (h // hb) c + c - 1 (hb = ceil(Ho / s)),
         so that row owns its group's output rows, every channel (its PEs
-        split them by columns); the other rows own nothing. 2-D convs with
-        no fused pooling (a pooled tail runs on the pooled grid). With
+        split them by columns); the other rows own nothing. 2-D convs; with
+        a fused pooling (the body's last op) the element-wise tail before it
+        runs on these conv rows too (sim_rows.fused_pool: a group pools from
+        its own rows and the finished rows the group before sends it). With
         c > 1 the owners are every c-th row: routed, a cut lane and its
         spine deliver to every row they pass, so each owner's box would
         also go to its c - 1 reduction rows (wsec.ir.kernels.input_cut
         keeps such an operand flat)."""
-        if dims.get("L1") or dims.get("T") or dims.get("pool"):
+        if dims.get("L1") or dims.get("T"):
             return None
         c, s = int(knobs["c"]), int(knobs["s"])
         N, K, Ho, Wo = (int(dims.get(n, 0)) for n in ("N", "K", "Ho", "Wo"))

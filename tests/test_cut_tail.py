@@ -47,7 +47,9 @@ def test_conv_rows_own_their_groups_outputs(N: int, K: int, Ho: int, Wo: int, s:
             assert hi.tolist() == [N, K, int(mine[-1]) + 1, Wo]
         else:
             assert not (hi > lo).all(), f"row {py} owns nothing"
-    assert KINDS["conv"].output_rows({**dims, "pool": 1}, knobs, (N, K, Ho, Wo)) is None
+    # a fused pooling: the tail before it runs on the same conv rows
+    assert KINDS["conv"].output_rows({**dims, "pool": 1}, knobs, (N, K, Ho, Wo)).tolist() \
+        == rows.tolist()
     # c > 1: each group's last row owns its outputs, its reduction rows nothing
     two = KINDS["conv"].output_rows(dims, {**knobs, "c": 2}, (N, K, Ho, Wo))
     assert two is not None and two.shape == (2 * s, 2, 4)
@@ -170,3 +172,67 @@ def test_a_matmuls_reduction_end_row_owns_its_output() -> None:
     assert rows is not None and rows.shape == (3, 2, 2)
     assert rows[2].tolist() == [[0, 0], [4, 6]] and not rows[:2].any()
     check_cut((4, 6), rows)
+
+
+def _pooled_tail(path: pathlib.Path) -> None:
+    """ResNet's last block: the block input r feeds two convs in a row and
+    is added to the second's output, then ReLU and the global average
+    pooling fused after them."""
+    rng = np.random.default_rng(2)
+
+    def w(name: str) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, [16, 16, 3, 3], (
+            0.02 * (rng.random((16, 16, 3, 3)) + 0.5)).astype(np.float32).ravel())
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Conv", ["r", "w1"], ["t"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["t", "w2"], ["cv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["cv", "r"], ["a"]),
+             helper.make_node("Relu", ["a"], ["z"]),
+             helper.make_node("AveragePool", ["z"], ["y"], kernel_shape=[8, 8])]
+    g = helper.make_graph(
+        nodes, "pooled_tail",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 1, 1])],
+        [w("w1"), w("w2")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_pooled_convs_residual_is_held_on_its_owner_rows(tmp_path: pathlib.Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The tail before a fused pooling runs on the conv's rows: a weight-
+    streaming phase's owner rows hold the residual's boxes (ResNet-50's last
+    conv read it whole before), and a row holding less raises at a PE."""
+    import wsec
+    from wsec.backends import sim_weight_stream
+    from wsec.backends.loader import load_binary
+    from wsec.backends.sim import SimError
+
+    model, out = tmp_path / "m.onnx", tmp_path / "m.bin"
+    _pooled_tail(model)
+    wsec.compile(str(model), mode="stream", embed_weights=True).save(str(out))
+    p = load_binary(str(out))
+    (k,) = [k for k in p.kernels if [n["op"] for n in k.body][-1] == "AveragePool"]
+    assert [n["op"] for n in k.body][:2] == ["Conv", "Add"]
+    x = random_inputs(p, 0)
+    res = simulate(p, x)
+    assert res.kernel_stats[k.name]["forwarded_pes"] == 0
+    ref, _ = onnx_reference(str(model), x)
+    np.testing.assert_allclose(res.outputs["y"], ref["y"], rtol=1e-4, atol=1e-4)
+
+    real = sim_weight_stream.held
+
+    def shrunk(p, ki, acts, weights):  # noqa: ANN001, ANN202
+        got = real(p, ki, acts, weights)
+        if p.kernels[ki].name == k.name:
+            d = got["r"]
+            assert d.boxes is not None  # the owner rows hold boxes of it
+            live = np.flatnonzero((d.boxes[:, 1] > d.boxes[:, 0]).all(axis=1))
+            d.boxes = d.boxes.copy()
+            d.boxes[live[-1], 1, 2] -= 1  # the last owner row holds one row less
+        return got
+
+    monkeypatch.setattr(sim_weight_stream, "held", shrunk)
+    with pytest.raises(SimError, match=rf"kernel '{k.name}' \(conv\): PE \(\d+, \d+\) .*%r\["):
+        simulate(p, x)

@@ -201,15 +201,63 @@ class ElementwiseKind(_SpreadKind):
         i = np.arange(p)
         return spread_rows(flat_hulls(np.minimum(i * n, E), np.minimum((i + 1) * n, E), shape))
 
+    def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
+        """A kernel tiling a constant over its rectangle (dims Pf): its PEs
+        own the output elements whose constant entries their tiles hold
+        (weight_shard: the constant's first long axis in h blocks along y,
+        its next along x), so PE row py owns block py of that axis and all
+        of every other; an activation the chain reads on those owners
+        (broadcast onto the output) is read in that box
+        (wsec.ir.kernels.broadcast_rows). None otherwise (input_cut's
+        consecutive blocks), and, routed, where some rows own nothing (their
+        lanes would land on rows that read none of it)."""
+        from .kernels import broadcast_rows  # kernels imports this module
+
+        dims, knobs = kernel.dims, kernel.knobs
+        if not dims.get("Pf") or not knobs or ops.const(value) is not None:
+            return None
+        outs = [tuple(ops.shape(o)) for o in kernel.outputs if o]
+        grid = max(outs, key=lambda s: int(np.prod(s)), default=())
+        if not grid or int(np.prod(grid)) != dims["E"]:
+            return None
+        tiled = [tuple(ops.shape(i)) for n in kernel.body for i in n.inputs
+                 if i and ops.const(i) is not None and self._tiles(dims, tuple(ops.shape(i)))]
+        if not tiled or len(tiled[0]) > len(grid):
+            return None
+        shape = tiled[0]
+        (a, la), _ = _tile_axes(shape)
+        ga = a + len(grid) - len(shape)
+        if grid[ga] != la:
+            return None
+        p = int(knobs["p"])
+        w = max(1, int(np.ceil(np.sqrt(p))))  # as weight_shard
+        h = -(-p // w)
+        rows = np.zeros((h, 2, len(grid)), np.int64)
+        rows[:, 1, :] = grid
+        for py in range(h):
+            blk = block(la, min(h, la), py)
+            rows[py, 0, ga], rows[py, 1, ga] = blk.start, blk.stop
+        rows[rows[:, 1, ga] <= rows[:, 0, ga]] = 0
+        if ops.routed and not (rows[:, 1] > rows[:, 0]).all():
+            return None
+        return broadcast_rows(rows, tuple(ops.shape(value)))
+
+    @staticmethod
+    def _tiles(dims: Dims, shape: tuple[int, ...]) -> bool:
+        """Whether weight_shard tiles a constant of `shape` (else every PE
+        holds all of it)."""
+        numel = int(np.prod(shape)) if shape else 1
+        (_, la), (_, lb) = _tile_axes(shape)
+        return (bool(dims.get("Pf")) and numel > 1 and (la, lb) == (dims.get("Fa", 1),
+                dims.get("Fb", 1)) and numel == la * lb * dims.get("Fr", 0)
+                and (numel == dims["E"] or numel >= TILE_MIN))
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         full = [slice(0, n) for n in weight_shape]
-        numel = int(np.prod(weight_shape)) if weight_shape else 1
         (a, la), (b, lb) = _tile_axes(weight_shape)
-        fa, fb, fr = dims.get("Fa", 1), dims.get("Fb", 1), dims.get("Fr", 0)
-        if not dims.get("Pf") or numel <= 1 or (la, lb) != (fa, fb) or numel != fa * fb * fr \
-                or (numel != dims["E"] and numel < TILE_MIN):
+        if not self._tiles(dims, tuple(weight_shape)):
             return tuple(full)
         p = int(knobs["p"])
         w = max(1, int(np.ceil(np.sqrt(p))))  # as squarish(p): p <= width^2 (knob_grid)

@@ -603,3 +603,39 @@ def test_a_scalar_inbox_is_whole_or_absent() -> None:
     are checked by the routers), so no window of it is short."""
     d = _delivery(None, np.zeros((2, 3), np.int64), ())
     assert check_windows(_P(()), 0, d, np.zeros((2, 2, 0), np.int64)) == 0  # type: ignore[arg-type]
+
+
+def test_an_elementwise_kernel_tiling_a_constant_cuts_its_input_by_the_tiles() -> None:
+    """A learned position table added to the embeddings is tiled over the
+    rectangle (its first long axis in blocks along y): PE row py owns the
+    outputs of table rows block py, so the embeddings' row box is that block
+    of every other axis whole. Routed, rows owning none of it (a table
+    shorter than the rectangle is high) leave the input flat; held, they
+    hold nothing."""
+    from wsec.ir.graph import Kernel, Node
+    from wsec.ir.kernels import KINDS, input_cut
+    from wsec.ir.movement import Operands
+
+    def cut(T: int, D: int, p: int, routed: bool) -> np.ndarray | None:
+        shapes = {"x": (1, T, D), "pos": (1, T, D), "y": (1, T, D)}
+        dims = {"E": T * D, "I": 1, "O": 1, "Q": 1, "P": 0, "Pf": 1, "Fa": T, "Fb": D, "Fr": 1}
+        k = Kernel("k0", "kernel", ["x", "pos"], ["y"], kind="elementwise", dims=dims,
+                   knobs={"p": p}, body=[Node("a", "Add", ["x", "pos"], ["y"])])
+        ops = Operands(shapes.__getitem__, {"pos": np.zeros(shapes["pos"])}.get, routed)
+        rows = input_cut(k, "x", shapes["x"], ops)
+        if rows is not None:  # each row's box: the table rows its tiles hold (weight_shard)
+            for py in range(rows.shape[0]):
+                held = KINDS["elementwise"].weight_shard(dims, {"p": p}, 0, shapes["pos"], 0, py)
+                if held[1].stop > held[1].start:
+                    assert rows[py, :, 1].tolist() == [held[1].start, held[1].stop]
+        return rows
+
+    rows = cut(17, 32, 544, routed=False)  # 24 x 23 PEs: rows 17.. own nothing
+    assert rows is not None and rows.shape == (23, 2, 3)
+    for py in range(17):
+        assert rows[py].tolist() == [[0, py, 0], [1, py + 1, 32]]
+    assert not rows[17:].any()
+    assert cut(17, 32, 544, routed=True) is None
+    rows = cut(64, 8, 64, routed=True)  # 8 x 8 PEs, 8 table rows each
+    assert rows is not None
+    assert rows[:, 0, 1].tolist() == list(range(0, 64, 8)) and (rows[:, 1, 2] == 8).all()

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from wsec import signals
 from wsec.ir.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -458,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # first: a Ctrl-C from here on is "wsec: interrupted", exit 130
         args = list(sys.argv[1:] if argv is None else argv)
         debug = "--debug" in args
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), signals.watching():
             if not sys.warnoptions and not debug:  # no Python warning reaches a user
                 warnings.simplefilter("ignore")
             return _dispatch(args, _out)
@@ -474,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if debug:
             raise
-        if _caused_by_interrupt(e):  # e.g. numpy's ImportError around a Ctrl-C
+        if _caused_by_interrupt(e) or signals.seen():  # e.g. numpy's ImportError
             print("wsec: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         if isinstance(e, WsecError):

@@ -29,6 +29,41 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+_SEEN: list[int] = []  # SIGINTs received while `watching`
+
+
+def _interrupt(sig: int, frame: object) -> None:
+    """Python's default (KeyboardInterrupt), remembered: a C extension
+    loading when it lands may report it as its own error with no trace of
+    the interrupt (numpy: "Importing the numpy C-extensions failed", from a
+    KeyboardInterrupt inside PyCapsule_Import)."""
+    _SEEN.append(sig)
+    signal.default_int_handler(sig, frame)
+
+
+@contextmanager
+def watching() -> Iterator[None]:
+    """The command line's SIGINT handling for the block: as Python's
+    default, but `seen` tells afterwards whether a Ctrl-C came (so an error
+    it caused anywhere is reported as the interrupt). The main thread only,
+    and only where SIGINT is at Python's default."""
+    _SEEN.clear()
+    if not _main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is _interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def seen() -> bool:
+    """Whether a Ctrl-C came while `watching` (the last block)."""
+    return bool(_SEEN)
+
+
 @contextmanager
 def deferred(final: bool = False) -> Iterator[None]:
     """Hold SIGINT off for the block. An interrupt received meanwhile is
@@ -49,5 +84,7 @@ def deferred(final: bool = False) -> Iterator[None]:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         else:
             signal.signal(signal.SIGINT, old)
-            if got and old is signal.default_int_handler:
+            if got and old in (signal.default_int_handler, _interrupt):
+                if old is _interrupt:
+                    _SEEN.extend(got)
                 raise KeyboardInterrupt

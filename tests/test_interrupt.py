@@ -100,3 +100,38 @@ def test_interrupted_ispd_run_writes_its_best_legal_solution(tmp_path: pathlib.P
             assert score.returncode == 0 and "legal          yes" in score.stdout
         else:
             assert "nothing written" in line and not (tmp_path / "r.sol").exists()
+
+
+def test_an_error_a_ctrl_c_caused_without_a_trace_is_the_interrupt(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A C extension loading when Ctrl-C lands may raise its own error with no
+    KeyboardInterrupt in its chain (numpy: "Importing the numpy C-extensions
+    failed" from PyCapsule_Import): still "wsec: interrupted", exit 130, not
+    an internal error. An error with no Ctrl-C before it stays internal."""
+    import os
+
+    from wsec import cli
+
+    def loading(args, out):  # noqa: ANN001, ANN202 - as the C import machinery does
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        raise ImportError("PyCapsule_Import could not import module \"datetime\"")
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # a worker may ignore it
+    try:
+        monkeypatch.setattr(cli, "_dispatch", loading)
+        assert cli.main(["m.onnx"]) == 130
+        assert capsys.readouterr().err == "wsec: interrupted\n"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+        def failing(args, out):  # noqa: ANN001, ANN202
+            raise ImportError("a broken install")
+
+        monkeypatch.setattr(cli, "_dispatch", failing)
+        assert cli.main(["m.onnx"]) == 70
+        assert "internal error: ImportError: a broken install" in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGINT, old)

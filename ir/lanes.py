@@ -48,6 +48,13 @@ A pitched cut lane carries the bounding box of its k rows' boxes
 (`pitched_boxes`; exact when those rows are adjacent channel blocks of one
 row group, or whole row groups, as a conv's are when k divides its channel
 blocks c or c divides k), and every PE of its k rows receives all of it.
+A kind may declare its boxes over a VIEW of the value (KernelKind.
+input_view: one axis split, `split_axis`), where a row's read is one box
+though in the value it is several (a grouped conv's channel block of every
+group: (N, C, H, W) as (N, G, C/G, H, W)); its lanes then carry their
+boxes of the reshaped value, unions and element counts are taken in the
+view, and a window of the value is tested as the smallest box of the view
+that holds it (`boxes_to_view`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from wsec.backends.format import Program
+from wsec.backends.format import FormatError, Program
+from wsec.backends.lanes import check_records
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_inbox import deliveries, forwarded
@@ -174,3 +175,41 @@ def test_a_shrunk_view_box_is_an_error_at_that_pe(
     msg = str(ex.value)
     assert f"kernel '{p.kernels[ki].name}'" in msg and "reads %r1[" in msg, msg
     assert "never arrived there" in msg and "lane 0" in msg, msg
+
+
+def _host_model(path: pathlib.Path) -> None:
+    """A 1x1 conv of 2 groups straight from the model input (a cut host
+    input over its view)."""
+    rng = np.random.default_rng(7)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 8, 1, 1],
+                           rng.standard_normal(64).round(2).tolist())
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], group=2)], "host",
+                          [vi("x", TensorProto.FLOAT, [1, 16, 14, 14])],
+                          [vi("y", TensorProto.FLOAT, [1, 8, 14, 14])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+def test_a_host_input_is_cut_over_its_view(tmp_path: pathlib.Path) -> None:
+    _host_model(tmp_path / "h.onnx")
+    assert main([str(tmp_path / "h.onnx"), "-o", str(tmp_path / "h.bin"), "-q"]) == 0
+    p = load_binary(str(tmp_path / "h.bin"))
+    bi, ki = _viewed(p)
+    io = p.info["host_io"]["inputs"][0]
+    assert io["view"] == list(p.lane_view(bi)) == [1, 2, 8, 14, 14]
+    assert np.asarray(io["boxes"]).tolist() == p.lane_boxes(bi).tolist()
+    x = random_inputs(p, 3)
+    res = simulate(p, x)
+    want, _ = onnx_reference(str(tmp_path / "h.onnx"), x)
+    assert compare("y", res.outputs["y"], want["y"]).ok
+    assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0
+    # a view that splits no axis, or one the I/O map does not send, is refused
+    bad = replace(p, info={**p.info, "cut_views": {str(bi): [1, 3, 5, 14, 14]}})
+    with pytest.raises(FormatError, match=r"cut over a view of %x: the view \[1, 3, 5, 14, 14\]"):
+        check_records(bad)
+    other = {**io, "view": [1, 4, 4, 14, 14]}
+    bad = replace(p, info={**p.info, "host_io": {**p.info["host_io"], "inputs": [other]}})
+    with pytest.raises(FormatError, match=r"the I/O map sends boxes of the shape \[1, 4, 4"):
+        check_records(bad)

@@ -188,7 +188,8 @@ def _gather(module: Module, version: str | None, embed_weights: bool,
             _weight_maps(ki, k, module, blobs, acc, tilings)
     edges = [EdgeInfo(e.value, e.src, list(e.dsts), int(e.bytes_per_sample))
              for e in module.edges]
-    bundles, points, slices = bundle_records(module, {k.name: i for i, k in enumerate(kernels)})
+    bundles, points, slices, views = bundle_records(module,
+                                                    {k.name: i for i, k in enumerate(kernels)})
     # a stream binary's phases reuse the same PEs one after another; their kernels'
     # internal flows are configured per phase, not in the resident route table
     templates, entries, per_kernel = (
@@ -212,6 +213,8 @@ def _gather(module: Module, version: str | None, embed_weights: bool,
         "attrs": _plain_attrs(module.attrs),
         "templates": templates,
     }
+    if views:
+        info["cut_views"] = views
     if stream:
         info.update(phases=phases, streams=streams)
         if "store_steps" in module.attrs:
@@ -288,7 +291,7 @@ def _host_io(m: Module) -> dict[str, list[dict[str, object]]]:
     (outputs) and the element range each lane carries, or, for an input
     bundle cut per PE row of its sink, the box each lane carries (the
     bundle's slice records, wsec.ir.kernels.lane_boxes)."""
-    from wsec.ir.kernels import lane_boxes
+    from wsec.ir.kernels import cut_view, lane_boxes
     from wsec.ir.movement import Operands
 
     kernels = {k.name: k for k in m.kernels()}
@@ -303,9 +306,11 @@ def _host_io(m: Module) -> dict[str, list[dict[str, object]]]:
             d: dict[str, object] = {"value": e.value, "type": str(m.values[e.value].type),
                                     "sink": b.sink, "pes": pes.tolist()}
             if b.cut and e.src == HOST and b.sink in kernels:
-                d["boxes"] = lane_boxes(kernels[b.sink], b, e.value,
-                                        tuple(m.values[e.value].type.shape),
-                                        Operands.of_module(m)).tolist()
+                shape, ops = tuple(m.values[e.value].type.shape), Operands.of_module(m)
+                d["boxes"] = lane_boxes(kernels[b.sink], b, e.value, shape, ops).tolist()
+                view = cut_view(kernels[b.sink], e.value, shape, ops)
+                if view != shape:  # the boxes are over the bundle's view (META cut_views)
+                    d["view"] = list(view)
             else:
                 d["ranges"] = lane_slices(numel, b.lanes).tolist()
             (ins if e.src == HOST else outs).append(d)

@@ -26,10 +26,11 @@ from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 5  # 2: routes as bundles of lanes (LANES) and kernel route templates;
+FORMAT_VERSION = 6  # 2: routes as bundles of lanes (LANES) and kernel route templates;
 # 3: cut bundles, whose lanes carry boxes of the slice table (LANES); 4: a bundle's lane
 # pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows);
 # 5: a bundle's source pitch (LANES: lanes widen from it to the pitch at the last corner)
+# 6: a cut bundle's boxes may be over a view of its value (META cut_views: one axis split)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -279,9 +280,19 @@ class Program:
         b = self.bundles[bi]
         if not int(b["flags"]) & BUNDLE_CUT:
             return None
-        nd = len(type_shape(self.info["values"][self.edges[int(b["edge"])].value]))
+        nd = len(self.lane_view(bi))
         rec = self.slices[int(b["slice0"]):int(b["slice0"]) + int(b["lanes"])]
         return np.stack([rec["start"][:, :nd], rec["stop"][:, :nd]], axis=1).astype(np.int64)
+
+    def lane_view(self, bi: int) -> tuple[int, ...]:
+        """The shape bundle `bi`'s lane boxes are over: its value's, or
+        where META `cut_views` names the bundle, that view of it (a reshape
+        splitting one axis: a grouped conv's channels as (G, C/G))."""
+        view = self.info.get("cut_views", {}).get(str(bi))
+        if view is not None:
+            return tuple(int(n) for n in view)
+        return tuple(type_shape(self.info["values"][self.edges[int(self.bundles[bi]["edge"])]
+                                                    .value]))
 
     def kernel_index(self, name: str) -> int:
         for i, k in enumerate(self.kernels):

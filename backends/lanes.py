@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import HOST, Bundle, Module
-from wsec.ir.lanes import LaneError, check_cut, endpoints, expand, spine_dir
+from wsec.ir.lanes import LaneError, check_cut, endpoints, expand, spine_dir, split_axis
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
@@ -35,16 +35,19 @@ from .format import (
 
 
 def bundle_records(module: Module, kernel_index: dict[str, int]
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, list[int]]]:
     """(BUNDLE_DTYPE records, POINT_DTYPE waypoints, SLICE_DTYPE lane boxes
-    of the cut bundles) of every edge's bundles."""
-    from wsec.ir.kernels import lane_boxes
+    of the cut bundles, META `cut_views`: per cut bundle index whose boxes
+    are over a view of its value, that view's shape) of every edge's
+    bundles."""
+    from wsec.ir.kernels import cut_view, lane_boxes
     from wsec.ir.movement import Operands
 
     recs, pts, boxes = [], [], []
     kernels = {k.name: k for k in module.kernels()}
     ops = Operands.of_module(module)
     nbox = 0
+    views: dict[str, list[int]] = {}
     for ei, e in enumerate(module.edges):
         for b in e.bundles or ():
             flags = (BUNDLE_FROM_HOST if e.src == HOST else 0) | (
@@ -57,6 +60,10 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 except (KeyError, ValueError) as err:
                     raise FormatError(f"bundle of %{e.value} to '{b.sink}' is cut "
                                       f"'{b.cut}': {err}") from None
+                shape = tuple(module.values[e.value].type.shape)
+                view = cut_view(kernels[b.sink], e.value, shape, ops)
+                if view != shape:
+                    views[str(len(recs))] = list(view)
                 flags |= BUNDLE_CUT
                 slice0 = nbox
                 boxes.append(box)
@@ -73,7 +80,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
         sl["stop"][at:at + box.shape[0], :nd] = box[:, 1, :]
         at += box.shape[0]
     return (np.array(recs, BUNDLE_DTYPE) if recs else np.zeros(0, BUNDLE_DTYPE),
-            np.array(pts, POINT_DTYPE) if pts else np.zeros(0, POINT_DTYPE), sl)
+            np.array(pts, POINT_DTYPE) if pts else np.zeros(0, POINT_DTYPE), sl, views)
 
 
 def template_records(module: Module) -> tuple[list[dict[str, object]], np.ndarray, list[int]]:
@@ -185,14 +192,20 @@ def _check_cut(p: Program, bi: int) -> None:
     if a + n > len(p.slices):
         raise FormatError(f"{what} is cut into slices {a}..{a + n}, outside the "
                           f"{len(p.slices)} stored")
-    shape = tuple(type_shape(p.info["values"][e.value]))
+    value = tuple(type_shape(p.info["values"][e.value]))
+    shape = p.lane_view(bi)
+    try:
+        split_axis(value, shape)
+    except ValueError as err:
+        raise FormatError(f"{what} is cut over a view of %{e.value}: {err}") from None
     if len(shape) > CUT_DIMS:
-        raise FormatError(f"{what} is cut, but %{e.value} has {len(shape)} dims (at most "
-                          f"{CUT_DIMS})")
+        raise FormatError(f"{what} is cut, but %{e.value} has {len(shape)} dims "
+                          f"{'in its view ' if shape != value else ''}(at most {CUT_DIMS})")
     rec = p.slices[a:a + n]
     nd = len(shape)
     if (rec["start"][:, nd:] != 0).any() or (rec["stop"][:, nd:] != 0).any():
-        raise FormatError(f"{what}: a lane box has extents past the {nd} dims of %{e.value}")
+        raise FormatError(f"{what}: a lane box has extents past the {nd} dims of %{e.value}"
+                          f"{' in its view' if shape != value else ''}")
     boxes = p.lane_boxes(bi)
     assert boxes is not None
     try:
@@ -216,6 +229,11 @@ def _check_host_boxes(p: Program, bi: int, boxes: np.ndarray) -> None:
     if len(ios) != 1 or "boxes" not in ios[0]:
         raise FormatError(f"{what} is cut, but the I/O map has no boxes for it (it would send "
                           "flat ranges)")
+    view = list(p.lane_view(bi))
+    if list(ios[0].get("view", type_shape(p.info["values"][e.value]))) != view:
+        raise FormatError(f"{what}: the I/O map sends boxes of the shape "
+                          f"{list(ios[0].get('view', type_shape(p.info['values'][e.value])))}, "
+                          f"its slice records are boxes of {view}")
     sent = np.asarray(ios[0]["boxes"], np.int64).reshape(-1, *boxes.shape[1:]) \
         if ios[0]["boxes"] else np.zeros((0, *boxes.shape[1:]), np.int64)
     if sent.shape != boxes.shape or (sent != boxes).any():

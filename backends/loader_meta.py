@@ -20,6 +20,7 @@ from typing import Any
 
 from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST
+from wsec.ir.lanes import split_axis
 from wsec.ir.limits import available_memory, grid_problem, human_bytes, shape_problem
 from wsec.ir.opsem import has_semantics
 from wsec.ir.target import DEVICE_DTYPES
@@ -111,6 +112,7 @@ def check_meta(p: Program) -> None:
                             f"the binary's model outputs")
     for k in p.kernels:
         _check_kernel(k, sizes)
+    _check_cut_views(p)
     for role in ("inputs", "outputs"):
         for io in p.info["host_io"].get(role, []):
             name = str(io.get("value"))
@@ -129,7 +131,39 @@ def check_meta(p: Program) -> None:
                     raise MetaError(f"host I/O of %{name}: range {r!r} lies outside its {n} "
                                     f"elements")
             if "boxes" in io:
-                _check_host_boxes(name, io["boxes"], sizes[name][1])
+                _check_host_boxes(name, io["boxes"], _host_view(name, io, sizes[name][1]))
+
+
+def _check_cut_views(p: Program) -> None:
+    """META cut_views (optional): bundle index (a string) -> the shape its
+    lane boxes are over, a list of ints (that it splits one axis of the
+    bundle's value is checked with the lanes, backends.lanes)."""
+    views = p.info.get("cut_views", {})
+    if not isinstance(views, dict):
+        raise MetaError(f"'cut_views' is {views!r}, not a map of bundle index to shape")
+    for key, view in views.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) < len(p.bundles)):
+            raise MetaError(f"'cut_views' names bundle {key!r}; the binary has "
+                            f"{len(p.bundles)} bundles")
+        if not (isinstance(view, list) and view
+                and all(isinstance(v, int) and v > 0 for v in view)):
+            raise MetaError(f"'cut_views' of bundle #{key} is {view!r}, not a shape")
+
+
+def _host_view(name: str, io: dict[str, Any], shape: list[int]) -> list[int]:
+    """The shape a cut host input's boxes are over: its own, or its
+    optional `view` (a reshape splitting one axis, as its bundle's
+    META cut_views entry; wsec.ir.lanes.split_axis)."""
+    view = io.get("view")
+    if view is None:
+        return shape
+    if not isinstance(view, list) or not all(isinstance(v, int) for v in view):
+        raise MetaError(f"host I/O of %{name}: 'view' is {view!r}, not a list of ints")
+    try:
+        split_axis(tuple(shape), tuple(view))
+    except ValueError as err:
+        raise MetaError(f"host I/O of %{name}: {err}") from None
+    return view
 
 
 def _check_host_boxes(name: str, boxes: object, shape: list[int]) -> None:

@@ -90,6 +90,8 @@ def _host_boxes(p: Program, ei: int, sink: str, x: np.ndarray, ios: list[dict]
         raise SimError(f"host input %{e.value} to '{sink}': the I/O map sends lane {i} the "
                        f"box {_box_text(sent[i])}, its bundle's lane {i} carries "
                        f"{_box_text(boxes[i])}")
+    shape = x.shape
+    x = x.reshape(p.lane_view(bis[0]))  # the boxes are over the bundle's view of the value
     got = np.zeros(x.shape, bool)
     out = np.zeros_like(x)
     for lo, hi in zip(sent[:, 0], sent[:, 1], strict=True):
@@ -98,9 +100,10 @@ def _host_boxes(p: Program, ei: int, sink: str, x: np.ndarray, ios: list[dict]
         got[box] = True
     if got.size and not got.all():
         at = [int(v) for v in np.unravel_index(int(np.argmin(got)), x.shape)]
+        at = [int(v) for v in np.unravel_index(int(np.ravel_multi_index(at, x.shape)), shape)]
         raise SimError(f"host input %{e.value} to '{sink}': no lane of the I/O map carries "
                        f"element {at}")
-    return out
+    return out.reshape(shape)
 
 
 def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False) -> RunResult:

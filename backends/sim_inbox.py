@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from wsec.ir.fabric import PORT_BITS
-from wsec.ir.lanes import lane_of_element, lane_slices
+from wsec.ir.lanes import boxes_to_view, lane_of_element, lane_slices
 
 from .format import NO_BUNDLE, Program, type_shape
 from .sim_base import SimError, edge_name
@@ -49,6 +49,9 @@ class Delivery:
     lane_at: np.ndarray  # [uh, uw]: lane delivered into the PE's core, -1 for none
     shape: tuple[int, ...] = ()
     boxes: np.ndarray | None = None  # a cut bundle: (lanes, 2, ndim) box per lane
+    # the shape the boxes are over: the value's (None) or a view splitting one of
+    # its axes (Program.lane_view: a grouped conv's channels as (G, C/G))
+    view: tuple[int, ...] | None = None
     # a flat bundle: [uh, uw] True where a PE read outside its lane, over the
     # checks of one kernel run (reset by sim_exec.run_kernel)
     outside: np.ndarray | None = None
@@ -61,8 +64,13 @@ class Delivery:
         """The lane carrying each flat element (a cut bundle: the first lane
         whose box holds it)."""
         if self.boxes is not None:
-            return np.asarray(lane_of_element(self.boxes, unravel(int(flat), self.shape)))
+            return np.asarray(lane_of_element(self.boxes, unravel(int(flat), self.box_shape)))
         return np.searchsorted(self.slices[:, 1], np.asarray(flat), side="right")
+
+    @property
+    def box_shape(self) -> tuple[int, ...]:
+        """The shape the lane boxes are over (the value's, or its view)."""
+        return self.shape if self.view is None else self.view
 
     def landing_pes(self) -> int:
         return int((self.lane_at >= 0).sum())
@@ -117,15 +125,22 @@ def deliveries(p: Program) -> list[dict[str, Delivery]]:
         numel = int(np.prod(shape, dtype=np.int64))
         out[ki][e.value] = Delivery(e.value, int(b["edge"]), bi, numel,
                                     lane_slices(numel, int(b["lanes"])), at, shape,
-                                    p.lane_boxes(bi))
+                                    p.lane_boxes(bi), _view(p.lane_view(bi), shape))
     return out
+
+
+def _view(view: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    return None if tuple(view) == tuple(shape) else tuple(view)
 
 
 def check_windows(p: Program, ki: int, d: Delivery, need: np.ndarray) -> int:
     """PE row py of kernel ki reads the box need[py] ((uh, 2, ndim) [start,
     stop) of d's value; empty boxes read nothing) on every PE of the row,
     or, where the PEs of a row read different boxes (a grouped or spread
-    layout), PE (px, py) reads need[py, px] ((uh, uw, 2, ndim)).
+    layout), PE (px, py) reads need[py, px] ((uh, uw, 2, ndim)). Where the
+    bundle is cut over a view of the value (Delivery.view), the windows
+    may be boxes of that view; boxes of the value are tested as the
+    smallest box of the view that holds them (wsec.ir.lanes.boxes_to_view).
     A cut bundle must have delivered it into each PE's core (else SimError
     naming the PE, the first missing element and the lane carrying it);
     for a flat bundle, returns how many PEs read outside their lane's range
@@ -155,8 +170,14 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         raise SimError(f"kernel '{p.kernels[ki].name}' ({p.kernels[ki].kind}): its executor "
                        f"declares windows for {need.shape[1]}x{need.shape[0]} PEs, the "
                        f"rectangle has {uw}x{uh}")
+    reads = (need[:, :, 1, :] > need[:, :, 0, :]).all(axis=2)
+    if d.view is None and len(d.shape) != need.shape[-1]:
+        raise SimError(f"kernel '{p.kernels[ki].name}' ({p.kernels[ki].kind}): its executor "
+                       f"declares windows of {need.shape[-1]} dims for %{d.value} "
+                       f"{list(d.shape)}, whose lanes carry it flat")
+    if d.view is not None and need.shape[-1] != len(d.view):  # the windows in the view
+        need = boxes_to_view(need, d.shape, d.view)
     lo, hi = need[:, :, 0, :], need[:, :, 1, :]  # [uh, uw, nd]
-    reads = (hi > lo).all(axis=2)
     lane = d.lane_at
     got = lane >= 0
     li = np.maximum(lane, 0)
@@ -180,7 +201,7 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         held = (f"{what}'s box {_box(d.boxes[int(lane[py, px])])}" if got[py, px]
                 else "no lane")
         elem = _first_missing(need[py, px], d.boxes[int(lane[py, px])] if got[py, px] else None)
-        flat = int(np.ravel_multi_index(tuple(elem), d.shape))
+        flat = int(np.ravel_multi_index(tuple(elem), d.box_shape))
         raise read_error(p, ki, px, py, d.value, flat, held, d)
     return bad
 

@@ -243,7 +243,7 @@ class Routers:
                 raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}' overlap: "
                                f"{len(bundles)} bundles carry it, one of them cut")
             try:
-                check_cut(shape, cut[0])
+                check_cut(p.lane_view(bundles[0]), cut[0])
             except LaneError as err:
                 raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}': {err}") from None
             return

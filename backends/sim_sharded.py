@@ -140,8 +140,9 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
     if d is not None and d.shape:
         need = _conv_need((N, C // fold, *x.shape[2:]), c, s, cb // fold, hb, st[0], R, dl[0],
                           Ho, pb[0])
-        if G > 1:
-            need = _grouped_need(need, kk, kb, K // G, cg // fold, G)
+        if G > 1:  # over the lanes' view of x where its bundle is cut over one
+            need = _grouped_need(need, kk, kb, K // G, cg // fold, G,
+                                 view is None and d.view is not None)
         stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d,
                                                need if view is None else view(need))
     xp = np.pad(x, [(0, 0), (0, cpad), (pb[0], pe[0]), (pb[1], pe[1])])
@@ -200,17 +201,26 @@ def _conv_need(shape: tuple[int, ...], c: int, s: int, cb: int, hb: int, sh: int
     return need
 
 
-def _grouped_need(need: np.ndarray, kk: int, kb: int, kg: int, cg: int, G: int) -> np.ndarray:
+def _grouped_need(need: np.ndarray, kk: int, kb: int, kg: int, cg: int, G: int,
+                  view: bool = False) -> np.ndarray:
     """(c s, kk, 2, 4) from a conv's per-row windows (`_conv_need`, channel
     block ci of a group's cg): PE (px, py) of a grouped conv reads that
     block in every group its out-channel block px (kb of the K = kg G)
-    spans: the hull from the first such group's block to the last's."""
+    spans: the hull from the first such group's block to the last's; or
+    (`view`, (c s, kk, 2, 5)) exactly, as a box of the input viewed as
+    (N, G, cg, H, W): those groups x that block (ConvKind.input_view)."""
     K = kg * G
     px = np.arange(kk)
     q0 = np.minimum(px * kb, K - 1) // kg
     q1 = (np.minimum((px + 1) * kb, K) - 1) // kg
     out = np.repeat(need[:, None], kk, axis=1)
     lo, hi = np.minimum(need[:, None, 0, 1], cg), np.minimum(need[:, None, 1, 1], cg)
+    if view:
+        out = np.insert(out, 1, 0, axis=3)
+        out[:, :, 0, 1], out[:, :, 1, 1] = q0[None, :], q1[None, :] + 1
+        out[:, :, 0, 2], out[:, :, 1, 2] = lo, hi
+        out[((out[:, :, 1] <= out[:, :, 0]).any(axis=2)) | (px * kb >= K)[None, :]] = 0
+        return out
     out[:, :, 0, 1] = q0[None, :] * cg + lo
     out[:, :, 1, 1] = np.where(hi > lo, q1[None, :] * cg + hi, 0)
     out[((out[:, :, 1] <= out[:, :, 0]).any(axis=2)) | (px * kb >= K)[None, :]] = 0

@@ -128,6 +128,14 @@ class KernelKind:
         read separable parts, its lanes carry the flat split."""
         return None
 
+    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                   ) -> tuple[int, ...] | None:
+        """The shape input_cut's boxes are over when not the value's own: a
+        reshape of it splitting one axis (wsec.ir.lanes.split_axis; a
+        grouped conv's channels as (G, C/G), where a row's block of every
+        group is one box). None (the default): the value's shape."""
+        return None
+
     def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                  ) -> np.ndarray | None:
         """As input_cut, where the PE rows hold their boxes without routed

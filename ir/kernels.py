@@ -82,6 +82,27 @@ def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
     return broadcast_rows(rows, tuple(shape))
 
 
+def cut_view(kernel: Kernel, value: str, shape: tuple[int, ...],
+             ops: Operands | None = None) -> tuple[int, ...]:
+    """The shape input_cut's boxes of `value` are over: the value's own,
+    or where its kind declares one for its routed data input
+    (KernelKind.input_view) a view splitting one axis of it (a grouped
+    conv's channels as (G, C/G)); a lane of a cut bundle then carries that
+    box of the value reshaped to the view."""
+    shape = tuple(int(n) for n in shape)
+    if not kernel.body or not kernel.knobs or not kernel.body[0].inputs:
+        return shape
+    ins = list(kernel.body[0].inputs)
+    if (ops is not None and not ops.routed) or ins[0] != value or ins.count(value) != 1 \
+            or any(value in n.inputs for n in kernel.body[1:]):
+        return shape
+    kind = kind_of(kernel)
+    view = kind.input_view(kernel.dims, kernel.knobs, shape)
+    if view is None or (ops is not None and kind.body_cut(kernel, value, ops) is not None):
+        return shape
+    return tuple(int(n) for n in view)
+
+
 def _gaps(rows: np.ndarray) -> bool:
     """Whether rows owning nothing lie before a row that owns some (a conv's
     reduction rows before each owner, c > 1). Routed, a cut lane and its
@@ -117,7 +138,8 @@ def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],
     """(lanes, 2, ndim): the box each lane of bundle `b` (cut "rows") into
     `kernel` carries: the one its landing PE's row reads (input_cut), or at
     pitch k the bounding box of the boxes of the k rows its landing PE and
-    spine serve (wsec.ir.lanes.union_boxes). A ValueError says why the cut
+    spine serve (wsec.ir.lanes.union_boxes), over the value's `cut_view`
+    (its own shape or a split of one axis). A ValueError says why the cut
     does not apply (no declared cut, lanes x pitch other than the PE rows,
     a spine across the rows, a lane landing outside the rows)."""
     rows = input_cut(kernel, value, shape, ops)

@@ -48,6 +48,13 @@ A pitched cut lane carries the bounding box of its k rows' boxes
 (`pitched_boxes`; exact when those rows are adjacent channel blocks of one
 row group, or whole row groups, as a conv's are when k divides its channel
 blocks c or c divides k), and every PE of its k rows receives all of it.
+A kind may declare its boxes over a VIEW of the value (KernelKind.
+input_view: one axis split, `split_axis`), where a row's read is one box
+though in the value it is several (a grouped conv's channel block of every
+group: (N, C, H, W) as (N, G, C/G, H, W)); its lanes then carry their
+boxes of the reshaped value, unions and element counts are taken in the
+view, and a window of the value is tested as the smallest box of the view
+that holds it (`boxes_to_view`).
 """
 
 from __future__ import annotations
@@ -490,3 +497,44 @@ def lane_of_element(boxes: np.ndarray, index: list[int]) -> int:
     ix = np.asarray(index, np.int64)
     inside = ((boxes[:, 0, :] <= ix) & (ix < boxes[:, 1, :])).all(axis=1)
     return int(np.argmax(inside)) if inside.any() else -1
+
+
+def split_axis(shape: tuple[int, ...], view: tuple[int, ...]) -> tuple[int, int] | None:
+    """(axis, parts) when `view` is `shape` with one axis split into
+    (parts, extent // parts) (a grouped conv's channels as (G, C/G)); None
+    when the view is the shape itself. A ValueError for any other view."""
+    shape, view = tuple(int(n) for n in shape), tuple(int(n) for n in view)
+    if view == shape:
+        return None
+    if len(view) == len(shape) + 1:
+        for a in range(len(shape)):
+            if view[:a] == shape[:a] and view[a + 2:] == shape[a + 1:] \
+                    and view[a] * view[a + 1] == shape[a]:
+                return a, view[a]
+    raise ValueError(f"the view {list(view)} does not split one axis of {list(shape)}")
+
+
+def boxes_to_view(boxes: np.ndarray, shape: tuple[int, ...], view: tuple[int, ...]
+                  ) -> np.ndarray:
+    """(..., 2, len(view)): each box (..., 2, len(shape)) of a value of
+    `shape` as the smallest box of its `view` (split_axis) that holds it:
+    exact where the box's range of the split axis lies in one part or
+    covers whole parts, else its parts whole (a superset, so a window whose
+    hull a lane's box holds is held by it). Empty boxes stay empty."""
+    got = split_axis(shape, view)
+    if got is None:
+        return boxes
+    a, g = got
+    b = int(shape[a]) // g
+    lo, hi = boxes[..., 0, :].astype(np.int64), boxes[..., 1, :].astype(np.int64)
+    empty = (hi <= lo).any(axis=-1)
+    p0, p1 = lo[..., a] // b, np.maximum(hi[..., a] - 1, 0) // b
+    one = p0 == p1
+    inner_lo = np.where(one, lo[..., a] - p0 * b, 0)
+    inner_hi = np.where(one, hi[..., a] - p0 * b, b)
+    vlo = np.concatenate([lo[..., :a], p0[..., None], inner_lo[..., None], lo[..., a + 1:]], -1)
+    vhi = np.concatenate([hi[..., :a], p1[..., None] + 1, inner_hi[..., None], hi[..., a + 1:]],
+                         -1)
+    out = np.stack([vlo, vhi], axis=-2)
+    out[empty] = 0
+    return out

@@ -122,13 +122,15 @@ def fold_depth(node: Node, x: tuple[int, ...], y: tuple[int, ...], taps: int
 
 
 def channel_row_boxes(shape: tuple[int, ...], C: int, G: int, c: int, s: int, lo: np.ndarray,
-                      hi: np.ndarray, ax: int | None) -> np.ndarray:
+                      hi: np.ndarray, ax: int | None, view: bool = False) -> np.ndarray:
     """(c s, 2, ndim): the box of a conv-like input (channels on axis 1) PE
     row py reads: input-channel block py % c of each of the G groups'
     channels (the span from the first group's block to the last's), rows
     [lo, hi) of its row group py // c on axis `ax` (None: the whole axis,
     for the row groups that hold any rows), the other axes whole. A row
-    whose block or rows are empty reads nothing (an all-zero box)."""
+    whose block or rows are empty reads nothing (an all-zero box).
+    `view`: the boxes in the input's `group_view` instead, each block of
+    every group exactly (axis 1 the groups [0, G), axis 2 the block)."""
     py = np.arange(c * s)
     out = np.zeros((c * s, 2, len(shape)), np.int64)
     out[:, 1] = shape
@@ -141,7 +143,22 @@ def channel_row_boxes(shape: tuple[int, ...], C: int, G: int, c: int, s: int, lo
     else:
         out[~(hi > lo)[py // c]] = 0
     out[(out[:, 1] <= out[:, 0]).any(axis=1) | (last <= first)] = 0
-    return out
+    if not view:
+        return out
+    empty = (out[:, 1] <= out[:, 0]).any(axis=1)
+    vlo = np.insert(out[:, 0], 1, 0, axis=1)
+    vhi = np.insert(out[:, 1], 1, G, axis=1)
+    vlo[:, 2], vhi[:, 2] = first, last
+    got = np.stack([vlo, vhi], axis=1)
+    got[empty] = 0
+    return got
+
+
+def group_view(shape: tuple[int, ...], G: int) -> tuple[int, ...]:
+    """A conv-like input (channels on axis 1) viewed as (N, G, C/G, ...):
+    in it "channel block j of every group", what a grouped conv's PE row
+    reads, is one box (wsec.ir.lanes.split_axis)."""
+    return (shape[0], G, shape[1] // G, *shape[2:])
 
 
 class ConvKind(LibraryKind):
@@ -314,22 +331,63 @@ class ConvKind(LibraryKind):
         before them, so the boxes cover the input. A 1-D conv's rows are
         its sequence (L1); a 3-D conv's PEs hold their channels x rows of
         every depth plane (T: N counts samples x output planes).
-        A grouped conv (G > 1) keeps None, though its rows read a box (its
-        channel block of every group its columns span: with c = 1 every
-        channel): measured, cutting ShuffleNet's grouped and depthwise
-        convs (bench/fabric.py) doubled its busiest link + RAMP (realised
-        1.000x -> 2.000x its bound): a row's box holds all the channels of
-        its rows and halo, its PEs' windows a k-th of them each. Its
-        executor still checks every PE's window against the flat lanes;
-        held without lanes (`held_cut`), the rows hold those boxes."""
-        if max(1, dims.get("G", 1)) > 1:
+        A grouped conv (G > 1) reads channel block py % c of EVERY group,
+        disjoint channel ranges whose bounding box in the value would span
+        nearly all channels between them: its boxes are over the input's
+        `group_view` (input_view), where that block is one exact box. A
+        depthwise conv (one channel per group) keeps None: measured, cutting
+        ShuffleNet's depthwise convs (bench/fabric.py) doubled its busiest
+        link + RAMP (realised 1.000x -> 2.000x its bound): a row's box holds
+        all the channels of its rows and halo, its PEs' windows a k-th of
+        them each. Its executor still checks every PE's window against the
+        flat lanes; held without lanes (`held_cut`), the rows hold their
+        bounding boxes in the value's own shape."""
+        view = self.input_view(dims, knobs, shape)
+        if max(1, dims.get("G", 1)) > 1 and view is None:
             return None
-        return self.held_cut(dims, knobs, shape)
+        return self._row_boxes(dims, knobs, shape, view is not None)
+
+    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                   ) -> tuple[int, ...] | None:
+        """A 2-D grouped conv with more than one channel per group: its
+        input as (N, G, C/G, H, W) (group_view); else None (1-D and 3-D
+        grouped convs keep their bounding boxes' None: their executors'
+        windows are mapped from 2-D rows, not given in the view)."""
+        G, C = max(1, dims.get("G", 1)), dims.get("C", 0)
+        if G < 2 or C // G < 2 or dims.get("L1") or dims.get("T") or len(shape) != 4 \
+                or shape[1] != C or 2 * self._fewest_groups(dims, knobs) < G:
+            return None
+        return group_view(tuple(shape), G)
+
+    def _fewest_groups(self, dims: Dims, knobs: Knobs) -> int:
+        """The fewest groups a PE column's out-channel block spans: of its
+        row's box (its block of all G groups) such a PE reads that many
+        G-ths, but its RAMP receives all of it. Measured (bench/fabric.py):
+        cut where each PE reads a quarter of its row's box or less
+        (ShuffleNet's 4-group 1x1 convs) the lanes of every row crowd
+        ShuffleNet's links (realised 1.000x -> 1.240x its bound), so a
+        grouped conv is cut over its view only where every PE reads at
+        least half of it (AlexNet's 2 groups)."""
+        K, G, k = int(dims.get("K", 0)), max(1, dims.get("G", 1)), max(1, int(knobs["k"]))
+        kg, kb = max(1, K // G), -(-K // k)
+        px = np.arange(k)
+        px = px[px * kb < K]
+        if not px.size:
+            return 0
+        q0, q1 = (px * kb) // kg, (np.minimum((px + 1) * kb, K) - 1) // kg
+        return int((q1 - q0 + 1).min())
 
     def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                  ) -> np.ndarray | None:
-        """input_cut's boxes, a grouped conv's too (rows holding them
-        without lanes: a weight-streaming phase)."""
+        """input_cut's boxes in the value's own shape, a grouped conv's too
+        (their bounding boxes: rows holding them without lanes, a weight-
+        streaming phase)."""
+        return self._row_boxes(dims, knobs, shape, False)
+
+    def _row_boxes(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...], view: bool
+                   ) -> np.ndarray | None:
+        """Per PE row its channel block x row group's input rows, in the
+        value's shape or (`view`) its group_view."""
         c, s = int(knobs["c"]), int(knobs["s"])
         N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
         G = max(1, dims.get("G", 1))
@@ -351,7 +409,7 @@ class ConvKind(LibraryKind):
         if got is None:
             return None
         lo, hi = got
-        return channel_row_boxes(tuple(shape), C, G, c, s, lo, hi, ax)
+        return channel_row_boxes(tuple(shape), C, G, c, s, lo, hi, ax, view)
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:

@@ -119,7 +119,8 @@ class Request:
     choice: int = 0  # which pair `src`, `dst` are
     solo: bool = False  # never shares slots with its siblings (their lanes would cross)
     cut_rows: int = 0  # the sink's PE rows when its kind cuts this input per row (input_cut)
-    row_boxes: np.ndarray | None = None  # (cut_rows, 2, ndim): the box each of them reads
+    # (cut_rows, 2, ndim): the box each of them reads (of the sink's cut_view of the value)
+    row_boxes: np.ndarray | None = None
     numel: int = 1  # elements of the value
     cut_pitch: int = 0  # > 0: the lanes carry the rows' boxes, each serving this many rows
     src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen

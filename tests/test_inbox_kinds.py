@@ -118,11 +118,22 @@ def test_grouped_1d_and_3d_conv_rows_hold_each_pes_window() -> None:
     dims = {"N": N, "C": C, "H": H, "W": W, "K": K, "R": R, "S": R, "G": G, "sh": 1, "sw": 1,
             "dh": 1, "dw": 1, "ph": 2, "pw": 2, "Ho": 9, "Wo": 9}
     kn = {"k": 3, "c": 2, "s": 3}
-    # no cut (measured: see ConvKind.input_cut), but each PE's window holds
-    # the channels its out-channel block reads in each group
+    # each PE's window holds the channels its out-channel block reads in each
+    # group: as a hull in the value, and exactly as a box of the input viewed
+    # as (N, G, C/G, H, W), where the row's cut (ConvKind.input_view) holds it
+    # (k = 3: a PE reads 1 or 2 of the 4 groups' blocks, a quarter of its
+    # row's box, and stays flat; k = 1: every PE reads all of them)
+    assert KINDS["conv"].input_view(dims, kn, (N, C, H, W)) is None
     assert KINDS["conv"].input_cut(dims, kn, (N, C, H, W)) is None
-    need = _grouped_need(_conv_need((N, C, H, W), 2, 3, 2, 3, 1, R, 1, 9, 1), 3, 3, K // G,
-                         C // G, G)
+    kn1 = {**kn, "k": 1}
+    view = KINDS["conv"].input_view(dims, kn1, (N, C, H, W))
+    rows = KINDS["conv"].input_cut(dims, kn1, (N, C, H, W))
+    assert view == (N, G, C // G, H, W) and rows is not None and rows.shape == (6, 2, 5)
+    check_cut(view, rows)
+    base = _conv_need((N, C, H, W), 2, 3, 2, 3, 1, R, 1, 9, 1)
+    _holds(rows, _grouped_need(base, 1, K, K // G, C // G, G, view=True))
+    need = _grouped_need(base, 3, 3, K // G, C // G, G)
+    exact = _grouped_need(base, 3, 3, K // G, C // G, G, view=True)
     cg, kb = C // G, 3
     for py in range(6):
         for px in range(3):
@@ -131,6 +142,9 @@ def test_grouped_1d_and_3d_conv_rows_hold_each_pes_window() -> None:
                      for j in range((py % 2) * 2, min(cg, (py % 2 + 1) * 2))}
             lo, hi = need[py, px, 0, 1], need[py, px, 1, 1]
             assert all(lo <= ch < hi for ch in chans), (px, py)
+            (g0, j0), (g1, j1) = exact[py, px, 0, 1:3], exact[py, px, 1, 1:3]
+            held = {g * cg + j for g in range(g0, g1) for j in range(j0, j1)}
+            assert held == chans, (px, py)  # exactly the channels it reads
     # 1-D: the sequence is the rows
     d1 = {**dims, "C": 4, "G": 1, "H": 1, "R": 1, "W": 20, "S": 3, "Ho": 1, "Wo": 20, "ph": 0,
           "L1": 1}

@@ -99,13 +99,14 @@ def test_a_row_holding_less_than_its_pes_read_is_an_error_at_a_pe(
         simulate(p, random_inputs(p, 0))
 
 
-def test_a_grouped_convs_rows_hold_their_boxes_though_routed_it_stays_flat() -> None:
+def test_a_grouped_convs_rows_hold_their_boxes_routed_over_its_view() -> None:
     """A grouped conv's row reads its channel block of every group (with
-    c = 1 every channel) of its rows and halo: routed, a row multicast of
-    that crowds the links, so the input stays flat; held without lanes, the
-    rows hold those boxes, and each PE's window lies in its row's."""
+    c = 1 every channel) of its rows and halo: routed, its lanes carry that
+    as one box of the input viewed as (N, G, C/G, H, W) (cut_view); held
+    without lanes, the rows hold their bounding boxes in the value's shape,
+    and each PE's window lies in its row's."""
     from wsec.ir.graph import Kernel, Node
-    from wsec.ir.kernels import KINDS, input_cut
+    from wsec.ir.kernels import KINDS, cut_view, input_cut
     from wsec.ir.lanes import check_cut
     from wsec.ir.movement import Operands
 
@@ -116,8 +117,13 @@ def test_a_grouped_convs_rows_hold_their_boxes_though_routed_it_stays_flat() -> 
                body=[Node("c", "Conv", ["x", "w"], ["y"], {"group": 4})])
     shapes = {"x": (1, 8, 6, 6), "w": (8, 2, 3, 3)}
     held_ops = Operands(shapes.__getitem__, {"w": np.zeros(shapes["w"])}.get)
-    assert input_cut(k, "x", shapes["x"]) is None
-    assert input_cut(k, "x", shapes["x"], Operands(held_ops.shape, held_ops.const, True)) is None
+    routed = Operands(held_ops.shape, held_ops.const, True)
+    assert cut_view(k, "x", shapes["x"], routed) == (1, 4, 2, 6, 6)
+    assert cut_view(k, "x", shapes["x"], held_ops) == shapes["x"]
+    viewed = input_cut(k, "x", shapes["x"], routed)
+    assert viewed is not None and viewed.shape == (3, 2, 5)
+    assert (viewed[:, 1, 1] == 4).all() and (viewed[:, 1, 2] == 2).all()  # every group, whole
+    assert input_cut(k, "x", shapes["x"]).tolist() == viewed.tolist()
     rows = input_cut(k, "x", shapes["x"], held_ops)
     assert rows is not None and rows.shape == (3, 2, 4)
     check_cut(shapes["x"], rows)

@@ -149,12 +149,12 @@ def check_records(p: Program) -> None:
         if not 1 <= int(r["pitch"]) <= max(W, H):
             raise FormatError(f"{what} has lane pitch {int(r['pitch'])}; a pitch is at least 1 "
                               f"(every row) and at most {max(W, H)}")
-        if int(r["pitch"]) > 1 and not int(r["flags"]) & BUNDLE_CUT:
-            raise FormatError(f"{what} has lane pitch {int(r['pitch'])} but is not cut: only a "
-                              "cut bundle's lanes say what the rows of their spines read")
         if int(r["flags"]) & BUNDLE_OWNERS and not int(r["flags"]) & BUNDLE_CUT:
             raise FormatError(f"{what} lands on owner rows but is not cut: only a cut bundle's "
                               "lanes say which rows they carry for")
+        if int(r["pitch"]) > 1 and not int(r["flags"]) & BUNDLE_CUT:
+            raise FormatError(f"{what} has lane pitch {int(r['pitch'])} but is not cut: only a "
+                              "cut bundle's lanes say what the rows of their spines read")
         if int(r["src_pitch"]) > int(r["pitch"]):
             raise FormatError(f"{what} has source pitch {int(r['src_pitch'])} above its pitch "
                               f"{int(r['pitch'])}: lanes widen on their way, never narrow "

@@ -20,8 +20,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from wsec.backends.emit import write_binary
-from wsec.backends.format import BUNDLE_CUT, BUNDLE_OWNERS, PORT_BITS, Program
-from wsec.backends.lanes import to_bundle
+from wsec.backends.format import BUNDLE_CUT, BUNDLE_OWNERS, PORT_BITS, FormatError, Program
+from wsec.backends.lanes import check_records, to_bundle
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.driver import CompileOptions, compile_model
@@ -146,3 +146,25 @@ def test_owner_lane_dropped_is_an_error_naming_the_pe(compiled: tuple[Module, Pr
     with pytest.raises(SimError) as ex:
         simulate(replace(p, routes=r), random_inputs(p))
     assert re.search(r"PE \(\d+, \d+\)", str(ex.value)), str(ex.value)
+
+
+def test_loader_rejects_bad_owner_records(compiled: tuple[Module, Program],
+                                          tmp_path: pathlib.Path) -> None:
+    m, _ = compiled
+    path = tmp_path / "m.bin"
+    write_binary(m, str(path))
+    p = load_binary(str(path))
+    bi = _owner_bundles(p)[0]
+    check_records(p)
+    p.bundles["flags"][bi] &= ~np.uint8(BUNDLE_CUT)
+    with pytest.raises(FormatError, match=rf"bundle #{bi} lands on owner rows but is not cut"):
+        check_records(p)
+    p = load_binary(str(path))
+    p.bundles["flags"][bi] &= ~np.uint8(BUNDLE_OWNERS)  # spines: past the last owner row
+    b = to_bundle(p, bi)
+    assert b.cut == "rows" and b.spine == b.pitch - 1
+    p = load_binary(str(path))
+    p.bundles["pitch"][bi] = 2 * int(p.bundles["pitch"][bi])  # the last lanes land outside
+    with pytest.raises(FormatError, match=rf"bundle #{bi} .*: lane \d+ lands on PE \(\d+, \d+\), "
+                                          "outside its sink"):
+        check_records(p)

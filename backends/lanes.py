@@ -257,7 +257,7 @@ def _check_spines(p: Program, bi: int) -> None:
         for t in dict.fromkeys((0, b.spine)):
             x, y = int(land[i, 0]) + t * sx, int(land[i, 1]) + t * sy
             if not (rect.x <= x < rect.x1 and rect.y <= y < rect.y1):
-                how = f"the spine of lane {i} reaches" if t else f"lane {i} lands on"
+                how = f"the spine of lane {i} reaches" if b.spine else f"lane {i} lands on"
                 raise FormatError(f"{what} at pitch {k}: {how} PE "
                                   f"({x}, {y}), outside its sink '{kern.name}' "
                                   f"({rect.w}x{rect.h} at ({rect.x}, {rect.y}))")

@@ -29,8 +29,9 @@ MAGIC = b"WSEC\x00BIN"
 FORMAT_VERSION = 6  # 2: routes as bundles of lanes (LANES) and kernel route templates;
 # 3: cut bundles, whose lanes carry boxes of the slice table (LANES); 4: a bundle's lane
 # pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows);
-# 5: a bundle's source pitch (LANES: lanes widen from it to the pitch at the last corner)
-# 6: a cut bundle's boxes may be over a view of its value (META cut_views: one axis split)
+# 5: a bundle's source pitch (LANES: lanes widen from it to the pitch at the last corner);
+# 6: a cut bundle's boxes may be over a view of its value (META cut_views: one axis split);
+# BUNDLE_OWNERS (LANES: pitched lanes land on owner rows, with no spine)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -49,8 +50,10 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 # LANES: one record per bundle (an edge's lanes to one sink, on one color:
 # wsec.ir.lanes), then the waypoints of lane 0's path. sink: kernel index or
 # -1 for the host; flags: BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT (lane i
-# carries the box slices[slice0 + i] instead of its flat range); pitch: lane i
-# runs i*pitch steps from lane 0 and serves pitch rows of the sink (wsec.ir.lanes);
+# carries the box slices[slice0 + i] instead of its flat range), BUNDLE_OWNERS
+# (with BUNDLE_CUT: no spine, lane i delivers to its landing row alone, the
+# sink's owner row whose box it carries: cut "owners"); pitch: lane i runs
+# i*pitch steps from lane 0 and serves pitch rows of the sink (wsec.ir.lanes);
 # src_pitch (0: the pitch): the lanes' spacing before the path's last corner.
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
                          ("src_pitch", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
@@ -65,7 +68,7 @@ SLICE_DTYPE = np.dtype([("start", "<u4", (CUT_DIMS,)), ("stop", "<u4", (CUT_DIMS
 # kernel's unrotated rectangle; META `templates[t]` says which slice is whose
 TEMPLATE_DTYPE = np.dtype([("px", "<u2"), ("py", "<u2"), ("color", "u1"), ("rx", "u1"),
                            ("tx", "u1"), ("reserved", "u1")])
-BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT = 1, 2, 4
+BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT, BUNDLE_OWNERS = 1, 2, 4, 8
 NO_BUNDLE = 0xFFFFFFFF  # a route entry of a kernel's template, not of a bundle
 
 # The routers' configuration as the loader expands it from LANES and the

@@ -21,6 +21,7 @@ from .format import (
     BUNDLE_CUT,
     BUNDLE_DTYPE,
     BUNDLE_FROM_HOST,
+    BUNDLE_OWNERS,
     BUNDLE_TO_HOST,
     CUT_DIMS,
     NO_BUNDLE,
@@ -64,7 +65,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 view = cut_view(kernels[b.sink], e.value, shape, ops)
                 if view != shape:
                     views[str(len(recs))] = list(view)
-                flags |= BUNDLE_CUT
+                flags |= BUNDLE_CUT | (BUNDLE_OWNERS if b.cut == "owners" else 0)
                 slice0 = nbox
                 boxes.append(box)
                 nbox += box.shape[0]
@@ -123,8 +124,15 @@ def to_bundle(p: Program, bi: int) -> Bundle:
     sink = HOST if int(r["sink"]) < 0 else p.kernels[int(r["sink"])].name
     return Bundle(sink, int(r["color"]), int(r["lanes"]), (int(r["axis"][0]), int(r["axis"][1])),
                   tuple((int(q["x"]), int(q["y"])) for q in pts), int(r["reach"]),
-                  "rows" if int(r["flags"]) & BUNDLE_CUT else "", int(r["pitch"]),
+                  _cut_of(int(r["flags"])), int(r["pitch"]),
                   int(r["src_pitch"]))
+
+
+def _cut_of(flags: int) -> str:
+    """A bundle record's cut: "owners", "rows" or none."""
+    if not flags & BUNDLE_CUT:
+        return ""
+    return "owners" if flags & BUNDLE_OWNERS else "rows"
 
 
 def check_records(p: Program) -> None:
@@ -148,6 +156,9 @@ def check_records(p: Program) -> None:
         if not 1 <= int(r["pitch"]) <= max(W, H):
             raise FormatError(f"{what} has lane pitch {int(r['pitch'])}; a pitch is at least 1 "
                               f"(every row) and at most {max(W, H)}")
+        if int(r["flags"]) & BUNDLE_OWNERS and not int(r["flags"]) & BUNDLE_CUT:
+            raise FormatError(f"{what} lands on owner rows but is not cut: only a cut bundle's "
+                              "lanes say which rows they carry for")
         if int(r["pitch"]) > 1 and not int(r["flags"]) & BUNDLE_CUT:
             raise FormatError(f"{what} has lane pitch {int(r['pitch'])} but is not cut: only a "
                               "cut bundle's lanes say what the rows of their spines read")
@@ -261,10 +272,11 @@ def _check_spines(p: Program, bi: int) -> None:
     sx, sy = spine_dir(b)
     rect = kern.rect
     for i in (0, b.lanes - 1):  # lanes are affine: the first and the last bound them all
-        for t in (0, k - 1):
+        for t in dict.fromkeys((0, b.spine)):
             x, y = int(land[i, 0]) + t * sx, int(land[i, 1]) + t * sy
             if not (rect.x <= x < rect.x1 and rect.y <= y < rect.y1):
-                raise FormatError(f"{what} at pitch {k}: the spine of lane {i} reaches PE "
+                how = f"the spine of lane {i} reaches" if b.spine else f"lane {i} lands on"
+                raise FormatError(f"{what} at pitch {k}: {how} PE "
                                   f"({x}, {y}), outside its sink '{kern.name}' "
                                   f"({rect.w}x{rect.h} at ({rect.x}, {rect.y}))")
     along_rows = (sx != 0) if kern.rotated else (sy != 0)

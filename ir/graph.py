@@ -133,7 +133,13 @@ class Bundle:
     bundle WIDENS at its last corner: L lanes leave (L-1)*s+1 slots of the
     source side and serve L*pitch rows of the sink (a source side shorter
     than the sink's rows can still feed every row). A path with no corner
-    cannot widen."""
+    cannot widen.
+    `cut` "owners" (a pitched bundle into a kernel whose rows read the value
+    on one row of every k only: a conv's or matmul's owner rows, where its
+    fused tail runs): lane i lands on a row that reads, every k-th from
+    lane 0's, with NO spine, delivering to its landing row alone (multicast
+    along it) and carrying that row's box; the k - 1 rows between read
+    nothing of the value and get nothing."""
 
     sink: str  # a kernel name, or HOST
     color: int
@@ -149,6 +155,12 @@ class Bundle:
     def spacing(self) -> int:
         """The lane spacing before the last corner (src_pitch, or pitch)."""
         return self.src_pitch or self.pitch
+
+    @property
+    def spine(self) -> int:
+        """PEs of the spine each lane hands on along from its landing PE:
+        pitch - 1, none for a bundle landing on owner rows (cut "owners")."""
+        return 0 if self.cut == "owners" else self.pitch - 1
 
 
 @dataclass

@@ -53,9 +53,10 @@ def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
     twice (by the anchor and the tail, or at two anchor positions: x @ x)
     has no one box per row and is not cut, nor, where its lanes are routed
     (`ops` None or routed), a tail operand whose owner rows have rows owning
-    nothing before them (_gaps). With the kernel's operands (`ops`: shapes
-    and constants), a kind whose boxes depend on its body
-    (KernelKind.body_cut: a data movement) says first."""
+    nothing before them (gaps), unless the owners are one row of every k
+    (owner_pitch: a bundle lands on them alone, cut "owners"). With the
+    kernel's operands (`ops`: shapes and constants), a kind whose boxes
+    depend on its body (KernelKind.body_cut: a data movement) says first."""
     if not kernel.body or not kernel.knobs or not kernel.body[0].inputs:
         return None
     if ops is not None:
@@ -77,7 +78,7 @@ def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
     if not tail or any(n.op not in ELEMENTWISE_OPS for n in tail):
         return None
     rows = kind_of(kernel).output_rows(kernel.dims, kernel.knobs, tuple(shape))
-    if rows is None or ((ops is None or ops.routed) and _gaps(rows)):
+    if rows is None or ((ops is None or ops.routed) and gaps(rows) and not owner_pitch(rows)):
         return None
     return broadcast_rows(rows, tuple(shape))
 
@@ -103,16 +104,35 @@ def cut_view(kernel: Kernel, value: str, shape: tuple[int, ...],
     return tuple(int(n) for n in view)
 
 
-def _gaps(rows: np.ndarray) -> bool:
+def gaps(rows: np.ndarray) -> bool:
     """Whether rows owning nothing lie before a row that owns some (a conv's
     reduction rows before each owner, c > 1). Routed, a cut lane and its
     spine deliver to every row they pass, so each owner's box would go to
-    the rows between too, c times the traffic a lane landing on the owner
-    rows alone would carry (no such bundle yet: measured, ResNet-50's
-    residuals cut so took it from 1.08x to 1.53x the bound); a weight-
+    the rows between too, c times the traffic (measured: ResNet-50's
+    residuals cut so took it from 1.08x to 1.53x the bound): such rows are
+    cut only when their owners lie one every k rows (`owner_pitch`), for a
+    bundle landing on the owner rows alone (cut "owners"); a weight-
     streaming phase's rows hold their boxes without lanes."""
     live = np.flatnonzero((rows[:, 1] > rows[:, 0]).all(axis=1))
     return live.size > 0 and int(live[-1]) + 1 > live.size
+
+
+def owner_pitch(rows: np.ndarray) -> tuple[int, int]:
+    """(k, offset) when the rows reading something are exactly one of every
+    k > 1 (rows offset, offset + k, ...: a conv's or matmul's owner rows,
+    the last of each group of c = k rows), every group holding one; else
+    (0, 0). A bundle of R/k lanes landing on those rows with no spine (cut
+    "owners") then delivers each reading row its box and nothing to the
+    rows between."""
+    R = rows.shape[0]
+    live = np.flatnonzero((rows[:, 1] > rows[:, 0]).all(axis=1))
+    if live.size < 1 or live.size == R or R % live.size:
+        return 0, 0
+    k = R // live.size
+    off = int(live[0])
+    if off >= k or (live != off + k * np.arange(live.size)).any():
+        return 0, 0
+    return k, off
 
 
 def broadcast_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -135,13 +155,16 @@ def broadcast_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | Non
 
 def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],
                ops: Operands | None = None) -> np.ndarray:
-    """(lanes, 2, ndim): the box each lane of bundle `b` (cut "rows") into
-    `kernel` carries: the one its landing PE's row reads (input_cut), or at
-    pitch k the bounding box of the boxes of the k rows its landing PE and
-    spine serve (wsec.ir.lanes.union_boxes), over the value's `cut_view`
-    (its own shape or a split of one axis). A ValueError says why the cut
-    does not apply (no declared cut, lanes x pitch other than the PE rows,
-    a spine across the rows, a lane landing outside the rows)."""
+    """(lanes, 2, ndim): the box each lane of cut bundle `b` into `kernel`
+    carries: the one its landing PE's row reads (input_cut), or at pitch k
+    the bounding box of the boxes of the k rows its landing PE and spine
+    serve (wsec.ir.lanes.union_boxes); a bundle landing on owner rows (cut
+    "owners", no spine) carries its landing row's box, and every row it
+    does not land on must read nothing. Boxes are over the value's
+    `cut_view` (its own shape or a split of one axis). A ValueError says
+    why the cut does not apply (no declared cut, lanes x pitch other than
+    the PE rows, a spine across the rows, a lane landing outside the rows,
+    a row between owner lanes that reads the value)."""
     rows = input_cut(kernel, value, shape, ops)
     if rows is None:
         raise ValueError(f"kernel '{kernel.name}' ({kernel.kind}) declares no per-row cut of "
@@ -154,20 +177,29 @@ def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],
     assert kernel.rect is not None
     _, land = endpoints(b)
     py = land[:, 0] - kernel.rect.x if kernel.rotated else land[:, 1] - kernel.rect.y
+    n = b.spine + 1  # rows each lane serves
     if k > 1:
         sx, sy = spine_dir(b)
         step = sx if kernel.rotated else sy
         if step == 0:
-            raise ValueError(f"the spines of a cut bundle into kernel '{kernel.name}' run "
-                             "across its PE rows, not along its input side")
-        py = py[:, None] + step * np.arange(k)[None, :]
+            raise ValueError(f"the {'spines' if n > 1 else 'lanes'} of a cut bundle into kernel "
+                             f"'{kernel.name}' run across its PE rows, not along its input side")
+        py = py[:, None] + step * np.arange(n)[None, :]
     else:
         py = py[:, None]
     if ((py < 0) | (py >= rows.shape[0])).any() or np.unique(py).size != py.size:
         raise ValueError(f"the lanes of a cut bundle into kernel '{kernel.name}' do not land "
                          f"one on each {'group of ' + str(k) + ' ' if k > 1 else ''}PE row"
                          f"{'s' if k > 1 else ''}")
-    return rows[py[:, 0]] if k == 1 else union_boxes(rows[py])
+    if n < k:  # owner lanes: the rows they do not land on read nothing
+        rest = np.ones(rows.shape[0], bool)
+        rest[py.ravel()] = False
+        reads = rest & (rows[:, 1] > rows[:, 0]).all(axis=1)
+        if reads.any():
+            raise ValueError(f"a bundle of %{value} landing on owner rows of kernel "
+                             f"'{kernel.name}' leaves PE row {int(np.argmax(reads))} without "
+                             "the box it reads")
+    return rows[py[:, 0]] if n == 1 else union_boxes(rows[py])
 
 
 def kind_for_op(op: str) -> LibraryKind | None:

@@ -25,6 +25,15 @@ PE. Lane i then serves the k consecutive rows from its landing row, lane
 i + 1 the k after them: the lanes stay PE-disjoint and a bundle of L lanes
 serves L*k rows.
 
+A bundle landing on OWNER rows (cut "owners": a kernel whose rows read the
+value only on one row of every k, e.g. the rows of a conv's reduction
+groups that hold the finished output and run its fused tail) has pitch k
+and no spine: lane i lands on the row k*i from lane 0's landing row (the
+path ends there: at the owner row's offset in its group) and delivers to
+that row alone; the k - 1 rows between get nothing. Its lanes stay
+PE-disjoint (a pitched bundle's are, and this one covers a subset of
+their PEs).
+
 A bundle may WIDEN: with a source pitch s (`src_pitch`, 0 meaning the
 pitch) its lanes are spaced s on every segment before the path's last
 corner and k only on the last segment. With segment spacings s_j lane i's
@@ -167,6 +176,8 @@ def check(b: Bundle) -> None:
         raise LaneError(f"reach must be >= 0, got {b.reach}")
     if b.pitch < 1:
         raise LaneError(f"pitch must be >= 1, got {b.pitch}")
+    if b.cut not in ("", "rows", "owners"):
+        raise LaneError(f"a bundle's cut is 'rows', 'owners' or none, got {b.cut!r}")
     if not 0 <= b.src_pitch <= b.pitch:
         raise LaneError(f"source pitch {b.src_pitch} must lie in 1..{b.pitch} (the pitch: lanes "
                         "widen on their way, never narrow), or be 0 (the pitch throughout)")
@@ -251,7 +262,7 @@ def expand(b: Bundle, source_host: bool = False, sink_host: bool = False,
     end = pts[:, -1, :]
     end_tx = PORT_BITS[HOST_OUT_PORT] if sink_host else _RAMP_BIT
     reach = 0 if sink_host else b.reach
-    k = 1 if sink_host else b.pitch
+    k = 1 if sink_host else b.spine + 1  # the rows each lane serves
     if reach:
         end_tx |= _BIT[_DIR_OF[last]]
     xs.append(end[:, 0])
@@ -340,7 +351,7 @@ def _runs(b: Bundle, source_host: bool, sink_host: bool, lanes: list[int],
     dirs = segment_dirs(b.path)
     offs = offsets(b.axis, dirs)
     shift = shifts(b, dirs)
-    pitch = b.pitch
+    pitch = b.spine + 1  # the rows each lane serves
     pts = [[(px + i * sx, py + i * sy)
             for (px, py), (sx, sy) in zip(b.path, shift, strict=True)] for i in lanes]
     incoming = [PORT_BITS[HOST_IN_PORT] if source_host else _RAMP_BIT] * len(lanes)

@@ -434,7 +434,8 @@ class _Parser:
                              f"got {path!r}")
         cut = ""
         if ln.accept("ident", "cut"):
-            cut = ln.expect("ident", "rows", what="the cut 'rows'")
+            cut = ("owners" if ln.accept("ident", "owners")
+                   else ln.expect("ident", "rows", what="the cut 'rows' or 'owners'"))
         pitch = 1
         if ln.accept("ident", "pitch"):
             pitch = ln.integer("pitch")

@@ -46,7 +46,7 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from wsec.ir.fabric import DIRS, PORT_BITS, Fabric
@@ -735,9 +735,15 @@ class Route(Pass):
                 break  # wider bundles only crowd more; the links already keep up; no time
             got = _attempt(base, fabric, cap, corridors, headroom, self.iterations,
                            self.colors_soft, deadline, known=known)
+            owners = _hot_owner_cuts(module, got, fabric)
+            if owners:  # again, the owner-row cuts on an overfilled link flat
+                again = _attempt(base, fabric, cap, corridors, headroom, self.iterations,
+                                 self.colors_soft, deadline, known=known, flat=owners)
+                got = again if again.score < got.score else got
             if got.neg.parted:  # again, the crossing siblings on slots of their own
                 again = _attempt(base, fabric, cap, corridors, headroom, self.iterations,
-                                 self.colors_soft, deadline, got.neg.parted, known)
+                                 self.colors_soft, deadline, got.neg.parted, known,
+                                 flat=got.flat)
                 got = again if again.score < got.score else got
             if best is None or got.score < best.score:
                 best = got
@@ -745,7 +751,7 @@ class Route(Pass):
         wider: dict[tuple[int, str], int] = {}
         moved: dict[tuple[int, str], int] = {}
         tried: set[tuple[int, str]] = set()
-        flat: set[tuple[int, str]] = set()  # cut requests routed flat (_Negotiator.flatten)
+        flat = set(best.flat)  # cut requests routed flat (_Negotiator.flatten)
         flat_tried: set[tuple[int, str]] = set()
         widen = True
         loads: tuple[_Attempt, np.ndarray] | None = None  # the kept attempt's, once
@@ -843,6 +849,7 @@ class _Attempt:
     log: list[dict[str, float]]
     routes: list[_Route]
     colors: list[int]
+    flat: set[tuple[int, str]] = field(default_factory=set)  # cut requests routed flat
 
     def warm(self) -> dict[tuple, Bundle]:
         """The chosen bundle per request, by its candidates' key."""
@@ -900,7 +907,24 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]
     return _Attempt(headroom, set(solo or ()), neg, log, routes,
-                    _colors(routes, reqs, fabric, known.forks))
+                    _colors(routes, reqs, fabric, known.forks), set(flat or ()))
+
+
+def _hot_owner_cuts(module: Module, got: _Attempt, fabric: Fabric) -> set[tuple[int, str]]:
+    """The owner-row cuts (lanes landing on a conv's or matmul's owner rows,
+    no spine) of an attempt whose busiest link is over capacity that
+    _Negotiator.flatten names: their lanes span c times the rows they land
+    on, so a bundle passing the sink meets them where a flat bundle of as
+    many lanes would leave it room (measured: ShuffleNet's first attempt
+    1.24x -> 1.32x its bound with them cut). The router's first attempts
+    route them flat once more; the flattened cuts are tried cut again after
+    widening (_unflatten)."""
+    if not got.colored or got.score[1] <= 1.0:
+        return set()
+    if not any(r.owner_pitch and r.cut_pitch for r in got.neg.reqs):
+        return set()
+    own = {(r.edge, r.sink) for r in got.neg.reqs if r.owner_pitch and r.cut_pitch}
+    return got.neg.flatten(_loads(module, got, fabric)) & own
 
 
 def _unflatten(module: Module, fabric: Fabric, best: _Attempt, moved: dict[tuple[int, str], int],

@@ -27,7 +27,7 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.kernels import input_cut
+from wsec.ir.kernels import gaps, input_cut, owner_pitch
 from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
@@ -123,6 +123,10 @@ class Request:
     row_boxes: np.ndarray | None = None
     numel: int = 1  # elements of the value
     cut_pitch: int = 0  # > 0: the lanes carry the rows' boxes, each serving this many rows
+    # > 0: only one row of every owner_pitch reads the value (a conv's owner rows, at
+    # owner_offset in each group): its lanes land there, no spine (cut "owners")
+    owner_pitch: int = 0
+    owner_offset: int = 0
     src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen
     widen: bool = True  # may widen (the router's first attempts do not: wsec.passes.route)
     no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
@@ -241,9 +245,12 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
             ranked.sort(key=lambda t: (t[0], t[1]))
             pairs = [(a, b) for _, _, a, b in ranked] or [(srcs[0], dsts[0])]
             rows = _row_boxes(kern.get(d), e.value, module)
+            # rows reading nothing before a reading row: lanes land on the readers only
+            own = owner_pitch(rows) if rows is not None and gaps(rows) else (0, 0)
             out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
                                cut_rows=0 if rows is None else int(rows.shape[0]),
-                               row_boxes=rows, numel=max(1, _numel(module, e.value))))
+                               row_boxes=rows, numel=max(1, _numel(module, e.value)),
+                               owner_pitch=own[0], owner_offset=own[1]))
     return out
 
 
@@ -521,9 +528,12 @@ def dst_span(r: Request) -> int:
 
 def _lane_wavelets(r: Request, k: int) -> np.ndarray:
     """Wavelets per sample each lane of r carries when cut at pitch k (the
-    bounding box of its k rows' boxes, wsec.ir.lanes.union_boxes)."""
+    bounding box of its k rows' boxes, wsec.ir.lanes.union_boxes; landing
+    on owner rows: its owner row's box)."""
     assert r.row_boxes is not None
     R = r.row_boxes.shape[0]
+    if r.owner_pitch:
+        return -(-r.wavelets * box_elements(r.row_boxes[r.owner_offset::k]) // r.numel)
     boxes = union_boxes(r.row_boxes.reshape(R // k, k, 2, -1))
     return -(-r.wavelets * box_elements(boxes) // r.numel)
 
@@ -541,13 +551,15 @@ def _pitches(r: Request) -> dict[int, int]:
     (R/k - 1) k + 1 slots of the source side (source pitch 0: uniform), or,
     where the side is shorter than that, from R/k slots side by side and
     widen to pitch k at their last corner (source pitch 1). From the host
-    only pitch 1: its I/O map feeds one lane per edge PE, side by side."""
+    only pitch 1: its I/O map feeds one lane per edge PE, side by side.
+    Rows read on owner rows only (owner_pitch k): only pitch k, lanes
+    landing on those rows with no spine."""
     R, S = r.cut_rows, r.src.length
     if r.src.owner == HOST:
-        return {1: 0} if R <= S else {}
+        return {1: 0} if R <= S and not r.owner_pitch else {}
     out = {}
     for k in range(1, R + 1):
-        if R % k:
+        if R % k or (r.owner_pitch and k != r.owner_pitch):
             continue
         if R - k + 1 <= S:
             out[k] = 0
@@ -636,18 +648,22 @@ def _lane_ends(r: Request, flip: bool) -> tuple[Vec, Vec, Vec]:
 
 
 def _landing(r: Request, o_last: Vec) -> Vec | None:
-    """Lane 0's landing PE given the lane offset of the last segment."""
+    """Lane 0's landing PE given the lane offset of the last segment: the
+    first row it serves, or, when lane 0 lands last and its spine runs back,
+    the last (lanes landing on owner rows: the first or last owner row)."""
+    first, last = _land_slots(r)
     if o_last == r.dst.axis:
-        return r.dst.pe(r.dst_slot)
-    if o_last == (-r.dst.axis[0], -r.dst.axis[1]):  # lane 0 lands last, its spine runs back
-        return r.dst.pe(r.dst_slot + dst_span(r) - 1)
+        return r.dst.pe(r.dst_slot + first)
+    if o_last == (-r.dst.axis[0], -r.dst.axis[1]):
+        return r.dst.pe(r.dst_slot + last)
     return None
 
 
 def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
     reach = 0 if r.dst.owner == HOST else r.dst.reach
     cut = cuts(r)
-    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, "rows" if cut else "",
+    how = ("owners" if r.owner_pitch else "rows") if cut else ""
+    return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, how,
                   max(1, r.cut_pitch), r.src_pitch if cut else 0)
 
 
@@ -661,7 +677,8 @@ def _can_cut(r: Request) -> bool:
 def cuts(r: Request) -> bool:
     """Whether r's lanes carry its sink's per-row boxes: r can cut and has
     one lane per `cut_pitch` rows, landing (with their spines) on every row
-    of its input side (the lanes then deliver each row what it reads)."""
+    of its input side, or on every owner row (the lanes then deliver each
+    row what it reads)."""
     return _can_cut(r) and r.cut_pitch > 0 and r.lanes * r.cut_pitch == r.cut_rows
 
 
@@ -800,7 +817,7 @@ def _folds(b: Bundle, source_host: bool = False) -> bool:
     sx, sy = lanes_mod.spine_dir(b, dirs)
     tx, ty = lanes_mod.travel(b.axis, dirs)
     land = pts[:, -1, :]
-    corners = np.concatenate([land, land + (b.pitch - 1) * np.array([sx, sy]),
+    corners = np.concatenate([land, land + b.spine * np.array([sx, sy]),
                               land + b.reach * np.array([tx, ty])])
     lo, hi = corners.min(axis=0), corners.max(axis=0)  # the rectangle of spines and rows
     d = np.array(dirs, dtype=np.int64)  # (n, 2)
@@ -854,11 +871,23 @@ def _straight_windows(r: Request, count: int = 9) -> list[tuple[int, int]]:
     if ahead <= 0:
         return []
     cs, cd = int(r.src.coord(0)), int(r.dst.coord(0))
-    lo, hi = max(cs, cd), min(cs + r.src.length - src_span(r), cd + r.dst.length - dst_span(r))
+    off = _land_slots(r)[0]  # lane 0 lands this far into its slots (an owner row)
+    lo = max(cs, cd + off)
+    hi = min(cs + r.src.length - src_span(r), cd + off + r.dst.length - dst_span(r))
     if hi < lo:
         return []
     cs_ = sorted({lo + (hi - lo) * k // max(1, count - 1) for k in range(count)})
-    return [(c - cs, c - cd) for c in cs_]
+    return [(c - cs, c - off - cd) for c in cs_]
+
+
+def _land_slots(r: Request) -> tuple[int, int]:
+    """Where lane 0 may land, in slots from r's sink slot: on the first of
+    the rows its lanes serve or on the last (then its spine runs back);
+    landing on owner rows, on the owner row of the first group of rows or
+    of the last."""
+    if r.owner_pitch and cuts(r):
+        return r.owner_offset, dst_span(r) - r.cut_pitch + r.owner_offset
+    return 0, dst_span(r) - 1
 
 
 MAX_CANDIDATES = 96  # pattern routes the router prices per request (the shortest) ...
@@ -884,7 +913,7 @@ def candidates(r: Request, fabric: Fabric, corridors: list[int],
         r.src_slot, r.dst_slot = a, b
         for flip in (False, True):
             p0, axis, _ = _lane_ends(r, flip)
-            for land_end in (0, dst_span(r) - 1):
+            for land_end in _land_slots(r):
                 raw.append((b, axis, [p0, r.dst.pe(r.dst_slot + land_end)]))
     r.src_slot, r.dst_slot = own
     # the request's own slots, and the source window slid along its share
@@ -900,7 +929,7 @@ def candidates(r: Request, fabric: Fabric, corridors: list[int],
             r.src_slot = a
             for flip in (False, True):
                 p0, axis, _ = _lane_ends(r, flip)
-                for land_end in (0, dst_span(r) - 1):
+                for land_end in _land_slots(r):
                     q = r.dst.pe(r.dst_slot + land_end)
                     across = 1 if e[0] else 0  # corridors run across e's axis
                     near = (_near(corridors, [p0[across], q[across]]) if use_corridors

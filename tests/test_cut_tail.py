@@ -24,7 +24,7 @@ from test_cut_kinds import _compile_wide, swapped_boxes_raise
 from wsec.backends.format import BUNDLE_CUT, Program
 from wsec.backends.sim import random_inputs, simulate
 from wsec.ir.graph import Kernel, Node
-from wsec.ir.kernels import KINDS, broadcast_rows, input_cut
+from wsec.ir.kernels import KINDS, broadcast_rows, input_cut, owner_pitch
 from wsec.ir.lanes import check_cut
 from wsec.ir.movement import Operands
 from wsec.run import onnx_reference
@@ -88,9 +88,12 @@ def test_only_an_operand_the_tail_alone_reads_is_cut() -> None:
 
 
 def test_a_residual_owned_by_every_cth_row_is_cut_only_where_rows_hold_it() -> None:
-    """c > 1: the owners are every c-th row. Routed, a cut lane and its spine
-    would hand each owner's box to its reduction rows too, so the operand
-    stays flat; a weight-streaming phase's owner rows hold their boxes."""
+    """c > 1: the owners are every c-th row (the last of each group). Routed,
+    a bundle landing on the owner rows alone (cut "owners", no spine)
+    carries each owner its box, so the operand is cut there as a weight-
+    streaming phase's owner rows hold it; rows reading the value at no
+    regular spacing stay uncut when routed (a lane and its spine would hand
+    an owner's box to the rows between)."""
     dims = {"N": 1, "C": 4, "H": 6, "W": 6, "K": 4, "R": 3, "S": 3, "sh": 1, "sw": 1, "dh": 1,
             "dw": 1, "ph": 2, "pw": 2, "Ho": 6, "Wo": 6, "G": 1}
     knobs = {"k": 1, "c": 2, "s": 3}
@@ -98,11 +101,17 @@ def test_a_residual_owned_by_every_cth_row_is_cut_only_where_rows_hold_it() -> N
                body=[Node("c", "Conv", ["x", "w"], ["y"]), Node("a", "Add", ["y", "r"], ["z"])])
     shapes = {"x": (1, 4, 6, 6), "w": (4, 4, 3, 3), "r": (1, 4, 6, 6)}
     held = Operands(shapes.__getitem__, {"w": np.zeros(shapes["w"])}.get)
-    assert input_cut(k, "r", shapes["r"]) is None
-    assert input_cut(k, "r", shapes["r"], Operands(held.shape, held.const, routed=True)) is None
     rows = input_cut(k, "r", shapes["r"], held)
     assert rows is not None and rows.shape == (6, 2, 4)
     assert not rows[0::2].any() and (rows[1::2, 1] > rows[1::2, 0]).all()
+    for routed in (input_cut(k, "r", shapes["r"]),
+                   input_cut(k, "r", shapes["r"], Operands(held.shape, held.const, routed=True))):
+        assert routed is not None and np.array_equal(routed, rows)
+    assert owner_pitch(rows) == (2, 1)
+    irregular = rows.copy()
+    irregular[3] = 0  # an owner without a box: rows 1 and 5 read, no spacing
+    assert owner_pitch(irregular) == (0, 0)
+    assert owner_pitch(rows[:, :, :]) == (2, 1) and owner_pitch(rows[1:]) == (0, 0)
 
 
 def _residual(path: pathlib.Path) -> None:

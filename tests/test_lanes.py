@@ -60,7 +60,10 @@ WIDENED = [
     Bundle("k", 0, 3, (0, 1), ((2, 3), (20, 3), (20, 13), (36, 13), (36, 20), (50, 20)),
            reach=4, cut="rows", pitch=6, src_pitch=1),
 ]
-BUNDLES += PITCHED + WIDENED
+# lanes landing on owner rows: pitched, no spine (cut "owners")
+OWNERS = [Bundle(b.sink, b.color, b.lanes, b.axis, b.path, b.reach, "owners", b.pitch,
+                 b.src_pitch) for b in PITCHED + WIDENED[:2]]
+BUNDLES += PITCHED + WIDENED + OWNERS
 
 
 @pytest.mark.parametrize("hosts", [(False, False), (True, False), (False, True)])
@@ -120,6 +123,42 @@ def test_pitched_lanes_nest_at_scale_and_hand_on_along_a_spine(b: Bundle) -> Non
     rows = (land[:, None, :] + np.arange(k)[None, :, None] * np.array([sx, sy])).reshape(-1, 2)
     across = rows @ np.abs(np.array([sx, sy]))
     assert sorted(across.tolist()) == list(range(int(across.min()), int(across.min()) + L * k))
+
+
+@pytest.mark.parametrize("b", OWNERS, ids=lambda b: f"{len(b.path) - 1}seg-pitch{b.pitch}")
+def test_owner_lanes_deliver_to_their_landing_row_alone(b: Bundle) -> None:
+    check(b)
+    assert b.spine == 0
+    k, L = b.pitch, b.lanes
+    ex = expand(b)
+    pe = ex.x * 10_000 + ex.y
+    assert np.unique(pe).size == pe.size  # PE-disjoint
+    # the same lanes as the spined bundle's, less the spines and their rows
+    spined = expand(Bundle(b.sink, 0, L, b.axis, b.path, b.reach, "rows", k, b.src_pitch))
+    assert set(pe.tolist()) < set((spined.x * 10_000 + spined.y).tolist())
+    ramp = PORT_BITS["RAMP"]
+    (sx, sy), (tx, ty) = spine_dir(b), travel(b.axis, segment_dirs(b.path))
+    _, land = endpoints(b)
+    for i in range(L):
+        mine = ex.lane == i
+        core = mine & ((ex.tx & ramp) != 0)
+        got = set(zip(ex.x[core].tolist(), ex.y[core].tolist(), strict=True))
+        assert got == {(int(land[i, 0]) + t * tx, int(land[i, 1]) + t * ty)
+                       for t in range(b.reach + 1)}, i
+        e = np.flatnonzero(mine & (ex.x == land[i, 0]) & (ex.y == land[i, 1]))
+        assert e.size == 1 and not ex.tx[e[0]] & _port(sx, sy)  # nothing handed on
+    # landing rows every k-th along the sink's side, the rows between untouched
+    across = land @ np.abs(np.array([sx, sy]))
+    assert sorted(across.tolist()) == list(range(int(across.min()), int(across.min()) + L * k, k))
+    rows = set((ex.x * abs(sx) + ex.y * abs(sy))[(ex.tx & ramp) != 0].tolist())
+    assert rows == set(across.tolist())
+
+
+def test_a_cut_is_rows_owners_or_none() -> None:
+    with pytest.raises(LaneError, match="'rows', 'owners' or none"):
+        check(Bundle("k", 0, 2, (0, 1), ((2, 3), (9, 3)), cut="halves"))
+    assert Bundle("k", 0, 2, (0, 1), ((2, 3), (9, 3)), cut="rows", pitch=3).spine == 2
+    assert Bundle("k", 0, 2, (0, 1), ((2, 3), (9, 3)), pitch=1).spine == 0
 
 
 def _port(dx: int, dy: int) -> int:

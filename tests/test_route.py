@@ -422,6 +422,40 @@ def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
     assert flat.cut_pitch == 0 and not got.routes[0].bundle.cut
     assert _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle.cut == "rows"
 
+@pytest.mark.parametrize("c_rect", [Rect(6, 0, 2, 8), Rect(13, 5, 2, 8)],
+                         ids=["straight", "offset"])
+def test_a_residual_read_on_every_cth_row_is_cut_onto_the_owner_rows(c_rect: Rect) -> None:
+    """c = 2 reduction rows per group: only the odd rows (each group's last,
+    its owner) read the value, a quarter each. The request's pitch is fixed
+    at 2 and its 4 lanes land on the owner rows with no spine (cut
+    "owners"), each carrying its owner's quarter; the even rows receive
+    nothing of it."""
+    from wsec.ir.kernels import owner_pitch
+    from wsec.passes.route import _attempt
+    from wsec.passes.route_bundles import choose_pitch
+
+    _, fabric, reqs = _cut_request((18, 14), Rect(1, 0, 2, 8), c_rect)
+    (r,) = reqs
+    r.row_boxes = np.array([[[0, 256 * (j // 2)], [1, 256 * (j // 2 + 1)]] if j % 2 else
+                            [[0, 0], [0, 0]] for j in range(8)])
+    r.owner_pitch, r.owner_offset = owner_pitch(r.row_boxes)
+    assert (r.owner_pitch, r.owner_offset) == (2, 1)
+    choose_pitch(r, 8, 512)
+    assert (r.cut_pitch, r.lanes, r.lane_wavelets) == (2, 4, -(-r.wavelets // 4))
+    b = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle
+    assert (b.cut, b.pitch, b.lanes, b.spine) == ("owners", 2, 4, 0)
+    ex = expand(b)
+    pe = ex.x * 10_000 + ex.y
+    assert np.unique(pe).size == pe.size
+    core = (ex.tx & 16) != 0  # delivered into the PE's core (RAMP)
+    inside = ((ex.x[core] >= c_rect.x) & (ex.x[core] < c_rect.x1))
+    assert inside.all()
+    assert sorted(set((ex.y[core] - c_rect.y).tolist())) == [1, 3, 5, 7]  # owner rows only
+    _, land = endpoints(b)
+    assert sorted((land[:, 1] - c_rect.y).tolist()) == [1, 3, 5, 7]
+    assert len(set(zip(ex.lane[core].tolist(), ex.y[core].tolist(), strict=True))) == 4
+
+
 def _skip_across_a_cut() -> Module:
     """Kernel c (8 rows, kind 'rows': each reads an eighth of %va) takes a's
     output; below it, s sends %vs to b1 (its West neighbour) and to t (below

@@ -82,3 +82,21 @@ def joined(*parts: np.ndarray) -> np.ndarray:
     empty = (out[:, 1] <= out[:, 0]).any(axis=1)
     out[empty] = 0
     return out
+
+
+def broadcast_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Per-row boxes of an output grid ((h, 2, ndim)) as the boxes of an
+    operand of `shape` broadcast onto it (numpy rules: aligned at the last
+    axis, a 1 spans the grid's axis): a row reads [0, 1) of a broadcast
+    axis. None when `shape` does not broadcast onto the grid; rows owning
+    nothing read nothing."""
+    grid = rows[:, 1, :].max(axis=0)
+    nd, gd = len(shape), rows.shape[2]
+    if nd > gd or any(n not in (1, int(g)) for n, g in zip(shape, grid[gd - nd:], strict=True)):
+        return None
+    out = rows[:, :, gd - nd:].copy()
+    ones = [i for i, n in enumerate(shape) if n == 1]
+    out[:, 0, ones], out[:, 1, ones] = 0, 1
+    empty = (rows[:, 1, :] <= rows[:, 0, :]).any(axis=1)
+    out[empty] = 0
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cuts import broadcast_rows
 from .graph import Bundle, Kernel, Node, Value
 from .kernel_kind import KernelKind
 from .lanes import endpoints, spine_dir, union_boxes
@@ -133,24 +134,6 @@ def owner_pitch(rows: np.ndarray) -> tuple[int, int]:
     if off >= k or (live != off + k * np.arange(live.size)).any():
         return 0, 0
     return k, off
-
-
-def broadcast_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Per-row boxes of an output grid ((h, 2, ndim)) as the boxes of an
-    operand of `shape` broadcast onto it (numpy rules: aligned at the last
-    axis, a 1 spans the grid's axis): a row reads [0, 1) of a broadcast
-    axis. None when `shape` does not broadcast onto the grid; rows owning
-    nothing read nothing."""
-    grid = rows[:, 1, :].max(axis=0)
-    nd, gd = len(shape), rows.shape[2]
-    if nd > gd or any(n not in (1, int(g)) for n, g in zip(shape, grid[gd - nd:], strict=True)):
-        return None
-    out = rows[:, :, gd - nd:].copy()
-    ones = [i for i, n in enumerate(shape) if n == 1]
-    out[:, 0, ones], out[:, 1, ones] = 0, 1
-    empty = (rows[:, 1, :] <= rows[:, 0, :]).any(axis=1)
-    out[empty] = 0
-    return out
 
 
 def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import movement
-from .cuts import flat_hulls, grouped_rows, joined, spread_rows
+from .cuts import broadcast_rows, flat_hulls, grouped_rows, joined, spread_rows
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
 from .lanes import LaneError, check_cut
@@ -208,11 +208,9 @@ class ElementwiseKind(_SpreadKind):
         its next along x), so PE row py owns block py of that axis and all
         of every other; an activation the chain reads on those owners
         (broadcast onto the output) is read in that box
-        (wsec.ir.kernels.broadcast_rows). None otherwise (input_cut's
+        (wsec.ir.cuts.broadcast_rows). None otherwise (input_cut's
         consecutive blocks), and, routed, where some rows own nothing (their
         lanes would land on rows that read none of it)."""
-        from .kernels import broadcast_rows  # kernels imports this module
-
         dims, knobs = kernel.dims, kernel.knobs
         if not dims.get("Pf") or not knobs or ops.const(value) is not None:
             return None

@@ -227,18 +227,23 @@ class ElementwiseKind(_SpreadKind):
         ga = a + len(grid) - len(shape)
         if grid[ga] != la:
             return None
-        p = int(knobs["p"])
-        w = max(1, int(np.ceil(np.sqrt(p))))  # as weight_shard
-        h = -(-p // w)
+        _, h = self._tile_grid(int(knobs["p"]))
+        blocks = [block(la, min(h, la), py) for py in range(h)]  # weight_shard's along y
         rows = np.zeros((h, 2, len(grid)), np.int64)
         rows[:, 1, :] = grid
-        for py in range(h):
-            blk = block(la, min(h, la), py)
-            rows[py, 0, ga], rows[py, 1, ga] = blk.start, blk.stop
+        rows[:, 0, ga] = [b.start for b in blocks]
+        rows[:, 1, ga] = [b.stop for b in blocks]
         rows[rows[:, 1, ga] <= rows[:, 0, ga]] = 0
         if ops.routed and not (rows[:, 1] > rows[:, 0]).all():
             return None
         return broadcast_rows(rows, tuple(ops.shape(value)))
+
+    @staticmethod
+    def _tile_grid(p: int) -> tuple[int, int]:
+        """The w x h PEs a tiled constant is laid over, as squarish(p)
+        (p <= width^2, knob_grid)."""
+        w = max(1, int(np.ceil(np.sqrt(p))))
+        return w, -(-p // w)
 
     @staticmethod
     def _tiles(dims: Dims, shape: tuple[int, ...]) -> bool:
@@ -257,9 +262,7 @@ class ElementwiseKind(_SpreadKind):
         (a, la), (b, lb) = _tile_axes(weight_shape)
         if not self._tiles(dims, tuple(weight_shape)):
             return tuple(full)
-        p = int(knobs["p"])
-        w = max(1, int(np.ceil(np.sqrt(p))))  # as squarish(p): p <= width^2 (knob_grid)
-        h = -(-p // w)
+        w, h = self._tile_grid(int(knobs["p"]))
         full[a] = block(la, min(h, la), py)
         if lb > 1:
             full[b] = block(lb, min(w, lb), px)

@@ -919,11 +919,9 @@ def _hot_owner_cuts(module: Module, got: _Attempt, fabric: Fabric) -> set[tuple[
     1.24x -> 1.32x its bound with them cut). The router's first attempts
     route them flat once more; the flattened cuts are tried cut again after
     widening (_unflatten)."""
-    if not got.colored or got.score[1] <= 1.0:
-        return set()
-    if not any(r.owner_pitch and r.cut_pitch for r in got.neg.reqs):
-        return set()
     own = {(r.edge, r.sink) for r in got.neg.reqs if r.owner_pitch and r.cut_pitch}
+    if not own or not got.colored or got.score[1] <= 1.0:
+        return set()
     return got.neg.flatten(_loads(module, got, fabric)) & own
 
 

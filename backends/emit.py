@@ -216,7 +216,9 @@ def _gather(module: Module, version: str | None, embed_weights: bool,
     if views:
         info["cut_views"] = views
     if stream:
-        info.update(phases=phases, streams=streams)
+        info.update(phases=phases, streams=streams, activations=[
+            {"value": v, "first": a, "last": b, "offset": off, "bytes": size}
+            for v, a, b, off, size in module.attrs.get("activations", [])])
         if "store_steps" in module.attrs:
             info.update(store_steps=store, micro_batch=int(module.attrs["micro_batch"]))
     reg = np.array(regions, REGION_DTYPE) if regions else np.zeros(0, REGION_DTYPE)
@@ -275,7 +277,8 @@ def _op_json(n: object) -> dict[str, object]:
 def _plain_attrs(attrs: dict[str, object]) -> dict[str, object]:
     out = {}
     for key, v in attrs.items():
-        if key in ("target", "grid", "model_hash", "source", "mode", "phases", "store_steps"):
+        if key in ("target", "grid", "model_hash", "source", "mode", "phases", "store_steps",
+                   "activations"):
             continue
         try:
             canonical_json(v)

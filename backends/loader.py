@@ -200,11 +200,13 @@ def validate_program(p: Program) -> None:
     _check_routes(p)
     _check_sram(p)
     if is_stream(p):  # weights arrive per phase: stream descriptors instead of shard maps
+        from .activations import ActivationError, check_activations
         from .weight_stream import StreamError, check_streams
 
         try:
             check_streams(p)
-        except StreamError as e:
+            check_activations(p)
+        except (StreamError, ActivationError) as e:
             raise BinaryError(str(e)) from None
     else:
         _check_weights(p)

@@ -10,7 +10,8 @@ per-PE executors (sim_exec) run a phase as they run a resident kernel: each
 PE computes from its own tile.
 
 A phase's activations are in its PEs' SRAM too (`held`): moved in from
-where earlier phases left them before the phase starts, every PE row holds
+where earlier phases left them (the activation area, backends/activations:
+the value must be resident there) before the phase starts, every PE row holds
 the box of each input its kind's per-row cut declares (wsec.ir.kernels.
 input_cut: a conv row group's channel block and input rows with their
 halo, ...), as a pipeline kernel's row receives it from a cut lane; an

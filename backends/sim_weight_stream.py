@@ -9,10 +9,14 @@ left in SRAM. A phase runs on its rectangle's PEs through the same per-PE
 executors as a resident kernel (sim_exec), each PE computing from the
 tiles the descriptors stream to it (`weight_shard` of the kind, as in
 pipeline mode: sim_stream_pe) and from the activations its row holds (the
-kind's per-row cut, moved in before the phase: sim_stream_pe.held). A
-value a phase needs that no earlier phase produced (and no host input
-provides) is a `SimError`, as is a weight without a descriptor or a model
-output never produced.
+kind's per-row cut, moved in before the phase: sim_stream_pe.held) — moved
+from the activation area, where a value lives only where and while its span
+in META `activations` says (backends/activations.Residency): writing a
+span's value evicts what its bytes held, and reading a value no span holds
+then (overwritten, its span over, freed, never placed) is a `SimError`
+naming the phase and what became of the value. So is a value a phase needs
+that no earlier phase produced (and no host input provides), a weight
+without a descriptor or a model output never produced.
 
 A training step (META `store_steps`) runs its phases in the schedule's
 order — recomputations included — and drops every value a phase's `free`
@@ -31,6 +35,7 @@ from collections.abc import Mapping
 import numpy as np
 from wsec.ir.types import DTYPES
 
+from .activations import Residency
 from .format import Program, type_dtype, type_shape
 from .sim_base import COMPUTE_DTYPE, KernelIO, RunResult, SimError, value_array_type
 from .sim_exec import run_kernel
@@ -53,13 +58,15 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
     if missing:
         raise SimError(f"no value given for model input(s) {', '.join(missing)}")
     sram: dict[str, np.ndarray] = {}  # activations resident on the wafer
+    area = Residency(p)  # where and while the activation area holds them
     for name in p.info["inputs"]:
         shape, dt = value_array_type(p, name)
         x = np.asarray(inputs[name])
         if x.shape != shape:
             raise SimError(f"input %{name} has shape {list(x.shape)} but the binary expects "
                            f"{list(shape)}")
-        sram[name] = _as_compute(x.astype(dt, copy=False))
+        if area.place(name, 0, "the host"):
+            sram[name] = _as_compute(x.astype(dt, copy=False))
     by_weight = {(int(d["kernel"]), int(d["weight"])): d for d in p.info.get("streams", [])}
     seconds: dict[str, float] = {}
     stats: dict[str, dict[str, int]] = {}
@@ -69,9 +76,10 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
                                        for i in p.kernels[int(st["kernel"])].inputs}
     steps = [(ph, False) for ph in p.info.get("phases", [])]
     steps += [(st, True) for st in store_steps or []]
-    for ph, offwafer in steps:
+    for pi, (ph, offwafer) in enumerate(steps):
         ki = int(ph["kernel"])
         k = p.kernels[ki]
+        who = f"phase {pi} (kernel '{k.name}', {k.kind})"
         t0 = time.perf_counter()
         env: dict[str, np.ndarray] = {}
         src = store if offwafer else sram
@@ -89,9 +97,12 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
             if i and i not in env:
                 if i not in src:
                     where = "streamed out to the weight store" if offwafer else "left in SRAM"
+                    lost = None if offwafer else area.lost(i)
                     raise SimError(f"{'store step' if offwafer else 'phase'} {ki} (kernel "
                                    f"'{k.name}', {k.kind}) needs %{i}, which no earlier phase "
-                                   f"{where}")
+                                   f"{where}" + (f" ({lost})" if lost else ""))
+                if not offwafer:
+                    area.read(i, pi, who)
                 env[i] = src[i]
         st: dict[str, int] = {}
         if not offwafer:  # on the phase's PEs, each from its own streamed tiles
@@ -125,16 +136,23 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
             if offwafer:
                 store[o] = env[o]
                 continue
-            sram[o] = env[o]
+            if area.place(o, pi, who):
+                sram[o] = env[o]
+            else:
+                sram.pop(o, None)  # an older copy, if any, is not this phase's value
             if store_steps is not None and o in wanted:
                 store[o] = env[o]  # streamed out as it is produced
         for v in ph.get("free", []):  # the schedule's last reader of this copy
             sram.pop(v, None)
+            area.drop(v, f"{who} frees it")
         seconds[k.name] = seconds.get(k.name, 0.0) + time.perf_counter() - t0
         stats[k.name] = {**st, "streamed_bytes": streamed,
                          "phase_cycles": int(ph.get("cycles", 0))}
     outs = {}
+    end = len(p.info.get("phases", []))
     for name in p.info["outputs"]:
+        if name not in store and name in sram:
+            area.read(name, end, "the host, after the last phase,")
         got = store.get(name, sram.get(name))
         if got is None:
             raise SimError(f"model output %{name} is never produced by any phase")

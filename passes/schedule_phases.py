@@ -37,9 +37,11 @@ rest. The need must fit the PE's SRAM minus the activation area.
 Activations: an interval allocation over the phase sequence. Each value
 spread over all PEs (ceil(bytes / PEs) per PE, 16-byte aligned) lives from
 its producer's phase to its last consumer's (model inputs from phase 0,
-model outputs to the end), first-fit at the top of every PE's SRAM; the peak
-is reserved in every phase's SRAM map as region "activations". Too many
-live activations is a loud error.
+model outputs to the end), first-fit at the top of every PE's SRAM
+(`place_activations`, recorded in module.attrs["activations"] and the
+binary's META `activations`, which the simulator holds the phases to); the
+peak is reserved in every phase's SRAM map as region "activations". Too
+many live activations is a loud error.
 
 Repetition: kernels with the same structural signature (`wsec.ir.repeats.kernel_signature`:
 kind, dims, body ops and types, weights' types not values) are sized once
@@ -50,6 +52,7 @@ sizing. `find_repeats` is recorded in `module.attrs["repeats"]` for reports.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -224,11 +227,11 @@ def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
 
 
 def allocate_activations(module: Module, kernels: list[Kernel], target: Target
-                         ) -> tuple[dict[str, tuple[int, int, int, int]], int]:
-    """First-fit interval allocation of every activation over the phases:
-    value -> (first phase, last phase, offset, bytes per PE); and the peak
-    bytes per PE. Offsets are inside the activation area, which sits at
-    the top of every PE's SRAM."""
+                         ) -> tuple[list[tuple[str, int, int, int, int]], int]:
+    """First-fit interval allocation of every activation over the phases
+    (`place_activations`): (value, first phase, last phase, offset, bytes
+    per PE) each, and the peak bytes per PE. Offsets are inside the
+    activation area, which sits at the top of every PE's SRAM."""
     end = len(kernels)
     live: dict[str, list[int]] = {}
     for name in module.inputs:
@@ -246,11 +249,42 @@ def allocate_activations(module: Module, kernels: list[Kernel], target: Target
     for e in module.edges:  # values leaving to the host stay to the end
         if HOST in e.dsts and e.value in live:
             live[e.value][1] = end
-    out: dict[str, tuple[int, int, int, int]] = {}
+
+    def too_big(name: str, a: int, peak: int, total: int) -> None:
+        if peak > target.sram_bytes - CODE_BYTES:
+            who = kernels[a].name if a < len(kernels) else "the model output"
+            raise LayoutInfeasible(
+                f"stream mode: at phase {a} (kernel '{who}') the live activations need "
+                f"{peak} B per PE ({total * target.pes:,} B over the wafer) but a PE has "
+                f"{target.sram_bytes} B and needs {CODE_BYTES} B for code; use a larger "
+                f"target or grid, or a smaller sequence or batch")
+
+    spans = [(name, a, b) for name, (a, b) in live.items()]
+    return place_activations(spans, lambda n: spread_bytes(module, n, 1, target), too_big)
+
+
+def spread_bytes(module: Module, name: str, batch: int, target: Target) -> int:
+    """Bytes per PE of `batch` samples of activation `name` spread evenly
+    over every PE of the grid (16-byte aligned)."""
+    return _align(-(-batch * module.values[name].type.nbytes // target.pes))
+
+
+def place_activations(spans: list[tuple[str, int, int]], size: Callable[[str], int],
+                      check: Callable[[str, int, int, int], None] | None = None
+                      ) -> tuple[list[tuple[str, int, int, int, int]], int]:
+    """First-fit interval allocation in the activation area of every PE:
+    each (value, first phase, last phase) span gets the lowest offset no
+    span alive at its first phase occupies; returns (value, first, last,
+    offset, bytes per PE) per span, by first phase, and the peak bytes per
+    PE. `check(value, first, peak, live bytes over the wafer)` runs when
+    the peak grows (to raise where it no longer fits). A binary records
+    these (META `activations`): the simulator keeps each value resident
+    exactly there (wsec.backends.sim_weight_stream)."""
     active: list[tuple[int, int, int]] = []  # (last phase, offset, size)
+    out = []
     peak = 0
-    for name, (a, b) in sorted(live.items(), key=lambda kv: (kv[1][0], kv[0])):
-        per_pe = _align(-(-module.values[name].type.nbytes // target.pes))
+    for name, a, b in sorted(spans, key=lambda s: (s[1], s[0])):
+        per_pe = size(name)
         active = [x for x in active if x[0] >= a]
         off = 0
         for _, o, s in sorted(active, key=lambda x: x[1]):
@@ -258,18 +292,17 @@ def allocate_activations(module: Module, kernels: list[Kernel], target: Target
                 break
             off = max(off, o + s)
         active.append((b, off, per_pe))
-        out[name] = (a, b, off, per_pe)
+        out.append((name, a, b, off, per_pe))
         if off + per_pe > peak:
             peak = off + per_pe
-            if peak > target.sram_bytes - CODE_BYTES:
-                who = kernels[a].name if a < len(kernels) else "the model output"
-                total = sum(s for _, _, s in active) * target.pes
-                raise LayoutInfeasible(
-                    f"stream mode: at phase {a} (kernel '{who}') the live activations need "
-                    f"{peak} B per PE ({total:,} B over the wafer) but a PE has "
-                    f"{target.sram_bytes} B and needs {CODE_BYTES} B for code; use a larger "
-                    f"target or grid, or a smaller sequence or batch")
+            if check is not None:
+                check(name, a, peak, sum(s for _, _, s in active))
     return out, peak
+
+
+def activation_records(placed: list[tuple[str, int, int, int, int]]) -> list[list[object]]:
+    """module.attrs["activations"]: [value, first, last, offset, bytes]."""
+    return [[name, int(a), int(b), int(off), int(size)] for name, a, b, off, size in placed]
 
 
 @dataclass(frozen=True)
@@ -291,7 +324,7 @@ class SchedulePhases(Pass):
                             "schedule-train instead")
         kernels = list(module.kernels())
         drop_port_dims(kernels)
-        _, peak = allocate_activations(module, kernels, target)
+        placed, peak = allocate_activations(module, kernels, target)
         budget = target.sram_bytes - peak
         act_region = SramRegion("activations", target.sram_bytes - peak, peak) if peak else None
         plans: dict[str, PhasePlan] = {}
@@ -332,6 +365,7 @@ class SchedulePhases(Pass):
         module.attrs["phases"] = phases
         module.attrs["delta_t"] = int(sum(p["cycles"] for p in phases))
         module.attrs["activation_bytes_per_pe"] = int(peak)
+        module.attrs["activations"] = activation_records(placed)
         module.attrs["phase_plans"] = len(plans)
         module.attrs["repeats"] = [[g.start, g.period, g.count] for g in find_repeats(module)]
         module.properties.discard("routed")

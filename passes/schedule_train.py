@@ -41,7 +41,15 @@ from wsec.ir.target import Target
 from wsec.ir.training import is_training, role_of_kernel
 
 from .base import LayoutInfeasible, Pass, PassContext, PassError, check_choice, check_range
-from .schedule_phases import ALIGN, PhasePlan, plan_phase, weight_bytes
+from .schedule_phases import (
+    ALIGN,
+    PhasePlan,
+    activation_records,
+    place_activations,
+    plan_phase,
+    spread_bytes,
+    weight_bytes,
+)
 
 MAX_MICRO_BATCH = 4096
 
@@ -164,24 +172,12 @@ def intervals(module: Module, seq: list[Slot], streamed_out: set[str]
 
 
 def first_fit(module: Module, spans: list[tuple[str, int, int]], batch: int, target: Target,
-              streamed_out: set[str]) -> int:
-    """Peak activation bytes per PE of a first-fit interval allocation of
-    `batch` samples' values spread over all PEs."""
-    active: list[tuple[int, int, int]] = []
-    peak = 0
-    for name, a, b in sorted(spans, key=lambda s: (s[1], s[0])):
-        if name in streamed_out and a == b:
-            continue  # leaves the wafer as it is produced
-        per_pe = _align(-(-batch * module.values[name].type.nbytes // target.pes))
-        active = [x for x in active if x[0] >= a]
-        off = 0
-        for _, o, s in sorted(active, key=lambda x: x[1]):
-            if off + per_pe <= o:
-                break
-            off = max(off, o + s)
-        active.append((b, off, per_pe))
-        peak = max(peak, off + per_pe)
-    return peak
+              streamed_out: set[str]) -> tuple[list[tuple[str, int, int, int, int]], int]:
+    """A first-fit interval allocation (schedule_phases.place_activations)
+    of `batch` samples' values spread over all PEs, values streamed out as
+    they are produced left out: the placed spans and the peak bytes per PE."""
+    keep = [sp for sp in spans if not (sp[0] in streamed_out and sp[1] == sp[2])]
+    return place_activations(keep, lambda n: spread_bytes(module, n, batch, target))
 
 
 @dataclass
@@ -206,7 +202,7 @@ def _try(module: Module, seq: list[Slot], target: Target, tile: int, batch: int,
          streamed_out: set[str], policy: str) -> Attempt | str:
     """The schedule at this micro-batch, or why it does not fit."""
     spans = intervals(module, seq, streamed_out)
-    peak = first_fit(module, spans, batch, target, streamed_out)
+    _, peak = first_fit(module, spans, batch, target, streamed_out)
     budget = target.sram_bytes - peak
     if budget < CODE_BYTES:
         return (f"the live activations need {peak:,} B per PE, leaving less than a phase's "
@@ -390,6 +386,8 @@ def schedule_training(module: Module, target: Target, tile: int, micro_batch: in
     module.attrs.update(
         mode="stream", phases=phases, store_steps=steps, micro_batch=att.batch,
         delta_t=int(step), activation_bytes_per_pe=int(att.peak),
+        activations=activation_records(first_fit(module, spans, att.batch, target,
+                                                 streamed_out)[0]),
         phase_plans=len(att.plans),
         train_schedule={"policy": att.policy,
                         "micro_batch": att.batch, "micro_batch_source": source,

@@ -115,6 +115,7 @@ def format_stats(p: Program, res: RunResult) -> str:
                      f"compiler estimated {attrs.get('max_link_load', '?')} at "
                      f"{attrs.get('max_link', '?')}")
         lines.append(f"wavelet-hops per sample: {sum(load.values())} over {len(load)} links")
+    lines += _move_lines(res)
     whole = sum(int(st.get("whole_tensor_ops", 0)) for st in res.kernel_stats.values())
     ops = sum(len(k.body) for k in p.kernels)
     lines.append(f"whole_tensor_ops {whole}: {ops - whole} of {ops} body ops of "
@@ -145,3 +146,25 @@ def format_stats(p: Program, res: RunResult) -> str:
                      "forwarded elements): " + ", ".join(
                          f"{kind} {a}/{b}/{c}" for kind, (a, b, c) in sorted(per.items())))
     return "\n".join(lines)
+
+
+def move_figures(res: RunResult) -> tuple[int, int, int, int]:
+    """A stream-mode run's moves between phases, summed over its phases:
+    (the schedule's estimate, what delivering the rows' holdings takes at
+    the least (sim_stream_pe.held_wavelets), phases it underestimates,
+    phases whose holdings take longer than the phase's cycles)."""
+    st = [s for s in res.kernel_stats.values() if "held_move" in s]
+    est = sum(int(s["phase_move"]) for s in st)
+    held = sum(int(s["held_move"]) for s in st)
+    under = sum(1 for s in st if int(s["held_move"]) > int(s["phase_move"]))
+    over = sum(1 for s in st if int(s["held_move"]) > int(s["phase_cycles"]))
+    return est, held, under, over
+
+
+def _move_lines(res: RunResult) -> list[str]:
+    if not any("held_move" in s for s in res.kernel_stats.values()):
+        return []
+    est, held, under, over = move_figures(res)
+    return [f"moves between phases: the schedule estimates {est} cycles/sample; delivering "
+            f"the rows' holdings takes at least {held} (busiest PE, one wavelet per cycle): "
+            f"{under} phases move more than estimated, {over} longer than the phase's cycles"]

@@ -29,11 +29,12 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from wsec.ir.graph import Kernel
 from wsec.ir.kernels import KINDS, input_cut
-from wsec.ir.lanes import lane_slices
+from wsec.ir.lanes import box_elements, lane_slices
 from wsec.ir.movement import Operands
+from wsec.ir.types import DTYPES
 
 from .emit import shard_tiling
-from .format import AXIS_CONST, AXIS_X, AXIS_Y, KernelInfo, Program, type_shape
+from .format import AXIS_CONST, AXIS_X, AXIS_Y, KernelInfo, Program, type_dtype, type_shape
 from .sim_base import SimError
 from .sim_inbox import Delivery
 from .sim_pe import Layout, SramImages, node_of
@@ -137,3 +138,24 @@ def _ir_kernel(k: KernelInfo) -> Kernel:
     """The binary's kernel as the IR's (what the kinds' cuts read)."""
     return Kernel(k.name, "kernel", list(k.inputs), list(k.outputs), kind=k.kind,
                   dims=dict(k.dims), body=[node_of(d) for d in k.body], knobs=dict(k.knobs))
+
+
+def held_wavelets(p: Program, ki: int, hold: Mapping[str, Delivery]) -> int:
+    """Wavelets per sample the busiest PE of phase ki receives to hold its
+    inputs as `held` declares them: of each cut value its row's box (a row's
+    box reaches each of its PEs, halo overlaps in every row that holds
+    them), of each flat one its 1/(h w) share. The time a move that delivers
+    those holdings takes at the least (one wavelet per cycle into a PE);
+    the phase's `move` estimate counts only the values' bytes spread over
+    its PEs (docs/binary-format.md section 10), `wsec run --stats` shows
+    both."""
+    k = p.kernels[ki]
+    uw, uh = k.unrotated_shape
+    rows = np.zeros(uh, np.int64)
+    for v, d in hold.items():
+        item = DTYPES[type_dtype(p.info["values"][v])].itemsize
+        if d.boxes is None:
+            rows += -(-d.numel // (uh * uw)) * item
+        else:
+            rows += box_elements(d.boxes) * item
+    return -(-int(rows.max(initial=0)) // p.target.wavelet_bytes)

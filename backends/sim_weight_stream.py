@@ -40,7 +40,7 @@ from .format import Program, type_dtype, type_shape
 from .sim_base import COMPUTE_DTYPE, KernelIO, RunResult, SimError, value_array_type
 from .sim_exec import run_kernel
 from .sim_pe import node_of, run_op
-from .sim_stream_pe import StreamImages, held
+from .sim_stream_pe import StreamImages, held, held_wavelets
 from .weight_stream import stream_weight
 
 
@@ -110,7 +110,7 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
             hold = held(p, ki, acts, {wn: env[wn] for wn in k.weights})
             run = run_kernel(StreamImages(p, streamed_w), ki, acts, hold)
             env.update(run.values)
-            st = run.stats
+            st = {**run.stats, "held_move": held_wavelets(p, ki, hold)}
             if keep:
                 weights = {wn: env[wn] for wn in k.weights}  # as streamed: the reference's
                 kept[k.name] = KernelIO({**acts, **weights}, dict(run.values), dict(run.owner))
@@ -147,7 +147,8 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
             area.drop(v, f"{who} frees it")
         seconds[k.name] = seconds.get(k.name, 0.0) + time.perf_counter() - t0
         stats[k.name] = {**st, "streamed_bytes": streamed,
-                         "phase_cycles": int(ph.get("cycles", 0))}
+                         "phase_cycles": int(ph.get("cycles", 0)),
+                         "phase_move": int(ph.get("move", 0))}
     outs = {}
     end = len(p.info.get("phases", []))
     for name in p.info["outputs"]:

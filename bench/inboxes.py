@@ -14,7 +14,10 @@ their lane did not bring (`forwarded PEs`). With --bins, DIR/<model>.bin
 is used when present (else the model is compiled), so a table of binaries
 compiled once prints in seconds. --mode stream compiles weight-streaming
 binaries: a phase's PEs are checked against what their rows hold
-(sim_stream_pe.held). A --models entry ending in .onnx is a model file.
+(sim_stream_pe.held), and `move est` / `move held` sum over the phases
+the schedule's move estimate and the cycles delivering the rows' holdings
+takes at the least (sim_stats.move_figures). A --models entry ending in
+.onnx is a model file.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import onnx
 from wsec.backends.emit import write_binary
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import random_inputs, simulate
+from wsec.backends.sim_stats import move_figures
 from wsec.driver import CompileOptions, compile_model
 
 LIGHT = pathlib.Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
@@ -57,8 +61,10 @@ def main() -> int:
     if a.models:
         want = a.models.split(",")
         names = [n for n in names if n in want] + [n for n in want if n.endswith(".onnx")]
+    stream = a.mode == "stream"
     hdr = (f"{'model':<14}{'kernels':>8}{'checked':>9}{'proven':>8}{'forwarded PEs':>15}"
-           "  unchecked (by kind)")
+           + (f"{'move est':>10}{'move held':>11}" if stream else "")
+           + "  unchecked (by kind)")
     print(hdr)
     print("-" * len(hdr))
     for n in names:
@@ -71,7 +77,11 @@ def main() -> int:
         missing = Counter(k.kind for k in p.kernels if "forwarded_pes" not in st.get(k.name, {}))
         rest = ", ".join(f"{kind} {c}" for kind, c in sorted(missing.items())) or "-"
         n = pathlib.Path(n).stem if n.endswith(".onnx") else n
-        print(f"{n:<14}{len(p.kernels):>8}{len(checked):>9}{proven:>8}{fwd:>15,}  {rest}",
+        mv = ""
+        if stream:
+            est, held, _, _ = move_figures(res)
+            mv = f"{est:>10,}{held:>11,}"
+        print(f"{n:<14}{len(p.kernels):>8}{len(checked):>9}{proven:>8}{fwd:>15,}{mv}  {rest}",
               flush=True)
     return 0
 

@@ -15,7 +15,8 @@ from conftest import ROOT
 from wsec.backends import sim_weight_stream
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
-from wsec.backends.sim_stats import format_stats
+from wsec.backends.sim_base import value_array_type
+from wsec.backends.sim_stats import format_stats, move_figures
 from wsec.backends.sim_stream_pe import held
 from wsec.backends.weight_stream import stream_weight
 from wsec.run import onnx_reference
@@ -129,3 +130,31 @@ def test_a_grouped_convs_rows_hold_their_boxes_routed_over_its_view() -> None:
     check_cut(shapes["x"], rows)
     assert rows.tolist() == KINDS["conv"].held_cut(dims, knobs, shapes["x"]).tolist()
     assert (rows[:, 1, 1] == 8).all()  # every channel: its PEs' groups together
+
+
+def test_stats_report_what_moving_the_rows_holdings_takes(stream_bin: pathlib.Path) -> None:
+    """Per phase the simulator counts the wavelets its busiest PE receives
+    to hold its row's boxes (held_wavelets), at least any one row's box of
+    any one input, and `--stats` sums them next to the schedule's move
+    estimate."""
+    p = load_binary(str(stream_bin))
+    res = simulate(p, random_inputs(p, 0))
+    wl = p.target.wavelet_bytes
+    for ph in p.info["phases"]:
+        ki = int(ph["kernel"])
+        k = p.kernels[ki]
+        st = res.kernel_stats[k.name]
+        assert st["phase_move"] == int(ph["move"])
+        acts = [i for i in dict.fromkeys(k.inputs) if i and i not in k.weights]
+        streams = {int(d["weight"]): d for d in p.info["streams"] if int(d["kernel"]) == ki}
+        got = held(p, ki, acts, {w: stream_weight(p, streams[i]) for i, w in enumerate(k.weights)})
+        for v, d in got.items():
+            item = np.dtype(value_array_type(p, v)[1]).itemsize
+            if d.boxes is not None:
+                box = int(np.prod(np.maximum(d.boxes[:, 1] - d.boxes[:, 0], 0), axis=1).max())
+                assert st["held_move"] >= -(-box * item // wl), (k.name, v)
+    est, moved, _, _ = move_figures(res)
+    assert est == sum(int(ph["move"]) for ph in p.info["phases"])
+    assert moved == sum(int(res.kernel_stats[k.name]["held_move"]) for k in p.kernels)
+    assert (f"moves between phases: the schedule estimates {est} cycles/sample; delivering the "
+            f"rows' holdings takes at least {moved}") in format_stats(p, res)

@@ -20,10 +20,11 @@ i = channel group i // (s r), row group i % (s r), laid out in columns.
 from __future__ import annotations
 
 import numpy as np
-from wsec.ir.cuts import flat_hulls, joined
+from wsec.ir.cuts import flat_hulls, grouped_pe, joined
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
 
+from .format import KernelInfo
 from .sim_base import COMPUTE_DTYPE
 from .sim_inbox import check_windows, pe_windows, read_error
 from .sim_pe import Env
@@ -34,10 +35,22 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // max(b, 1))
 
 
+def grouped_lin(k: KernelInfo, i: np.ndarray) -> np.ndarray:
+    """Linear offset (py * uw + px) of PE index i of kernel k's grouped
+    layout (wsec.ir.cuts.grouped_pe) of c s r PEs."""
+    uw, uh = k.unrotated_shape
+    px, py = grouped_pe(i, uw, uh, grouped_count(k))
+    return py * uw + px
+
+
+def grouped_count(k: KernelInfo) -> int:
+    """The PEs of kernel k's grouped layout: c s (x r, a row norm's segments)."""
+    return int(k.knobs["c"]) * int(k.knobs["s"]) * int(k.knobs.get("r", 1))
+
+
 def _lin(env: Env, i: np.ndarray) -> np.ndarray:
     """Linear offset (py * uw + px) of grouped-layout PE index i."""
-    uw, uh = env.k.unrotated_shape
-    return (i % uh) * uw + i // uh
+    return grouped_lin(env.k, i)
 
 
 def _rows(x: np.ndarray) -> tuple[int, int, int, int]:

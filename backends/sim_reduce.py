@@ -28,7 +28,7 @@ from wsec.ir.graph import Node
 from wsec.ir.library_reduce import reduce_boxes
 
 from .sim_base import COMPUTE_DTYPE
-from .sim_channels import check_norm_rows, check_row_norm
+from .sim_channels import check_norm_rows, check_row_norm, grouped_lin
 from .sim_einsum import einsum_reduction
 from .sim_inbox import check_inputs, check_windows, pe_windows
 from .sim_pe import Env, run_op
@@ -318,8 +318,7 @@ def decomposed_ln(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     cb, wseg = _cdiv(C, c), _cdiv(W, r)
     check_row_norm(env, first.inputs[0], grid, axes[0], cb, wseg, stats)
     i = (np.arange(C) // cb)[:, None] * rows + (np.arange(W) // wseg)[None, :]
-    uw, uh = k.unrotated_shape
-    owner = ((i % uh) * uw + i // uh).reshape(grid)
+    owner = grouped_lin(k, i).reshape(grid)
     done = 0
     for node in body:
         if node.op == "ReduceMean":
@@ -374,9 +373,8 @@ def instance_norm(env: Env, node: Node, stats: dict[str, int]) -> bool:
     var = combine(dev * dev) / cnt
     xhat = (dev / np.sqrt(var + COMPUTE_DTYPE(node.attrs.get("epsilon", 1e-5)))).reshape(x.shape)
     rows = s * int(k.knobs.get("r", 1))
-    uw, uh = k.unrotated_shape
     i = (np.arange(C) // cb)[None, :, None] * rows + g[:, None, :]  # [N, C, H]
-    own = (i % uh) * uw + i // uh
+    own = grouped_lin(k, i)
     owner = np.broadcast_to(own.reshape(N, C, H, *(1,) * (x.ndim - 3)) if x.ndim >= 4
                             else own, x.shape)
     per_channel = (C,) + (1,) * (x.ndim - 2)

@@ -30,14 +30,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from wsec.ir.cuts import flat_hulls, joined
+from wsec.ir.cuts import flat_hulls, grouped_pe, joined
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
+from wsec.ir.library_common import grouped_cells
 from wsec.ir.opsem import windows
 from wsec.ir.opsem_core import _pool_geometry, pool_indices
 
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_channels import batchnorm_train, check_norm_rows, check_row_norm, lrn
+from .sim_channels import (
+    batchnorm_train,
+    check_norm_rows,
+    check_row_norm,
+    grouped_count,
+    grouped_lin,
+    lrn,
+)
 from .sim_inbox import check_windows, grid_pe, pe_windows
 from .sim_pe import Env, run_op
 from .sim_sharded import row_windows
@@ -50,8 +58,7 @@ def _cdiv(a: int, b: int) -> int:
 
 def _grouped_lin(env: Env, i: np.ndarray) -> np.ndarray:
     """Linear offset (py * uw + px) of grouped-layout PE index i."""
-    uw, uh = env.k.unrotated_shape
-    return (i % uh) * uw + i // uh
+    return grouped_lin(env.k, i)
 
 
 def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
@@ -266,8 +273,9 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
         lo, hi = window_need(s, hb, st[0], R, dl[0], Ho, pb[0], H)
         stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, held_need(lo, hi))
 
-    def first(g: int) -> tuple[int, int]:
-        return g // uh, g % uh  # channel group 0, row group g
+    def first(g: int) -> tuple[int, int]:  # channel group 0, row group g
+        px, py = grouped_pe(np.array(g), uw, uh, grouped_count(env.k))
+        return int(px), int(py)
 
     loc = row_windows(env, node, xp, s, first, hb, st[0], R, dl[0], Ho, pb[0])
     win = windows(loc, kernel, st, dl, [hb, Wo])  # [s N, C, hb, Wo, R, S]
@@ -313,11 +321,14 @@ def window_need(s: int, hb: int, sh: int, R: int, dh: int, Ho: int, pad_top: int
 def grouped_need(shape: tuple[int, ...], c: int, s: int, rect: tuple[int, int],
                  lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(uh, uw, 2, 4): the input box each PE of a grouped layout of (uw, uh)
-    = `rect` reads (PE index i = px * uh + py: channel block i // s of rows
-    [lo, hi) of its row group i % s; PEs past c s read nothing)."""
+    = `rect` reads (PE index i, wsec.ir.library_common.grouped_cells: channel
+    block i // s of rows [lo, hi) of its row group i % s; cells with no PE
+    read nothing)."""
     uw, uh = rect
     N, C, _, W = shape
-    i = np.arange(uw)[None, :] * uh + np.arange(uh)[:, None]
+    i = grouped_cells(uw, uh, c * s)
+    none = i < 0
+    i = np.maximum(i, 0)
     g, cg = i % s, i // s
     g = np.minimum(g, s - 1)
     cb = _cdiv(C, c)
@@ -327,7 +338,7 @@ def grouped_need(shape: tuple[int, ...], c: int, s: int, rect: tuple[int, int],
     need[:, :, 1, 1] = np.minimum((cg + 1) * cb, C)
     need[:, :, 0, 2], need[:, :, 1, 2] = lo[g], np.maximum(lo[g], hi[g])
     need[:, :, 1, 3] = W
-    need[i >= c * s] = 0
+    need[none] = 0
     return need
 
 

@@ -50,16 +50,33 @@ def row_hulls(pe_boxes: np.ndarray) -> np.ndarray:
     return np.stack([np.where(any_, rlo, 0), np.where(any_, rhi, 0)], axis=1)
 
 
+def grouped_pe(i: np.ndarray, w: int, h: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(px, py) of PE index i of a `grouped_layout` (w, h) of n PEs: row by
+    row, the first f = n - (w - 1) h rows w PEs wide and the others w - 1
+    (the last column ends at row f), so a row's PEs hold consecutive
+    indices: a pooling's or norm's row reads one channel block's adjacent
+    row groups, not blocks a column apart (which made a row's box the hull
+    of most of the tensor)."""
+    i = np.asarray(i, dtype=np.int64)
+    f = n - (w - 1) * h
+    j = i - f * w
+    short = max(w - 1, 1)
+    px = np.where(j < 0, i % max(w, 1), j % short)
+    py = np.where(j < 0, i // max(w, 1), f + j // short)
+    return px, py
+
+
 def grouped_rows(boxes: np.ndarray, column: int) -> np.ndarray:
-    """Per-row boxes of a grouped layout (library_common.grouped_layout: PE
-    index i at (i // h, i % h), h = min(n, column)) from the boxes its n PE
-    indices read ((n, 2, ndim))."""
+    """Per-row boxes of a grouped layout (library_common.grouped_layout and
+    grouped_pe: h = min(n, column) rows, a row's PEs consecutive indices)
+    from the boxes its n PE indices read ((n, 2, ndim))."""
     n = boxes.shape[0]
     h = max(1, min(n, column))
     w = -(-n // h)
-    pe = np.zeros((w * h, *boxes.shape[1:]), np.int64)
-    pe[:n] = boxes
-    return row_hulls(pe.reshape(w, h, *boxes.shape[1:]).transpose(1, 0, 2, 3))
+    px, py = grouped_pe(np.arange(n), w, h, n)
+    pe = np.zeros((h, w, *boxes.shape[1:]), np.int64)
+    pe[py, px] = boxes
+    return row_hulls(pe)
 
 
 def spread_rows(boxes: np.ndarray) -> np.ndarray:

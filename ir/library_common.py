@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .cuts import grouped_pe
 from .errors import WsecError
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, KernelKind, Knobs
@@ -104,19 +105,33 @@ MAX_COLUMN = 512
 
 def grouped_layout(n: np.ndarray, target: Target) -> tuple[np.ndarray, np.ndarray]:
     """(w, h) of n PEs that share no input, in columns as high as allowed (a
-    lane per PE row, wsec.passes.route_bundles): PE index i sits at
-    (i // h, i % h)."""
+    lane per PE row, wsec.passes.route_bundles), every row holding some
+    (`grouped_pe`: which index sits where)."""
     n = np.asarray(n, dtype=np.int64)
     h = np.minimum(n, min(MAX_COLUMN, target.height))
     return cdiv(n, np.maximum(h, 1)), h
 
 
+def grouped_cells(w: int, h: int, n: int) -> np.ndarray:
+    """(h, w): the grouped-layout index of every PE (-1 where none sits:
+    the last column below row f, `grouped_pe`)."""
+    px, py = grouped_pe(np.arange(n), w, h, n)
+    out = np.full((h, w), -1, np.int64)
+    out[py, px] = np.arange(n)
+    return out
+
+
 def grouped_index(px: int, py: int, rect: tuple[int, int] | None, n: int) -> int:
     """The index of the PE at (px, py) in a `grouped_layout` of n PEs, given
     the kernel's unrotated (w, h) (without it: the layout of the largest
-    column the library uses)."""
-    h = rect[1] if rect is not None else min(n, MAX_COLUMN)
-    return px * max(h, 1) + py
+    column the library uses): `grouped_pe` inverted; n or more where no PE
+    sits (the last column below row f)."""
+    h = max(1, rect[1] if rect is not None else min(n, MAX_COLUMN))
+    w = -(-n // h)
+    f = n - (w - 1) * h
+    if py >= f and px >= w - 1:
+        return n + py
+    return py * w - max(0, py - f) + px
 
 
 def block(n: int, parts: int, i: int) -> slice:

@@ -154,9 +154,12 @@ def test_pool_grouped_columns_read_different_boxes_from_one_lane() -> None:
     lane_at = _row_multicast(uh, uw)
     p = _P(shape)
     assert check_windows(p, 0, _delivery(rows, lane_at, shape), need) == 0  # type: ignore[arg-type]
+    # a row whose column-1 PE's window ends past its column-0 PE's on some axis
+    y, ax = next((y, ax) for y in range(uh) for ax in range(need.shape[-1])
+                 if need[y, 1, 1, ax] > need[y, 0, 1, ax] > need[y, 0, 0, ax])
     narrow = rows.copy()
-    narrow[10, 1, 1] = need[10, 0, 1, 1]  # the box holds column 0's channels only
-    with pytest.raises(SimError, match=r"offset \(1, 10\)\) reads"):
+    narrow[y, 1, ax] = need[y, 0, 1, ax]  # the box holds column 0's window only
+    with pytest.raises(SimError, match=rf"offset \(1, {y}\)\) reads"):
         check_windows(p, 0, _delivery(narrow, lane_at, shape), need)  # type: ignore[arg-type]
 
 

@@ -642,3 +642,23 @@ def test_an_elementwise_kernel_tiling_a_constant_cuts_its_input_by_the_tiles() -
     rows = cut(64, 8, 64, routed=True)  # 8 x 8 PEs, 8 table rows each
     assert rows is not None
     assert rows[:, 0, 1].tolist() == list(range(0, 64, 8)) and (rows[:, 1, 2] == 8).all()
+
+
+@pytest.mark.parametrize("n,h", [(3456, 512), (7, 7), (513, 512), (1024, 512), (1000, 512)])
+def test_grouped_layout_fills_rows_with_consecutive_pes(n: int, h: int) -> None:
+    """grouped_pe puts every PE index on its own cell of the (w, h) layout,
+    every row holding some, a row's PEs consecutive indices (so a pooling
+    row reads adjacent row groups of one channel block), and grouped_index
+    inverts it (n or more where no PE sits)."""
+    from wsec.ir.library_common import grouped_cells, grouped_index
+
+    w = -(-n // h)
+    cells = grouped_cells(w, h, n)
+    assert sorted(cells[cells >= 0].tolist()) == list(range(n))
+    assert (cells >= 0).any(axis=1).all()
+    for y in range(h):
+        row = cells[y][cells[y] >= 0]
+        assert (np.diff(row) == 1).all()
+        for x in range(w):
+            i = grouped_index(x, y, (w, h), n)
+            assert i == cells[y, x] if cells[y, x] >= 0 else i >= n

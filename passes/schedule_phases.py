@@ -276,8 +276,8 @@ def place_activations(spans: list[tuple[str, int, int]], size: Callable[[str], i
     each (value, first phase, last phase) span gets the lowest offset no
     span alive at its first phase occupies; returns (value, first, last,
     offset, bytes per PE) per span, by first phase, and the peak bytes per
-    PE. `check(value, first, peak, live bytes over the wafer)` runs when
-    the peak grows (to raise where it no longer fits). A binary records
+    PE. `check(value, first, peak, live bytes per PE)` runs when the peak
+    grows (to raise where it no longer fits). A binary records
     these (META `activations`): the simulator keeps each value resident
     exactly there (wsec.backends.sim_weight_stream)."""
     active: list[tuple[int, int, int]] = []  # (last phase, offset, size)

@@ -51,8 +51,12 @@ class Span:
 
 def spans(p: Program) -> list[Span]:
     """META `activations` as spans (the loader checked them)."""
-    return [Span(str(r["value"]), int(r["first"]), int(r["last"]), int(r["offset"]),
-                 int(r["bytes"])) for r in p.info.get("activations", [])]
+    return [_span(r) for r in p.info.get("activations", [])]
+
+
+def _span(r: dict) -> Span:
+    return Span(str(r["value"]), int(r["first"]), int(r["last"]), int(r["offset"]),
+                int(r["bytes"]))
 
 
 def area_bytes(p: Program) -> int:
@@ -97,8 +101,7 @@ def check_activations(p: Program) -> None:
     out = []
     for i, r in enumerate(recs):
         try:
-            s = Span(str(r["value"]), int(r["first"]), int(r["last"]), int(r["offset"]),
-                     int(r["bytes"]))
+            s = _span(r)
         except (KeyError, TypeError, ValueError):
             raise ActivationError(f"META activations[{i}] is not a record of value, first, "
                                   f"last, offset and bytes") from None

@@ -48,11 +48,6 @@ def grouped_count(k: KernelInfo) -> int:
     return int(k.knobs["c"]) * int(k.knobs["s"]) * int(k.knobs.get("r", 1))
 
 
-def _lin(env: Env, i: np.ndarray) -> np.ndarray:
-    """Linear offset (py * uw + px) of grouped-layout PE index i."""
-    return grouped_lin(env.k, i)
-
-
 def _rows(x: np.ndarray) -> tuple[int, int, int, int]:
     """(N, C, H, W'): the rows a norm splits are (N, H), W' the rest."""
     N, C = x.shape[:2]
@@ -89,7 +84,7 @@ def check_norm_rows(env: Env, name: str, shape: tuple[int, ...], cb: int, hb: in
         hull[:, :, :1], ch, rest)
     uw, uh = k.unrotated_shape
     stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
-        joined(*parts), _lin(env, i), uw, uh))
+        joined(*parts), grouped_lin(k, i), uw, uh))
 
 
 def check_row_norm(env: Env, name: str, shape: tuple[int, ...], lead: int, cb: int, wseg: int,
@@ -111,7 +106,7 @@ def check_row_norm(env: Env, name: str, shape: tuple[int, ...], lead: int, cb: i
         flat_hulls(np.minimum(seg * wseg, W), np.minimum((seg + 1) * wseg, W), shape[lead:]))
     uw, uh = k.unrotated_shape
     stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
-        boxes, _lin(env, i), uw, uh))
+        boxes, grouped_lin(k, i), uw, uh))
 
 
 def _owner(env: Env, x: np.ndarray, cb: int, hb: int) -> np.ndarray:
@@ -120,7 +115,7 @@ def _owner(env: Env, x: np.ndarray, cb: int, hb: int) -> np.ndarray:
     N, C, H, _ = _rows(x)
     rows = int(k.knobs["s"]) * int(k.knobs.get("r", 1))
     g = (np.arange(N)[:, None] * H + np.arange(H)[None, :]) // hb  # [N, H]
-    own = _lin(env, (np.arange(C) // cb)[None, :, None] * rows + g[:, None, :])  # [N, C, H]
+    own = grouped_lin(k, (np.arange(C) // cb)[None, :, None] * rows + g[:, None, :])  # [N, C, H]
     if x.ndim >= 4:
         own = own.reshape(N, C, H, *(1,) * (x.ndim - 3))
     elif x.ndim == 2:
@@ -151,7 +146,7 @@ def lrn(env: Env, node: Node, stats: dict[str, int]) -> bool:
         ci, t = (int(v) for v in np.argwhere(outside)[0])
         g = int(grp[ci])
         rows = s * int(k.knobs.get("r", 1))
-        py, px = divmod(int(_lin(env, np.array(g * rows))), k.unrotated_shape[0])
+        py, px = divmod(int(grouped_lin(k, np.array(g * rows))), k.unrotated_shape[0])
         plane = int(np.prod(x.shape[2:], dtype=np.int64))
         raise read_error(env.mem.p, env.ki, px, py, node.inputs[0], int(src[ci, t]) * plane,
                          f"input channels {int(held[g, 0])}..{int(held[g, 1]) - 1} (its "
@@ -211,7 +206,7 @@ def batchnorm_train(env: Env, node: Node, stats: dict[str, int]) -> bool:
     env.store(node.outputs[0], (xhat * sc + b).astype(COMPUTE_DTYPE))
     env.owner[node.outputs[0]] = owner
     # the running statistics end on each channel group's last row PE
-    last = _lin(env, (np.arange(C) // cb) * s * int(k.knobs.get("r", 1)) + (s - 1))
+    last = grouped_lin(k, (np.arange(C) // cb) * s * int(k.knobs.get("r", 1)) + (s - 1))
     mom = COMPUTE_DTYPE(node.attrs.get("momentum", 0.9))
     for o, inp, batch in zip(node.outputs[1:3], node.inputs[3:5], (mean, var), strict=False):
         if not o:

@@ -56,11 +56,6 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // max(b, 1))
 
 
-def _grouped_lin(env: Env, i: np.ndarray) -> np.ndarray:
-    """Linear offset (py * uw + px) of grouped-layout PE index i."""
-    return grouped_lin(env.k, i)
-
-
 def pool(env: Env, node: Node, stats: dict[str, int]) -> bool:
     """2-D pooling per PE; 1-D as 2-D rows of one row; 3-D global pooling
     with depth folded into the rows; 3-D windowed pooling reduces each
@@ -260,7 +255,7 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
         y = acc if node.op == "GlobalMaxPool" else acc / COMPUTE_DTYPE(H * W)
         i = (np.arange(C) // cb) * s + (s - 1)
         stats["sharded_pes"] = c * s
-        return y.reshape(N, C, 1, 1), _grouped_lin(env, i).reshape(1, C, 1, 1), None
+        return y.reshape(N, C, 1, 1), grouped_lin(env.k, i).reshape(1, C, 1, 1), None
     kernel, st, dl, pb, pe, oe = _pool_geometry(node, x)
     (Ho, Wo), extra = oe[:2], oe[2:]
     R = kernel[0]
@@ -303,7 +298,7 @@ def _pool4(env: Env, node: Node, x: np.ndarray, stats: dict[str, int],
 
     i = (np.arange(C) // cb)[:, None] * s + (np.arange(Ho) // hb)[None, :]
     stats["sharded_pes"] = c * s
-    return rows(y), _grouped_lin(env, i).reshape(1, C, Ho, 1), None if f is None else rows(f)
+    return rows(y), grouped_lin(env.k, i).reshape(1, C, Ho, 1), None if f is None else rows(f)
 
 
 def window_need(s: int, hb: int, sh: int, R: int, dh: int, Ho: int, pad_top: int, H: int
@@ -421,7 +416,7 @@ def _norm_owner(env: Env, group: np.ndarray, row: np.ndarray) -> np.ndarray:
     """PE of channel group `group` and row index `row` (< s r)."""
     k = env.k
     rows = int(k.knobs["s"]) * int(k.knobs.get("r", 1))
-    return _grouped_lin(env, group * rows + row)
+    return grouped_lin(env.k, group * rows + row)
 
 
 def _layernorm(env: Env, node: Node, stats: dict[str, int]) -> bool:

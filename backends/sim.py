@@ -106,19 +106,23 @@ def _host_boxes(p: Program, ei: int, sink: str, x: np.ndarray, ios: list[dict]
     return out.reshape(shape)
 
 
-def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False) -> RunResult:
+def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False,
+             strict: bool = False) -> RunResult:
     """Execute the program on `inputs`: host inputs enter through the I/O map,
     kernels run in order (each PE its shard, see sim_exec), values move only
     along traced routes; returns the outputs the host receives (`keep`: and
-    every kernel's inputs and outputs, for `wsec run --per-kernel`)."""
+    every kernel's inputs and outputs, for `wsec run --per-kernel`).
+    `strict`: a PE reading an element of a flat bundle that its lane did not
+    bring is a SimError naming the PE, the element and the lane carrying it
+    (as on a cut bundle), instead of a count (`forwarded_pes`)."""
     from .loader_meta import check_sim_memory
 
     check_sim_memory(p)  # the declared sizes against free memory, before allocating
     if "stream" in str(p.info.get("mode", "")):  # weight streaming: phase after phase
-        return simulate_stream(p, inputs, keep)
+        return simulate_stream(p, inputs, keep, strict)
     mem = SramImages(p)
     fab, traces = configure(p)
-    lanes = deliveries(p)
+    lanes = deliveries(p, strict)
     missing = [n for n in p.info["inputs"] if n not in inputs]
     if missing:
         raise SimError(f"no value given for model input(s) {', '.join(missing)}")

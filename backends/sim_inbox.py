@@ -55,6 +55,9 @@ class Delivery:
     # a flat bundle: [uh, uw] True where a PE read outside its lane, over the
     # checks of one kernel run (reset by sim_exec.run_kernel)
     outside: np.ndarray | None = None
+    # a flat bundle's PE reading outside its lane is a SimError, as a cut
+    # bundle's is (`wsec run --strict`), instead of a count of forwarded PEs
+    strict: bool = False
 
     @property
     def lanes(self) -> int:
@@ -90,9 +93,10 @@ def grid_pe(p: Program, ki: int, px: int, py: int) -> tuple[int, int]:
     return (k.rect.x + py, k.rect.y + px) if k.rotated else (k.rect.x + px, k.rect.y + py)
 
 
-def deliveries(p: Program) -> list[dict[str, Delivery]]:
+def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
     """Per kernel (program order): value -> its Delivery, from the route
-    table (vectorised over the entries of each bundle)."""
+    table (vectorised over the entries of each bundle); `strict`: a PE of a
+    flat bundle reading outside its lane raises (Delivery.strict)."""
     out: list[dict[str, Delivery]] = [{} for _ in p.kernels]
     r = p.routes
     if not len(p.bundles) or not r.size:
@@ -125,7 +129,8 @@ def deliveries(p: Program) -> list[dict[str, Delivery]]:
         numel = int(np.prod(shape, dtype=np.int64))
         out[ki][e.value] = Delivery(e.value, int(b["edge"]), bi, numel,
                                     lane_slices(numel, int(b["lanes"])), at, shape,
-                                    p.lane_boxes(bi), _view(p.lane_view(bi), shape))
+                                    p.lane_boxes(bi), _view(p.lane_view(bi), shape),
+                                    strict=strict)
     return out
 
 
@@ -193,6 +198,15 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         ok = (d.slices[li, 0] <= first) & (last < d.slices[li, 1])
     bad = reads & ~(got & ok)
     if d.boxes is None:
+        if d.strict and bad.any():
+            py, px = (int(v) for v in np.argwhere(bad)[0])
+            if not got[py, px]:
+                elem, held = first[py, px], "no lane of it"
+            else:
+                s0, s1 = (int(v) for v in d.slices[li[py, px]])
+                elem = first[py, px] if first[py, px] < s0 else last[py, px]
+                held = f"lane {int(lane[py, px])}'s elements [{s0}, {s1})"
+            raise read_error(p, ki, px, py, d.value, int(elem), held, d)
         d.outside = bad if d.outside is None else d.outside | bad
         return bad
     if bad.any():

@@ -12,6 +12,8 @@ cycles implied by the busiest PE's multiply-accumulates.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from wsec.ir.fabric import LINK_PLANES, Fabric
 from wsec.ir.kernels import KINDS
@@ -120,8 +122,7 @@ def format_stats(p: Program, res: RunResult) -> str:
     ops = sum(len(k.body) for k in p.kernels)
     lines.append(f"whole_tensor_ops {whole}: {ops - whole} of {ops} body ops of "
                  f"{len(p.kernels)} kernels ran per PE")
-    fwd = {n: int(st["forwarded_pes"]) for n, st in res.kernel_stats.items()
-           if "forwarded_pes" in st}
+    fwd = _forwarded(res)
     if fwd:
         pes = sum(int(res.kernel_stats[n].get("pes", 0)) for n in fwd)
         if "stream" in str(p.info.get("mode", "")):  # phases: their rows hold what moved in
@@ -146,6 +147,45 @@ def format_stats(p: Program, res: RunResult) -> str:
                      "forwarded elements): " + ", ".join(
                          f"{kind} {a}/{b}/{c}" for kind, (a, b, c) in sorted(per.items())))
     return "\n".join(lines)
+
+
+class Proof(NamedTuple):
+    """How much of a run the inbox checks proved (`wsec run`'s inboxes line)."""
+
+    mode: str  # "pipeline": PEs against their lanes; "stream": against their rows' holdings
+    kernels: int
+    checked: int  # kernels whose PEs' reads were checked against their inboxes
+    proven: int  # of those, kernels whose every PE read only what it received
+    forwarded_pes: int  # PEs reading elements their lane (row) did not bring (hold)
+    forwarding: int  # kernels with such PEs
+
+
+def _forwarded(res: RunResult) -> dict[str, int]:
+    return {n: int(st["forwarded_pes"]) for n, st in res.kernel_stats.items()
+            if "forwarded_pes" in st}
+
+
+def proof_figures(p: Program, res: RunResult) -> Proof:
+    """The run's inbox checks summed over its kernels (sim_inbox.check_windows)."""
+    fwd = _forwarded(res)
+    return Proof("stream" if "stream" in str(p.info.get("mode", "")) else "pipeline",
+                 len(p.kernels), len(fwd), sum(1 for v in fwd.values() if not v),
+                 sum(fwd.values()), sum(1 for v in fwd.values() if v))
+
+
+def proof_line(pr: Proof) -> str:
+    """One line saying what the run proved: the kernels whose PEs read only
+    what their routes delivered (stream: what their rows held), and the PEs
+    reading elements forwarded inside their rectangle, which no route
+    configures and `wsec run --strict` refuses."""
+    got = "their rows held" if pr.mode == "stream" else "their routes delivered"
+    unchecked = (f"; {pr.kernels - pr.checked} not checked"
+                 if pr.checked < pr.kernels else "")
+    if not pr.forwarded_pes:
+        return f"inboxes: {pr.proven} of {pr.kernels} kernels read only what {got}{unchecked}"
+    return (f"inboxes: {pr.proven} of {pr.kernels} kernels read only what {got}{unchecked}; "
+            f"{pr.forwarded_pes:,} PEs of {pr.forwarding} kernels read elements forwarded "
+            f"inside their rectangle, which no route configures (--strict fails on them)")
 
 
 def move_figures(res: RunResult) -> tuple[int, int, int, int]:

@@ -50,9 +50,10 @@ def _as_compute(arr: np.ndarray) -> np.ndarray:
 
 
 def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
-                    keep: bool = False) -> RunResult:
+                    keep: bool = False, strict: bool = False) -> RunResult:
     """Run a stream-mode program on `inputs`; returns the host's outputs
-    (`keep`: and every on-wafer phase's inputs and outputs)."""
+    (`keep`: and every on-wafer phase's inputs and outputs; `strict`: a PE
+    reading outside its row's flat share raises, sim.simulate)."""
     kept: dict[str, KernelIO] = {}
     missing = [n for n in p.info["inputs"] if n not in inputs]
     if missing:
@@ -107,7 +108,7 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
         st: dict[str, int] = {}
         if not offwafer:  # on the phase's PEs, each from its own streamed tiles
             acts = {i: env[i] for i in k.inputs if i and i not in k.weights}
-            hold = held(p, ki, acts, {wn: env[wn] for wn in k.weights})
+            hold = held(p, ki, acts, {wn: env[wn] for wn in k.weights}, strict)
             run = run_kernel(StreamImages(p, streamed_w), ki, acts, hold)
             env.update(run.values)
             st = {**run.stats, "held_move": held_wavelets(p, ki, hold)}

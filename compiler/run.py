@@ -42,6 +42,7 @@ _EPILOG = """examples:
   wsec run model.bin --check model.onnx      (compare with onnxruntime; exit 1 on FAIL)
   wsec run model.bin --stats                 (measured link loads and cycles per kernel)
   wsec run model.bin --check model.onnx --per-kernel   (and every kernel vs the reference)
+  wsec run model.bin --strict                (every PE reads only what its routes delivered)
 """
 
 
@@ -69,6 +70,10 @@ def run_parser(parser_cls: type[argparse.ArgumentParser]) -> argparse.ArgumentPa
                    "the same inputs; name the first that differs, its PE and worst element")
     p.add_argument("--stats", action="store_true",
                    help="print per-kernel link loads and cycles, measured vs estimated")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 1) at the first PE reading an element no route brought "
+                   "it (a flat bundle's element forwarded inside the rectangle) instead of "
+                   "counting such PEs")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--rtol", type=_tolerance, help="relative tolerance of --check (default 1e-4 "
                    "for fp32 PEs, 1e-2 for fp16)")
@@ -139,6 +144,7 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any,
             doc: dict[str, Any]) -> int:
     from wsec.backends.loader import load_binary
     from wsec.backends.sim import random_inputs, simulate
+    from wsec.backends.sim_stats import proof_figures, proof_line
     from wsec.backends.weight_stream import weight_files
 
     from .outputs import model_files
@@ -166,16 +172,19 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any,
                              f"{', '.join(prog.info['inputs'])}")
         inputs[name] = load_npy(path, name, inputs[name])
     t0 = time.perf_counter()
-    res = simulate(prog, inputs, keep=a.per_kernel)
+    res = simulate(prog, inputs, keep=a.per_kernel, strict=a.strict)
     sim_s = time.perf_counter() - t0
     out(f"wsec run: {prog.info.get('source', a.binary)} on {prog.target.name} "
         f"({prog.target.width}x{prog.target.height}), {len(prog.kernels)} kernels, "
         f"simulated in {sim_s:.2f} s (PEs compute in float32)")
+    proof = proof_figures(prog, res)
     doc.update({"binary": a.binary, "source": prog.info.get("source"),
                 "target": prog.target.name, "kernels": len(prog.kernels), "seed": a.seed,
-                "outputs": {name: _figures(arr) for name, arr in res.outputs.items()}})
+                "outputs": {name: _figures(arr) for name, arr in res.outputs.items()},
+                "inboxes": proof._asdict()})
     for name, arr in res.outputs.items():
         out(f"  %{name} {arr.dtype}{list(arr.shape)}: {_summary(arr)}")
+    out(f"  {proof_line(proof)}")
     if a.output:
         buf = io.BytesIO()
         np.savez(buf, **dict(res.outputs))

@@ -126,6 +126,38 @@ def test_check_windows_proves_cut_inboxes_and_counts_flat_ones() -> None:
     assert check_windows(p, 0, _delivery(None, lane_at, shape), need) > 0  # type: ignore[arg-type]
 
 
+def test_strict_flat_lanes_fail_at_the_first_pe_reading_outside_its_lane() -> None:
+    """`wsec run --strict`: a flat lane's PE reading an element outside its
+    lane's range is the error a cut lane's is, naming the PE, the element,
+    the lane that carries it and the range the PE received."""
+    shape = (1, 4, 6, 5)  # 120 elements over 4 flat lanes of 30
+    need = _conv_need(shape, 2, 2, 2, 2, 1, 3, 1, 4, 0)
+    lane_at = np.repeat(np.arange(4)[:, None], 3, axis=1)
+    flat = _delivery(None, lane_at, shape)
+    flat.strict = True
+    # row 0 reads channels 0-1 of input rows 0-3: its last element, channel 1's
+    # row 3 col 4 (flat 49), lies in lane 1
+    with pytest.raises(SimError, match=r"PE \(10, 20\) \(offset \(0, 0\)\) reads "
+                                       r"%x\[0, 1, 3, 4\].*lane 1 of .* carries it; the PE "
+                                       r"holds lane 0's elements \[0, 30\)"):
+        check_windows(_P(shape), 0, flat, need)  # type: ignore[arg-type]
+    dropped = lane_at.copy()
+    dropped[0, 0] = -1
+    flat = _delivery(None, dropped, shape)
+    flat.strict = True
+    with pytest.raises(SimError, match=r"offset \(0, 0\)\) reads %x\[0, 0, 0, 0\].*holds no "
+                                       r"lane of it"):
+        check_windows(_P(shape), 0, flat, need)  # type: ignore[arg-type]
+    # a window inside its lane passes: row r reads only lane r's first element
+    inside = np.zeros((4, 2, 4), np.int64)
+    for r in range(4):
+        inside[r, 0] = np.unravel_index(30 * r, shape)
+        inside[r, 1] = inside[r, 0] + 1
+    flat = _delivery(None, lane_at, shape)
+    flat.strict = True
+    assert check_windows(_P(shape), 0, flat, inside) == 0  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     d = tmp_path_factory.mktemp("cut")

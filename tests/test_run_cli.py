@@ -63,6 +63,52 @@ def test_stats(tiny_bin: tuple[pathlib.Path, Program]) -> None:
         "per PE" in r.stdout
 
 
+def test_inboxes_line_and_strict(tiny_bin: tuple[pathlib.Path, Program]) -> None:
+    """`wsec run` says how much of the run its inbox checks proved (the same
+    figures as the simulator's per-kernel counts, also in --json); --strict
+    fails, with one line naming the PE, exactly when some PE read an element
+    no route brought."""
+    import json
+
+    from wsec.backends.sim import random_inputs, simulate
+
+    path, prog = tiny_bin
+    st = simulate(prog, random_inputs(prog, 0)).kernel_stats
+    fwd = {n: int(s["forwarded_pes"]) for n, s in st.items() if "forwarded_pes" in s}
+    r = run_wsec("run", str(path))
+    assert r.returncode == 0, r.stderr
+    proven = sum(1 for v in fwd.values() if not v)
+    assert f"inboxes: {proven} of {len(prog.kernels)} kernels read only what their routes " \
+        "delivered" in r.stdout
+    if sum(fwd.values()):
+        assert f"{sum(fwd.values()):,} PEs of {sum(1 for v in fwd.values() if v)} kernels " \
+            "read elements forwarded" in r.stdout
+    doc = json.loads(run_wsec("run", str(path), "--json").stdout)["inboxes"]
+    assert (doc["proven"], doc["forwarded_pes"]) == (proven, sum(fwd.values()))
+    s = run_wsec("run", str(path), "--strict")
+    if sum(fwd.values()):
+        assert s.returncode == 1 and s.stdout == ""
+        assert len(s.stderr.strip().splitlines()) == 1
+        assert "never arrived there" in s.stderr and "PE (" in s.stderr and "lane" in s.stderr
+    else:
+        assert s.returncode == 0, s.stderr
+
+
+def test_strict_passes_where_every_pe_reads_its_inbox(tmp_path: pathlib.Path) -> None:
+    """A model whose every PE reads only what its lanes delivered runs the
+    same with --strict (strict raises only on reads outside an inbox)."""
+    import sim_zoo
+    from wsec.backends.sim import random_inputs, simulate
+
+    sim_zoo.pitched_model(tmp_path / "m.onnx")
+    prog = compile_bin(tmp_path / "m.onnx", tmp_path / "m.bin")
+    res = simulate(prog, random_inputs(prog, 0), strict=True)
+    assert all(not s.get("forwarded_pes") for s in res.kernel_stats.values())
+    r = run_wsec("run", str(tmp_path / "m.bin"), "--strict", "--check", str(tmp_path / "m.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert f"inboxes: {len(prog.kernels)} of {len(prog.kernels)} kernels" in r.stdout
+
+
 def test_lane_running_past_its_sink_fails_naming_pe_color_edge(
         tiny_bin: tuple[pathlib.Path, Program], tmp_path: pathlib.Path) -> None:
     """A bundle whose lanes go on delivering past their sink's rectangle is a

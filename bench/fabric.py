@@ -1,13 +1,16 @@
 """Data movement on the fabric: what the busiest link or RAMP costs next to the kernels.
 
     python bench/fabric.py [--target wse2] [--models resnet50,vgg19] [--fixtures] [-p OPT]
+                           [--bins DIR]
 
 Per light model (and, with --fixtures, the GPT fixtures of bench/gen_gpt.py
 and DenseNet-121 at 112 px): the kernels' bottleneck time Δt, the area bound, the
 busiest link including the RAMPs, realised cycles per sample (the larger of
 Δt and that link) over the bound, colors at the busiest PE, routed
 wirelength, the router's negotiation rounds, and compile seconds. A row
-that cannot be compiled in pipeline mode says why.
+that cannot be compiled in pipeline mode says why. With --bins, each
+binary is written to DIR/<row>.bin, for bench/inboxes.py --bins DIR to
+check without compiling again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import tempfile
 import time
 
 import onnx
+from wsec.backends.emit import write_binary
 from wsec.driver import CompileOptions, compile_model
 from wsec.ir.errors import WsecError
 from wsec.report import build_report
@@ -65,6 +69,7 @@ def main() -> int:
     ap.add_argument("--fixtures", action="store_true", help="also the GPT fixtures")
     ap.add_argument("-p", dest="passes", action="append", default=[],
                     help="pass option, as for wsec -p")
+    ap.add_argument("--bins", default="", help="write each binary to DIR/<row>.bin")
     a = ap.parse_args()
     names = sorted(p.stem.removeprefix("light_") for p in LIGHT.glob("light_*.onnx"))
     if a.models:
@@ -88,6 +93,9 @@ def main() -> int:
                 print(f"{name:<16}  not compiled: {str(e)[:110]}")
                 continue
             secs = time.perf_counter() - t0
+            if a.bins:
+                os.makedirs(a.bins, exist_ok=True)
+                write_binary(res.module, os.path.join(a.bins, f"{name}.bin"))
             s = build_report(res.module, res.target)["summary"]
             bound = s["bound_cycles_per_sample"] or 0
             real = s["realised_cycles_per_sample"]

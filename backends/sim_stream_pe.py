@@ -111,13 +111,11 @@ class StreamImages(SramImages):
 
 
 def held(p: Program, ki: int, values: Iterable[str],
-         consts: Mapping[str, np.ndarray] | None = None, strict: bool = False
-         ) -> dict[str, Delivery]:
+         consts: Mapping[str, np.ndarray] | None = None) -> dict[str, Delivery]:
     """The activations `values` of phase ki as its PE rows hold them when it
     starts (module docstring): per value a Delivery whose "lane" py is PE
     row py's holding, with the kind's per-row boxes where it cuts the value
-    (a data movement's from its body and constants `consts`, as streamed;
-    `strict`: Delivery.strict)."""
+    (a data movement's from its body and constants `consts`, as streamed)."""
     k = p.kernels[ki]
     kernel = _ir_kernel(k)
     cs = dict(consts or {})
@@ -132,8 +130,7 @@ def held(p: Program, ki: int, values: Iterable[str],
         if boxes is not None and boxes.shape[0] != uh:
             raise SimError(f"phase {ki} (kernel '{k.name}', {k.kind}): its kind cuts %{v} into "
                            f"{boxes.shape[0]} row boxes, the phase has {uh} PE rows")
-        out[v] = Delivery(v, -1, -1, numel, lane_slices(numel, uh), row, shape, boxes,
-                          strict=strict)
+        out[v] = Delivery(v, -1, -1, numel, lane_slices(numel, uh), row, shape, boxes)
     return out
 
 

@@ -108,7 +108,9 @@ def simulate_stream(p: Program, inputs: Mapping[str, np.ndarray],
         st: dict[str, int] = {}
         if not offwafer:  # on the phase's PEs, each from its own streamed tiles
             acts = {i: env[i] for i in k.inputs if i and i not in k.weights}
-            hold = held(p, ki, acts, {wn: env[wn] for wn in k.weights}, strict)
+            hold = held(p, ki, acts, {wn: env[wn] for wn in k.weights})
+            for d in hold.values():
+                d.strict = strict
             run = run_kernel(StreamImages(p, streamed_w), ki, acts, hold)
             env.update(run.values)
             st = {**run.stats, "held_move": held_wavelets(p, ki, hold)}

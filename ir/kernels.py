@@ -84,6 +84,18 @@ def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
     return broadcast_rows(rows, tuple(shape))
 
 
+def spread_over_rows(kernel: Kernel, value: str, ops: Operands) -> bool:
+    """Whether `value` is a residual `kernel`'s PE rows add along a
+    reduction of more than one row, each row a part of it
+    (KernelKind.spread_operands): its per-row cut lands a lane on every
+    reduction row where an owner cut would land one per group."""
+    if not kernel.body or not kernel.knobs:
+        return False
+    kind = kind_of(kernel)
+    return kind.reduction_chain(kernel.dims, kernel.knobs) > 1 and value in kind.spread_operands(
+        kernel.dims, kernel.knobs, kernel.body, kernel.outputs, ops.shape)
+
+
 def cut_view(kernel: Kernel, value: str, shape: tuple[int, ...],
              ops: Operands | None = None) -> tuple[int, ...]:
     """The shape input_cut's boxes of `value` are over: the value's own,

@@ -27,7 +27,7 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.kernels import gaps, input_cut, owner_pitch
+from wsec.ir.kernels import gaps, input_cut, owner_pitch, spread_over_rows
 from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
@@ -127,6 +127,10 @@ class Request:
     # owner_offset in each group): its lanes land there, no spine (cut "owners")
     owner_pitch: int = 0
     owner_offset: int = 0
+    # a residual the sink's reduction rows add, each a part (wsec.ir.kernels.
+    # spread_over_rows): cut, a lane lands on every row, not one per group; the
+    # router's first attempts route it flat (wsec.passes.route.Route.run)
+    spread: bool = False
     src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen
     widen: bool = True  # may widen (the router's first attempts do not: wsec.passes.route)
     no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
@@ -216,6 +220,7 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
     W = fabric.width
     kern = {k.name: k for k in module.kernels()}
     index = {k.name: idx for idx, k in enumerate(module.kernels())}
+    ops = Operands.of_module(module)
     around = {id(p): _outside(p, owner, True) for ps in outs.values() for p in ps}
     around.update({id(p): _outside(p, owner, False) for ps in ins.values() for p in ps})
     out = []
@@ -250,7 +255,9 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
             out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
                                cut_rows=0 if rows is None else int(rows.shape[0]),
                                row_boxes=rows, numel=max(1, _numel(module, e.value)),
-                               owner_pitch=own[0], owner_offset=own[1]))
+                               owner_pitch=own[0], owner_offset=own[1],
+                               spread=rows is not None and d in kern
+                               and spread_over_rows(kern[d], e.value, ops)))
     return out
 
 

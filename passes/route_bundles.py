@@ -562,16 +562,17 @@ def _pitches(r: Request) -> dict[int, int]:
     only pitch 1: its I/O map feeds one lane per edge PE, side by side.
     Rows read on owner rows only (owner_pitch k): only pitch k, lanes
     landing on those rows with no spine. A residual spread over groups of
-    c reduction rows: pitches up to c whose lanes carry exactly their rows'
-    boxes (`_exact`), so no lane is heavier than the owner row's box the
-    spread replaces."""
+    c reduction rows: pitches below c whose lanes carry exactly their rows'
+    boxes (`_exact`); at pitch c a lane would carry an owner row's box and
+    its spine hand all of it to each of the group's rows, c times what each
+    reads (an owner cut lands it on the owner row alone)."""
     R, S = r.cut_rows, r.src.length
     if r.src.owner == HOST:
         return {1: 0} if R <= S and not r.owner_pitch else {}
     out = {}
     for k in range(1, R + 1):
         if R % k or (r.owner_pitch and k != r.owner_pitch) \
-                or (r.spread and (k > r.spread or not _exact(r, k))):
+                or (r.spread and (k >= r.spread or not _exact(r, k))):
             continue
         if R - k + 1 <= S:
             out[k] = 0

@@ -141,7 +141,9 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Module, Program]
 
 
 def _spread_bundles(m: Module, p: Program) -> list[int]:
-    """Binary bundle indices of the residuals spread over reduction rows."""
+    """Binary bundle indices of the residuals spread over reduction rows
+    that the router cut (it may route one flat where its lanes would
+    overfill a link)."""
     kernels = {k.name: k for k in m.kernels()}
     ops = Operands.of_module(m)
     out = []
@@ -150,7 +152,8 @@ def _spread_bundles(m: Module, p: Program) -> list[int]:
         if int(b["sink"]) < 0:
             continue
         k = kernels[p.kernels[int(b["sink"])].name]
-        if spread_over_rows(k, p.edges[int(b["edge"])].value, ops):
+        if spread_over_rows(k, p.edges[int(b["edge"])].value, ops) \
+                and int(b["flags"]) & BUNDLE_CUT:
             out.append(bi)
     return out
 

@@ -295,6 +295,9 @@ class Env:
         self.owner: dict[str, np.ndarray] = {}
         # delivered values whose PE windows were checked against their lanes
         self.checked: set[str] = set()
+        # residuals the anchor's PE rows added into its partial sums as they
+        # passed (sim_sharded._spread_skips): the tail's Add of one is done
+        self.spread: set[str] = set()
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         return tuple(type_shape(self.mem.p.info["values"][name]))

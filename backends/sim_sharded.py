@@ -26,13 +26,14 @@ from collections.abc import Callable
 import numpy as np
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
+from wsec.ir.library_conv import skip_boxes
 from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
 from .sim_einsum import check_rows, einsum_matmul
 from .sim_inbox import check_inputs, check_windows, grid_pe, read_error
-from .sim_pe import Env
+from .sim_pe import Env, node_of
 from .sim_wgrad import conv_wgrad
 
 
@@ -152,6 +153,9 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
     acc = np.zeros((s, N * hb * Wo, kk * kb), COMPUTE_DTYPE)
     if G == 1:  # every PE's shard as a [cb R S, kb] block, block rows ci
         wall = block_rows(wpe.transpose(1, 0, 4, 5, 6, 2, 3), c, s, cb * R * S, kk * kb)
+    # residuals added as the partial sums pass each row (ConvKind.spread_operands)
+    skips = _spread_skips(env, node, (N, K, Ho, Wo), kk, kb, c, s, hb, stats) \
+        if view is None and fold == 1 else []
     for ci in range(c):  # the reduction along each PE column, in PE order
         w_ci = wpe[:, ci]  # [s, k, kb, cb, R, S]: every PE of block row ci
         if G == 1:
@@ -164,6 +168,9 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
             xg = win[:, :, chan]  # [s, N, k, kb, cb, hb, Wo, R, S]
             part = np.einsum("gnptjhwab,gptjab->gnhwpt", xg, w_ci, optimize=True)
             acc += part.reshape(s, N * hb * Wo, kk * kb)
+        lo, hi = ci * K // c, (ci + 1) * K // c
+        for r in skips:  # row ci's PEs add their channels of it to what passes them
+            acc[:, :, lo:hi] += r[:, :, lo:hi]
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias and bias in k.weights:  # added by each column's reduction-end PE
         bpe = env.mem.pe_array(env.ki, k.weights.index(bias), (kb,)).reshape(s, c, kk * kb)
@@ -179,6 +186,46 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
     return y, row[None, None, :, None] * kk + col[None, :, None, None]
+
+
+def _spread_skips(env: Env, node: Node, grid: tuple[int, int, int, int], kk: int, kb: int,
+                  c: int, s: int, hb: int, stats: dict[str, int]) -> list[np.ndarray]:
+    """The residuals the kernel's PE rows add into the partial sums as they
+    pass (wsec.ir.library_conv.ConvKind.spread_operands), each as
+    [s, N hb Wo, kk kb] in the reduction's layout. PE (px, g c + j) reads
+    the channels of its column block px among row j's [j K // c,
+    (j + 1) K // c) of row group g's output rows (skip_boxes), a window
+    checked against the lane its core received (sim_inbox.check_windows: a
+    cut bundle proves it or raises at the PE); the rest of the value is
+    never added there. The chain's Adds are marked done (`Env.spread`):
+    the tail passes the partial sums' result on (sim_tail.run_tail)."""
+    k = env.k
+    body = [node_of(d) for d in k.body]
+    names = KINDS["conv"].spread_operands(k.dims, k.knobs, body, k.outputs, env.shape_of)
+    names = [v for v in names if v not in k.weights and v in env.vals]
+    if not names or body[0].name != node.name:
+        return []
+    N, K, Ho, Wo = grid
+    uw, uh = k.unrotated_shape
+    boxes = skip_boxes(N, K, Ho, Wo, c, s)  # per PE row
+    px = np.arange(uw)
+    need = np.repeat(boxes[:, None], uw, axis=1)  # [uh, uw, 2, 4]
+    need[:, :, 0, 1] = np.maximum(need[:, :, 0, 1], px[None, :] * kb)
+    need[:, :, 1, 1] = np.minimum(need[:, :, 1, 1], (px[None, :] + 1) * kb)
+    need[(need[:, :, 1] <= need[:, :, 0]).any(axis=2)] = 0
+    out = []
+    for v in names:
+        d = env.deliveries.get(v)
+        if d is not None and d.shape:
+            stats["forwarded_pes"] = stats.get("forwarded_pes", 0) + check_windows(
+                env.mem.p, env.ki, d, need)
+        env.checked.add(v)
+        r = np.asarray(env.vals[v]).astype(COMPUTE_DTYPE, copy=False)
+        r = np.pad(r, [(0, 0), (0, kk * kb - K), (0, s * hb - Ho), (0, 0)])
+        out.append(r.reshape(N, kk * kb, s, hb, Wo).transpose(2, 0, 3, 4, 1)
+                   .reshape(s, N * hb * Wo, kk * kb))
+        env.spread.add(v)
+    return out
 
 
 def _conv_need(shape: tuple[int, ...], c: int, s: int, cb: int, hb: int, sh: int, R: int,

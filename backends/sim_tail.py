@@ -146,6 +146,13 @@ def run_tail(env: Env, ops: list[Node], grid: tuple[int, ...], owner: np.ndarray
         if node.op not in ELEMENTWISE_OPS:
             break
         out = node.outputs[0] if node.outputs else ""
+        added = [i for i in node.inputs if i in env.spread] if node.op == "Add" else []
+        if added and out:  # added along the reduction already: its sum passes on
+            chain = next(i for i in node.inputs if i not in added)
+            env.store(out, env.vals[chain])
+            env.owner[out] = owner
+            done += 1
+            continue
         oshape = tuple(type_shape(env.mem.p.info["values"][out])) \
             if out in env.mem.p.info["values"] else None
         wide = False

@@ -116,6 +116,14 @@ class KernelKind:
         (wsec.ir.templates) chains them."""
         return 1
 
+    def spread_operands(self, dims: Dims, knobs: Knobs, body: Any, outputs: Any,
+                        shape_of: Any) -> list[str]:
+        """The operands of the fused tail (residuals) the kind's PE rows add
+        along the reduction chain as the partial sums pass them, each row a
+        part, instead of on the rows owning the result (wsec.ir.library_conv.
+        ConvKind.spread_operands). [] (the default): none."""
+        return []
+
     # --- data layout ----------------------------------------------------
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:

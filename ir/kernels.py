@@ -84,6 +84,22 @@ def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
     return broadcast_rows(rows, tuple(shape))
 
 
+def spread_over_rows(kernel: Kernel, value: str, ops: Operands) -> int:
+    """The rows of each reduction group of `kernel` when `value` is a
+    residual they add along the reduction, each row a part of it
+    (KernelKind.spread_operands), and there is more than one; else 0. Its
+    per-row cut lands a lane on every reduction row where an owner cut
+    would land one per group."""
+    if not kernel.body or not kernel.knobs:
+        return 0
+    kind = kind_of(kernel)
+    c = kind.reduction_chain(kernel.dims, kernel.knobs)
+    if c > 1 and value in kind.spread_operands(kernel.dims, kernel.knobs, kernel.body,
+                                               kernel.outputs, ops.shape):
+        return int(c)
+    return 0
+
+
 def cut_view(kernel: Kernel, value: str, shape: tuple[int, ...],
              ops: Operands | None = None) -> tuple[int, ...]:
     """The shape input_cut's boxes of `value` are over: the value's own,

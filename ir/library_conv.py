@@ -10,7 +10,8 @@ helpers here are shared with the pooling kinds (library_pool).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -159,6 +160,55 @@ def group_view(shape: tuple[int, ...], G: int) -> tuple[int, ...]:
     in it "channel block j of every group", what a grouped conv's PE row
     reads, is one box (wsec.ir.lanes.split_axis)."""
     return (shape[0], G, shape[1] // G, *shape[2:])
+
+
+def chain_operands(body: Sequence[Node], outputs: Sequence[str]) -> list[str]:
+    """The operands a chain of Adds right after the anchor (body[0]) adds
+    into its result, in body order: each Add reads the previous link's
+    value (the anchor's output first) and one other operand that no body
+    op computes and that nothing else in the body reads; a link's value is
+    read by that next Add alone and is no output of the kernel. The chain
+    ends at the first op that breaks this (a Mul, an activation, a value
+    read twice). Why: addition is associative, so an operand added by such
+    a chain can join the anchor's partial sums anywhere along the
+    reduction (ConvKind.spread_operands), which no op other than an Add
+    (a scale, a clamp) before it allows."""
+    if not body or not body[0].outputs:
+        return []
+    made = {o for n in body for o in n.outputs if o}
+    reads: dict[str, int] = {}
+    for n in body:
+        for i in n.inputs:
+            if i:
+                reads[i] = reads.get(i, 0) + 1
+    cur, got = body[0].outputs[0], []
+    for n in body[1:]:
+        if cur in outputs or reads.get(cur, 0) != 1 or n.op != "Add" or len(n.inputs) != 2 \
+                or cur not in n.inputs or not n.outputs:
+            break
+        other = n.inputs[1] if n.inputs[0] == cur else n.inputs[0]
+        if not other or other == cur or other in made or reads.get(other, 0) != 1:
+            break
+        got.append(other)
+        cur = n.outputs[0]
+    return got
+
+
+def skip_boxes(N: int, K: int, Ho: int, Wo: int, c: int, s: int) -> np.ndarray:
+    """(c s, 2, 4): row j of row group g (PE row g c + j) reads output
+    channels [j K // c, (j + 1) K // c) of the group's ceil(Ho / s) output
+    rows (all samples, the whole width): the c rows of a group partition
+    its owner row's box, each a c-th of it (ConvKind.spread_operands).
+    Groups past the last output row read nothing."""
+    py = np.arange(c * s)
+    j, g = py % c, py // c
+    hb = -(-Ho // max(s, 1))
+    out = np.zeros((c * s, 2, 4), np.int64)
+    out[:, 1, 0], out[:, 1, 3] = N, Wo
+    out[:, 0, 1], out[:, 1, 1] = j * K // c, (j + 1) * K // c
+    out[:, 0, 2], out[:, 1, 2] = np.minimum(g * hb, Ho), np.minimum((g + 1) * hb, Ho)
+    out[(out[:, 1] <= out[:, 0]).any(axis=1)] = 0
+    return out
 
 
 class ConvKind(LibraryKind):
@@ -440,6 +490,43 @@ class ConvKind(LibraryKind):
         out[rows, 1, 0], out[rows, 1, 1], out[rows, 1, 3] = N, K, Wo
         out[rows, 0, 2], out[rows, 1, 2] = lo[live], hi[live]
         return out
+
+    def spread_operands(self, dims: Dims, knobs: Knobs, body: Sequence[Node],
+                        outputs: Sequence[str], shape_of: Callable[[str], tuple[int, ...]]
+                        ) -> list[str]:
+        """The residual operands each PE row of a group adds as the partial
+        sums pass it (skip_boxes), not on the owner row: those a chain of
+        Adds after a 2-D conv adds into its output (`chain_operands`;
+        `shape_of` gives a value's shape), of the output's shape, where
+        there are at least as many channels as reduction rows (c <= K, so
+        every row of a live group reads some). Why: the owner row's box is
+        all K channels of its group's rows, too heavy for one lane each
+        (ResNet-50's request needs about twice as many lanes as there are
+        owner rows), so the residual stayed flat and its PEs read outside
+        their lanes; spread over the c rows, the operand is an ordinary
+        per-row cut whose lanes carry a c-th of an owner box each. Row j
+        of a group adds channels [j K // c, (j + 1) K // c), each PE the
+        part of them in its column's block, into the partial sums as they
+        pass (the simulator: sim_sharded._conv2d); with c = 1 that is the
+        owner row, as before."""
+        if dims.get("L1") or dims.get("T") or not body or body[0].op != "Conv":
+            return []
+        c = int(knobs.get("c", 0))
+        grid = tuple(int(dims.get(n, 0)) for n in ("N", "K", "Ho", "Wo"))
+        if min(grid) <= 0 or c < 1 or c > grid[1]:
+            return []
+        return [v for v in chain_operands(body, outputs) if tuple(shape_of(v)) == grid]
+
+    def body_cut(self, kernel: Any, value: str, ops: Any) -> np.ndarray | None:
+        """A residual operand spread over the reduction rows
+        (`spread_operands`): each PE row's skip_boxes; others as input_cut
+        and output_rows say (None)."""
+        d, kn = kernel.dims, kernel.knobs
+        if not kn or ops.const(value) is not None or value not in self.spread_operands(
+                d, kn, kernel.body, kernel.outputs, ops.shape):
+            return None
+        return skip_boxes(*(int(d[n]) for n in ("N", "K", "Ho", "Wo")), int(kn["c"]),
+                          int(kn["s"]))
 
     def pool_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
         """Conv output rows [start, stop) row group `group` holds for a fused

@@ -27,7 +27,7 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.kernels import gaps, input_cut, owner_pitch
+from wsec.ir.kernels import gaps, input_cut, owner_pitch, spread_over_rows
 from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
@@ -127,6 +127,11 @@ class Request:
     # owner_offset in each group): its lanes land there, no spine (cut "owners")
     owner_pitch: int = 0
     owner_offset: int = 0
+    # > 0: a residual the sink's reduction groups of this many rows add, each row
+    # a part (wsec.ir.kernels.spread_over_rows): cut at pitches up to a group
+    # whose lanes carry their rows' boxes exactly (_pitches); where links are
+    # overfilled, the router's first attempts route it flat (wsec.passes.route)
+    spread: int = 0
     src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen
     widen: bool = True  # may widen (the router's first attempts do not: wsec.passes.route)
     no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
@@ -216,6 +221,7 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
     W = fabric.width
     kern = {k.name: k for k in module.kernels()}
     index = {k.name: idx for idx, k in enumerate(module.kernels())}
+    ops = Operands.of_module(module)
     around = {id(p): _outside(p, owner, True) for ps in outs.values() for p in ps}
     around.update({id(p): _outside(p, owner, False) for ps in ins.values() for p in ps})
     out = []
@@ -250,7 +256,9 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
             out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
                                cut_rows=0 if rows is None else int(rows.shape[0]),
                                row_boxes=rows, numel=max(1, _numel(module, e.value)),
-                               owner_pitch=own[0], owner_offset=own[1]))
+                               owner_pitch=own[0], owner_offset=own[1],
+                               spread=spread_over_rows(kern[d], e.value, ops)
+                               if rows is not None and d in kern else 0))
     return out
 
 
@@ -553,19 +561,36 @@ def _pitches(r: Request) -> dict[int, int]:
     widen to pitch k at their last corner (source pitch 1). From the host
     only pitch 1: its I/O map feeds one lane per edge PE, side by side.
     Rows read on owner rows only (owner_pitch k): only pitch k, lanes
-    landing on those rows with no spine."""
+    landing on those rows with no spine. A residual spread over groups of
+    c reduction rows: pitches below c whose lanes carry exactly their rows'
+    boxes (`_exact`); at pitch c a lane would carry an owner row's box and
+    its spine hand all of it to each of the group's rows, c times what each
+    reads (an owner cut lands it on the owner row alone)."""
     R, S = r.cut_rows, r.src.length
     if r.src.owner == HOST:
         return {1: 0} if R <= S and not r.owner_pitch else {}
     out = {}
     for k in range(1, R + 1):
-        if R % k or (r.owner_pitch and k != r.owner_pitch):
+        if R % k or (r.owner_pitch and k != r.owner_pitch) \
+                or (r.spread and (k >= r.spread or not _exact(r, k))):
             continue
         if R - k + 1 <= S:
             out[k] = 0
         elif not r.no_widen and R // k <= S:
             out[k] = 1
     return out
+
+
+def _exact(r: Request, k: int) -> bool:
+    """Whether the lanes of r cut at pitch k carry exactly their k rows'
+    boxes: a residual spread over reduction rows (`spread`) partitions each
+    group's box among its rows, so a lane whose rows straddle two groups
+    would carry the hull of their parts, all channels of both groups' rows
+    (pitch 2 over groups of 3: twice an owner row's box)."""
+    assert r.row_boxes is not None
+    R = r.row_boxes.shape[0]
+    hull = union_boxes(r.row_boxes.reshape(R // k, k, 2, -1))
+    return int(box_elements(hull).sum()) == int(box_elements(r.row_boxes).sum())
 
 
 # a cut lane carries at least 1/LANE_SHARE of a flat lane where it can

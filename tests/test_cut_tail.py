@@ -93,14 +93,19 @@ def test_a_residual_owned_by_every_cth_row_is_cut_only_where_rows_hold_it() -> N
     carries each owner its box, so the operand is cut there as a weight-
     streaming phase's owner rows hold it; rows reading the value at no
     regular spacing stay uncut when routed (a lane and its spine would hand
-    an owner's box to the rows between)."""
+    an owner's box to the rows between). The conv's result is scaled
+    before the add, so the residual meets the finished sum on the owner
+    rows (an add right after the conv spreads it over the reduction rows
+    instead: test_skip_spread)."""
     dims = {"N": 1, "C": 4, "H": 6, "W": 6, "K": 4, "R": 3, "S": 3, "sh": 1, "sw": 1, "dh": 1,
             "dw": 1, "ph": 2, "pw": 2, "Ho": 6, "Wo": 6, "G": 1}
     knobs = {"k": 1, "c": 2, "s": 3}
-    k = Kernel("k0", "kernel", ["x", "w", "r"], ["z"], kind="conv", dims=dims, knobs=knobs,
-               body=[Node("c", "Conv", ["x", "w"], ["y"]), Node("a", "Add", ["y", "r"], ["z"])])
-    shapes = {"x": (1, 4, 6, 6), "w": (4, 4, 3, 3), "r": (1, 4, 6, 6)}
-    held = Operands(shapes.__getitem__, {"w": np.zeros(shapes["w"])}.get)
+    k = Kernel("k0", "kernel", ["x", "w", "g", "r"], ["z"], kind="conv", dims=dims,
+               knobs=knobs, body=[Node("c", "Conv", ["x", "w"], ["y"]),
+                                  Node("m", "Mul", ["y", "g"], ["t"]),
+                                  Node("a", "Add", ["t", "r"], ["z"])])
+    shapes = {"x": (1, 4, 6, 6), "w": (4, 4, 3, 3), "g": (1,), "r": (1, 4, 6, 6)}
+    held = Operands(shapes.__getitem__, {"w": np.zeros(shapes["w"]), "g": np.ones(1)}.get)
     rows = input_cut(k, "r", shapes["r"], held)
     assert rows is not None and rows.shape == (6, 2, 4)
     assert not rows[0::2].any() and (rows[1::2, 1] > rows[1::2, 0]).all()

@@ -5,8 +5,10 @@ rows; only the group's last row (its owner) holds the finished output and
 runs the fused tail (a residual add), so only owner rows read the
 residual. Its bundle lands a lane on each owner row with no spine
 (wsec.ir.lanes): these tests compile a small ResNet whose residuals are
-routed so, check the binary records them (flag, boxes, round trips of the
-IR text and the binary), that the simulator proves every owner read from
+routed so (its conv results scaled before the add: an add right after the
+conv spreads the residual over the reduction rows, test_skip_spread),
+check the binary records them (flag, boxes, round trips of the IR text
+and the binary), that the simulator proves every owner read from
 its lane, and that a lane dropped or turned onto a non-owner row is a
 SimError naming the PE.
 """
@@ -18,7 +20,9 @@ import re
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from wsec.backends.emit import write_binary
 from wsec.backends.format import BUNDLE_CUT, BUNDLE_OWNERS, PORT_BITS, FormatError, Program
 from wsec.backends.lanes import check_records, to_bundle
@@ -34,13 +38,41 @@ from wsec.ir.parser import parse_module
 from wsec.ir.printer import print_module
 from wsec.run import onnx_reference
 
-MODEL = pathlib.Path(__file__).parent / "fixtures" / "cnn" / "resnet_odd_o17.onnx"
+RESNET = pathlib.Path(__file__).parent / "fixtures" / "cnn" / "resnet_odd_o17.onnx"
+
+
+def _scaled(path: pathlib.Path) -> None:
+    """The ResNet fixture with each residual block's conv result halved
+    before its Add: the residual meets the finished sum on the owner rows
+    (an Add right after the conv would spread it over the reduction rows,
+    wsec.ir.library_conv.ConvKind.spread_operands)."""
+    model = onnx.load(str(RESNET))
+    convs = {o for n in model.graph.node if n.op_type == "Conv" for o in n.output}
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    model.graph.initializer.append(half)
+    nodes = []
+    for n in model.graph.node:
+        if n.op_type == "Add" and n.input[0] in convs:
+            scaled = n.input[0] + "_half"
+            nodes.append(helper.make_node("Mul", [n.input[0], "half"], [scaled]))
+            n.input[0] = scaled
+        nodes.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(path))
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Module, Program]:
-    m = compile_model(str(MODEL), CompileOptions()).module
-    path = tmp_path_factory.mktemp("owners") / "m.bin"
+def scaled(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("owners") / "m.onnx"
+    _scaled(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def compiled(scaled: pathlib.Path) -> tuple[Module, Program]:
+    m = compile_model(str(scaled), CompileOptions()).module
+    path = scaled.with_suffix(".bin")
     write_binary(m, str(path))
     return m, load_binary(str(path))
 
@@ -81,14 +113,15 @@ def test_owner_bundles_round_trip_the_ir_text_and_the_binary(
     assert [to_bundle(p, bi) for bi in range(len(p.bundles))] == want
 
 
-def test_owner_lanes_prove_the_residual_reads(compiled: tuple[Module, Program]) -> None:
+def test_owner_lanes_prove_the_residual_reads(compiled: tuple[Module, Program],
+                                              scaled: pathlib.Path) -> None:
     _, p = compiled
     x = random_inputs(p, 0)
     res = simulate(p, x)
     for bi in _owner_bundles(p):
         name = p.kernels[int(p.bundles[bi]["sink"])].name
         assert res.kernel_stats[name]["forwarded_pes"] == 0, name
-    ref, _ = onnx_reference(str(MODEL), x)
+    ref, _ = onnx_reference(str(scaled), x)
     for k, v in ref.items():
         np.testing.assert_allclose(res.outputs[k], v, rtol=1e-3, atol=1e-3)
 

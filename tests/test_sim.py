@@ -357,10 +357,26 @@ def test_equal_columns_round_equally(tmp_path: pathlib.Path) -> None:
     assert_matches_ort(prog, model)
 
 
-def test_shared_entry_must_agree_on_its_receive_port(tiny: Program) -> None:
+@pytest.fixture(scope="module")
+def tiny_siblings(tmp_path_factory: pytest.TempPathFactory) -> Program:
+    """The example compiled with its residual added on the owner rows (a
+    conv kind that spreads no residual over its reduction rows): the
+    residual is too heavy for a lane per owner row and leaves the pooling
+    flat beside the first conv's input, two flat sibling bundles of one
+    value sharing router entries (spread, the residual is cut and has no
+    flat sibling: test_skip_spread)."""
+    from wsec.ir.library_conv import ConvKind
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ConvKind, "spread_operands", lambda *_: [])
+        return compile_bin(EXAMPLE, tmp_path_factory.mktemp("siblings") / "tiny.bin")
+
+
+def test_shared_entry_must_agree_on_its_receive_port(tiny_siblings: Program) -> None:
     """Sibling bundles of one value share a router entry where their lanes
     carry the same slice in from the same port; make one of the two take
     from elsewhere and it is two routes on one color."""
+    tiny = tiny_siblings
     r = tiny.routes.copy()
     key = (r["color"].astype(np.int64) * 4096 + r["y"]) * 4096 + r["x"]
     order = np.argsort(key, kind="stable")

@@ -185,7 +185,8 @@ class _Packer:
             return memo[(i, w)]
 
         raise_producers(self.module, ks, self.order, choices, rects, rotated,
-                        self.target.width, self.target.height, taller)
+                        self.target.width, self.target.height, taller, t,
+                        self.target.wavelet_bytes)
 
     def _front(self, t: int | None) -> _Layout | None:
         choices: list[Choice | None] = [None] * len(self.kernels)

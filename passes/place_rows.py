@@ -18,24 +18,25 @@ usually taller legal shapes too (sizing.shapes_at_width: more PE rows, each
 doing less), which the staircase drops; a producer takes one where its
 consumer's rows outnumber its side, as long as the column above it (along
 its rows) is free. Its width and position stay, so no kernel moves, Δt is
-unchanged (every shape still meets the shelf's time) and wires barely
-change; it costs the PEs it adds, which the shelves left free.
+unchanged (every shape still meets the shelf's time) and placed wires
+barely change; it costs the PEs it adds, which the shelves left free, and
+routed wirelength where cut lanes (each carrying its rows' boxes, halos
+included) replace flat ones.
 
 Only where it is needed: the two kernels touch end to end (elsewhere the
-path has corners where lanes can widen), and no uniform pitch at the
-current side has lanes within the link capacity (a lane of pitch k carries
-the bounding box of its k rows' boxes: wsec.ir.lanes.union_boxes; the
-router's choice, route_bundles.choose_pitch, asks that of a cut's lanes).
-Where one does, the consumer can be fed already, and more, finer lanes
-would only crowd the links that bundles passing its rows share (measured:
-raising every producer whose consumers' rows outnumber its side took
-ResNet-50's busiest link from 1.08 to 1.53 times its bound).
+path has corners where lanes can widen), the consumer cuts the value on
+every row (rows read on owner rows only, a conv's residual, take lanes of
+their own pitch), and no heavy bundle runs straight over the consumer's
+rows (_passed): cut lanes land on every row, so such a bundle would meet
+one on each of them.
 
 Kernels are raised in reverse dataflow order, so a raised consumer's new
-rows are what its producers are measured against. A kernel is raised only
-when each of its own cut producers already covers the new rows or can be
-raised to (one level of look-ahead), so raising never turns a uniform cut
-upstream into one that cannot land.
+rows are what its producers are measured against. A kernel is raised
+together with the producers it cuts that would fall short of its new rows
+(up to MAX_CHAIN kernels), or not at all, so raising never turns a uniform
+cut upstream into one that cannot land; and never where new knobs would
+change a value it reads on owner rows only (measured: raising ResNet-50's
+convs there took its busiest link from 1.08 to 1.53 times its bound).
 """
 
 from __future__ import annotations

@@ -234,6 +234,30 @@ def shape_options(k: Kernel, target: Target, t: int) -> list[Choice]:
     return out
 
 
+def shapes_at_width(k: Kernel, target: Target, t: int, w: int) -> list[Choice]:
+    """Every shape of kernel `k` exactly `w` PEs wide running in <= t cycles,
+    one per height (its fewest cycles, then least SRAM), lowest first. Most
+    are taller than `shape_options`' shape of that width, which drops them
+    (a lower shape of that width exists), but a producer's output side is
+    its PE rows: a taller producer lets its consumer's rows be fed by
+    uniform lanes (wsec.passes.place_rows). Kinds with their own
+    `shapes_for_time`: none."""
+    kind = kind_of(k)
+    if getattr(kind, "shapes_for_time", None) is not None:
+        return []
+    knobs, ws, h, cyc, mem = _legal_grid(k.kind, tuple(sorted(k.dims.items())), target)
+    sel = np.nonzero((ws == w) & (cyc <= t))[0]
+    sel = sel[np.lexsort((mem[sel], cyc[sel], h[sel]))]  # height, then fastest, then cheapest
+    names = list(kind.knob_names)
+    out: list[Choice] = []
+    for i in sel:
+        if out and out[-1].h == int(h[i]):
+            continue
+        out.append(Choice(tuple((n, int(knobs[i, j])) for j, n in enumerate(names)),
+                          int(ws[i]), int(h[i]), int(cyc[i]), int(mem[i])))
+    return out
+
+
 # --- a whole module ---------------------------------------------------------------------
 @dataclass
 class SizingTables:

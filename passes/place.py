@@ -56,6 +56,7 @@ from wsec.ir.training import is_training, placement_order
 from . import place_congestion as congestion
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
+from .place_rows import raise_producers
 from .place_shelf import MAX_STACK, shelf_pack
 from .place_slide import slide_short_kernels
 
@@ -85,10 +86,13 @@ class _Hooks:
     shapes: Callable[..., dict[str, list[Choice]]] | None
     size: Callable[..., dict[str, Choice]] | None
     times: Callable[..., np.ndarray] | None
+    # a kernel's shapes of one width (taller ones too): raise_producers (place_rows)
+    at_width: Callable[..., list[Choice]] | None = None
 
 
 def _hooks() -> _Hooks:
-    return _Hooks(sizing.shapes_for_time, sizing.size_for_time, sizing.candidate_times)
+    return _Hooks(sizing.shapes_for_time, sizing.size_for_time, sizing.candidate_times,
+                  sizing.shapes_at_width)
 
 
 class _Packer:
@@ -136,6 +140,8 @@ class _Packer:
                     opt, rects, rot = lay
                     ch = ([options[i][opt[i]] for i in range(len(order))]
                           if options is not None else [None] * len(order))
+                    if full and t is not None:
+                        self._raise(t, ch, rects, rot)
                     found.append(_Layout(t or 0, ch, rects, rot, "flow"))
                     if not full:
                         return found[0]
@@ -161,6 +167,26 @@ class _Packer:
         if not found:
             return None
         return min(found, key=lambda la: problem_wirelength(self.base, list(la.rects)))
+
+    def _raise(self, t: int, choices: list[Choice | None],
+               rects: list[tuple[int, int, int, int]], rotated: list[bool]) -> None:
+        """Producers of a flow layout as tall as the rows of the consumers
+        that cut their output, where the column beyond them is free
+        (place_rows): their bundles then land uniform on straight paths."""
+        at_width = self.hooks.at_width
+        if at_width is None:
+            return
+        ks = self.kernels
+        memo: dict[tuple[int, int], list[Choice]] = {}
+
+        def taller(i: int, w: int) -> list[Choice]:
+            if (i, w) not in memo:
+                memo[(i, w)] = at_width(ks[i], self.target, t, w)
+            return memo[(i, w)]
+
+        raise_producers(self.module, ks, self.order, choices, rects, rotated,
+                        self.target.width, self.target.height, taller, t,
+                        self.target.wavelet_bytes)
 
     def _front(self, t: int | None) -> _Layout | None:
         choices: list[Choice | None] = [None] * len(self.kernels)

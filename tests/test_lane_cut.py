@@ -169,8 +169,8 @@ def cnn(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 def test_loader_checks_a_cut_bundles_boxes(cnn: pathlib.Path) -> None:
     p = load_binary(str(cnn))
     bi = next(i for i, b in enumerate(p.bundles)
-              if int(b["sink"]) >= 0 and int(b["flags"]) == 0 and p.kernels[int(b["sink"])].kind
-              == "conv")
+              if int(b["sink"]) >= 0 and int(b["flags"]) & ~BUNDLE_CUT == 0
+              and p.kernels[int(b["sink"])].kind == "conv")
     shape = [int(v) for v in p.info["values"][p.edges[int(p.bundles[bi]["edge"])].value]
              .split("[")[1].rstrip("]").split(",")]
     L = int(p.bundles[bi]["lanes"])

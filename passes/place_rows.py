@@ -1,0 +1,224 @@
+"""Producers as tall as their consumers' rows: room for uniform cut lanes.
+
+Why: a consumer whose kind cuts an input per PE row (wsec.ir.kernels.
+input_cut) is fed by one lane per k of its R rows, and those lanes carry
+each row what it reads, so the simulator proves its reads. The lanes leave
+the producer's output side, which is as long as the producer's PE rows S.
+Uniform lanes at pitch k need R - k + 1 <= S; otherwise they must leave
+side by side and widen to pitch k at their path's last corner, which needs
+about a free column per lane between the two kernels. Flow shelves put a
+producer right beside its consumer with bottoms aligned (place_shelf), so
+the path is straight and has no corner: where S < R the request stays flat
+(lanes of contiguous ranges, reads not proven).
+
+A kernel's shapes at a bottleneck time are a staircase (sizing.
+shape_options: narrower and taller, or wider and lower), and the shelf
+packer takes the narrowest that fits its shelf. Of equal width there are
+usually taller legal shapes too (sizing.shapes_at_width: more PE rows, each
+doing less), which the staircase drops; a producer takes one where its
+consumer's rows outnumber its side, as long as the column above it (along
+its rows) is free. Its width and position stay, so no kernel moves, Δt is
+unchanged (every shape still meets the shelf's time) and placed wires
+barely change; it costs the PEs it adds, which the shelves left free, and
+routed wirelength where cut lanes (each carrying its rows' boxes, halos
+included) replace flat ones.
+
+Only where it is needed: the two kernels touch end to end (elsewhere the
+path has corners where lanes can widen), the consumer cuts the value on
+every row (rows read on owner rows only, a conv's residual, take lanes of
+their own pitch), and no heavy bundle runs straight over the consumer's
+rows (_passed): cut lanes land on every row, so such a bundle would meet
+one on each of them.
+
+Kernels are raised in reverse dataflow order, so a raised consumer's new
+rows are what its producers are measured against. A kernel is raised
+together with the producers it cuts that would fall short of its new rows
+(up to MAX_CHAIN kernels), or not at all, so raising never turns a uniform
+cut upstream into one that cannot land; and never where new knobs would
+change a value it reads on owner rows only (measured: raising ResNet-50's
+convs there took its busiest link from 1.08 to 1.53 times its bound).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+from wsec.ir.graph import Kernel, Module
+from wsec.ir.kernel_kind import Choice
+from wsec.ir.kernels import gaps, input_cut
+from wsec.ir.movement import Operands
+
+Rect4 = tuple[int, int, int, int]
+
+
+def _rows(rect: Rect4, rotated: bool) -> int:
+    """PE rows (unrotated height) of a placed rectangle."""
+    return rect[2] if rotated else rect[3]
+
+
+def _room(occ: np.ndarray, rect: Rect4, rotated: bool) -> int:
+    """Free PEs beyond the far end of the rectangle's rows' axis (placed y
+    above it, or placed x right of it when rotated), across its whole
+    extent, up to the first PE another kernel holds or the grid's edge."""
+    x, y, w, h = rect
+    strip = occ[y:y + h, x + w:] if rotated else occ[y + h:, x:x + w].T
+    if strip.shape[1] == 0:
+        return 0
+    busy = (strip >= 0).any(axis=0)
+    return int(busy.argmax()) if busy.any() else int(busy.size)
+
+
+def _abut(a: Rect4, b: Rect4, rotated: bool) -> bool:
+    """Rectangles a and b touch end to end along their rows (placed x, or y
+    when rotated), their rows overlapping: lanes between their row ends run
+    straight and have no corner to widen at."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    if rotated:
+        ax, ay, aw, ah, bx, by, bw, bh = ay, ax, ah, aw, by, bx, bh, bw
+    return (ax + aw == bx or bx + bw == ax) and ay < by + bh and by < ay + ah
+
+
+# a bundle passing a kernel's rows that needs more than this share of the rows it
+# passes (its lanes at the link capacity) leaves no room beside cut lanes on all
+# of them (measured: ResNet-50's residual edges need 0.46 of them, 1.08 -> 1.11
+# times its bound with the convs they pass fed cut; DenseNet-121's concatenation
+# skips need 0.08, its bound kept)
+PASS_SHARE = 0.25
+
+
+def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
+            rotated: list[bool], cap: int, wavelet_bytes: int) -> np.ndarray:
+    """Per kernel: whether an edge between two other kernels whose rows it
+    shares, one on either side of it along the rows, runs its lanes straight
+    over its rows (a skip edge along a shelf) and needs, at the link
+    capacity `cap` (wavelets per sample), more than PASS_SHARE of the rows
+    it passes. A cut lane lands on every row of the kernel's input side, so
+    such a bundle meets one on each row it takes, where flat lanes on some
+    rows would leave it the others."""
+    n = len(rects)
+    r = np.array([(y, x, h, w) if rot else (x, y, w, h)  # rows along the first axis
+                  for (x, y, w, h), rot in zip(rects, rotated, strict=True)],
+                 dtype=np.int64).reshape(-1, 4)
+    rot = np.array(rotated, dtype=bool)
+    out = np.zeros(n, dtype=bool)
+    for e in module.edges:
+        a = index.get(e.src)
+        if a is None:
+            continue
+        wav = -(-int(e.bytes_per_sample) // wavelet_bytes)
+        need = -(-wav // max(1, cap))  # lanes at the link capacity
+        for d in dict.fromkeys(e.dsts):
+            b = index.get(d)
+            if b is None or b == a or rot[a] != rot[b]:
+                continue
+            lo = max(r[a, 1], r[b, 1])
+            hi = min(r[a, 1] + r[a, 3], r[b, 1] + r[b, 3])
+            if hi <= lo or need <= PASS_SHARE * (hi - lo):
+                continue  # no straight run between them, or a light one
+            x0 = min(r[a, 0] + r[a, 2], r[b, 0] + r[b, 2])
+            x1 = max(r[a, 0], r[b, 0])
+            out |= ((rot == rot[a]) & (r[:, 0] >= x0) & (r[:, 0] + r[:, 2] <= x1)
+                    & (r[:, 1] < hi) & (r[:, 1] + r[:, 3] > lo))
+    return out
+
+
+MAX_CHAIN = 4  # kernels one raise may take along, upstream (itself included)
+
+
+def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
+                    choices: list[Choice | None], rects: list[Rect4], rotated: list[bool],
+                    width: int, height: int, taller: Callable[[int, int], list[Choice]],
+                    cap: int, wavelet_bytes: int) -> int:
+    """Give producers taller shapes of their width (`taller(i, w)`: kernel i's
+    shapes w wide meeting the time, lowest first) where a consumer touching
+    them end to end cuts their output on every PE row and has more rows
+    than their output side, in place (`choices`, `rects`); kernels without
+    a choice (None) keep theirs; nor where a heavy bundle passes the
+    consumer's rows (_passed: `cap` is the link capacity in wavelets per
+    sample). Returns how many were raised."""
+    n = len(kernels)
+    index = {k.name: i for i, k in enumerate(kernels)}
+    occ = np.full((height, width), -1, dtype=np.int32)
+    for i, (x, y, w, h) in enumerate(rects):
+        occ[y:y + h, x:x + w] = i
+    ops = Operands.of_module(module)
+    outs: list[list[tuple[int, str]]] = [[] for _ in range(n)]  # (sink, value) per producer
+    ins: list[list[tuple[int, str]]] = [[] for _ in range(n)]  # (producer, value) per sink
+    reads: list[list[str]] = [[] for _ in range(n)]  # values per sink, from the host too
+    for e in module.edges:
+        if e.value not in module.values:
+            continue
+        p = index.get(e.src)
+        for d in dict.fromkeys(e.dsts):
+            j = index.get(d)
+            if j is None or j == p:
+                continue
+            reads[j].append(e.value)
+            if p is not None:
+                outs[p].append((j, e.value))
+                ins[j].append((p, e.value))
+    passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
+
+    def cut(i: int, value: str, c: Choice | None) -> np.ndarray | None:
+        """The boxes of `value` kernel i's rows read at choice c's knobs."""
+        k = kernels[i] if c is None else replace(kernels[i], knobs=c.knob_dict())
+        return input_cut(k, value, tuple(module.values[value].type.shape), ops)
+
+    def every_row(i: int, value: str, c: Choice | None) -> bool:
+        """Kernel i cuts `value` on every PE row (rows read on owner rows
+        only, `gaps`, take lanes of their own pitch)."""
+        rows = cut(i, value, c)
+        return rows is not None and not gaps(rows)
+
+    def option(i: int, want: int) -> Choice | None:
+        """Kernel i's lowest shape of its width with at least `want` rows
+        that fits the free PEs beyond its rows."""
+        c = choices[i]
+        if c is None:
+            return None
+        cap = _rows(rects[i], rotated[i]) + _room(occ, rects[i], rotated[i])
+        return next((o for o in taller(i, c.w) if want <= o.h <= cap), None)
+
+    def plan(i: int, want: int, depth: int) -> list[tuple[int, Choice]] | None:
+        """Kernel i and the producers it cuts raised to `want` rows, or None
+        where one cannot be: no taller shape fits, or a value it reads on
+        owner rows only (a conv's residual: its owners are spaced by its
+        channel blocks, which new knobs change; measured: ResNet-50 1.08 ->
+        1.53 times its bound), or a producer it cuts that falls short."""
+        if _rows(rects[i], rotated[i]) >= want:
+            return []
+        new = option(i, want) if depth > 0 else None
+        if new is None:
+            return None
+        if any((got := cut(i, v, new)) is not None and gaps(got) for v in reads[i]):
+            return None
+        out = [(i, new)]
+        for p, v in dict.fromkeys(ins[i]):
+            if every_row(i, v, choices[i]):
+                sub = plan(p, new.h, depth - 1)
+                if sub is None:
+                    return None
+                out += sub
+        return out
+
+    raised = 0
+    for i in reversed(order):
+        rows = _rows(rects[i], rotated[i])
+        want = max((_rows(rects[j], rotated[j]) for j, v in outs[i]
+                    if rotated[j] == rotated[i] and not passed[j]
+                    and _abut(rects[i], rects[j], rotated[i])
+                    and _rows(rects[j], rotated[j]) > rows
+                    and every_row(j, v, choices[j])), default=0)
+        steps = plan(i, want, MAX_CHAIN) if want > rows else None
+        for k, new in steps or ():
+            x, y, w, h = rects[k]
+            more = new.h - _rows(rects[k], rotated[k])
+            grown = (x, y, w + more, h) if rotated[k] else (x, y, w, h + more)
+            gx, gy, gw, gh = grown
+            occ[gy:gy + gh, gx:gx + gw] = k
+            rects[k], choices[k] = grown, new
+            raised += 1
+    return raised

@@ -1,0 +1,108 @@
+"""Producers raised to their consumers' rows (wsec.passes.place_rows), on
+hand-built modules of the test-only 'box' and 'rows' kinds."""
+
+from __future__ import annotations
+
+import fake_kinds as fk
+from wsec.ir.graph import Module
+from wsec.ir.kernel_kind import Choice
+from wsec.ir.sizing import shapes_at_width
+from wsec.ir.target import get_target
+from wsec.passes.base import PassContext
+from wsec.passes.place import Place
+from wsec.passes.place_rows import raise_producers
+
+T = 1000  # every box shape of the tests meets this time
+
+
+def _module(extra: bool = False, heavy: bool = False) -> Module:
+    """host -> p (box 1x2) -> s (rows 4x6) -> host; with `extra` a skip edge
+    a -> z around them, whose value is `heavy` or light."""
+    m = fk.sized("rows_chain")
+    m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
+    m.inputs = ["x"]
+    outs = []
+    if extra:
+        fk.box(m, "a", ["x"], "va", 1, 6, out_shape=(1, 4096 if heavy else 8))
+    fk.box(m, "p", ["x"], "vp", 1, 2)
+    fk.rows(m, "s", ["vp"], "vs", 4, 6)
+    outs.append("vs")
+    if extra:
+        fk.box(m, "z", ["va"], "vz", 2, 6)
+        outs.append("vz")
+    m.outputs = outs
+    return fk.connect(m)
+
+
+def _choice(k) -> Choice:
+    return Choice(tuple(sorted(k.knobs.items())), k.knobs["w"], k.knobs["h"],
+                  k.cost["cycles"], k.cost["sram"])
+
+
+def _raise(m: Module, rects: dict[str, tuple[int, int, int, int]], cap: int = T
+           ) -> tuple[int, dict[str, tuple[int, int, int, int]], dict[str, Choice | None]]:
+    t = get_target("wse2", (16, 16))
+    ks = list(m.kernels())
+    choices: list[Choice | None] = [_choice(k) for k in ks]
+    rs = [rects[k.name] for k in ks]
+    got = raise_producers(m, ks, list(range(len(ks))), choices, rs, [False] * len(ks),
+                          16, 16, lambda i, w: shapes_at_width(ks[i], t, T, w), cap, 4)
+    return (got, {k.name: r for k, r in zip(ks, rs, strict=True)},
+            {k.name: c for k, c in zip(ks, choices, strict=True)})
+
+
+def test_shapes_at_width_lists_taller_shapes() -> None:
+    m = _module()
+    p = m.kernel("p")
+    hs = [c.h for c in shapes_at_width(p, get_target("wse2", (16, 16)), T, 1)]
+    assert hs == list(range(1, 9))  # the box kind's heights at width 1, lowest first
+    assert all(c.w == 1 for c in shapes_at_width(p, get_target("wse2", (16, 16)), T, 1))
+
+
+def test_producer_raised_to_its_consumers_rows() -> None:
+    m = _module()
+    n, rects, choices = _raise(m, {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6)})
+    assert n == 1
+    assert rects["p"] == (0, 0, 1, 6)  # width and position kept, rows as the sink's
+    assert choices["p"] is not None and choices["p"].knob_dict() == {"w": 1, "h": 6}
+    assert rects["s"] == (1, 0, 4, 6)
+
+
+def test_no_raise_without_room_or_contact() -> None:
+    m = _module(extra=True)
+    # a kernel right above p: p can grow by 2 rows, not to 6
+    n, rects, _ = _raise(m, {"a": (0, 4, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
+                             "z": (8, 0, 2, 6)})
+    assert n == 0 and rects["p"] == (0, 0, 1, 2)
+    # p and s apart: their lanes have corners to widen at, p stays
+    n, rects, _ = _raise(m, {"a": (12, 8, 1, 6), "p": (0, 0, 1, 2), "s": (3, 0, 4, 6),
+                             "z": (14, 8, 2, 6)})
+    assert n == 0 and rects["p"] == (0, 0, 1, 2)
+
+
+def test_no_raise_under_a_heavy_passing_bundle() -> None:
+    # a -> z runs straight over s's rows; heavy, it needs most of them
+    lay = {"a": (0, 0, 1, 6), "p": (1, 0, 1, 2), "s": (2, 0, 4, 6), "z": (6, 0, 2, 6)}
+    n, rects, _ = _raise(_module(extra=True, heavy=True), lay, cap=100)
+    assert n == 0 and rects["p"] == (1, 0, 1, 2)
+    n, rects, _ = _raise(_module(extra=True, heavy=False), lay, cap=100)
+    assert n == 1 and rects["p"] == (1, 0, 1, 6)
+
+
+def test_place_pass_gives_the_producer_the_consumers_rows() -> None:
+    """Through the placer: p's staircase shape at the bottleneck is 1x2 (the
+    narrowest), the flow shelf puts it beside s, which a grid 5 PEs wide
+    makes 4 rows tall at least; p leaves 1 x s's rows."""
+    m = fk.sized("rows_place")
+    m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
+    m.inputs = ["x"]
+    fk.box(m, "p", ["x"], "vp", 1, 2, work=200)
+    fk.rows(m, "s", ["vp"], "vs", 2, 8, work=1600)
+    m.outputs = ["vs"]
+    fk.connect(m)
+    Place().run(m, PassContext(get_target("wse2", (5, 16))))
+    p, s = m.kernel("p"), m.kernel("s")
+    rows = s.rect.w if s.rotated else s.rect.h
+    assert rows > 2 and (p.rect.w if p.rotated else p.rect.h) == rows
+    assert p.knobs == {"w": 1, "h": rows}
+    assert max(k.cost["cycles"] for k in m.kernels()) == m.attrs["delta_t"] == 100

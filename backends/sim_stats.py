@@ -183,9 +183,10 @@ def proof_line(pr: Proof) -> str:
                  if pr.checked < pr.kernels else "")
     if not pr.forwarded_pes:
         return f"inboxes: {pr.proven} of {pr.kernels} kernels read only what {got}{unchecked}"
+    of = f"{pr.forwarding} kernel{'s' if pr.forwarding != 1 else ''}"
     return (f"inboxes: {pr.proven} of {pr.kernels} kernels read only what {got}{unchecked}; "
-            f"{pr.forwarded_pes:,} PEs of {pr.forwarding} kernels read elements forwarded "
-            f"inside their rectangle, which no route configures (--strict fails on them)")
+            f"{pr.forwarded_pes:,} PEs of {of} read elements forwarded inside their "
+            f"rectangle, which no route configures (--strict fails on them)")
 
 
 def move_figures(res: RunResult) -> tuple[int, int, int, int]:

@@ -81,8 +81,9 @@ def test_inboxes_line_and_strict(tiny_bin: tuple[pathlib.Path, Program]) -> None
     assert f"inboxes: {proven} of {len(prog.kernels)} kernels read only what their routes " \
         "delivered" in r.stdout
     if sum(fwd.values()):
-        assert f"{sum(fwd.values()):,} PEs of {sum(1 for v in fwd.values() if v)} kernels " \
-            "read elements forwarded" in r.stdout
+        n = sum(1 for v in fwd.values() if v)
+        assert f"{sum(fwd.values()):,} PEs of {n} kernel{'s' if n != 1 else ''} read " \
+            "elements forwarded" in r.stdout
     doc = json.loads(run_wsec("run", str(path), "--json").stdout)["inboxes"]
     assert (doc["proven"], doc["forwarded_pes"]) == (proven, sum(fwd.values()))
     s = run_wsec("run", str(path), "--strict")

@@ -11,11 +11,10 @@ helpers here are shared with the pooling kinds (library_pool).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
-from .graph import Node, Value
+from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
     CODE_BYTES,
@@ -32,6 +31,7 @@ from .library_common import (
     spatial,
     vtype,
 )
+from .movement import Operands
 from .target import Target
 
 # Windowed poolings a conv absorbs when it is their only producer
@@ -517,7 +517,7 @@ class ConvKind(LibraryKind):
             return []
         return [v for v in chain_operands(body, outputs) if tuple(shape_of(v)) == grid]
 
-    def body_cut(self, kernel: Any, value: str, ops: Any) -> np.ndarray | None:
+    def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
         """A residual operand spread over the reduction rows
         (`spread_operands`): each PE row's skip_boxes; others as input_cut
         and output_rows say (None)."""

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from wsec.ir.graph import Kernel
 from wsec.ir.kernels import KINDS, input_cut
-from wsec.ir.lanes import box_elements, lane_slices
+from wsec.ir.lanes import held_bytes, lane_slices
 from wsec.ir.movement import Operands
 from wsec.ir.types import DTYPES
 
@@ -142,20 +142,13 @@ def _ir_kernel(k: KernelInfo) -> Kernel:
 
 def held_wavelets(p: Program, ki: int, hold: Mapping[str, Delivery]) -> int:
     """Wavelets per sample the busiest PE of phase ki receives to hold its
-    inputs as `held` declares them: of each cut value its row's box (a row's
-    box reaches each of its PEs, halo overlaps in every row that holds
-    them), of each flat one its 1/(h w) share. The time a move that delivers
-    those holdings takes at the least (one wavelet per cycle into a PE);
-    the phase's `move` estimate counts only the values' bytes spread over
-    its PEs (docs/binary-format.md section 10), `wsec run --stats` shows
-    both."""
+    inputs as `held` declares them (wsec.ir.lanes.held_bytes): of each cut
+    value its row's box, of each flat one its 1/(h w) share. The phase's
+    `move` estimate (schedule-phases) counts the same holdings from the
+    kinds' cuts, plus the outputs' share; `wsec run --stats` shows both, so
+    a phase moving more than its schedule said is seen."""
     k = p.kernels[ki]
     uw, uh = k.unrotated_shape
-    rows = np.zeros(uh, np.int64)
-    for v, d in hold.items():
-        item = DTYPES[type_dtype(p.info["values"][v])].itemsize
-        if d.boxes is None:
-            rows += -(-d.numel // (uh * uw)) * item
-        else:
-            rows += box_elements(d.boxes) * item
-    return -(-int(rows.max(initial=0)) // p.target.wavelet_bytes)
+    got = held_bytes(((d.numel, DTYPES[type_dtype(p.info["values"][v])].itemsize, d.boxes)
+                      for v, d in hold.items()), uw, uh)
+    return -(-got // p.target.wavelet_bytes)

@@ -69,6 +69,7 @@ that holds it (`boxes_to_view`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -402,6 +403,22 @@ def box_elements(boxes: np.ndarray) -> np.ndarray:
     """Elements of each box of (n, 2, ndim) boxes [start, stop) per dim."""
     ext = np.maximum(boxes[:, 1, :] - boxes[:, 0, :], 0)
     return np.prod(ext, axis=1, dtype=np.int64)
+
+
+def held_bytes(holdings: Iterable[tuple[int, int, np.ndarray | None]], uw: int,
+               uh: int) -> int:
+    """Bytes the busiest PE of a uw x uh rectangle (unrotated) receives to
+    hold values the way a weight-streaming phase's rows hold them: per
+    (elements, item bytes, per-row boxes or None) a cut value's row box,
+    which reaches every PE of its row (halo overlaps in every row that
+    holds them), an uncut value's 1/(uw uh) share. At one wavelet per cycle
+    into a PE, the least time a move delivering those holdings takes: the
+    schedule's phase `move` and the simulator's check of it both count it
+    here."""
+    rows = np.zeros(uh, np.int64)
+    for numel, item, boxes in holdings:
+        rows += (-(-numel // (uh * uw)) if boxes is None else box_elements(boxes)) * item
+    return int(rows.max(initial=0))
 
 
 def union_boxes(boxes: np.ndarray) -> np.ndarray:

@@ -15,9 +15,14 @@ Cost model of a phase (all figures per sample, in cycles):
   height) are narrower (every non-splat constant streams);
 - move: activations stay where their producer left them, spread evenly over
   all PEs; the phase must pull its inputs and push its outputs into its own
-  layout. Each PE's ramp moves one wavelet per cycle, and data entering a
-  region smaller than the grid crosses its perimeter links:
-  max(bytes / (area x wavelet), bytes x (1 - area/grid) / (perimeter x wavelet));
+  layout. Each PE's ramp moves one wavelet per cycle: the busiest PE
+  receives its row's box of every input its kind cuts (a conv row's window
+  of every channel reaches each PE of the row) and the 1/area share of the
+  rest and of the outputs (`_held_move`; bytes / (area x wavelet) is a
+  lower bound that ranks the candidates first). Data entering a region
+  smaller than the grid crosses its perimeter links:
+  bytes x (1 - area/grid) / (perimeter x wavelet). The simulator checks the
+  estimate against the rows' holdings (`wsec run --stats`);
 - phase time = max(compute, stream, move).
 A kernel whose one-pass layout does not fit a PE (e.g. a LayerNorm over
 2048 rows of 6144 when the kind puts rows along x only) runs its independent
@@ -52,6 +57,7 @@ sizing. `find_repeats` is recorded in `module.attrs["repeats"]` for reports.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,8 +65,10 @@ from functools import lru_cache
 import numpy as np
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Kernel, Module, Rect, SramRegion
-from wsec.ir.kernels import KINDS, kind_of
+from wsec.ir.kernels import KINDS, input_cut, kind_of
+from wsec.ir.lanes import held_bytes
 from wsec.ir.library_common import CODE_BYTES, drop_port_dims
+from wsec.ir.movement import Operands
 from wsec.ir.repeats import find_repeats, kernel_signature
 from wsec.ir.sizing import evaluate_all
 from wsec.ir.target import Target
@@ -127,6 +135,34 @@ def _io_bytes(module: Module, k: Kernel) -> int:
     """Activation bytes the kernel reads and writes (non-constant values)."""
     names = [i for i in dict.fromkeys(k.inputs) if i and module.values[i].const is None]
     return sum(module.values[n].type.nbytes for n in names + list(k.outputs) if n)
+
+
+def _held_move(module: Module, k: Kernel, dims: dict[str, int], knobs: dict[str, int], w: int,
+               h: int, wl: int) -> int:
+    """Wavelets per sample the busiest PE of k's phase at these knobs (w x h
+    PEs, unrotated) receives and sends: its row's box of each activation its
+    kind cuts (a row's box reaches every PE of the row: a conv row's window
+    of every channel), the 1/(w h) share of the others and of the outputs
+    (wsec.ir.lanes.held_bytes). Spreading the bytes evenly over the PEs
+    (the `ramp` bound) undercounts a cut input by up to the row's width;
+    the simulator checks the phase against the same holdings
+    (sim_stream_pe.held_wavelets)."""
+    probe = copy.copy(k)
+    probe.knobs, probe.dims = knobs, dims
+    ops = dataclasses.replace(Operands.of_module(module), routed=False)
+    holdings = []
+    for v in dict.fromkeys(i for i in k.inputs if i):
+        val = module.values[v]
+        if val.const is not None:
+            continue
+        shape = tuple(val.type.shape)
+        boxes = input_cut(probe, v, shape, ops) if shape else None
+        if boxes is not None and boxes.shape[0] != h:
+            boxes = None  # no one box per PE row: its share, as the simulator counts it
+        holdings.append((val.type.numel, val.type.nbytes // max(val.type.numel, 1), boxes))
+    out = sum(module.values[o].type.nbytes for o in k.outputs if o)
+    got = held_bytes(holdings, w, h) + -(-out // (w * h))
+    return -(-got // wl)
 
 
 def _resident(module: Module, k: Kernel, dims: dict[str, int], knobs: dict[str, int], w: int,
@@ -207,17 +243,28 @@ def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
     idx = idx[np.lexsort((mem[idx], area[idx], t[idx]))]
     names = kind_of(k).knob_names
     best_need = None
+    best: tuple[tuple[int, int, int], PhasePlan] | None = None
     for i in idx[:MAX_TRIES].tolist():
+        if best is not None and int(t[i]) > best[0][0]:
+            break  # t is a lower bound of the time with the rows' holdings moved
         kn = {n: int(knobs[i, j]) for j, n in enumerate(names)}
         res = _resident(module, k, dims, kn, int(w[i]), int(h[i]), target)
         buf = sum(2 * min(r, tile) for r in res)
         need = max(int(mem[i]) - sum(res), CODE_BYTES) + buf
         if need <= budget:
             wi, hi = int(w[i]), int(h[i])
-            rotated = Fabric.of(target).needs_rotation(wi, hi)
-            return PhasePlan(tuple(kn.items()), wi, hi, rotated, int(cyc[i]), int(stream),
-                             int(move[i]), need, buf, passes)
+            mv = max(int(move[i]), _held_move(module, k, dims, kn, wi, hi, wl)
+                     if passes == 1 else 0)
+            ti = max(int(cyc[i]) * batch, int(stream), mv * batch)
+            if best is None or (ti, wi * hi, int(mem[i])) < best[0]:
+                rotated = Fabric.of(target).needs_rotation(wi, hi)
+                best = ((ti, wi * hi, int(mem[i])),
+                        PhasePlan(tuple(kn.items()), wi, hi, rotated, int(cyc[i]), int(stream),
+                                  mv, need, buf, passes))
+            continue
         best_need = need if best_need is None else min(best_need, need)
+    if best is not None:
+        return best[1]
     if best_need is None:
         best_need = int(lower.min())
     raise LayoutInfeasible(f"{where} needs at least {best_need} B of SRAM per PE in stream mode "

@@ -20,6 +20,7 @@ from wsec.ir.lanes import (
     endpoints,
     expand,
     expand_many,
+    held_bytes,
     offsets,
     segment_dirs,
     spine_dir,
@@ -183,6 +184,17 @@ def test_union_boxes_bound_the_live_boxes_of_each_group() -> None:
                       [[0, 0], [0, 0]], [[0, 0], [0, 0]]])  # nothing read: empty
     got = union_boxes(boxes.reshape(3, 2, 2, 2))
     assert got.tolist() == [[[0, 0], [2, 8]], [[1, 0], [3, 8]], [[0, 0], [0, 0]]]
+
+
+def test_held_bytes_is_the_busiest_rows_boxes_plus_the_uncut_shares() -> None:
+    """A row's box reaches every PE of its row (4 wide here), so the busiest
+    PE receives all of it, not a quarter; an uncut value spreads over all
+    2 x 4 PEs; halo rows counted in every row that holds them."""
+    boxes = np.array([[[0, 0], [3, 8]], [[2, 0], [5, 8]]])  # rows 0-2 and 2-4, all 8 channels
+    assert held_bytes([(40, 4, boxes)], 4, 2) == 3 * 8 * 4
+    assert held_bytes([(40, 4, boxes), (17, 2, None)], 4, 2) == 3 * 8 * 4 + 3 * 2
+    assert held_bytes([(17, 2, None)], 4, 2) == 3 * 2
+    assert held_bytes([], 4, 2) == 0
 
 
 @pytest.mark.parametrize("b", WIDENED, ids=lambda b: f"{len(b.path) - 1}seg-widen{b.pitch}")

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 from wsec.ir.graph import Kernel
-from wsec.ir.kernels import KINDS, input_cut
+from wsec.ir.kernels import KINDS, input_cut, row_read_input
 from wsec.ir.lanes import held_bytes, lane_slices
 from wsec.ir.movement import Operands
 from wsec.ir.types import DTYPES
@@ -142,13 +142,16 @@ def _ir_kernel(k: KernelInfo) -> Kernel:
 
 def held_wavelets(p: Program, ki: int, hold: Mapping[str, Delivery]) -> int:
     """Wavelets per sample the busiest PE of phase ki receives to hold its
-    inputs as `held` declares them (wsec.ir.lanes.held_bytes): of each cut
-    value its row's box, of each flat one its 1/(h w) share. The phase's
+    inputs as `held` declares them (wsec.ir.lanes.held_bytes): of the data
+    input every PE of a row reads its row's box of (row_read_input), that
+    box, of the others their 1/(h w) share (their row boxes are hulls of
+    what the row's PEs read apart). The phase's
     `move` estimate (schedule-phases) counts the same holdings from the
     kinds' cuts, plus the outputs' share; `wsec run --stats` shows both, so
     a phase moving more than its schedule said is seen."""
     k = p.kernels[ki]
     uw, uh = k.unrotated_shape
-    got = held_bytes(((d.numel, DTYPES[type_dtype(p.info["values"][v])].itemsize, d.boxes)
-                      for v, d in hold.items()), uw, uh)
+    data = row_read_input(_ir_kernel(k))  # the others' row boxes are hulls of PEs' parts
+    got = held_bytes(((d.numel, DTYPES[type_dtype(p.info["values"][v])].itemsize,
+                       d.boxes if v == data else None) for v, d in hold.items()), uw, uh)
     return -(-got // p.target.wavelet_bytes)

@@ -48,6 +48,11 @@ class KernelKind:
     # kernel of it needs a body); False for cost-model-only kinds such as
     # the ISPD 2020 contest's
     has_body: bool = False
+    # True when each PE of a row reads only its own block's elements of its
+    # data input, so a row's box (the hull of its PEs' preimages, which for a
+    # strided set such as a transpose's spans nearly the whole value) is not
+    # what each PE receives: a data movement's (wsec.ir.kernels.row_read_input)
+    forwards_blocks: bool = False
 
     # --- cost model (scalar) --------------------------------------------
     def shape(self, dims: Dims, knobs: Knobs, target: Target) -> tuple[int, int]:

@@ -44,6 +44,19 @@ def kind_of(kernel: Kernel) -> KernelKind:
                        f"(known: {', '.join(sorted(KINDS))})") from None
 
 
+def row_read_input(kernel: Kernel) -> str | None:
+    """The activation every PE of a row of `kernel` reads all of its row's
+    box of (input_cut), so a row's box reaches each of its PEs: the anchor's
+    data input, unless the kind's PEs each read their own block of it
+    (KernelKind.forwards_blocks: a data movement, whose row box is a hull of
+    strided preimages). Another value's row box (a fused tail's residual, a
+    matmul's second activation) is a hull of what its PEs read apart. None:
+    no such input."""
+    if not kernel.body or not kernel.body[0].inputs or kind_of(kernel).forwards_blocks:
+        return None
+    return kernel.body[0].inputs[0] or None
+
+
 def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
               ops: Operands | None = None) -> np.ndarray | None:
     """The box of `value` each PE row (unrotated y) of `kernel` reads: an

@@ -296,6 +296,7 @@ class DatamoveKind(LibraryKind):
 
     name = "datamove"
     knob_names = ("c", "h")
+    forwards_blocks = True
     description = "data movement over c columns of h PEs"
     ops = DATAMOVE_OPS
 

@@ -65,7 +65,7 @@ from functools import lru_cache
 import numpy as np
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Kernel, Module, Rect, SramRegion
-from wsec.ir.kernels import KINDS, input_cut, kind_of
+from wsec.ir.kernels import KINDS, input_cut, kind_of, row_read_input
 from wsec.ir.lanes import held_bytes
 from wsec.ir.library_common import CODE_BYTES, drop_port_dims
 from wsec.ir.movement import Operands
@@ -140,23 +140,24 @@ def _io_bytes(module: Module, k: Kernel) -> int:
 def _held_move(module: Module, k: Kernel, dims: dict[str, int], knobs: dict[str, int], w: int,
                h: int, wl: int) -> int:
     """Wavelets per sample the busiest PE of k's phase at these knobs (w x h
-    PEs, unrotated) receives and sends: its row's box of each activation its
-    kind cuts (a row's box reaches every PE of the row: a conv row's window
-    of every channel), the 1/(w h) share of the others and of the outputs
-    (wsec.ir.lanes.held_bytes). Spreading the bytes evenly over the PEs
+    PEs, unrotated) receives and sends: its row's box of the data input
+    where every PE of a row reads its row's box (`row_read_input`: a conv
+    row's window of every channel), the 1/(w h) share of the other inputs
+    and of the outputs (wsec.ir.lanes.held_bytes). Spreading the bytes evenly over the PEs
     (the `ramp` bound) undercounts a cut input by up to the row's width;
     the simulator checks the phase against the same holdings
     (sim_stream_pe.held_wavelets)."""
     probe = copy.copy(k)
     probe.knobs, probe.dims = knobs, dims
     ops = dataclasses.replace(Operands.of_module(module), routed=False)
+    data = row_read_input(k)
     holdings = []
     for v in dict.fromkeys(i for i in k.inputs if i):
         val = module.values[v]
         if val.const is not None:
             continue
         shape = tuple(val.type.shape)
-        boxes = input_cut(probe, v, shape, ops) if shape else None
+        boxes = input_cut(probe, v, shape, ops) if shape and v == data else None
         if boxes is not None and boxes.shape[0] != h:
             boxes = None  # no one box per PE row: its share, as the simulator counts it
         holdings.append((val.type.numel, val.type.nbytes // max(val.type.numel, 1), boxes))
@@ -183,6 +184,9 @@ def _resident(module: Module, k: Kernel, dims: dict[str, int], knobs: dict[str, 
 
 
 MAX_TRIES = 64  # candidates checked exactly, fastest first, before giving up
+# fitting candidates whose rows' holdings are counted (`_held_move`), fastest
+# first by the even-spread bound, before the fastest of them is taken
+HELD_TRIES = 6
 
 
 # The dim of each kind whose rows are independent: a phase may process them in
@@ -244,9 +248,11 @@ def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
     names = kind_of(k).knob_names
     best_need = None
     best: tuple[tuple[int, int, int], PhasePlan] | None = None
+    tries = HELD_TRIES
     for i in idx[:MAX_TRIES].tolist():
-        if best is not None and int(t[i]) > best[0][0]:
-            break  # t is a lower bound of the time with the rows' holdings moved
+        if best is not None and (int(t[i]) >= best[0][0] or not tries):
+            break  # t is a lower bound of the time with the rows' holdings moved, and
+            # the candidates of one t come smallest first
         kn = {n: int(knobs[i, j]) for j, n in enumerate(names)}
         res = _resident(module, k, dims, kn, int(w[i]), int(h[i]), target)
         buf = sum(2 * min(r, tile) for r in res)
@@ -256,6 +262,7 @@ def _plan(module: Module, k: Kernel, target: Target, budget: int, tile: int,
             mv = max(int(move[i]), _held_move(module, k, dims, kn, wi, hi, wl)
                      if passes == 1 else 0)
             ti = max(int(cyc[i]) * batch, int(stream), mv * batch)
+            tries -= 1
             if best is None or (ti, wi * hi, int(mem[i])) < best[0]:
                 rotated = Fabric.of(target).needs_rotation(wi, hi)
                 best = ((ti, wi * hi, int(mem[i])),

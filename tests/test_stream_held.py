@@ -16,9 +16,12 @@ from wsec.backends import sim_weight_stream
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_base import value_array_type
+from wsec.backends.sim_pe import node_of
 from wsec.backends.sim_stats import format_stats, move_figures
 from wsec.backends.sim_stream_pe import held
 from wsec.backends.weight_stream import stream_weight
+from wsec.ir.graph import Kernel
+from wsec.ir.kernels import row_read_input
 from wsec.run import onnx_reference
 
 MODEL = ROOT / "tests" / "fixtures" / "vit_o17.onnx"  # conv, matmuls, norms, softmax, ...
@@ -134,10 +137,12 @@ def test_a_grouped_convs_rows_hold_their_boxes_routed_over_its_view() -> None:
 
 def test_stats_report_what_moving_the_rows_holdings_takes(stream_bin: pathlib.Path) -> None:
     """Per phase the simulator counts the wavelets its busiest PE receives
-    to hold its row's boxes (held_wavelets), at least any one row's box of
-    any one input, and `--stats` sums them next to the schedule's move
-    estimate, which counts the same holdings (plus the outputs' share), so
-    no phase moves more than its schedule said."""
+    to hold its row's boxes (held_wavelets): at least any one row's box of
+    the data input every PE of a row reads (row_read_input; the conv's
+    window, not the 1/(h w) share), at least the share of any other input,
+    and `--stats` sums them next to the schedule's move estimate, which
+    counts the same holdings (plus the outputs' share), so no phase moves
+    more than its schedule said."""
     p = load_binary(str(stream_bin))
     res = simulate(p, random_inputs(p, 0))
     wl = p.target.wavelet_bytes
@@ -149,11 +154,15 @@ def test_stats_report_what_moving_the_rows_holdings_takes(stream_bin: pathlib.Pa
         acts = [i for i in dict.fromkeys(k.inputs) if i and i not in k.weights]
         streams = {int(d["weight"]): d for d in p.info["streams"] if int(d["kernel"]) == ki}
         got = held(p, ki, acts, {w: stream_weight(p, streams[i]) for i, w in enumerate(k.weights)})
+        data = row_read_input(Kernel(k.name, "kernel", list(k.inputs), list(k.outputs),
+                                     kind=k.kind, body=[node_of(d) for d in k.body]))
+        uw, uh = k.unrotated_shape
         for v, d in got.items():
             item = np.dtype(value_array_type(p, v)[1]).itemsize
-            if d.boxes is not None:
+            if d.boxes is not None and v == data:
                 box = int(np.prod(np.maximum(d.boxes[:, 1] - d.boxes[:, 0], 0), axis=1).max())
                 assert st["held_move"] >= -(-box * item // wl), (k.name, v)
+            assert st["held_move"] >= -(-d.numel // (uw * uh)) * item // wl, (k.name, v)
         assert st["phase_move"] >= st["held_move"], k.name
     est, moved, under, _ = move_figures(res)
     assert under == 0
@@ -161,3 +170,17 @@ def test_stats_report_what_moving_the_rows_holdings_takes(stream_bin: pathlib.Pa
     assert moved == sum(int(res.kernel_stats[k.name]["held_move"]) for k in p.kernels)
     assert (f"moves between phases: the schedule estimates {est} cycles/sample; delivering the "
             f"rows' holdings takes at least {moved}") in format_stats(p, res)
+
+
+def test_only_the_data_input_of_a_kind_whose_row_pes_read_it_all_counts_its_row_box() -> None:
+    """A conv's PEs of a row all read the row's window (its box reaches each
+    of them); a fused tail's residual is read apart, and a data movement's
+    PEs each forward their own block of a hull: those count their share."""
+    from wsec.ir.graph import Node
+    conv = Kernel("k0", "kernel", ["x", "w", "r"], ["y"], kind="conv",
+                  body=[Node("c", "Conv", ["x", "w"], ["t"]), Node("a", "Add", ["t", "r"], ["y"])])
+    assert row_read_input(conv) == "x"
+    move = Kernel("k1", "kernel", ["x"], ["y"], kind="datamove",
+                  body=[Node("t", "Transpose", ["x"], ["y"])])
+    assert row_read_input(move) is None
+    assert row_read_input(Kernel("k2", "kernel", [], ["y"], kind="conv")) is None

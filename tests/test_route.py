@@ -565,6 +565,99 @@ def test_new_cuts_crowding_a_link_or_a_pe_go_flat() -> None:
     assert _crowding_cuts(got, best, 1.0) == {(0, "k0"), (1, "k1")}  # k0 is flat already
 
 
+def _recut_fixture() -> tuple[object, object, dict]:
+    """Three requests routed flat on links 3-5 (load 100 each) that crowding
+    flattened, with the cut routes they had: k0 (the largest sink) on links
+    0 and 1, k1 on link 1, k2 on links 1 and 2; link 1 carries 200 of other
+    bundles, the capacity is 1000, the settled attempt's busiest link 0.9 of
+    it and its most bundles on a PE 4 (the kept layout's: 2)."""
+    from types import SimpleNamespace as NS
+
+    def req(edge: int, pes: int) -> NS:
+        return NS(edge=edge, sink=f"k{edge}", dst=NS(rect=NS(w=pes, h=1)))
+
+    def route(links: list[int], pes: list[int]) -> NS:
+        return NS(links=np.array(links), pes=np.array(pes), distinct=True)
+
+    flat = [route([3], [3]), route([4], [4]), route([5], [5])]
+    neg = NS(cap=1000, reqs=[req(0, 100), req(1, 50), req(2, 10)], routes=flat,
+             lane_load=[100.0, 100.0, 100.0], occ=np.array([500.0, 200.0, 300.0, 100, 100, 100]),
+             pe_cnt=np.array([2, 2, 2, 1, 1, 1]), _counted=lambda i, rt: (rt.links, rt.pes),
+             _score=lambda st: 0)
+    got = NS(neg=neg, log=[{"max_link_over_capacity": 0.9, "max_bundles_per_pe": 4}])
+    best = NS(log=[{"max_bundles_per_pe": 2}], neg=NS(_score=lambda st: 0))
+    cut_in = {(0, "k0"): (route([0, 1], [0, 1]), 400.0), (1, "k1"): (route([1], [1]), 300.0),
+              (2, "k2"): (route([1, 2], [1, 2]), 200.0)}
+    return got, best, cut_in
+
+
+def test_crowding_flattened_cuts_that_fit_beside_the_others_are_cut_again() -> None:
+    """_recuts trades each crowding-flattened request's flat route for the
+    cut route it had, the largest sink first, on the loads the settled
+    attempt leaves: k0 (link 0 at 900, link 1 at 600) and then k1 (link 1
+    at 900) fit under 1000; k2 would fit alone but not beside them (link 1
+    at 1100). Under 850 k0 does not fit and the other two do; with at most
+    2 bundles on a PE (PEs 0-2 carry 2 already) none does."""
+    from wsec.passes.route import _recuts
+
+    got, best, cut_in = _recut_fixture()
+    assert _recuts(got, 1000, 4, cut_in) == {(0, "k0"), (1, "k1")}
+    assert _recuts(got, 1000, 4, {k: cut_in[k] for k in [(2, "k2")]}) == {(2, "k2")}
+    # under 850: k0 is over on link 0 (900), so k1 and k2 fit beside each other on link 1
+    assert _recuts(got, 850, 4, cut_in) == {(1, "k1"), (2, "k2")}
+    assert _recuts(got, 1000, 2, cut_in) == set()
+    assert (got.neg.occ == [500.0, 200.0, 300.0, 100, 100, 100]).all()  # estimated on a copy
+
+
+def test_recut_keeps_the_attempt_cutting_what_fits_and_leaves_out_what_crowds() -> None:
+    """_recut routes the fitting ones cut (the others stay flat) and keeps
+    that attempt where it is colored, crowds nothing, fewer sink PEs read
+    flat lanes and neither its busiest link nor its most bundles on a PE
+    exceed the settled attempt's, then tries the rest on its loads; where
+    the negotiator finds one crowding after all, it is left out and the rest
+    are tried again; where nothing helps, the settled attempt stays."""
+    from types import SimpleNamespace as NS
+
+    import wsec.passes.route as rt
+
+    got, best, cut_in = _recut_fixture()
+    crowding = set(cut_in)
+    routed: list[set] = []
+
+    def attempt(flat_rows: int, score: float = 0.9, colored: bool = True, most: int = 4) -> NS:
+        return NS(colored=colored, score=(not colored, score), flat_rows=flat_rows,
+                  neg=got.neg,  # estimated again on the same loads
+                  log=[{"max_link_over_capacity": score, "max_bundles_per_pe": most}])
+
+    def run(results: list[NS], crowds: list[set]) -> tuple[object, set]:
+        routed.clear()
+        it, cr = iter(results), iter(crowds)
+
+        def route(still: set) -> NS:
+            routed.append(set(still))
+            return next(it)
+
+        saved = rt._crowding_cuts, rt._flat_rows
+        rt._crowding_cuts = lambda a, b, bound: next(cr)
+        rt._flat_rows = lambda a: a.flat_rows
+        try:
+            got.flat_rows = 160
+            return rt._recut(got, best, 1.0, crowding, cut_in, route, None)
+        finally:
+            rt._crowding_cuts, rt._flat_rows = saved
+
+    ok = attempt(10)
+    assert run([ok, attempt(10)], [set(), set()]) == (ok, {(2, "k2")})
+    # k0 and k1 cut again; then k2 too, not kept: as many sink PEs read flat lanes
+    assert routed == [{(2, "k2")}, set()]
+    assert run([attempt(10), ok], [{(0, "k0")}, set()]) == (ok, {(0, "k0")})
+    assert routed == [{(2, "k2")}, {(0, "k0")}]  # k0 crowds: without it k1 and k2 fit
+    for worse in (attempt(10, 0.95), attempt(10, most=5), attempt(10, colored=False),
+                  attempt(160)):  # a busier link, more colors, none, no fewer flat PEs
+        assert run([worse], [set()]) == (got, crowding)
+        assert routed == [{(2, "k2")}]
+
+
 def _dense_block(n: int = 40) -> Module:
     """Dense-block-like: each kernel reads up to 4 of the last 12 values."""
     rng = np.random.default_rng(3)

@@ -230,6 +230,67 @@ def banded(dims: Dims) -> bool:
         and not dims.get("pool")
 
 
+def stacked(dims: Dims) -> bool:
+    """Whether a grouped conv with more than one input channel per group
+    and G > 2 groups is laid out as its groups STACKED over rows: 2-D, no
+    fused pooling.
+    Each row group's G c rows hold group q = (py % (G c)) // c's input-
+    channel block (py % (G c)) % c, the k columns split that group's K/G
+    output channels, and the c rows of a group reduce its partial sums
+    (the owner: the last of them). Why: in the k-column layout over all K
+    output channels a row holds its block of EVERY group, and a column's
+    PEs read the groups their output channels belong to, a G-th of the row
+    each when k >= G (measured: cutting ShuffleNet's 4-group 1x1 convs so
+    crowded its links, 1.000x -> 1.240x its bound), so the bundle stayed
+    flat and the reads unproven. Stacked, every PE of a row reads the
+    row's box, at the same work, input and SRAM per PE for the same PE
+    count (the rectangle G times taller, k up to K/G wide). Two groups
+    keep the k-column layout, cut over the input's group_view
+    (ConvKind.input_view): there a PE reads at least half of its row's
+    box whatever k is (AlexNet's convs, proven so)."""
+    G, C = max(1, int(dims.get("G", 1))), int(dims.get("C", 0))
+    return G > 2 and C // G > 1 and C % G == 0 and not dims.get("L1") \
+        and not dims.get("T") and not dims.get("pool")
+
+
+def stack_boxes(shape: tuple[int, ...], G: int, c: int, s: int, lo: np.ndarray,
+                hi: np.ndarray, ax: int) -> np.ndarray:
+    """(G c s, 2, ndim): PE row py of a stacked conv (`stacked`; channels
+    on axis 1) reads input-channel block b = j % c of group q = j // c
+    (j = py % (G c)), rows [lo, hi) of its row group py // (G c) on axis
+    `ax`, the other axes whole. Rows whose block or rows are empty read
+    nothing (an all-zero box)."""
+    cg = shape[1] // G
+    py = np.arange(G * c * s)
+    j, g = py % (G * c), py // (G * c)
+    q, b = j // c, j % c
+    step = -(-cg // c)
+    out = np.zeros((G * c * s, 2, len(shape)), np.int64)
+    out[:, 1] = shape
+    out[:, 0, 1] = q * cg + np.minimum(cg, b * step)
+    out[:, 1, 1] = q * cg + np.minimum(cg, (b + 1) * step)
+    out[:, 0, ax], out[:, 1, ax] = lo[g], hi[g]
+    out[(out[:, 1] <= out[:, 0]).any(axis=1)] = 0
+    return out
+
+
+def stack_owners(N: int, K: int, G: int, Ho: int, Wo: int, c: int, s: int) -> np.ndarray:
+    """(G c s, 2, 4): the output a stacked conv's PE row owns: the last of
+    group q's c reduction rows of row group g (py = g G c + q c + c - 1)
+    owns q's K/G output channels (its PEs split them by columns) of the
+    group's ceil(Ho/s) output rows; the other rows own nothing."""
+    kg, hb = K // G, -(-Ho // max(s, 1))
+    py = np.arange(G * c * s)
+    j, g = py % (G * c), py // (G * c)
+    q = j // c
+    out = np.zeros((G * c * s, 2, 4), np.int64)
+    out[:, 1, 0], out[:, 1, 3] = N, Wo
+    out[:, 0, 1], out[:, 1, 1] = q * kg, (q + 1) * kg
+    out[:, 0, 2], out[:, 1, 2] = np.minimum(g * hb, Ho), np.minimum((g + 1) * hb, Ho)
+    out[(j % c != c - 1) | (out[:, 1] <= out[:, 0]).any(axis=1)] = 0
+    return out
+
+
 def band_block(dims: Dims, c: int) -> tuple[int, int]:
     """(cb, kb): the input and output channels of a banded conv's band:
     ceil(C/c) input channels and their K/C output channels each."""
@@ -273,6 +334,8 @@ class ConvKind(LibraryKind):
 
     A depthwise conv (C == G) is laid out in channel bands instead (`banded`):
     one PE wide, row py holds channel band py % c of output-row group py // c.
+    Another grouped conv stacks its groups over rows (`stacked`): G c s
+    rows, the columns split one group's K/G output channels.
 
     1-D convolutions (L1 = 1; H = Ho = 1, the sequence is W) have one row, so
     the s row groups split the output length instead: group i computes a
@@ -327,6 +390,11 @@ class ConvKind(LibraryKind):
         if banded(dims):  # one PE wide, channel bands over rows
             return {"k": candidates(1, target.width), "c": candidates(dims["C"], target.height),
                     "s": candidates(rows, target.height)}
+        if stacked(dims):  # a group's output channels over the columns, groups over rows
+            G = dims["G"]
+            return {"k": candidates(dims["K"] // G, target.width),
+                    "c": candidates(cg, max(1, target.height // G)),
+                    "s": candidates(rows, max(1, target.height // G))}
         return {"k": candidates(dims["K"], target.width),
                 "c": candidates(cg, target.height),
                 "s": candidates(rows, target.height)}
@@ -343,6 +411,8 @@ class ConvKind(LibraryKind):
         if banded(d):  # a band's cin channels, kg outputs each, one input channel per output
             cin = cdiv(C, c)
             kb, cb, red = cin * kg, np.ones_like(c), np.zeros_like(c)
+        elif stacked(d):  # column px: block px of its row's group's kg outputs
+            kb, cin = cdiv(kg, k), cb
         per = cdiv(d["Ho"], s)
         pooled = halo = 0
         keep = 1
@@ -376,7 +446,7 @@ class ConvKind(LibraryKind):
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)   # bias, fused constants
         if d.get("pool"):
             sram = sram + d["Wq"] * kb * b                          # a pooled row
-        return k, c * s, cycles, sram
+        return k, (G if stacked(d) else 1) * c * s, cycles, sram
 
     def _cost_1d(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         """A 1-D conv: row group py // c owns `chunk` consecutive outputs and
@@ -410,6 +480,8 @@ class ConvKind(LibraryKind):
         return k, c * s, cycles, sram
 
     def reduction_chain(self, dims: Dims, knobs: Knobs) -> int:
+        """The c input-channel blocks of a row group (of a stacked conv's
+        group) are summed along y; a banded conv's PEs sum nothing."""
         if banded(dims):
             return 1  # each band's PE holds every input channel its outputs read
         return int(knobs["c"])  # the c input-channel blocks of a row group, summed along y
@@ -443,12 +515,15 @@ class ConvKind(LibraryKind):
         py % c, its one PE's read exactly. (In a k-column layout its row's
         box held all channels of its rows, each PE a k-th of them: measured,
         cutting ShuffleNet's depthwise convs so doubled its busiest RAMP.)
-        Other grouped convs without a view keep None: their executors check
+        A grouped conv stacked by groups (`stacked`) reads its group's
+        block (stack_boxes). Other grouped convs without a view keep None:
+        their executors check
         every PE's window against the flat lanes; held without lanes
         (`held_cut`), the rows hold their bounding boxes in the value's
         own shape."""
         view = self.input_view(dims, knobs, shape)
-        if max(1, dims.get("G", 1)) > 1 and view is None and not banded(dims):
+        if max(1, dims.get("G", 1)) > 1 and view is None and not banded(dims) \
+                and not stacked(dims):
             return None
         return self._row_boxes(dims, knobs, shape, view is not None)
 
@@ -459,7 +534,8 @@ class ConvKind(LibraryKind):
         grouped convs keep their bounding boxes' None: their executors'
         windows are mapped from 2-D rows, not given in the view)."""
         G, C = max(1, dims.get("G", 1)), dims.get("C", 0)
-        if G < 2 or C // G < 2 or dims.get("L1") or dims.get("T") or len(shape) != 4 \
+        if G < 2 or C // G < 2 or stacked(dims) or dims.get("L1") or dims.get("T") \
+                or len(shape) != 4 \
                 or shape[1] != C or 2 * self._fewest_groups(dims, knobs) < G:
             return None
         return group_view(tuple(shape), G)
@@ -514,6 +590,8 @@ class ConvKind(LibraryKind):
         if got is None:
             return None
         lo, hi = got
+        if stacked(dims):
+            return stack_boxes(tuple(int(n) for n in shape), int(G), c, s, lo, hi, ax)
         return channel_row_boxes(tuple(shape), C, G, c, s, lo, hi, ax, view)
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
@@ -537,6 +615,8 @@ class ConvKind(LibraryKind):
             return None
         if banded(dims):
             return band_rows(N, K, Ho, Wo, band_block(dims, c)[1], c, s)
+        if stacked(dims):
+            return stack_owners(N, K, int(dims["G"]), Ho, Wo, c, s)
         hb = -(-Ho // s)
         g = np.arange(s)
         out = np.zeros((c * s, 2, 4), np.int64)
@@ -566,7 +646,8 @@ class ConvKind(LibraryKind):
         part of them in its column's block, into the partial sums as they
         pass (the simulator: sim_sharded._conv2d); with c = 1 that is the
         owner row, as before."""
-        if dims.get("L1") or dims.get("T") or not body or body[0].op != "Conv" or banded(dims):
+        if dims.get("L1") or dims.get("T") or not body or body[0].op != "Conv" or banded(dims) \
+                or stacked(dims):  # (not yet spread over a stacked group's rows)
             return []
         c = int(knobs.get("c", 0))
         grid = tuple(int(dims.get(n, 0)) for n in ("N", "K", "Ho", "Wo"))
@@ -608,6 +689,17 @@ class ConvKind(LibraryKind):
                 full[0] = band
             elif weight_shape and int(np.prod(weight_shape)) == K and K > 1:
                 full[next(i for i, n in enumerate(weight_shape) if n == K)] = band
+            return tuple(full)
+        if stacked(dims):  # group q's output block px, input-channel block b of row j
+            G, c = int(dims["G"]), int(knobs["c"])
+            q, b = divmod(py % (G * c), c)
+            kg = K // G
+            sub = block(kg, int(knobs["k"]), px)
+            out = slice(q * kg + sub.start, q * kg + sub.stop)
+            if len(weight_shape) >= 3 and weight_shape[0] == K and weight_shape[1] == cg:
+                full[0], full[1] = out, block(cg, c, b)
+            elif weight_shape and int(np.prod(weight_shape)) == K:
+                full[next(i for i, n in enumerate(weight_shape) if n == K)] = out
             return tuple(full)
         if len(weight_shape) >= 3 and weight_shape[0] == K and weight_shape[1] == cg:
             full[0] = block(K, knobs["k"], px)

@@ -9,7 +9,7 @@ import pytest
 from wsec.ir.graph import Kernel
 from wsec.ir.kernels import KINDS, kind_for_op
 from wsec.ir.library_common import LibraryKind, candidates
-from wsec.ir.library_conv import banded
+from wsec.ir.library_conv import banded, stacked
 from wsec.ir.target import get_target
 
 WSE2 = get_target("wse2")
@@ -175,10 +175,14 @@ def test_conv_shards_tile_weight_once(dims: dict, k: int, c: int) -> None:
     kind = KINDS["conv"]
     shape = (dims["K"], dims["C"] // dims["G"], dims["R"], dims["S"])
     knobs = {"k": k, "c": c, "s": 1}
-    assert (_coverage(kind, dims, knobs, shape, k, c) == 1).all()
-    # bias: one block per column (a depthwise conv's: per channel band, its rows)
+    rows = dims["G"] * c if stacked(dims) else c  # a stacked conv's groups over rows
+    assert (_coverage(kind, dims, knobs, shape, k, rows) == 1).all()
+    # bias: one block per column (a depthwise conv's: per channel band, its rows;
+    # a stacked conv's: per column of each group)
     bias = np.zeros(dims["K"], dtype=np.int64)
-    pes = [(0, py) for py in range(c)] if banded(dims) else [(px, 0) for px in range(k)]
+    pes = [(0, py) for py in range(c)] if banded(dims) else \
+        [(px, q * c) for q in range(dims["G"]) for px in range(k)] if stacked(dims) else \
+        [(px, 0) for px in range(k)]
     for px, py in pes:
         bias[kind.weight_shard(dims, knobs, 1, (dims["K"],), px, py)] += 1
     assert (bias == 1).all()

@@ -517,10 +517,9 @@ class ConvKind(LibraryKind):
         cutting ShuffleNet's depthwise convs so doubled its busiest RAMP.)
         A grouped conv stacked by groups (`stacked`) reads its group's
         block (stack_boxes). Other grouped convs without a view keep None:
-        their executors check
-        every PE's window against the flat lanes; held without lanes
-        (`held_cut`), the rows hold their bounding boxes in the value's
-        own shape."""
+        their executors check every PE's window against the flat lanes;
+        held without lanes (`held_cut`), the rows hold their bounding boxes
+        in the value's own shape."""
         view = self.input_view(dims, knobs, shape)
         if max(1, dims.get("G", 1)) > 1 and view is None and not banded(dims) \
                 and not stacked(dims):

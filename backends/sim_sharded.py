@@ -13,6 +13,15 @@ library_dense.MatmulKind), vectorised over all PEs of the kernel:
   reduction index after the other (as its FMAC loop does); the ky partials
   of a column are summed in PE order, the reduction-end PE adds its shard of
   the bias.
+- a depthwise conv in channel bands (library_conv.banded), knobs 1, c, s:
+  PE (0, py) holds W[band py % c] and computes that band's output channels
+  of output-row group py // c from its band's input channels alone (no
+  reduction), adding its bias shard.
+- a grouped conv stacked by groups (library_conv.stacked), knobs k, c, s:
+  PE (px, py), j = py % (G c), holds W[group j // c's output block px,
+  input-channel block j % c] and computes the partial sums of output-row
+  group py // (G c) from that block of its group; the c partials of a
+  group are reduced in PE order, the last of them adds its bias shard.
 
 Each executor returns False when the anchor is outside what it shards; the
 kernel is then a SimError naming it and the op (sim_exec), never evaluated
@@ -26,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
-from wsec.ir.library_conv import skip_boxes
+from wsec.ir.library_conv import band_block, banded, skip_boxes, stack_boxes, stacked
 from wsec.ir.opsem import pads, windows
 
 from .format import type_shape
@@ -73,7 +82,11 @@ def conv(env: Env, node: Node, stats: dict[str, int]) -> bool:
     st = _ints(node.attrs.get("strides"), nd, 1)
     dl = _ints(node.attrs.get("dilations"), nd, 1)
     pb, pe = pads(node, x.shape[2:], list(wshape[2:]), st, dl)
-    if nd == 2:
+    if nd == 2 and banded(k.dims):
+        y, own = _conv2d_banded(env, node, x, wshape, st, dl, pb, pe, stats)
+    elif nd == 2 and stacked(k.dims):
+        y, own = _conv2d_stacked(env, node, x, wshape, st, dl, pb, pe, stats)
+    elif nd == 2:
         y, own = _conv2d(env, node, x, wshape, st, dl, pb, pe, lambda a: a, None, stats)
     elif nd == 1:  # the sequence as rows
         L = x.shape[2]
@@ -186,6 +199,113 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
     stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
     stats["sharded_pes"] = kk * c * s
     return y, row[None, None, :, None] * kk + col[None, :, None, None]
+
+
+def _conv2d_banded(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...],
+                   st: list[int], dl: list[int], pb: list[int], pe: list[int],
+                   stats: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A depthwise conv in channel bands (wsec.ir.library_conv.banded): PE
+    (0, py) reads input-channel band py % c of the rows its row group
+    py // c holds (its window checked against the lane its core received:
+    a cut bundle proves it or raises at the PE) and multiplies each of its
+    band's output channels' windows of its one input channel with its own
+    shard; its bias shard is added there too. Returns y [N, K, Ho, Wo] and
+    the owner PE of each element (its band's PE of its row group)."""
+    k = env.k
+    K, _, R, S = wshape
+    N, C = x.shape[:2]
+    kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
+    _check_rect(env, kk, c * s)
+    cb, kb = band_block(k.dims, c)
+    m = max(1, K // max(C, 1))  # output channels per input channel
+    Ho = (x.shape[2] + pb[0] + pe[0] - dl[0] * (R - 1) - 1) // st[0] + 1
+    Wo = (x.shape[3] + pb[1] + pe[1] - dl[1] * (S - 1) - 1) // st[1] + 1
+    hb = _cdiv(Ho, s)
+    wi = k.weights.index(node.inputs[1])
+    wpe = env.mem.pe_array(env.ki, wi, _pad_shape(env, wi)).reshape(s, c, kb, R, S)
+    d = env.deliveries.get(node.inputs[0])
+    if d is not None and d.shape:
+        need = _conv_need((N, C, *x.shape[2:]), c, s, cb, hb, st[0], R, dl[0], Ho, pb[0])
+        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, need)
+    xp = np.pad(x, [(0, 0), (0, c * cb - C), (pb[0], pe[0]), (pb[1], pe[1])])
+    xloc = row_windows(env, node, xp, s, lambda g: (0, g * c), hb, st[0], R, dl[0], Ho, pb[0])
+    win = windows(xloc, [R, S], st, dl, [hb, Wo]).reshape(s, N, c * cb, hb, Wo, R, S)
+    # band j's output channel j kb + t reads input channel (j kb + t) // m of its band
+    chan = np.minimum(np.arange(c * kb) // m, c * cb - 1)
+    xg = win[:, :, chan].reshape(s, N, c, kb, hb, Wo, R, S)
+    acc = np.einsum("gnjthwab,gjtab->gnjthw", np.asarray(xg, np.float64),
+                    np.asarray(wpe, np.float64), optimize=True).astype(COMPUTE_DTYPE)
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    if bias and bias in k.weights:  # each band's PE adds its shard
+        bpe = env.mem.pe_array(env.ki, k.weights.index(bias), (kb,)).reshape(s, c, kb)
+        acc += bpe[:, None, :, :, None, None]
+    y = acc.transpose(1, 2, 3, 0, 4, 5).reshape(N, c * kb, s * hb, Wo)[:, :K, :Ho]
+    if bias and bias not in k.weights:
+        y = y + env.get(bias, node.name).reshape(1, -1, 1, 1)
+    row = (np.arange(Ho) // hb)[None, :] * c + (np.arange(K) // kb)[:, None]  # [K, Ho]
+    stats["pe_macs_max"] = N * hb * Wo * kb * R * S
+    stats["sharded_pes"] = c * s
+    return y, (row * kk)[None, :, :, None]
+
+
+def _conv2d_stacked(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...],
+                    st: list[int], dl: list[int], pb: list[int], pe: list[int],
+                    stats: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A grouped conv stacked by groups (wsec.ir.library_conv.stacked): PE
+    (px, py), j = py % (G c), reads input-channel block j % c of group
+    q = j // c of the rows its row group py // (G c) holds (its row's box,
+    stack_boxes, checked against the lane its core received) and multiplies
+    it with its shard (q's output block px); the c partials of a group are
+    reduced in PE order and the last of them adds its bias shard. Returns
+    y [N, K, Ho, Wo] and the owner PE of each element."""
+    k = env.k
+    K, cg, R, S = wshape
+    N, C = x.shape[:2]
+    G = int(node.attrs.get("group", 1))
+    kg = K // G
+    kk, c, s = (int(k.knobs[n]) for n in ("k", "c", "s"))
+    _check_rect(env, kk, G * c * s)
+    kb, cb = _cdiv(kg, kk), _cdiv(cg, c)
+    Ho = (x.shape[2] + pb[0] + pe[0] - dl[0] * (R - 1) - 1) // st[0] + 1
+    Wo = (x.shape[3] + pb[1] + pe[1] - dl[1] * (S - 1) - 1) // st[1] + 1
+    hb = _cdiv(Ho, s)
+    wi = k.weights.index(node.inputs[1])
+    wpe = env.mem.pe_array(env.ki, wi, _pad_shape(env, wi)).reshape(s, G, c, kk, kb, cb, R, S)
+    d = env.deliveries.get(node.inputs[0])
+    if d is not None and d.shape:
+        rows = _conv_need((N, C, *x.shape[2:]), G * c, s, C, hb, st[0], R, dl[0], Ho, pb[0])
+        need = stack_boxes((N, C, *x.shape[2:]), G, c, s, rows[::G * c, 0, 2],
+                           rows[::G * c, 1, 2], 2)
+        stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, need)
+    xp = np.pad(x, [(0, 0), (0, 0), (pb[0], pe[0]), (pb[1], pe[1])])
+    xloc = row_windows(env, node, xp, s, lambda g: (0, g * G * c), hb, st[0], R, dl[0], Ho,
+                       pb[0])
+    win = windows(xloc, [R, S], st, dl, [hb, Wo]).reshape(s, N, C, hb, Wo, R, S)
+    acc = np.zeros((s, N, G, kk, kb, hb, Wo), COMPUTE_DTYPE)
+    q = np.arange(G)
+    for b in range(c):  # the reduction down each group's c rows, in PE order
+        t = b * cb + np.arange(cb)
+        live = t < cg
+        chan = q[:, None] * cg + np.minimum(t, cg - 1)[None, :]  # [G, cb]
+        xg = np.where(live[None, None, None, :, None, None, None, None], win[:, :, chan], 0)
+        part = np.einsum("gnqjhwab,gqptjab->gnqpthw", np.asarray(xg, np.float64),
+                         np.asarray(wpe[:, :, b], np.float64), optimize=True)
+        acc += part.astype(COMPUTE_DTYPE)
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    if bias and bias in k.weights:  # added by each group's reduction-end PE
+        bpe = env.mem.pe_array(env.ki, k.weights.index(bias), (kb,)).reshape(s, G, c, kk, kb)
+        acc += bpe[:, None, :, c - 1, :, :, None, None]
+    o = np.arange(K)
+    grp, r = o // kg, o % kg
+    px, tt = r // kb, r % kb
+    y = acc[:, :, grp, px, tt]  # [s, N, K, hb, Wo]
+    y = y.transpose(1, 2, 0, 3, 4).reshape(N, K, s * hb, Wo)[:, :, :Ho]
+    if bias and bias not in k.weights:
+        y = y + env.get(bias, node.name).reshape(1, -1, 1, 1)
+    row = (np.arange(Ho) // hb)[None, :] * (G * c) + (grp * c + c - 1)[:, None]  # [K, Ho]
+    stats["pe_macs_max"] = N * hb * Wo * kb * cb * R * S
+    stats["sharded_pes"] = kk * G * c * s
+    return y, (row * kk + px[:, None])[None, :, :, None]
 
 
 def _spread_skips(env: Env, node: Node, grid: tuple[int, int, int, int], kk: int, kb: int,

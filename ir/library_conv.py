@@ -211,6 +211,110 @@ def skip_boxes(N: int, K: int, Ho: int, Wo: int, c: int, s: int) -> np.ndarray:
     return out
 
 
+def banded(dims: Dims) -> bool:
+    """Whether a conv is depthwise and laid out in channel BANDS: one input
+    channel per group (C == G > 1), 2-D, no fused pooling. Its PE rows
+    then split the channels instead of its columns: the rectangle is one
+    PE wide (k = 1) and c*s high, row py holding channel band py % c
+    (ceil(C/c) channels, their K/C output channels each) of output-row
+    group py // c. Why: a conv's PE row receives one lane (the row
+    multicast), so every PE of a row receives all its row reads; in the
+    k-column layout the k PEs of a depthwise row read disjoint channels, so
+    a cut lane carries k times what each PE needs (measured: ShuffleNet's
+    busiest RAMP at 2x its bound) and the bundle stayed flat, its reads
+    unproven. Banded, a row's box is exactly its one PE's read, at the same
+    work, input and SRAM per PE for the same PE count. No reduction: each
+    output channel reads one input channel, held by its band's PE."""
+    G, C = max(1, int(dims.get("G", 1))), int(dims.get("C", 0))
+    return G > 1 and C == G and not dims.get("L1") and not dims.get("T") \
+        and not dims.get("pool")
+
+
+def stacked(dims: Dims) -> bool:
+    """Whether a grouped conv with more than one input channel per group
+    and G > 2 groups is laid out as its groups STACKED over rows: 2-D, no
+    fused pooling.
+    Each row group's G c rows hold group q = (py % (G c)) // c's input-
+    channel block (py % (G c)) % c, the k columns split that group's K/G
+    output channels, and the c rows of a group reduce its partial sums
+    (the owner: the last of them). Why: in the k-column layout over all K
+    output channels a row holds its block of EVERY group, and a column's
+    PEs read the groups their output channels belong to, a G-th of the row
+    each when k >= G (measured: cutting ShuffleNet's 4-group 1x1 convs so
+    crowded its links, 1.000x -> 1.240x its bound), so the bundle stayed
+    flat and the reads unproven. Stacked, every PE of a row reads the
+    row's box, at the same work, input and SRAM per PE for the same PE
+    count (the rectangle G times taller, k up to K/G wide). Two groups
+    keep the k-column layout, cut over the input's group_view
+    (ConvKind.input_view): there a PE reads at least half of its row's
+    box whatever k is (AlexNet's convs, proven so)."""
+    G, C = max(1, int(dims.get("G", 1))), int(dims.get("C", 0))
+    return G > 2 and C // G > 1 and C % G == 0 and not dims.get("L1") \
+        and not dims.get("T") and not dims.get("pool")
+
+
+def stack_boxes(shape: tuple[int, ...], G: int, c: int, s: int, lo: np.ndarray,
+                hi: np.ndarray, ax: int) -> np.ndarray:
+    """(G c s, 2, ndim): PE row py of a stacked conv (`stacked`; channels
+    on axis 1) reads input-channel block b = j % c of group q = j // c
+    (j = py % (G c)), rows [lo, hi) of its row group py // (G c) on axis
+    `ax`, the other axes whole. Rows whose block or rows are empty read
+    nothing (an all-zero box)."""
+    cg = shape[1] // G
+    py = np.arange(G * c * s)
+    j, g = py % (G * c), py // (G * c)
+    q, b = j // c, j % c
+    step = -(-cg // c)
+    out = np.zeros((G * c * s, 2, len(shape)), np.int64)
+    out[:, 1] = shape
+    out[:, 0, 1] = q * cg + np.minimum(cg, b * step)
+    out[:, 1, 1] = q * cg + np.minimum(cg, (b + 1) * step)
+    out[:, 0, ax], out[:, 1, ax] = lo[g], hi[g]
+    out[(out[:, 1] <= out[:, 0]).any(axis=1)] = 0
+    return out
+
+
+def stack_owners(N: int, K: int, G: int, Ho: int, Wo: int, c: int, s: int) -> np.ndarray:
+    """(G c s, 2, 4): the output a stacked conv's PE row owns: the last of
+    group q's c reduction rows of row group g (py = g G c + q c + c - 1)
+    owns q's K/G output channels (its PEs split them by columns) of the
+    group's ceil(Ho/s) output rows; the other rows own nothing."""
+    kg, hb = K // G, -(-Ho // max(s, 1))
+    py = np.arange(G * c * s)
+    j, g = py % (G * c), py // (G * c)
+    q = j // c
+    out = np.zeros((G * c * s, 2, 4), np.int64)
+    out[:, 1, 0], out[:, 1, 3] = N, Wo
+    out[:, 0, 1], out[:, 1, 1] = q * kg, (q + 1) * kg
+    out[:, 0, 2], out[:, 1, 2] = np.minimum(g * hb, Ho), np.minimum((g + 1) * hb, Ho)
+    out[(j % c != c - 1) | (out[:, 1] <= out[:, 0]).any(axis=1)] = 0
+    return out
+
+
+def band_block(dims: Dims, c: int) -> tuple[int, int]:
+    """(cb, kb): the input and output channels of a banded conv's band:
+    ceil(C/c) input channels and their K/C output channels each."""
+    cb = -(-int(dims["C"]) // max(c, 1))
+    return cb, cb * max(1, int(dims["K"]) // max(1, int(dims["C"])))
+
+
+def band_rows(N: int, K: int, Ho: int, Wo: int, kb: int, c: int, s: int) -> np.ndarray:
+    """(c s, 2, 4): the output a banded conv's PE row py owns (`banded`):
+    output channels [j kb, (j + 1) kb) of band j = py % c, the ceil(Ho/s)
+    output rows of group py // c, all samples and the whole width. Every
+    row owns a disjoint part (no reduction rows between owners); rows past
+    the last channel or output row own nothing."""
+    py = np.arange(c * s)
+    j, g = py % c, py // c
+    hb = -(-Ho // max(s, 1))
+    out = np.zeros((c * s, 2, 4), np.int64)
+    out[:, 1, 0], out[:, 1, 3] = N, Wo
+    out[:, 0, 1], out[:, 1, 1] = np.minimum(j * kb, K), np.minimum((j + 1) * kb, K)
+    out[:, 0, 2], out[:, 1, 2] = np.minimum(g * hb, Ho), np.minimum((g + 1) * hb, Ho)
+    out[(out[:, 1] <= out[:, 0]).any(axis=1)] = 0
+    return out
+
+
 class ConvKind(LibraryKind):
     """Convolution (+ fused bias, activation, residual add).
 
@@ -227,6 +331,11 @@ class ConvKind(LibraryKind):
     F/A/P (fused op cycles per element, residual inputs, constant elements);
     T only for 3-D convolutions (see `_fold_depth`: N then counts samples x
     output depth planes, T the depth taps, weight shard [K/k, C/G/c, T, R, S]).
+
+    A depthwise conv (C == G) is laid out in channel bands instead (`banded`):
+    one PE wide, row py holds channel band py % c of output-row group py // c.
+    Another grouped conv stacks its groups over rows (`stacked`): G c s
+    rows, the columns split one group's K/G output channels.
 
     1-D convolutions (L1 = 1; H = Ho = 1, the sequence is W) have one row, so
     the s row groups split the output length instead: group i computes a
@@ -278,6 +387,14 @@ class ConvKind(LibraryKind):
     def knob_grid(self, dims: Dims, target: Target) -> dict[str, np.ndarray]:
         cg = dims["C"] // dims["G"]
         rows = dims["Wo"] if dims.get("L1") else dims["Ho"]  # what the s groups split
+        if banded(dims):  # one PE wide, channel bands over rows
+            return {"k": candidates(1, target.width), "c": candidates(dims["C"], target.height),
+                    "s": candidates(rows, target.height)}
+        if stacked(dims):  # a group's output channels over the columns, groups over rows
+            G = dims["G"]
+            return {"k": candidates(dims["K"] // G, target.width),
+                    "c": candidates(cg, max(1, target.height // G)),
+                    "s": candidates(rows, max(1, target.height // G))}
         return {"k": candidates(dims["K"], target.width),
                 "c": candidates(cg, target.height),
                 "s": candidates(rows, target.height)}
@@ -290,6 +407,12 @@ class ConvKind(LibraryKind):
         cg, kg = C // G, K // G
         kb, cb = cdiv(K, k), cdiv(cg, c)
         cin = np.minimum(C, np.minimum(G, cdiv(kb + kg - 1, kg)) * cb)
+        red = (c > 1).astype(np.int64)
+        if banded(d):  # a band's cin channels, kg outputs each, one input channel per output
+            cin = cdiv(C, c)
+            kb, cb, red = cin * kg, np.ones_like(c), np.zeros_like(c)
+        elif stacked(d):  # column px: block px of its row's group's kg outputs
+            kb, cin = cdiv(kg, k), cb
         per = cdiv(d["Ho"], s)
         pooled = halo = 0
         keep = 1
@@ -304,7 +427,6 @@ class ConvKind(LibraryKind):
         rows = d["N"] * per
         wi = d["W"] + d["pw"]
         win = (d["R"] - 1) * d["dh"] + 1
-        red = (c > 1).astype(np.int64)
         outs = rows * d["Wo"] * kb
         sent = pooled if d.get("pool") else outs
         t = d.get("T", 1)  # 3-D: input depth planes per output plane
@@ -324,7 +446,7 @@ class ConvKind(LibraryKind):
                 + kb * b * d["bias"] + cdiv(d["P"] * kb, K) * b)   # bias, fused constants
         if d.get("pool"):
             sram = sram + d["Wq"] * kb * b                          # a pooled row
-        return k, c * s, cycles, sram
+        return k, (G if stacked(d) else 1) * c * s, cycles, sram
 
     def _cost_1d(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         """A 1-D conv: row group py // c owns `chunk` consecutive outputs and
@@ -358,6 +480,10 @@ class ConvKind(LibraryKind):
         return k, c * s, cycles, sram
 
     def reduction_chain(self, dims: Dims, knobs: Knobs) -> int:
+        """The c input-channel blocks of a row group (of a stacked conv's
+        group) are summed along y; a banded conv's PEs sum nothing."""
+        if banded(dims):
+            return 1  # each band's PE holds every input channel its outputs read
         return int(knobs["c"])  # the c input-channel blocks of a row group, summed along y
 
     def input_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
@@ -385,15 +511,18 @@ class ConvKind(LibraryKind):
         disjoint channel ranges whose bounding box in the value would span
         nearly all channels between them: its boxes are over the input's
         `group_view` (input_view), where that block is one exact box. A
-        depthwise conv (one channel per group) keeps None: measured, cutting
-        ShuffleNet's depthwise convs (bench/fabric.py) doubled its busiest
-        link + RAMP (realised 1.000x -> 2.000x its bound): a row's box holds
-        all the channels of its rows and halo, its PEs' windows a k-th of
-        them each. Its executor still checks every PE's window against the
-        flat lanes; held without lanes (`held_cut`), the rows hold their
-        bounding boxes in the value's own shape."""
+        depthwise conv is banded (`banded`): row py reads channel band
+        py % c, its one PE's read exactly. (In a k-column layout its row's
+        box held all channels of its rows, each PE a k-th of them: measured,
+        cutting ShuffleNet's depthwise convs so doubled its busiest RAMP.)
+        A grouped conv stacked by groups (`stacked`) reads its group's
+        block (stack_boxes). Other grouped convs without a view keep None:
+        their executors check every PE's window against the flat lanes;
+        held without lanes (`held_cut`), the rows hold their bounding boxes
+        in the value's own shape."""
         view = self.input_view(dims, knobs, shape)
-        if max(1, dims.get("G", 1)) > 1 and view is None:
+        if max(1, dims.get("G", 1)) > 1 and view is None and not banded(dims) \
+                and not stacked(dims):
             return None
         return self._row_boxes(dims, knobs, shape, view is not None)
 
@@ -404,7 +533,8 @@ class ConvKind(LibraryKind):
         grouped convs keep their bounding boxes' None: their executors'
         windows are mapped from 2-D rows, not given in the view)."""
         G, C = max(1, dims.get("G", 1)), dims.get("C", 0)
-        if G < 2 or C // G < 2 or dims.get("L1") or dims.get("T") or len(shape) != 4 \
+        if G < 2 or C // G < 2 or stacked(dims) or dims.get("L1") or dims.get("T") \
+                or len(shape) != 4 \
                 or shape[1] != C or 2 * self._fewest_groups(dims, knobs) < G:
             return None
         return group_view(tuple(shape), G)
@@ -440,7 +570,7 @@ class ConvKind(LibraryKind):
         value's shape or (`view`) its group_view."""
         c, s = int(knobs["c"]), int(knobs["s"])
         N, C, H, W = (dims.get(n, 0) for n in ("N", "C", "H", "W"))
-        G = max(1, dims.get("G", 1))
+        G = 1 if banded(dims) else max(1, dims.get("G", 1))  # a band: a block of all C
         if dims.get("L1"):
             if tuple(shape) != (N, C, W):
                 return None
@@ -459,6 +589,8 @@ class ConvKind(LibraryKind):
         if got is None:
             return None
         lo, hi = got
+        if stacked(dims):
+            return stack_boxes(tuple(int(n) for n in shape), int(G), c, s, lo, hi, ax)
         return channel_row_boxes(tuple(shape), C, G, c, s, lo, hi, ax, view)
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
@@ -480,6 +612,10 @@ class ConvKind(LibraryKind):
         N, K, Ho, Wo = (int(dims.get(n, 0)) for n in ("N", "K", "Ho", "Wo"))
         if min(N, K, Ho, Wo) <= 0:
             return None
+        if banded(dims):
+            return band_rows(N, K, Ho, Wo, band_block(dims, c)[1], c, s)
+        if stacked(dims):
+            return stack_owners(N, K, int(dims["G"]), Ho, Wo, c, s)
         hb = -(-Ho // s)
         g = np.arange(s)
         out = np.zeros((c * s, 2, 4), np.int64)
@@ -509,7 +645,8 @@ class ConvKind(LibraryKind):
         part of them in its column's block, into the partial sums as they
         pass (the simulator: sim_sharded._conv2d); with c = 1 that is the
         owner row, as before."""
-        if dims.get("L1") or dims.get("T") or not body or body[0].op != "Conv":
+        if dims.get("L1") or dims.get("T") or not body or body[0].op != "Conv" or banded(dims) \
+                or stacked(dims):  # (not yet spread over a stacked group's rows)
             return []
         c = int(knobs.get("c", 0))
         grid = tuple(int(dims.get(n, 0)) for n in ("N", "K", "Ho", "Wo"))
@@ -543,6 +680,26 @@ class ConvKind(LibraryKind):
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         K, cg = dims["K"], dims["C"] // dims["G"]
         full = [slice(0, n) for n in weight_shape]
+        if banded(dims):  # band py % c's output channels (their one input channel each)
+            kb = band_block(dims, int(knobs["c"]))[1]
+            j = py % int(knobs["c"])
+            band = slice(min(K, j * kb), min(K, (j + 1) * kb))
+            if len(weight_shape) >= 3 and weight_shape[0] == K:
+                full[0] = band
+            elif weight_shape and int(np.prod(weight_shape)) == K and K > 1:
+                full[next(i for i, n in enumerate(weight_shape) if n == K)] = band
+            return tuple(full)
+        if stacked(dims):  # group q's output block px, input-channel block b of row j
+            G, c = int(dims["G"]), int(knobs["c"])
+            q, b = divmod(py % (G * c), c)
+            kg = K // G
+            sub = block(kg, int(knobs["k"]), px)
+            out = slice(q * kg + sub.start, q * kg + sub.stop)
+            if len(weight_shape) >= 3 and weight_shape[0] == K and weight_shape[1] == cg:
+                full[0], full[1] = out, block(cg, c, b)
+            elif weight_shape and int(np.prod(weight_shape)) == K:
+                full[next(i for i, n in enumerate(weight_shape) if n == K)] = out
+            return tuple(full)
         if len(weight_shape) >= 3 and weight_shape[0] == K and weight_shape[1] == cg:
             full[0] = block(K, knobs["k"], px)
             full[1] = block(cg, knobs["c"], py % knobs["c"])

@@ -56,12 +56,14 @@ def test_a_grouped_rows_box_is_exact_in_the_view() -> None:
 
 def test_depthwise_ungrouped_and_thinly_read_convs_have_no_view() -> None:
     kn = {"k": 4, "c": 1, "s": 4}
-    # 4 groups over 4 columns: each PE reads a quarter of its row's box
+    # 4 groups: stacked over rows (library_conv.stacked), a row's box its group's block
     assert CONV.input_view(_dims(32, 4, 32), kn, (1, 32, 13, 13)) is None
-    assert CONV.input_cut(_dims(32, 4, 32), kn, (1, 32, 13, 13)) is None
-    assert CONV.input_view(_dims(32, 4, 32), {**kn, "k": 2}, (1, 32, 13, 13)) == (1, 4, 8, 13, 13)
+    assert CONV.input_cut(_dims(32, 4, 32), kn, (1, 32, 13, 13)).shape == (16, 2, 4)
+    assert CONV.input_view(_dims(32, 2, 32), {**kn, "k": 2}, (1, 32, 13, 13)) == (1, 2, 16, 13, 13)
     assert CONV.input_view(_dims(32, 32, 32), kn, (1, 32, 13, 13)) is None
-    assert CONV.input_cut(_dims(32, 32, 32), kn, (1, 32, 13, 13)) is None
+    # depthwise: channel bands over rows (library_conv.banded), one band here: all channels
+    assert (CONV.input_cut(_dims(32, 32, 32), kn, (1, 32, 13, 13))
+            == CONV.input_cut(_dims(32, 1, 32), kn, (1, 32, 13, 13))).all()
     assert CONV.input_view(_dims(32, 1, 32), kn, (1, 32, 13, 13)) is None
     assert CONV.input_cut(_dims(32, 1, 32), kn, (1, 32, 13, 13)).shape == (4, 2, 4)
 
@@ -86,8 +88,10 @@ def test_windows_map_into_the_view() -> None:
 
 
 def _model(path: pathlib.Path) -> None:
-    """A 3x3 conv of 2 groups feeding a 1x1 conv of 4 (6 and 4 channels a
-    group): the 1x1 one's input is cut over its view."""
+    """A 3x3 conv of 2 groups feeding a 1x1 conv of 2 (6 and 8 channels a
+    group): the 1x1 one's input is cut over its view. (Convs of more groups
+    are stacked by groups, library_conv.stacked: their rows' boxes need no
+    view.)"""
     rng = np.random.default_rng(5)
 
     def init(name: str, *shape: int) -> onnx.TensorProto:
@@ -98,11 +102,11 @@ def _model(path: pathlib.Path) -> None:
     nodes = [nd("Relu", ["x"], ["r"]),
              nd("Conv", ["r", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], group=2),
              nd("Relu", ["c1"], ["r1"]),
-             nd("Conv", ["r1", "w2"], ["y"], group=4)]
+             nd("Conv", ["r1", "w2"], ["y"], group=2)]
     vi = helper.make_tensor_value_info
     g = helper.make_graph(nodes, "grouped", [vi("x", TensorProto.FLOAT, [1, 12, 14, 14])],
                           [vi("y", TensorProto.FLOAT, [1, 8, 14, 14])],
-                          [init("w1", 16, 6, 3, 3), init("b1", 16), init("w2", 8, 4, 1, 1)])
+                          [init("w1", 16, 6, 3, 3), init("b1", 16), init("w2", 8, 8, 1, 1)])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, str(path))
@@ -128,8 +132,8 @@ def test_grouped_conv_reads_only_its_lanes(grouped: tuple[Program, pathlib.Path]
     p, model = grouped
     bi, ki = _viewed(p)
     k = p.kernels[ki]
-    assert k.kind == "conv" and k.dims["G"] == 4
-    assert p.lane_view(bi) == (1, 4, 4, 14, 14)
+    assert k.kind == "conv" and k.dims["G"] == 2
+    assert p.lane_view(bi) == (1, 2, 8, 14, 14)
     x = random_inputs(p, 2)
     res = simulate(p, x)
     want, _ = onnx_reference(str(model), x)
@@ -149,11 +153,11 @@ def test_a_window_of_another_block_is_an_error_at_that_pe(
     box = p.lane_boxes(bi)[d.lane_at[0, 0]]  # PE (0, 0)'s lane: blocks [b0, b1) of each group
     b0, b1 = int(box[0, 2]), int(box[1, 2])
     need = np.zeros((uh, uw, 2, 4), np.int64)
-    need[0, 0] = [[0, 4 + b0, 0, 0], [1, 4 + b1, 1, 14]]  # its blocks of group 1: held
+    need[0, 0] = [[0, 8 + b0, 0, 0], [1, 8 + b1, 1, 14]]  # its blocks of group 1: held
     assert not forwarded(p, ki, d, need).any()
-    other = b1 if b1 < 4 else b0 - 1  # a block of group 1 its lane does not carry
-    need[0, 0] = [[0, 4 + other, 0, 0], [1, 5 + other, 1, 14]]
-    with pytest.raises(SimError, match=r"offset \(0, 0\)\) reads %r1\[0, " + str(4 + other)):
+    other = b1 if b1 < 8 else b0 - 1  # a block of group 1 its lane does not carry
+    need[0, 0] = [[0, 8 + other, 0, 0], [1, 9 + other, 1, 14]]
+    with pytest.raises(SimError, match=r"offset \(0, 0\)\) reads %r1\[0, " + str(8 + other)):
         forwarded(p, ki, d, need)
 
 

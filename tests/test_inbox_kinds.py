@@ -118,11 +118,17 @@ def test_grouped_1d_and_3d_conv_rows_hold_each_pes_window() -> None:
     dims = {"N": N, "C": C, "H": H, "W": W, "K": K, "R": R, "S": R, "G": G, "sh": 1, "sw": 1,
             "dh": 1, "dw": 1, "ph": 2, "pw": 2, "Ho": 9, "Wo": 9}
     kn = {"k": 3, "c": 2, "s": 3}
-    # each PE's window holds the channels its out-channel block reads in each
-    # group: as a hull in the value, and exactly as a box of the input viewed
-    # as (N, G, C/G, H, W), where the row's cut (ConvKind.input_view) holds it
-    # (k = 3: a PE reads 1 or 2 of the 4 groups' blocks, a quarter of its
-    # row's box, and stays flat; k = 1: every PE reads all of them)
+    # stacked by groups (library_conv.stacked): G c s rows, each its group's block
+    stack = KINDS["conv"].input_cut(dims, kn, (N, C, H, W))
+    assert stack is not None and stack.shape == (G * 2 * 3, 2, 4)
+    check_cut((N, C, H, W), stack)
+    # the k-column layout a pooling-fused grouped conv keeps: each PE's window
+    # holds the channels its out-channel block reads in each group: as a hull
+    # in the value, and exactly as a box of the input viewed as (N, G, C/G, H, W),
+    # where the row's cut (ConvKind.input_view) holds it (k = 3: a PE reads 1 or 2
+    # of the 4 groups' blocks, a quarter of its row's box, and stays flat; k = 1:
+    # every PE reads all of them)
+    dims = {**dims, "pool": 1}
     assert KINDS["conv"].input_view(dims, kn, (N, C, H, W)) is None
     assert KINDS["conv"].input_cut(dims, kn, (N, C, H, W)) is None
     kn1 = {**kn, "k": 1}

@@ -9,6 +9,7 @@ import pytest
 from wsec.ir.graph import Kernel
 from wsec.ir.kernels import KINDS, kind_for_op
 from wsec.ir.library_common import LibraryKind, candidates
+from wsec.ir.library_conv import banded, stacked
 from wsec.ir.target import get_target
 
 WSE2 = get_target("wse2")
@@ -150,7 +151,8 @@ def test_knob_grids_capped_and_useful() -> None:
     assert set(candidates(24, 1000)) >= {1, 2, 3, 4, 6, 8, 12, 24}
     assert candidates(10**6, 10**6, limit=20).size <= 20
     dw = KINDS["conv"].knob_grid(CONV_DW, WSE2)
-    assert dw["c"].tolist() == [1]  # depthwise: one input channel per group
+    # depthwise: one PE wide, its rows split the channels into c bands (library_conv.banded)
+    assert dw["k"].tolist() == [1] and 96 in dw["c"] and 1 in dw["c"]
 
 
 def test_choices_fast_for_resnet50_convs() -> None:
@@ -168,16 +170,21 @@ def _coverage(kind, dims, knobs, shape, nx, ny) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("dims", "k", "c"), [(CONV, 8, 4), (CONV, 3, 5), (CONV_GROUPED, 7, 3),
-                                              (CONV_DW, 5, 1), (CONV_BIG, 64, 48)])
+                                              (CONV_DW, 1, 5), (CONV_BIG, 64, 48)])
 def test_conv_shards_tile_weight_once(dims: dict, k: int, c: int) -> None:
     kind = KINDS["conv"]
     shape = (dims["K"], dims["C"] // dims["G"], dims["R"], dims["S"])
     knobs = {"k": k, "c": c, "s": 1}
-    assert (_coverage(kind, dims, knobs, shape, k, c) == 1).all()
-    # bias: one block per column
+    rows = dims["G"] * c if stacked(dims) else c  # a stacked conv's groups over rows
+    assert (_coverage(kind, dims, knobs, shape, k, rows) == 1).all()
+    # bias: one block per column (a depthwise conv's: per channel band, its rows;
+    # a stacked conv's: per column of each group)
     bias = np.zeros(dims["K"], dtype=np.int64)
-    for px in range(k):
-        bias[kind.weight_shard(dims, knobs, 1, (dims["K"],), px, 0)] += 1
+    pes = [(0, py) for py in range(c)] if banded(dims) else \
+        [(px, q * c) for q in range(dims["G"]) for px in range(k)] if stacked(dims) else \
+        [(px, 0) for px in range(k)]
+    for px, py in pes:
+        bias[kind.weight_shard(dims, knobs, 1, (dims["K"],), px, py)] += 1
     assert (bias == 1).all()
 
 

@@ -115,18 +115,18 @@ def test_a_grouped_convs_rows_hold_their_boxes_routed_over_its_view() -> None:
     from wsec.ir.movement import Operands
 
     dims = {"N": 1, "C": 8, "H": 6, "W": 6, "K": 8, "R": 3, "S": 3, "sh": 1, "sw": 1, "dh": 1,
-            "dw": 1, "ph": 2, "pw": 2, "Ho": 6, "Wo": 6, "G": 4}
-    knobs = {"k": 2, "c": 1, "s": 3}
+            "dw": 1, "ph": 2, "pw": 2, "Ho": 6, "Wo": 6, "G": 2}
+    knobs = {"k": 2, "c": 1, "s": 3}  # (more groups: stacked over rows, library_conv.stacked)
     k = Kernel("k0", "kernel", ["x", "w"], ["y"], kind="conv", dims=dims, knobs=knobs,
-               body=[Node("c", "Conv", ["x", "w"], ["y"], {"group": 4})])
-    shapes = {"x": (1, 8, 6, 6), "w": (8, 2, 3, 3)}
+               body=[Node("c", "Conv", ["x", "w"], ["y"], {"group": 2})])
+    shapes = {"x": (1, 8, 6, 6), "w": (8, 4, 3, 3)}
     held_ops = Operands(shapes.__getitem__, {"w": np.zeros(shapes["w"])}.get)
     routed = Operands(held_ops.shape, held_ops.const, True)
-    assert cut_view(k, "x", shapes["x"], routed) == (1, 4, 2, 6, 6)
+    assert cut_view(k, "x", shapes["x"], routed) == (1, 2, 4, 6, 6)
     assert cut_view(k, "x", shapes["x"], held_ops) == shapes["x"]
     viewed = input_cut(k, "x", shapes["x"], routed)
     assert viewed is not None and viewed.shape == (3, 2, 5)
-    assert (viewed[:, 1, 1] == 4).all() and (viewed[:, 1, 2] == 2).all()  # every group, whole
+    assert (viewed[:, 1, 1] == 2).all() and (viewed[:, 1, 2] == 4).all()  # every group, whole
     assert input_cut(k, "x", shapes["x"]).tolist() == viewed.tolist()
     rows = input_cut(k, "x", shapes["x"], held_ops)
     assert rows is not None and rows.shape == (3, 2, 4)

@@ -10,7 +10,7 @@ from wsec.ir.sizing import shapes_at_width
 from wsec.ir.target import get_target
 from wsec.passes.base import PassContext
 from wsec.passes.place import Place
-from wsec.passes.place_rows import raise_producers
+from wsec.passes.place_rows import open_corners, raise_producers, widening_lanes
 
 T = 1000  # every box shape of the tests meets this time
 
@@ -106,3 +106,49 @@ def test_place_pass_gives_the_producer_the_consumers_rows() -> None:
     assert rows > 2 and (p.rect.w if p.rotated else p.rect.h) == rows
     assert p.knobs == {"w": 1, "h": rows}
     assert max(k.cost["cycles"] for k in m.kernels()) == m.attrs["delta_t"] == 100
+
+
+def _corners(m: Module, rects: dict[str, tuple[int, int, int, int]], width: int = 16
+             ) -> tuple[int, dict[str, tuple[int, int, int, int]]]:
+    ks = list(m.kernels())
+    choices: list[Choice | None] = [_choice(k) for k in ks]
+    rs = [rects[k.name] for k in ks]
+    got = open_corners(m, ks, list(range(len(ks))), choices, rs, [False] * len(ks),
+                       width, 16, T, 4)
+    return got, {k.name: r for k, r in zip(ks, rs, strict=True)}
+
+
+def test_widening_lanes() -> None:
+    assert widening_lanes(6, 2) == 2  # pitch 3: 2 lanes from 2 slots, they cannot leave uniform
+    assert widening_lanes(64, 48) == 32  # pitch 2
+    assert widening_lanes(6, 6) == 0 and widening_lanes(6, 5) == 0  # pitch 1 or 2 fit uniform
+    assert widening_lanes(7, 3) == 0  # a prime: 7 lanes do not fit 3 slots, pitch 7 is uniform
+
+
+def test_open_corners_leaves_a_gap_for_the_widening_lanes() -> None:
+    # p (2 rows) right beside s (6 rows, cut per row): s and everything beyond it
+    # on the shelf move 2 * 2 + 2 columns on, p stays; z on another shelf stays
+    m = _module(extra=True)
+    n, rects = _corners(m, {"a": (0, 8, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
+                            "z": (5, 8, 2, 6)})
+    assert n == 1
+    assert rects["p"] == (0, 0, 1, 2) and rects["s"] == (7, 0, 4, 6)
+    assert rects["a"] == (0, 8, 1, 6) and rects["z"] == (5, 8, 2, 6)
+
+
+def test_open_corners_only_with_room_and_contact() -> None:
+    m = _module()
+    # the grid ends 3 columns past s: no room for the gap, nothing moves
+    n, rects = _corners(m, {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6)}, width=8)
+    assert n == 0 and rects["s"] == (1, 0, 4, 6)
+    # p as tall as s: uniform lanes, no gap
+    n, rects = _corners(m, {"p": (0, 0, 1, 6), "s": (1, 0, 4, 6)})
+    assert n == 0 and rects["s"] == (1, 0, 4, 6)
+    # apart already: lanes have corners
+    n, rects = _corners(m, {"p": (0, 0, 1, 2), "s": (3, 0, 4, 6)})
+    assert n == 0 and rects["s"] == (3, 0, 4, 6)
+    # a kernel on the gap's far side, in the way of the moved s
+    m = _module(extra=True)
+    n, rects = _corners(m, {"a": (0, 8, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
+                            "z": (8, 2, 2, 6)})
+    assert n == 0 and rects["s"] == (1, 0, 4, 6)

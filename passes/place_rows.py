@@ -56,7 +56,11 @@ import numpy as np
 from wsec.ir.graph import Kernel, Module
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import gaps, input_cut
+from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
+
+from .route import AUTO_HEADROOMS
+from .route_bundles import LANE_SHARE
 
 Rect4 = tuple[int, int, int, int]
 
@@ -239,15 +243,34 @@ def _frame(rect: Rect4, rotated: bool) -> Rect4:
     return (y, x, h, w) if rotated else rect
 
 
-def widening_lanes(rows: int, side: int) -> int:
-    """The most lanes a cut of `rows` sink rows fed from a source side of
-    `side` PEs can widen into (route_bundles._pitches: rows/k lanes for
-    the least k dividing rows with rows/k <= side, where (rows - k + 1) >
-    side so they cannot leave uniform); 0 where none widens."""
-    for k in range(1, rows + 1):
-        if rows % k == 0 and rows // k <= side:
-            return rows // k if rows - k + 1 > side else 0
-    return 0
+def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap: int) -> int:
+    """The most lanes a cut of the sink rows' `boxes` (one per PE row, of a
+    value of `numel` elements sent as `wavelets` per sample) fed from a
+    source side of `side` PEs may widen into at the pitch the router takes
+    (route_bundles.choose_pitch in a widening attempt, at any of the
+    router's headrooms): k divides the R rows, the R/k lanes fit the side
+    yet cannot leave uniform (R - k + 1 > side); of the pitches whose lanes
+    carry at most what a flat lane would, or that have the lanes the link
+    capacity `cap` needs at most half the capacity each, the finest whose
+    lanes still carry a fair share of a flat lane (LANE_SHARE), else the
+    coarsest. 0 where no pitch widens: no gap is worth opening."""
+    R = boxes.shape[0]
+    need = max(1, -(-wavelets // max(1, cap)))
+    loads: dict[int, int] = {}
+    for k in range(1, R + 1):
+        if R % k or R // k > side or R - k + 1 <= side:
+            continue
+        elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
+        loads[k] = int((-(-wavelets * elems // max(1, numel))).max())
+    most = 0
+    for headroom in AUTO_HEADROOMS:
+        limit = -(-wavelets // max(1, int(np.ceil(need * headroom))))
+        fit = [k for k, load in loads.items()
+               if load <= limit or (R // k >= need and 2 * load <= cap)]
+        fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
+        if fit:
+            most = max(most, R // (min(fair) if fair else max(fit)))
+    return most
 
 
 def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
@@ -257,8 +280,8 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
     end to end cuts its output on every PE row and has more rows R than the
     producer's output side S (a raise found no taller shape), move the
     consumer and every kernel beyond it on its shelf (same base, further
-    along the rows' axis) by two columns per lane of the finest widening
-    pitch (widening_lanes) plus two, so that the lanes can leave side by
+    along the rows' axis) by two columns per lane of the pitch the router
+    would widen at (widening_lanes; none: no gap) plus two, so that the lanes can leave side by
     side, run across the gap and turn onto the rows at their pitch: the
     router's Z routes jog in the gap's middle or a bus width from either
     end (route_bundles._between), so a bus of L nested lanes needs 2L + 2
@@ -267,16 +290,16 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
     routes and lost it 5k). Only
     where every moved rectangle stays on the grid clear of the others, and
     not where a heavy bundle passes the consumer's rows (_passed: cut lanes
-    land on every row). Shapes (`choices`) and Δt are unchanged. Returns
+    land on every row). Shapes (`choices`: the layout's, read for the
+    consumers' rows) and Δt are unchanged. Returns
     how many gaps were opened."""
-    del choices  # shapes stay; kept for the caller's symmetry with raise_producers
     n = len(kernels)
     index = {k.name: i for i, k in enumerate(kernels)}
     occ = np.full((height, width), -1, dtype=np.int32)
     for i, (x, y, w, h) in enumerate(rects):
         occ[y:y + h, x:x + w] = i
     ops = Operands.of_module(module)
-    ins: list[list[tuple[int, str]]] = [[] for _ in range(n)]
+    ins: list[list[tuple[int, str, int]]] = [[] for _ in range(n)]  # (producer, value, wavelets)
     for e in module.edges:
         p = index.get(e.src)
         if p is None or e.value not in module.values:
@@ -284,20 +307,27 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
         for d in dict.fromkeys(e.dsts):
             j = index.get(d)
             if j is not None and j != p:
-                ins[j].append((p, e.value))
+                ins[j].append((p, e.value, -(-int(e.bytes_per_sample) // wavelet_bytes)))
     passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
     opened = 0
     for j in order:
-        for p, v in dict.fromkeys(ins[j]):
+        for p, v, wav in dict.fromkeys(ins[j]):
             if rotated[p] != rotated[j] or passed[j]:
                 continue
             ax, ay, aw, ah = _frame(rects[p], rotated[p])
             bx, by, bw, bh = _frame(rects[j], rotated[j])
             if ax + aw != bx or not (ay < by + bh and by < ay + ah):
                 continue  # not end to end, the consumer beyond: corners exist elsewhere
-            lanes = widening_lanes(bh, ah)
-            rows = input_cut(kernels[j], v, tuple(module.values[v].type.shape), ops)
-            if not lanes or rows is None or gaps(rows):
+            if bh <= ah:
+                continue  # uniform lanes fit
+            shape = tuple(module.values[v].type.shape)
+            c = choices[j]  # the kernels' knobs are the sizer's until the layout is applied
+            sink = kernels[j] if c is None else replace(kernels[j], knobs=c.knob_dict())
+            rows = input_cut(sink, v, shape, ops)
+            if rows is None or gaps(rows) or rows.shape[0] != bh:
+                continue
+            lanes = widening_lanes(rows, ah, wav, module.values[v].type.numel, cap)
+            if not lanes:
                 continue
             gap = 2 * lanes + 2
             movers = [i for i in range(n) if rotated[i] == rotated[j]

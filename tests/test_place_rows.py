@@ -4,6 +4,7 @@ hand-built modules of the test-only 'box' and 'rows' kinds."""
 from __future__ import annotations
 
 import fake_kinds as fk
+import numpy as np
 from wsec.ir.graph import Module
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.sizing import shapes_at_width
@@ -118,11 +119,21 @@ def _corners(m: Module, rects: dict[str, tuple[int, int, int, int]], width: int 
     return got, {k.name: r for k, r in zip(ks, rs, strict=True)}
 
 
+def _own_rows(rows: int, cols: int = 8) -> np.ndarray:
+    """Boxes of a (rows, cols) value whose PE row i reads row i."""
+    i = np.arange(rows)
+    return np.stack([np.stack([i, np.zeros_like(i)], 1),
+                     np.stack([i + 1, np.full_like(i, cols)], 1)], 1)
+
+
 def test_widening_lanes() -> None:
-    assert widening_lanes(6, 2) == 2  # pitch 3: 2 lanes from 2 slots, they cannot leave uniform
-    assert widening_lanes(64, 48) == 32  # pitch 2
-    assert widening_lanes(6, 6) == 0 and widening_lanes(6, 5) == 0  # pitch 1 or 2 fit uniform
-    assert widening_lanes(7, 3) == 0  # a prime: 7 lanes do not fit 3 slots, pitch 7 is uniform
+    # 6 rows from a side of 2: pitch 3 (2 lanes of 24 wavelets) widens, pitch 6 is uniform
+    assert widening_lanes(_own_rows(6), 2, 48, 48, 1000) == 2
+    assert widening_lanes(_own_rows(6), 6, 48, 48, 1000) == 0  # uniform at pitch 1
+    # a link of 20 wavelets needs 3 lanes: 2 lanes of 24 are too heavy, nothing widens
+    assert widening_lanes(_own_rows(6), 2, 48, 48, 20) == 0
+    # 64 rows from 48: pitch 2 (32 lanes) is light enough, and the finest fair one
+    assert widening_lanes(_own_rows(64), 48, 512, 512, 40) == 32
 
 
 def test_open_corners_leaves_a_gap_for_the_widening_lanes() -> None:

@@ -30,6 +30,14 @@ their own pitch), and no heavy bundle runs straight over the consumer's
 rows (_passed): cut lanes land on every row, so such a bundle would meet
 one on each of them.
 
+Where no producer can be raised (no taller shape fits, or a chain falls
+short), open_corners moves the consumer and the kernels beyond it along
+their shelf so that a column per widening lane lies between the two: the
+lanes then leave side by side, run along that gap and turn onto the
+consumer's rows at their pitch (widening at the corner), only where the
+shelf has that room. Positions change, shapes and Δt do not (measured:
+AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0).
+
 Kernels are raised in reverse dataflow order, so a raised consumer's new
 rows are what its producers are measured against. A kernel is raised
 together with the producers it cuts that would fall short of its new rows
@@ -48,7 +56,11 @@ import numpy as np
 from wsec.ir.graph import Kernel, Module
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import gaps, input_cut
+from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
+
+from .route import AUTO_HEADROOMS
+from .route_bundles import LANE_SHARE
 
 Rect4 = tuple[int, int, int, int]
 
@@ -222,3 +234,133 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
             rects[k], choices[k] = grown, new
             raised += 1
     return raised
+
+
+def _frame(rect: Rect4, rotated: bool) -> Rect4:
+    """A rectangle with its rows along the first axis (x, y, w, h unrotated;
+    y, x, h, w rotated): along the shelf, then across it."""
+    x, y, w, h = rect
+    return (y, x, h, w) if rotated else rect
+
+
+def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap: int) -> int:
+    """The most lanes a cut of the sink rows' `boxes` (one per PE row, of a
+    value of `numel` elements sent as `wavelets` per sample) fed from a
+    source side of `side` PEs may widen into at the pitch the router takes
+    (route_bundles.choose_pitch in a widening attempt, at any of the
+    router's headrooms): k divides the R rows, the R/k lanes fit the side
+    yet cannot leave uniform (R - k + 1 > side); of the pitches whose lanes
+    carry at most what a flat lane would, or that have the lanes the link
+    capacity `cap` needs at most half the capacity each, the finest whose
+    lanes still carry a fair share of a flat lane (LANE_SHARE), else the
+    coarsest. 0 where no pitch widens: no gap is worth opening."""
+    R = boxes.shape[0]
+    need = max(1, -(-wavelets // max(1, cap)))
+    loads: dict[int, int] = {}
+    for k in range(1, R + 1):
+        if R % k or R // k > side or R - k + 1 <= side:
+            continue
+        elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
+        loads[k] = int((-(-wavelets * elems // max(1, numel))).max())
+    most = 0
+    for headroom in AUTO_HEADROOMS:
+        limit = -(-wavelets // max(1, int(np.ceil(need * headroom))))
+        fit = [k for k, load in loads.items()
+               if load <= limit or (R // k >= need and 2 * load <= cap)]
+        fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
+        if fit:
+            most = max(most, R // (min(fair) if fair else max(fit)))
+    return most
+
+
+def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
+                 choices: list[Choice | None], rects: list[Rect4], rotated: list[bool],
+                 width: int, height: int, cap: int, wavelet_bytes: int) -> int:
+    """Room for widening corners: where a consumer touching its producer
+    end to end cuts its output on every PE row and has more rows R than the
+    producer's output side S (a raise found no taller shape), move the
+    consumer and every kernel beyond it on its shelf (same base, further
+    along the rows' axis) by two columns per lane of the pitch the router
+    would widen at (widening_lanes; none: no gap) plus two, so that the lanes can leave side by
+    side, run across the gap and turn onto the rows at their pitch: the
+    router's Z routes jog in the gap's middle or a bus width from either
+    end (route_bundles._between), so a bus of L nested lanes needs 2L + 2
+    (measured: at L + 1 with jogs added at the gap's ends, DenseNet-121
+    gained 5k proven PEs but those jogs moved Inception-v2's widening
+    routes and lost it 5k). Only
+    where every moved rectangle stays on the grid clear of the others, and
+    not where a heavy bundle passes the consumer's rows (_passed: cut lanes
+    land on every row). Shapes (`choices`: the layout's, read for the
+    consumers' rows) and Δt are unchanged. Returns
+    how many gaps were opened."""
+    n = len(kernels)
+    index = {k.name: i for i, k in enumerate(kernels)}
+    occ = np.full((height, width), -1, dtype=np.int32)
+    for i, (x, y, w, h) in enumerate(rects):
+        occ[y:y + h, x:x + w] = i
+    ops = Operands.of_module(module)
+    ins: list[list[tuple[int, str, int]]] = [[] for _ in range(n)]  # (producer, value, wavelets)
+    for e in module.edges:
+        p = index.get(e.src)
+        if p is None or e.value not in module.values:
+            continue
+        for d in dict.fromkeys(e.dsts):
+            j = index.get(d)
+            if j is not None and j != p:
+                ins[j].append((p, e.value, -(-int(e.bytes_per_sample) // wavelet_bytes)))
+    passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
+    opened = 0
+    for j in order:
+        for p, v, wav in dict.fromkeys(ins[j]):
+            if rotated[p] != rotated[j] or passed[j]:
+                continue
+            ax, ay, aw, ah = _frame(rects[p], rotated[p])
+            bx, by, bw, bh = _frame(rects[j], rotated[j])
+            if ax + aw != bx or not (ay < by + bh and by < ay + ah):
+                continue  # not end to end, the consumer beyond: corners exist elsewhere
+            if bh <= ah:
+                continue  # uniform lanes fit
+            shape = tuple(module.values[v].type.shape)
+            c = choices[j]  # the kernels' knobs are the sizer's until the layout is applied
+            sink = kernels[j] if c is None else replace(kernels[j], knobs=c.knob_dict())
+            rows = input_cut(sink, v, shape, ops)
+            if rows is None or gaps(rows) or rows.shape[0] != bh:
+                continue
+            lanes = widening_lanes(rows, ah, wav, module.values[v].type.numel, cap)
+            if not lanes:
+                continue
+            gap = 2 * lanes + 2
+            movers = [i for i in range(n) if rotated[i] == rotated[j]
+                      and _frame(rects[i], rotated[i])[1] == by
+                      and _frame(rects[i], rotated[i])[0] >= bx]
+            moved = {i: _shift(rects[i], rotated[i], gap) for i in movers}
+            if not _clear(occ, moved, width, height):
+                continue
+            for i in movers:
+                x, y, w, h = rects[i]
+                occ[y:y + h, x:x + w] = -1
+            for i, (x, y, w, h) in moved.items():
+                occ[y:y + h, x:x + w] = i
+                rects[i] = (x, y, w, h)
+            opened += 1
+            break  # j has moved: its other inputs are measured on the next kernels' turn
+    return opened
+
+
+def _shift(rect: Rect4, rotated: bool, by: int) -> Rect4:
+    """The rectangle moved `by` PEs further along its rows' axis."""
+    x, y, w, h = rect
+    return (x, y + by, w, h) if rotated else (x + by, y, w, h)
+
+
+def _clear(occ: np.ndarray, moved: dict[int, Rect4], width: int, height: int) -> bool:
+    """Every moved rectangle on the grid and on PEs free or its own or
+    another mover's."""
+    for x, y, w, h in moved.values():
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            return False
+    for x, y, w, h in moved.values():
+        held = occ[y:y + h, x:x + w]
+        if ((held >= 0) & ~np.isin(held, list(moved))).any():
+            return False
+    return True

@@ -177,6 +177,16 @@ def _outside(p: Port, owner: np.ndarray, out: bool) -> tuple[np.ndarray, np.ndar
     return np.where(ok, y * W + x, -1), who
 
 
+def _landed(a: Port, b: Port, fabric: Fabric) -> bool:
+    """Sink side b lies along the host input edge that source a is, facing
+    the same way: the host's lanes start on it (no PE outside it is
+    crossed), so the grid's edge beyond it blocks nothing (measured: ranked
+    blocked, AlexNet's first conv took its input on the far side of its
+    rows, a U turn around it, once its East neighbour had moved away)."""
+    return (a.owner == HOST and b.owner != HOST and b.origin[0] == fabric.host_input_x
+            and b.axis == a.axis and b.normal == a.normal)
+
+
 def _blocked(outside: tuple[np.ndarray, np.ndarray], facing: Port, W: int,
              sinks: np.ndarray | None = None) -> float:
     """Fraction of those PEs lanes cannot use: off the grid, or inside a
@@ -243,7 +253,7 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                     blocked = 0.0
                     if id(a) in around:
                         blocked += _blocked(around[id(a)], b, W, sinks)
-                    if id(b) in around:
+                    if id(b) in around and not _landed(a, b, fabric):
                         blocked += _blocked(around[id(b)], a, W)
                     c = _pair_cost(a, b) + 4.0 * fabric.width * blocked
                     c += 16.0 * fabric.width * (a.cross + b.cross)

@@ -4,13 +4,14 @@ hand-built modules of the test-only 'box' and 'rows' kinds."""
 from __future__ import annotations
 
 import fake_kinds as fk
+import numpy as np
 from wsec.ir.graph import Module
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.sizing import shapes_at_width
 from wsec.ir.target import get_target
 from wsec.passes.base import PassContext
 from wsec.passes.place import Place
-from wsec.passes.place_rows import raise_producers
+from wsec.passes.place_rows import open_corners, raise_producers, widening_lanes
 
 T = 1000  # every box shape of the tests meets this time
 
@@ -106,3 +107,59 @@ def test_place_pass_gives_the_producer_the_consumers_rows() -> None:
     assert rows > 2 and (p.rect.w if p.rotated else p.rect.h) == rows
     assert p.knobs == {"w": 1, "h": rows}
     assert max(k.cost["cycles"] for k in m.kernels()) == m.attrs["delta_t"] == 100
+
+
+def _corners(m: Module, rects: dict[str, tuple[int, int, int, int]], width: int = 16
+             ) -> tuple[int, dict[str, tuple[int, int, int, int]]]:
+    ks = list(m.kernels())
+    choices: list[Choice | None] = [_choice(k) for k in ks]
+    rs = [rects[k.name] for k in ks]
+    got = open_corners(m, ks, list(range(len(ks))), choices, rs, [False] * len(ks),
+                       width, 16, T, 4)
+    return got, {k.name: r for k, r in zip(ks, rs, strict=True)}
+
+
+def _own_rows(rows: int, cols: int = 8) -> np.ndarray:
+    """Boxes of a (rows, cols) value whose PE row i reads row i."""
+    i = np.arange(rows)
+    return np.stack([np.stack([i, np.zeros_like(i)], 1),
+                     np.stack([i + 1, np.full_like(i, cols)], 1)], 1)
+
+
+def test_widening_lanes() -> None:
+    # 6 rows from a side of 2: pitch 3 (2 lanes of 24 wavelets) widens, pitch 6 is uniform
+    assert widening_lanes(_own_rows(6), 2, 48, 48, 1000) == 2
+    assert widening_lanes(_own_rows(6), 6, 48, 48, 1000) == 0  # uniform at pitch 1
+    # a link of 20 wavelets needs 3 lanes: 2 lanes of 24 are too heavy, nothing widens
+    assert widening_lanes(_own_rows(6), 2, 48, 48, 20) == 0
+    # 64 rows from 48: pitch 2 (32 lanes) is light enough, and the finest fair one
+    assert widening_lanes(_own_rows(64), 48, 512, 512, 40) == 32
+
+
+def test_open_corners_leaves_a_gap_for_the_widening_lanes() -> None:
+    # p (2 rows) right beside s (6 rows, cut per row): s and everything beyond it
+    # on the shelf move 2 * 2 + 2 columns on, p stays; z on another shelf stays
+    m = _module(extra=True)
+    n, rects = _corners(m, {"a": (0, 8, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
+                            "z": (5, 8, 2, 6)})
+    assert n == 1
+    assert rects["p"] == (0, 0, 1, 2) and rects["s"] == (7, 0, 4, 6)
+    assert rects["a"] == (0, 8, 1, 6) and rects["z"] == (5, 8, 2, 6)
+
+
+def test_open_corners_only_with_room_and_contact() -> None:
+    m = _module()
+    # the grid ends 3 columns past s: no room for the gap, nothing moves
+    n, rects = _corners(m, {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6)}, width=8)
+    assert n == 0 and rects["s"] == (1, 0, 4, 6)
+    # p as tall as s: uniform lanes, no gap
+    n, rects = _corners(m, {"p": (0, 0, 1, 6), "s": (1, 0, 4, 6)})
+    assert n == 0 and rects["s"] == (1, 0, 4, 6)
+    # apart already: lanes have corners
+    n, rects = _corners(m, {"p": (0, 0, 1, 2), "s": (3, 0, 4, 6)})
+    assert n == 0 and rects["s"] == (3, 0, 4, 6)
+    # a kernel on the gap's far side, in the way of the moved s
+    m = _module(extra=True)
+    n, rects = _corners(m, {"a": (0, 8, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
+                            "z": (8, 2, 2, 6)})
+    assert n == 0 and rects["s"] == (1, 0, 4, 6)

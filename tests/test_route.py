@@ -1064,3 +1064,21 @@ def test_legalize_keeps_order_and_moves_as_little_as_it_can(seed: int) -> None:
         assert at == ideal
     assert legalize([0, 0], [3, 3], 5) is None
     assert legalize([4, 4, 4], [2, 2, 2], 12) == [2, 4, 6]  # a cluster centred on its wishes
+
+
+def test_a_side_on_the_host_input_edge_is_fed_landed() -> None:
+    """A kernel whose row ends lie on the host input edge takes the host's
+    lanes there (they start landed): the grid's edge beyond that side blocks
+    nothing, so the far end of its rows (free beside it) does not win."""
+    from wsec.passes.route_bundles import requests
+
+    m = _manual((12, 8))
+    m.add_value("x", TensorType("f32", (1, 64)))
+    m.inputs = ["x"]
+    _put(m, "a", ["x"], "va", Rect(0, 0, 2, 4), shape=(1, 64), work=64)
+    m.outputs = ["va"]
+    fk.connect(m)
+    fabric = Fabric.of(get_target("wse2", (12, 8)))
+    r = next(r for r in requests(m, fabric) if r.sink == "a")
+    assert r.src.owner == HOST
+    assert r.dst.origin == (0, 0) and r.dst.normal == (1, 0)  # the West end of a's rows

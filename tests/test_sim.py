@@ -364,11 +364,15 @@ def tiny_siblings(tmp_path_factory: pytest.TempPathFactory) -> Program:
     residual is too heavy for a lane per owner row and leaves the pooling
     flat beside the first conv's input, two flat sibling bundles of one
     value sharing router entries (spread, the residual is cut and has no
-    flat sibling: test_skip_spread)."""
+    flat sibling: test_skip_spread). Without the gap place_rows.open_corners
+    leaves before the second conv: with it, the siblings share no router
+    entry."""
     from wsec.ir.library_conv import ConvKind
+    from wsec.passes import place
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ConvKind, "spread_operands", lambda *_: [])
+        mp.setattr(place, "open_corners", lambda *_a, **_k: 0)
         return compile_bin(EXAMPLE, tmp_path_factory.mktemp("siblings") / "tiny.bin")
 
 

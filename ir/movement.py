@@ -37,11 +37,11 @@ _COMBINES = {"ScatterND", "ScatterElements"}
 class Operands:
     """What a kind's body-dependent cut reads of a kernel's operands: a
     value's shape, and a constant's array (None: an activation). `routed`:
-    the cut's lanes are routed, one landing on every PE row, so a cut with
-    rows that read nothing of the value (a concatenation's other inputs'
-    rows) would take every row's slot for lanes that carry nothing; such a
-    value stays flat (a weight-streaming phase's rows hold their boxes
-    without lanes: wsec.backends.sim_stream_pe)."""
+    the cut's lanes are routed, landing on the PE rows (a weight-streaming
+    phase's rows hold their boxes without lanes: wsec.backends.
+    sim_stream_pe), so a kind may keep flat what a row multicast would
+    carry badly (a tiled constant's owner rows with rows owning nothing
+    between them)."""
 
     shape: Callable[[str], tuple[int, ...]]
     const: Callable[[str], np.ndarray | None]

@@ -337,7 +337,8 @@ class _Negotiator:
             lanes = -(-r.wavelets // int(room)) if room >= 1 else 0
             if r.cut_pitch and room >= 1:  # boxes (halo, uneven rows): scale its busiest lane
                 lanes = -(-r.lanes * self.lane_load[i] // int(room))
-            if widen and lanes > r.lanes and r.lanes < min(r.src.length, r.dst.length):
+            if widen and lanes > r.lanes and r.lanes < min(
+                    r.src.length, r.cut_rows if r.cut_pitch else r.dst.length):
                 out[(r.edge, r.sink)] = lanes
             elif r.choice + 1 < len(r.pairs) and (r.edge, r.sink) not in tried:
                 stuck.append((_detour(r, rt), i))

@@ -27,7 +27,7 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.kernels import gaps, input_cut, owner_pitch, spread_over_rows
+from wsec.ir.kernels import gaps, input_cut, owner_pitch, read_span, spread_over_rows
 from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
@@ -118,7 +118,10 @@ class Request:
     pairs: list[tuple[Port, Port]] = field(default_factory=list)  # side pairs, best first
     choice: int = 0  # which pair `src`, `dst` are
     solo: bool = False  # never shares slots with its siblings (their lanes would cross)
-    cut_rows: int = 0  # the sink's PE rows when its kind cuts this input per row (input_cut)
+    cut_rows: int = 0  # the sink's PE rows its lanes serve when its kind cuts this input per row
+    # the first of them (rows before and after it read none of the value: read_span)
+    cut_first: int = 0
+    sink_rows: int = 0  # all of the sink's PE rows (input_cut's boxes)
     # (cut_rows, 2, ndim): the box each of them reads (of the sink's cut_view of the value)
     row_boxes: np.ndarray | None = None
     numel: int = 1  # elements of the value
@@ -253,9 +256,14 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
             rows = _row_boxes(kern.get(d), e.value, module)
             # rows reading nothing before a reading row: lanes land on the readers only
             own = owner_pitch(rows) if rows is not None and gaps(rows) else (0, 0)
+            total = 0 if rows is None else int(rows.shape[0])
+            first, stop = (0, total) if rows is None or own[0] else read_span(rows)
+            if rows is not None and stop > first:  # the run of rows reading it
+                rows = rows[first:stop]
             out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
-                               cut_rows=0 if rows is None else int(rows.shape[0]),
-                               row_boxes=rows, numel=max(1, _numel(module, e.value)),
+                               cut_rows=stop - first, cut_first=first, sink_rows=total,
+                               row_boxes=rows if stop > first else None,
+                               numel=max(1, _numel(module, e.value)),
                                owner_pitch=own[0], owner_offset=own[1],
                                spread=spread_over_rows(kern[d], e.value, ops)
                                if rows is not None and d in kern else 0))
@@ -334,8 +342,9 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
         choose_pitch(r, max(int(np.ceil(r.need * headroom)), r.min_lanes), cap)
     by_port: dict[tuple[int, str], list[Request]] = {}
     for r in reqs:
-        if r.cut_pitch:  # its lanes span both sides, beside the others' on other colors
-            r.share["src"], r.share["dst"] = (0, r.src.length), (0, r.dst.length)
+        if r.cut_pitch:  # its lanes span both sides (the sink's: the rows reading the value),
+            # beside the others' on other colors
+            r.share["src"], r.share["dst"] = (0, r.src.length), (r.cut_first, r.cut_rows)
             continue
         by_port.setdefault((id(r.src), "src"), []).append(r)
         by_port.setdefault((id(r.dst), "dst"), []).append(r)
@@ -695,15 +704,17 @@ def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
 def _can_cut(r: Request) -> bool:
     """The sink's kind cuts the value per PE row and r's destination is a
     side with a slot per row (from the host too: the I/O map then sends
-    each lane its box)."""
-    return bool(r.cut_rows) and r.cut_rows == r.dst.length and not r.dst.cross
+    each lane its box). Where only a run of the rows reads the value
+    (`cut_first`, `cut_rows`: a concatenation's input), the lanes land on
+    the slots of that run alone."""
+    return bool(r.cut_rows) and r.sink_rows == r.dst.length and not r.dst.cross
 
 
 def cuts(r: Request) -> bool:
     """Whether r's lanes carry its sink's per-row boxes: r can cut and has
     one lane per `cut_pitch` rows, landing (with their spines) on every row
-    of its input side, or on every owner row (the lanes then deliver each
-    row what it reads)."""
+    of its input side that reads the value (from the first to the last), or
+    on every owner row (the lanes then deliver each row what it reads)."""
     return _can_cut(r) and r.cut_pitch > 0 and r.lanes * r.cut_pitch == r.cut_rows
 
 
@@ -897,8 +908,10 @@ def _straight_windows(r: Request, count: int = 9) -> list[tuple[int, int]]:
         return []
     cs, cd = int(r.src.coord(0)), int(r.dst.coord(0))
     off = _land_slots(r)[0]  # lane 0 lands this far into its slots (an owner row)
-    lo = max(cs, cd + off)
-    hi = min(cs + r.src.length - src_span(r), cd + off + r.dst.length - dst_span(r))
+    # a cut's lanes serve the rows reading the value: its sink slots are those
+    first, last = (r.cut_first, r.cut_first) if cuts(r) else (0, r.dst.length - dst_span(r))
+    lo = max(cs, cd + first + off)
+    hi = min(cs + r.src.length - src_span(r), cd + last + off)
     if hi < lo:
         return []
     cs_ = sorted({lo + (hi - lo) * k // max(1, count - 1) for k in range(count)})

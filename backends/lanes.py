@@ -46,7 +46,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
 
     recs, pts, boxes = [], [], []
     kernels = {k.name: k for k in module.kernels()}
-    ops = Operands.of_module(module)
+    ops = Operands.of_module(module, runs=True)
     nbox = 0
     views: dict[str, list[int]] = {}
     for ei, e in enumerate(module.edges):

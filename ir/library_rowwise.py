@@ -329,7 +329,8 @@ class DatamoveKind(LibraryKind):
         concatenation's input is forwarded by a run of the rows, each other
         input by its own run): routed, its lanes land on the rows from the
         first that reads some of it to the last (wsec.ir.kernels.read_span)
-        and the others get nothing."""
+        and the others get nothing, where the caller takes such runs
+        (Operands.runs; else None)."""
         got = self._rows(kernel, value, ops)
         return None if got is None else got[0]
 
@@ -364,6 +365,8 @@ class DatamoveKind(LibraryKind):
             check_cut(shape, rows)
         except LaneError:
             return None
+        if ops.routed and not ops.runs and not (rows[:, 1] > rows[:, 0]).all():
+            return None  # read on a run of the rows: flat where lanes cannot land so (Operands)
         if not ops.routed or len(shape) < 2:
             return rows, None
         flat = (int(np.prod(shape, dtype=np.int64)),)

@@ -121,7 +121,7 @@ class Request:
     cut_rows: int = 0  # the sink's PE rows its lanes serve when its kind cuts this input per row
     # the first of them (rows before and after it read none of the value: read_span)
     cut_first: int = 0
-    sink_rows: int = 0  # all of the sink's PE rows (input_cut's boxes)
+    sink_rows: int = 0  # all of the sink's PE rows (input_cut's boxes; 0: cut_rows)
     # (cut_rows, 2, ndim): the box each of them reads (of the sink's cut_view of the value)
     row_boxes: np.ndarray | None = None
     numel: int = 1  # elements of the value
@@ -279,7 +279,8 @@ def _row_boxes(k: Kernel | None, value: str, module: Module) -> np.ndarray | Non
     it per row (wsec.ir.kernels.input_cut), else None."""
     if k is None or value not in module.values:
         return None
-    return input_cut(k, value, module.values[value].type.shape, Operands.of_module(module))
+    return input_cut(k, value, module.values[value].type.shape,
+                     Operands.of_module(module, runs=True))
 
 
 def _prop(total: int, weights: list[int]) -> list[int]:
@@ -707,7 +708,8 @@ def _can_cut(r: Request) -> bool:
     each lane its box). Where only a run of the rows reads the value
     (`cut_first`, `cut_rows`: a concatenation's input), the lanes land on
     the slots of that run alone."""
-    return bool(r.cut_rows) and r.sink_rows == r.dst.length and not r.dst.cross
+    return bool(r.cut_rows) and (r.sink_rows or r.cut_rows) == r.dst.length \
+        and not r.dst.cross
 
 
 def cuts(r: Request) -> bool:

@@ -737,7 +737,7 @@ class Route(Pass):
                 break  # wider bundles only crowd more; the links already keep up; no time
             got = _attempt(base, fabric, cap, corridors, headroom, self.iterations,
                            self.colors_soft, deadline, known=known)
-            owners = _hot_owner_cuts(module, got, fabric) | _hot_run_cuts(module, got, fabric)
+            owners = _hot_owner_cuts(module, got, fabric)
             # residuals spread over reduction rows (Request.spread), where the
             # links are overfilled: flat, so widening can thin their lanes
             # (cut, a lane carries at least a row's box), cut again after
@@ -745,7 +745,7 @@ class Route(Pass):
             # start, ResNet-50's widening attempts found no room (realised
             # 1.083x -> 1.173x its bound), routed flat first it keeps 1.083x.
             hot = spread if got.colored and got.score[1] > 1.0 else set()
-            if owners or hot:  # again, the owner-row and run cuts on an overfilled link flat
+            if owners or hot:  # again, the owner-row cuts on an overfilled link flat
                 again = _attempt(base, fabric, cap, corridors, headroom, self.iterations,
                                  self.colors_soft, deadline, known=known, flat=owners | hot)
                 got = again if again.score < got.score or (hot and again.colored) else got
@@ -932,23 +932,6 @@ def _hot_owner_cuts(module: Module, got: _Attempt, fabric: Fabric) -> set[tuple[
     if not own or not got.colored or got.score[1] <= 1.0:
         return set()
     return got.neg.flatten(_loads(module, got, fabric)) & own
-
-
-def _hot_run_cuts(module: Module, got: _Attempt, fabric: Fabric) -> set[tuple[int, str]]:
-    """The cuts landing on a run of their sink's rows (a concatenation's
-    input: route_bundles.read_span) of an attempt whose busiest link is over
-    capacity that _Negotiator.flatten names: the run is where the sink's
-    body reads the value, not where the lanes would land routed flat (the
-    slots nearest their source), so they may cross the sink's other inputs
-    or the kernels beside it (route_bundles._facing_runs keeps those it can
-    tell in advance flat). The router's first attempts route them flat once
-    more; the flattened cuts are tried cut again after widening
-    (_unflatten), kept where the links allow."""
-    run = {(r.edge, r.sink) for r in got.neg.reqs
-           if r.cut_pitch and r.cut_rows < r.sink_rows and not r.owner_pitch}
-    if not run or not got.colored or got.score[1] <= 1.0:
-        return set()
-    return got.neg.flatten(_loads(module, got, fabric)) & run
 
 
 def _unflatten(module: Module, fabric: Fabric, best: _Attempt, moved: dict[tuple[int, str], int],

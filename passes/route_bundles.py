@@ -11,7 +11,11 @@ A request is one (edge, sink) pair: its bytes become `lanes` parallel lanes
 (enough that each carries at most the link capacity, with headroom so two
 bundles can share a link), placed on contiguous slots of the source and the
 sink port. Several requests on one port split it in the order of their
-counterparts, so fan-in and fan-out bundles do not cross.
+counterparts, so fan-in and fan-out bundles do not cross. A cut request's
+lanes carry its sink's per-row boxes (wsec.ir.kernels.input_cut) and take
+the rows of the sink's side that read the value: all of them, its owner
+rows, or a run of them (a concatenation's input, forwarded by a run of the
+rows: `cut_first`, `cut_rows`).
 
 Pattern routes: lane 0's path, with the nested lanes the bundle geometry
 gives (wsec.ir.lanes): straight; L (two segments); Z (three, a jog); and
@@ -377,11 +381,11 @@ def _facing_runs(reqs: list[Request], headroom: float) -> None:
     lanes would take routed flat (dealt on the sink's side in the order of
     the sources, _deal) are where the source lies; a run whose middle row
     is outside those slots (a concatenation whose first input comes from
-    beyond its second) has lanes that turn round in a U across the kernels
-    beside them (measured: SqueezeNet's realised rate 1.000x -> 1.611x its
-    bound with every concatenation's input cut)."""
+    beyond its second), or, the sides parallel, that the source side does
+    not face (_runs_straight), has lanes that turn round in a U across the
+    kernels beside them (measured: SqueezeNet's realised rate 1.000x ->
+    1.611x its bound with every concatenation's input cut)."""
     runs = {id(r) for r in reqs if r.cut_pitch and _on_run(r)}
-    # (and, where the sides are parallel, whose source side does not face the run)
     if not runs:
         return
     ports: dict[int, list[Request]] = {}

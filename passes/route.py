@@ -63,6 +63,7 @@ from .route_bundles import (
     assign_slots,
     candidates,
     lightest_cut,
+    on_run,
     requests,
 )
 
@@ -982,8 +983,14 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
     `best` has on one PE back to that (those on most such PEs first): a cut
     lane lands on every row of its sink's side, so a bundle passing those
     rows meets one on each. Routed flat they take only some rows again,
-    and the attempt's other new cuts can be kept. Empty when nothing is
-    that crowded or no new cut is among what crowds it."""
+    and the attempt's other new cuts can be kept. Cuts onto a run of their
+    sink's rows (a concatenation's input, route_bundles.on_run) go flat
+    before the others: each proves a run of a data movement's column, a
+    few PEs, where another cut proves its sink's whole rectangle
+    (measured: taken by load alone, DenseNet-121's concatenations kept
+    their cuts and eight convs lost theirs, 12k more PEs reading what no
+    lane brought). Empty when nothing is that crowded or no new cut is
+    among what crowds it."""
     neg = got.neg
     limit = bound * neg.cap
     over = neg.occ > limit
@@ -993,25 +1000,27 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
     if not over.any() and not crowded.any():
         return set()
     was = {(r.edge, r.sink) for r in best.neg.reqs if r.cut_pitch}
-    on: dict[int, list[tuple[float, tuple[int, str]]]] = {}  # over link -> new cuts there
-    at: list[tuple[int, tuple[int, str], np.ndarray]] = []  # new cuts on crowded PEs
+    # over link -> new cuts there (run cut?, lane load, request)
+    on: dict[int, list[tuple[bool, float, tuple[int, str]]]] = {}
+    at: list[tuple[bool, int, tuple[int, str], np.ndarray]] = []  # new cuts on crowded PEs
     for i, (r, rt) in enumerate(zip(neg.reqs, neg.routes, strict=True)):
         if rt is None or not r.cut_pitch or (r.edge, r.sink) in was:
             continue
         for link in np.unique(rt.links[over[rt.links]]):  # a mask: no sort of every link
-            on.setdefault(int(link), []).append((float(neg.lane_load[i]), (r.edge, r.sink)))
+            on.setdefault(int(link), []).append((on_run(r), float(neg.lane_load[i]),
+                                                 (r.edge, r.sink)))
         pes = np.unique(rt.pes[crowded[rt.pes]])
         if pes.size:
-            at.append((int(pes.size), (r.edge, r.sink), pes))
+            at.append((on_run(r), int(pes.size), (r.edge, r.sink), pes))
     out: set[tuple[int, str]] = set()
     for link, cuts in on.items():
         left = float(neg.occ[link]) - limit
-        for load, key in sorted(cuts, reverse=True):
+        for _, load, key in sorted(cuts, reverse=True):
             if left <= 0:
                 break
             out.add(key)
             left -= load
-    for _, key, pes in sorted(at, key=lambda t: (-t[0], t[1])):
+    for _, _, key, pes in sorted(at, key=lambda t: (not t[0], -t[1], t[2])):
         if key in out or excess[pes].any():
             out.add(key)
             excess[pes] = np.maximum(excess[pes] - 1, 0)

@@ -368,7 +368,7 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
     _align_sources(reqs)
 
 
-def _on_run(r: Request) -> bool:
+def on_run(r: Request) -> bool:
     """Whether r's cut lands on a run of its sink's rows, not all of them
     nor its owner rows (the others read none of the value: read_span)."""
     return 0 < r.cut_rows < r.sink_rows and not r.owner_pitch
@@ -385,7 +385,7 @@ def _facing_runs(reqs: list[Request], headroom: float) -> None:
     not face (_runs_straight), has lanes that turn round in a U across the
     kernels beside them (measured: SqueezeNet's realised rate 1.000x ->
     1.611x its bound with every concatenation's input cut)."""
-    runs = {id(r) for r in reqs if r.cut_pitch and _on_run(r)}
+    runs = {id(r) for r in reqs if r.cut_pitch and on_run(r)}
     if not runs:
         return
     ports: dict[int, list[Request]] = {}
@@ -698,7 +698,7 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     configures), so its lighter lanes are no fair comparison; the
     negotiator still flattens a cut whose lanes overfill a link
     (`Request.flat`). A cut onto a run of the sink's rows (a
-    concatenation's input, `_on_run`) is tried in the widening attempts
+    concatenation's input, `on_run`) is tried in the widening attempts
     only: the run is where the sink's body reads the value, not where its
     lanes would land flat (nearest their source), so they may cross the
     sink's other inputs; there a new cut that crowds a link is routed flat
@@ -706,7 +706,7 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     (measured: cut from the first attempts, Inception-v2's realised rate
     went from 1.000x to 1.033x its bound)."""
     r.cut_pitch, r.src_pitch, r.lane_wavelets = 0, 0, 0
-    if r.flat or not _can_cut(r) or (_on_run(r) and not r.widen):
+    if r.flat or not _can_cut(r) or (on_run(r) and not r.widen):
         return
     ks = _pitches(r)
     if not ks:

@@ -455,8 +455,15 @@ def _shares(r: Request) -> bool:
     """Whether r may share its source slots and lanes with its siblings (the
     other sinks of its edge leaving the same side of a kernel): their lanes
     carry the same slices and fork where their ways part, unless the
-    router found their lanes crossing (`solo`)."""
-    return r.src.owner != HOST and not r.solo and not _can_cut(r)
+    router found their lanes crossing (`solo`). A cut request does not (its
+    lanes carry its sink's boxes), nor one that could be cut on every row
+    of its sink; one onto a run of them (a concatenation's input, `on_run`)
+    left flat does, as where its sink declared no cut (measured: not
+    sharing, DenseNet-121's flat concatenation inputs took their sources'
+    slots from their siblings, and two convs lost their cuts, 6.8k more PEs
+    reading what no lane brought)."""
+    return r.src.owner != HOST and not r.solo and not (
+        _can_cut(r) and (r.cut_pitch or not on_run(r)))
 
 
 def _siblings(reqs: list[Request]) -> list[list[Request]]:

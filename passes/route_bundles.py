@@ -262,6 +262,9 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
             own = owner_pitch(rows) if rows is not None and gaps(rows) else (0, 0)
             total = 0 if rows is None else int(rows.shape[0])
             first, stop = (0, total) if rows is None or own[0] else read_span(rows)
+            if (first, stop) != (0, total) and _row_boxes(kern.get(d), e.value, module,
+                                                          False) is not None:
+                first, stop = 0, total  # cut on every row where the kind does so without runs
             if rows is not None and stop > first:  # the run of rows reading it
                 rows = rows[first:stop]
             out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
@@ -278,13 +281,15 @@ def _numel(module: Module, value: str) -> int:
     return module.values[value].type.numel if value in module.values else 1
 
 
-def _row_boxes(k: Kernel | None, value: str, module: Module) -> np.ndarray | None:
+def _row_boxes(k: Kernel | None, value: str, module: Module, runs: bool = True
+               ) -> np.ndarray | None:
     """The box of `value` each PE row of sink `k` reads when its kind cuts
-    it per row (wsec.ir.kernels.input_cut), else None."""
+    it per row (wsec.ir.kernels.input_cut), else None; with `runs`, where
+    its lanes may land on a run of the rows (Operands.runs)."""
     if k is None or value not in module.values:
         return None
     return input_cut(k, value, module.values[value].type.shape,
-                     Operands.of_module(module, runs=True))
+                     Operands.of_module(module, runs=runs))
 
 
 def _prop(total: int, weights: list[int]) -> list[int]:

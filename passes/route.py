@@ -823,6 +823,16 @@ class Route(Pass):
                 break  # crowded already: more widening (U turns) would crowd more
             if _flat_rows(again) < _flat_rows(best):
                 best = again
+        if best.colored and any(on_run(r) for r in base):
+
+            def runs(still: set[tuple[int, str]]) -> _Attempt:
+                assert best is not None
+                return _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
+                                self.colors_soft, deadline, best.solo, known, wider,
+                                best.warm(), moved, best.flat | still, pairs=best.pairs,
+                                widen=best.widen, runs=True)
+
+            best = _run_cuts(best, runs, deadline)
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
         _commit(module, best)
@@ -860,6 +870,8 @@ class _Attempt:
     routes: list[_Route]
     colors: list[int]
     flat: set[tuple[int, str]] = field(default_factory=set)  # cut requests routed flat
+    pairs: bool = False  # widening cuts looked for side pairs where they cut (_choose_sides)
+    widen: bool = False  # cut requests could widen
 
     def warm(self) -> dict[tuple, Bundle]:
         """The chosen bundle per request, by its candidates' key."""
@@ -901,10 +913,10 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              warm: dict[tuple, Bundle] | None = None,
              moved: dict[tuple[int, str], int] | None = None,
              flat: set[tuple[int, str]] | None = None, pairs: bool = False,
-             widen: bool = False) -> _Attempt:
+             widen: bool = False, runs: bool = False) -> _Attempt:
     reqs = [_copy(r) for r in base]
     for r in reqs:
-        r.widen, r.no_widen = widen, not widen
+        r.widen, r.no_widen, r.runs = widen, not widen, runs
         r.solo = (r.edge, r.sink) in (solo or ())
         r.flat = (r.edge, r.sink) in (flat or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
@@ -917,7 +929,7 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]
     return _Attempt(headroom, set(solo or ()), neg, log, routes,
-                    _colors(routes, reqs, fabric, known.forks), set(flat or ()))
+                    _colors(routes, reqs, fabric, known.forks), set(flat or ()), pairs, widen)
 
 
 def _hot_owner_cuts(module: Module, got: _Attempt, fabric: Fabric) -> set[tuple[int, str]]:
@@ -1025,6 +1037,37 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
             out.add(key)
             excess[pes] = np.maximum(excess[pes] - 1, 0)
     return out
+
+
+def _run_cuts(best: _Attempt, again: Callable[[set[tuple[int, str]]], _Attempt],
+              deadline: float | None) -> _Attempt:
+    """The kept layout with the concatenations' inputs cut onto the runs of
+    rows reading them (route_bundles.on_run), where that leaves fewer sink
+    PEs reading flat lanes and the busiest link bounds throughput no more:
+    `again(flat)` routes the kept attempt's requests once more with those
+    cuts, except the run cuts in `flat`; the new cuts that crowd a link or a
+    PE go flat (_crowding_cuts, run cuts first) and it is routed again. A
+    run cut proves a few rows of a data movement, where a conv's cut proves
+    its whole rectangle, and its lanes land where the sink's body reads the
+    value, not where flat lanes land (nearest their source), so they may
+    cross other bundles: tried with the others in the widening attempts,
+    they took the room of conv cuts (measured: DenseNet-121 lost two conv
+    cuts, 6.8k more PEs reading what no lane brought; Inception-v2 one);
+    tried last, on top of the kept layout, they take what room it leaves."""
+    bound = max(best.score[1], 1.0)
+    crowding: set[tuple[int, str]] = set()
+    got = best
+    for _ in range(1 + UNCROWD_ATTEMPTS):
+        if deadline is not None and time.perf_counter() > deadline:
+            return best
+        got = again(crowding)
+        more = _crowding_cuts(got, best, bound) if got.colored else set()
+        if not more:
+            break
+        crowding |= more
+    if got.colored and got.score[1] <= bound and _flat_rows(got) < _flat_rows(best):
+        return got
+    return best
 
 
 def _kept(got: _Attempt) -> dict[str, float]:

@@ -141,6 +141,8 @@ class Request:
     spread: int = 0
     src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen
     widen: bool = True  # may widen (the router's first attempts do not: wsec.passes.route)
+    # may cut onto a run of its sink's rows (`on_run`; the router's last attempt only)
+    runs: bool = True
     no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
     widen_from: int = -1  # >= 0: the side pair it left looking for one where it cuts
     # busiest lane per pitch (_max_load), shared by its copies: the same rows' boxes
@@ -710,15 +712,15 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     configures), so its lighter lanes are no fair comparison; the
     negotiator still flattens a cut whose lanes overfill a link
     (`Request.flat`). A cut onto a run of the sink's rows (a
-    concatenation's input, `on_run`) is tried in the widening attempts
-    only: the run is where the sink's body reads the value, not where its
-    lanes would land flat (nearest their source), so they may cross the
-    sink's other inputs; there a new cut that crowds a link is routed flat
-    again, and the attempt is kept only where its busiest link is no worse
-    (measured: cut from the first attempts, Inception-v2's realised rate
-    went from 1.000x to 1.033x its bound)."""
+    concatenation's input, `on_run`) is tried where `runs` says so only
+    (the router's last attempts, on top of the layout it kept): the run is
+    where the sink's body reads the value, not where its lanes would land
+    flat (nearest their source), so they may cross the sink's other inputs
+    or take the room other cuts need; there a new cut that crowds a link is
+    routed flat again, and the attempt is kept only where its busiest link
+    is no worse."""
     r.cut_pitch, r.src_pitch, r.lane_wavelets = 0, 0, 0
-    if r.flat or not _can_cut(r) or (on_run(r) and not r.widen):
+    if r.flat or not _can_cut(r) or (on_run(r) and not r.runs):
         return
     ks = _pitches(r)
     if not ks:

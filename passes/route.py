@@ -1078,7 +1078,7 @@ def _kept(got: _Attempt) -> dict[str, float]:
 def _flat_rows(got: _Attempt) -> int:
     """PEs of the sinks whose per-row cut input the attempt routes flat (the
     PEs that read elements no lane brought; of a run cut, its run's rows)."""
-    return sum(r.dst.rect.w * r.dst.rect.h * r.cut_rows // max(1, r.sink_rows)
+    return sum(r.dst.rect.w * r.dst.rect.h * r.cut_rows // (r.sink_rows or r.cut_rows)
                for r in got.neg.reqs if r.cut_rows and not r.cut_pitch and r.dst.rect is not None)
 
 

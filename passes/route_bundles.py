@@ -378,7 +378,8 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
 def on_run(r: Request) -> bool:
     """Whether r's cut lands on a run of its sink's rows, not all of them
     nor its owner rows (the others read none of the value: read_span)."""
-    return 0 < r.cut_rows < r.sink_rows and not r.owner_pitch
+    return 0 < getattr(r, "cut_rows", 0) < getattr(r, "sink_rows", 0) \
+        and not getattr(r, "owner_pitch", 0)
 
 
 def _facing_runs(reqs: list[Request], headroom: float) -> None:

@@ -107,7 +107,9 @@ def test_a_concatenations_input_is_cut_on_the_run_of_rows_reading_it() -> None:
     kind = DatamoveKind()
     held = kind.body_cut(k, "a", _ops())
     assert held is not None and not (held[:, 1] > held[:, 0]).all()  # some rows read none
-    routed = Operands(_ops().shape, CONSTS.get, routed=True)
+    # routed where lanes land on every row (placement's question): flat
+    assert kind.body_cut(k, "a", Operands(_ops().shape, CONSTS.get, routed=True)) is None
+    routed = Operands(_ops().shape, CONSTS.get, routed=True, runs=True)
     got = kind.body_cut(k, "a", routed)
     assert got is not None
     np.testing.assert_array_equal(got, held)

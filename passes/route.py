@@ -998,11 +998,10 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
     and the attempt's other new cuts can be kept. Cuts onto a run of their
     sink's rows (a concatenation's input, route_bundles.on_run) go flat
     before the others: each proves a run of a data movement's column, a
-    few PEs, where another cut proves its sink's whole rectangle
-    (measured: taken by load alone, DenseNet-121's concatenations kept
-    their cuts and eight convs lost theirs, 12k more PEs reading what no
-    lane brought). Empty when nothing is that crowded or no new cut is
-    among what crowds it."""
+    few PEs, where another cut proves its sink's whole rectangle (in
+    _run_cuts a conv's cut that the run cuts' lanes moved is new too, and
+    is kept before them). Empty when nothing is that crowded or no new cut
+    is among what crowds it."""
     neg = got.neg
     limit = bound * neg.cap
     over = neg.occ > limit

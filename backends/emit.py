@@ -309,7 +309,7 @@ def _host_io(m: Module) -> dict[str, list[dict[str, object]]]:
             d: dict[str, object] = {"value": e.value, "type": str(m.values[e.value].type),
                                     "sink": b.sink, "pes": pes.tolist()}
             if b.cut and e.src == HOST and b.sink in kernels:
-                shape, ops = tuple(m.values[e.value].type.shape), Operands.of_module(m)
+                shape, ops = tuple(m.values[e.value].type.shape), Operands.of_module(m, runs=True)
                 d["boxes"] = lane_boxes(kernels[b.sink], b, e.value, shape, ops).tolist()
                 view = cut_view(kernels[b.sink], e.value, shape, ops)
                 if view != shape:  # the boxes are over the bundle's view (META cut_views)

@@ -26,13 +26,15 @@ from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 7  # 2: routes as bundles of lanes (LANES) and kernel route templates;
+FORMAT_VERSION = 8  # 2: routes as bundles of lanes (LANES) and kernel route templates;
 # 3: cut bundles, whose lanes carry boxes of the slice table (LANES); 4: a bundle's lane
 # pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows);
 # 5: a bundle's source pitch (LANES: lanes widen from it to the pitch at the last corner);
 # 6: a cut bundle's boxes may be over a view of its value (META cut_views: one axis split);
 # BUNDLE_OWNERS (LANES: pitched lanes land on owner rows, with no spine); 7: a stream-mode
-# binary records where each activation lives between phases (META activations, required)
+# binary records where each activation lives between phases (META activations, required);
+# 8: a cut bundle's view may be its value flattened (META cut_views: one dim), and its lanes
+# may land on a run of its sink's rows (the others read none of the value)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")

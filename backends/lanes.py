@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import HOST, Bundle, Module
-from wsec.ir.lanes import LaneError, check_cut, endpoints, expand, spine_dir, split_axis
+from wsec.ir.lanes import LaneError, check_cut, check_view, endpoints, expand, spine_dir
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
@@ -46,7 +46,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
 
     recs, pts, boxes = [], [], []
     kernels = {k.name: k for k in module.kernels()}
-    ops = Operands.of_module(module)
+    ops = Operands.of_module(module, runs=True)
     nbox = 0
     views: dict[str, list[int]] = {}
     for ei, e in enumerate(module.edges):
@@ -206,7 +206,7 @@ def _check_cut(p: Program, bi: int) -> None:
     value = tuple(type_shape(p.info["values"][e.value]))
     shape = p.lane_view(bi)
     try:
-        split_axis(value, shape)
+        check_view(value, shape)
     except ValueError as err:
         raise FormatError(f"{what} is cut over a view of %{e.value}: {err}") from None
     if len(shape) > CUT_DIMS:

@@ -20,7 +20,7 @@ from typing import Any
 
 from wsec.ir.errors import WsecError
 from wsec.ir.graph import HOST
-from wsec.ir.lanes import split_axis
+from wsec.ir.lanes import check_view
 from wsec.ir.limits import available_memory, grid_problem, human_bytes, shape_problem
 from wsec.ir.opsem import has_semantics
 from wsec.ir.target import DEVICE_DTYPES
@@ -152,15 +152,15 @@ def _check_cut_views(p: Program) -> None:
 
 def _host_view(name: str, io: dict[str, Any], shape: list[int]) -> list[int]:
     """The shape a cut host input's boxes are over: its own, or its
-    optional `view` (a reshape splitting one axis, as its bundle's
-    META cut_views entry; wsec.ir.lanes.split_axis)."""
+    optional `view` (a reshape splitting one axis, or flattening it, as
+    its bundle's META cut_views entry; wsec.ir.lanes.check_view)."""
     view = io.get("view")
     if view is None:
         return shape
     if not isinstance(view, list) or not all(isinstance(v, int) for v in view):
         raise MetaError(f"host I/O of %{name}: 'view' is {view!r}, not a list of ints")
     try:
-        split_axis(tuple(shape), tuple(view))
+        check_view(tuple(shape), tuple(view))
     except ValueError as err:
         raise MetaError(f"host I/O of %{name}: {err}") from None
     return view

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from wsec.ir.cuts import flat_hulls
 from wsec.ir.graph import Node
+from wsec.ir.lanes import flattens
 from wsec.ir.library_rowwise import DatamoveKind
 
 from .sim_base import SimError
@@ -249,7 +250,10 @@ def _check_moves(env: Env, traced: list[str], params: list[str],
         d = env.deliveries.get(a)
         if d is None or not d.shape:
             continue
-        needs.append((d, pe_windows(move_boxes(reads, b, d.shape, n), np.arange(n), uw, uh)))
+        # over the value flattened where its lanes carry flat ranges (a concatenation's
+        # input: wsec.ir.lanes.flattens), a PE's window is the flat range it copies
+        over = d.box_shape if d.view is not None and flattens(d.shape, d.view) else d.shape
+        needs.append((d, pe_windows(move_boxes(reads, b, over, n), np.arange(n), uw, uh)))
     for a in params:
         d = env.deliveries.get(a)
         if d is None or not d.shape:

@@ -171,6 +171,13 @@ class KernelKind:
         Operands). None (the default): input_cut and operand_cut say."""
         return None
 
+    def body_view(self, kernel: Any, value: str, ops: Any) -> tuple[int, ...] | None:
+        """The shape body_cut's boxes are over when not the value's own: the
+        value flattened (wsec.ir.lanes.flattens), where a row's read is a
+        flat range of it (a concatenation's input). None (the default):
+        the value's shape."""
+        return None
+
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:
         """Per PE row (unrotated y), the box of the anchor's output the row's

@@ -118,18 +118,23 @@ def cut_view(kernel: Kernel, value: str, shape: tuple[int, ...],
     """The shape input_cut's boxes of `value` are over: the value's own,
     or where its kind declares one for its routed data input
     (KernelKind.input_view) a view splitting one axis of it (a grouped
-    conv's channels as (G, C/G)); a lane of a cut bundle then carries that
-    box of the value reshaped to the view."""
+    conv's channels as (G, C/G)), or for a cut its body decides
+    (KernelKind.body_view) the value flattened (a concatenation's input);
+    a lane of a cut bundle then carries that box of the value reshaped to
+    the view."""
     shape = tuple(int(n) for n in shape)
     if not kernel.body or not kernel.knobs or not kernel.body[0].inputs:
         return shape
+    kind = kind_of(kernel)
+    if ops is not None and kind.body_cut(kernel, value, ops) is not None:
+        view = kind.body_view(kernel, value, ops)
+        return shape if view is None else tuple(int(n) for n in view)
     ins = list(kernel.body[0].inputs)
     if (ops is not None and not ops.routed) or ins[0] != value or ins.count(value) != 1 \
             or any(value in n.inputs for n in kernel.body[1:]):
         return shape
-    kind = kind_of(kernel)
     view = kind.input_view(kernel.dims, kernel.knobs, shape)
-    if view is None or (ops is not None and kind.body_cut(kernel, value, ops) is not None):
+    if view is None:
         return shape
     return tuple(int(n) for n in view)
 
@@ -171,21 +176,23 @@ def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],
     carries: the one its landing PE's row reads (input_cut), or at pitch k
     the bounding box of the boxes of the k rows its landing PE and spine
     serve (wsec.ir.lanes.union_boxes); a bundle landing on owner rows (cut
-    "owners", no spine) carries its landing row's box, and every row it
-    does not land on must read nothing. Boxes are over the value's
-    `cut_view` (its own shape or a split of one axis). A ValueError says
-    why the cut does not apply (no declared cut, lanes x pitch other than
-    the PE rows, a spine across the rows, a lane landing outside the rows,
-    a row between owner lanes that reads the value)."""
+    "owners", no spine) carries its landing row's box. The lanes serve all
+    of the PE rows or a run of them (a concatenation's input, read by the
+    rows from the first that forwards some of it to the last: see
+    `read_span`); every row they do not serve must read nothing. Boxes are
+    over the value's `cut_view` (its own shape or a split of one axis). A
+    ValueError says why the cut does not apply (no declared cut, more
+    lanes x pitch than PE rows, a spine across the rows, a lane landing
+    outside the rows, a row no lane serves that reads the value)."""
     rows = input_cut(kernel, value, shape, ops)
     if rows is None:
         raise ValueError(f"kernel '{kernel.name}' ({kernel.kind}) declares no per-row cut of "
                          f"%{value}")
     k = int(b.pitch)
-    if b.lanes * k != rows.shape[0]:
+    if b.lanes * k > rows.shape[0]:
         raise ValueError(f"a cut bundle into kernel '{kernel.name}' needs one lane per "
-                         f"{k} PE row{'s' if k > 1 else ''} ({rows.shape[0]} rows), it has "
-                         f"{b.lanes}")
+                         f"{k} PE row{'s' if k > 1 else ''} ({rows.shape[0]} rows) or fewer, "
+                         f"it has {b.lanes}")
     assert kernel.rect is not None
     _, land = endpoints(b)
     py = land[:, 0] - kernel.rect.x if kernel.rotated else land[:, 1] - kernel.rect.y
@@ -203,15 +210,26 @@ def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],
         raise ValueError(f"the lanes of a cut bundle into kernel '{kernel.name}' do not land "
                          f"one on each {'group of ' + str(k) + ' ' if k > 1 else ''}PE row"
                          f"{'s' if k > 1 else ''}")
-    if n < k:  # owner lanes: the rows they do not land on read nothing
-        rest = np.ones(rows.shape[0], bool)
-        rest[py.ravel()] = False
-        reads = rest & (rows[:, 1] > rows[:, 0]).all(axis=1)
-        if reads.any():
-            raise ValueError(f"a bundle of %{value} landing on owner rows of kernel "
-                             f"'{kernel.name}' leaves PE row {int(np.argmax(reads))} without "
-                             "the box it reads")
+    rest = np.ones(rows.shape[0], bool)  # the rows no lane serves read nothing
+    rest[py.ravel()] = False
+    reads = rest & (rows[:, 1] > rows[:, 0]).all(axis=1)
+    if reads.any():
+        how = "landing on owner rows of" if n < k else "into"
+        raise ValueError(f"a bundle of %{value} {how} kernel '{kernel.name}' leaves PE row "
+                         f"{int(np.argmax(reads))} without the box it reads")
     return rows[py[:, 0]] if n == 1 else union_boxes(rows[py])
+
+
+def read_span(rows: np.ndarray) -> tuple[int, int]:
+    """(first, stop): the run of PE rows from the first that reads
+    something of the value to the last (rows: input_cut's boxes). A cut
+    bundle lands on just those rows where the others read nothing (a
+    concatenation's input is forwarded by a run of its rows, the next
+    input by the run after it); (0, 0) when no row reads any of it."""
+    live = np.flatnonzero((rows[:, 1] > rows[:, 0]).all(axis=1))
+    if not live.size:
+        return 0, 0
+    return int(live[0]), int(live[-1]) + 1
 
 
 def kind_for_op(op: str) -> LibraryKind | None:

@@ -63,7 +63,12 @@ though in the value it is several (a grouped conv's channel block of every
 group: (N, C, H, W) as (N, G, C/G, H, W)); its lanes then carry their
 boxes of the reshaped value, unions and element counts are taken in the
 view, and a window of the value is tested as the smallest box of the view
-that holds it (`boxes_to_view`).
+that holds it (`boxes_to_view`). A data movement's rows may read flat
+ranges of a value (a concatenation's input, dealt in blocks of its
+elements): in the value's shape such a range's box spans whole channels
+on either side of it, so its kind may declare its boxes over the value
+FLATTENED instead (one axis of numel elements), where each range is
+exact (`check_view`).
 """
 
 from __future__ import annotations
@@ -527,6 +532,20 @@ def lane_of_element(boxes: np.ndarray, index: list[int]) -> int:
     return int(np.argmax(inside)) if inside.any() else -1
 
 
+def flattens(shape: tuple[int, ...], view: tuple[int, ...]) -> bool:
+    """Whether `view` is the value of `shape` flattened (one axis of all its
+    elements, for a value of more than one axis)."""
+    return len(shape) > 1 and tuple(int(n) for n in view) == (math.prod(int(n) for n in shape),)
+
+
+def check_view(shape: tuple[int, ...], view: tuple[int, ...]) -> None:
+    """A ValueError unless `view` is a view a cut's boxes may be over: the
+    value's shape, one axis of it split (split_axis) or the value
+    flattened (flattens)."""
+    if not flattens(shape, view):
+        split_axis(shape, view)
+
+
 def split_axis(shape: tuple[int, ...], view: tuple[int, ...]) -> tuple[int, int] | None:
     """(axis, parts) when `view` is `shape` with one axis split into
     (parts, extent // parts) (a grouped conv's channels as (G, C/G)); None
@@ -539,7 +558,8 @@ def split_axis(shape: tuple[int, ...], view: tuple[int, ...]) -> tuple[int, int]
             if view[:a] == shape[:a] and view[a + 2:] == shape[a + 1:] \
                     and view[a] * view[a + 1] == shape[a]:
                 return a, view[a]
-    raise ValueError(f"the view {list(view)} does not split one axis of {list(shape)}")
+    raise ValueError(f"the view {list(view)} neither splits one axis of {list(shape)} nor "
+                     "flattens it")
 
 
 def boxes_to_view(boxes: np.ndarray, shape: tuple[int, ...], view: tuple[int, ...]
@@ -548,7 +568,20 @@ def boxes_to_view(boxes: np.ndarray, shape: tuple[int, ...], view: tuple[int, ..
     `shape` as the smallest box of its `view` (split_axis) that holds it:
     exact where the box's range of the split axis lies in one part or
     covers whole parts, else its parts whole (a superset, so a window whose
-    hull a lane's box holds is held by it). Empty boxes stay empty."""
+    hull a lane's box holds is held by it); of the value flattened, the
+    flat range from the box's first element to its last. Empty boxes stay
+    empty."""
+    if flattens(shape, view):
+        lo, hi = boxes[..., 0, :].astype(np.int64), boxes[..., 1, :].astype(np.int64)
+        empty = (hi <= lo).any(axis=-1)
+        dims = tuple(int(n) for n in shape)
+        first = np.ravel_multi_index(tuple(np.moveaxis(np.where(empty[..., None], 0, lo), -1, 0)),
+                                     dims)
+        last = np.ravel_multi_index(tuple(np.moveaxis(np.where(empty[..., None], 0, hi - 1), -1,
+                                                      0)), dims)
+        out = np.stack([first, last + 1], axis=-1)[..., None]
+        out[empty] = 0
+        return out
     got = split_axis(shape, view)
     if got is None:
         return boxes

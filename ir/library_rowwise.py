@@ -22,7 +22,7 @@ from . import movement
 from .cuts import broadcast_rows, flat_hulls, grouped_rows, joined, spread_rows
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
-from .lanes import LaneError, check_cut
+from .lanes import LaneError, box_elements, check_cut
 from .library_common import (
     CODE_BYTES,
     ELEMENTWISE_OPS,
@@ -321,10 +321,34 @@ class DatamoveKind(LibraryKind):
         """Per PE row, the hull of the elements of activation `value` its PEs
         forward (wsec.ir.movement: the body run on index tensors, each
         output dealt in blocks of ceil(E / p) over the p = c x h PEs, PE i
-        at offset py * c + px); None when the body is not a pure movement of
-        its activations (`movement.sources`) or reads `value` as a
-        parameter, or when the rows together do not read all of it (a slice:
-        cut lanes carry every element, wsec.ir.lanes.check_cut)."""
+        at offset py * c + px), over the value's shape or, routed, where
+        that is tighter, over the value flattened (`body_view`); None when
+        the body is not a pure movement of its activations
+        (`movement.sources`) or reads `value` as a parameter, or when the
+        rows together do not read all of it (a slice: cut lanes carry every
+        element, wsec.ir.lanes.check_cut). Rows may read none of it (a
+        concatenation's input is forwarded by a run of the rows, each other
+        input by its own run): routed, its lanes land on the rows from the
+        first that reads some of it to the last (wsec.ir.kernels.read_span)
+        and the others get nothing, where the caller takes such runs
+        (Operands.runs; else None)."""
+        got = self._rows(kernel, value, ops)
+        return None if got is None else got[0]
+
+    def body_view(self, kernel: Kernel, value: str, ops: Operands) -> tuple[int, ...] | None:
+        """Routed, the value flattened where its rows' hulls there hold
+        fewer elements in all than in its shape (a concatenation's input:
+        a row forwards a flat range of it, which in (N, C, H, W) spans
+        whole channels on either side of a channel's edge, 2x or more
+        the elements; flattened it is exact: wsec.ir.lanes.flattens);
+        else None (the value's shape: a transpose's rows read strided
+        sets, whose flat hulls span far more)."""
+        got = self._rows(kernel, value, ops)
+        return None if got is None else got[1]
+
+    def _rows(self, kernel: Kernel, value: str, ops: Operands
+              ) -> tuple[np.ndarray, tuple[int, ...] | None] | None:
+        """(body_cut's rows, body_view's view) of `value`, or None."""
         made = {o for n in kernel.body for o in n.outputs}
         acts = list(dict.fromkeys(i for n in kernel.body for i in n.inputs
                                   if i and i not in made and ops.const(i) is None))
@@ -336,14 +360,21 @@ class DatamoveKind(LibraryKind):
             return None
         outs = [tags[o] for o in kernel.outputs if o in tags]
         c, p = int(kernel.knobs["c"]), self.pes(kernel.knobs)
-        rows = movement.rows_read(outs, acts.index(value), shapes[value], p, c)
-        if ops.routed and not (rows[:, 1] > rows[:, 0]).all():
-            return None  # lanes landing on rows that read none of it: flat (Operands)
+        shape = tuple(int(n) for n in shapes[value])
+        rows = movement.rows_read(outs, acts.index(value), shape, p, c)
         try:  # lanes carry every element: a slice's unread rest leaves the value flat
-            check_cut(shapes[value], rows)
+            check_cut(shape, rows)
         except LaneError:
             return None
-        return rows
+        if ops.routed and not ops.runs and not (rows[:, 1] > rows[:, 0]).all():
+            return None  # read on a run of the rows: flat where lanes cannot land so (Operands)
+        if not ops.routed or len(shape) < 2:
+            return rows, None
+        flat = (int(np.prod(shape, dtype=np.int64)),)
+        line = movement.rows_read(outs, acts.index(value), flat, p, c)
+        if int(box_elements(line).sum()) < int(box_elements(rows).sum()):
+            return line, flat
+        return rows, None
 
     @staticmethod
     def pes(knobs: Knobs) -> int:

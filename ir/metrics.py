@@ -163,7 +163,7 @@ def cut_lanes(module: Module, e: Edge, b: Bundle, bundle_id: int
 
     v = module.values[e.value]
     k = next(k for k in module.kernels() if k.name == b.sink)
-    boxes = lane_boxes(k, b, e.value, tuple(v.type.shape), Operands.of_module(module))
+    boxes = lane_boxes(k, b, e.value, tuple(v.type.shape), Operands.of_module(module, runs=True))
     return (cut_lane_bytes(e.bytes_per_sample, v.type.numel, boxes),
             cut_share_key(bundle_id, np.arange(b.lanes)))
 

@@ -37,23 +37,31 @@ _COMBINES = {"ScatterND", "ScatterElements"}
 class Operands:
     """What a kind's body-dependent cut reads of a kernel's operands: a
     value's shape, and a constant's array (None: an activation). `routed`:
-    the cut's lanes are routed, one landing on every PE row, so a cut with
-    rows that read nothing of the value (a concatenation's other inputs'
-    rows) would take every row's slot for lanes that carry nothing; such a
-    value stays flat (a weight-streaming phase's rows hold their boxes
-    without lanes: wsec.backends.sim_stream_pe)."""
+    the cut's lanes are routed, landing on the PE rows (a weight-streaming
+    phase's rows hold their boxes without lanes: wsec.backends.
+    sim_stream_pe), so a kind may keep flat what a row multicast would
+    carry badly (a tiled constant's owner rows with rows owning nothing
+    between them). `runs`: routed lanes may land on a run of the rows, the
+    others reading none of the value (a concatenation's input: the router,
+    and the boxes of the bundles it cut so); without it such a value stays
+    flat, as placement sees it (wsec.passes.place_rows measures producers
+    against consumers that cut their output on every row; measured: with
+    the runs, DenseNet-121's concatenations, reading their inputs on runs,
+    could not be raised, 113 -> 9 kernels raised and 84k -> 204k PEs reading
+    what no lane brought)."""
 
     shape: Callable[[str], tuple[int, ...]]
     const: Callable[[str], np.ndarray | None]
     routed: bool = False
+    runs: bool = False
 
     @staticmethod
-    def of_module(module: Any) -> Operands:
+    def of_module(module: Any, runs: bool = False) -> Operands:
         """From an IR module's values (constants read when asked), routed."""
         def const(name: str) -> np.ndarray | None:
             v = module.values.get(name)
             return None if v is None or v.const is None else v.const.array()
-        return Operands(lambda name: tuple(module.values[name].type.shape), const, True)
+        return Operands(lambda name: tuple(module.values[name].type.shape), const, True, runs)
 
 
 def sources(body: list[Node], acts: list[str], shapes: dict[str, tuple[int, ...]],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from wsec.ir.graph import Kernel, Node
+from wsec.ir.kernels import read_span
 from wsec.ir.lanes import check_cut
 from wsec.ir.library_rowwise import DatamoveKind
 from wsec.ir.movement import TAG, Operands, rows_read, sources
@@ -95,15 +96,30 @@ def test_a_slice_that_leaves_elements_unread_stays_flat() -> None:
     assert DatamoveKind().body_cut(k, "a", ops) is None
 
 
-def test_routed_a_concatenations_input_its_rows_half_skip_stays_flat() -> None:
-    """Routed lanes land on every row: an input only some rows read (a
-    concatenation's first part) stays flat there, and is cut where the
-    rows hold their boxes without lanes (a weight-streaming phase)."""
+def test_a_concatenations_input_is_cut_on_the_run_of_rows_reading_it() -> None:
+    """A concatenation's input is forwarded by a run of the rows (the first
+    part by the first rows, the second by the rest): routed or held, its
+    rows' boxes say so, rows reading none of it an empty box, and the
+    run from its first reading row to its last (read_span) is where its
+    lanes land; the two inputs' runs meet at most on a shared row."""
     body = [Node("cat", "Concat", ["a", "b"], ["y"], {"axis": 1})]
     k = _kernel(body, 1, 5)
     kind = DatamoveKind()
     held = kind.body_cut(k, "a", _ops())
     assert held is not None and not (held[:, 1] > held[:, 0]).all()  # some rows read none
-    routed = Operands(_ops().shape, CONSTS.get, routed=True)
-    assert kind.body_cut(k, "a", routed) is None
-    assert kind.body_cut(_kernel(_body(), 2, 5), "a", routed) is not None  # every row reads
+    # routed where lanes land on every row (placement's question): flat
+    assert kind.body_cut(k, "a", Operands(_ops().shape, CONSTS.get, routed=True)) is None
+    routed = Operands(_ops().shape, CONSTS.get, routed=True, runs=True)
+    got = kind.body_cut(k, "a", routed)
+    assert got is not None
+    np.testing.assert_array_equal(got, held)
+    a0, a1 = read_span(got)
+    other = kind.body_cut(k, "b", routed)
+    assert other is not None
+    b0, b1 = read_span(other)
+    # a's 24 of the 60 elements are the first, dealt 12 to a row: rows 0-1; b's rows 2-4
+    assert (a0, a1, b0, b1) == (0, 2, 2, 5)
+    live = (got[:, 1] > got[:, 0]).all(axis=1)
+    assert live[a0:a1].all() and not live[:a0].any() and not live[a1:].any()
+    check_cut(SHAPES["a"], got[a0:a1])  # the run's boxes cover the input
+    assert read_span(np.zeros((3, 2, 4), np.int64)) == (0, 0)  # no row reads it

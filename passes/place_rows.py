@@ -70,6 +70,14 @@ def _rows(rect: Rect4, rotated: bool) -> int:
     return rect[2] if rotated else rect[3]
 
 
+def _occupancy(rects: Sequence[Rect4], width: int, height: int) -> np.ndarray:
+    """The grid's PEs, each the index of the rectangle on it (-1: free)."""
+    occ = np.full((height, width), -1, dtype=np.int32)
+    for i, (x, y, w, h) in enumerate(rects):
+        occ[y:y + h, x:x + w] = i
+    return occ
+
+
 def _room(occ: np.ndarray, rect: Rect4, rotated: bool) -> int:
     """Free PEs beyond the far end of the rectangle's rows' axis (placed y
     above it, or placed x right of it when rotated), across its whole
@@ -153,9 +161,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
     sample). Returns how many were raised."""
     n = len(kernels)
     index = {k.name: i for i, k in enumerate(kernels)}
-    occ = np.full((height, width), -1, dtype=np.int32)
-    for i, (x, y, w, h) in enumerate(rects):
-        occ[y:y + h, x:x + w] = i
+    occ = _occupancy(rects, width, height)
     ops = Operands.of_module(module)
     outs: list[list[tuple[int, str]]] = [[] for _ in range(n)]  # (sink, value) per producer
     ins: list[list[tuple[int, str]]] = [[] for _ in range(n)]  # (producer, value) per sink
@@ -295,9 +301,7 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
     how many gaps were opened."""
     n = len(kernels)
     index = {k.name: i for i, k in enumerate(kernels)}
-    occ = np.full((height, width), -1, dtype=np.int32)
-    for i, (x, y, w, h) in enumerate(rects):
-        occ[y:y + h, x:x + w] = i
+    occ = _occupancy(rects, width, height)
     ops = Operands.of_module(module)
     ins: list[list[tuple[int, str, int]]] = [[] for _ in range(n)]  # (producer, value, wavelets)
     for e in module.edges:

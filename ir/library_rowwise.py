@@ -297,6 +297,7 @@ class DatamoveKind(LibraryKind):
     name = "datamove"
     knob_names = ("c", "h")
     forwards_blocks = True
+    _last: tuple | None = None  # _rows' last answer
     description = "data movement over c columns of h PEs"
     ops = DATAMOVE_OPS
 
@@ -348,7 +349,20 @@ class DatamoveKind(LibraryKind):
 
     def _rows(self, kernel: Kernel, value: str, ops: Operands
               ) -> tuple[np.ndarray, tuple[int, ...] | None] | None:
-        """(body_cut's rows, body_view's view) of `value`, or None."""
+        """(body_cut's rows, body_view's view) of `value`, or None. The last
+        answer is kept for the same kernel, value, knobs and operands:
+        wsec.ir.kernels.cut_view asks body_cut and then body_view, each of
+        which would run the body on index tensors again."""
+        key = (value, tuple(sorted(kernel.knobs.items())))
+        last = self._last
+        if last is not None and last[0] is kernel and last[1] is ops and last[2] == key:
+            return last[3]
+        got = self._rows_of(kernel, value, ops)
+        self._last = (kernel, ops, key, got)
+        return got
+
+    def _rows_of(self, kernel: Kernel, value: str, ops: Operands
+                 ) -> tuple[np.ndarray, tuple[int, ...] | None] | None:
         made = {o for n in kernel.body for o in n.outputs}
         acts = list(dict.fromkeys(i for n in kernel.body for i in n.inputs
                                   if i and i not in made and ops.const(i) is None))

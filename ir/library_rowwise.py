@@ -19,7 +19,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import movement
-from .cuts import broadcast_rows, flat_hulls, grouped_rows, joined, spread_rows
+from .cuts import (
+    broadcast_rows,
+    flat_hulls,
+    flat_reads,
+    grouped_rows,
+    joined,
+    spread_rows,
+    tighter_flat,
+)
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
 from .lanes import LaneError, box_elements, check_cut
@@ -208,16 +216,20 @@ class ElementwiseKind(_SpreadKind):
         its next along x), so PE row py owns block py of that axis and all
         of every other; an activation the chain reads on those owners
         (broadcast onto the output) is read in that box
-        (wsec.ir.cuts.broadcast_rows). None otherwise (input_cut's
-        consecutive blocks), and, routed, where some rows own nothing (their
-        lanes would land on rows that read none of it)."""
+        (wsec.ir.cuts.broadcast_rows). Without a tiled constant: an
+        activation broadcast onto the output (`_broadcast_cut`). None
+        otherwise (input_cut's consecutive blocks), and, routed, where some
+        rows own nothing (their lanes would land on rows that read none of
+        it)."""
         dims, knobs = kernel.dims, kernel.knobs
-        if not dims.get("Pf") or not knobs or ops.const(value) is not None:
+        if not knobs or ops.const(value) is not None:
             return None
         outs = [tuple(ops.shape(o)) for o in kernel.outputs if o]
         grid = max(outs, key=lambda s: int(np.prod(s)), default=())
         if not grid or int(np.prod(grid)) != dims["E"]:
             return None
+        if not dims.get("Pf"):
+            return self._broadcast_cut(dims, knobs, grid, tuple(ops.shape(value)))
         tiled = [tuple(ops.shape(i)) for n in kernel.body for i in n.inputs
                  if i and ops.const(i) is not None and self._tiles(dims, tuple(ops.shape(i)))]
         if not tiled or len(tiled[0]) > len(grid):
@@ -237,6 +249,28 @@ class ElementwiseKind(_SpreadKind):
         if ops.routed and not (rows[:, 1] > rows[:, 0]).all():
             return None
         return broadcast_rows(rows, tuple(ops.shape(value)))
+
+    @staticmethod
+    def _broadcast_cut(dims: Dims, knobs: Knobs, grid: tuple[int, ...],
+                       shape: tuple[int, ...]) -> np.ndarray | None:
+        """An activation smaller than the output grid and broadcast onto it
+        (a squeeze-and-excitation block's per-channel scale multiplied over
+        the map): PE i owns the grid elements [i n, (i + 1) n), so PE row
+        py reads the operand where its row's hull of them broadcasts from
+        (wsec.ir.cuts.broadcast_rows: a channel range of the scale); every
+        owner's read (sim_tail.check_operand) lies in it. None for an
+        operand as large as the grid (input_cut's blocks) or one that does
+        not broadcast onto it. Why: with no box the operand's lanes carried
+        the flat split, and every PE whose channels lay outside its lane's
+        few elements read data no route brought (EfficientNet's and
+        MobileNet-V3's SE blocks)."""
+        E, p = dims["E"], int(knobs["p"])
+        if not shape or int(np.prod(shape)) >= E:
+            return None
+        n = -(-E // max(p, 1))
+        i = np.arange(p)
+        rows = spread_rows(flat_hulls(np.minimum(i * n, E), np.minimum((i + 1) * n, E), grid))
+        return broadcast_rows(rows, shape)
 
     @staticmethod
     def _tile_grid(p: int) -> tuple[int, int]:
@@ -545,7 +579,36 @@ class NormKind(LibraryKind):
         trailing elements. The others: the group's channels (LRN: with the
         window's neighbours, `input_channels`) of row group i % s's block of
         the N H rows (samples x the first spatial axis), the rest whole. A
-        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows)."""
+        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows),
+        over the value flattened where `input_view` says so."""
+        pe = self._pe_boxes(dims, knobs, shape)
+        if pe is None:
+            return None
+        return grouped_rows(flat_reads(pe, shape) if self.input_view(dims, knobs, shape)
+                            else pe, MAX_COLUMN)
+
+    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                   ) -> tuple[int, ...] | None:
+        """The value flattened where a PE row's reads hold fewer elements in
+        all there than in the value's shape (wsec.ir.cuts.tighter_flat: a
+        row taking the last row groups of one channel block and the first
+        of the next, as PoolKind.input_view explains); else None."""
+        pe = self._pe_boxes(dims, knobs, shape)
+        if pe is None or not tighter_flat(pe, shape, MAX_COLUMN):
+            return None
+        return (int(np.prod(shape, dtype=np.int64)),)
+
+    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                 ) -> np.ndarray | None:
+        """input_cut's boxes in the value's own shape (rows holding them
+        without lanes: a weight-streaming phase, where there is no view)."""
+        pe = self._pe_boxes(dims, knobs, shape)
+        return None if pe is None else grouped_rows(pe, MAX_COLUMN)
+
+    def _pe_boxes(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """(c s r, 2, ndim): the box of the input (of `shape`) PE index i
+        reads (input_cut); None where the norm's rows are not cut."""
         c, s, r = int(knobs["c"]), int(knobs["s"]), int(knobs.get("r", 1))
         C, W = dims["C"], dims["W"]
         i = np.arange(c * s * r)
@@ -561,7 +624,7 @@ class NormKind(LibraryKind):
                            tuple(shape[:lead])),
                 flat_hulls(np.minimum((row % r) * wb, W), np.minimum((row % r + 1) * wb, W),
                            tuple(shape[lead:])))
-            return grouped_rows(boxes, MAX_COLUMN)
+            return boxes
         if len(shape) < 2 or tuple(shape[:2]) != (dims["N"], C):
             return None
         nh = (shape[0], shape[2] if len(shape) >= 4 else 1)
@@ -575,10 +638,8 @@ class NormKind(LibraryKind):
         rest[:, 1] = tail
         hull = flat_hulls(np.minimum(row * hb, rows), np.minimum((row + 1) * hb, rows), nh)
         if len(shape) >= 4:  # [N, C, H, ...]
-            boxes = joined(hull[:, :, :1], ch, hull[:, :, 1:], rest)
-        else:  # [N, C, ...]: H is 1
-            boxes = joined(hull[:, :, :1], ch, rest)
-        return grouped_rows(boxes, MAX_COLUMN)
+            return joined(hull[:, :, :1], ch, hull[:, :, 1:], rest)
+        return joined(hull[:, :, :1], ch, rest)  # [N, C, ...]: H is 1
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:
@@ -589,7 +650,7 @@ class NormKind(LibraryKind):
         numel = dims["C"] * dims["W"] * (1 if dims["Pr"] else dims["N"] * dims["H"])
         if int(np.prod(shape, dtype=np.int64)) != numel:
             return None
-        return self.input_cut({**dims, "L": 1}, knobs, shape)
+        return self.held_cut({**dims, "L": 1}, knobs, shape)
 
     def input_channels(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
         """Channels [start, stop) channel group `group` holds of its input:

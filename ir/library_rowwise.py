@@ -216,20 +216,16 @@ class ElementwiseKind(_SpreadKind):
         its next along x), so PE row py owns block py of that axis and all
         of every other; an activation the chain reads on those owners
         (broadcast onto the output) is read in that box
-        (wsec.ir.cuts.broadcast_rows). Without a tiled constant: an
-        activation broadcast onto the output (`_broadcast_cut`). None
-        otherwise (input_cut's consecutive blocks), and, routed, where some
-        rows own nothing (their lanes would land on rows that read none of
-        it)."""
+        (wsec.ir.cuts.broadcast_rows). None otherwise (input_cut's
+        consecutive blocks), and, routed, where some rows own nothing (their
+        lanes would land on rows that read none of it)."""
         dims, knobs = kernel.dims, kernel.knobs
-        if not knobs or ops.const(value) is not None:
+        if not dims.get("Pf") or not knobs or ops.const(value) is not None:
             return None
         outs = [tuple(ops.shape(o)) for o in kernel.outputs if o]
         grid = max(outs, key=lambda s: int(np.prod(s)), default=())
         if not grid or int(np.prod(grid)) != dims["E"]:
             return None
-        if not dims.get("Pf"):
-            return self._broadcast_cut(dims, knobs, grid, tuple(ops.shape(value)))
         tiled = [tuple(ops.shape(i)) for n in kernel.body for i in n.inputs
                  if i and ops.const(i) is not None and self._tiles(dims, tuple(ops.shape(i)))]
         if not tiled or len(tiled[0]) > len(grid):
@@ -249,28 +245,6 @@ class ElementwiseKind(_SpreadKind):
         if ops.routed and not (rows[:, 1] > rows[:, 0]).all():
             return None
         return broadcast_rows(rows, tuple(ops.shape(value)))
-
-    @staticmethod
-    def _broadcast_cut(dims: Dims, knobs: Knobs, grid: tuple[int, ...],
-                       shape: tuple[int, ...]) -> np.ndarray | None:
-        """An activation smaller than the output grid and broadcast onto it
-        (a squeeze-and-excitation block's per-channel scale multiplied over
-        the map): PE i owns the grid elements [i n, (i + 1) n), so PE row
-        py reads the operand where its row's hull of them broadcasts from
-        (wsec.ir.cuts.broadcast_rows: a channel range of the scale); every
-        owner's read (sim_tail.check_operand) lies in it. None for an
-        operand as large as the grid (input_cut's blocks) or one that does
-        not broadcast onto it. Why: with no box the operand's lanes carried
-        the flat split, and every PE whose channels lay outside its lane's
-        few elements read data no route brought (EfficientNet's and
-        MobileNet-V3's SE blocks)."""
-        E, p = dims["E"], int(knobs["p"])
-        if not shape or int(np.prod(shape)) >= E:
-            return None
-        n = -(-E // max(p, 1))
-        i = np.arange(p)
-        rows = spread_rows(flat_hulls(np.minimum(i * n, E), np.minimum((i + 1) * n, E), grid))
-        return broadcast_rows(rows, shape)
 
     @staticmethod
     def _tile_grid(p: int) -> tuple[int, int]:

@@ -144,7 +144,7 @@ class _Packer:
                         wants = self._raise(t, ch, rects, rot)
                         if wants and options is not None:
                             wider = self._corridors(t, shapes, options, transpose, wants)
-                            if wider is not None and self._no_busier(t, wider[1], rects):
+                            if wider is not None:
                                 ch, rects, rot = wider
                     found.append(_Layout(t or 0, ch, rects, rot, "flow"))
                     if not full:
@@ -173,15 +173,12 @@ class _Packer:
         return min(found, key=lambda la: problem_wirelength(self.base, list(la.rects)))
 
     def _raise(self, t: int, choices: list[Choice | None],
-               rects: list[tuple[int, int, int, int]], rotated: list[bool],
-               pads: dict[int, int] | None = None) -> dict[int, int]:
+               rects: list[tuple[int, int, int, int]], rotated: list[bool]) -> dict[int, int]:
         """Producers of a flow layout as tall as the rows of the consumers
         that cut their output, where the column beyond them is free
         (place_rows): their bundles then land uniform on straight paths.
         Returns the widening gaps their shelves had no room for (consumer
-        index -> columns: open_corners' `wants`). The corridors `pads` keeps
-        in front of kernels (_corridors) count as theirs while producers
-        grow, so none grows into one."""
+        index -> columns: open_corners' `wants`)."""
         at_width = self.hooks.at_width
         wants: dict[int, int] = {}
         if at_width is None:
@@ -194,31 +191,12 @@ class _Packer:
                 memo[(i, w)] = at_width(ks[i], self.target, t, w)
             return memo[(i, w)]
 
-        pads = pads or {}
-        for i, g in pads.items():
-            rects[i] = _shift(rects[i], rotated[i], -g, g)
         raise_producers(self.module, ks, self.order, choices, rects, rotated,
                         self.target.width, self.target.height, taller, t,
                         self.target.wavelet_bytes)
-        for i, g in pads.items():
-            rects[i] = _shift(rects[i], rotated[i], g, -g)
         open_corners(self.module, ks, self.order, choices, rects, rotated,
                      self.target.width, self.target.height, t, self.target.wavelet_bytes, wants)
         return wants
-
-    def _no_busier(self, t: int, new: list[tuple[int, int, int, int]],
-                   old: list[tuple[int, int, int, int]]) -> bool:
-        """Whether the layout `new` loads its busiest link no more than
-        `old` by the placer's estimate (place_congestion): a corridor moves
-        kernels to other shelves, lengthening the bundles between them."""
-        wb = self.target.wavelet_bytes
-
-        def busiest(rects: list[tuple[int, int, int, int]]) -> float:
-            prob = build_problem(self.module, np.array([r[2:] for r in rects], dtype=np.int64),
-                                 self.target.width, self.target.height, self.objective)
-            return congestion.busiest_link(prob, rects, t, wb)
-
-        return busiest(new) <= busiest(old)
 
     def _corridors(self, t: int, shapes: list[np.ndarray], options: list[list[Choice]],
                    transpose: bool, wants: dict[int, int]
@@ -246,7 +224,7 @@ class _Packer:
             return None
         opt, rects, rot = best
         ch: list[Choice | None] = [options[i][opt[i]] for i in range(len(options))]
-        self._raise(t, ch, rects, rot, pads)
+        self._raise(t, ch, rects, rot)
         return ch, rects, rot
 
     def _front(self, t: int | None) -> _Layout | None:
@@ -281,14 +259,6 @@ def _shelf(shapes: list[np.ndarray], order: list[int], W: int, H: int, transpose
         return pk.option, [(y, x, h, w) for x, y, w, h in pk.rects], pk.rotated
     pk = shelf_pack(shapes, order, W, H, stack)
     return None if pk is None else (pk.option, pk.rects, pk.rotated)
-
-
-def _shift(rect: tuple[int, int, int, int], rotated: bool, by: int, grow: int
-           ) -> tuple[int, int, int, int]:
-    """The rectangle moved `by` PEs along its rows' axis and `grow` PEs
-    longer along it."""
-    x, y, w, h = rect
-    return (x, y + by, w, h + grow) if rotated else (x + by, y, w + grow, h)
 
 
 def _shelf_flow(shapes: list[np.ndarray], order: list[int], W: int, H: int, transpose: bool,

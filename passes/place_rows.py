@@ -36,10 +36,7 @@ their shelf so that a column per widening lane lies between the two: the
 lanes then leave side by side, run along that gap and turn onto the
 consumer's rows at their pitch (widening at the corner), only where the
 shelf has that room. Positions change, shapes and Δt do not (measured:
-AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0). Where the
-shelf has not that room, the flow packer packs the shelves again with the
-gap kept in front of the consumer (wsec.passes.place: _Packer._corridors),
-where the grid fits it at the same Δt.
+AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0).
 
 Kernels are raised in reverse dataflow order, so a raised consumer's new
 rows are what its producers are measured against. A kernel is raised

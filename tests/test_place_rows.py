@@ -9,8 +9,8 @@ from wsec.ir.graph import Module
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.sizing import shapes_at_width
 from wsec.ir.target import get_target
-from wsec.passes import place
 from wsec.passes.base import PassContext
+from wsec.passes import place
 from wsec.passes.place import Place
 from wsec.passes.place_rows import open_corners, raise_producers, widening_lanes
 

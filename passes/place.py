@@ -141,11 +141,7 @@ class _Packer:
                     ch = ([options[i][opt[i]] for i in range(len(order))]
                           if options is not None else [None] * len(order))
                     if full and t is not None:
-                        wants = self._raise(t, ch, rects, rot)
-                        if wants and options is not None:
-                            wider = self._corridors(t, shapes, options, transpose, wants)
-                            if wider is not None:
-                                ch, rects, rot = wider
+                        self._raise(t, ch, rects, rot)
                     found.append(_Layout(t or 0, ch, rects, rot, "flow"))
                     if not full:
                         return found[0]
@@ -173,16 +169,13 @@ class _Packer:
         return min(found, key=lambda la: problem_wirelength(self.base, list(la.rects)))
 
     def _raise(self, t: int, choices: list[Choice | None],
-               rects: list[tuple[int, int, int, int]], rotated: list[bool]) -> dict[int, int]:
+               rects: list[tuple[int, int, int, int]], rotated: list[bool]) -> None:
         """Producers of a flow layout as tall as the rows of the consumers
         that cut their output, where the column beyond them is free
-        (place_rows): their bundles then land uniform on straight paths.
-        Returns the widening gaps their shelves had no room for (consumer
-        index -> columns: open_corners' `wants`)."""
+        (place_rows): their bundles then land uniform on straight paths."""
         at_width = self.hooks.at_width
-        wants: dict[int, int] = {}
         if at_width is None:
-            return wants
+            return
         ks = self.kernels
         memo: dict[tuple[int, int], list[Choice]] = {}
 
@@ -195,37 +188,7 @@ class _Packer:
                         self.target.width, self.target.height, taller, t,
                         self.target.wavelet_bytes)
         open_corners(self.module, ks, self.order, choices, rects, rotated,
-                     self.target.width, self.target.height, t, self.target.wavelet_bytes, wants)
-        return wants
-
-    def _corridors(self, t: int, shapes: list[np.ndarray], options: list[list[Choice]],
-                   transpose: bool, wants: dict[int, int]
-                   ) -> tuple[list[Choice | None], list[tuple[int, int, int, int]],
-                              list[bool]] | None:
-        """The flow shelves packed again with each wanted widening gap
-        reserved in front of its consumer (a corridor: its shelf breaks
-        earlier, or the kernels beyond move on), where the grid has the
-        room at this Δt: the kernels' shape options are the same, so Δt is
-        unchanged. Gaps are reserved in dataflow order, each kept only if
-        the shelves with it and those before still fit; None where none
-        fits. Why: open_corners only moves kernels along a packed shelf, and
-        a shelf packed edge to edge has no room for the corner of a widening
-        bus however empty the rest of the grid is (measured: SqueezeNet's
-        shelves fill 38% of the grid, yet its first conv's lanes stay flat)."""
-        W, H = self.target.width, self.target.height
-        pads: dict[int, int] = {}
-        best = None
-        for j in sorted(wants, key=self.order.index):
-            trial = {**pads, j: wants[j]}
-            lay = _shelf_flow(shapes, self.order, W, H, transpose, trial)
-            if lay is not None:
-                pads, best = trial, lay
-        if best is None:
-            return None
-        opt, rects, rot = best
-        ch: list[Choice | None] = [options[i][opt[i]] for i in range(len(options))]
-        self._raise(t, ch, rects, rot)
-        return ch, rects, rot
+                     self.target.width, self.target.height, t, self.target.wavelet_bytes)
 
     def _front(self, t: int | None) -> _Layout | None:
         choices: list[Choice | None] = [None] * len(self.kernels)
@@ -261,26 +224,19 @@ def _shelf(shapes: list[np.ndarray], order: list[int], W: int, H: int, transpose
     return None if pk is None else (pk.option, pk.rects, pk.rotated)
 
 
-def _shelf_flow(shapes: list[np.ndarray], order: list[int], W: int, H: int, transpose: bool,
-                pads: dict[int, int] | None = None
+def _shelf_flow(shapes: list[np.ndarray], order: list[int], W: int, H: int, transpose: bool
                 ) -> tuple[list[int], list[tuple[int, int, int, int]], list[bool]] | None:
     """Flow shelves: one kernel per column, every kernel's rows along the shelf
     (unrotated in row shelves; rotated in column shelves, when transposed),
     so consecutive kernels face each other with the ends of their rows and
-    their bundles run straight. `pads` (kernel -> PEs) keeps that many free
-    PEs along the shelf in front of a kernel's input side (the start of its
-    rows), a corridor for lanes that widen at a corner there."""
-    pads = pads or {}
-    if pads:
-        shapes = [s + np.array([pads.get(i, 0), 0], dtype=np.int64) for i, s in enumerate(shapes)]
-    pk = shelf_pack(shapes, order, H if transpose else W, W if transpose else H, 1, rotate=False)
-    if pk is None:
-        return None
-    rects = [(x + pads.get(i, 0), y, w - pads.get(i, 0), h) for i, (x, y, w, h)
-             in enumerate(pk.rects)]
+    their bundles run straight."""
     if transpose:  # columns: the transposed frame's "as given" is rotated here
-        return pk.option, [(y, x, h, w) for x, y, w, h in rects], [True] * len(rects)
-    return pk.option, rects, pk.rotated
+        pk = shelf_pack(shapes, order, H, W, 1, rotate=False)
+        if pk is None:
+            return None
+        return pk.option, [(y, x, h, w) for x, y, w, h in pk.rects], [True] * len(pk.rects)
+    pk = shelf_pack(shapes, order, W, H, 1, rotate=False)
+    return None if pk is None else (pk.option, pk.rects, pk.rotated)
 
 
 def _search(packer: _Packer, t0: int, steps: int, deadline: float | None) -> _Layout | None:

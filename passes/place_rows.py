@@ -276,8 +276,7 @@ def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap:
 
 def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
                  choices: list[Choice | None], rects: list[Rect4], rotated: list[bool],
-                 width: int, height: int, cap: int, wavelet_bytes: int,
-                 wants: dict[int, int] | None = None) -> int:
+                 width: int, height: int, cap: int, wavelet_bytes: int) -> int:
     """Room for widening corners: where a consumer touching its producer
     end to end cuts its output on every PE row and has more rows R than the
     producer's output side S (a raise found no taller shape), move the
@@ -294,9 +293,7 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
     not where a heavy bundle passes the consumer's rows (_passed: cut lanes
     land on every row). Shapes (`choices`: the layout's, read for the
     consumers' rows) and Δt are unchanged. Returns
-    how many gaps were opened; a gap its shelf has no room for is recorded
-    in `wants` (consumer index -> columns), so that the packer can reserve
-    it (wsec.passes.place: corridors)."""
+    how many gaps were opened."""
     n = len(kernels)
     index = {k.name: i for i, k in enumerate(kernels)}
     occ = _occupancy(rects, width, height)
@@ -337,8 +334,6 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
                       and _frame(rects[i], rotated[i])[0] >= bx]
             moved = {i: _shift(rects[i], rotated[i], gap) for i in movers}
             if not _clear(occ, moved, width, height):
-                if wants is not None:
-                    wants[j] = max(wants.get(j, 0), gap)
                 continue
             for i in movers:
                 x, y, w, h = rects[i]

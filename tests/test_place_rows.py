@@ -10,7 +10,6 @@ from wsec.ir.kernel_kind import Choice
 from wsec.ir.sizing import shapes_at_width
 from wsec.ir.target import get_target
 from wsec.passes.base import PassContext
-from wsec.passes import place
 from wsec.passes.place import Place
 from wsec.passes.place_rows import open_corners, raise_producers, widening_lanes
 
@@ -164,70 +163,3 @@ def test_open_corners_only_with_room_and_contact() -> None:
     n, rects = _corners(m, {"a": (0, 8, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
                             "z": (8, 2, 2, 6)})
     assert n == 0 and rects["s"] == (1, 0, 4, 6)
-
-
-def test_open_corners_records_the_gap_it_found_no_room_for() -> None:
-    # the grid ends 3 columns past s: the 2 * 2 + 2 columns are wanted, nothing moves
-    m = _module()
-    ks = [k.name for k in m.kernels()]
-    rs = [{"p": (0, 0, 1, 2), "s": (1, 0, 4, 6)}[k] for k in ks]
-    wants: dict[int, int] = {}
-    got = open_corners(m, list(m.kernels()), list(range(len(ks))),
-                       [_choice(k) for k in m.kernels()], rs, [False] * len(ks), 8, 16, T, 4,
-                       wants)
-    assert got == 0 and rs[ks.index("s")] == (1, 0, 4, 6)
-    assert wants == {ks.index("s"): 6}
-    # with room the gap opens and nothing is wanted
-    wants.clear()
-    rs = [{"p": (0, 0, 1, 2), "s": (1, 0, 4, 6)}[k] for k in ks]
-    assert open_corners(m, list(m.kernels()), list(range(len(ks))),
-                        [_choice(k) for k in m.kernels()], rs, [False] * len(ks), 16, 16, T, 4,
-                        wants) == 1
-    assert wants == {}
-
-
-def test_shelf_flow_keeps_a_corridor_in_front_of_a_padded_kernel() -> None:
-    shapes = [np.array([[1, 2]]), np.array([[4, 6]]), np.array([[2, 6]])]
-    for transpose in (False, True):
-        got = place._shelf_flow(shapes, [0, 1, 2], 16, 16, transpose, {1: 5})
-        assert got is not None
-        _, rects, rot = got
-        if transpose:  # back in the shelf's frame: rows along the first axis
-            rects = [(y, x, h, w) for x, y, w, h in rects]
-            assert all(rot)
-        assert rects == [(0, 0, 1, 2), (6, 0, 4, 6), (10, 0, 2, 6)]
-    # a corridor that does not fit the shelf's width moves kernels to a new shelf
-    got = place._shelf_flow(shapes, [0, 1, 2], 10, 16, False, {1: 5})
-    assert got is not None
-    rects = got[1]
-    assert rects[1] == (6, 0, 4, 6) and rects[2][1] >= 6  # z on the next shelf
-    assert place._shelf_flow(shapes, [0, 1, 2], 8, 16, False, {1: 5}) is None  # s + 5 > 8
-
-
-def test_place_pass_reserves_a_corridor_where_the_shelf_has_no_room(monkeypatch) -> None:
-    """p (2 rows at most: no taller shape, as for kinds with their own
-    shapes) feeds s, whose 8 rows it cuts; z follows. One shelf holds all
-    three with 5 columns to spare, fewer than the 2 * 2 + 2 the two widening
-    lanes need (open_corners cannot move s on), but the grid has rows for a
-    second shelf: the placer packs again with the corridor kept in front of
-    s, at the same Δt."""
-    monkeypatch.setattr(place, "raise_producers", lambda *_a, **_k: 0)
-    m = fk.sized("corridor")
-    m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
-    m.inputs = ["x"]
-    fk.box(m, "p", ["x"], "vp", 1, 2, work=200)
-    fk.rows(m, "s", ["vp"], "vs", 8, 8, work=6400)
-    fk.box(m, "z", ["vs"], "vz", 1, 8, work=800)
-    m.outputs = ["vz"]
-    fk.connect(m)
-    Place().run(m, PassContext(get_target("wse2", (15, 16))))
-    s = m.kernel("s")
-    assert (s.rect.w if s.rotated else s.rect.h) == 8
-    x, y, w, h = (s.rect.y, s.rect.x, s.rect.h, s.rect.w) if s.rotated else (
-        s.rect.x, s.rect.y, s.rect.w, s.rect.h)
-    assert x >= 6
-    for k in m.kernels():  # the 6 columns in front of s's rows are free
-        kx, ky, kw, kh = ((k.rect.y, k.rect.x, k.rect.h, k.rect.w) if s.rotated
-                          else (k.rect.x, k.rect.y, k.rect.w, k.rect.h))
-        assert not (kx < x and kx + kw > x - 6 and ky < y + h and y < ky + kh), k.name
-    assert m.attrs["delta_t"] == 100

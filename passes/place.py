@@ -56,7 +56,7 @@ from wsec.ir.training import is_training, placement_order
 from . import place_congestion as congestion
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
-from .place_rows import lower_consumers, open_corners, raise_producers
+from .place_rows import open_corners, raise_producers
 from .place_shelf import MAX_STACK, shelf_pack
 from .place_slide import slide_short_kernels
 
@@ -141,7 +141,7 @@ class _Packer:
                     ch = ([options[i][opt[i]] for i in range(len(order))]
                           if options is not None else [None] * len(order))
                     if full and t is not None:
-                        self._raise(t, ch, rects, rot, options)
+                        self._raise(t, ch, rects, rot)
                     found.append(_Layout(t or 0, ch, rects, rot, "flow"))
                     if not full:
                         return found[0]
@@ -169,14 +169,10 @@ class _Packer:
         return min(found, key=lambda la: problem_wirelength(self.base, list(la.rects)))
 
     def _raise(self, t: int, choices: list[Choice | None],
-               rects: list[tuple[int, int, int, int]], rotated: list[bool],
-               options: list[list[Choice]] | None = None) -> None:
+               rects: list[tuple[int, int, int, int]], rotated: list[bool]) -> None:
         """Producers of a flow layout as tall as the rows of the consumers
-        that cut their output, where the column beyond them is free (their
-        bundles then land uniform on straight paths), else a gap where the
-        lanes can widen, else consumers as low as their producers' sides, of
-        their shapes at t (`options`), where their shelf has the columns
-        (place_rows)."""
+        that cut their output, where the column beyond them is free
+        (place_rows): their bundles then land uniform on straight paths."""
         at_width = self.hooks.at_width
         if at_width is None:
             return
@@ -193,10 +189,6 @@ class _Packer:
                         self.target.wavelet_bytes)
         open_corners(self.module, ks, self.order, choices, rects, rotated,
                      self.target.width, self.target.height, t, self.target.wavelet_bytes)
-        if options is not None:  # the last resort: a consumer's shape changes
-            lower_consumers(self.module, ks, self.order, choices, rects, rotated,
-                            self.target.width, self.target.height, options.__getitem__, t,
-                            self.target.wavelet_bytes)
 
     def _front(self, t: int | None) -> _Layout | None:
         choices: list[Choice | None] = [None] * len(self.kernels)

@@ -259,24 +259,11 @@ def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap:
     own rule picks (route_bundles.pick_pitch, with the lanes the link
     capacity `cap` needs), so the gap opened is the one its lanes need.
     0 where no pitch widens: no gap is worth opening."""
-    return _lanes(boxes, side, wavelets, numel, cap, True)
-
-
-def uniform_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap: int) -> int:
-    """As widening_lanes, of the pitches whose lanes leave the source side
-    uniform (R - k + 1 <= side): 0 where the router's rule takes none of
-    them at any of its headrooms (their lanes are too heavy), so the
-    request stays flat unless its lanes can widen."""
-    return _lanes(boxes, side, wavelets, numel, cap, False)
-
-
-def _lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap: int,
-           widen: bool) -> int:
     R = boxes.shape[0]
     need = max(1, -(-wavelets // max(1, cap)))
     loads: dict[int, int] = {}
     for k in range(1, R + 1):
-        if R % k or R // k > side or (R - k + 1 <= side) == widen:
+        if R % k or R // k > side or R - k + 1 <= side:
             continue
         elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
         loads[k] = int((-(-wavelets * elems // max(1, numel))).max())
@@ -376,105 +363,3 @@ def _clear(occ: np.ndarray, moved: dict[int, Rect4], width: int, height: int) ->
         if ((held >= 0) & ~np.isin(held, list(moved))).any():
             return False
     return True
-
-
-def lower_consumers(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
-                    choices: list[Choice | None], rects: list[Rect4], rotated: list[bool],
-                    width: int, height: int, shapes: Callable[[int], list[Choice]],
-                    cap: int, wavelet_bytes: int) -> int:
-    """Consumers with no more rows than their producer's output side: where a
-    consumer touching its producer end to end cuts its output on every row
-    and has more rows R than the producer's side S (raise_producers found no
-    taller producer), it takes a lower shape of its own (`shapes(i)`:
-    kernel i's shapes meeting the time) with at most S rows, so uniform
-    lanes land on every row at any pitch: only where the router takes no
-    uniform pitch at its rows (uniform_lanes: lanes so coarse they would be
-    too heavy) and the lanes had no gap to widen in (open_corners, which
-    runs first, found no room); the narrowest such, the kernels
-    beyond it on its shelf moved on by the columns it gains, only where they
-    stay on the grid clear of the others (as open_corners). Not where its
-    own output would no longer reach rows it reaches now: a consumer of it,
-    touching it end to end and cutting on every row, with at most its R
-    rows keeps having at most its new rows; nor where new knobs would read
-    a value on owner rows only, nor where a heavy bundle passes its rows
-    (_passed). Shapes meet the time, so Δt is unchanged. Returns how many
-    kernels were lowered."""
-    n = len(kernels)
-    index = {k.name: i for i, k in enumerate(kernels)}
-    occ = _occupancy(rects, width, height)
-    ops = Operands.of_module(module)
-    ins: list[list[tuple[int, str]]] = [[] for _ in range(n)]
-    outs: list[list[tuple[int, str]]] = [[] for _ in range(n)]
-    reads: list[list[str]] = [[] for _ in range(n)]
-    wav: dict[tuple[int, str], int] = {}  # wavelets per sample of a producer's value
-    for e in module.edges:
-        if e.value not in module.values:
-            continue
-        p = index.get(e.src)
-        for d in dict.fromkeys(e.dsts):
-            j = index.get(d)
-            if j is None or j == p:
-                continue
-            reads[j].append(e.value)
-            if p is not None:
-                ins[j].append((p, e.value))
-                outs[p].append((j, e.value))
-                wav[(p, e.value)] = -(-int(e.bytes_per_sample) // wavelet_bytes)
-    passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
-
-    def cut(i: int, value: str, c: Choice) -> np.ndarray | None:
-        k = replace(kernels[i], knobs=c.knob_dict())
-        return input_cut(k, value, tuple(module.values[value].type.shape), ops)
-
-    def every_row(i: int, value: str, c: Choice | None) -> bool:
-        rows = None if c is None else cut(i, value, c)
-        return rows is not None and not gaps(rows)
-
-    lowered = 0
-    for j in order:
-        c = choices[j]
-        if c is None or passed[j]:
-            continue
-        bx, by, bw, bh = _frame(rects[j], rotated[j])
-        side = 0
-        for p, v in dict.fromkeys(ins[j]):
-            ax, ay, aw, ah = _frame(rects[p], rotated[p])
-            if not (rotated[p] == rotated[j] and ax + aw == bx and ay < by + bh
-                    and by < ay + ah and ah < bh):
-                continue
-            rows = cut(j, v, c)
-            if rows is None or gaps(rows) or rows.shape[0] != bh:
-                continue
-            if not uniform_lanes(rows, ah, wav[(p, v)], module.values[v].type.numel, cap):
-                side = max(side, ah)
-        if not side:
-            continue
-        # rows its consumers beyond it reach uniform now: they must keep them
-        keep = max((_frame(rects[d], rotated[d])[3] for d, v in dict.fromkeys(outs[j])
-                    if rotated[d] == rotated[j] and _frame(rects[d], rotated[d])[0] == bx + bw
-                    and _frame(rects[d], rotated[d])[3] <= bh and every_row(d, v, choices[d])),
-                   default=0)
-        fits = [o for o in shapes(j) if max(1, keep) <= o.h <= side
-                and all(every_row(j, v, o) for p, v in ins[j] if rotated[p] == rotated[j])
-                and not any((got := cut(j, v, o)) is not None and gaps(got) for v in reads[j])]
-        if not fits:
-            continue
-        new = min(fits, key=lambda o: (o.w, o.h))
-        more = max(0, new.w - bw)
-        movers = [i for i in range(n) if i != j and rotated[i] == rotated[j]
-                  and _frame(rects[i], rotated[i])[1] == by
-                  and _frame(rects[i], rotated[i])[0] >= bx + bw]
-        moved = {i: _shift(rects[i], rotated[i], more) for i in movers}
-        x, y, w, h = rects[j]
-        moved[j] = (x, y, new.h, new.w) if rotated[j] else (x, y, new.w, new.h)
-        if not _clear(occ, moved, width, height):
-            continue
-        for i in moved:
-            x, y, w, h = rects[i]
-            occ[y:y + h, x:x + w] = -1
-        for i, (x, y, w, h) in moved.items():
-            occ[y:y + h, x:x + w] = i
-            rects[i] = (x, y, w, h)
-        choices[j] = new
-        lowered += 1
-    return lowered

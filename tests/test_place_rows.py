@@ -7,16 +7,11 @@ import fake_kinds as fk
 import numpy as np
 from wsec.ir.graph import Module
 from wsec.ir.kernel_kind import Choice
-from wsec.ir.sizing import shape_options, shapes_at_width
+from wsec.ir.sizing import shapes_at_width
 from wsec.ir.target import get_target
 from wsec.passes.base import PassContext
 from wsec.passes.place import Place
-from wsec.passes.place_rows import (
-    lower_consumers,
-    open_corners,
-    raise_producers,
-    widening_lanes,
-)
+from wsec.passes.place_rows import open_corners, raise_producers, widening_lanes
 
 T = 1000  # every box shape of the tests meets this time
 
@@ -168,57 +163,3 @@ def test_open_corners_only_with_room_and_contact() -> None:
     n, rects = _corners(m, {"a": (0, 8, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
                             "z": (8, 2, 2, 6)})
     assert n == 0 and rects["s"] == (1, 0, 4, 6)
-
-
-def _lower(m: Module, rects: dict[str, tuple[int, int, int, int]], width: int = 16,
-           cap: int = 50) -> tuple[int, dict[str, tuple[int, int, int, int]],
-                                    dict[str, Choice | None]]:
-    t = get_target("wse2", (16, 16))
-    ks = list(m.kernels())
-    choices: list[Choice | None] = [_choice(k) for k in ks]
-    rs = [rects[k.name] for k in ks]
-    got = lower_consumers(m, ks, list(range(len(ks))), choices, rs, [False] * len(ks),
-                          width, 16, lambda i: shape_options(ks[i], t, T), cap, 4)
-    return (got, {k.name: r for k, r in zip(ks, rs, strict=True)},
-            {k.name: c for k, c in zip(ks, choices, strict=True)})
-
-
-def _lower_module(after: tuple[int, int] | None = None) -> Module:
-    """host -> p (box 1x2) -> s (rows, 8 PEs at least at T) -> z -> host; z a
-    'rows' kernel of `after` (w, h) cutting s's output, else a box."""
-    m = fk.sized("lower")
-    m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
-    m.inputs = ["x"]
-    fk.box(m, "p", ["x"], "vp", 1, 2)
-    fk.rows(m, "s", ["vp"], "vs", 2, 6, work=8000)
-    if after is None:
-        fk.box(m, "z", ["vs"], "vz", 1, 6)
-    else:
-        fk.rows(m, "z", ["vs"], "vz", *after)
-    m.outputs = ["vz"]
-    return fk.connect(m)
-
-
-def test_lower_consumers_takes_a_shape_the_producers_side_feeds_uniform() -> None:
-    # s (6 rows) beside p (2 rows): one lane at pitch 6 carries all 32 wavelets,
-    # more than half the link (50), so the cut would stay flat; s takes its
-    # narrowest shape of at most 2 rows (4 x 2, cycles 1000), z moves 2 columns on
-    n, rects, choices = _lower(_lower_module(), {"p": (0, 0, 1, 2), "s": (1, 0, 2, 6),
-                                                 "z": (3, 0, 1, 6)})
-    assert n == 1
-    assert rects["s"] == (1, 0, 4, 2) and rects["z"] == (5, 0, 1, 6)
-    assert choices["s"] is not None and choices["s"].knob_dict() == {"w": 4, "h": 2}
-    assert choices["s"].cycles <= T
-
-
-def test_lower_consumers_only_where_needed_and_room() -> None:
-    lay = {"p": (0, 0, 1, 2), "s": (1, 0, 2, 6), "z": (3, 0, 1, 6)}
-    # a link of 1000 takes the single uniform lane: nothing to lower
-    n, rects, _ = _lower(_lower_module(), lay, cap=1000)
-    assert n == 0 and rects["s"] == (1, 0, 2, 6)
-    # the grid ends right after z: no room for the 2 columns s gains
-    n, rects, _ = _lower(_lower_module(), lay, width=4)
-    assert n == 0 and rects["s"] == (1, 0, 2, 6) and rects["z"] == (3, 0, 1, 6)
-    # z cuts s's output on its 6 rows, fed uniform from s's 6: s keeps them
-    n, rects, _ = _lower(_lower_module(after=(1, 6)), lay)
-    assert n == 0 and rects["s"] == (1, 0, 2, 6)

@@ -658,6 +658,53 @@ def test_recut_keeps_the_attempt_cutting_what_fits_and_leaves_out_what_crowds() 
         assert routed == [{(2, "k2")}]
 
 
+def test_recut_within_the_proof_slack_cuts_what_overfills_a_link_a_little() -> None:
+    """With a ceiling above the bound (Route.proof_slack), _recut estimates the
+    re-cuts under the ceiling (k2 fits beside k0 and k1: link 1 at 1100)
+    and keeps an attempt whose busiest link exceeds the settled one's (0.9)
+    up to the ceiling, with up to COLOR_RISE more bundles on a PE than the
+    kept layout has (not only the settled attempt's most); without a
+    ceiling the same attempt is not kept (k2 stays flat), nor one beyond
+    the ceiling: then the re-cuts are estimated under the bound again."""
+    from types import SimpleNamespace as NS
+
+    import wsec.passes.route as rt
+
+    got, best, cut_in = _recut_fixture()
+    best.log[0]["max_bundles_per_pe"] = 3  # up to 3 + COLOR_RISE on a PE: k2 fits on PE 1
+    crowding = set(cut_in)
+    got.flat_rows = 160
+    routed: list[set] = []
+
+    def attempt(score: float, most: int = 5) -> NS:
+        return NS(colored=True, score=(False, score), flat_rows=0, neg=got.neg,
+                  log=[{"max_link_over_capacity": score, "max_bundles_per_pe": most}])
+
+    def run(result: NS, ceiling: float) -> tuple[object, set]:
+        routed.clear()
+
+        def route(still: set) -> NS:
+            routed.append(set(still))
+            return result
+
+        saved = rt._crowding_cuts, rt._flat_rows
+        rt._crowding_cuts = lambda a, b, bound: set()
+        rt._flat_rows = lambda a: a.flat_rows
+        try:
+            return rt._recut(got, best, 1.0, crowding, cut_in, route, None, ceiling)
+        finally:
+            rt._crowding_cuts, rt._flat_rows = saved
+
+    ok = attempt(1.05)
+    assert run(ok, 1.1) == (ok, set())  # all three cut again at 1.05x the capacity
+    assert routed[0] == set()
+    assert run(ok, 0.0) == (got, crowding)  # no slack: k2 left out, 1.05 > 0.9 not kept
+    assert routed[0] == {(2, "k2")}
+    assert run(attempt(1.15), 1.1)[0] is got  # beyond the ceiling
+    assert routed == [set(), {(2, "k2")}]  # then k0 and k1 alone, under the bound
+    assert run(attempt(1.05, most=6), 1.1)[0] is got  # more colors than COLOR_RISE allows
+
+
 def _dense_block(n: int = 40) -> Module:
     """Dense-block-like: each kernel reads up to 4 of the last 12 values."""
     rng = np.random.default_rng(3)

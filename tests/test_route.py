@@ -880,6 +880,38 @@ def test_a_skip_leaves_through_the_sibling_it_shares_lanes_with() -> None:
     assert skip.src.normal == (1, 0) and skip.dst.normal == (1, 0)
 
 
+def test_an_attempt_on_the_same_requests_and_start_is_not_negotiated_again() -> None:
+    """_attempt routes the same requests (same keys: sides, slots, lanes,
+    pitches) started from no routes, or from that attempt's own, once: the
+    second call returns its negotiation with the caller's flags; other
+    sides (a request moved) or another start are negotiated."""
+    from wsec.passes import route as route_mod
+    from wsec.passes.route_bundles import requests
+
+    m = fk.diamond()
+    t = get_target("wse2", (16, 16))
+    Place().run(m, PassContext(t))
+    fabric = Fabric.of(t)
+    cap = max(int(k.cost["cycles"]) for k in m.kernels() if k.cost)
+    corridors = route_mod._corridors(m, fabric)
+    base = requests(m, fabric)
+    known = route_mod._Candidates(fabric, corridors, len(base))
+
+    def attempt(headroom: float = 3.0, **kw: object) -> route_mod._Attempt:
+        return route_mod._attempt(base, fabric, cap, corridors, headroom, 12, 6, None,
+                                  known=known, **kw)
+
+    first = attempt()
+    again = attempt(solo={(0, "x")}, pairs=True)
+    assert again.neg is first.neg and again.routes is first.routes
+    assert again.solo == {(0, "x")} and again.pairs and not first.pairs
+    assert attempt(warm=first.warm()).neg is first.neg  # from its own routes
+    r = next(r for r in first.neg.reqs if len(r.pairs) > 1)
+    other = attempt(moved={(r.edge, r.sink): 1})  # on its next side pair: other keys
+    assert other.neg.keys != first.neg.keys and other.neg is not first.neg
+    assert attempt(warm=other.warm()).neg is not first.neg  # another start
+
+
 @pytest.mark.parametrize("build", [fk.diamond, fk.fanout])
 def test_negotiator_keeps_pe_uses_and_conflicts_agree(build) -> None:
     """The negotiator's count of routes per PE (siblings too) is the count of

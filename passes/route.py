@@ -39,7 +39,10 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    lanes at a corner, then move to the first side pair where they cut; the
    new cuts that crowd a link or a PE are routed flat again (all at once,
    from an attempt where they crowd one another), and then those that fit
-   beside the others on the settled loads are cut again (_recut).
+   beside the others on the settled loads are cut again (_recut); within
+   Route.proof_slack those re-cuts may load the busiest link a few % over
+   the bound (a flat route whose sink reads rows no lane brought is no
+   correct binary), noted per compile where they do.
 
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.

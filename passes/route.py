@@ -830,7 +830,7 @@ class Route(Pass):
         cut_in: dict[tuple[int, str], tuple[_Route, float]] = {}  # their cut routes and loads
         # what the re-cuts may take the busiest link to (PROOF_SLACK), fixed once
         ceiling = max(best.score[1], 1.0) * (1.0 + self.proof_slack)
-        before = (best.score[1], _flat_rows(best))  # for the note on the proof slack
+        before = (best.score[1],)  # for the note on the proof slack
         for pairs in (False, True):
             # widening (cut inputs whose source side is shorter than the sink's
             # rows), then on other side pairs where there is no room for its corner
@@ -886,9 +886,10 @@ class Route(Pass):
         last = min(best.log, key=best.neg._score)  # the round whose routes were kept
         if best.score[1] > max(before[0], 1.0):  # the throughput the proof slack cost
             ctx.notes.append(
-                f"route: cut requests routed flat cut again within the proof slack "
-                f"({self.proof_slack:g}): busiest link {before[0]:.3f} -> {best.score[1]:.3f}x "
-                f"capacity, sink PEs reading flat lanes {before[1]:,} -> {_flat_rows(best):,}")
+                f"route: proof slack ({self.proof_slack:g}) spent to cut requests the crowding "
+                f"rounds routed flat: busiest link {before[0]:.3f} (before the widening "
+                f"attempts) -> {best.score[1]:.3f}x capacity; {_flat_rows(best):,} sink PEs "
+                "still read flat lanes")
         ctx.notes.append(
             f"route: {len(best.routes)} bundles (headroom {best.headroom:g}) in "
             f"{len(best.log)} negotiation rounds; busiest link at "

@@ -658,6 +658,53 @@ def test_recut_keeps_the_attempt_cutting_what_fits_and_leaves_out_what_crowds() 
         assert routed == [{(2, "k2")}]
 
 
+def test_recut_within_the_proof_slack_cuts_what_overfills_a_link_a_little() -> None:
+    """With a ceiling above the bound (Route.proof_slack), _recut estimates the
+    re-cuts under the ceiling (k2 fits beside k0 and k1: link 1 at 1100)
+    and keeps an attempt whose busiest link exceeds the settled one's (0.9)
+    up to the ceiling, with up to COLOR_RISE more bundles on a PE than the
+    kept layout has (not only the settled attempt's most); without a
+    ceiling the same attempt is not kept (k2 stays flat), nor one beyond
+    the ceiling: then the re-cuts are estimated under the bound again."""
+    from types import SimpleNamespace as NS
+
+    import wsec.passes.route as rt
+
+    got, best, cut_in = _recut_fixture()
+    best.log[0]["max_bundles_per_pe"] = 3  # up to 3 + COLOR_RISE on a PE: k2 fits on PE 1
+    crowding = set(cut_in)
+    got.flat_rows = 160
+    routed: list[set] = []
+
+    def attempt(score: float, most: int = 5) -> NS:
+        return NS(colored=True, score=(False, score), flat_rows=0, neg=got.neg,
+                  log=[{"max_link_over_capacity": score, "max_bundles_per_pe": most}])
+
+    def run(result: NS, ceiling: float) -> tuple[object, set]:
+        routed.clear()
+
+        def route(still: set) -> NS:
+            routed.append(set(still))
+            return result
+
+        saved = rt._crowding_cuts, rt._flat_rows
+        rt._crowding_cuts = lambda a, b, bound: set()
+        rt._flat_rows = lambda a: a.flat_rows
+        try:
+            return rt._recut(got, best, 1.0, crowding, cut_in, route, None, ceiling)
+        finally:
+            rt._crowding_cuts, rt._flat_rows = saved
+
+    ok = attempt(1.05)
+    assert run(ok, 1.1) == (ok, set())  # all three cut again at 1.05x the capacity
+    assert routed[0] == set()
+    assert run(ok, 0.0) == (got, crowding)  # no slack: k2 left out, 1.05 > 0.9 not kept
+    assert routed[0] == {(2, "k2")}
+    assert run(attempt(1.15), 1.1)[0] is got  # beyond the ceiling
+    assert routed == [set(), {(2, "k2")}]  # then k0 and k1 alone, under the bound
+    assert run(attempt(1.05, most=6), 1.1)[0] is got  # more colors than COLOR_RISE allows
+
+
 def _dense_block(n: int = 40) -> Module:
     """Dense-block-like: each kernel reads up to 4 of the last 12 values."""
     rng = np.random.default_rng(3)
@@ -831,6 +878,38 @@ def test_a_skip_leaves_through_the_sibling_it_shares_lanes_with() -> None:
     fabric = Fabric.of(get_target("wse2", (14, 6)))
     skip = next(r for r in requests(m, fabric) if r.sink == "c" and r.src.owner == "a")
     assert skip.src.normal == (1, 0) and skip.dst.normal == (1, 0)
+
+
+def test_an_attempt_on_the_same_requests_and_start_is_not_negotiated_again() -> None:
+    """_attempt routes the same requests (same keys: sides, slots, lanes,
+    pitches) started from no routes, or from that attempt's own, once: the
+    second call returns its negotiation with the caller's flags; other
+    sides (a request moved) or another start are negotiated."""
+    from wsec.passes import route as route_mod
+    from wsec.passes.route_bundles import requests
+
+    m = fk.diamond()
+    t = get_target("wse2", (16, 16))
+    Place().run(m, PassContext(t))
+    fabric = Fabric.of(t)
+    cap = max(int(k.cost["cycles"]) for k in m.kernels() if k.cost)
+    corridors = route_mod._corridors(m, fabric)
+    base = requests(m, fabric)
+    known = route_mod._Candidates(fabric, corridors, len(base))
+
+    def attempt(headroom: float = 3.0, **kw: object) -> route_mod._Attempt:
+        return route_mod._attempt(base, fabric, cap, corridors, headroom, 12, 6, None,
+                                  known=known, **kw)
+
+    first = attempt()
+    again = attempt(solo={(0, "x")}, pairs=True)
+    assert again.neg is first.neg and again.routes is first.routes
+    assert again.solo == {(0, "x")} and again.pairs and not first.pairs
+    assert attempt(warm=first.warm()).neg is first.neg  # from its own routes
+    r = next(r for r in first.neg.reqs if len(r.pairs) > 1)
+    other = attempt(moved={(r.edge, r.sink): 1})  # on its next side pair: other keys
+    assert other.neg.keys != first.neg.keys and other.neg is not first.neg
+    assert attempt(warm=other.warm()).neg is not first.neg  # another start
 
 
 @pytest.mark.parametrize("build", [fk.diamond, fk.fanout])

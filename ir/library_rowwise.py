@@ -208,16 +208,18 @@ class ElementwiseKind(_SpreadKind):
         its next along x), so PE row py owns block py of that axis and all
         of every other; an activation the chain reads on those owners
         (broadcast onto the output) is read in that box
-        (wsec.ir.cuts.broadcast_rows). None otherwise (input_cut's
-        consecutive blocks), and, routed, where some rows own nothing (their
-        lanes would land on rows that read none of it)."""
+        (wsec.ir.cuts.broadcast_rows); routed, where some rows own nothing
+        (their lanes would land on rows that read none of it), None. A
+        kernel owning input_cut's consecutive blocks: `_operand_rows`."""
         dims, knobs = kernel.dims, kernel.knobs
-        if not dims.get("Pf") or not knobs or ops.const(value) is not None:
+        if not knobs or ops.const(value) is not None:
             return None
         outs = [tuple(ops.shape(o)) for o in kernel.outputs if o]
         grid = max(outs, key=lambda s: int(np.prod(s)), default=())
         if not grid or int(np.prod(grid)) != dims["E"]:
             return None
+        if not dims.get("Pf"):
+            return self._operand_rows(kernel, value, ops, grid)
         tiled = [tuple(ops.shape(i)) for n in kernel.body for i in n.inputs
                  if i and ops.const(i) is not None and self._tiles(dims, tuple(ops.shape(i)))]
         if not tiled or len(tiled[0]) > len(grid):
@@ -237,6 +239,26 @@ class ElementwiseKind(_SpreadKind):
         if ops.routed and not (rows[:, 1] > rows[:, 0]).all():
             return None
         return broadcast_rows(rows, tuple(ops.shape(value)))
+
+    def _operand_rows(self, kernel: Kernel, value: str, ops: Operands,
+                      grid: tuple[int, ...]) -> np.ndarray | None:
+        """Routed, an activation the chain reads other than once as its
+        first op's data input (the second operand of a residual Add, a value
+        read by two ops of the chain as GELU's x is): every op of the chain
+        runs on the output grid, each element on the PE owning its block
+        (input_cut's consecutive blocks, wsec.backends.sim_spread), which
+        reads the elements of `value` that element broadcasts from; PE
+        row py's box is its blocks' hull broadcast onto the value
+        (wsec.ir.cuts.broadcast_rows: a [0, 1) stretch of an axis the value
+        broadcasts along). None where the value does not broadcast onto
+        the grid, is not read by the chain, or the weight-streaming phase
+        holds it (not routed: the rows keep what they held)."""
+        if not ops.routed or not any(value in n.inputs for n in kernel.body):
+            return None
+        rows = self.input_cut(kernel.dims, kernel.knobs, grid)
+        if rows is None:
+            return None
+        return broadcast_rows(rows, tuple(int(n) for n in ops.shape(value)))
 
     @staticmethod
     def _tile_grid(p: int) -> tuple[int, int]:
@@ -579,6 +601,26 @@ class NormKind(LibraryKind):
         else:  # [N, C, ...]: H is 1
             boxes = joined(hull[:, :, :1], ch, rest)
         return grouped_rows(boxes, MAX_COLUMN)
+
+    def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
+        """A LayerNorm as older exporters decompose it (ReduceMean, Sub,
+        ...) reads its data input twice: the first ReduceMean sums each row
+        segment and the Sub takes the mean from the same elements, on the
+        same PE (wsec.backends.sim_reduce.decomposed_ln). A value read twice
+        has no one box per row in general (wsec.ir.kernels.input_cut leaves
+        it flat); here both reads are the row segment input_cut declares, so
+        its lanes carry that. Routed only: a weight-streaming phase keeps
+        holding the value as before. None for anything else."""
+        body = kernel.body
+        if not ops.routed or not kernel.knobs or not body or body[0].op != "ReduceMean" \
+                or not body[0].inputs or body[0].inputs[0] != value \
+                or ops.const(value) is not None:
+            return None
+        shape = tuple(int(n) for n in ops.shape(value))
+        if any(n.op not in ("ReduceMean", "Sub") or list(n.inputs).index(value) != 0
+               for n in body if value in n.inputs):
+            return None  # read as something other than the rows' data
+        return self.input_cut(kernel.dims, kernel.knobs, shape)
 
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:

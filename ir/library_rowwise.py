@@ -451,11 +451,11 @@ class SoftmaxKind(_SpreadKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """PE index i (row-major in the near-square rectangle) reads segment
-        i % pe (pe = min(p, E)) of the softmax axis in the rows of its row
-        group i // pe (ceil(rows / (p // E)) consecutive rows over the other
-        axes, in order); a PE row's box is the hull of its PEs' boxes
-        (wsec.ir.cuts.spread_rows)."""
+        """PE index i (row-major in the near-square rectangle) reads its
+        segment (of pe = min(p, E)) of the softmax axis in the rows of its
+        row group (ceil(rows / (p // E)) consecutive rows over the other
+        axes, in order), as `softmax_cells` deals them; a PE row's box is
+        the hull of its PEs' boxes (wsec.ir.cuts.spread_rows)."""
         E, rows, p = dims["E"], dims["rows"], int(knobs["p"])
         axis = len(shape) - 1 - dims.get("after", 0)
         if axis < 0 or shape[axis] != E or int(np.prod(shape)) != E * rows:
@@ -678,17 +678,53 @@ def _decomposed_ln_dims(body: Sequence[Node], values: dict[str, Value]) -> Dims:
             "L": 1, "Pc": 0, "Pr": consts, "F": 0, "A": 0, "P": 0}
 
 
+def softmax_cells(shape: tuple[int, ...], axis: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """(segment, row group) of every PE index i < p of a softmax over `axis`
+    (min(p, E) segments of the axis, p // E row groups: SoftmaxKind). The
+    indices sit row-major in a near-square rectangle (wsec.ir.cuts.
+    spread_rows), so which index holds which pair decides what a PE row
+    reads: group-major (i = group * segments + segment) keeps a row's
+    segments in one row group, the best order unless the segments wrap
+    within a PE row, whose box then spans every segment of two groups;
+    segment-major (i = segment * groups + group) gives a row a few whole
+    segments of every group, about 1/h of the value. Of the two, the order
+    whose busiest PE row reads fewer elements (then fewer in all; ties:
+    group-major), so each row's lane carries about its share (measured:
+    ViT's attention softmax, 17 segments x 2 groups on 6 x 6 PEs, read the
+    whole value on three of its six rows group-major). A PE past the last
+    pair reads nothing (segment E or more, group p // E or more)."""
+    E = shape[axis]
+    pe, pr = min(p, E), max(1, p // E)
+    i = np.arange(p)
+    group_major = (i % pe, i // pe)
+    if pr == 1:
+        return group_major
+    seg_major = (i // pr, i % pr)
+    best, score = group_major, None
+    for cells in (group_major, seg_major):
+        rows = spread_rows(_softmax_pe_boxes(shape, axis, p, *cells))
+        got = box_elements(rows)
+        key = (int(got.max()), int(got.sum()))
+        if score is None or key < score:
+            best, score = cells, key
+    return best
+
+
 def softmax_boxes(shape: tuple[int, ...], axis: int, p: int) -> np.ndarray:
     """(p, 2, ndim): the box PE index i of a softmax over `axis` reads
-    (SoftmaxKind.input_cut): segment i % pe of the axis x the hull of row
-    group i // pe's rows (consecutive over the other axes, in order)."""
+    (SoftmaxKind.input_cut): its segment of the axis x the hull of its row
+    group's rows (consecutive over the other axes, in order), as
+    softmax_cells places them."""
+    return _softmax_pe_boxes(shape, axis, p, *softmax_cells(shape, axis, p))
+
+
+def _softmax_pe_boxes(shape: tuple[int, ...], axis: int, p: int, seg: np.ndarray,
+                      rg: np.ndarray) -> np.ndarray:
     E = shape[axis]
     other = tuple(n for a, n in enumerate(shape) if a != axis)
     rows = int(np.prod(other))
     pe, pr = min(p, E), max(1, p // E)
     nb, rl = -(-E // pe), -(-rows // pr)
-    i = np.arange(p)
-    seg, rg = i % pe, i // pe
     hull = flat_hulls(np.minimum(rg * rl, rows), np.minimum((rg + 1) * rl, rows), other)
     ax = np.zeros((p, 2, 1), np.int64)
     ax[:, 0, 0], ax[:, 1, 0] = np.minimum(seg * nb, E), np.minimum((seg + 1) * nb, E)

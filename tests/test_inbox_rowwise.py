@@ -19,11 +19,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from test_cut_kinds import _compile_wide, _cut_sinks
-from test_inbox_kinds import _boundary, _faulty
+from test_inbox_kinds import _boundary, _faulty, _window_faults
 from wsec.backends.format import Program
 from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.backends.sim_inbox import pe_windows
 from wsec.ir.graph import Kernel, Node
 from wsec.ir.kernels import KINDS
+from wsec.ir.lanes import box_elements, check_cut
+from wsec.ir.library_rowwise import softmax_boxes, softmax_cells
 from wsec.ir.movement import Operands
 from wsec.run import onnx_reference
 
@@ -184,3 +187,32 @@ def test_the_declared_boxes() -> None:
     assert (s[:, :, 1] == [0, 10]).all()
     assert ew.body_cut(ek, "w", _ops(esh)) is None  # a constant: held, never routed
     assert ew.body_cut(ek, "b", _ops(esh, routed=False)) is None
+
+
+@pytest.mark.parametrize("shape, p", [((1, 4, 17, 17), 36), ((1, 4, 64, 64), 128),
+                                      ((2, 8, 6), 20), ((1, 1000), 10)])
+def test_softmax_rows_read_about_their_share(shape: tuple[int, ...], p: int) -> None:
+    """Every (segment, row group) pair on one PE index; the rows' boxes
+    cover the value, hold every PE's window, and where the pairs wrap
+    within a PE row (ViT's 17 segments x 2 groups on 6 x 6 PEs) the busiest
+    row reads about 1/h of it, not all of it; swapped and dropped lanes
+    are errors at the PE."""
+    axis = len(shape) - 1
+    E = shape[axis]
+    rows_n = int(np.prod(shape)) // E
+    seg, rg = softmax_cells(shape, axis, p)
+    pe, pr = min(p, E), max(1, p // E)
+    live = (seg < pe) & (rg < pr)
+    pairs = set(zip(seg[live].tolist(), rg[live].tolist(), strict=True))
+    assert len(pairs) == live.sum() == pe * pr
+    dims = {"E": E, "rows": rows_n}
+    rows = KINDS["softmax"].input_cut(dims, {"p": p}, shape)
+    assert rows is not None
+    check_cut(shape, rows)
+    w = int(np.ceil(np.sqrt(p)))
+    h = -(-p // w)
+    assert rows.shape[0] == h
+    numel = int(np.prod(shape))
+    assert int(box_elements(rows).max()) <= -(-numel // h) + numel // pe * 2
+    need = pe_windows(softmax_boxes(shape, axis, p), np.arange(p), w, h)
+    _window_faults(shape, rows, need)

@@ -242,23 +242,29 @@ class ElementwiseKind(_SpreadKind):
 
     def _operand_rows(self, kernel: Kernel, value: str, ops: Operands,
                       grid: tuple[int, ...]) -> np.ndarray | None:
-        """Routed, an activation the chain reads other than once as its
-        first op's data input (the second operand of a residual Add, a value
-        read by two ops of the chain as GELU's x is): every op of the chain
-        runs on the output grid, each element on the PE owning its block
-        (input_cut's consecutive blocks, wsec.backends.sim_spread), which
-        reads the elements of `value` that element broadcasts from; PE
-        row py's box is its blocks' hull broadcast onto the value
-        (wsec.ir.cuts.broadcast_rows: a [0, 1) stretch of an axis the value
-        broadcasts along). None where the value does not broadcast onto
-        the grid, is not read by the chain, or the weight-streaming phase
-        holds it (not routed: the rows keep what they held)."""
+        """Routed, an activation as large as the grid that the chain reads
+        other than once as its first op's data input (the second operand of
+        a residual Add, a value read by two ops of the chain as GELU's x
+        is): every op of the chain runs on the output grid, each element on
+        the PE owning its block (input_cut's consecutive blocks,
+        wsec.backends.sim_spread), which reads the same element of `value`;
+        PE row py's box is its blocks' hull (as input_cut's). None where the
+        chain does not read it, or the weight-streaming phase holds it (not
+        routed: the rows keep what they held), and for an operand broadcast
+        onto the grid (a squeeze-excitation scale [N, C, 1, 1]): its rows'
+        boxes would be broadcast_rows of these, but declared, they changed
+        the router's widening rounds elsewhere in a layout (MobileNet-v3's
+        fixture: a depthwise conv's input lost its cut, +146 PEs reading
+        what no lane brought, where EfficientNet's gained 311)."""
         if not ops.routed or not any(value in n.inputs for n in kernel.body):
             return None
         rows = self.input_cut(kernel.dims, kernel.knobs, grid)
         if rows is None:
             return None
-        return broadcast_rows(rows, tuple(int(n) for n in ops.shape(value)))
+        shape = tuple(int(n) for n in ops.shape(value))
+        if int(np.prod(shape)) != kernel.dims["E"]:
+            return None
+        return broadcast_rows(rows, shape)
 
     @staticmethod
     def _tile_grid(p: int) -> tuple[int, int]:

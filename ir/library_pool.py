@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from .cuts import flat_hulls, grouped_rows, joined
+from .cuts import broadcast_rows, flat_hulls, grouped_rows, joined
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
     CODE_BYTES,
+    ELEMENTWISE_OPS,
     KERNEL_OVERHEAD,
     MAX_COLUMN,
     ROW_OVERHEAD,
@@ -368,6 +370,46 @@ class ResizeKind(LibraryKind):
         box[:, 0, 2], box[:, 1, 2] = lo, hi
         box[hi <= lo] = 0
         return box
+
+    def body_cut(self, kernel: Any, value: str, ops: Any) -> np.ndarray | None:
+        """Routed, a 4-D Resize's data input that its fused element-wise
+        tail reads again (U-Net's x + Resize(x) at scale 1: a value read
+        twice has no one box per row in general, wsec.ir.kernels.input_cut):
+        output-row group py's PEs read their input rows (input_cut) and,
+        in the tail, the elements of the output rows they own broadcast
+        back onto the input (wsec.ir.cuts.broadcast_rows); its box is the
+        hull of both. None otherwise (input_cut and operand_cut say)."""
+        body, dims, knobs = kernel.body, kernel.dims, kernel.knobs
+        if not ops.routed or not knobs or not body or not body[0].inputs \
+                or body[0].inputs[0] != value or ops.const(value) is not None:
+            return None
+        tail = [n for n in body[1:] if value in n.inputs]
+        if not tail or value in body[0].inputs[1:] \
+                or any(n.op not in ELEMENTWISE_OPS for n in tail):
+            return None
+        shape = tuple(int(n) for n in ops.shape(value))
+        rows = self.input_cut(dims, knobs, shape)
+        out = tuple(int(n) for n in ops.shape(body[0].outputs[0]))
+        if rows is None or len(out) != 4:
+            return None
+        s, Ho = int(knobs["s"]), out[2]
+        hb = -(-Ho // s)
+        own = np.zeros((s, 2, 4), np.int64)
+        own[:, 1] = out
+        own[:, 0, 2] = np.minimum(Ho, np.arange(s) * hb)
+        own[:, 1, 2] = np.minimum(Ho, (np.arange(s) + 1) * hb)
+        own[own[:, 1, 2] <= own[:, 0, 2]] = 0
+        read = broadcast_rows(own, shape)
+        if read is None:
+            return None
+        live = (read[:, 1] > read[:, 0]).all(axis=1)
+        none = ~(rows[:, 1] > rows[:, 0]).all(axis=1)
+        out_rows = rows.copy()
+        both = live & ~none
+        out_rows[both, 0] = np.minimum(rows[both, 0], read[both, 0])
+        out_rows[both, 1] = np.maximum(rows[both, 1], read[both, 1])
+        out_rows[live & none] = read[live & none]
+        return out_rows
 
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,

@@ -216,3 +216,35 @@ def test_softmax_rows_read_about_their_share(shape: tuple[int, ...], p: int) -> 
     assert int(box_elements(rows).max()) <= -(-numel // h) + numel // pe * 2
     need = pe_windows(softmax_boxes(shape, axis, p), np.arange(p), w, h)
     _window_faults(shape, rows, need)
+
+
+def test_resize_input_read_again_by_its_tail() -> None:
+    """x + Resize(x) at scale 1 (U-Net): each output-row group's box holds
+    its input rows and the rows its tail reads; swapped and dropped lanes
+    are errors at the PE."""
+    kind = KINDS["resize"]
+    dims = {"N": 1, "C": 4, "H": 12, "W": 10, "Ho": 12, "Wo": 10, "Q": 4, "th": 1, "tw": 1}
+    knobs = {"c": 2, "s": 4}
+    body = [Node("rz", "Resize", ["x", "", "sc"], ["r"], {"mode": "nearest"}),
+            Node("add", "Add", ["x", "r"], ["y"])]
+    k = Kernel("k0", "kernel", ["x"], ["y"], kind="resize", dims=dims, body=body, knobs=knobs)
+    shape = (1, 4, 12, 10)
+    sh = {"x": shape, "r": shape, "y": shape, "sc": (4,)}
+    ops = Operands(lambda v: sh[v], lambda v: np.ones(4) if v == "sc" else None, True)
+    rows = kind.body_cut(k, "x", ops)
+    base = kind.input_cut(dims, knobs, shape)
+    assert rows is not None and base is not None
+    check_cut(shape, rows)
+    for g in range(4):  # the rows it resamples and the rows it owns (adds)
+        assert rows[g, 0, 2] <= min(base[g, 0, 2], 3 * g)
+        assert rows[g, 1, 2] >= max(base[g, 1, 2], 3 * g + 3)
+    assert kind.body_cut(k, "x", Operands(ops.shape, ops.const, False)) is None
+    k.body = body[:1]
+    assert kind.body_cut(k, "x", ops) is None  # read once: input_cut says
+    need = np.zeros((4, 2, 2, 4), np.int64)  # as sim_resample._check_resize, and the tail
+    need[:, :, 1] = shape
+    for g in range(4):
+        a, b = kind.input_rows(dims, knobs, g)
+        need[g, :, 0, 2], need[g, :, 1, 2] = min(a, 3 * g), max(b, 3 * g + 3)
+    need[:, :, 0, 1], need[:, :, 1, 1] = [0, 2], [2, 4]
+    _window_faults(shape, rows, need)

@@ -26,8 +26,10 @@ from wsec.backends.sim_inbox import pe_windows
 from wsec.ir.graph import Kernel, Node
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import box_elements, check_cut
+from wsec.ir.library_pool import tap_windows
 from wsec.ir.library_rowwise import softmax_boxes, softmax_cells
 from wsec.ir.movement import Operands
+from wsec.ir.opsem_more import resize_taps
 from wsec.run import onnx_reference
 
 _F = TensorProto.FLOAT
@@ -218,33 +220,50 @@ def test_softmax_rows_read_about_their_share(shape: tuple[int, ...], p: int) -> 
     _window_faults(shape, rows, need)
 
 
-def test_resize_input_read_again_by_its_tail() -> None:
-    """x + Resize(x) at scale 1 (U-Net): each output-row group's box holds
-    its input rows and the rows its tail reads; swapped and dropped lanes
-    are errors at the PE."""
+def _resize_kernel(scale: float, mode: str, tail: bool, H: int = 12) -> tuple[Kernel, Operands]:
+    Ho = int(H * scale)
+    dims = {"N": 1, "C": 4, "H": H, "W": 10, "Ho": Ho, "Wo": 10, "Q": 4,
+            "th": 1 if mode == "nearest" else 2, "tw": 1}
+    body = [Node("rz", "Resize", ["x", "", "sc"], ["r"], {"mode": mode})]
+    if tail:
+        body.append(Node("add", "Add", ["x", "r"], ["y"]))
+    k = Kernel("k0", "kernel", ["x"], [body[-1].outputs[0]], kind="resize", dims=dims,
+               body=body, knobs={"c": 2, "s": 4})
+    sh = {"x": (1, 4, H, 10), "r": (1, 4, Ho, 10), "y": (1, 4, Ho, 10), "sc": (4,)}
+    sc = np.array([1, 1, scale, 1.0])
+    return k, Operands(lambda v: sh[v], lambda v: sc if v == "sc" else None, True)
+
+
+def test_resize_rows_are_what_its_taps_read() -> None:
+    """x + Resize(x) at scale 1 (U-Net): group g reads and adds its own 3
+    rows; 2x linear: each group's box holds every row its taps of non-zero
+    weight read, and fewer rows than the dims' margin (input_cut); a
+    constant-free or weight-streaming cut stays input_cut's. Swapped and
+    dropped lanes are errors at the PE."""
     kind = KINDS["resize"]
-    dims = {"N": 1, "C": 4, "H": 12, "W": 10, "Ho": 12, "Wo": 10, "Q": 4, "th": 1, "tw": 1}
-    knobs = {"c": 2, "s": 4}
-    body = [Node("rz", "Resize", ["x", "", "sc"], ["r"], {"mode": "nearest"}),
-            Node("add", "Add", ["x", "r"], ["y"])]
-    k = Kernel("k0", "kernel", ["x"], ["y"], kind="resize", dims=dims, body=body, knobs=knobs)
+    k, ops = _resize_kernel(1.0, "nearest", tail=True)
     shape = (1, 4, 12, 10)
-    sh = {"x": shape, "r": shape, "y": shape, "sc": (4,)}
-    ops = Operands(lambda v: sh[v], lambda v: np.ones(4) if v == "sc" else None, True)
     rows = kind.body_cut(k, "x", ops)
-    base = kind.input_cut(dims, knobs, shape)
+    base = kind.input_cut(k.dims, k.knobs, shape)
     assert rows is not None and base is not None
     check_cut(shape, rows)
-    for g in range(4):  # the rows it resamples and the rows it owns (adds)
-        assert rows[g, 0, 2] <= min(base[g, 0, 2], 3 * g)
-        assert rows[g, 1, 2] >= max(base[g, 1, 2], 3 * g + 3)
+    assert rows[:, :, 2].tolist() == [[3 * g, 3 * g + 3] for g in range(4)]
+    assert int(box_elements(rows).sum()) < int(box_elements(base).sum())
     assert kind.body_cut(k, "x", Operands(ops.shape, ops.const, False)) is None
-    k.body = body[:1]
-    assert kind.body_cut(k, "x", ops) is None  # read once: input_cut says
-    need = np.zeros((4, 2, 2, 4), np.int64)  # as sim_resample._check_resize, and the tail
-    need[:, :, 1] = shape
-    for g in range(4):
-        a, b = kind.input_rows(dims, knobs, g)
-        need[g, :, 0, 2], need[g, :, 1, 2] = min(a, 3 * g), max(b, 3 * g + 3)
+    assert kind.body_cut(k, "x", Operands(ops.shape, lambda v: None, True)) is None
+    k2, ops2 = _resize_kernel(2.0, "linear", tail=False, H=6)
+    up = kind.body_cut(k2, "x", ops2)
+    assert up is not None
+    check_cut((1, 4, 6, 10), up)
+    idx, w, _ = resize_taps(k2.body[0], 6, 12, 2.0, (0.0, 1.0))
+    for o in range(12):  # output row o is in group o // 3
+        read = idx[o][w[o] != 0]
+        assert (up[o // 3, 0, 2] <= read).all() and (read < up[o // 3, 1, 2]).all()
+    assert int(box_elements(up).sum()) < int(box_elements(
+        kind.input_cut(k2.dims, k2.knobs, (1, 4, 6, 10))).sum())
+    win = tap_windows(k2.body[0], (1, 4, 6, 10), [None, np.array([1, 1, 2.0, 1]), None], 4)
+    need = np.zeros((4, 2, 2, 4), np.int64)  # as sim_resample._check_resize
+    need[:, :, 1] = (1, 4, 6, 10)
+    need[:, :, 0, 2], need[:, :, 1, 2] = win[:, 0:1], win[:, 1:2]
     need[:, :, 0, 1], need[:, :, 1, 1] = [0, 2], [2, 4]
-    _window_faults(shape, rows, need)
+    _window_faults((1, 4, 6, 10), up, need)

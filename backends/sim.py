@@ -28,9 +28,48 @@ __all__ = ["RunResult", "Routers", "SimError", "Trace", "configure", "random_inp
            "simulate"]
 
 
+# ops an integer input passes through unchanged in value on its way to a
+# Gather's indices (its shape or type may change)
+_INDEX_KEEPS = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity",
+                          "Expand"})
+
+
+def index_bounds(p: Program) -> dict[str, int]:
+    """Per integer model input that indexes a table (a Gather's or
+    GatherElements' indices, directly or through value-preserving ops), the
+    fewest entries along the axis it indexes: random indices must stay below
+    it (a BERT's token type ids index a 2-row table)."""
+    ops = [op for k in p.kernels for op in k.body]
+    alias = {name: name for name in p.info["inputs"]}
+    grew = True
+    while grew:  # bodies are per kernel: follow the chains until nothing new
+        grew = False
+        for op in ops:
+            if op["op"] in _INDEX_KEEPS and op["inputs"] and op["inputs"][0] in alias:
+                for o in op["outputs"]:
+                    if o not in alias:
+                        alias[o] = alias[op["inputs"][0]]
+                        grew = True
+    bounds: dict[str, int] = {}
+    for op in ops:
+        if op["op"] in ("Gather", "GatherElements") and len(op["inputs"]) > 1 \
+                and op["inputs"][1] in alias and op["inputs"][0] in p.info["values"]:
+            shape, _ = value_array_type(p, op["inputs"][0])
+            axis = int(op["attrs"].get("axis", 0))
+            if shape and -len(shape) <= axis < len(shape):
+                src = alias[op["inputs"][1]]
+                bounds[src] = min(bounds.get(src, shape[axis]), shape[axis])
+    return bounds
+
+
 def random_inputs(p: Program, seed: int = 0) -> dict[str, np.ndarray]:
-    """A seeded input of the right shape and type for every model input."""
+    """A seeded input of the right shape and type for every model input.
+    Integers that index a table are 0..3, kept below its size (index_bounds);
+    the others are 0 or 1, what a mask holds: a BERT's attention mask of 3
+    scales its additive bias past the float range and every output is NaN,
+    which a --check then passes on NaN = NaN alone."""
     rng = np.random.default_rng(seed)
+    bounds = index_bounds(p)
     out = {}
     for name in p.info["inputs"]:
         shape, dt = value_array_type(p, name)
@@ -39,7 +78,7 @@ def random_inputs(p: Program, seed: int = 0) -> dict[str, np.ndarray]:
         elif dt == np.bool_:
             out[name] = rng.integers(0, 2, shape).astype(dt)
         else:
-            out[name] = rng.integers(0, 4, shape).astype(dt)
+            out[name] = rng.integers(0, max(1, min(4, bounds.get(name, 2))), shape).astype(dt)
     return out
 
 

@@ -167,7 +167,9 @@ def _conv2d(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...], st: li
     if G == 1:  # every PE's shard as a [cb R S, kb] block, block rows ci
         wall = block_rows(wpe.transpose(1, 0, 4, 5, 6, 2, 3), c, s, cb * R * S, kk * kb)
     # residuals added as the partial sums pass each row (ConvKind.spread_operands)
-    skips = _spread_skips(env, node, (N, K, Ho, Wo), kk, kb, c, s, hb, stats) \
+    skips = [_pad(r, 1, kk * kb).reshape(N, kk * kb, s, hb, Wo).transpose(2, 0, 3, 4, 1)
+             .reshape(s, N * hb * Wo, kk * kb)
+             for r in _spread_skips(env, node, (N, K, Ho, Wo), kb, c, s, hb, stats)] \
         if view is None and fold == 1 else []
     for ci in range(c):  # the reduction along each PE column, in PE order
         w_ci = wpe[:, ci]  # [s, k, kb, cb, R, S]: every PE of block row ci
@@ -283,6 +285,12 @@ def _conv2d_stacked(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...]
     win = windows(xloc, [R, S], st, dl, [hb, Wo]).reshape(s, N, C, hb, Wo, R, S)
     acc = np.zeros((s, N, G, kk, kb, hb, Wo), COMPUTE_DTYPE)
     q = np.arange(G)
+    # residuals added as the partial sums pass each row of a group (spread_operands):
+    # [s, N, G, kk, kb, hb, Wo], group q's channel q kg + px kb + t at [.., q, px, t, ..]
+    skips = [_pad(r.reshape(N, G, kg, s, hb, Wo), 2, kk * kb)
+             .reshape(N, G, kk, kb, s, hb, Wo).transpose(4, 0, 1, 2, 3, 5, 6)
+             for r in _spread_skips(env, node, (N, K, Ho, Wo), kb, c, s, hb, stats, G)]
+    u = np.arange(kk * kb).reshape(kk, kb)  # a PE's channel within its group
     for b in range(c):  # the reduction down each group's c rows, in PE order
         t = b * cb + np.arange(cb)
         live = t < cg
@@ -291,6 +299,9 @@ def _conv2d_stacked(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...]
         part = np.einsum("gnqjhwab,gqptjab->gnqpthw", np.asarray(xg, np.float64),
                          np.asarray(wpe[:, :, b], np.float64), optimize=True)
         acc += part.astype(COMPUTE_DTYPE)
+        mine = ((u >= b * kg // c) & (u < (b + 1) * kg // c))[None, None, None, :, :, None, None]
+        for r in skips:  # row b of each group adds its channels of it as the sums pass
+            acc += np.where(mine, r, COMPUTE_DTYPE(0))
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias and bias in k.weights:  # added by each group's reduction-end PE
         bpe = env.mem.pe_array(env.ki, k.weights.index(bias), (kb,)).reshape(s, G, c, kk, kb)
@@ -308,17 +319,19 @@ def _conv2d_stacked(env: Env, node: Node, x: np.ndarray, wshape: tuple[int, ...]
     return y, (row * kk + px[:, None])[None, :, :, None]
 
 
-def _spread_skips(env: Env, node: Node, grid: tuple[int, int, int, int], kk: int, kb: int,
-                  c: int, s: int, hb: int, stats: dict[str, int]) -> list[np.ndarray]:
+def _spread_skips(env: Env, node: Node, grid: tuple[int, int, int, int], kb: int, c: int,
+                  s: int, hb: int, stats: dict[str, int], G: int = 1) -> list[np.ndarray]:
     """The residuals the kernel's PE rows add into the partial sums as they
-    pass (wsec.ir.library_conv.ConvKind.spread_operands), each as
-    [s, N hb Wo, kk kb] in the reduction's layout. PE (px, g c + j) reads
-    the channels of its column block px among row j's [j K // c,
-    (j + 1) K // c) of row group g's output rows (skip_boxes), a window
-    checked against the lane its core received (sim_inbox.check_windows: a
-    cut bundle proves it or raises at the PE); the rest of the value is
-    never added there. The chain's Adds are marked done (`Env.spread`):
-    the tail passes the partial sums' result on (sim_tail.run_tail)."""
+    pass (wsec.ir.library_conv.ConvKind.spread_operands), each as [N, K,
+    s hb, Wo] (rows past Ho zero). PE (px, g c + j) reads the channels of
+    its column block px among row j's [j K // c, (j + 1) K // c) of row
+    group g's output rows (skip_boxes; a conv stacked by its G groups: row
+    q c + j of the group's, among group q's channels, its block px of
+    them), a window checked against the lane its core received
+    (sim_inbox.check_windows: a cut bundle proves it or raises at the PE);
+    the rest of the value is never added there. The chain's Adds are
+    marked done (`Env.spread`): the tail passes the partial sums' result on
+    (sim_tail.run_tail)."""
     k = env.k
     body = [node_of(d) for d in k.body]
     names = KINDS["conv"].spread_operands(k.dims, k.knobs, body, k.outputs, env.shape_of)
@@ -327,11 +340,12 @@ def _spread_skips(env: Env, node: Node, grid: tuple[int, int, int, int], kk: int
         return []
     N, K, Ho, Wo = grid
     uw, uh = k.unrotated_shape
-    boxes = skip_boxes(N, K, Ho, Wo, c, s)  # per PE row
-    px = np.arange(uw)
+    boxes = skip_boxes(N, K, Ho, Wo, c, s, G)  # per PE row
+    first = ((np.arange(uh) % (G * c)) // c) * (K // G)  # a row's group's first channel
+    lo = first[:, None] + np.arange(uw)[None, :] * kb  # [uh, uw]: each PE's column block
     need = np.repeat(boxes[:, None], uw, axis=1)  # [uh, uw, 2, 4]
-    need[:, :, 0, 1] = np.maximum(need[:, :, 0, 1], px[None, :] * kb)
-    need[:, :, 1, 1] = np.minimum(need[:, :, 1, 1], (px[None, :] + 1) * kb)
+    need[:, :, 0, 1] = np.maximum(need[:, :, 0, 1], lo)
+    need[:, :, 1, 1] = np.minimum(need[:, :, 1, 1], lo + kb)
     need[(need[:, :, 1] <= need[:, :, 0]).any(axis=2)] = 0
     out = []
     for v in names:
@@ -341,11 +355,16 @@ def _spread_skips(env: Env, node: Node, grid: tuple[int, int, int, int], kk: int
                 env.mem.p, env.ki, d, need)
         env.checked.add(v)
         r = np.asarray(env.vals[v]).astype(COMPUTE_DTYPE, copy=False)
-        r = np.pad(r, [(0, 0), (0, kk * kb - K), (0, s * hb - Ho), (0, 0)])
-        out.append(r.reshape(N, kk * kb, s, hb, Wo).transpose(2, 0, 3, 4, 1)
-                   .reshape(s, N * hb * Wo, kk * kb))
+        out.append(_pad(r, 2, s * hb))
         env.spread.add(v)
     return out
+
+
+def _pad(a: np.ndarray, axis: int, n: int) -> np.ndarray:
+    """`a` padded with zeros at the end of `axis` to length n."""
+    width = [(0, 0)] * a.ndim
+    width[axis] = (0, n - a.shape[axis])
+    return np.pad(a, width)
 
 
 def _conv_need(shape: tuple[int, ...], c: int, s: int, cb: int, hb: int, sh: int, R: int,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .lanes import box_elements
+
 
 def flat_hulls(start: np.ndarray, stop: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """(n, 2, ndim): the bounding box of the flat elements [start, stop) of a
@@ -117,3 +119,33 @@ def broadcast_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | Non
     empty = (rows[:, 1, :] <= rows[:, 0, :]).any(axis=1)
     out[empty] = 0
     return out
+
+
+def flat_reads(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(n, 2, 1): each box (n, 2, ndim) of a value of `shape` as the range
+    of the value flattened from its first element to its last (exact for a
+    box whose axes after its first varying one are whole, a superset
+    otherwise); empty boxes stay empty."""
+    lo, hi = boxes[:, 0, :].astype(np.int64), boxes[:, 1, :].astype(np.int64)
+    empty = (hi <= lo).any(axis=1)
+    dims = tuple(int(n) for n in shape)
+    first = np.ravel_multi_index(tuple(np.where(empty[:, None], 0, lo).T), dims)
+    last = np.ravel_multi_index(tuple(np.where(empty[:, None], 0, hi - 1).T), dims)
+    out = np.stack([first, last + 1], axis=1)[:, :, None]
+    out[empty] = 0
+    return out
+
+
+def tighter_flat(boxes: np.ndarray, shape: tuple[int, ...], column: int) -> bool:
+    """Whether the PE rows of a grouped layout (`grouped_rows`) whose PE
+    indices read `boxes` ((n, 2, ndim) of a value of `shape`) hold fewer
+    elements in all as hulls of the value flattened (`flat_reads`) than as
+    hulls in its shape: where consecutive PE indices read consecutive flat
+    ranges that a box of the shape does not join (the end of one channel's
+    rows and the start of the next's), a kind's cut is lighter over the
+    flattened view (KernelKind.input_view)."""
+    if len(shape) < 2:
+        return False
+    return bool(box_elements(grouped_rows(flat_reads(boxes, shape), column)).sum()
+                < box_elements(grouped_rows(boxes, column)).sum())
+

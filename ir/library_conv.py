@@ -194,18 +194,23 @@ def chain_operands(body: Sequence[Node], outputs: Sequence[str]) -> list[str]:
     return got
 
 
-def skip_boxes(N: int, K: int, Ho: int, Wo: int, c: int, s: int) -> np.ndarray:
-    """(c s, 2, 4): row j of row group g (PE row g c + j) reads output
+def skip_boxes(N: int, K: int, Ho: int, Wo: int, c: int, s: int, G: int = 1) -> np.ndarray:
+    """(G c s, 2, 4): row j of row group g (PE row g c + j) reads output
     channels [j K // c, (j + 1) K // c) of the group's ceil(Ho / s) output
     rows (all samples, the whole width): the c rows of a group partition
     its owner row's box, each a c-th of it (ConvKind.spread_operands).
-    Groups past the last output row read nothing."""
-    py = np.arange(c * s)
-    j, g = py % c, py // c
+    A conv stacked by its G groups (`stacked`; G > 1) does so per group:
+    row q c + j of row group g (PE row g G c + q c + j) reads channels
+    q K/G + [j (K/G) // c, (j + 1) (K/G) // c), a c-th of its group's owner
+    box (stack_owners). Groups past the last output row read nothing."""
+    py = np.arange(G * c * s)
+    j, g = py % (G * c), py // (G * c)
+    q, b = j // c, j % c
+    kg = K // max(G, 1)
     hb = -(-Ho // max(s, 1))
-    out = np.zeros((c * s, 2, 4), np.int64)
+    out = np.zeros((G * c * s, 2, 4), np.int64)
     out[:, 1, 0], out[:, 1, 3] = N, Wo
-    out[:, 0, 1], out[:, 1, 1] = j * K // c, (j + 1) * K // c
+    out[:, 0, 1], out[:, 1, 1] = q * kg + b * kg // c, q * kg + (b + 1) * kg // c
     out[:, 0, 2], out[:, 1, 2] = np.minimum(g * hb, Ho), np.minimum((g + 1) * hb, Ho)
     out[(out[:, 1] <= out[:, 0]).any(axis=1)] = 0
     return out
@@ -644,13 +649,18 @@ class ConvKind(LibraryKind):
         of a group adds channels [j K // c, (j + 1) K // c), each PE the
         part of them in its column's block, into the partial sums as they
         pass (the simulator: sim_sharded._conv2d); with c = 1 that is the
-        owner row, as before."""
-        if dims.get("L1") or dims.get("T") or not body or body[0].op != "Conv" or banded(dims) \
-                or stacked(dims):  # (not yet spread over a stacked group's rows)
+        owner row, as before. A conv stacked by groups (`stacked`) spreads
+        each group's K/G channels over that group's c rows the same way
+        (c <= K/G; sim_sharded._conv2d_stacked): its owner rows are one of
+        every c and their boxes all of a group's channels, so the residual
+        landed on them alone at pitch c ("owners") and, heavy, ShuffleNet's
+        were flattened by the router."""
+        if dims.get("L1") or dims.get("T") or not body or body[0].op != "Conv" or banded(dims):
             return []
         c = int(knobs.get("c", 0))
         grid = tuple(int(dims.get(n, 0)) for n in ("N", "K", "Ho", "Wo"))
-        if min(grid) <= 0 or c < 1 or c > grid[1]:
+        groups = int(dims["G"]) if stacked(dims) else 1  # a stacked group's rows: its K/G
+        if min(grid) <= 0 or c < 1 or c > grid[1] // groups:
             return []
         return [v for v in chain_operands(body, outputs) if tuple(shape_of(v)) == grid]
 
@@ -663,7 +673,7 @@ class ConvKind(LibraryKind):
                 d, kn, kernel.body, kernel.outputs, ops.shape):
             return None
         return skip_boxes(*(int(d[n]) for n in ("N", "K", "Ho", "Wo")), int(kn["c"]),
-                          int(kn["s"]))
+                          int(kn["s"]), int(d["G"]) if stacked(d) else 1)
 
     def pool_rows(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
         """Conv output rows [start, stop) row group `group` holds for a fused

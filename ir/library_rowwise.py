@@ -19,7 +19,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import movement
-from .cuts import broadcast_rows, flat_hulls, grouped_rows, joined, spread_rows
+from .cuts import (
+    broadcast_rows,
+    flat_hulls,
+    flat_reads,
+    grouped_rows,
+    joined,
+    spread_rows,
+    tighter_flat,
+)
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
 from .lanes import LaneError, box_elements, check_cut
@@ -573,7 +581,36 @@ class NormKind(LibraryKind):
         trailing elements. The others: the group's channels (LRN: with the
         window's neighbours, `input_channels`) of row group i % s's block of
         the N H rows (samples x the first spatial axis), the rest whole. A
-        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows)."""
+        PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows),
+        over the value flattened where `input_view` says so."""
+        pe = self._pe_boxes(dims, knobs, shape)
+        if pe is None:
+            return None
+        return grouped_rows(flat_reads(pe, shape) if self.input_view(dims, knobs, shape)
+                            else pe, MAX_COLUMN)
+
+    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                   ) -> tuple[int, ...] | None:
+        """The value flattened where a PE row's reads hold fewer elements in
+        all there than in the value's shape (wsec.ir.cuts.tighter_flat: a
+        row taking the last row groups of one channel block and the first
+        of the next, as PoolKind.input_view explains); else None."""
+        pe = self._pe_boxes(dims, knobs, shape)
+        if pe is None or not tighter_flat(pe, shape, MAX_COLUMN):
+            return None
+        return (int(np.prod(shape, dtype=np.int64)),)
+
+    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                 ) -> np.ndarray | None:
+        """input_cut's boxes in the value's own shape (rows holding them
+        without lanes: a weight-streaming phase, where there is no view)."""
+        pe = self._pe_boxes(dims, knobs, shape)
+        return None if pe is None else grouped_rows(pe, MAX_COLUMN)
+
+    def _pe_boxes(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """(c s r, 2, ndim): the box of the input (of `shape`) PE index i
+        reads (input_cut); None where the norm's rows are not cut."""
         c, s, r = int(knobs["c"]), int(knobs["s"]), int(knobs.get("r", 1))
         C, W = dims["C"], dims["W"]
         i = np.arange(c * s * r)
@@ -589,7 +626,7 @@ class NormKind(LibraryKind):
                            tuple(shape[:lead])),
                 flat_hulls(np.minimum((row % r) * wb, W), np.minimum((row % r + 1) * wb, W),
                            tuple(shape[lead:])))
-            return grouped_rows(boxes, MAX_COLUMN)
+            return boxes
         if len(shape) < 2 or tuple(shape[:2]) != (dims["N"], C):
             return None
         nh = (shape[0], shape[2] if len(shape) >= 4 else 1)
@@ -603,10 +640,8 @@ class NormKind(LibraryKind):
         rest[:, 1] = tail
         hull = flat_hulls(np.minimum(row * hb, rows), np.minimum((row + 1) * hb, rows), nh)
         if len(shape) >= 4:  # [N, C, H, ...]
-            boxes = joined(hull[:, :, :1], ch, hull[:, :, 1:], rest)
-        else:  # [N, C, ...]: H is 1
-            boxes = joined(hull[:, :, :1], ch, rest)
-        return grouped_rows(boxes, MAX_COLUMN)
+            return joined(hull[:, :, :1], ch, hull[:, :, 1:], rest)
+        return joined(hull[:, :, :1], ch, rest)  # [N, C, ...]: H is 1
 
     def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
         """A LayerNorm as older exporters decompose it (ReduceMean, Sub,
@@ -628,6 +663,14 @@ class NormKind(LibraryKind):
             return None  # read as something other than the rows' data
         return self.input_cut(kernel.dims, kernel.knobs, shape)
 
+    def body_view(self, kernel: Kernel, value: str, ops: Operands) -> tuple[int, ...] | None:
+        """The view body_cut's boxes are over: input_cut's (input_view: the
+        value flattened where its rows' reads are tighter so)."""
+        if self.body_cut(kernel, value, ops) is None:
+            return None
+        return self.input_view(kernel.dims, kernel.knobs,
+                               tuple(int(n) for n in ops.shape(value)))
+
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:
         """The norm's output is its input's shape, and each element ends on
@@ -637,7 +680,7 @@ class NormKind(LibraryKind):
         numel = dims["C"] * dims["W"] * (1 if dims["Pr"] else dims["N"] * dims["H"])
         if int(np.prod(shape, dtype=np.int64)) != numel:
             return None
-        return self.input_cut({**dims, "L": 1}, knobs, shape)
+        return self.held_cut({**dims, "L": 1}, knobs, shape)
 
     def input_channels(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
         """Channels [start, stop) channel group `group` holds of its input:

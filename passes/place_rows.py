@@ -60,7 +60,7 @@ from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
 from .route import AUTO_HEADROOMS
-from .route_bundles import LANE_SHARE
+from .route_bundles import pick_pitch
 
 Rect4 = tuple[int, int, int, int]
 
@@ -255,11 +255,10 @@ def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap:
     source side of `side` PEs may widen into at the pitch the router takes
     (route_bundles.choose_pitch in a widening attempt, at any of the
     router's headrooms): k divides the R rows, the R/k lanes fit the side
-    yet cannot leave uniform (R - k + 1 > side); of the pitches whose lanes
-    carry at most what a flat lane would, or that have the lanes the link
-    capacity `cap` needs at most half the capacity each, the finest whose
-    lanes still carry a fair share of a flat lane (LANE_SHARE), else the
-    coarsest. 0 where no pitch widens: no gap is worth opening."""
+    yet cannot leave uniform (R - k + 1 > side), and of those the router's
+    own rule picks (route_bundles.pick_pitch, with the lanes the link
+    capacity `cap` needs), so the gap opened is the one its lanes need.
+    0 where no pitch widens: no gap is worth opening."""
     R = boxes.shape[0]
     need = max(1, -(-wavelets // max(1, cap)))
     loads: dict[int, int] = {}
@@ -268,15 +267,11 @@ def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap:
             continue
         elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
         loads[k] = int((-(-wavelets * elems // max(1, numel))).max())
-    most = 0
-    for headroom in AUTO_HEADROOMS:
-        limit = -(-wavelets // max(1, int(np.ceil(need * headroom))))
-        fit = [k for k, load in loads.items()
-               if load <= limit or (R // k >= need and 2 * load <= cap)]
-        fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
-        if fit:
-            most = max(most, R // (min(fair) if fair else max(fit)))
-    return most
+    if not loads:
+        return 0
+    ks = [pick_pitch(loads, R, wavelets, int(np.ceil(need * headroom)), need, cap)
+          for headroom in AUTO_HEADROOMS]
+    return max((R // k for k in ks if k), default=0)
 
 
 def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int],

@@ -737,20 +737,36 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     if not ks:
         return
     R = r.cut_rows
-    limit = -(-r.wavelets // max(1, ask))
     loads = {k: _max_load(r, k) for k in ks}
-    fit = [k for k in ks if loads[k] <= limit or (k == 1 and ask >= R)
-           or (R // k >= (ask if not r.widen else max(r.need, r.min_lanes))
-               and 2 * loads[k] <= cap)]
-    if not fit:
+    k = pick_pitch(loads, R, r.wavelets, ask, ask if not r.widen else max(r.need, r.min_lanes),
+                   cap)
+    if not k:
         return  # lanes as light as the flat split's need more than the source side has
+    r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets = k, ks[k], R // k, loads[k]
+
+
+def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: int,
+               cap: int) -> int:
+    """The pitch choose_pitch cuts at (0: none), of the pitches `loads`
+    offers (pitch -> its busiest lane's wavelets per sample) for R sink rows
+    fed `wavelets` per sample: those whose lanes carry at most what each of
+    the `ask` flat lanes would, pitch 1 where the flat split asks a lane per
+    row or more, or those with at least `least` lanes each at most half a
+    link's capacity `cap`; of them the finest whose lanes still carry a fair
+    share (LANE_SHARE) of a flat lane, else the coarsest. One rule for the
+    router and for the placer, which opens gaps as wide as the lanes this
+    rule widens (wsec.passes.place_rows.widening_lanes)."""
+    limit = -(-wavelets // max(1, ask))
+    fit = [k for k in loads if loads[k] <= limit or (k == 1 and ask >= R)
+           or (R // k >= least and 2 * loads[k] <= cap)]
+    if not fit:
+        return 0
     # every row of a lane receives its lane's box, so a lane of k rows costs
     # its rows k times what they read: take the smallest pitch whose lanes
     # still carry a fair share of a flat lane (measured: lighter lanes, many
     # more of them, crowd the links a skip bundle shares with them)
     fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
-    k = min(fair) if fair else max(fit)
-    r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets = k, ks[k], R // k, loads[k]
+    return min(fair) if fair else max(fit)
 
 
 def lightest_cut(r: Request) -> int:

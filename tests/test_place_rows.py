@@ -12,6 +12,7 @@ from wsec.ir.target import get_target
 from wsec.passes.base import PassContext
 from wsec.passes.place import Place
 from wsec.passes.place_rows import open_corners, raise_producers, widening_lanes
+from wsec.passes.route_bundles import pick_pitch
 
 T = 1000  # every box shape of the tests meets this time
 
@@ -163,3 +164,21 @@ def test_open_corners_only_with_room_and_contact() -> None:
     n, rects = _corners(m, {"a": (0, 8, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
                             "z": (8, 2, 2, 6)})
     assert n == 0 and rects["s"] == (1, 0, 4, 6)
+
+
+def test_pick_pitch_is_the_rule_widening_lanes_follows() -> None:
+    # 80 wavelets over 4 flat lanes: at most 20 per lane; pitch 1 (10) and 2 (20)
+    # are that light, and both carry a fair share (2.5 x 10 >= 20): the finer wins
+    assert pick_pitch({1: 10, 2: 20, 4: 40}, 8, 80, 4, 4, 0) == 1
+    # a lane of 5 is not a fair share of 20: the next pitch
+    assert pick_pitch({1: 5, 2: 10}, 8, 80, 4, 4, 0) == 2
+    # one lane of 80: too heavy for 4 flat lanes, and 1 lane < the 4 wanted
+    assert pick_pitch({8: 80}, 8, 80, 4, 4, 200) == 0
+    # ... unless the capacity needs 1 lane and it takes at most half a link
+    assert pick_pitch({8: 80}, 8, 80, 4, 1, 200) == 8
+    assert pick_pitch({8: 80}, 8, 80, 4, 1, 150) == 0
+    # the placer's gap follows the router's rule: 64 rows from 48, lanes of 16
+    # wavelets (pitch 2) at a link of 40 (need 13 lanes, ask 17 or 39)
+    boxes = _own_rows(64)
+    assert widening_lanes(boxes, 48, 512, 512, 40) == 64 // pick_pitch(
+        {2: 16, 4: 32, 8: 64, 16: 128}, 64, 512, 17, 13, 40)

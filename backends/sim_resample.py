@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
+from wsec.ir.library_pool import tap_windows
 from wsec.ir.opsem import windows
 from wsec.ir.opsem_more import (
     _convt_pads,
@@ -325,18 +326,21 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
     y = x if nearest else x.astype(np.float64)
     outside = np.zeros(out, bool)
     held = 0
+    # the input rows each output-row group's taps read (4-D: the rows it holds)
+    win = tap_windows(node, x.shape, [arg(1), arg(2), arg(3)], s) if x.ndim == 4 else None
     for a in range(2, x.ndim):
         if out[a] == x.shape[a] and sc[a] == 1.0 and rois[a] == (0.0, 1.0):
             continue
         idx, w, off = resize_taps(node, x.shape[a], out[a], sc[a], rois[a])
         if a == 2 and x.ndim == 4:  # each row group blends the input rows it holds
-            y, held = _resize_rows(env, node, y, idx, w, s, hb, nearest)
+            assert win is not None
+            y, held = _resize_rows(env, node, y, idx, w, win, hb, nearest)
             if off.any():
                 outside |= off.reshape(1, 1, -1, 1)
         else:  # along a row: every PE holds its rows whole
             y = resize_axis(y, a, idx, w, off, nearest, outside)
     env.store(node.outputs[0], resize_finish(node, x, y, outside, nearest))
-    _check_resize(env, node.inputs[0], x.shape, stats)
+    _check_resize(env, node.inputs[0], x.shape, win, stats)
     C = x.shape[1]
     cg = np.arange(C) // _cdiv(C, c)
     rows = (np.arange(out[2]) // hb) if x.ndim == 4 else np.zeros(1, np.int64)
@@ -347,11 +351,12 @@ def resize(env: Env, node: Node, stats: dict[str, int]) -> bool:
     return True
 
 
-def _check_resize(env: Env, name: str, shape: tuple[int, ...], stats: dict[str, int]) -> None:
+def _check_resize(env: Env, name: str, shape: tuple[int, ...], win: np.ndarray | None,
+                  stats: dict[str, int]) -> None:
     """PE (px, py) holds channel group px of the input rows its output-row
-    group py holds (`ResizeKind.input_rows`; 1-D, 3-D: row group 0 holds
-    every row, the others none), the rest whole: its window, checked
-    against the lane its core received (sim_inbox.check_windows)."""
+    group py reads (`win`: wsec.ir.library_pool.tap_windows; 1-D, 3-D: row
+    group 0 holds every row, the others none), the rest whole: its window,
+    checked against the lane its core received (sim_inbox.check_windows)."""
     d = env.deliveries.get(name)
     if d is None or d.shape != tuple(shape):
         return
@@ -364,27 +369,26 @@ def _check_resize(env: Env, name: str, shape: tuple[int, ...], stats: dict[str, 
     px = np.arange(uw)
     need[:, :, 0, 1] = np.minimum(px * cb, C)[None, :]
     need[:, :, 1, 1] = np.minimum((px + 1) * cb, C)[None, :]
-    if len(shape) == 4:
-        kind = KINDS[k.kind]
-        rows = np.array([kind.input_rows(k.dims, k.knobs, g) for g in range(uh)], np.int64)
+    if len(shape) == 4 and win is not None:
+        rows = np.zeros((uh, 2), np.int64)
+        rows[:min(uh, len(win))] = win[:uh]
         need[:, :, 0, 2], need[:, :, 1, 2] = rows[:, 0:1], rows[:, 1:2]
+        need[(rows[:, 1] <= rows[:, 0])] = 0  # a group with no output rows reads nothing
     else:
         need[1:] = 0
     stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, need)
 
 
 def _resize_rows(env: Env, node: Node, x: np.ndarray, idx: np.ndarray, w: np.ndarray,
-                 s: int, hb: int, nearest: bool) -> tuple[np.ndarray, int]:
-    """Axis 2 of a 4-D Resize per output-row group: group g holds input rows
-    `ResizeKind.input_rows` gives ([s, N, C, L, W], NaN past its window) and
+                 win: np.ndarray, hb: int, nearest: bool) -> tuple[np.ndarray, int]:
+    """Axis 2 of a 4-D Resize per output-row group: group g holds the input
+    rows `win[g]` its taps read (wsec.ir.library_pool.tap_windows: what
+    the cut lanes carry) ([s, N, C, L, W], NaN past its window) and
     blends each of its output rows from those rows only; a tap of non-zero
     weight outside them is a SimError naming the group's PE, the element and
     the lane that carried it. -> ([N, C, Ho, W] rows, the most rows a group holds)."""
-    k = env.k
     N, C, H, W = x.shape
     Ho, T = idx.shape
-    kind = KINDS[k.kind]
-    win = np.array([kind.input_rows(k.dims, k.knobs, g) for g in range(s)], np.int64)
     g = np.arange(Ho) // hb
     used = np.ones(idx.shape, bool) if nearest else w != 0
     lo, hi = win[g, 0:1], win[g, 1:2]

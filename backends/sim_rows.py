@@ -7,9 +7,10 @@ normalisation (library_pool, library_rowwise).
   outside is a SimError at that PE); global pooling sums (or maxes) each row
   group's block of rows and combines the s partials in PE order on the last
   PE of the channel group.
-- softmax, knob p: min(p, E) segments of every row, p // E row groups; each
-  PE reduces its segment (max, then the sum of exponentials) and the
-  segments' partials are combined in segment order.
+- softmax, knob p: min(p, E) segments of every row, p // E row groups
+  (which PE holds which: library_rowwise.softmax_cells); each PE reduces
+  its segment (max, then the sum of exponentials) and the segments'
+  partials are combined in segment order.
 - norm, knobs c, s, r: LayerNormalization rows in c groups, each row in r
   segments whose partial sums (mean, then squared deviations) are combined
   in order; BatchNormalization (inference) per element on the PE of its
@@ -34,6 +35,7 @@ from wsec.ir.cuts import flat_hulls, grouped_pe, joined
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
 from wsec.ir.library_common import grouped_cells
+from wsec.ir.library_rowwise import softmax_cells
 from wsec.ir.opsem import windows
 from wsec.ir.opsem_core import _pool_geometry, pool_indices
 
@@ -375,7 +377,11 @@ def softmax(env: Env, node: Node, stats: dict[str, int]) -> bool:
     y = (seg - gmax - np.log(tot)) if node.op == "LogSoftmax" else ex / tot
     y = y.reshape(rows, pe * nb)[:, :E].reshape(xm.shape)
     env.store(node.outputs[0], np.ascontiguousarray(np.moveaxis(y, -1, axis)))
-    i = (np.arange(rows) // rl)[:, None] * pe + (np.arange(E) // nb)[None, :]
+    seg, rg = softmax_cells(x.shape, axis, p)
+    at = np.full((pr, pe), -1, np.int64)  # PE index of each (row group, segment)
+    live = (seg < pe) & (rg < pr)
+    at[rg[live], seg[live]] = np.flatnonzero(live)
+    i = at[(np.arange(rows) // rl)[:, None], (np.arange(E) // nb)[None, :]]
     own = np.moveaxis(_spread_lin(env, i).reshape(*xm.shape[:-1], E), -1, axis)
     env.owner[node.outputs[0]] = own
     stats["sharded_pes"] = pe * min(pr, rows)
@@ -384,9 +390,10 @@ def softmax(env: Env, node: Node, stats: dict[str, int]) -> bool:
 
 def _check_softmax(env: Env, name: str, shape: tuple[int, ...], axis: int, pe: int, nb: int,
                    rl: int, p: int, stats: dict[str, int]) -> None:
-    """Softmax PE i reads segment i % pe (nb long) of the axis in the rl
-    consecutive rows (over the other axes, in order) of row group i // pe;
-    its window is their hull, checked against the lane that delivered it."""
+    """Softmax PE i reads its segment (nb long) of the axis in the rl
+    consecutive rows (over the other axes, in order) of its row group
+    (wsec.ir.library_rowwise.softmax_cells); its window is their hull,
+    checked against the lane that delivered it."""
     d = env.deliveries.get(name)
     if d is None or d.shape != tuple(shape):
         return
@@ -394,7 +401,7 @@ def _check_softmax(env: Env, name: str, shape: tuple[int, ...], axis: int, pe: i
     other = tuple(n for a, n in enumerate(shape) if a != axis)
     rows = int(np.prod(other))
     i = np.arange(p)
-    seg, rg = i % pe, i // pe
+    seg, rg = softmax_cells(tuple(shape), axis, p)
     hull = flat_hulls(np.minimum(rg * rl, rows), np.minimum((rg + 1) * rl, rows), other)
     ax = np.stack([np.minimum(seg * nb, E), np.minimum((seg + 1) * nb, E)], axis=1)[:, :, None]
     uw, uh = env.k.unrotated_shape

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from .cuts import flat_hulls, flat_reads, grouped_rows, joined, tighter_flat
+from .cuts import broadcast_rows, flat_hulls, flat_reads, grouped_rows, joined, tighter_flat
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
     CODE_BYTES,
+    ELEMENTWISE_OPS,
     KERNEL_OVERHEAD,
     MAX_COLUMN,
     ROW_OVERHEAD,
@@ -42,6 +44,7 @@ from .library_conv import (
     window_dims,
     window_rows,
 )
+from .opsem_more import resize_plan, resize_taps
 from .target import Target
 
 
@@ -405,7 +408,98 @@ class ResizeKind(LibraryKind):
         box[hi <= lo] = 0
         return box
 
+    def body_cut(self, kernel: Any, value: str, ops: Any) -> np.ndarray | None:
+        """Routed, a 4-D Resize's data input by the rows its taps really
+        read: input_cut's windows (`input_rows`) come from the dims alone,
+        so they add a margin any scale and coordinate mode stays within
+        (2x linear upsampling: 7 input rows for a group of 2 output rows,
+        which read 2 or 3); with the node's scales or sizes (constants) its
+        taps give each output-row group's rows exactly (`tap_windows`, as
+        the executor computes them), covered as input_cut covers its
+        (`covering_rows`). Where its fused element-wise tail reads the
+        input again (U-Net's x + Resize(x) at scale 1: a value read twice
+        has no one box per row in general, wsec.ir.kernels.input_cut), the
+        box also holds the output rows the group owns broadcast back onto
+        the input (wsec.ir.cuts.broadcast_rows). None otherwise (the
+        crop mode, a 1-D or 3-D Resize, scales not constant: input_cut)."""
+        body, dims, knobs = kernel.body, kernel.dims, kernel.knobs
+        if not ops.routed or not knobs or not body or not body[0].inputs \
+                or body[0].op != "Resize" or body[0].inputs[0] != value \
+                or ops.const(value) is not None or dims.get("crop"):
+            return None
+        tail = [n for n in body[1:] if value in n.inputs]
+        if value in body[0].inputs[1:] or any(n.op not in ELEMENTWISE_OPS for n in tail):
+            return None
+        shape = tuple(int(n) for n in ops.shape(value))
+        out = tuple(int(n) for n in ops.shape(body[0].outputs[0]))
+        if len(shape) != 4 or len(out) != 4 or tuple(shape) != (dims["N"], dims["C"], dims["H"],
+                                                                dims["W"]):
+            return None
+        args = [ops.const(i) if i else None for i in list(body[0].inputs[1:4])]
+        if any(i and a is None for i, a in zip(body[0].inputs[1:4], args, strict=False)):
+            return None  # scales or sizes computed at run time
+        s = int(knobs["s"])
+        try:
+            win = tap_windows(body[0], shape, (args + [None] * 3)[:3], s)
+        except ValueError:
+            return None
+        got = covering_rows(win, 0, shape[2])
+        if got is None:
+            return None
+        rows = np.zeros((s, 2, 4), np.int64)
+        rows[:, 1] = (shape[0], shape[1], 0, shape[3])
+        rows[:, 0, 2], rows[:, 1, 2] = got
+        rows[got[1] <= got[0]] = 0
+        if not tail:
+            return rows
+        Ho = out[2]
+        hb = -(-Ho // s)
+        own = np.zeros((s, 2, 4), np.int64)
+        own[:, 1] = out
+        own[:, 0, 2] = np.minimum(Ho, np.arange(s) * hb)
+        own[:, 1, 2] = np.minimum(Ho, (np.arange(s) + 1) * hb)
+        own[own[:, 1, 2] <= own[:, 0, 2]] = 0
+        read = broadcast_rows(own, shape)
+        if read is None:
+            return None
+        live = (read[:, 1] > read[:, 0]).all(axis=1)
+        none = ~(rows[:, 1] > rows[:, 0]).all(axis=1)
+        both = live & ~none
+        rows[both, 0] = np.minimum(rows[both, 0], read[both, 0])
+        rows[both, 1] = np.maximum(rows[both, 1], read[both, 1])
+        rows[live & none] = read[live & none]
+        return rows
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
         return tuple(slice(0, n) for n in weight_shape)  # small: replicated
+
+
+def tap_windows(node: Node, shape: tuple[int, ...], args: list[np.ndarray | None], s: int
+                ) -> np.ndarray:
+    """(s, 2): the input rows [start, stop) of a 4-D Resize (`node` on an
+    input of `shape`; args: its roi, scales, sizes) each of s output-row
+    groups (ceil(Ho / s) consecutive output rows) reads: the rows of its
+    taps of non-zero weight (nearest: its one tap), or, where the rows are
+    not resized, its own rows; a group with no output rows reads none. The
+    executor (wsec.backends.sim_resample) holds and checks exactly these,
+    and ResizeKind.body_cut cuts by them."""
+    out, sc, rois = resize_plan(node, tuple(shape), *args)
+    H, Ho = int(shape[2]), int(out[2])
+    hb = -(-Ho // s)
+    if Ho == H and sc[2] == 1.0 and rois[2] == (0.0, 1.0):
+        lo, hi = np.arange(Ho), np.arange(Ho) + 1
+    else:
+        idx, w, _ = resize_taps(node, H, Ho, sc[2], rois[2])
+        used = np.ones(idx.shape, bool) if str(node.attrs.get("mode", "nearest")) == "nearest" \
+            else w != 0
+        lo = np.where(used, idx, H).min(axis=1)
+        hi = np.where(used, idx + 1, 0).max(axis=1)
+    win = np.zeros((s, 2), np.int64)
+    g = np.arange(Ho) // hb
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    win[g[starts], 0] = np.minimum.reduceat(lo, starts)
+    win[g[starts], 1] = np.maximum.reduceat(hi, starts)
+    win[win[:, 1] <= win[:, 0]] = 0
+    return win

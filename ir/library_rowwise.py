@@ -216,16 +216,18 @@ class ElementwiseKind(_SpreadKind):
         its next along x), so PE row py owns block py of that axis and all
         of every other; an activation the chain reads on those owners
         (broadcast onto the output) is read in that box
-        (wsec.ir.cuts.broadcast_rows). None otherwise (input_cut's
-        consecutive blocks), and, routed, where some rows own nothing (their
-        lanes would land on rows that read none of it)."""
+        (wsec.ir.cuts.broadcast_rows); routed, where some rows own nothing
+        (their lanes would land on rows that read none of it), None. A
+        kernel owning input_cut's consecutive blocks: `_operand_rows`."""
         dims, knobs = kernel.dims, kernel.knobs
-        if not dims.get("Pf") or not knobs or ops.const(value) is not None:
+        if not knobs or ops.const(value) is not None:
             return None
         outs = [tuple(ops.shape(o)) for o in kernel.outputs if o]
         grid = max(outs, key=lambda s: int(np.prod(s)), default=())
         if not grid or int(np.prod(grid)) != dims["E"]:
             return None
+        if not dims.get("Pf"):
+            return self._operand_rows(kernel, value, ops, grid)
         tiled = [tuple(ops.shape(i)) for n in kernel.body for i in n.inputs
                  if i and ops.const(i) is not None and self._tiles(dims, tuple(ops.shape(i)))]
         if not tiled or len(tiled[0]) > len(grid):
@@ -245,6 +247,32 @@ class ElementwiseKind(_SpreadKind):
         if ops.routed and not (rows[:, 1] > rows[:, 0]).all():
             return None
         return broadcast_rows(rows, tuple(ops.shape(value)))
+
+    def _operand_rows(self, kernel: Kernel, value: str, ops: Operands,
+                      grid: tuple[int, ...]) -> np.ndarray | None:
+        """Routed, an activation as large as the grid that the chain reads
+        other than once as its first op's data input (the second operand of
+        a residual Add, a value read by two ops of the chain as GELU's x
+        is): every op of the chain runs on the output grid, each element on
+        the PE owning its block (input_cut's consecutive blocks,
+        wsec.backends.sim_spread), which reads the same element of `value`;
+        PE row py's box is its blocks' hull (as input_cut's). None where the
+        chain does not read it, or the weight-streaming phase holds it (not
+        routed: the rows keep what they held), and for an operand broadcast
+        onto the grid (a squeeze-excitation scale [N, C, 1, 1]): its rows'
+        boxes would be broadcast_rows of these, but declared, they changed
+        the router's widening rounds elsewhere in a layout (MobileNet-v3's
+        fixture: a depthwise conv's input lost its cut, +146 PEs reading
+        what no lane brought, where EfficientNet's gained 311)."""
+        if not ops.routed or not any(value in n.inputs for n in kernel.body):
+            return None
+        rows = self.input_cut(kernel.dims, kernel.knobs, grid)
+        if rows is None:
+            return None
+        shape = tuple(int(n) for n in ops.shape(value))
+        if int(np.prod(shape)) != kernel.dims["E"]:
+            return None
+        return broadcast_rows(rows, shape)
 
     @staticmethod
     def _tile_grid(p: int) -> tuple[int, int]:
@@ -437,11 +465,11 @@ class SoftmaxKind(_SpreadKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """PE index i (row-major in the near-square rectangle) reads segment
-        i % pe (pe = min(p, E)) of the softmax axis in the rows of its row
-        group i // pe (ceil(rows / (p // E)) consecutive rows over the other
-        axes, in order); a PE row's box is the hull of its PEs' boxes
-        (wsec.ir.cuts.spread_rows)."""
+        """PE index i (row-major in the near-square rectangle) reads its
+        segment (of pe = min(p, E)) of the softmax axis in the rows of its
+        row group (ceil(rows / (p // E)) consecutive rows over the other
+        axes, in order), as `softmax_cells` deals them; a PE row's box is
+        the hull of its PEs' boxes (wsec.ir.cuts.spread_rows)."""
         E, rows, p = dims["E"], dims["rows"], int(knobs["p"])
         axis = len(shape) - 1 - dims.get("after", 0)
         if axis < 0 or shape[axis] != E or int(np.prod(shape)) != E * rows:
@@ -615,6 +643,34 @@ class NormKind(LibraryKind):
             return joined(hull[:, :, :1], ch, hull[:, :, 1:], rest)
         return joined(hull[:, :, :1], ch, rest)  # [N, C, ...]: H is 1
 
+    def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
+        """A LayerNorm as older exporters decompose it (ReduceMean, Sub,
+        ...) reads its data input twice: the first ReduceMean sums each row
+        segment and the Sub takes the mean from the same elements, on the
+        same PE (wsec.backends.sim_reduce.decomposed_ln). A value read twice
+        has no one box per row in general (wsec.ir.kernels.input_cut leaves
+        it flat); here both reads are the row segment input_cut declares, so
+        its lanes carry that. Routed only: a weight-streaming phase keeps
+        holding the value as before. None for anything else."""
+        body = kernel.body
+        if not ops.routed or not kernel.knobs or not body or body[0].op != "ReduceMean" \
+                or not body[0].inputs or body[0].inputs[0] != value \
+                or ops.const(value) is not None:
+            return None
+        shape = tuple(int(n) for n in ops.shape(value))
+        if any(n.op not in ("ReduceMean", "Sub") or list(n.inputs).index(value) != 0
+               for n in body if value in n.inputs):
+            return None  # read as something other than the rows' data
+        return self.input_cut(kernel.dims, kernel.knobs, shape)
+
+    def body_view(self, kernel: Kernel, value: str, ops: Operands) -> tuple[int, ...] | None:
+        """The view body_cut's boxes are over: input_cut's (input_view: the
+        value flattened where its rows' reads are tighter so)."""
+        if self.body_cut(kernel, value, ops) is None:
+            return None
+        return self.input_view(kernel.dims, kernel.knobs,
+                               tuple(int(n) for n in ops.shape(value)))
+
     def output_rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                     ) -> np.ndarray | None:
         """The norm's output is its input's shape, and each element ends on
@@ -671,17 +727,53 @@ def _decomposed_ln_dims(body: Sequence[Node], values: dict[str, Value]) -> Dims:
             "L": 1, "Pc": 0, "Pr": consts, "F": 0, "A": 0, "P": 0}
 
 
+def softmax_cells(shape: tuple[int, ...], axis: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """(segment, row group) of every PE index i < p of a softmax over `axis`
+    (min(p, E) segments of the axis, p // E row groups: SoftmaxKind). The
+    indices sit row-major in a near-square rectangle (wsec.ir.cuts.
+    spread_rows), so which index holds which pair decides what a PE row
+    reads: group-major (i = group * segments + segment) keeps a row's
+    segments in one row group, the best order unless the segments wrap
+    within a PE row, whose box then spans every segment of two groups;
+    segment-major (i = segment * groups + group) gives a row a few whole
+    segments of every group, about 1/h of the value. Of the two, the order
+    whose busiest PE row reads fewer elements (then fewer in all; ties:
+    group-major), so each row's lane carries about its share (measured:
+    ViT's attention softmax, 17 segments x 2 groups on 6 x 6 PEs, read the
+    whole value on three of its six rows group-major). A PE past the last
+    pair reads nothing (segment E or more, group p // E or more)."""
+    E = shape[axis]
+    pe, pr = min(p, E), max(1, p // E)
+    i = np.arange(p)
+    group_major = (i % pe, i // pe)
+    if pr == 1:
+        return group_major
+    seg_major = (i // pr, i % pr)
+    best, score = group_major, None
+    for cells in (group_major, seg_major):
+        rows = spread_rows(_softmax_pe_boxes(shape, axis, p, *cells))
+        got = box_elements(rows)
+        key = (int(got.max()), int(got.sum()))
+        if score is None or key < score:
+            best, score = cells, key
+    return best
+
+
 def softmax_boxes(shape: tuple[int, ...], axis: int, p: int) -> np.ndarray:
     """(p, 2, ndim): the box PE index i of a softmax over `axis` reads
-    (SoftmaxKind.input_cut): segment i % pe of the axis x the hull of row
-    group i // pe's rows (consecutive over the other axes, in order)."""
+    (SoftmaxKind.input_cut): its segment of the axis x the hull of its row
+    group's rows (consecutive over the other axes, in order), as
+    softmax_cells places them."""
+    return _softmax_pe_boxes(shape, axis, p, *softmax_cells(shape, axis, p))
+
+
+def _softmax_pe_boxes(shape: tuple[int, ...], axis: int, p: int, seg: np.ndarray,
+                      rg: np.ndarray) -> np.ndarray:
     E = shape[axis]
     other = tuple(n for a, n in enumerate(shape) if a != axis)
     rows = int(np.prod(other))
     pe, pr = min(p, E), max(1, p // E)
     nb, rl = -(-E // pe), -(-rows // pr)
-    i = np.arange(p)
-    seg, rg = i % pe, i // pe
     hull = flat_hulls(np.minimum(rg * rl, rows), np.minimum((rg + 1) * rl, rows), other)
     ax = np.zeros((p, 2, 1), np.int64)
     ax[:, 0, 0], ax[:, 1, 0] = np.minimum(seg * nb, E), np.minimum((seg + 1) * nb, E)

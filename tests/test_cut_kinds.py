@@ -36,6 +36,7 @@ from wsec.ir.cuts import flat_hulls, row_hulls
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import check_cut
 from wsec.ir.library_common import MAX_COLUMN
+from wsec.ir.library_rowwise import softmax_cells
 from wsec.run import onnx_reference
 
 
@@ -411,7 +412,8 @@ def test_softmax_rows_hold_each_pes_segment(shape: tuple[int, ...], axis: int, p
     other = [a for a in range(len(shape)) if a != axis]
     row = np.ravel_multi_index(tuple(idx[a] for a in other), [shape[a] for a in other]) \
         if other else np.zeros(shape, np.int64)
-    reads = [(idx[axis] // nb == i % pe) & (row // rl == i // pe) for i in range(p)]
+    seg, rg = softmax_cells(shape, axis, p)  # which PE index holds which pair
+    reads = [(idx[axis] // nb == seg[i]) & (row // rl == rg[i]) for i in range(p)]
     _inside_row_boxes(shape, rows, reads, _spread_row(p))
     if axis != len(shape) - 1:  # the axis is known only from the dims
         assert KINDS["softmax"].input_cut({**dims, "after": 0}, {"p": p}, shape) is None \

@@ -35,11 +35,11 @@ from test_sim_faults import (
     _shorten_rows,
     _swap_rows,
 )
+from wsec.backends import sim_resample
 from wsec.backends.format import PORT_BITS, Program
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_exec import reference_kernel
 from wsec.backends.sim_pe import SramImages
-from wsec.ir.kernels import KINDS
 from wsec.run import compare, onnx_reference
 
 
@@ -212,15 +212,16 @@ def test_swapped_row_windows_are_an_error_at_a_pe(gaps: dict[str, Program], key:
 
 
 def _resize_window(monkeypatch: pytest.MonkeyPatch, group: int, rows: int) -> None:
-    """Resize row group `group` holds only the first `rows` rows of its window."""
-    cls = type(KINDS["resize"])
-    fn = cls.input_rows
+    """Resize row group `group` holds only the first `rows` rows of its
+    window (the rows its taps read: wsec.ir.library_pool.tap_windows)."""
+    fn = sim_resample.tap_windows
 
-    def cut(self: object, d: dict, knobs: dict, g: int) -> tuple[int, int]:
-        a, b = fn(self, d, knobs, g)  # type: ignore[arg-type]
-        return (a, min(b, a + rows)) if g == group else (a, b)
+    def cut(*args: object) -> np.ndarray:
+        win = fn(*args).copy()  # type: ignore[arg-type]
+        win[group, 1] = min(win[group, 1], win[group, 0] + rows)
+        return win
 
-    monkeypatch.setattr(cls, "input_rows", cut)
+    monkeypatch.setattr(sim_resample, "tap_windows", cut)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -255,13 +256,14 @@ def test_resize_swapped_row_windows(gaps: dict[str, Program],
     k = p.kernels[ki]
     last = int(k.knobs["s"]) - 1
     assert last > 0
-    cls = type(KINDS["resize"])
-    fn = cls.input_rows
+    fn = sim_resample.tap_windows
 
-    def swapped(self: object, d: dict, knobs: dict, g: int) -> tuple[int, int]:
-        return fn(self, d, knobs, {0: last, last: 0}.get(g, g))  # type: ignore[arg-type]
+    def swapped(*args: object) -> np.ndarray:
+        win = fn(*args).copy()  # type: ignore[arg-type]
+        win[[0, last]] = win[[last, 0]]
+        return win
 
-    monkeypatch.setattr(cls, "input_rows", swapped)
+    monkeypatch.setattr(sim_resample, "tap_windows", swapped)
     with pytest.raises(SimError, match=rf"kernel '{k.name}' \(resize\): PE \(\d+, \d+\)"):
         _run(p, ki)
 

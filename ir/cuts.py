@@ -149,3 +149,23 @@ def tighter_flat(boxes: np.ndarray, shape: tuple[int, ...], column: int) -> bool
     return bool(box_elements(grouped_rows(flat_reads(boxes, shape), column)).sum()
                 < box_elements(grouped_rows(boxes, column)).sum())
 
+
+def flat_view(boxes: np.ndarray | None, shape: tuple[int, ...], column: int
+              ) -> tuple[int, ...] | None:
+    """The value of `shape` flattened, where the grouped rows of PE boxes
+    `boxes` hold fewer elements in all there (`tighter_flat`); None where
+    they do not or there are no boxes: a kind's KernelKind.input_view."""
+    if boxes is None or not tighter_flat(boxes, shape, column):
+        return None
+    return (int(np.prod(shape, dtype=np.int64)),)
+
+
+def view_rows(boxes: np.ndarray | None, shape: tuple[int, ...], column: int
+              ) -> np.ndarray | None:
+    """The grouped rows' boxes of PE boxes `boxes`, over the value
+    flattened where `flat_view` says so (`flat_reads`), else in its shape:
+    a kind's input_cut to match its input_view; None without boxes."""
+    if boxes is None:
+        return None
+    return grouped_rows(flat_reads(boxes, shape) if flat_view(boxes, shape, column)
+                        else boxes, column)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cuts import grouped_pe
+from .cuts import flat_view, grouped_pe, grouped_rows, view_rows
 from .errors import WsecError
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, KernelKind, Knobs
@@ -265,3 +265,45 @@ def spatial(t: TensorType) -> tuple[int, int, int, int]:
     if len(s) == 2:
         return s[0], s[1], 1, 1
     raise UnsupportedShape(f"expected a 2-D spatial (N, C, H, W) tensor, got {t}")
+
+
+class GroupedRowsKind(LibraryKind):
+    """A kind whose PE index i of the grouped layout (wsec.ir.cuts.grouped_rows)
+    reads box `_pe_boxes(...)[i]` of its data input (pooling, norms): its
+    rows' cut, over the value flattened where that is lighter (input_view),
+    and those boxes in the value's own shape where rows hold them without
+    lanes (held_cut)."""
+
+    def _pe_boxes(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """(PEs, 2, ndim): the box of the input (of `shape`) PE index i
+        reads; None where the kind's rows are not cut."""
+        return None
+
+    def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                  ) -> np.ndarray | None:
+        """A PE row's box is the hull of its PEs' boxes, over the value
+        flattened where `input_view` says so."""
+        return view_rows(self._pe_boxes(dims, knobs, shape), shape, MAX_COLUMN)
+
+    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                   ) -> tuple[int, ...] | None:
+        """The value flattened where a PE row's reads hold fewer elements in
+        all there than in the value's shape (`tighter_flat`); else None.
+        Why: a row of the grouped layout holds consecutive PE indices, so
+        where s is not a multiple of the row's width a row takes the last
+        row groups of one channel block and the first of the next; in (N,
+        C, H, W) its hull is both channels' whole maps (ZFNet-512's pool of
+        one channel per block: 2 x 109 x 109 on a row whose share is
+        2,228), no pitch's lanes were light enough and the pooling read
+        outside its flat lanes. Flattened, that row's reads are one range
+        (channel g's last rows run on into channel g + 1's first), exact
+        where a block is one channel."""
+        return flat_view(self._pe_boxes(dims, knobs, shape), shape, MAX_COLUMN)
+
+    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                 ) -> np.ndarray | None:
+        """input_cut's boxes in the value's own shape (rows holding them
+        without lanes: a weight-streaming phase, where there is no view)."""
+        pe = self._pe_boxes(dims, knobs, shape)
+        return None if pe is None else grouped_rows(pe, MAX_COLUMN)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .cuts import broadcast_rows, flat_hulls, flat_reads, grouped_rows, joined, tighter_flat
+from .cuts import broadcast_rows, flat_hulls, grouped_rows, joined, view_rows
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
 from .library_common import (
@@ -22,6 +22,7 @@ from .library_common import (
     KERNEL_OVERHEAD,
     MAX_COLUMN,
     ROW_OVERHEAD,
+    GroupedRowsKind,
     LibraryKind,
     UnsupportedShape,
     block,
@@ -48,7 +49,7 @@ from .opsem_more import resize_plan, resize_taps
 from .target import Target
 
 
-class PoolKind(LibraryKind):
+class PoolKind(GroupedRowsKind):
     """Max / average / global pooling (+ fused element-wise ops).
 
     Mapping: c channel groups x s output-row groups of PEs that share no
@@ -164,36 +165,7 @@ class PoolKind(LibraryKind):
         of its channels); 3-D global pooling folds depth into the rows (a
         block of folded rows: the hull of its planes' rows); 3-D windowed
         pooling (T) holds its channels x rows of every input plane."""
-        pe = self._pe_boxes(dims, knobs, shape)
-        if pe is None:
-            return None
-        return grouped_rows(flat_reads(pe, shape) if self.input_view(dims, knobs, shape)
-                            else pe, MAX_COLUMN)
-
-    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
-                   ) -> tuple[int, ...] | None:
-        """The value flattened where a PE row's reads hold fewer elements in
-        all there than in the value's shape (`tighter_flat`); else None.
-        Why: a row of the grouped layout holds consecutive PE indices, so
-        where s is not a multiple of the row's width a row takes the last
-        row groups of one channel block and the first of the next; in (N,
-        C, H, W) its hull is both channels' whole maps (ZFNet-512's pool of
-        one channel per block: 2 x 109 x 109 on a row whose share is
-        2,228), no pitch's lanes were light enough and the pooling read
-        outside its flat lanes. Flattened, that row's reads are one range
-        (channel g's last rows run on into channel g + 1's first), exact
-        where a block is one channel."""
-        pe = self._pe_boxes(dims, knobs, shape)
-        if pe is None or not tighter_flat(pe, shape, MAX_COLUMN):
-            return None
-        return (math.prod(int(n) for n in shape),)
-
-    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
-                 ) -> np.ndarray | None:
-        """input_cut's boxes in the value's own shape (rows holding them
-        without lanes: a weight-streaming phase, where there is no view)."""
-        pe = self._pe_boxes(dims, knobs, shape)
-        return None if pe is None else grouped_rows(pe, MAX_COLUMN)
+        return view_rows(self._pe_boxes(dims, knobs, shape), shape, MAX_COLUMN)
 
     def _pe_boxes(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:

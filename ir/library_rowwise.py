@@ -22,11 +22,9 @@ from . import movement
 from .cuts import (
     broadcast_rows,
     flat_hulls,
-    flat_reads,
-    grouped_rows,
     joined,
     spread_rows,
-    tighter_flat,
+    view_rows,
 )
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
@@ -38,6 +36,7 @@ from .library_common import (
     MAX_COLUMN,
     OP_COST,
     ROW_OVERHEAD,
+    GroupedRowsKind,
     LibraryKind,
     UnsupportedShape,
     block,
@@ -490,7 +489,7 @@ class SoftmaxKind(_SpreadKind):
         return w, h, np.maximum(compute, io) + KERNEL_OVERHEAD, sram
 
 
-class NormKind(LibraryKind):
+class NormKind(GroupedRowsKind):
     """LRN, standalone BatchNormalization, InstanceNormalization,
     LayerNormalization (also as older exporters decompose it: ReduceMean,
     Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add, matched by form-kernels).
@@ -583,29 +582,7 @@ class NormKind(LibraryKind):
         the N H rows (samples x the first spatial axis), the rest whole. A
         PE row's box is the hull of its PEs' (wsec.ir.cuts.grouped_rows),
         over the value flattened where `input_view` says so."""
-        pe = self._pe_boxes(dims, knobs, shape)
-        if pe is None:
-            return None
-        return grouped_rows(flat_reads(pe, shape) if self.input_view(dims, knobs, shape)
-                            else pe, MAX_COLUMN)
-
-    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
-                   ) -> tuple[int, ...] | None:
-        """The value flattened where a PE row's reads hold fewer elements in
-        all there than in the value's shape (wsec.ir.cuts.tighter_flat: a
-        row taking the last row groups of one channel block and the first
-        of the next, as PoolKind.input_view explains); else None."""
-        pe = self._pe_boxes(dims, knobs, shape)
-        if pe is None or not tighter_flat(pe, shape, MAX_COLUMN):
-            return None
-        return (int(np.prod(shape, dtype=np.int64)),)
-
-    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
-                 ) -> np.ndarray | None:
-        """input_cut's boxes in the value's own shape (rows holding them
-        without lanes: a weight-streaming phase, where there is no view)."""
-        pe = self._pe_boxes(dims, knobs, shape)
-        return None if pe is None else grouped_rows(pe, MAX_COLUMN)
+        return view_rows(self._pe_boxes(dims, knobs, shape), shape, MAX_COLUMN)
 
     def _pe_boxes(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:

@@ -15,7 +15,9 @@ from the host has its boxes in the I/O map, which must agree with its lanes.
 from __future__ import annotations
 
 import pathlib
+import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -313,6 +315,19 @@ def swapped_boxes_raise(p: Program, bi: int, a: int, b: int, offset: str) -> Non
             simulate(p, random_inputs(p, 0))
     finally:
         p.slices[[a, b]] = p.slices[[b, a]].copy()
+
+
+def dropped_lane_raises(p: Program, bi: int) -> None:
+    """Lane 0 of bundle bi delivering to no core (its RAMP bit cleared)
+    makes the simulator fail naming the bundle's value and a PE."""
+    r = p.routes.copy()
+    lane = np.flatnonzero((r["bundle"] == bi) & (r["lane"] == 0))
+    r["tx"][lane] &= ~np.uint8(PORT_BITS["RAMP"])  # lane 0 delivers to no core
+    value = p.edges[int(p.bundles[bi]["edge"])].value
+    with pytest.raises(SimError) as ex:
+        simulate(replace(p, routes=r), random_inputs(p))
+    msg = str(ex.value)
+    assert f"%{value}" in msg and re.search(r"PE \(\d+, \d+\)", msg), msg
 
 
 @pytest.mark.parametrize("kind, op", [("pool", "MaxPool"), ("pool", "GlobalAveragePool"),

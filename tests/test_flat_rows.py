@@ -17,17 +17,15 @@ a PE.
 from __future__ import annotations
 
 import pathlib
-import re
-from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_cut_kinds import swapped_boxes_raise
-from wsec.backends.format import BUNDLE_CUT, PORT_BITS, Program
+from test_cut_kinds import dropped_lane_raises, swapped_boxes_raise
+from wsec.backends.format import BUNDLE_CUT, Program
 from wsec.backends.loader import load_binary
-from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.backends.sim import random_inputs, simulate
 from wsec.cli import main
 from wsec.ir.cuts import flat_reads, grouped_rows, tighter_flat
 from wsec.ir.kernels import KINDS
@@ -163,10 +161,4 @@ def test_a_dropped_flat_lane_is_an_error_naming_the_pe(flat: tuple[Program, path
                                                        ) -> None:
     p, _ = flat
     bi = _flat_cut(p)
-    r = p.routes.copy()
-    lane = np.flatnonzero((r["bundle"] == bi) & (r["lane"] == 0))
-    r["tx"][lane] &= ~np.uint8(PORT_BITS["RAMP"])  # lane 0 delivers to no core
-    with pytest.raises(SimError) as ex:
-        simulate(replace(p, routes=r), random_inputs(p))
-    msg = str(ex.value)
-    assert "%r" in msg and re.search(r"PE \(\d+, \d+\)", msg), msg
+    dropped_lane_raises(p, bi)

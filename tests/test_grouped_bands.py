@@ -15,17 +15,15 @@ onnxruntime, and that swapping or dropping a lane is a SimError at a PE.
 from __future__ import annotations
 
 import pathlib
-import re
-from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_cut_kinds import swapped_boxes_raise
-from wsec.backends.format import BUNDLE_CUT, BUNDLE_FROM_HOST, PORT_BITS, Program
+from test_cut_kinds import dropped_lane_raises, swapped_boxes_raise
+from wsec.backends.format import BUNDLE_CUT, BUNDLE_FROM_HOST, Program
 from wsec.backends.loader import load_binary
-from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.backends.sim import random_inputs, simulate
 from wsec.backends.sim_sharded import _conv_need
 from wsec.cli import main
 from wsec.ir.kernels import KINDS
@@ -194,11 +192,4 @@ def test_a_dropped_lane_is_an_error_naming_the_pe(bands: tuple[Program, pathlib.
                                                   layout) -> None:
     p, _ = bands
     bi = _cut_into(p, layout, host=False)[0]
-    r = p.routes.copy()
-    lane = np.flatnonzero((r["bundle"] == bi) & (r["lane"] == 0))
-    r["tx"][lane] &= ~np.uint8(PORT_BITS["RAMP"])  # lane 0 delivers to no core
-    value = p.edges[int(p.bundles[bi]["edge"])].value
-    with pytest.raises(SimError) as ex:
-        simulate(replace(p, routes=r), random_inputs(p))
-    msg = str(ex.value)
-    assert f"%{value}" in msg and re.search(r"PE \(\d+, \d+\)", msg), msg
+    dropped_lane_raises(p, bi)

@@ -16,17 +16,15 @@ dropping one of its lanes is a SimError at a PE.
 from __future__ import annotations
 
 import pathlib
-import re
-from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_cut_kinds import swapped_boxes_raise
-from wsec.backends.format import BUNDLE_CUT, BUNDLE_OWNERS, PORT_BITS, Program
+from test_cut_kinds import dropped_lane_raises, swapped_boxes_raise
+from wsec.backends.format import BUNDLE_CUT, BUNDLE_OWNERS, Program
 from wsec.backends.loader import load_binary
-from wsec.backends.sim import SimError, random_inputs, simulate
+from wsec.backends.sim import random_inputs, simulate
 from wsec.cli import main
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
@@ -133,13 +131,7 @@ def test_a_dropped_residual_lane_is_an_error_naming_the_pe(unit: tuple[Program, 
                                                            ) -> None:
     p, _ = unit
     bi = _skip_cut(p)
-    r = p.routes.copy()
-    lane = np.flatnonzero((r["bundle"] == bi) & (r["lane"] == 0))
-    r["tx"][lane] &= ~np.uint8(PORT_BITS["RAMP"])  # lane 0 delivers to no core
-    with pytest.raises(SimError) as ex:
-        simulate(replace(p, routes=r), random_inputs(p))
-    msg = str(ex.value)
-    assert "%r0" in msg and re.search(r"PE \(\d+, \d+\)", msg), msg
+    dropped_lane_raises(p, bi)
 
 
 def test_spread_needs_a_channel_per_row_of_a_group() -> None:

@@ -116,6 +116,16 @@ def test_raise_past_a_producer_already_short() -> None:
     assert choices["p"] is not None and choices["p"].knob_dict() == {"w": 1, "h": 6}
 
 
+def test_no_raise_past_a_short_producer_for_heavy_rows() -> None:
+    """The same raise where each of s's rows reads more than half a link's
+    capacity (cap 10 wavelets, a row's box 6): its uniform lanes would
+    crowd the rows' RAMPs, so p stays (main's rule: its producer q falls
+    short)."""
+    n, rects, _ = _raise(_chain3(), {"q": (0, 0, 1, 2), "a": (0, 2, 1, 2),
+                                     "p": (1, 0, 1, 4), "s": (2, 0, 4, 6)}, cap=10)
+    assert n == 0 and rects["p"] == (1, 0, 1, 4)
+
+
 def test_no_raise_past_a_producer_that_feeds_it_uniform() -> None:
     """q's 4 rows feed p's 4 uniform; q cannot grow, so raising p to 6
     would lose that cut: p stays."""

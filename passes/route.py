@@ -39,10 +39,13 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    lanes at a corner, then move to the first side pair where they cut; the
    new cuts that crowd a link or a PE are routed flat again (all at once,
    from an attempt where they crowd one another), and then those that fit
-   beside the others on the settled loads are cut again (_recut); within
-   Route.proof_slack those re-cuts may load the busiest link a few % over
-   the bound (a flat route whose sink reads rows no lane brought is no
-   correct binary), noted per compile where they do.
+   beside the others on the settled loads are cut again (_recut), with
+   the cuts the widening attempts flattened that _unflatten could not cut
+   again (on the cut routes its attempts found, at their lightest pitch:
+   Request.light); within Route.proof_slack those re-cuts may load the
+   busiest link a few % over the bound (a flat route whose sink reads
+   rows no lane brought is no correct binary), noted per compile where
+   they do.
 
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
@@ -896,7 +899,7 @@ class Route(Pass):
         if best.score[1] > max(before[0], 1.0):  # the throughput the proof slack cost
             ctx.notes.append(
                 f"route: proof slack ({self.proof_slack:g}) spent to cut requests the crowding "
-                f"rounds routed flat: busiest link {before[0]:.3f} (before the widening "
+                f"or widening rounds routed flat: busiest link {before[0]:.3f} (before the widening "
                 f"attempts) -> {best.score[1]:.3f}x capacity; {_flat_rows(best):,} sink PEs "
                 "still read flat lanes")
         ctx.notes.append(

@@ -899,9 +899,9 @@ class Route(Pass):
         if best.score[1] > max(before[0], 1.0):  # the throughput the proof slack cost
             ctx.notes.append(
                 f"route: proof slack ({self.proof_slack:g}) spent to cut requests the crowding "
-                f"or widening rounds routed flat: busiest link {before[0]:.3f} (before the widening "
-                f"attempts) -> {best.score[1]:.3f}x capacity; {_flat_rows(best):,} sink PEs "
-                "still read flat lanes")
+                f"or widening rounds routed flat: busiest link {before[0]:.3f} (before the "
+                f"widening attempts) -> {best.score[1]:.3f}x capacity; {_flat_rows(best):,} "
+                "sink PEs still read flat lanes")
         ctx.notes.append(
             f"route: {len(best.routes)} bundles (headroom {best.headroom:g}) in "
             f"{len(best.log)} negotiation rounds; busiest link at "

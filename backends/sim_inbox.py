@@ -73,7 +73,7 @@ class Delivery:
     @property
     def box_shape(self) -> tuple[int, ...]:
         """The shape the lane boxes are over (the value's, or its view)."""
-        return self.shape if self.view is None else self.view
+        return window_shape(self.shape) if self.view is None else self.view
 
     def landing_pes(self) -> int:
         return int((self.lane_at >= 0).sum())
@@ -214,7 +214,7 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         held = (f"{what}'s box {_box(d.boxes[int(lane[py, px])])}" if got[py, px]
                 else "no lane")
         elem = _first_missing(need[py, px], d.boxes[int(lane[py, px])] if got[py, px] else None)
-        flat = int(np.ravel_multi_index(tuple(elem), window_shape(d.box_shape)))
+        flat = int(np.ravel_multi_index(tuple(elem), d.box_shape))
         raise read_error(p, ki, px, py, d.value, flat, held, d)
     return bad
 

@@ -107,3 +107,21 @@ def test_a_scalar_broadcast_without_lanes_is_an_error_at_the_pe(
     with pytest.raises(SimError, match=rf"kernel '{name}' .*reads %mf\[\], which never "
                                        r"arrived there"):
         simulate(p, random_inputs(p, 0), strict=True)
+
+
+def test_stream_phases_hold_a_scalar_on_every_row(tmp_path: pathlib.Path) -> None:
+    """Weight streaming: every PE row of a phase holds a scalar it reads
+    (sim_stream_pe.held), as the schedule's move counts it; the phases
+    reading it are checked and none reads outside its rows' holdings."""
+    _model(tmp_path / "m.onnx")
+    m = compile_model(str(tmp_path / "m.onnx"), CompileOptions(mode="stream")).module
+    write_binary(m, str(tmp_path / "m.bin"))
+    p = load_binary(str(tmp_path / "m.bin"))
+    x = random_inputs(p, 0)
+    res = simulate(p, x, strict=True)
+    readers = _reads_scalar(p)
+    assert readers
+    for ki in readers:
+        assert res.kernel_stats[p.kernels[ki].name]["forwarded_pes"] == 0
+    ref, _ = onnx_reference(str(tmp_path / "m.onnx"), x)
+    np.testing.assert_allclose(res.outputs["y"], ref["y"], rtol=1e-5, atol=1e-6)

@@ -168,6 +168,8 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
     outside its lane's range (a cut bundle: SimError at the first such PE)."""
     uh, uw = d.lane_at.shape
     shape = window_shape(d.shape)
+    if not d.shape and need.shape[-1] == 0:  # boxes of the scalar itself: every PE reads it
+        need = np.broadcast_to(np.array([[0], [1]], np.int64), (*need.shape[:-2], 2, 1))
     if need.ndim == 3:
         need = np.broadcast_to(need[:, None], (uh, uw, *need.shape[1:]))
     if need.shape[:2] != (uh, uw):

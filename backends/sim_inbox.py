@@ -73,7 +73,7 @@ class Delivery:
     @property
     def box_shape(self) -> tuple[int, ...]:
         """The shape the lane boxes are over (the value's, or its view)."""
-        return self.shape if self.view is None else self.view
+        return window_shape(self.shape) if self.view is None else self.view
 
     def landing_pes(self) -> int:
         return int((self.lane_at >= 0).sum())
@@ -167,8 +167,9 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
     """check_windows' test: [uh, uw] True where a PE of a flat bundle reads
     outside its lane's range (a cut bundle: SimError at the first such PE)."""
     uh, uw = d.lane_at.shape
-    if not d.shape:  # a scalar: a lane carries all of it or nothing (the routes check that)
-        return np.zeros((uh, uw), bool)
+    shape = window_shape(d.shape)
+    if not d.shape and need.shape[-1] == 0:  # boxes of the scalar itself: every PE reads it
+        need = np.broadcast_to(np.array([[0], [1]], np.int64), (*need.shape[:-2], 2, 1))
     if need.ndim == 3:
         need = np.broadcast_to(need[:, None], (uh, uw, *need.shape[1:]))
     if need.shape[:2] != (uh, uw):
@@ -176,7 +177,7 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
                        f"declares windows for {need.shape[1]}x{need.shape[0]} PEs, the "
                        f"rectangle has {uw}x{uh}")
     reads = (need[:, :, 1, :] > need[:, :, 0, :]).all(axis=2)
-    if d.view is None and len(d.shape) != need.shape[-1]:
+    if d.view is None and len(shape) != need.shape[-1]:
         raise SimError(f"kernel '{p.kernels[ki].name}' ({p.kernels[ki].kind}): its executor "
                        f"declares windows of {need.shape[-1]} dims for %{d.value} "
                        f"{list(d.shape)}, whose lanes carry it flat")
@@ -190,11 +191,11 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         blo, bhi = d.boxes[li, 0, :], d.boxes[li, 1, :]  # [uh, uw, nd]
         ok = ((blo <= lo) & (hi <= bhi)).all(axis=2)
     else:
-        shape = np.asarray(d.shape)
-        first = np.ravel_multi_index(tuple(np.minimum(lo, shape - 1).reshape(-1, shape.size).T),
-                                     d.shape).reshape(uh, uw)
-        last = np.ravel_multi_index(tuple(np.maximum(hi - 1, 0).reshape(-1, shape.size).T),
-                                    d.shape).reshape(uh, uw)
+        dims = np.asarray(shape)
+        first = np.ravel_multi_index(tuple(np.minimum(lo, dims - 1).reshape(-1, dims.size).T),
+                                     shape).reshape(uh, uw)
+        last = np.ravel_multi_index(tuple(np.maximum(hi - 1, 0).reshape(-1, dims.size).T),
+                                    shape).reshape(uh, uw)
         ok = (d.slices[li, 0] <= first) & (last < d.slices[li, 1])
     bad = reads & ~(got & ok)
     if d.boxes is None:
@@ -218,6 +219,15 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         flat = int(np.ravel_multi_index(tuple(elem), d.box_shape))
         raise read_error(p, ki, px, py, d.value, flat, held, d)
     return bad
+
+
+def window_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a value's windows are boxes of: its own, a scalar's as one
+    element (1,), so a PE reading a scalar declares the box [0, 1) and one
+    reading nothing an empty box, and the check tells them apart (a PE
+    reading a scalar its core received no lane of is an error like any
+    other)."""
+    return tuple(shape) or (1,)
 
 
 def point_hulls(coords: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:

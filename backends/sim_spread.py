@@ -29,7 +29,14 @@ from wsec.ir.lanes import flattens
 from wsec.ir.library_rowwise import DatamoveKind
 
 from .sim_base import SimError
-from .sim_inbox import check_inputs, check_windows, pe_windows, point_hulls, union_boxes
+from .sim_inbox import (
+    check_inputs,
+    check_windows,
+    pe_windows,
+    point_hulls,
+    union_boxes,
+    window_shape,
+)
 from .sim_pe import Env, run_op
 from .sim_scatter import combine, reduction, targets
 from .sim_tail import broadcast_index, run_tail
@@ -248,18 +255,19 @@ def _check_moves(env: Env, traced: list[str], params: list[str],
     needs = []
     for b, a in enumerate(traced):
         d = env.deliveries.get(a)
-        if d is None or not d.shape:
+        if d is None:
             continue
         # over the value flattened where its lanes carry flat ranges (a concatenation's
         # input: wsec.ir.lanes.flattens), a PE's window is the flat range it copies
-        over = d.box_shape if d.view is not None and flattens(d.shape, d.view) else d.shape
+        over = d.box_shape if d.view is not None and flattens(d.shape, d.view) \
+            else window_shape(d.shape)
         needs.append((d, pe_windows(move_boxes(reads, b, over, n), np.arange(n), uw, uh)))
     for a in params:
         d = env.deliveries.get(a)
-        if d is None or not d.shape:
+        if d is None:
             continue
-        whole = np.zeros((uh, uw, 2, len(d.shape)), np.int64)
-        whole[:, :, 1] = d.shape
+        whole = np.zeros((uh, uw, 2, len(window_shape(d.shape))), np.int64)
+        whole[:, :, 1] = window_shape(d.shape)
         needs.append((d, whole))
     if needs:
         stats["forwarded_pes"] = check_inputs(env.mem.p, env.ki, needs)

@@ -126,12 +126,21 @@ def held(p: Program, ki: int, values: Iterable[str],
     for v in values:
         shape = tuple(type_shape(p.info["values"][v]))
         numel = int(np.prod(shape, dtype=np.int64))
-        boxes = input_cut(kernel, v, shape, ops) if shape else None
+        boxes = input_cut(kernel, v, shape, ops) if shape else _every_row(uh)
         if boxes is not None and boxes.shape[0] != uh:
             raise SimError(f"phase {ki} (kernel '{k.name}', {k.kind}): its kind cuts %{v} into "
                            f"{boxes.shape[0]} row boxes, the phase has {uh} PE rows")
         out[v] = Delivery(v, -1, -1, numel, lane_slices(numel, uh), row, shape, boxes)
     return out
+
+
+def _every_row(uh: int) -> np.ndarray:
+    """A scalar's holding: every PE row holds its one element (its window,
+    sim_inbox.window_shape), as the schedule's move counts it (an uncut
+    value's share, ceil(1 / PEs), is the element on every PE)."""
+    boxes = np.zeros((uh, 2, 1), np.int64)
+    boxes[:, 1] = 1
+    return boxes
 
 
 def _ir_kernel(k: KernelInfo) -> Kernel:

@@ -25,7 +25,7 @@ from wsec.ir.library_common import ELEMENTWISE_OPS
 
 from .format import type_shape
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_inbox import check_windows, grid_pe
+from .sim_inbox import check_windows, grid_pe, window_shape
 from .sim_pe import Env, run_op
 
 # element-wise ops whose result at an element depends on its position, not
@@ -207,25 +207,27 @@ def check_operand(env: Env, name: str, grid: tuple[int, ...], owner: np.ndarray,
     cut bundle proves it or raises at the PE, a flat one adds the PEs that
     read outside their lane to `forwarded_pes`). Once per value and kernel;
     values the kernel computed, and values without lanes (weight
-    streaming), are not delivered."""
+    streaming), are not delivered. A scalar is read whole by every owner
+    PE (its window: the one element, sim_inbox.window_shape)."""
     d = env.deliveries.get(name)
-    if d is None or not d.shape or name in env.checked or name in env.owner:
+    if d is None or name in env.checked or name in env.owner:
         return
     env.checked.add(name)
     bidx = broadcast_index(d.shape, grid)
     if bidx is None:
         return
     uw, uh = env.k.unrotated_shape
+    shape = window_shape(d.shape)
     pe = np.broadcast_to(owner, grid).reshape(-1)
-    at = np.stack(np.unravel_index(bidx.reshape(-1), d.shape), axis=1)
+    at = np.stack(np.unravel_index(bidx.reshape(-1), shape), axis=1)
     order = np.argsort(pe, kind="stable")
     pe, at = pe[order], at[order]
     first = np.r_[0, np.flatnonzero(np.diff(pe)) + 1]
-    need = np.zeros((uh * uw, 2, len(d.shape)), np.int64)
+    need = np.zeros((uh * uw, 2, len(shape)), np.int64)
     need[pe[first], 0] = np.minimum.reduceat(at, first, axis=0)
     need[pe[first], 1] = np.maximum.reduceat(at, first, axis=0) + 1
     stats["forwarded_pes"] = stats.get("forwarded_pes", 0) + check_windows(
-        env.mem.p, env.ki, d, need.reshape(uh, uw, 2, len(d.shape)))
+        env.mem.p, env.ki, d, need.reshape(uh, uw, 2, len(shape)))
 
 
 def trilu(env: Env, node: Node, grid: tuple[int, ...], owner: np.ndarray) -> bool:

@@ -620,10 +620,14 @@ def test_every_library_kind_says_whether_its_rows_read_a_box() -> None:
 
 
 def test_a_scalar_inbox_is_whole_or_absent() -> None:
-    """A 0-d value travels on one lane: a PE holds all of it (its routes
-    are checked by the routers), so no window of it is short."""
+    """A 0-d value travels on one lane: a PE whose core received it holds
+    all of it (its routes are checked by the routers), so no window of it
+    is short; a window of 0 dims is the whole scalar, read by every PE of
+    the row, and a PE no lane reached reads what never arrived."""
     d = _delivery(None, np.zeros((2, 3), np.int64), ())
     assert check_windows(_P(()), 0, d, np.zeros((2, 2, 0), np.int64)) == 0  # type: ignore[arg-type]
+    d = _delivery(None, np.array([[0, -1, -1], [0, 0, 0]]), ())
+    assert check_windows(_P(()), 0, d, np.zeros((2, 2, 0), np.int64)) == 2  # type: ignore[arg-type]
 
 
 def test_an_elementwise_kernel_tiling_a_constant_cuts_its_input_by_the_tiles() -> None:

@@ -101,15 +101,22 @@ def _distinct(a: np.ndarray) -> bool:
     return bool((s[1:] != s[:-1]).all())
 
 
+_STREAMS = 8  # runs of candidates _interleaved takes turns over
+
+
 def _interleaved(seg: np.ndarray, n: int) -> np.ndarray:
-    """The order that takes, of elements sorted by their candidate `seg` (of
-    n), every candidate's first, then every one's second, and so on: a sum
-    per candidate (np.bincount) then adds each candidate's elements in the
-    same order, to the same costs, but consecutive adds go to different
-    candidates and need not wait for one another (measured 3.8x faster)."""
+    """An order of elements sorted by their candidate `seg` (of n) that keeps
+    each candidate's in order but takes turns over _STREAMS runs of whole
+    candidates, about as many elements each: a sum per candidate
+    (np.bincount) then adds each candidate's elements in the same order, to
+    the same costs, but consecutive adds go to different candidates and
+    need not wait for one another (measured 3.8x faster)."""
     counts = np.bincount(seg, minlength=n)
-    rank, c = np.nonzero(np.arange(counts.max(initial=0))[:, None] < counts)
-    return (np.cumsum(counts) - counts)[c] + rank
+    start = np.cumsum(counts) - counts
+    run = (start * _STREAMS // max(1, seg.size))[seg]  # each element's run (whole candidates)
+    sizes = np.bincount(run, minlength=_STREAMS)
+    rank, at = np.nonzero(np.arange(sizes.max(initial=0))[:, None] < sizes)
+    return (np.cumsum(sizes) - sizes)[at] + rank
 
 
 _Distinct = tuple[np.ndarray, np.ndarray]  # values once, and where each element is among them
@@ -118,9 +125,12 @@ _Distinct = tuple[np.ndarray, np.ndarray]  # values once, and where each element
 def _distinct_of(at: np.ndarray, mark: np.ndarray) -> _Distinct:
     """The distinct values of `at` (in no particular order: route prices each
     on its own) and where each element of `at` is among them (intp: it
-    indexes); `mark`: scratch space indexed by the values (no sort: a
-    hashed np.unique_values and two passes over `mark`)."""
-    vals = np.unique_values(at)
+    indexes); `mark`: scratch space indexed by the values (no sort, no hash:
+    each value is marked with one of its elements', and that element is
+    where it is first)."""
+    own = np.arange(at.size, dtype=mark.dtype)
+    mark[at] = own  # of repeated values one element's index stays, whichever
+    vals = at[mark[at] == own]
     mark[vals] = np.arange(vals.size, dtype=mark.dtype)
     return vals, mark[at].astype(np.intp)
 

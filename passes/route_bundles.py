@@ -147,6 +147,7 @@ class Request:
     widen_from: int = -1  # >= 0: the side pair it left looking for one where it cuts
     # busiest lane per pitch (_max_load), shared by its copies: the same rows' boxes
     loads: dict[int, int] = field(default_factory=dict)
+    exact: dict[int, bool] = field(default_factory=dict)  # _exact per pitch, shared likewise
     lane_wavelets: int = 0  # a cut request's busiest lane (its box), per sample
     flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
 
@@ -683,9 +684,11 @@ def _exact(r: Request, k: int) -> bool:
     would carry the hull of their parts, all channels of both groups' rows
     (pitch 2 over groups of 3: twice an owner row's box)."""
     assert r.row_boxes is not None
-    R = r.row_boxes.shape[0]
-    hull = union_boxes(r.row_boxes.reshape(R // k, k, 2, -1))
-    return int(box_elements(hull).sum()) == int(box_elements(r.row_boxes).sum())
+    if k not in r.exact:
+        R = r.row_boxes.shape[0]
+        hull = union_boxes(r.row_boxes.reshape(R // k, k, 2, -1))
+        r.exact[k] = int(box_elements(hull).sum()) == int(box_elements(r.row_boxes).sum())
+    return r.exact[k]
 
 
 # a cut lane carries at least 1/LANE_SHARE of a flat lane where it can

@@ -110,7 +110,7 @@ def _interleaved(seg: np.ndarray, n: int) -> np.ndarray:
     candidates, about as many elements each: a sum per candidate
     (np.bincount) then adds each candidate's elements in the same order, to
     the same costs, but consecutive adds go to different candidates and
-    need not wait for one another (measured 3.8x faster)."""
+    need not wait for one another (measured 3.5x faster on 240k elements)."""
     counts = np.bincount(seg, minlength=n)
     start = np.cumsum(counts) - counts
     run = (start * _STREAMS // max(1, seg.size))[seg]  # each element's run (whole candidates)

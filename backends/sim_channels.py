@@ -57,10 +57,11 @@ def _rows(x: np.ndarray) -> tuple[int, int, int, int]:
 
 def check_norm_rows(env: Env, name: str, shape: tuple[int, ...], cb: int, hb: int,
                     channels: np.ndarray | None, stats: dict[str, int]) -> None:
-    """A norm PE (grouped index i = channel group i // (s r), row i % (s r))
-    reads its group's channels (`channels` [c, 2], default its block of cb)
-    in row group i % (s r)'s block of hb of the N H rows (samples x the
-    first spatial axis), the rest whole: checked against the lanes that
+    """A norm PE (grouped index i of channel group and row `NormKind.cells`:
+    channel-major, i // (s r) and i % (s r), unless an LRN's snake) reads
+    its group's channels (`channels` [c, 2], default its block of cb) in
+    its row group's block of hb of the N H rows (samples x the first
+    spatial axis), the rest whole: checked against the lanes that
     delivered `name` (sim_inbox.check_windows)."""
     d = env.deliveries.get(name)
     if d is None or d.shape != tuple(shape) or len(shape) < 2:
@@ -69,9 +70,8 @@ def check_norm_rows(env: Env, name: str, shape: tuple[int, ...], cb: int, hb: in
     N, C = shape[:2]
     H = shape[2] if len(shape) >= 4 else 1
     c = int(k.knobs["c"])
-    rows = int(k.knobs["s"]) * int(k.knobs.get("r", 1))
-    i = np.arange(c * rows)
-    group, row = i // rows, i % rows
+    group, row = KINDS[k.kind].cells(k.dims, k.knobs)
+    i = np.arange(group.size)
     if channels is None:
         channels = np.stack([np.minimum(np.arange(c) * cb, C),
                              np.minimum((np.arange(c) + 1) * cb, C)], axis=1)
@@ -110,12 +110,13 @@ def check_row_norm(env: Env, name: str, shape: tuple[int, ...], lead: int, cb: i
 
 
 def _owner(env: Env, x: np.ndarray, cb: int, hb: int) -> np.ndarray:
-    """Owner PE of every element: channel group c // cb, row group (n H + h) // hb."""
+    """Owner PE of every element: channel group c // cb, row group (n H + h)
+    // hb, at the PE index NormKind.pe_index gives them."""
     k = env.k
     N, C, H, _ = _rows(x)
-    rows = int(k.knobs["s"]) * int(k.knobs.get("r", 1))
     g = (np.arange(N)[:, None] * H + np.arange(H)[None, :]) // hb  # [N, H]
-    own = grouped_lin(k, (np.arange(C) // cb)[None, :, None] * rows + g[:, None, :])  # [N, C, H]
+    own = grouped_lin(k, KINDS[k.kind].pe_index(k.dims, k.knobs, (np.arange(C) // cb)[
+        None, :, None], g[:, None, :]))  # [N, C, H]
     if x.ndim >= 4:
         own = own.reshape(N, C, H, *(1,) * (x.ndim - 3))
     elif x.ndim == 2:
@@ -145,8 +146,8 @@ def lrn(env: Env, node: Node, stats: dict[str, int]) -> bool:
     if outside.any():
         ci, t = (int(v) for v in np.argwhere(outside)[0])
         g = int(grp[ci])
-        rows = s * int(k.knobs.get("r", 1))
-        py, px = divmod(int(grouped_lin(k, np.array(g * rows))), k.unrotated_shape[0])
+        py, px = divmod(int(grouped_lin(k, kind.pe_index(k.dims, k.knobs, np.array(g),
+                                                         np.array(0)))), k.unrotated_shape[0])
         plane = int(np.prod(x.shape[2:], dtype=np.int64))
         raise read_error(env.mem.p, env.ki, px, py, node.inputs[0], int(src[ci, t]) * plane,
                          f"input channels {int(held[g, 0])}..{int(held[g, 1]) - 1} (its "

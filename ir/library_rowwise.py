@@ -14,6 +14,7 @@ its lanes (one per PE row) and it stands in columns as high as allowed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,13 +23,14 @@ from . import movement
 from .cuts import (
     broadcast_rows,
     flat_hulls,
+    grouped_rows,
     joined,
     spread_rows,
     view_rows,
 )
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
-from .lanes import LaneError, box_elements, check_cut
+from .lanes import LaneError, box_elements, check_cut, union_boxes
 from .library_common import (
     CODE_BYTES,
     ELEMENTWISE_OPS,
@@ -584,42 +586,53 @@ class NormKind(GroupedRowsKind):
         over the value flattened where `input_view` says so."""
         return view_rows(self._pe_boxes(dims, knobs, shape), shape, MAX_COLUMN)
 
+    def cells(self, dims: Dims, knobs: Knobs) -> tuple[np.ndarray, np.ndarray]:
+        """(channel group, row) of every PE index i of the grouped layout:
+        channel-major (group i // (s r), row i % (s r)), or for an LRN
+        whose rows read less so, row-major in a snake (`lrn_snake`)."""
+        c, s, r = int(knobs["c"]), int(knobs["s"]), int(knobs.get("r", 1))
+        i = np.arange(c * s * r)
+        if _snake(dims, c, s, r):
+            row, t = i // c, i % c
+            return np.where(row % 2, c - 1 - t, t), row
+        return i // (s * r), i % (s * r)
+
+    def pe_index(self, dims: Dims, knobs: Knobs, group: np.ndarray, row: np.ndarray
+                 ) -> np.ndarray:
+        """The PE index of channel group `group` and row `row` (`cells`
+        inverted)."""
+        c, s, r = int(knobs["c"]), int(knobs["s"]), int(knobs.get("r", 1))
+        group, row = np.asarray(group, np.int64), np.asarray(row, np.int64)
+        if _snake(dims, c, s, r):
+            return row * c + np.where(row % 2, c - 1 - group, group)
+        return group * (s * r) + row
+
     def _pe_boxes(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
         """(c s r, 2, ndim): the box of the input (of `shape`) PE index i
         reads (input_cut); None where the norm's rows are not cut."""
-        c, s, r = int(knobs["c"]), int(knobs["s"]), int(knobs.get("r", 1))
-        C, W = dims["C"], dims["W"]
-        i = np.arange(c * s * r)
-        group, row = i // (s * r), i % (s * r)
-        if dims["Pr"]:
-            lead = next((k for k in range(len(shape) + 1)
-                         if int(np.prod(shape[:k])) == C), None)
-            if lead is None or int(np.prod(shape[lead:])) != W:
-                return None
-            rb, wb = -(-C // c), -(-W // r)
-            boxes = joined(
-                flat_hulls(np.minimum(group * rb, C), np.minimum((group + 1) * rb, C),
-                           tuple(shape[:lead])),
-                flat_hulls(np.minimum((row % r) * wb, W), np.minimum((row % r + 1) * wb, W),
-                           tuple(shape[lead:])))
-            return boxes
-        if len(shape) < 2 or tuple(shape[:2]) != (dims["N"], C):
-            return None
-        nh = (shape[0], shape[2] if len(shape) >= 4 else 1)
-        rows = nh[0] * nh[1]
-        hb = -(-rows // s)
-        held = np.array([self.input_channels(dims, knobs, g) for g in range(c)], np.int64)
-        ch = np.zeros((i.size, 2, 1), np.int64)
-        ch[:, :, 0] = held[group]
-        tail = shape[3:] if len(shape) >= 4 else shape[2:]  # whole on every PE
-        rest = np.zeros((i.size, 2, len(tail)), np.int64)
-        rest[:, 1] = tail
-        hull = flat_hulls(np.minimum(row * hb, rows), np.minimum((row + 1) * hb, rows), nh)
-        if len(shape) >= 4:  # [N, C, H, ...]
-            return joined(hull[:, :, :1], ch, hull[:, :, 1:], rest)
-        return joined(hull[:, :, :1], ch, rest)  # [N, C, ...]: H is 1
+        return _norm_boxes(dims, knobs, shape, *self.cells(dims, knobs))
 
+    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
+                     weight_shape: tuple[int, ...], px: int, py: int,
+                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
+        C = dims["C"]
+        full = [slice(0, n) for n in weight_shape]
+        r = knobs.get("r", 1)
+        n = knobs["c"] * knobs["s"] * r
+        i = grouped_index(px, py, rect, n)
+        if i < n and _snake(dims, int(knobs["c"]), int(knobs["s"]), int(r)):
+            cg, cr = self.cells(dims, knobs)
+            group, row = int(cg[i]), int(cr[i])
+        else:
+            group, row = divmod(i, knobs["s"] * r)
+        if dims["Pc"] and weight_shape and int(np.prod(weight_shape)) == C and C > 1:
+            ax = next(i for i, n in enumerate(weight_shape) if n == C)
+            full[ax] = block(C, knobs["c"], group)
+        if r > 1 and weight_shape and weight_shape[-1] == dims["W"] and \
+                int(np.prod(weight_shape)) == dims["W"]:
+            full[-1] = block(dims["W"], r, row % r)  # row parameters split like the row
+        return tuple(full)
     def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
         """A LayerNorm as older exporters decompose it (ReduceMean, Sub,
         ...) reads its data input twice: the first ReduceMean sums each row
@@ -657,32 +670,108 @@ class NormKind(GroupedRowsKind):
         numel = dims["C"] * dims["W"] * (1 if dims["Pr"] else dims["N"] * dims["H"])
         if int(np.prod(shape, dtype=np.int64)) != numel:
             return None
-        return self.held_cut({**dims, "L": 1}, knobs, shape)
+        pe = _norm_boxes({**dims, "L": 1}, knobs, shape, *self.cells(dims, knobs))
+        return None if pe is None else grouped_rows(pe, MAX_COLUMN)
 
     def input_channels(self, dims: Dims, knobs: Knobs, group: int) -> tuple[int, int]:
         """Channels [start, stop) channel group `group` holds of its input:
         its own block plus the LRN window's neighbours ((L - 1) // 2 below,
         the rest above), clipped to the tensor."""
-        C, L = dims["C"], dims.get("L", 1)
-        own = block(C, int(knobs["c"]), group)
-        lo = (L - 1) // 2
-        return max(0, own.start - lo), min(C, own.stop + L - 1 - lo)
+        return _held_channels(dims, int(knobs["c"]), group)
 
-    def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
-                     weight_shape: tuple[int, ...], px: int, py: int,
-                     rect: tuple[int, int] | None = None) -> tuple[slice, ...]:
-        C = dims["C"]
-        full = [slice(0, n) for n in weight_shape]
-        r = knobs.get("r", 1)
-        rows = knobs["s"] * r
-        group, row = divmod(grouped_index(px, py, rect, knobs["c"] * rows), rows)
-        if dims["Pc"] and weight_shape and int(np.prod(weight_shape)) == C and C > 1:
-            ax = next(i for i, n in enumerate(weight_shape) if n == C)
-            full[ax] = block(C, knobs["c"], group)
-        if r > 1 and weight_shape and weight_shape[-1] == dims["W"] and \
-                int(np.prod(weight_shape)) == dims["W"]:
-            full[-1] = block(dims["W"], r, row % r)  # row parameters split like the row
-        return tuple(full)
+
+def _norm_boxes(dims: Dims, knobs: Knobs, shape: tuple[int, ...], group: np.ndarray,
+                row: np.ndarray) -> np.ndarray | None:
+    """(PEs, 2, ndim): the box of the input (of `shape`) the PE of channel
+    group `group` and row `row` reads (NormKind.input_cut); None where the
+    norm's rows are not cut."""
+    c, s, r = int(knobs["c"]), int(knobs["s"]), int(knobs.get("r", 1))
+    C, W = dims["C"], dims["W"]
+    n = group.size
+    if dims["Pr"]:
+        lead = next((k for k in range(len(shape) + 1)
+                     if int(np.prod(shape[:k])) == C), None)
+        if lead is None or int(np.prod(shape[lead:])) != W:
+            return None
+        rb, wb = -(-C // c), -(-W // r)
+        return joined(
+            flat_hulls(np.minimum(group * rb, C), np.minimum((group + 1) * rb, C),
+                       tuple(shape[:lead])),
+            flat_hulls(np.minimum((row % r) * wb, W), np.minimum((row % r + 1) * wb, W),
+                       tuple(shape[lead:])))
+    if len(shape) < 2 or tuple(shape[:2]) != (dims["N"], C):
+        return None
+    nh = (shape[0], shape[2] if len(shape) >= 4 else 1)
+    rows = nh[0] * nh[1]
+    hb = -(-rows // s)
+    held = np.array([_held_channels(dims, c, g) for g in range(c)], np.int64)
+    ch = np.zeros((n, 2, 1), np.int64)
+    ch[:, :, 0] = held[group]
+    tail = shape[3:] if len(shape) >= 4 else shape[2:]  # whole on every PE
+    rest = np.zeros((n, 2, len(tail)), np.int64)
+    rest[:, 1] = tail
+    hull = flat_hulls(np.minimum(row * hb, rows), np.minimum((row + 1) * hb, rows), nh)
+    if len(shape) >= 4:  # [N, C, H, ...]
+        return joined(hull[:, :, :1], ch, hull[:, :, 1:], rest)
+    return joined(hull[:, :, :1], ch, rest)  # [N, C, ...]: H is 1
+
+
+def _held_channels(dims: Dims, c: int, group: int) -> tuple[int, int]:
+    """NormKind.input_channels: channel group `group`'s block of the C
+    channels plus the LRN window's neighbours ((L - 1) // 2 below, the rest
+    above), clipped to the tensor."""
+    C, L = dims["C"], dims.get("L", 1)
+    own = block(C, c, group)
+    lo = (L - 1) // 2
+    return max(0, own.start - lo), min(C, own.stop + L - 1 - lo)
+
+
+# the lane pitches an LRN's two orders are compared at (SNAKE_PITCHES: the
+# pitches its rows' lanes take where they widen from a shorter source side)
+SNAKE_PITCHES = (1, 2, 4, 8)
+
+
+@functools.lru_cache(maxsize=256)
+def _snake_cached(key: tuple[tuple[str, int], ...], c: int, s: int, r: int) -> bool:
+    dims = dict(key)
+    shape = (dims["N"], dims["C"], dims["H"], dims["W"])
+    n = c * s * r
+    i = np.arange(n)
+    t, rr = i % c, i // c
+    orders = ((i // (s * r), i % (s * r)), (np.where(rr % 2, c - 1 - t, t), rr))
+    score = []
+    for group, row in orders:
+        rows = grouped_rows(_norm_boxes(dims, {"c": c, "s": s, "r": r}, shape, group, row),
+                            MAX_COLUMN)
+        h = rows.shape[0]
+        score.append(sum(int(box_elements(union_boxes(rows.reshape(h // k, k, 2, -1))).max())
+                         for k in SNAKE_PITCHES if not h % k))
+    return score[1] < score[0]
+
+
+def _snake(dims: Dims, c: int, s: int, r: int) -> bool:
+    """Whether an LRN's PEs take their (channel group, row) cells row-major
+    in a snake (PE index i: row i // c, channel group i % c, reversed on
+    odd rows) rather than channel-major (NormKind.cells).
+
+    Why: an LRN PE reads its channels plus the window's L - 1 neighbours.
+    Channel-major, a PE row holds consecutive row groups of one channel
+    group, so its box carries that halo once per w PEs of the same channel
+    (AlexNet's one channel per group: 5 channels for 1), and a row or lane
+    straddling two channel groups spans every input row of both: no pitch's
+    lanes were as light as the flat split's and the norm read outside its
+    lanes. Row-major, a row's PEs are neighbouring channel groups of one
+    row group, so a lane of k rows carries k w blocks and one halo; the
+    snake makes a row straddling two row groups hold the same channels of
+    both (the last ones of one, reversed the first of the next), not every
+    channel. Taken where the busiest lane of its rows at the pitches
+    SNAKE_PITCHES weighs less in all (measured, not assumed: with one row
+    group the two orders agree); row norms (r > 1) and norms without a
+    window keep channel-major."""
+    if dims.get("L", 1) <= 1 or dims.get("Pr") or r != 1 or c < 2 or s < 2 \
+            or not all(k in dims for k in ("N", "C", "H", "W")):
+        return False
+    return _snake_cached(tuple(sorted((k, int(v)) for k, v in dims.items())), c, s, r)
 
 
 def _decomposed_ln_dims(body: Sequence[Node], values: dict[str, Value]) -> Dims:

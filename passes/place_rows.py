@@ -179,6 +179,8 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
                 outs[p].append((j, e.value))
                 ins[j].append((p, e.value))
     passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
+    wavelets = {e.value: -(-int(e.bytes_per_sample) // wavelet_bytes) for e in module.edges}
+    skipped: list[int] = []  # producers a relaxed plan left short (see `short`)
 
     def cut(i: int, value: str, c: Choice | None) -> np.ndarray | None:
         """The boxes of `value` kernel i's rows read at choice c's knobs."""
@@ -200,12 +202,16 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         cap = _rows(rects[i], rotated[i]) + _room(occ, rects[i], rotated[i])
         return next((o for o in taller(i, c.w) if want <= o.h <= cap), None)
 
-    def plan(i: int, want: int, depth: int) -> list[tuple[int, Choice]] | None:
+    def plan(i: int, want: int, depth: int, relax: bool = True
+             ) -> list[tuple[int, Choice]] | None:
         """Kernel i and the producers it cuts raised to `want` rows, or None
         where one cannot be: no taller shape fits, or a value it reads on
         owner rows only (a conv's residual: its owners are spaced by its
         channel blocks, which new knobs change; measured: ResNet-50 1.08 ->
-        1.53 times its bound), or a producer it cuts that falls short."""
+        1.53 times its bound), or a producer it cuts that falls short,
+        unless (`relax`) it is already short of i and could not reach i's
+        present rows either (`short`: checked without relaxing, as that
+        producer's own turn would raise it)."""
         if _rows(rects[i], rotated[i]) >= want:
             return []
         new = option(i, want) if depth > 0 else None
@@ -216,21 +222,55 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         out = [(i, new)]
         for p, v in dict.fromkeys(ins[i]):
             if every_row(i, v, choices[i]):
-                sub = plan(p, new.h, depth - 1)
+                sub = plan(p, new.h, depth - 1, relax)
                 if sub is None:
+                    if relax and short(p, i) \
+                            and plan(p, _rows(rects[i], rotated[i]), MAX_CHAIN, False) is None:
+                        skipped.append(p)
+                        continue  # its lanes cannot land uniform now either: nothing lost
                     return None
                 out += sub
         return out
 
+    def short(p: int, i: int) -> bool:
+        """Producer p's output side already falls short of kernel i's rows
+        (where they touch end to end: elsewhere the lanes have corners to
+        widen at). Where p cannot be raised to i's present rows either, its
+        cut lanes cannot land uniform whether i is raised or not, so that p
+        cannot follow does not stop i's raise, which lets i's own consumers
+        be fed uniform. (Where p could reach i's present rows on its own
+        turn, later in reverse dataflow order, raising i past it would lose
+        that cut: measured on AlexNet, +25% routed wirelength.)"""
+        return rotated[p] == rotated[i] and _abut(rects[p], rects[i], rotated[i]) \
+            and _rows(rects[p], rotated[p]) < _rows(rects[i], rotated[i])
+
+    def light(j: int, value: str) -> bool:
+        """Every PE row of kernel j reads at most half a link's capacity of
+        `value` (its core's RAMP takes the row's box: room for another as
+        heavy), the rule a relaxed raise keeps to (measured: a data
+        movement raised past a one-row matmul fed its element-wise
+        consumer uniform lanes whose boxes took one PE's RAMP to 1.56 times
+        the kernel time, the selin fixture)."""
+        boxes = cut(j, value, choices[j])
+        if boxes is None:
+            return False
+        numel = max(1, module.values[value].type.numel)
+        load = -(-wavelets.get(value, 0) * int(box_elements(boxes).max()) // numel)
+        return 2 * load <= cap
+
     raised = 0
     for i in reversed(order):
         rows = _rows(rects[i], rotated[i])
-        want = max((_rows(rects[j], rotated[j]) for j, v in outs[i]
-                    if rotated[j] == rotated[i] and not passed[j]
-                    and _abut(rects[i], rects[j], rotated[i])
-                    and _rows(rects[j], rotated[j]) > rows
-                    and every_row(j, v, choices[j])), default=0)
+        gain = [(j, v) for j, v in outs[i]
+                if rotated[j] == rotated[i] and not passed[j]
+                and _abut(rects[i], rects[j], rotated[i])
+                and _rows(rects[j], rotated[j]) > rows
+                and every_row(j, v, choices[j])]
+        want = max((_rows(rects[j], rotated[j]) for j, _ in gain), default=0)
+        skipped.clear()
         steps = plan(i, want, MAX_CHAIN) if want > rows else None
+        if steps and skipped and not all(light(j, v) for j, v in gain):
+            steps = None  # a raise past a short producer only for light uniform lanes
         for k, new in steps or ():
             x, y, w, h = rects[k]
             more = new.h - _rows(rects[k], rotated[k])

@@ -39,10 +39,13 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    lanes at a corner, then move to the first side pair where they cut; the
    new cuts that crowd a link or a PE are routed flat again (all at once,
    from an attempt where they crowd one another), and then those that fit
-   beside the others on the settled loads are cut again (_recut); within
-   Route.proof_slack those re-cuts may load the busiest link a few % over
-   the bound (a flat route whose sink reads rows no lane brought is no
-   correct binary), noted per compile where they do.
+   beside the others on the settled loads are cut again (_recut), with
+   the cuts the widening attempts flattened that _unflatten could not cut
+   again (on the cut routes its attempts found, at their lightest pitch:
+   Request.light); within Route.proof_slack those re-cuts may load the
+   busiest link a few % over the bound (a flat route whose sink reads
+   rows no lane brought is no correct binary), noted per compile where
+   they do.
 
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
@@ -881,17 +884,22 @@ class Route(Pass):
                 best, wider, moved, flat = got, ask, {**moved, **move}, flat | flats
             else:  # widening did not help: move bundles instead
                 widen = False
+        # the cut routes and lane loads of requests routed flat again (_recut)
+        cut_in: dict[tuple[int, str], _CutIn] = {}
+        # the widening attempts' flattened cuts: cut again at their lightest pitch
+        # (Request.light), the one _Negotiator.flatten judged them on
+        light = set(flat)
         if flat and best.colored:  # the flattened cuts again, bundles passing their rows moved
 
             def again(move: dict[tuple[int, str], int], still: set[tuple[int, str]]) -> _Attempt:
                 return _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
                                 self.colors_soft, deadline, best.solo, known, wider,
-                                best.warm(), move, still)
+                                best.warm(), move, still, light=light)
 
-            best, moved, flat = _unflatten(module, fabric, best, moved, flat, again, deadline)
+            best, moved, flat = _unflatten(module, fabric, best, moved, flat, again, deadline,
+                                           cut_in)
         tried: _Attempt | None = None
         crowding: set[tuple[int, str]] = set()  # new cuts that crowded a link: flat
-        cut_in: dict[tuple[int, str], tuple[_Route, float]] = {}  # their cut routes and loads
         # what the re-cuts may take the busiest link to (PROOF_SLACK), fixed once
         ceiling = max(best.score[1], 1.0) * (1.0 + self.proof_slack)
         before = (best.score[1],)  # for the note on the proof slack
@@ -912,20 +920,24 @@ class Route(Pass):
                       kept: _Attempt = best) -> _Attempt:
                 return _attempt(base, fabric, cap, corridors, kept.headroom, self.iterations,
                                 self.colors_soft, deadline, kept.solo, known, wider,
-                                kept.warm(), moved, flat | still, pairs=pairs, widen=True)
+                                kept.warm(), moved, still, pairs=pairs, widen=True,
+                                light=light)
 
             for _ in range(1 + UNCROWD_ATTEMPTS):
-                again = tried = route(crowding)
+                again = tried = route(flat | crowding)
                 more = _crowding_cuts(again, best, bound) if again.colored else set()
                 if not more or (deadline is not None and time.perf_counter() > deadline):
                     break
                 crowding |= more  # routed again with those flat, the others still cut
                 cut_in.update(_cut_routes(again, more))
             limit = bound  # the busiest link the attempt may keep
-            if again.colored and not more and crowding:  # settled: cut again what fits now
+            # settled: cut again what fits now, of the crowding cuts and of the
+            # requests the widening attempts flattened (their cut routes: _unflatten's)
+            if again.colored and not more and (crowding or flat & cut_in.keys()):
                 settled = again
-                again, crowding = _recut(again, best, bound, crowding, cut_in, route, deadline,
-                                         ceiling)
+                again, still = _recut(again, best, bound, flat | crowding, cut_in, route,
+                                      deadline, ceiling)
+                flat, crowding = flat & still, crowding & still
                 tried = again
                 if again is not settled:  # re-cuts may cost up to PROOF_SLACK
                     limit = max(bound, ceiling)
@@ -940,7 +952,7 @@ class Route(Pass):
                 return _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
                                 self.colors_soft, deadline, best.solo, known, wider,
                                 best.warm(), moved, best.flat | still, pairs=best.pairs,
-                                widen=best.widen, runs=True)
+                                widen=best.widen, runs=True, light=light)
 
             best = _run_cuts(best, runs, deadline)
         if not best.colored:
@@ -951,9 +963,9 @@ class Route(Pass):
         if best.score[1] > max(before[0], 1.0):  # the throughput the proof slack cost
             ctx.notes.append(
                 f"route: proof slack ({self.proof_slack:g}) spent to cut requests the crowding "
-                f"rounds routed flat: busiest link {before[0]:.3f} (before the widening "
-                f"attempts) -> {best.score[1]:.3f}x capacity; {_flat_rows(best):,} sink PEs "
-                "still read flat lanes")
+                f"or widening rounds routed flat: busiest link {before[0]:.3f} (before the "
+                f"widening attempts) -> {best.score[1]:.3f}x capacity; {_flat_rows(best):,} "
+                "sink PEs still read flat lanes")
         ctx.notes.append(
             f"route: {len(best.routes)} bundles (headroom {best.headroom:g}) in "
             f"{len(best.log)} negotiation rounds; busiest link at "
@@ -1033,12 +1045,14 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              warm: dict[tuple, Bundle] | None = None,
              moved: dict[tuple[int, str], int] | None = None,
              flat: set[tuple[int, str]] | None = None, pairs: bool = False,
-             widen: bool = False, runs: bool = False) -> _Attempt:
+             widen: bool = False, runs: bool = False,
+             light: set[tuple[int, str]] | None = None) -> _Attempt:
     reqs = [_copy(r) for r in base]
     for r in reqs:
         r.widen, r.no_widen, r.runs = widen, not widen, runs
         r.solo = (r.edge, r.sink) in (solo or ())
         r.flat = (r.edge, r.sink) in (flat or ())
+        r.light = (r.edge, r.sink) in (light or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
         while r.choice < (moved or {}).get((r.edge, r.sink), 0) and r.next_pair():
             pass
@@ -1080,7 +1094,8 @@ def _hot_owner_cuts(module: Module, got: _Attempt, fabric: Fabric) -> set[tuple[
 
 
 def _unflatten(module: Module, fabric: Fabric, best: _Attempt, moved: dict[tuple[int, str], int],
-               flat: set[tuple[int, str]], again: Callable[..., _Attempt], deadline: float | None
+               flat: set[tuple[int, str]], again: Callable[..., _Attempt], deadline: float | None,
+               cut_in: dict[tuple[int, str], _CutIn] | None = None
                ) -> tuple[_Attempt, dict[tuple[int, str], int], set[tuple[int, str]]]:
     """Cut the requests the widening attempts flattened (`flat`) again: a
     flattened cut overfilled a link it shares with a bundle passing its
@@ -1089,7 +1104,9 @@ def _unflatten(module: Module, fabric: Fabric, best: _Attempt, moved: dict[tuple
     there (_Negotiator.passer) moves to its next side pair, or, with none,
     that cut stays flat. An attempt is kept when fewer sink PEs read flat
     lanes and its busiest link bounds throughput no more than `best`'s.
-    Returns the kept attempt, its moves and the requests it routes flat.
+    Returns the kept attempt, its moves and the requests it routes flat;
+    the cut routes its attempts found for those go into `cut_in` (the
+    re-cuts, _recut, may cut them within the proof slack after widening).
     `again(moved, flat)` routes an attempt."""
     still: set[tuple[int, str]] = set()  # flattened requests left flat
     move = dict(moved)
@@ -1101,6 +1118,8 @@ def _unflatten(module: Module, fabric: Fabric, best: _Attempt, moved: dict[tuple
             got = again(move, still)
         except LayoutInfeasible:  # a moved bundle has no pattern route on its new sides
             break
+        if cut_in is not None and got.colored:
+            cut_in.update(_cut_routes(got, (flat - still) - cut_in.keys()))
         if (got.colored and got.score[1] <= max(best.score[1], 1.0)
                 and _flat_rows(got) < _flat_rows(best)):
             return got, move, still
@@ -1170,8 +1189,12 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
     return out
 
 
+# a request routed flat again: the cut route an attempt had for it, its lane load
+_CutIn = tuple[_Route, float]
+
+
 def _cut_routes(got: _Attempt, keys: set[tuple[int, str]]
-                ) -> dict[tuple[int, str], tuple[_Route, float]]:
+                ) -> dict[tuple[int, str], _CutIn]:
     """The routes and lane loads attempt `got` cut the requests `keys` with."""
     neg = got.neg
     return {(r.edge, r.sink): (rt, float(neg.lane_load[i]))
@@ -1180,12 +1203,13 @@ def _cut_routes(got: _Attempt, keys: set[tuple[int, str]]
 
 
 def _recuts(got: _Attempt, limit: float, most: int,
-            cut_in: dict[tuple[int, str], tuple[_Route, float]]) -> set[tuple[int, str]]:
-    """Of the requests the crowding rounds routed flat (`cut_in`: each with
-    the route and lane load it had cut), those that fit cut beside what
-    `got` routes: _crowding_cuts names them on an attempt where all its new
-    cuts (U turns around kernels, widened lanes) crowd one another at once,
-    and routed flat together they leave room some of them fit in. Each in
+            cut_in: dict[tuple[int, str], _CutIn]) -> set[tuple[int, str]]:
+    """Of the requests routed flat again (`cut_in`: each with the route and
+    lane load it had cut), those that fit cut beside what `got` routes:
+    _crowding_cuts names them on an attempt where all its new cuts (U turns
+    around kernels, widened lanes) crowd one another at once, the widening
+    attempts (_Negotiator.flatten) where a bundle passed their rows, and
+    routed flat together they leave room some of them fit in. Each in
     turn, the most sink PEs first, trades its flat route for its cut one on
     `got`'s loads: kept where no link of the cut route then carries more
     than `limit` wavelets per sample and no PE of it more than `most`
@@ -1221,7 +1245,7 @@ def _recuts(got: _Attempt, limit: float, most: int,
 
 
 def _recut(got: _Attempt, best: _Attempt, bound: float, crowding: set[tuple[int, str]],
-           cut_in: dict[tuple[int, str], tuple[_Route, float]],
+           cut_in: dict[tuple[int, str], _CutIn],
            route: Callable[[set[tuple[int, str]]], _Attempt], deadline: float | None,
            ceiling: float = 0.0) -> tuple[_Attempt, set[tuple[int, str]]]:
     """Route the crowding-flattened requests that fit (_recuts, under the

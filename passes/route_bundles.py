@@ -150,6 +150,8 @@ class Request:
     exact: dict[int, bool] = field(default_factory=dict)  # _exact per pitch, shared likewise
     lane_wavelets: int = 0  # a cut request's busiest lane (its box), per sample
     flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
+    # cut again after its lanes overfilled a link: at its lightest pitch (lightest_cut)
+    light: bool = False
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -725,7 +727,9 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     would have to forward what they read (a distribution no route
     configures), so its lighter lanes are no fair comparison; the
     negotiator still flattens a cut whose lanes overfill a link
-    (`Request.flat`). A cut onto a run of the sink's rows (a
+    (`Request.flat`), and cuts it again at its lightest pitch (`light`: the
+    pitch the flattening judged it on, the least a passing bundle meets on
+    each of its rows). A cut onto a run of the sink's rows (a
     concatenation's input, `on_run`) is tried where `runs` says so only
     (the router's last attempts, on top of the layout it kept): the run is
     where the sink's body reads the value, not where its lanes would land
@@ -741,8 +745,11 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
         return
     R = r.cut_rows
     loads = {k: _max_load(r, k) for k in ks}
-    k = pick_pitch(loads, R, r.wavelets, ask, ask if not r.widen else max(r.need, r.min_lanes),
-                   cap)
+    if r.light:  # the router cuts it again where it fits beside a bundle passing its rows
+        k = min(ks, key=lambda k: (loads[k], k))
+    else:
+        k = pick_pitch(loads, R, r.wavelets, ask,
+                       ask if not r.widen else max(r.need, r.min_lanes), cap)
     if not k:
         return  # lanes as light as the flat split's need more than the source side has
     r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets = k, ks[k], R // k, loads[k]

@@ -465,8 +465,9 @@ def test_norm_rows_hold_each_pes_channels_and_rows(case: tuple) -> None:
         cb, hb = -(-C // c), -(-(N * H) // s)
         nh = idx[0] * H + (idx[2] if len(shape) >= 4 else 0)
         half = (L - 1) // 2
-        reads = [(idx[1] >= (i // s) * cb - half) & (idx[1] < (i // s + 1) * cb + L - 1 - half)
-                 & (nh // hb == i % s) for i in range(n)]
+        group, row = KINDS["norm"].cells(dims, {"c": c, "s": s, "r": r})  # an LRN's may snake
+        reads = [(idx[1] >= group[i] * cb - half) & (idx[1] < (group[i] + 1) * cb + L - 1 - half)
+                 & (nh // hb == row[i]) for i in range(n)]
     rows = KINDS["norm"].input_cut(dims, {"c": c, "s": s, "r": r}, shape)
     assert rows is not None
     _inside_row_boxes(shape, rows, reads, _grouped_row(n))

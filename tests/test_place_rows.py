@@ -91,6 +91,49 @@ def test_no_raise_under_a_heavy_passing_bundle() -> None:
     assert n == 1 and rects["p"] == (1, 0, 1, 6)
 
 
+def _chain3() -> Module:
+    """host -> q (box) -> p (rows) -> s (rows) -> host, and a box a reading
+    x (to sit right above q: q cannot grow)."""
+    m = fk.sized("rows_chain3")
+    m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
+    m.inputs = ["x"]
+    fk.box(m, "a", ["x"], "va", 1, 2)
+    fk.box(m, "q", ["x"], "vq", 1, 2)
+    fk.rows(m, "p", ["vq"], "vp", 1, 4)
+    fk.rows(m, "s", ["vp"], "vs", 4, 6)
+    m.outputs = ["va", "vs"]
+    return fk.connect(m)
+
+
+def test_raise_past_a_producer_already_short() -> None:
+    """p's rows cut q's output, but q (2 rows, blocked above) already falls
+    short of p's 4: its lanes cannot land uniform whether p is raised or
+    not, so p still rises to s's 6 rows (s's lanes from p land uniform)."""
+    n, rects, choices = _raise(_chain3(), {"q": (0, 0, 1, 2), "a": (0, 2, 1, 2),
+                                           "p": (1, 0, 1, 4), "s": (2, 0, 4, 6)})
+    assert n == 1
+    assert rects["p"] == (1, 0, 1, 6) and rects["q"] == (0, 0, 1, 2)
+    assert choices["p"] is not None and choices["p"].knob_dict() == {"w": 1, "h": 6}
+
+
+def test_no_raise_past_a_short_producer_for_heavy_rows() -> None:
+    """The same raise where each of s's rows reads more than half a link's
+    capacity (cap 10 wavelets, a row's box 6): its uniform lanes would
+    crowd the rows' RAMPs, so p stays (main's rule: its producer q falls
+    short)."""
+    n, rects, _ = _raise(_chain3(), {"q": (0, 0, 1, 2), "a": (0, 2, 1, 2),
+                                     "p": (1, 0, 1, 4), "s": (2, 0, 4, 6)}, cap=10)
+    assert n == 0 and rects["p"] == (1, 0, 1, 4)
+
+
+def test_no_raise_past_a_producer_that_feeds_it_uniform() -> None:
+    """q's 4 rows feed p's 4 uniform; q cannot grow, so raising p to 6
+    would lose that cut: p stays."""
+    n, rects, _ = _raise(_chain3(), {"q": (0, 0, 1, 4), "a": (0, 4, 1, 2),
+                                     "p": (1, 0, 1, 4), "s": (2, 0, 4, 6)})
+    assert n == 0 and rects["p"] == (1, 0, 1, 4)
+
+
 def test_place_pass_gives_the_producer_the_consumers_rows() -> None:
     """Through the placer: p's staircase shape at the bottleneck is 1x2 (the
     narrowest), the flow shelf puts it beside s, which a grid 5 PEs wide

@@ -422,6 +422,67 @@ def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
     assert flat.cut_pitch == 0 and not got.routes[0].bundle.cut
     assert _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle.cut == "rows"
 
+def test_a_flattened_cut_is_cut_again_at_its_lightest_pitch() -> None:
+    """Routed flat because even its lightest cut overfilled a link beside a
+    passing bundle (`flatten` judges it on lightest_cut), a request the
+    router cuts again (`light`) takes that pitch: one eighth per lane at
+    pitch 1, where the fair-share rule alone cuts it coarser (heavier lanes
+    a passing bundle meets on each row)."""
+    from wsec.passes.route import _attempt
+    from wsec.passes.route_bundles import lightest_cut
+
+    _, fabric, reqs = _cut_into_one()
+    key = (reqs[0].edge, "c")
+    (r,) = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).neg.reqs
+    assert r.cut_pitch > 1 and r.lane_wavelets > lightest_cut(r)
+    got = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, light={key})
+    (r,) = got.neg.reqs
+    assert (r.cut_pitch, r.lanes, r.lane_wavelets) == (1, 8, lightest_cut(r))
+    b = got.routes[0].bundle
+    assert (b.cut, b.lanes, b.pitch) == ("rows", 8, 1)
+    # flat stays flat: `light` only picks the pitch of a request that is cut
+    got = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, flat={key}, light={key})
+    assert got.neg.reqs[0].cut_pitch == 0 and not got.routes[0].bundle.cut
+
+
+def test_unflatten_hands_the_cut_routes_it_found_to_the_re_cuts() -> None:
+    """_unflatten routes the widening attempts' flattened cuts cut again; an
+    attempt it does not keep (its busiest link is busier) still found each
+    of them a cut route, which it keeps in `cut_in` (with its lane load) so
+    that _recut can cut them again within the proof slack after widening;
+    a request that attempt routed flat gets none."""
+    from types import SimpleNamespace as NS
+
+    import wsec.passes.route as rt
+
+    def req(edge: int, pitch: int) -> NS:
+        return NS(edge=edge, sink=f"k{edge}", cut_pitch=pitch)
+
+    cut0, cut1 = NS(name="cut0"), NS(name="cut1")
+    flat = {(0, "k0"), (1, "k1")}
+    neg = NS(reqs=[req(0, 2), req(1, 0)], routes=[cut0, cut1], lane_load=[10.0, 20.0],
+             flatten=lambda loads: {(0, "k0")}, passer=lambda loads, cut, tried: None)
+    got = NS(colored=True, score=(False, 1.3), neg=neg)
+    best = NS(colored=True, score=(False, 1.1))
+    calls: list[set] = []
+
+    def again(move: dict, still: set) -> NS:
+        calls.append(set(still))
+        return got
+
+    saved = rt._loads, rt._flat_rows
+    rt._loads = lambda module, a, fabric: None
+    rt._flat_rows = lambda a: 5 if a is got else 10
+    try:
+        cut_in: dict = {}
+        out = rt._unflatten(None, None, best, {}, flat, again, None, cut_in)
+    finally:
+        rt._loads, rt._flat_rows = saved
+    assert out == (best, {}, flat)  # 1.3 > 1.1: not kept, both stay flat
+    assert calls[0] == set()  # first all cut again
+    assert cut_in == {(0, "k0"): (cut0, 10.0)}
+
+
 @pytest.mark.parametrize("c_rect", [Rect(6, 0, 2, 8), Rect(13, 5, 2, 8)],
                          ids=["straight", "offset"])
 def test_a_residual_read_on_every_cth_row_is_cut_onto_the_owner_rows(c_rect: Rect) -> None:

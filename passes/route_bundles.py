@@ -926,9 +926,8 @@ def _checked(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None,
         return None
     if r.src_pitch and len(dirs) < 2:
         return None  # lanes widen at the last corner: a straight run has none
-    try:
-        offs = lanes_mod.offsets(axis, dirs)
-    except lanes_mod.LaneError:
+    offs = _offsets(axis, dirs)
+    if offs is None:
         return None
     if lands is None:
         land = _landing(r, offs[-1])
@@ -968,6 +967,22 @@ def _checked(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None,
     if b.pitch > 1 and _folds(b, r.src.owner == HOST):
         return None
     return b
+
+
+_OFFSETS: dict[tuple[Vec, tuple[Vec, ...]], list[Vec] | None] = {}
+
+
+def _offsets(axis: Vec, dirs: list[Vec]) -> list[Vec] | None:
+    """wsec.ir.lanes.offsets (not to be changed by the caller), or None where
+    it raises, kept per lane axis and segment directions: a few dozen of them
+    serve the hundreds of thousands of shapes _finish checks in a compile."""
+    key = (axis, tuple(dirs))
+    if key not in _OFFSETS:
+        try:
+            _OFFSETS[key] = lanes_mod.offsets(axis, dirs)
+        except lanes_mod.LaneError:
+            _OFFSETS[key] = None
+    return _OFFSETS[key]
 
 
 def _folds(b: Bundle, source_host: bool = False) -> bool:

@@ -147,6 +147,7 @@ class Request:
     widen_from: int = -1  # >= 0: the side pair it left looking for one where it cuts
     # busiest lane per pitch (_max_load), shared by its copies: the same rows' boxes
     loads: dict[int, int] = field(default_factory=dict)
+    exact: dict[int, bool] = field(default_factory=dict)  # _exact per pitch, shared likewise
     lane_wavelets: int = 0  # a cut request's busiest lane (its box), per sample
     flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
     # cut again after its lanes overfilled a link: at its lightest pitch (lightest_cut)
@@ -685,9 +686,11 @@ def _exact(r: Request, k: int) -> bool:
     would carry the hull of their parts, all channels of both groups' rows
     (pitch 2 over groups of 3: twice an owner row's box)."""
     assert r.row_boxes is not None
-    R = r.row_boxes.shape[0]
-    hull = union_boxes(r.row_boxes.reshape(R // k, k, 2, -1))
-    return int(box_elements(hull).sum()) == int(box_elements(r.row_boxes).sum())
+    if k not in r.exact:
+        R = r.row_boxes.shape[0]
+        hull = union_boxes(r.row_boxes.reshape(R // k, k, 2, -1))
+        r.exact[k] = int(box_elements(hull).sum()) == int(box_elements(r.row_boxes).sum())
+    return r.exact[k]
 
 
 # a cut lane carries at least 1/LANE_SHARE of a flat lane where it can
@@ -905,6 +908,14 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
     backwards, and do not fold onto each other (with `fabric`: and, for a
     path of more than one waypoint, stay on its grid, as _inside); or None."""
     path = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
+    return _checked(r, axis, path, fabric, None)
+
+
+def _checked(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None,
+             lands: tuple[Vec, Vec] | None) -> Bundle | None:
+    """_finish on a path without repeated waypoints; `lands`, when given,
+    is r's (_landing) for the last segment's lane offset along r.dst.axis and
+    against it (_shortest_valid checks thousands of shapes per request)."""
     if len(path) == 1:  # a host port right beside the kernel's side: lanes start landed
         if (HOST not in (r.src.owner, r.dst.owner) or r.src_pitch
                 or _landing(r, axis) != path[0]):
@@ -915,25 +926,30 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
         return None
     if r.src_pitch and len(dirs) < 2:
         return None  # lanes widen at the last corner: a straight run has none
-    try:
-        offs = lanes_mod.offsets(axis, dirs)
-    except lanes_mod.LaneError:
+    offs = _offsets(axis, dirs)
+    if offs is None:
         return None
-    land = _landing(r, offs[-1])
+    if lands is None:
+        land = _landing(r, offs[-1])
+    else:
+        o, ax = offs[-1], r.dst.axis
+        land = lands[0] if o == ax else lands[1] if o == (-ax[0], -ax[1]) else None
     if land is None or land != path[-1]:
         return None
     last = r.lanes - 1
     first = list(path)
     other = _lane_path(path, offs, last, _steps(r, len(dirs)))
-    for lane in (first, other):  # segment lengths are affine in the lane: check both ends
-        for (p, q), d in zip(zip(lane, lane[1:], strict=False), dirs, strict=True):
-            if (q[0] - p[0]) * d[0] + (q[1] - p[1]) * d[1] < 0:
-                return None
-        for k in range(1, len(dirs) - 1):
-            if lane[k] == lane[k + 1] and dirs[k - 1] == (-dirs[k + 1][0], -dirs[k + 1][1]):
-                return None
-        if lane[0] == lane[-1] and all(p == q for p, q in zip(lane, lane[1:], strict=False)):
-            return None  # the lane would start where it lands
+    # segment lengths are affine in the lane: check both ends. Lane 0 (the path:
+    # its segments non-empty, each along its direction) passes every check.
+    lane = other
+    for (p, q), d in zip(zip(lane, lane[1:], strict=False), dirs, strict=True):
+        if (q[0] - p[0]) * d[0] + (q[1] - p[1]) * d[1] < 0:
+            return None
+    for k in range(1, len(dirs) - 1):
+        if lane[k] == lane[k + 1] and dirs[k - 1] == (-dirs[k + 1][0], -dirs[k + 1][1]):
+            return None
+    if lane[0] == lane[-1] and all(p == q for p, q in zip(lane, lane[1:], strict=False)):
+        return None  # the lane would start where it lands
     reach = 0 if r.dst.owner == HOST else r.dst.reach
     if reach:  # past its landing PE a lane goes on, delivering along the sink's row
         d = dirs[-1]
@@ -951,6 +967,22 @@ def _finish(r: Request, axis: Vec, path: list[Vec], fabric: Fabric | None = None
     if b.pitch > 1 and _folds(b, r.src.owner == HOST):
         return None
     return b
+
+
+_OFFSETS: dict[tuple[Vec, tuple[Vec, ...]], list[Vec] | None] = {}
+
+
+def _offsets(axis: Vec, dirs: list[Vec]) -> list[Vec] | None:
+    """wsec.ir.lanes.offsets (not to be changed by the caller), or None where
+    it raises, kept per lane axis and segment directions: a few dozen of them
+    serve the hundreds of thousands of shapes _finish checks in a compile."""
+    key = (axis, tuple(dirs))
+    if key not in _OFFSETS:
+        try:
+            _OFFSETS[key] = lanes_mod.offsets(axis, dirs)
+        except lanes_mod.LaneError:
+            _OFFSETS[key] = None
+    return _OFFSETS[key]
 
 
 def _folds(b: Bundle, source_host: bool = False) -> bool:
@@ -1114,24 +1146,32 @@ def _shortest_valid(r: Request, fabric: Fabric, kept: list[tuple[int, int, Bundl
         (ln, k, b, None) for ln, k, b in kept]
     base = 1 + max((k for _, k, _ in kept), default=-1)
     for k, shape in enumerate(raw):  # repeated waypoints add nothing to the length
-        n, ((px, py), *rest) = 0, shape[2]
-        for qx, qy in rest:
+        path = shape[2]
+        n, (px, py), repeats = 0, path[0], False
+        for qx, qy in path[1:]:
+            if qx == px and qy == py:
+                repeats = True
             n += abs(qx - px) + abs(qy - py)
             px, py = qx, qy
-        items.append((n, base + k, None, shape))
+        if repeats:
+            path = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
+        items.append((n, base + k, None, (shape[0], shape[1], path)))
     items.sort()  # by (length, order): orders are distinct, so nothing else is compared
     out: list[tuple[int, int, Bundle]] = []
     seen: set[tuple] = set()
+    lands: dict[int, tuple[Vec, Vec]] = {}  # per sink slot: lane 0's landing PEs (_landing)
+    first, last = _land_slots(r)
     for ln, k, b, shape in items:
         if len(out) >= enough:
             break
         if shape is not None:
             slot, axis, path = shape
-            path = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
             if (axis, tuple(path)) in seen:
                 continue
             r.dst_slot = slot
-            b = _finish(r, axis, path, fabric)
+            if slot not in lands:
+                lands[slot] = (r.dst.pe(slot + first), r.dst.pe(slot + last))
+            b = _checked(r, axis, path, fabric, lands[slot])
             if b is None or (len(path) == 1 and not _inside(b, fabric)):
                 continue
         assert b is not None

@@ -293,8 +293,9 @@ def _check_gather(env: Env, node: Node, tshape: tuple[int, ...], stats: dict[str
         needs.append((d, need))
     di = env.deliveries.get(node.inputs[1])
     if di is not None:  # a scalar index too: its one element (sim_inbox.window_shape)
-        whole = np.zeros((uh, uw, 2, len(window_shape(di.shape))), np.int64)
-        whole[:, :, 1] = window_shape(di.shape)
+        ishape = window_shape(di.shape)
+        whole = np.zeros((uh, uw, 2, len(ishape)), np.int64)
+        whole[:, :, 1] = ishape
         needs.append((di, whole))
     if needs:
         stats["forwarded_pes"] = check_inputs(env.mem.p, env.ki, needs)

@@ -24,7 +24,7 @@ from wsec.ir.graph import Node
 from wsec.ir.library_dense import _einsum_terms
 
 from .sim_base import COMPUTE_DTYPE, SimError
-from .sim_inbox import check_inputs, check_windows, point_hulls
+from .sim_inbox import check_inputs, check_windows, point_hulls, window_shape
 from .sim_pe import Env
 from .sim_tail import const_at
 
@@ -104,7 +104,10 @@ def operand_need(idx: np.ndarray, pick: np.ndarray, held: np.ndarray,
     """(ky, kx, 2, ndim) windows (or (ky, 2, ndim) when `pick` is one per
     row, a multicast along it) of an operand as the Einsum's PEs hold it:
     the hull of the stored elements (idx [Bt, X Y]: the flat index of each
-    relabelled element) that `pick` ([ky, kx|1, ...]) selects where `held`."""
+    relabelled element) that `pick` ([ky, kx|1, ...]) selects where `held`.
+    A scalar operand's windows are boxes of its one element
+    (sim_inbox.window_shape): every PE multiplying by it reads it."""
+    shape = window_shape(shape)
     pick = np.broadcast_to(pick, np.broadcast_shapes(pick.shape, held.shape))
     held = np.broadcast_to(held, pick.shape)
     ky, kx = pick.shape[:2]
@@ -175,7 +178,7 @@ def einsum_matmul(env: Env, node: Node, stats: dict[str, int]) -> bool:
                                          (ins[1], b, batch + red + cols, red_i * N + col_i,
                                           live)):
         d = env.deliveries.get(name)
-        if name in k.weights or d is None or not d.shape:
+        if name in k.weights or d is None:
             continue
         idx = _flat_index(have, want, sizes, d.shape).reshape(Bt, -1)
         needs.append((d, operand_need(idx, pick, held, d.shape)))

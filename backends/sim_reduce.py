@@ -30,7 +30,7 @@ from wsec.ir.library_reduce import reduce_boxes
 from .sim_base import COMPUTE_DTYPE
 from .sim_channels import check_norm_rows, check_row_norm, grouped_lin
 from .sim_einsum import einsum_reduction
-from .sim_inbox import check_inputs, check_windows, pe_windows
+from .sim_inbox import check_inputs, check_windows, pe_windows, window_shape
 from .sim_pe import Env, run_op
 from .sim_scan import cumsum
 from .sim_tail import as_compute, const_at, operand_on_owners, run_tail
@@ -190,12 +190,14 @@ def _check_reduce(env: Env, name: str, shape: tuple[int, ...], axes: tuple[int, 
                   po: int, pr: int, stats: dict[str, int]) -> None:
     """Each PE's window of the reduced input (`reduce_boxes`, on the PE at
     its index: the near-square layout is row-major), checked against the
-    lane its core received (sim_inbox.check_windows)."""
+    lane its core received (sim_inbox.check_windows). A scalar is reduced
+    as a row of one element (`reduce`): its window is that element
+    (sim_inbox.window_shape), read by the one PE."""
     d = env.deliveries.get(name)
-    if d is None or not d.shape or d.shape != tuple(shape):
+    if d is None or d.shape != tuple(shape):
         return
     uw, uh = env.k.unrotated_shape
-    boxes = reduce_boxes(tuple(shape), axes, po, pr)
+    boxes = reduce_boxes(window_shape(tuple(shape)), axes, po, pr)
     stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
         boxes, _spread_lin(env, np.arange(po * pr)), uw, uh))
 
@@ -290,9 +292,10 @@ def _check_gather(env: Env, node: Node, tshape: tuple[int, ...], stats: dict[str
         need[(need[:, :, 1] <= need[:, :, 0]).any(axis=2)] = 0
         needs.append((d, need))
     di = env.deliveries.get(node.inputs[1])
-    if di is not None and di.shape:
-        whole = np.zeros((uh, uw, 2, len(di.shape)), np.int64)
-        whole[:, :, 1] = di.shape
+    if di is not None:  # a scalar index too: its one element (sim_inbox.window_shape)
+        ishape = window_shape(di.shape)
+        whole = np.zeros((uh, uw, 2, len(ishape)), np.int64)
+        whole[:, :, 1] = ishape
         needs.append((di, whole))
     if needs:
         stats["forwarded_pes"] = check_inputs(env.mem.p, env.ki, needs)

@@ -30,6 +30,22 @@ def compiled_light(name: str, target: str = "wse2"):  # noqa: ANN201
     return compile_model(str(light_model(name)), CompileOptions(target=target))
 
 
+def compiled_graph(d: pathlib.Path, graph: onnx.GraphProto):  # noqa: ANN201
+    """`graph` saved as an opset-17 model in directory d and compiled with
+    `wsec MODEL -o MODEL.bin`, as a user would: (the loaded binary, the
+    model's path)."""
+    from onnx import helper
+    from wsec.backends.loader import load_binary
+    from wsec.cli import main
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = d / f"{graph.name}.onnx"
+    onnx.save(model, str(path))
+    assert main([str(path), "-o", str(path.with_suffix(".bin")), "-q"]) == 0
+    return load_binary(str(path.with_suffix(".bin"))), path
+
+
 def run_wsec(*args: str, cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `wsec` command line as a user would."""
     exe = pathlib.Path(sys.executable).parent / "wsec"

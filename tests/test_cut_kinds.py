@@ -317,6 +317,12 @@ def swapped_boxes_raise(p: Program, bi: int, a: int, b: int, offset: str) -> Non
         p.slices[[a, b]] = p.slices[[b, a]].copy()
 
 
+def swapped_end_lanes_raise(p: Program, bi: int, offset: str = r"\d+, \d+") -> None:
+    """swapped_boxes_raise on the first and the last lane of bundle bi."""
+    first = int(p.bundles[bi]["slice0"])
+    swapped_boxes_raise(p, bi, first, first + int(p.bundles[bi]["lanes"]) - 1, offset)
+
+
 def dropped_lane_raises(p: Program, bi: int) -> None:
     """Lane 0 of bundle bi delivering to no core (its RAMP bit cleared)
     makes the simulator fail naming the bundle's value and a PE."""
@@ -336,8 +342,7 @@ def test_swapping_two_cut_lanes_boxes_is_an_error_at_a_pe(
         wide: tuple[Program, pathlib.Path], kind: str, op: str | None) -> None:
     p, _ = wide
     bi = _first_cut(p, kind, op)
-    first = int(p.bundles[bi]["slice0"])
-    swapped_boxes_raise(p, bi, first, first + int(p.bundles[bi]["lanes"]) - 1, r"0, 0")
+    swapped_end_lanes_raise(p, bi, r"0, 0")
 
 
 def test_shortening_a_pools_halo_is_an_error_at_its_pe(wide: tuple[Program, pathlib.Path]
@@ -519,8 +524,7 @@ def test_swapping_two_cut_lanes_into_a_norm_or_softmax_is_an_error_at_a_pe(
         norms: tuple[Program, pathlib.Path], op: str) -> None:
     p, _ = norms
     bi = next(b for b, ki in _cut_sinks(p).items() if p.kernels[ki].body[0]["op"] == op)
-    first = int(p.bundles[bi]["slice0"])
-    swapped_boxes_raise(p, bi, first, first + int(p.bundles[bi]["lanes"]) - 1, r"0, 0")
+    swapped_end_lanes_raise(p, bi, r"0, 0")
 
 
 def test_narrowing_an_lrn_lanes_channels_is_an_error_at_its_pe(

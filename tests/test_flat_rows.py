@@ -21,12 +21,11 @@ import pathlib
 import numpy as np
 import onnx
 import pytest
+from conftest import compiled_graph
 from onnx import TensorProto, helper
-from test_cut_kinds import dropped_lane_raises, swapped_boxes_raise
+from test_cut_kinds import dropped_lane_raises, swapped_end_lanes_raise
 from wsec.backends.format import BUNDLE_CUT, Program
-from wsec.backends.loader import load_binary
 from wsec.backends.sim import random_inputs, simulate
-from wsec.cli import main
 from wsec.ir.cuts import flat_reads, grouped_rows, tighter_flat
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import box_elements, check_cut
@@ -105,7 +104,7 @@ def test_a_norm_row_straddling_channels(op: str, L: int, flat: bool) -> None:
     assert own.shape[2] == 4
 
 
-def _model(path: pathlib.Path) -> None:
+def _graph() -> onnx.GraphProto:
     """An LRN of one channel per group feeding a 3x3 / 2 max pooling: the
     pooling's 96 channel blocks x row groups stand in rows of two PEs."""
     nd = helper.make_node
@@ -114,17 +113,12 @@ def _model(path: pathlib.Path) -> None:
                            nd("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2])],
                           "flat", [vi("x", TensorProto.FLOAT, [1, 96, 109, 109])],
                           [vi("y", TensorProto.FLOAT, [1, 96, 54, 54])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
+    return g
 
 
 @pytest.fixture(scope="module")
 def flat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
-    d = tmp_path_factory.mktemp("flat")
-    _model(d / "f.onnx")
-    assert main([str(d / "f.onnx"), "-o", str(d / "f.bin"), "-q"]) == 0
-    return load_binary(str(d / "f.bin")), d / "f.onnx"
+    return compiled_graph(tmp_path_factory.mktemp("flat"), _graph())
 
 
 def _flat_cut(p: Program) -> int:
@@ -153,8 +147,7 @@ def test_swapping_two_flat_lanes_is_an_error_at_a_pe(flat: tuple[Program, pathli
                                                      ) -> None:
     p, _ = flat
     bi = _flat_cut(p)
-    first = int(p.bundles[bi]["slice0"])
-    swapped_boxes_raise(p, bi, first, first + int(p.bundles[bi]["lanes"]) - 1, r"\d+, \d+")
+    swapped_end_lanes_raise(p, bi)
 
 
 def test_a_dropped_flat_lane_is_an_error_naming_the_pe(flat: tuple[Program, pathlib.Path]

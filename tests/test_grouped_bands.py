@@ -19,13 +19,12 @@ import pathlib
 import numpy as np
 import onnx
 import pytest
+from conftest import compiled_graph
 from onnx import TensorProto, helper
-from test_cut_kinds import dropped_lane_raises, swapped_boxes_raise
+from test_cut_kinds import dropped_lane_raises, swapped_end_lanes_raise
 from wsec.backends.format import BUNDLE_CUT, BUNDLE_FROM_HOST, Program
-from wsec.backends.loader import load_binary
 from wsec.backends.sim import random_inputs, simulate
 from wsec.backends.sim_sharded import _conv_need
-from wsec.cli import main
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import box_elements, check_cut
 from wsec.ir.library_conv import banded, stacked
@@ -110,7 +109,7 @@ def test_a_stacked_rows_box_is_its_groups_block(C: int, G: int, K: int, k: int, 
     assert (count == 1).all()
 
 
-def _model(path: pathlib.Path) -> None:
+def _graph() -> onnx.GraphProto:
     """A ShuffleNet-like unit after a 3x3 conv: a 1x1 conv of 4 groups, a
     depthwise 3x3 (bias), a strided depthwise with multiplier 2, a 1x1 conv
     of 4 groups."""
@@ -135,17 +134,12 @@ def _model(path: pathlib.Path) -> None:
                           [init("w0", 16, 16, 3, 3), init("w1", 32, 4, 1, 1),
                            init("w2", 32, 1, 3, 3), init("b2", 32), init("w3", 64, 1, 3, 3),
                            init("w4", 32, 16, 1, 1)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
+    return g
 
 
 @pytest.fixture(scope="module")
 def bands(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
-    d = tmp_path_factory.mktemp("bands")
-    _model(d / "b.onnx")
-    assert main([str(d / "b.onnx"), "-o", str(d / "b.bin"), "-q"]) == 0
-    return load_binary(str(d / "b.bin")), d / "b.onnx"
+    return compiled_graph(tmp_path_factory.mktemp("bands"), _graph())
 
 
 def _cut_into(p: Program, test, host: bool = True) -> list[int]:
@@ -183,8 +177,7 @@ def test_swapping_two_lanes_is_an_error_at_a_pe(bands: tuple[Program, pathlib.Pa
                                                 layout) -> None:
     p, _ = bands
     bi = _cut_into(p, layout, host=False)[0]
-    first = int(p.bundles[bi]["slice0"])
-    swapped_boxes_raise(p, bi, first, first + int(p.bundles[bi]["lanes"]) - 1, r"\d+, \d+")
+    swapped_end_lanes_raise(p, bi)
 
 
 @pytest.mark.parametrize("layout", [banded, stacked])

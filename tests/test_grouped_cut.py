@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
+from conftest import compiled_graph
 from onnx import TensorProto, helper
 from wsec.backends.format import FormatError, Program
 from wsec.backends.lanes import check_records
@@ -87,7 +88,7 @@ def test_windows_map_into_the_view() -> None:
                                   [[0, 1, 1, 0, 0], [1, 2, 4, 4, 4]]]))
 
 
-def _model(path: pathlib.Path) -> None:
+def _graph() -> onnx.GraphProto:
     """A 3x3 conv of 2 groups feeding a 1x1 conv of 2 (6 and 8 channels a
     group): the 1x1 one's input is cut over its view. (Convs of more groups
     are stacked by groups, library_conv.stacked: their rows' boxes need no
@@ -107,17 +108,12 @@ def _model(path: pathlib.Path) -> None:
     g = helper.make_graph(nodes, "grouped", [vi("x", TensorProto.FLOAT, [1, 12, 14, 14])],
                           [vi("y", TensorProto.FLOAT, [1, 8, 14, 14])],
                           [init("w1", 16, 6, 3, 3), init("b1", 16), init("w2", 8, 8, 1, 1)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
+    return g
 
 
 @pytest.fixture(scope="module")
 def grouped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
-    d = tmp_path_factory.mktemp("grouped")
-    _model(d / "g.onnx")
-    assert main([str(d / "g.onnx"), "-o", str(d / "g.bin"), "-q"]) == 0
-    return load_binary(str(d / "g.bin")), d / "g.onnx"
+    return compiled_graph(tmp_path_factory.mktemp("grouped"), _graph())
 
 
 def _viewed(p: Program) -> tuple[int, int]:

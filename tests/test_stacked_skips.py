@@ -20,12 +20,11 @@ import pathlib
 import numpy as np
 import onnx
 import pytest
+from conftest import compiled_graph
 from onnx import TensorProto, helper
-from test_cut_kinds import dropped_lane_raises, swapped_boxes_raise
+from test_cut_kinds import dropped_lane_raises, swapped_end_lanes_raise
 from wsec.backends.format import BUNDLE_CUT, BUNDLE_OWNERS, Program
-from wsec.backends.loader import load_binary
 from wsec.backends.sim import random_inputs, simulate
-from wsec.cli import main
 from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import box_elements, check_cut
@@ -56,7 +55,7 @@ def test_a_stacked_groups_rows_partition_its_owner_box(N: int, K: int, G: int, H
     assert (skip_boxes(N, K, Ho, Wo, c, s, 1) == skip_boxes(N, K, Ho, Wo, c, s)).all()
 
 
-def _model(path: pathlib.Path) -> None:
+def _graph() -> onnx.GraphProto:
     """A ShuffleNet-like unit: 3x3 conv, 4-group 1x1 conv, depthwise 3x3, a
     4-group 1x1 conv (bias) adding the first conv's output back."""
     rng = np.random.default_rng(3)
@@ -78,17 +77,12 @@ def _model(path: pathlib.Path) -> None:
                           [init("w0", C, 8, 3, 3), init("w1", C, C // 4, 1, 1), init("b1", C),
                            init("w2", C, 1, 3, 3), init("w3", C, C // 4, 1, 1),
                            init("b3", C)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
+    return g
 
 
 @pytest.fixture(scope="module")
 def unit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
-    d = tmp_path_factory.mktemp("stacked")
-    _model(d / "s.onnx")
-    assert main([str(d / "s.onnx"), "-o", str(d / "s.bin"), "-q"]) == 0
-    return load_binary(str(d / "s.bin")), d / "s.onnx"
+    return compiled_graph(tmp_path_factory.mktemp("stacked"), _graph())
 
 
 def _skip_cut(p: Program) -> int:
@@ -123,8 +117,7 @@ def test_swapping_two_residual_lanes_is_an_error_at_a_pe(unit: tuple[Program, pa
                                                          ) -> None:
     p, _ = unit
     bi = _skip_cut(p)
-    first = int(p.bundles[bi]["slice0"])
-    swapped_boxes_raise(p, bi, first, first + int(p.bundles[bi]["lanes"]) - 1, r"\d+, \d+")
+    swapped_end_lanes_raise(p, bi)
 
 
 def test_a_dropped_residual_lane_is_an_error_naming_the_pe(unit: tuple[Program, pathlib.Path]

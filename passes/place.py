@@ -57,6 +57,7 @@ from . import place_congestion as congestion
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
 from .place_rows import open_corners, raise_producers
+from .place_runs import face_runs
 from .place_shelf import MAX_STACK, shelf_pack
 from .place_slide import slide_short_kernels
 
@@ -189,6 +190,8 @@ class _Packer:
                         self.target.wavelet_bytes)
         open_corners(self.module, ks, self.order, choices, rects, rotated,
                      self.target.width, self.target.height, t, self.target.wavelet_bytes)
+        face_runs(self.module, ks, self.order, choices, rects, rotated,
+                  self.target.width, self.target.height)
 
     def _front(self, t: int | None) -> _Layout | None:
         choices: list[Choice | None] = [None] * len(self.kernels)

@@ -405,7 +405,12 @@ def _facing_runs(reqs: list[Request], headroom: float) -> None:
     beyond its second), or, the sides parallel, that the source side does
     not face (_runs_straight), has lanes that turn round in a U across the
     kernels beside them (measured: SqueezeNet's realised rate 1.000x ->
-    1.611x its bound with every concatenation's input cut)."""
+    1.611x its bound with every concatenation's input cut). Where the
+    sides are parallel and the source faces the run, the lanes run
+    straight across whatever slots a flat deal would give (the deal packs
+    shares in the sources' order and sized by their needs, not where each
+    source lies; measured: Inception-v1's branches, slid to face their runs
+    by wsec.passes.place_runs, were dealt slots beside them)."""
     runs = {id(r) for r in reqs if r.cut_pitch and on_run(r)}
     if not runs:
         return
@@ -419,8 +424,11 @@ def _facing_runs(reqs: list[Request], headroom: float) -> None:
         _deal(group, "dst", headroom)
         for r in group:
             da, dl = r.share["dst"]
-            if id(r) in runs and (not da <= r.cut_first + r.cut_rows // 2 < da + dl
-                                  or not _runs_straight(r)):
+            if id(r) not in runs:
+                continue
+            # parallel sides: straight across where the source faces the run
+            if not (_runs_straight(r) if _parallel(r)
+                    else da <= r.cut_first + r.cut_rows // 2 < da + dl):
                 r.cut_pitch, r.src_pitch, r.lane_wavelets = 0, 0, 0
 
 
@@ -431,11 +439,18 @@ def _runs_straight(r: Request) -> bool:
     where the two kernels abut, turns them round in a U (SqueezeNet's
     concatenations of two inputs from sides as wide as half their rows).
     Other sides: True (their lanes turn a corner either way)."""
+    return not _parallel(r) or bool(_straight_windows(r, 1))
+
+
+def _parallel(r: Request) -> bool:
+    """Whether r's sides are parallel, facing the same way with the sink
+    ahead, and its lanes leave uniform (where they run straight across
+    if its source faces the rows they land on)."""
     e = r.src.normal
     if r.src.axis != r.dst.axis or r.dst.normal != e or r.src_pitch:
-        return True
-    ahead = (r.dst.origin[0] - r.src.origin[0]) * e[0] + (r.dst.origin[1] - r.src.origin[1]) * e[1]
-    return ahead <= 0 or bool(_straight_windows(r, 1))
+        return False
+    d = (r.dst.origin[0] - r.src.origin[0], r.dst.origin[1] - r.src.origin[1])
+    return d[0] * e[0] + d[1] * e[1] > 0
 
 
 def _deal(group: list[Request], side: str, headroom: float) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from wsec.ir.graph import Kernel, Module
+from wsec.ir.graph import Kernel, Module, Rect
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import input_cut, owner_pitch, read_span
 from wsec.ir.movement import Operands
@@ -39,6 +39,22 @@ from .place_rows import Rect4, _clear, _frame, _occupancy
 
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return max(0, min(a1, b1) - max(a0, b0))
+
+
+def face_placed(module: Module, width: int, height: int) -> int:
+    """face_runs on the module's placed kernels (after the flow layout's
+    last moves: place_slide clears rows for passing bundles by where the
+    shelf's kernels stand, and a source slid before it changed what it
+    slid; measured, ShuffleNet then lost two conv cuts elsewhere). Returns
+    how many moved."""
+    ks = [k for k in module.kernels() if k.rect is not None]
+    rects = [(k.rect.x, k.rect.y, k.rect.w, k.rect.h) for k in ks]  # type: ignore[union-attr]
+    rotated = [k.rotated for k in ks]
+    moved = face_runs(module, ks, range(len(ks)), [None] * len(ks), rects, rotated,
+                      width, height)
+    for k, r in zip(ks, rects, strict=True):
+        k.rect = Rect(*r)
+    return moved
 
 
 def face_runs(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
@@ -65,6 +81,7 @@ def face_runs(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
             outs[p].add(j)
             if e.value in module.values:
                 ins[j].append((p, e.value))
+    pairs = [(p, j) for j in range(n) for p, _ in dict.fromkeys(ins[j])]
     moved = 0
     for j in order:
         for p, v in dict.fromkeys(ins[j]):
@@ -94,8 +111,9 @@ def face_runs(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
                            and _touch(rects[o], rotated[o], moves[q], rotated[q])
                            < _touch(rects[o], rotated[o], rects[q], rotated[q])
                            for q in group for o in linked[q] if o != j and o not in moves) \
-                        and _clear(occ, moves, width, height):
-                    break  # no bundle of the group loses rows it runs straight on
+                        and _clear(occ, moves, width, height) \
+                        and not any(_crossed(q, moves[q], rects, rotated, pairs) for q in group):
+                    break  # no bundle loses rows it runs straight on or meets the group
             else:
                 continue
             for q in group:
@@ -131,6 +149,32 @@ def _chain(p: int, j: int, ins: list[list[tuple[int, str]]], outs: list[set[int]
 
 # kernels a concatenation input's source slides with at most (itself included)
 MAX_CHAIN = 4
+
+
+def _crossed(q: int, to: Rect4, rects: list[Rect4], rotated: list[bool],
+             pairs: list[tuple[int, int]]) -> bool:
+    """Whether kernel q moved to `to` would stand on rows that a bundle
+    passing its column runs straight along (from a kernel behind it to one
+    beyond it on the same shelf axis, on the rows the two share) and that
+    q did not stand on before: that bundle would then cross q's PEs and
+    meet its flows (measured: ShuffleNet's pooling slid 16 rows onto the
+    rows of the bundle passing it to the same concatenation, and the
+    router's rounds lost three conv cuts elsewhere, 6.9k PEs reading what
+    no lane brought)."""
+    x, y, w, h = _frame(rects[q], rotated[q])
+    ny = _frame(to, rotated[q])[1]
+    new = (ny, y) if ny < y else (max(ny, y + h), ny + h)  # rows gained
+    if new[1] <= new[0]:
+        return False
+    for a, b in pairs:
+        if a == q or b == q or rotated[a] != rotated[q] or rotated[b] != rotated[q]:
+            continue
+        ax, ay, aw, ah = _frame(rects[a], rotated[a])
+        bx, by, bw, bh = _frame(rects[b], rotated[b])
+        if ax + aw <= x and bx >= x + w and \
+                _overlap(max(ay, by), min(ay + ah, by + bh), *new):
+            return True
+    return False
 
 
 def _slid(rect: Rect4, rotated: bool, dy: int) -> Rect4:

@@ -903,6 +903,7 @@ class Route(Pass):
         # what the re-cuts may take the busiest link to (PROOF_SLACK), fixed once
         ceiling = max(best.score[1], 1.0) * (1.0 + self.proof_slack)
         before = (best.score[1],)  # for the note on the proof slack
+        thinned: set[tuple[int, str]] = set()  # flat bundles thinned for re-cuts (_recut)
         for pairs in (False, True):
             # widening (cut inputs whose source side is shorter than the sink's
             # rows), then on other side pairs where there is no room for its corner
@@ -916,10 +917,13 @@ class Route(Pass):
                 break  # every request that tried to widen found room
             bound = max(best.score[1], 1.0)
 
-            def route(still: set[tuple[int, str]], pairs: bool = pairs,
-                      kept: _Attempt = best) -> _Attempt:
+            def route(still: set[tuple[int, str]], thin: dict[tuple[int, str], int] | None = None,
+                      pairs: bool = pairs, kept: _Attempt = best,
+                      asked: dict[tuple[int, str], int] = wider) -> _Attempt:
+                # `thin`: passing flat bundles thinned for the re-cuts (_recut)
+                ask = {k: max(v, asked.get(k, 0)) for k, v in {**asked, **(thin or {})}.items()}
                 return _attempt(base, fabric, cap, corridors, kept.headroom, self.iterations,
-                                self.colors_soft, deadline, kept.solo, known, wider,
+                                self.colors_soft, deadline, kept.solo, known, ask,
                                 kept.warm(), moved, still, pairs=pairs, widen=True,
                                 light=light)
 
@@ -937,6 +941,13 @@ class Route(Pass):
                 settled = again
                 again, still = _recut(again, best, bound, flat | crowding, cut_in, route,
                                       deadline, ceiling)
+                if again.colored and still & cut_in.keys():
+                    # then those the thinned passing bundles leave room for, for free:
+                    # under the busiest link the re-cuts left (measured, ShuffleNet:
+                    # thinned within the proof slack, three pools' 364 PEs cost the
+                    # slack three 4-group convs' 12k PEs had taken, 1.249 -> 1.274)
+                    again, still = _recut(again, best, max(again.score[1], bound), still,
+                                          cut_in, route, deadline, thin=True)
                 flat, crowding = flat & still, crowding & still
                 tried = again
                 if again is not settled:  # re-cuts may cost up to PROOF_SLACK
@@ -944,7 +955,8 @@ class Route(Pass):
             if not again.colored or again.score[1] > limit:
                 break  # crowded already: more widening (U turns) would crowd more
             if _flat_rows(again) < _flat_rows(best):
-                best = again
+                thinned |= {k for k, v in again.wider.items() if v != wider.get(k)}
+                best, wider = again, again.wider
         if best.colored and any(on_run(r) for r in base):
 
             def runs(still: set[tuple[int, str]]) -> _Attempt:
@@ -966,6 +978,10 @@ class Route(Pass):
                 f"or widening rounds routed flat: busiest link {before[0]:.3f} (before the "
                 f"widening attempts) -> {best.score[1]:.3f}x capacity; {_flat_rows(best):,} "
                 "sink PEs still read flat lanes")
+        if thinned:  # the passing bundles the re-cuts asked more lanes of (_recut)
+            ctx.notes.append(
+                f"route: {len(thinned)} flat bundles passing re-cut sinks' rows take more, "
+                "lighter lanes so that the cut lanes fit beside them")
         ctx.notes.append(
             f"route: {len(best.routes)} bundles (headroom {best.headroom:g}) in "
             f"{len(best.log)} negotiation rounds; busiest link at "
@@ -1004,6 +1020,9 @@ class _Attempt:
     pairs: bool = False  # widening cuts looked for side pairs where they cut (_choose_sides)
     widen: bool = False  # cut requests could widen
     started: dict[tuple, Bundle] = field(default_factory=dict)  # the routes it started from
+    # lanes asked per request (Request.min_lanes): the widening attempts' and the
+    # passing flat bundles _recuts thinned so that a re-cut fits beside them
+    wider: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def warm(self) -> dict[tuple, Bundle]:
         """The chosen bundle per request, by its candidates' key."""
@@ -1067,13 +1086,14 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     for was in known.attempts.get(sig, []):
         if (warm or {}) == (was.started or {}) or warm == was.warm():
             return dataclasses.replace(was, headroom=headroom, solo=set(solo or ()),
-                                       flat=set(flat or ()), pairs=pairs, widen=widen)
+                                       flat=set(flat or ()), pairs=pairs, widen=widen,
+                                       wider=dict(wider or {}))
     neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
     log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]
     got = _Attempt(headroom, set(solo or ()), neg, log, routes,
                    _colors(routes, reqs, fabric, known.forks), set(flat or ()), pairs, widen,
-                   dict(warm or {}))
+                   dict(warm or {}), dict(wider or {}))
     known.attempts.setdefault(sig, []).append(got)
     return got
 
@@ -1203,7 +1223,8 @@ def _cut_routes(got: _Attempt, keys: set[tuple[int, str]]
 
 
 def _recuts(got: _Attempt, limit: float, most: int,
-            cut_in: dict[tuple[int, str], _CutIn]) -> set[tuple[int, str]]:
+            cut_in: dict[tuple[int, str], _CutIn],
+            thin: dict[tuple[int, str], int] | None = None) -> set[tuple[int, str]]:
     """Of the requests routed flat again (`cut_in`: each with the route and
     lane load it had cut), those that fit cut beside what `got` routes:
     _crowding_cuts names them on an attempt where all its new cuts (U turns
@@ -1215,7 +1236,11 @@ def _recuts(got: _Attempt, limit: float, most: int,
     than `limit` wavelets per sample and no PE of it more than `most`
     bundles; its loads stay for the next. (Measured on Inception-v2's
     twelve: the busiest link so estimated is within 0.1% of the one an
-    attempt cutting that request alone negotiates.)"""
+    attempt cutting that request alone negotiates.) With `thin` (lanes
+    asked per request, filled in), a cut that overfills links where flat
+    bundles pass its sink's rows fits too where those bundles, on more and
+    so lighter lanes, leave it room (_thinned): the lanes they need go into
+    `thin`, for the attempt that routes the re-cuts (Request.min_lanes)."""
     neg = got.neg
     occ, cnt = neg.occ.copy(), neg.pe_cnt.copy()
     at = {(r.edge, r.sink): i for i, r in enumerate(neg.reqs)}
@@ -1234,9 +1259,15 @@ def _recuts(got: _Attempt, limit: float, most: int,
         np.subtract.at(cnt, on, 1)
         _add(occ, cut.links, load, cut.distinct)
         _add(cnt, cut.pes, 1, cut.distinct)
-        if occ[cut.links].max(initial=0) <= limit + 1e-9 and cnt[cut.pes].max(initial=0) <= most:
-            out.add(k)
-            continue
+        if cnt[cut.pes].max(initial=0) <= most:
+            if occ[cut.links].max(initial=0) <= limit + 1e-9:
+                out.add(k)
+                continue
+            more = _thinned(neg, occ, cut.links, limit, thin) if thin is not None else None
+            if more is not None:
+                thin.update(more)  # type: ignore[union-attr]
+                out.add(k)
+                continue
         _add(occ, cut.links, -load, cut.distinct)  # back: it stays flat
         _add(cnt, cut.pes, -1, cut.distinct)
         np.add.at(occ, links, neg.lane_load[i])
@@ -1244,10 +1275,66 @@ def _recuts(got: _Attempt, limit: float, most: int,
     return out
 
 
+def _thinned(neg: _Negotiator, occ: np.ndarray, links: np.ndarray, limit: float,
+             thin: dict[tuple[int, str], int]) -> dict[tuple[int, str], int] | None:
+    """The lanes flat bundles need so that every one of `links` loaded past
+    `limit` (a re-cut's lanes beside flat bundles passing its sink's rows)
+    comes back under it: on each such link, the heaviest flat lanes there
+    are thinned first, a flat request to at most one lane per slot of its
+    shorter side (as _Negotiator.wider widens); its siblings (same edge,
+    same lanes: they share its lanes) are asked as many. None where no such
+    thinning brings a link under `limit` (a cut bundle there too: its lanes
+    are its sink's boxes, none lighter). On success `occ` carries the
+    thinned loads (on every link of the thinned bundles) and the asks are
+    returned (at least what `thin` asks already)."""
+    over = np.unique(links[occ[links] > limit + 1e-9])
+    if not over.size:
+        return {}
+    mark = np.zeros(occ.size, dtype=bool)
+    mark[over] = True
+    on: dict[int, list[int]] = {}  # over link -> the flat requests there
+    for j, (r, rt) in enumerate(zip(neg.reqs, neg.routes, strict=True)):
+        if rt is None:
+            continue
+        hit = rt.links[mark[rt.links]] if not r.cut_pitch else _EMPTY
+        for link in np.unique(hit):
+            on.setdefault(int(link), []).append(j)
+    drop: dict[int, float] = {}  # request -> the wavelets per lane it sheds
+    for link in over.tolist():
+        left = float(occ[link]) - limit - sum(drop.get(j, 0.0) for j in on.get(link, ()))
+        for j in sorted(on.get(link, ()), key=lambda j: (-neg.lane_load[j], j)):
+            if left <= 1e-9:
+                break
+            r = neg.reqs[j]
+            most = min(r.src.length, r.dst.length)
+            room = neg.lane_load[j] - -(-r.wavelets // most) - drop.get(j, 0.0)
+            if room > 0:
+                take = min(room, left)
+                drop[j] = drop.get(j, 0.0) + take
+                left -= take
+        if left > 1e-9:
+            return None
+    asks: dict[tuple[int, str], int] = {}
+    for j, shed in drop.items():
+        r = neg.reqs[j]
+        lanes = -(-r.wavelets // max(1, int(neg.lane_load[j] - shed)))
+        lanes = min(max(lanes, r.lanes + 1), min(r.src.length, r.dst.length))
+        lighter = neg.lane_load[j] - -(-r.wavelets // lanes)
+        group = [j, *neg.siblings[j]]
+        for g in group:
+            key = (neg.reqs[g].edge, neg.reqs[g].sink)
+            asks[key] = max(lanes, thin.get(key, 0))
+        where = np.unique(np.concatenate([neg.routes[g].links for g in group
+                                          if neg.routes[g] is not None]))
+        occ[where] -= lighter
+    return asks
+
+
 def _recut(got: _Attempt, best: _Attempt, bound: float, crowding: set[tuple[int, str]],
            cut_in: dict[tuple[int, str], _CutIn],
-           route: Callable[[set[tuple[int, str]]], _Attempt], deadline: float | None,
-           ceiling: float = 0.0) -> tuple[_Attempt, set[tuple[int, str]]]:
+           route: Callable[[set[tuple[int, str]], dict[tuple[int, str], int]], _Attempt],
+           deadline: float | None, ceiling: float = 0.0,
+           thin: bool = False) -> tuple[_Attempt, set[tuple[int, str]]]:
     """Route the crowding-flattened requests that fit (_recuts, under the
     limits _crowding_cuts holds new cuts to) cut again, for free: kept
     where that attempt is colored, none of its new cuts crowds
@@ -1265,28 +1352,36 @@ def _recut(got: _Attempt, best: _Attempt, bound: float, crowding: set[tuple[int,
     estimated and kept under the ceiling instead (a flat route whose sink
     reads rows no lane brought is no correct binary; a few % of throughput
     buy its proof); where that attempt is not kept and none of its re-cuts
-    crowds, the next is estimated under `bound` again. Returns the kept
-    attempt and the requests it leaves flat for crowding. `route(flat)`
-    routes an attempt with those flat."""
+    crowds, the next is estimated under `bound` again. With `thin`, a
+    re-cut whose lanes overfill links only beside flat bundles passing its
+    sink's rows is estimated with those bundles on more, lighter lanes
+    (_recuts' `thin`, Request.min_lanes: measured, ShuffleNet's pools k5,
+    k24 and k59 met a flat bundle whose lanes carried 1.3-1.4k wavelets
+    beside their 1.0-1.3k, the capacity 1.8k); the attempt is routed with
+    them so, and kept on the same terms. Returns the kept attempt and the requests it leaves flat
+    for crowding. `route(flat, thin)` routes an attempt with those flat and
+    those lanes asked."""
     left = {k: v for k, v in cut_in.items() if k in crowding}
     most = _kept(best)["max_bundles_per_pe"] + COLOR_RISE
     limit = max(bound, ceiling)
+    asked: dict[tuple[int, str], int] = {}  # the thinned flat bundles of the kept attempt
     for _ in range(RECUT_ATTEMPTS):
         kept = _kept(got)
         top = max(kept["max_link_over_capacity"], limit if limit > bound else 0.0)
         crowd = most if limit > bound else kept["max_bundles_per_pe"]
-        back = _recuts(got, limit * got.neg.cap, most, left)
+        asks = dict(asked) if thin else None
+        back = _recuts(got, limit * got.neg.cap, most, left, asks)
         if not back or (deadline is not None and time.perf_counter() > deadline):
             break
         try:
-            again = route(crowding - back)
+            again = route(crowding - back, asks or {})
         except LayoutInfeasible:  # no pattern route on the sides it cuts on
             break
         more = _crowding_cuts(again, best, limit) if again.colored else set()
         if (again.colored and not more and _flat_rows(again) < _flat_rows(got)
                 and again.score[1] <= top
                 and _kept(again)["max_bundles_per_pe"] <= crowd):
-            got, crowding = again, crowding - back
+            got, crowding, asked = again, crowding - back, asks or {}
             left = {k: v for k, v in left.items() if k in crowding}
             continue
         crowded = more & back

@@ -45,7 +45,9 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    Request.light); within Route.proof_slack those re-cuts may load the
    busiest link a few % over the bound (a flat route whose sink reads
    rows no lane brought is no correct binary), noted per compile where
-   they do.
+   they do. Then, for free, one at a time, those still flat whose cut
+   lanes fit where the bundles passing their sinks' rows take lighter lanes
+   (a flat one more lanes, a cut one a finer pitch: _thin_recut).
 
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.

@@ -422,6 +422,37 @@ def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
     assert flat.cut_pitch == 0 and not got.routes[0].bundle.cut
     assert _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle.cut == "rows"
 
+def test_a_cut_thinned_for_a_recut_takes_the_coarsest_pitch_that_light() -> None:
+    """A cut bundle whose lanes a re-cut's pass beside is thinned to the
+    coarsest finer pitch that leaves room (_thinned, on the negotiator's
+    loads: c's lane overfills a link by 64 wavelets), asked as a lane cap;
+    routed with it (Request.lane_cap) c is cut at that pitch, with a cap
+    below every pitch's load at its lightest, and flat stays flat."""
+    from wsec.passes.route import _attempt, _thinned
+    from wsec.passes.route_bundles import pitch_loads
+
+    _, fabric, reqs = _cut_into_one()
+    key = (reqs[0].edge, "c")
+    got = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None)
+    (r,) = got.neg.reqs
+    loads = pitch_loads(r)
+    assert r.cut_pitch > 1 and loads == {k: 64 * k for k in loads}  # 64 per row, no halo
+    occ = got.neg.occ.copy()
+    link = int(got.routes[0].links[0])
+    occ[link] = 512 + 64  # c's lane and others' over the capacity
+    thin = _thinned(got.neg, occ, got.routes[0].links, 512, {}, set())
+    cap = max(v for v in loads.values() if v <= r.lane_wavelets - 64)
+    assert thin == {key: (0, cap)} and cap < r.lane_wavelets
+    assert occ[link] == 512 + 64 - (r.lane_wavelets - cap)  # its lighter lanes counted
+    assert _thinned(got.neg, occ, got.routes[0].links, 0, {}, set()) is None  # nothing that light
+    (c,) = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, caps={key: cap}).neg.reqs
+    assert (c.cut_pitch, c.lane_wavelets) == (cap // 64, cap)
+    (c,) = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, caps={key: 1}).neg.reqs
+    assert c.cut_pitch == min(loads, key=loads.__getitem__)
+    (c,) = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, flat={key}, caps={key: cap}).neg.reqs
+    assert c.cut_pitch == 0
+
+
 def test_a_flattened_cut_is_cut_again_at_its_lightest_pitch() -> None:
     """Routed flat because even its lightest cut overfilled a link beside a
     passing bundle (`flatten` judges it on lightest_cut), a request the

@@ -152,6 +152,9 @@ class Request:
     flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
     # cut again after its lanes overfilled a link: at its lightest pitch (lightest_cut)
     light: bool = False
+    # > 0: its cut lanes carry at most this (the coarsest pitch that light): the router
+    # lightens a cut whose lanes a re-cut's pass beside (wsec.passes.route._thinned)
+    lane_cap: int = 0
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -760,8 +763,11 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
         return
     R = r.cut_rows
     loads = {k: _max_load(r, k) for k in ks}
-    if r.light:  # the router cuts it again where it fits beside a bundle passing its rows
-        k = min(ks, key=lambda k: (loads[k], k))
+    light = [k for k in ks if loads[k] <= r.lane_cap]
+    if light:  # the router lightens it so that a re-cut fits beside it
+        k = max(light)
+    elif r.light or r.lane_cap:  # the router cuts it again where it fits beside a bundle
+        k = min(ks, key=lambda k: (loads[k], k))  # passing its rows
     else:
         k = pick_pitch(loads, R, r.wavelets, ask,
                        ask if not r.widen else max(r.need, r.min_lanes), cap)
@@ -799,8 +805,13 @@ def lightest_cut(r: Request) -> int:
     every pitch it can take: at any pitch its lanes serve every row of its
     sink's input side, so a bundle passing those rows meets at least this
     much on each of them. 0 when r cannot be cut."""
-    ks = _pitches(r) if _can_cut(r) else []
-    return min((_max_load(r, k) for k in ks), default=0)
+    return min(pitch_loads(r).values(), default=0)
+
+
+def pitch_loads(r: Request) -> dict[int, int]:
+    """The busiest lane's load (wavelets per sample) of r's cut at every
+    pitch it can take (choose_pitch's choice); empty when r cannot be cut."""
+    return {k: _max_load(r, k) for k in (_pitches(r) if _can_cut(r) else [])}
 
 
 # --- pattern candidates -----------------------------------------------------------------

@@ -158,12 +158,16 @@ def cut_lanes(module: Module, e: Edge, b: Bundle, bundle_id: int
     `e` (the `bundle_id`-th of the module's bundles). A pitched lane's box
     is the union of its rows' (wsec.ir.kernels.lane_boxes), charged on its
     path, its spine and every one of its rows."""
-    from .kernels import lane_boxes
+    from .kernels import ribbon_boxes
     from .movement import Operands
 
     v = module.values[e.value]
     k = next(k for k in module.kernels() if k.name == b.sink)
-    boxes = lane_boxes(k, b, e.value, tuple(v.type.shape), Operands.of_module(module, runs=True))
+    group = [o for o in e.bundles or () if o.sink == b.sink]  # ribbons of one cut
+    if b not in group:
+        group = [b]
+    boxes = ribbon_boxes(k, group, e.value, tuple(v.type.shape),
+                         Operands.of_module(module, runs=True))[group.index(b)]
     return (cut_lane_bytes(e.bytes_per_sample, v.type.numel, boxes),
             cut_share_key(bundle_id, np.arange(b.lanes)))
 

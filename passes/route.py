@@ -77,6 +77,7 @@ from .route_bundles import (
     on_run,
     requests,
 )
+from .route_ribbons import ribbon_round
 
 _SAMPLE = 4  # lanes a candidate's cost is estimated on (both edges of the bundle among them)
 _SHARED = 0.25  # cost of a link a sibling bundle already carries the same lane on
@@ -958,6 +959,14 @@ class Route(Pass):
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
         _commit(module, best)
+        # the cuts left flat whose lanes widen, as ribbons where they fit (route_ribbons)
+        split, made = ribbon_round(module, fabric, best.neg.reqs, cap,
+                                   (best.headroom, *AUTO_HEADROOMS))
+        module.attrs["ribbons"] = [split, made]
+        if split:
+            ctx.notes.append(f"route: {split} flat cut request{'s' if split > 1 else ''} "
+                             f"routed as {made} ribbons (bundles whose lanes widen at "
+                             "corners of their own)")
         module.attrs["route_iterations"] = best.log
         last = min(best.log, key=best.neg._score)  # the round whose routes were kept
         if best.score[1] > max(before[0], 1.0):  # the throughput the proof slack cost

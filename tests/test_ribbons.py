@@ -196,3 +196,73 @@ def test_ribbon_records_of_a_one_bundle_binary(split_bin) -> None:  # noqa: ANN0
     p = load_binary(whole)
     assert (p.bundles["lane0"] == 0).all()
     assert (p.bundles["sink_lanes"] == p.bundles["lanes"]).all()
+
+
+# --- the router's ribbons ------------------------------------------------------------------
+def _request(S: int, R: int, k: int, gap: int, below: int = 0):  # noqa: ANN202
+    """A cut of R sink rows at pitch k (R/k lanes) from an output side of S
+    rows starting `below` rows under the sink's first, `gap` free columns
+    between them."""
+    from wsec.ir.graph import Rect
+    from wsec.passes.route_bundles import Port, Request
+
+    src = Port("p", (4, below), (0, 1), S, (1, 0), 0, Rect(0, below, 5, S))
+    x = 5 + gap
+    dst = Port("s", (x, 0), (0, 1), R, (1, 0), 5, Rect(x, 0, 6, R))
+    r = Request(0, "s", src, dst, 1000, cut_rows=R, sink_rows=R, numel=1000)
+    r.cut_pitch, r.src_pitch, r.lanes = k, 1, R // k
+    return r
+
+
+def test_ribbons_need_the_columns_the_placer_opens() -> None:
+    from wsec.ir.lanes import check, expand
+    from wsec.passes.route_ribbons import bundles_for, columns
+
+    S, R, k = 112, 128, 4
+    need = columns(R // k, k, S, 0)
+    assert 0 < need < R // k  # fewer columns than lanes: one bundle's corner would need 32
+    assert bundles_for(_request(S, R, k, need - 1)) is None
+    got = bundles_for(_request(S, R, k, need))
+    assert got and len(got) > 1 and sum(b.lanes for b in got) == R // k
+    rows, pes = [], []
+    for b in got:
+        check(b)
+        assert b.cut == "rows" and b.pitch == k and b.src_pitch == 1
+        ex = expand(b)
+        pes.append(ex.y * 1000 + ex.x)
+        inside = ex.x >= 5 + need  # the sink's PEs: its rows from the landing PEs on
+        assert ((ex.x > 4) | ~inside).all() and (ex.x >= 4).all()
+        rows.append(np.unique(ex.y[inside]))
+    at = np.concatenate(pes)
+    assert np.unique(at).size == at.size  # PE-disjoint: one color holds them all
+    served = np.concatenate(rows)
+    assert sorted(served.tolist()) == list(range(R))  # every row of the sink once
+
+
+def test_ribbons_turn_the_other_way_where_the_sink_lies_lower() -> None:
+    from wsec.passes.route_ribbons import bundles_for
+
+    # the source side's rows end where the sink's do: the ribbons run down
+    got = bundles_for(_request(112, 128, 4, 40, below=16))
+    assert got is not None
+    assert all(b.path[1][1] > b.path[2][1] for b in got)  # each turns down at its corner
+
+
+@pytest.mark.slow
+def test_densenet121_routes_its_widening_cuts_as_ribbons(tmp_path) -> None:  # noqa: ANN001
+    """DenseNet-121's dense-block convs take more rows than their producers'
+    sides, with 22 columns between them: one bundle's corner needs a column
+    per lane (128), ribbons 22. Their sinks read only what their lanes
+    brought."""
+    from conftest import compiled_light
+
+    m = compiled_light("densenet121").module
+    assert m.attrs["ribbons"][0] >= 3
+    sinks = {b.sink for e in m.edges for b in e.bundles or ()
+             if sum(o.sink == b.sink for o in e.bundles) > 1}
+    assert len(sinks) == m.attrs["ribbons"][0]
+    path = str(tmp_path / "d.bin")
+    write_binary(m, path)
+    p = load_binary(path)
+    res = simulate(p, random_inputs(p, 0))
+    assert all(res.kernel_stats[s]["forwarded_pes"] == 0 for s in sinks)

@@ -47,6 +47,11 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    rows no lane brought is no correct binary), noted per compile where
    they do.
 
+8. Ribbons: a cut left flat whose lanes would widen where one bundle's
+   corner has no room (a column per lane) is routed as several bundles,
+   runs of its lanes each turning at a corner of its own, where they fit
+   on the kept layout (route_ribbons.ribbon_round).
+
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
 """

@@ -43,7 +43,7 @@ import numpy as np
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Module
 from wsec.ir.lanes import LaneError, check, endpoints, expand
-from wsec.ir.metrics import busiest_link, link_loads, route_arrays
+from wsec.ir.metrics import RouteArrays, busiest_link, link_loads, route_arrays
 from wsec.ir.templates import INTERNAL_COLORS
 
 from .route_bundles import (
@@ -164,10 +164,10 @@ def bundles_for(r: Request) -> list[Bundle] | None:
     return None
 
 
-def _free_color(module: Module, fabric: Fabric, pes: np.ndarray) -> int:
-    """A color no other bundle uses at any of the PEs `pes` (y*W + x), of
-    those a layout may use beside the kernels' interior flows; -1: none."""
-    ra = route_arrays(module)
+def _free_color(ra: RouteArrays, fabric: Fabric, pes: np.ndarray) -> int:
+    """A color no bundle of `ra` (the others') uses at any of the PEs `pes`
+    (y*W + x), of those a layout may use beside the kernels' interior
+    flows; -1: none."""
     W = fabric.width
     at = ra.y * W + ra.x
     mask = np.isin(at, pes)
@@ -221,7 +221,8 @@ def ribbon_round(module: Module, fabric: Fabric, reqs: list[Request], cap: int,
             todo.append((-(sink.rect.w * sink.rect.h), r.edge, r.sink,  # type: ignore[union-attr]
                          tries))
     todo.sort(key=lambda t: t[:3])
-    top = busiest_link(link_loads(route_arrays(module), fabric))
+    cache: dict = {}  # each bundle's route entries, measured once
+    top = busiest_link(link_loads(route_arrays(module, cache), fabric))
     before = top.wavelets if top else 0
     split = made = 0
     for _, ei, sink, tries in todo:
@@ -256,12 +257,12 @@ def ribbon_round(module: Module, fabric: Fabric, reqs: list[Request], cap: int,
             continue  # ribbons of one color meet: never by the plan, refused if they do
         keep = list(e.bundles)
         e.bundles = [b for b in e.bundles if b.sink != sink]
-        color = _free_color(module, fabric, np.unique(at))
+        color = _free_color(route_arrays(module, cache), fabric, np.unique(at))
         if color < 0:
             e.bundles = keep
             continue
         e.bundles = e.bundles + [replace(b, color=color) for b in ribbons]
-        top = busiest_link(link_loads(route_arrays(module), fabric))
+        top = busiest_link(link_loads(route_arrays(module, cache), fabric))
         if (top.wavelets if top else 0) > max(before, cap):
             e.bundles = keep
             continue

@@ -49,6 +49,11 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    lanes fit where the bundles passing their sinks' rows take lighter lanes
    (a flat one more lanes, a cut one a finer pitch: _thin_recut).
 
+8. Ribbons: a cut left flat whose lanes would widen where one bundle's
+   corner has no room (a column per lane) is routed as several bundles,
+   runs of its lanes each turning at a corner of its own, where they fit
+   on the kept layout (route_ribbons.ribbon_round).
+
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
 """
@@ -80,6 +85,7 @@ from .route_bundles import (
     pitch_loads,
     requests,
 )
+from .route_ribbons import ribbon_round
 
 _SAMPLE = 4  # lanes a candidate's cost is estimated on (both edges of the bundle among them)
 _SHARED = 0.25  # cost of a link a sibling bundle already carries the same lane on
@@ -981,6 +987,14 @@ class Route(Pass):
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
         _commit(module, best)
+        # the cuts left flat whose lanes widen, as ribbons where they fit (route_ribbons)
+        split, made = ribbon_round(module, fabric, best.neg.reqs, cap,
+                                   (best.headroom, *AUTO_HEADROOMS))
+        module.attrs["ribbons"] = [split, made]
+        if split:
+            ctx.notes.append(f"route: {split} flat cut request{'s' if split > 1 else ''} "
+                             f"routed as {made} ribbons (bundles whose lanes widen at "
+                             "corners of their own)")
         module.attrs["route_iterations"] = best.log
         last = min(best.log, key=best.neg._score)  # the round whose routes were kept
         if best.score[1] > max(before[0], 1.0):  # the throughput the proof slack cost

@@ -788,8 +788,7 @@ def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: in
     router and for the placer, which opens gaps as wide as the lanes this
     rule widens (wsec.passes.place_rows.widening_lanes)."""
     limit = -(-wavelets // max(1, ask))
-    fit = [k for k in loads if loads[k] <= limit or (k == 1 and ask >= R)
-           or (R // k >= least and 2 * loads[k] <= cap)]
+    fit = fitting(loads, R, wavelets, ask, least, cap)
     if not fit:
         return 0
     # every row of a lane receives its lane's box, so a lane of k rows costs
@@ -798,6 +797,18 @@ def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: in
     # more of them, crowd the links a skip bundle shares with them)
     fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
     return min(fair) if fair else max(fit)
+
+
+def fitting(loads: dict[int, int], R: int, wavelets: int, ask: int, least: int,
+            cap: int) -> list[int]:
+    """The pitches pick_pitch chooses among (its arguments): each lane at
+    most a flat lane's load, pitch 1 where the flat split asks a lane per
+    row, or at least `least` lanes each at most half a link's capacity.
+    Ribbons (route_ribbons) take the coarsest of them that fits where the
+    chosen one does not: fewer lanes, fewer columns to turn in."""
+    limit = -(-wavelets // max(1, ask))
+    return [k for k in loads if loads[k] <= limit or (k == 1 and ask >= R)
+            or (R // k >= least and 2 * loads[k] <= cap)]
 
 
 def lightest_cut(r: Request) -> int:

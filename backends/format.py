@@ -22,11 +22,12 @@ from wsec.ir.errors import WsecError
 from wsec.ir.fabric import PORT_BITS as FABRIC_PORT_BITS
 from wsec.ir.fabric import mask_of, ports_of
 from wsec.ir.graph import HOST, Rect, SramRegion
+from wsec.ir.halo import Halo
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 8  # 2: routes as bundles of lanes (LANES) and kernel route templates;
+FORMAT_VERSION = 9  # 2: routes as bundles of lanes (LANES) and kernel route templates;
 # 3: cut bundles, whose lanes carry boxes of the slice table (LANES); 4: a bundle's lane
 # pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows);
 # 5: a bundle's source pitch (LANES: lanes widen from it to the pitch at the last corner);
@@ -34,7 +35,9 @@ FORMAT_VERSION = 8  # 2: routes as bundles of lanes (LANES) and kernel route tem
 # BUNDLE_OWNERS (LANES: pitched lanes land on owner rows, with no spine); 7: a stream-mode
 # binary records where each activation lives between phases (META activations, required);
 # 8: a cut bundle's view may be its value flattened (META cut_views: one dim), and its lanes
-# may land on a run of its sink's rows (the others read none of the value)
+# may land on a run of its sink's rows (the others read none of the value); 9: BUNDLE_HALO
+# (LANES: a cut bundle's lanes carry its sink rows' cores, the rows exchange the halo as
+# META halos says: wsec.ir.halo)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -58,6 +61,9 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 # sink's owner row whose box it carries: cut "owners"); pitch: lane i runs
 # i*pitch steps from lane 0 and serves pitch rows of the sink (wsec.ir.lanes);
 # src_pitch (0: the pitch): the lanes' spacing before the path's last corner.
+# BUNDLE_HALO (with BUNDLE_CUT): the boxes are the sink's PE rows' cores and
+# each row takes its halo from a partner row inside the sink: META `halos`
+# names the bundle with [axis, period, depth] (wsec.ir.halo.Halo).
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
                          ("src_pitch", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
                          ("pitch", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
@@ -71,7 +77,7 @@ SLICE_DTYPE = np.dtype([("start", "<u4", (CUT_DIMS,)), ("stop", "<u4", (CUT_DIMS
 # kernel's unrotated rectangle; META `templates[t]` says which slice is whose
 TEMPLATE_DTYPE = np.dtype([("px", "<u2"), ("py", "<u2"), ("color", "u1"), ("rx", "u1"),
                            ("tx", "u1"), ("reserved", "u1")])
-BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT, BUNDLE_OWNERS = 1, 2, 4, 8
+BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT, BUNDLE_OWNERS, BUNDLE_HALO = 1, 2, 4, 8, 16
 NO_BUNDLE = 0xFFFFFFFF  # a route entry of a kernel's template, not of a bundle
 
 # The routers' configuration as the loader expands it from LANES and the
@@ -289,6 +295,14 @@ class Program:
         nd = len(self.lane_view(bi))
         rec = self.slices[int(b["slice0"]):int(b["slice0"]) + int(b["lanes"])]
         return np.stack([rec["start"][:, :nd], rec["stop"][:, :nd]], axis=1).astype(np.int64)
+
+    def halo(self, bi: int) -> Halo | None:
+        """How the sink rows of bundle `bi` exchange halos (META `halos`),
+        None where its lanes carry their rows' whole boxes."""
+        if not int(self.bundles[bi]["flags"]) & BUNDLE_HALO:
+            return None
+        axis, period, depth = (int(v) for v in self.info.get("halos", {})[str(bi)])
+        return Halo(axis, period, depth)
 
     def lane_view(self, bi: int) -> tuple[int, ...]:
         """The shape bundle `bi`'s lane boxes are over: its value's, or

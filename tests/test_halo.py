@@ -181,8 +181,12 @@ def _halo_binary(d: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path
             new.append(b)
         e.bundles = new
     assert turned == 1
-    # the exchange's links are in the link loads
+    # the exchange's links are in the link loads (and so in the realised rate the
+    # binary states, which the loader checks every link against)
     assert any(link_loads(part, _fabric(m)).max() > 0 for _, _, part in halo_arrays(m))
+    from wsec.passes.route import account
+
+    account(m, _fabric(m))
     write_binary(m, str(d / f"{name}.bin"))
     return path, d / f"{name}.bin"
 

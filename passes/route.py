@@ -766,6 +766,12 @@ def _dsatur(adj: list[list[int]]) -> list[int]:
     return color
 
 
+def _halo_colors(reqs: list[Request]) -> int:
+    """The colors bundles leave to the halo exchanges: HALO_COLORS where a
+    request is cut "halo" (Request.halo), else none."""
+    return HALO_COLORS if any(r.halo for r in reqs) else 0
+
+
 def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
             forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None
             ) -> list[int]:
@@ -775,8 +781,9 @@ def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
     # map the greedy classes onto colors: host-only classes to the host colors first
     t = fabric.target
     host_pool = list(range(t.colors - t.reserved_colors, t.colors))
-    # the last two below the host's: every kernel's halo exchange (wsec.ir.halo)
-    pool = list(range(INTERNAL_COLORS, t.colors - t.reserved_colors - HALO_COLORS))
+    # the last ones below the host's: the halo exchanges, where a bundle is cut so
+    # (wsec.ir.halo)
+    pool = list(range(INTERNAL_COLORS, t.colors - t.reserved_colors - _halo_colors(reqs)))
     classes = sorted(set(raw.values()))
     mapping: dict[int, int] = {}
     for c in classes:
@@ -1407,8 +1414,8 @@ def _color_error(module: Module, neg: _Negotiator, colors: list[int],
     more = f" and {len(crowd) - 4} more" if len(crowd) > 4 else ""
     return LayoutInfeasible(
         f"edge %{e.value} from '{e.src}' to '{r.sink}' cannot be routed: its bundle needs a "
-        f"color beyond the {fabric.usable_colors - INTERNAL_COLORS - HALO_COLORS} left for "
-        "bundles; the "
+        f"color beyond the {fabric.usable_colors - INTERNAL_COLORS - _halo_colors(neg.reqs)} "
+        "left for bundles; the "
         f"busiest PE ({x}, {y}) is crossed by {int(neg.pe_cnt[pe])} bundles (of "
         f"{', '.join(crowd[:4])}{more}); use a larger grid (--grid) or target so that kernels "
         "spread out, or reduce fan-out there")

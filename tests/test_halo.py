@@ -139,11 +139,16 @@ def _graph(name: str, C: int, H: int, W: int, K: int, R: int, stride: int, dil: 
             rng.standard_normal((K, C, R, R)).astype(np.float32), "w"))
         node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[R, R],
                                 strides=[stride, stride], dilations=[dil, dil], pads=[pad] * 4)
+    elif op == "Resize":  # R-times linear upsampling
+        inits.append(numpy_helper.from_array(np.array([1, 1, R, R], np.float32), "scales"))
+        node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     else:
         node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[R, R],
                                 strides=[stride, stride], pads=[pad] * 4)
     Ho = (H + 2 * pad - dil * (R - 1) - 1) // stride + 1
     Wo = (W + 2 * pad - dil * (R - 1) - 1) // stride + 1
+    if op == "Resize":
+        Ho, Wo = H * R, W * R
     g = helper.make_graph([node], name,
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, H, W])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT,
@@ -155,7 +160,8 @@ def _graph(name: str, C: int, H: int, W: int, K: int, R: int, stride: int, dil: 
 
 CASES = {"conv3": (8, 17, 13, 8, 3, 1, 1, 1, "Conv"),
          "dilated": (4, 19, 9, 8, 5, 1, 3, 6, "Conv"),  # a halo of 12 rows, chained
-         "pool": (8, 17, 13, 0, 3, 2, 1, 1, "MaxPool")}
+         "pool": (8, 17, 13, 0, 3, 2, 1, 1, "MaxPool"),
+         "resize": (4, 9, 11, 0, 2, 1, 1, 0, "Resize")}  # its kernel placed rotated
 
 
 def _halo_binary(d: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -217,6 +223,7 @@ def test_halo_cut_kernels_match_onnxruntime_with_every_pe_proven(halo_bins, name
     res = simulate(p, x, strict=True)
     sink = p.kernels[int(p.bundles["sink"][bi])].name
     assert res.kernel_stats[sink]["forwarded_pes"] == 0
+    assert p.kernels[int(p.bundles["sink"][bi])].rotated == (name == "resize")
     ref = ort.InferenceSession(str(path)).run(None, {"x": x["x"]})[0]
     np.testing.assert_allclose(res.outputs["y"], ref, rtol=1e-4, atol=1e-4)
     # the exchange's routes are in the router table, on the halo colors, no bundle's
@@ -274,6 +281,23 @@ def test_lane_missing_at_a_sender_starves_the_row_it_feeds(halo_bins) -> None:  
     with pytest.raises(SimError, match=rf"offset \(\d+, {row - h.period}\)\) reads %x\[.*never "
                                        rf"arrived there .*halo from PE row {row}"):
         simulate(dataclasses.replace(p, routes=r), random_inputs(p, 0))
+
+
+def test_swapped_cores_are_an_error_at_a_pe(halo_bins) -> None:  # type: ignore[no-untyped-def]
+    """Two lanes' cores swapped (each lane lands its core on the other's
+    rows): a PE reads rows neither its lane nor the exchange brought."""
+    _, binary = halo_bins["conv3"]
+    p = load_binary(str(binary))
+    bi = next(i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_HALO)
+    a = int(p.bundles["slice0"][bi])
+    n = int(p.bundles["lanes"][bi])
+    i, j = n // 4, 3 * n // 4
+    p.slices[[a + i, a + j]] = p.slices[[a + j, a + i]]
+    for io in p.info["host_io"]["inputs"]:  # from the host: its I/O map sends them so too
+        if io.get("boxes") and len(io["boxes"]) == n:
+            io["boxes"][i], io["boxes"][j] = io["boxes"][j], io["boxes"][i]
+    with pytest.raises(SimError, match=r"PE \(\d+, \d+\) .*reads %x\[.*never arrived there"):
+        simulate(p, random_inputs(p, 0))
 
 
 def test_loader_checks_the_halo_records(halo_bins) -> None:  # type: ignore[no-untyped-def]

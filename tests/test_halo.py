@@ -223,7 +223,8 @@ def test_halo_cut_kernels_match_onnxruntime_with_every_pe_proven(halo_bins, name
     res = simulate(p, x, strict=True)
     sink = p.kernels[int(p.bundles["sink"][bi])].name
     assert res.kernel_stats[sink]["forwarded_pes"] == 0
-    assert p.kernels[int(p.bundles["sink"][bi])].rotated == (name == "resize")
+    if name == "resize":
+        assert p.kernels[int(p.bundles["sink"][bi])].rotated  # the exchange placed transposed
     ref = ort.InferenceSession(str(path)).run(None, {"x": x["x"]})[0]
     np.testing.assert_allclose(res.outputs["y"], ref, rtol=1e-4, atol=1e-4)
     # the exchange's routes are in the router table, on the halo colors, no bundle's

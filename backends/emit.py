@@ -72,7 +72,7 @@ from .format import (
     encode_strings,
     pack_file,
 )
-from .lanes import bundle_records, check_records, expand_routes, template_records
+from .lanes import bundle_records, check_records, expand_routes, halo_records, template_records
 
 SliceKey = tuple[tuple[int, int], ...]
 Block = tuple[int, int, int, int, SliceKey]  # x0, x1, y0, y1, slice
@@ -215,6 +215,9 @@ def _gather(module: Module, version: str | None, embed_weights: bool,
     }
     if views:
         info["cut_views"] = views
+    halos = halo_records(module)
+    if halos:
+        info["halos"] = halos
     if stream:
         info.update(phases=phases, streams=streams, activations=[
             {"value": v, "first": a, "last": b, "offset": off, "bytes": size}

@@ -22,6 +22,7 @@ from wsec.ir.errors import WsecError
 from wsec.ir.fabric import PORT_BITS as FABRIC_PORT_BITS
 from wsec.ir.fabric import mask_of, ports_of
 from wsec.ir.graph import HOST, Rect, SramRegion
+from wsec.ir.halo import Halo
 from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
@@ -36,7 +37,8 @@ FORMAT_VERSION = 9  # 2: routes as bundles of lanes (LANES) and kernel route tem
 # 8: a cut bundle's view may be its value flattened (META cut_views: one dim), and its lanes
 # may land on a run of its sink's rows (the others read none of the value); 9: ribbons
 # (LANES lane0, sink_lanes: several cut bundles of one edge into one sink, each a run of
-# the lanes one bundle would have)
+# the lanes one bundle would have) and BUNDLE_HALO (LANES: a cut bundle's lanes carry its
+# sink rows' cores, the rows exchange the halo as META halos says: wsec.ir.halo)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -63,6 +65,9 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 # lane0, sink_lanes: the bundle carries lanes lane0 .. lane0 + lanes - 1 of the
 # sink_lanes its sink takes the value on (one bundle: 0 and its lanes; a cut
 # routed as RIBBONS, wsec.ir.lanes: several bundles whose runs partition them).
+# BUNDLE_HALO (with BUNDLE_CUT): the boxes are the sink's PE rows' cores and
+# each row takes its halo from a partner row inside the sink: META `halos`
+# names the bundle with [axis, period, depth] (wsec.ir.halo.Halo).
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
                          ("src_pitch", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
                          ("pitch", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
@@ -77,7 +82,7 @@ SLICE_DTYPE = np.dtype([("start", "<u4", (CUT_DIMS,)), ("stop", "<u4", (CUT_DIMS
 # kernel's unrotated rectangle; META `templates[t]` says which slice is whose
 TEMPLATE_DTYPE = np.dtype([("px", "<u2"), ("py", "<u2"), ("color", "u1"), ("rx", "u1"),
                            ("tx", "u1"), ("reserved", "u1")])
-BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT, BUNDLE_OWNERS = 1, 2, 4, 8
+BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT, BUNDLE_OWNERS, BUNDLE_HALO = 1, 2, 4, 8, 16
 NO_BUNDLE = 0xFFFFFFFF  # a route entry of a kernel's template, not of a bundle
 
 # The routers' configuration as the loader expands it from LANES and the
@@ -295,6 +300,14 @@ class Program:
         nd = len(self.lane_view(bi))
         rec = self.slices[int(b["slice0"]):int(b["slice0"]) + int(b["lanes"])]
         return np.stack([rec["start"][:, :nd], rec["stop"][:, :nd]], axis=1).astype(np.int64)
+
+    def halo(self, bi: int) -> Halo | None:
+        """How the sink rows of bundle `bi` exchange halos (META `halos`),
+        None where its lanes carry their rows' whole boxes."""
+        if not int(self.bundles[bi]["flags"]) & BUNDLE_HALO:
+            return None
+        axis, period, depth = (int(v) for v in self.info.get("halos", {})[str(bi)])
+        return Halo(axis, period, depth)
 
     def lane_view(self, bi: int) -> tuple[int, ...]:
         """The shape bundle `bi`'s lane boxes are over: its value's, or

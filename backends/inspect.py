@@ -13,6 +13,7 @@ from wsec.ir.metrics import (
     RouteArrays,
     busiest_link,
     colors_per_pe,
+    concat,
     cut_lane_bytes,
     cut_share_key,
     lane_bytes,
@@ -88,7 +89,52 @@ def program_routes(p: Program, templates: bool = False, merge: bool = True) -> R
     ra = RouteArrays(r["x"].astype(np.int64), r["y"].astype(np.int64),
                      r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
                      r["tx"].astype(np.int64), nbytes, share=share)
-    return merge_shared(ra) if merge else ra
+    ra = merge_shared(ra) if merge else ra
+    return concat(ra, *halo_routes(p)) if merge else ra
+
+
+def halo_routes(p: Program) -> list[RouteArrays]:
+    """The halo exchange of every bundle cut "halo" (wsec.ir.halo) as route
+    arrays carrying its bytes per sample: what each PE row received, from
+    the lanes the routes deliver (sim_inbox.deliveries), on every link and
+    RAMP of its carrier column and its row (the router table's records of
+    the exchange carry no edge's bytes)."""
+    from wsec.ir.halo import entries, halo_colors
+    from wsec.ir.templates import place
+
+    from .sim_inbox import deliveries
+
+    out: list[RouteArrays] = []
+    halo = [bi for bi in range(len(p.bundles)) if p.halo(bi) is not None]
+    if not halo:
+        return out
+    got = deliveries(p)
+    for bi in halo:
+        ki, e = int(p.bundles["sink"][bi]), p.edges[int(p.bundles["edge"][bi])]
+        d = got[ki].get(e.value)
+        h = p.halo(bi)
+        if d is None or d.held is None or h is None:
+            continue
+        k = p.kernels[ki]
+        uw, uh = k.unrotated_shape
+        ent, whose = entries(uw, uh, h.period, halo_colors(p.target))
+        _, per_row = exchange_rows(d, h)
+        nbytes = -(-int(e.bytes_per_sample) * per_row[whose] // max(1, d.numel))
+        at = place(ent, k.rect.x, k.rect.y, k.rotated)
+        live = nbytes > 0
+        n = int(live.sum())
+        out.append(RouteArrays(at[live, 0], at[live, 1], at[live, 2],
+                               np.full(n, int(p.bundles["edge"][bi]), np.int64), at[live, 3],
+                               at[live, 4], nbytes[live], share=np.full(n, -1, np.int64)))
+    return out
+
+
+def exchange_rows(d, h):  # type: ignore[no-untyped-def]
+    """(held, elements per PE row received) of delivery d's exchange."""
+    from wsec.ir.halo import exchange
+
+    own = np.where((d.lane_at >= 0)[:, :, None, None], d.boxes[np.maximum(d.lane_at, 0)], 0)
+    return exchange(own, h)
 
 
 def route_stats(p: Program) -> dict[str, int]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import HOST, Bundle, Module
+from wsec.ir.halo import entries as halo_entries
+from wsec.ir.halo import halo_colors
 from wsec.ir.lanes import LaneError, check_cut, check_view, endpoints, expand, spine_dir
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
@@ -21,6 +23,7 @@ from .format import (
     BUNDLE_CUT,
     BUNDLE_DTYPE,
     BUNDLE_FROM_HOST,
+    BUNDLE_HALO,
     BUNDLE_OWNERS,
     BUNDLE_TO_HOST,
     CUT_DIMS,
@@ -78,7 +81,8 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 view = cut_view(kernels[b.sink], e.value, shape, ops)
                 if view != shape:
                     views[str(len(recs))] = list(view)
-                flags |= BUNDLE_CUT | (BUNDLE_OWNERS if b.cut == "owners" else 0)
+                flags |= BUNDLE_CUT | (BUNDLE_OWNERS if b.cut == "owners" else 0) | (
+                    BUNDLE_HALO if b.cut == "halo" else 0)
                 slice0 = nbox
                 boxes.append(box)
                 nbox += box.shape[0]
@@ -95,6 +99,30 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
         at += box.shape[0]
     return (np.array(recs, BUNDLE_DTYPE) if recs else np.zeros(0, BUNDLE_DTYPE),
             np.array(pts, POINT_DTYPE) if pts else np.zeros(0, POINT_DTYPE), sl, views)
+
+
+def halo_records(module: Module) -> dict[str, list[int]]:
+    """META `halos`: per bundle cut "halo" (its index, in bundle_records'
+    order), how its sink's rows exchange the halo: [axis, period, depth]
+    (wsec.ir.kernels.halo_cut)."""
+    from wsec.ir.kernels import halo_cut
+    from wsec.ir.movement import Operands
+
+    out: dict[str, list[int]] = {}
+    kernels = {k.name: k for k in module.kernels()}
+    ops = Operands.of_module(module, runs=True)
+    bi = 0
+    for e in module.edges:
+        for b in e.bundles or ():
+            if b.cut == "halo":
+                got = halo_cut(kernels[b.sink], e.value,
+                               tuple(module.values[e.value].type.shape), ops)
+                if got is None:
+                    raise FormatError(f"bundle of %{e.value} to '{b.sink}' is cut 'halo', but "
+                                      "its rows exchange no halo of it")
+                out[str(bi)] = got[1].as_list()
+            bi += 1
+    return out
 
 
 def template_records(module: Module) -> tuple[list[dict[str, object]], np.ndarray, list[int]]:
@@ -145,7 +173,7 @@ def _cut_of(flags: int) -> str:
     """A bundle record's cut: "owners", "rows" or none."""
     if not flags & BUNDLE_CUT:
         return ""
-    return "owners" if flags & BUNDLE_OWNERS else "rows"
+    return "owners" if flags & BUNDLE_OWNERS else "halo" if flags & BUNDLE_HALO else "rows"
 
 
 def check_records(p: Program) -> None:
@@ -188,6 +216,7 @@ def check_records(p: Program) -> None:
             raise FormatError(f"{what} (edge %{p.edges[int(r['edge'])].value}) is not a valid "
                               f"bundle of lanes: {e}") from None
         _check_cut(p, bi)
+        _check_halo(p, bi)
         _check_spines(p, bi)
     _check_partition(p)
     for ti, t in enumerate(p.info.get("templates", [])):
@@ -200,6 +229,35 @@ def check_records(p: Program) -> None:
                   or int(ent["color"].max()) >= INTERNAL_COLORS):
             raise FormatError(f"template #{ti} reaches outside its {t['w']}x{t['h']} PEs or its "
                               f"{INTERNAL_COLORS} internal colors")
+
+
+def _check_halo(p: Program, bi: int) -> None:
+    """A bundle whose sink's rows exchange halos is cut into one of its
+    kernels (not onto owner rows), and META `halos` says how: an axis of
+    its boxes, a partner period inside the sink's rows, a depth of at least
+    one row of that axis (what the simulator's exchange relies on)."""
+    r = p.bundles[bi]
+    flags = int(r["flags"])
+    named = str(bi) in p.info.get("halos", {})
+    what = f"bundle #{bi} (edge %{p.edges[int(r['edge'])].value})"
+    if not flags & BUNDLE_HALO:
+        if named:
+            raise FormatError(f"META halos names {what}, whose lanes carry whole boxes")
+        return
+    if not flags & BUNDLE_CUT or flags & BUNDLE_OWNERS or int(r["sink"]) < 0:
+        raise FormatError(f"{what} exchanges halos but is not cut per row into a kernel")
+    spec = p.info.get("halos", {}).get(str(bi))
+    if not (isinstance(spec, list) and len(spec) == 3 and all(isinstance(v, int) for v in spec)):
+        raise FormatError(f"{what} exchanges halos; META halos must give its [axis, period, "
+                          f"depth], got {spec!r}")
+    axis, period, depth = spec
+    shape = p.lane_view(bi)
+    uw, uh = p.kernels[int(r["sink"])].unrotated_shape
+    if not 0 <= axis < len(shape) or not 1 <= period < uh or period > uw \
+            or not 1 <= depth <= shape[axis]:
+        raise FormatError(f"{what}: halo [axis {axis}, period {period}, depth {depth}] does not "
+                          f"fit its boxes' {len(shape)} dims {list(shape)} and its sink's "
+                          f"{uw}x{uh} PEs (a carrier column per residue of the period)")
 
 
 def _check_cut(p: Program, bi: int) -> None:
@@ -424,6 +482,17 @@ def expand_routes(p: Program) -> np.ndarray:
         rec["rx"], rec["tx"], rec["edge"], rec["bundle"], rec["lane"] = (
             ex.rx, ex.tx, int(r["edge"]), bi, ex.lane)
         parts.append(rec)
+    for ki in halo_sinks(p):  # every PE column of a sink exchanging halos (wsec.ir.halo)
+        k = p.kernels[ki]
+        uw, uh = k.unrotated_shape
+        period = min(int(p.halo(bi).period) for bi in np.flatnonzero(
+            (p.bundles["sink"] == ki) & ((p.bundles["flags"] & BUNDLE_HALO) != 0)))
+        ent, _ = halo_entries(uw, uh, period, halo_colors(p.target))
+        at = place(ent, k.rect.x, k.rect.y, k.rotated)
+        rec = np.zeros(at.shape[0], ROUTE_DTYPE)
+        rec["x"], rec["y"], rec["color"], rec["rx"], rec["tx"] = at.T
+        rec["edge"], rec["bundle"], rec["lane"] = NO_BUNDLE, NO_BUNDLE, ki
+        parts.append(rec)
     temps = p.info.get("templates", [])
     for ki, k in enumerate(p.kernels):
         if k.template < 0:
@@ -446,6 +515,12 @@ def expand_routes(p: Program) -> np.ndarray:
         lo = int(v.min())
         key = key * (int(v.max()) - lo + 1) + (v - lo)
     return out[np.argsort(key, kind="stable")]
+
+
+def halo_sinks(p: Program) -> list[int]:
+    """The kernels (indices) a bundle cut "halo" runs into, once each."""
+    halo = (p.bundles["flags"].astype(np.int64) & BUNDLE_HALO) != 0 if len(p.bundles) else []
+    return sorted({int(p.bundles[bi]["sink"]) for bi in np.flatnonzero(halo)})
 
 
 def route_shares(p: Program, routes: np.ndarray | None = None) -> np.ndarray:

@@ -16,7 +16,11 @@ The window against the inbox (`check_windows`): a cut bundle's lanes carry
 the boxes the sink's kind declares per PE row (at pitch k, the union of the
 k rows' a lane and its spine serve), so each PE's window must lie in the
 box of the lane its core received — anything else is a SimError
-naming the PE, the element and the lane. A flat bundle's lanes carry
+naming the PE, the element and the lane. A bundle cut "halo" carries its
+rows' cores, and each PE also holds the halo its partner PE passed it
+along its column (`Delivery.held`: wsec.ir.halo.exchange, in route order:
+a PE whose lane never arrived passes nothing on, so the rows it should
+feed read rows that never arrived). A flat bundle's lanes carry
 contiguous ranges of the flattened value, which in general do not hold a
 PE's window: those elements would have to be forwarded inside the
 rectangle, a distribution no route configures; the simulator counts the
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from wsec.ir.fabric import PORT_BITS
+from wsec.ir.halo import Halo, exchange
 from wsec.ir.lanes import boxes_to_view, lane_of_element, lane_slices
 
 from .format import NO_BUNDLE, Program, type_shape
@@ -58,6 +63,11 @@ class Delivery:
     # a flat bundle's PE reading outside its lane is a SimError, as a cut
     # bundle's is (`wsec run --strict`), instead of a count of forwarded PEs
     strict: bool = False
+    # a bundle cut "halo": how its rows exchange (Program.halo), and per PE
+    # [uh, uw, 2, ndim] the box it holds after the exchange (its lane's box
+    # and the halo rows from its partner PE; empty: it holds nothing)
+    halo: Halo | None = None
+    held: np.ndarray | None = None
 
     @property
     def lanes(self) -> int:
@@ -144,10 +154,18 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
             full = np.zeros((total, *boxes.shape[1:]), np.int64)
             full[int(b["lane0"]):int(b["lane0"]) + boxes.shape[0]] = boxes
             boxes = full
-        out[ki][e.value] = Delivery(e.value, int(b["edge"]), bi, numel,
-                                    lane_slices(numel, total), at, shape,
-                                    boxes, _view(p.lane_view(bi), shape),
-                                    strict=strict)
+        d = Delivery(e.value, int(b["edge"]), bi, numel, lane_slices(numel, total), at, shape,
+                     boxes, _view(p.lane_view(bi), shape), strict=strict)
+        halo = p.halo(bi)
+        if halo is not None and d.boxes is not None:
+            d.halo = halo
+        out[ki][e.value] = d
+    for got in out:  # the rows' exchange, once every ribbon's cores are in
+        for d in got.values():
+            if d.halo is not None:
+                own = np.where((d.lane_at >= 0)[:, :, None, None],
+                               d.boxes[np.maximum(d.lane_at, 0)], 0)
+                d.held = exchange(own, d.halo)[0]
     return out
 
 
@@ -226,7 +244,11 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
     lane = d.lane_at
     got = lane >= 0
     li = np.maximum(lane, 0)
-    if d.boxes is not None:
+    if d.held is not None:  # its lane's core and the halo its partner passed on
+        blo, bhi = d.held[:, :, 0, :], d.held[:, :, 1, :]
+        got = (bhi > blo).all(axis=2)
+        ok = ((blo <= lo) & (hi <= bhi)).all(axis=2)
+    elif d.boxes is not None:
         blo, bhi = d.boxes[li, 0, :], d.boxes[li, 1, :]  # [uh, uw, nd]
         ok = ((blo <= lo) & (hi <= bhi)).all(axis=2)
     else:
@@ -252,9 +274,15 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
     if bad.any():
         py, px = (int(v) for v in np.argwhere(bad)[0])
         what = "its row" if d.edge < 0 else f"lane {int(lane[py, px])}"
-        held = (f"{what}'s box {_box(d.boxes[int(lane[py, px])])}" if got[py, px]
-                else "no lane")
-        elem = _first_missing(need[py, px], d.boxes[int(lane[py, px])] if got[py, px] else None)
+        box = d.held[py, px] if d.held is not None else d.boxes[max(0, int(lane[py, px]))]
+        held = (f"{what}'s box {_box(box)}" if got[py, px] else "no lane")
+        if d.halo is not None and got[py, px]:
+            held = (f"{'lane ' + str(int(lane[py, px])) if lane[py, px] >= 0 else 'no lane'}"
+                    f"'s core with the halo from PE row {py + d.halo.period}: "
+                    f"{_box(box)}")
+        elif d.halo is not None:
+            held = "no lane, and no halo from PE row " + str(py + d.halo.period)
+        elem = _first_missing(need[py, px], box if got[py, px] else None)
         flat = int(np.ravel_multi_index(tuple(elem), d.box_shape))
         raise read_error(p, ki, px, py, d.value, flat, held, d)
     return bad

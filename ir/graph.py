@@ -139,7 +139,11 @@ class Bundle:
     fused tail runs): lane i lands on a row that reads, every k-th from
     lane 0's, with NO spine, delivering to its landing row alone (multicast
     along it) and carrying that row's box; the k - 1 rows between read
-    nothing of the value and get nothing."""
+    nothing of the value and get nothing.
+    `cut` "halo" (a windowed kernel's data input: wsec.ir.halo): as "rows",
+    but lane i carries its rows' CORE boxes, disjoint rows of the value, and
+    the sink's PE rows pass each other the halo rows they share along the
+    kernel's columns."""
 
     sink: str  # a kernel name, or HOST
     color: int

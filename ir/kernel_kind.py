@@ -149,6 +149,14 @@ class KernelKind:
         group is one box). None (the default): the value's shape."""
         return None
 
+    def halo_axis(self, dims: Dims, knobs: Knobs, view: tuple[int, ...]) -> int | None:
+        """The axis of the data input's cut view (`view`: the shape
+        input_cut's boxes are over) along which neighbouring PE rows' boxes
+        overlap by a window's halo, so a cut bundle may carry their disjoint
+        cores and the rows pass each other the halo (wsec.ir.halo). None
+        (the default): the kind's rows exchange nothing."""
+        return None
+
     def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                  ) -> np.ndarray | None:
         """As input_cut, where the PE rows hold their boxes without routed

@@ -14,6 +14,7 @@ import numpy as np
 
 from .cuts import broadcast_rows
 from .graph import Bundle, Kernel, Node, Value
+from .halo import Halo, split
 from .kernel_kind import KernelKind
 from .lanes import endpoints, spine_dir, union_boxes
 from .library_common import ELEMENTWISE_OPS, LibraryKind
@@ -95,6 +96,29 @@ def input_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
     if rows is None or ((ops is None or ops.routed) and gaps(rows) and not owner_pitch(rows)):
         return None
     return broadcast_rows(rows, tuple(shape))
+
+
+def halo_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
+             ops: Operands | None = None) -> tuple[np.ndarray, Halo] | None:
+    """(core boxes, Halo) where `value` is the routed data input of a kind
+    whose PE rows' boxes (input_cut) overlap by a window's halo
+    (KernelKind.halo_axis) and the rows can pass it on (wsec.ir.halo.split);
+    else None. A bundle cut "halo" carries the cores, disjoint rows of the
+    input, and its rows exchange the rest along the kernel's columns."""
+    if not kernel.body or not kernel.knobs or not kernel.body[0].inputs \
+            or kernel.body[0].inputs[0] != value or (ops is not None and not ops.routed):
+        return None
+    rows = input_cut(kernel, value, shape, ops)
+    if rows is None:
+        return None
+    view = cut_view(kernel, value, shape, ops)
+    if len(view) != rows.shape[-1]:
+        return None
+    got = split(rows, kind_of(kernel).halo_axis(kernel.dims, kernel.knobs, view))
+    if got is None or kernel.rect is None:
+        return got
+    uw = kernel.rect.h if kernel.rotated else kernel.rect.w
+    return got if got[1].period <= uw else None  # a carrier column per residue
 
 
 def spread_over_rows(kernel: Kernel, value: str, ops: Operands) -> int:
@@ -198,6 +222,12 @@ def ribbon_boxes(kernel: Kernel, ribbons: list[Bundle], value: str, shape: tuple
     if rows is None:
         raise ValueError(f"kernel '{kernel.name}' ({kernel.kind}) declares no per-row cut of "
                          f"%{value}")
+    if ribbons[0].cut == "halo":  # the rows' cores; the rows exchange the halo (wsec.ir.halo)
+        got = halo_cut(kernel, value, shape, ops)
+        if got is None:
+            raise ValueError(f"kernel '{kernel.name}' ({kernel.kind}): its PE rows exchange no "
+                             f"halo of %{value}")
+        rows = got[0]
     k = int(ribbons[0].pitch)
     lanes = sum(int(b.lanes) for b in ribbons)
     if lanes * k > rows.shape[0]:

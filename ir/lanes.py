@@ -208,8 +208,8 @@ def check(b: Bundle) -> None:
         raise LaneError(f"reach must be >= 0, got {b.reach}")
     if b.pitch < 1:
         raise LaneError(f"pitch must be >= 1, got {b.pitch}")
-    if b.cut not in ("", "rows", "owners"):
-        raise LaneError(f"a bundle's cut is 'rows', 'owners' or none, got {b.cut!r}")
+    if b.cut not in ("", "rows", "owners", "halo"):
+        raise LaneError(f"a bundle's cut is 'rows', 'owners', 'halo' or none, got {b.cut!r}")
     if not 0 <= b.src_pitch <= b.pitch:
         raise LaneError(f"source pitch {b.src_pitch} must lie in 1..{b.pitch} (the pitch: lanes "
                         "widen on their way, never narrow), or be 0 (the pitch throughout)")

@@ -531,6 +531,16 @@ class ConvKind(LibraryKind):
             return None
         return self._row_boxes(dims, knobs, shape, view is not None)
 
+    def halo_axis(self, dims: Dims, knobs: Knobs, view: tuple[int, ...]) -> int | None:
+        """The input rows a row group reads (the sequence of a 1-D conv, the
+        rows of every depth plane of a 3-D one): axis 2 of (N, C, H, W) or
+        (N, C, W), 3 of a 3-D input or of a grouped conv's (N, G, C/G, H, W)
+        view. Neighbouring groups share (R - 1) * dilation + 1 - stride of
+        them (wsec.ir.halo)."""
+        if dims.get("L1"):
+            return 2 if len(view) == 3 else None
+        return {4: 2, 5: 3}.get(len(view))
+
     def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                    ) -> tuple[int, ...] | None:
         """A 2-D grouped conv with more than one channel per group: its

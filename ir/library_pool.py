@@ -153,6 +153,15 @@ class PoolKind(GroupedRowsKind):
             return b.start, b.stop
         return window_rows(dims["Ho"], int(knobs["s"]), dims["sh"], dims["R"], dims["dh"], group)
 
+    def halo_axis(self, dims: Dims, knobs: Knobs, view: tuple[int, ...]) -> int | None:
+        """A windowed pooling's row groups share the window's halo rows:
+        axis 2 of its 4-D input, 3 of a 3-D one (its rows of every plane);
+        over the value flattened, or a global pooling's disjoint blocks,
+        nothing to exchange (wsec.ir.halo)."""
+        if dims.get("glob"):
+            return None
+        return {4: 2, 5: 3}.get(len(view))
+
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
         """PE index i (grouped layout, in the column height the library
@@ -353,6 +362,11 @@ class ResizeKind(LibraryKind):
             return (0, int(H)) if b > a else (0, 0)
         margin = dims["th"] // 2 + 1 + math.ceil(H / Ho)
         return (int(max(0, a * H // Ho - margin)), int(min(H, -(-b * H // Ho) + margin)))
+
+    def halo_axis(self, dims: Dims, knobs: Knobs, view: tuple[int, ...]) -> int | None:
+        """A 4-D Resize's output-row groups share the input rows their taps
+        read on either side of a boundary: axis 2 (wsec.ir.halo)."""
+        return 2 if len(view) == 4 else None
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:

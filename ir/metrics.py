@@ -18,7 +18,9 @@ the report counted links). Each name here has exactly one meaning:
   leaving a PE, including the host ports, plus each PE's RAMP into its
   core (data delivered) and out of it (data injected), summed over the
   lanes using it; the busiest of all of them bounds throughput (one
-  wavelet per link per cycle);
+  wavelet per link per cycle); a kernel whose rows exchange halos
+  (wsec.ir.halo) adds its exchange's entries, on every link of its
+  columns the halo rows cross (`halo_arrays`);
 - overlaps: pairs of rectangles sharing at least one PE (`first_overlap`
   for checks, `overlapping_pairs` to list them).
 
@@ -225,7 +227,60 @@ def route_arrays(module: Module, cache: dict | None = None) -> RouteArrays:
             for c, v in zip(cols, got, strict=True):
                 c.append(v)
     arrs = [np.concatenate(c) if c else np.zeros(0, np.int64) for c in cols]
-    return merge_shared(RouteArrays(*arrs[:7], share=arrs[7]))
+    ra = merge_shared(RouteArrays(*arrs[:7], share=arrs[7]))
+    return concat(ra, *(part for _, _, part in halo_arrays(module)))
+
+
+def concat(*parts: RouteArrays) -> RouteArrays:
+    """The entries of several route arrays, in order."""
+    parts = tuple(p for p in parts if p.size) or parts[:1]
+    if len(parts) == 1:
+        return parts[0]
+    share = [p.share if p.share is not None else np.full(p.size, -1, np.int64) for p in parts]
+    return RouteArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                         ("x", "y", "color", "edge", "rx", "tx", "bytes")),
+                       share=np.concatenate(share))
+
+
+def halo_arrays(module: Module) -> list[tuple[int, str, RouteArrays]]:
+    """The halo exchange of every kernel a bundle cut "halo" runs into
+    (wsec.ir.halo): per PE column, store and forward along the unrotated
+    y, each entry carrying the bytes per sample of the halo rows crossing
+    its link (every PE of a row holds its lane's box, so each column moves
+    all of its rows' halos). Per bundle cut "halo": (edge index, sink,
+    its exchange's entries: edge index the bundle's edge, no share)."""
+    from .halo import entries, halo_colors, received
+    from .kernels import halo_cut
+    from .movement import Operands
+    from .target import TARGETS
+    from .templates import place
+
+    out: list[tuple[int, str, RouteArrays]] = []
+    kern = {k.name: k for k in module.kernels()}
+    ops = None
+    t = TARGETS.get(str(module.attrs.get("target") or "wse2"), TARGETS["wse2"])
+    for i, e in enumerate(module.edges):
+        for b in e.bundles or ():
+            if b.cut != "halo" or b.sink not in kern:
+                continue
+            ops = ops or Operands.of_module(module, runs=True)
+            k = kern[b.sink]
+            v = module.values[e.value]
+            got = halo_cut(k, e.value, tuple(v.type.shape), ops)
+            if got is None or k.rect is None:
+                continue
+            core, h = got
+            uw, uh = (k.rect.h, k.rect.w) if k.rotated else (k.rect.w, k.rect.h)
+            ent, whose = entries(uw, uh, h.period, halo_colors(t))
+            at = place(ent, k.rect.x, k.rect.y, bool(k.rotated))
+            nbytes = -(-int(e.bytes_per_sample) * received(core, h, b.pitch)[whose]
+                       // max(1, v.type.numel))
+            live = nbytes > 0
+            n = int(live.sum())
+            out.append((i, b.sink, RouteArrays(
+                at[live, 0], at[live, 1], at[live, 2], np.full(n, i, np.int64), at[live, 3],
+                at[live, 4], nbytes[live], share=np.full(n, -1, np.int64))))
+    return out
 
 
 def link_loads(ra: RouteArrays, fabric: Fabric, count: bool = False) -> np.ndarray:

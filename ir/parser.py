@@ -435,7 +435,8 @@ class _Parser:
         cut = ""
         if ln.accept("ident", "cut"):
             cut = ("owners" if ln.accept("ident", "owners")
-                   else ln.expect("ident", "rows", what="the cut 'rows' or 'owners'"))
+                   else "halo" if ln.accept("ident", "halo")
+                   else ln.expect("ident", "rows", what="the cut 'rows', 'owners' or 'halo'"))
         pitch = 1
         if ln.accept("ident", "pitch"):
             pitch = ln.integer("pitch")

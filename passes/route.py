@@ -69,8 +69,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from wsec.ir.fabric import DIRS, PORT_BITS, Fabric
 from wsec.ir.graph import HOST, Bundle, Module, Rect
+from wsec.ir.halo import HALO_COLORS
 from wsec.ir.lanes import expand, expand_many
-from wsec.ir.metrics import busiest_link, colors_per_pe, link_loads, route_arrays, routed_wirelength
+from wsec.ir.metrics import (
+    busiest_link,
+    colors_per_pe,
+    halo_arrays,
+    link_loads,
+    route_arrays,
+    routed_wirelength,
+)
 from wsec.ir.templates import INTERNAL_COLORS
 
 from .base import LayoutInfeasible, Pass, PassContext, PassError, check_range
@@ -557,7 +565,7 @@ class _Candidates:
     @staticmethod
     def key(r: Request) -> tuple:
         return (r.edge, r.sink, r.choice, r.src_slot, r.dst_slot, r.lanes, r.cut_pitch,
-                r.src_pitch, r.share.get("src"), r.share.get("dst"))
+                r.src_pitch, r.share.get("src"), r.share.get("dst"), r.halo)
 
     def __call__(self, r: Request) -> list[Bundle]:
         key = self.key(r)
@@ -767,6 +775,12 @@ def _dsatur(adj: list[list[int]]) -> list[int]:
     return color
 
 
+def _halo_colors(reqs: list[Request]) -> int:
+    """The colors bundles leave to the halo exchanges: HALO_COLORS where a
+    request is cut "halo" (Request.halo), else none."""
+    return HALO_COLORS if any(r.halo for r in reqs) else 0
+
+
 def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
             forks: dict[tuple[int, int], tuple[_Route, _Route, bool]] | None = None
             ) -> list[int]:
@@ -776,7 +790,9 @@ def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
     # map the greedy classes onto colors: host-only classes to the host colors first
     t = fabric.target
     host_pool = list(range(t.colors - t.reserved_colors, t.colors))
-    pool = list(range(INTERNAL_COLORS, t.colors - t.reserved_colors))
+    # the last ones below the host's: the halo exchanges, where a bundle is cut so
+    # (wsec.ir.halo)
+    pool = list(range(INTERNAL_COLORS, t.colors - t.reserved_colors - _halo_colors(reqs)))
     classes = sorted(set(raw.values()))
     mapping: dict[int, int] = {}
     for c in classes:
@@ -984,6 +1000,19 @@ class Route(Pass):
                                 widen=best.widen, runs=True, light=light, caps=caps)
 
             best = _run_cuts(best, runs, deadline)
+        if best.colored and any(r.halo for r in best.neg.reqs):
+            hot = _halo_hot(module, best, fabric, cap)
+            if hot:  # their rows' exchange bounds throughput more: flat again
+
+                def plain(still: set[tuple[int, str]]) -> _Attempt:
+                    assert best is not None
+                    return _attempt(base, fabric, cap, corridors, best.headroom,
+                                    self.iterations, self.colors_soft, deadline, best.solo,
+                                    known, wider, best.warm(), moved, best.flat | still,
+                                    pairs=best.pairs, widen=best.widen, light=light)
+
+                again = plain(hot)
+                best = again if again.colored else best
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
         _commit(module, best)
@@ -1078,6 +1107,25 @@ def _commit(module: Module, got: _Attempt) -> None:
         b = rt.bundle
         module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
             dataclasses.replace(b, color=c))
+
+
+def _halo_hot(module: Module, got: _Attempt, fabric: Fabric, cap: int
+              ) -> set[tuple[int, str]]:
+    """The requests cut "halo" (Request.halo) whose sink rows' exchange
+    (wsec.ir.halo; the negotiator does not see it) crosses a link or RAMP
+    loaded past both the capacity `cap` and the busiest the bundles load
+    alone: routed flat, their rows read their halo from flat lanes as before."""
+    _commit(module, got)
+    ra = route_arrays(module)
+    load = link_loads(ra, fabric)
+    lanes = ra.take(np.flatnonzero(ra.share >= 0)) if ra.share is not None else ra
+    limit = max(cap, int(link_loads(lanes, fabric).max(initial=0)))
+    out: set[tuple[int, str]] = set()
+    for edge, sink, part in halo_arrays(module):
+        mine = link_loads(part, fabric) > 0
+        if (load[mine] > limit).any():
+            out.add((edge, sink))
+    return out
 
 
 def _loads(module: Module, got: _Attempt, fabric: Fabric) -> np.ndarray:
@@ -1555,7 +1603,8 @@ def _color_error(module: Module, neg: _Negotiator, colors: list[int],
     more = f" and {len(crowd) - 4} more" if len(crowd) > 4 else ""
     return LayoutInfeasible(
         f"edge %{e.value} from '{e.src}' to '{r.sink}' cannot be routed: its bundle needs a "
-        f"color beyond the {fabric.usable_colors - INTERNAL_COLORS} left for bundles; the "
+        f"color beyond the {fabric.usable_colors - INTERNAL_COLORS - _halo_colors(neg.reqs)} "
+        "left for bundles; the "
         f"busiest PE ({x}, {y}) is crossed by {int(neg.pe_cnt[pe])} bundles (of "
         f"{', '.join(crowd[:4])}{more}); use a larger grid (--grid) or target so that kernels "
         "spread out, or reduce fan-out there")

@@ -31,7 +31,8 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.kernels import gaps, input_cut, owner_pitch, read_span, spread_over_rows
+from wsec.ir.halo import covers, lane_rows, received
+from wsec.ir.kernels import gaps, halo_cut, input_cut, owner_pitch, read_span, spread_over_rows
 from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
@@ -155,6 +156,13 @@ class Request:
     # > 0: its cut lanes carry at most this (the coarsest pitch that light): the router
     # lightens a cut whose lanes a re-cut's pass beside (wsec.passes.route._thinned)
     lane_cap: int = 0
+    # its sink's rows exchange the halo (wsec.ir.halo): its lanes carry the rows' cores
+    halo: bool = False
+    # what halo_cut needs (kernel, value, shape, operands); None: the sink's rows exchange none
+    halo_of: tuple | None = None
+    # halo_cut's (cores, Halo, the busiest exchange link's wavelets per sample) once
+    # computed, None for none; and the cores' busiest lane per pitch (shared by copies)
+    halo_cache: dict = field(default_factory=dict)
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -285,13 +293,18 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                 first, stop = 0, total  # cut on every row where the kind does so without runs
             if rows is not None and stop > first:  # the run of rows reading it
                 rows = rows[first:stop]
+            whole = rows is not None and not own[0] and (first, stop) == (0, total) \
+                and d in kern and e.value in module.values
             out.append(Request(i, d, pairs[0][0], pairs[0][1], wav, pairs=pairs,
                                cut_rows=stop - first, cut_first=first, sink_rows=total,
                                row_boxes=rows if stop > first else None,
                                numel=max(1, _numel(module, e.value)),
                                owner_pitch=own[0], owner_offset=own[1],
                                spread=spread_over_rows(kern[d], e.value, ops)
-                               if rows is not None and d in kern else 0))
+                               if rows is not None and d in kern else 0,
+                               halo_of=(kern[d], e.value, tuple(module.values[e.value].type
+                                                                .shape), ops)
+                               if whole else None))
     return out
 
 
@@ -755,7 +768,7 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     or take the room other cuts need; there a new cut that crowds a link is
     routed flat again, and the attempt is kept only where its busiest link
     is no worse."""
-    r.cut_pitch, r.src_pitch, r.lane_wavelets = 0, 0, 0
+    r.cut_pitch, r.src_pitch, r.lane_wavelets, r.halo = 0, 0, 0, False
     if r.flat or not _can_cut(r) or (on_run(r) and not r.runs):
         return
     ks = _pitches(r)
@@ -771,9 +784,54 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     else:
         k = pick_pitch(loads, R, r.wavelets, ask,
                        ask if not r.widen else max(r.need, r.min_lanes), cap)
+        if not k:  # the rows' cores, their halos exchanged inside the sink
+            loads = _halo_loads(r, ks, cap)
+            k = pick_pitch(loads, R, r.wavelets, ask,
+                           ask if not r.widen else max(r.need, r.min_lanes), cap)
+            r.halo = k > 0
     if not k:
         return  # lanes as light as the flat split's need more than the source side has
     r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets = k, ks[k], R // k, loads[k]
+
+
+def _halo(r: Request) -> tuple[np.ndarray, object, int] | None:
+    """r's sink rows' (cores, Halo, the most a row's exchange moves over a
+    link, in wavelets per sample at pitch 1), computed once (wsec.ir.kernels.halo_cut); None where
+    its rows exchange no halo."""
+    if "split" not in r.halo_cache:
+        got = None if r.halo_of is None else halo_cut(*r.halo_of)
+        if got is not None:
+            core, h = got
+            got = (core, h, -(-r.wavelets * int(received(core, h, 1).max()) // r.numel))
+        r.halo_cache["split"] = got
+    return r.halo_cache["split"]
+
+
+def _halo_loads(r: Request, ks: dict[int, int], cap: int) -> dict[int, int]:
+    """Pitch -> busiest lane (wavelets per sample) of r cut into its sink
+    rows' cores (`_halo`), at the pitches of `ks` whose lanes, exchanged,
+    give every row its box (wsec.ir.halo.covers). None of them where the
+    exchange alone would load a link of the sink past the capacity `cap`
+    or there is no capacity to judge it by (the router checks the loads
+    with the exchange once more at the end: route._halo_hot).
+    Why only where the whole boxes find no pitch: a cut that already fits
+    keeps its lanes (the exchange adds traffic inside the sink)."""
+    got = _halo(r)
+    if got is None or cap <= 0 or got[2] > cap or r.row_boxes is None:
+        return {}
+    core, h, _ = got
+    if core.shape[0] != r.row_boxes.shape[0]:
+        return {}
+    out = {}
+    for k in ks:
+        if k not in r.halo_cache:
+            ok = covers(r.row_boxes, core, h, k)
+            lane = lane_rows(core, k)[::k]
+            r.halo_cache[k] = -(-r.wavelets * int(box_elements(lane).max()) // r.numel) \
+                if ok else -1
+        if r.halo_cache[k] >= 0:
+            out[k] = r.halo_cache[k]
+    return out
 
 
 def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: int,
@@ -852,7 +910,7 @@ def _landing(r: Request, o_last: Vec) -> Vec | None:
 def _bundle(r: Request, color: int, axis: Vec, path: list[Vec]) -> Bundle:
     reach = 0 if r.dst.owner == HOST else r.dst.reach
     cut = cuts(r)
-    how = ("owners" if r.owner_pitch else "rows") if cut else ""
+    how = ("owners" if r.owner_pitch else "halo" if r.halo else "rows") if cut else ""
     return Bundle(r.sink, color, r.lanes, axis, tuple(path), reach, how,
                   max(1, r.cut_pitch), r.src_pitch if cut else 0)
 

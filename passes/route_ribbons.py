@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Module
+from wsec.ir.halo import HALO_COLORS
 from wsec.ir.lanes import LaneError, check, endpoints, expand
 from wsec.ir.metrics import RouteArrays, busiest_link, link_loads, route_arrays
 from wsec.ir.templates import INTERNAL_COLORS
@@ -164,15 +165,16 @@ def bundles_for(r: Request) -> list[Bundle] | None:
     return None
 
 
-def _free_color(ra: RouteArrays, fabric: Fabric, pes: np.ndarray) -> int:
+def _free_color(ra: RouteArrays, fabric: Fabric, pes: np.ndarray, halo: int = 0) -> int:
     """A color no bundle of `ra` (the others') uses at any of the PEs `pes`
     (y*W + x), of those a layout may use beside the kernels' interior
-    flows; -1: none."""
+    flows and the `halo` colors its halo exchanges run on (wsec.ir.halo);
+    -1: none."""
     W = fabric.width
     at = ra.y * W + ra.x
     mask = np.isin(at, pes)
     used = set(np.unique(ra.color[mask]).tolist())
-    for c in range(INTERNAL_COLORS, fabric.usable_colors):
+    for c in range(INTERNAL_COLORS, fabric.usable_colors - halo):
         if c not in used:
             return c
     return -1
@@ -257,7 +259,8 @@ def ribbon_round(module: Module, fabric: Fabric, reqs: list[Request], cap: int,
             continue  # ribbons of one color meet: never by the plan, refused if they do
         keep = list(e.bundles)
         e.bundles = [b for b in e.bundles if b.sink != sink]
-        color = _free_color(route_arrays(module, cache), fabric, np.unique(at))
+        color = _free_color(route_arrays(module, cache), fabric, np.unique(at),
+                            HALO_COLORS if any(r.halo for r in reqs) else 0)
         if color < 0:
             e.bundles = keep
             continue

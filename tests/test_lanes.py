@@ -155,8 +155,8 @@ def test_owner_lanes_deliver_to_their_landing_row_alone(b: Bundle) -> None:
     assert rows == set(across.tolist())
 
 
-def test_a_cut_is_rows_owners_or_none() -> None:
-    with pytest.raises(LaneError, match="'rows', 'owners' or none"):
+def test_a_cut_is_rows_owners_halo_or_none() -> None:
+    with pytest.raises(LaneError, match="'rows', 'owners', 'halo' or none"):
         check(Bundle("k", 0, 2, (0, 1), ((2, 3), (9, 3)), cut="halves"))
     assert Bundle("k", 0, 2, (0, 1), ((2, 3), (9, 3)), cut="rows", pitch=3).spine == 2
     assert Bundle("k", 0, 2, (0, 1), ((2, 3), (9, 3)), pitch=1).spine == 0

@@ -8,8 +8,8 @@ is computed by its owner from its own SRAM shard (sim_tail); a PE's window
 of the data input (the hull of its block) is checked against the lane its
 core received (sim_inbox.check_windows).
 
-Data movement (DatamoveKind): each of its p = c x h PEs owns a block of every output and
-forwards elements of the inputs ("the permutation is in the routes"). Which
+Data movement (DatamoveKind): each of its p = c x h PEs owns a block of its outputs dealt
+in sequence (wsec.ir.movement.block_owners) and forwards elements of the inputs ("the permutation is in the routes"). Which
 input element each output element copies is found by running the body on
 index tensors (every input element tagged with its input and position), so
 every kind of movement — reshape, transpose, concat, slice, pad, expand,
@@ -27,6 +27,7 @@ from wsec.ir.cuts import flat_hulls
 from wsec.ir.graph import Node
 from wsec.ir.lanes import flattens
 from wsec.ir.library_rowwise import DatamoveKind
+from wsec.ir.movement import block_owners
 
 from .sim_base import SimError
 from .sim_inbox import (
@@ -196,9 +197,10 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
                 env.store(o, a)
     pes = 0
     reads: list[tuple[np.ndarray, np.ndarray]] = []  # (tags, PE index reading each)
-    for o in k.outputs:
-        if o not in tv:
-            continue
+    moved = [o for o in k.outputs if o in tv]
+    p = max(1, DatamoveKind.pes(k.knobs))
+    owners = dict(zip(moved, block_owners([tv[o].reshape(-1) for o in moved], p), strict=True))
+    for o in moved:
         t = tv[o].reshape(-1)
         src = t >= _TAG
         band = np.where(src, t // _TAG - 1, 0).astype(np.int64)
@@ -210,8 +212,7 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
                            "elements; the binary's description of the kernel is inconsistent")
         dt = np.result_type(*(env.vals[a].dtype for a in traced))
         out = _resolve(env, traced, t, dt)
-        p = max(1, DatamoveKind.pes(k.knobs))
-        owner = np.arange(t.size, dtype=np.int64) // -(-t.size // p)
+        owner = owners[o]
         reads.append((t, owner))
         if o in merges:
             where, upd, fn = merges[o]

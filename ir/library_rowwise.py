@@ -259,21 +259,37 @@ class ElementwiseKind(_SpreadKind):
         wsec.backends.sim_spread), which reads the same element of `value`;
         PE row py's box is its blocks' hull (as input_cut's). None where the
         chain does not read it, or the weight-streaming phase holds it (not
-        routed: the rows keep what they held), and for an operand broadcast
-        onto the grid (a squeeze-excitation scale [N, C, 1, 1]): its rows'
-        boxes would be broadcast_rows of these, but declared, they changed
-        the router's widening rounds elsewhere in a layout (MobileNet-v3's
-        fixture: a depthwise conv's input lost its cut, +146 PEs reading
-        what no lane brought, where EfficientNet's gained 311)."""
+        routed: the rows keep what they held).
+
+        An operand broadcast onto the grid (a squeeze-excitation scale
+        [N, C, 1, 1], a LayerNorm's per-token statistic [N, T, 1]) is read
+        whole by every row that owns elements where it holds no more than a
+        row's share of the grid (E / rows): its lanes then carry all of it,
+        the router takes one lane whose spine hands it to every row (a
+        multicast: route_bundles.pick_pitch takes the coarsest pitch no
+        heavier) and each row receives at most as much of it as of its own
+        block, where a flat lane lands on one PE and the others read what
+        no lane brought. A larger one stays flat: its rows' boxes would be
+        broadcast_rows of these, but declared, they changed the router's
+        widening rounds elsewhere in a layout (MobileNet-v3's fixture: a
+        depthwise conv's input lost its cut, +146 PEs reading what no lane
+        brought, where EfficientNet's gained 311)."""
         if not ops.routed or not any(value in n.inputs for n in kernel.body):
             return None
         rows = self.input_cut(kernel.dims, kernel.knobs, grid)
         if rows is None:
             return None
         shape = tuple(int(n) for n in ops.shape(value))
-        if int(np.prod(shape)) != kernel.dims["E"]:
+        numel = int(np.prod(shape))
+        if numel == kernel.dims["E"]:
+            return broadcast_rows(rows, shape)
+        if not shape or numel * len(rows) > kernel.dims["E"] or \
+                broadcast_rows(rows, shape) is None:
             return None
-        return broadcast_rows(rows, shape)
+        whole = np.zeros((len(rows), 2, len(shape)), np.int64)
+        live = (rows[:, 1, :] > rows[:, 0, :]).all(axis=1)
+        whole[live, 1] = shape
+        return whole
 
     @staticmethod
     def _tile_grid(p: int) -> tuple[int, int]:
@@ -312,7 +328,8 @@ class DatamoveKind(LibraryKind):
     """Ops that only move data (Reshape, Flatten, Concat, Transpose, Cast,
     Slice, Split, Pad, Expand, Tile, DepthToSpace, ...; a chain of them fuses;
     multi-output ops like Split export each output). Each of its p PEs
-    buffers and forwards ceil(E/p) elements, one wavelet per element per
+    buffers and forwards ceil(E/p) elements (its outputs dealt in sequence:
+    a split's outputs together are its input), one wavelet per element per
     cycle; the permutation is in the routes. dims: E = largest tensor touched, I
     activation inputs, P constant elements (shape tensors, gather tables;
     replicated on every PE).
@@ -357,9 +374,9 @@ class DatamoveKind(LibraryKind):
 
     def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
         """Per PE row, the hull of the elements of activation `value` its PEs
-        forward (wsec.ir.movement: the body run on index tensors, each
-        output dealt in blocks of ceil(E / p) over the p = c x h PEs, PE i
-        at offset py * c + px), over the value's shape or, routed, where
+        forward (wsec.ir.movement: the body run on index tensors, its
+        outputs dealt in sequence in blocks over the p = c x h PEs,
+        `block_owners`, PE i at offset py * c + px), over the value's shape or, routed, where
         that is tighter, over the value flattened (`body_view`); None when
         the body is not a pure movement of its activations
         (`movement.sources`) or reads `value` as a parameter, or when the

@@ -748,11 +748,26 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     if r.light:  # the router cuts it again where it fits beside a bundle passing its rows
         k = min(ks, key=lambda k: (loads[k], k))
     else:
-        k = pick_pitch(loads, R, r.wavelets, ask,
-                       ask if not r.widen else max(r.need, r.min_lanes), cap)
+        least = ask if not r.widen else max(r.need, r.min_lanes)
+        k = pick_pitch(loads, R, r.wavelets, ask, 1 if _multicast(r, cap) else least, cap)
     if not k:
         return  # lanes as light as the flat split's need more than the source side has
     r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets = k, ks[k], R // k, loads[k]
+
+
+def _multicast(r: Request, cap: int) -> bool:
+    """Whether every row of r's sink reading the value reads the same box
+    (a small operand broadcast onto an element-wise kernel's grid, read
+    whole: ElementwiseKind) and half a link's capacity holds the whole
+    value: one lane whose spine hands it to every row (pick_pitch takes the
+    coarsest pitch no heavier) carries it, however many lanes the flat
+    split would ask for (its lanes, landing on one PE each, leave the other
+    rows reading what no lane brought)."""
+    b = r.row_boxes
+    if b is None or not len(b) or 2 * r.wavelets > cap:
+        return False
+    live = (b[:, 1] > b[:, 0]).all(axis=1)
+    return bool(live.any()) and bool((b[live] == b[live][0]).all())
 
 
 def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: int,
@@ -763,7 +778,8 @@ def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: in
     the `ask` flat lanes would, pitch 1 where the flat split asks a lane per
     row or more, or those with at least `least` lanes each at most half a
     link's capacity `cap`; of them the finest whose lanes still carry a fair
-    share (LANE_SHARE) of a flat lane, else the coarsest. One rule for the
+    share (LANE_SHARE) of a flat lane, else the coarsest, or a coarser one
+    whose lanes are no heavier (fewer lanes carry the same). One rule for the
     router and for the placer, which opens gaps as wide as the lanes this
     rule widens (wsec.passes.place_rows.widening_lanes)."""
     limit = -(-wavelets // max(1, ask))
@@ -776,7 +792,10 @@ def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: in
     # still carry a fair share of a flat lane (measured: lighter lanes, many
     # more of them, crowd the links a skip bundle shares with them)
     fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
-    return min(fair) if fair else max(fit)
+    k = min(fair) if fair else max(fit)
+    # rows reading the same box (a small operand every row reads whole): fewer
+    # lanes as heavy carry it, one lane's spine handing it to every row
+    return max(j for j in fit if loads[j] <= loads[k])
 
 
 def lightest_cut(r: Request) -> int:

@@ -8,9 +8,10 @@ is computed by its owner from its own SRAM shard (sim_tail); a PE's window
 of the data input (the hull of its block) is checked against the lane its
 core received (sim_inbox.check_windows).
 
-Data movement (DatamoveKind): each of its p = c x h PEs owns a block of its outputs dealt
-in sequence (wsec.ir.movement.block_owners) and forwards elements of the inputs ("the permutation is in the routes"). Which
-input element each output element copies is found by running the body on
+Data movement (DatamoveKind): each of its p = c x h PEs owns a block of its
+outputs dealt in sequence (wsec.ir.movement.block_owners) and forwards
+elements of the inputs ("the permutation is in the routes"). Which input
+element each output element copies is found by running the body on
 index tensors (every input element tagged with its input and position), so
 every kind of movement — reshape, transpose, concat, slice, pad, expand,
 tile, depth-to-space, a gather with constant indices — is one gather per

@@ -722,7 +722,10 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     needs (`need`, and those an earlier attempt asked for, `min_lanes`):
     there a new cut that crowds a link or a PE is routed flat again
     (wsec.passes.route._crowding_cuts), where the first attempts have no
-    such guard (more, lighter cuts there crowd a GPT's links). The flat
+    such guard (more, lighter cuts there crowd a GPT's links); a value half
+    a link's capacity holds whole, with any number of lanes each at most
+    that (one lane carrying all of it to every row, where the flat split's
+    headroom asks for two). The flat
     split's lanes land on only some rows, and the rest of the rectangle
     would have to forward what they read (a distribution no route
     configures), so its lighter lanes are no fair comparison; the
@@ -748,26 +751,15 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     if r.light:  # the router cuts it again where it fits beside a bundle passing its rows
         k = min(ks, key=lambda k: (loads[k], k))
     else:
-        least = ask if not r.widen else max(r.need, r.min_lanes)
-        k = pick_pitch(loads, R, r.wavelets, ask, 1 if _multicast(r, cap) else least, cap)
+        # a value half a link holds whole needs no more lanes than its cut has:
+        # one lane whose spine hands it to every row (a small operand every row
+        # reads whole; a matmul's input from a source one PE wide) is cut
+        least = 1 if 2 * r.wavelets <= cap else \
+            ask if not r.widen else max(r.need, r.min_lanes)
+        k = pick_pitch(loads, R, r.wavelets, ask, least, cap)
     if not k:
         return  # lanes as light as the flat split's need more than the source side has
     r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets = k, ks[k], R // k, loads[k]
-
-
-def _multicast(r: Request, cap: int) -> bool:
-    """Whether every row of r's sink reading the value reads the same box
-    (a small operand broadcast onto an element-wise kernel's grid, read
-    whole: ElementwiseKind) and half a link's capacity holds the whole
-    value: one lane whose spine hands it to every row (pick_pitch takes the
-    coarsest pitch no heavier) carries it, however many lanes the flat
-    split would ask for (its lanes, landing on one PE each, leave the other
-    rows reading what no lane brought)."""
-    b = r.row_boxes
-    if b is None or not len(b) or 2 * r.wavelets > cap:
-        return False
-    live = (b[:, 1] > b[:, 0]).all(axis=1)
-    return bool(live.any()) and bool((b[live] == b[live][0]).all())
 
 
 def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: int,

@@ -9,7 +9,8 @@ enough to cut, where each output dealt over all the PEs made every row's
 hull span nearly the whole input. An element-wise kernel's small operand
 broadcast onto its grid (a squeeze-excitation scale) is read whole by
 every row: one lane whose spine hands it to every row carries it (a
-multicast, route_bundles._multicast), where a flat lane landed on one PE
+multicast: route_bundles.choose_pitch cuts a value half a link holds with
+a single lane), where a flat lane landed on one PE
 and the others read what no lane brought. These tests check the pieces,
 that compiled models read so from their lanes and match onnxruntime, and
 that a lane dropped or boxes swapped is a SimError naming the PE.
@@ -137,7 +138,7 @@ def test_pick_pitch_takes_the_coarsest_pitch_no_heavier() -> None:
     same = {1: 16, 2: 16, 4: 16, 8: 16}
     assert pick_pitch(same, 8, 16, 1, 1, 1000) == 8
     # the flat split asks 2 lanes: one lane with all of it is cut only where
-    # `least` allows a single lane (route_bundles._multicast)
+    # `least` allows a single lane (choose_pitch: half a link holds the value)
     assert pick_pitch({8: 16}, 8, 16, 2, 2, 1000) == 0
     assert pick_pitch({8: 16}, 8, 16, 2, 1, 1000) == 8
     # the finest pitch whose lanes carry a fair share (LANE_SHARE) of the

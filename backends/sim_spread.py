@@ -105,8 +105,9 @@ def elementwise(env: Env, body: list[Node], stats: dict[str, int]) -> int:
 def _check_blocks(env: Env, name: str, owner: np.ndarray, stats: dict[str, int]) -> None:
     """PE i reads the elements [i n, (i + 1) n) of a data input as large as
     the grid it owns in blocks (not a broadcast operand, not a tiled
-    constant's tiles); its window is their hull, checked against the lane
-    that delivered the input (sim_inbox.check_windows)."""
+    constant's tiles); its window is their hull (their range, where the
+    lanes carry the value flattened), checked against the lane that
+    delivered the input (sim_inbox.check_windows)."""
     d = env.deliveries.get(name)
     e = owner.size
     if d is None or d.numel != e or not d.shape:
@@ -118,8 +119,12 @@ def _check_blocks(env: Env, name: str, owner: np.ndarray, stats: dict[str, int])
     i = np.arange(p)
     uw, uh = env.k.unrotated_shape
     env.checked.add(name)
-    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
-        flat_hulls(np.minimum(i * n, e), np.minimum((i + 1) * n, e), d.shape), i, uw, uh))
+    lo, hi = np.minimum(i * n, e), np.minimum((i + 1) * n, e)
+    # over the value flattened where its lanes carry flat ranges
+    # (ElementwiseKind.input_view), a PE's window is its block's range
+    win = np.stack([lo, hi], axis=1)[:, :, None] if d.view is not None and \
+        flattens(d.shape, d.view) else flat_hulls(lo, hi, d.shape)
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(win, i, uw, uh))
 
 
 def _resolve(env: Env, traced: list[str], t: np.ndarray, dt: np.dtype) -> np.ndarray:

@@ -203,12 +203,43 @@ class ElementwiseKind(_SpreadKind):
         (wsec.ir.cuts.spread_rows). An input broadcast over the output (its
         PEs read strided parts) and a kernel that tiles a constant (its PEs
         own the constant's tiles, not blocks) have no per-row box: None."""
+        got = self._rows(dims, knobs, shape)
+        return None if got is None else got[1] if got[2] else got[0]
+
+    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                   ) -> tuple[int, ...] | None:
+        """The value flattened where its rows' blocks hold fewer elements
+        in all there than as hulls in its shape: a row of consecutive
+        blocks is one flat range, which in (N, C, L) spans every channel
+        it touches whole where it starts or ends inside one (a 1-D conv's
+        [1, 4, 100] dealt over 25 PEs, five to a row: a row's hull was up
+        to 2 x 100 of its 80 elements). Else None."""
+        got = self._rows(dims, knobs, shape)
+        return (int(np.prod(shape, dtype=np.int64)),) if got is not None and got[2] else None
+
+    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                 ) -> np.ndarray | None:
+        """input_cut's boxes in the value's own shape (rows holding them
+        without lanes: a weight-streaming phase, where there is no view)."""
+        got = self._rows(dims, knobs, shape)
+        return None if got is None else got[0]
+
+    def _rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+              ) -> tuple[np.ndarray, np.ndarray, bool] | None:
+        """(the rows' boxes in `shape`, their flat ranges ((h, 2, 1)),
+        whether those hold fewer elements in all), or None (no per-row box)."""
         E, p = dims["E"], int(knobs["p"])
         if dims.get("Pf") or not shape or int(np.prod(shape)) != E:
             return None
         n = -(-E // max(p, 1))
         i = np.arange(p)
-        return spread_rows(flat_hulls(np.minimum(i * n, E), np.minimum((i + 1) * n, E), shape))
+        lo, hi = np.minimum(i * n, E), np.minimum((i + 1) * n, E)
+        rows = spread_rows(flat_hulls(lo, hi, shape))
+        flat = spread_rows(np.stack([lo, hi], axis=1)[:, :, None])
+        flat[(flat[:, 1] <= flat[:, 0]).any(axis=1)] = 0
+        tighter = len(shape) > 1 and int(box_elements(flat).sum()) < int(
+            box_elements(rows).sum())
+        return rows, flat, tighter
 
     def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
         """A kernel tiling a constant over its rectangle (dims Pf): its PEs
@@ -276,12 +307,15 @@ class ElementwiseKind(_SpreadKind):
         brought, where EfficientNet's gained 311)."""
         if not ops.routed or not any(value in n.inputs for n in kernel.body):
             return None
-        rows = self.input_cut(kernel.dims, kernel.knobs, grid)
+        rows = self.held_cut(kernel.dims, kernel.knobs, grid)  # in the grid's shape
         if rows is None:
             return None
         shape = tuple(int(n) for n in ops.shape(value))
         numel = int(np.prod(shape))
         if numel == kernel.dims["E"]:
+            if self.body_view(kernel, value, ops) is not None:
+                got = self._rows(kernel.dims, kernel.knobs, grid)
+                return None if got is None else got[1]
             return broadcast_rows(rows, shape)
         if not shape or numel * len(rows) > kernel.dims["E"] or \
                 broadcast_rows(rows, shape) is None:
@@ -290,6 +324,20 @@ class ElementwiseKind(_SpreadKind):
         live = (rows[:, 1, :] > rows[:, 0, :]).all(axis=1)
         whole[live, 1] = shape
         return whole
+
+    def body_view(self, kernel: Kernel, value: str, ops: Operands) -> tuple[int, ...] | None:
+        """Routed, an activation as large as the grid that the chain reads
+        on its blocks' owners (`_operand_rows`) flattened, where its rows'
+        blocks hold fewer elements in all there (input_view); else None."""
+        dims, knobs = kernel.dims, kernel.knobs
+        if not ops.routed or not knobs or dims.get("Pf") or ops.const(value) is not None:
+            return None
+        outs = [tuple(ops.shape(o)) for o in kernel.outputs if o]
+        grid = max(outs, key=lambda s: int(np.prod(s)), default=())
+        if not grid or int(np.prod(grid)) != dims["E"] or \
+                int(np.prod(ops.shape(value))) != dims["E"] or len(ops.shape(value)) < 2:
+            return None
+        return self.input_view(dims, knobs, grid)
 
     @staticmethod
     def _tile_grid(p: int) -> tuple[int, int]:

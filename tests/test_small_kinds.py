@@ -1,5 +1,6 @@
 """Reads of the small kinds proven from their lanes: a split's outputs, a
-small operand broadcast onto an element-wise kernel.
+small operand broadcast onto an element-wise kernel, an element-wise
+kernel's rows cut over its input flattened.
 
 A data-movement kernel deals its outputs over its PEs in sequence, in the
 order of their sources (wsec.ir.movement.block_owners), so the rows of a
@@ -10,8 +11,11 @@ hull span nearly the whole input. An element-wise kernel's small operand
 broadcast onto its grid (a squeeze-excitation scale) is read whole by
 every row: one lane whose spine hands it to every row carries it (a
 multicast: route_bundles.choose_pitch cuts a value half a link holds with
-a single lane), where a flat lane landed on one PE
-and the others read what no lane brought. These tests check the pieces,
+a single lane), where a flat lane landed on one PE and the others read
+what no lane brought. An element-wise row of consecutive blocks reads one
+range of its input flattened, where in the value's shape its hull spans
+every channel it straddles (ElementwiseKind.input_view). These tests
+check the pieces,
 that compiled models read so from their lanes and match onnxruntime, and
 that a lane dropped or boxes swapped is a SimError naming the PE.
 """
@@ -237,3 +241,63 @@ def test_a_splits_lanes_dropped_or_swapped_are_errors_at_a_pe(gpt: Program) -> N
     bi = _split_inputs(gpt)[0]
     dropped_lane_raises(gpt, bi)
     swapped_end_lanes_raise(gpt, bi)
+
+
+def test_an_elementwise_rows_blocks_are_cut_over_the_value_flattened() -> None:
+    """[1, 4, 100] over 25 PEs, five to a row: a row's blocks (80
+    elements) straddle channels, whose whole rows its hull in the shape
+    holds; flattened, each row reads exactly its range."""
+    kind = ElementwiseKind()
+    dims, knobs, shape = {"E": 400, "I": 1, "O": 1, "Q": 1, "P": 0}, {"p": 25}, (1, 4, 100)
+    assert kind.input_view(dims, knobs, shape) == (400,)
+    flat = kind.input_cut(dims, knobs, shape)
+    assert flat is not None and flat[:, :, 0].tolist() == [[80 * r, 80 * r + 80]
+                                                          for r in range(5)]
+    held = kind.held_cut(dims, knobs, shape)  # rows holding it without lanes: in its shape
+    assert held is not None and held.shape == (5, 2, 3)
+    assert int(box_elements(held).sum()) > int(box_elements(flat).sum())
+    # 16 PEs, four to a row: a row's blocks are one channel, as tight in the shape
+    assert kind.input_view(dims, {"p": 16}, shape) is None
+    # the operands the chain reads on their owners take the same view, routed
+    k, ops = _spread((1, 4, 100), (1, 4, 100), 25)
+    assert kind.body_view(k, "s", ops) == (400,)
+    got = kind.body_cut(k, "s", ops)
+    assert got is not None and (got == flat).all()
+
+
+CNN = FIXTURES / "cnn"
+
+
+@pytest.fixture(scope="module")
+def selin(tmp_path_factory: pytest.TempPathFactory) -> Program:
+    out = tmp_path_factory.mktemp("selin") / "selin.bin"
+    res = compile_model(str(CNN / "selin_d18.onnx"), CompileOptions())
+    write_binary(res.module, str(out))
+    return load_binary(str(out))
+
+
+def _viewed_elementwise(p: Program) -> list[int]:
+    return [bi for bi, ki in _cut_sinks(p).items() if p.kernels[ki].kind == "elementwise"
+            and len(p.lane_view(bi)) == 1 and int(p.bundles[bi]["lanes"]) > 1]
+
+
+def test_a_cnns_elementwise_inputs_cut_flattened_read_only_their_lanes(selin: Program
+                                                                       ) -> None:
+    """A fixture whose element-wise multiply reads two activations over
+    rows straddling channels: cut over the value flattened, the whole model
+    runs strict and matches onnxruntime."""
+    p = selin
+    assert _viewed_elementwise(p)
+    d = np.load(CNN / "selin_d18.npz")
+    ins = {k[3:]: d[k] for k in d.files if k.startswith("in.")}
+    res = simulate(p, ins, strict=True)
+    want, _ = onnx_reference(str(CNN / "selin_d18.onnx"), ins)
+    for name, v in want.items():
+        assert compare(name, res.outputs[name], v, RTOL, ATOL).ok
+
+
+def test_a_flattened_elementwise_cuts_lanes_swapped_or_dropped_are_errors(selin: Program
+                                                                         ) -> None:
+    bi = _viewed_elementwise(selin)[0]
+    swapped_end_lanes_raise(selin, bi)
+    dropped_lane_raises(selin, bi)

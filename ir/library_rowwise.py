@@ -296,10 +296,10 @@ class ElementwiseKind(_SpreadKind):
         [N, C, 1, 1], a LayerNorm's per-token statistic [N, T, 1]) is read
         whole by every row that owns elements where it holds no more than a
         row's share of the grid (E / rows): its lanes then carry all of it,
-        the router takes one lane whose spine hands it to every row (a
-        multicast: route_bundles.pick_pitch takes the coarsest pitch no
-        heavier) and each row receives at most as much of it as of its own
-        block, where a flat lane lands on one PE and the others read what
+        one lane whose spine hands it to every row where the source side
+        leaves one slot, or where half a link holds it (a multicast:
+        route_bundles.choose_pitch), and each row receives at most as much
+        of it as of its own block, where a flat lane lands on one PE and the others read what
         no lane brought. A larger one stays flat: its rows' boxes would be
         broadcast_rows of these, but declared, they changed the router's
         widening rounds elsewhere in a layout (MobileNet-v3's fixture: a

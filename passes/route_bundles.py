@@ -770,8 +770,7 @@ def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: in
     the `ask` flat lanes would, pitch 1 where the flat split asks a lane per
     row or more, or those with at least `least` lanes each at most half a
     link's capacity `cap`; of them the finest whose lanes still carry a fair
-    share (LANE_SHARE) of a flat lane, else the coarsest, or a coarser one
-    whose lanes are no heavier (fewer lanes carry the same). One rule for the
+    share (LANE_SHARE) of a flat lane, else the coarsest. One rule for the
     router and for the placer, which opens gaps as wide as the lanes this
     rule widens (wsec.passes.place_rows.widening_lanes)."""
     limit = -(-wavelets // max(1, ask))
@@ -784,10 +783,7 @@ def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: in
     # still carry a fair share of a flat lane (measured: lighter lanes, many
     # more of them, crowd the links a skip bundle shares with them)
     fair = [k for k in fit if loads[k] * LANE_SHARE >= limit]
-    k = min(fair) if fair else max(fit)
-    # rows reading the same box (a small operand every row reads whole): fewer
-    # lanes as heavy carry it, one lane's spine handing it to every row
-    return max(j for j in fit if loads[j] <= loads[k])
+    return min(fair) if fair else max(fit)
 
 
 def lightest_cut(r: Request) -> int:

@@ -135,16 +135,14 @@ def test_a_small_broadcast_operand_is_read_whole_by_every_row() -> None:
     assert kind.body_cut(k, "s", ops) is None
 
 
-def test_pick_pitch_takes_the_coarsest_pitch_no_heavier() -> None:
-    """Rows reading the same box: every pitch's lanes carry all of it, so
-    one lane (pitch R) does; boxes lighter at finer pitches keep the rule
-    of the fair share."""
-    same = {1: 16, 2: 16, 4: 16, 8: 16}
-    assert pick_pitch(same, 8, 16, 1, 1, 1000) == 8
-    # the flat split asks 2 lanes: one lane with all of it is cut only where
-    # `least` allows a single lane (choose_pitch: half a link holds the value)
+def test_pick_pitch_cuts_one_lane_where_least_allows_it() -> None:
+    """One lane carrying all of a value to every row is cut only where
+    `least` allows a single lane (choose_pitch: half a link holds the
+    value), not where the flat split's headroom asks for two; boxes lighter
+    at finer pitches keep the rule of the fair share."""
     assert pick_pitch({8: 16}, 8, 16, 2, 2, 1000) == 0
     assert pick_pitch({8: 16}, 8, 16, 2, 1, 1000) == 8
+    assert pick_pitch({8: 16}, 8, 16, 2, 1, 31) == 0  # more than half a link
     # the finest pitch whose lanes carry a fair share (LANE_SHARE) of the
     # flat lane: 4 (10 of 16); 8's lanes are heavier
     lighter = {1: 4, 2: 6, 4: 10, 8: 16}

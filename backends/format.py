@@ -26,7 +26,7 @@ from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 8  # 2: routes as bundles of lanes (LANES) and kernel route templates;
+FORMAT_VERSION = 9  # 2: routes as bundles of lanes (LANES) and kernel route templates;
 # 3: cut bundles, whose lanes carry boxes of the slice table (LANES); 4: a bundle's lane
 # pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows);
 # 5: a bundle's source pitch (LANES: lanes widen from it to the pitch at the last corner);
@@ -34,7 +34,9 @@ FORMAT_VERSION = 8  # 2: routes as bundles of lanes (LANES) and kernel route tem
 # BUNDLE_OWNERS (LANES: pitched lanes land on owner rows, with no spine); 7: a stream-mode
 # binary records where each activation lives between phases (META activations, required);
 # 8: a cut bundle's view may be its value flattened (META cut_views: one dim), and its lanes
-# may land on a run of its sink's rows (the others read none of the value)
+# may land on a run of its sink's rows (the others read none of the value); 9: ribbons
+# (LANES lane0, sink_lanes: several cut bundles of one edge into one sink, each a run of
+# the lanes one bundle would have)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -57,11 +59,15 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 # (with BUNDLE_CUT: no spine, lane i delivers to its landing row alone, the
 # sink's owner row whose box it carries: cut "owners"); pitch: lane i runs
 # i*pitch steps from lane 0 and serves pitch rows of the sink (wsec.ir.lanes);
-# src_pitch (0: the pitch): the lanes' spacing before the path's last corner.
+# src_pitch (0: the pitch): the lanes' spacing before the path's last corner;
+# lane0, sink_lanes: the bundle carries lanes lane0 .. lane0 + lanes - 1 of the
+# sink_lanes its sink takes the value on (one bundle: 0 and its lanes; a cut
+# routed as RIBBONS, wsec.ir.lanes: several bundles whose runs partition them).
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
                          ("src_pitch", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
                          ("pitch", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
-                         ("npoints", "<u4"), ("slice0", "<u4")])
+                         ("npoints", "<u4"), ("slice0", "<u4"), ("lane0", "<u4"),
+                         ("sink_lanes", "<u4")])
 POINT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2")])
 # a cut bundle's lane box: [start, stop) per dim of the value (dims past its
 # rank are 0:0)

@@ -41,7 +41,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
     of the cut bundles, META `cut_views`: per cut bundle index whose boxes
     are over a view of its value, that view's shape) of every edge's
     bundles."""
-    from wsec.ir.kernels import cut_view, lane_boxes
+    from wsec.ir.kernels import cut_view, ribbon_boxes
     from wsec.ir.movement import Operands
 
     recs, pts, boxes = [], [], []
@@ -50,17 +50,30 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
     nbox = 0
     views: dict[str, list[int]] = {}
     for ei, e in enumerate(module.edges):
+        groups: dict[str, list[Bundle]] = {}  # per sink its bundles: several are ribbons
+        for b in e.bundles or ():
+            groups.setdefault(b.sink, []).append(b)
+        got: dict[str, list[np.ndarray]] = {}
+        lane0: dict[int, tuple[int, int]] = {}
+        for sink, group in groups.items():
+            total = sum(b.lanes for b in group)
+            at = 0
+            for b in group:
+                lane0[id(b)] = (at, total)
+                at += b.lanes
+            if group[0].cut:
+                try:
+                    got[sink] = ribbon_boxes(kernels[sink], group, e.value,
+                                             tuple(module.values[e.value].type.shape), ops)
+                except (KeyError, ValueError) as err:
+                    raise FormatError(f"bundle of %{e.value} to '{sink}' is cut "
+                                      f"'{group[0].cut}': {err}") from None
         for b in e.bundles or ():
             flags = (BUNDLE_FROM_HOST if e.src == HOST else 0) | (
                 BUNDLE_TO_HOST if b.sink == HOST else 0)
             slice0 = 0
             if b.cut:
-                try:
-                    box = lane_boxes(kernels[b.sink], b, e.value,
-                                     tuple(module.values[e.value].type.shape), ops)
-                except (KeyError, ValueError) as err:
-                    raise FormatError(f"bundle of %{e.value} to '{b.sink}' is cut "
-                                      f"'{b.cut}': {err}") from None
+                box = got[b.sink][next(i for i, o in enumerate(groups[b.sink]) if o is b)]
                 shape = tuple(module.values[e.value].type.shape)
                 view = cut_view(kernels[b.sink], e.value, shape, ops)
                 if view != shape:
@@ -71,7 +84,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 nbox += box.shape[0]
             recs.append((ei, -1 if b.sink == HOST else kernel_index[b.sink], b.color, flags,
                          b.src_pitch, b.lanes, b.axis, b.pitch, b.reach, len(pts), len(b.path),
-                         slice0))
+                         slice0, *lane0[id(b)]))
             pts += b.path
     sl = np.zeros(nbox, SLICE_DTYPE)
     at = 0
@@ -219,13 +232,28 @@ def _check_cut(p: Program, bi: int) -> None:
                           f"{' in its view' if shape != value else ''}")
     boxes = p.lane_boxes(bi)
     assert boxes is not None
+    if int(r["flags"]) & BUNDLE_FROM_HOST:
+        _check_host_boxes(p, bi, boxes)
+
+
+def _check_cover(p: Program, group: list[int]) -> None:
+    """The boxes of a cut bundle, or of the ribbons of one cut (`group`: the
+    bundles of one edge into one sink), cover the value: overlaps are
+    declared halo, a gap is an error."""
+    r = p.bundles[group[0]]
+    e = p.edges[int(r["edge"])]
+    what = (f"bundle #{group[0]} (edge %{e.value})" if len(group) == 1 else
+            f"the ribbons #{', #'.join(str(b) for b in group)} (edge %{e.value})")
+    views = {p.lane_view(b) for b in group}
+    if len(views) > 1:
+        raise FormatError(f"{what} are cut over different views of %{e.value}: "
+                          f"{sorted(list(v) for v in views)}")
+    boxes = np.concatenate([p.lane_boxes(b) for b in group])  # type: ignore[misc]
     try:
-        check_cut(shape, boxes)
+        check_cut(views.pop(), boxes)
     except LaneError as err:
         raise FormatError(f"lane slices of {what} to "
                           f"'{p.kernels[int(r['sink'])].name}' do not cover it: {err}") from None
-    if int(r["flags"]) & BUNDLE_FROM_HOST:
-        _check_host_boxes(p, bi, boxes)
 
 
 def _check_host_boxes(p: Program, bi: int, boxes: np.ndarray) -> None:
@@ -292,15 +320,20 @@ def _check_partition(p: Program) -> None:
     streaming — keeps activations in SRAM and routes nothing.)"""
     if not len(p.bundles):
         return
-    seen: dict[tuple[int, int], int] = {}
+    seen: dict[tuple[int, int], list[int]] = {}
     for bi, r in enumerate(p.bundles):
         key = (int(r["edge"]), int(r["sink"]))
-        if key in seen:
+        if key in seen and not (int(r["flags"]) & BUNDLE_CUT
+                                and int(p.bundles[seen[key][0]]["flags"]) & BUNDLE_CUT):
             e = p.edges[key[0]]
             sink = "the host" if key[1] < 0 else repr(p.kernels[key[1]].name)
             raise FormatError(f"lane slices of edge %{e.value} to {sink} overlap: bundles "
-                              f"#{seen[key]} and #{bi} each carry all of it")
-        seen[key] = bi
+                              f"#{seen[key][0]} and #{bi} each carry all of it")
+        seen.setdefault(key, []).append(bi)
+    for group in seen.values():
+        _check_lanes(p, group)
+        if int(p.bundles[group[0]]["flags"]) & BUNDLE_CUT:
+            _check_cover(p, group)
     index = {k.name: i for i, k in enumerate(p.kernels)}
     for ei, e in enumerate(p.edges):
         for d in dict.fromkeys(e.dsts):
@@ -308,6 +341,74 @@ def _check_partition(p: Program) -> None:
                 raise FormatError(f"edge %{e.value} has no bundle of lanes to "
                                   f"{'the host' if d == HOST else repr(d)}: the value would "
                                   "never arrive")
+
+
+def _check_lanes(p: Program, group: list[int]) -> None:
+    """The bundles of one edge into one sink carry each of its `sink_lanes`
+    lanes exactly once (lane0: a bundle's first; one bundle: all of them,
+    from 0), and ribbons (several cut bundles, wsec.ir.lanes) at one pitch
+    and cut, each lane into rows of its own: a lane no bundle carries, or
+    two carry, or two lanes landing on one row, is an error naming the
+    kernel, the value and the lane."""
+    r0 = p.bundles[group[0]]
+    e = p.edges[int(r0["edge"])]
+    sink = "the host" if int(r0["sink"]) < 0 else repr(p.kernels[int(r0["sink"])].name)
+    what = f"%{e.value} into {sink}"
+    total = int(r0["sink_lanes"])
+    if not 1 <= total <= max(p.target.width, p.target.height):
+        raise FormatError(f"bundle #{group[0]} of {what} says it takes {total} lanes; a "
+                          f"{p.target.width}x{p.target.height} grid holds 1 to "
+                          f"{max(p.target.width, p.target.height)}")
+    by = np.full(total, -1, np.int64)  # per lane of the sink, the bundle carrying it
+    for bi in group:
+        r = p.bundles[bi]
+        a, n = int(r["lane0"]), int(r["lanes"])
+        if int(r["sink_lanes"]) != total:
+            raise FormatError(f"bundles #{group[0]} and #{bi} of {what} disagree on its "
+                              f"lanes: {total} and {int(r['sink_lanes'])}")
+        if a + n > total:
+            raise FormatError(f"bundle #{bi} of {what} carries its lanes {a}..{a + n - 1}, "
+                              f"but it takes {total}")
+        twice = np.flatnonzero(by[a:a + n] >= 0)
+        if twice.size:
+            lane = a + int(twice[0])
+            raise FormatError(f"lane {lane} of {what} is carried twice: by bundles "
+                              f"#{int(by[lane])} and #{bi}")
+        by[a:a + n] = bi
+        if len(group) > 1 and (r["pitch"] != r0["pitch"] or r["flags"] != r0["flags"]):
+            raise FormatError(f"the ribbons #{group[0]} and #{bi} of {what} differ in pitch or "
+                              "cut: lanes of one cut serve rows at one pitch")
+    if (by < 0).any():
+        lane = int(np.argmax(by < 0))
+        raise FormatError(f"lane {lane} of {what} is carried by no bundle (of {total} lanes): "
+                          "its rows would never receive the value")
+    if len(group) > 1:
+        kern = p.kernels[int(r0["sink"])]
+        served = [_rows_of(p, bi) for bi in group]
+        rows = np.concatenate([s.ravel() for s in served])
+        lanes = np.concatenate([np.repeat(int(p.bundles[bi]["lane0"]) + np.arange(s.shape[0]),
+                                          s.shape[1]) for bi, s in zip(group, served,
+                                                                       strict=True)])
+        order = np.argsort(rows, kind="stable")
+        same = np.flatnonzero(rows[order][1:] == rows[order][:-1])
+        if same.size:
+            a, b = lanes[order][same[0]], lanes[order][same[0] + 1]
+            raise FormatError(f"lanes {int(a)} and {int(b)} of {what} both serve PE row "
+                              f"{int(rows[order][same[0]])} of '{kern.name}': ribbons of one "
+                              "cut serve each row once")
+
+
+def _rows_of(p: Program, bi: int) -> np.ndarray:
+    """(lanes, rows each serves): the PE rows (unrotated) of its sink each
+    lane of cut bundle bi delivers to, its landing row and its spine's."""
+    kern = p.kernels[int(p.bundles[bi]["sink"])]
+    b = to_bundle(p, bi)
+    _, land = endpoints(b)
+    py = land[:, 0] - kern.rect.x if kern.rotated else land[:, 1] - kern.rect.y
+    if not b.spine:
+        return py[:, None]
+    sx, sy = spine_dir(b)
+    return py[:, None] + (sx if kern.rotated else sy) * np.arange(b.spine + 1)[None, :]
 
 
 def expand_routes(p: Program) -> np.ndarray:

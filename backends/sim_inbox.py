@@ -96,7 +96,12 @@ def grid_pe(p: Program, ki: int, px: int, py: int) -> tuple[int, int]:
 def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
     """Per kernel (program order): value -> its Delivery, from the route
     table (vectorised over the entries of each bundle); `strict`: a PE of a
-    flat bundle reading outside its lane raises (Delivery.strict)."""
+    flat bundle reading outside its lane raises (Delivery.strict). The
+    ribbons of one cut (several bundles of a value into one kernel, each
+    carrying lanes lane0.. of its sink's: wsec.ir.lanes) are one Delivery:
+    a PE's inbox is the union of the lanes their routes delivered, each
+    known by its lane of the sink (lane0 + its lane in its bundle) and the
+    box its bundle's slice record gives it."""
     out: list[dict[str, Delivery]] = [{} for _ in p.kernels]
     r = p.routes
     if not len(p.bundles) or not r.size:
@@ -123,15 +128,49 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
             i = int(np.flatnonzero(~inside)[0])
             raise SimError(f"lane {int(r['lane'][mine[i]])} of {edge_name(p, int(b['edge']))} "
                            f"is delivered outside kernel '{k.name}'")
-        at = np.full((uh, uw), -1, np.int32)
-        at[py, px] = r["lane"][mine].astype(np.int32)
+        lane = r["lane"][mine].astype(np.int32) + np.int32(b["lane0"])
         shape = tuple(type_shape(p.info["values"][e.value]))
         numel = int(np.prod(shape, dtype=np.int64))
+        have = out[ki].get(e.value)
+        if have is not None and have.edge == int(b["edge"]) and have.boxes is not None \
+                and p.lane_boxes(bi) is not None:  # a ribbon of a cut already delivered
+            _merge(p, have, bi, py, px, lane)
+            continue
+        at = np.full((uh, uw), -1, np.int32)
+        at[py, px] = lane
+        total = int(b["sink_lanes"]) or int(b["lanes"])
+        boxes = p.lane_boxes(bi)
+        if boxes is not None and total != int(b["lanes"]):  # the sink's lanes, filled per ribbon
+            full = np.zeros((total, *boxes.shape[1:]), np.int64)
+            full[int(b["lane0"]):int(b["lane0"]) + boxes.shape[0]] = boxes
+            boxes = full
         out[ki][e.value] = Delivery(e.value, int(b["edge"]), bi, numel,
-                                    lane_slices(numel, int(b["lanes"])), at, shape,
-                                    p.lane_boxes(bi), _view(p.lane_view(bi), shape),
+                                    lane_slices(numel, total), at, shape,
+                                    boxes, _view(p.lane_view(bi), shape),
                                     strict=strict)
     return out
+
+
+def _merge(p: Program, d: Delivery, bi: int, py: np.ndarray, px: np.ndarray,
+           lane: np.ndarray) -> None:
+    """Ribbon `bi`'s lanes into the Delivery of its cut: its boxes at its
+    lanes of the sink, its PEs' lanes. A PE two lanes of one cut reach
+    would hold a union no single lane box describes: never routed (the
+    loader checks ribbons serve each row once), an error if it is."""
+    b = p.bundles[bi]
+    boxes = p.lane_boxes(bi)
+    assert d.boxes is not None and boxes is not None
+    a = int(b["lane0"])
+    d.boxes[a:a + boxes.shape[0]] = boxes
+    taken = d.lane_at[py, px] >= 0
+    if taken.any():
+        i = int(np.flatnonzero(taken)[0])
+        x, y = grid_pe(p, int(b["sink"]), int(px[i]), int(py[i]))
+        raise SimError(f"PE ({x}, {y}) of kernel '{p.kernels[int(b['sink'])].name}' receives "
+                       f"lanes {int(d.lane_at[py[i], px[i]])} and {int(lane[i])} of "
+                       f"{edge_name(p, d.edge)} (bundles #{d.bundle} and #{bi}): one cut's "
+                       "ribbons deliver each PE one lane")
+    d.lane_at[py, px] = lane
 
 
 def _view(view: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -239,11 +239,11 @@ class Routers:
         numel = int(np.prod(shape, dtype=np.int64))
         cut = [p.lane_boxes(b) for b in bundles]
         if any(c is not None for c in cut):  # boxes: a declared cover (halo on two lanes)
-            if len(bundles) > 1:
+            if len(bundles) > 1 and any(c is None for c in cut):  # (several cut: ribbons)
                 raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}' overlap: "
                                f"{len(bundles)} bundles carry it, one of them cut")
             try:
-                check_cut(p.lane_view(bundles[0]), cut[0])
+                check_cut(p.lane_view(bundles[0]), np.concatenate(cut))  # type: ignore[arg-type]
             except LaneError as err:
                 raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}': {err}") from None
             return

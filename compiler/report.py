@@ -88,6 +88,9 @@ def build_report(module: Module, target: Target,
         "edges": len(module.edges),
         "colors_used": colors_used,
         "colors_max_per_pe": colors_per_pe(ra),
+        # cuts routed as several bundles whose lanes widen at corners of their own
+        "ribbon_requests": int((module.attrs.get("ribbons") or [0, 0])[0]),
+        "ribbon_bundles": int((module.attrs.get("ribbons") or [0, 0])[1]),
         "max_link_wavelets_per_sample": max_link[1] if max_link else 0,
         "max_link": list(max_link[0]) if max_link else None,
         "max_link_utilisation": (max_link[1] / delta_t) if (max_link and delta_t) else 0.0,
@@ -256,6 +259,10 @@ def format_summary(report: dict[str, Any]) -> str:
                      f"({s['max_link_utilisation']:.2f}x the kernel time); "
                      f"{s['colors_used']} colors used, at most "
                      f"{s.get('colors_max_per_pe', 0)} at one PE")
+    if s.get("ribbon_requests"):
+        lines.append(f"  ribbons        {s['ribbon_requests']} cut"
+                     f"{'s' if s['ribbon_requests'] > 1 else ''} routed as "
+                     f"{s['ribbon_bundles']} bundles widening at corners of their own")
     lines.append(f"  largest SRAM   {s['max_sram_bytes']:,} / {s['sram_bytes_per_pe']:,} B "
                  f"per PE ({s['max_sram_kernel']})")
     if "train" in report:

@@ -184,28 +184,33 @@ def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],
     ValueError says why the cut does not apply (no declared cut, more
     lanes x pitch than PE rows, a spine across the rows, a lane landing
     outside the rows, a row no lane serves that reads the value)."""
+    return ribbon_boxes(kernel, [b], value, shape, ops)[0]
+
+
+def ribbon_boxes(kernel: Kernel, ribbons: list[Bundle], value: str, shape: tuple[int, ...],
+                 ops: Operands | None = None) -> list[np.ndarray]:
+    """lane_boxes of each of several cut bundles of one value into `kernel`
+    (RIBBONS: one request routed as several bundles, each with its own path,
+    whose lanes together serve the rows one bundle's would: wsec.ir.lanes
+    `ribbons`). Their lanes must land on distinct rows, and together leave
+    no row that reads the value unserved; a ValueError names the row."""
     rows = input_cut(kernel, value, shape, ops)
     if rows is None:
         raise ValueError(f"kernel '{kernel.name}' ({kernel.kind}) declares no per-row cut of "
                          f"%{value}")
-    k = int(b.pitch)
-    if b.lanes * k > rows.shape[0]:
+    k = int(ribbons[0].pitch)
+    lanes = sum(int(b.lanes) for b in ribbons)
+    if lanes * k > rows.shape[0]:
         raise ValueError(f"a cut bundle into kernel '{kernel.name}' needs one lane per "
                          f"{k} PE row{'s' if k > 1 else ''} ({rows.shape[0]} rows) or fewer, "
-                         f"it has {b.lanes}")
+                         f"it has {lanes}")
+    if any(int(b.pitch) != k or b.cut != ribbons[0].cut for b in ribbons):
+        raise ValueError(f"the ribbons of %{value} into kernel '{kernel.name}' differ in pitch "
+                         "or cut: their lanes would serve rows unevenly")
     assert kernel.rect is not None
-    _, land = endpoints(b)
-    py = land[:, 0] - kernel.rect.x if kernel.rotated else land[:, 1] - kernel.rect.y
-    n = b.spine + 1  # rows each lane serves
-    if k > 1:
-        sx, sy = spine_dir(b)
-        step = sx if kernel.rotated else sy
-        if step == 0:
-            raise ValueError(f"the {'spines' if n > 1 else 'lanes'} of a cut bundle into kernel "
-                             f"'{kernel.name}' run across its PE rows, not along its input side")
-        py = py[:, None] + step * np.arange(n)[None, :]
-    else:
-        py = py[:, None]
+    served = [_served_rows(kernel, b) for b in ribbons]
+    py = np.concatenate(served)
+    n = py.shape[1]  # rows each lane serves
     if ((py < 0) | (py >= rows.shape[0])).any() or np.unique(py).size != py.size:
         raise ValueError(f"the lanes of a cut bundle into kernel '{kernel.name}' do not land "
                          f"one on each {'group of ' + str(k) + ' ' if k > 1 else ''}PE row"
@@ -217,7 +222,24 @@ def lane_boxes(kernel: Kernel, b: Bundle, value: str, shape: tuple[int, ...],
         how = "landing on owner rows of" if n < k else "into"
         raise ValueError(f"a bundle of %{value} {how} kernel '{kernel.name}' leaves PE row "
                          f"{int(np.argmax(reads))} without the box it reads")
-    return rows[py[:, 0]] if n == 1 else union_boxes(rows[py])
+    return [rows[s[:, 0]] if n == 1 else union_boxes(rows[s]) for s in served]
+
+
+def _served_rows(kernel: Kernel, b: Bundle) -> np.ndarray:
+    """(lanes, rows each serves): the PE rows of `kernel` (unrotated) each
+    lane of `b` delivers to, its landing row first, then its spine's."""
+    assert kernel.rect is not None
+    _, land = endpoints(b)
+    py = land[:, 0] - kernel.rect.x if kernel.rotated else land[:, 1] - kernel.rect.y
+    n = b.spine + 1
+    if int(b.pitch) > 1:
+        sx, sy = spine_dir(b)
+        step = sx if kernel.rotated else sy
+        if step == 0:
+            raise ValueError(f"the {'spines' if n > 1 else 'lanes'} of a cut bundle into kernel "
+                             f"'{kernel.name}' run across its PE rows, not along its input side")
+        return py[:, None] + step * np.arange(n)[None, :]
+    return py[:, None]
 
 
 def read_span(rows: np.ndarray) -> tuple[int, int]:

@@ -45,6 +45,16 @@ lanes still turn first, and the lanes stay PE-disjoint; L lanes then leave
 source side shorter than the sink's rows can feed all of them. A path with
 no corner cannot widen (`check`).
 
+RIBBONS: one (edge, sink) may be routed as several cut bundles, each a
+run of consecutive lanes of what one bundle would be, with its own path
+(and corner): a widening bundle's lanes each take a column of their last
+vertical run, more than the room between two kernels may hold, where
+ribbons whose runs do not overlap share those columns. Their lanes
+together serve the rows one bundle's would, each lane its own (no row
+twice, none that reads the value left out: wsec.ir.kernels.ribbon_boxes),
+and a PE's inbox is the union of what their lanes delivered.
+`split` cuts a bundle into ribbons of the same lanes.
+
 Because lanes of a bundle are PE-disjoint, a bundle holds one color. The
 slice lane i carries is, by default, the elements [N*i//L, N*(i+1)//L) of
 the flattened value (`lane_slices`), so the lanes of a bundle partition the
@@ -171,6 +181,22 @@ def waypoints(b: Bundle) -> np.ndarray:
     shift = np.array(shifts(b, dirs), dtype=np.int64).reshape(-1, 2)
     i = np.arange(b.lanes, dtype=np.int64)[:, None, None]
     return p[None, :, :] + i * shift[None, :, :]
+
+
+def split(b: Bundle, sizes: list[int]) -> list[Bundle]:
+    """b as ribbons of `sizes` consecutive lanes (summing to b.lanes), each
+    with the same geometry: ribbon j's lane 0 is b's lane sum(sizes[:j]),
+    its path that lane's waypoints (lanes are affine in their index)."""
+    if sum(sizes) != b.lanes or min(sizes, default=0) < 1:
+        raise LaneError(f"ribbons of {sizes} lanes do not split a bundle of {b.lanes}")
+    pts = waypoints(b)
+    out, at = [], 0
+    for n in sizes:
+        path = tuple((int(x), int(y)) for x, y in pts[at])
+        out.append(Bundle(b.sink, b.color, n, b.axis, path, b.reach, b.cut, b.pitch,
+                          b.src_pitch))
+        at += n
+    return out
 
 
 def check(b: Bundle) -> None:

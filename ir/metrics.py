@@ -152,44 +152,78 @@ def cut_lane_bytes(edge_bytes: int, numel: int, boxes: np.ndarray) -> np.ndarray
     return -(-int(edge_bytes) * box_elements(boxes) // max(numel, 1))
 
 
-def cut_lanes(module: Module, e: Edge, b: Bundle, bundle_id: int
-              ) -> tuple[np.ndarray, np.ndarray]:
+def cut_lanes(module: Module, e: Edge, b: Bundle, bundle_id: int,
+              boxes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(bytes per sample, share key) of every lane of cut bundle `b` of edge
     `e` (the `bundle_id`-th of the module's bundles). A pitched lane's box
     is the union of its rows' (wsec.ir.kernels.lane_boxes), charged on its
-    path, its spine and every one of its rows."""
-    from .kernels import lane_boxes
-    from .movement import Operands
-
+    path, its spine and every one of its rows. `boxes`: its lanes' boxes,
+    if known (ribbons: wsec.ir.kernels.ribbon_boxes of the edge's bundles
+    into its sink)."""
     v = module.values[e.value]
-    k = next(k for k in module.kernels() if k.name == b.sink)
-    boxes = lane_boxes(k, b, e.value, tuple(v.type.shape), Operands.of_module(module, runs=True))
+    if boxes is None:
+        group = [o for o in e.bundles or () if o.sink == b.sink]  # ribbons of one cut
+        boxes = _cut_boxes(module, e, group if b in group else [b])[group.index(b)
+                                                                     if b in group else 0]
     return (cut_lane_bytes(e.bytes_per_sample, v.type.numel, boxes),
             cut_share_key(bundle_id, np.arange(b.lanes)))
 
 
-def route_arrays(module: Module) -> RouteArrays:
+def _cut_boxes(module: Module, e: Edge, group: list[Bundle]) -> list[np.ndarray]:
+    """The boxes each lane of the cut bundles `group` of edge e (one sink)
+    carries."""
+    from .kernels import ribbon_boxes
+    from .movement import Operands
+
+    k = next(k for k in module.kernels() if k.name == group[0].sink)
+    return ribbon_boxes(k, group, e.value, tuple(module.values[e.value].type.shape),
+                        Operands.of_module(module, runs=True))
+
+
+def route_arrays(module: Module, cache: dict | None = None) -> RouteArrays:
     """The routes of a module's edges: every bundle expanded lane by lane
     (edge index = position in `module.edges`), lanes that carry the same
     slice into the same PE on the same color merged into one multicast
-    entry (merge_shared)."""
+    entry (merge_shared). `cache`: each bundle's entries kept there by
+    (edge, bundle), for a caller measuring a layout again with a few
+    bundles changed."""
     cols: list[list[np.ndarray]] = [[] for _ in range(8)]
     n = 0
     for i, e in enumerate(module.edges):
         numel = module.values[e.value].type.numel if e.value in module.values else 1
+        ribbons: dict[str, list[Bundle]] = {}  # several cut bundles into one sink
         for b in e.bundles or ():
+            if b.cut:
+                ribbons.setdefault(b.sink, []).append(b)
+        boxes = {}
+        for g in ribbons.values():
+            if len(g) > 1 and (cache is None or any((i, b) not in cache for b in g)):
+                boxes.update({id(b): box for b, box in zip(g, _cut_boxes(module, e, g),
+                                                            strict=True)})
+        for b in e.bundles or ():
+            if cache is not None and (i, b) in cache:
+                got, lane = cache[(i, b)]
+                if b.cut:  # a cut lane's share key names the bundle by its position
+                    got = [*got[:7], cut_share_key(n, np.arange(b.lanes))[lane]]
+                for c, v in zip(cols, got, strict=True):
+                    c.append(v)
+                n += 1
+                continue
             ex = expand(b, e.src == HOST, b.sink == HOST)
             if b.cut:
-                lb, sk = cut_lanes(module, e, b, n)
+                lb, sk = cut_lanes(module, e, b, n, boxes.get(id(b)))
                 sk = sk[ex.lane]
             else:
                 lb, sk = lane_bytes(e.bytes_per_sample, numel, b.lanes), share_key(
                     i, b.lanes, ex.lane)
+            got = [np.asarray(v, dtype=np.int64)
+                   for v in (ex.x, ex.y, np.full(ex.x.size, b.color), np.full(ex.x.size, i),
+                             ex.rx, ex.tx, lb[ex.lane], sk)]
+            if cache is not None:
+                cache[(i, b)] = (got, ex.lane)
             n += 1
-            for c, v in zip(cols, (ex.x, ex.y, np.full(ex.x.size, b.color), np.full(ex.x.size, i),
-                                   ex.rx, ex.tx, lb[ex.lane], sk),
-                            strict=True):
-                c.append(np.asarray(v, dtype=np.int64))
+            for c, v in zip(cols, got, strict=True):
+                c.append(v)
     arrs = [np.concatenate(c) if c else np.zeros(0, np.int64) for c in cols]
     return merge_shared(RouteArrays(*arrs[:7], share=arrs[7]))
 

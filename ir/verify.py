@@ -335,9 +335,14 @@ def _check_edges(m: Module, kernels: dict[str, Kernel]) -> None:
                                   f"lanes: {err}") from None
         if e.bundles is not None:
             sinks = [b.sink for b in e.bundles]
-            twice = sorted({s for s in sinks if sinks.count(s) > 1})
-            if twice:
-                raise VerifyError(f"{label} has two bundles to '{twice[0]}'")
+            for s in sorted({s for s in sinks if sinks.count(s) > 1}):
+                # several bundles to one sink: ribbons of one cut (wsec.ir.lanes), each
+                # carrying its lanes' boxes; flat lanes would each carry all of the value
+                group = [b for b in e.bundles if b.sink == s]
+                if not all(b.cut and b.cut == group[0].cut and b.pitch == group[0].pitch
+                           for b in group):
+                    raise VerifyError(f"{label} has two bundles to '{s}' (only the ribbons of "
+                                      "one cut, at one pitch, may share a sink)")
 
 
 def _need_grid(m: Module, what: str) -> tuple[int, int]:

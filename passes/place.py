@@ -57,6 +57,7 @@ from . import place_congestion as congestion
 from .base import LayoutInfeasible, Pass, PassContext, check_choice, check_range
 from .place_front import OBJECTIVES, Packing, Problem, build_problem, problem_wirelength, try_pack
 from .place_rows import open_corners, raise_producers
+from .place_runs import face_placed
 from .place_shelf import MAX_STACK, shelf_pack
 from .place_slide import slide_short_kernels
 
@@ -405,6 +406,10 @@ class Place(Pass):
             if moved:
                 ctx.notes.append(f"place: {moved} kernel(s) shorter than their shelf moved "
                                  "off the rows of bundles passing them")
+            faced = face_placed(module, target.width, target.height)
+            if faced:
+                ctx.notes.append(f"place: {faced} concatenation input(s) moved to face the "
+                                 "rows reading them")
         _invalidate_routes(module.edges)
         ks = list(module.kernels())
         module.attrs["delta_t"] = int(max((k.cost["cycles"] for k in ks if k.cost), default=0))

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from wsec.ir.graph import Kernel, Module
@@ -60,7 +61,8 @@ from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
 from .route import AUTO_HEADROOMS
-from .route_bundles import pick_pitch
+from .route_bundles import fitting, pick_pitch
+from .route_ribbons import columns
 
 Rect4 = tuple[int, int, int, int]
 
@@ -289,7 +291,8 @@ def _frame(rect: Rect4, rotated: bool) -> Rect4:
     return (y, x, h, w) if rotated else rect
 
 
-def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap: int) -> int:
+def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap: int,
+                   every: bool = False) -> Any:
     """The most lanes a cut of the sink rows' `boxes` (one per PE row, of a
     value of `numel` elements sent as `wavelets` per sample) fed from a
     source side of `side` PEs may widen into at the pitch the router takes
@@ -298,7 +301,9 @@ def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap:
     yet cannot leave uniform (R - k + 1 > side), and of those the router's
     own rule picks (route_bundles.pick_pitch, with the lanes the link
     capacity `cap` needs), so the gap opened is the one its lanes need.
-    0 where no pitch widens: no gap is worth opening."""
+    0 where no pitch widens: no gap is worth opening. `every`: the lanes
+    of every pitch it may take at some headroom (route_bundles.fitting),
+    fewest first, for ribbons."""
     R = boxes.shape[0]
     need = max(1, -(-wavelets // max(1, cap)))
     loads: dict[int, int] = {}
@@ -308,7 +313,11 @@ def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap:
         elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
         loads[k] = int((-(-wavelets * elems // max(1, numel))).max())
     if not loads:
-        return 0
+        return [] if every else 0
+    if every:
+        return sorted({R // k for headroom in AUTO_HEADROOMS
+                       for k in fitting(loads, R, wavelets, int(np.ceil(need * headroom)), need,
+                                        cap)})
     ks = [pick_pitch(loads, R, wavelets, int(np.ceil(need * headroom)), need, cap)
           for headroom in AUTO_HEADROOMS]
     return max((R // k for k in ks if k), default=0)
@@ -374,7 +383,15 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
                       and _frame(rects[i], rotated[i])[0] >= bx]
             moved = {i: _shift(rects[i], rotated[i], gap) for i in movers}
             if not _clear(occ, moved, width, height):
-                continue
+                # no room for one bundle's corner: the columns its ribbons need
+                # (route_ribbons: runs of its lanes, each turning just below its rows)
+                gap = min((g for n in widening_lanes(rows, ah, wav, module.values[v].type
+                                                     .numel, cap, True)
+                           if (g := ribbon_gap(n, bh // n, ah, by - ay, ay + ah - by - bh))),
+                          default=0)
+                moved = {i: _shift(rects[i], rotated[i], gap) for i in movers}
+                if not gap or not _clear(occ, moved, width, height):
+                    continue
             for i in movers:
                 x, y, w, h = rects[i]
                 occ[y:y + h, x:x + w] = -1
@@ -384,6 +401,15 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
             opened += 1
             break  # j has moved: its other inputs are measured on the next kernels' turn
     return opened
+
+
+def ribbon_gap(lanes: int, k: int, side: int, below: int, above: int) -> int:
+    """The fewest columns ribbons of `lanes` lanes at pitch k need between a
+    producer's output side of `side` rows and its consumer's rows, which
+    start `below` rows above the side's first (or end `above` rows below
+    its last, the ribbons turning the other way); 0 where none fit."""
+    return min((c for c in (columns(lanes, k, side, below), columns(lanes, k, side, above))
+                if c), default=0)
 
 
 def _shift(rect: Rect4, rotated: bool, by: int) -> Rect4:

@@ -45,7 +45,14 @@ How (the shape of VPR's and MLIR-AIE's routers, on pattern routes):
    Request.light); within Route.proof_slack those re-cuts may load the
    busiest link a few % over the bound (a flat route whose sink reads
    rows no lane brought is no correct binary), noted per compile where
-   they do.
+   they do. Then, for free, one at a time, those still flat whose cut
+   lanes fit where the bundles passing their sinks' rows take lighter lanes
+   (a flat one more lanes, a cut one a finer pitch: _thin_recut).
+
+8. Ribbons: a cut left flat whose lanes would widen where one bundle's
+   corner has no room (a column per lane) is routed as several bundles,
+   runs of its lanes each turning at a corner of its own, where they fit
+   on the kept layout (route_ribbons.ribbon_round).
 
 Per-iteration figures (overused links, busiest link / capacity, colors at
 the busiest PE) go to `module.attrs["route_iterations"]` and the notes.
@@ -75,8 +82,10 @@ from .route_bundles import (
     candidates,
     lightest_cut,
     on_run,
+    pitch_loads,
     requests,
 )
+from .route_ribbons import ribbon_round
 
 _SAMPLE = 4  # lanes a candidate's cost is estimated on (both edges of the bundle among them)
 _SHARED = 0.25  # cost of a link a sibling bundle already carries the same lane on
@@ -903,6 +912,8 @@ class Route(Pass):
         # what the re-cuts may take the busiest link to (PROOF_SLACK), fixed once
         ceiling = max(best.score[1], 1.0) * (1.0 + self.proof_slack)
         before = (best.score[1],)  # for the note on the proof slack
+        thinned: set[tuple[int, str]] = set()  # bundles thinned for re-cuts (_thin_recut)
+        caps: dict[tuple[int, str], int] = {}  # their cuts' lane caps (_thinned)
         for pairs in (False, True):
             # widening (cut inputs whose source side is shorter than the sink's
             # rows), then on other side pairs where there is no room for its corner
@@ -916,12 +927,21 @@ class Route(Pass):
                 break  # every request that tried to widen found room
             bound = max(best.score[1], 1.0)
 
-            def route(still: set[tuple[int, str]], pairs: bool = pairs,
-                      kept: _Attempt = best) -> _Attempt:
+            def route(still: set[tuple[int, str]], thin: _Thin | None = None,
+                      pairs: bool = pairs, kept: _Attempt = best,
+                      asked: dict[tuple[int, str], int] = wider,
+                      capped: dict[tuple[int, str], int] = caps) -> _Attempt:
+                # `thin`: bundles passing re-cuts' rows on lighter lanes (_thin_recut)
+                ask, lane_caps = dict(asked), dict(capped)
+                for k, (lanes, most) in (thin or {}).items():
+                    if lanes:
+                        ask[k] = max(lanes, ask.get(k, 0))
+                    if most:
+                        lane_caps[k] = min(most, lane_caps.get(k, most))
                 return _attempt(base, fabric, cap, corridors, kept.headroom, self.iterations,
-                                self.colors_soft, deadline, kept.solo, known, wider,
+                                self.colors_soft, deadline, kept.solo, known, ask,
                                 kept.warm(), moved, still, pairs=pairs, widen=True,
-                                light=light)
+                                light=light, caps=lane_caps)
 
             for _ in range(1 + UNCROWD_ATTEMPTS):
                 again = tried = route(flat | crowding)
@@ -937,6 +957,13 @@ class Route(Pass):
                 settled = again
                 again, still = _recut(again, best, bound, flat | crowding, cut_in, route,
                                       deadline, ceiling)
+                if again.colored and still & cut_in.keys():
+                    # then those the thinned passing bundles leave room for, for free:
+                    # under the busiest link the re-cuts left (measured, ShuffleNet:
+                    # thinning within the proof slack, three pools' 364 PEs took the
+                    # slack the re-cuts of 4-group convs had used, 1.249 -> 1.274)
+                    again, still = _thin_recut(again, best, bound, still, cut_in, route,
+                                               deadline)
                 flat, crowding = flat & still, crowding & still
                 tried = again
                 if again is not settled:  # re-cuts may cost up to PROOF_SLACK
@@ -944,7 +971,9 @@ class Route(Pass):
             if not again.colored or again.score[1] > limit:
                 break  # crowded already: more widening (U turns) would crowd more
             if _flat_rows(again) < _flat_rows(best):
-                best = again
+                thinned |= {k for k, v in again.wider.items() if v != wider.get(k)}
+                thinned |= {k for k, v in again.caps.items() if v != caps.get(k)}
+                best, wider, caps = again, again.wider, again.caps
         if best.colored and any(on_run(r) for r in base):
 
             def runs(still: set[tuple[int, str]]) -> _Attempt:
@@ -952,12 +981,20 @@ class Route(Pass):
                 return _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
                                 self.colors_soft, deadline, best.solo, known, wider,
                                 best.warm(), moved, best.flat | still, pairs=best.pairs,
-                                widen=best.widen, runs=True, light=light)
+                                widen=best.widen, runs=True, light=light, caps=caps)
 
             best = _run_cuts(best, runs, deadline)
         if not best.colored:
             raise _color_error(module, best.neg, best.colors, fabric)
         _commit(module, best)
+        # the cuts left flat whose lanes widen, as ribbons where they fit (route_ribbons)
+        split, made = ribbon_round(module, fabric, best.neg.reqs, cap,
+                                   (best.headroom, *AUTO_HEADROOMS))
+        module.attrs["ribbons"] = [split, made]
+        if split:
+            ctx.notes.append(f"route: {split} flat cut request{'s' if split > 1 else ''} "
+                             f"routed as {made} ribbons (bundles whose lanes widen at "
+                             "corners of their own)")
         module.attrs["route_iterations"] = best.log
         last = min(best.log, key=best.neg._score)  # the round whose routes were kept
         if best.score[1] > max(before[0], 1.0):  # the throughput the proof slack cost
@@ -966,6 +1003,10 @@ class Route(Pass):
                 f"or widening rounds routed flat: busiest link {before[0]:.3f} (before the "
                 f"widening attempts) -> {best.score[1]:.3f}x capacity; {_flat_rows(best):,} "
                 "sink PEs still read flat lanes")
+        if thinned:  # the passing bundles the re-cuts thinned (_thin_recut)
+            ctx.notes.append(
+                f"route: {len(thinned)} bundles passing re-cut sinks' rows take lighter lanes "
+                "(flat: more of them; cut: a finer pitch) so that the cut lanes fit beside them")
         ctx.notes.append(
             f"route: {len(best.routes)} bundles (headroom {best.headroom:g}) in "
             f"{len(best.log)} negotiation rounds; busiest link at "
@@ -987,6 +1028,9 @@ UNCROWD_ATTEMPTS = 2
 # attempts after those, each cutting again the crowding cuts that fit beside the
 # others once those are flat (_recut)
 RECUT_ATTEMPTS = 2
+# attempts after those, each cutting one more where the bundles passing its rows
+# take lighter lanes (_thin_recut)
+THIN_ATTEMPTS = 4
 # bundles on one PE (colors) a widening or side-pair attempt may add to the most
 # the kept layout has on one PE
 COLOR_RISE = 2
@@ -1004,6 +1048,11 @@ class _Attempt:
     pairs: bool = False  # widening cuts looked for side pairs where they cut (_choose_sides)
     widen: bool = False  # cut requests could widen
     started: dict[tuple, Bundle] = field(default_factory=dict)  # the routes it started from
+    # lanes asked per request (Request.min_lanes): the widening attempts' and the
+    # passing flat bundles thinned so that a re-cut fits beside them (_thin_recut)
+    wider: dict[tuple[int, str], int] = field(default_factory=dict)
+    # the cuts lightened (Request.lane_cap) so that a re-cut fits beside them (_thinned)
+    caps: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def warm(self) -> dict[tuple, Bundle]:
         """The chosen bundle per request, by its candidates' key."""
@@ -1046,7 +1095,8 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              moved: dict[tuple[int, str], int] | None = None,
              flat: set[tuple[int, str]] | None = None, pairs: bool = False,
              widen: bool = False, runs: bool = False,
-             light: set[tuple[int, str]] | None = None) -> _Attempt:
+             light: set[tuple[int, str]] | None = None,
+             caps: dict[tuple[int, str], int] | None = None) -> _Attempt:
     reqs = [_copy(r) for r in base]
     for r in reqs:
         r.widen, r.no_widen, r.runs = widen, not widen, runs
@@ -1054,6 +1104,7 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
         r.flat = (r.edge, r.sink) in (flat or ())
         r.light = (r.edge, r.sink) in (light or ())
         r.min_lanes = (wider or {}).get((r.edge, r.sink), 0)
+        r.lane_cap = (caps or {}).get((r.edge, r.sink), 0)
         while r.choice < (moved or {}).get((r.edge, r.sink), 0) and r.next_pair():
             pass
     if known is None:
@@ -1067,13 +1118,14 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
     for was in known.attempts.get(sig, []):
         if (warm or {}) == (was.started or {}) or warm == was.warm():
             return dataclasses.replace(was, headroom=headroom, solo=set(solo or ()),
-                                       flat=set(flat or ()), pairs=pairs, widen=widen)
+                                       flat=set(flat or ()), pairs=pairs, widen=widen,
+                                       wider=dict(wider or {}), caps=dict(caps or {}))
     neg = _Negotiator(reqs, fabric, cap, corridors, colors_soft, known)
     log = neg.run(iterations, deadline, warm)
     routes = [rt for rt in neg.routes if rt is not None]
     got = _Attempt(headroom, set(solo or ()), neg, log, routes,
                    _colors(routes, reqs, fabric, known.forks), set(flat or ()), pairs, widen,
-                   dict(warm or {}))
+                   dict(warm or {}), dict(wider or {}), dict(caps or {}))
     known.attempts.setdefault(sig, []).append(got)
     return got
 
@@ -1191,6 +1243,9 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
 
 # a request routed flat again: the cut route an attempt had for it, its lane load
 _CutIn = tuple[_Route, float]
+# per request: the lanes a flat bundle is asked (Request.min_lanes), the load a cut
+# one's lanes are held to (Request.lane_cap), so that a re-cut fits beside it
+_Thin = dict[tuple[int, str], tuple[int, int]]
 
 
 def _cut_routes(got: _Attempt, keys: set[tuple[int, str]]
@@ -1203,7 +1258,8 @@ def _cut_routes(got: _Attempt, keys: set[tuple[int, str]]
 
 
 def _recuts(got: _Attempt, limit: float, most: int,
-            cut_in: dict[tuple[int, str], _CutIn]) -> set[tuple[int, str]]:
+            cut_in: dict[tuple[int, str], _CutIn],
+            thin: _Thin | None = None) -> set[tuple[int, str]]:
     """Of the requests routed flat again (`cut_in`: each with the route and
     lane load it had cut), those that fit cut beside what `got` routes:
     _crowding_cuts names them on an attempt where all its new cuts (U turns
@@ -1215,7 +1271,11 @@ def _recuts(got: _Attempt, limit: float, most: int,
     than `limit` wavelets per sample and no PE of it more than `most`
     bundles; its loads stay for the next. (Measured on Inception-v2's
     twelve: the busiest link so estimated is within 0.1% of the one an
-    attempt cutting that request alone negotiates.)"""
+    attempt cutting that request alone negotiates.) With `thin` (filled
+    in), a cut that overfills links where other bundles pass its sink's
+    rows fits too where those, on lighter lanes (more flat lanes, a finer
+    pitch), leave it room (_thinned): what they are asked goes into `thin`,
+    for the attempt that routes the re-cuts (Request.min_lanes, lane_cap)."""
     neg = got.neg
     occ, cnt = neg.occ.copy(), neg.pe_cnt.copy()
     at = {(r.edge, r.sink): i for i, r in enumerate(neg.reqs)}
@@ -1234,14 +1294,95 @@ def _recuts(got: _Attempt, limit: float, most: int,
         np.subtract.at(cnt, on, 1)
         _add(occ, cut.links, load, cut.distinct)
         _add(cnt, cut.pes, 1, cut.distinct)
-        if occ[cut.links].max(initial=0) <= limit + 1e-9 and cnt[cut.pes].max(initial=0) <= most:
-            out.add(k)
-            continue
+        if cnt[cut.pes].max(initial=0) <= most:
+            if occ[cut.links].max(initial=0) <= limit + 1e-9:
+                out.add(k)
+                continue
+            more = (_thinned(neg, occ, cut.links, limit, thin, {at[k] for k in out} | {i})
+                    if thin is not None else None)
+            if more is not None:
+                thin.update(more)  # type: ignore[union-attr]
+                out.add(k)
+                continue
         _add(occ, cut.links, -load, cut.distinct)  # back: it stays flat
         _add(cnt, cut.pes, -1, cut.distinct)
         np.add.at(occ, links, neg.lane_load[i])
         np.add.at(cnt, on, 1)
     return out
+
+
+def _thinned(neg: _Negotiator, occ: np.ndarray, links: np.ndarray, limit: float,
+             thin: _Thin, skip: set[int]) -> _Thin | None:
+    """The lighter lanes the bundles passing a re-cut's sink rows need so
+    that every one of `links` (the re-cut's) loaded past `limit` comes back
+    under it: on each such link the lanes there shed the excess evenly (as
+    far as each can), a flat request onto more lanes (at most one per slot of its shorter
+    side, as _Negotiator.wider widens; its siblings, same edge and lanes,
+    share them and are asked as many), a cut one onto a finer pitch (the
+    coarsest whose lanes are that light: Request.lane_cap; its lanes carry
+    its sink's boxes, at best lightest_cut's). Requests `skip` (the re-cuts:
+    their flat routes are not on these loads) are not thinned. None where no
+    such thinning brings a link under `limit`. On success `occ` carries the
+    thinned loads (on every link of the thinned bundles) and the asks are
+    returned: per request (lanes, lane cap), at least what `thin` asks."""
+    over = np.unique(links[occ[links] > limit + 1e-9])
+    if not over.size:
+        return {}
+    mark = np.zeros(occ.size, dtype=bool)
+    mark[over] = True
+    on: dict[int, list[int]] = {}  # over link -> the requests there
+    for j, rt in enumerate(neg.routes):
+        if rt is None or j in skip:
+            continue
+        for link in np.unique(rt.links[mark[rt.links]]):
+            on.setdefault(int(link), []).append(j)
+    least: dict[int, float] = {}  # request -> the least load its lanes can carry
+
+    def lightest(j: int) -> float:
+        if j not in least:
+            r = neg.reqs[j]
+            least[j] = (float(min(pitch_loads(r).values(), default=neg.lane_load[j]))
+                        if r.cut_pitch else
+                        float(-(-r.wavelets // max(1, min(r.src.length, r.dst.length)))))
+        return least[j]
+
+    drop: dict[int, float] = {}  # request -> the wavelets per lane it sheds
+    for link in over.tolist():
+        left = float(occ[link]) - limit - sum(drop.get(j, 0.0) for j in on.get(link, ()))
+        while left > 1e-9:  # shared evenly: each moves to as coarse a split as it can
+            room = {j: neg.lane_load[j] - lightest(j) - drop.get(j, 0.0)
+                    for j in on.get(link, ())}
+            room = {j: v for j, v in room.items() if v > 1e-9}
+            if not room:
+                return None
+            share = left / len(room)
+            for j, v in room.items():
+                take = min(v, share)
+                drop[j] = drop.get(j, 0.0) + take
+                left -= take
+    asks: _Thin = {}
+    for j, shed in drop.items():
+        r = neg.reqs[j]
+        group = [j]
+        if r.cut_pitch:  # the coarsest pitch as light
+            loads = pitch_loads(r)
+            most = max(v for v in loads.values() if v <= neg.lane_load[j] - shed + 1e-9)
+            lighter = neg.lane_load[j] - most
+            key = (r.edge, r.sink)
+            was = thin.get(key, (0, 0))[1]
+            asks[key] = (0, min(most, was) if was else most)
+        else:
+            lanes = -(-r.wavelets // max(1, int(neg.lane_load[j] - shed)))
+            lanes = min(max(lanes, r.lanes + 1), min(r.src.length, r.dst.length))
+            lighter = neg.lane_load[j] - -(-r.wavelets // lanes)
+            group += neg.siblings[j]
+            for g in group:
+                key = (neg.reqs[g].edge, neg.reqs[g].sink)
+                asks[key] = (max(lanes, thin.get(key, (0, 0))[0]), 0)
+        where = np.unique(np.concatenate([neg.routes[g].links for g in group
+                                          if neg.routes[g] is not None]))
+        occ[where] -= lighter
+    return asks
 
 
 def _recut(got: _Attempt, best: _Attempt, bound: float, crowding: set[tuple[int, str]],
@@ -1297,6 +1438,54 @@ def _recut(got: _Attempt, best: _Attempt, bound: float, crowding: set[tuple[int,
             break
         left = {k: v for k, v in left.items() if k not in crowded}
     return got, crowding
+
+
+def _thin_recut(got: _Attempt, best: _Attempt, bound: float, flat: set[tuple[int, str]],
+                cut_in: dict[tuple[int, str], _CutIn],
+                route: Callable[[set[tuple[int, str]], _Thin], _Attempt],
+                deadline: float | None) -> tuple[_Attempt, set[tuple[int, str]]]:
+    """After the re-cuts (_recut), the requests still routed flat whose cut
+    lanes fit beside the bundles passing their sinks' rows once those take
+    lighter lanes (_recuts' `thin`: a flat bundle more lanes, a cut one a
+    finer pitch), for free: one at a time, the most sink PEs first, each
+    estimated on the kept attempt's loads under its busiest link (not
+    `bound`'s slack) and routed with those lanes asked; kept where the
+    attempt is colored, none of its new cuts crowds (_crowding_cuts), fewer
+    sink PEs read flat lanes, and neither its busiest link nor its most
+    bundles on a PE exceed the kept attempt's; at most THIN_ATTEMPTS routed.
+    One at a time: measured on ShuffleNet, its three 4-group convs and a
+    pool each fit alone (the pitch-8 cuts beside them at pitch 4), routed
+    together they crowded a RAMP. Returns the kept attempt and the
+    requests it leaves flat. `route(flat, thin)` routes an attempt with
+    those flat and those lanes asked."""
+    neg = got.neg
+    at = {(r.edge, r.sink): r for r in neg.reqs}
+
+    def pes(k: tuple[int, str]) -> int:
+        rect = at[k].dst.rect
+        return rect.w * rect.h if rect is not None else 0
+
+    most = _kept(best)["max_bundles_per_pe"] + COLOR_RISE
+    asked: _Thin = {}  # what the kept attempt was routed with
+    tries = 0
+    for k in sorted((flat & cut_in.keys()) & at.keys(), key=lambda k: (-pes(k), k)):
+        if tries >= THIN_ATTEMPTS or (deadline is not None and time.perf_counter() > deadline):
+            break
+        kept = _kept(got)
+        limit = max(kept["max_link_over_capacity"], bound)
+        asks = dict(asked)
+        if not _recuts(got, limit * got.neg.cap, most, {k: cut_in[k]}, asks):
+            continue
+        tries += 1
+        try:
+            again = route(flat - {k}, asks)
+        except LayoutInfeasible:  # no pattern route on the sides it cuts on
+            continue
+        if (again.colored and again.score[1] <= limit and _flat_rows(again) < _flat_rows(got)
+                and _kept(again)["max_bundles_per_pe"] <= kept["max_bundles_per_pe"]
+                and not _crowding_cuts(again, best, limit)):
+            got, flat, asked = again, flat - {k}, asks
+    return got, flat
 
 
 def _run_cuts(best: _Attempt, again: Callable[[set[tuple[int, str]]], _Attempt],

@@ -152,6 +152,9 @@ class Request:
     flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
     # cut again after its lanes overfilled a link: at its lightest pitch (lightest_cut)
     light: bool = False
+    # > 0: its cut lanes carry at most this (the coarsest pitch that light): the router
+    # lightens a cut whose lanes a re-cut's pass beside (wsec.passes.route._thinned)
+    lane_cap: int = 0
 
     def next_pair(self) -> bool:
         """Move to the next side pair; False when none is left."""
@@ -405,7 +408,12 @@ def _facing_runs(reqs: list[Request], headroom: float) -> None:
     beyond its second), or, the sides parallel, that the source side does
     not face (_runs_straight), has lanes that turn round in a U across the
     kernels beside them (measured: SqueezeNet's realised rate 1.000x ->
-    1.611x its bound with every concatenation's input cut)."""
+    1.611x its bound with every concatenation's input cut). Where the
+    sides are parallel and the source faces the run, the lanes run
+    straight across whatever slots a flat deal would give (the deal packs
+    shares in the sources' order and sized by their needs, not where each
+    source lies; measured: Inception-v1's branches, slid to face their runs
+    by wsec.passes.place_runs, were dealt slots beside them)."""
     runs = {id(r) for r in reqs if r.cut_pitch and on_run(r)}
     if not runs:
         return
@@ -419,8 +427,11 @@ def _facing_runs(reqs: list[Request], headroom: float) -> None:
         _deal(group, "dst", headroom)
         for r in group:
             da, dl = r.share["dst"]
-            if id(r) in runs and (not da <= r.cut_first + r.cut_rows // 2 < da + dl
-                                  or not _runs_straight(r)):
+            if id(r) not in runs:
+                continue
+            # parallel sides: straight across where the source faces the run
+            if not (_runs_straight(r) if _parallel(r)
+                    else da <= r.cut_first + r.cut_rows // 2 < da + dl):
                 r.cut_pitch, r.src_pitch, r.lane_wavelets = 0, 0, 0
 
 
@@ -431,11 +442,18 @@ def _runs_straight(r: Request) -> bool:
     where the two kernels abut, turns them round in a U (SqueezeNet's
     concatenations of two inputs from sides as wide as half their rows).
     Other sides: True (their lanes turn a corner either way)."""
+    return not _parallel(r) or bool(_straight_windows(r, 1))
+
+
+def _parallel(r: Request) -> bool:
+    """Whether r's sides are parallel, facing the same way with the sink
+    ahead, and its lanes leave uniform (where they run straight across
+    if its source faces the rows they land on)."""
     e = r.src.normal
     if r.src.axis != r.dst.axis or r.dst.normal != e or r.src_pitch:
-        return True
-    ahead = (r.dst.origin[0] - r.src.origin[0]) * e[0] + (r.dst.origin[1] - r.src.origin[1]) * e[1]
-    return ahead <= 0 or bool(_straight_windows(r, 1))
+        return False
+    d = (r.dst.origin[0] - r.src.origin[0], r.dst.origin[1] - r.src.origin[1])
+    return d[0] * e[0] + d[1] * e[1] > 0
 
 
 def _deal(group: list[Request], side: str, headroom: float) -> None:
@@ -748,8 +766,11 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
         return
     R = r.cut_rows
     loads = {k: _max_load(r, k) for k in ks}
-    if r.light:  # the router cuts it again where it fits beside a bundle passing its rows
-        k = min(ks, key=lambda k: (loads[k], k))
+    light = [k for k in ks if loads[k] <= r.lane_cap]
+    if light:  # the router lightens it so that a re-cut fits beside it
+        k = max(light)
+    elif r.light or r.lane_cap:  # the router cuts it again where it fits beside a bundle
+        k = min(ks, key=lambda k: (loads[k], k))  # passing its rows
     else:
         # a value half a link holds whole needs no more lanes than its cut has:
         # one lane whose spine hands it to every row (a small operand every row
@@ -774,8 +795,7 @@ def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: in
     router and for the placer, which opens gaps as wide as the lanes this
     rule widens (wsec.passes.place_rows.widening_lanes)."""
     limit = -(-wavelets // max(1, ask))
-    fit = [k for k in loads if loads[k] <= limit or (k == 1 and ask >= R)
-           or (R // k >= least and 2 * loads[k] <= cap)]
+    fit = fitting(loads, R, wavelets, ask, least, cap)
     if not fit:
         return 0
     # every row of a lane receives its lane's box, so a lane of k rows costs
@@ -786,13 +806,30 @@ def pick_pitch(loads: dict[int, int], R: int, wavelets: int, ask: int, least: in
     return min(fair) if fair else max(fit)
 
 
+def fitting(loads: dict[int, int], R: int, wavelets: int, ask: int, least: int,
+            cap: int) -> list[int]:
+    """The pitches pick_pitch chooses among (its arguments): each lane at
+    most a flat lane's load, pitch 1 where the flat split asks a lane per
+    row, or at least `least` lanes each at most half a link's capacity.
+    Ribbons (route_ribbons) take the coarsest of them that fits where the
+    chosen one does not: fewer lanes, fewer columns to turn in."""
+    limit = -(-wavelets // max(1, ask))
+    return [k for k in loads if loads[k] <= limit or (k == 1 and ask >= R)
+            or (R // k >= least and 2 * loads[k] <= cap)]
+
+
 def lightest_cut(r: Request) -> int:
     """The least busiest-lane load (wavelets per sample) of r's cuts over
     every pitch it can take: at any pitch its lanes serve every row of its
     sink's input side, so a bundle passing those rows meets at least this
     much on each of them. 0 when r cannot be cut."""
-    ks = _pitches(r) if _can_cut(r) else []
-    return min((_max_load(r, k) for k in ks), default=0)
+    return min(pitch_loads(r).values(), default=0)
+
+
+def pitch_loads(r: Request) -> dict[int, int]:
+    """The busiest lane's load (wavelets per sample) of r's cut at every
+    pitch it can take (choose_pitch's choice); empty when r cannot be cut."""
+    return {k: _max_load(r, k) for k in (_pitches(r) if _can_cut(r) else [])}
 
 
 # --- pattern candidates -----------------------------------------------------------------

@@ -193,8 +193,12 @@ def test_open_corners_leaves_a_gap_for_the_widening_lanes() -> None:
 
 def test_open_corners_only_with_room_and_contact() -> None:
     m = _module()
-    # the grid ends 3 columns past s: no room for the gap, nothing moves
+    # the grid ends 3 columns past s: no room for one bundle's corner (6 columns),
+    # room for its ribbons' (route_ribbons: 2 lanes turning in a column each)
     n, rects = _corners(m, {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6)}, width=8)
+    assert n == 1 and rects["s"] == (3, 0, 4, 6)
+    # the grid ends at s: no room for either, nothing moves
+    n, rects = _corners(m, {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6)}, width=5)
     assert n == 0 and rects["s"] == (1, 0, 4, 6)
     # p as tall as s: uniform lanes, no gap
     n, rects = _corners(m, {"p": (0, 0, 1, 6), "s": (1, 0, 4, 6)})
@@ -205,7 +209,7 @@ def test_open_corners_only_with_room_and_contact() -> None:
     # a kernel on the gap's far side, in the way of the moved s
     m = _module(extra=True)
     n, rects = _corners(m, {"a": (0, 8, 1, 6), "p": (0, 0, 1, 2), "s": (1, 0, 4, 6),
-                            "z": (8, 2, 2, 6)})
+                            "z": (5, 2, 11, 6)})
     assert n == 0 and rects["s"] == (1, 0, 4, 6)
 
 

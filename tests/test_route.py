@@ -422,6 +422,37 @@ def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
     assert flat.cut_pitch == 0 and not got.routes[0].bundle.cut
     assert _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle.cut == "rows"
 
+def test_a_cut_thinned_for_a_recut_takes_the_coarsest_pitch_that_light() -> None:
+    """A cut bundle whose lanes a re-cut's pass beside is thinned to the
+    coarsest finer pitch that leaves room (_thinned, on the negotiator's
+    loads: c's lane overfills a link by 64 wavelets), asked as a lane cap;
+    routed with it (Request.lane_cap) c is cut at that pitch, with a cap
+    below every pitch's load at its lightest, and flat stays flat."""
+    from wsec.passes.route import _attempt, _thinned
+    from wsec.passes.route_bundles import pitch_loads
+
+    _, fabric, reqs = _cut_into_one()
+    key = (reqs[0].edge, "c")
+    got = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None)
+    (r,) = got.neg.reqs
+    loads = pitch_loads(r)
+    assert r.cut_pitch > 1 and loads == {k: 64 * k for k in loads}  # 64 per row, no halo
+    occ = got.neg.occ.copy()
+    link = int(got.routes[0].links[0])
+    occ[link] = 512 + 64  # c's lane and others' over the capacity
+    thin = _thinned(got.neg, occ, got.routes[0].links, 512, {}, set())
+    cap = max(v for v in loads.values() if v <= r.lane_wavelets - 64)
+    assert thin == {key: (0, cap)} and cap < r.lane_wavelets
+    assert occ[link] == 512 + 64 - (r.lane_wavelets - cap)  # its lighter lanes counted
+    assert _thinned(got.neg, occ, got.routes[0].links, 0, {}, set()) is None  # nothing that light
+    (c,) = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, caps={key: cap}).neg.reqs
+    assert (c.cut_pitch, c.lane_wavelets) == (cap // 64, cap)
+    (c,) = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, caps={key: 1}).neg.reqs
+    assert c.cut_pitch == min(loads, key=loads.__getitem__)
+    (c,) = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, flat={key}, caps={key: cap}).neg.reqs
+    assert c.cut_pitch == 0
+
+
 def test_a_flattened_cut_is_cut_again_at_its_lightest_pitch() -> None:
     """Routed flat because even its lightest cut overfilled a link beside a
     passing bundle (`flatten` judges it on lightest_cut), a request the
@@ -764,6 +795,109 @@ def test_recut_within_the_proof_slack_cuts_what_overfills_a_link_a_little() -> N
     assert run(attempt(1.15), 1.1)[0] is got  # beyond the ceiling
     assert routed == [set(), {(2, "k2")}]  # then k0 and k1 alone, under the bound
     assert run(attempt(1.05, most=6), 1.1)[0] is got  # more colors than COLOR_RISE allows
+
+
+def _thin_fixture() -> tuple[object, dict]:
+    """One request k0 routed flat on link 3 that crowding flattened, with the
+    cut route it had on links 0 and 1 (lane load 400); flat bundles k1 (2
+    lanes of 300, 600 wavelets, sides of 8 slots, sibling k3: same edge, same
+    lanes) and k2 (1 lane of 200, sides of 1 slot) pass on link 1, a cut
+    bundle k4 (lane load 300) on link 0; capacity 1000."""
+    from types import SimpleNamespace as NS
+
+    def req(edge: int, sink: str, wavelets: int, lanes: int, side: int, pitch: int = 0) -> NS:
+        return NS(edge=edge, sink=sink, wavelets=wavelets, lanes=lanes, cut_pitch=pitch,
+                  src=NS(length=side), dst=NS(length=side, rect=NS(w=4, h=4)))
+
+    def route(links: list[int]) -> NS:
+        return NS(links=np.array(links), pes=np.array([9]), distinct=True)
+
+    reqs = [req(0, "k0", 400, 1, 8), req(1, "k1", 600, 2, 8), req(2, "k2", 200, 1, 1),
+            req(1, "k3", 600, 2, 8), req(4, "k4", 500, 1, 8, pitch=1)]
+    routes = [route([3]), route([1, 5]), route([1]), route([5, 6]), route([0])]
+    neg = NS(cap=1000, reqs=reqs, routes=routes, lane_load=[100.0, 300.0, 200.0, 300.0, 300.0],
+             occ=np.array([300.0, 500.0, 0.0, 100.0, 0.0, 300.0, 300.0]),
+             pe_cnt=np.zeros(10, dtype=np.int64), siblings=[[], [3], [], [1], []],
+             _counted=lambda i, rt: (rt.links, rt.pes), _score=lambda st: 0)
+    got = NS(neg=neg, log=[{"max_link_over_capacity": 0.5, "max_bundles_per_pe": 4}])
+    return got, {(0, "k0"): (route([0, 1]), 400.0)}
+
+
+def test_recuts_thin_the_bundles_passing_a_recut_sinks_rows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-cut whose lane overfills a link beside other bundles fits where
+    those take lighter lanes (_thinned): k0's cut lane on link 1 (500 + 400
+    over 800) fits when k1's lanes shed 100 (600 wavelets on 3 lanes: 200
+    each); k1's sibling k3 is asked as many lanes (they share them), k2 (one
+    slot) cannot thin. Under 650 link 0 (the cut k4's 300 beside k0's 400)
+    needs k4 at a finer pitch: the coarsest as light (200, a cap), and link 1
+    (250 over) k1 and k2 sharing the excess evenly, once k2 has the slots.
+    Without `thin` it stays flat."""
+    import wsec.passes.route as rt
+
+    monkeypatch.setattr(rt, "pitch_loads", lambda r: {1: 100, 2: 200, 4: 300})
+    got, cut_in = _thin_fixture()
+    assert rt._recuts(got, 800, 10, cut_in) == set()
+    thin: dict = {}
+    assert rt._recuts(got, 800, 10, cut_in, thin) == {(0, "k0")}
+    assert thin == {(1, "k1"): (3, 0), (1, "k3"): (3, 0)}
+    assert (got.neg.occ == [300.0, 500.0, 0.0, 100.0, 0.0, 300.0, 300.0]).all()  # on a copy
+    thin = {}
+    assert rt._recuts(got, 850, 10, cut_in, thin) == {(0, "k0")}  # link 1 at 900: 50 to shed
+    assert thin == {(1, "k1"): (3, 0), (1, "k3"): (3, 0)}  # whole lanes: 250 -> 200 each
+    thin = {}
+    assert rt._recuts(got, 650, 10, cut_in, thin) == set()  # k2 has no slot to thin onto
+    assert thin == {}
+    got.neg.reqs[2].src.length = got.neg.reqs[2].dst.length = 8
+    assert rt._recuts(got, 650, 10, cut_in, thin) == {(0, "k0")}
+    # 125 each off link 1: k1 onto 4 lanes (150), k2 onto 3 (67); k4 at 200 (pitch 2)
+    assert thin == {(4, "k4"): (0, 200), (1, "k1"): (4, 0), (1, "k3"): (4, 0), (2, "k2"): (3, 0)}
+    got.neg.reqs[1].src.length = 2  # k1 has no slot to widen onto
+    assert rt._recuts(got, 650, 10, cut_in, {}) == set()
+
+
+def test_thin_recut_cuts_one_at_a_time_where_the_passing_bundles_thin() -> None:
+    """_thin_recut routes a still-flat request cut with the passing bundles'
+    lanes asked (route's second argument) and keeps that attempt where it
+    is no busier than the kept one (nor `bound`), crowds nothing and fewer
+    sink PEs read flat lanes; otherwise the kept attempt stays."""
+    from types import SimpleNamespace as NS
+
+    import wsec.passes.route as rt
+
+    got, cut_in = _thin_fixture()
+    best = NS(log=[{"max_bundles_per_pe": 4}], neg=NS(_score=lambda st: 0))
+    got.flat_rows = 16
+    routed: list[tuple[set, dict]] = []
+
+    def attempt(score: float, most: int = 4) -> NS:
+        return NS(colored=True, score=(False, score), flat_rows=0, neg=got.neg,
+                  log=[{"max_link_over_capacity": score, "max_bundles_per_pe": most}])
+
+    def run(result: NS, crowds: set) -> tuple[object, set]:
+        routed.clear()
+
+        def route(still: set, thin: dict | None = None) -> NS:
+            routed.append((set(still), dict(thin or {})))
+            return result
+
+        saved = rt._crowding_cuts, rt._flat_rows
+        rt._crowding_cuts = lambda a, b, bound: crowds
+        rt._flat_rows = lambda a: a.flat_rows
+        try:
+            return rt._thin_recut(got, best, 0.8, set(cut_in), cut_in, route, None)
+        finally:
+            rt._crowding_cuts, rt._flat_rows = saved
+
+    ok = attempt(0.8)
+    assert run(ok, set()) == (ok, set())
+    assert routed == [(set(), {(1, "k1"): (3, 0), (1, "k3"): (3, 0)})]
+    for worse, crowds in ((attempt(0.85), set()), (attempt(0.8, most=5), set()),
+                          (ok, {(0, "k0")})):  # busier, more bundles on a PE, crowding
+        assert run(worse, crowds) == (got, set(cut_in))
+    got.neg.occ[1] = 700.0  # k0 no longer fits beside k2 (one slot) however k1 thins
+    assert run(ok, set()) == (got, set(cut_in))
+    assert routed == []
 
 
 def _dense_block(n: int = 40) -> Module:

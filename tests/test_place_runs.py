@@ -1,0 +1,108 @@
+"""Concatenation inputs facing the runs of rows that read them.
+
+A concatenation's data movement reads each input on a run of its PE rows
+(wsec.ir.kernels.read_span). Its cut lanes run straight only from a
+source side that faces the run (route_bundles._runs_straight), so the
+placer slides a source that does not along its shelf column
+(wsec.passes.place_runs), and the router keeps such a cut wherever the
+source faces its run, whatever slots a flat deal would have given it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_concat_cut import concat_model
+from wsec.driver import CompileOptions, compile_model
+from wsec.ir.graph import Module
+from wsec.passes.place_runs import face_runs
+from wsec.passes.route_bundles import Port, Request, _facing_runs, _parallel
+
+W = H = 100
+
+
+@pytest.fixture(scope="module")
+def module(tmp_path_factory: pytest.TempPathFactory) -> Module:
+    """x -> three convs -> Concat -> conv: the concatenation (36 rows)
+    reads each conv's output on a run of 12 rows, in order."""
+    d = tmp_path_factory.mktemp("runs")
+    concat_model(d / "m.onnx")
+    return compile_model(str(d / "m.onnx"), CompileOptions()).module
+
+
+def _layout(m: Module, heights: list[int]) -> tuple[list, list[tuple[int, int, int, int]]]:
+    """The three sources at the foot of their columns (x 0, 8, 16) with
+    `heights` rows, the concatenation at x 24 on 36 rows, the last conv
+    beyond it: (kernels, rects)."""
+    ks = list(m.kernels())
+    kinds = [k.kind for k in ks]
+    assert kinds == ["conv", "conv", "conv", "datamove", "conv"]
+    assert ks[3].rect is not None and ks[3].rect.h == 36
+    rects = [(8 * i, 0, 8, h) for i, h in enumerate(heights)] + [(24, 0, 1, 36), (25, 0, 4, 36)]
+    return ks, rects
+
+
+def test_sources_slide_along_their_column_to_face_their_runs(module: Module) -> None:
+    ks, rects = _layout(module, [12, 12, 12])
+    moved = face_runs(module, ks, range(5), [None] * 5, rects, [False] * 5, W, H)
+    # r0 is read on rows 0-11 (faced already), r1 on 12-23, r2 on 24-35
+    assert moved == 2
+    assert rects[:3] == [(0, 0, 8, 12), (8, 12, 8, 12), (16, 24, 8, 12)]
+    assert rects[3:] == [(24, 0, 1, 36), (25, 0, 4, 36)]  # the sink and beyond stay
+
+
+def test_a_source_does_not_slide_onto_rows_a_bundle_passing_it_runs_on(
+        module: Module) -> None:
+    """k0's 36 rows feed the concatenation straight across k1's and k2's
+    columns on all of its rows: a source slid onto any of them would have
+    that bundle cross its PEs (ShuffleNet's pooling lost the router three
+    conv cuts so), so none moves."""
+    ks, rects = _layout(module, [36, 12, 12])
+    before = list(rects)
+    assert face_runs(module, ks, range(5), [None] * 5, rects, [False] * 5, W, H) == 0
+    assert rects == before
+
+
+def test_a_source_does_not_slide_onto_another_kernel(module: Module) -> None:
+    ks, rects = _layout(module, [12, 12, 12])
+    rects[4] = (8, 12, 8, 30)  # the last conv stands where k1 would go (and k2's column is free)
+    face_runs(module, ks, range(5), [None] * 5, rects, [False] * 5, W, H)
+    assert rects[1] == (8, 0, 8, 12)
+
+
+def test_a_source_too_short_for_its_run_stays(module: Module) -> None:
+    """k1's 8 rows cannot face its 12-row run: sliding buys nothing; k2
+    (12 rows) still slides onto its own."""
+    ks, rects = _layout(module, [12, 8, 12])
+    assert face_runs(module, ks, range(5), [None] * 5, rects, [False] * 5, W, H) == 1
+    assert rects[1] == (8, 0, 8, 8) and rects[2] == (16, 24, 8, 12)
+
+
+def _request(dst: Port, src_y: int, src_len: int, first: int, rows: int, cut: bool = True,
+             edge: int = 0) -> Request:
+    """From a side facing East at x 0 (slots y src_y..) onto sink side
+    `dst`: a run cut of `rows` lanes from row `first`, or flat."""
+    src = Port(f"a{edge}", (0, src_y), (0, 1), src_len, (1, 0))
+    boxes = np.zeros((rows, 2, 1), np.int64)
+    boxes[:, 1] = 1
+    return Request(edge, "s", src, dst, rows, need=rows, lanes=rows, pairs=[(src, dst)],
+                   cut_rows=rows, cut_first=first, sink_rows=12, row_boxes=boxes,
+                   cut_pitch=1 if cut else 0)
+
+
+def test_a_run_cut_facing_its_source_is_kept_where_a_flat_deal_lands_elsewhere() -> None:
+    """The run (rows 8-11) faces its source (y 8-11), but the sink side's
+    flat deal, in the order of the sources (this one first, the other's
+    centre further along) and sized by their needs, would give it slots
+    0-3: the lanes still run straight across, so the cut stays."""
+    dst = Port("s", (5, 0), (0, 1), 12, (1, 0), 0)  # the 12-row sink side at x 5
+    run = _request(dst, 8, 4, 8, 4)
+    other = _request(dst, 20, 10, 0, 8, cut=False, edge=1)
+    assert _parallel(run)
+    _facing_runs([run, other], 1.0)
+    assert run.share["dst"] == (0, 4)  # dealt before the other, not on its run
+    assert run.cut_pitch == 1
+    dst = Port("s", (5, 0), (0, 1), 12, (1, 0), 0)
+    away = _request(dst, 0, 4, 8, 4)  # source y 0-3 does not face rows 8-11: flat
+    _facing_runs([away, _request(dst, 20, 10, 0, 8, cut=False, edge=1)], 1.0)
+    assert away.cut_pitch == 0

@@ -8,9 +8,10 @@ is computed by its owner from its own SRAM shard (sim_tail); a PE's window
 of the data input (the hull of its block) is checked against the lane its
 core received (sim_inbox.check_windows).
 
-Data movement (DatamoveKind): each of its p = c x h PEs owns a block of every output and
-forwards elements of the inputs ("the permutation is in the routes"). Which
-input element each output element copies is found by running the body on
+Data movement (DatamoveKind): each of its p = c x h PEs owns a block of its
+outputs dealt in sequence (wsec.ir.movement.block_owners) and forwards
+elements of the inputs ("the permutation is in the routes"). Which input
+element each output element copies is found by running the body on
 index tensors (every input element tagged with its input and position), so
 every kind of movement — reshape, transpose, concat, slice, pad, expand,
 tile, depth-to-space, a gather with constant indices — is one gather per
@@ -27,6 +28,7 @@ from wsec.ir.cuts import flat_hulls
 from wsec.ir.graph import Node
 from wsec.ir.lanes import flattens
 from wsec.ir.library_rowwise import DatamoveKind
+from wsec.ir.movement import block_owners
 
 from .sim_base import SimError
 from .sim_inbox import (
@@ -103,8 +105,9 @@ def elementwise(env: Env, body: list[Node], stats: dict[str, int]) -> int:
 def _check_blocks(env: Env, name: str, owner: np.ndarray, stats: dict[str, int]) -> None:
     """PE i reads the elements [i n, (i + 1) n) of a data input as large as
     the grid it owns in blocks (not a broadcast operand, not a tiled
-    constant's tiles); its window is their hull, checked against the lane
-    that delivered the input (sim_inbox.check_windows)."""
+    constant's tiles); its window is their hull (their range, where the
+    lanes carry the value flattened), checked against the lane that
+    delivered the input (sim_inbox.check_windows)."""
     d = env.deliveries.get(name)
     e = owner.size
     if d is None or d.numel != e or not d.shape:
@@ -116,8 +119,12 @@ def _check_blocks(env: Env, name: str, owner: np.ndarray, stats: dict[str, int])
     i = np.arange(p)
     uw, uh = env.k.unrotated_shape
     env.checked.add(name)
-    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
-        flat_hulls(np.minimum(i * n, e), np.minimum((i + 1) * n, e), d.shape), i, uw, uh))
+    lo, hi = np.minimum(i * n, e), np.minimum((i + 1) * n, e)
+    # over the value flattened where its lanes carry flat ranges
+    # (ElementwiseKind.input_view), a PE's window is its block's range
+    win = np.stack([lo, hi], axis=1)[:, :, None] if d.view is not None and \
+        flattens(d.shape, d.view) else flat_hulls(lo, hi, d.shape)
+    stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(win, i, uw, uh))
 
 
 def _resolve(env: Env, traced: list[str], t: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -196,9 +203,10 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
                 env.store(o, a)
     pes = 0
     reads: list[tuple[np.ndarray, np.ndarray]] = []  # (tags, PE index reading each)
-    for o in k.outputs:
-        if o not in tv:
-            continue
+    moved = [o for o in k.outputs if o in tv]
+    p = max(1, DatamoveKind.pes(k.knobs))
+    owners = dict(zip(moved, block_owners([tv[o].reshape(-1) for o in moved], p), strict=True))
+    for o in moved:
         t = tv[o].reshape(-1)
         src = t >= _TAG
         band = np.where(src, t // _TAG - 1, 0).astype(np.int64)
@@ -210,8 +218,7 @@ def datamove(env: Env, body: list[Node], stats: dict[str, int]) -> int:
                            "elements; the binary's description of the kernel is inconsistent")
         dt = np.result_type(*(env.vals[a].dtype for a in traced))
         out = _resolve(env, traced, t, dt)
-        p = max(1, DatamoveKind.pes(k.knobs))
-        owner = np.arange(t.size, dtype=np.int64) // -(-t.size // p)
+        owner = owners[o]
         reads.append((t, owner))
         if o in merges:
             where, upd, fn = merges[o]

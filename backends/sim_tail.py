@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import Node
+from wsec.ir.lanes import flattens
 from wsec.ir.library_common import ELEMENTWISE_OPS
 
 from .format import type_shape
@@ -217,9 +218,13 @@ def check_operand(env: Env, name: str, grid: tuple[int, ...], owner: np.ndarray,
     if bidx is None:
         return
     uw, uh = env.k.unrotated_shape
-    shape = window_shape(d.shape)
+    # over the value flattened where its lanes carry flat ranges (an
+    # element-wise chain's operand: ElementwiseKind.body_view)
+    flat = d.view is not None and flattens(d.shape, d.view)
+    shape = d.box_shape if flat else window_shape(d.shape)
     pe = np.broadcast_to(owner, grid).reshape(-1)
-    at = np.stack(np.unravel_index(bidx.reshape(-1), shape), axis=1)
+    at = bidx.reshape(-1, 1) if flat else \
+        np.stack(np.unravel_index(bidx.reshape(-1), shape), axis=1)
     order = np.argsort(pe, kind="stable")
     pe, at = pe[order], at[order]
     first = np.r_[0, np.flatnonzero(np.diff(pe)) + 1]

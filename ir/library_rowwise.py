@@ -203,12 +203,43 @@ class ElementwiseKind(_SpreadKind):
         (wsec.ir.cuts.spread_rows). An input broadcast over the output (its
         PEs read strided parts) and a kernel that tiles a constant (its PEs
         own the constant's tiles, not blocks) have no per-row box: None."""
+        got = self._rows(dims, knobs, shape)
+        return None if got is None else got[1] if got[2] else got[0]
+
+    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                   ) -> tuple[int, ...] | None:
+        """The value flattened where its rows' blocks hold fewer elements
+        in all there than as hulls in its shape: a row of consecutive
+        blocks is one flat range, which in (N, C, L) spans every channel
+        it touches whole where it starts or ends inside one (a 1-D conv's
+        [1, 4, 100] dealt over 25 PEs, five to a row: a row's hull was up
+        to 2 x 100 of its 80 elements). Else None."""
+        got = self._rows(dims, knobs, shape)
+        return (int(np.prod(shape, dtype=np.int64)),) if got is not None and got[2] else None
+
+    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                 ) -> np.ndarray | None:
+        """input_cut's boxes in the value's own shape (rows holding them
+        without lanes: a weight-streaming phase, where there is no view)."""
+        got = self._rows(dims, knobs, shape)
+        return None if got is None else got[0]
+
+    def _rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+              ) -> tuple[np.ndarray, np.ndarray, bool] | None:
+        """(the rows' boxes in `shape`, their flat ranges ((h, 2, 1)),
+        whether those hold fewer elements in all), or None (no per-row box)."""
         E, p = dims["E"], int(knobs["p"])
         if dims.get("Pf") or not shape or int(np.prod(shape)) != E:
             return None
         n = -(-E // max(p, 1))
         i = np.arange(p)
-        return spread_rows(flat_hulls(np.minimum(i * n, E), np.minimum((i + 1) * n, E), shape))
+        lo, hi = np.minimum(i * n, E), np.minimum((i + 1) * n, E)
+        rows = spread_rows(flat_hulls(lo, hi, shape))
+        flat = spread_rows(np.stack([lo, hi], axis=1)[:, :, None])
+        flat[(flat[:, 1] <= flat[:, 0]).any(axis=1)] = 0
+        tighter = len(shape) > 1 and int(box_elements(flat).sum()) < int(
+            box_elements(rows).sum())
+        return rows, flat, tighter
 
     def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
         """A kernel tiling a constant over its rectangle (dims Pf): its PEs
@@ -259,21 +290,54 @@ class ElementwiseKind(_SpreadKind):
         wsec.backends.sim_spread), which reads the same element of `value`;
         PE row py's box is its blocks' hull (as input_cut's). None where the
         chain does not read it, or the weight-streaming phase holds it (not
-        routed: the rows keep what they held), and for an operand broadcast
-        onto the grid (a squeeze-excitation scale [N, C, 1, 1]): its rows'
-        boxes would be broadcast_rows of these, but declared, they changed
-        the router's widening rounds elsewhere in a layout (MobileNet-v3's
-        fixture: a depthwise conv's input lost its cut, +146 PEs reading
-        what no lane brought, where EfficientNet's gained 311)."""
+        routed: the rows keep what they held).
+
+        An operand broadcast onto the grid (a squeeze-excitation scale
+        [N, C, 1, 1], a LayerNorm's per-token statistic [N, T, 1]) is read
+        whole by every row that owns elements where it holds no more than a
+        row's share of the grid (E / rows): its lanes then carry all of it,
+        one lane whose spine hands it to every row where the source side
+        leaves one slot, or where half a link holds it (a multicast:
+        route_bundles.choose_pitch), and each row receives at most as much
+        of it as of its own block, where a flat lane lands on one PE and the others read what
+        no lane brought. A larger one stays flat: its rows' boxes would be
+        broadcast_rows of these, but declared, they changed the router's
+        widening rounds elsewhere in a layout (MobileNet-v3's fixture: a
+        depthwise conv's input lost its cut, +146 PEs reading what no lane
+        brought, where EfficientNet's gained 311)."""
         if not ops.routed or not any(value in n.inputs for n in kernel.body):
             return None
-        rows = self.input_cut(kernel.dims, kernel.knobs, grid)
+        rows = self.held_cut(kernel.dims, kernel.knobs, grid)  # in the grid's shape
         if rows is None:
             return None
         shape = tuple(int(n) for n in ops.shape(value))
-        if int(np.prod(shape)) != kernel.dims["E"]:
+        numel = int(np.prod(shape))
+        if numel == kernel.dims["E"]:
+            if self.body_view(kernel, value, ops) is not None:
+                got = self._rows(kernel.dims, kernel.knobs, grid)
+                return None if got is None else got[1]
+            return broadcast_rows(rows, shape)
+        if not shape or numel * len(rows) > kernel.dims["E"] or \
+                broadcast_rows(rows, shape) is None:
             return None
-        return broadcast_rows(rows, shape)
+        whole = np.zeros((len(rows), 2, len(shape)), np.int64)
+        live = (rows[:, 1, :] > rows[:, 0, :]).all(axis=1)
+        whole[live, 1] = shape
+        return whole
+
+    def body_view(self, kernel: Kernel, value: str, ops: Operands) -> tuple[int, ...] | None:
+        """Routed, an activation as large as the grid that the chain reads
+        on its blocks' owners (`_operand_rows`) flattened, where its rows'
+        blocks hold fewer elements in all there (input_view); else None."""
+        dims, knobs = kernel.dims, kernel.knobs
+        if not ops.routed or not knobs or dims.get("Pf") or ops.const(value) is not None:
+            return None
+        outs = [tuple(ops.shape(o)) for o in kernel.outputs if o]
+        grid = max(outs, key=lambda s: int(np.prod(s)), default=())
+        if not grid or int(np.prod(grid)) != dims["E"] or \
+                int(np.prod(ops.shape(value))) != dims["E"] or len(ops.shape(value)) < 2:
+            return None
+        return self.input_view(dims, knobs, grid)
 
     @staticmethod
     def _tile_grid(p: int) -> tuple[int, int]:
@@ -312,7 +376,8 @@ class DatamoveKind(LibraryKind):
     """Ops that only move data (Reshape, Flatten, Concat, Transpose, Cast,
     Slice, Split, Pad, Expand, Tile, DepthToSpace, ...; a chain of them fuses;
     multi-output ops like Split export each output). Each of its p PEs
-    buffers and forwards ceil(E/p) elements, one wavelet per element per
+    buffers and forwards ceil(E/p) elements (its outputs dealt in sequence:
+    a split's outputs together are its input), one wavelet per element per
     cycle; the permutation is in the routes. dims: E = largest tensor touched, I
     activation inputs, P constant elements (shape tensors, gather tables;
     replicated on every PE).
@@ -357,9 +422,9 @@ class DatamoveKind(LibraryKind):
 
     def body_cut(self, kernel: Kernel, value: str, ops: Operands) -> np.ndarray | None:
         """Per PE row, the hull of the elements of activation `value` its PEs
-        forward (wsec.ir.movement: the body run on index tensors, each
-        output dealt in blocks of ceil(E / p) over the p = c x h PEs, PE i
-        at offset py * c + px), over the value's shape or, routed, where
+        forward (wsec.ir.movement: the body run on index tensors, its
+        outputs dealt in sequence in blocks over the p = c x h PEs,
+        `block_owners`, PE i at offset py * c + px), over the value's shape or, routed, where
         that is tighter, over the value flattened (`body_view`); None when
         the body is not a pure movement of its activations
         (`movement.sources`) or reads `value` as a parameter, or when the

@@ -108,23 +108,48 @@ def sources(body: list[Node], acts: list[str], shapes: dict[str, tuple[int, ...]
             if o not in acts}
 
 
+def block_owners(tags: list[np.ndarray], pes: int) -> list[np.ndarray]:
+    """Per output of a data-movement kernel (`tags`: its elements' sources,
+    flat, in the kernel's output order), the PE index forwarding each
+    element: the outputs dealt as one sequence in blocks of ceil(total /
+    pes), in the order of their first source element (input band, then
+    position; an output copying none last), so PE i forwards elements
+    [i n, (i + 1) n) of that concatenation. Why one sequence: a split's
+    outputs each dealt over all the PEs (q, k and v of an attention's packed
+    projection) made every PE row copy a block of each, and its row's hull
+    span the three slices of the input, nearly all of it; dealt in sequence,
+    in the input's order, a row copies a block of one or two neighbouring
+    slices, and no PE forwards more elements than a block of each would."""
+    sizes = [int(t.size) for t in tags]
+    n = max(1, -(-sum(sizes) // max(1, pes)))
+    first = [float(t[t >= TAG].min()) if (t >= TAG).any() else np.inf for t in tags]
+    order = sorted(range(len(tags)), key=lambda i: first[i])
+    out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(tags)
+    start = 0
+    for i in order:
+        out[i] = (start + np.arange(sizes[i], dtype=np.int64)) // n
+        start += sizes[i]
+    return out
+
+
 def rows_read(tags: list[np.ndarray], band: int, shape: tuple[int, ...], pes: int,
               cols: int) -> np.ndarray:
     """(pes // cols, 2, ndim): per PE row, the hull of the elements of the
     band-th input (of `shape`) that the row's PEs copy, the outputs' tags
-    given: output element e is forwarded by PE e // ceil(E / pes) (offset
-    py * cols + px). A row copying nothing reads an all-zero box."""
+    given (in the kernel's output order): output elements are forwarded by
+    the PEs `block_owners` deals them to (offset py * cols + px). A row
+    copying nothing reads an all-zero box."""
     rows = max(1, pes // max(1, cols))
     nd = len(shape)
     out = np.zeros((rows, 2, nd), np.int64)
     if not nd:
         return out
-    for t in tags:
-        n = max(1, -(-t.size // max(1, pes)))
+    owners = block_owners(tags, pes)
+    for t, owner in zip(tags, owners, strict=True):
         mine = np.flatnonzero((t >= TAG) & (np.floor(t / TAG) - 1 == band))
         if not mine.size:
             continue
-        r = mine // n // max(1, cols)  # ascending with the output's order
+        r = owner[mine] // max(1, cols)  # ascending with the output's order
         at = np.stack(np.unravel_index((t[mine] - (band + 1) * TAG).astype(np.int64), shape))
         first = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
         lo = np.minimum.reduceat(at, first, axis=1).T

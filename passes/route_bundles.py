@@ -753,7 +753,10 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     needs (`need`, and those an earlier attempt asked for, `min_lanes`):
     there a new cut that crowds a link or a PE is routed flat again
     (wsec.passes.route._crowding_cuts), where the first attempts have no
-    such guard (more, lighter cuts there crowd a GPT's links). The flat
+    such guard (more, lighter cuts there crowd a GPT's links); a value half
+    a link's capacity holds whole, with any number of lanes each at most
+    that (one lane carrying all of it to every row, where the flat split's
+    headroom asks for two). The flat
     split's lanes land on only some rows, and the rest of the rectangle
     would have to forward what they read (a distribution no route
     configures), so its lighter lanes are no fair comparison; the
@@ -782,12 +785,15 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     elif r.light or r.lane_cap:  # the router cuts it again where it fits beside a bundle
         k = min(ks, key=lambda k: (loads[k], k))  # passing its rows
     else:
-        k = pick_pitch(loads, R, r.wavelets, ask,
-                       ask if not r.widen else max(r.need, r.min_lanes), cap)
+        # a value half a link holds whole needs no more lanes than its cut has:
+        # one lane whose spine hands it to every row (a small operand every row
+        # reads whole; a matmul's input from a source one PE wide) is cut
+        least = 1 if 2 * r.wavelets <= cap else \
+            ask if not r.widen else max(r.need, r.min_lanes)
+        k = pick_pitch(loads, R, r.wavelets, ask, least, cap)
         if not k:  # the rows' cores, their halos exchanged inside the sink
             loads = _halo_loads(r, ks, cap)
-            k = pick_pitch(loads, R, r.wavelets, ask,
-                           ask if not r.widen else max(r.need, r.min_lanes), cap)
+            k = pick_pitch(loads, R, r.wavelets, ask, least, cap)
             r.halo = k > 0
     if not k:
         return  # lanes as light as the flat split's need more than the source side has

@@ -407,12 +407,21 @@ def _grouped_row(n: int) -> list[int]:
                                       ((5, 9, 2), 7)])
 def test_elementwise_rows_hold_each_pes_block(shape: tuple[int, ...], p: int) -> None:
     E = int(np.prod(shape))
-    rows = KINDS["elementwise"].input_cut({"E": E, "Pf": 0}, {"p": p}, shape)
+    kind = KINDS["elementwise"]
+    rows = kind.held_cut({"E": E, "Pf": 0}, {"p": p}, shape)  # in the value's shape
     assert rows is not None
     n = -(-E // p)
     flat = np.arange(E).reshape(shape)
     reads = [(flat >= i * n) & (flat < (i + 1) * n) for i in range(p)]
     _inside_row_boxes(shape, rows, reads, _spread_row(p))
+    # routed, over the value flattened where that is lighter (input_view)
+    view = kind.input_view({"E": E, "Pf": 0}, {"p": p}, shape)
+    cut = kind.input_cut({"E": E, "Pf": 0}, {"p": p}, shape)
+    if view is None:
+        assert np.array_equal(cut, rows)
+    else:
+        assert view == (E,)
+        _inside_row_boxes((E,), cut, [r.reshape(-1) for r in reads], _spread_row(p))
     assert KINDS["elementwise"].input_cut({"E": E, "Pf": 1}, {"p": p}, shape) is None
     assert KINDS["elementwise"].input_cut({"E": 2 * E, "Pf": 0}, {"p": p}, shape) is None
 

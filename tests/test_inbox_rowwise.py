@@ -186,7 +186,8 @@ def test_the_declared_boxes() -> None:
            "z": (12, 10), "w": (10,)}
     b = ew.body_cut(ek, "b", _ops(esh))
     assert b is not None and np.array_equal(b, ew.input_cut(edims, ek.knobs, (12, 10)))
-    assert ew.body_cut(ek, "s", _ops(esh)) is None  # broadcast: kept flat
+    # broadcast, at most a row's share of the grid: every row reads all of it
+    assert ew.body_cut(ek, "s", _ops(esh)).tolist() == [[[0, 0], [1, 10]]] * 2
     assert ew.body_cut(ek, "w", _ops(esh)) is None  # a constant: held, never routed
     assert ew.body_cut(ek, "b", _ops(esh, routed=False)) is None
 

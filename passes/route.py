@@ -1019,8 +1019,9 @@ class Route(Pass):
         # the cuts left flat whose lanes widen, as ribbons where they fit (route_ribbons)
         split, made = ribbon_round(module, fabric, best.neg.reqs, cap,
                                    (best.headroom, *AUTO_HEADROOMS))
-        module.attrs["ribbons"] = [split, made]
+        module.attrs.pop("ribbons", None)  # recorded where some were made (the report's 0)
         if split:
+            module.attrs["ribbons"] = [split, made]
             ctx.notes.append(f"route: {split} flat cut request{'s' if split > 1 else ''} "
                              f"routed as {made} ribbons (bundles whose lanes widen at "
                              "corners of their own)")

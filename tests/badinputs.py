@@ -832,14 +832,14 @@ def _child(case: Case, d: pathlib.Path, out_fd: int, err_fd: int) -> None:
         warnings.simplefilter("ignore", ResourceWarning)
         from wsec.cli import main
 
-        if case.sigint_after is not None:
-            def fire() -> None:
-                time.sleep(case.sigint_after)
-                os.kill(os.getpid(), signal.SIGINT)
-
-            threading.Thread(target=fire, daemon=True).start()
+        def fire() -> None:
+            assert case.sigint_after is not None
+            time.sleep(case.sigint_after)
+            os.kill(os.getpid(), signal.SIGINT)
 
         try:
+            if case.sigint_after is not None:  # inside: the timer may fire before start returns
+                threading.Thread(target=fire, daemon=True).start()
             code = main(list(case.argv))
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1

@@ -392,12 +392,7 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
                 moved = {i: _shift(rects[i], rotated[i], gap) for i in movers}
                 if not gap or not _clear(occ, moved, width, height):
                     continue
-            for i in movers:
-                x, y, w, h = rects[i]
-                occ[y:y + h, x:x + w] = -1
-            for i, (x, y, w, h) in moved.items():
-                occ[y:y + h, x:x + w] = i
-                rects[i] = (x, y, w, h)
+            _move(occ, rects, moved)
             opened += 1
             break  # j has moved: its other inputs are measured on the next kernels' turn
     return opened
@@ -416,6 +411,17 @@ def _shift(rect: Rect4, rotated: bool, by: int) -> Rect4:
     """The rectangle moved `by` PEs further along its rows' axis."""
     x, y, w, h = rect
     return (x, y + by, w, h) if rotated else (x + by, y, w, h)
+
+
+def _move(occ: np.ndarray, rects: list[Rect4], moved: dict[int, Rect4]) -> None:
+    """Each rectangle of `moved` to its new place, on the occupancy grid too
+    (its old PEs freed first: movers may overlap their old places)."""
+    for i in moved:
+        x, y, w, h = rects[i]
+        occ[y:y + h, x:x + w] = -1
+    for i, (x, y, w, h) in moved.items():
+        occ[y:y + h, x:x + w] = i
+        rects[i] = (x, y, w, h)
 
 
 def _clear(occ: np.ndarray, moved: dict[int, Rect4], width: int, height: int) -> bool:

@@ -34,7 +34,7 @@ from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import input_cut, owner_pitch, read_span
 from wsec.ir.movement import Operands
 
-from .place_rows import Rect4, _clear, _frame, _occupancy
+from .place_rows import Rect4, _clear, _frame, _move, _occupancy
 
 
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
@@ -116,12 +116,7 @@ def face_runs(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
                     break  # no bundle loses rows it runs straight on or meets the group
             else:
                 continue
-            for q in group:
-                x0, y0, w0, h0 = rects[q]
-                occ[y0:y0 + h0, x0:x0 + w0] = -1
-            for q, (x1, y1, w1, h1) in moves.items():
-                occ[y1:y1 + h1, x1:x1 + w1] = q
-                rects[q] = (x1, y1, w1, h1)
+            _move(occ, rects, moves)
             moved += 1
     return moved
 

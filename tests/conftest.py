@@ -30,6 +30,18 @@ def compiled_light(name: str, target: str = "wse2"):  # noqa: ANN201
     return compile_model(str(light_model(name)), CompileOptions(target=target))
 
 
+def compiled_file(d: pathlib.Path, model: pathlib.Path):  # noqa: ANN201
+    """`model` compiled with default options into d/<stem>.bin and the
+    binary loaded, as the simulator's tests read a compiled fixture."""
+    from wsec.backends.emit import write_binary
+    from wsec.backends.loader import load_binary
+    from wsec.driver import CompileOptions, compile_model
+
+    out = d / f"{model.stem}.bin"
+    write_binary(compile_model(str(model), CompileOptions()).module, str(out))
+    return load_binary(str(out))
+
+
 def compiled_graph(d: pathlib.Path, graph: onnx.GraphProto):  # noqa: ANN201
     """`graph` saved as an opset-17 model in directory d and compiled with
     `wsec MODEL -o MODEL.bin`, as a user would: (the loaded binary, the

@@ -27,14 +27,12 @@ import pathlib
 import numpy as np
 import onnx
 import pytest
+from conftest import compiled_file, compiled_graph
 from onnx import TensorProto, helper
 from test_cut_kinds import _cut_sinks, dropped_lane_raises, swapped_end_lanes_raise
 from test_transformer_fixtures import FIXTURES, fixture_data
-from wsec.backends.emit import write_binary
 from wsec.backends.format import Program
-from wsec.backends.loader import load_binary
 from wsec.backends.sim import simulate
-from wsec.driver import CompileOptions, compile_model
 from wsec.ir.graph import Kernel, Node
 from wsec.ir.lanes import box_elements, check_cut
 from wsec.ir.library_rowwise import DatamoveKind, ElementwiseKind
@@ -180,8 +178,6 @@ def se_model() -> onnx.GraphProto:
 
 @pytest.fixture(scope="module")
 def se(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
-    from conftest import compiled_graph
-
     return compiled_graph(tmp_path_factory.mktemp("se"), se_model())
 
 
@@ -211,10 +207,7 @@ def test_the_scales_lane_dropped_is_an_error_at_a_pe(se: tuple[Program, pathlib.
 
 @pytest.fixture(scope="module")
 def gpt(tmp_path_factory: pytest.TempPathFactory) -> Program:
-    out = tmp_path_factory.mktemp("gpt") / "gpt.bin"
-    res = compile_model(str(FIXTURES / "gpt_o14.onnx"), CompileOptions())
-    write_binary(res.module, str(out))
-    return load_binary(str(out))
+    return compiled_file(tmp_path_factory.mktemp("gpt"), FIXTURES / "gpt_o14.onnx")
 
 
 def _split_inputs(p: Program) -> list[int]:
@@ -268,10 +261,7 @@ CNN = FIXTURES / "cnn"
 
 @pytest.fixture(scope="module")
 def selin(tmp_path_factory: pytest.TempPathFactory) -> Program:
-    out = tmp_path_factory.mktemp("selin") / "selin.bin"
-    res = compile_model(str(CNN / "selin_d18.onnx"), CompileOptions())
-    write_binary(res.module, str(out))
-    return load_binary(str(out))
+    return compiled_file(tmp_path_factory.mktemp("selin"), CNN / "selin_d18.onnx")
 
 
 def _viewed_elementwise(p: Program) -> list[int]:

@@ -141,15 +141,15 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
         lane = r["lane"][mine].astype(np.int32) + np.int32(b["lane0"])
         shape = tuple(type_shape(p.info["values"][e.value]))
         numel = int(np.prod(shape, dtype=np.int64))
+        boxes = p.lane_boxes(bi)
         have = out[ki].get(e.value)
         if have is not None and have.edge == int(b["edge"]) and have.boxes is not None \
-                and p.lane_boxes(bi) is not None:  # a ribbon of a cut already delivered
-            _merge(p, have, bi, py, px, lane)
+                and boxes is not None:  # a ribbon of a cut already delivered
+            _merge(p, have, bi, boxes, py, px, lane)
             continue
         at = np.full((uh, uw), -1, np.int32)
         at[py, px] = lane
         total = int(b["sink_lanes"]) or int(b["lanes"])
-        boxes = p.lane_boxes(bi)
         if boxes is not None and total != int(b["lanes"]):  # the sink's lanes, filled per ribbon
             full = np.zeros((total, *boxes.shape[1:]), np.int64)
             full[int(b["lane0"]):int(b["lane0"]) + boxes.shape[0]] = boxes
@@ -169,15 +169,14 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
     return out
 
 
-def _merge(p: Program, d: Delivery, bi: int, py: np.ndarray, px: np.ndarray,
-           lane: np.ndarray) -> None:
-    """Ribbon `bi`'s lanes into the Delivery of its cut: its boxes at its
+def _merge(p: Program, d: Delivery, bi: int, boxes: np.ndarray, py: np.ndarray,
+           px: np.ndarray, lane: np.ndarray) -> None:
+    """Ribbon `bi`'s lanes (`boxes`) into the Delivery of its cut: its boxes at its
     lanes of the sink, its PEs' lanes. A PE two lanes of one cut reach
     would hold a union no single lane box describes: never routed (the
     loader checks ribbons serve each row once), an error if it is."""
     b = p.bundles[bi]
-    boxes = p.lane_boxes(bi)
-    assert d.boxes is not None and boxes is not None
+    assert d.boxes is not None
     a = int(b["lane0"])
     d.boxes[a:a + boxes.shape[0]] = boxes
     taken = d.lane_at[py, px] >= 0

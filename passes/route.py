@@ -1263,8 +1263,8 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
     if not over.any() and not crowded.any():
         return set()
     was = {(r.edge, r.sink) for r in best.neg.reqs if r.cut_pitch}
-    # over link -> new cuts there (run cut?, lane load, request); and the cuts `best`
-    # had, for the links no new cut crosses
+    # over link -> new cuts there (run cut?, lane load, request); and the one-lane
+    # cuts `best` had, for the links no new cut crosses
     on: dict[int, list[tuple[bool, float, tuple[int, str]]]] = {}
     kept: dict[int, list[tuple[bool, float, tuple[int, str]]]] = {}
     at: list[tuple[bool, int, tuple[int, str], np.ndarray]] = []  # new cuts on crowded PEs
@@ -1272,6 +1272,8 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
         if rt is None or not r.cut_pitch:
             continue
         new = (r.edge, r.sink) not in was
+        if not new and r.lanes > 1:
+            continue
         for link in np.unique(rt.links[over[rt.links]]):  # a mask: no sort of every link
             (on if new else kept).setdefault(int(link), []).append(
                 (on_run(r), float(neg.lane_load[i]), (r.edge, r.sink)))
@@ -1282,7 +1284,8 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
             at.append((on_run(r), int(pes.size), (r.edge, r.sink), pes))
     if not on and kept:
         # no new cut crosses an overfilled link: the new cuts moved flat bundles onto
-        # links `best`'s cuts use, so those cuts go flat, the new ones stay (the
+        # links where `best` cut a value with one lane (all of it on one link, its
+        # spine handing it to every row): those go flat, the new ones stay (the
         # attempt is kept only where fewer sink PEs then read flat lanes)
         on = kept
     out: set[tuple[int, str]] = set()

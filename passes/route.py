@@ -1252,8 +1252,13 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
     before the others: each proves a run of a data movement's column, a
     few PEs, where another cut proves its sink's whole rectangle (in
     _run_cuts a conv's cut that the run cuts' lanes moved is new too, and
-    is kept before them). Empty when nothing is that crowded or no new cut
-    is among what crowds it."""
+    is kept before them). Where no new cut crosses an overfilled link (the
+    new cuts moved flat bundles onto it), the cuts `best` had there with a
+    single lane carrying all of the value go flat instead, so the new cuts
+    can be kept (measured: Whisper's widened softmax and P.V cuts, 559 ->
+    260 forwarded PEs; every cut `best` had there: ResNet-50 0 -> 93).
+    Empty when nothing is that crowded or no such cut is among what crowds
+    it."""
     neg = got.neg
     limit = bound * neg.cap
     over = neg.occ > limit

@@ -111,25 +111,50 @@ def sources(body: list[Node], acts: list[str], shapes: dict[str, tuple[int, ...]
 def block_owners(tags: list[np.ndarray], pes: int) -> list[np.ndarray]:
     """Per output of a data-movement kernel (`tags`: its elements' sources,
     flat, in the kernel's output order), the PE index forwarding each
-    element: the outputs dealt as one sequence in blocks of ceil(total /
-    pes), in the order of their first source element (input band, then
-    position; an output copying none last), so PE i forwards elements
-    [i n, (i + 1) n) of that concatenation. Why one sequence: a split's
-    outputs each dealt over all the PEs (q, k and v of an attention's packed
-    projection) made every PE row copy a block of each, and its row's hull
-    span the three slices of the input, nearly all of it; dealt in sequence,
-    in the input's order, a row copies a block of one or two neighbouring
-    slices, and no PE forwards more elements than a block of each would."""
+    element: the outputs' elements dealt as one sequence in blocks of
+    ceil(total / pes), in the order of their sources (input band, then
+    position: `source_order`; of equal sources, the outputs in the order of
+    their first source, then each output's order; fills last), so PE i
+    forwards elements [i n, (i + 1) n) of that sequence and copies a run of
+    consecutive elements of its input: over the input flattened its hull is
+    exact. Why the sources' order: a split's outputs each dealt over all the
+    PEs (q, k and v of an attention's packed projection) made every PE row
+    copy a block of each, and its row's hull span the three slices of the
+    input, nearly all of it; a permutation's output dealt in its own order
+    (a channel shuffle, a transpose) made a row copy a strided set, whose
+    hull spanned most of the input in any view (measured: ShuffleNet's
+    shuffles, 75% of it; dealt so, each row reads 1/h of it). No PE
+    forwards more than n elements either way."""
     sizes = [int(t.size) for t in tags]
     n = max(1, -(-sum(sizes) // max(1, pes)))
     first = [float(t[t >= TAG].min()) if (t >= TAG).any() else np.inf for t in tags]
     order = sorted(range(len(tags)), key=lambda i: first[i])
     out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(tags)
+    if not order:
+        return out
+    place = source_order(np.concatenate([np.asarray(tags[i], np.float64).reshape(-1)
+                                         for i in order])) // n
     start = 0
     for i in order:
-        out[i] = (start + np.arange(sizes[i], dtype=np.int64)) // n
+        out[i] = place[start:start + sizes[i]]
         start += sizes[i]
     return out
+
+
+def source_order(tags: np.ndarray) -> np.ndarray:
+    """Each element's place (0..size-1) when elements (`tags`, flat, in
+    the outputs' order) are sorted by their sources (input band, then
+    position; ties and fills, which copy no input, in the given order,
+    fills last). The identity where the sources already ascend (a reshape,
+    a concatenation's inputs in order): checked first, sorted only where
+    they do not."""
+    t = np.asarray(tags, np.float64).reshape(-1)
+    key = np.where(t >= TAG, t, np.inf)
+    if t.size < 2 or bool((key[1:] >= key[:-1]).all()):
+        return np.arange(t.size, dtype=np.int64)
+    place = np.empty(t.size, np.int64)
+    place[np.argsort(key, kind="stable")] = np.arange(t.size, dtype=np.int64)
+    return place
 
 
 def rows_read(tags: list[np.ndarray], band: int, shape: tuple[int, ...], pes: int,
@@ -149,7 +174,10 @@ def rows_read(tags: list[np.ndarray], band: int, shape: tuple[int, ...], pes: in
         mine = np.flatnonzero((t >= TAG) & (np.floor(t / TAG) - 1 == band))
         if not mine.size:
             continue
-        r = owner[mine] // max(1, cols)  # ascending with the output's order
+        r = owner[mine] // max(1, cols)
+        if (r[1:] < r[:-1]).any():  # dealt in the sources' order (block_owners): by row
+            by = np.argsort(r, kind="stable")
+            mine, r = mine[by], r[by]
         at = np.stack(np.unravel_index((t[mine] - (band + 1) * TAG).astype(np.int64), shape))
         first = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
         lo = np.minimum.reduceat(at, first, axis=1).T

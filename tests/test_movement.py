@@ -10,7 +10,7 @@ from wsec.ir.graph import Kernel, Node
 from wsec.ir.kernels import read_span
 from wsec.ir.lanes import check_cut
 from wsec.ir.library_rowwise import DatamoveKind
-from wsec.ir.movement import TAG, Operands, rows_read, sources
+from wsec.ir.movement import TAG, Operands, block_owners, rows_read, sources
 
 SHAPES = {"a": (1, 2, 3, 4), "b": (1, 3, 3, 4)}
 
@@ -55,9 +55,10 @@ def test_rows_read_is_the_hull_of_each_rows_blocks(pes: int, cols: int) -> None:
     t = tags["y"]
     for band, name in enumerate(("a", "b")):
         rows = rows_read([t], band, SHAPES[name], pes, cols)
-        n = -(-t.size // pes)
+        owner = block_owners([t], pes)[0]  # dealt in the order of their sources
         for r in range(rows.shape[0]):  # brute force: the row's elements of this input
-            mine = [i for i in range(t.size) if i // n // cols == r and _decode(t[i])[0] == band]
+            mine = [i for i in range(t.size) if owner[i] // cols == r
+                    and _decode(t[i])[0] == band]
             if not mine:
                 assert (rows[r] == 0).all()
                 continue

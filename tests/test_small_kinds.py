@@ -62,35 +62,40 @@ def _tags() -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("pes", [1, 4, 7, 18, 90])
-def test_outputs_are_dealt_in_sequence_in_their_sources_order(pes: int) -> None:
+def test_outputs_are_dealt_in_the_order_of_their_sources(pes: int) -> None:
+    """q, k's transpose and v together, sorted by the element of x each
+    copies: PE i copies elements [i n, (i + 1) n) of x (each once here),
+    a run of consecutive ones, and forwards at most n elements."""
     tags = _tags()
     owners = block_owners(tags, pes)
     total = sum(t.size for t in tags)
     n = -(-total // pes)
-    # in the input's order: q (the third listed), then k's transpose, then v
-    seq = np.concatenate([owners[2], owners[1], owners[0]])
-    np.testing.assert_array_equal(seq, np.arange(total) // n)
-    assert np.bincount(seq).max() <= n  # no PE forwards more than a block of the whole
+    src = np.concatenate([(t - TAG).astype(np.int64) for t in tags])
+    seq = np.concatenate(owners)
+    np.testing.assert_array_equal(seq, src // n)
+    assert np.bincount(seq).max() <= n
 
 
-def test_a_splits_rows_read_neighbouring_slices_of_its_input() -> None:
-    """Each row copies a block of the outputs in sequence: its box spans at
-    most two neighbouring slices (2D columns), and the rows' boxes together
-    hold fewer elements than with each output dealt over all the PEs."""
+def test_a_splits_rows_read_consecutive_ranges_of_its_input() -> None:
+    """Each row copies a run of consecutive elements of x: over x flattened
+    its box is exact (the rows partition x), and in x's shape the rows'
+    boxes together hold no more elements than with each output dealt over
+    all the PEs (every row then reads part of each slice)."""
     tags = _tags()
     pes, cols = 6, 2
+    flat = (int(np.prod(SHAPES["x"])),)
+    line = rows_read(tags, 0, flat, pes, cols)
+    check_cut(flat, line)
+    assert int(box_elements(line).sum()) == flat[0]
     rows = rows_read(tags, 0, SHAPES["x"], pes, cols)
     check_cut(SHAPES["x"], rows)
-    width = rows[:, 1, 2] - rows[:, 0, 2]
-    assert (width <= 2 * D).all() and (width > 0).all()
-    # each output over all the PEs, as before: every row reads part of each slice
     apart = np.zeros_like(rows)
     for t in tags:
         one = rows_read([t], 0, SHAPES["x"], pes, cols)
         live = (apart[:, 1] > apart[:, 0]).all(axis=1)[:, None]
         apart[:, 0] = np.where(live, np.minimum(apart[:, 0], one[:, 0]), one[:, 0])
         apart[:, 1] = np.where(live, np.maximum(apart[:, 1], one[:, 1]), one[:, 1])
-    assert int(box_elements(rows).sum()) < int(box_elements(apart).sum())
+    assert int(box_elements(rows).sum()) <= int(box_elements(apart).sum())
     # brute force: row r's box is the hull of the elements its PEs copy
     owners = block_owners(tags, pes)
     for r in range(pes // cols):
@@ -100,13 +105,16 @@ def test_a_splits_rows_read_neighbouring_slices_of_its_input() -> None:
         np.testing.assert_array_equal(rows[r, 1], idx.max(axis=1) + 1)
 
 
-def test_the_datamove_kind_cuts_a_split_by_the_rows_sequence() -> None:
+def test_the_datamove_kind_cuts_a_split_by_its_rows_ranges() -> None:
     k = Kernel("k0", "kernel", ["x"], OUTS, kind="datamove", dims={"E": T * 3 * D},
-               body=_split_body(), knobs={"c": 1, "h": 3})
-    rows = DatamoveKind().body_cut(k, "x", Operands(lambda n: SHAPES[n], CONSTS.get))
+               body=_split_body(), knobs={"c": 1, "h": 4})
+    ops = Operands(lambda n: SHAPES[n], CONSTS.get, routed=True)
+    kind = DatamoveKind()
+    rows = kind.body_cut(k, "x", ops)
     assert rows is not None
-    # three rows, one slice each: q's columns, k's, v's
-    assert rows[:, :, 2].tolist() == [[0, D], [D, 2 * D], [2 * D, 3 * D]]
+    # routed, over x flattened: four rows, a quarter of x each (23, 23, 23, 21)
+    assert kind.body_view(k, "x", ops) == (T * 3 * D,)
+    assert rows[:, :, 0].tolist() == [[0, 23], [23, 46], [46, 69], [69, 90]]
 
 
 def _spread(shape: tuple[int, ...], operand: tuple[int, ...], p: int) -> tuple[Kernel, Operands]:

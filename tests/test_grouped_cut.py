@@ -215,3 +215,40 @@ def test_a_host_input_is_cut_over_its_view(tmp_path: pathlib.Path) -> None:
     bad = replace(p, info={**p.info, "host_io": {**p.info["host_io"], "inputs": [other]}})
     with pytest.raises(FormatError, match=r"the I/O map sends boxes of the shape \[1, 4, 4"):
         check_records(bad)
+
+
+def _pooled_graph() -> onnx.GraphProto:
+    """ShuffleNet's tail: a depthwise 3x3 conv, then a 1x1 conv of 4
+    groups with the 7x7 average pool (global) fused into it (a fused pooling
+    keeps the grouped conv from being stacked: library_conv.stacked)."""
+    rng = np.random.default_rng(11)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, shape,
+                                  (rng.standard_normal(shape) * 0.3).ravel().tolist())
+
+    nd = helper.make_node
+    nodes = [nd("Conv", ["x", "w1"], ["d"], pads=[1, 1, 1, 1], group=32),
+             nd("Conv", ["d", "w2", "b2"], ["c"], group=4),
+             nd("Relu", ["c"], ["r"]),
+             nd("AveragePool", ["r"], ["y"], kernel_shape=[7, 7])]
+    vi = helper.make_tensor_value_info
+    return helper.make_graph(nodes, "pooled", [vi("x", TensorProto.FLOAT, [1, 32, 7, 7])],
+                             [vi("y", TensorProto.FLOAT, [1, 64, 1, 1])],
+                             [init("w1", 32, 1, 3, 3), init("w2", 64, 8, 1, 1), init("b2", 64)])
+
+
+def test_a_pool_fused_conv_of_four_groups_is_cut_over_its_view(
+        tmp_path: pathlib.Path) -> None:
+    """Its PE columns read a G-th of their row's box or more, cut all the
+    same (ConvKind.input_view): every PE reads inside the lane its row
+    received, and the model still computes what onnxruntime does."""
+    p, model = compiled_graph(tmp_path, _pooled_graph())
+    bi, ki = _viewed(p)
+    k = p.kernels[ki]
+    assert k.dims["G"] == 4 and k.dims.get("pool") and p.lane_view(bi) == (1, 4, 8, 7, 7)
+    x = random_inputs(p, 1)
+    res = simulate(p, x)
+    want, _ = onnx_reference(str(model), x)
+    assert compare("y", res.outputs["y"], want["y"]).ok
+    assert res.kernel_stats[k.name]["forwarded_pes"] == 0

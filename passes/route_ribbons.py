@@ -14,7 +14,10 @@ side just below the rows it lands on, so its lanes run up only as far as
 they widen; ribbons whose vertical runs overlap nest (the lower one turns
 further on, as the lanes of one bundle do), the others reuse the same
 columns. The columns then needed are the most lanes whose runs overlap at
-any row (`plan`), not L: 32 for VGG-19's conv.
+any row (`plan`), not L: 32 for VGG-19's conv. Where the sink's rows reach
+past both ends of the source side (a side facing the middle of taller
+rows), the rows below take ribbons turning down and those above ribbons
+turning up, in the same columns (`split_plan`).
 
 Geometry, in a frame where u runs from the source side to the sink side
 (the sides' common normal) and v along them, the direction the ribbons

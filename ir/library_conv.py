@@ -543,34 +543,24 @@ class ConvKind(LibraryKind):
 
     def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                    ) -> tuple[int, ...] | None:
-        """A 2-D grouped conv with more than one channel per group: its
-        input as (N, G, C/G, H, W) (group_view); else None (1-D and 3-D
-        grouped convs keep their bounding boxes' None: their executors'
-        windows are mapped from 2-D rows, not given in the view)."""
+        """A 2-D grouped conv with more than one channel per group, not
+        stacked: its input as (N, G, C/G, H, W) (group_view); else None
+        (1-D and 3-D grouped convs keep their bounding boxes' None: their
+        executors' windows are mapped from 2-D rows, not given in the
+        view). Those are 2 groups (a PE reads at least half of its row's
+        box, AlexNet's convs) and a fused pooling's G > 2 (`stacked` keeps
+        no pooling), whose PE columns may read as little as a G-th of the
+        row's box, all of it on their RAMPs. Measured: before stacking,
+        so cutting ShuffleNet's 4-group 1x1 convs crowded its links
+        (1.000x -> 1.240x its bound); its last conv, with the global pool,
+        cut so, keeps 1.249x and proves its 7,372 PEs (flat, they read
+        what no lane brought); the router flattens a cut whose lanes
+        overfill a link."""
         G, C = max(1, dims.get("G", 1)), dims.get("C", 0)
         if G < 2 or C // G < 2 or stacked(dims) or dims.get("L1") or dims.get("T") \
-                or len(shape) != 4 \
-                or shape[1] != C or 2 * self._fewest_groups(dims, knobs) < G:
+                or len(shape) != 4 or shape[1] != C:
             return None
         return group_view(tuple(shape), G)
-
-    def _fewest_groups(self, dims: Dims, knobs: Knobs) -> int:
-        """The fewest groups a PE column's out-channel block spans: of its
-        row's box (its block of all G groups) such a PE reads that many
-        G-ths, but its RAMP receives all of it. Measured (bench/fabric.py):
-        cut where each PE reads a quarter of its row's box or less
-        (ShuffleNet's 4-group 1x1 convs) the lanes of every row crowd
-        ShuffleNet's links (realised 1.000x -> 1.240x its bound), so a
-        grouped conv is cut over its view only where every PE reads at
-        least half of it (AlexNet's 2 groups)."""
-        K, G, k = int(dims.get("K", 0)), max(1, dims.get("G", 1)), max(1, int(knobs["k"]))
-        kg, kb = max(1, K // G), -(-K // k)
-        px = np.arange(k)
-        px = px[px * kb < K]
-        if not px.size:
-            return 0
-        q0, q1 = (px * kb) // kg, (np.minimum((px + 1) * kb, K) - 1) // kg
-        return int((q1 - q0 + 1).min())
 
     def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                  ) -> np.ndarray | None:

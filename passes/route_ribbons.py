@@ -14,7 +14,10 @@ side just below the rows it lands on, so its lanes run up only as far as
 they widen; ribbons whose vertical runs overlap nest (the lower one turns
 further on, as the lanes of one bundle do), the others reuse the same
 columns. The columns then needed are the most lanes whose runs overlap at
-any row (`plan`), not L: 32 for VGG-19's conv.
+any row (`plan`), not L: 32 for VGG-19's conv. Where the sink's rows reach
+past both ends of the source side (a side facing the middle of taller
+rows), the rows below take ribbons turning down and those above ribbons
+turning up, in the same columns (`split_plan`).
 
 Geometry, in a frame where u runs from the source side to the sink side
 (the sides' common normal) and v along them, the direction the ribbons
@@ -124,6 +127,41 @@ def best_plan(L: int, k: int, s0: int, s1: int, d0: int, u_src: int,
     return None
 
 
+def split_plan(L: int, k: int, s0: int, s1: int, d0: int, u_src: int, u_dst: int,
+               tries: int = 9) -> tuple[int, int, list[Ribbon], list[Ribbon]] | None:
+    """Ribbons for L lanes at pitch k whose sink rows (from d0) reach past
+    both ends of the source side s0..s1: frame lanes b..L-1 turn up from
+    source rows t + 1..s1, lanes 0..b-1 turn down from rows s0..t (their
+    plan in the mirrored frame, where lane 0 is lane b - 1), as (b, t,
+    down, up); None where no split of `tries` fits. The two halves share
+    the columns: the down ribbons run in rows up to t, the up ones above
+    it. Each lane runs at least one row to its landing row, so b and t
+    satisfy d0 + b k + 1 - k <= t <= d0 + b k + k - 3, and each half
+    needs a source row per lane; of the splits that allow it, `tries`
+    spread from the middle outwards are tried."""
+    if k < 2 or L < 2:
+        return None
+    lo = max(1, -(-(s0 - d0 - k + 2) // (k - 1)))
+    hi = min(L - 1, (s1 - L - d0 + k - 1) // (k - 1))
+    if lo > hi:
+        return None
+    mid = (lo + hi) // 2
+    order = sorted(range(lo, hi + 1), key=lambda b: (abs(b - mid), b))
+    step = max(1, len(order) // tries)
+    for b in order[::step][:tries]:
+        t = min(max(d0 + b * k - 1, s0 + b - 1, d0 + b * k + 1 - k), s1 - L + b,
+                d0 + b * k + k - 3)
+        if t < s0 + b - 1 or t < d0 + b * k + 1 - k:
+            continue
+        up = best_plan(L - b, k, t + 1, s1, d0 + b * k, u_src, u_dst)
+        if up is None:
+            continue
+        down = best_plan(b, k, -t, -s0, -(d0 + b * k - 1), u_src, u_dst)
+        if down is not None:
+            return b, t, down, up
+    return None
+
+
 def _dot(p: Vec, q: Vec) -> int:
     return p[0] * q[0] + p[1] * q[1]
 
@@ -131,7 +169,10 @@ def _dot(p: Vec, q: Vec) -> int:
 def bundles_for(r: Request) -> list[Bundle] | None:
     """r (cut at a widening pitch: its cut_pitch k, lanes L) as ribbons, on
     its sides as they are: the sides parallel and facing, the sink ahead
-    with free columns between; None where no plan fits."""
+    with free columns between; None where no plan fits. All ribbons turn
+    the same way where the source side lies below (or above) the rows they
+    land on; else the rows below the side take ribbons turning down and
+    those above ribbons turning up (`split_plan`)."""
     e = r.src.normal
     if r.dst.normal != e or _dot(r.src.axis, r.dst.axis) == 0 or r.owner_pitch:
         return None
@@ -139,30 +180,40 @@ def bundles_for(r: Request) -> list[Bundle] | None:
     u_src, u_dst = _dot(r.src.origin, e), _dot(r.dst.origin, e)
     if u_dst - u_src < 2:
         return None
-    for up in (r.dst.axis, (-r.dst.axis[0], -r.dst.axis[1])):
-        src_v = sorted(_dot(r.src.pe(i), up) for i in (0, r.src.length - 1))
-        dst_v = sorted(_dot(r.dst.pe(r.cut_first + t), up) for t in (0, L * k - 1))
-        got = best_plan(L, k, src_v[0], src_v[1], dst_v[0], u_src, u_dst)
-        if got is None:
-            continue
-        down = (-up[0], -up[1])
+    up = r.dst.axis
+    flip = (-up[0], -up[1])
+    src_v = sorted(_dot(r.src.pe(i), up) for i in (0, r.src.length - 1))
+    d0 = _dot(r.dst.pe(r.cut_first), up)
+    parts: list[tuple[Vec, int, list[Ribbon]]] | None = None  # (frame up, frame d0, plan)
+    for way, (s0, s1), f0 in ((up, src_v, d0), (flip, (-src_v[1], -src_v[0]), -(d0 + L * k - 1))):
+        got = best_plan(L, k, s0, s1, f0, u_src, u_dst)
+        if got is not None:
+            parts = [(way, f0, got)]
+            break
+    if parts is None:
+        two = split_plan(L, k, src_v[0], src_v[1], d0, u_src, u_dst)
+        if two is None:
+            return None
+        b, _, down, upper = two
+        parts = [(flip, -(d0 + b * k - 1), down), (up, d0 + b * k, upper)]
+    out = []
+    for way, f0, got in parts:
+        back = (-way[0], -way[1])
 
-        def pt(u: int, v: int, up: Vec = up) -> Vec:
-            return (u * e[0] + v * up[0], u * e[1] + v * up[1])
+        def pt(u: int, v: int, way: Vec = way) -> Vec:
+            return (u * e[0] + v * way[0], u * e[1] + v * way[1])
 
-        out = []
         for rb in got:
             top_src = rb.y + rb.m - 1
-            top_dst = dst_v[0] + k * (rb.a + rb.m) - 1
+            top_dst = f0 + k * (rb.a + rb.m) - 1
             path = (pt(u_src, top_src), pt(rb.j, top_src), pt(rb.j, top_dst), pt(u_dst, top_dst))
-            b = Bundle(r.sink, 0, rb.m, down, path, r.dst.reach, "rows", k, 1)
+            b = Bundle(r.sink, 0, rb.m, back, path, r.dst.reach, "rows", k, 1)
             try:
                 check(b)
             except LaneError:
                 return None
             out.append(b)
-        return out
-    return None
+    return out
 
 
 def _free_color(ra: RouteArrays, fabric: Fabric, pes: np.ndarray, halo: int = 0) -> int:
@@ -180,14 +231,42 @@ def _free_color(ra: RouteArrays, fabric: Fabric, pes: np.ndarray, halo: int = 0)
     return -1
 
 
+def _free_pes(ribbons: list[Bundle], owner: np.ndarray, fabric: Fabric, sink: int,
+              src: int) -> np.ndarray | None:
+    """The PEs (y*W + x, sorted) ribbons pass, where they pass only free
+    PEs, their sink's and their lanes' first PEs (the producer's), each PE
+    once (ribbons of one color never meet: by the plan, refused if they
+    do); None where they do not (`owner`: the kernel index per PE, -1
+    free)."""
+    W = fabric.width
+    pes = []
+    for b in ribbons:
+        ex = expand(b)
+        on = (ex.x >= 0) & (ex.x < W) & (ex.y >= 0) & (ex.y < fabric.height)
+        if not on.all():
+            return None
+        who = owner[ex.y, ex.x]
+        first, _ = endpoints(b)  # each lane's source PE: its producer's
+        start = np.isin(ex.y * W + ex.x, first[:, 1] * W + first[:, 0])
+        if not ((who == -1) | (who == sink) | (start & (who == src))).all():
+            return None
+        pes.append(ex.y * W + ex.x)
+    at = np.concatenate(pes)
+    got = np.unique(at)
+    return got if got.size == at.size else None
+
+
 def ribbon_round(module: Module, fabric: Fabric, reqs: list[Request], cap: int,
                  headrooms: tuple[float, ...]) -> tuple[int, int]:
     """Route as ribbons the cut requests the router left flat whose lanes
     widen (each kept where its ribbons pass only free PEs and its sink's
     rows, on a color free at all of them, and the busiest link stays as
     busy as it was). Each at the pitch the router would widen it at with
-    each of `headrooms` (the kept layout's first), the first whose
-    ribbons fit. Returns (requests split, ribbon bundles)."""
+    each of `headrooms` (the kept layout's first), then the coarser ones
+    that fit, the first whose ribbons pass those checks (a finer pitch's
+    lanes may not fit the columns, a coarser one's overfill a link they
+    share with a bundle passing the sink's rows). Returns (requests
+    split, ribbon bundles)."""
     owner = np.full((fabric.height, fabric.width), -1, np.int32)
     kernels = list(module.kernels())
     index = {k.name: i for i, k in enumerate(kernels)}
@@ -227,48 +306,27 @@ def ribbon_round(module: Module, fabric: Fabric, reqs: list[Request], cap: int,
     top = busiest_link(link_loads(route_arrays(module, cache), fabric))
     before = top.wavelets if top else 0
     split = made = 0
+    halo = HALO_COLORS if any(r.halo for r in reqs) else 0
     for _, ei, sink, tries in todo:
-        ribbons = next((got for q in tries if (got := bundles_for(q))), None)
-        if not ribbons:
-            continue
         e = module.edges[ei]
         assert e.bundles is not None
-        old = [b for b in e.bundles if b.sink == sink]
-        if len(old) != 1:
+        if sum(b.sink == sink for b in e.bundles) != 1:
             continue
-        si = index[sink]
-        pes = []
-        ok = True
-        for b in ribbons:
-            ex = expand(b)
-            on = (ex.x >= 0) & (ex.x < fabric.width) & (ex.y >= 0) & (ex.y < fabric.height)
-            if not on.all():
-                ok = False
-                break
-            who = owner[ex.y, ex.x]
-            src, _ = endpoints(b)  # each lane's source PE: its producer's
-            start = np.isin(ex.y * fabric.width + ex.x, src[:, 1] * fabric.width + src[:, 0])
-            if not ((who == -1) | (who == si) | (start & (who == index[e.src]))).all():
-                ok = False
-                break
-            pes.append(ex.y * fabric.width + ex.x)
-        if not ok:
-            continue
-        at = np.concatenate(pes)
-        if np.unique(at).size != at.size:
-            continue  # ribbons of one color meet: never by the plan, refused if they do
         keep = list(e.bundles)
-        e.bundles = [b for b in e.bundles if b.sink != sink]
-        color = _free_color(route_arrays(module, cache), fabric, np.unique(at),
-                            HALO_COLORS if any(r.halo for r in reqs) else 0)
-        if color < 0:
+        for q in tries:  # the first pitch whose ribbons pass every check
+            ribbons = bundles_for(q)
+            at = _free_pes(ribbons, owner, fabric, index[sink], index[e.src]) if ribbons \
+                else None
+            if at is None:
+                continue
+            e.bundles = [b for b in keep if b.sink != sink]
+            color = _free_color(route_arrays(module, cache), fabric, at, halo)
+            if color >= 0:
+                e.bundles = e.bundles + [replace(b, color=color) for b in ribbons]
+                top = busiest_link(link_loads(route_arrays(module, cache), fabric))
+                if (top.wavelets if top else 0) <= max(before, cap):
+                    split += 1
+                    made += len(ribbons)
+                    break
             e.bundles = keep
-            continue
-        e.bundles = e.bundles + [replace(b, color=color) for b in ribbons]
-        top = busiest_link(link_loads(route_arrays(module, cache), fabric))
-        if (top.wavelets if top else 0) > max(before, cap):
-            e.bundles = keep
-            continue
-        split += 1
-        made += len(ribbons)
     return split, made

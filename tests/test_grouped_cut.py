@@ -215,3 +215,63 @@ def test_a_host_input_is_cut_over_its_view(tmp_path: pathlib.Path) -> None:
     bad = replace(p, info={**p.info, "host_io": {**p.info["host_io"], "inputs": [other]}})
     with pytest.raises(FormatError, match=r"the I/O map sends boxes of the shape \[1, 4, 4"):
         check_records(bad)
+
+
+def _pooled_graph() -> onnx.GraphProto:
+    """ShuffleNet's tail: a depthwise 3x3 conv, then a 1x1 conv of 4
+    groups with the 7x7 average pool (global) fused into it (a fused pooling
+    keeps the grouped conv from being stacked: library_conv.stacked)."""
+    rng = np.random.default_rng(11)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, shape,
+                                  (rng.standard_normal(shape) * 0.3).ravel().tolist())
+
+    nd = helper.make_node
+    nodes = [nd("Conv", ["x", "w1"], ["d"], pads=[1, 1, 1, 1], group=32),
+             nd("Conv", ["d", "w2", "b2"], ["c"], group=4),
+             nd("Relu", ["c"], ["r"]),
+             nd("AveragePool", ["r"], ["y"], kernel_shape=[7, 7])]
+    vi = helper.make_tensor_value_info
+    return helper.make_graph(nodes, "pooled", [vi("x", TensorProto.FLOAT, [1, 32, 7, 7])],
+                             [vi("y", TensorProto.FLOAT, [1, 64, 1, 1])],
+                             [init("w1", 32, 1, 3, 3), init("w2", 64, 8, 1, 1), init("b2", 64)])
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, pathlib.Path]:
+    return compiled_graph(tmp_path_factory.mktemp("pooled"), _pooled_graph())
+
+
+def test_a_pool_fused_conv_of_four_groups_is_cut_over_its_view(
+        pooled: tuple[Program, pathlib.Path]) -> None:
+    """Its PE columns read a G-th of their row's box or more, cut all the
+    same (ConvKind.input_view): every PE reads inside the lane its row
+    received, and the model still computes what onnxruntime does."""
+    p, model = pooled
+    bi, ki = _viewed(p)
+    k = p.kernels[ki]
+    assert k.dims["G"] == 4 and k.dims.get("pool") and p.lane_view(bi) == (1, 4, 8, 7, 7)
+    x = random_inputs(p, 1)
+    res = simulate(p, x)
+    want, _ = onnx_reference(str(model), x)
+    assert compare("y", res.outputs["y"], want["y"]).ok
+    assert res.kernel_stats[k.name]["forwarded_pes"] == 0
+
+
+def test_a_pool_fused_conv_missing_a_block_is_an_error_at_that_pe(
+        pooled: tuple[Program, pathlib.Path]) -> None:
+    """Lane 0 into the pool-fused conv carries one channel block less of
+    every group: the simulator names the PE reading it and the lane."""
+    p, _ = pooled
+    bi, ki = _viewed(p)
+    sl = p.slices.copy()
+    s0 = int(p.bundles[bi]["slice0"])
+    assert sl["stop"][s0, 2] - sl["start"][s0, 2] >= 2
+    sl["stop"][s0, 2] -= 1
+    sl["start"][s0 + 1, 2] -= 1  # lane 1 still covers the value: only PEs of lane 0 miss it
+    with pytest.raises(SimError) as ex:
+        simulate(replace(p, slices=sl), random_inputs(p))
+    msg = str(ex.value)
+    assert f"kernel '{p.kernels[ki].name}'" in msg and "never arrived there" in msg, msg
+    assert "lane 0" in msg, msg

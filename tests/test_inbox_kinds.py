@@ -126,11 +126,14 @@ def test_grouped_1d_and_3d_conv_rows_hold_each_pes_window() -> None:
     # holds the channels its out-channel block reads in each group: as a hull
     # in the value, and exactly as a box of the input viewed as (N, G, C/G, H, W),
     # where the row's cut (ConvKind.input_view) holds it (k = 3: a PE reads 1 or 2
-    # of the 4 groups' blocks, a quarter of its row's box, and stays flat; k = 1:
-    # every PE reads all of them)
+    # of the 4 groups' blocks, a quarter of its row's box, cut all the same, since
+    # a fused pooling keeps it from being stacked; k = 1: every PE reads all of them)
     dims = {**dims, "pool": 1}
-    assert KINDS["conv"].input_view(dims, kn, (N, C, H, W)) is None
-    assert KINDS["conv"].input_cut(dims, kn, (N, C, H, W)) is None
+    assert KINDS["conv"].input_view(dims, kn, (N, C, H, W)) == (N, G, C // G, H, W)
+    rows3k = KINDS["conv"].input_cut(dims, kn, (N, C, H, W))
+    assert rows3k is not None and rows3k.shape == (6, 2, 5)
+    _holds(rows3k, _grouped_need(_conv_need((N, C, H, W), 2, 3, 2, 3, 1, R, 1, 9, 1), 3, 3,
+                                 K // G, C // G, G, view=True))
     kn1 = {**kn, "k": 1}
     view = KINDS["conv"].input_view(dims, kn1, (N, C, H, W))
     rows = KINDS["conv"].input_cut(dims, kn1, (N, C, H, W))

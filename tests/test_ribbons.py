@@ -248,6 +248,42 @@ def test_ribbons_turn_the_other_way_where_the_sink_lies_lower() -> None:
     assert all(b.path[1][1] > b.path[2][1] for b in got)  # each turns down at its corner
 
 
+def test_ribbons_turn_both_ways_where_the_sink_reaches_past_both_ends() -> None:
+    """ShuffleNet's 4-group convs (672 rows) take a depthwise conv's 336-row
+    side from its middle: no run of ribbons turning one way serves the rows
+    below the side and those above it; split, the lower rows' ribbons turn
+    down and the upper rows' up, in the same columns (their vertical runs
+    lie on either side of the split)."""
+    from wsec.ir.lanes import check, expand
+    from wsec.passes.route_ribbons import best_plan, bundles_for, split_plan
+
+    S, R, k, gap, below = 112, 256, 8, 12, 72
+    L = R // k
+    assert best_plan(L, k, below, below + S - 1, 0, 4, 5 + gap) is None
+    assert best_plan(L, k, -(below + S - 1), -below, -(R - 1), 4, 5 + gap) is None
+    b, t, down, up = split_plan(L, k, below, below + S - 1, 0, 4, 5 + gap)
+    assert 0 < b < L and below <= t < below + S
+    got = bundles_for(_request(S, R, k, gap, below=below))
+    assert got is not None and sum(x.lanes for x in got) == L
+    turns = [x.path[2][1] - x.path[1][1] for x in got]
+    assert any(d < 0 for d in turns) and any(d > 0 for d in turns)  # down and up
+    rows, pes = [], []
+    for x in got:
+        check(x)
+        assert x.cut == "rows" and x.pitch == k and x.src_pitch == 1
+        ex = expand(x)
+        assert (ex.x >= 4).all() and (ex.x < 5 + gap + 6).all()
+        at = ex.x < 5  # on the source side: the lanes' first PEs, its output column
+        assert (ex.y[at] >= below).all() and (ex.y[at] < below + S).all()
+        pes.append(ex.y * 1000 + ex.x)
+        rows.append(np.unique(ex.y[ex.x >= 5 + gap]))
+    at = np.concatenate(pes)
+    assert np.unique(at).size == at.size  # PE-disjoint: one color holds them all
+    assert sorted(np.concatenate(rows).tolist()) == list(range(R))  # every row once
+    # without the columns the lower rows' ribbons need, none
+    assert bundles_for(_request(S, R, k, 5, below=below)) is None
+
+
 @pytest.mark.slow
 def test_densenet121_routes_its_widening_cuts_as_ribbons(tmp_path) -> None:  # noqa: ANN001
     """DenseNet-121's dense-block convs take more rows than their producers'

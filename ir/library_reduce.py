@@ -11,7 +11,10 @@ dealt out to min(p, O) output groups; when p > O the remaining factor
 p // O (at most R) splits each output's R elements into segments whose
 partial results are combined along a chain of the segment PEs (each adds
 the partial it receives to its own and forwards it, pipelined over the
-outputs: one add and one received wavelet per output).
+outputs: one add and one received wavelet per output). The PE indices
+of a reduction holding work fill the rectangle's rows as evenly as they
+go, in order (`reduce_layout`), so every row's input lane carries a fair
+share.
 A PE streams its ceil(O/po) x ceil(R/pr) input elements once, keeps one
 accumulator per output (fp32) and a double-buffered input row. A scan
 (CumSum) sends every element back out, and segments add the carry of the

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import Node
-from wsec.ir.library_reduce import reduce_boxes
+from wsec.ir.lanes import flattens
+from wsec.ir.library_reduce import reduce_boxes, reduce_layout, reduce_ranges, working_pes
 
 from .sim_base import COMPUTE_DTYPE
 from .sim_channels import check_norm_rows, check_row_norm, grouped_lin
@@ -131,9 +132,12 @@ def _arg_rows(x: np.ndarray, node: Node, pr: int) -> np.ndarray:
     return out.astype(np.int64)
 
 
-def _spread_lin(env: Env, i: np.ndarray) -> np.ndarray:
-    uw, _ = env.k.unrotated_shape
-    return (i // uw) * uw + i % uw
+def _spread_lin(env: Env, i: np.ndarray, o: int, po: int, pr: int) -> np.ndarray:
+    """The offsets (py uw + px) of PE indices i (holding work) of a
+    reduction of o outputs in po groups of pr segments
+    (wsec.ir.library_reduce.reduce_layout: its rows hold as many)."""
+    uw, uh = env.k.unrotated_shape
+    return reduce_layout(working_pes(o, po, pr), uw, uh)[i]
 
 
 def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
@@ -180,7 +184,7 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     env.store(node.outputs[0], np.asarray(y).astype(out_dt, copy=False).reshape(out_shape)
               if node.op not in ("ArgMax", "ArgMin") else np.asarray(y).reshape(out_shape))
     i = (np.arange(o) // _cdiv(o, po)) * pr + (pr - 1)  # the chain's last PE
-    owner = _spread_lin(env, i).reshape(out_shape)
+    owner = _spread_lin(env, i, o, po, pr).reshape(out_shape)
     env.owner[node.outputs[0]] = owner
     stats["sharded_pes"] = po * pr
     return 1 + run_tail(env, body[1:], tuple(out_shape), owner, stats)
@@ -189,17 +193,26 @@ def reduce(env: Env, body: list[Node], stats: dict[str, int]) -> int:
 def _check_reduce(env: Env, name: str, shape: tuple[int, ...], axes: tuple[int, ...],
                   po: int, pr: int, stats: dict[str, int]) -> None:
     """Each PE's window of the reduced input (`reduce_boxes`, on the PE at
-    its index: the near-square layout is row-major), checked against the
-    lane its core received (sim_inbox.check_windows). A scalar is reduced
-    as a row of one element (`reduce`): its window is that element
-    (sim_inbox.window_shape), read by the one PE."""
+    its `reduce_layout` offset), checked against the lane its core received
+    (sim_inbox.check_windows); where the lanes carry the value flattened
+    (the kind's input_view), the exact range of it the PE reads
+    (`reduce_ranges`). A scalar is reduced as a row of one element
+    (`reduce`): its window is that element (sim_inbox.window_shape), read
+    by the one PE."""
     d = env.deliveries.get(name)
     if d is None or d.shape != tuple(shape):
         return
     uw, uh = env.k.unrotated_shape
-    boxes = reduce_boxes(window_shape(tuple(shape)), axes, po, pr)
+    boxes = None
+    if d.view is not None and flattens(d.shape, d.view):
+        boxes = reduce_ranges(tuple(shape), axes, po, pr)
+    if boxes is None:
+        boxes = reduce_boxes(window_shape(tuple(shape)), axes, po, pr)
+    ws = window_shape(tuple(shape))
+    o = int(np.prod(ws)) // max(1, int(np.prod([ws[a] for a in axes])))
+    n = working_pes(o, po, pr)
     stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(
-        boxes, _spread_lin(env, np.arange(po * pr)), uw, uh))
+        boxes[:n], _spread_lin(env, np.arange(n), o, po, pr), uw, uh))
 
 
 def _einsum(env: Env, body: list[Node], stats: dict[str, int]) -> int:
@@ -221,7 +234,8 @@ def _einsum(env: Env, body: list[Node], stats: dict[str, int]) -> int:
     else:  # a pure relabelling (a transpose, a diagonal): one element per output
         pr, y = 1, x
     env.store(node.outputs[0], np.asarray(y).astype(x.dtype).reshape(out_shape))
-    owner = _spread_lin(env, (np.arange(o) // _cdiv(o, po)) * pr + (pr - 1)).reshape(out_shape)
+    owner = _spread_lin(env, (np.arange(o) // _cdiv(o, po)) * pr + (pr - 1),
+                        o, po, pr).reshape(out_shape)
     env.owner[node.outputs[0]] = owner
     stats["sharded_pes"] = po * pr
     return 1 + run_tail(env, body[1:], tuple(out_shape), owner, stats)

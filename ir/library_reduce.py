@@ -11,7 +11,10 @@ dealt out to min(p, O) output groups; when p > O the remaining factor
 p // O (at most R) splits each output's R elements into segments whose
 partial results are combined along a chain of the segment PEs (each adds
 the partial it receives to its own and forwards it, pipelined over the
-outputs: one add and one received wavelet per output).
+outputs: one add and one received wavelet per output). The PE indices
+of a reduction holding work fill the rectangle's rows as evenly as they
+go, in order (`reduce_layout`), so every row's input lane carries a fair
+share.
 A PE streams its ceil(O/po) x ceil(R/pr) input elements once, keeps one
 accumulator per output (fp32) and a double-buffered input row. A scan
 (CumSum) sends every element back out, and segments add the carry of the
@@ -25,9 +28,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cuts import flat_hulls, joined, spread_rows
+from .cuts import flat_hulls, joined, row_hulls
 from .graph import Node, Value
 from .kernel_kind import Dims, Knobs
+from .lanes import box_elements
 from .library_common import (
     CODE_BYTES,
     KERNEL_OVERHEAD,
@@ -91,6 +95,56 @@ def reduce_boxes(shape: tuple[int, ...], axes: tuple[int, ...], po: int, pr: int
     return out
 
 
+def reduce_ranges(shape: tuple[int, ...], axes: tuple[int, ...], po: int, pr: int
+                  ) -> np.ndarray | None:
+    """(po pr, 2, 1): over the value flattened, the range PE index i = g pr
+    + j reads (`reduce_boxes`' outputs x segment): exact where each PE holds
+    one output or the whole of each output's elements (pr = 1), the range
+    from its first output's segment to its last's otherwise. None unless
+    the reduced axes are the trailing ones (then output o's elements are
+    the flat range [o R, (o + 1) R): a global pooling's channel maps)."""
+    nd = len(shape)
+    if not axes or tuple(axes) != tuple(range(nd - len(axes), nd)):
+        return None
+    r = int(np.prod([shape[a] for a in axes]))
+    o = int(np.prod(shape)) // max(r, 1)
+    ob, rb = cdiv(o, po), cdiv(r, pr)
+    i = np.arange(po * pr)
+    g, j = i // pr, i % pr
+    o0, o1 = np.minimum(g * ob, o), np.minimum((g + 1) * ob, o)
+    s0, s1 = np.minimum(j * rb, r), np.minimum((j + 1) * rb, r)
+    live = (o1 > o0) & (s1 > s0)
+    out = np.zeros((i.size, 2, 1), np.int64)
+    out[live, 0, 0] = (o0 * r + s0)[live]
+    out[live, 1, 0] = ((o1 - 1) * r + s1)[live]
+    return out
+
+
+def working_pes(o: int, po: int, pr: int) -> int:
+    """How many PE indices of a reduction hold work: whole output groups of
+    ceil(O / po) outputs (the last may hold fewer, those after it none),
+    each of pr segment PEs."""
+    return cdiv(o, cdiv(o, po)) * pr if o > 0 else pr
+
+
+def reduce_layout(n: int, w: int, h: int) -> np.ndarray:
+    """The linear offset (py w + px) in a w x h rectangle of the PE index
+    u < n of a reduction (n PEs holding work, `working_pes`; the PE
+    indices after them sit after the last row's): row py takes the
+    consecutive indices u with floor(u h / n) = py, from its first PE on,
+    so the rows hold as many (n / h, rounded either way) where a
+    row-major deal would leave the last rows idle. Why: a PE row's cut
+    lane carries what its PEs read, so with 24 channel maps on 36 PEs a
+    row-major deal put 6 maps on each of four rows (1.5x a sixth of the
+    value on a lane, over a link's capacity: the router kept it flat) where
+    six rows of 4 are the fair share. Equal to row-major where n = w h."""
+    u = np.arange(n, dtype=np.int64)
+    if n <= 0:
+        return u
+    y = u * h // n
+    return y * w + u - (-(-y * n // h))
+
+
 
 def reduced_axes(node: Node, values: dict[str, Value]) -> tuple[int, ...] | None:
     """The axes a Reduce* (constant or attribute axes; none: all) or
@@ -143,12 +197,48 @@ class ReduceKind(LibraryKind):
 
     def input_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
                   ) -> np.ndarray | None:
-        """PE index i = g pr + j (row-major in the near-square rectangle)
-        reads output group g's block of the outputs x segment j's block of
-        their reduced elements (`reduce_boxes`, on the reduced axes the
-        dims name: Rx, a bit per axis); a PE row's box is the hull of its
-        PEs' (wsec.ir.cuts.spread_rows). A scan (CumSum) and a one-operand
-        Einsum (its operand relabelled first) name no axes: None."""
+        """PE index i = g pr + j (at its `reduce_layout` offset in the
+        near-square rectangle) reads output group g's block of the outputs x
+        segment j's block of their reduced elements (`reduce_boxes`, on the
+        reduced axes the dims name: Rx, a bit per axis); a PE row's box is
+        the hull of its PEs', over the value flattened where `input_view`
+        says so. A scan (CumSum) and a one-operand Einsum (its operand
+        relabelled first) name no axes: None."""
+        return self._rows(dims, knobs, tuple(shape), self.input_view(dims, knobs, shape))
+
+    def input_view(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                   ) -> tuple[int, ...] | None:
+        """The value flattened where the reduced axes are its trailing ones
+        and the PE rows' reads hold fewer elements in all there
+        (`reduce_ranges`); else None. Why: a row's PEs hold consecutive
+        segments of consecutive outputs, so a row takes the last segments
+        of one channel map and the first of the next; in (N, C, H, W) its
+        hull is both channels' whole maps (MobileNet-v3's squeeze-excite
+        mean, 12 segments per map on rows of 14: 2 maps, 1.75x the row's
+        share, over a link's capacity, and the router kept it flat).
+        Flattened, those segments are one range."""
+        if len(shape) < 2:
+            return None
+        rows = self._rows(dims, knobs, tuple(shape), None)
+        flat = (int(np.prod(shape, dtype=np.int64)),)
+        line = self._rows(dims, knobs, tuple(shape), flat)
+        if rows is None or line is None or \
+                int(box_elements(line).sum()) >= int(box_elements(rows).sum()):
+            return None
+        return flat
+
+    def held_cut(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...]
+                 ) -> np.ndarray | None:
+        """input_cut's boxes in the value's own shape (rows holding them
+        without lanes: a weight-streaming phase, where there is no view)."""
+        return self._rows(dims, knobs, tuple(shape), None)
+
+    def _rows(self, dims: Dims, knobs: Knobs, shape: tuple[int, ...],
+              view: tuple[int, ...] | None) -> np.ndarray | None:
+        """Per PE row (`reduce_layout` in the near-square rectangle) the
+        hull of its PEs' boxes (`reduce_boxes`), or over the value
+        flattened (`view`) their ranges (`reduce_ranges`); None where the
+        dims name no axes (a scan, an Einsum) or do not match `shape`."""
         if "Rx" not in dims or dims.get("scan") or not shape:
             return None
         axes = tuple(a for a in range(len(shape)) if dims["Rx"] >> a & 1)
@@ -158,9 +248,16 @@ class ReduceKind(LibraryKind):
             return None
         po = min(p, outs)
         pr = min(max(1, p // outs), max(dims["R"], 1))
-        boxes = np.zeros((p, 2, len(shape)), np.int64)
-        boxes[:po * pr] = reduce_boxes(tuple(shape), axes, po, pr)
-        return spread_rows(boxes)
+        pe = reduce_boxes(shape, axes, po, pr) if view is None else \
+            reduce_ranges(shape, axes, po, pr)
+        if pe is None:
+            return None
+        w = max(1, int(np.ceil(np.sqrt(p))))  # as squarish, below the grid's width
+        h = -(-p // w)
+        n = working_pes(outs, po, pr)
+        grid = np.zeros((w * h, *pe.shape[1:]), np.int64)
+        grid[reduce_layout(n, w, h)] = pe[:n]
+        return row_hulls(grid.reshape(h, w, *pe.shape[1:]))
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):
         p = kn["p"]

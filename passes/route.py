@@ -990,6 +990,7 @@ class Route(Pass):
                 thinned |= {k for k, v in again.wider.items() if v != wider.get(k)}
                 thinned |= {k for k, v in again.caps.items() if v != caps.get(k)}
                 best, wider, caps = again, again.wider, again.caps
+        runs_cut = False  # the run cuts' attempt was kept (_run_cuts)
         if best.colored and any(on_run(r) for r in base):
 
             def runs(still: set[tuple[int, str]]) -> _Attempt:
@@ -999,17 +1000,21 @@ class Route(Pass):
                                 best.warm(), moved, best.flat | still, pairs=best.pairs,
                                 widen=best.widen, runs=True, light=light, caps=caps)
 
-            best = _run_cuts(best, runs, deadline)
+            ran = _run_cuts(best, runs, deadline)
+            runs_cut, best = ran is not best, ran
         if best.colored and any(r.halo for r in best.neg.reqs):
             hot = _halo_hot(module, best, fabric, cap)
-            if hot:  # their rows' exchange bounds throughput more: flat again
+            if hot:  # their rows' exchange bounds throughput more: flat again (the
+                # run cuts and the thinned cuts' lane caps of the kept attempt kept: measured,
+                # the YOLO fixture's SPPF concatenation lost its run cuts here, 126 PEs)
 
                 def plain(still: set[tuple[int, str]]) -> _Attempt:
                     assert best is not None
                     return _attempt(base, fabric, cap, corridors, best.headroom,
                                     self.iterations, self.colors_soft, deadline, best.solo,
                                     known, wider, best.warm(), moved, best.flat | still,
-                                    pairs=best.pairs, widen=best.widen, light=light)
+                                    pairs=best.pairs, widen=best.widen, runs=runs_cut,
+                                    light=light, caps=caps)
 
                 again = plain(hot)
                 best = again if again.colored else best

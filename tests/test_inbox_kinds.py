@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_cut_kinds import _compile_wide, _cut_sinks, _inside_row_boxes, _spread_row
+from test_cut_kinds import _compile_wide, _cut_sinks, _inside_row_boxes
 from test_lane_cut import _P, _delivery
 from wsec.backends.format import BUNDLE_FROM_HOST, Program
 from wsec.backends.sim import SimError, random_inputs, simulate
@@ -32,7 +32,7 @@ from wsec.backends.sim_spread import _TAG, move_boxes
 from wsec.backends.sim_wgrad import wgrad_need
 from wsec.ir.kernels import KINDS
 from wsec.ir.lanes import check_cut
-from wsec.ir.library_reduce import reduce_boxes
+from wsec.ir.library_reduce import reduce_boxes, reduce_layout, reduce_ranges, working_pes
 from wsec.run import onnx_reference
 
 
@@ -82,6 +82,10 @@ def test_move_boxes_hold_what_each_block_copies() -> None:
 REDUCES = [  # shape, axes, p
     ((4, 6, 5), (2,), 7), ((4, 6, 5), (1,), 30), ((3, 8), (0, 1), 5), ((2, 3, 4, 5), (1, 3), 64),
     ((6, 10), (1,), 100), ((5,), (0,), 3),
+    # global means: segments of channel maps, rows straddling two maps (flattened
+    # one range); maps dealt two per PE with PEs left over; more PEs than maps
+    ((1, 16, 8, 8), (2, 3), 48), ((1, 16, 16, 16), (2, 3), 192), ((1, 12, 8, 8), (2, 3), 8),
+    ((1, 24, 8, 8), (2, 3), 32), ((1, 7, 5, 3), (2, 3), 11),
 ]
 
 
@@ -92,7 +96,8 @@ def test_reduce_rows_hold_each_pes_block(shape: tuple[int, ...], axes: tuple[int
     R = int(np.prod([shape[a] for a in axes]))
     O = E // R  # noqa: E741
     dims = {"E": E, "O": O, "R": R, "scan": 0, "Rx": sum(1 << a for a in axes)}
-    rows = KINDS["reduce"].input_cut(dims, {"p": p}, shape)
+    kind = KINDS["reduce"]
+    rows = kind.held_cut(dims, {"p": p}, shape)  # in the value's shape
     assert rows is not None
     po, pr = min(p, O), min(max(1, p // O), R)
     keep = [a for a in range(len(shape)) if a not in axes]
@@ -102,7 +107,32 @@ def test_reduce_rows_hold_each_pes_block(shape: tuple[int, ...], axes: tuple[int
     red = np.ravel_multi_index(tuple(idx[a] for a in axes), [shape[a] for a in axes])
     ob, rb = -(-O // po), -(-R // pr)
     reads = [(kept // ob == i // pr) & (red // rb == i % pr) for i in range(po * pr)]
-    _inside_row_boxes(shape, rows, reads, _spread_row(p))
+    # the PEs holding work (whole output groups) spread over the h rows in runs
+    # as even as they go (reduce_layout), not row-major over the first rows
+    n = sum(1 for i in range(0, po * pr, pr) if reads[i].any()) * pr
+    w = int(np.ceil(np.sqrt(p)))
+    h = -(-p // w)
+    row_of = [i * h // n if i < n else h - 1 for i in range(po * pr)]
+    per_row = np.bincount(row_of[:n], minlength=h)
+    assert per_row.max() - per_row.min() <= 1
+    _inside_row_boxes(shape, rows, reads, row_of)
+    # routed, over the value flattened where that is lighter (input_view): the
+    # reduced axes trailing, a row's PEs read one range of it
+    view = kind.input_view(dims, {"p": p}, shape)
+    cut = kind.input_cut(dims, {"p": p}, shape)
+    if view is None:
+        assert cut is not None and (cut == rows).all()
+    else:
+        assert view == (E,) and tuple(axes) == tuple(range(len(shape) - len(axes), len(shape)))
+        flat = [m.reshape(-1) for m in reads]
+        _inside_row_boxes((E,), cut, flat, row_of)
+        assert int((cut[:, 1] - cut[:, 0]).sum()) < int(np.prod(rows[:, 1] - rows[:, 0],
+                                                                axis=1).sum())
+        ranges = reduce_ranges(shape, axes, po, pr)
+        assert ranges is not None
+        for i, m in enumerate(flat):  # the executor's windows over the view hold the reads
+            if m.any():
+                assert not (m & ~_masks((E,), ranges[i:i + 1])[0]).any()
     boxes = reduce_boxes(shape, axes, po, pr)
     for i, m in enumerate(reads):  # the executor's windows hold the reads too
         if m.any():
@@ -463,7 +493,10 @@ def test_reduce_windows_against_cut_lanes() -> None:
     assert rows is not None
     po, pr = min(p, E // R), min(max(1, p // (E // R)), R)
     w = int(np.ceil(np.sqrt(p)))
-    need = pe_windows(reduce_boxes(shape, axes, po, pr), np.arange(po * pr), w, -(-p // w))
+    n = working_pes(E // R, po, pr)  # 20 maps on 30 PEs: 4 on each of 5 rows
+    need = pe_windows(reduce_boxes(shape, axes, po, pr)[:n],
+                      reduce_layout(n, w, -(-p // w)), w, -(-p // w))
+    assert ((need[:, :, 1] > need[:, :, 0]).all(axis=2).sum(axis=1) == 4).all()
     _window_faults(shape, rows, need)
 
 

@@ -137,7 +137,8 @@ def channel_row_boxes(shape: tuple[int, ...], C: int, G: int, c: int, s: int, lo
     out[:, 1] = shape
     cg = C // G
     step = -(-cg // c)
-    first, last = np.minimum(cg, (py % c) * step), np.minimum(cg, (py % c + 1) * step)
+    b = np.minimum(py % c, max(1, -(-cg // max(step, 1))) - 1)  # padding rows: the last block
+    first, last = np.minimum(cg, b * step), np.minimum(cg, (b + 1) * step)
     out[:, 0, 1], out[:, 1, 1] = first, (G - 1) * cg + last
     if ax is not None:
         out[:, 0, ax], out[:, 1, ax] = lo[py // c], hi[py // c]
@@ -400,8 +401,11 @@ class ConvKind(LibraryKind):
             return {"k": candidates(dims["K"] // G, target.width),
                     "c": candidates(cg, max(1, target.height // G)),
                     "s": candidates(rows, max(1, target.height // G))}
-        return {"k": candidates(dims["K"], target.width),
-                "c": candidates(cg, target.height),
+        cs = candidates(cg, target.height)
+        if not dims.get("L1") and not dims.get("T"):  # padding blocks (see `padded`)
+            more = candidates(2 * cg, target.height)
+            cs = np.union1d(cs, more[more > cg])
+        return {"k": candidates(dims["K"], target.width), "c": cs,
                 "s": candidates(rows, target.height)}
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):

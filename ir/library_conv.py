@@ -129,30 +129,43 @@ def channel_row_boxes(shape: tuple[int, ...], C: int, G: int, c: int, s: int, lo
     channels (the span from the first group's block to the last's), rows
     [lo, hi) of its row group py // c on axis `ax` (None: the whole axis,
     for the row groups that hold any rows), the other axes whole. A row
-    whose block or rows are empty reads nothing (an all-zero box).
+    whose rows are empty reads nothing (an all-zero box).
     `view`: the boxes in the input's `group_view` instead, each block of
-    every group exactly (axis 1 the groups [0, G), axis 2 the block)."""
+    every group exactly (axis 1 the groups [0, G), axis 2 the block).
+
+    A PADDING row (its block past the channels: c blocks of ceil(C/G/c)
+    channels hold more than C/G, or c > C/G, ConvKind's padding blocks)
+    reads nothing, but declares the first element of its group's last
+    block: a box, so that its group's rows read without gaps (wsec.ir.
+    kernels.gaps: a row reading nothing before one that reads keeps the
+    cut from lanes, and a producer from being raised to the rows), one
+    element inside the box of the row before it, so that a lane serving
+    both carries no more and a lane of its own one wavelet."""
     py = np.arange(c * s)
     out = np.zeros((c * s, 2, len(shape)), np.int64)
     out[:, 1] = shape
     cg = C // G
     step = -(-cg // c)
-    first, last = np.minimum(cg, (py % c) * step), np.minimum(cg, (py % c + 1) * step)
+    live = max(1, -(-cg // max(step, 1)))  # blocks holding channels
+    pad = py % c >= live
+    b = np.minimum(py % c, live - 1)
+    first, last = np.minimum(cg, b * step), np.minimum(cg, (b + 1) * step)
     out[:, 0, 1], out[:, 1, 1] = first, (G - 1) * cg + last
     if ax is not None:
         out[:, 0, ax], out[:, 1, ax] = lo[py // c], hi[py // c]
     else:
         out[~(hi > lo)[py // c]] = 0
     out[(out[:, 1] <= out[:, 0]).any(axis=1) | (last <= first)] = 0
-    if not view:
-        return out
-    empty = (out[:, 1] <= out[:, 0]).any(axis=1)
-    vlo = np.insert(out[:, 0], 1, 0, axis=1)
-    vhi = np.insert(out[:, 1], 1, G, axis=1)
-    vlo[:, 2], vhi[:, 2] = first, last
-    got = np.stack([vlo, vhi], axis=1)
-    got[empty] = 0
-    return got
+    if view:
+        empty = (out[:, 1] <= out[:, 0]).any(axis=1)
+        vlo = np.insert(out[:, 0], 1, 0, axis=1)
+        vhi = np.insert(out[:, 1], 1, G, axis=1)
+        vlo[:, 2], vhi[:, 2] = first, last
+        out = np.stack([vlo, vhi], axis=1)
+        out[empty] = 0
+    one = pad & (out[:, 1] > out[:, 0]).all(axis=1)
+    out[one, 1] = out[one, 0] + 1
+    return out
 
 
 def group_view(shape: tuple[int, ...], G: int) -> tuple[int, ...]:
@@ -337,6 +350,17 @@ class ConvKind(LibraryKind):
     T only for 3-D convolutions (see `_fold_depth`: N then counts samples x
     output depth planes, T the depth taps, weight shard [K/k, C/G/c, T, R, S]).
 
+    PADDING blocks: c may exceed the channels per group (up to twice
+    them), its blocks past the channels empty, their rows computing
+    nothing but passing the partial sums on (the simulator pads the input
+    with zero channels). Never cheaper (the same cycles on more PEs), so
+    sizing never takes one, but a conv with few input channels (an
+    image's three) has at most C Ho rows otherwise, fewer than the rows
+    of the consumer that cuts its output: wsec.passes.place_rows raises
+    it to a padded shape of the same width (wsec.ir.sizing.
+    shapes_at_width), so that consumer's lanes land uniform (measured:
+    VGG-19's first conv, 672 rows against its consumer's 896).
+
     A depthwise conv (C == G) is laid out in channel bands instead (`banded`):
     one PE wide, row py holds channel band py % c of output-row group py // c.
     Another grouped conv stacks its groups over rows (`stacked`): G c s
@@ -400,8 +424,11 @@ class ConvKind(LibraryKind):
             return {"k": candidates(dims["K"] // G, target.width),
                     "c": candidates(cg, max(1, target.height // G)),
                     "s": candidates(rows, max(1, target.height // G))}
-        return {"k": candidates(dims["K"], target.width),
-                "c": candidates(cg, target.height),
+        cs = candidates(cg, target.height)
+        if not dims.get("L1") and not dims.get("T"):  # padding blocks (class docstring)
+            more = candidates(2 * cg, target.height)
+            cs = np.union1d(cs, more[more > cg])
+        return {"k": candidates(dims["K"], target.width), "c": cs,
                 "s": candidates(rows, target.height)}
 
     def _cost(self, d: Dims, kn: dict[str, np.ndarray], target: Target):

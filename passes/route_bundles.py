@@ -791,6 +791,8 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
         least = 1 if 2 * r.wavelets <= cap else \
             ask if not r.widen else max(r.need, r.min_lanes)
         k = pick_pitch(loads, R, r.wavelets, ask, least, cap)
+        if not k and r.widen and r.owner_pitch:
+            k = _full_lanes(loads, R, least, cap)
         if not k:  # the rows' cores, their halos exchanged inside the sink
             loads = _halo_loads(r, ks, cap)
             k = pick_pitch(loads, R, r.wavelets, ask, least, cap)
@@ -798,6 +800,26 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
     if not k:
         return  # lanes as light as the flat split's need more than the source side has
     r.cut_pitch, r.src_pitch, r.lanes, r.lane_wavelets = k, ks[k], R // k, loads[k]
+
+
+def _full_lanes(loads: dict[int, int], R: int, least: int, cap: int) -> int:
+    """In a widening attempt, for lanes landing on owner rows where no
+    pitch is as light as pick_pitch asks: the finest pitch with at least
+    `least` lanes (those the capacity needs) each within a link's capacity
+    `cap`, 0 for none. An owner row reads the whole of such a value (a
+    gated matmul's other operand, its reduction-end row multiplying every
+    column block), so its one lane carries all of it where the flat
+    split's headroom deals it over two landing on other rows; it leaves no
+    room beside it on the row (pick_pitch holds lanes to half a link), but
+    the widening attempts route flat again a new cut that crowds a link
+    (wsec.passes.route._crowding_cuts) and are kept only where fewer sink
+    PEs read flat lanes. Only for owner rows: measured on the transformer
+    fixtures, the same single lanes handed by a spine to a softmax's or a
+    matmul's every row (each reading a part) crowded the widening attempts
+    (Whisper 260 -> 414 forwarded PEs, T5 453 -> 464), where owner lanes
+    proved Llama's two gated matmuls (32 -> 0)."""
+    fit = [k for k in loads if R // k >= least and loads[k] <= cap]
+    return min(fit, default=0)
 
 
 def _halo(r: Request) -> tuple[np.ndarray, object, int] | None:

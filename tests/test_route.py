@@ -617,6 +617,21 @@ def test_a_skip_bundle_crossing_a_cut_sinks_rows_moves_and_the_cut_stays() -> No
     (skip,) = [b for e in m.edges if e.value == "vs" for b in e.bundles if b.sink == "t"]
     assert expand(skip, False, False).y.min() >= 8  # below c's rows
     assert m.attrs["realised_cycles"] == 600
+def _req(edge: int, pitch: int, lanes: int = 2) -> object:
+    from types import SimpleNamespace as NS
+
+    return NS(edge=edge, sink=f"k{edge}", cut_pitch=pitch, lanes=lanes)
+
+
+def _attempt(reqs: list, most: int, **neg: object) -> object:
+    """A stand-in for route._Attempt: its log's kept round holds `most`
+    bundles on a PE; `neg` the negotiator's fields _crowding_cuts reads."""
+    from types import SimpleNamespace as NS
+
+    log = [{"max_bundles_per_pe": most, "score": 1}, {"max_bundles_per_pe": 0, "score": 2}]
+    return NS(log=log, neg=NS(reqs=reqs, _score=lambda st: st["score"], **neg))
+
+
 def test_new_cuts_crowding_a_link_or_a_pe_go_flat() -> None:
     """Of the cuts an attempt makes that the kept one did not, those on a
     link loaded past the bound go flat, the heaviest lanes first and only
@@ -629,23 +644,17 @@ def test_new_cuts_crowding_a_link_or_a_pe_go_flat() -> None:
 
     from wsec.passes.route import COLOR_RISE, _crowding_cuts
 
-    def req(edge: int, pitch: int) -> NS:
-        return NS(edge=edge, sink=f"k{edge}", cut_pitch=pitch)
-
-    def attempt(reqs: list[NS], most: int, **neg: object) -> NS:
-        log = [{"max_bundles_per_pe": most, "score": 1}, {"max_bundles_per_pe": 0, "score": 2}]
-        return NS(log=log, neg=NS(reqs=reqs, _score=lambda st: st["score"], **neg))
-
-    reqs = [req(0, 2), req(1, 1), req(2, 4), req(3, 2), req(4, 0), req(5, 2)]
+    reqs = [_req(0, 2), _req(1, 1), _req(2, 4), _req(3, 2), _req(4, 0), _req(5, 2)]
     links = [[0, 1], [1], [1, 2], [1], [1], [3]]
     pes = [[0, 1], [1], [1, 2], [1, 2], [1, 2], [2, 3]]
     occ = np.array([400.0, 1350.0, 500.0, 900.0])  # link 1 is 350 over the capacity 1000
     most = 4 + COLOR_RISE  # the kept layout's most bundles on a PE, and the rise allowed
-    got = attempt(reqs, 0, cap=1000, occ=occ, pe_cnt=np.full(4, most),
+    got = _attempt(reqs, 0, cap=1000, occ=occ, pe_cnt=np.full(4, most),
                   lane_load=np.array([300, 200, 100, 400, 500, 50]),
                   routes=[NS(links=np.array(x), pes=np.array(p))
                           for x, p in zip(links, pes, strict=True)])
-    best = attempt([req(0, 0), req(1, 0), req(2, 0), req(3, 1), req(4, 0), req(5, 0)], 4)
+    best = _attempt([_req(0, 0), _req(1, 0), _req(2, 0), _req(3, 1), _req(4, 0), _req(5, 0)],
+                    4)
     # k3 (400) was cut before, k4 is flat: k0 (300) then k1 (200) cover the 350
     assert _crowding_cuts(got, best, 1.0) == {(0, "k0"), (1, "k1")}
     assert _crowding_cuts(got, best, 1.1) == {(0, "k0")}  # 250 over 1100
@@ -655,6 +664,37 @@ def test_new_cuts_crowding_a_link_or_a_pe_go_flat() -> None:
     got.neg.pe_cnt = most + np.array([0, 1, 0, 0])  # one too many on PE 1: the first there
     assert _crowding_cuts(got, best, 1.35) == {(0, "k0")}
     assert _crowding_cuts(got, best, 1.0) == {(0, "k0"), (1, "k1")}  # k0 is flat already
+
+
+def test_kept_one_lane_cuts_go_flat_where_no_new_cut_crosses_an_overfilled_link() -> None:
+    """A link past the bound that only cuts the kept attempt made cross
+    (the new cuts moved a flat bundle onto it): its one-lane cuts (a whole
+    value on one link) go flat, the heaviest first, so the new cuts
+    elsewhere stay; its cuts of several lanes never do, nor does any kept
+    cut where a new one crosses an overfilled link."""
+    from types import SimpleNamespace as NS
+
+    from wsec.passes.route import COLOR_RISE, _crowding_cuts
+
+    # k0: new cut off the hot link; k1, k2: kept one-lane cuts on it; k3: kept, 4 lanes
+    reqs = [_req(0, 4), _req(1, 12, 1), _req(2, 16, 1), _req(3, 4, 4), _req(4, 0)]
+    links = [[0], [1], [1], [1], [1]]
+    occ = np.array([500.0, 1296.0])  # link 1 is 76 over the capacity 1220
+    most = 4 + COLOR_RISE
+
+    def got_with(lane_load: list[int], links: list[list[int]]) -> object:
+        return _attempt(reqs, 0, cap=1220, occ=occ, pe_cnt=np.full(2, most),
+                        lane_load=np.array(lane_load),
+                        routes=[NS(links=np.array(x), pes=np.array([0])) for x in links])
+
+    best = _attempt([_req(0, 0), _req(1, 12, 1), _req(2, 16, 1), _req(3, 4, 4), _req(4, 0)], 4)
+    assert _crowding_cuts(got_with([300, 512, 256, 128, 512], links), best, 1.0) == {(1, "k1")}
+    assert _crowding_cuts(got_with([300, 40, 50, 128, 512], links), best, 1.0) == {
+        (1, "k1"), (2, "k2")}  # both, and still over: the 4-lane cut stays
+    assert _crowding_cuts(got_with([300, 512, 256, 128, 512], links), best, 1.1) == set()
+    # a new cut on the hot link: it goes flat, the kept ones stay
+    assert _crowding_cuts(got_with([300, 512, 256, 128, 512], [[1], [1], [1], [1], [1]]),
+                          best, 1.0) == {(0, "k0")}
 
 
 def _recut_fixture() -> tuple[object, object, dict]:

@@ -1002,6 +1002,17 @@ class Route(Pass):
 
             ran = _run_cuts(best, runs, deadline)
             runs_cut, best = ran is not best, ran
+        if best.colored and any(r.flat and r.cut_rows for r in best.neg.reqs):
+
+            def lone(still: set[tuple[int, str]], k: tuple[int, str]) -> _Attempt:
+                assert best is not None
+                return _attempt(base, fabric, cap, corridors, best.headroom, self.iterations,
+                                self.colors_soft, deadline, best.solo, known, wider,
+                                best.warm(), moved, still, pairs=best.pairs, widen=best.widen,
+                                runs=runs_cut, light=light | {k}, caps=caps)
+
+            best = _lone_recut(best, max(best.score[1], 1.0) * (1.0 + self.proof_slack),
+                               cut_in, lone, deadline)
         if best.colored and any(r.halo for r in best.neg.reqs):
             hot = _halo_hot(module, best, fabric, cap)
             if hot:  # their rows' exchange bounds throughput more: flat again (the
@@ -1066,6 +1077,8 @@ RECUT_ATTEMPTS = 2
 # attempts after those, each cutting one more where the bundles passing its rows
 # take lighter lanes (_thin_recut)
 THIN_ATTEMPTS = 4
+# attempts after those, each cutting one request still routed flat alone (_lone_recut)
+LONE_ATTEMPTS = 3
 # bundles on one PE (colors) a widening or side-pair attempt may add to the most
 # the kept layout has on one PE
 COLOR_RISE = 2
@@ -1558,6 +1571,54 @@ def _thin_recut(got: _Attempt, best: _Attempt, bound: float, flat: set[tuple[int
                 and not _crowding_cuts(again, best, limit)):
             got, flat, asked = again, flat - {k}, asks
     return got, flat
+
+
+def _lone_recut(best: _Attempt, ceiling: float, cut_in: dict[tuple[int, str], _CutIn],
+                route: Callable[[set[tuple[int, str]], tuple[int, str]], _Attempt],
+                deadline: float | None) -> _Attempt:
+    """The requests the kept attempt `best` still routes flat, each routed cut
+    alone at its lightest pitch (Request.light) on the kept routes, for
+    free: kept where the attempt is colored, fewer sink PEs read flat lanes,
+    its busiest link bounds throughput no more than `best`'s (below the
+    capacity a link bounds nothing), no PE carries more than COLOR_RISE
+    bundles over the most `best` has on one, and none of its new cuts crowds
+    (_crowding_cuts). The rounds before judge a flat request by a cut route
+    an earlier attempt found for it (`cut_in`), estimated on settled loads,
+    or not at all where no attempt cut it; routed alone, the negotiator may
+    move the bundles its lanes meet (measured: DenseNet-121's concatenation
+    input k50, which no attempt had cut, fits under the capacity, 0.914 ->
+    0.960; ShuffleNet's 4-group conv k23 on the same busiest link). The
+    estimate only skips the hopeless: a request whose known cut route,
+    estimated on `best`'s loads, overfills a link past `ceiling` (the proof
+    slack over the bound) is not routed. Most sink PEs first, at most
+    LONE_ATTEMPTS routed. `route(flat, key)` routes the kept attempt's
+    requests with those flat and `key` at its lightest pitch."""
+    neg = best.neg
+    bound = max(best.score[1], 1.0)
+    most = _kept(best)["max_bundles_per_pe"] + COLOR_RISE
+
+    def pes(r: Request) -> int:
+        return r.dst.rect.w * r.dst.rect.h if r.dst.rect is not None else 0
+
+    flat = sorted((r for r in neg.reqs if r.flat and r.cut_rows and r.dst.rect is not None),
+                  key=lambda r: (-pes(r), r.edge, r.sink))
+    tries = 0
+    for r in flat:
+        k = (r.edge, r.sink)
+        if tries >= LONE_ATTEMPTS or (deadline is not None and time.perf_counter() > deadline):
+            break
+        if k in cut_in and not _recuts(best, ceiling * neg.cap, 1 << 30, {k: cut_in[k]}):
+            continue  # its cut lanes overfill a link past the slack: hopeless alone
+        tries += 1
+        try:
+            again = route(best.flat - {k}, k)
+        except LayoutInfeasible:  # no pattern route on the sides it cuts on
+            continue
+        if (again.colored and again.score[1] <= bound and _flat_rows(again) < _flat_rows(best)
+                and _kept(again)["max_bundles_per_pe"] <= most
+                and not _crowding_cuts(again, best, bound)):
+            best = again
+    return best
 
 
 def _run_cuts(best: _Attempt, again: Callable[[set[tuple[int, str]]], _Attempt],

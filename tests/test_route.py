@@ -940,6 +940,80 @@ def test_thin_recut_cuts_one_at_a_time_where_the_passing_bundles_thin() -> None:
     assert routed == []
 
 
+def test_lone_recut_cuts_a_still_flat_request_alone_where_free(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """_lone_recut routes each request the kept attempt still routes flat cut
+    alone (route's second argument: the one at its lightest pitch), the most
+    sink PEs first, and keeps the attempt where it is no busier than the
+    kept one (below the capacity: than the capacity), fewer sink PEs read
+    flat lanes, no PE carries more than COLOR_RISE bundles over the kept
+    most and nothing crowds. A request whose known cut route (cut_in),
+    estimated on the kept loads, overfills a link past the ceiling is not
+    routed; one without a known route is."""
+    from types import SimpleNamespace as NS
+
+    import wsec.passes.route as rt
+
+    def req(edge: int, sink: str, side: int, flat: bool = True) -> NS:
+        return NS(edge=edge, sink=sink, flat=flat, cut_rows=side,
+                  dst=NS(rect=NS(w=side, h=side)))
+
+    # k0 (16 PEs) has a known cut route, k1 (9 PEs) none, k2 is cut, k3 (4 PEs) flat
+    reqs = [req(0, "k0", 4), req(1, "k1", 3), req(2, "k2", 5, flat=False), req(3, "k3", 2)]
+    flat = {(0, "k0"), (1, "k1"), (3, "k3")}
+    neg = NS(cap=1000, reqs=reqs, _score=lambda st: 0)
+    best = NS(colored=True, score=(False, 0.8), neg=neg, flat=flat, flat_rows=29,
+              log=[{"max_link_over_capacity": 0.8, "max_bundles_per_pe": 4}])
+    cut_in = {(0, "k0"): (None, 400.0)}
+    fits: set = set()  # the known cut routes the estimate lets through
+    estimated: list = []
+
+    def recuts(got: NS, limit: float, most: int, known: dict) -> set:
+        estimated.append((limit, set(known)))
+        return set(known) & fits
+
+    monkeypatch.setattr(rt, "_recuts", recuts)
+    monkeypatch.setattr(rt, "_flat_rows", lambda a: a.flat_rows)
+    crowds: set = set()
+    monkeypatch.setattr(rt, "_crowding_cuts", lambda a, b, bound: crowds)
+    routed: list = []
+
+    def attempt(score: float, flat_rows: int = 20, most: int = 4, colored: bool = True) -> NS:
+        return NS(colored=colored, score=(False, score), flat_rows=flat_rows, neg=neg,
+                  log=[{"max_link_over_capacity": score, "max_bundles_per_pe": most}])
+
+    def run(results: dict, ceiling: float = 1.05) -> object:
+        routed.clear()
+        estimated.clear()
+
+        def route(still: set, key: tuple) -> NS:
+            assert key not in still and still | {key} <= flat  # the kept attempt's flat
+            routed.append(key)
+            got = results.get(key, attempt(2.0))
+            got.flat = still
+            return got
+
+        return rt._lone_recut(best, ceiling, cut_in, route, None)
+
+    ok = attempt(0.95)  # busier than 0.8, but under the capacity: bounds nothing
+    assert run({(1, "k1"): ok}) is ok
+    assert routed == [(1, "k1"), (3, "k3")]  # k0's known route overfills past the ceiling
+    assert estimated == [(1050.0, {(0, "k0")})]
+    fits.add((0, "k0"))
+    assert run({(1, "k1"): ok}) is ok
+    assert routed == [(0, "k0"), (1, "k1"), (3, "k3")]  # most sink PEs first
+    for worse in (attempt(1.01), attempt(0.9, flat_rows=29), attempt(0.9, most=7),
+                  attempt(0.9, colored=False)):  # busier, no fewer flat PEs, crowded PE, colors
+        assert run({(1, "k1"): worse}) is best
+    assert run({(1, "k1"): attempt(0.9, most=6)}) is not best  # COLOR_RISE = 2 more
+    crowds.add((9, "k9"))
+    assert run({(1, "k1"): ok}) is best  # the attempt's new cuts crowd a link
+    crowds.clear()
+    monkeypatch.setattr(rt, "LONE_ATTEMPTS", 2)
+    assert run({(3, "k3"): ok}) is best  # k3's turn never comes
+    assert routed == [(0, "k0"), (1, "k1")]
+
+
 def _dense_block(n: int = 40) -> Module:
     """Dense-block-like: each kernel reads up to 4 of the last 12 values."""
     rng = np.random.default_rng(3)

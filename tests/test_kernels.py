@@ -146,7 +146,9 @@ def test_conv_cycles_follow_the_macs() -> None:
 
 def test_knob_grids_capped_and_useful() -> None:
     g = KINDS["conv"].knob_grid(CONV_BIG, WSE2)
-    assert g["k"].max() <= min(2048, WSE2.width) and g["c"].max() <= 512
+    # c past the 512 channels: padding blocks (ConvKind), at most twice them
+    assert g["k"].max() <= min(2048, WSE2.width) and g["c"].max() <= min(1024, WSE2.height)
+    assert (g["c"][g["c"] > 512] <= 1024).all() and 512 in g["c"]
     assert g["s"].max() <= 7 and 7 in g["s"] and 1 in g["k"]
     assert set(candidates(24, 1000)) >= {1, 2, 3, 4, 6, 8, 12, 24}
     assert candidates(10**6, 10**6, limit=20).size <= 20

@@ -159,19 +159,26 @@ def test_a_window_of_another_block_is_an_error_at_that_pe(
         forwarded(p, ki, d, need)
 
 
-def test_a_shrunk_view_box_is_an_error_at_that_pe(
-        grouped: tuple[Program, pathlib.Path]) -> None:
-    """Lane 0 of the cut bundle carries one channel block less of every
-    group (its slice record's stop on the block axis): the PE that reads it
-    is named, with the element that never arrived."""
-    p, _ = grouped
+def _lane0_a_block_short(p: Program) -> tuple[Program, int]:
+    """The program with lane 0 of its viewed cut bundle one channel block
+    short of every group (its slice record's stop on the block axis), and
+    the sink kernel's index."""
     bi, ki = _viewed(p)
     sl = p.slices.copy()
     s0 = int(p.bundles[bi]["slice0"])
     assert sl["stop"][s0, 2] - sl["start"][s0, 2] >= 2
     sl["stop"][s0, 2] -= 1
     sl["start"][s0 + 1, 2] -= 1  # lane 1 still covers the value: only PEs of lane 0 miss it
-    bad = replace(p, slices=sl)
+    return replace(p, slices=sl), ki
+
+
+def test_a_shrunk_view_box_is_an_error_at_that_pe(
+        grouped: tuple[Program, pathlib.Path]) -> None:
+    """Lane 0 of the cut bundle carries one channel block less of every
+    group (its slice record's stop on the block axis): the PE that reads it
+    is named, with the element that never arrived."""
+    p, _ = grouped
+    bad, ki = _lane0_a_block_short(p)
     with pytest.raises(SimError) as ex:
         simulate(bad, random_inputs(p))
     msg = str(ex.value)
@@ -264,14 +271,9 @@ def test_a_pool_fused_conv_missing_a_block_is_an_error_at_that_pe(
     """Lane 0 into the pool-fused conv carries one channel block less of
     every group: the simulator names the PE reading it and the lane."""
     p, _ = pooled
-    bi, ki = _viewed(p)
-    sl = p.slices.copy()
-    s0 = int(p.bundles[bi]["slice0"])
-    assert sl["stop"][s0, 2] - sl["start"][s0, 2] >= 2
-    sl["stop"][s0, 2] -= 1
-    sl["start"][s0 + 1, 2] -= 1  # lane 1 still covers the value: only PEs of lane 0 miss it
+    bad, ki = _lane0_a_block_short(p)
     with pytest.raises(SimError) as ex:
-        simulate(replace(p, slices=sl), random_inputs(p))
+        simulate(bad, random_inputs(p))
     msg = str(ex.value)
     assert f"kernel '{p.kernels[ki].name}'" in msg and "never arrived there" in msg, msg
     assert "lane 0" in msg, msg

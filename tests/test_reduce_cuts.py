@@ -101,9 +101,9 @@ def test_a_flattened_means_lanes_dropped_or_swapped_are_errors_at_a_pe(shuffle: 
     swapped_end_lanes_raise(shuffle, bi)
 
 
-@pytest.mark.xfail(strict=True, reason="merged with the padding blocks, lone re-cuts and source-"
-                   "order data movement, the router leaves the first mean's input flat again "
-                   "(k3, 22 forwarded PEs): not diagnosed")
+@pytest.mark.xfail(strict=True, reason="since the padding blocks merged (ConvKind; measured at "
+                   "the merge), the router leaves the first mean's input flat again (k3, 22 "
+                   "forwarded PEs; the model 1,114 -> 1,385): mechanism not diagnosed")
 def test_mobilenet_v3s_means_read_only_their_lanes(tmp_path: pathlib.Path) -> None:
     """Its three squeeze-excitation means (one flattened, two of maps
     spread over the rows) are cut and proven; the model matches

@@ -203,12 +203,12 @@ def _check_reduce(env: Env, name: str, shape: tuple[int, ...], axes: tuple[int, 
     if d is None or d.shape != tuple(shape):
         return
     uw, uh = env.k.unrotated_shape
+    ws = window_shape(tuple(shape))
     boxes = None
     if d.view is not None and flattens(d.shape, d.view):
         boxes = reduce_ranges(tuple(shape), axes, po, pr)
     if boxes is None:
-        boxes = reduce_boxes(window_shape(tuple(shape)), axes, po, pr)
-    ws = window_shape(tuple(shape))
+        boxes = reduce_boxes(ws, axes, po, pr)
     o = int(np.prod(ws)) // max(1, int(np.prod([ws[a] for a in axes])))
     n = working_pes(o, po, pr)
     stats["forwarded_pes"] = check_windows(env.mem.p, env.ki, d, pe_windows(

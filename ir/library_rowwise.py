@@ -30,7 +30,7 @@ from .cuts import (
 )
 from .graph import Kernel, Node, Value
 from .kernel_kind import Dims, Knobs
-from .lanes import LaneError, box_elements, check_cut, union_boxes
+from .lanes import box_elements, union_boxes
 from .library_common import (
     CODE_BYTES,
     ELEMENTWISE_OPS,
@@ -427,9 +427,10 @@ class DatamoveKind(LibraryKind):
         `block_owners`, PE i at offset py * c + px), over the value's shape or, routed, where
         that is tighter, over the value flattened (`body_view`); None when
         the body is not a pure movement of its activations
-        (`movement.sources`) or reads `value` as a parameter, or when the
-        rows together do not read all of it (a slice: cut lanes carry every
-        element, wsec.ir.lanes.check_cut). Rows may read none of it (a
+        (`movement.sources`) or reads `value` as a parameter. The rows
+        together may read part of it (a slice): the rest travels on no lane
+        (the loader checks the lanes carry every element a row reads,
+        wsec.ir.lanes.check_reads). Rows may read none of it (a
         concatenation's input is forwarded by a run of the rows, each other
         input by its own run): routed, its lanes land on the rows from the
         first that reads some of it to the last (wsec.ir.kernels.read_span)
@@ -478,10 +479,6 @@ class DatamoveKind(LibraryKind):
         c, p = int(kernel.knobs["c"]), self.pes(kernel.knobs)
         shape = tuple(int(n) for n in shapes[value])
         rows = movement.rows_read(outs, acts.index(value), shape, p, c)
-        try:  # lanes carry every element: a slice's unread rest leaves the value flat
-            check_cut(shape, rows)
-        except LaneError:
-            return None
         if ops.routed and not ops.runs and not (rows[:, 1] > rows[:, 0]).all():
             return None  # read on a run of the rows: flat where lanes cannot land so (Operands)
         if not ops.routed or len(shape) < 2:

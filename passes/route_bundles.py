@@ -722,9 +722,10 @@ def _pitches(r: Request) -> dict[int, int]:
     boxes (`_exact`); at pitch c a lane would carry an owner row's box and
     its spine hand all of it to each of the group's rows, c times what each
     reads (an owner cut lands it on the owner row alone); where none of
-    those fits, pitch R: one lane carrying all of it to every row, which
-    choose_pitch takes only where half a link holds the value whole (a
-    small residual from a source side far shorter than the sink's rows)."""
+    those fits and one lane meets the capacity (`need`), pitch R: one lane
+    carrying all of it to every row, which choose_pitch takes only where
+    half a link holds the value whole (a small residual from a source side
+    far shorter than the sink's rows)."""
     R, S = r.cut_rows, r.src.length
     if r.src.owner == HOST:
         return {1: 0} if R <= S and not r.owner_pitch else {}
@@ -737,7 +738,7 @@ def _pitches(r: Request) -> dict[int, int]:
             out[k] = 0
         elif not r.no_widen and R // k <= S:
             out[k] = 1
-    if r.spread and not out:  # one lane to every row, from any side (choose_pitch: if small)
+    if r.spread and not out and r.need <= 1:  # one lane to all rows (choose_pitch: if small)
         out[R] = 0
     return out
 

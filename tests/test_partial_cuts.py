@@ -27,6 +27,7 @@ from wsec.backends.format import FormatError, Program
 from wsec.backends.lanes import check_records
 from wsec.backends.sim import random_inputs, simulate
 from wsec.driver import CompileOptions, compile_model
+from wsec.ir import movement
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import Kernel, Node
 from wsec.ir.lanes import LaneError, box_elements, check_cut, check_reads
@@ -167,3 +168,32 @@ def test_the_router_flags_a_slices_requests_partial(tmp_path: pathlib.Path) -> N
     assert {r.sink for r in reqs if r.partial} == {n for n, ops in kinds.items()
                                                    if ops == ["Slice"]}
     assert len({r.sink for r in reqs if r.partial}) == 2
+
+
+def test_a_slice_of_the_last_axis_is_cut_over_the_value_flattened() -> None:
+    """Rows of a slice of the last axis read strided runs: in the shape a
+    row straddling a channel's edge has both channels' planes as its hull
+    (fewer elements in all than flattened, but its lane the heaviest);
+    flattened each row's hull is a range of the same length. The kind cuts
+    where the busiest row is lighter (wsec.ir.library_rowwise
+    DatamoveKind.body_view)."""
+    shape = (1, 3, 5, 5, 7)
+    consts = {"st": np.array([0], np.int64), "en": np.array([2], np.int64),
+              "ax": np.array([4], np.int64)}
+    shapes = {"x": shape, "st": (1,), "en": (1,), "ax": (1,)}
+    k = Kernel("k0", "kernel", ["x"], ["y"], kind="datamove", dims={"E": 525},
+               body=[Node("s", "Slice", ["x", "st", "en", "ax"], ["y"])],
+               knobs={"c": 1, "h": 7})
+    ops = Operands(lambda n: shapes[n], consts.get, routed=True)
+    kind = DatamoveKind()
+    rows = kind.body_cut(k, "x", ops)
+    assert kind.body_view(k, "x", ops) == (525,) and rows is not None
+    tags = movement.sources(k.body, ["x"], shapes, consts.get)
+    assert tags is not None
+    in_shape = movement.rows_read([tags["y"]], 0, shape, 7, 1)
+    assert box_elements(in_shape).sum() < box_elements(rows).sum()  # fewer in all, but
+    assert box_elements(rows).max() < box_elements(in_shape).max()  # its busiest lighter
+    read = np.zeros(shape, bool)
+    read[..., 0:2] = True
+    check_reads((525,), rows, np.array([[[int(i)], [int(i) + 1]]
+                                        for i in np.flatnonzero(read.reshape(-1))]))

@@ -422,6 +422,71 @@ def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
     assert flat.cut_pitch == 0 and not got.routes[0].bundle.cut
     assert _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle.cut == "rows"
 
+def test_flat_cuts_name_the_sink_pes_and_what_cutting_each_would_cost() -> None:
+    """_flat_cuts lists the cut requests left flat, most sink PEs first, each
+    with the busiest link its known cut route would load in place of its
+    flat route (capacity 1000): k0's cut lane (400) on links 0 (500) and 1
+    (200): 0.9; k1's (900) on link 1, where its own flat lane (100) goes:
+    200 - 100 + 900 = 1.0; k6's cut route passes link 2 twice (not distinct,
+    300 each): 600, over the busiest link elsewhere (link 0: 500): 0.6; k2
+    has no cut route (None) and
+    is cut onto a run of half its rows (2 of its 4 PEs). Cut requests, those
+    routed as ribbons (a cut bundle into the sink) and inputs no row cuts
+    are not listed."""
+    from types import SimpleNamespace as NS
+
+    from wsec.passes.route import _flat_cuts, _flat_note
+
+    def req(edge: int, w: int, pitch: int = 0, rows: int = 4, sink_rows: int = 0) -> NS:
+        return NS(edge=edge, sink=f"k{edge}", cut_rows=rows, cut_pitch=pitch,
+                  sink_rows=sink_rows, dst=NS(rect=NS(w=w, h=w)))
+
+    def route(links: list[int], distinct: bool = True) -> NS:
+        return NS(links=np.array(links), pes=np.array([9]), distinct=distinct)
+
+    reqs = [req(0, 4), req(1, 3), req(2, 2, rows=2, sink_rows=4), req(3, 5, pitch=1),
+            req(4, 5), req(5, 5, rows=0), req(6, 1)]
+    routes = [route([3]), route([1]), route([4]), route([0]), route([4]), route([4]), route([5])]
+    neg = NS(cap=1000, reqs=reqs, routes=routes, lane_load=[100.0] * 7,
+             occ=np.array([500.0, 200.0, 0.0, 100.0, 300.0, 100.0]),
+             _counted=lambda i, rt: (rt.links, rt.pes))
+    edges = [NS(bundles=[]) for _ in range(7)]
+    edges[4].bundles = [NS(cut="rows", sink="k4")]  # ribbons into k4
+    edges[6].bundles = [NS(cut="", sink="k6")]  # flat
+    cut_in = {(0, "k0"): (route([0, 1]), 400.0), (1, "k1"): (route([1]), 900.0),
+              (6, "k6"): (route([2, 2], distinct=False), 300.0)}
+    got = _flat_cuts(NS(edges=edges), NS(neg=neg), cut_in)
+    assert got == [((0, "k0"), 16, 0.9), ((1, "k1"), 9, 1.0), ((2, "k2"), 2, None),
+                   ((6, "k6"), 1, 0.6)]
+    note = _flat_note(got, most=2)
+    assert note.startswith("route: 4 cut requests routed flat, 28 sink PEs reading rows no "
+                           "lane brings")
+    assert "k0 16 PEs (cut alone, busiest link ~0.90x capacity); k1 9 PEs" in note
+    assert note.endswith(", 2 more")
+    assert "no cut route found" in _flat_note(got)
+
+
+def test_a_cut_left_flat_is_noted_with_its_cut_routes_busiest_link() -> None:
+    """Compiled: a cut request routed flat (a passing bundle's lanes leave no
+    room) is named in the route note with its sink's PEs and the busiest
+    link its cut route, as another attempt found it, would load: estimated
+    on the flat attempt's loads, as the cut attempt negotiates it."""
+    from wsec.passes.route import _attempt, _commit, _cut_routes, _flat_cuts
+    from wsec.passes.route_bundles import assign_slots
+
+    m, fabric, reqs = _cut_into_one()
+    assign_slots(reqs, 512, 1.0)
+    key = (reqs[0].edge, "c")
+    flat = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, flat={key})
+    cut = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None)
+    _commit(m, flat)
+    ((k, pes, est),) = _flat_cuts(m, flat, _cut_routes(cut, {key}))
+    assert k == key and pes == 16
+    assert est == pytest.approx(cut.score[1])
+    _commit(m, cut)
+    assert _flat_cuts(m, cut, {}) == []
+
+
 def test_a_cut_thinned_for_a_recut_takes_the_coarsest_pitch_that_light() -> None:
     """A cut bundle whose lanes a re-cut's pass beside is thinned to the
     coarsest finer pitch that leaves room (_thinned, on the negotiator's

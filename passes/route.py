@@ -1707,8 +1707,8 @@ def _flat_note(flat: list[_FlatCut], most: int = 6) -> str:
     more = f", {len(flat) - most} more" if len(flat) > most else ""
     n = len(flat)
     return (f"route: {n} cut request{'s' if n > 1 else ''} routed flat, {total:,} sink PEs "
-            f"reading rows no lane brings (`wsec run --strict` refuses them): "
-            f"{'; '.join(named)}{more}")
+            f"on flat lanes (a PE reading rows its lane does not carry: `wsec run --strict` "
+            f"refuses it): {'; '.join(named)}{more}")
 
 
 def _kept(got: _Attempt) -> dict[str, float]:

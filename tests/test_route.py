@@ -459,8 +459,7 @@ def test_flat_cuts_name_the_sink_pes_and_what_cutting_each_would_cost() -> None:
     assert got == [((0, "k0"), 16, 0.9), ((1, "k1"), 9, 1.0), ((2, "k2"), 2, None),
                    ((6, "k6"), 1, 0.6)]
     note = _flat_note(got, most=2)
-    assert note.startswith("route: 4 cut requests routed flat, 28 sink PEs reading rows no "
-                           "lane brings")
+    assert note.startswith("route: 4 cut requests routed flat, 28 sink PEs on flat lanes")
     assert "k0 16 PEs (cut alone, busiest link ~0.90x capacity); k1 9 PEs" in note
     assert note.endswith(", 2 more")
     assert "no cut route found" in _flat_note(got)

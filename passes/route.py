@@ -1595,7 +1595,9 @@ def _lone_recut(best: _Attempt, ceiling: float, cut_in: dict[tuple[int, str], _C
     estimated on `best`'s loads, overfills a link past `ceiling` (the proof
     slack over the bound) is not routed. Most sink PEs first, at most
     LONE_ATTEMPTS routed. `route(flat, key)` routes the kept attempt's
-    requests with those flat and `key` at its lightest pitch."""
+    requests with those flat and `key` at its lightest pitch. A request
+    routed cut alone and not kept leaves its cut route in `cut_in` (for
+    _flat_cuts' estimate)."""
     neg = best.neg
     bound = max(best.score[1], 1.0)
     most = _kept(best)["max_bundles_per_pe"] + COLOR_RISE
@@ -1621,6 +1623,8 @@ def _lone_recut(best: _Attempt, ceiling: float, cut_in: dict[tuple[int, str], _C
                 and _kept(again)["max_bundles_per_pe"] <= most
                 and not _crowding_cuts(again, best, bound)):
             best = again
+        elif again.colored:  # the cut route it found, for the note on the cuts left flat
+            cut_in.update(_cut_routes(again, {k}))
     return best
 
 
@@ -1702,7 +1706,7 @@ def _flat_note(flat: list[_FlatCut], most: int = 6) -> str:
     named = []
     for (_, sink), pes, est in flat[:most]:
         why = (f"cut alone, busiest link ~{est:.2f}x capacity" if est is not None
-               else "no cut route found")
+               else "no attempt cut it")
         named.append(f"{sink} {pes:,} PEs ({why})")
     more = f", {len(flat) - most} more" if len(flat) > most else ""
     n = len(flat)

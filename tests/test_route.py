@@ -462,7 +462,7 @@ def test_flat_cuts_name_the_sink_pes_and_what_cutting_each_would_cost() -> None:
     assert note.startswith("route: 4 cut requests routed flat, 28 sink PEs on flat lanes")
     assert "k0 16 PEs (cut alone, busiest link ~0.90x capacity); k1 9 PEs" in note
     assert note.endswith(", 2 more")
-    assert "no cut route found" in _flat_note(got)
+    assert "k2 2 PEs (no attempt cut it)" in _flat_note(got)
 
 
 def test_a_cut_left_flat_is_noted_with_its_cut_routes_busiest_link() -> None:
@@ -1019,13 +1019,13 @@ def test_lone_recut_cuts_a_still_flat_request_alone_where_free(
     import wsec.passes.route as rt
 
     def req(edge: int, sink: str, side: int, flat: bool = True) -> NS:
-        return NS(edge=edge, sink=sink, flat=flat, cut_rows=side,
+        return NS(edge=edge, sink=sink, flat=flat, cut_rows=side, cut_pitch=0,
                   dst=NS(rect=NS(w=side, h=side)))
 
     # k0 (16 PEs) has a known cut route, k1 (9 PEs) none, k2 is cut, k3 (4 PEs) flat
     reqs = [req(0, "k0", 4), req(1, "k1", 3), req(2, "k2", 5, flat=False), req(3, "k3", 2)]
     flat = {(0, "k0"), (1, "k1"), (3, "k3")}
-    neg = NS(cap=1000, reqs=reqs, _score=lambda st: 0)
+    neg = NS(cap=1000, reqs=reqs, _score=lambda st: 0, routes=[None] * 4, lane_load=[0.0] * 4)
     best = NS(colored=True, score=(False, 0.8), neg=neg, flat=flat, flat_rows=29,
               log=[{"max_link_over_capacity": 0.8, "max_bundles_per_pe": 4}])
     cut_in = {(0, "k0"): (None, 400.0)}
@@ -1076,6 +1076,14 @@ def test_lone_recut_cuts_a_still_flat_request_alone_where_free(
     monkeypatch.setattr(rt, "LONE_ATTEMPTS", 2)
     assert run({(3, "k3"): ok}) is best  # k3's turn never comes
     assert routed == [(0, "k0"), (1, "k1")]
+    # an attempt not kept that cut its request leaves that cut route in cut_in
+    cut = NS(links=np.array([7]))
+    cuts_k1 = NS(cap=1000, _score=lambda st: 0, reqs=[NS(edge=1, sink="k1", cut_pitch=2)],
+                 routes=[cut], lane_load=[300.0])
+    busy = attempt(1.2)
+    busy.neg = cuts_k1
+    assert run({(1, "k1"): busy}) is best
+    assert cut_in[(1, "k1")] == (cut, 300.0) and cut_in[(0, "k0")] == (None, 400.0)
 
 
 def _dense_block(n: int = 40) -> Module:

@@ -31,7 +31,7 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.halo import covers, lane_rows, received
+from wsec.ir.halo import busiest, covers, lane_rows
 from wsec.ir.kernels import gaps, halo_cut, input_cut, owner_pitch, read_span, spread_over_rows
 from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
@@ -823,14 +823,19 @@ def _full_lanes(loads: dict[int, int], R: int, least: int, cap: int) -> int:
 
 
 def _halo(r: Request) -> tuple[np.ndarray, object, int] | None:
-    """r's sink rows' (cores, Halo, the most a row's exchange moves over a
-    link, in wavelets per sample at pitch 1), computed once (wsec.ir.kernels.halo_cut); None where
-    its rows exchange no halo."""
+    """r's sink rows' (cores, Halo, the most the exchange moves over a link
+    or RAMP, in wavelets per sample at pitch 1: a row's halo, or the several
+    a relaying column passes on, wsec.ir.halo.busiest), computed once
+    (wsec.ir.kernels.halo_cut); None where its rows exchange no halo."""
     if "split" not in r.halo_cache:
         got = None if r.halo_of is None else halo_cut(*r.halo_of)
-        if got is not None:
+        sink = None if r.halo_of is None else r.halo_of[0]
+        if got is not None and sink is not None and sink.rect is not None:
             core, h = got
-            got = (core, h, -(-r.wavelets * int(received(core, h, 1).max()) // r.numel))
+            uw = sink.rect.h if sink.rotated else sink.rect.w
+            got = (core, h, -(-r.wavelets * busiest(core, h, 1, uw) // r.numel))
+        else:
+            got = None
         r.halo_cache["split"] = got
     return r.halo_cache["split"]
 

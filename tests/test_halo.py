@@ -27,7 +27,19 @@ from wsec.backends.lanes import check_records, expand_routes
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.driver import CompileOptions, compile_model
-from wsec.ir.halo import Halo, covers, entries, exchange, lane_rows, received, split
+from wsec.ir.halo import (
+    Halo,
+    busiest,
+    carried,
+    carrier,
+    covers,
+    entries,
+    exchange,
+    lane_rows,
+    received,
+    relayed,
+    split,
+)
 from wsec.ir.kernels import halo_cut, input_cut
 from wsec.ir.lanes import check_cut, cut_counts
 from wsec.ir.library_conv import channel_row_boxes, covering_rows, window_rows
@@ -105,10 +117,11 @@ def test_a_carrier_whose_lane_never_arrived_passes_nothing_on() -> None:
     assert (held[py + 1:] == full[py + 1:]).all()  # the rows after it are unaffected
 
 
-@pytest.mark.parametrize("uw,uh,p", [(4, 9, 2), (3, 10, 3), (8, 7, 1), (5, 12, 4), (1, 6, 1)])
+@pytest.mark.parametrize("uw,uh,p", [(4, 9, 2), (3, 10, 3), (8, 7, 1), (5, 12, 4), (1, 6, 1),
+                                     (2, 11, 4), (3, 40, 16), (1, 9, 3)])
 def test_exchange_routes_are_paths_one_route_per_pe_and_color(uw: int, uh: int, p: int) -> None:
     ent, whose = entries(uw, uh, p, (16, 17, 18, 19))
-    assert ent.shape[0] == whose.size
+    assert ent.shape[0] == whose.shape[0]
     keys = {(int(a), int(b), int(c)) for a, b, c in ent[:, :3]}
     assert len(keys) == ent.shape[0]  # one route per PE and color
     at = {(int(a), int(b), int(c)): (int(rx), int(tx)) for a, b, c, rx, tx in ent}
@@ -124,9 +137,49 @@ def test_exchange_routes_are_paths_one_route_per_pe_and_color(uw: int, uh: int, 
     # the row takes it into its core
     ramp = PORT_BITS["RAMP"]
     for row in range(uh - p):
-        mine = ent[whose == row]
+        mine = ent[(whose == row).any(axis=1)]
         into = {int(x) for x, _, _, _, tx in mine[mine[:, 1] == row] if tx & ramp}
         assert into == set(range(uw))
+
+
+@pytest.mark.parametrize("uw,uh,p", [(2, 11, 4), (3, 40, 16), (1, 9, 3), (8, 60, 16)])
+def test_a_kernel_narrower_than_the_period_relays_each_halo_hop_by_hop(uw: int, uh: int,
+                                                                       p: int) -> None:
+    """Narrower than the period, several residues share a column: each row's
+    halo hops from core to core down its carrier column, from its partner row
+    to it, one hop per row on alternating colors, and a link carries the
+    halos of every transfer spanning it (the link loads add them up)."""
+    assert relayed(p, uw)
+    ent, whose = entries(uw, uh, p, (16, 17, 18, 19))
+    ramp, south, north = PORT_BITS["RAMP"], PORT_BITS["S"], PORT_BITS["N"]
+    column = ent[:, 2] < 18
+    for row in range(uh - p):
+        x = carrier(row, p, uw)
+        mine = ent[column & (whose == row).any(axis=1)]
+        assert (mine[:, 0] == x).all()
+        sends = mine[mine[:, 4] == south]
+        takes = mine[mine[:, 4] == ramp]
+        # every hop from row+p down to row: a send from a core, a take into one
+        assert sorted(sends[:, 1].tolist()) == list(range(row + 1, row + p + 1))
+        assert sorted(takes[:, 1].tolist()) == list(range(row, row + p))
+        assert (sends[:, 3] == ramp).all() and (takes[:, 3] == north).all()
+        assert (sends[:, 2] == np.array([16, 17])[(sends[:, 1] - 1) % 2]).all()
+    # per link, the transfers spanning it: the loads add their rows' halos
+    per_row = np.arange(1, uh + 1)
+    load = carried(whose, per_row)
+    for (x, y, c, _rx, tx), n, w in zip(ent, load, whose, strict=True):
+        if c < 18 and tx == south:
+            spans = [r for r in range(uh - p) if carrier(r, p, uw) == x and r < y <= r + p]
+            assert sorted(w[w >= 0].tolist()) == spans and n == sum(per_row[spans])
+    assert len({(int(a), int(b), int(c)) for a, b, c in ent[:, :3]}) == ent.shape[0]
+
+
+def test_busiest_exchange_link_adds_the_transfers_a_relay_passes_on() -> None:
+    rows = _conv_rows(40, 3, 1, 2, 2, 40, 4)  # a dilation-2 conv, 4 channel blocks
+    core, h = split(rows, 2)  # type: ignore[misc]
+    one = int(received(core, h, 1).max())
+    assert h.period == 4 and busiest(core, h, 1, 4) == one  # a column per residue
+    assert busiest(core, h, 1, 2) >= 2 * one  # two residues a column: each link two halos
 
 
 # --- compiled: a small conv, a dilated conv and a pooling, their cut bundles exchanging -----
@@ -307,9 +360,9 @@ def test_loader_checks_the_halo_records(halo_bins) -> None:  # type: ignore[no-u
     bi = next(i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_HALO)
     spec = list(p.info["halos"][str(bi)])
     check_records(p)
-    uw, _ = p.kernels[int(p.bundles["sink"][bi])].unrotated_shape
-    p.info["halos"][str(bi)] = [spec[0], uw + 1, spec[2]]
-    with pytest.raises(FormatError, match=rf"bundle #{bi} .*halo \[axis 2, period {uw + 1}"):
+    _, uh = p.kernels[int(p.bundles["sink"][bi])].unrotated_shape
+    p.info["halos"][str(bi)] = [spec[0], uh, spec[2]]
+    with pytest.raises(FormatError, match=rf"bundle #{bi} .*halo \[axis 2, period {uh}"):
         check_records(p)
     p.info["halos"][str(bi)] = [7, spec[1], spec[2]]
     with pytest.raises(FormatError, match=r"does not fit its boxes' 4 dims"):

@@ -75,14 +75,16 @@ def _live(b: np.ndarray) -> np.ndarray:
 
 def _pairs(rows: np.ndarray, axis: int, p: int) -> np.ndarray:
     """Per row py < R - p: whether row py + p's box continues row py's along
-    `axis` (both read, equal on every other axis, starting inside or at the
-    end of row py's rows and ending past them)."""
+    `axis` (both read, equal on every other axis, starting with, inside or
+    at the end of row py's rows and ending with or past them). Boxes that
+    start together are the first row groups a pad clips to the input's
+    first row: each keeps a row of its own and takes the rest (`split`)."""
     a, b = rows[:-p], rows[p:]
     other = np.ones(rows.shape[-1], bool)
     other[axis] = False
     same = (a[:, :, other] == b[:, :, other]).all(axis=(1, 2))
     lo_a, hi_a, lo_b, hi_b = a[:, 0, axis], a[:, 1, axis], b[:, 0, axis], b[:, 1, axis]
-    return _live(a) & _live(b) & same & (lo_a < lo_b) & (lo_b <= hi_a) & (hi_a <= hi_b)
+    return _live(a) & _live(b) & same & (lo_a <= lo_b) & (lo_b <= hi_a) & (hi_a <= hi_b)
 
 
 def split(rows: np.ndarray, axis: int | None) -> tuple[np.ndarray, Halo] | None:
@@ -112,7 +114,9 @@ def split(rows: np.ndarray, axis: int | None) -> tuple[np.ndarray, Halo] | None:
     ok[:R - period] = _pairs(rows, axis, period)
     core = rows.copy()
     nxt = np.flatnonzero(ok)
-    core[nxt, 1, axis] = rows[nxt + period, 0, axis]
+    # at least a row of its own: rows whose boxes start together (a pad clipping the
+    # first row groups' windows to the input's first row) keep one each
+    core[nxt, 1, axis] = np.maximum(rows[nxt + period, 0, axis], rows[nxt, 0, axis] + 1)
     take = rows[:, 1, axis] - core[:, 1, axis]
     halo = Halo(int(axis), int(period), int(take.max()))
     if halo.depth <= 0 or not covers(rows, core, halo, 1):

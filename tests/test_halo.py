@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 
 import numpy as np
 import onnx
@@ -85,12 +86,16 @@ def test_cores_partition_the_input_and_the_exchange_gives_each_row_its_box(
     assert covers(rows, core, h, 1)
     # what a partnered row receives is exactly its box past its core (a chain where
     # the halo is deeper than the next row group's core: the dilated cases); a row
-    # the pad clipped keeps its box and may take up to the depth more
+    # the pad clipped to the first input row keeps a row of its own, takes the rest
+    # from its partner and may take up to the depth more
     got_rows = received(core, h, 1)
     other = np.prod(rows[:, 1, [0, 1, 3]] - rows[:, 0, [0, 1, 3]], axis=1)
     want = (rows[:, 1, 2] - core[:, 1, 2]) * other
     partnered = core[:, 1, 2] < rows[:, 1, 2]
-    assert (got_rows[partnered] == want[partnered]).all()
+    clipped = rows[:, 0, 2] == 0
+    assert (got_rows[partnered & ~clipped] == want[partnered & ~clipped]).all()
+    assert (got_rows[partnered] >= want[partnered]).all()
+    assert (core[partnered, 1, 2] > core[partnered, 0, 2]).all()  # a row of its own
     assert (got_rows <= h.depth * other).all()
 
 
@@ -214,7 +219,12 @@ def _graph(name: str, C: int, H: int, W: int, K: int, R: int, stride: int, dil: 
 CASES = {"conv3": (8, 17, 13, 8, 3, 1, 1, 1, "Conv"),
          "dilated": (4, 19, 9, 8, 5, 1, 3, 6, "Conv"),  # a halo of 12 rows, chained
          "pool": (8, 17, 13, 0, 3, 2, 1, 1, "MaxPool"),
-         "resize": (4, 9, 11, 0, 2, 1, 1, 0, "Resize")}  # its kernel placed rotated
+         "resize": (4, 9, 11, 0, 2, 1, 1, 0, "Resize"),  # its kernel placed rotated
+         # 24 channel blocks on 2 PE columns: a period wider than the kernel, relayed;
+         # padded (odd pads, its first groups' windows clipped) and unpadded (every
+         # row's box exactly its windows: the fault tests)
+         "relayed": (24, 21, 9, 2, 3, 1, 3, 3, "Conv"),
+         "relayed_unpadded": (24, 21, 9, 2, 3, 1, 3, 0, "Conv")}
 
 
 def _halo_binary(d: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -306,8 +316,10 @@ def test_shortened_halo_is_an_error_at_the_pe(halo_bins) -> None:  # type: ignor
 def test_lane_missing_at_a_sender_starves_the_row_it_feeds(halo_bins) -> None:  # type: ignore[no-untyped-def]
     """One PE's core no longer takes its lane (the PE that sends the row
     `period` before it its halo, down that row's carrier column): it holds
-    nothing, so it passes nothing on, and that row finds the halo rows
-    missing: a SimError at its PE."""
+    nothing, so it passes nothing on, and a row whose halo chain runs
+    through it (the row `period` before it, or, the halo of this dilated
+    conv deeper than a core, one further up the same residue) finds the
+    halo rows missing: a SimError at its PE."""
     from wsec.backends.sim_inbox import unrotated_offsets
     from wsec.ir.halo import carrier
 
@@ -332,9 +344,65 @@ def test_lane_missing_at_a_sender_starves_the_row_it_feeds(halo_bins) -> None:  
     at = mine[(py == row) & (px == carrier(row - h.period, h.period, uw))]  # the sender
     assert at.size == 1
     r["tx"][at] &= ~ramp
-    with pytest.raises(SimError, match=rf"offset \(\d+, {row - h.period}\)\) reads %x\[.*never "
-                                       rf"arrived there .*halo from PE row {row}"):
+    with pytest.raises(SimError, match=r"offset \(\d+, (\d+)\)\) reads %x\[.*never arrived "
+                                       r"there .*halo from PE row (\d+)") as err:
         simulate(dataclasses.replace(p, routes=r), random_inputs(p, 0))
+    got = re.search(r"offset \(\d+, (\d+)\)\).*halo from PE row (\d+)", str(err.value))
+    assert got is not None
+    at, sender = int(got.group(1)), int(got.group(2))
+    assert sender == at + h.period and at < row and (row - at) % h.period == 0
+
+
+def _relayed(halo_bins):  # type: ignore[no-untyped-def]
+    """The relayed case's program, its halo bundle, Halo and sink."""
+    p = load_binary(str(halo_bins["relayed_unpadded"][1]))
+    bi = next(i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_HALO)
+    h = p.halo(bi)
+    assert h is not None
+    ki = int(p.bundles["sink"][bi])
+    uw, _ = p.kernels[ki].unrotated_shape
+    assert relayed(h.period, uw)  # more residues than columns: hop by hop
+    return p, bi, h, ki
+
+
+def test_relayed_exchange_shortened_is_an_error_at_the_pe(halo_bins) -> None:  # type: ignore[no-untyped-def]
+    """A kernel narrower than its period (relayed): one exchanged row
+    dropped from every hop chain, a PE finds it missing."""
+    p, bi, h, _ = _relayed(halo_bins)
+    p.info["halos"][str(bi)] = [h.axis, h.period, h.depth - 1]
+    with pytest.raises(SimError, match=r"PE \(\d+, \d+\) .*reads %x\[.*never arrived there "
+                                       r".*core with the halo from PE row \d+"):
+        simulate(p, random_inputs(p, 0))
+
+
+def test_relayed_exchange_sender_without_its_lane_starves_its_chain(halo_bins) -> None:  # type: ignore[no-untyped-def]
+    """Relayed, a sender PE whose core no longer takes its lane holds
+    nothing and passes nothing on: a row whose halo chain runs through it
+    (`period` rows before it, or further up the same residue) raises at a
+    PE of that row, naming the row its halo came from."""
+    from wsec.backends.sim_inbox import deliveries, unrotated_offsets
+
+    p, bi, h, ki = _relayed(halo_bins)
+    uw, _ = p.kernels[ki].unrotated_shape
+    r = p.routes.copy()
+    ramp = np.uint8(PORT_BITS["RAMP"])
+    mine = np.flatnonzero((r["bundle"] == bi) & ((r["tx"] & ramp) != 0))
+    px, py = unrotated_offsets(p, ki, r["x"][mine].astype(np.int64), r["y"][mine].astype(np.int64))
+    d = deliveries(p)[ki]["x"]
+    assert d.held is not None and d.boxes is not None
+    took = np.flatnonzero((d.held[:, :, 1, h.axis]
+                           > d.boxes[np.maximum(d.lane_at, 0), 1, h.axis]).any(axis=1))
+    row = int(took[took.size // 2]) + h.period  # it sends the row `period` before it its halo
+    at = mine[(py == row) & (px == carrier(row - h.period, h.period, uw))]
+    assert at.size == 1
+    r["tx"][at] &= ~ramp
+    with pytest.raises(SimError, match=r"offset \(\d+, (\d+)\)\) reads %x\[.*never arrived "
+                                       r"there .*halo from PE row (\d+)") as err:
+        simulate(dataclasses.replace(p, routes=r), random_inputs(p, 0))
+    got = re.search(r"offset \(\d+, (\d+)\)\).*halo from PE row (\d+)", str(err.value))
+    assert got is not None
+    short, sender = int(got.group(1)), int(got.group(2))
+    assert sender == short + h.period and short < row and (row - short) % h.period == 0
 
 
 def test_swapped_cores_are_an_error_at_a_pe(halo_bins) -> None:  # type: ignore[no-untyped-def]

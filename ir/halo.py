@@ -32,6 +32,11 @@ along the kernel's unrotated y, over the kernel's own vertical links:
   transfers of the period's rows run side by side, not through each
   other), so an exchange costs about one core lane's load per link; the
   link loads count it (wsec.ir.metrics.halo_arrays) like any lane's.
+  A kernel narrower than the period (a conv of many channel blocks on few
+  PE columns: ASPP's dilated convs, 16 blocks on 8 columns) has no column
+  per residue; there the transfers hop from core to core down column
+  py % width (`relayed`), a hop carrying every transfer spanning it
+  (about period / width rows' halos: `carried`, `busiest`).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ import numpy as np
 from .fabric import PORT_BITS
 from .lanes import union_boxes
 
-HALO_COLORS = 4  # the colors every kernel's halo exchange runs on (halo_colors)
+HALO_COLORS = 3  # the colors every kernel's halo exchange runs on (halo_colors)
 MAX_PERIOD = 256  # partners further apart than this are not searched (split)
 
 _N, _E, _S, _W, _RAMP = (PORT_BITS[p] for p in ("N", "E", "S", "W", "RAMP"))
@@ -67,11 +67,11 @@ class Halo:
         return [self.axis, self.period, self.depth]
 
 
-def halo_colors(target) -> tuple[int, int, int, int]:
+def halo_colors(target) -> tuple[int, int, int]:
     """The colors of the halo exchange (HALO_COLORS): just below the colors
     the target reserves for host I/O; the router gives bundles none of them."""
     top = int(target.colors) - int(target.reserved_colors)
-    return top - 4, top - 3, top - 2, top - 1
+    return top - 3, top - 2, top - 1
 
 
 def _live(b: np.ndarray) -> np.ndarray:
@@ -215,7 +215,7 @@ def exchange(boxes: np.ndarray, halo: Halo) -> tuple[np.ndarray, np.ndarray]:
     return held, got
 
 
-def entries(uw: int, uh: int, period: int, colors: tuple[int, int, int, int]
+def entries(uw: int, uh: int, period: int, colors: tuple[int, ...]
             ) -> tuple[np.ndarray, np.ndarray]:
     """(m, 5) router entries (px, py, color, rx, tx) of the exchange, in
     offsets of the kernel's unrotated rectangle, and per entry the PE rows
@@ -223,9 +223,12 @@ def entries(uw: int, uh: int, period: int, colors: tuple[int, int, int, int]
     py < uh - period takes its halo from row py + period along its carrier
     column (`carrier`): the partner's PE in that column (which holds all
     its row holds) sends it S, the PEs between pass it on, the carrier's
-    core receives it and multicasts it along its row, East on colors[2]
-    and West on colors[3] (a route is a path: one way out of each PE),
-    each PE taking it into its core. Down the column on colors[0]; in a
+    core receives it and multicasts it along its row on colors[2], East
+    and West from the one route of its router (tx E and W: its core sends
+    the halo once, where a color each way sent it twice: measured, the
+    U-Net fixture's resize carriers' RAMPs then took 512 wavelets for
+    256, past its 432 and the router routed it flat), each PE taking it
+    into its core. Down the column on colors[0]; in a
     kernel less than two periods wide, where one column's transfers meet
     (one ends where the next starts), on colors[g % 2] (g = py // period).
     In a kernel narrower than the period (`relayed`) a column carries the
@@ -272,18 +275,19 @@ def entries(uw: int, uh: int, period: int, colors: tuple[int, int, int, int]
         parts.append(np.stack([col, py, vc, np.full(py.size, _N), np.full(py.size, _RAMP)],
                               axis=1))
         whose.append(py[:, None])
-    # the row multicast from the carrier: East, and West on a color of its own
-    gx, gy = np.meshgrid(np.arange(uw), py)
-    cx = np.broadcast_to(col[:, None], gx.shape)
-    for way, color, port, back in ((1, colors[2], _E, _W), (-1, colors[3], _W, _E)):
-        far = uw - 1 if way > 0 else 0
-        on = (gx - cx) * way >= 0  # the carrier and the PEs that way of it
-        on &= ~((gx == cx) & (cx == far))  # a carrier at that end sends nothing that way
-        rx = np.where(gx == cx, _RAMP, back)
-        tx = np.where(gx == far, 0, port) | np.where(gx == cx, 0, _RAMP)
-        parts.append(np.stack([gx[on], gy[on], np.full(int(on.sum()), color), rx[on], tx[on]],
-                              axis=1))
-        whose.append(gy[on][:, None])
+    # the row multicast from the carrier, East and West on one color
+    if uw > 1:
+        gx, gy = np.meshgrid(np.arange(uw), py)
+        cx = np.broadcast_to(col[:, None], gx.shape)
+        east, west = gx > cx, gx < cx
+        rx = np.where(east, _W, np.where(west, _E, _RAMP))
+        tx = (np.where(east | (gx == cx), _E, 0) * (gx < uw - 1)
+              | np.where(west | (gx == cx), _W, 0) * (gx > 0)
+              | np.where(gx == cx, 0, _RAMP))
+        n = gx.size
+        parts.append(np.stack([gx.ravel(), gy.ravel(), np.full(n, colors[2]), rx.ravel(),
+                               tx.ravel()], axis=1))
+        whose.append(gy.ravel()[:, None])
     width = max(w.shape[1] for w in whose)
     whose = [np.pad(w, ((0, 0), (0, width - w.shape[1])), constant_values=-1) for w in whose]
     return (np.concatenate(parts).astype(np.int64), np.concatenate(whose).astype(np.int64))

@@ -796,6 +796,10 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
         if not k:  # the rows' cores, their halos exchanged inside the sink
             loads = _halo_loads(r, ks, cap)
             k = pick_pitch(loads, R, r.wavelets, ask, least, cap)
+            if not k and r.widen:  # as owner lanes: a row group's window ends its input, so
+                # the last row's core is its whole box, heavier than the rest (measured: the
+                # U-Net fixture's resize, cores of 128 wavelets, 256 at its end)
+                k = _full_lanes(loads, R, least, cap)
             r.halo = k > 0
     if not k:
         return  # lanes as light as the flat split's need more than the source side has
@@ -817,7 +821,10 @@ def _full_lanes(loads: dict[int, int], R: int, least: int, cap: int) -> int:
     fixtures, the same single lanes handed by a spine to a softmax's or a
     matmul's every row (each reading a part) crowded the widening attempts
     (Whisper 260 -> 414 forwarded PEs, T5 453 -> 464), where owner lanes
-    proved Llama's two gated matmuls (32 -> 0)."""
+    proved Llama's two gated matmuls (32 -> 0). And for the cores of a halo
+    cut (the rows exchange the rest, wsec.ir.halo): the last row group's core
+    is its whole box, so its lanes alone may be heavier than pick_pitch
+    allows (the U-Net fixture's resize: 121 PEs proven)."""
     fit = [k for k in loads if R // k >= least and loads[k] <= cap]
     return min(fit, default=0)
 

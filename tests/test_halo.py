@@ -29,6 +29,7 @@ from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.driver import CompileOptions, compile_model
 from wsec.ir.halo import (
+    HALO_COLORS,
     Halo,
     busiest,
     carried,
@@ -130,9 +131,11 @@ def test_exchange_routes_are_paths_one_route_per_pe_and_color(uw: int, uh: int, 
     keys = {(int(a), int(b), int(c)) for a, b, c in ent[:, :3]}
     assert len(keys) == ent.shape[0]  # one route per PE and color
     at = {(int(a), int(b), int(c)): (int(rx), int(tx)) for a, b, c, rx, tx in ent}
-    for (x, y, c), (_, tx) in at.items():
+    east_west = {PORT_BITS["E"], PORT_BITS["W"]}
+    for (x, y, c), (rx, tx) in at.items():
         out = [bit for bit in _STEP if tx & bit]
-        assert len(out) <= 1  # a route is a path
+        # a route is a path, but a carrier multicasts its row's halo both ways at once
+        assert len(out) <= 1 or (set(out) == east_west and rx == PORT_BITS["RAMP"] and c == 18)
         for bit in out:
             dx, dy = _STEP[bit]
             nxt = at.get((x + dx, y + dy, c))
@@ -293,12 +296,12 @@ def test_halo_cut_kernels_match_onnxruntime_with_every_pe_proven(halo_bins, name
     # the exchange's routes are in the router table, on the halo colors, no bundle's
     routes = expand_routes(p)
     top = p.target.colors - p.target.reserved_colors
-    mine = routes[(routes["color"] >= top - 4) & (routes["color"] < top)]
+    mine = routes[(routes["color"] >= top - HALO_COLORS) & (routes["color"] < top)]
     lanes = p.routes["color"][p.routes["bundle"] != 0xFFFFFFFF].astype(np.int64)
-    assert mine.size and not ((lanes >= top - 4) & (lanes < top)).any()
+    assert mine.size and not ((lanes >= top - HALO_COLORS) & (lanes < top)).any()
     # and in the binary's link loads, with the bytes of the halo rows they move
     ra = program_routes(p)
-    on = (ra.color >= top - 4) & (ra.color < top)
+    on = (ra.color >= top - HALO_COLORS) & (ra.color < top)
     assert on.any() and (ra.bytes[on] > 0).all()
 
 
@@ -459,3 +462,51 @@ def test_halo_cut_round_trips_through_ir_text(tmp_path: pathlib.Path) -> None:
     back = parse_module(text)
     assert [b for e in back.edges for b in e.bundles or ()] == [
         b for e in m.edges for b in e.bundles or ()]
+
+
+@pytest.mark.parametrize("uw,uh,p", [(5, 7, 1), (8, 9, 2), (2, 11, 4)])
+def test_a_carrier_sends_its_rows_halo_once_both_ways(uw: int, uh: int, p: int) -> None:
+    """The carrier's router multicasts the row's halo East and West on one
+    color, so its core sends it once (its RAMP-out carries one halo, not one
+    per direction: measured, the U-Net fixture's resize carriers took 512
+    wavelets for 256 that way and the router routed its cut flat)."""
+    ent, whose = entries(uw, uh, p, (16, 17, 18))
+    ramp = PORT_BITS["RAMP"]
+    row = ent[:, 2] == 18
+    assert not (ent[:, 2] > 18).any()  # three colors
+    per_row = np.arange(1, uh + 1) * 10
+    load = carried(whose, per_row)
+    for py in range(uh - p):
+        mine = row & (whose == py).any(axis=1)
+        sends = mine & (ent[:, 3] == ramp)  # out of a core onto the row
+        assert sends.sum() == 1 and load[sends].sum() == per_row[py]
+        x = int(ent[sends, 0][0])
+        assert x == carrier(py, p, uw)
+        takes = mine & ((ent[:, 4] & ramp) != 0)  # every other PE of the row takes it in
+        assert sorted(ent[takes, 0].tolist()) == [c for c in range(uw) if c != x]
+
+
+def test_unet_resize_reads_only_its_cores_and_the_exchange(tmp_path: pathlib.Path) -> None:
+    """The U-Net fixture's upsampling (a resize of 16 live PE rows whose
+    cores are one input row each, the last row's two) is cut "halo" at a
+    lane per row, every PE proven, a lane of it dropped an error at a PE;
+    the model matches onnxruntime."""
+    from conftest import compiled_file
+    from test_cut_kinds import dropped_lane_raises
+    from wsec.run import ATOL, RTOL, compare, onnx_reference
+
+    model = pathlib.Path(__file__).resolve().parent / "fixtures" / "cnn" / "unet_d18.onnx"
+    p = compiled_file(tmp_path, model)
+    halo = [bi for bi, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_HALO]
+    sinks = {p.kernels[int(p.bundles["sink"][bi])].kind for bi in halo}
+    assert "resize" in sinks
+    bi = next(bi for bi in halo if p.kernels[int(p.bundles["sink"][bi])].kind == "resize")
+    name = p.kernels[int(p.bundles["sink"][bi])].name
+    npz = np.load(model.with_suffix(".npz"))
+    ins = {k[3:]: npz[k] for k in npz.files if k.startswith("in.")}
+    res = simulate(p, ins)
+    assert res.kernel_stats[name]["forwarded_pes"] == 0
+    want, _ = onnx_reference(str(model), ins)
+    for out, v in want.items():
+        assert compare(out, res.outputs[out], v, RTOL, ATOL).ok
+    dropped_lane_raises(p, bi)

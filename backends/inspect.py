@@ -99,7 +99,7 @@ def halo_routes(p: Program) -> list[RouteArrays]:
     the lanes the routes deliver (sim_inbox.deliveries), on every link and
     RAMP of its carrier column and its row (the router table's records of
     the exchange carry no edge's bytes)."""
-    from wsec.ir.halo import entries, halo_colors
+    from wsec.ir.halo import carried, entries, halo_colors
     from wsec.ir.templates import place
 
     from .sim_inbox import deliveries
@@ -119,7 +119,7 @@ def halo_routes(p: Program) -> list[RouteArrays]:
         uw, uh = k.unrotated_shape
         ent, whose = entries(uw, uh, h.period, halo_colors(p.target))
         _, per_row = exchange_rows(d, h)
-        nbytes = -(-int(e.bytes_per_sample) * per_row[whose] // max(1, d.numel))
+        nbytes = -(-int(e.bytes_per_sample) * carried(whose, per_row) // max(1, d.numel))
         at = place(ent, k.rect.x, k.rect.y, k.rotated)
         live = nbytes > 0
         n = int(live.sum())

@@ -262,11 +262,10 @@ def _check_halo(p: Program, bi: int) -> None:
     axis, period, depth = spec
     shape = p.lane_view(bi)
     uw, uh = p.kernels[int(r["sink"])].unrotated_shape
-    if not 0 <= axis < len(shape) or not 1 <= period < uh or period > uw \
-            or not 1 <= depth <= shape[axis]:
+    if not 0 <= axis < len(shape) or not 1 <= period < uh or not 1 <= depth <= shape[axis]:
         raise FormatError(f"{what}: halo [axis {axis}, period {period}, depth {depth}] does not "
                           f"fit its boxes' {len(shape)} dims {list(shape)} and its sink's "
-                          f"{uw}x{uh} PEs (a carrier column per residue of the period)")
+                          f"{uw}x{uh} PEs (a partner period inside its rows)")
 
 
 def _check_cut(p: Program, bi: int) -> None:

@@ -32,6 +32,11 @@ along the kernel's unrotated y, over the kernel's own vertical links:
   transfers of the period's rows run side by side, not through each
   other), so an exchange costs about one core lane's load per link; the
   link loads count it (wsec.ir.metrics.halo_arrays) like any lane's.
+  A kernel narrower than the period (a conv of many channel blocks on few
+  PE columns: ASPP's dilated convs, 16 blocks on 8 columns) has no column
+  per residue; there the transfers hop from core to core down column
+  py % width (`relayed`), a hop carrying every transfer spanning it
+  (about period / width rows' halos: `carried`, `busiest`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import numpy as np
 from .fabric import PORT_BITS
 from .lanes import union_boxes
 
-HALO_COLORS = 4  # the colors every kernel's halo exchange runs on (halo_colors)
+HALO_COLORS = 3  # the colors every kernel's halo exchange runs on (halo_colors)
 MAX_PERIOD = 256  # partners further apart than this are not searched (split)
 
 _N, _E, _S, _W, _RAMP = (PORT_BITS[p] for p in ("N", "E", "S", "W", "RAMP"))
@@ -62,11 +67,11 @@ class Halo:
         return [self.axis, self.period, self.depth]
 
 
-def halo_colors(target) -> tuple[int, int, int, int]:
+def halo_colors(target) -> tuple[int, int, int]:
     """The colors of the halo exchange (HALO_COLORS): just below the colors
     the target reserves for host I/O; the router gives bundles none of them."""
     top = int(target.colors) - int(target.reserved_colors)
-    return top - 4, top - 3, top - 2, top - 1
+    return top - 3, top - 2, top - 1
 
 
 def _live(b: np.ndarray) -> np.ndarray:
@@ -75,14 +80,16 @@ def _live(b: np.ndarray) -> np.ndarray:
 
 def _pairs(rows: np.ndarray, axis: int, p: int) -> np.ndarray:
     """Per row py < R - p: whether row py + p's box continues row py's along
-    `axis` (both read, equal on every other axis, starting inside or at the
-    end of row py's rows and ending past them)."""
+    `axis` (both read, equal on every other axis, starting with, inside or
+    at the end of row py's rows and ending with or past them). Boxes that
+    start together are the first row groups a pad clips to the input's
+    first row: each keeps a row of its own and takes the rest (`split`)."""
     a, b = rows[:-p], rows[p:]
     other = np.ones(rows.shape[-1], bool)
     other[axis] = False
     same = (a[:, :, other] == b[:, :, other]).all(axis=(1, 2))
     lo_a, hi_a, lo_b, hi_b = a[:, 0, axis], a[:, 1, axis], b[:, 0, axis], b[:, 1, axis]
-    return _live(a) & _live(b) & same & (lo_a < lo_b) & (lo_b <= hi_a) & (hi_a <= hi_b)
+    return _live(a) & _live(b) & same & (lo_a <= lo_b) & (lo_b <= hi_a) & (hi_a <= hi_b)
 
 
 def split(rows: np.ndarray, axis: int | None) -> tuple[np.ndarray, Halo] | None:
@@ -112,7 +119,9 @@ def split(rows: np.ndarray, axis: int | None) -> tuple[np.ndarray, Halo] | None:
     ok[:R - period] = _pairs(rows, axis, period)
     core = rows.copy()
     nxt = np.flatnonzero(ok)
-    core[nxt, 1, axis] = rows[nxt + period, 0, axis]
+    # at least a row of its own: rows whose boxes start together (a pad clipping the
+    # first row groups' windows to the input's first row) keep one each
+    core[nxt, 1, axis] = np.maximum(rows[nxt + period, 0, axis], rows[nxt, 0, axis] + 1)
     take = rows[:, 1, axis] - core[:, 1, axis]
     halo = Halo(int(axis), int(period), int(take.max()))
     if halo.depth <= 0 or not covers(rows, core, halo, 1):
@@ -150,11 +159,23 @@ def carrier(py: np.ndarray | int, period: int, width: int) -> np.ndarray | int:
     where the kernel is 2 periods wide or more, a residue's transfers
     alternate between two columns, so no PE both sends one row's halo and
     multicasts its own (one RAMP-out each) and a column's transfers never
-    meet (one color)."""
+    meet (one color). In a kernel narrower than the period (`relayed`) the
+    rows are dealt over the columns in turn (py % width), so each column
+    relays as few transfers as the others."""
+    if period > width:
+        return py % width
     col = py % period
     if 2 * period <= width:
         col = col + period * ((py // period) % 2)
     return col
+
+
+def relayed(period: int, width: int) -> bool:
+    """Whether the exchange's transfers hop from core to core (`entries`):
+    a kernel narrower than the period has too few columns for one per
+    residue, so the transfers of several residues share a column and
+    would cross each other's routes on one color."""
+    return period > width
 
 
 def exchange(boxes: np.ndarray, halo: Halo) -> tuple[np.ndarray, np.ndarray]:
@@ -171,8 +192,6 @@ def exchange(boxes: np.ndarray, halo: Halo) -> tuple[np.ndarray, np.ndarray]:
     uh, uw = held.shape[:2]
     got = np.zeros(uh, np.int64)
     p, ax = halo.period, halo.axis
-    if p > uw:
-        return held, got
     other = np.ones(held.shape[-1], bool)
     other[ax] = False
     for top in range(uh - p, 0, -p):
@@ -196,46 +215,115 @@ def exchange(boxes: np.ndarray, halo: Halo) -> tuple[np.ndarray, np.ndarray]:
     return held, got
 
 
-def entries(uw: int, uh: int, period: int, colors: tuple[int, int, int, int]
+def entries(uw: int, uh: int, period: int, colors: tuple[int, ...]
             ) -> tuple[np.ndarray, np.ndarray]:
     """(m, 5) router entries (px, py, color, rx, tx) of the exchange, in
-    offsets of the kernel's unrotated rectangle, and per entry the PE row
-    whose halo it carries. Each row py < uh - period takes its halo from
-    row py + period along its carrier column (`carrier`): the partner's
-    PE in that column (which holds all its row holds) sends it S, the PEs
-    between pass it on, the carrier's core receives it and multicasts it
-    along its row, East on colors[2] and West on colors[3] (a route is a
-    path: one way out of each PE), each PE taking it into its core. Down
-    the column on colors[0]; in a kernel less than
-    two periods wide, where one column's transfers meet (one ends where
-    the next starts), on colors[g % 2] (g = py // period)."""
-    if uh <= period or uw < 1 or period > uw:
-        return np.zeros((0, 5), np.int64), np.zeros(0, np.int64)
+    offsets of the kernel's unrotated rectangle, and per entry the PE rows
+    whose halos it carries ((m, j): -1 pads; `carried` sums them). Each row
+    py < uh - period takes its halo from row py + period along its carrier
+    column (`carrier`): the partner's PE in that column (which holds all
+    its row holds) sends it S, the PEs between pass it on, the carrier's
+    core receives it and multicasts it along its row on colors[2], East
+    and West from the one route of its router (tx E and W: its core sends
+    the halo once, where a color each way sent it twice: measured, the
+    U-Net fixture's resize carriers' RAMPs then took 512 wavelets for
+    256, past its 432 and the router routed it flat), each PE taking it
+    into its core. Down the column on colors[0]; in a
+    kernel less than two periods wide, where one column's transfers meet
+    (one ends where the next starts), on colors[g % 2] (g = py // period).
+    In a kernel narrower than the period (`relayed`) a column carries the
+    transfers of several residues, which would cross on one color; there
+    they hop from core to core: the hop from PE row y + 1 to row y runs on
+    colors[y % 2] (its sender's RAMP to S, its receiver's N to RAMP), so a
+    PE receives on one color and sends on the other, and each core passes
+    on what it received for the rows below (a link carries every transfer
+    spanning it: about period / uw rows' halos)."""
+    if uh <= period or uw < 1:
+        return np.zeros((0, 5), np.int64), np.zeros((0, 1), np.int64)
     py = np.arange(uh - period)
     col = carrier(py, period, uw)
-    # transfers meeting at a PE of their column (one period wide) alternate colors
-    vc = np.asarray(colors[:2], np.int64)[(py // period) % 2 if 2 * period > uw else 0 * py]
     parts, whose = [], []
-    for j in range(1, period + 1):  # the PE j rows above the carrier: pass on S
-        rx = np.full(py.size, _RAMP if j == period else _N)
-        parts.append(np.stack([col, py + j, vc, rx, np.full(py.size, _S)], axis=1))
-        whose.append(py)
-    parts.append(np.stack([col, py, vc, np.full(py.size, _N), np.full(py.size, _RAMP)],
-                          axis=1))
-    whose.append(py)
-    # the row multicast from the carrier: East, and West on a color of its own
-    gx, gy = np.meshgrid(np.arange(uw), py)
-    cx = np.broadcast_to(col[:, None], gx.shape)
-    for way, color, port, back in ((1, colors[2], _E, _W), (-1, colors[3], _W, _E)):
-        far = uw - 1 if way > 0 else 0
-        on = (gx - cx) * way >= 0  # the carrier and the PEs that way of it
-        on &= ~((gx == cx) & (cx == far))  # a carrier at that end sends nothing that way
-        rx = np.where(gx == cx, _RAMP, back)
-        tx = np.where(gx == far, 0, port) | np.where(gx == cx, 0, _RAMP)
-        parts.append(np.stack([gx[on], gy[on], np.full(int(on.sum()), color), rx[on], tx[on]],
+    if relayed(period, uw):
+        # hop y (row y + 1 -> row y) of column x carries the rows py < uh - period of
+        # carrier x with py <= y < py + period
+        hop = np.arange(uh - 1)
+        span = (py[None, :] <= hop[:, None]) & (hop[:, None] < py[None, :] + period)
+        for x in range(uw):
+            on = span & (col == x)[None, :]
+            y = np.flatnonzero(on.any(axis=1))
+            if not y.size:
+                continue
+            n = int(on.sum(axis=1).max())
+            rows = np.full((y.size, n), -1, np.int64)
+            for i, h in enumerate(y):
+                got = py[on[h]]
+                rows[i, :got.size] = got
+            vc = np.asarray(colors[:2], np.int64)[y % 2]
+            xs = np.full(y.size, x)
+            parts.append(np.stack([xs, y + 1, vc, np.full(y.size, _RAMP), np.full(y.size, _S)],
+                                  axis=1))
+            parts.append(np.stack([xs, y, vc, np.full(y.size, _N), np.full(y.size, _RAMP)],
+                                  axis=1))
+            whose += [rows, rows]
+    else:
+        # transfers meeting at a PE of their column (one period wide) alternate colors
+        vc = np.asarray(colors[:2], np.int64)[(py // period) % 2 if 2 * period > uw else 0 * py]
+        for j in range(1, period + 1):  # the PE j rows above the carrier: pass on S
+            rx = np.full(py.size, _RAMP if j == period else _N)
+            parts.append(np.stack([col, py + j, vc, rx, np.full(py.size, _S)], axis=1))
+            whose.append(py[:, None])
+        parts.append(np.stack([col, py, vc, np.full(py.size, _N), np.full(py.size, _RAMP)],
                               axis=1))
-        whose.append(gy[on])
+        whose.append(py[:, None])
+    # the row multicast from the carrier, East and West on one color
+    if uw > 1:
+        gx, gy = np.meshgrid(np.arange(uw), py)
+        cx = np.broadcast_to(col[:, None], gx.shape)
+        east, west = gx > cx, gx < cx
+        rx = np.where(east, _W, np.where(west, _E, _RAMP))
+        tx = (np.where(east | (gx == cx), _E, 0) * (gx < uw - 1)
+              | np.where(west | (gx == cx), _W, 0) * (gx > 0)
+              | np.where(gx == cx, 0, _RAMP))
+        n = gx.size
+        parts.append(np.stack([gx.ravel(), gy.ravel(), np.full(n, colors[2]), rx.ravel(),
+                               tx.ravel()], axis=1))
+        whose.append(gy.ravel()[:, None])
+    width = max(w.shape[1] for w in whose)
+    whose = [np.pad(w, ((0, 0), (0, width - w.shape[1])), constant_values=-1) for w in whose]
     return (np.concatenate(parts).astype(np.int64), np.concatenate(whose).astype(np.int64))
+
+
+def carried(whose: np.ndarray, per_row: np.ndarray) -> np.ndarray:
+    """(m,): what each exchange entry carries, from `entries`' rows per entry
+    ((m, j), -1 pads) and what each PE row receives (`per_row`, (uh,))."""
+    w = np.asarray(whose, np.int64)
+    return np.where(w >= 0, np.asarray(per_row)[np.maximum(w, 0)], 0).sum(axis=1)
+
+
+def busiest(core: np.ndarray, halo: Halo, k: int, uw: int) -> int:
+    """The most elements any link or RAMP of the exchange carries when lanes
+    at pitch k bring the cores, in a kernel uw PEs wide: a row's halo
+    (one column per residue), or the transfers a relaying column passes on
+    (`relayed`)."""
+    got = received(core, halo, k)
+    if not relayed(halo.period, uw):
+        return int(got.max(initial=0))
+    ent, whose = entries(uw, core.shape[0], halo.period, (0, 1, 2, 3))
+    if not ent.shape[0]:
+        return 0
+    # a relay's RAMP takes in and sends out what both its hops carry
+    ramp = ent[:, 3] == _RAMP
+    return int(max(carried(whose, got).max(initial=0),
+                   _ramp_load(ent[ramp], carried(whose[ramp], got))))
+
+
+def _ramp_load(ent: np.ndarray, load: np.ndarray) -> int:
+    """The most a PE's RAMP-out carries over the entries `ent` sending from it."""
+    if not ent.shape[0]:
+        return 0
+    key = ent[:, 0] * (int(ent[:, 1].max()) + 1) + ent[:, 1]
+    _, inv = np.unique(key, return_inverse=True)
+    return int(np.bincount(inv, weights=load).max())
 
 
 def received(core: np.ndarray, halo: Halo, k: int) -> np.ndarray:

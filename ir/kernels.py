@@ -114,11 +114,7 @@ def halo_cut(kernel: Kernel, value: str, shape: tuple[int, ...],
     view = cut_view(kernel, value, shape, ops)
     if len(view) != rows.shape[-1]:
         return None
-    got = split(rows, kind_of(kernel).halo_axis(kernel.dims, kernel.knobs, view))
-    if got is None or kernel.rect is None:
-        return got
-    uw = kernel.rect.h if kernel.rotated else kernel.rect.w
-    return got if got[1].period <= uw else None  # a carrier column per residue
+    return split(rows, kind_of(kernel).halo_axis(kernel.dims, kernel.knobs, view))
 
 
 def spread_over_rows(kernel: Kernel, value: str, ops: Operands) -> int:

@@ -249,7 +249,7 @@ def halo_arrays(module: Module) -> list[tuple[int, str, RouteArrays]]:
     its link (every PE of a row holds its lane's box, so each column moves
     all of its rows' halos). Per bundle cut "halo": (edge index, sink,
     its exchange's entries: edge index the bundle's edge, no share)."""
-    from .halo import entries, halo_colors, received
+    from .halo import carried, entries, halo_colors, received
     from .kernels import halo_cut
     from .movement import Operands
     from .target import TARGETS
@@ -273,7 +273,7 @@ def halo_arrays(module: Module) -> list[tuple[int, str, RouteArrays]]:
             uw, uh = (k.rect.h, k.rect.w) if k.rotated else (k.rect.w, k.rect.h)
             ent, whose = entries(uw, uh, h.period, halo_colors(t))
             at = place(ent, k.rect.x, k.rect.y, bool(k.rotated))
-            nbytes = -(-int(e.bytes_per_sample) * received(core, h, b.pitch)[whose]
+            nbytes = -(-int(e.bytes_per_sample) * carried(whose, received(core, h, b.pitch))
                        // max(1, v.type.numel))
             live = nbytes > 0
             n = int(live.sum())

@@ -31,7 +31,7 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.halo import covers, lane_rows, received
+from wsec.ir.halo import busiest, covers, lane_rows
 from wsec.ir.kernels import (
     cut_view,
     gaps,
@@ -829,6 +829,10 @@ def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:
         if not k:  # the rows' cores, their halos exchanged inside the sink
             loads = _halo_loads(r, ks, cap)
             k = pick_pitch(loads, R, r.wavelets, ask, least, cap)
+            if not k and r.widen:  # as owner lanes: a row group's window ends its input, so
+                # the last row's core is its whole box, heavier than the rest (measured: the
+                # U-Net fixture's resize, cores of 128 wavelets, 256 at its end)
+                k = _full_lanes(loads, R, least, cap)
             r.halo = k > 0
     if not k:
         return  # lanes as light as the flat split's need more than the source side has
@@ -850,20 +854,28 @@ def _full_lanes(loads: dict[int, int], R: int, least: int, cap: int) -> int:
     fixtures, the same single lanes handed by a spine to a softmax's or a
     matmul's every row (each reading a part) crowded the widening attempts
     (Whisper 260 -> 414 forwarded PEs, T5 453 -> 464), where owner lanes
-    proved Llama's two gated matmuls (32 -> 0)."""
+    proved Llama's two gated matmuls (32 -> 0). And for the cores of a halo
+    cut (the rows exchange the rest, wsec.ir.halo): the last row group's core
+    is its whole box, so its lanes alone may be heavier than pick_pitch
+    allows (the U-Net fixture's resize: 121 PEs proven)."""
     fit = [k for k in loads if R // k >= least and loads[k] <= cap]
     return min(fit, default=0)
 
 
 def _halo(r: Request) -> tuple[np.ndarray, object, int] | None:
-    """r's sink rows' (cores, Halo, the most a row's exchange moves over a
-    link, in wavelets per sample at pitch 1), computed once (wsec.ir.kernels.halo_cut); None where
-    its rows exchange no halo."""
+    """r's sink rows' (cores, Halo, the most the exchange moves over a link
+    or RAMP, in wavelets per sample at pitch 1: a row's halo, or the several
+    a relaying column passes on, wsec.ir.halo.busiest), computed once
+    (wsec.ir.kernels.halo_cut); None where its rows exchange no halo."""
     if "split" not in r.halo_cache:
         got = None if r.halo_of is None else halo_cut(*r.halo_of)
-        if got is not None:
+        sink = None if r.halo_of is None else r.halo_of[0]
+        if got is not None and sink is not None and sink.rect is not None:
             core, h = got
-            got = (core, h, -(-r.wavelets * int(received(core, h, 1).max()) // r.numel))
+            uw = sink.rect.h if sink.rotated else sink.rect.w
+            got = (core, h, -(-r.wavelets * busiest(core, h, 1, uw) // r.numel))
+        else:
+            got = None
         r.halo_cache["split"] = got
     return r.halo_cache["split"]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 
 import numpy as np
 import onnx
@@ -27,7 +28,20 @@ from wsec.backends.lanes import check_records, expand_routes
 from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.driver import CompileOptions, compile_model
-from wsec.ir.halo import Halo, covers, entries, exchange, lane_rows, received, split
+from wsec.ir.halo import (
+    HALO_COLORS,
+    Halo,
+    busiest,
+    carried,
+    carrier,
+    covers,
+    entries,
+    exchange,
+    lane_rows,
+    received,
+    relayed,
+    split,
+)
 from wsec.ir.kernels import halo_cut, input_cut
 from wsec.ir.lanes import check_cut, cut_counts
 from wsec.ir.library_conv import channel_row_boxes, covering_rows, window_rows
@@ -73,12 +87,16 @@ def test_cores_partition_the_input_and_the_exchange_gives_each_row_its_box(
     assert covers(rows, core, h, 1)
     # what a partnered row receives is exactly its box past its core (a chain where
     # the halo is deeper than the next row group's core: the dilated cases); a row
-    # the pad clipped keeps its box and may take up to the depth more
+    # the pad clipped to the first input row keeps a row of its own, takes the rest
+    # from its partner and may take up to the depth more
     got_rows = received(core, h, 1)
     other = np.prod(rows[:, 1, [0, 1, 3]] - rows[:, 0, [0, 1, 3]], axis=1)
     want = (rows[:, 1, 2] - core[:, 1, 2]) * other
     partnered = core[:, 1, 2] < rows[:, 1, 2]
-    assert (got_rows[partnered] == want[partnered]).all()
+    clipped = rows[:, 0, 2] == 0
+    assert (got_rows[partnered & ~clipped] == want[partnered & ~clipped]).all()
+    assert (got_rows[partnered] >= want[partnered]).all()
+    assert (core[partnered, 1, 2] > core[partnered, 0, 2]).all()  # a row of its own
     assert (got_rows <= h.depth * other).all()
 
 
@@ -105,16 +123,19 @@ def test_a_carrier_whose_lane_never_arrived_passes_nothing_on() -> None:
     assert (held[py + 1:] == full[py + 1:]).all()  # the rows after it are unaffected
 
 
-@pytest.mark.parametrize("uw,uh,p", [(4, 9, 2), (3, 10, 3), (8, 7, 1), (5, 12, 4), (1, 6, 1)])
+@pytest.mark.parametrize("uw,uh,p", [(4, 9, 2), (3, 10, 3), (8, 7, 1), (5, 12, 4), (1, 6, 1),
+                                     (2, 11, 4), (3, 40, 16), (1, 9, 3)])
 def test_exchange_routes_are_paths_one_route_per_pe_and_color(uw: int, uh: int, p: int) -> None:
     ent, whose = entries(uw, uh, p, (16, 17, 18, 19))
-    assert ent.shape[0] == whose.size
+    assert ent.shape[0] == whose.shape[0]
     keys = {(int(a), int(b), int(c)) for a, b, c in ent[:, :3]}
     assert len(keys) == ent.shape[0]  # one route per PE and color
     at = {(int(a), int(b), int(c)): (int(rx), int(tx)) for a, b, c, rx, tx in ent}
-    for (x, y, c), (_, tx) in at.items():
+    east_west = {PORT_BITS["E"], PORT_BITS["W"]}
+    for (x, y, c), (rx, tx) in at.items():
         out = [bit for bit in _STEP if tx & bit]
-        assert len(out) <= 1  # a route is a path
+        # a route is a path, but a carrier multicasts its row's halo both ways at once
+        assert len(out) <= 1 or (set(out) == east_west and rx == PORT_BITS["RAMP"] and c == 18)
         for bit in out:
             dx, dy = _STEP[bit]
             nxt = at.get((x + dx, y + dy, c))
@@ -124,9 +145,49 @@ def test_exchange_routes_are_paths_one_route_per_pe_and_color(uw: int, uh: int, 
     # the row takes it into its core
     ramp = PORT_BITS["RAMP"]
     for row in range(uh - p):
-        mine = ent[whose == row]
+        mine = ent[(whose == row).any(axis=1)]
         into = {int(x) for x, _, _, _, tx in mine[mine[:, 1] == row] if tx & ramp}
         assert into == set(range(uw))
+
+
+@pytest.mark.parametrize("uw,uh,p", [(2, 11, 4), (3, 40, 16), (1, 9, 3), (8, 60, 16)])
+def test_a_kernel_narrower_than_the_period_relays_each_halo_hop_by_hop(uw: int, uh: int,
+                                                                       p: int) -> None:
+    """Narrower than the period, several residues share a column: each row's
+    halo hops from core to core down its carrier column, from its partner row
+    to it, one hop per row on alternating colors, and a link carries the
+    halos of every transfer spanning it (the link loads add them up)."""
+    assert relayed(p, uw)
+    ent, whose = entries(uw, uh, p, (16, 17, 18, 19))
+    ramp, south, north = PORT_BITS["RAMP"], PORT_BITS["S"], PORT_BITS["N"]
+    column = ent[:, 2] < 18
+    for row in range(uh - p):
+        x = carrier(row, p, uw)
+        mine = ent[column & (whose == row).any(axis=1)]
+        assert (mine[:, 0] == x).all()
+        sends = mine[mine[:, 4] == south]
+        takes = mine[mine[:, 4] == ramp]
+        # every hop from row+p down to row: a send from a core, a take into one
+        assert sorted(sends[:, 1].tolist()) == list(range(row + 1, row + p + 1))
+        assert sorted(takes[:, 1].tolist()) == list(range(row, row + p))
+        assert (sends[:, 3] == ramp).all() and (takes[:, 3] == north).all()
+        assert (sends[:, 2] == np.array([16, 17])[(sends[:, 1] - 1) % 2]).all()
+    # per link, the transfers spanning it: the loads add their rows' halos
+    per_row = np.arange(1, uh + 1)
+    load = carried(whose, per_row)
+    for (x, y, c, _rx, tx), n, w in zip(ent, load, whose, strict=True):
+        if c < 18 and tx == south:
+            spans = [r for r in range(uh - p) if carrier(r, p, uw) == x and r < y <= r + p]
+            assert sorted(w[w >= 0].tolist()) == spans and n == sum(per_row[spans])
+    assert len({(int(a), int(b), int(c)) for a, b, c in ent[:, :3]}) == ent.shape[0]
+
+
+def test_busiest_exchange_link_adds_the_transfers_a_relay_passes_on() -> None:
+    rows = _conv_rows(40, 3, 1, 2, 2, 40, 4)  # a dilation-2 conv, 4 channel blocks
+    core, h = split(rows, 2)  # type: ignore[misc]
+    one = int(received(core, h, 1).max())
+    assert h.period == 4 and busiest(core, h, 1, 4) == one  # a column per residue
+    assert busiest(core, h, 1, 2) >= 2 * one  # two residues a column: each link two halos
 
 
 # --- compiled: a small conv, a dilated conv and a pooling, their cut bundles exchanging -----
@@ -161,7 +222,12 @@ def _graph(name: str, C: int, H: int, W: int, K: int, R: int, stride: int, dil: 
 CASES = {"conv3": (8, 17, 13, 8, 3, 1, 1, 1, "Conv"),
          "dilated": (4, 19, 9, 8, 5, 1, 3, 6, "Conv"),  # a halo of 12 rows, chained
          "pool": (8, 17, 13, 0, 3, 2, 1, 1, "MaxPool"),
-         "resize": (4, 9, 11, 0, 2, 1, 1, 0, "Resize")}  # its kernel placed rotated
+         "resize": (4, 9, 11, 0, 2, 1, 1, 0, "Resize"),  # its kernel placed rotated
+         # 24 channel blocks on 2 PE columns: a period wider than the kernel, relayed;
+         # padded (odd pads, its first groups' windows clipped) and unpadded (every
+         # row's box exactly its windows: the fault tests)
+         "relayed": (24, 21, 9, 2, 3, 1, 3, 3, "Conv"),
+         "relayed_unpadded": (24, 21, 9, 2, 3, 1, 3, 0, "Conv")}
 
 
 def _halo_binary(d: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -230,12 +296,12 @@ def test_halo_cut_kernels_match_onnxruntime_with_every_pe_proven(halo_bins, name
     # the exchange's routes are in the router table, on the halo colors, no bundle's
     routes = expand_routes(p)
     top = p.target.colors - p.target.reserved_colors
-    mine = routes[(routes["color"] >= top - 4) & (routes["color"] < top)]
+    mine = routes[(routes["color"] >= top - HALO_COLORS) & (routes["color"] < top)]
     lanes = p.routes["color"][p.routes["bundle"] != 0xFFFFFFFF].astype(np.int64)
-    assert mine.size and not ((lanes >= top - 4) & (lanes < top)).any()
+    assert mine.size and not ((lanes >= top - HALO_COLORS) & (lanes < top)).any()
     # and in the binary's link loads, with the bytes of the halo rows they move
     ra = program_routes(p)
-    on = (ra.color >= top - 4) & (ra.color < top)
+    on = (ra.color >= top - HALO_COLORS) & (ra.color < top)
     assert on.any() and (ra.bytes[on] > 0).all()
 
 
@@ -253,8 +319,10 @@ def test_shortened_halo_is_an_error_at_the_pe(halo_bins) -> None:  # type: ignor
 def test_lane_missing_at_a_sender_starves_the_row_it_feeds(halo_bins) -> None:  # type: ignore[no-untyped-def]
     """One PE's core no longer takes its lane (the PE that sends the row
     `period` before it its halo, down that row's carrier column): it holds
-    nothing, so it passes nothing on, and that row finds the halo rows
-    missing: a SimError at its PE."""
+    nothing, so it passes nothing on, and a row whose halo chain runs
+    through it (the row `period` before it, or, the halo of this dilated
+    conv deeper than a core, one further up the same residue) finds the
+    halo rows missing: a SimError at its PE."""
     from wsec.backends.sim_inbox import unrotated_offsets
     from wsec.ir.halo import carrier
 
@@ -279,9 +347,65 @@ def test_lane_missing_at_a_sender_starves_the_row_it_feeds(halo_bins) -> None:  
     at = mine[(py == row) & (px == carrier(row - h.period, h.period, uw))]  # the sender
     assert at.size == 1
     r["tx"][at] &= ~ramp
-    with pytest.raises(SimError, match=rf"offset \(\d+, {row - h.period}\)\) reads %x\[.*never "
-                                       rf"arrived there .*halo from PE row {row}"):
+    with pytest.raises(SimError, match=r"offset \(\d+, (\d+)\)\) reads %x\[.*never arrived "
+                                       r"there .*halo from PE row (\d+)") as err:
         simulate(dataclasses.replace(p, routes=r), random_inputs(p, 0))
+    got = re.search(r"offset \(\d+, (\d+)\)\).*halo from PE row (\d+)", str(err.value))
+    assert got is not None
+    at, sender = int(got.group(1)), int(got.group(2))
+    assert sender == at + h.period and at < row and (row - at) % h.period == 0
+
+
+def _relayed(halo_bins):  # type: ignore[no-untyped-def]
+    """The relayed case's program, its halo bundle, Halo and sink."""
+    p = load_binary(str(halo_bins["relayed_unpadded"][1]))
+    bi = next(i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_HALO)
+    h = p.halo(bi)
+    assert h is not None
+    ki = int(p.bundles["sink"][bi])
+    uw, _ = p.kernels[ki].unrotated_shape
+    assert relayed(h.period, uw)  # more residues than columns: hop by hop
+    return p, bi, h, ki
+
+
+def test_relayed_exchange_shortened_is_an_error_at_the_pe(halo_bins) -> None:  # type: ignore[no-untyped-def]
+    """A kernel narrower than its period (relayed): one exchanged row
+    dropped from every hop chain, a PE finds it missing."""
+    p, bi, h, _ = _relayed(halo_bins)
+    p.info["halos"][str(bi)] = [h.axis, h.period, h.depth - 1]
+    with pytest.raises(SimError, match=r"PE \(\d+, \d+\) .*reads %x\[.*never arrived there "
+                                       r".*core with the halo from PE row \d+"):
+        simulate(p, random_inputs(p, 0))
+
+
+def test_relayed_exchange_sender_without_its_lane_starves_its_chain(halo_bins) -> None:  # type: ignore[no-untyped-def]
+    """Relayed, a sender PE whose core no longer takes its lane holds
+    nothing and passes nothing on: a row whose halo chain runs through it
+    (`period` rows before it, or further up the same residue) raises at a
+    PE of that row, naming the row its halo came from."""
+    from wsec.backends.sim_inbox import deliveries, unrotated_offsets
+
+    p, bi, h, ki = _relayed(halo_bins)
+    uw, _ = p.kernels[ki].unrotated_shape
+    r = p.routes.copy()
+    ramp = np.uint8(PORT_BITS["RAMP"])
+    mine = np.flatnonzero((r["bundle"] == bi) & ((r["tx"] & ramp) != 0))
+    px, py = unrotated_offsets(p, ki, r["x"][mine].astype(np.int64), r["y"][mine].astype(np.int64))
+    d = deliveries(p)[ki]["x"]
+    assert d.held is not None and d.boxes is not None
+    took = np.flatnonzero((d.held[:, :, 1, h.axis]
+                           > d.boxes[np.maximum(d.lane_at, 0), 1, h.axis]).any(axis=1))
+    row = int(took[took.size // 2]) + h.period  # it sends the row `period` before it its halo
+    at = mine[(py == row) & (px == carrier(row - h.period, h.period, uw))]
+    assert at.size == 1
+    r["tx"][at] &= ~ramp
+    with pytest.raises(SimError, match=r"offset \(\d+, (\d+)\)\) reads %x\[.*never arrived "
+                                       r"there .*halo from PE row (\d+)") as err:
+        simulate(dataclasses.replace(p, routes=r), random_inputs(p, 0))
+    got = re.search(r"offset \(\d+, (\d+)\)\).*halo from PE row (\d+)", str(err.value))
+    assert got is not None
+    short, sender = int(got.group(1)), int(got.group(2))
+    assert sender == short + h.period and short < row and (row - short) % h.period == 0
 
 
 def test_swapped_cores_are_an_error_at_a_pe(halo_bins) -> None:  # type: ignore[no-untyped-def]
@@ -307,9 +431,9 @@ def test_loader_checks_the_halo_records(halo_bins) -> None:  # type: ignore[no-u
     bi = next(i for i, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_HALO)
     spec = list(p.info["halos"][str(bi)])
     check_records(p)
-    uw, _ = p.kernels[int(p.bundles["sink"][bi])].unrotated_shape
-    p.info["halos"][str(bi)] = [spec[0], uw + 1, spec[2]]
-    with pytest.raises(FormatError, match=rf"bundle #{bi} .*halo \[axis 2, period {uw + 1}"):
+    _, uh = p.kernels[int(p.bundles["sink"][bi])].unrotated_shape
+    p.info["halos"][str(bi)] = [spec[0], uh, spec[2]]
+    with pytest.raises(FormatError, match=rf"bundle #{bi} .*halo \[axis 2, period {uh}"):
         check_records(p)
     p.info["halos"][str(bi)] = [7, spec[1], spec[2]]
     with pytest.raises(FormatError, match=r"does not fit its boxes' 4 dims"):
@@ -338,3 +462,51 @@ def test_halo_cut_round_trips_through_ir_text(tmp_path: pathlib.Path) -> None:
     back = parse_module(text)
     assert [b for e in back.edges for b in e.bundles or ()] == [
         b for e in m.edges for b in e.bundles or ()]
+
+
+@pytest.mark.parametrize("uw,uh,p", [(5, 7, 1), (8, 9, 2), (2, 11, 4)])
+def test_a_carrier_sends_its_rows_halo_once_both_ways(uw: int, uh: int, p: int) -> None:
+    """The carrier's router multicasts the row's halo East and West on one
+    color, so its core sends it once (its RAMP-out carries one halo, not one
+    per direction: measured, the U-Net fixture's resize carriers took 512
+    wavelets for 256 that way and the router routed its cut flat)."""
+    ent, whose = entries(uw, uh, p, (16, 17, 18))
+    ramp = PORT_BITS["RAMP"]
+    row = ent[:, 2] == 18
+    assert not (ent[:, 2] > 18).any()  # three colors
+    per_row = np.arange(1, uh + 1) * 10
+    load = carried(whose, per_row)
+    for py in range(uh - p):
+        mine = row & (whose == py).any(axis=1)
+        sends = mine & (ent[:, 3] == ramp)  # out of a core onto the row
+        assert sends.sum() == 1 and load[sends].sum() == per_row[py]
+        x = int(ent[sends, 0][0])
+        assert x == carrier(py, p, uw)
+        takes = mine & ((ent[:, 4] & ramp) != 0)  # every other PE of the row takes it in
+        assert sorted(ent[takes, 0].tolist()) == [c for c in range(uw) if c != x]
+
+
+def test_unet_resize_reads_only_its_cores_and_the_exchange(tmp_path: pathlib.Path) -> None:
+    """The U-Net fixture's upsampling (a resize of 16 live PE rows whose
+    cores are one input row each, the last row's two) is cut "halo" at a
+    lane per row, every PE proven, a lane of it dropped an error at a PE;
+    the model matches onnxruntime."""
+    from conftest import compiled_file
+    from test_cut_kinds import dropped_lane_raises
+    from wsec.run import ATOL, RTOL, compare, onnx_reference
+
+    model = pathlib.Path(__file__).resolve().parent / "fixtures" / "cnn" / "unet_d18.onnx"
+    p = compiled_file(tmp_path, model)
+    halo = [bi for bi, b in enumerate(p.bundles) if int(b["flags"]) & BUNDLE_HALO]
+    sinks = {p.kernels[int(p.bundles["sink"][bi])].kind for bi in halo}
+    assert "resize" in sinks
+    bi = next(bi for bi in halo if p.kernels[int(p.bundles["sink"][bi])].kind == "resize")
+    name = p.kernels[int(p.bundles["sink"][bi])].name
+    npz = np.load(model.with_suffix(".npz"))
+    ins = {k[3:]: npz[k] for k in npz.files if k.startswith("in.")}
+    res = simulate(p, ins)
+    assert res.kernel_stats[name]["forwarded_pes"] == 0
+    want, _ = onnx_reference(str(model), ins)
+    for out, v in want.items():
+        assert compare(out, res.outputs[out], v, RTOL, ATOL).ok
+    dropped_lane_raises(p, bi)

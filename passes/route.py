@@ -1051,6 +1051,9 @@ class Route(Pass):
             ctx.notes.append(f"route: {split} flat cut request{'s' if split > 1 else ''} "
                              f"routed as {made} ribbons (bundles whose lanes widen at "
                              "corners of their own)")
+        flat_left = _flat_cuts(module, best, cut_in)
+        if flat_left:
+            ctx.notes.append(_flat_note(flat_left))
         module.attrs["route_iterations"] = best.log
         last = min(best.log, key=best.neg._score)  # the round whose routes were kept
         if best.score[1] > max(before[0], 1.0):  # the throughput the proof slack cost
@@ -1602,7 +1605,9 @@ def _lone_recut(best: _Attempt, ceiling: float, cut_in: dict[tuple[int, str], _C
     estimated on `best`'s loads, overfills a link past `ceiling` (the proof
     slack over the bound) is not routed. Most sink PEs first, at most
     LONE_ATTEMPTS routed. `route(flat, key)` routes the kept attempt's
-    requests with those flat and `key` at its lightest pitch."""
+    requests with those flat and `key` at its lightest pitch. A request
+    routed cut alone and not kept leaves its cut route in `cut_in` (for
+    _flat_cuts' estimate)."""
     neg = best.neg
     bound = max(best.score[1], 1.0)
     most = _kept(best)["max_bundles_per_pe"] + COLOR_RISE
@@ -1628,6 +1633,8 @@ def _lone_recut(best: _Attempt, ceiling: float, cut_in: dict[tuple[int, str], _C
                 and _kept(again)["max_bundles_per_pe"] <= most
                 and not _crowding_cuts(again, best, bound)):
             best = again
+        elif again.colored:  # the cut route it found, for the note on the cuts left flat
+            cut_in.update(_cut_routes(again, {k}))
     return best
 
 
@@ -1660,6 +1667,64 @@ def _run_cuts(best: _Attempt, again: Callable[[set[tuple[int, str]]], _Attempt],
     if got.colored and got.score[1] <= bound and _flat_rows(got) < _flat_rows(best):
         return got
     return best
+
+
+# a cut request the router left flat (no ribbons either): its key, its sink PEs
+# that read rows no lane brings, and the busiest link its known cut route would
+# load, estimated (a fraction of the capacity; None where no attempt cut it)
+_FlatCut = tuple[tuple[int, str], int, float | None]
+
+
+def _flat_cuts(module: Module, got: _Attempt, cut_in: dict[tuple[int, str], _CutIn]
+               ) -> list[_FlatCut]:
+    """The cut requests attempt `got` (committed to `module`, its ribbons
+    made) leaves flat, most sink PEs first: each with its sink PEs on flat
+    lanes (as _flat_rows counts them) and, where an attempt cut it
+    (`cut_in`), the busiest link that cut route would load on `got`'s loads
+    in place of its flat route (as _recuts estimates it; measured on
+    Inception-v2's six, equal to two decimals to the busiest link an
+    attempt cutting each alone negotiates: 1.28, 1.28, 1.15, 1.15, 1.38,
+    1.19). Tells the cuts a slack could buy from those no route found
+    (geometry: no corner, no pitch), which no negotiation round can cut."""
+    neg = got.neg
+    out: list[_FlatCut] = []
+    occ = neg.occ.copy() if cut_in else neg.occ
+    for i, (r, rt) in enumerate(zip(neg.reqs, neg.routes, strict=True)):
+        if not r.cut_rows or r.cut_pitch or r.dst.rect is None or rt is None:
+            continue
+        if any(b.cut and b.sink == r.sink for b in module.edges[r.edge].bundles or ()):
+            continue  # routed as ribbons (route_ribbons)
+        pes = r.dst.rect.w * r.dst.rect.h * r.cut_rows // (r.sink_rows or r.cut_rows)
+        key = (r.edge, r.sink)
+        est = None
+        if key in cut_in:
+            cut, load = cut_in[key]
+            flat, _ = neg._counted(i, rt)
+            _add(occ, flat, -neg.lane_load[i], rt.distinct)  # its cut route in place of its flat
+            _add(occ, cut.links, load, cut.distinct)
+            est = float(occ.max(initial=0)) / neg.cap
+            _add(occ, cut.links, -load, cut.distinct)
+            _add(occ, flat, neg.lane_load[i], rt.distinct)
+        out.append((key, pes, est))
+    return sorted(out, key=lambda t: (-t[1], t[0]))
+
+
+def _flat_note(flat: list[_FlatCut], most: int = 6) -> str:
+    """The route note on the cut requests left flat (_flat_cuts): their sink
+    PEs read elements no route brings them (`wsec run --strict` refuses
+    them), so the binary is not proven; the biggest `most` named with what
+    cutting each alone would cost."""
+    total = sum(p for _, p, _ in flat)
+    named = []
+    for (_, sink), pes, est in flat[:most]:
+        why = (f"cut alone, busiest link ~{est:.2f}x capacity" if est is not None
+               else "no attempt cut it")
+        named.append(f"{sink} {pes:,} PEs ({why})")
+    more = f", {len(flat) - most} more" if len(flat) > most else ""
+    n = len(flat)
+    return (f"route: {n} cut request{'s' if n > 1 else ''} routed flat, {total:,} sink PEs "
+            f"on flat lanes (a PE reading rows its lane does not carry: `wsec run --strict` "
+            f"refuses it): {'; '.join(named)}{more}")
 
 
 def _kept(got: _Attempt) -> dict[str, float]:

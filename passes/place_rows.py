@@ -28,7 +28,11 @@ path has corners where lanes can widen), the consumer cuts the value on
 every row (rows read on owner rows only, a conv's residual, take lanes of
 their own pitch), and no heavy bundle runs straight over the consumer's
 rows (_passed): cut lanes land on every row, so such a bundle would meet
-one on each of them.
+one on each of them. Heavy for a raise: its lanes need more than
+PASS_SHARE of the rows its ends share and of the consumer's own rows (a
+transformer's residual, one lane on the one row its ends share, passes
+every kernel of its block; measured: counted heavy, it kept BERT's,
+Swin's and T5's attention producers low).
 
 Where no producer can be raised (no taller shape fits, or a chain falls
 short), open_corners moves the consumer and the kernels beyond it along
@@ -112,14 +116,21 @@ PASS_SHARE = 0.25
 
 
 def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
-            rotated: list[bool], cap: int, wavelet_bytes: int) -> np.ndarray:
+            rotated: list[bool], cap: int, wavelet_bytes: int,
+            own_rows: bool = False) -> np.ndarray:
     """Per kernel: whether an edge between two other kernels whose rows it
     shares, one on either side of it along the rows, runs its lanes straight
     over its rows (a skip edge along a shelf) and needs, at the link
     capacity `cap` (wavelets per sample), more than PASS_SHARE of the rows
     it passes. A cut lane lands on every row of the kernel's input side, so
     such a bundle meets one on each row it takes, where flat lanes on some
-    rows would leave it the others."""
+    rows would leave it the others. `own_rows` (raise_producers): only
+    where those lanes are also more than PASS_SHARE of the kernel's own
+    rows, the rows its cut lanes land on (a one-lane skip edge along a
+    transformer's shelf meets one of an eight-row matmul's eight lanes).
+    open_corners keeps the plain rule: a corner moves the consumer and
+    every kernel beyond it (measured with `own_rows` there too: no more
+    PEs of the transformer fixtures proven)."""
     n = len(rects)
     r = np.array([(y, x, h, w) if rot else (x, y, w, h)  # rows along the first axis
                   for (x, y, w, h), rot in zip(rects, rotated, strict=True)],
@@ -143,7 +154,8 @@ def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
             x0 = min(r[a, 0] + r[a, 2], r[b, 0] + r[b, 2])
             x1 = max(r[a, 0], r[b, 0])
             out |= ((rot == rot[a]) & (r[:, 0] >= x0) & (r[:, 0] + r[:, 2] <= x1)
-                    & (r[:, 1] < hi) & (r[:, 1] + r[:, 3] > lo))
+                    & (r[:, 1] < hi) & (r[:, 1] + r[:, 3] > lo)
+                    & (not own_rows or need > PASS_SHARE * r[:, 3]))
     return out
 
 
@@ -180,7 +192,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
             if p is not None:
                 outs[p].append((j, e.value))
                 ins[j].append((p, e.value))
-    passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
+    passed = _passed(module, index, rects, rotated, cap, wavelet_bytes, own_rows=True)
     wavelets = {e.value: -(-int(e.bytes_per_sample) // wavelet_bytes) for e in module.edges}
     skipped: list[int] = []  # producers a relaxed plan left short (see `short`)
 

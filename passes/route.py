@@ -895,6 +895,7 @@ class Route(Pass):
         tried: set[tuple[int, str]] = set()
         flat = set(best.flat)  # cut requests routed flat (_Negotiator.flatten)
         flat_tried: set[tuple[int, str]] = set()
+        carry: set[tuple[int, str]] = set()  # flats an attempt that did not help still needs
         widen = True
         loads: tuple[_Attempt, np.ndarray] | None = None  # the kept attempt's, once
         for _ in range(WIDEN_ATTEMPTS):  # where lanes of two bundles overfill the busiest link
@@ -904,6 +905,7 @@ class Route(Pass):
                 best.colored and best.score[1] > 1.0) else ({}, {})
             flats = best.neg.flatten(loads[1]) - flat_tried if (  # type: ignore[index]
                 best.colored and best.score[1] > 1.0) else set()
+            flats |= carry
             if not (more or move or flats) or (
                     deadline is not None and time.perf_counter() > deadline):
                 break
@@ -916,10 +918,18 @@ class Route(Pass):
                                {**moved, **move}, flat | flats)
             except LayoutInfeasible:  # the moved bundle has no pattern route on its new sides
                 got = None
+            carry = set()
             if got is not None and got.score < best.score:
                 best, wider, moved, flat = got, ask, {**moved, **move}, flat | flats
             else:  # widening did not help: move bundles instead
                 widen = False
+                if flats and got is not None and got.colored and got.score[1] > 1.0:
+                    # flattened, those cuts left the busiest links as loaded: others cut
+                    # onto them now (twin sinks: a decoder's attention beside an
+                    # encoder's) go flat with them in the next attempt
+                    carry = got.neg.flatten(_loads(module, got, fabric)) - flat_tried
+                    carry = flats | carry if carry else set()
+                    _commit(module, best)
         # the cut routes and lane loads of requests routed flat again (_recut)
         cut_in: dict[tuple[int, str], _CutIn] = {}
         # the widening attempts' flattened cuts: cut again at their lightest pitch

@@ -11,21 +11,21 @@ from wsec.ir.sizing import shapes_at_width
 from wsec.ir.target import get_target
 from wsec.passes.base import PassContext
 from wsec.passes.place import Place
-from wsec.passes.place_rows import open_corners, raise_producers, widening_lanes
+from wsec.passes.place_rows import _passed, open_corners, raise_producers, widening_lanes
 from wsec.passes.route_bundles import pick_pitch
 
 T = 1000  # every box shape of the tests meets this time
 
 
-def _module(extra: bool = False, heavy: bool = False) -> Module:
+def _module(extra: bool = False, heavy: bool = False, skip: int = 8) -> Module:
     """host -> p (box 1x2) -> s (rows 4x6) -> host; with `extra` a skip edge
-    a -> z around them, whose value is `heavy` or light."""
+    a -> z around them, whose value is `heavy` or light (`skip` elements)."""
     m = fk.sized("rows_chain")
     m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
     m.inputs = ["x"]
     outs = []
     if extra:
-        fk.box(m, "a", ["x"], "va", 1, 6, out_shape=(1, 4096 if heavy else 8))
+        fk.box(m, "a", ["x"], "va", 1, 6, out_shape=(1, 4096 if heavy else skip))
     fk.box(m, "p", ["x"], "vp", 1, 2)
     fk.rows(m, "s", ["vp"], "vs", 4, 6)
     outs.append("vs")
@@ -89,6 +89,30 @@ def test_no_raise_under_a_heavy_passing_bundle() -> None:
     assert n == 0 and rects["p"] == (1, 0, 1, 2)
     n, rects, _ = _raise(_module(extra=True, heavy=False), lay, cap=100)
     assert n == 1 and rects["p"] == (1, 0, 1, 6)
+
+
+def test_raise_beside_a_one_lane_bundle_on_a_row_the_ends_share() -> None:
+    """a -> z needs one lane at the link capacity (80 wavelets, cap 100) and
+    its ends share one row with s: it needs all the rows it can run straight
+    on, but one of s's six, so s's producer still rises (a transformer's
+    residual along its shelf: wsec.passes.place_rows._passed `own_rows`).
+    Needing more than a quarter of s's rows (7 lanes), it keeps p low."""
+    lay = {"a": (0, 0, 1, 1), "p": (1, 0, 1, 2), "s": (2, 0, 4, 6), "z": (6, 0, 2, 1)}
+    n, rects, _ = _raise(_module(extra=True, skip=80), lay, cap=100)
+    assert n == 1 and rects["p"] == (1, 0, 1, 6)
+    n, rects, _ = _raise(_module(extra=True, skip=700), lay, cap=100)
+    assert n == 0 and rects["p"] == (1, 0, 1, 2)
+
+
+def test_passed_counts_the_kernels_own_rows_only_where_asked() -> None:
+    m = _module(extra=True, skip=80)
+    ks = list(m.kernels())
+    lay = {"a": (0, 0, 1, 1), "p": (1, 0, 1, 2), "s": (2, 0, 4, 6), "z": (6, 0, 2, 1)}
+    rects = [lay[k.name] for k in ks]
+    index = {k.name: i for i, k in enumerate(ks)}
+    rot = [False] * len(ks)
+    assert _passed(m, index, rects, rot, 100, 4)[index["s"]]  # one lane > 1/4 of one row
+    assert not _passed(m, index, rects, rot, 100, 4, own_rows=True)[index["s"]]
 
 
 def _chain3() -> Module:

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from wsec.ir.graph import Kernel, Module
 from wsec.ir.kernel_kind import Choice
-from wsec.ir.kernels import gaps, input_cut
+from wsec.ir.kernels import gaps, input_cut, owner_pitch, read_span
 from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
@@ -165,6 +165,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
     index = {k.name: i for i, k in enumerate(kernels)}
     occ = _occupancy(rects, width, height)
     ops = Operands.of_module(module)
+    runs = Operands.of_module(module, runs=True)  # the runs a concatenation's cut lands on
     outs: list[list[tuple[int, str]]] = [[] for _ in range(n)]  # (sink, value) per producer
     ins: list[list[tuple[int, str]]] = [[] for _ in range(n)]  # (producer, value) per sink
     reads: list[list[str]] = [[] for _ in range(n)]  # values per sink, from the host too
@@ -183,6 +184,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
     passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
     wavelets = {e.value: -(-int(e.bytes_per_sample) // wavelet_bytes) for e in module.edges}
     skipped: list[int] = []  # producers a relaxed plan left short (see `short`)
+    lost: list[int] = []  # PEs of runs a plan's raised concatenation no longer faces
 
     def cut(i: int, value: str, c: Choice | None) -> np.ndarray | None:
         """The boxes of `value` kernel i's rows read at choice c's knobs."""
@@ -223,13 +225,26 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
             return None
         out = [(i, new)]
         for p, v in dict.fromkeys(ins[i]):
-            if every_row(i, v, choices[i]):
+            if (more := run_rows(p, i, v, new)) and run_rows(p, i, v, choices[i]) == 0:
+                # i's runs move with its rows: a source facing its run follows
+                # where it can be raised, else that run's PEs are lost
+                mark = len(lost)
+                sub = plan(p, more, depth - 1, False) if more > 0 else None
+                if sub is None:
+                    del lost[mark:]
+                    lost.append(run_pes(p, i, v, new))
+                else:
+                    out += sub
+            elif every_row(i, v, choices[i]):
                 sub = plan(p, new.h, depth - 1, relax)
                 if sub is None:
-                    if relax and short(p, i) \
-                            and plan(p, _rows(rects[i], rotated[i]), MAX_CHAIN, False) is None:
-                        skipped.append(p)
-                        continue  # its lanes cannot land uniform now either: nothing lost
+                    if relax and short(p, i):
+                        mark = len(lost)  # a probe: its losses are not this plan's
+                        probe = plan(p, _rows(rects[i], rotated[i]), MAX_CHAIN, False)
+                        del lost[mark:]
+                        if probe is None:
+                            skipped.append(p)
+                            continue  # its lanes cannot land uniform now either: nothing lost
                     return None
                 out += sub
         return out
@@ -245,6 +260,49 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         that cut: measured on AlexNet, +25% routed wirelength.)"""
         return rotated[p] == rotated[i] and _abut(rects[p], rects[i], rotated[i]) \
             and _rows(rects[p], rotated[p]) < _rows(rects[i], rotated[i])
+
+    def run_of(i: int, j: int, value: str, c: Choice | None) -> tuple[int, int] | None:
+        """The run (first row, stop along the rows' axis of the grid) of
+        kernel j's PE rows that read `value` at choice c's knobs (a
+        concatenation's input, wsec.ir.kernels.read_span, landed as
+        route_bundles.requests lands it: place_runs.face_runs' test), where
+        producer i stands behind j on the same shelf axis; else None."""
+        if rotated[i] != rotated[j]:
+            return None
+        sink = kernels[j] if c is None else replace(kernels[j], knobs=c.knob_dict())
+        shape = tuple(module.values[value].type.shape)
+        rows = input_cut(sink, value, shape, runs)
+        ax, aw = _frame(rects[i], rotated[i])[::2]
+        bx, by = _frame(rects[j], rotated[j])[:2]
+        if rows is None or ax + aw > bx or owner_pitch(rows)[0] \
+                or input_cut(sink, value, shape, ops) is not None:
+            return None
+        first, stop = read_span(rows)
+        if stop <= first or (first, stop) == (0, rows.shape[0]):
+            return None
+        return by + first, by + stop
+
+    def run_rows(i: int, j: int, value: str, c: Choice | None) -> int:
+        """The rows producer i needs for its output side to cover its run
+        of kernel j's rows (run_of) where it does not yet and starts at or
+        below it (raised, i faces its run where sliding it would take it
+        off its own producer's rows: measured, SqueezeNet's second fire
+        concatenation, 257 PEs), also where the run starts past its end;
+        -1 where no raise covers it (i starts above the run); 0 where i
+        faces it or there is no run."""
+        span = run_of(i, j, value, c)
+        if span is None:
+            return 0
+        lo, hi = span
+        ay, ah = _frame(rects[i], rotated[i])[1::2]
+        if ay <= lo and hi <= ay + ah:
+            return 0
+        return hi - ay if ay <= lo else -1
+
+    def run_pes(i: int, j: int, value: str, c: Choice | None) -> int:
+        """PEs of kernel j's run that read producer i's `value` (run_of)."""
+        span = run_of(i, j, value, c)
+        return 0 if span is None else (span[1] - span[0]) * _frame(rects[j], rotated[j])[2]
 
     def light(j: int, value: str) -> bool:
         """Every PE row of kernel j reads at most half a link's capacity of
@@ -269,10 +327,20 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
                 and _rows(rects[j], rotated[j]) > rows
                 and every_row(j, v, choices[j])]
         want = max((_rows(rects[j], rotated[j]) for j, _ in gain), default=0)
+        ran = [(j, v, r) for j, v in outs[i] if (r := run_rows(i, j, v, choices[j])) > 0]
+        want = max([want] + [r for _, _, r in ran])
         skipped.clear()
+        lost.clear()
         steps = plan(i, want, MAX_CHAIN) if want > rows else None
         if steps and skipped and not all(light(j, v) for j, v in gain):
             steps = None  # a raise past a short producer only for light uniform lanes
+        if steps and lost:
+            new_rows = dict(steps)[i].h
+            fed = sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]
+                      for j, _ in gain) \
+                + sum(run_pes(i, j, v, choices[j]) for j, v, r in ran if r <= new_rows)
+            if sum(lost) >= fed:
+                steps = None  # its concatenations' runs lost prove more than it feeds
         for k, new in steps or ():
             x, y, w, h = rects[k]
             more = new.h - _rows(rects[k], rotated[k])

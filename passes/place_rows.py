@@ -149,6 +149,14 @@ def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
 
 MAX_CHAIN = 4  # kernels one raise may take along, upstream (itself included)
 
+# Past this share of the grid's PEs held (the raise's included), a raise may add
+# no more PEs than it feeds (its consumers' PEs whose lanes it lets land uniform,
+# or its runs' PEs): the free PEs left are what open_corners and place_runs move
+# kernels onto. Below it a raise takes free PEs whatever it proves (measured:
+# ZFNet-512's first conv 31k PEs for 3.5k proven; SqueezeNet's fire modules 48k
+# PEs for 257, the grid 48% held after them).
+RAISE_FILL = 0.9
+
 
 def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
                     choices: list[Choice | None], rects: list[Rect4], rotated: list[bool],
@@ -319,6 +327,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         return 2 * load <= cap
 
     raised = 0
+    used = int((occ >= 0).sum())  # PEs the layout holds
     for i in reversed(order):
         rows = _rows(rects[i], rotated[i])
         gain = [(j, v) for j, v in outs[i]
@@ -334,16 +343,21 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         steps = plan(i, want, MAX_CHAIN) if want > rows else None
         if steps and skipped and not all(light(j, v) for j, v in gain):
             steps = None  # a raise past a short producer only for light uniform lanes
-        if steps and lost:
+        if steps:
             new_rows = dict(steps)[i].h
             fed = sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]
                       for j, _ in gain) \
                 + sum(run_pes(i, j, v, choices[j]) for j, v, r in ran if r <= new_rows)
-            if sum(lost) >= fed:
+            added = sum((new.h - _rows(rects[k], rotated[k])) * _frame(rects[k], rotated[k])[2]
+                        for k, new in steps)
+            if lost and sum(lost) >= fed:
                 steps = None  # its concatenations' runs lost prove more than it feeds
+            elif added > fed and used + added > RAISE_FILL * width * height:
+                steps = None  # a tight wafer: no more PEs than the raise proves
         for k, new in steps or ():
             x, y, w, h = rects[k]
             more = new.h - _rows(rects[k], rotated[k])
+            used += more * _frame(rects[k], rotated[k])[2]
             grown = (x, y, w + more, h) if rotated[k] else (x, y, w, h + more)
             gx, gy, gw, gh = grown
             occ[gy:gy + gh, gx:gx + gw] = k

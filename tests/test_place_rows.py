@@ -11,7 +11,7 @@ from wsec.ir.sizing import shapes_at_width
 from wsec.ir.target import get_target
 from wsec.passes.base import PassContext
 from wsec.passes.place import Place
-from wsec.passes.place_rows import open_corners, raise_producers, widening_lanes
+from wsec.passes.place_rows import RAISE_FILL, open_corners, raise_producers, widening_lanes
 from wsec.passes.route_bundles import pick_pitch
 
 T = 1000  # every box shape of the tests meets this time
@@ -132,6 +132,36 @@ def test_no_raise_past_a_producer_that_feeds_it_uniform() -> None:
     n, rects, _ = _raise(_chain3(), {"q": (0, 0, 1, 4), "a": (0, 4, 1, 2),
                                      "p": (1, 0, 1, 4), "s": (2, 0, 4, 6)})
     assert n == 0 and rects["p"] == (1, 0, 1, 4)
+
+
+def _wide_producer() -> Module:
+    """host -> p (box 8x2) -> s (rows 1x6) -> host, and a box a reading x
+    (placed to fill the grid or not)."""
+    m = fk.sized("rows_wide")
+    m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
+    m.inputs = ["x"]
+    fk.box(m, "a", ["x"], "va", 8, 9)
+    fk.box(m, "p", ["x"], "vp", 8, 2)
+    fk.rows(m, "s", ["vp"], "vs", 1, 6)
+    m.outputs = ["va", "vs"]
+    return fk.connect(m)
+
+
+def test_a_raise_adding_more_pes_than_it_feeds_only_where_the_wafer_has_room() -> None:
+    """Raising p (8 wide) to s's 6 rows adds 32 PEs to feed s's 6 uniform.
+    On a grid with room it rises; where the PEs held would pass
+    RAISE_FILL of the grid (a fills the rest: 206 + 32 of 256 PEs) the
+    raise would take PEs the corners and slides move kernels onto for
+    less than it adds, so p stays."""
+    n, rects, _ = _raise(_wide_producer(), {"a": (8, 8, 8, 9), "p": (0, 0, 8, 2),
+                                            "s": (8, 0, 1, 6)})
+    assert n == 1 and rects["p"] == (0, 0, 8, 6)
+    m = _wide_producer()
+    fk.box(m, "b", ["x"], "vb", 7, 16)
+    n, rects, _ = _raise(m, {"a": (0, 7, 8, 9), "b": (9, 0, 7, 16), "p": (0, 0, 8, 2),
+                             "s": (8, 0, 1, 6)})
+    assert 22 + 72 + 112 + 32 > RAISE_FILL * 256
+    assert n == 0 and rects["p"] == (0, 0, 8, 2)
 
 
 def test_place_pass_gives_the_producer_the_consumers_rows() -> None:

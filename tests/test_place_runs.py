@@ -53,14 +53,27 @@ def test_sources_slide_along_their_column_to_face_their_runs(module: Module) -> 
 
 def test_a_source_does_not_slide_onto_rows_a_bundle_passing_it_runs_on(
         module: Module) -> None:
-    """k0's 36 rows feed the concatenation straight across k1's and k2's
-    columns on all of its rows: a source slid onto any of them would have
-    that bundle cross its PEs (ShuffleNet's pooling lost the router three
-    conv cuts so), so none moves."""
+    """k0 (36 rows from row 12, the last conv below it) does not face its
+    run (rows 0-11) and cannot slide onto it, so its lanes land flat over
+    the rows it shares with the concatenation (12-47), straight across
+    k1's and k2's columns: a source slid onto any of them would have that
+    bundle cross its PEs (ShuffleNet's pooling lost the router three conv
+    cuts so), so none moves."""
     ks, rects = _layout(module, [36, 12, 12])
+    rects[0], rects[4] = (0, 12, 8, 36), (0, 0, 8, 12)
     before = list(rects)
     assert face_runs(module, ks, range(5), [None] * 5, rects, [False] * 5, W, H) == 0
     assert rects == before
+
+
+def test_a_bundle_into_its_faced_run_passes_on_the_runs_rows_only(module: Module) -> None:
+    """k0's 36 rows face its run (rows 0-11): its cut lanes land on those
+    rows only, so the bundle crosses k1's and k2's columns there and they
+    slide onto their runs above it (Inception-v1's 5x5 branch passing the
+    pooling branch's conv: 52 PEs proven per concatenation)."""
+    ks, rects = _layout(module, [36, 12, 12])
+    assert face_runs(module, ks, range(5), [None] * 5, rects, [False] * 5, W, H) == 2
+    assert rects[:3] == [(0, 0, 8, 36), (8, 12, 8, 12), (16, 24, 8, 12)]
 
 
 def test_a_source_does_not_slide_onto_another_kernel(module: Module) -> None:
@@ -106,3 +119,60 @@ def test_a_run_cut_facing_its_source_is_kept_where_a_flat_deal_lands_elsewhere()
     away = _request(dst, 0, 4, 8, 4)  # source y 0-3 does not face rows 8-11: flat
     _facing_runs([away, _request(dst, 20, 10, 0, 8, cut=False, edge=1)], 1.0)
     assert away.cut_pitch == 0
+
+
+def _raise_runs(m: Module, rects: list[tuple[int, int, int, int]], rows: list[int]
+                ) -> tuple[int, list[tuple[int, int, int, int]], list]:
+    """raise_producers on the module's kernels at `rects`, kernel i at the
+    shape of its width with rows[i] rows (the bottleneck time the module
+    was sized at): (raised, rects, choices)."""
+    from wsec.ir.sizing import shapes_at_width
+    from wsec.ir.target import get_target
+    from wsec.passes.place_rows import raise_producers
+    t, target = int(m.attrs["delta_t"]), get_target("wse2")
+    ks = list(m.kernels())
+
+    def taller(i: int, w: int) -> list:
+        return shapes_at_width(ks[i], target, t, w)
+
+    choices = [next(c for c in taller(i, r[2]) if c.h == h)
+               for i, (r, h) in enumerate(zip(rects, rows, strict=True))]
+    rects = list(rects)
+    n = raise_producers(m, ks, list(range(len(ks))), choices, rects, [False] * len(ks), W, H,
+                        taller, t, target.wavelet_bytes)
+    return n, rects, choices
+
+
+def test_a_source_short_of_its_run_is_raised_to_cover_it(module: Module) -> None:
+    """The concatenation on 72 rows reads r0 on rows 0-23, r1 on 24-47, r2
+    on 48-71; its three sources (36 rows, at the foot of their columns)
+    cannot slide onto their runs without leaving rows a bundle of theirs
+    would need (place_runs), but raised to the shape of their width as
+    tall as their run's end (a padded conv) they face it: r1 and r2 rise,
+    r0 faces its run already."""
+    rects = [(0, 0, 8, 36), (8, 0, 8, 36), (16, 0, 8, 36), (24, 0, 1, 72), (25, 0, 4, 72)]
+    n, got, choices = _raise_runs(module, rects, [36, 36, 36, 72, 72])
+    assert n == 2
+    assert got[:3] == [(0, 0, 8, 36), (8, 0, 8, 48), (16, 0, 8, 72)]
+    assert [c.h for c in choices[:3]] == [36, 48, 72]
+    assert got[3:] == rects[3:]
+
+
+def test_a_source_blocked_above_is_not_raised_onto_its_run(module: Module) -> None:
+    """r2's column is held 4 rows above it (the last conv stands there): it
+    cannot grow to its run's end (row 72) and stays; r1 still rises."""
+    rects = [(0, 0, 8, 36), (8, 0, 8, 36), (16, 0, 8, 36), (24, 0, 1, 72), (16, 40, 4, 72)]
+    n, got, _ = _raise_runs(module, rects, [36, 36, 36, 72, 72])
+    assert n == 1 and got[1] == (8, 0, 8, 48) and got[2] == (16, 0, 8, 36)
+
+
+def test_a_raised_concatenations_sources_follow_its_runs(module: Module) -> None:
+    """The last conv (72 rows, touching the concatenation end to end) cuts
+    the concatenation's output on every row: the concatenation rises from
+    36 to 72 rows, which moves its runs to 0-23, 24-47 and 48-71, so the
+    sources that faced them at 36 rows rise with it (r1 to 48, r2 to 72)."""
+    rects = [(0, 0, 8, 36), (8, 0, 8, 36), (16, 0, 8, 36), (24, 0, 1, 36), (25, 0, 4, 72)]
+    n, got, choices = _raise_runs(module, rects, [36, 36, 36, 36, 72])
+    assert got[3] == (24, 0, 1, 72) and choices[3].h == 72
+    assert got[:3] == [(0, 0, 8, 36), (8, 0, 8, 48), (16, 0, 8, 72)]
+    assert n == 3

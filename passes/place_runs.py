@@ -34,11 +34,7 @@ from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import input_cut, owner_pitch, read_span
 from wsec.ir.movement import Operands
 
-from .place_rows import Rect4, _clear, _frame, _move, _occupancy
-
-
-def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
-    return max(0, min(a1, b1) - max(a0, b0))
+from .place_rows import Rect4, _clear, _crossed, _frame, _move, _occupancy, _overlap
 
 
 def face_placed(module: Module, width: int, height: int) -> int:
@@ -154,40 +150,6 @@ def _chain(p: int, j: int, ins: list[list[tuple[int, str]]], outs: list[set[int]
 
 # kernels a concatenation input's source slides with at most (itself included)
 MAX_CHAIN = 4
-
-
-def _crossed(q: int, to: Rect4, rects: list[Rect4], rotated: list[bool],
-             pairs: list[tuple[int, int]],
-             spans: dict[tuple[int, int], tuple[int, int]] | None = None) -> bool:
-    """Whether kernel q moved to `to` would stand on rows that a bundle
-    passing its column runs straight along (from a kernel behind it to one
-    beyond it on the same shelf axis, on the rows the two share) and that
-    q did not stand on before: that bundle would then cross q's PEs and
-    meet its flows (measured: ShuffleNet's pooling slid 16 rows onto the
-    rows of the bundle passing it to the same concatenation, and the
-    router's rounds lost three conv cuts elsewhere, 6.9k PEs reading what
-    no lane brought). A bundle into a concatenation whose source faces its
-    run (`spans`: the run's rows from its sink's first row) runs on that
-    run's rows only (measured: Inception-v1's 5x5 branch k33 passing k35 to
-    their concatenation k38 on rows 130-312 kept k35 from sliding onto rows
-    312-364, 52 PEs reading what no lane brought)."""
-    x, y, w, h = _frame(rects[q], rotated[q])
-    ny = _frame(to, rotated[q])[1]
-    new = (ny, y) if ny < y else (max(ny, y + h), ny + h)  # rows gained
-    if new[1] <= new[0]:
-        return False
-    for a, b in pairs:
-        if a == q or b == q or rotated[a] != rotated[q] or rotated[b] != rotated[q]:
-            continue
-        ax, ay, aw, ah = _frame(rects[a], rotated[a])
-        bx, by, bw, bh = _frame(rects[b], rotated[b])
-        lo, hi = max(ay, by), min(ay + ah, by + bh)
-        run = (spans or {}).get((a, b))
-        if run is not None and ay <= by + run[0] and by + run[1] <= ay + ah:
-            lo, hi = max(lo, by + run[0]), min(hi, by + run[1])
-        if ax + aw <= x and bx >= x + w and _overlap(lo, hi, *new):
-            return True
-    return False
 
 
 def _slid(rect: Rect4, rotated: bool, dy: int) -> Rect4:

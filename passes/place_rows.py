@@ -220,7 +220,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         return [o for o in (same, *wider) if o is not None
                 and (o is same or _widened([(i, o)], rects, rotated, width, height) is not None)]
 
-    def plan(i: int, want: int, depth: int, relax: bool = True
+    def plan(i: int, want: int, depth: int, relax: bool = True, fresh: bool = True
              ) -> list[tuple[int, Choice]] | None:
         """Kernel i and the producers it cuts raised to `want` rows, or None
         where one cannot be: no taller shape fits, or a value it reads on
@@ -234,14 +234,19 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
             return []
         for new in options(i, want) if depth > 0 else ():
             marks = len(lost), len(skipped)
-            got = extend(i, new, depth, relax)
+            got = extend(i, new, depth, relax, fresh)
             if got is not None:
                 return got
             del lost[marks[0]:], skipped[marks[1]:]  # that shape's chain: not this plan's
         return None
 
-    def extend(i: int, new: Choice, depth: int, relax: bool) -> list[tuple[int, Choice]] | None:
-        """plan's steps with kernel i at shape `new`."""
+    def extend(i: int, new: Choice, depth: int, relax: bool, fresh: bool
+               ) -> list[tuple[int, Choice]] | None:
+        """plan's steps with kernel i at shape `new`. A source following
+        its run (a raise of its own, which its turn would otherwise make
+        on the runs i's raise moved) takes a chain of MAX_CHAIN, once per
+        plan (`fresh`): measured, SqueezeNet's first fire concatenation
+        following its second's."""
         if any((got := cut(i, v, new)) is not None and gaps(got) for v in reads[i]):
             return None
         out = [(i, new)]
@@ -250,14 +255,15 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
                 # i's runs move with its rows: a source facing its run follows
                 # where it can be raised, else that run's PEs are lost
                 mark = len(lost)
-                sub = plan(p, more, depth - 1, False) if more > 0 else None
+                sub = plan(p, more, MAX_CHAIN if fresh else depth - 1, False, False) \
+                    if more > 0 else None
                 if sub is None:
                     del lost[mark:]
                     lost.append(run_pes(p, i, v, new))
                 else:
                     out += sub
             elif every_row(i, v, choices[i]):
-                sub = plan(p, new.h, depth - 1, relax)
+                sub = plan(p, new.h, depth - 1, relax, fresh)
                 if sub is None:
                     if relax and short(p, i):
                         mark = len(lost)  # a probe: its losses are not this plan's
@@ -364,6 +370,17 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
                 return True
         return False
 
+    def lands(j: int, value: str, side: int) -> bool:
+        """Whether uniform lanes from a side of `side` rows already feed
+        kernel j's R rows of `value` at some pitch k (R - k + 1 <= side)
+        with as many lanes as the link capacity needs: raising its
+        producer then feeds j nothing it lacks (measured: Inception-v1's
+        k48 widened for k49, whose lanes landed at 416 rows, moved its
+        concatenation's runs, 128 PEs lost)."""
+        R = _rows(rects[j], rotated[j])
+        need = -(-wavelets.get(value, 0) // max(1, cap))
+        return any(R % k == 0 and R - k + 1 <= side and R // k >= need for k in range(1, R + 1))
+
     def light(j: int, value: str) -> bool:
         """Every PE row of kernel j reads at most half a link's capacity of
         `value` (its core's RAMP takes the row's box: room for another as
@@ -400,7 +417,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         if steps:
             new_rows = dict(steps)[i].h
             fed = sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]
-                      for j, _ in gain) \
+                      for j, v in gain if not lands(j, v, rows)) \
                 + sum(run_pes(i, j, v, choices[j]) for j, v, r in ran if r <= new_rows)
             added = sum(new.w * new.h - rects[k][2] * rects[k][3] for k, new in steps)
             if lost and sum(lost) >= fed:

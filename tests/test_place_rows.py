@@ -164,6 +164,47 @@ def test_a_raise_adding_more_pes_than_it_feeds_only_where_the_wafer_has_room() -
     assert n == 0 and rects["p"] == (0, 0, 8, 2)
 
 
+def _widen(rects: dict[str, tuple[int, int, int, int]]) -> tuple[int, dict, dict]:
+    """raise_producers on _module(extra=True) where p's shapes are 1 wide
+    at most 3 rows high and 2 wide up to 6 (as a conv whose taller shapes
+    of its width split its rows too finely for the time: Inception-v1's
+    k2)."""
+    m = _module(extra=True)
+    t = get_target("wse2", (16, 16))
+    ks = list(m.kernels())
+    choices: list[Choice | None] = [_choice(k) for k in ks]
+
+    def taller(i: int, w: int) -> list[Choice]:
+        got = shapes_at_width(ks[i], t, T, w)
+        if ks[i].name == "p":
+            return [c for c in got if c.h <= (3 if w == 1 else 6)]
+        return got
+
+    rs = [rects[k.name] for k in ks]
+    n = raise_producers(m, ks, list(range(len(ks))), choices, rs, [False] * len(ks),
+                        16, 16, taller, T, 4)
+    return (n, {k.name: r for k, r in zip(ks, rs, strict=True)},
+            {k.name: c for k, c in zip(ks, choices, strict=True)})
+
+
+def test_a_producer_widened_where_its_width_has_no_shape_as_tall() -> None:
+    """p (1 wide) has no shape of 6 rows in the time, 2 wide it has: it
+    takes that, and s and the kernels beyond it on the shelf move one
+    column along; a kernel on another shelf (base) stays."""
+    n, rects, choices = _widen({"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6),
+                                "z": (6, 8, 2, 6)})
+    assert n == 1 and choices["p"] is not None and choices["p"].knob_dict() == {"w": 2, "h": 6}
+    assert rects == {"p": (0, 0, 2, 6), "s": (2, 0, 4, 6), "a": (6, 0, 1, 6),
+                     "z": (6, 8, 2, 6)}
+
+
+def test_no_widening_where_the_shelf_cannot_move_along() -> None:
+    """The same, the last kernel of the shelf at the grid's edge: p stays."""
+    lay = {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6), "z": (14, 0, 2, 6)}
+    n, rects, _ = _widen(lay)
+    assert n == 0 and rects == lay
+
+
 def test_place_pass_gives_the_producer_the_consumers_rows() -> None:
     """Through the placer: p's staircase shape at the bottleneck is 1x2 (the
     narrowest), the flow shelf puts it beside s, which a grid 5 PEs wide

@@ -38,6 +38,14 @@ consumer's rows at their pitch (widening at the corner), only where the
 shelf has that room. Positions change, shapes and Δt do not (measured:
 AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0).
 
+A concatenation reads each input on a run of its rows (place_runs): where
+its source cannot slide onto its run without leaving the rows of its own
+producer, it is raised to the run's end instead (its chain as above). A
+raised concatenation's runs move with its rows: its sources follow (a
+chain of their own) or the runs they lose are weighed against the PEs the
+raise feeds (measured: SqueezeNet 257 -> 0 forwarded PEs; Inception-v1's
+LRN k4 fed by a chain whose 1x1 conv widens 6 -> 8 columns, WIDEN).
+
 Kernels are raised in reverse dataflow order, so a raised consumer's new
 rows are what its producers are measured against. A kernel is raised
 together with the producers it cuts that would fall short of its new rows

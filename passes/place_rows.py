@@ -162,8 +162,9 @@ MAX_CHAIN = 4  # kernels one raise may take along, upstream (itself included)
 # or its runs' PEs): the free PEs left are what open_corners and place_runs move
 # kernels onto. Below it a raise takes free PEs whatever it proves (measured:
 # ZFNet-512's first conv 31k PEs for 3.5k proven; SqueezeNet's fire modules 48k
-# PEs for 257, the grid 48% held after them).
-RAISE_FILL = 0.9
+# PEs for 257, the grid 48% held after them; at 0.9 ResNet-50, 92% held, lost
+# two raises that proved nothing new but shortened its routes, 1.12e10 -> 1.19e10).
+RAISE_FILL = 0.95
 
 
 def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
@@ -430,7 +431,10 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
             added = sum(new.w * new.h - rects[k][2] * rects[k][3] for k, new in steps)
             if lost and sum(lost) >= fed:
                 steps = None  # its concatenations' runs lost prove more than it feeds
-            elif added > fed and used + added > RAISE_FILL * width * height:
+            elif added > sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]
+                             for j, _ in gain) + sum(run_pes(i, j, v, choices[j])
+                                                     for j, v, r in ran if r <= new_rows) \
+                    and used + added > RAISE_FILL * width * height:
                 steps = None  # a tight wafer: no more PEs than the raise proves
         moved = _widened(steps or [], rects, rotated, width, height) if steps else None
         if steps and moved is None:
@@ -447,9 +451,12 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
 
 
 # columns a producer may widen by where no shape of its width is as tall as its
-# consumer's rows within the time (measured: Inception-v1's 1x1 conv k2, 6 wide,
-# has 440 or 660 rows at Δt, 512 only 8 wide)
-WIDEN = 2
+# consumer's rows within the time. Off: measured at 2, Inception-v1's LRN k4 is
+# proven (its 1x1 conv k2, 6 wide, has 440 or 660 rows at Δt, 512 only 8 wide;
+# 2,036 -> 375 forwarded PEs, routed wirelength 3.54e9 -> 3.29e9) but DenseNet-121's
+# norms widen for convs whose lanes land already and its shelf moves: 18,828 ->
+# 50,674 forwarded PEs, colors per PE 6 -> 7.
+WIDEN = 0
 
 
 def _widened(steps: Sequence[tuple[int, Choice]], rects: list[Rect4], rotated: list[bool],

@@ -43,8 +43,9 @@ its source cannot slide onto its run without leaving the rows of its own
 producer, it is raised to the run's end instead (its chain as above). A
 raised concatenation's runs move with its rows: its sources follow (a
 chain of their own) or the runs they lose are weighed against the PEs the
-raise feeds (measured: SqueezeNet 257 -> 0 forwarded PEs; Inception-v1's
-LRN k4 fed by a chain whose 1x1 conv widens 6 -> 8 columns, WIDEN).
+raise feeds (measured: SqueezeNet 257 -> 0 forwarded PEs). A producer
+may also take a shape up to WIDEN columns wider, its shelf moving along
+(off: it proves Inception-v1's LRN but costs DenseNet-121 more).
 
 Kernels are raised in reverse dataflow order, so a raised consumer's new
 rows are what its producers are measured against. A kernel is raised

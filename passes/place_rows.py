@@ -42,6 +42,15 @@ consumer's rows at their pitch (widening at the corner), only where the
 shelf has that room. Positions change, shapes and Δt do not (measured:
 AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0).
 
+A concatenation reads each input on a run of its rows (place_runs): where
+its source cannot slide onto its run without leaving the rows of its own
+producer, it is raised to the run's end instead (its chain as above). A
+raised concatenation's runs move with its rows: its sources follow (a
+chain of their own) or the runs they lose are weighed against the PEs the
+raise feeds (measured: SqueezeNet 257 -> 0 forwarded PEs). A producer
+may also take a shape up to WIDEN columns wider, its shelf moving along
+(off: it proves Inception-v1's LRN but costs DenseNet-121 more).
+
 Kernels are raised in reverse dataflow order, so a raised consumer's new
 rows are what its producers are measured against. A kernel is raised
 together with the producers it cuts that would fall short of its new rows
@@ -60,7 +69,7 @@ from typing import Any
 import numpy as np
 from wsec.ir.graph import Kernel, Module
 from wsec.ir.kernel_kind import Choice
-from wsec.ir.kernels import gaps, input_cut
+from wsec.ir.kernels import gaps, input_cut, owner_pitch, read_span
 from wsec.ir.lanes import box_elements, union_boxes
 from wsec.ir.movement import Operands
 
@@ -161,6 +170,15 @@ def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
 
 MAX_CHAIN = 4  # kernels one raise may take along, upstream (itself included)
 
+# Past this share of the grid's PEs held (the raise's included), a raise may add
+# no more PEs than it feeds (its consumers' PEs whose lanes it lets land uniform,
+# or its runs' PEs): the free PEs left are what open_corners and place_runs move
+# kernels onto. Below it a raise takes free PEs whatever it proves (measured:
+# ZFNet-512's first conv 31k PEs for 3.5k proven; SqueezeNet's fire modules 48k
+# PEs for 257, the grid 48% held after them; at 0.9 ResNet-50, 92% held, lost
+# two raises that proved nothing new but shortened its routes, 1.12e10 -> 1.19e10).
+RAISE_FILL = 0.95
+
 
 def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
                     choices: list[Choice | None], rects: list[Rect4], rotated: list[bool],
@@ -177,6 +195,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
     index = {k.name: i for i, k in enumerate(kernels)}
     occ = _occupancy(rects, width, height)
     ops = Operands.of_module(module)
+    runs = Operands.of_module(module, runs=True)  # the runs a concatenation's cut lands on
     outs: list[list[tuple[int, str]]] = [[] for _ in range(n)]  # (sink, value) per producer
     ins: list[list[tuple[int, str]]] = [[] for _ in range(n)]  # (producer, value) per sink
     reads: list[list[str]] = [[] for _ in range(n)]  # values per sink, from the host too
@@ -195,6 +214,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
     passed = _passed(module, index, rects, rotated, cap, wavelet_bytes, own_rows=True)
     wavelets = {e.value: -(-int(e.bytes_per_sample) // wavelet_bytes) for e in module.edges}
     skipped: list[int] = []  # producers a relaxed plan left short (see `short`)
+    lost: list[int] = []  # PEs of runs a plan's raised concatenation no longer faces
 
     def cut(i: int, value: str, c: Choice | None) -> np.ndarray | None:
         """The boxes of `value` kernel i's rows read at choice c's knobs."""
@@ -207,16 +227,22 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         rows = cut(i, value, c)
         return rows is not None and not gaps(rows)
 
-    def option(i: int, want: int) -> Choice | None:
+    def options(i: int, want: int) -> list[Choice]:
         """Kernel i's lowest shape of its width with at least `want` rows
-        that fits the free PEs beyond its rows."""
+        that fits the free PEs beyond its rows, then the lowest with as
+        many rows up to WIDEN columns wider (the kernels beyond it on its
+        shelf move along: `_widened` checks their room), in that order."""
         c = choices[i]
         if c is None:
-            return None
+            return []
         cap = _rows(rects[i], rotated[i]) + _room(occ, rects[i], rotated[i])
-        return next((o for o in taller(i, c.w) if want <= o.h <= cap), None)
+        same = next((o for o in taller(i, c.w) if want <= o.h <= cap), None)
+        wider = [next((o for o in taller(i, w) if want <= o.h <= height), None)
+                 for w in range(c.w + 1, c.w + WIDEN + 1)]
+        return [o for o in (same, *wider) if o is not None
+                and (o is same or _widened([(i, o)], rects, rotated, width, height) is not None)]
 
-    def plan(i: int, want: int, depth: int, relax: bool = True
+    def plan(i: int, want: int, depth: int, relax: bool = True, fresh: bool = True
              ) -> list[tuple[int, Choice]] | None:
         """Kernel i and the producers it cuts raised to `want` rows, or None
         where one cannot be: no taller shape fits, or a value it reads on
@@ -228,20 +254,46 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         producer's own turn would raise it)."""
         if _rows(rects[i], rotated[i]) >= want:
             return []
-        new = option(i, want) if depth > 0 else None
-        if new is None:
-            return None
+        for new in options(i, want) if depth > 0 else ():
+            marks = len(lost), len(skipped)
+            got = extend(i, new, depth, relax, fresh)
+            if got is not None:
+                return got
+            del lost[marks[0]:], skipped[marks[1]:]  # that shape's chain: not this plan's
+        return None
+
+    def extend(i: int, new: Choice, depth: int, relax: bool, fresh: bool
+               ) -> list[tuple[int, Choice]] | None:
+        """plan's steps with kernel i at shape `new`. A source following
+        its run (a raise of its own, which its turn would otherwise make
+        on the runs i's raise moved) takes a chain of MAX_CHAIN, once per
+        plan (`fresh`): measured, SqueezeNet's first fire concatenation
+        following its second's."""
         if any((got := cut(i, v, new)) is not None and gaps(got) for v in reads[i]):
             return None
         out = [(i, new)]
         for p, v in dict.fromkeys(ins[i]):
-            if every_row(i, v, choices[i]):
-                sub = plan(p, new.h, depth - 1, relax)
+            if (more := run_rows(p, i, v, new)) and run_rows(p, i, v, choices[i]) == 0:
+                # i's runs move with its rows: a source facing its run follows
+                # where it can be raised, else that run's PEs are lost
+                mark = len(lost)
+                sub = plan(p, more, MAX_CHAIN if fresh else depth - 1, False, False) \
+                    if more > 0 else None
                 if sub is None:
-                    if relax and short(p, i) \
-                            and plan(p, _rows(rects[i], rotated[i]), MAX_CHAIN, False) is None:
-                        skipped.append(p)
-                        continue  # its lanes cannot land uniform now either: nothing lost
+                    del lost[mark:]
+                    lost.append(run_pes(p, i, v, new))
+                else:
+                    out += sub
+            elif every_row(i, v, choices[i]):
+                sub = plan(p, new.h, depth - 1, relax, fresh)
+                if sub is None:
+                    if relax and short(p, i):
+                        mark = len(lost)  # a probe: its losses are not this plan's
+                        probe = plan(p, _rows(rects[i], rotated[i]), MAX_CHAIN, False)
+                        del lost[mark:]
+                        if probe is None:
+                            skipped.append(p)
+                            continue  # its lanes cannot land uniform now either: nothing lost
                     return None
                 out += sub
         return out
@@ -258,6 +310,99 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         return rotated[p] == rotated[i] and _abut(rects[p], rects[i], rotated[i]) \
             and _rows(rects[p], rotated[p]) < _rows(rects[i], rotated[i])
 
+    def run_of(i: int, j: int, value: str, c: Choice | None) -> tuple[int, int] | None:
+        """The run (first row, stop along the rows' axis of the grid) of
+        kernel j's PE rows that read `value` at choice c's knobs (a
+        concatenation's input, wsec.ir.kernels.read_span, landed as
+        route_bundles.requests lands it: place_runs.face_runs' test), where
+        producer i stands behind j on the same shelf axis; else None."""
+        if rotated[i] != rotated[j]:
+            return None
+        sink = kernels[j] if c is None else replace(kernels[j], knobs=c.knob_dict())
+        shape = tuple(module.values[value].type.shape)
+        rows = input_cut(sink, value, shape, runs)
+        ax, aw = _frame(rects[i], rotated[i])[::2]
+        bx, by = _frame(rects[j], rotated[j])[:2]
+        if rows is None or ax + aw > bx or owner_pitch(rows)[0] \
+                or input_cut(sink, value, shape, ops) is not None:
+            return None
+        first, stop = read_span(rows)
+        if stop <= first or (first, stop) == (0, rows.shape[0]):
+            return None
+        return by + first, by + stop
+
+    def run_rows(i: int, j: int, value: str, c: Choice | None) -> int:
+        """The rows producer i needs for its output side to cover its run
+        of kernel j's rows (run_of) where it does not yet and starts at or
+        below it (raised, i faces its run where sliding it would take it
+        off its own producer's rows: measured, SqueezeNet's second fire
+        concatenation, 257 PEs), also where the run starts past its end;
+        -1 where no raise covers it (i starts above the run); 0 where i
+        faces it, place_runs slides it onto it (`slides`) or there is no
+        run."""
+        span = run_of(i, j, value, c)
+        if span is None:
+            return 0
+        lo, hi = span
+        ay, ah = _frame(rects[i], rotated[i])[1::2]
+        if (ay <= lo and hi <= ay + ah) or slides(i, j, lo, hi):
+            return 0
+        return hi - ay if ay <= lo else -1
+
+    def slides(i: int, j: int, lo: int, hi: int) -> bool:
+        """Whether place_runs can slide producer i alone onto its run lo-hi
+        of kernel j's rows without it touching fewer rows of another kernel
+        it exchanges data with (its test, before clearance): then no raise
+        is needed (measured: Inception-v2's k33 raised 2,688 PEs where the
+        slide faced its run, and the router lost 47 PEs elsewhere)."""
+        ay, ah = _frame(rects[i], rotated[i])[1::2]
+        if hi - lo > ah:
+            return False
+        ny = min(max(ay, hi - ah), lo)
+        for o in {p for p, _ in ins[i]} | {k for k, _ in outs[i]}:
+            if o == j or rotated[o] != rotated[i]:
+                continue
+            oy, oh = _frame(rects[o], rotated[o])[1::2]
+            if _overlap(oy, oy + oh, ny, ny + ah) < _overlap(oy, oy + oh, ay, ay + ah):
+                return False
+        return True
+
+    def run_pes(i: int, j: int, value: str, c: Choice | None) -> int:
+        """PEs of kernel j's run that read producer i's `value` (run_of)."""
+        span = run_of(i, j, value, c)
+        return 0 if span is None else (span[1] - span[0]) * _frame(rects[j], rotated[j])[2]
+
+    def crosses(steps: list[tuple[int, Choice]]) -> bool:
+        """Whether a kernel the steps raise would stand on rows a bundle
+        passing its column runs along (_crossed, as place_runs slides a
+        source: measured, Inception-v2's k33 raised under the bundle of
+        another input of its concatenation, 47 PEs reading what no lane
+        brought, where sliding it faced its run)."""
+        pairs = [(p, j) for p in range(n) for j, _ in dict.fromkeys(outs[p])]
+        spans = {}
+        for p in range(n):
+            for j, v in dict.fromkeys(outs[p]):
+                if (span := run_of(p, j, v, choices[j])) is not None:
+                    base = _frame(rects[j], rotated[j])[1]
+                    spans.setdefault((p, j), (span[0] - base, span[1] - base))
+        for k, new in steps:
+            fx, fy = _frame(rects[k], rotated[k])[:2]
+            to = _frame((fx, fy, new.w, new.h), rotated[k])
+            if _crossed(k, to, rects, rotated, pairs, spans):
+                return True
+        return False
+
+    def lands(j: int, value: str, side: int) -> bool:
+        """Whether uniform lanes from a side of `side` rows already feed
+        kernel j's R rows of `value` at some pitch k (R - k + 1 <= side)
+        with as many lanes as the link capacity needs: raising its
+        producer then feeds j nothing it lacks (measured: Inception-v1's
+        k48 widened for k49, whose lanes landed at 416 rows, moved its
+        concatenation's runs, 128 PEs lost)."""
+        R = _rows(rects[j], rotated[j])
+        need = -(-wavelets.get(value, 0) // max(1, cap))
+        return any(R % k == 0 and R - k + 1 <= side and R // k >= need for k in range(1, R + 1))
+
     def light(j: int, value: str) -> bool:
         """Every PE row of kernel j reads at most half a link's capacity of
         `value` (its core's RAMP takes the row's box: room for another as
@@ -273,6 +418,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
         return 2 * load <= cap
 
     raised = 0
+    used = int((occ >= 0).sum())  # PEs the layout holds
     for i in reversed(order):
         rows = _rows(rects[i], rotated[i])
         gain = [(j, v) for j, v in outs[i]
@@ -280,20 +426,123 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
                 and _abut(rects[i], rects[j], rotated[i])
                 and _rows(rects[j], rotated[j]) > rows
                 and every_row(j, v, choices[j])]
-        want = max((_rows(rects[j], rotated[j]) for j, _ in gain), default=0)
+        want = want_rows = max((_rows(rects[j], rotated[j]) for j, _ in gain), default=0)
+        ran = [(j, v, r) for j, v in outs[i] if (r := run_rows(i, j, v, choices[j])) > 0]
+        want = max([want] + [r for _, _, r in ran])
         skipped.clear()
+        lost.clear()
         steps = plan(i, want, MAX_CHAIN) if want > rows else None
         if steps and skipped and not all(light(j, v) for j, v in gain):
             steps = None  # a raise past a short producer only for light uniform lanes
+        if steps and any(r > max(rows, want_rows) for _, _, r in ran) and crosses(steps):
+            steps = None  # a run's raise onto rows a passing bundle runs along
+        if steps:
+            new_rows = dict(steps)[i].h
+            fed = sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]
+                      for j, v in gain if not lands(j, v, rows)) \
+                + sum(run_pes(i, j, v, choices[j]) for j, v, r in ran if r <= new_rows)
+            added = sum(new.w * new.h - rects[k][2] * rects[k][3] for k, new in steps)
+            if lost and sum(lost) >= fed:
+                steps = None  # its concatenations' runs lost prove more than it feeds
+            elif added > sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]
+                             for j, _ in gain) + sum(run_pes(i, j, v, choices[j])
+                                                     for j, v, r in ran if r <= new_rows) \
+                    and used + added > RAISE_FILL * width * height:
+                steps = None  # a tight wafer: no more PEs than the raise proves
+        moved = _widened(steps or [], rects, rotated, width, height) if steps else None
+        if steps and moved is None:
+            continue  # a wider shape whose shelf has no room to move along
+        for k, r in (moved or {}).items():
+            used += r[2] * r[3] - rects[k][2] * rects[k][3]
+            rects[k] = r
         for k, new in steps or ():
-            x, y, w, h = rects[k]
-            more = new.h - _rows(rects[k], rotated[k])
-            grown = (x, y, w + more, h) if rotated[k] else (x, y, w, h + more)
-            gx, gy, gw, gh = grown
-            occ[gy:gy + gh, gx:gx + gw] = k
-            rects[k], choices[k] = grown, new
+            choices[k] = new
             raised += 1
+        if moved:
+            occ = _occupancy(rects, width, height)
     return raised
+
+
+# columns a producer may widen by where no shape of its width is as tall as its
+# consumer's rows within the time. Off: measured at 2, Inception-v1's LRN k4 is
+# proven (its 1x1 conv k2, 6 wide, has 440 or 660 rows at Δt, 512 only 8 wide;
+# 2,036 -> 375 forwarded PEs, routed wirelength 3.54e9 -> 3.29e9) but DenseNet-121's
+# norms widen for convs whose lanes land already and its shelf moves: 18,828 ->
+# 50,674 forwarded PEs, colors per PE 6 -> 7.
+WIDEN = 0
+
+
+def _widened(steps: Sequence[tuple[int, Choice]], rects: list[Rect4], rotated: list[bool],
+             width: int, height: int) -> dict[int, Rect4] | None:
+    """The rectangles a raise changes: each raised kernel's at its new
+    shape (rows grown beyond its far end, columns along its shelf), and
+    where a shape is wider, every kernel on its shelf beyond it (same
+    base, further along) moved along by the columns it gained; None where
+    a rectangle would leave the grid or meet another."""
+    out: dict[int, Rect4] = {}
+    shift = [0] * len(rects)
+    for k, new in steps:
+        fx, fy, fw, fh = _frame(rects[k], rotated[k])
+        more = new.w - fw
+        if more:
+            for m in range(len(rects)):
+                mx, my = _frame(rects[m], rotated[m])[:2]
+                if m != k and rotated[m] == rotated[k] and my == fy and mx >= fx + fw:
+                    shift[m] += more
+    grown = {k: new for k, new in steps}
+    for m in range(len(rects)):
+        if m not in grown and not shift[m]:
+            continue
+        fx, fy, fw, fh = _frame(rects[m], rotated[m])
+        if m in grown:
+            fw, fh = grown[m].w, grown[m].h
+        out[m] = _frame((fx + shift[m], fy, fw, fh), rotated[m])
+    fixed = [r for m, r in enumerate(rects) if m not in out]
+    occ = _occupancy(fixed, width, height)
+    for x, y, w, h in out.values():
+        if x < 0 or y < 0 or x + w > width or y + h > height \
+                or (occ[y:y + h, x:x + w] >= 0).any():
+            return None
+        occ[y:y + h, x:x + w] = 0
+    return out
+
+
+def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
+    return max(0, min(a1, b1) - max(a0, b0))
+
+
+def _crossed(q: int, to: Rect4, rects: list[Rect4], rotated: list[bool],
+             pairs: list[tuple[int, int]],
+             spans: dict[tuple[int, int], tuple[int, int]] | None = None) -> bool:
+    """Whether kernel q moved (or raised) to `to` would stand on rows that a bundle
+    passing its column runs straight along (from a kernel behind it to one
+    beyond it on the same shelf axis, on the rows the two share) and that
+    q did not stand on before: that bundle would then cross q's PEs and
+    meet its flows (measured: ShuffleNet's pooling slid 16 rows onto the
+    rows of the bundle passing it to the same concatenation, and the
+    router's rounds lost three conv cuts elsewhere, 6.9k PEs reading what
+    no lane brought). A bundle into a concatenation whose source faces its
+    run (`spans`: the run's rows from its sink's first row) runs on that
+    run's rows only (measured: Inception-v1's 5x5 branch k33 passing k35 to
+    their concatenation k38 on rows 130-312 kept k35 from sliding onto rows
+    312-364, 52 PEs reading what no lane brought)."""
+    x, y, w, h = _frame(rects[q], rotated[q])
+    ny, nh = _frame(to, rotated[q])[1::2]
+    new = (ny, min(y, ny + nh)) if ny < y else (max(ny, y + h), ny + nh)  # rows gained
+    if new[1] <= new[0]:
+        return False
+    for a, b in pairs:
+        if a == q or b == q or rotated[a] != rotated[q] or rotated[b] != rotated[q]:
+            continue
+        ax, ay, aw, ah = _frame(rects[a], rotated[a])
+        bx, by, bw, bh = _frame(rects[b], rotated[b])
+        lo, hi = max(ay, by), min(ay + ah, by + bh)
+        run = (spans or {}).get((a, b))
+        if run is not None and ay <= by + run[0] and by + run[1] <= ay + ah:
+            lo, hi = max(lo, by + run[0]), min(hi, by + run[1])
+        if ax + aw <= x and bx >= x + w and _overlap(lo, hi, *new):
+            return True
+    return False
 
 
 def _frame(rect: Rect4, rotated: bool) -> Rect4:

@@ -34,11 +34,7 @@ from wsec.ir.kernel_kind import Choice
 from wsec.ir.kernels import input_cut, owner_pitch, read_span
 from wsec.ir.movement import Operands
 
-from .place_rows import Rect4, _clear, _frame, _move, _occupancy
-
-
-def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
-    return max(0, min(a1, b1) - max(a0, b0))
+from .place_rows import Rect4, _clear, _crossed, _frame, _move, _occupancy, _overlap
 
 
 def face_placed(module: Module, width: int, height: int) -> int:
@@ -82,7 +78,7 @@ def face_runs(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
             if e.value in module.values:
                 ins[j].append((p, e.value))
     pairs = [(p, j) for j in range(n) for p, _ in dict.fromkeys(ins[j])]
-    moved = 0
+    spans: dict[tuple[int, int], tuple[int, int]] = {}  # (source, sink): its run's rows
     for j in order:
         for p, v in dict.fromkeys(ins[j]):
             if rotated[p] != rotated[j]:
@@ -91,14 +87,23 @@ def face_runs(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
             sink = kernels[j] if c is None else replace(kernels[j], knobs=c.knob_dict())
             shape = tuple(module.values[v].type.shape)
             rows = input_cut(sink, v, shape, ops)
-            ax, ay, aw, ah = _frame(rects[p], rotated[p])
-            bx, by, bw, bh = _frame(rects[j], rotated[j])
+            ax, aw = _frame(rects[p], rotated[p])[::2]
+            bx, bh = _frame(rects[j], rotated[j])[::3]
             if rows is None or rows.shape[0] != bh or ax + aw > bx or owner_pitch(rows)[0] \
                     or input_cut(sink, v, shape, whole) is not None:
                 continue  # no run (as route_bundles.requests lands cuts), or not behind
             first, stop = read_span(rows)
             if stop <= first or (first, stop) == (0, bh):
                 continue  # every row reads it: not a run
+            spans.setdefault((p, j), (first, stop))
+    moved = 0
+    for j in order:
+        for p in dict.fromkeys(q for q, _ in ins[j]):
+            if (p, j) not in spans:
+                continue
+            first, stop = spans[(p, j)]
+            ax, ay, aw, ah = _frame(rects[p], rotated[p])
+            bx, by, bw, bh = _frame(rects[j], rotated[j])
             lo, hi = by + first, by + stop
             if (ay <= lo and hi <= ay + ah) or hi - lo > ah \
                     or not _overlap(ay, ay + ah, by, by + bh):
@@ -112,7 +117,8 @@ def face_runs(module: Module, kernels: Sequence[Kernel], order: Sequence[int],
                            < _touch(rects[o], rotated[o], rects[q], rotated[q])
                            for q in group for o in linked[q] if o != j and o not in moves) \
                         and _clear(occ, moves, width, height) \
-                        and not any(_crossed(q, moves[q], rects, rotated, pairs) for q in group):
+                        and not any(_crossed(q, moves[q], rects, rotated, pairs, spans)
+                                    for q in group):
                     break  # no bundle loses rows it runs straight on or meets the group
             else:
                 continue
@@ -144,32 +150,6 @@ def _chain(p: int, j: int, ins: list[list[tuple[int, str]]], outs: list[set[int]
 
 # kernels a concatenation input's source slides with at most (itself included)
 MAX_CHAIN = 4
-
-
-def _crossed(q: int, to: Rect4, rects: list[Rect4], rotated: list[bool],
-             pairs: list[tuple[int, int]]) -> bool:
-    """Whether kernel q moved to `to` would stand on rows that a bundle
-    passing its column runs straight along (from a kernel behind it to one
-    beyond it on the same shelf axis, on the rows the two share) and that
-    q did not stand on before: that bundle would then cross q's PEs and
-    meet its flows (measured: ShuffleNet's pooling slid 16 rows onto the
-    rows of the bundle passing it to the same concatenation, and the
-    router's rounds lost three conv cuts elsewhere, 6.9k PEs reading what
-    no lane brought)."""
-    x, y, w, h = _frame(rects[q], rotated[q])
-    ny = _frame(to, rotated[q])[1]
-    new = (ny, y) if ny < y else (max(ny, y + h), ny + h)  # rows gained
-    if new[1] <= new[0]:
-        return False
-    for a, b in pairs:
-        if a == q or b == q or rotated[a] != rotated[q] or rotated[b] != rotated[q]:
-            continue
-        ax, ay, aw, ah = _frame(rects[a], rotated[a])
-        bx, by, bw, bh = _frame(rects[b], rotated[b])
-        if ax + aw <= x and bx >= x + w and \
-                _overlap(max(ay, by), min(ay + ah, by + bh), *new):
-            return True
-    return False
 
 
 def _slid(rect: Rect4, rotated: bool, dy: int) -> Rect4:

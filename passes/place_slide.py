@@ -136,6 +136,23 @@ def _row_loads(name: str, span: dict[str, _Span], flows: list[_Flow], inner: lis
     return load
 
 
+def _clash(group: list[str], span: dict[str, _Span], dv: int) -> bool:
+    """Whether a member shifted by dv across the shelf would meet a kernel
+    outside the group: the band is free only up to the next shelf's base,
+    and a producer raised to its consumer's rows (place_rows) may reach
+    past it where the next shelf leaves its columns free (measured:
+    Inception-v1's first conv raised to 672 rows, its shelf's band then
+    reached over the next shelf's kernels)."""
+    members = set(group)
+    for n in group:
+        u0, u1, v0, v1 = span[n]
+        for m, (a0, a1, b0, b1) in span.items():
+            if m not in members and _overlap(u0, u1, a0, a1) \
+                    and _overlap(v0 + dv, v1 + dv, b0, b1):
+                return True
+    return False
+
+
 def _slide(group: list[str], span: dict[str, _Span], flows: list[_Flow], inner: list[_Flow],
            base: int, band: int, cap: int) -> int:
     """Shift a group of kernels across its shelf (`span`, in the shelf's
@@ -164,7 +181,7 @@ def _slide(group: list[str], span: dict[str, _Span], flows: list[_Flow], inner: 
             return 0
         dv = int(shifts[i])
         if all(_overlap(v0 + dv, v1 + dv, p0, p1) >= _overlap(v0, v1, p0, p1)
-               for v0, v1, p0, p1 in keep):
+               for v0, v1, p0, p1 in keep) and not _clash(group, span, dv):
             for n in group:
                 u0, u1, v0, v1 = span[n]
                 span[n] = (u0, u1, v0 + dv, v1 + dv)

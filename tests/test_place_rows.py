@@ -9,9 +9,16 @@ from wsec.ir.graph import Module
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.sizing import shapes_at_width
 from wsec.ir.target import get_target
+from wsec.passes import place_rows
 from wsec.passes.base import PassContext
 from wsec.passes.place import Place
-from wsec.passes.place_rows import _passed, open_corners, raise_producers, widening_lanes
+from wsec.passes.place_rows import (
+    RAISE_FILL,
+    _passed,
+    open_corners,
+    raise_producers,
+    widening_lanes,
+)
 from wsec.passes.route_bundles import pick_pitch
 
 T = 1000  # every box shape of the tests meets this time
@@ -156,6 +163,80 @@ def test_no_raise_past_a_producer_that_feeds_it_uniform() -> None:
     n, rects, _ = _raise(_chain3(), {"q": (0, 0, 1, 4), "a": (0, 4, 1, 2),
                                      "p": (1, 0, 1, 4), "s": (2, 0, 4, 6)})
     assert n == 0 and rects["p"] == (1, 0, 1, 4)
+
+
+def _wide_producer() -> Module:
+    """host -> p (box 8x2) -> s (rows 1x6) -> host, and a box a reading x
+    (placed to fill the grid or not)."""
+    m = fk.sized("rows_wide")
+    m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
+    m.inputs = ["x"]
+    fk.box(m, "a", ["x"], "va", 8, 9)
+    fk.box(m, "p", ["x"], "vp", 8, 2)
+    fk.rows(m, "s", ["vp"], "vs", 1, 6)
+    m.outputs = ["va", "vs"]
+    return fk.connect(m)
+
+
+def test_a_raise_adding_more_pes_than_it_feeds_only_where_the_wafer_has_room() -> None:
+    """Raising p (8 wide) to s's 6 rows adds 32 PEs to feed s's 6 uniform.
+    On a grid with room it rises; where the PEs held would pass
+    RAISE_FILL of the grid (a and b fill the rest: 214 + 32 of 256 PEs) the
+    raise would take PEs the corners and slides move kernels onto for
+    less than it adds, so p stays."""
+    n, rects, _ = _raise(_wide_producer(), {"a": (8, 8, 8, 9), "p": (0, 0, 8, 2),
+                                            "s": (8, 0, 1, 6)})
+    assert n == 1 and rects["p"] == (0, 0, 8, 6)
+    m = _wide_producer()
+    fk.box(m, "b", ["x"], "vb", 7, 16)
+    n, rects, _ = _raise(m, {"a": (0, 6, 8, 10), "b": (9, 0, 7, 16), "p": (0, 0, 8, 2),
+                             "s": (8, 0, 1, 6)})
+    assert 22 + 80 + 112 + 32 > RAISE_FILL * 256
+    assert n == 0 and rects["p"] == (0, 0, 8, 2)
+
+
+def _widen(rects: dict[str, tuple[int, int, int, int]]) -> tuple[int, dict, dict]:
+    """raise_producers on _module(extra=True) where p's shapes are 1 wide
+    at most 3 rows high and 2 wide up to 6 (as a conv whose taller shapes
+    of its width split its rows too finely for the time: Inception-v1's
+    k2)."""
+    m = _module(extra=True)
+    t = get_target("wse2", (16, 16))
+    ks = list(m.kernels())
+    choices: list[Choice | None] = [_choice(k) for k in ks]
+
+    def taller(i: int, w: int) -> list[Choice]:
+        got = shapes_at_width(ks[i], t, T, w)
+        if ks[i].name == "p":
+            return [c for c in got if c.h <= (3 if w == 1 else 6)]
+        return got
+
+    rs = [rects[k.name] for k in ks]
+    n = raise_producers(m, ks, list(range(len(ks))), choices, rs, [False] * len(ks),
+                        16, 16, taller, T, 4)
+    return (n, {k.name: r for k, r in zip(ks, rs, strict=True)},
+            {k.name: c for k, c in zip(ks, choices, strict=True)})
+
+
+def test_a_producer_widened_where_its_width_has_no_shape_as_tall(monkeypatch) -> None:
+    """p (1 wide) has no shape of 6 rows in the time, 2 wide it has: it
+    takes that, and s and the kernels beyond it on the shelf move one
+    column along; a kernel on another shelf (base) stays (WIDEN is off by
+    default: measured, it cost DenseNet-121 more than it proved)."""
+    monkeypatch.setattr(place_rows, "WIDEN", 2)
+    n, rects, choices = _widen({"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6),
+                                "z": (6, 8, 2, 6)})
+    assert n == 1 and choices["p"] is not None and choices["p"].knob_dict() == {"w": 2, "h": 6}
+    assert rects == {"p": (0, 0, 2, 6), "s": (2, 0, 4, 6), "a": (6, 0, 1, 6),
+                     "z": (6, 8, 2, 6)}
+
+
+def test_no_widening_where_the_shelf_cannot_move_along(monkeypatch) -> None:
+    """The same, the last kernel of the shelf at the grid's edge: p stays."""
+    monkeypatch.setattr(place_rows, "WIDEN", 2)
+    lay = {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6), "z": (14, 0, 2, 6)}
+    n, rects, _ = _widen(lay)
+    assert n == 0 and rects == lay
 
 
 def test_place_pass_gives_the_producer_the_consumers_rows() -> None:

@@ -77,3 +77,17 @@ def test_column_shelves_slide_along_x() -> None:
         k.rect = Rect(r.y, r.x, r.h, r.w)
     assert slide_short_kernels(m, _fabric(), CAP, columns=True) == 1
     assert m.kernel("b").rect == Rect(3, 2, 4, 2)
+
+
+def test_no_slide_onto_a_kernel_of_another_shelf() -> None:
+    """b (3 rows) would slide off the skip's rows onto rows 3-5, but a
+    kernel of another shelf stands in its column there (a raised producer
+    may reach past its shelf's band, place_rows): b stays; without it b
+    slides."""
+    m = _shelf([("b", 3)])
+    assert slide_short_kernels(m, _fabric(), CAP, columns=False) == 1
+    assert m.kernel("b").rect == Rect(2, 3, 2, 3)
+    m = _shelf([("b", 3)])
+    _put(m, "o", [], "vo", Rect(2, 3, 2, 5))
+    assert slide_short_kernels(m, _fabric(), CAP, columns=False) == 0
+    assert m.kernel("b").rect == Rect(2, 0, 2, 3)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 
 import numpy as np
 import onnx
@@ -253,8 +254,10 @@ def test_shortened_halo_is_an_error_at_the_pe(halo_bins) -> None:  # type: ignor
 def test_lane_missing_at_a_sender_starves_the_row_it_feeds(halo_bins) -> None:  # type: ignore[no-untyped-def]
     """One PE's core no longer takes its lane (the PE that sends the row
     `period` before it its halo, down that row's carrier column): it holds
-    nothing, so it passes nothing on, and that row finds the halo rows
-    missing: a SimError at its PE."""
+    nothing, so it passes nothing on, and a row whose halo chain runs
+    through it (the row `period` before it, or, the halo of this dilated
+    conv deeper than a core, one further up the same residue) finds the
+    halo rows missing: a SimError at its PE."""
     from wsec.backends.sim_inbox import unrotated_offsets
     from wsec.ir.halo import carrier
 
@@ -279,9 +282,13 @@ def test_lane_missing_at_a_sender_starves_the_row_it_feeds(halo_bins) -> None:  
     at = mine[(py == row) & (px == carrier(row - h.period, h.period, uw))]  # the sender
     assert at.size == 1
     r["tx"][at] &= ~ramp
-    with pytest.raises(SimError, match=rf"offset \(\d+, {row - h.period}\)\) reads %x\[.*never "
-                                       rf"arrived there .*halo from PE row {row}"):
+    with pytest.raises(SimError, match=r"offset \(\d+, (\d+)\)\) reads %x\[.*never arrived "
+                                       r"there .*halo from PE row (\d+)") as err:
         simulate(dataclasses.replace(p, routes=r), random_inputs(p, 0))
+    got = re.search(r"offset \(\d+, (\d+)\)\).*halo from PE row (\d+)", str(err.value))
+    assert got is not None
+    at, sender = int(got.group(1)), int(got.group(2))
+    assert sender == at + h.period and at < row and (row - at) % h.period == 0
 
 
 def test_swapped_cores_are_an_error_at_a_pe(halo_bins) -> None:  # type: ignore[no-untyped-def]

@@ -145,9 +145,9 @@ class Request:
     # may cut onto a run of its sink's rows (`on_run`; the router's last attempt only)
     runs: bool = True
     no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
-    # > 0: no widened route was found at this pitch: widen only at coarser ones (fewer
-    # lanes, fewer columns to turn in: wsec.passes.route._choose_sides)
-    widen_past: int = 0
+    # pitches whose widened route found no room: widen only at the others
+    # (wsec.passes.route._choose_sides)
+    widen_failed: frozenset[int] = frozenset()
     widen_from: int = -1  # >= 0: the side pair it left looking for one where it cuts
     # busiest lane per pitch (_max_load), shared by its copies: the same rows' boxes
     loads: dict[int, int] = field(default_factory=dict)
@@ -690,9 +690,8 @@ def _pitches(r: Request) -> dict[int, int]:
     leave at: k divides the sink's R rows, and the R/k lanes start from
     (R/k - 1) k + 1 slots of the source side (source pitch 0: uniform), or,
     where the side is shorter than that, from R/k slots side by side and
-    widen to pitch k at their last corner (source pitch 1; only pitches
-    coarser than one whose widened route found no room, `widen_past`:
-    fewer lanes turn in fewer free columns). From the host
+    widen to pitch k at their last corner (source pitch 1; not at the
+    pitches whose widened route found no room, `widen_failed`). From the host
     only pitch 1: its I/O map feeds one lane per edge PE, side by side.
     Rows read on owner rows only (owner_pitch k): only pitch k, lanes
     landing on those rows with no spine. A residual spread over groups of
@@ -710,7 +709,7 @@ def _pitches(r: Request) -> dict[int, int]:
             continue
         if R - k + 1 <= S:
             out[k] = 0
-        elif not r.no_widen and R // k <= S and k > r.widen_past:
+        elif not r.no_widen and R // k <= S and k not in r.widen_failed:
             out[k] = 1
     return out
 

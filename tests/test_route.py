@@ -1345,8 +1345,8 @@ def test_a_widening_cut_with_no_room_at_its_pitch_widens_at_a_coarser_one() -> N
     this grid 8 PEs high no such route exists; pitch 4's 2 lanes turn in
     fewer columns and do fit. The request widens at pitch 4 (it gave up
     widening, and was routed flat or as one lane of the whole value,
-    before), and where no coarser widening pitch is left either (c right
-    beside a: no room to turn at all) it gives up widening."""
+    before), and where no widening pitch finds room (c right beside a: no
+    room to turn at all) it gives up widening."""
     from wsec.passes.route import _attempt, _Candidates, _choose_sides
     from wsec.passes.route_bundles import _pitches, assign_slots
 
@@ -1357,7 +1357,8 @@ def test_a_widening_cut_with_no_room_at_its_pitch_widens_at_a_coarser_one() -> N
     known = _Candidates(fabric, [], 1)
     assert not known(r)  # no room for 4 lanes to spread to pitch 2
     _choose_sides(reqs, 512, 3.0, known)
-    assert (r.cut_pitch, r.src_pitch, r.lanes, r.widen_past, r.no_widen) == (4, 1, 2, 2, False)
+    assert (r.cut_pitch, r.src_pitch, r.lanes, r.widen_failed, r.no_widen) == (
+        4, 1, 2, {2}, False)
     assert _pitches(r) == {4: 1, 8: 0}
     got = _attempt(reqs, fabric, 512, [], 3.0, 2, 6, None, widen=True)
     b = got.routes[0].bundle

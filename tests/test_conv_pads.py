@@ -15,6 +15,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from conftest import compiled_graph
 from onnx import TensorProto, helper, numpy_helper
 from wsec.backends.format import BUNDLE_CUT
 from wsec.backends.sim import SimError, random_inputs, simulate
@@ -23,8 +24,6 @@ from wsec.ir.graph import Node
 from wsec.ir.kernels import KINDS
 from wsec.ir.library_conv import window_dims
 from wsec.ir.opsem_core import pads
-
-from conftest import compiled_graph
 
 # (H, W, R, stride, dilation, pads [top, left, bottom, right] or an auto_pad, C, c, s)
 CASES = [

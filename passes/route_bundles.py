@@ -729,9 +729,14 @@ def _exact(r: Request, k: int) -> bool:
 
 
 # a cut lane carries at least 1/LANE_SHARE of a flat lane where it can
-# (bench/fabric.py: 2.5 keeps every realised rate of the light models and cuts
-# their routed wirelength most; 3 and up crowd Inception-v1's busiest link)
-LANE_SHARE = 2.5
+# (bench/fabric.py). 2.5 was measured on row boxes that started the pads' sum
+# above the rows read (a 3x3 conv's one-row lanes 5 rows for 3); on the exact
+# boxes, lighter by up to that 5/3, 2.5 took pitches about twice as coarse
+# (Inception-v1's widening attempt moved k52's pitch-1 cut to pitch 13 and
+# crowded its busiest link to 1.15x, so no side pair was tried and k49 stayed
+# flat: 11,208 PEs). 4.0 (about 2.5 x 5/3) keeps or improves every realised
+# rate of the light models and cuts their routed wirelength on all nine
+LANE_SHARE = 4.0
 
 
 def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:

@@ -1314,13 +1314,13 @@ def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
     (r,) = reqs
     assert r.src.length == 4 and _pitches(r) == {2: 1, 4: 1, 8: 0}  # 8: uniform, else widened
     assign_slots(reqs, 512, 1.0)
-    k = r.cut_pitch
-    assert k in (2, 4) and (r.src_pitch, r.lanes) == (1, 8 // k)  # widened, lighter than flat
+    assert r.cut_pitch in (2, 4) and (r.src_pitch, r.lanes) == (1, 8 // r.cut_pitch)  # widened
     flat = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None)  # the first attempts: no widening
     assert flat.routes[0].bundle.pitch in (1, 8) and not flat.routes[0].bundle.src_pitch
     got = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None, widen=True)
     b = got.routes[0].bundle
-    assert (b.cut, b.pitch, b.src_pitch, b.lanes) == ("rows", k, 1, 8 // k)
+    k = b.pitch  # the fair pitch, or a coarser one where its lanes find no room to turn
+    assert k >= r.cut_pitch and (b.cut, k, b.src_pitch, b.lanes) == ("rows", k, 1, 8 // k)
     assert len(b.path) >= 3  # it widens at a corner
     src, land = endpoints(b)
     a, c = m.kernel("a").rect, m.kernel("c").rect

@@ -175,3 +175,21 @@ def test_a_lane_short_of_its_last_row_is_an_error_at_a_pe(small_bins, name: str)
     p.slices["stop"][a + lane, 2] -= 1
     with pytest.raises(SimError, match=r"PE \(\d+, \d+\) .*reads %r\[.*never arrived there"):
         simulate(p, random_inputs(p, 0))
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_a_lane_short_of_its_first_row_is_an_error_at_a_pe(small_bins, name: str) -> None:  # type: ignore[no-untyped-def]
+    """The boxes start where the windows do: a lane that starts one input
+    row later than its box (an inner one: the first group's box starts at
+    row 0, the pad above) leaves a PE of its rows reading a row no lane
+    brought, a SimError naming the PE. Boxes that started the pads' sum
+    above the rows read had that row to spare."""
+    p, _ = small_bins[name]
+    bi = _cut_into(p, "conv")
+    a, n = int(p.bundles["slice0"][bi]), int(p.bundles["lanes"][bi])
+    start, stop = p.slices["start"][a:a + n, 2], p.slices["stop"][a:a + n, 2]
+    inner = np.flatnonzero((start > 0) & (stop - start >= 2))
+    assert inner.size
+    p.slices["start"][a + int(inner[inner.size // 2]), 2] += 1
+    with pytest.raises(SimError, match=r"PE \(\d+, \d+\) .*reads %r\[.*never arrived there"):
+        simulate(p, random_inputs(p, 0))

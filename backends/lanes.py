@@ -14,7 +14,15 @@ import numpy as np
 from wsec.ir.graph import HOST, Bundle, Module
 from wsec.ir.halo import entries as halo_entries
 from wsec.ir.halo import halo_colors
-from wsec.ir.lanes import LaneError, check_cut, check_view, endpoints, expand, spine_dir
+from wsec.ir.lanes import (
+    LaneError,
+    check_cut,
+    check_reads,
+    check_view,
+    endpoints,
+    expand,
+    spine_dir,
+)
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
@@ -36,6 +44,7 @@ from .format import (
     Program,
     type_shape,
 )
+from .sink_reads import sink_reads
 
 
 def bundle_records(module: Module, kernel_index: dict[str, int]
@@ -297,7 +306,9 @@ def _check_cut(p: Program, bi: int) -> None:
 def _check_cover(p: Program, group: list[int]) -> None:
     """The boxes of a cut bundle, or of the ribbons of one cut (`group`: the
     bundles of one edge into one sink), cover the value: overlaps are
-    declared halo, a gap is an error."""
+    declared halo, a gap is an error, unless no PE row of the sink reads it
+    (a slice's unread rest: every element its kind's rows read, as the
+    binary records them, lies in a box; `cover`)."""
     r = p.bundles[group[0]]
     e = p.edges[int(r["edge"])]
     what = (f"bundle #{group[0]} (edge %{e.value})" if len(group) == 1 else
@@ -308,10 +319,24 @@ def _check_cover(p: Program, group: list[int]) -> None:
                           f"{sorted(list(v) for v in views)}")
     boxes = np.concatenate([p.lane_boxes(b) for b in group])  # type: ignore[misc]
     try:
-        check_cut(views.pop(), boxes)
+        cover(p, group[0], views.pop(), boxes)
     except LaneError as err:
         raise FormatError(f"lane slices of {what} to "
                           f"'{p.kernels[int(r['sink'])].name}' do not cover it: {err}") from None
+
+
+def cover(p: Program, bi: int, view: tuple[int, ...], boxes: np.ndarray) -> None:
+    """LaneError unless the lane boxes `boxes` of cut bundle bi (and its
+    ribbons), over `view`, cover its value (check_cut), or where they leave
+    a gap, every element its sink's PE rows read (sink_reads, check_reads:
+    the elements nobody reads need not travel)."""
+    try:
+        check_cut(view, boxes)
+    except LaneError as err:
+        got = sink_reads(p, bi)
+        if got is None or tuple(got[1]) != tuple(view):
+            raise err from None
+        check_reads(view, boxes, got[0])
 
 
 def _check_host_boxes(p: Program, bi: int, boxes: np.ndarray) -> None:

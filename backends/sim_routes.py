@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 from wsec.ir.fabric import DIRS, HOST_IN_PORT, HOST_OUT_PORT, OPPOSITE, PORT_BITS, STEP, Fabric
 from wsec.ir.graph import HOST
-from wsec.ir.lanes import LaneError, check_cut, lane_slices
+from wsec.ir.lanes import LaneError, lane_slices
 
 from .format import BUNDLE_TO_HOST, NO_BUNDLE, Program, mask_ports, type_shape
-from .lanes import conflicting
+from .lanes import conflicting, cover
 from .sim_base import SimError, Trace, edge_name
 
 _RAMP = PORT_BITS["RAMP"]
@@ -232,7 +232,8 @@ class Routers:
 
     def _check_cover(self, ei: int, sink: str, bundles: list[int]) -> None:
         """The lanes' slices of `bundles` (edge ei to sink) cover the value
-        exactly once."""
+        exactly once; cut boxes cover it (overlaps: halo) or what the sink
+        reads of it (backends.lanes.cover)."""
         p = self.p
         e = p.edges[ei]
         shape = tuple(type_shape(p.info["values"][e.value]))
@@ -242,8 +243,8 @@ class Routers:
             if len(bundles) > 1 and any(c is None for c in cut):  # (several cut: ribbons)
                 raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}' overlap: "
                                f"{len(bundles)} bundles carry it, one of them cut")
-            try:
-                check_cut(p.lane_view(bundles[0]), np.concatenate(cut))  # type: ignore[arg-type]
+            try:  # or, where they leave a gap, every element the sink's rows read
+                cover(p, bundles[0], p.lane_view(bundles[0]), np.concatenate(cut))  # type: ignore[arg-type]
             except LaneError as err:
                 raise SimError(f"lane slices of {edge_name(p, ei)} to '{sink}': {err}") from None
             return

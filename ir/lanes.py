@@ -547,6 +547,53 @@ def check_cut(shape: tuple[int, ...], boxes: np.ndarray) -> None:
         raise LaneError(f"no lane carries element {at} of the value {list(shape)} (a gap)")
 
 
+def check_reads(shape: tuple[int, ...], boxes: np.ndarray, reads: np.ndarray) -> None:
+    """Raise LaneError unless the lane boxes lie in the value and every
+    element some box of `reads` holds (what the sink's PE rows read) lies in
+    a lane's box: the cover of a cut whose sink reads only part of its
+    value (a slice), whose unread rest need not travel (check_cut is this
+    with all of the value read); a gap names its first element in
+    row-major order of the cells the boxes cut the value into."""
+    shape = tuple(int(n) for n in shape)
+    nd = len(shape)
+    for what, b in (("lane", boxes), ("read", reads)):
+        if b.ndim != 3 or b.shape[1] != 2 or b.shape[2] != nd:
+            raise LaneError(f"{what} boxes of shape {list(b.shape)} do not describe a value of "
+                            f"{nd} dims")
+    lo, hi = boxes[:, 0, :], boxes[:, 1, :]
+    bad = np.flatnonzero(((lo < 0) | (hi > np.asarray(shape, np.int64)) | (lo > hi)).any(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise LaneError(f"lane {i}'s box {_box_txt(boxes[i])} lies outside the value "
+                        f"{list(shape)}")
+    rlo, rhi = reads[:, 0, :].astype(np.int64), reads[:, 1, :].astype(np.int64)
+    live = (rhi > rlo).all(axis=1)
+    if not nd or not math.prod(shape) or not live.any():
+        return
+    rlo = np.clip(rlo[live], 0, shape)
+    rhi = np.clip(rhi[live], 0, shape)
+    blo, bhi = lo.astype(np.int64), hi.astype(np.int64)
+    on = (bhi > blo).all(axis=1)
+    blo, bhi = blo[on], bhi[on]
+    cuts = [np.unique(np.concatenate([[0, shape[d]], blo[:, d], bhi[:, d], rlo[:, d],
+                                      rhi[:, d]])) for d in range(nd)]
+    cells = tuple(len(c) - 1 for c in cuts)
+
+    def count(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if not a.shape[0]:
+            return np.zeros(cells, np.int64)
+        ia = np.stack([np.searchsorted(cuts[d], a[:, d]) for d in range(nd)], axis=1)
+        ib = np.stack([np.searchsorted(cuts[d], b[:, d]) for d in range(nd)], axis=1)
+        return _corner_counts(cells, ia, ib)
+
+    gap = (count(rlo, rhi) > 0) & (count(blo, bhi) == 0)
+    if gap.any():
+        cell = np.unravel_index(int(np.argmax(gap)), gap.shape)
+        at = [int(c[i]) for c, i in zip(cuts, cell, strict=True)]
+        raise LaneError(f"no lane carries element {at} of the value {list(shape)}, which its "
+                        "sink reads (a gap)")
+
+
 def _box_txt(box: np.ndarray) -> str:
     return "[" + ", ".join(f"{int(a)}:{int(b)}" for a, b in zip(box[0], box[1], strict=True)) + "]"
 

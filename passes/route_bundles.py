@@ -32,8 +32,16 @@ from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
 from wsec.ir.halo import covers, lane_rows, received
-from wsec.ir.kernels import gaps, halo_cut, input_cut, owner_pitch, read_span, spread_over_rows
-from wsec.ir.lanes import box_elements, union_boxes
+from wsec.ir.kernels import (
+    cut_view,
+    gaps,
+    halo_cut,
+    input_cut,
+    owner_pitch,
+    read_span,
+    spread_over_rows,
+)
+from wsec.ir.lanes import LaneError, box_elements, check_cut, union_boxes
 from wsec.ir.movement import Operands
 
 Vec = tuple[int, int]
@@ -140,6 +148,9 @@ class Request:
     # whose lanes carry their rows' boxes exactly (_pitches); where links are
     # overfilled, the router's first attempts route it flat (wsec.passes.route)
     spread: int = 0
+    # its sink's rows read part of the value (a slice: wsec.ir.lanes.check_reads), so
+    # cut, the rest travels on no lane: the router's first attempts route it flat
+    partial: bool = False
     src_pitch: int = 0  # > 0: the cut lanes leave the source this far apart and widen
     widen: bool = True  # may widen (the router's first attempts do not: wsec.passes.route)
     # may cut onto a run of its sink's rows (`on_run`; the router's last attempt only)
@@ -287,6 +298,7 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
             ranked.sort(key=lambda t: (t[0], t[1]))
             pairs = [(a, b) for _, _, a, b in ranked] or [(srcs[0], dsts[0])]
             rows = _row_boxes(kern.get(d), e.value, module)
+            partial = rows is not None and d in kern and _partial(kern[d], e.value, rows, module)
             # rows reading nothing before a reading row: lanes land on the readers only
             own = owner_pitch(rows) if rows is not None and gaps(rows) else (0, 0)
             total = 0 if rows is None else int(rows.shape[0])
@@ -307,8 +319,23 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                                if rows is not None and d in kern else 0,
                                halo_of=(kern[d], e.value, tuple(module.values[e.value].type
                                                                 .shape), ops)
-                               if whole else None))
+                               if whole else None, partial=partial))
     return out
+
+
+def _partial(k: Kernel, value: str, rows: np.ndarray, module: Module) -> bool:
+    """Whether sink k's PE rows (`rows`: their boxes of `value`, as
+    _row_boxes cuts it) read only part of it: no box holds some element (a
+    slice's unread rest)."""
+    view = cut_view(k, value, module.values[value].type.shape,
+                    Operands.of_module(module, runs=True))
+    if int(box_elements(rows).sum()) < int(np.prod(view, dtype=np.int64)):
+        return True
+    try:
+        check_cut(view, rows)
+    except LaneError:
+        return True
+    return False
 
 
 def _numel(module: Module, value: str) -> int:
@@ -698,7 +725,11 @@ def _pitches(r: Request) -> dict[int, int]:
     c reduction rows: pitches below c whose lanes carry exactly their rows'
     boxes (`_exact`); at pitch c a lane would carry an owner row's box and
     its spine hand all of it to each of the group's rows, c times what each
-    reads (an owner cut lands it on the owner row alone)."""
+    reads (an owner cut lands it on the owner row alone); where none of
+    those fits and one lane meets the capacity (`need`), pitch R: one lane
+    carrying all of it to every row, which choose_pitch takes only where
+    half a link holds the value whole (a small residual from a source side
+    far shorter than the sink's rows)."""
     R, S = r.cut_rows, r.src.length
     if r.src.owner == HOST:
         return {1: 0} if R <= S and not r.owner_pitch else {}
@@ -711,6 +742,8 @@ def _pitches(r: Request) -> dict[int, int]:
             out[k] = 0
         elif not r.no_widen and R // k <= S and k not in r.widen_failed:
             out[k] = 1
+    if r.spread and not out and r.need <= 1:  # one lane to all rows (choose_pitch: if small)
+        out[R] = 0
     return out
 
 

@@ -24,10 +24,25 @@ def light_model(name: str) -> pathlib.Path:
 @functools.lru_cache(maxsize=32)
 def compiled_light(name: str, target: str = "wse2"):  # noqa: ANN201
     """A light model compiled with default options, once per test session
-    (the end-to-end and QoR tests share it; treat it as read-only)."""
+    (the end-to-end and QoR tests share it; treat it as read-only). The IR
+    printed after every pass is kept (`light_ir_dumps`): printing is cheap
+    next to compiling, and the round-trip test then needs no compile of its own."""
     from wsec.driver import CompileOptions, compile_model
 
-    return compile_model(str(light_model(name)), CompileOptions(target=target))
+    dumps: list[tuple[str, str]] = []
+    opts = CompileOptions(target=target, print_ir_after={"all"})
+    res = compile_model(str(light_model(name)), opts, emit_ir=lambda p, t: dumps.append((p, t)))
+    _LIGHT_DUMPS[(name, target)] = dumps
+    return res
+
+
+_LIGHT_DUMPS: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+
+def light_ir_dumps(name: str, target: str = "wse2") -> list[tuple[str, str]]:
+    """(pass, IR text after it) of compiled_light(name, target)'s compile."""
+    compiled_light(name, target)
+    return _LIGHT_DUMPS[(name, target)]
 
 
 def compiled_file(d: pathlib.Path, model: pathlib.Path):  # noqa: ANN201

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from conftest import LIGHT_MODELS, compiled_light, light_model
+from conftest import LIGHT_MODELS, compiled_light, light_ir_dumps, light_model
 from wsec.backends.inspect import inspect_text
 from wsec.backends.loader import load_binary
 from wsec.driver import CompileOptions, compile_model
@@ -34,9 +34,7 @@ def test_light_model_compiles_and_loads(name: str, target: str, tmp_path: pathli
 
 @pytest.mark.parametrize("name", LIGHT_MODELS)
 def test_ir_round_trips_after_every_pass(name: str) -> None:
-    dumps: list[tuple[str, str]] = []
-    opts = CompileOptions(print_ir_after={"all"})
-    compile_model(str(light_model(name)), opts, emit_ir=lambda p, t: dumps.append((p, t)))
+    dumps = light_ir_dumps(name)
     assert [p for p, _ in dumps] == ["canonicalize", "form-kernels", "size", "place", "route",
                                      "allocate"]
     for pass_name, text in dumps:
@@ -46,8 +44,10 @@ def test_ir_round_trips_after_every_pass(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["squeezenet", "inception_v1"])
 def test_same_model_twice_gives_identical_binaries(name: str) -> None:
+    """A second compile in the same process (the session's first is shared:
+    compiled_light) emits the same bytes."""
     from wsec.backends.emit import emit_bytes
 
-    first = emit_bytes(compile_model(str(light_model(name)), CompileOptions()).module)
+    first = emit_bytes(compiled_light(name).module)
     second = emit_bytes(compile_model(str(light_model(name)), CompileOptions()).module)
     assert first == second

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from wsec.ir.graph import Kernel, Node
 from wsec.ir.kernels import read_span
-from wsec.ir.lanes import check_cut
+from wsec.ir.lanes import LaneError, check_cut, check_reads
 from wsec.ir.library_rowwise import DatamoveKind
 from wsec.ir.movement import TAG, Operands, block_owners, rows_read, sources
 
@@ -88,13 +88,22 @@ def test_the_datamove_kind_cuts_each_input_by_its_rows_preimage() -> None:
     assert kind.body_cut(k, "shape", _ops()) is None  # a constant: no lanes
 
 
-def test_a_slice_that_leaves_elements_unread_stays_flat() -> None:
+def test_a_slice_that_leaves_elements_unread_is_cut_on_what_its_rows_read() -> None:
+    """Its rows' boxes leave the unread columns in no box (not a cover of
+    the value; the loader checks the lanes carry every element a row
+    reads: wsec.ir.lanes.check_reads), each row exactly its part."""
     body = [Node("sl", "Slice", ["a", "st", "en", "ax"], ["y"])]
     consts = {"st": np.array([1]), "en": np.array([3]), "ax": np.array([3])}
     ops = Operands(lambda n: {**SHAPES, "st": (1,), "en": (1,), "ax": (1,)}[n], consts.get)
     k = Kernel("k0", "kernel", ["a"], ["y"], kind="datamove", dims={"E": 12}, body=body,
                knobs={"c": 1, "h": 3})
-    assert DatamoveKind().body_cut(k, "a", ops) is None
+    rows = DatamoveKind().body_cut(k, "a", ops)
+    assert rows is not None and rows.shape == (3, 2, 4)
+    with pytest.raises(LaneError, match="a gap"):
+        check_cut(SHAPES["a"], rows)
+    # y is (1, 2, 3, 2): 12 elements, 4 per row, columns 1:3 of a's last axis
+    assert (rows[:, 0, 3] >= 1).all() and (rows[:, 1, 3] <= 3).all()
+    check_reads(SHAPES["a"], rows, rows)
 
 
 def test_a_concatenations_input_is_cut_on_the_run_of_rows_reading_it() -> None:

@@ -422,6 +422,70 @@ def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
     assert flat.cut_pitch == 0 and not got.routes[0].bundle.cut
     assert _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None).routes[0].bundle.cut == "rows"
 
+def test_flat_cuts_name_the_sink_pes_and_what_cutting_each_would_cost() -> None:
+    """_flat_cuts lists the cut requests left flat, most sink PEs first, each
+    with the busiest link its known cut route would load in place of its
+    flat route (capacity 1000): k0's cut lane (400) on links 0 (500) and 1
+    (200): 0.9; k1's (900) on link 1, where its own flat lane (100) goes:
+    200 - 100 + 900 = 1.0; k6's cut route passes link 2 twice (not distinct,
+    300 each): 600, over the busiest link elsewhere (link 0: 500): 0.6; k2
+    has no cut route (None) and
+    is cut onto a run of half its rows (2 of its 4 PEs). Cut requests, those
+    routed as ribbons (a cut bundle into the sink) and inputs no row cuts
+    are not listed."""
+    from types import SimpleNamespace as NS
+
+    from wsec.passes.route import _flat_cuts, _flat_note
+
+    def req(edge: int, w: int, pitch: int = 0, rows: int = 4, sink_rows: int = 0) -> NS:
+        return NS(edge=edge, sink=f"k{edge}", cut_rows=rows, cut_pitch=pitch,
+                  sink_rows=sink_rows, dst=NS(rect=NS(w=w, h=w)))
+
+    def route(links: list[int], distinct: bool = True) -> NS:
+        return NS(links=np.array(links), pes=np.array([9]), distinct=distinct)
+
+    reqs = [req(0, 4), req(1, 3), req(2, 2, rows=2, sink_rows=4), req(3, 5, pitch=1),
+            req(4, 5), req(5, 5, rows=0), req(6, 1)]
+    routes = [route([3]), route([1]), route([4]), route([0]), route([4]), route([4]), route([5])]
+    neg = NS(cap=1000, reqs=reqs, routes=routes, lane_load=[100.0] * 7,
+             occ=np.array([500.0, 200.0, 0.0, 100.0, 300.0, 100.0]),
+             _counted=lambda i, rt: (rt.links, rt.pes))
+    edges = [NS(bundles=[]) for _ in range(7)]
+    edges[4].bundles = [NS(cut="rows", sink="k4")]  # ribbons into k4
+    edges[6].bundles = [NS(cut="", sink="k6")]  # flat
+    cut_in = {(0, "k0"): (route([0, 1]), 400.0), (1, "k1"): (route([1]), 900.0),
+              (6, "k6"): (route([2, 2], distinct=False), 300.0)}
+    got = _flat_cuts(NS(edges=edges), NS(neg=neg), cut_in)
+    assert got == [((0, "k0"), 16, 0.9), ((1, "k1"), 9, 1.0), ((2, "k2"), 2, None),
+                   ((6, "k6"), 1, 0.6)]
+    note = _flat_note(got, most=2)
+    assert note.startswith("route: 4 cut requests routed flat, 28 sink PEs on flat lanes")
+    assert "k0 16 PEs (cut alone, busiest link ~0.90x capacity); k1 9 PEs" in note
+    assert note.endswith(", 2 more")
+    assert "k2 2 PEs (no attempt cut it)" in _flat_note(got)
+
+
+def test_a_cut_left_flat_is_noted_with_its_cut_routes_busiest_link() -> None:
+    """Compiled: a cut request routed flat (a passing bundle's lanes leave no
+    room) is named in the route note with its sink's PEs and the busiest
+    link its cut route, as another attempt found it, would load: estimated
+    on the flat attempt's loads, as the cut attempt negotiates it."""
+    from wsec.passes.route import _attempt, _commit, _cut_routes, _flat_cuts
+    from wsec.passes.route_bundles import assign_slots
+
+    m, fabric, reqs = _cut_into_one()
+    assign_slots(reqs, 512, 1.0)
+    key = (reqs[0].edge, "c")
+    flat = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None, flat={key})
+    cut = _attempt(reqs, fabric, 512, [], 1.0, 1, 6, None)
+    _commit(m, flat)
+    ((k, pes, est),) = _flat_cuts(m, flat, _cut_routes(cut, {key}))
+    assert k == key and pes == 16
+    assert est == pytest.approx(cut.score[1])
+    _commit(m, cut)
+    assert _flat_cuts(m, cut, {}) == []
+
+
 def test_a_cut_thinned_for_a_recut_takes_the_coarsest_pitch_that_light() -> None:
     """A cut bundle whose lanes a re-cut's pass beside is thinned to the
     coarsest finer pitch that leaves room (_thinned, on the negotiator's
@@ -955,13 +1019,13 @@ def test_lone_recut_cuts_a_still_flat_request_alone_where_free(
     import wsec.passes.route as rt
 
     def req(edge: int, sink: str, side: int, flat: bool = True) -> NS:
-        return NS(edge=edge, sink=sink, flat=flat, cut_rows=side,
+        return NS(edge=edge, sink=sink, flat=flat, cut_rows=side, cut_pitch=0,
                   dst=NS(rect=NS(w=side, h=side)))
 
     # k0 (16 PEs) has a known cut route, k1 (9 PEs) none, k2 is cut, k3 (4 PEs) flat
     reqs = [req(0, "k0", 4), req(1, "k1", 3), req(2, "k2", 5, flat=False), req(3, "k3", 2)]
     flat = {(0, "k0"), (1, "k1"), (3, "k3")}
-    neg = NS(cap=1000, reqs=reqs, _score=lambda st: 0)
+    neg = NS(cap=1000, reqs=reqs, _score=lambda st: 0, routes=[None] * 4, lane_load=[0.0] * 4)
     best = NS(colored=True, score=(False, 0.8), neg=neg, flat=flat, flat_rows=29,
               log=[{"max_link_over_capacity": 0.8, "max_bundles_per_pe": 4}])
     cut_in = {(0, "k0"): (None, 400.0)}
@@ -1012,6 +1076,14 @@ def test_lone_recut_cuts_a_still_flat_request_alone_where_free(
     monkeypatch.setattr(rt, "LONE_ATTEMPTS", 2)
     assert run({(3, "k3"): ok}) is best  # k3's turn never comes
     assert routed == [(0, "k0"), (1, "k1")]
+    # an attempt not kept that cut its request leaves that cut route in cut_in
+    cut = NS(links=np.array([7]))
+    cuts_k1 = NS(cap=1000, _score=lambda st: 0, reqs=[NS(edge=1, sink="k1", cut_pitch=2)],
+                 routes=[cut], lane_load=[300.0])
+    busy = attempt(1.2)
+    busy.neg = cuts_k1
+    assert run({(1, "k1"): busy}) is best
+    assert cut_in[(1, "k1")] == (cut, 300.0) and cut_in[(0, "k0")] == (None, 400.0)
 
 
 def _dense_block(n: int = 40) -> Module:

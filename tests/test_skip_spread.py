@@ -197,7 +197,7 @@ def test_swapped_row_boxes_of_the_residual_are_an_error_at_a_pe(
     cover of the value): a PE of the row lane 0 serves reads channels of
     the residual that never arrived there."""
     m, p = compiled
-    bi = _spread_bundles(m, p)[0]
+    bi = next(bi for bi in _spread_bundles(m, p) if int(p.bundles[bi]["lanes"]) > 1)
     swapped_end_lanes_raise(p, bi)
 
 
@@ -216,3 +216,31 @@ def test_a_dropped_residual_lane_is_an_error_naming_the_pe(
         simulate(replace(p, routes=r), random_inputs(p))
     msg = str(ex.value)  # the route check or the PE's read names the PE and the residual
     assert f"%{value}" in msg and re.search(r"PE \(\d+, \d+\)", msg), msg
+
+
+def test_a_small_residual_from_a_short_side_is_one_lane_to_every_row(
+        compiled: tuple[Module, Program]) -> None:
+    """A shortcut conv two PEs tall feeds a residual spread over 24 and 32
+    reduction rows: no pitch below a group's c rows fits its side (the
+    lanes would need R - k + 1 slots, or a corner to widen at, where source
+    and sink face each other straight), so they read flat lanes (54 PEs
+    reading what no lane brought). Half a link holds each residual whole:
+    one lane carries it, its spine hands it to every row, the run is
+    strict, and a PE of a row it skips is an error naming the PE."""
+    m, p = compiled
+    one = [bi for bi in _spread_bundles(m, p) if int(p.bundles[bi]["lanes"]) == 1]
+    assert len(one) == 2
+    for bi in one:
+        k = p.kernels[int(p.bundles[bi]["sink"])]
+        assert to_bundle(p, bi).pitch == int(k.knobs["c"]) * int(k.knobs["s"])
+    x = random_inputs(p, 0)
+    res = simulate(p, x, strict=True)  # no PE of the model reads what no lane brought
+    ref, _ = onnx_reference(str(MODEL), x)
+    for key, v in ref.items():
+        np.testing.assert_allclose(res.outputs[key], v, rtol=1e-3, atol=1e-3)
+    r = p.routes.copy()
+    spine = np.flatnonzero((r["bundle"] == one[0]) & (r["lane"] == 0))
+    last = spine[np.argmax(r["y"][spine])]  # the spine's last PE: the sink's last row
+    r["tx"][last] &= ~np.uint8(PORT_BITS["RAMP"])
+    with pytest.raises(SimError, match=r"PE \(\d+, \d+\)"):
+        simulate(replace(p, routes=r), x)

@@ -32,6 +32,7 @@ from .library_common import (
     vtype,
 )
 from .movement import Operands
+from .opsem_core import pads
 from .target import Target
 
 # Windowed poolings a conv absorbs when it is their only producer
@@ -55,7 +56,12 @@ def pair(attrs: dict, key: str, default: int, n: int = 2) -> list[int]:
 def window_dims(node: Node, x_shape: tuple[int, int, int, int],
                  y_shape: tuple[int, int, int, int], rs: tuple[int, int], nsp: int) -> Dims:
     """Strides, dilations, total pads per axis and output size of a windowed op
-    with `nsp` spatial axes (1-D ops map onto H = 1)."""
+    with `nsp` spatial axes (1-D ops map onto H = 1), and the pads above and
+    to the left (pt, pl: `pads` or `auto_pad`'s begin pads). Why both: ph
+    and pw are what the windows read in all (the cost models); where a row
+    group's input rows start takes the pad above alone, and a box drawn from
+    ph instead starts up to ph rows too early (a 3x3 conv's one-row groups
+    held 5 input rows where they read 3: covering_rows)."""
     if nsp not in (1, 2):
         raise UnsupportedShape(f"{node.op} with {nsp} spatial axes (only 1-D and 2-D map)")
     n, c, h, w = x_shape
@@ -68,8 +74,13 @@ def window_dims(node: Node, x_shape: tuple[int, int, int, int],
     # the input extent actually read (pads included), whatever auto_pad said
     ph = max(0, (ho - 1) * st[0] + (r - 1) * dl[0] + 1 - h)
     pw = max(0, (wo - 1) * st[1] + (s - 1) * dl[1] + 1 - w)
+    if nsp == 1:
+        pt, pl = 0, pads(node, [w], [s], [st[1]], [dl[1]])[0][0]
+    else:
+        pt, pl = pads(node, [h, w], [r, s], st, dl)[0]
     return {"N": n, "C": c, "H": h, "W": w, "R": r, "S": s, "sh": st[0], "sw": st[1],
-            "dh": dl[0], "dw": dl[1], "ph": ph, "pw": pw, "Ho": ho, "Wo": wo}
+            "dh": dl[0], "dw": dl[1], "ph": ph, "pw": pw, "pt": max(0, int(pt)),
+            "pl": max(0, int(pl)), "Ho": ho, "Wo": wo}
 
 
 def window_rows(ho: int, s: int, sh: int, r: int, dh: int, group: int) -> tuple[int, int]:
@@ -86,16 +97,20 @@ def window_rows(ho: int, s: int, sh: int, r: int, dh: int, group: int) -> tuple[
     return start, start + (n - 1) * sh + (r - 1) * dh + 1
 
 
-def covering_rows(rows: np.ndarray, ph: int, H: int) -> tuple[np.ndarray, np.ndarray] | None:
+def covering_rows(rows: np.ndarray, ph: int, H: int, top: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
     """Input rows [lo, hi) per row group from the padded rows it holds
     (`rows`, (s, 2)) so that the groups together cover the H input rows:
-    the pad above the input is not in the dims (only their sum ph), so a
-    group's rows start up to ph earlier; rows no group reads (a stride
-    longer than the window) go to the group before them; groups holding no
-    rows read none (0, 0). None when no group holds a row."""
+    padded row q is input row q - `top` (the pad above: window_dims' pt);
+    where the dims do not say it (`top` None: IR or binaries written
+    before), only the sum ph of the pads above and below is known, so a
+    group's rows start up to ph earlier and end where its padded rows do.
+    Rows no group reads (a stride longer than the window) go to the group
+    before them; groups holding no rows read none (0, 0). None when no
+    group holds a row."""
     used = rows[:, 1] > rows[:, 0]
-    lo = np.clip(rows[:, 0] - ph, 0, H)
-    hi = np.clip(rows[:, 1], 0, H)
+    lo = np.clip(rows[:, 0] - (ph if top is None else top), 0, H)
+    hi = np.clip(rows[:, 1] - (0 if top is None else top), 0, H)
     live = np.flatnonzero(used)
     if not live.size:
         return None
@@ -116,6 +131,9 @@ def fold_depth(node: Node, x: tuple[int, ...], y: tuple[int, ...], taps: int
     for key in ("strides", "dilations"):
         if attrs.get(key) is not None:
             attrs[key] = list(attrs[key])[1:]  # type: ignore[arg-type]
+    if attrs.get("pads") is not None and len(attrs["pads"]) == 6:  # type: ignore[arg-type]
+        p = list(attrs["pads"])  # type: ignore[arg-type]
+        attrs["pads"] = [p[1], p[2], p[4], p[5]]
     flat = Node(node.name, node.op, node.inputs, node.outputs, attrs)
     n, c, _, h, w = x
     _, k, do, ho, wo = y
@@ -606,18 +624,18 @@ class ConvKind(LibraryKind):
         if dims.get("L1"):
             if tuple(shape) != (N, C, W):
                 return None
-            ax, length, pad = 2, W, dims["pw"]
+            ax, length, pad, top = 2, W, dims["pw"], dims.get("pl")
         elif dims.get("T"):
             if len(shape) != 5 or shape[1] != C or tuple(shape[3:]) != (H, W) \
                     or N % max(shape[0], 1):
                 return None
-            ax, length, pad = 3, H, dims["ph"]
+            ax, length, pad, top = 3, H, dims["ph"], dims.get("pt")
         elif tuple(shape) == (N, C, H, W):
-            ax, length, pad = 2, H, dims["ph"]
+            ax, length, pad, top = 2, H, dims["ph"], dims.get("pt")
         else:
             return None
         rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
-        got = covering_rows(rows, pad, length)
+        got = covering_rows(rows, pad, length, top)
         if got is None:
             return None
         lo, hi = got

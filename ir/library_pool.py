@@ -196,7 +196,7 @@ class PoolKind(GroupedRowsKind):
         else:
             return None
         rows = np.array([self.input_rows(dims, knobs, g) for g in range(s)], np.int64)
-        got = covering_rows(rows, 0 if glob else dims["ph"], H)
+        got = covering_rows(rows, 0 if glob else dims["ph"], H, 0 if glob else dims.get("pt"))
         if got is None:
             return None
         lo, hi = got

@@ -597,19 +597,26 @@ def _choose_sides(reqs: list[Request], cap: int, headroom: float, known: _Candid
     """Slots for every request; a request whose side pair has no pattern route
     moves to its next pair (and the slots are dealt again). A widening cut
     request with none (two kernels side by side leave no room for a
-    corner) gives up widening (its pitch is chosen again); with `pairs` it
-    first looks for the first pair where it cuts, and only with none stays
-    on its first pair without widening."""
+    corner) has its pitch chosen again without that one (`widen_failed`):
+    pick_pitch's next fair pitch is coarser (fewer lanes turn in fewer
+    columns), and past the fair ones it takes the coarsest left that a
+    link carries (a route's room depends on where its slots and corners
+    fall: Inception-v1's k49, exact boxes, finds none at pitches 6 to 18
+    and one at 4); it gives up widening where it takes none (with
+    `pairs` it first looks for the first pair where it cuts, and only
+    with none stays on its first pair without widening)."""
     while True:
         assign_slots(reqs, cap, headroom)
         moved = False
         for r in reqs:
+            if r.widen_failed and not r.src_pitch:
+                r.no_widen = True  # no other pitch widens either (the same choice)
             if r.widen_from >= 0 and r.cut_pitch and known(r):
                 continue  # it found a side pair where it cuts
             if r.widen_from >= 0 or (r.src_pitch and not known(r)):
                 moved = True
                 if not pairs:
-                    r.no_widen = True
+                    r.widen_failed = r.widen_failed | {r.cut_pitch}
                     continue
                 if r.widen_from < 0:
                     r.widen_from = r.choice
@@ -1190,7 +1197,7 @@ def _attempt(base: list[Request], fabric: Fabric, cap: int, corridors: list[int]
              caps: dict[tuple[int, str], int] | None = None) -> _Attempt:
     reqs = [_copy(r) for r in base]
     for r in reqs:
-        r.widen, r.no_widen, r.runs = widen, not widen, runs
+        r.widen, r.no_widen, r.runs, r.widen_failed = widen, not widen, runs, frozenset()
         r.solo = (r.edge, r.sink) in (solo or ())
         r.flat = (r.edge, r.sink) in (flat or ())
         r.light = (r.edge, r.sink) in (light or ())

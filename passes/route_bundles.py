@@ -156,6 +156,9 @@ class Request:
     # may cut onto a run of its sink's rows (`on_run`; the router's last attempt only)
     runs: bool = True
     no_widen: bool = False  # no widened route was found: cut only where the lanes fit uniform
+    # pitches whose widened route found no room: widen only at the others
+    # (wsec.passes.route._choose_sides)
+    widen_failed: frozenset[int] = frozenset()
     widen_from: int = -1  # >= 0: the side pair it left looking for one where it cuts
     # busiest lane per pitch (_max_load), shared by its copies: the same rows' boxes
     loads: dict[int, int] = field(default_factory=dict)
@@ -714,7 +717,8 @@ def _pitches(r: Request) -> dict[int, int]:
     leave at: k divides the sink's R rows, and the R/k lanes start from
     (R/k - 1) k + 1 slots of the source side (source pitch 0: uniform), or,
     where the side is shorter than that, from R/k slots side by side and
-    widen to pitch k at their last corner (source pitch 1). From the host
+    widen to pitch k at their last corner (source pitch 1; not at the
+    pitches whose widened route found no room, `widen_failed`). From the host
     only pitch 1: its I/O map feeds one lane per edge PE, side by side.
     Rows read on owner rows only (owner_pitch k): only pitch k, lanes
     landing on those rows with no spine. A residual spread over groups of
@@ -736,7 +740,7 @@ def _pitches(r: Request) -> dict[int, int]:
             continue
         if R - k + 1 <= S:
             out[k] = 0
-        elif not r.no_widen and R // k <= S:
+        elif not r.no_widen and R // k <= S and k not in r.widen_failed:
             out[k] = 1
     if r.spread and not out and r.need <= 1:  # one lane to all rows (choose_pitch: if small)
         out[R] = 0
@@ -758,9 +762,14 @@ def _exact(r: Request, k: int) -> bool:
 
 
 # a cut lane carries at least 1/LANE_SHARE of a flat lane where it can
-# (bench/fabric.py: 2.5 keeps every realised rate of the light models and cuts
-# their routed wirelength most; 3 and up crowd Inception-v1's busiest link)
-LANE_SHARE = 2.5
+# (bench/fabric.py). 2.5 was measured on row boxes that started the pads' sum
+# above the rows read (a 3x3 conv's one-row lanes 5 rows for 3); on the exact
+# boxes, lighter by up to that 5/3, 2.5 took pitches about twice as coarse
+# (Inception-v1's widening attempt moved k52's pitch-1 cut to pitch 13 and
+# crowded its busiest link to 1.15x, so no side pair was tried and k49 stayed
+# flat: 11,208 PEs). 4.0 (about 2.5 x 5/3) keeps or improves every realised
+# rate of the light models and cuts their routed wirelength on all nine
+LANE_SHARE = 4.0
 
 
 def choose_pitch(r: Request, ask: int, cap: int = 0) -> None:

@@ -282,6 +282,7 @@ def ribbon_round(module: Module, fabric: Fabric, reqs: list[Request], cap: int,
         base = copy.copy(r)
         base.no_widen, base.widen, base.flat, base.light, base.runs = (False, True, False,
                                                                        False, False)
+        base.widen_failed = frozenset()  # ribbons turn in their own columns: every pitch
         ks = _pitches(base) if _can_cut(base) else {}
         for h in dict.fromkeys(headrooms):
             q = copy.copy(base)

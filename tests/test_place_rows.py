@@ -320,10 +320,11 @@ def test_open_corners_only_with_room_and_contact() -> None:
 
 def test_pick_pitch_is_the_rule_widening_lanes_follows() -> None:
     # 80 wavelets over 4 flat lanes: at most 20 per lane; pitch 1 (10) and 2 (20)
-    # are that light, and both carry a fair share (2.5 x 10 >= 20): the finer wins
+    # are that light, and both carry a fair share (LANE_SHARE 4 x 10 >= 20): the
+    # finer wins
     assert pick_pitch({1: 10, 2: 20, 4: 40}, 8, 80, 4, 4, 0) == 1
-    # a lane of 5 is not a fair share of 20: the next pitch
-    assert pick_pitch({1: 5, 2: 10}, 8, 80, 4, 4, 0) == 2
+    # a lane of 4 is not a fair share of 20: the next pitch
+    assert pick_pitch({1: 4, 2: 10}, 8, 80, 4, 4, 0) == 2
     # one lane of 80: too heavy for 4 flat lanes, and 1 lane < the 4 wanted
     assert pick_pitch({8: 80}, 8, 80, 4, 4, 200) == 0
     # ... unless the capacity needs 1 lane and it takes at most half a link

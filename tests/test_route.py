@@ -1386,13 +1386,13 @@ def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
     (r,) = reqs
     assert r.src.length == 4 and _pitches(r) == {2: 1, 4: 1, 8: 0}  # 8: uniform, else widened
     assign_slots(reqs, 512, 1.0)
-    k = r.cut_pitch
-    assert k in (2, 4) and (r.src_pitch, r.lanes) == (1, 8 // k)  # widened, lighter than flat
+    assert r.cut_pitch in (2, 4) and (r.src_pitch, r.lanes) == (1, 8 // r.cut_pitch)  # widened
     flat = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None)  # the first attempts: no widening
     assert flat.routes[0].bundle.pitch in (1, 8) and not flat.routes[0].bundle.src_pitch
     got = _attempt(reqs, fabric, 512, [], 1.0, 2, 6, None, widen=True)
     b = got.routes[0].bundle
-    assert (b.cut, b.pitch, b.src_pitch, b.lanes) == ("rows", k, 1, 8 // k)
+    k = b.pitch  # the fair pitch, or a coarser one where its lanes find no room to turn
+    assert k >= r.cut_pitch and (b.cut, k, b.src_pitch, b.lanes) == ("rows", k, 1, 8 // k)
     assert len(b.path) >= 3  # it widens at a corner
     src, land = endpoints(b)
     a, c = m.kernel("a").rect, m.kernel("c").rect
@@ -1408,6 +1408,46 @@ def test_a_source_side_shorter_than_the_sinks_rows_is_cut_by_widening() -> None:
     before = copy.copy(r)  # the router before widening: pitch 8 only (or flat)
     before.no_widen = True
     assert _pitches(before) == {8: 0}
+
+
+def test_a_widening_cut_with_no_room_at_its_pitch_widens_at_a_coarser_one() -> None:
+    """With the headroom of the router's first attempts (3x the lanes the
+    capacity needs) the fair pitch of c's 8 rows fed from a's 4 is 2: 4
+    lanes leaving a side by side, spreading to pitch 2 at a corner. In
+    this grid 8 PEs high no such route exists; pitch 4's 2 lanes turn in
+    fewer columns and do fit. The request widens at pitch 4 (it gave up
+    widening, and was routed flat or as one lane of the whole value,
+    before), and where no widening pitch finds room (c right beside a: no
+    room to turn at all) it gives up widening."""
+    from wsec.passes.route import _attempt, _Candidates, _choose_sides
+    from wsec.passes.route_bundles import _pitches, assign_slots
+
+    m, fabric, reqs = _short_into_tall()
+    (r,) = reqs
+    assign_slots(reqs, 512, 3.0)
+    assert (r.cut_pitch, r.src_pitch) == (2, 1)  # the fair pitch, widening
+    known = _Candidates(fabric, [], 1)
+    assert not known(r)  # no room for 4 lanes to spread to pitch 2
+    _choose_sides(reqs, 512, 3.0, known)
+    assert (r.cut_pitch, r.src_pitch, r.lanes, r.widen_failed, r.no_widen) == (
+        4, 1, 2, {2}, False)
+    assert _pitches(r) == {4: 1, 8: 0}
+    got = _attempt(reqs, fabric, 512, [], 3.0, 2, 6, None, widen=True)
+    b = got.routes[0].bundle
+    assert (b.cut, b.pitch, b.src_pitch, b.lanes) == ("rows", 4, 1, 2)
+    src, land = endpoints(b)
+    assert np.diff(np.sort(land[:, 1])).tolist() == [4]
+    assert (land[:, 0] == m.kernel("c").rect.x).all()
+    a = m.kernel("a").rect
+    assert all(a.contains(int(x), int(y)) for x, y in src)
+    ex = expand(b)
+    ramp = 16
+    assert {int(y) for y, t in zip(ex.y, ex.tx, strict=True) if t & ramp} == set(range(8))
+
+    _, fabric, reqs = _cut_request((16, 8), Rect(1, 2, 2, 4), Rect(4, 0, 2, 8))  # side by side
+    (r,) = reqs
+    _choose_sides(reqs, 512, 3.0, _Candidates(fabric, [], 1))
+    assert r.no_widen and not r.src_pitch and r.cut_pitch in (0, 8)
 
 
 def test_folds_is_the_expansions_duplicate_check() -> None:

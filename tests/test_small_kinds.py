@@ -150,8 +150,9 @@ def test_pick_pitch_cuts_one_lane_where_least_allows_it() -> None:
     assert pick_pitch({8: 16}, 8, 16, 2, 1, 1000) == 8
     assert pick_pitch({8: 16}, 8, 16, 2, 1, 31) == 0  # more than half a link
     # the finest pitch whose lanes carry a fair share (LANE_SHARE) of the
-    # flat lane: 4 (10 of 16); 8's lanes are heavier
-    lighter = {1: 4, 2: 6, 4: 10, 8: 16}
+    # flat lane: 4 (10 of 16; 2's 3 are less than a quarter); 8's lanes are
+    # heavier
+    lighter = {1: 2, 2: 3, 4: 10, 8: 16}
     assert pick_pitch(lighter, 8, 16, 1, 1, 1000) == 4
 
 

@@ -23,6 +23,7 @@ from wsec.backends.loader import load_binary
 from wsec.backends.sim import SimError, random_inputs, simulate
 from wsec.backends.sim_inbox import deliveries
 from wsec.driver import CompileOptions, compile_model
+from wsec.ir.graph import HOST
 from wsec.ir.kernels import lane_boxes, ribbon_boxes
 from wsec.ir.lanes import LaneError, split, waypoints
 from wsec.ir.verify import VerifyError
@@ -37,9 +38,11 @@ def cnn(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 def _cut_edge(m):  # noqa: ANN001, ANN202
-    """The edge and the index of its cut bundle with the most lanes (a conv's input)."""
+    """The edge and the index of its cut bundle with the most lanes (a conv's
+    input from a kernel: the host's inputs enter through the I/O map, never
+    as ribbons)."""
     best = max(((e, i) for e in m.edges for i, b in enumerate(e.bundles or ())
-                if b.cut == "rows" and b.lanes >= 3),
+                if b.cut == "rows" and b.lanes >= 3 and e.src != HOST),
                key=lambda t: t[0].bundles[t[1]].lanes)
     return best
 

@@ -523,6 +523,18 @@ def _corner_counts(cells: tuple[int, ...], ia: np.ndarray, ib: np.ndarray) -> np
     return diff[tuple(slice(0, n) for n in cells)]
 
 
+def _in_value(shape: tuple[int, ...], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes' (lo, hi) corners; a LaneError names the first box that
+    lies outside the value."""
+    lo, hi = boxes[:, 0, :], boxes[:, 1, :]
+    bad = np.flatnonzero(((lo < 0) | (hi > np.asarray(shape, np.int64)) | (lo > hi)).any(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise LaneError(f"lane {i}'s box {_box_txt(boxes[i])} lies outside the value "
+                        f"{list(shape)}")
+    return lo, hi
+
+
 def check_cut(shape: tuple[int, ...], boxes: np.ndarray) -> None:
     """Raise LaneError unless the boxes lie in the value and cover every
     element at least once (a declared cover: overlaps are halo elements
@@ -532,12 +544,7 @@ def check_cut(shape: tuple[int, ...], boxes: np.ndarray) -> None:
     if boxes.ndim != 3 or boxes.shape[1] != 2 or boxes.shape[2] != len(shape):
         raise LaneError(f"lane boxes of shape {list(boxes.shape)} do not describe a value of "
                         f"{len(shape)} dims")
-    lo, hi = boxes[:, 0, :], boxes[:, 1, :]
-    bad = np.flatnonzero(((lo < 0) | (hi > np.asarray(shape, np.int64)) | (lo > hi)).any(axis=1))
-    if bad.size:
-        i = int(bad[0])
-        raise LaneError(f"lane {i}'s box {_box_txt(boxes[i])} lies outside the value "
-                        f"{list(shape)}")
+    lo, hi = _in_value(shape, boxes)
     if not math.prod(shape):
         return
     cuts, count = cell_counts(shape, boxes)
@@ -560,12 +567,7 @@ def check_reads(shape: tuple[int, ...], boxes: np.ndarray, reads: np.ndarray) ->
         if b.ndim != 3 or b.shape[1] != 2 or b.shape[2] != nd:
             raise LaneError(f"{what} boxes of shape {list(b.shape)} do not describe a value of "
                             f"{nd} dims")
-    lo, hi = boxes[:, 0, :], boxes[:, 1, :]
-    bad = np.flatnonzero(((lo < 0) | (hi > np.asarray(shape, np.int64)) | (lo > hi)).any(axis=1))
-    if bad.size:
-        i = int(bad[0])
-        raise LaneError(f"lane {i}'s box {_box_txt(boxes[i])} lies outside the value "
-                        f"{list(shape)}")
+    lo, hi = _in_value(shape, boxes)
     rlo, rhi = reads[:, 0, :].astype(np.int64), reads[:, 1, :].astype(np.int64)
     live = (rhi > rlo).all(axis=1)
     if not nd or not math.prod(shape) or not live.any():

@@ -126,7 +126,7 @@ PASS_SHARE = 0.25
 
 def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
             rotated: list[bool], cap: int, wavelet_bytes: int,
-            own_rows: bool = False) -> np.ndarray:
+            own_rows: bool = False, siblings: bool = True) -> np.ndarray:
     """Per kernel: whether an edge between two other kernels whose rows it
     shares, one on either side of it along the rows, runs its lanes straight
     over its rows (a skip edge along a shelf) and needs, at the link
@@ -139,7 +139,13 @@ def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
     transformer's shelf meets one of an eight-row matmul's eight lanes).
     open_corners keeps the plain rule: a corner moves the consumer and
     every kernel beyond it (measured with `own_rows` there too: no more
-    PEs of the transformer fixtures proven)."""
+    PEs of the transformer fixtures proven). With `siblings` False
+    (open_corners), a kernel is not passed by a bundle of a value it reads
+    itself (its sibling's, to a sink beyond it): routed flat, the two share
+    their lanes where they run together; cut, its own lanes widen at the
+    corner whatever the sibling does (measured: ShuffleNet's 1x1 conv after
+    a 123-row source, its sibling beyond it, got no corner and stayed flat:
+    4,032 PEs)."""
     n = len(rects)
     r = np.array([(y, x, h, w) if rot else (x, y, w, h)  # rows along the first axis
                   for (x, y, w, h), rot in zip(rects, rotated, strict=True)],
@@ -152,6 +158,9 @@ def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
             continue
         wav = -(-int(e.bytes_per_sample) // wavelet_bytes)
         need = -(-wav // max(1, cap))  # lanes at the link capacity
+        sinks = np.zeros(n, dtype=bool)  # the edge's own sinks (siblings=False: not passed)
+        if not siblings:
+            sinks[[i for d in e.dsts if (i := index.get(d)) is not None]] = True
         for d in dict.fromkeys(e.dsts):
             b = index.get(d)
             if b is None or b == a or rot[a] != rot[b]:
@@ -164,7 +173,7 @@ def _passed(module: Module, index: dict[str, int], rects: list[Rect4],
             x1 = max(r[a, 0], r[b, 0])
             out |= ((rot == rot[a]) & (r[:, 0] >= x0) & (r[:, 0] + r[:, 2] <= x1)
                     & (r[:, 1] < hi) & (r[:, 1] + r[:, 3] > lo)
-                    & (not own_rows or need > PASS_SHARE * r[:, 3]))
+                    & (not own_rows or need > PASS_SHARE * r[:, 3]) & ~sinks)
     return out
 
 
@@ -617,7 +626,7 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
             j = index.get(d)
             if j is not None and j != p:
                 ins[j].append((p, e.value, -(-int(e.bytes_per_sample) // wavelet_bytes)))
-    passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
+    passed = _passed(module, index, rects, rotated, cap, wavelet_bytes, siblings=False)
     opened = 0
     for j in order:
         for p, v, wav in dict.fromkeys(ins[j]):

@@ -410,7 +410,9 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
     """Lanes and slots of every request (see the module docstring)."""
     for r in reqs:
         r.need = max(1, -(-r.wavelets // max(1, cap)))
-        choose_pitch(r, max(int(np.ceil(r.need * headroom)), r.min_lanes), cap)
+    dealt = _flat_shares(reqs, headroom)
+    for r in reqs:
+        choose_pitch(r, dealt[id(r)], cap)
     _facing_runs(reqs, headroom)
     by_port: dict[tuple[int, str], list[Request]] = {}
     for r in reqs:
@@ -432,6 +434,32 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
         r.src_slot, r.dst_slot = _facing(r, sa, sl, da, dl)
     _spread_host(reqs)
     _align_sources(reqs)
+
+
+def _flat_shares(reqs: list[Request], headroom: float) -> dict[int, int]:
+    """Per request (by id): the lanes its flat split asks for (the capacity's
+    need times `headroom`, or what an earlier attempt found it needs), no
+    more than a deal of its sides could give it: each side's slots shared
+    among the requests on it in proportion to what they ask (_deal). Why:
+    choose_pitch cuts where a cut lane is no heavier than a flat one, and a
+    flat request whose sides are shorter than its ask (a value from a short
+    source side to two sinks, each taking half of it) lands fewer, heavier
+    lanes than its ask says (measured: ShuffleNet's 1x1 convs after a
+    62-row or 123-row source, asked 177 lanes at headroom 3 and got 61,
+    each 1,748 wavelets where their widened cut's carry 1,008)."""
+    want = {id(r): max(int(np.ceil(r.need * headroom)), r.min_lanes) for r in reqs}
+    total: dict[int, int] = {}
+    for r in reqs:
+        for p in (r.src, r.dst):
+            total[id(p)] = total.get(id(p), 0) + want[id(r)]
+    out = {}
+    for r in reqs:
+        got = want[id(r)]
+        for p in (r.src, r.dst):
+            if total[id(p)] > p.length:
+                got = min(got, max(1, p.length * want[id(r)] // total[id(p)]))
+        out[id(r)] = got
+    return out
 
 
 def on_run(r: Request) -> bool:

@@ -318,6 +318,33 @@ def test_open_corners_only_with_room_and_contact() -> None:
     assert n == 0 and rects["s"] == (1, 0, 4, 6)
 
 
+def test_open_corners_beside_a_sibling() -> None:
+    """p (2 rows) feeds s right beside it and t beyond s on the same rows: t's
+    bundle of p's value passes s's rows, but it is s's own input (the same
+    value, one multicast where both run flat), not a bundle a cut of s would
+    have to share its rows with, so s still gets its corner (t moves along)."""
+    m = fk.sized("rows_siblings")
+    m.add_value("x", fk.TensorType(fk.F32, (1, 64)))
+    m.inputs = ["x"]
+    fk.box(m, "p", ["x"], "vp", 1, 2)
+    fk.rows(m, "s", ["vp"], "vs", 2, 6)
+    fk.rows(m, "t", ["vp"], "vt", 2, 6)
+    m.outputs = ["vs", "vt"]
+    fk.connect(m)
+    lay = {"p": (0, 0, 1, 2), "s": (1, 0, 2, 6), "t": (3, 0, 2, 6)}
+    n, rects = _corners(m, lay)
+    assert n == 1
+    assert rects["p"] == (0, 0, 1, 2) and rects["s"] == (7, 0, 2, 6)
+    assert rects["t"] == (9, 0, 2, 6)
+    # another value's heavy bundle to t passing s's rows (from q, below p): s stays
+    fk.box(m, "q", ["x"], "vq", 1, 4, out_shape=(1, 8192))
+    m.kernel("t").inputs.append("vq")
+    m.edges.clear()
+    fk.connect(m)
+    n, rects = _corners(m, {**lay, "q": (0, 2, 1, 4)})
+    assert n == 0 and rects["s"] == (1, 0, 2, 6)
+
+
 def test_pick_pitch_is_the_rule_widening_lanes_follows() -> None:
     # 80 wavelets over 4 flat lanes: at most 20 per lane; pitch 1 (10) and 2 (20)
     # are that light, and both carry a fair share (LANE_SHARE 4 x 10 >= 20): the

@@ -393,6 +393,46 @@ def _cut_into_one() -> tuple[Module, Fabric, list]:
     return _cut_request((12, 8), Rect(1, 0, 2, 8), Rect(6, 0, 2, 8))
 
 
+def test_siblings_from_a_short_side_cut_where_their_flat_split_lanes_are_heavier() -> None:
+    """a's output side (2 rows) feeds two sinks c and d (8 rows each, both
+    cutting the value per row). Routed flat, the two requests share those 2
+    slots, one lane each carrying the whole value, however many lanes the
+    headroom asks for; cut at pitch 4, 2 lanes widen from the side at their
+    corner, each carrying half of it. The cut is lighter than the flat
+    lanes the side can give, so both sinks are cut (choose_pitch compares
+    with the flat split their sides can deal, _flat_shares), though twice
+    the capacity's lanes (what the headroom asks) would carry less each."""
+    from wsec.passes.route_bundles import _flat_shares, choose_pitch, requests
+
+    m = _manual((14, 8))
+    m.add_value("x", TensorType("f32", (1, 64)))
+    m.inputs = ["x"]
+    _put(m, "a", ["x"], "va", Rect(1, 0, 2, 2), shape=(1, 1024), work=64)
+    _put(m, "c", ["va"], "vc", Rect(6, 0, 2, 8), shape=(1, 64), work=64)
+    _put(m, "d", ["va"], "vd", Rect(10, 0, 2, 8), shape=(1, 64), work=64)
+    m.outputs = ["vc", "vd"]
+    fk.connect(m)
+    fabric = Fabric.of(get_target("wse2", (14, 8)))
+    reqs = [r for r in requests(m, fabric) if r.sink in ("c", "d")]
+    for r in reqs:
+        r.cut_rows, r.numel = 8, 1024
+        r.row_boxes = np.array([[[0, 128 * j], [1, 128 * (j + 1)]] for j in range(8)])
+    assert reqs[0].src is reqs[1].src and reqs[0].src.length == 2
+    wav = reqs[0].wavelets
+    cap = -(-wav // 2)  # the capacity needs 2 lanes; the headroom asks 3 of each
+    for r in reqs:
+        r.need = 2
+    assert sorted(_flat_shares(reqs, 1.25).values()) == [1, 1]  # 2 slots, 6 lanes asked
+    assign_slots(reqs, cap, 1.25)
+    for r in reqs:
+        assert (r.cut_pitch, r.src_pitch, r.lanes) == (4, 1, 2), r.sink
+        assert r.lane_wavelets == -(-wav // 2)
+    # against the 3 lanes the headroom asks (more than the side has), no pitch fits
+    lone = copy.copy(reqs[0])
+    choose_pitch(lone, 3, cap)
+    assert lone.cut_pitch == 0
+
+
 def test_a_cut_that_no_pitch_fits_beside_a_passing_bundle_routes_flat() -> None:
     """A cut request's lanes land on every row of its sink's side, so a
     bundle passing those rows meets one on each: where even its lightest

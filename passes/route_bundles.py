@@ -410,9 +410,13 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
     """Lanes and slots of every request (see the module docstring)."""
     for r in reqs:
         r.need = max(1, -(-r.wavelets // max(1, cap)))
+        choose_pitch(r, max(int(np.ceil(r.need * headroom)), r.min_lanes), cap)
+    # the flat ones again, against the lanes the flat deal of their sides gives them
     dealt = _flat_shares(reqs, headroom)
     for r in reqs:
-        choose_pitch(r, dealt[id(r)], cap)
+        if not r.cut_pitch and dealt[id(r)] < max(int(np.ceil(r.need * headroom)),
+                                                  r.min_lanes):
+            choose_pitch(r, dealt[id(r)], cap)
     _facing_runs(reqs, headroom)
     by_port: dict[tuple[int, str], list[Request]] = {}
     for r in reqs:
@@ -437,27 +441,34 @@ def _assign(reqs: list[Request], cap: int, headroom: float) -> None:
 
 
 def _flat_shares(reqs: list[Request], headroom: float) -> dict[int, int]:
-    """Per request (by id): the lanes its flat split asks for (the capacity's
-    need times `headroom`, or what an earlier attempt found it needs), no
-    more than a deal of its sides could give it: each side's slots shared
-    among the requests on it in proportion to what they ask (_deal). Why:
-    choose_pitch cuts where a cut lane is no heavier than a flat one, and a
-    flat request whose sides are shorter than its ask (a value from a short
-    source side to two sinks, each taking half of it) lands fewer, heavier
-    lanes than its ask says (measured: ShuffleNet's 1x1 convs after a
-    62-row or 123-row source, asked 177 lanes at headroom 3 and got 61,
-    each 1,748 wavelets where their widened cut's carry 1,008)."""
-    want = {id(r): max(int(np.ceil(r.need * headroom)), r.min_lanes) for r in reqs}
-    total: dict[int, int] = {}
-    for r in reqs:
-        for p in (r.src, r.dst):
-            total[id(p)] = total.get(id(p), 0) + want[id(r)]
+    """Per request routed flat (by id; cut ones span both sides on colors of
+    their own and take no slots): the lanes its flat split asks for (the
+    capacity's need times `headroom`, or what an earlier attempt found it
+    needs), no more than the deal of its sides could give it, each side's
+    slots shared among the flat requests on it in proportion to what they
+    ask (_deal; siblings sharing their source slots, _shares, as one).
+    Why: choose_pitch cuts where a cut lane is no heavier than a flat one,
+    and a flat request whose sides are shorter than its ask (a value from a
+    short source side to two sinks, each taking half of it) lands fewer,
+    heavier lanes than its ask says (measured: ShuffleNet's 1x1 conv after
+    a 123-row source, asked 177 lanes at headroom 3 and got 61, each 1,748
+    wavelets per sample where its widened cut's lanes carry 1,008)."""
+    flat = [r for r in reqs if not r.cut_pitch]
+    want = {id(r): max(int(np.ceil(r.need * headroom)), r.min_lanes) for r in flat}
+    total: dict[tuple[int, int], int] = {}
+    units: set[tuple[int, int, int]] = set()
+    for r in flat:
+        for p, side in ((r.src, 0), (r.dst, 1)):
+            unit = (id(p), side, r.edge if side == 0 and _shares(r) else -1 - id(r))
+            if unit not in units:
+                units.add(unit)
+                total[(id(p), side)] = total.get((id(p), side), 0) + want[id(r)]
     out = {}
-    for r in reqs:
+    for r in flat:
         got = want[id(r)]
-        for p in (r.src, r.dst):
-            if total[id(p)] > p.length:
-                got = min(got, max(1, p.length * want[id(r)] // total[id(p)]))
+        for p, side in ((r.src, 0), (r.dst, 1)):
+            if total[(id(p), side)] > p.length:
+                got = min(got, max(1, p.length * want[id(r)] // total[(id(p), side)]))
         out[id(r)] = got
     return out
 

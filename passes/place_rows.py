@@ -48,8 +48,12 @@ producer, it is raised to the run's end instead (its chain as above). A
 raised concatenation's runs move with its rows: its sources follow (a
 chain of their own) or the runs they lose are weighed against the PEs the
 raise feeds (measured: SqueezeNet 257 -> 0 forwarded PEs). A producer
-may also take a shape up to WIDEN columns wider, its shelf moving along
-(off: it proves Inception-v1's LRN but costs DenseNet-121 more).
+may also take a shape up to WIDEN columns wider where none of its width is
+as tall, its shelf moving along, but only in a raise that feeds some
+consumer lanes that do not land uniform already (or runs): moving a shelf
+for nothing takes the columns open_corners needs (measured: every such
+widening allowed, DenseNet-121's norms widened for convs fed already and
+lost 32k proven PEs).
 
 Kernels are raised in reverse dataflow order, so a raised consumer's new
 rows are what its producers are measured against. A kernel is raised
@@ -442,7 +446,9 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
                       for j, v in gain if not lands(j, v, rows)) \
                 + sum(run_pes(i, j, v, choices[j]) for j, v, r in ran if r <= new_rows)
             added = sum(new.w * new.h - rects[k][2] * rects[k][3] for k, new in steps)
-            if lost and sum(lost) >= fed:
+            if not fed and any(new.w != _frame(rects[k], rotated[k])[2] for k, new in steps):
+                steps = None  # a shelf moved along for lanes that land uniform already
+            elif lost and sum(lost) >= fed:
                 steps = None  # its concatenations' runs lost prove more than it feeds
             elif added > sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]
                              for j, _ in gain) + sum(run_pes(i, j, v, choices[j])
@@ -463,13 +469,17 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
     return raised
 
 
-# columns a producer may widen by where no shape of its width is as tall as its
-# consumer's rows within the time. Off: measured at 2, Inception-v1's LRN k4 is
-# proven (its 1x1 conv k2, 6 wide, has 440 or 660 rows at Δt, 512 only 8 wide;
-# 2,036 -> 375 forwarded PEs, routed wirelength 3.54e9 -> 3.29e9) but DenseNet-121's
-# norms widen for convs whose lanes land already and its shelf moves: 18,828 ->
-# 50,674 forwarded PEs, colors per PE 6 -> 7.
-WIDEN = 0
+# columns a raised kernel may widen by where no shape of its width is as tall
+# as the rows it must reach within the time: its shelf moves along, so a raise
+# with a wider shape must feed PEs (a consumer whose lanes do not land uniform
+# already, or runs). Measured, with that rule: DenseNet-121 17,993 -> 1,609 sink
+# PEs on flat lanes (its norm k13 two columns wide at 512 rows lets the 1x1 conv
+# k14 reach its 3x3 conv's rows, and the 59 columns k15's ribbons took are left
+# to k23's), Inception-v1 5,268 -> 3,732 (its LRN k4 fed by the 1x1 conv k2 at
+# 8 x 512), the other light models unchanged; without it (every raise that
+# could widen did) DenseNet-121's norms widened for convs whose lanes landed
+# already, 18,828 -> 50,674 forwarded PEs.
+WIDEN = 2
 
 
 def _widened(steps: Sequence[tuple[int, Choice]], rects: list[Rect4], rotated: list[bool],

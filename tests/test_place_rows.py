@@ -195,11 +195,14 @@ def test_a_raise_adding_more_pes_than_it_feeds_only_where_the_wafer_has_room() -
     assert n == 0 and rects["p"] == (0, 0, 8, 2)
 
 
-def _widen(rects: dict[str, tuple[int, int, int, int]]) -> tuple[int, dict, dict]:
+def _widen(rects: dict[str, tuple[int, int, int, int]], cap: int = 20
+           ) -> tuple[int, dict, dict]:
     """raise_producers on _module(extra=True) where p's shapes are 1 wide
     at most 3 rows high and 2 wide up to 6 (as a conv whose taller shapes
     of its width split its rows too finely for the time: Inception-v1's
-    k2)."""
+    k2). At the link capacity `cap` (wavelets per sample) 20, p's 64
+    wavelets need 4 lanes, which no pitch of s's 6 rows lands uniform from
+    p's 2 rows; at 1000 one lane does (pitch 6)."""
     m = _module(extra=True)
     t = get_target("wse2", (16, 16))
     ks = list(m.kernels())
@@ -213,17 +216,16 @@ def _widen(rects: dict[str, tuple[int, int, int, int]]) -> tuple[int, dict, dict
 
     rs = [rects[k.name] for k in ks]
     n = raise_producers(m, ks, list(range(len(ks))), choices, rs, [False] * len(ks),
-                        16, 16, taller, T, 4)
+                        16, 16, taller, cap, 4)
     return (n, {k.name: r for k, r in zip(ks, rs, strict=True)},
             {k.name: c for k, c in zip(ks, choices, strict=True)})
 
 
-def test_a_producer_widened_where_its_width_has_no_shape_as_tall(monkeypatch) -> None:
+def test_a_producer_widened_where_its_width_has_no_shape_as_tall() -> None:
     """p (1 wide) has no shape of 6 rows in the time, 2 wide it has: it
     takes that, and s and the kernels beyond it on the shelf move one
-    column along; a kernel on another shelf (base) stays (WIDEN is off by
-    default: measured, it cost DenseNet-121 more than it proved)."""
-    monkeypatch.setattr(place_rows, "WIDEN", 2)
+    column along; a kernel on another shelf (base) stays."""
+    assert place_rows.WIDEN >= 1
     n, rects, choices = _widen({"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6),
                                 "z": (6, 8, 2, 6)})
     assert n == 1 and choices["p"] is not None and choices["p"].knob_dict() == {"w": 2, "h": 6}
@@ -231,9 +233,19 @@ def test_a_producer_widened_where_its_width_has_no_shape_as_tall(monkeypatch) ->
                      "z": (6, 8, 2, 6)}
 
 
-def test_no_widening_where_the_shelf_cannot_move_along(monkeypatch) -> None:
+def test_no_widening_where_the_consumers_lanes_land_already() -> None:
+    """The same layout where one lane from p's 2 rows carries all of s's
+    input (pitch 6): a wider p would move the shelf along and feed s
+    nothing it lacks, so p stays (measured: DenseNet-121's norms widened
+    so for convs fed already, and the corners its convs needed lost their
+    columns)."""
+    lay = {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6), "z": (6, 8, 2, 6)}
+    n, rects, choices = _widen(lay, cap=T)
+    assert n == 0 and rects == lay and choices["p"].knob_dict() == {"w": 1, "h": 2}
+
+
+def test_no_widening_where_the_shelf_cannot_move_along() -> None:
     """The same, the last kernel of the shelf at the grid's edge: p stays."""
-    monkeypatch.setattr(place_rows, "WIDEN", 2)
     lay = {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6), "z": (14, 0, 2, 6)}
     n, rects, _ = _widen(lay)
     assert n == 0 and rects == lay

@@ -40,7 +40,15 @@ their shelf so that a column per widening lane lies between the two: the
 lanes then leave side by side, run along that gap and turn onto the
 consumer's rows at their pitch (widening at the corner), only where the
 shelf has that room. Positions change, shapes and Δt do not (measured:
-AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0).
+AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0). Where the
+shelf lacks room for one bundle's corner, the gap is first the fewest
+columns its ribbons need (route_ribbons), so every corner of the shelf
+gets its columns; then, where a bundle passes the consumer's rows and
+turns off them (_passing), the gap widens, as far as the shelf's room
+left allows, to the ribbons of the pitch the router widens at: the
+fewest ribbons are the heaviest lanes, which overfill the links that
+bundle bunches on (measured: Inception-v1's k59, 3 -> 19 columns, 3,320
+PEs proven).
 
 A concatenation reads each input on a run of its rows (place_runs): where
 its source cannot slide onto its run without leaving the rows of its own
@@ -581,8 +589,7 @@ def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap:
     for k in range(1, R + 1):
         if R % k or R // k > side or R - k + 1 <= side:
             continue
-        elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
-        loads[k] = int((-(-wavelets * elems // max(1, numel))).max())
+        loads[k] = _lane_load(boxes, k, wavelets, numel)
     if not loads:
         return [] if every else 0
     if every:
@@ -612,8 +619,13 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
     where every moved rectangle stays on the grid clear of the others, and
     not where a heavy bundle passes the consumer's rows (_passed: cut lanes
     land on every row). Shapes (`choices`: the layout's, read for the
-    consumers' rows) and Δt are unchanged. Returns
-    how many gaps were opened."""
+    consumers' rows) and Δt are unchanged. Where no one bundle's corner
+    fits, the gap is the fewest columns of the ribbons of any pitch the
+    router may take; once every consumer has its gap, those a bundle
+    passes (_passing) widen, the heaviest ribbon lanes first, to the
+    ribbons of the finest pitch up to the router's (or one bundle's
+    corner) that the shelf's room left allows. Returns how many gaps were
+    opened."""
     n = len(kernels)
     index = {k.name: i for i, k in enumerate(kernels)}
     occ = _occupancy(rects, width, height)
@@ -628,7 +640,11 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
             if j is not None and j != p:
                 ins[j].append((p, e.value, -(-int(e.bytes_per_sample) // wavelet_bytes)))
     passed = _passed(module, index, rects, rotated, cap, wavelet_bytes)
+    passing = _passing(module, index, rects, rotated)
     opened = 0
+    # corners opened for ribbons: (the share of a link the chosen ribbons' lanes
+    # carry, consumer, columns opened, wider gaps for more lanes, widest first)
+    narrow: list[tuple[float, int, int, list[int]]] = []
     for j in order:
         for p, v, wav in dict.fromkeys(ins[j]):
             if rotated[p] != rotated[j] or passed[j]:
@@ -656,17 +672,80 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
             if not _clear(occ, moved, width, height):
                 # no room for one bundle's corner: the columns its ribbons need
                 # (route_ribbons: runs of its lanes, each turning just below its rows)
-                gap = min((g for n in widening_lanes(rows, ah, wav, module.values[v].type
-                                                     .numel, cap, True)
-                           if (g := ribbon_gap(n, bh // n, ah, by - ay, ay + ah - by - bh))),
-                          default=0)
+                numel = module.values[v].type.numel
+                fits = [(g, n) for n in widening_lanes(rows, ah, wav, numel, cap, True)
+                        if (g := ribbon_gap(n, bh // n, ah, by - ay, ay + ah - by - bh))]
+                gap, few = min(fits, default=(0, 0))
                 moved = {i: _shift(rects[i], rotated[i], gap) for i in movers}
                 if not gap or not _clear(occ, moved, width, height):
                     continue
+                if passing[j]:
+                    wider = sorted({g for g, n in fits if few < n <= lanes and g > gap}
+                                   | {2 * lanes + 2}, reverse=True)
+                    heavy = _lane_load(rows, bh // few, wav, numel) / max(1, cap)
+                    narrow.append((heavy, j, gap, wider))
             _move(occ, rects, moved)
             opened += 1
             break  # j has moved: its other inputs are measured on the next kernels' turn
+    # the columns every corner needs are held: where its shelf still has room,
+    # a corner opened for the fewest ribbons widens for more (the heaviest
+    # lanes first), up to the pitch the router widens at
+    for _, j, gap, wider in sorted(narrow, key=lambda c: (-c[0], order.index(c[1]))):
+        bx, by = _frame(rects[j], rotated[j])[:2]
+        movers = [i for i in range(n) if rotated[i] == rotated[j]
+                  and _frame(rects[i], rotated[i])[1] == by
+                  and _frame(rects[i], rotated[i])[0] >= bx]
+        for g in wider:
+            moved = {i: _shift(rects[i], rotated[i], g - gap) for i in movers}
+            if _clear(occ, moved, width, height):
+                _move(occ, rects, moved)
+                break
     return opened
+
+
+def _passing(module: Module, index: dict[str, int], rects: list[Rect4],
+             rotated: list[bool]) -> np.ndarray:
+    """Per kernel: whether an edge between two other kernels of its shelf
+    axis, one behind it and one beyond it along its rows, runs along some
+    of its rows and turns off them: one end shares rows with it, the other
+    none (a concatenation input passing a branch's conv to a sink on the
+    next shelf). Such a bundle cannot spread its lanes over the rows it
+    passes as a skip between kernels of the same rows can (_passed): they
+    bunch on the rows nearest the side it turns to, where cut lanes land
+    too, so the fewest, heaviest cut lanes overfill those links (measured:
+    Inception-v1's k59, three columns for 8 ribbons of 2,912 wavelets
+    beside two concatenation inputs passing it; a skip along ResNet-50's
+    shelf beside k29's 16 ribbons left them room)."""
+    n = len(rects)
+    f = np.array([_frame(r, rot) for r, rot in zip(rects, rotated, strict=True)],
+                 dtype=np.int64).reshape(-1, 4)
+    rot = np.array(rotated, dtype=bool)
+    out = np.zeros(n, dtype=bool)
+    for e in module.edges:
+        a = index.get(e.src)
+        if a is None:
+            continue
+        for d in dict.fromkeys(e.dsts):
+            b = index.get(d)
+            if b is None or b == a or rot[a] != rot[b]:
+                continue
+            lo, hi = (a, b) if f[a, 0] < f[b, 0] else (b, a)
+            between = (rot == rot[a]) & (f[:, 0] >= f[lo, 0] + f[lo, 2]) \
+                & (f[:, 0] + f[:, 2] <= f[hi, 0])
+            ends = [(f[:, 1] < f[k, 1] + f[k, 3]) & (f[k, 1] < f[:, 1] + f[:, 3])
+                    for k in (a, b)]
+            out |= between & (ends[0] != ends[1])
+    return out
+
+
+def _lane_load(boxes: np.ndarray, k: int, wavelets: int, numel: int) -> int:
+    """The busiest lane's wavelets per sample where lanes at pitch k carry
+    the union of the boxes of the k rows each serves (route_bundles.
+    _max_load's measure for a cut of a value of `numel` elements sent as
+    `wavelets` per sample)."""
+    R = boxes.shape[0]
+    elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
+    return int((-(-wavelets * elems // max(1, numel))).max())
 
 
 def ribbon_gap(lanes: int, k: int, side: int, below: int, above: int) -> int:

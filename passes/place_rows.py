@@ -454,8 +454,13 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
                       for j, v in gain if not lands(j, v, rows)) \
                 + sum(run_pes(i, j, v, choices[j]) for j, v, r in ran if r <= new_rows)
             added = sum(new.w * new.h - rects[k][2] * rects[k][3] for k, new in steps)
-            if not fed and any(new.w != _frame(rects[k], rotated[k])[2] for k, new in steps):
-                steps = None  # a shelf moved along for lanes that land uniform already
+            if (not fed or lost) and any(new.w != _frame(rects[k], rotated[k])[2]
+                                         for k, new in steps):
+                # a shelf moved along for lanes that land uniform already, or for
+                # lanes a corner could widen at while runs are lost (measured: a
+                # shuffle's data movement 3 wide lost its own run, 171 PEs, for a
+                # conv that open_corners had fed)
+                steps = None
             elif lost and sum(lost) >= fed:
                 steps = None  # its concatenations' runs lost prove more than it feeds
             elif added > sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]

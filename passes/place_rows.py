@@ -58,8 +58,8 @@ chain of their own) or the runs they lose are weighed against the PEs the
 raise feeds (measured: SqueezeNet 257 -> 0 forwarded PEs). A producer
 may also take a shape up to WIDEN columns wider where none of its width is
 as tall, its shelf moving along, but only in a raise that feeds some
-consumer lanes that do not land uniform already (or runs): moving a shelf
-for nothing takes the columns open_corners needs (measured: every such
+consumer lanes that do not land uniform already (or runs) and loses no
+run: moving a shelf for nothing takes the columns open_corners needs (measured: every such
 widening allowed, DenseNet-121's norms widened for convs fed already and
 lost 32k proven PEs).
 
@@ -485,7 +485,7 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
 # columns a raised kernel may widen by where no shape of its width is as tall
 # as the rows it must reach within the time: its shelf moves along, so a raise
 # with a wider shape must feed PEs (a consumer whose lanes do not land uniform
-# already, or runs). Measured, with that rule: DenseNet-121 17,993 -> 1,609 sink
+# already, or runs) and lose no run. Measured, with that rule: DenseNet-121 17,993 -> 1,609 sink
 # PEs on flat lanes (its norm k13 two columns wide at 512 rows lets the 1x1 conv
 # k14 reach its 3x3 conv's rows, and the 59 columns k15's ribbons took are left
 # to k23's), Inception-v1 5,268 -> 3,732 (its LRN k4 fed by the 1x1 conv k2 at

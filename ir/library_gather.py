@@ -103,6 +103,18 @@ class GatherKind(LibraryKind):
         box[box[:, 1, ax] <= box[:, 0, ax]] = 0
         return box
 
+    def operand_cut(self, dims: Dims, knobs: Knobs, index: int, shape: tuple[int, ...]
+                    ) -> np.ndarray | None:
+        """The indices (input 1): every PE tests every index against its
+        table rows, so each of the p rows reads them all, one whole box a
+        row (cut lanes hand the whole index tensor to every row; a flat
+        split of it over lanes would leave each row a part)."""
+        if index != 1 or not shape or int(np.prod(shape)) != dims["L"]:
+            return None
+        box = np.zeros((int(knobs["p"]), 2, len(shape)), np.int64)
+        box[:, 1] = shape
+        return box
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

@@ -40,7 +40,15 @@ their shelf so that a column per widening lane lies between the two: the
 lanes then leave side by side, run along that gap and turn onto the
 consumer's rows at their pitch (widening at the corner), only where the
 shelf has that room. Positions change, shapes and Δt do not (measured:
-AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0).
+AlexNet 25,392 -> 864 forwarded PEs, the demo CNN 1,008 -> 0). Where the
+shelf lacks room for one bundle's corner, the gap is first the fewest
+columns its ribbons need (route_ribbons), so every corner of the shelf
+gets its columns; then, where a bundle passes the consumer's rows and
+turns off them (_passing), the gap widens, as far as the shelf's room
+left allows, to the ribbons of the pitch the router widens at: the
+fewest ribbons are the heaviest lanes, which overfill the links that
+bundle bunches on (measured: Inception-v1's k59, 3 -> 19 columns, 3,320
+PEs proven).
 
 A concatenation reads each input on a run of its rows (place_runs): where
 its source cannot slide onto its run without leaving the rows of its own
@@ -48,8 +56,12 @@ producer, it is raised to the run's end instead (its chain as above). A
 raised concatenation's runs move with its rows: its sources follow (a
 chain of their own) or the runs they lose are weighed against the PEs the
 raise feeds (measured: SqueezeNet 257 -> 0 forwarded PEs). A producer
-may also take a shape up to WIDEN columns wider, its shelf moving along
-(off: it proves Inception-v1's LRN but costs DenseNet-121 more).
+may also take a shape up to WIDEN columns wider where none of its width is
+as tall, its shelf moving along, but only in a raise that feeds some
+consumer lanes that do not land uniform already (or runs) and loses no
+run: moving a shelf for nothing takes the columns open_corners needs (measured: every such
+widening allowed, DenseNet-121's norms widened for convs fed already and
+lost 32k proven PEs).
 
 Kernels are raised in reverse dataflow order, so a raised consumer's new
 rows are what its producers are measured against. A kernel is raised
@@ -451,7 +463,14 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
                       for j, v in gain if not lands(j, v, rows)) \
                 + sum(run_pes(i, j, v, choices[j]) for j, v, r in ran if r <= new_rows)
             added = sum(new.w * new.h - rects[k][2] * rects[k][3] for k, new in steps)
-            if lost and sum(lost) >= fed:
+            if (not fed or lost) and any(new.w != _frame(rects[k], rotated[k])[2]
+                                         for k, new in steps):
+                # a shelf moved along for lanes that land uniform already, or for
+                # lanes a corner could widen at while runs are lost (measured: a
+                # shuffle's data movement 3 wide lost its own run, 171 PEs, for a
+                # conv that open_corners had fed)
+                steps = None
+            elif lost and sum(lost) >= fed:
                 steps = None  # its concatenations' runs lost prove more than it feeds
             elif added > sum(_rows(rects[j], rotated[j]) * _frame(rects[j], rotated[j])[2]
                              for j, _ in gain) + sum(run_pes(i, j, v, choices[j])
@@ -472,13 +491,17 @@ def raise_producers(module: Module, kernels: Sequence[Kernel], order: Sequence[i
     return raised
 
 
-# columns a producer may widen by where no shape of its width is as tall as its
-# consumer's rows within the time. Off: measured at 2, Inception-v1's LRN k4 is
-# proven (its 1x1 conv k2, 6 wide, has 440 or 660 rows at Δt, 512 only 8 wide;
-# 2,036 -> 375 forwarded PEs, routed wirelength 3.54e9 -> 3.29e9) but DenseNet-121's
-# norms widen for convs whose lanes land already and its shelf moves: 18,828 ->
-# 50,674 forwarded PEs, colors per PE 6 -> 7.
-WIDEN = 0
+# columns a raised kernel may widen by where no shape of its width is as tall
+# as the rows it must reach within the time: its shelf moves along, so a raise
+# with a wider shape must feed PEs (a consumer whose lanes do not land uniform
+# already, or runs) and lose no run. Measured, with that rule: DenseNet-121 17,993 -> 1,609 sink
+# PEs on flat lanes (its norm k13 two columns wide at 512 rows lets the 1x1 conv
+# k14 reach its 3x3 conv's rows, and the 59 columns k15's ribbons took are left
+# to k23's), Inception-v1 5,268 -> 3,732 (its LRN k4 fed by the 1x1 conv k2 at
+# 8 x 512), the other light models unchanged; without it (every raise that
+# could widen did) DenseNet-121's norms widened for convs whose lanes landed
+# already, 18,828 -> 50,674 forwarded PEs.
+WIDEN = 2
 
 
 def _widened(steps: Sequence[tuple[int, Choice]], rects: list[Rect4], rotated: list[bool],
@@ -580,8 +603,7 @@ def widening_lanes(boxes: np.ndarray, side: int, wavelets: int, numel: int, cap:
     for k in range(1, R + 1):
         if R % k or R // k > side or R - k + 1 <= side:
             continue
-        elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
-        loads[k] = int((-(-wavelets * elems // max(1, numel))).max())
+        loads[k] = _lane_load(boxes, k, wavelets, numel)
     if not loads:
         return [] if every else 0
     if every:
@@ -611,8 +633,13 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
     where every moved rectangle stays on the grid clear of the others, and
     not where a heavy bundle passes the consumer's rows (_passed: cut lanes
     land on every row). Shapes (`choices`: the layout's, read for the
-    consumers' rows) and Δt are unchanged. Returns
-    how many gaps were opened."""
+    consumers' rows) and Δt are unchanged. Where no one bundle's corner
+    fits, the gap is the fewest columns of the ribbons of any pitch the
+    router may take; once every consumer has its gap, those a bundle
+    passes (_passing) widen, the heaviest ribbon lanes first, to the
+    ribbons of the finest pitch up to the router's (or one bundle's
+    corner) that the shelf's room left allows. Returns how many gaps were
+    opened."""
     n = len(kernels)
     index = {k.name: i for i, k in enumerate(kernels)}
     occ = _occupancy(rects, width, height)
@@ -627,7 +654,11 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
             if j is not None and j != p:
                 ins[j].append((p, e.value, -(-int(e.bytes_per_sample) // wavelet_bytes)))
     passed = _passed(module, index, rects, rotated, cap, wavelet_bytes, siblings=False)
+    passing = _passing(module, index, rects, rotated)
     opened = 0
+    # corners opened for ribbons: (the share of a link the chosen ribbons' lanes
+    # carry, consumer, columns opened, wider gaps for more lanes, widest first)
+    narrow: list[tuple[float, int, int, list[int]]] = []
     for j in order:
         for p, v, wav in dict.fromkeys(ins[j]):
             if rotated[p] != rotated[j] or passed[j]:
@@ -655,17 +686,80 @@ def open_corners(module: Module, kernels: Sequence[Kernel], order: Sequence[int]
             if not _clear(occ, moved, width, height):
                 # no room for one bundle's corner: the columns its ribbons need
                 # (route_ribbons: runs of its lanes, each turning just below its rows)
-                gap = min((g for n in widening_lanes(rows, ah, wav, module.values[v].type
-                                                     .numel, cap, True)
-                           if (g := ribbon_gap(n, bh // n, ah, by - ay, ay + ah - by - bh))),
-                          default=0)
+                numel = module.values[v].type.numel
+                fits = [(g, n) for n in widening_lanes(rows, ah, wav, numel, cap, True)
+                        if (g := ribbon_gap(n, bh // n, ah, by - ay, ay + ah - by - bh))]
+                gap, few = min(fits, default=(0, 0))
                 moved = {i: _shift(rects[i], rotated[i], gap) for i in movers}
                 if not gap or not _clear(occ, moved, width, height):
                     continue
+                if passing[j]:
+                    wider = sorted({g for g, n in fits if few < n <= lanes and g > gap}
+                                   | {2 * lanes + 2}, reverse=True)
+                    heavy = _lane_load(rows, bh // few, wav, numel) / max(1, cap)
+                    narrow.append((heavy, j, gap, wider))
             _move(occ, rects, moved)
             opened += 1
             break  # j has moved: its other inputs are measured on the next kernels' turn
+    # the columns every corner needs are held: where its shelf still has room,
+    # a corner opened for the fewest ribbons widens for more (the heaviest
+    # lanes first), up to the pitch the router widens at
+    for _, j, gap, wider in sorted(narrow, key=lambda c: (-c[0], order.index(c[1]))):
+        bx, by = _frame(rects[j], rotated[j])[:2]
+        movers = [i for i in range(n) if rotated[i] == rotated[j]
+                  and _frame(rects[i], rotated[i])[1] == by
+                  and _frame(rects[i], rotated[i])[0] >= bx]
+        for g in wider:
+            moved = {i: _shift(rects[i], rotated[i], g - gap) for i in movers}
+            if _clear(occ, moved, width, height):
+                _move(occ, rects, moved)
+                break
     return opened
+
+
+def _passing(module: Module, index: dict[str, int], rects: list[Rect4],
+             rotated: list[bool]) -> np.ndarray:
+    """Per kernel: whether an edge between two other kernels of its shelf
+    axis, one behind it and one beyond it along its rows, runs along some
+    of its rows and turns off them: one end shares rows with it, the other
+    none (a concatenation input passing a branch's conv to a sink on the
+    next shelf). Such a bundle cannot spread its lanes over the rows it
+    passes as a skip between kernels of the same rows can (_passed): they
+    bunch on the rows nearest the side it turns to, where cut lanes land
+    too, so the fewest, heaviest cut lanes overfill those links (measured:
+    Inception-v1's k59, three columns for 8 ribbons of 2,912 wavelets
+    beside two concatenation inputs passing it; a skip along ResNet-50's
+    shelf beside k29's 16 ribbons left them room)."""
+    n = len(rects)
+    f = np.array([_frame(r, rot) for r, rot in zip(rects, rotated, strict=True)],
+                 dtype=np.int64).reshape(-1, 4)
+    rot = np.array(rotated, dtype=bool)
+    out = np.zeros(n, dtype=bool)
+    for e in module.edges:
+        a = index.get(e.src)
+        if a is None:
+            continue
+        for d in dict.fromkeys(e.dsts):
+            b = index.get(d)
+            if b is None or b == a or rot[a] != rot[b]:
+                continue
+            lo, hi = (a, b) if f[a, 0] < f[b, 0] else (b, a)
+            between = (rot == rot[a]) & (f[:, 0] >= f[lo, 0] + f[lo, 2]) \
+                & (f[:, 0] + f[:, 2] <= f[hi, 0])
+            ends = [(f[:, 1] < f[k, 1] + f[k, 3]) & (f[k, 1] < f[:, 1] + f[:, 3])
+                    for k in (a, b)]
+            out |= between & (ends[0] != ends[1])
+    return out
+
+
+def _lane_load(boxes: np.ndarray, k: int, wavelets: int, numel: int) -> int:
+    """The busiest lane's wavelets per sample where lanes at pitch k carry
+    the union of the boxes of the k rows each serves (route_bundles.
+    _max_load's measure for a cut of a value of `numel` elements sent as
+    `wavelets` per sample)."""
+    R = boxes.shape[0]
+    elems = box_elements(union_boxes(boxes.reshape(R // k, k, 2, -1)))
+    return int((-(-wavelets * elems // max(1, numel))).max())
 
 
 def ribbon_gap(lanes: int, k: int, side: int, below: int, above: int) -> int:

@@ -990,6 +990,10 @@ class Route(Pass):
             for _ in range(1 + UNCROWD_ATTEMPTS):
                 again = tried = route(flat | crowding)
                 more = _crowding_cuts(again, best, bound) if again.colored else set()
+                if not more and again.colored and (pin := _repitched(again, best, bound)
+                                                   ).keys() - caps.keys():
+                    caps.update(pin)  # back to the lanes `best` cut them with, widening the rest
+                    continue
                 if not more or (deadline is not None and time.perf_counter() > deadline):
                     break
                 crowding |= more  # routed again with those flat, the others still cut
@@ -1354,6 +1358,35 @@ def _crowding_cuts(got: _Attempt, best: _Attempt, bound: float) -> set[tuple[int
         if key in out or excess[pes].any():
             out.add(key)
             excess[pes] = np.maximum(excess[pes] - 1, 0)
+    return out
+
+
+def _repitched(got: _Attempt, best: _Attempt, bound: float) -> dict[tuple[int, str], int]:
+    """The requests `best` cut that `got` (a widening or side-pair attempt)
+    cut finer, on more and lighter lanes, whose lanes cross a link loaded
+    past `bound` times the capacity: each with the lane load `best` cut it
+    with (Request.lane_cap: the coarsest pitch that light, its pitch in
+    `best`). They are no new cuts (_crowding_cuts leaves them be), and
+    flat they would prove less than `best` did: held to `best`'s pitch, the
+    widening or side pairs of the others (the cuts they need) go on
+    (measured: the GPT-2 Conv1D fixture's V, one lane at pitch 16 into the
+    P.V matmul, widened to eight from its raised producer beside the
+    attention scores' bundle, 1.034x the capacity, ended the side-pair
+    round that cut the softmax's output into P.V: 192 -> 320 forwarded
+    PEs)."""
+    neg = got.neg
+    over = neg.occ > bound * neg.cap
+    if not over.any():
+        return {}
+    was = {(r.edge, r.sink): (r.lanes, float(best.neg.lane_load[i]))
+           for i, r in enumerate(best.neg.reqs) if r.cut_pitch}
+    out: dict[tuple[int, str], int] = {}
+    for r, rt in zip(neg.reqs, neg.routes, strict=True):
+        key = (r.edge, r.sink)
+        if rt is None or not r.cut_pitch or key not in was or r.lanes <= was[key][0]:
+            continue
+        if over[rt.links].any():
+            out[key] = max(1, int(was[key][1]))
     return out
 
 

@@ -101,3 +101,32 @@ def test_t5_twin_attention_cuts_flattened_together(tmp_path: pathlib.Path) -> No
     p, ins, summary = _compiled(tmp_path, T5)
     assert summary["realised_cycles_per_sample"] <= summary["bound_cycles_per_sample"]
     _matches(p, ins, T5)
+
+
+GPT2 = FIXTURES / "transformers" / "gpt2_conv1d_t64_dynamo_o18.onnx"
+
+
+def test_gpt2_widening_keeps_the_cut_a_raise_thinned(tmp_path: pathlib.Path) -> None:
+    """GPT-2 Conv1D: the head merge (a data movement) raised to the rows of
+    the output projection it feeds, both fed on cut lanes, and the P.V
+    matmul still reads only its lanes. V's producer, raised too, offers
+    V finer pitches; the widening attempt that cut V finer crowded the
+    attention scores' link and ended the side-pair round that cuts the
+    softmax's output into P.V (route._repitched: V keeps its pitch)."""
+    p, ins, summary = _compiled(tmp_path, GPT2)
+    names = {k.name: i for i, k in enumerate(p.kernels)}
+
+    def sink_of(ki: int) -> int:
+        return next(names[d] for e in p.edges if e.src == p.kernels[ki].name
+                    for d in e.dsts if d in names)
+
+    pv = next(i for i, k in enumerate(p.kernels) if "node_matmul_1" in k.origin)
+    merge = sink_of(pv)
+    proj = sink_of(merge)
+    assert p.kernels[merge].kind == "datamove" and p.kernels[proj].kind == "matmul"
+    assert p.kernels[merge].rect.h == p.kernels[proj].rect.h > 1  # raised to its rows
+    cut = set(_cut_sinks(p).values())
+    assert {pv, merge, proj} <= cut
+    res = _matches(p, ins, GPT2)
+    assert res.kernel_stats[p.kernels[pv].name]["forwarded_pes"] == 0
+    assert summary["realised_cycles_per_sample"] <= summary["bound_cycles_per_sample"]

@@ -224,10 +224,13 @@ def test_a_host_input_is_cut_over_its_view(tmp_path: pathlib.Path) -> None:
         check_records(bad)
 
 
-def _pooled_graph() -> onnx.GraphProto:
-    """ShuffleNet's tail: a depthwise 3x3 conv, then a 1x1 conv of 4
-    groups with the 7x7 average pool (global) fused into it (a fused pooling
-    keeps the grouped conv from being stacked: library_conv.stacked)."""
+def _pooled_graph(C: int = 64) -> onnx.GraphProto:
+    """ShuffleNet's tail: a depthwise 3x3 conv of C channels, then a 1x1
+    conv of 4 groups to 64 with the 7x7 average pool (global) fused into it
+    (a fused pooling keeps the grouped conv from being stacked:
+    library_conv.stacked). At C = 64 the conv's 16 reduction rows (a
+    channel of each group a row) take their input at pitch 2, two channel
+    blocks a lane (at C = 32 the 8 rows took pitch 1, one block a lane)."""
     rng = np.random.default_rng(11)
 
     def init(name: str, *shape: int) -> onnx.TensorProto:
@@ -235,14 +238,15 @@ def _pooled_graph() -> onnx.GraphProto:
                                   (rng.standard_normal(shape) * 0.3).ravel().tolist())
 
     nd = helper.make_node
-    nodes = [nd("Conv", ["x", "w1"], ["d"], pads=[1, 1, 1, 1], group=32),
+    nodes = [nd("Conv", ["x", "w1"], ["d"], pads=[1, 1, 1, 1], group=C),
              nd("Conv", ["d", "w2", "b2"], ["c"], group=4),
              nd("Relu", ["c"], ["r"]),
              nd("AveragePool", ["r"], ["y"], kernel_shape=[7, 7])]
     vi = helper.make_tensor_value_info
-    return helper.make_graph(nodes, "pooled", [vi("x", TensorProto.FLOAT, [1, 32, 7, 7])],
+    return helper.make_graph(nodes, "pooled", [vi("x", TensorProto.FLOAT, [1, C, 7, 7])],
                              [vi("y", TensorProto.FLOAT, [1, 64, 1, 1])],
-                             [init("w1", 32, 1, 3, 3), init("w2", 64, 8, 1, 1), init("b2", 64)])
+                             [init("w1", C, 1, 3, 3), init("w2", 64, C // 4, 1, 1),
+                              init("b2", 64)])
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +262,7 @@ def test_a_pool_fused_conv_of_four_groups_is_cut_over_its_view(
     p, model = pooled
     bi, ki = _viewed(p)
     k = p.kernels[ki]
-    assert k.dims["G"] == 4 and k.dims.get("pool") and p.lane_view(bi) == (1, 4, 8, 7, 7)
+    assert k.dims["G"] == 4 and k.dims.get("pool") and p.lane_view(bi) == (1, 4, 16, 7, 7)
     x = random_inputs(p, 1)
     res = simulate(p, x)
     want, _ = onnx_reference(str(model), x)
@@ -266,14 +270,17 @@ def test_a_pool_fused_conv_of_four_groups_is_cut_over_its_view(
     assert res.kernel_stats[k.name]["forwarded_pes"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="since the stop-32 merges the pool-fused conv's lane 0 "
-                   "carries one channel block per group, so a block cannot be taken from it: the "
-                   "fixture must be rebuilt with a lane of two blocks or more")
 def test_a_pool_fused_conv_missing_a_block_is_an_error_at_that_pe(
         pooled: tuple[Program, pathlib.Path]) -> None:
     """Lane 0 into the pool-fused conv carries one channel block less of
     every group: the simulator names the PE reading it and the lane."""
     p, _ = pooled
+    bi, _ = _viewed(p)
+    s0 = int(p.bundles[bi]["slice0"])
+    blocks = int(p.slices["stop"][s0, 2] - p.slices["start"][s0, 2])
+    assert blocks >= 2, (  # the precondition: a block to take, one left to read
+        f"precondition: lane 0 into the pool-fused conv carries {blocks} channel block(s) "
+        f"of each group at pitch {int(p.bundles[bi]['pitch'])}; the test needs two or more")
     bad, ki = _lane0_a_block_short(p)
     with pytest.raises(SimError) as ex:
         simulate(bad, random_inputs(p))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fake_kinds as fk
 import numpy as np
+import pytest
 from wsec.ir.graph import Module
 from wsec.ir.kernel_kind import Choice
 from wsec.ir.sizing import shapes_at_width
@@ -195,11 +196,14 @@ def test_a_raise_adding_more_pes_than_it_feeds_only_where_the_wafer_has_room() -
     assert n == 0 and rects["p"] == (0, 0, 8, 2)
 
 
-def _widen(rects: dict[str, tuple[int, int, int, int]]) -> tuple[int, dict, dict]:
+def _widen(rects: dict[str, tuple[int, int, int, int]], cap: int = 20
+           ) -> tuple[int, dict, dict]:
     """raise_producers on _module(extra=True) where p's shapes are 1 wide
     at most 3 rows high and 2 wide up to 6 (as a conv whose taller shapes
     of its width split its rows too finely for the time: Inception-v1's
-    k2)."""
+    k2). At the link capacity `cap` (wavelets per sample) 20, p's 64
+    wavelets need 4 lanes, which no pitch of s's 6 rows lands uniform from
+    p's 2 rows; at 1000 one lane does (pitch 6)."""
     m = _module(extra=True)
     t = get_target("wse2", (16, 16))
     ks = list(m.kernels())
@@ -213,17 +217,16 @@ def _widen(rects: dict[str, tuple[int, int, int, int]]) -> tuple[int, dict, dict
 
     rs = [rects[k.name] for k in ks]
     n = raise_producers(m, ks, list(range(len(ks))), choices, rs, [False] * len(ks),
-                        16, 16, taller, T, 4)
+                        16, 16, taller, cap, 4)
     return (n, {k.name: r for k, r in zip(ks, rs, strict=True)},
             {k.name: c for k, c in zip(ks, choices, strict=True)})
 
 
-def test_a_producer_widened_where_its_width_has_no_shape_as_tall(monkeypatch) -> None:
+def test_a_producer_widened_where_its_width_has_no_shape_as_tall() -> None:
     """p (1 wide) has no shape of 6 rows in the time, 2 wide it has: it
     takes that, and s and the kernels beyond it on the shelf move one
-    column along; a kernel on another shelf (base) stays (WIDEN is off by
-    default: measured, it cost DenseNet-121 more than it proved)."""
-    monkeypatch.setattr(place_rows, "WIDEN", 2)
+    column along; a kernel on another shelf (base) stays."""
+    assert place_rows.WIDEN >= 1
     n, rects, choices = _widen({"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6),
                                 "z": (6, 8, 2, 6)})
     assert n == 1 and choices["p"] is not None and choices["p"].knob_dict() == {"w": 2, "h": 6}
@@ -231,9 +234,19 @@ def test_a_producer_widened_where_its_width_has_no_shape_as_tall(monkeypatch) ->
                      "z": (6, 8, 2, 6)}
 
 
-def test_no_widening_where_the_shelf_cannot_move_along(monkeypatch) -> None:
+def test_no_widening_where_the_consumers_lanes_land_already() -> None:
+    """The same layout where one lane from p's 2 rows carries all of s's
+    input (pitch 6): a wider p would move the shelf along and feed s
+    nothing it lacks, so p stays (measured: DenseNet-121's norms widened
+    so for convs fed already, and the corners its convs needed lost their
+    columns)."""
+    lay = {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6), "z": (6, 8, 2, 6)}
+    n, rects, choices = _widen(lay, cap=T)
+    assert n == 0 and rects == lay and choices["p"].knob_dict() == {"w": 1, "h": 2}
+
+
+def test_no_widening_where_the_shelf_cannot_move_along() -> None:
     """The same, the last kernel of the shelf at the grid's edge: p stays."""
-    monkeypatch.setattr(place_rows, "WIDEN", 2)
     lay = {"p": (0, 0, 1, 2), "s": (1, 0, 4, 6), "a": (5, 0, 1, 6), "z": (14, 0, 2, 6)}
     n, rects, _ = _widen(lay)
     assert n == 0 and rects == lay
@@ -362,3 +375,100 @@ def test_pick_pitch_is_the_rule_widening_lanes_follows() -> None:
     boxes = _own_rows(64)
     assert widening_lanes(boxes, 48, 512, 512, 40) == 64 // pick_pitch(
         {2: 16, 4: 32, 8: 64, 16: 128}, 64, 512, 17, 13, 40)
+
+
+def _tall_pairs(pairs: int, passing: bool = True) -> Module:
+    """host -> p1 (box 1x48) -> s1 (rows 4x64) [-> p2 -> s2]: each s cuts its
+    producer's 512 elements (256 wavelets) on 64 rows. At a link of 100
+    wavelets, uniform lanes from 48 rows cannot land; widening, the router
+    takes 32 lanes (pitch 2, 8 wavelets each: 66 columns for one bundle's
+    corner, 16 as ribbons) and would take 16, 8 or 4 as ribbons (6, 3 or 2
+    columns; 16, 32 or 64 wavelets a lane). Every kernel takes 100 cycles.
+    With `passing`, a -> z: a bundle from a kernel behind the pairs on
+    their rows to one beyond them off their rows (_PASSING places them)."""
+    m = fk.sized("tall_pairs")
+    m.add_value("x", fk.TensorType(fk.F32, (1, 512)))
+    m.inputs = ["x"]
+    src, outs = "x", []
+    if passing:
+        fk.box(m, "a", ["x"], "va", 1, 16, work=1600, out_shape=(1, 64))
+        fk.box(m, "z", ["va"], "vz", 2, 8, work=1600, out_shape=(1, 64))
+        outs.append("vz")
+    for i in range(1, pairs + 1):
+        fk.box(m, f"p{i}", [src], f"vp{i}", 1, 48, work=4800, out_shape=(1, 512))
+        fk.rows(m, f"s{i}", [f"vp{i}"], f"vs{i}", 4, 64, work=25600, out_shape=(1, 512))
+        src = f"vs{i}"
+    m.outputs = [src, *outs]
+    return fk.connect(m)
+
+
+def _open(m: Module, rects: dict[str, tuple[int, int, int, int]], width: int
+          ) -> dict[str, tuple[int, int, int, int]]:
+    ks = list(m.kernels())
+    rs = [(_PASSING | rects)[k.name] for k in ks]
+    open_corners(m, ks, list(range(len(ks))), [_choice(k) for k in ks], rs, [False] * len(ks),
+                 width, 72, 100, 4)
+    return {k.name: r for k, r in zip(ks, rs, strict=True)}
+
+
+# a below p1, on rows 48-64 of the shelf's; z above the shelf, at the grid's far end
+_PASSING = {"a": (0, 48, 1, 16), "z": (-2, 64, 2, 8)}
+
+
+def _at(rects: dict[str, tuple[int, int, int, int]], width: int
+        ) -> dict[str, tuple[int, int, int, int]]:
+    return rects | {"z": (width - 2, 64, 2, 8)}
+
+
+def test_open_corners_widens_for_the_routers_lanes_where_a_bundle_passes() -> None:
+    """Where one bundle's corner (66 columns) does not fit and a bundle
+    passes the consumer's rows and turns off them (a -> z), the gap is the
+    widest of the ribbons' for the router's own pitch (32 lanes, 16
+    columns) or a coarser one that fits (16 lanes, 6; 8 lanes, 3), not the
+    fewest columns (4 lanes, 2), whose lanes are the heaviest (measured:
+    Inception-v1's k59 opened 3 columns for 8 ribbons of 2,912 wavelets,
+    which overfilled a link of its rows beside two concatenation inputs
+    passing them, and its 3,320 PEs read flat lanes; 19 columns, the
+    router's 52 lanes, cut it). With no such bundle the fewest columns
+    stand (measured: widened beside a skip along its own shelf, ResNet-50's
+    k29 cost the router another conv's cut)."""
+    pair = {"p1": (0, 0, 1, 48), "s1": (1, 0, 4, 64)}
+    for width, x in ((21, 17), (16, 7), (8, 4)):
+        assert _open(_tall_pairs(1), _at(pair, width), width)["s1"] == (x, 0, 4, 64)
+    assert _open(_tall_pairs(1, passing=False), pair, 21)["s1"] == (3, 0, 4, 64)
+
+
+def test_open_corners_hold_every_corners_columns_before_widening_one() -> None:
+    """Two such pairs on one shelf, with room for both narrowest corners (2
+    columns each) and 15 columns more: the first widens to 16 columns, the
+    second to 3 with the one column left (widening the first before the
+    second's corner was held would have left the second none: DenseNet-121
+    has five convs' corners on one shelf)."""
+    got = _open(_tall_pairs(2), _at({"p1": (0, 0, 1, 48), "s1": (1, 0, 4, 64),
+                                     "p2": (5, 0, 1, 48), "s2": (6, 0, 4, 64)}, 29), 29)
+    assert got["s1"][0] - 1 == 16 and got["p2"][0] == got["s1"][0] + 4
+    assert got["s2"][0] - (got["p2"][0] + 1) == 3 and got["s2"][0] + 4 == 29
+
+
+@pytest.mark.parametrize("width", [8, 16, 21])
+def test_the_corner_opened_lets_the_route_cut(width: int) -> None:
+    """Pass level: p1 right beside s1 (as a flow shelf packs them), the
+    router can only route s1's input flat (a straight path cannot widen;
+    its rows read what no lane brought); after open_corners, on a grid as
+    wide as each corner of the test above needs, it cuts it (one widening
+    bundle or ribbons, each lane carrying its rows' boxes)."""
+    from wsec.ir.graph import Rect
+    from wsec.passes.route import Route
+
+    def routed(rects: dict[str, tuple[int, int, int, int]]) -> set[str]:
+        m = _tall_pairs(1)
+        for k in m.kernels():
+            k.rect = Rect(*rects[k.name])
+        m.properties.add("placed")
+        Route().run(m, PassContext(get_target("wse2", (width, 72))))
+        (e,) = [e for e in m.edges if e.value == "vp1"]
+        return {b.cut for b in e.bundles or []}
+
+    packed = _at(_PASSING | {"p1": (0, 0, 1, 48), "s1": (1, 0, 4, 64)}, width)
+    assert routed(packed) == {""}
+    assert routed(_open(_tall_pairs(1), packed, width)) == {"rows"}

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 import pytest
-from conftest import EXAMPLE, LIGHT_MODELS, light_model
+from conftest import EXAMPLE, LIGHT_MODELS, compiled_graph, light_model
 from onnx import TensorProto, helper
 from wsec.backends.emit import write_binary, write_program
 from wsec.backends.format import PORT_BITS, Program
@@ -363,42 +363,44 @@ def test_equal_columns_round_equally(tmp_path: pathlib.Path) -> None:
     assert_matches_ort(prog, model)
 
 
+def _twin_residuals() -> onnx.GraphProto:
+    """A conv's output r read by two convs that each add it to their own
+    result (conv(r) + r, twice): each reads r twice, as its data input and
+    as its tail's residual, so neither cuts it (wsec.ir.kernels.input_cut)
+    and r leaves its producer as two flat sibling bundles of one value,
+    the second passing the first's rows on the same lanes and color."""
+    rng = np.random.default_rng(3)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, shape,
+                                  (rng.standard_normal(shape) * 0.3).ravel().tolist())
+
+    nd, vi, C, H = helper.make_node, helper.make_tensor_value_info, 8, 16
+    nodes = [nd("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), nd("Relu", ["c0"], ["r"]),
+             nd("Conv", ["r", "w1"], ["c1"], pads=[1, 1, 1, 1]), nd("Add", ["c1", "r"], ["y1"]),
+             nd("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1]), nd("Add", ["c2", "r"], ["y2"])]
+    return helper.make_graph(nodes, "twins", [vi("x", TensorProto.FLOAT, [1, C, H, H])],
+                             [vi(y, TensorProto.FLOAT, [1, C, H, H]) for y in ("y1", "y2")],
+                             [init(w, C, C, 3, 3) for w in ("w0", "w1", "w2")])
+
+
 @pytest.fixture(scope="module")
-def tiny_siblings(tmp_path_factory: pytest.TempPathFactory) -> Program:
-    """The example compiled with its residual added on the owner rows (a
-    conv kind that spreads no residual over its reduction rows): the
-    residual is too heavy for a lane per owner row and leaves the pooling
-    flat beside the first conv's input, two flat sibling bundles of one
-    value sharing router entries (spread, the residual is cut and has no
-    flat sibling: test_skip_spread). Without the gap place_rows.open_corners
-    leaves before the second conv: with it, the siblings share no router
-    entry. Nor with the first conv raised to the second's rows (place_rows.
-    raise_producers, a padded shape since ConvKind's padding blocks): its
-    lanes land uniform and the siblings share no router entry either."""
-    from wsec.ir.library_conv import ConvKind
-    from wsec.passes import place
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ConvKind, "spread_operands", lambda *_: [])
-        mp.setattr(place, "open_corners", lambda *_a, **_k: 0)
-        mp.setattr(place, "raise_producers", lambda *_a, **_k: 0)
-        return compile_bin(EXAMPLE, tmp_path_factory.mktemp("siblings") / "tiny.bin")
+def twin_siblings(tmp_path_factory: pytest.TempPathFactory) -> Program:
+    return compiled_graph(tmp_path_factory.mktemp("twins"), _twin_residuals())[0]
 
 
-@pytest.mark.xfail(strict=True, reason="since the stop-32 merges (exact conv boxes, LANE_SHARE 4, "
-                   "raises past passing bundles) the fixture's siblings share no router entry: "
-                   "the fixture must be rebuilt to produce one")
-def test_shared_entry_must_agree_on_its_receive_port(tiny_siblings: Program) -> None:
+def test_shared_entry_must_agree_on_its_receive_port(twin_siblings: Program) -> None:
     """Sibling bundles of one value share a router entry where their lanes
     carry the same slice in from the same port; make one of the two take
     from elsewhere and it is two routes on one color."""
-    tiny = tiny_siblings
-    r = tiny.routes.copy()
+    p = twin_siblings
+    r = p.routes.copy()
     key = (r["color"].astype(np.int64) * 4096 + r["y"]) * 4096 + r["x"]
     order = np.argsort(key, kind="stable")
-    same = np.flatnonzero((np.diff(key[order]) == 0)
-                          & (r["bundle"][order][1:] != r["bundle"][order][:-1]))
-    assert same.size, "expected sibling bundles sharing a router entry"
+    b, e = r["bundle"][order], r["edge"][order]
+    same = np.flatnonzero((np.diff(key[order]) == 0) & (b[1:] != b[:-1]) & (e[1:] == e[:-1]))
+    assert same.size, ("precondition: no two sibling bundles share a router entry (the twin "
+                       "convs' flat bundles of r no longer run together)")
     i = int(order[same[0] + 1])
     r["rx"][i] = PORT_BITS["N"] if int(r["rx"][i]) != PORT_BITS["N"] else PORT_BITS["S"]
-    _trace_fails(tiny, r, r"two routes on color \d+ at PE")
+    _trace_fails(p, r, r"two routes on color \d+ at PE")

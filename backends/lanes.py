@@ -21,10 +21,13 @@ from wsec.ir.lanes import (
     check_view,
     endpoints,
     expand,
+    lane_slices,
     spine_dir,
 )
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
+from wsec.ir.relay import Relay, lane_grid, lane_rows, plan
+from wsec.ir.relay import entries as relay_entries
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
 
 from .format import (
@@ -33,6 +36,7 @@ from .format import (
     BUNDLE_FROM_HOST,
     BUNDLE_HALO,
     BUNDLE_OWNERS,
+    BUNDLE_RELAY,
     BUNDLE_TO_HOST,
     CUT_DIMS,
     NO_BUNDLE,
@@ -55,12 +59,14 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
     bundles."""
     from wsec.ir.kernels import cut_view, ribbon_boxes
     from wsec.ir.movement import Operands
+    from wsec.ir.relay import module_relays
 
     recs, pts, boxes = [], [], []
     kernels = {k.name: k for k in module.kernels()}
     ops = Operands.of_module(module, runs=True)
     nbox = 0
     views: dict[str, list[int]] = {}
+    relays = {(i, id(b)): rl for i, b, rl in module_relays(module)}
     for ei, e in enumerate(module.edges):
         groups: dict[str, list[Bundle]] = {}  # per sink its bundles: several are ribbons
         for b in e.bundles or ():
@@ -95,6 +101,14 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 slice0 = nbox
                 boxes.append(box)
                 nbox += box.shape[0]
+            elif (ei, id(b)) in relays:  # its rows' boxes, relayed inside the sink
+                rl = relays[(ei, id(b))]
+                if rl.view != tuple(module.values[e.value].type.shape):
+                    views[str(len(recs))] = list(rl.view)
+                flags |= BUNDLE_RELAY
+                slice0 = nbox
+                boxes.append(rl.boxes)
+                nbox += rl.boxes.shape[0]
             recs.append((ei, -1 if b.sink == HOST else kernel_index[b.sink], b.color, flags,
                          b.src_pitch, b.lanes, b.axis, b.pitch, b.reach, len(pts), len(b.path),
                          slice0, *lane0[id(b)]))
@@ -131,6 +145,104 @@ def halo_records(module: Module) -> dict[str, list[int]]:
                                       "its rows exchange no halo of it")
                 out[str(bi)] = got[1].as_list()
             bi += 1
+    return out
+
+
+def relay_records(module: Module) -> dict[str, int]:
+    """META `relays`: per flat bundle whose sink's rows relay their boxes
+    (its index, in bundle_records' order), the carrier column of the relay
+    (wsec.ir.relay.module_relays)."""
+    from wsec.ir.relay import module_relays
+
+    got = {(i, id(b)): rl.carrier for i, b, rl in module_relays(module)}
+    out: dict[str, int] = {}
+    bi = 0
+    for i, e in enumerate(module.edges):
+        for b in e.bundles or ():
+            if (i, id(b)) in got:
+                out[str(bi)] = int(got[(i, id(b))])
+            bi += 1
+    return out
+
+
+def program_relays(p: Program) -> dict[int, Relay]:
+    """Per bundle with BUNDLE_RELAY its relay as the records describe it:
+    the rows' boxes (Program.relay_boxes), the carrier column (META
+    relays), the lane each carrier's row is served by as the bundle's
+    geometry lands it (wsec.ir.relay.lane_rows) and the plan; computed once
+    per program. A FormatError names the bundle whose records disagree."""
+    got = p.__dict__.get("_relays")
+    if got is not None:
+        return got
+    out: dict[int, Relay] = {}
+    flags = p.bundles["flags"].astype(np.int64) if len(p.bundles) else np.zeros(0, np.int64)
+    for bi in np.flatnonzero(flags & BUNDLE_RELAY).tolist():
+        out[bi] = _relay_of(p, bi)
+    p.__dict__["_relays"] = out
+    return out
+
+
+def _relay_of(p: Program, bi: int) -> Relay:
+    r = p.bundles[bi]
+    e = p.edges[int(r["edge"])]
+    what = f"bundle #{bi} (edge %{e.value})"
+    flags = int(r["flags"])
+    ki = int(r["sink"])
+    if flags & (BUNDLE_CUT | BUNDLE_TO_HOST) or ki < 0:
+        raise FormatError(f"{what} relays its rows' boxes but is not a flat bundle into a "
+                          "kernel")
+    k = p.kernels[ki]
+    uw, uh = k.unrotated_shape
+    carrier = p.info.get("relays", {}).get(str(bi))
+    if not isinstance(carrier, int) or not 0 <= carrier < uw:
+        raise FormatError(f"{what} into kernel '{k.name}' relays its rows' boxes; META relays "
+                          f"must give its carrier column in 0..{uw - 1}, got {carrier!r}")
+    a = int(r["slice0"])
+    if a + uh > len(p.slices):
+        raise FormatError(f"{what} into kernel '{k.name}': its relay's {uh} row boxes from "
+                          f"slice {a} lie outside the {len(p.slices)} stored")
+    value = tuple(type_shape(p.info["values"][e.value]))
+    view = p.lane_view(bi)
+    try:
+        check_view(value, view)
+    except ValueError as err:
+        raise FormatError(f"{what} relays boxes over a view of %{e.value}: {err}") from None
+    boxes = p.relay_boxes(bi)
+    assert boxes is not None
+    if (boxes[:, 0] > boxes[:, 1]).any() or (boxes[:, 1] > np.asarray(view)).any():
+        row = int(np.flatnonzero(((boxes[:, 0] > boxes[:, 1])
+                                  | (boxes[:, 1] > np.asarray(view))).any(axis=1))[0])
+        raise FormatError(f"{what} into kernel '{k.name}': its relay's box of PE row {row} "
+                          f"lies outside %{e.value} {list(view)}")
+    ex = expand(to_bundle(p, bi), bool(flags & BUNDLE_FROM_HOST), False)
+    at = lane_grid(ex.x, ex.y, ex.tx, ex.lane, (k.rect.x, k.rect.y, k.rect.w, k.rect.h),
+                   bool(k.rotated))
+    got = lane_rows(at[:, carrier:], int(r["lanes"]))
+    if got is None or got[0] != 0:
+        raise FormatError(f"{what} into kernel '{k.name}': its lanes do not each land on a run "
+                          f"of PE rows at the relay's carrier column {carrier}")
+    own = got[1]
+    pl = plan(boxes, view, lane_slices(int(np.prod(view, dtype=np.int64)), int(r["lanes"])),
+              own)
+    if pl is None:
+        raise FormatError(f"{what} into kernel '{k.name}': a PE row's relayed box reads a lane "
+                          "that lands on no row of the carrier column")
+    return Relay(int(carrier), own, boxes, view, pl)
+
+
+def relay_sinks(p: Program) -> dict[int, tuple[int, np.ndarray]]:
+    """Per kernel a relayed bundle runs into: (carrier column, (uh,) the
+    elements each row's carrier sends, summed over its relayed bundles):
+    one relay per kernel (wsec.ir.relay.merge)."""
+    out: dict[int, tuple[int, np.ndarray]] = {}
+    for bi, rl in program_relays(p).items():
+        ki = int(p.bundles[bi]["sink"])
+        c, s = out.get(ki, (rl.carrier, np.zeros_like(rl.plan.sends)))
+        if c != rl.carrier:
+            raise FormatError(f"bundles #{bi} and others relay into kernel "
+                              f"'{p.kernels[ki].name}' along carrier columns {rl.carrier} and "
+                              f"{c}: one relay per kernel")
+        out[ki] = (c, s + rl.plan.sends)
     return out
 
 
@@ -226,6 +338,7 @@ def check_records(p: Program) -> None:
                               f"bundle of lanes: {e}") from None
         _check_cut(p, bi)
         _check_halo(p, bi)
+        _check_relay(p, bi)
         _check_spines(p, bi)
     _check_partition(p)
     for ti, t in enumerate(p.info.get("templates", [])):
@@ -238,6 +351,24 @@ def check_records(p: Program) -> None:
                   or int(ent["color"].max()) >= INTERNAL_COLORS):
             raise FormatError(f"template #{ti} reaches outside its {t['w']}x{t['h']} PEs or its "
                               f"{INTERNAL_COLORS} internal colors")
+
+
+def _check_relay(p: Program, bi: int) -> None:
+    """A bundle whose sink's rows relay their boxes is flat, runs into a
+    kernel that exchanges no halos (the relay's colors are the exchange's),
+    and its records agree (program_relays); META relays names no other."""
+    r = p.bundles[bi]
+    named = str(bi) in p.info.get("relays", {})
+    what = f"bundle #{bi} (edge %{p.edges[int(r['edge'])].value})"
+    if not int(r["flags"]) & BUNDLE_RELAY:
+        if named:
+            raise FormatError(f"META relays names {what}, whose sink's rows relay nothing")
+        return
+    _relay_of(p, bi)
+    ki = int(r["sink"])
+    if ki in halo_sinks(p):
+        raise FormatError(f"{what} relays into kernel '{p.kernels[ki].name}', whose rows "
+                          "exchange halos on the relay's colors")
 
 
 def _check_halo(p: Program, bi: int) -> None:
@@ -512,6 +643,15 @@ def expand_routes(p: Program) -> np.ndarray:
         period = min(int(p.halo(bi).period) for bi in np.flatnonzero(
             (p.bundles["sink"] == ki) & ((p.bundles["flags"] & BUNDLE_HALO) != 0)))
         ent, _ = halo_entries(uw, uh, period, halo_colors(p.target))
+        at = place(ent, k.rect.x, k.rect.y, k.rotated)
+        rec = np.zeros(at.shape[0], ROUTE_DTYPE)
+        rec["x"], rec["y"], rec["color"], rec["rx"], rec["tx"] = at.T
+        rec["edge"], rec["bundle"], rec["lane"] = NO_BUNDLE, NO_BUNDLE, ki
+        parts.append(rec)
+    for ki, (carrier, sends) in relay_sinks(p).items():  # one relay per kernel (wsec.ir.relay)
+        k = p.kernels[ki]
+        uw, uh = k.unrotated_shape
+        ent, _ = relay_entries(uw, uh, carrier, sends > 0, halo_colors(p.target))
         at = place(ent, k.rect.x, k.rect.y, k.rotated)
         rec = np.zeros(at.shape[0], ROUTE_DTYPE)
         rec["x"], rec["y"], rec["color"], rec["rx"], rec["tx"] = at.T

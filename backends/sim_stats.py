@@ -177,7 +177,7 @@ def proof_line(pr: Proof) -> str:
     """One line saying what the run proved: the kernels whose PEs read only
     what their routes delivered (stream: what their rows held), and the PEs
     reading elements forwarded inside their rectangle, which no route
-    configures and `wsec run --strict` refuses."""
+    configures (`wsec run` refuses them; --count-forwarded counts them)."""
     got = "their rows held" if pr.mode == "stream" else "their routes delivered"
     unchecked = (f"; {pr.kernels - pr.checked} not checked"
                  if pr.checked < pr.kernels else "")
@@ -186,7 +186,8 @@ def proof_line(pr: Proof) -> str:
     of = f"{pr.forwarding} kernel{'s' if pr.forwarding != 1 else ''}"
     return (f"inboxes: {pr.proven} of {pr.kernels} kernels read only what {got}{unchecked}; "
             f"{pr.forwarded_pes:,} PEs of {of} read elements forwarded inside their "
-            f"rectangle, which no route configures (--strict fails on them)")
+            f"rectangle, which no route configures (without --count-forwarded, "
+            f"an error)")
 
 
 def move_figures(res: RunResult) -> tuple[int, int, int, int]:

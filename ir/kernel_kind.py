@@ -172,6 +172,13 @@ class KernelKind:
         None (the default): its lanes carry the flat split."""
         return None
 
+    def reads_whole(self, dims: Dims, knobs: Knobs, index: int) -> bool:
+        """Whether every PE of the kernel reads all of the anchor's input at
+        position `index` (a gather's indices): where its flat lanes leave a
+        row without some of it, the rows relay it whole (wsec.ir.relay).
+        False (the default): input_cut and operand_cut say what rows read."""
+        return False
+
     def body_cut(self, kernel: Any, value: str, ops: Any) -> np.ndarray | None:
         """As input_cut, for a kind whose rows' boxes depend on the kernel's
         body and constants, not only its dims (a data movement's preimages):

@@ -103,6 +103,11 @@ class GatherKind(LibraryKind):
         box[box[:, 1, ax] <= box[:, 0, ax]] = 0
         return box
 
+    def reads_whole(self, dims: Dims, knobs: Knobs, index: int) -> bool:
+        """Every PE reads all of the indices (input 1): each tests every index
+        against its row block of the table."""
+        return index == 1
+
     def weight_shard(self, dims: Dims, knobs: Knobs, weight_index: int,
                      weight_shape: tuple[int, ...], px: int, py: int,
                      rect: tuple[int, int] | None = None) -> tuple[slice, ...]:

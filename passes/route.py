@@ -72,7 +72,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from wsec.ir.fabric import DIRS, PORT_BITS, Fabric
 from wsec.ir.graph import HOST, Bundle, Module, Rect
-from wsec.ir.halo import HALO_COLORS
 from wsec.ir.lanes import expand, expand_many
 from wsec.ir.metrics import (
     busiest_link,
@@ -91,6 +90,7 @@ from .route_bundles import (
     Request,
     assign_slots,
     candidates,
+    exchange_colors,
     lightest_cut,
     on_run,
     pitch_loads,
@@ -786,9 +786,9 @@ def _dsatur(adj: list[list[int]]) -> list[int]:
 
 
 def _halo_colors(reqs: list[Request]) -> int:
-    """The colors bundles leave to the halo exchanges: HALO_COLORS where a
-    request is cut "halo" (Request.halo), else none."""
-    return HALO_COLORS if any(r.halo for r in reqs) else 0
+    """The colors bundles leave to the halo exchanges and relays
+    (route_bundles.exchange_colors)."""
+    return exchange_colors(reqs)
 
 
 def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
@@ -800,8 +800,8 @@ def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
     # map the greedy classes onto colors: host-only classes to the host colors first
     t = fabric.target
     host_pool = list(range(t.colors - t.reserved_colors, t.colors))
-    # the last ones below the host's: the halo exchanges, where a bundle is cut so
-    # (wsec.ir.halo)
+    # the last ones below the host's: the halo exchanges and relays, where a bundle is
+    # cut so or a cut request is routed flat (wsec.ir.halo, wsec.ir.relay)
     pool = list(range(INTERNAL_COLORS, t.colors - t.reserved_colors - _halo_colors(reqs)))
     classes = sorted(set(raw.values()))
     mapping: dict[int, int] = {}
@@ -821,8 +821,8 @@ def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
 
 # how much more than the kept layout's busiest link (or the kernels' bound) the re-cuts
 # (_recut) may load it: the default of Route.proof_slack. A cut request routed flat
-# leaves its sink's rows reading elements no lane brought (no correct binary:
-# wsec run --strict); a few % of throughput buy their proof. Reported per
+# leaves its sink's rows reading elements no lane brought, which they relay inside the
+# sink (wsec.ir.relay: dearer than the cut); a few % of throughput buy the cut. Reported per
 # compile in the route note (the busiest link before and after).
 PROOF_SLACK = 0.05
 
@@ -1729,9 +1729,9 @@ def _flat_cuts(module: Module, got: _Attempt, cut_in: dict[tuple[int, str], _Cut
 
 def _flat_note(flat: list[_FlatCut], most: int = 6) -> str:
     """The route note on the cut requests left flat (_flat_cuts): their sink
-    PEs read elements no route brings them (`wsec run --strict` refuses
-    them), so the binary is not proven; the biggest `most` named with what
-    cutting each alone would cost."""
+    PEs read elements their lanes do not bring them (their rows relay them,
+    wsec.ir.relay, at a cost in link loads the cut would not have); the
+    biggest `most` named with what cutting each alone would cost."""
     total = sum(p for _, p, _ in flat)
     named = []
     for (_, sink), pes, est in flat[:most]:
@@ -1741,8 +1741,8 @@ def _flat_note(flat: list[_FlatCut], most: int = 6) -> str:
     more = f", {len(flat) - most} more" if len(flat) > most else ""
     n = len(flat)
     return (f"route: {n} cut request{'s' if n > 1 else ''} routed flat, {total:,} sink PEs "
-            f"on flat lanes (a PE reading rows its lane does not carry: `wsec run --strict` "
-            f"refuses it): {'; '.join(named)}{more}")
+            f"on flat lanes (a PE reading rows its lane does not carry: its rows relay "
+            f"them): {'; '.join(named)}{more}")
 
 
 def _kept(got: _Attempt) -> dict[str, float]:

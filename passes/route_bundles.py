@@ -31,7 +31,7 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.halo import busiest, covers, lane_rows
+from wsec.ir.halo import HALO_COLORS, busiest, covers, lane_rows
 from wsec.ir.kernels import (
     cut_view,
     gaps,
@@ -186,6 +186,14 @@ class Request:
         self.src, self.dst = self.pairs[self.choice]
         return True
 
+
+
+def exchange_colors(reqs: list[Request]) -> int:
+    """The colors bundles leave to the exchanges inside kernels: HALO_COLORS
+    where a request is cut "halo" (wsec.ir.halo) or a cut request is routed
+    flat (its sink's rows relay what their lanes did not bring them:
+    wsec.ir.relay, on the same three colors), else none."""
+    return HALO_COLORS if any(r.halo or (r.cut_rows and not r.cut_pitch) for r in reqs) else 0
 
 def _can_leave(p: Port, fabric: Fabric) -> bool:
     """Lanes leaving port p along its normal stay on the grid."""

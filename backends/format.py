@@ -322,7 +322,7 @@ class Program:
         b = self.bundles[bi]
         if not int(b["flags"]) & BUNDLE_RELAY:
             return None
-        nd = len(self.lane_view(bi))
+        nd = max(1, len(self.lane_view(bi)))  # a scalar's boxes: of its one element
         uh = self.kernels[int(b["sink"])].unrotated_shape[1]
         rec = self.slices[int(b["slice0"]):int(b["slice0"]) + uh]
         return np.stack([rec["start"][:, :nd], rec["stop"][:, :nd]], axis=1).astype(np.int64)

@@ -26,7 +26,7 @@ from wsec.ir.lanes import (
 )
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
-from wsec.ir.relay import Relay, lane_grid, lane_rows, plan
+from wsec.ir.relay import Relay, full_rows, lane_grid, lane_rows, plan
 from wsec.ir.relay import entries as relay_entries
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
 
@@ -103,7 +103,7 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 nbox += box.shape[0]
             elif (ei, id(b)) in relays:  # its rows' boxes, relayed inside the sink
                 rl = relays[(ei, id(b))]
-                if rl.view != tuple(module.values[e.value].type.shape):
+                if rl.view != (tuple(module.values[e.value].type.shape) or (1,)):
                     views[str(len(recs))] = list(rl.view)
                 flags |= BUNDLE_RELAY
                 slice0 = nbox
@@ -201,8 +201,8 @@ def _relay_of(p: Program, bi: int) -> Relay:
     if a + uh > len(p.slices):
         raise FormatError(f"{what} into kernel '{k.name}': its relay's {uh} row boxes from "
                           f"slice {a} lie outside the {len(p.slices)} stored")
-    value = tuple(type_shape(p.info["values"][e.value]))
-    view = p.lane_view(bi)
+    value = tuple(type_shape(p.info["values"][e.value])) or (1,)  # a scalar: one element
+    view = p.lane_view(bi) or (1,)
     try:
         check_view(value, view)
     except ValueError as err:
@@ -223,7 +223,7 @@ def _relay_of(p: Program, bi: int) -> Relay:
                           f"of PE rows at the relay's carrier column {carrier}")
     own = got[1]
     pl = plan(boxes, view, lane_slices(int(np.prod(view, dtype=np.int64)), int(r["lanes"])),
-              own)
+              own, full_rows(at, own))
     if pl is None:
         raise FormatError(f"{what} into kernel '{k.name}': a PE row's relayed box reads a lane "
                           "that lands on no row of the carrier column")

@@ -115,6 +115,11 @@ def lane_rows(lane_at: np.ndarray, lanes: int) -> tuple[int, np.ndarray] | None:
     return None
 
 
+def full_rows(lane_at: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """(R,): the rows whose every PE received the lane their carrier did."""
+    return (lane_at == np.asarray(own)[:, None]).all(axis=1) & (np.asarray(own) >= 0)
+
+
 def _blocks(own: np.ndarray, lanes: int) -> tuple[np.ndarray, np.ndarray]:
     rows = np.arange(own.size)
     on = own >= 0
@@ -127,21 +132,25 @@ def _blocks(own: np.ndarray, lanes: int) -> tuple[np.ndarray, np.ndarray]:
     return first, last
 
 
-def plan(boxes: np.ndarray, shape: tuple[int, ...], slices: np.ndarray, own: np.ndarray
-         ) -> Plan | None:
+def plan(boxes: np.ndarray, shape: tuple[int, ...], slices: np.ndarray, own: np.ndarray,
+         full: np.ndarray | None = None) -> Plan | None:
     """The relay of a flat bundle (lanes `slices` over the flattened value,
     lane `own[r]` at row r's carrier, a run of rows each) into rows reading
     `boxes` ((R, 2, nd) over `shape`, the value or a reshape of it: flat
-    order is the value's). None where some row reads an element of a lane
-    that lands on no row (nothing to relay it from)."""
+    order is the value's). `full` (R,): the rows whose every PE received
+    their carrier's lane (default all); a row whose lane reaches only some
+    of its PEs takes its own lane's elements of its box along the row from
+    its carrier too (`need`, `sends`). None where some row reads an element
+    of a lane that lands on no row (nothing to relay it from)."""
     shape = tuple(int(s) for s in shape)
     R, L = boxes.shape[0], slices.shape[0]
     numel = int(np.prod(shape, dtype=np.int64))
     first, last = _blocks(np.asarray(own), L)
     cnt = lane_counts(boxes, shape, slices)  # (R, L)
     mine = np.zeros((R, L), bool)
+    full = np.ones(R, bool) if full is None else np.asarray(full, bool)
     mine[np.flatnonzero(own >= 0), own[own >= 0]] = True
-    need = (cnt > 0) & ~mine
+    need = (cnt > 0) & ~(mine & full[:, None])
     if (need & (first < 0)[None, :]).any():
         return None
     # per element the furthest rows either way that read it (every row: an element read
@@ -169,7 +178,10 @@ def plan(boxes: np.ndarray, shape: tuple[int, ...], slices: np.ndarray, own: np.
     np.add.at(diff, a[both], -1)
     np.add.at(diff, a[both] + 1, 1)
     del numel
-    return Plan(first, last, need, np.cumsum(diff)[:R])
+    sends = np.cumsum(diff)[:R]
+    part = np.flatnonzero(~full & (own >= 0))  # along the row: its own lane's part of its box
+    sends[part] += cnt[part, own[part]]
+    return Plan(first, last, need, sends)
 
 
 def entries(uw: int, uh: int, carrier: int, send: np.ndarray, colors: tuple[int, ...]
@@ -286,7 +298,7 @@ def make(lane_at: np.ndarray, lanes: int, boxes: np.ndarray | None, view: tuple[
     numel = int(np.prod(view, dtype=np.int64))
     from .lanes import lane_slices
 
-    pl = plan(boxes, view, lane_slices(numel, lanes), own)
+    pl = plan(boxes, view, lane_slices(numel, lanes), own, full_rows(lane_at, own))
     if pl is None or not pl.need.any():
         return None
     return Relay(carrier, own, np.asarray(boxes, np.int64), tuple(int(n) for n in view), pl)
@@ -334,7 +346,7 @@ def module_relays(module, cache: dict | None = None) -> list[tuple[int, object, 
                 at = lane_grid(ex.x, ex.y, ex.tx, ex.lane,
                                (k.rect.x, k.rect.y, k.rect.w, k.rect.h), bool(k.rotated))
                 if boxes is None:  # every PE reads all of it, or rows no lane reaches may
-                    boxes, view = _whole(k, e.value, shape, at), shape
+                    boxes, view = _whole(k, e.value, shape, at), shape or (1,)
                 got = None
                 if boxes is not None:
                     got = make(at, int(b.lanes), np.asarray(boxes, np.int64), tuple(view))
@@ -355,13 +367,14 @@ def _whole(kernel, value: str, shape: tuple[int, ...], lane_at: np.ndarray
     None otherwise (every row has a lane and reads inside it)."""
     from .kernels import kind_of
 
-    if not kernel.body or not kernel.knobs or kernel.rect is None or not shape:
+    if not kernel.body or not kernel.knobs or kernel.rect is None:
         return None
     ins = list(kernel.body[0].inputs)
     whole = (ins.count(value) == 1 and not any(value in n.inputs for n in kernel.body[1:])
              and kind_of(kernel).reads_whole(kernel.dims, kernel.knobs, ins.index(value)))
-    if not whole and (lane_at >= 0).any(axis=1).all():
+    if not whole and (lane_at >= 0).all():
         return None
-    box = np.zeros((lane_at.shape[0], 2, len(shape)), np.int64)
-    box[:, 1] = shape
+    ws = tuple(shape) or (1,)  # a scalar's windows are boxes of its one element
+    box = np.zeros((lane_at.shape[0], 2, len(ws)), np.int64)
+    box[:, 1] = ws
     return box

@@ -40,7 +40,7 @@ FORMAT_VERSION = 10  # 2: routes as bundles of lanes (LANES) and kernel route te
 # the lanes one bundle would have) and BUNDLE_HALO (LANES: a cut bundle's lanes carry its
 # sink rows' cores, the rows exchange the halo as META halos says: wsec.ir.halo); 10:
 # BUNDLE_RELAY (LANES: a flat bundle's sink rows relay their boxes, the slice table's
-# records from slice0 on, one per PE row, META relays its carrier column: wsec.ir.relay)
+# records from slice0 on, one per PE row, META relays its colors: wsec.ir.relay)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -71,9 +71,9 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 # each row takes its halo from a partner row inside the sink: META `halos`
 # names the bundle with [axis, period, depth] (wsec.ir.halo.Halo).
 # BUNDLE_RELAY (a flat bundle into a kernel): its lanes carry the flat split and
-# the sink's PE rows relay what each row's box (slices[slice0 + py], one per
-# unrotated PE row, over the bundle's cut view) needs beyond its lane, along the
-# carrier column META `relays` names (wsec.ir.relay).
+# the sink's PEs relay what each row's box (slices[slice0 + py], one per
+# unrotated PE row, over the bundle's cut view) needs beyond its lane, on the
+# RELAY_COLORS colors META `relays` names (wsec.ir.relay).
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
                          ("src_pitch", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
                          ("pitch", "<u2"), ("reach", "<u4"), ("point0", "<u4"),

@@ -26,7 +26,7 @@ from wsec.ir.lanes import (
 )
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
-from wsec.ir.relay import Relay, full_rows, lane_grid, lane_rows, plan
+from wsec.ir.relay import RELAY_COLORS, Relay, lane_grid, plan, relay_colors
 from wsec.ir.relay import entries as relay_entries
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
 
@@ -149,28 +149,28 @@ def halo_records(module: Module) -> dict[str, list[int]]:
 
 
 def relay_records(module: Module) -> dict[str, int]:
-    """META `relays`: per flat bundle whose sink's rows relay their boxes
-    (its index, in bundle_records' order), the carrier column of the relay
-    (wsec.ir.relay.module_relays)."""
+    """META `relays`: per flat bundle whose sink's PEs relay their rows'
+    boxes (its index, in bundle_records' order), the colors its relay runs
+    on (wsec.ir.relay.RELAY_COLORS: the relay's scheme, checked)."""
     from wsec.ir.relay import module_relays
 
-    got = {(i, id(b)): rl.carrier for i, b, rl in module_relays(module)}
+    got = {(i, id(b)) for i, b, _ in module_relays(module)}
     out: dict[str, int] = {}
     bi = 0
     for i, e in enumerate(module.edges):
         for b in e.bundles or ():
             if (i, id(b)) in got:
-                out[str(bi)] = int(got[(i, id(b))])
+                out[str(bi)] = RELAY_COLORS
             bi += 1
     return out
 
 
 def program_relays(p: Program) -> dict[int, Relay]:
     """Per bundle with BUNDLE_RELAY its relay as the records describe it:
-    the rows' boxes (Program.relay_boxes), the carrier column (META
-    relays), the lane each carrier's row is served by as the bundle's
-    geometry lands it (wsec.ir.relay.lane_rows) and the plan; computed once
-    per program. A FormatError names the bundle whose records disagree."""
+    the rows' boxes (Program.relay_boxes), the lanes each PE receives as the
+    bundle's geometry lands them and the plan (wsec.ir.relay.plan);
+    computed once per program. A FormatError names the bundle whose
+    records disagree."""
     got = p.__dict__.get("_relays")
     if got is not None:
         return got
@@ -193,10 +193,10 @@ def _relay_of(p: Program, bi: int) -> Relay:
                           "kernel")
     k = p.kernels[ki]
     uw, uh = k.unrotated_shape
-    carrier = p.info.get("relays", {}).get(str(bi))
-    if not isinstance(carrier, int) or not 0 <= carrier < uw:
+    scheme = p.info.get("relays", {}).get(str(bi))
+    if scheme != RELAY_COLORS:
         raise FormatError(f"{what} into kernel '{k.name}' relays its rows' boxes; META relays "
-                          f"must give its carrier column in 0..{uw - 1}, got {carrier!r}")
+                          f"must give the {RELAY_COLORS} colors of its relay, got {scheme!r}")
     a = int(r["slice0"])
     if a + uh > len(p.slices):
         raise FormatError(f"{what} into kernel '{k.name}': its relay's {uh} row boxes from "
@@ -209,40 +209,29 @@ def _relay_of(p: Program, bi: int) -> Relay:
         raise FormatError(f"{what} relays boxes over a view of %{e.value}: {err}") from None
     boxes = p.relay_boxes(bi)
     assert boxes is not None
-    if (boxes[:, 0] > boxes[:, 1]).any() or (boxes[:, 1] > np.asarray(view)).any():
-        row = int(np.flatnonzero(((boxes[:, 0] > boxes[:, 1])
-                                  | (boxes[:, 1] > np.asarray(view))).any(axis=1))[0])
-        raise FormatError(f"{what} into kernel '{k.name}': its relay's box of PE row {row} "
-                          f"lies outside %{e.value} {list(view)}")
+    bad = ((boxes[:, 0] > boxes[:, 1]) | (boxes[:, 1] > np.asarray(view))).any(axis=1)
+    if bad.any():
+        raise FormatError(f"{what} into kernel '{k.name}': its relay's box of PE row "
+                          f"{int(np.flatnonzero(bad)[0])} lies outside %{e.value} {list(view)}")
     ex = expand(to_bundle(p, bi), bool(flags & BUNDLE_FROM_HOST), False)
     at = lane_grid(ex.x, ex.y, ex.tx, ex.lane, (k.rect.x, k.rect.y, k.rect.w, k.rect.h),
                    bool(k.rotated))
-    got = lane_rows(at[:, carrier:], int(r["lanes"]))
-    if got is None or got[0] != 0:
-        raise FormatError(f"{what} into kernel '{k.name}': its lanes do not each land on a run "
-                          f"of PE rows at the relay's carrier column {carrier}")
-    own = got[1]
     pl = plan(boxes, view, lane_slices(int(np.prod(view, dtype=np.int64)), int(r["lanes"])),
-              own, full_rows(at, own))
+              at)
     if pl is None:
-        raise FormatError(f"{what} into kernel '{k.name}': a PE row's relayed box reads a lane "
-                          "that lands on no row of the carrier column")
-    return Relay(int(carrier), own, boxes, view, pl)
+        raise FormatError(f"{what} into kernel '{k.name}': a lane lands on no PE, or on PEs of "
+                          "a column that are no one run of rows: no relay deals it")
+    return Relay(boxes, view, pl)
 
 
-def relay_sinks(p: Program) -> dict[int, tuple[int, np.ndarray]]:
-    """Per kernel a relayed bundle runs into: (carrier column, (uh,) the
-    elements each row's carrier sends, summed over its relayed bundles):
-    one relay per kernel (wsec.ir.relay.merge)."""
-    out: dict[int, tuple[int, np.ndarray]] = {}
+def relay_sinks(p: Program) -> dict[int, np.ndarray]:
+    """Per kernel a relayed bundle runs into: [uh, uw] the elements each PE
+    sends, summed over its relayed bundles: one relay per kernel
+    (wsec.ir.relay)."""
+    out: dict[int, np.ndarray] = {}
     for bi, rl in program_relays(p).items():
         ki = int(p.bundles[bi]["sink"])
-        c, s = out.get(ki, (rl.carrier, np.zeros_like(rl.plan.sends)))
-        if c != rl.carrier:
-            raise FormatError(f"bundles #{bi} and others relay into kernel "
-                              f"'{p.kernels[ki].name}' along carrier columns {rl.carrier} and "
-                              f"{c}: one relay per kernel")
-        out[ki] = (c, s + rl.plan.sends)
+        out[ki] = out.get(ki, 0) + rl.plan.stream
     return out
 
 
@@ -354,8 +343,8 @@ def check_records(p: Program) -> None:
 
 
 def _check_relay(p: Program, bi: int) -> None:
-    """A bundle whose sink's rows relay their boxes is flat, runs into a
-    kernel that exchanges no halos (the relay's colors are the exchange's),
+    """A bundle whose sink's PEs relay their rows' boxes is flat, runs into a
+    kernel that exchanges no halos (the relay's colors take the exchange's),
     and its records agree (program_relays); META relays names no other."""
     r = p.bundles[bi]
     named = str(bi) in p.info.get("relays", {})
@@ -648,10 +637,10 @@ def expand_routes(p: Program) -> np.ndarray:
         rec["x"], rec["y"], rec["color"], rec["rx"], rec["tx"] = at.T
         rec["edge"], rec["bundle"], rec["lane"] = NO_BUNDLE, NO_BUNDLE, ki
         parts.append(rec)
-    for ki, (carrier, sends) in relay_sinks(p).items():  # one relay per kernel (wsec.ir.relay)
+    for ki, sends in relay_sinks(p).items():  # one relay per kernel (wsec.ir.relay)
         k = p.kernels[ki]
         uw, uh = k.unrotated_shape
-        ent, _ = relay_entries(uw, uh, carrier, sends > 0, halo_colors(p.target))
+        ent, _ = relay_entries(uw, uh, sends > 0, relay_colors(p.target))
         at = place(ent, k.rect.x, k.rect.y, k.rotated)
         rec = np.zeros(at.shape[0], ROUTE_DTYPE)
         rec["x"], rec["y"], rec["color"], rec["rx"], rec["tx"] = at.T

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from wsec.ir.fabric import PORT_BITS
-from wsec.ir.halo import Halo, exchange, halo_colors
+from wsec.ir.halo import Halo, exchange
 from wsec.ir.lanes import boxes_to_view, lane_of_element, lane_slices
-from wsec.ir.relay import Relay, count_below, lane_counts, reached
+from wsec.ir.relay import Relay, count_below, hops, range_counts, reached, relay_colors
 
 from .format import NO_BUNDLE, Program, type_shape
 from .sim_base import SimError, edge_name
@@ -70,12 +70,14 @@ class Delivery:
     # and the halo rows from its partner PE; empty: it holds nothing)
     halo: Halo | None = None
     held: np.ndarray | None = None
-    # a flat bundle whose sink's rows relay their boxes (wsec.ir.relay): the relay, per
-    # PE row and lane whether its carrier holds that lane's elements of the row's box
-    # (from what arrived, `relay_reach`), and per PE whether its row's stream reached it
+    # a flat bundle whose sink's PEs relay their rows' boxes (wsec.ir.relay): the relay,
+    # per PE row and piece whether the row's PE in the piece's column holds it, and per
+    # PE the furthest columns West and East whose pieces reach it along its row (from
+    # what arrived: `relay_reach`)
     relay: Relay | None = None
     reach: np.ndarray | None = None
-    row_ok: np.ndarray | None = None
+    west: np.ndarray | None = None
+    east: np.ndarray | None = None
 
     @property
     def lanes(self) -> int:
@@ -177,7 +179,7 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
         if d is not None and d.bundle == bi:
             d.relay = rl  # its executor declares windows over the relay's view, as a cut's
             d.view = _view(rl.view, d.shape)
-            d.reach, d.row_ok = relay_reach(p, ki, rl, d.lane_at)
+            d.reach, d.west, d.east = relay_reach(p, ki, rl, d.lane_at)
     for got in out:  # the rows' exchange, once every ribbon's cores are in
         for d in got.values():
             if d.halo is not None:
@@ -188,19 +190,17 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
 
 
 def relay_reach(p: Program, ki: int, rl: Relay, lane_at: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """((R, L) which lanes' elements of its box each row's carrier holds,
-    [uh, uw] whether each PE's row stream reached it) of the relay `rl` into
-    kernel ki, from the lanes that arrived at the carrier column (`lane_at`)
-    and the relay routes the router table holds: a hop is routed where the
-    sending carrier's route leaves its core that way and the next carrier
-    takes it in on that color; a PE of the row where every PE from the
-    carrier to it passes the stream on and it takes it in."""
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """wsec.ir.relay.reached for the relay `rl` into kernel ki: from the lanes
+    that arrived (`lane_at`) and the relay routes the router table holds
+    (wsec.ir.relay.hops), per row which pieces its PE in each piece's column
+    holds, and per PE the furthest columns West and East whose pieces reach
+    it along its row."""
     k = p.kernels[ki]
     uw, uh = k.unrotated_shape
-    cols = np.asarray(halo_colors(p.target), np.int64)
-    rxa = np.zeros((uh, uw, 3), np.int64)
-    txa = np.zeros((uh, uw, 3), np.int64)
+    cols = np.asarray(relay_colors(p.target), np.int64)
+    rxa = np.zeros((uh, uw, cols.size), np.int64)
+    txa = np.zeros((uh, uw, cols.size), np.int64)
     r = p.routes
     sel = np.flatnonzero((r["bundle"] == NO_BUNDLE) & (r["lane"] == ki)
                          & np.isin(r["color"].astype(np.int64), cols))
@@ -214,34 +214,7 @@ def relay_reach(p: Program, ki: int, rl: Relay, lane_at: np.ndarray
         on = (px >= 0) & (px < uw) & (py >= 0) & (py < uh)
         rxa[py[on], px[on], ci[on]] = rx[on]
         txa[py[on], px[on], ci[on]] = tx[on]
-    c = rl.carrier
-    y = np.arange(uh)
-    mine = y % 3
-    snd = (rxa[y, c, mine] == _RAMP)
-    sx = np.where(snd, txa[y, c, mine], 0)
-    up_in = np.zeros(uh, bool)  # carrier y + 1 takes row y's stream in from its South
-    up_in[:-1] = (rxa[y[1:], c, mine[:-1]] == _PB["S"]) & ((txa[y[1:], c, mine[:-1]] & _RAMP) != 0)
-    dn_in = np.zeros(uh, bool)  # carrier y - 1 takes row y's stream in from its North
-    dn_in[1:] = (rxa[y[:-1], c, mine[1:]] == _PB["N"]) & ((txa[y[:-1], c, mine[1:]] & _RAMP) != 0)
-    hop_down = ((sx & _PB["N"]) != 0)[:-1] & up_in[:-1]
-    hop_up = ((sx & _PB["S"]) != 0)[1:] & dn_in[1:]
-    reach = reached(rl.plan, lane_at[:, c], hop_down, hop_up)
-    row_ok = np.zeros((uh, uw), bool)
-    row_ok[:, c] = True
-    rxm = np.take_along_axis(rxa, mine[:, None, None], axis=2)[..., 0]
-    txm = np.take_along_axis(txa, mine[:, None, None], axis=2)[..., 0]
-    if c < uw - 1:
-        ok = np.cumprod(np.concatenate([((sx & _PB["E"]) != 0)[:, None],
-                                        (rxm[:, c + 1:-1] == _PB["W"])
-                                        & ((txm[:, c + 1:-1] & _PB["E"]) != 0)], axis=1),
-                        axis=1).astype(bool)
-        row_ok[:, c + 1:] = ok & (rxm[:, c + 1:] == _PB["W"]) & ((txm[:, c + 1:] & _RAMP) != 0)
-    if c > 0:
-        west = (rxm[:, 1:c][:, ::-1] == _PB["E"]) & ((txm[:, 1:c][:, ::-1] & _PB["W"]) != 0)
-        ok = np.cumprod(np.concatenate([((sx & _PB["W"]) != 0)[:, None], west], axis=1),
-                        axis=1).astype(bool)[:, ::-1]
-        row_ok[:, :c] = ok & (rxm[:, :c] == _PB["E"]) & ((txm[:, :c] & _RAMP) != 0)
-    return reach, row_ok
+    return reached(rl.plan, lane_at, *hops(rxa, txa))
 
 
 def _unrotate(v: np.ndarray) -> np.ndarray:
@@ -376,13 +349,15 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
 def _relayed(p: Program, ki: int, d: Delivery, need: np.ndarray, reads: np.ndarray,
              bad: np.ndarray, li: np.ndarray, got: np.ndarray) -> np.ndarray:
     """forwarded() for a relayed flat bundle's PEs reading outside their
-    lane: each window must lie in its row's relayed box, and every lane its
-    elements come from must have reached the PE (its own, or through the
-    relay: Delivery.reach at its row's carrier, Delivery.row_ok along the
-    row). Any other read is a SimError at the PE, naming the element and
-    what should have brought it; returns the (empty) forwarded PEs."""
-    rl, reach, row_ok = d.relay, d.reach, d.row_ok
-    assert rl is not None and reach is not None and row_ok is not None
+    lane: each window must lie in its row's relayed box, and every piece
+    its elements come from must have reached the PE (its own lane, or
+    through the relay: Delivery.reach in the piece's column, Delivery.west
+    and .east along the row). Any other read is a SimError at the PE,
+    naming the element and what should have brought it; returns the
+    (empty) forwarded PEs."""
+    rl, reach, west, east = d.relay, d.reach, d.west, d.east
+    assert rl is not None and reach is not None and west is not None and east is not None
+    pl = rl.plan
     uh, uw = d.lane_at.shape
     view = rl.view
     win = need if need.shape[-1] == len(view) else boxes_to_view(need, d.shape, view)
@@ -396,38 +371,28 @@ def _relayed(p: Program, ki: int, d: Delivery, need: np.ndarray, reads: np.ndarr
         raise read_error(p, ki, px, py, d.value, flat,
                          f"its lane's range and the box {_box(rl.boxes[py])} its row's relay "
                          "brings (the executor reads outside its kind's input_cut)", d)
-    dims = np.asarray(view)
-    lo, hi = win[..., 0, :], win[..., 1, :]
-    first = np.ravel_multi_index(tuple(np.minimum(lo, dims - 1).reshape(-1, dims.size).T),
-                                 view).reshape(uh, uw)
-    last = np.ravel_multi_index(tuple(np.maximum(hi - 1, 0).reshape(-1, dims.size).T),
-                                view).reshape(uh, uw)
-    lf = np.searchsorted(d.slices[:, 1], first, side="right")
-    ll = np.searchsorted(d.slices[:, 1], last, side="right")
-    cs = np.concatenate([np.zeros((uh, 1), np.int64), np.cumsum(reach, axis=1)], axis=1)
-    rows = np.arange(uh)[:, None]
-    full = (cs[rows, ll + 1] - cs[rows, lf]) == (ll - lf + 1)
-    ok = (full & row_ok) | ((lf == ll) & (lf == li) & got)
-    for py, px in np.argwhere(bad & ~ok):  # exact: the lanes its window really reads
+    # a row whose PEs hold every piece its box takes: its PEs read anything in the box
+    whole = (reach | ~pl.need).all(axis=1)[:, None] & (west == 0) & (east == uw - 1)
+    for py, px in np.argwhere(bad & ~whole):  # exact: the pieces its window really reads
         py, px = int(py), int(px)
-        lanes = np.arange(int(lf[py, px]), int(ll[py, px]) + 1)
-        n = lane_counts(win[py, px][None], view, d.slices[lanes])[0]
-        mine = (lanes == li[py, px]) & bool(got[py, px])
-        short = lanes[(n > 0) & ~mine & ~(reach[py, lanes] & row_ok[py, px])]
+        n = range_counts(win[py, px][None], view, pl.start, pl.stop)[0]
+        held = (pl.lane == d.lane_at[py, px]) | (reach[py] & (west[py, px] <= pl.col)
+                                                  & (pl.col <= east[py, px]))
+        short = np.flatnonzero((n > 0) & ~held)
         if not short.size:
             continue
-        lane = int(short[0])
-        s0, s1 = (int(v) for v in d.slices[lane])
-        part = win[py, px].copy()
-        elem = _first_in_range(part, view, s0, s1)
-        a, b = int(rl.plan.first[lane]), int(rl.plan.last[lane])
-        if not row_ok[py, px]:
-            why = f"its row's relay stream does not reach it from carrier column {rl.carrier}"
-        elif rl.own[b] != lane or d.lane_at[b, rl.carrier] != lane:
-            why = f"lane {lane} never reached the carrier of PE row {b}"
+        q = int(short[0])
+        lane, col = int(pl.lane[q]), int(pl.col[q])
+        s0, s1 = int(pl.start[q]), int(pl.stop[q])
+        a, b = int(pl.first[q]), int(pl.last[q])
+        src = b if b < py else a
+        if d.lane_at[src, col] != lane and not reach[py, q]:
+            why = f"lane {lane} never reached PE offset ({col}, {src})"
+        elif not reach[py, q]:
+            why = f"the relay along PE column {col} between PE rows {src} and {py} is not routed"
         else:
-            why = f"the relay between PE rows {b if b < py else a} and {py} is not routed"
-        raise read_error(p, ki, px, py, d.value, elem,
+            why = f"the relay along PE row {py} from column {col} is not routed"
+        raise read_error(p, ki, px, py, d.value, _first_in_range(win[py, px], view, s0, s1),
                          f"its row's relayed box {_box(rl.boxes[py])} without lane {lane}'s "
                          f"elements [{s0}, {s1}) ({why})", d)
     return np.zeros((uh, uw), bool)

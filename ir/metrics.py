@@ -290,36 +290,33 @@ def relay_arrays(module: Module, cache: dict | None = None) -> list[tuple[str, R
     """The relay of every kernel a flat bundle runs into whose rows read
     outside their lanes (wsec.ir.relay): one per kernel, its bundles'
     streams summed, each entry carrying the bytes per sample of the stream
-    of the row it serves (what that row's carrier sends, every link it
-    sends on). Per kernel: (sink, its relay's entries: edge index its
-    first relayed bundle's edge, no share)."""
-    from .halo import halo_colors
-    from .relay import entries, module_relays
+    of the PE that sends it (on every link it sends on). Per kernel: (sink,
+    its relay's entries: edge index its first relayed bundle's edge, no
+    share)."""
+    from .relay import entries, module_relays, relay_colors
     from .target import TARGETS
     from .templates import place
 
     t = TARGETS.get(str(module.attrs.get("target") or "wse2"), TARGETS["wse2"])
     kern = {k.name: k for k in module.kernels()}
     per: dict[str, list[tuple[int, np.ndarray]]] = {}
-    carrier: dict[str, int] = {}
     for i, b, rl in module_relays(module, cache):
         e = module.edges[i]
         numel = max(1, module.values[e.value].type.numel)
-        nbytes = -(-int(e.bytes_per_sample) * rl.plan.sends // numel)
-        per.setdefault(b.sink, []).append((i, nbytes))
-        carrier.setdefault(b.sink, rl.carrier)
+        per.setdefault(b.sink, []).append(
+            (i, -(-int(e.bytes_per_sample) * rl.plan.stream // numel)))
     out: list[tuple[str, RouteArrays]] = []
     for sink, got in per.items():
         k = kern[sink]
         assert k.rect is not None
         uw, uh = (k.rect.h, k.rect.w) if k.rotated else (k.rect.w, k.rect.h)
         load = np.sum([nb for _, nb in got], axis=0)
-        ent, whose = entries(uw, uh, carrier[sink], load > 0, halo_colors(t))
+        ent, whose = entries(uw, uh, load > 0, relay_colors(t))
         at = place(ent, k.rect.x, k.rect.y, bool(k.rotated))
         n = at.shape[0]
-        out.append((sink, RouteArrays(at[:, 0], at[:, 1], at[:, 2], np.full(n, got[0][0], np.int64),
-                                      at[:, 3], at[:, 4], load[whose],
-                                      share=np.full(n, -1, np.int64))))
+        out.append((sink, RouteArrays(at[:, 0], at[:, 1], at[:, 2],
+                                      np.full(n, got[0][0], np.int64), at[:, 3], at[:, 4],
+                                      load.ravel()[whose], share=np.full(n, -1, np.int64))))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Relay: a kernel's PE rows pass each other the boxes a flat bundle left them short of.
+"""Relay: a kernel's PEs pass each other the boxes a flat bundle left them short of.
 
 Why: a bundle routed FLAT (lanes carrying contiguous ranges of the
 flattened value, each multicast along its PE row) brings every element
@@ -10,41 +10,40 @@ pitch, siblings that need one multicast path...), the rows must take the
 rest from the rows whose lanes brought it, and that is data movement like
 any other: routed, counted in the link loads, recorded in the binary and
 proven by the simulator (issue 12). Modelled on the halo exchange
-(wsec.ir.halo), on its three colors:
+(wsec.ir.halo), whose three colors it shares (and two more):
 
-- `plan` says who sends what. Row r needs box_r; the lane landing on row
-  r's CARRIER PE (column `carrier` of the kernel's unrotated rectangle,
-  every flat lane reaching it: `lane_rows`) brought one slice. Each element
-  of box_r that row r's lane did not bring travels from the rows its lane
-  landed on (a run of rows: a flat lane's one row, or a pitched lane's
-  spine) along the carrier column, hop by hop from core to core, down to
-  the furthest row below that needs it and up to the furthest above, and
-  every carrier on the way multicasts it along its row. Counted per
-  element, not from hulls (an NCHW box of every channel and a few rows has
-  a flat hull of nearly the whole value): a carrier sends an element once
-  however many rows beyond it need it (`sends`: the carrier's one stream),
-  so the load per link is the elements crossing it, a multicast once.
-  Rows no lane lands on receive everything they read through the relay.
-- `entries` are the routes: each carrier with something to send has ONE
-  route from its core on color c(y) = colors[y % 3], out North, South and
-  along its row both ways (the PEs of the row take it into their cores and
-  pass it on); the carriers above and below take it from their South and
-  North ports into their cores on that color. At a carrier the colors of
-  its own stream and its two neighbours' differ (y - 1, y, y + 1 mod 3), so
-  three colors carry any height, and a second relayed bundle into the same
-  kernel rides the same routes (`merge`: one relay per kernel, the streams
-  summed): the halo exchange's colors (wsec.ir.halo.halo_colors), which a
-  kernel exchanging halos keeps for them (it takes no relay).
-  A stream goes both ways and along the row whole, so a link may carry
-  elements the rows beyond it do not read (the price of three colors
-  where a stream per direction would take five); the link loads count it
-  (wsec.ir.metrics.relay_arrays), so realised/bound shows what a relay
-  costs, and the router keeps cutting where a cut fits (it is cheaper).
+- `plan` says who sends what. Each lane's range is dealt in contiguous
+  PIECES over the PE columns it reaches; the piece of column p travels
+  down and up column p, core to core, from the rows whose PE in column p
+  holds the lane to the furthest row either way that reads it, and at
+  every row that reads it along the row both ways, core to core. So the
+  rows' exchange, a transpose where a conv's rows read every channel of a
+  few image rows and each flat lane brought a few channels of every row,
+  runs on every column at once (a single carrier column would carry half
+  the value over one link: measured, 40-195x the kernel time on the light
+  models), and each row's PEs pass on its box as a row multicast would.
+  Counted per element, not from hulls (an NCHW box of every channel and a
+  few rows has a flat hull of nearly the whole value): a PE sends each
+  element once however many PEs beyond it need it.
+- `entries` are the routes: every PE with something to send has ONE route
+  from its core, on color (x + 2y) mod 5 of the relay's five
+  (`relay_colors`: the halo exchange's three and the two below them), out
+  to its four neighbours inside the rectangle, and each neighbour takes it
+  into its core on that color: a PE's own color and its four neighbours'
+  are five different ones, so one route per PE and color holds for any
+  size. A PE's one stream goes all four ways, so a link may carry elements
+  the PEs beyond it already hold (the price of five colors where a stream
+  per direction would take twelve); the link loads count every stream on
+  every link it takes (wsec.ir.metrics.relay_arrays), so realised/bound
+  shows what a relay costs, and the router keeps cutting where a cut fits.
+  The relayed bundles into one kernel share its routes (their streams
+  summed): one relay per kernel; a kernel whose rows exchange halos takes
+  none (their colors overlap).
 - `reached` is what arrived, for the simulator: from the lanes that
-  actually reached each carrier and the relay routes actually configured,
-  which lanes' elements of its box each row holds; a lane that never
-  arrived, a hop or a row route missing, leaves the rows that depended on
-  it without those elements, and reading one is a SimError at the PE.
+  actually reached each PE and the relay routes actually configured,
+  which pieces each PE holds; a lane that never arrived, a hop missing,
+  leaves the PEs that depended on it without those elements, and reading
+  one is a SimError at the PE.
 """
 
 from __future__ import annotations
@@ -56,16 +55,41 @@ import numpy as np
 from .fabric import PORT_BITS
 
 _N, _E, _S, _W, _RAMP = (PORT_BITS[p] for p in ("N", "E", "S", "W", "RAMP"))
+RELAY_COLORS = 5  # the colors a relay runs on (relay_colors)
+# a PE's neighbours: (dx, dy, the port it sends to, the port the neighbour takes it from)
+_STEPS = ((0, 1, _N, _S), (0, -1, _S, _N), (1, 0, _E, _W), (-1, 0, _W, _E))
+
+
+def relay_colors(target) -> tuple[int, ...]:
+    """The relay's five colors: the halo exchange's three just below the
+    host's (wsec.ir.halo.halo_colors) and the two below them."""
+    top = int(target.colors) - int(target.reserved_colors)
+    return tuple(range(top - RELAY_COLORS, top))
+
+
+def mesh_color(x: np.ndarray | int, y: np.ndarray | int) -> np.ndarray | int:
+    """Index into relay_colors of the route PE (x, y) sends its stream on:
+    (x + 2y) mod 5, distinct from its four neighbours' and theirs from each
+    other's."""
+    return (x + 2 * y) % RELAY_COLORS
 
 
 @dataclass
 class Plan:
-    """How a flat bundle's sink rows relay their boxes (`plan`)."""
+    """How a flat bundle's sink PEs relay their rows' boxes (`plan`): the
+    pieces (each a contiguous part of one lane's range relayed along one PE
+    column, between the rows `first`..`last` whose PE in that column holds
+    the lane), per row and piece whether the row takes it through the
+    relay, and per PE the elements it sends."""
 
-    first: np.ndarray  # (L,) the first PE row each lane lands on (carrier column), -1: none
-    last: np.ndarray  # (L,) its last
-    need: np.ndarray  # (R, L) bool: row r takes lane l's elements of its box through the relay
-    sends: np.ndarray  # (R,) elements row r's carrier sends (its one stream)
+    lane: np.ndarray  # (P,)
+    col: np.ndarray  # (P,)
+    start: np.ndarray  # (P,) flat range of the piece
+    stop: np.ndarray  # (P,)
+    first: np.ndarray  # (P,) rows of column col holding its lane: first..last
+    last: np.ndarray  # (P,)
+    need: np.ndarray  # (R, P) bool
+    stream: np.ndarray  # (R, uw) elements each PE sends
 
 
 def count_below(boxes: np.ndarray, shape: tuple[int, ...], x: np.ndarray) -> np.ndarray:
@@ -91,70 +115,69 @@ def count_below(boxes: np.ndarray, shape: tuple[int, ...], x: np.ndarray) -> np.
     return np.where(x[None, :] >= numel, size[:, None], out)
 
 
-def lane_counts(boxes: np.ndarray, shape: tuple[int, ...], slices: np.ndarray) -> np.ndarray:
-    """(R, L): the elements of each row's box in each lane's flat range."""
-    edges = np.concatenate([slices[:, 0], slices[-1:, 1]])
-    c = count_below(boxes, shape, edges)
-    return c[:, 1:] - c[:, :-1]
+def range_counts(boxes: np.ndarray, shape: tuple[int, ...], start: np.ndarray,
+                 stop: np.ndarray) -> np.ndarray:
+    """(R, P): the elements of each box in each flat range [start, stop)."""
+    c = count_below(boxes, shape, np.concatenate([start, stop]))
+    n = len(start)
+    return c[:, n:] - c[:, :n]
 
 
-def lane_rows(lane_at: np.ndarray, lanes: int) -> tuple[int, np.ndarray] | None:
-    """(carrier column, (R,) the lane each PE row's carrier received, -1
-    none) for a flat bundle's `lane_at` ([uh, uw] lane per PE, -1 none):
-    the first column every lane lands in with each lane on one run of
-    rows; None where no column has that (lanes running along columns)."""
+def pieces(lane_at: np.ndarray, slices: np.ndarray
+           ) -> tuple[np.ndarray, ...] | None:
+    """(lane, col, start, stop, first, last) per piece: each lane's range
+    dealt in contiguous parts over the PE columns it reaches (`lane_at`
+    [uh, uw], -1 none), the part of column p between the rows first..last
+    whose PE there holds the lane. None where a lane reaches no PE or a
+    column's PEs holding it are not one run of rows."""
     uh, uw = lane_at.shape
-    for c in range(uw):
-        own = lane_at[:, c]
-        got = own[own >= 0]
-        if np.unique(got).size != lanes:
+    L = slices.shape[0]
+    rows = np.arange(uh)[:, None]
+    out = []
+    for lane in range(L):
+        on = lane_at == lane
+        cols = np.flatnonzero(on.any(axis=0))
+        if not cols.size:
+            if slices[lane, 1] > slices[lane, 0]:
+                return None
             continue
-        first, last = _blocks(own, lanes)
-        if ((last - first + 1) == np.bincount(got, minlength=lanes)).all():
-            return c, own.astype(np.int64)
-    return None
-
-
-def full_rows(lane_at: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """(R,): the rows whose every PE received the lane their carrier did."""
-    return (lane_at == np.asarray(own)[:, None]).all(axis=1) & (np.asarray(own) >= 0)
-
-
-def _blocks(own: np.ndarray, lanes: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.arange(own.size)
-    on = own >= 0
-    first = np.full(lanes, own.size, np.int64)
-    last = np.full(lanes, -1, np.int64)
-    np.minimum.at(first, own[on], rows[on])
-    np.maximum.at(last, own[on], rows[on])
-    none = last < 0
-    first[none] = -1
-    return first, last
-
-
-def plan(boxes: np.ndarray, shape: tuple[int, ...], slices: np.ndarray, own: np.ndarray,
-         full: np.ndarray | None = None) -> Plan | None:
-    """The relay of a flat bundle (lanes `slices` over the flattened value,
-    lane `own[r]` at row r's carrier, a run of rows each) into rows reading
-    `boxes` ((R, 2, nd) over `shape`, the value or a reshape of it: flat
-    order is the value's). `full` (R,): the rows whose every PE received
-    their carrier's lane (default all); a row whose lane reaches only some
-    of its PEs takes its own lane's elements of its box along the row from
-    its carrier too (`need`, `sends`). None where some row reads an element
-    of a lane that lands on no row (nothing to relay it from)."""
-    shape = tuple(int(s) for s in shape)
-    R, L = boxes.shape[0], slices.shape[0]
-    numel = int(np.prod(shape, dtype=np.int64))
-    first, last = _blocks(np.asarray(own), L)
-    cnt = lane_counts(boxes, shape, slices)  # (R, L)
-    mine = np.zeros((R, L), bool)
-    full = np.ones(R, bool) if full is None else np.asarray(full, bool)
-    mine[np.flatnonzero(own >= 0), own[own >= 0]] = True
-    need = (cnt > 0) & ~(mine & full[:, None])
-    if (need & (first < 0)[None, :]).any():
+        r = np.where(on[:, cols], rows, -1)
+        last = r.max(axis=0)
+        first = np.where(on[:, cols], rows, uh).min(axis=0)
+        if ((last - first + 1) != on[:, cols].sum(axis=0)).any():
+            return None
+        s0, s1 = int(slices[lane, 0]), int(slices[lane, 1])
+        cut = s0 + (s1 - s0) * np.arange(cols.size + 1) // cols.size
+        out.append(np.stack([np.full(cols.size, lane), cols, cut[:-1], cut[1:], first, last],
+                            axis=1))
+    if not out:
         return None
-    # per element the furthest rows either way that read it (every row: an element read
-    # only inside its lane's rows moves nowhere)
+    got = np.concatenate(out).astype(np.int64)
+    return tuple(got[:, i] for i in range(6))
+
+
+def plan(boxes: np.ndarray, shape: tuple[int, ...], slices: np.ndarray, lane_at: np.ndarray
+         ) -> Plan | None:
+    """The relay of a flat bundle (lanes `slices` over the flattened value,
+    [uh, uw] `lane_at` the lane each PE received) into rows reading `boxes`
+    ((uh, 2, nd) over `shape`, the value or a reshape of it: flat order is
+    the value's). A row takes through the relay every piece its box reads
+    of a lane not all of its PEs hold. None where `pieces` finds no
+    relay."""
+    shape = tuple(int(s) for s in shape)
+    R, uw = lane_at.shape
+    got = pieces(lane_at, slices)
+    if got is None:
+        return None
+    lane, col, start, stop, first, last = got
+    P = lane.size
+    cnt = range_counts(boxes, shape, start, stop)  # (R, P)
+    L = slices.shape[0]
+    full = np.zeros((R, L + 1), bool)  # rows whose every PE holds the lane
+    row_one = (lane_at == lane_at[:, :1]).all(axis=1) & (lane_at[:, 0] >= 0)
+    full[np.flatnonzero(row_one), lane_at[row_one, 0]] = True
+    need = (cnt > 0) & ~full[:, lane]
+    # per element the furthest rows either way that read it
     hi = np.full(shape, -1, np.int32)
     lo = np.full(shape, R, np.int32)
     live = (boxes[:, 1] > boxes[:, 0]).all(axis=1)
@@ -163,106 +186,118 @@ def plan(boxes: np.ndarray, shape: tuple[int, ...], slices: np.ndarray, own: np.
     for r in np.flatnonzero(live)[::-1]:
         lo[tuple(slice(int(a), int(b)) for a, b in zip(boxes[r, 0], boxes[r, 1], strict=True))] = r
     hi, lo = hi.reshape(-1), lo.reshape(-1)
-    lane = np.repeat(np.arange(L), slices[:, 1] - slices[:, 0])
-    a, b = first[lane], last[lane]
-    down = (a >= 0) & (hi > b)
-    up = (a >= 0) & (lo < a) & (lo < R)
-    diff = np.zeros(R + 1, np.int64)
-    # a carrier sends each element once: the lane's rows at the ends of its run (one row:
-    # once), the rows beyond on the way to the furthest reader
-    np.add.at(diff, b[down], 1)
-    np.add.at(diff, hi[down] + 1, -1)
-    np.add.at(diff, lo[up], 1)
-    np.add.at(diff, a[up] + 1, -1)
+    piece = np.repeat(np.arange(P), stop - start)
+    c, a, b = col[piece], first[piece], last[piece]
+    down = hi > b
+    up = (lo < a) & (lo < R)
+    # along column c: the rows from the lane's to the furthest reader send it once (a
+    # row at both ends of a one-row run once)
+    diff = np.zeros((R + 1, uw), np.int64)
+    np.add.at(diff, (b[down], c[down]), 1)
+    np.add.at(diff, (hi[down] + 1, c[down]), -1)
+    np.add.at(diff, (lo[up], c[up]), 1)
+    np.add.at(diff, (a[up] + 1, c[up]), -1)
     both = down & up & (a == b)
-    np.add.at(diff, a[both], -1)
-    np.add.at(diff, a[both] + 1, 1)
-    del numel
-    sends = np.cumsum(diff)[:R]
-    part = np.flatnonzero(~full & (own >= 0))  # along the row: its own lane's part of its box
-    sends[part] += cnt[part, own[part]]
-    return Plan(first, last, need, sends)
+    np.add.at(diff, (a[both], c[both]), -1)
+    np.add.at(diff, (a[both] + 1, c[both]), 1)
+    vertical = np.cumsum(diff, axis=0)[:R]
+    # along every row that takes a piece, every PE passes it on (an upper bound where its
+    # column's PE also relays it down or up)
+    rowneed = (cnt * need).sum(axis=1)
+    stream = vertical + (rowneed[:, None] if uw > 1 else 0)
+    return Plan(lane, col, start, stop, first, last, need, stream)
 
 
-def entries(uw: int, uh: int, carrier: int, send: np.ndarray, colors: tuple[int, ...]
+def entries(uw: int, uh: int, send: np.ndarray, colors: tuple[int, ...]
             ) -> tuple[np.ndarray, np.ndarray]:
-    """(m, 5) router entries (px, py, color, rx, tx) of a relay, in offsets of
-    the kernel's unrotated rectangle, and per entry the PE row whose stream
-    it carries. Row y's carrier (where send[y]) sends its stream from its
-    core on colors[y % 3] North, South and along its row; the carriers of
-    rows y + 1 and y - 1 take it into their cores; the PEs of row y take it
-    into theirs and pass it on along the row."""
-    c = int(carrier)
-    ys = np.flatnonzero(np.asarray(send, bool))
+    """(m, 5) router entries (px, py, color, rx, tx) of a relay, in offsets
+    of the kernel's unrotated rectangle, and per entry the PE (py * uw +
+    px) whose stream it carries. Each PE where send[py, px] sends its
+    stream from its core on colors[mesh_color(px, py)] to its neighbours
+    inside the rectangle, and each of them takes it into its core."""
+    ys, xs = np.nonzero(np.asarray(send, bool))
     if not ys.size:
         return np.zeros((0, 5), np.int64), np.zeros(0, np.int64)
-    col = np.asarray(colors[:3], np.int64)[ys % 3]
-    tx = (np.where(ys < uh - 1, _N, 0) | np.where(ys > 0, _S, 0)
-          | (_E if c < uw - 1 else 0) | (_W if c > 0 else 0))
-    parts = [np.stack([np.full(ys.size, c), ys, col, np.full(ys.size, _RAMP), tx], axis=1)]
-    whose = [ys]
-    up, dn = ys < uh - 1, ys > 0  # the carriers above (py + 1) and below take it in
-    parts.append(np.stack([np.full(up.sum(), c), ys[up] + 1, col[up], np.full(up.sum(), _S),
-                           np.full(up.sum(), _RAMP)], axis=1))
-    whose.append(ys[up])
-    parts.append(np.stack([np.full(dn.sum(), c), ys[dn] - 1, col[dn], np.full(dn.sum(), _N),
-                           np.full(dn.sum(), _RAMP)], axis=1))
-    whose.append(ys[dn])
-    if uw > 1:  # along the row, East and West of the carrier
-        gx, gy = np.meshgrid(np.arange(uw), ys)
-        gc = np.broadcast_to(col[:, None], gx.shape)
-        east, west = gx > c, gx < c
-        sel = east | west
-        rx = np.where(east, _W, _E)
-        txr = _RAMP | np.where(east & (gx < uw - 1), _E, 0) | np.where(west & (gx > 0), _W, 0)
-        parts.append(np.stack([gx[sel], gy[sel], gc[sel], rx[sel], txr[sel]], axis=1))
-        whose.append(gy[sel])
+    cols = np.asarray(colors[:RELAY_COLORS], np.int64)[mesh_color(xs, ys)]
+    tx = np.zeros(ys.size, np.int64)
+    parts, whose = [], []
+    me = ys * uw + xs
+    for dx, dy, out, into in _STEPS:
+        nx, ny = xs + dx, ys + dy
+        inside = (nx >= 0) & (nx < uw) & (ny >= 0) & (ny < uh)
+        tx |= np.where(inside, out, 0)
+        n = int(inside.sum())
+        parts.append(np.stack([nx[inside], ny[inside], cols[inside], np.full(n, into),
+                               np.full(n, _RAMP)], axis=1))
+        whose.append(me[inside])
+    keep = tx != 0
+    parts.insert(0, np.stack([xs[keep], ys[keep], cols[keep], np.full(int(keep.sum()), _RAMP),
+                              tx[keep]], axis=1))
+    whose.insert(0, me[keep])
     return np.concatenate(parts).astype(np.int64), np.concatenate(whose).astype(np.int64)
 
 
-def merge(sends: list[np.ndarray]) -> np.ndarray:
-    """One relay per kernel: the streams of its relayed bundles, summed per row."""
-    return np.sum(np.stack(sends), axis=0)
+def hops(rx: np.ndarray, tx: np.ndarray) -> tuple[np.ndarray, ...]:
+    """From the relay routes configured ([uh, uw, 5] rx and tx per PE and
+    relay color, 0 none), per PE whether its stream reaches its neighbour
+    North, South, East and West: its route sends from its core that way on
+    its color, and the neighbour takes it in from the PE on that color."""
+    uh, uw = rx.shape[:2]
+    ys, xs = np.mgrid[0:uh, 0:uw]
+    c = mesh_color(xs, ys)
+    mine_rx = np.take_along_axis(rx, c[..., None], axis=2)[..., 0]
+    mine_tx = np.take_along_axis(tx, c[..., None], axis=2)[..., 0]
+    sends = mine_rx == _RAMP
+    out = []
+    for dx, dy, port, into in _STEPS:
+        nx, ny = xs + dx, ys + dy
+        inside = (nx >= 0) & (nx < uw) & (ny >= 0) & (ny < uh)
+        ok = sends & ((mine_tx & port) != 0) & inside
+        nxc, nyc = np.clip(nx, 0, uw - 1), np.clip(ny, 0, uh - 1)
+        ok &= (rx[nyc, nxc, c] == into) & ((tx[nyc, nxc, c] & _RAMP) != 0)
+        out.append(ok)
+    return tuple(out)  # north, south, east, west
 
 
-def reached(p: Plan, own: np.ndarray, hop_down: np.ndarray, hop_up: np.ndarray
-            ) -> np.ndarray:
-    """(R, L) bool: the lanes whose elements of its box row r's carrier holds,
-    from what arrived: `own` (R,) the lane each carrier actually received
-    (-1 none), hop_down[y] (R - 1,) whether row y's stream reaches row y + 1
-    (its route sends North and that carrier takes it in), hop_up[y] whether
-    row y + 1's reaches row y. A lane reaches row r from the row of its run
-    nearest r if that carrier received it and every hop between is routed."""
-    R, L = p.need.shape
-    own = np.asarray(own, np.int64)
-    # per row the furthest rows a chain of routed hops reaches it from, below and above
-    below = np.arange(R)
-    above = np.arange(R)
+def reached(p: Plan, lane_at: np.ndarray, north: np.ndarray, south: np.ndarray,
+            east: np.ndarray, west: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From what arrived: ((R, P) whether the PE of each row in each piece's
+    column holds the piece, [uh, uw] and [uh, uw] the furthest columns West
+    and East whose PE's pieces reach each PE along its row). A piece
+    reaches the PE in its column of row r from the nearest row of its run
+    if that PE received the lane and every hop between is routed
+    (`north`/`south`/`east`/`west` [uh, uw]: `hops`)."""
+    R, uw = lane_at.shape
+    below = np.tile(np.arange(R)[:, None], (1, uw))  # chain start reaching row r from below
+    above = below.copy()
     for y in range(1, R):
-        if hop_down[y - 1]:
-            below[y] = below[y - 1]
+        below[y] = np.where(north[y - 1], below[y - 1], y)
     for y in range(R - 2, -1, -1):
-        if hop_up[y]:
-            above[y] = above[y + 1]
+        above[y] = np.where(south[y + 1], above[y + 1], y)
     rows = np.arange(R)[:, None]
+    c = p.col[None, :]
     a, b = p.first[None, :], p.last[None, :]
-    ok = np.zeros((R, L), bool)
-    ok[np.flatnonzero(own >= 0), own[own >= 0]] = True
-    arrived_b = own[np.maximum(p.last, 0)] == np.arange(L)
-    arrived_a = own[np.maximum(p.first, 0)] == np.arange(L)
-    ok |= (b >= 0) & (b < rows) & (b >= below[:, None]) & arrived_b[None, :]
-    ok |= (a >= 0) & (a > rows) & (a <= above[:, None]) & arrived_a[None, :]
-    return ok
+    have_b = lane_at[p.last, p.col] == p.lane
+    have_a = lane_at[p.first, p.col] == p.lane
+    va = lane_at[:, p.col] == p.lane[None, :]
+    va |= (b < rows) & (b >= below[:, p.col]) & have_b[None, :]
+    va |= (a > rows) & (a <= above[:, p.col]) & have_a[None, :]
+    del c
+    xs = np.arange(uw)
+    west_end = np.tile(xs[None, :], (R, 1))
+    east_end = west_end.copy()
+    for x in range(1, uw):
+        west_end[:, x] = np.where(east[:, x - 1], west_end[:, x - 1], x)
+    for x in range(uw - 2, -1, -1):
+        east_end[:, x] = np.where(west[:, x + 1], east_end[:, x + 1], x)
+    return va, west_end, east_end
 
 
 @dataclass
 class Relay:
-    """A flat bundle's relay into its sink (`of_bundle`): the carrier column,
-    the lane each row's carrier received, the rows' boxes over `view` and
-    the plan."""
+    """A flat bundle's relay into its sink (`make`): the rows' boxes over
+    `view` and the plan."""
 
-    carrier: int
-    own: np.ndarray  # (R,)
     boxes: np.ndarray  # (R, 2, nd)
     view: tuple[int, ...]
     plan: Plan
@@ -285,33 +320,27 @@ def lane_grid(x: np.ndarray, y: np.ndarray, tx: np.ndarray, lane: np.ndarray,
 def make(lane_at: np.ndarray, lanes: int, boxes: np.ndarray | None, view: tuple[int, ...]
          ) -> Relay | None:
     """The relay of a flat bundle of `lanes` lanes ([uh, uw] `lane_at`) into
-    rows reading `boxes` ((uh, 2, nd) over `view`, input_cut): None where
-    every row's box lies in its own lane's range (nothing to relay), the
-    boxes are not one per PE row, or no column has every lane (`lane_rows`)
-    or some lane's elements a row reads land nowhere (`plan`)."""
+    rows reading `boxes` ((uh, 2, nd) over `view`): None where no row
+    takes anything through it (every row's box in lanes all its PEs hold),
+    the boxes are not one per PE row, or `plan` finds none."""
     if boxes is None or boxes.shape[0] != lane_at.shape[0] or boxes.shape[-1] != len(view):
         return None
-    got = lane_rows(lane_at, lanes)
-    if got is None:
-        return None
-    carrier, own = got
-    numel = int(np.prod(view, dtype=np.int64))
     from .lanes import lane_slices
 
-    pl = plan(boxes, view, lane_slices(numel, lanes), own, full_rows(lane_at, own))
+    numel = int(np.prod(view, dtype=np.int64))
+    pl = plan(boxes, view, lane_slices(numel, lanes), lane_at)
     if pl is None or not pl.need.any():
         return None
-    return Relay(carrier, own, np.asarray(boxes, np.int64), tuple(int(n) for n in view), pl)
+    return Relay(np.asarray(boxes, np.int64), tuple(int(n) for n in view), pl)
 
 
 def module_relays(module, cache: dict | None = None) -> list[tuple[int, object, Relay]]:
     """Every flat bundle of `module` whose sink's PE rows read outside their
     lanes' ranges and can take a relay (`make`): (edge index, bundle,
     Relay), in edge and bundle order. Not into a kernel whose rows exchange
-    halos (its three colors are the exchange's). `cache` keeps each
+    halos (the relay's colors take the exchange's). `cache` keeps each
     bundle's relay across calls (the route asks for link loads often)."""
     from .graph import HOST
-    from .halo import halo_colors
     from .kernels import cut_view, input_cut
     from .lanes import expand
     from .movement import Operands
@@ -320,7 +349,7 @@ def module_relays(module, cache: dict | None = None) -> list[tuple[int, object, 
     kern = {k.name: k for k in module.kernels()}
     halo = {b.sink for e in module.edges for b in e.bundles or () if b.cut == "halo"}
     t = TARGETS.get(str(module.attrs.get("target") or "wse2"), TARGETS["wse2"])
-    if {b.color for e in module.edges for b in e.bundles or ()} & set(halo_colors(t)):
+    if {b.color for e in module.edges for b in e.bundles or ()} & set(relay_colors(t)):
         return []  # a bundle holds the relays' colors: the route left none to them
     ops = None
     out = []

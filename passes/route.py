@@ -954,7 +954,7 @@ class Route(Pass):
         tried: _Attempt | None = None
         crowding: set[tuple[int, str]] = set()  # new cuts that crowded a link: flat
         # what the re-cuts may take the busiest link to (PROOF_SLACK), fixed once
-        ceiling = _ceiling(module, best, fabric, cap, self.proof_slack)
+        ceiling = max(best.score[1], 1.0) * (1.0 + self.proof_slack)
         before = (best.score[1],)  # for the note on the proof slack
         thinned: set[tuple[int, str]] = set()  # bundles thinned for re-cuts (_thin_recut)
         caps: dict[tuple[int, str], int] = {}  # their cuts' lane caps (_thinned)
@@ -1039,7 +1039,7 @@ class Route(Pass):
                                 best.warm(), moved, still, pairs=best.pairs, widen=best.widen,
                                 runs=runs_cut, light=light | {k}, caps=caps)
 
-            best = _lone_recut(best, _ceiling(module, best, fabric, cap, self.proof_slack),
+            best = _lone_recut(best, max(best.score[1], 1.0) * (1.0 + self.proof_slack),
                                cut_in, lone, deadline)
         if best.colored and any(r.halo for r in best.neg.reqs):
             hot = _halo_hot(module, best, fabric, cap)
@@ -1157,21 +1157,6 @@ def _commit(module: Module, got: _Attempt) -> None:
         b = rt.bundle
         module.edges[r.edge].bundles.append(  # type: ignore[union-attr]
             dataclasses.replace(b, color=c))
-
-
-def _ceiling(module: Module, got: _Attempt, fabric: Fabric, cap: int, slack: float) -> float:
-    """What the re-cuts may load the busiest link to (over the capacity):
-    the kept layout's bound plus the proof slack, or, where the rows of its
-    flat cut requests' sinks relay what their lanes did not bring
-    (wsec.ir.relay, in the link loads), the busiest link with those relays:
-    a cut up to that heavy costs no more throughput than the relay it
-    replaces (a relay's carrier column moves, hop by hop, what a cut's lanes
-    spread over all the rows: measured, Inception-v1's 109x the kernel
-    time)."""
-    base = max(got.score[1], 1.0) * (1.0 + slack)
-    if not got.colored or not any(r.cut_rows and not r.cut_pitch for r in got.neg.reqs):
-        return base
-    return max(base, float(_loads(module, got, fabric).max(initial=0)) / max(1, cap))
 
 
 def _halo_hot(module: Module, got: _Attempt, fabric: Fabric, cap: int

@@ -43,6 +43,7 @@ from wsec.ir.kernels import (
 )
 from wsec.ir.lanes import LaneError, box_elements, check_cut, union_boxes
 from wsec.ir.movement import Operands
+from wsec.ir.relay import RELAY_COLORS
 
 Vec = tuple[int, int]
 _E, _N = (1, 0), (0, 1)
@@ -189,11 +190,14 @@ class Request:
 
 
 def exchange_colors(reqs: list[Request]) -> int:
-    """The colors bundles leave to the exchanges inside kernels: HALO_COLORS
-    where a request is cut "halo" (wsec.ir.halo) or a cut request is routed
-    flat (its sink's rows relay what their lanes did not bring them:
-    wsec.ir.relay, on the same three colors), else none."""
-    return HALO_COLORS if any(r.halo or (r.cut_rows and not r.cut_pitch) for r in reqs) else 0
+    """The colors bundles leave to the exchanges inside kernels: RELAY_COLORS
+    where a cut request is routed flat (its sink's PEs relay what their
+    lanes did not bring them: wsec.ir.relay, on the halo exchange's three
+    colors and two more), HALO_COLORS where a request is cut "halo"
+    (wsec.ir.halo), else none."""
+    if any(r.cut_rows and not r.cut_pitch for r in reqs):
+        return RELAY_COLORS
+    return HALO_COLORS if any(r.halo for r in reqs) else 0
 
 def _can_leave(p: Port, fabric: Fabric) -> bool:
     """Lanes leaving port p along its normal stay on the grid."""

@@ -25,9 +25,8 @@ from wsec.backends.sim import random_inputs, simulate
 from wsec.backends.sim_base import SimError
 from wsec.driver import CompileOptions, compile_model
 from wsec.ir.fabric import PORT_BITS
-from wsec.ir.halo import halo_colors
 from wsec.ir.lanes import lane_slices
-from wsec.ir.relay import count_below, entries, plan, reached
+from wsec.ir.relay import count_below, entries, mesh_color, plan, reached, relay_colors
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -55,28 +54,34 @@ def _rows() -> tuple[np.ndarray, tuple[int, ...]]:
     return boxes, (1, 4, 6, 3)
 
 
-def test_plan_sends_each_element_once_per_carrier_and_rows_without_lanes_get_all() -> None:
+def test_plan_deals_lanes_over_columns_and_rows_without_lanes_take_all() -> None:
     boxes, shape = _rows()
-    own = np.array([0, 1, 2, 3, -1, -1])  # 4 flat lanes on the first 4 rows
-    p = plan(boxes, shape, lane_slices(72, 4), own)
+    lane_at = np.full((6, 3), -1)
+    lane_at[:4] = np.arange(4)[:, None]  # 4 flat lanes on the first 4 rows, 3 PEs wide
+    p = plan(boxes, shape, lane_slices(72, 4), lane_at)
     assert p is not None
-    assert p.need[4].all() and p.need[5].all()  # no lane of their own: every lane relayed
-    assert not p.need[0, 0] and p.need[0, 1:].all()
-    # a carrier never sends more than the value
-    assert (p.sends <= 72).all() and (p.sends > 0).all()
-    # the routes: one per PE and color, three colors for any height
-    ent, whose = entries(3, 6, 0, p.sends > 0, (10, 11, 12))
+    assert p.lane.size == 12 and set(p.col.tolist()) == {0, 1, 2}  # a piece per lane and column
+    assert (p.stop - p.start).sum() == 72  # the pieces partition the value
+    rows_lanes = np.zeros((6, 4), bool)
+    np.logical_or.at(rows_lanes, (slice(None), p.lane), p.need)
+    assert rows_lanes[4].all() and rows_lanes[5].all()  # no lane of their own: every lane
+    assert not rows_lanes[0, 0] and rows_lanes[0, 1:].all()
+    # the routes: one per PE and color, five colors, every PE's neighbours on others
+    ent, whose = entries(3, 6, p.stream > 0, (10, 11, 12, 13, 14))
     key = ent[:, 0] * 1000 + ent[:, 1] * 10 + ent[:, 2] - 10
     assert np.unique(key).size == key.size
-    assert set(ent[:, 2].tolist()) == {10, 11, 12}
-    # everything reaches every row where every hop is routed; a hop cut starves the rows
-    # beyond it of the lanes above it
-    ok = reached(p, own, np.ones(5, bool), np.ones(5, bool))
-    assert (ok | ~p.need).all()
-    hop = np.ones(5, bool)
-    hop[3] = False  # row 3's stream no longer reaches row 4
-    ok = reached(p, own, hop, np.ones(5, bool))
-    assert not ok[4, 3] and not ok[5, 0] and ok[3, 0]
+    assert set(ent[:, 2].tolist()) == {10, 11, 12, 13, 14}
+    assert whose.size == ent.shape[0]
+    # everything reaches every PE where every hop is routed; a hop cut starves the PEs
+    # beyond it of the pieces above it
+    on = np.ones((6, 3), bool)
+    va, west, east = reached(p, lane_at, on, on, on, on)
+    assert (va | ~p.need).all() and (west == 0).all() and (east == 2).all()
+    north = on.copy()
+    north[3, :] = False  # row 3's PEs no longer reach row 4
+    va, _, _ = reached(p, lane_at, north, on, on, on)
+    lane3 = p.lane == 3
+    assert not va[4, lane3].any() and not va[5, p.lane == 0].any() and va[3, p.lane == 0].all()
 
 
 @pytest.fixture(scope="module")
@@ -99,66 +104,74 @@ def test_relayed_flat_bundle_runs_strict_with_its_routes_and_loads(relayed) -> N
     assert sum(s.get("forwarded_pes", 0) for s in res.kernel_stats.values()) == 0
     ki = int(p.bundles[bi]["sink"])
     mine = p.routes[(p.routes["bundle"] == NO_BUNDLE) & (p.routes["lane"] == ki)]
-    assert np.isin(mine["color"], halo_colors(p.target)).any()
+    assert np.isin(mine["color"], relay_colors(p.target)).any()
     lanes = p.routes["color"][p.routes["bundle"] != NO_BUNDLE]
-    assert not np.isin(lanes, halo_colors(p.target)).any()  # no bundle on the relay's colors
+    assert not np.isin(lanes, relay_colors(p.target)).any()  # no bundle on the relay's colors
 
 
-def _hop(p: Program, bi: int) -> tuple[np.ndarray, int]:
-    """A copy of the routes with one relay hop cut consistently (the sender
-    no longer sends North, the next carrier's entry gone) and the row that
-    lost it: the first row whose stream another row below it needs."""
+def _grid(p: Program, ki: int, px: int, py: int) -> tuple[int, int]:
+    k = p.kernels[ki]
+    return (k.rect.x + py, k.rect.y + px) if k.rotated else (k.rect.x + px, k.rect.y + py)
+
+
+def test_a_relay_hop_not_routed_is_an_error_at_a_pe_beyond_it(relayed) -> None:  # type: ignore[no-untyped-def]
+    """A PE's route no longer sending its stream North (and the PE above no
+    longer taking it in): a PE above that read a piece through it fails,
+    named with the hop's column and rows."""
+    p, bi = relayed
     rl = program_relays(p)[bi]
+    pl = rl.plan
     ki = int(p.bundles[bi]["sink"])
     k = p.kernels[ki]
-    cols = halo_colors(p.target)
-    y = next(int(y) for y in range(rl.plan.sends.size - 1)
-             if rl.plan.need[y + 1:, rl.own[:y + 1][rl.own[:y + 1] >= 0]].any())
+    # a piece relayed North: its lane's last row below a row that takes it
+    rows = np.arange(pl.need.shape[0])[:, None]
+    up = pl.need & (rows > pl.last[None, :])
+    q = int(np.flatnonzero(up.any(axis=0))[0])
+    x, y = int(pl.col[q]), int(pl.last[q])
+    cols = relay_colors(p.target)
+    col = cols[int(mesh_color(x, y))]
+    gx, gy = _grid(p, ki, x, y)
+    nx, ny = _grid(p, ki, x, y + 1)
     r = p.routes.copy()
-    c = rl.carrier
-    gx, gy = (k.rect.x + y, k.rect.y + c) if k.rotated else (k.rect.x + c, k.rect.y + y)
-    nx, ny = (gx + 1, gy) if k.rotated else (gx, gy + 1)
-    col = cols[y % 3]
     at = (r["x"] == gx) & (r["y"] == gy) & (r["color"] == col) & (r["bundle"] == NO_BUNDLE)
     north = np.uint8(PORT_BITS["E"] if k.rotated else PORT_BITS["N"])
+    assert at.sum() == 1 and r["tx"][at][0] & north
     r["tx"][at] &= ~north
     gone = (r["x"] == nx) & (r["y"] == ny) & (r["color"] == col) & (r["bundle"] == NO_BUNDLE)
-    assert at.sum() == 1 and gone.sum() == 1
-    return r[~gone], y
-
-
-def test_a_relay_hop_not_routed_is_an_error_at_a_pe_below_it(relayed) -> None:  # type: ignore[no-untyped-def]
-    p, bi = relayed
-    r, y = _hop(p, bi)
+    assert gone.sum() == 1
     value = p.edges[int(p.bundles[bi]["edge"])].value
-    with pytest.raises(SimError, match=rf"%{value}.*relay between PE rows \d+ and \d+ is not "
-                       "routed"):
-        simulate(replace(p, routes=r), random_inputs(p, 0), strict=True)
+    with pytest.raises(SimError, match=rf"%{value}.*the relay along PE column \d+ between PE "
+                       r"rows \d+ and \d+ is not routed"):
+        simulate(replace(p, routes=r[~gone]), random_inputs(p, 0))
 
 
-def test_a_lane_missing_at_its_carrier_starves_the_rows_it_feeds(relayed) -> None:  # type: ignore[no-untyped-def]
+def test_a_lane_missing_at_a_pe_starves_the_rows_it_feeds(relayed) -> None:  # type: ignore[no-untyped-def]
+    """A flat lane no longer delivered into the core of the PE that relays
+    a piece of it (the lane still passes on along the row): the PEs that
+    read that piece through the relay fail, naming the lane and the PE."""
     p, bi = relayed
-    rl = program_relays(p)[bi]
-    lane = int(np.flatnonzero(rl.plan.need.any(axis=0))[0])
-    row = int(rl.plan.first[lane])
-    k = p.kernels[int(p.bundles[bi]["sink"])]
-    gx, gy = ((k.rect.x + row, k.rect.y + rl.carrier) if k.rotated
-              else (k.rect.x + rl.carrier, k.rect.y + row))
+    pl = program_relays(p)[bi].plan
+    ki = int(p.bundles[bi]["sink"])
+    q = int(np.flatnonzero(pl.need.any(axis=0))[0])
+    lane, x = int(pl.lane[q]), int(pl.col[q])
+    rows = np.flatnonzero(pl.need[:, q])
+    y = int(pl.last[q]) if rows[0] > pl.last[q] else int(pl.first[q])
+    gx, gy = _grid(p, ki, x, y)
     r = p.routes.copy()
     at = (r["bundle"] == bi) & (r["x"] == gx) & (r["y"] == gy)
     assert at.sum() == 1
-    r["tx"][at] &= ~np.uint8(PORT_BITS["RAMP"])  # its core at the carrier takes it no more
-    with pytest.raises(SimError, match=rf"lane {lane} never reached the carrier of PE row "
-                       rf"{row}") as ex:
-        simulate(replace(p, routes=r), random_inputs(p, 0), strict=True)
+    r["tx"][at] &= ~np.uint8(PORT_BITS["RAMP"])  # its core takes it no more
+    with pytest.raises(SimError, match=rf"lane {lane} never reached PE offset \({x}, {y}\)"
+                       ) as ex:
+        simulate(replace(p, routes=r), random_inputs(p, 0))
     assert re.search(r"PE \(\d+, \d+\)", str(ex.value))
 
 
 def test_loader_checks_the_relay_records(relayed) -> None:  # type: ignore[no-untyped-def]
     p, bi = relayed
     check_records(p)
-    q = replace(p, info={**p.info, "relays": {**p.info["relays"], str(bi): 10_000}})
-    with pytest.raises(FormatError, match=rf"bundle #{bi} .*META relays must give its carrier"):
+    q = replace(p, info={**p.info, "relays": {**p.info["relays"], str(bi): 3}})
+    with pytest.raises(FormatError, match=rf"bundle #{bi} .*META relays must give the 5 colors"):
         check_records(q)
     q = replace(p, info={**p.info, "relays": {}})
     with pytest.raises(FormatError, match=rf"bundle #{bi} .*META relays must give"):

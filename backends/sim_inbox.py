@@ -22,9 +22,12 @@ along its column (`Delivery.held`: wsec.ir.halo.exchange, in route order:
 a PE whose lane never arrived passes nothing on, so the rows it should
 feed read rows that never arrived). A flat bundle's lanes carry
 contiguous ranges of the flattened value, which in general do not hold a
-PE's window: those elements would have to be forwarded inside the
-rectangle, a distribution no route configures; the simulator counts the
-PEs that need it (`forwarded_pes`) instead of proving them.
+PE's window: where the sink's rows read outside their lanes the compiler
+configures a relay (wsec.ir.relay) and each PE also holds the pieces of
+its row's box the relay brought it (`relay_reach`: from the lanes that
+arrived and the relay routes configured), its window checked against its
+row's box; a read no lane and no relay brought is a SimError (strict, the
+default) or, for diagnosis, counted (`forwarded_pes`).
 """
 
 from __future__ import annotations

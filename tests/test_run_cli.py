@@ -169,3 +169,16 @@ def test_compile_verify(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[st
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "check against onnxruntime" in text and "PASS" in text
+
+
+def test_strict_is_the_default_and_count_forwarded_counts(
+        tiny_bin: tuple[pathlib.Path, Program]) -> None:
+    """`wsec run` fails at the first PE reading what no route brought it
+    (strict, the default since the relay); `--count-forwarded` counts such
+    PEs instead, for diagnosis, and asking for both is a usage error."""
+    path, prog = tiny_bin
+    r = run_wsec("run", str(path), "--count-forwarded")
+    assert r.returncode == 0, r.stderr
+    assert f"of {len(prog.kernels)} kernels read only what their routes delivered" in r.stdout
+    both = run_wsec("run", str(path), "--strict", "--count-forwarded")
+    assert both.returncode != 0 and "exclude each other" in both.stderr

@@ -138,7 +138,7 @@ def relay_routes(p: Program) -> list[RouteArrays]:
     from wsec.ir.relay import entries, relay_colors
     from wsec.ir.templates import place
 
-    from .lanes import program_relays
+    from .relays import program_relays
 
     per: dict[int, tuple[int, np.ndarray]] = {}
     for bi, rl in program_relays(p).items():

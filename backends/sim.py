@@ -146,21 +146,24 @@ def _host_boxes(p: Program, ei: int, sink: str, x: np.ndarray, ios: list[dict]
 
 
 def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False,
-             strict: bool = True) -> RunResult:
+             strict: bool | None = None) -> RunResult:
     """Execute the program on `inputs`: host inputs enter through the I/O map,
     kernels run in order (each PE its shard, see sim_exec), values move only
     along traced routes; returns the outputs the host receives (`keep`: and
     every kernel's inputs and outputs, for `wsec run --per-kernel`).
-    `strict` (the default): a PE reading an element of a flat bundle that
-    neither its lane nor its rows' relay (wsec.ir.relay) brought is a
-    SimError naming the PE, the element and the lane carrying it (as on a
-    cut bundle); False counts such PEs instead (`forwarded_pes`, for
-    diagnosis: `wsec run --count-forwarded`)."""
+    `strict` (None: True for a pipeline binary): a PE reading an element of
+    a flat bundle that neither its lane nor its rows' relay (wsec.ir.relay)
+    brought is a SimError naming the PE, the element and the lane carrying
+    it (as on a cut bundle); False counts such PEs instead (`forwarded_pes`,
+    for diagnosis: `wsec run --count-forwarded`). A weight-streaming
+    binary's phases read their rows' holdings, which no relay fills: None
+    counts there (sim_stream_pe.held)."""
     from .loader_meta import check_sim_memory
 
     check_sim_memory(p)  # the declared sizes against free memory, before allocating
     if "stream" in str(p.info.get("mode", "")):  # weight streaming: phase after phase
-        return simulate_stream(p, inputs, keep, strict)
+        return simulate_stream(p, inputs, keep, bool(strict))
+    strict = True if strict is None else strict
     mem = SramImages(p)
     fab, traces = configure(p)
     lanes = deliveries(p, strict)

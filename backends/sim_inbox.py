@@ -174,7 +174,7 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
         if halo is not None and d.boxes is not None:
             d.halo = halo
         out[ki][e.value] = d
-    from .lanes import program_relays
+    from .relays import program_relays
 
     for bi, rl in program_relays(p).items():  # the rows' relays, from what arrived
         ki = int(p.bundles[bi]["sink"])

@@ -176,7 +176,8 @@ def _run_in(a: argparse.Namespace, out: Callable[[str], None], outs: Any,
     t0 = time.perf_counter()
     if a.strict and a.count_forwarded:
         raise UsageError("--strict and --count-forwarded exclude each other")
-    res = simulate(prog, inputs, keep=a.per_kernel, strict=not a.count_forwarded)
+    res = simulate(prog, inputs, keep=a.per_kernel,
+                   strict=False if a.count_forwarded else True if a.strict else None)
     sim_s = time.perf_counter() - t0
     out(f"wsec run: {prog.info.get('source', a.binary)} on {prog.target.name} "
         f"({prog.target.width}x{prog.target.height}), {len(prog.kernels)} kernels, "

@@ -269,7 +269,7 @@ def test_inspect_text(blob: bytes) -> None:
     text = inspect_text(load_binary(blob))
     for word in ("format version 10", "wse2, grid 8x8", "wsec test", "sha256:abc", "META",
                  "LANES", "BLOBS", "crc32", "k0", "t_gridmm", "0,0,4,2", "kx=4,ky=2", "mm, add",
-                 "route entries    36", "colors used      8 of 24", "max colors/PE    5",
+                 "route entries    56", "colors used      8 of 24", "max colors/PE    5",
                  "4 bundles of 6 lanes",
                  "max per PE       600 B", "PEs used         15 / 64",
                  "dedup ratio", "in  %x f32[1,16]: 2 West-edge PEs"):

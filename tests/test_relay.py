@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from wsec.backends.emit import write_binary
 from wsec.backends.format import BUNDLE_RELAY, NO_BUNDLE, FormatError, Program
-from wsec.backends.lanes import check_records, program_relays
+from wsec.backends.lanes import check_records
 from wsec.backends.loader import load_binary
+from wsec.backends.relays import program_relays
 from wsec.backends.sim import random_inputs, simulate
 from wsec.backends.sim_base import SimError
 from wsec.driver import CompileOptions, compile_model

@@ -82,8 +82,8 @@ def test_bad_magic_and_version(good: bytes) -> None:
     assert reject(b"PK\x03\x04" + good[4:]) == "not a wsec binary (bad magic)"
     assert reject(b"hello") == "not a wsec binary (bad magic)"
     assert reject(b"") == "truncated file: the header needs 24 bytes, the file has 0"
-    bad = good[:8] + struct.pack("<I", 10) + good[12:]
-    assert reject(bad) == "format version 10 is not supported (this wsec reads version 9)"
+    bad = good[:8] + struct.pack("<I", 11) + good[12:]
+    assert reject(bad) == "format version 11 is not supported (this wsec reads version 10)"
 
 
 def test_trailing_garbage(good: bytes) -> None:
@@ -181,8 +181,9 @@ def test_link_over_capacity(good: bytes) -> None:
     def edit(p: Program) -> None:
         p.info["attrs"]["realised_cycles"] = 10  # %h's lanes carry 16 wavelets each
 
-    assert tamper(good, edit) == ("link (3, 0) E carries 16 wavelets per sample, more than the "
-                                  "10 cycles per sample the binary states")
+    # the busiest: a RAMP of k1's relay of %h (wsec.ir.relay), counted like any lane
+    assert tamper(good, edit) == ("link (4, 1) RAMP-in carries 144 wavelets per sample, more "
+                                  "than the 10 cycles per sample the binary states")
 
 
 def test_rect_outside_grid(good: bytes) -> None:

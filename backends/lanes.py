@@ -47,7 +47,7 @@ from .format import (
     Program,
     type_shape,
 )
-from .relays import _relay_of, relay_sinks, to_bundle
+from .relays import _relay_of, lands_inside, relay_sinks, to_bundle
 from .sink_reads import sink_reads
 
 
@@ -265,6 +265,8 @@ def _check_relay(p: Program, bi: int) -> None:
         if named:
             raise FormatError(f"META relays names {what}, whose sink's rows relay nothing")
         return
+    if int(r["sink"]) >= 0 and not lands_inside(p, bi):
+        return  # the loader names the lane landing outside its sink
     _relay_of(p, bi)
     ki = int(r["sink"])
     if ki in halo_sinks(p):

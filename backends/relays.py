@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from wsec.ir.graph import HOST, Bundle
-from wsec.ir.lanes import check_view, expand, lane_slices
+from wsec.ir.lanes import check_view, endpoints, expand, lane_slices
 from wsec.ir.relay import RELAY_COLORS, Relay, lane_grid, plan
 
 from .format import (
@@ -57,9 +57,22 @@ def program_relays(p: Program) -> dict[int, Relay]:
     out: dict[int, Relay] = {}
     flags = p.bundles["flags"].astype(np.int64) if len(p.bundles) else np.zeros(0, np.int64)
     for bi in np.flatnonzero(flags & BUNDLE_RELAY).tolist():
-        out[bi] = _relay_of(p, bi)
+        if lands_inside(p, bi):  # else the loader names the lane landing outside its sink
+            out[bi] = _relay_of(p, bi)
     p.__dict__["_relays"] = out
     return out
+
+
+def lands_inside(p: Program, bi: int) -> bool:
+    """Whether every lane of bundle bi lands inside its sink kernel."""
+    r = p.bundles[bi]
+    if int(r["sink"]) < 0:
+        return False
+    k = p.kernels[int(r["sink"])]
+    _, land = endpoints(to_bundle(p, bi))
+    x, y = land[:, 0], land[:, 1]
+    return bool(((x >= k.rect.x) & (x < k.rect.x + k.rect.w) & (y >= k.rect.y)
+                 & (y < k.rect.y + k.rect.h)).all())
 
 
 def _relay_of(p: Program, bi: int) -> Relay:

@@ -101,13 +101,6 @@ def test_a_flattened_means_lanes_dropped_or_swapped_are_errors_at_a_pe(shuffle: 
     swapped_end_lanes_raise(shuffle, bi)
 
 
-@pytest.mark.xfail(strict=True, reason="since the padding blocks merged, place_rows."
-                   "raise_producers lifts k8 (3 -> 12 channel blocks, 48 -> 192 rows) and k15 "
-                   "(96 -> 192); around the taller k8 the mul k6's bundle of the mean's input, "
-                   "which must bypass k3's rows once k3 is cut, detours across k9 -> k10's "
-                   "lanes: link (63,0) E 512 wavelets, 1.68x the cap, so the router keeps k3 "
-                   "(22 PEs) and k6 (256) flat; with the raise off: 1,114 forwarded PEs, k3 "
-                   "and k6 cut (placement, not the reduce kind)")
 def test_mobilenet_v3s_means_read_only_their_lanes(tmp_path: pathlib.Path) -> None:
     """Its three squeeze-excitation means (one flattened, two of maps
     spread over the rows) are cut and proven; the model matches

@@ -95,8 +95,8 @@ def test_bert_raised_producers_lane_dropped_is_an_error_at_a_pe(
 
 
 @pytest.mark.xfail(strict=True, reason="the twin attention's requests the router leaves flat are "
-                   "relayed (wsec.ir.relay) inside their one-column sinks: realised 2,816 "
-                   "cycles per sample against the bound's 1,284 (a relay there is a chain); "
+                   "relayed (wsec.ir.relay) inside their sinks: realised 2,816 "
+                   "cycles per sample against the bound's 1,284; "
                    "cutting them (route) restores the bound")
 def test_t5_twin_attention_cuts_flattened_together(tmp_path: pathlib.Path) -> None:
     """T5's raised attention producers leave its busiest link within the

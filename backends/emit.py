@@ -72,7 +72,14 @@ from .format import (
     encode_strings,
     pack_file,
 )
-from .lanes import bundle_records, check_records, expand_routes, halo_records, template_records
+from .lanes import (
+    bundle_records,
+    check_records,
+    expand_routes,
+    halo_records,
+    relay_records,
+    template_records,
+)
 
 SliceKey = tuple[tuple[int, int], ...]
 Block = tuple[int, int, int, int, SliceKey]  # x0, x1, y0, y1, slice
@@ -218,6 +225,9 @@ def _gather(module: Module, version: str | None, embed_weights: bool,
     halos = halo_records(module)
     if halos:
         info["halos"] = halos
+    relays = relay_records(module)
+    if relays:
+        info["relays"] = relays
     if stream:
         info.update(phases=phases, streams=streams, activations=[
             {"value": v, "first": a, "last": b, "offset": off, "bytes": size}

@@ -27,7 +27,7 @@ from wsec.ir.target import Target
 from wsec.ir.types import DTYPES
 
 MAGIC = b"WSEC\x00BIN"
-FORMAT_VERSION = 9  # 2: routes as bundles of lanes (LANES) and kernel route templates;
+FORMAT_VERSION = 10  # 2: routes as bundles of lanes (LANES) and kernel route templates;
 # 3: cut bundles, whose lanes carry boxes of the slice table (LANES); 4: a bundle's lane
 # pitch (LANES: lanes every pitch-th row, each handing on along a spine to pitch rows);
 # 5: a bundle's source pitch (LANES: lanes widen from it to the pitch at the last corner);
@@ -38,7 +38,9 @@ FORMAT_VERSION = 9  # 2: routes as bundles of lanes (LANES) and kernel route tem
 # may land on a run of its sink's rows (the others read none of the value); 9: ribbons
 # (LANES lane0, sink_lanes: several cut bundles of one edge into one sink, each a run of
 # the lanes one bundle would have) and BUNDLE_HALO (LANES: a cut bundle's lanes carry its
-# sink rows' cores, the rows exchange the halo as META halos says: wsec.ir.halo)
+# sink rows' cores, the rows exchange the halo as META halos says: wsec.ir.halo); 10:
+# BUNDLE_RELAY (LANES: a flat bundle's sink rows relay their boxes, the slice table's
+# records from slice0 on, one per PE row, META relays its colors: wsec.ir.relay)
 
 # header: magic, format version, flags, section count, crc32(header[:20] + table)
 HEADER = struct.Struct("<8sIIII")
@@ -68,6 +70,10 @@ PORT_BITS = FABRIC_PORT_BITS  # N=1 E=2 S=4 W=8 RAMP=16
 # BUNDLE_HALO (with BUNDLE_CUT): the boxes are the sink's PE rows' cores and
 # each row takes its halo from a partner row inside the sink: META `halos`
 # names the bundle with [axis, period, depth] (wsec.ir.halo.Halo).
+# BUNDLE_RELAY (a flat bundle into a kernel): its lanes carry the flat split and
+# the sink's PEs relay what each row's box (slices[slice0 + py], one per
+# unrotated PE row, over the bundle's cut view) needs beyond its lane, on the
+# RELAY_COLORS colors META `relays` names (wsec.ir.relay).
 BUNDLE_DTYPE = np.dtype([("edge", "<u4"), ("sink", "<i4"), ("color", "u1"), ("flags", "u1"),
                          ("src_pitch", "<u2"), ("lanes", "<u4"), ("axis", "i1", (2,)),
                          ("pitch", "<u2"), ("reach", "<u4"), ("point0", "<u4"),
@@ -83,6 +89,7 @@ SLICE_DTYPE = np.dtype([("start", "<u4", (CUT_DIMS,)), ("stop", "<u4", (CUT_DIMS
 TEMPLATE_DTYPE = np.dtype([("px", "<u2"), ("py", "<u2"), ("color", "u1"), ("rx", "u1"),
                            ("tx", "u1"), ("reserved", "u1")])
 BUNDLE_FROM_HOST, BUNDLE_TO_HOST, BUNDLE_CUT, BUNDLE_OWNERS, BUNDLE_HALO = 1, 2, 4, 8, 16
+BUNDLE_RELAY = 32
 NO_BUNDLE = 0xFFFFFFFF  # a route entry of a kernel's template, not of a bundle
 
 # The routers' configuration as the loader expands it from LANES and the
@@ -308,6 +315,17 @@ class Program:
             return None
         axis, period, depth = (int(v) for v in self.info.get("halos", {})[str(bi)])
         return Halo(axis, period, depth)
+
+    def relay_boxes(self, bi: int) -> np.ndarray | None:
+        """(uh, 2, ndim): per PE row of its sink the box bundle `bi`'s relay
+        brings it (BUNDLE_RELAY), None for a bundle with no relay."""
+        b = self.bundles[bi]
+        if not int(b["flags"]) & BUNDLE_RELAY:
+            return None
+        nd = max(1, len(self.lane_view(bi)))  # a scalar's boxes: of its one element
+        uh = self.kernels[int(b["sink"])].unrotated_shape[1]
+        rec = self.slices[int(b["slice0"]):int(b["slice0"]) + uh]
+        return np.stack([rec["start"][:, :nd], rec["stop"][:, :nd]], axis=1).astype(np.int64)
 
     def lane_view(self, bi: int) -> tuple[int, ...]:
         """The shape bundle `bi`'s lane boxes are over: its value's, or

@@ -90,7 +90,7 @@ def program_routes(p: Program, templates: bool = False, merge: bool = True) -> R
                      r["color"].astype(np.int64), edge, r["rx"].astype(np.int64),
                      r["tx"].astype(np.int64), nbytes, share=share)
     ra = merge_shared(ra) if merge else ra
-    return concat(ra, *halo_routes(p)) if merge else ra
+    return concat(ra, *halo_routes(p), *relay_routes(p)) if merge else ra
 
 
 def halo_routes(p: Program) -> list[RouteArrays]:
@@ -126,6 +126,38 @@ def halo_routes(p: Program) -> list[RouteArrays]:
         out.append(RouteArrays(at[live, 0], at[live, 1], at[live, 2],
                                np.full(n, int(p.bundles["edge"][bi]), np.int64), at[live, 3],
                                at[live, 4], nbytes[live], share=np.full(n, -1, np.int64)))
+    return out
+
+
+def relay_routes(p: Program) -> list[RouteArrays]:
+    """The relay of every kernel a relayed flat bundle runs into
+    (wsec.ir.relay) as route arrays carrying its bytes per sample: what each
+    PE's stream carries (the plan the loader recomputes from the records),
+    on every link and RAMP it sends on, its bundles summed (the router
+    table's records of the relay carry no edge's bytes)."""
+    from wsec.ir.relay import entries, relay_colors
+    from wsec.ir.templates import place
+
+    from .relays import program_relays
+
+    per: dict[int, tuple[int, np.ndarray]] = {}
+    for bi, rl in program_relays(p).items():
+        ki, ei = int(p.bundles["sink"][bi]), int(p.bundles["edge"][bi])
+        e = p.edges[ei]
+        numel = max(1, int(np.prod(rl.view, dtype=np.int64)))
+        nb = -(-int(e.bytes_per_sample) * rl.plan.stream // numel)
+        edge, load = per.get(ki, (ei, 0))
+        per[ki] = (edge, load + nb)
+    out: list[RouteArrays] = []
+    for ki, (edge, load) in per.items():
+        k = p.kernels[ki]
+        uw, uh = k.unrotated_shape
+        ent, whose = entries(uw, uh, load > 0, relay_colors(p.target))
+        at = place(ent, k.rect.x, k.rect.y, k.rotated)
+        n = at.shape[0]
+        out.append(RouteArrays(at[:, 0], at[:, 1], at[:, 2], np.full(n, edge, np.int64),
+                               at[:, 3], at[:, 4], load.ravel()[whose],
+                               share=np.full(n, -1, np.int64)))
     return out
 
 

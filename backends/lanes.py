@@ -25,6 +25,8 @@ from wsec.ir.lanes import (
 )
 from wsec.ir.lanes import check as lane_check
 from wsec.ir.metrics import cut_share_key, share_key
+from wsec.ir.relay import RELAY_COLORS, relay_colors
+from wsec.ir.relay import entries as relay_entries
 from wsec.ir.templates import INTERNAL_COLORS, place, reduction_template
 
 from .format import (
@@ -33,6 +35,7 @@ from .format import (
     BUNDLE_FROM_HOST,
     BUNDLE_HALO,
     BUNDLE_OWNERS,
+    BUNDLE_RELAY,
     BUNDLE_TO_HOST,
     CUT_DIMS,
     NO_BUNDLE,
@@ -44,6 +47,7 @@ from .format import (
     Program,
     type_shape,
 )
+from .relays import _relay_of, lands_inside, relay_sinks, to_bundle
 from .sink_reads import sink_reads
 
 
@@ -55,12 +59,14 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
     bundles."""
     from wsec.ir.kernels import cut_view, ribbon_boxes
     from wsec.ir.movement import Operands
+    from wsec.ir.relay import module_relays
 
     recs, pts, boxes = [], [], []
     kernels = {k.name: k for k in module.kernels()}
     ops = Operands.of_module(module, runs=True)
     nbox = 0
     views: dict[str, list[int]] = {}
+    relays = {(i, id(b)): rl for i, b, rl in module_relays(module)}
     for ei, e in enumerate(module.edges):
         groups: dict[str, list[Bundle]] = {}  # per sink its bundles: several are ribbons
         for b in e.bundles or ():
@@ -95,6 +101,14 @@ def bundle_records(module: Module, kernel_index: dict[str, int]
                 slice0 = nbox
                 boxes.append(box)
                 nbox += box.shape[0]
+            elif (ei, id(b)) in relays:  # its rows' boxes, relayed inside the sink
+                rl = relays[(ei, id(b))]
+                if rl.view != (tuple(module.values[e.value].type.shape) or (1,)):
+                    views[str(len(recs))] = list(rl.view)
+                flags |= BUNDLE_RELAY
+                slice0 = nbox
+                boxes.append(rl.boxes)
+                nbox += rl.boxes.shape[0]
             recs.append((ei, -1 if b.sink == HOST else kernel_index[b.sink], b.color, flags,
                          b.src_pitch, b.lanes, b.axis, b.pitch, b.reach, len(pts), len(b.path),
                          slice0, *lane0[id(b)]))
@@ -134,6 +148,23 @@ def halo_records(module: Module) -> dict[str, list[int]]:
     return out
 
 
+def relay_records(module: Module) -> dict[str, int]:
+    """META `relays`: per flat bundle whose sink's PEs relay their rows'
+    boxes (its index, in bundle_records' order), the colors its relay runs
+    on (wsec.ir.relay.RELAY_COLORS: the relay's scheme, checked)."""
+    from wsec.ir.relay import module_relays
+
+    got = {(i, id(b)) for i, b, _ in module_relays(module)}
+    out: dict[str, int] = {}
+    bi = 0
+    for i, e in enumerate(module.edges):
+        for b in e.bundles or ():
+            if (i, id(b)) in got:
+                out[str(bi)] = RELAY_COLORS
+            bi += 1
+    return out
+
+
 def template_records(module: Module) -> tuple[list[dict[str, object]], np.ndarray, list[int]]:
     """(META templates, TEMPLATE_DTYPE entries, per kernel its template or -1):
     one template per (kind, knobs, shape) that has internal flows."""
@@ -164,25 +195,6 @@ def template_records(module: Module) -> tuple[list[dict[str, object]], np.ndarra
             n += ent.shape[0]
         per_kernel.append(key_of[key])
     return meta, (np.concatenate(chunks) if chunks else np.zeros(0, TEMPLATE_DTYPE)), per_kernel
-
-
-def to_bundle(p: Program, bi: int) -> Bundle:
-    """Bundle record `bi` as the IR's Bundle."""
-    r = p.bundles[bi]
-    a, n = int(r["point0"]), int(r["npoints"])
-    pts = p.points[a:a + n]
-    sink = HOST if int(r["sink"]) < 0 else p.kernels[int(r["sink"])].name
-    return Bundle(sink, int(r["color"]), int(r["lanes"]), (int(r["axis"][0]), int(r["axis"][1])),
-                  tuple((int(q["x"]), int(q["y"])) for q in pts), int(r["reach"]),
-                  _cut_of(int(r["flags"])), int(r["pitch"]),
-                  int(r["src_pitch"]))
-
-
-def _cut_of(flags: int) -> str:
-    """A bundle record's cut: "owners", "rows" or none."""
-    if not flags & BUNDLE_CUT:
-        return ""
-    return "owners" if flags & BUNDLE_OWNERS else "halo" if flags & BUNDLE_HALO else "rows"
 
 
 def check_records(p: Program) -> None:
@@ -228,6 +240,8 @@ def check_records(p: Program) -> None:
         _check_halo(p, bi)
         _check_spines(p, bi)
     _check_partition(p)
+    for bi in range(len(p.bundles)):  # once every lane lands in its sink (the relays deal them)
+        _check_relay(p, bi)
     for ti, t in enumerate(p.info.get("templates", [])):
         a, n = int(t["entry0"]), int(t["entries"])
         if a + n > len(p.templates):
@@ -238,6 +252,26 @@ def check_records(p: Program) -> None:
                   or int(ent["color"].max()) >= INTERNAL_COLORS):
             raise FormatError(f"template #{ti} reaches outside its {t['w']}x{t['h']} PEs or its "
                               f"{INTERNAL_COLORS} internal colors")
+
+
+def _check_relay(p: Program, bi: int) -> None:
+    """A bundle whose sink's PEs relay their rows' boxes is flat, runs into a
+    kernel that exchanges no halos (the relay's colors take the exchange's),
+    and its records agree (program_relays); META relays names no other."""
+    r = p.bundles[bi]
+    named = str(bi) in p.info.get("relays", {})
+    what = f"bundle #{bi} (edge %{p.edges[int(r['edge'])].value})"
+    if not int(r["flags"]) & BUNDLE_RELAY:
+        if named:
+            raise FormatError(f"META relays names {what}, whose sink's rows relay nothing")
+        return
+    if int(r["sink"]) >= 0 and not lands_inside(p, bi):
+        return  # the loader names the lane landing outside its sink
+    _relay_of(p, bi)
+    ki = int(r["sink"])
+    if ki in halo_sinks(p):
+        raise FormatError(f"{what} relays into kernel '{p.kernels[ki].name}', whose rows "
+                          "exchange halos on the relay's colors")
 
 
 def _check_halo(p: Program, bi: int) -> None:
@@ -512,6 +546,15 @@ def expand_routes(p: Program) -> np.ndarray:
         period = min(int(p.halo(bi).period) for bi in np.flatnonzero(
             (p.bundles["sink"] == ki) & ((p.bundles["flags"] & BUNDLE_HALO) != 0)))
         ent, _ = halo_entries(uw, uh, period, halo_colors(p.target))
+        at = place(ent, k.rect.x, k.rect.y, k.rotated)
+        rec = np.zeros(at.shape[0], ROUTE_DTYPE)
+        rec["x"], rec["y"], rec["color"], rec["rx"], rec["tx"] = at.T
+        rec["edge"], rec["bundle"], rec["lane"] = NO_BUNDLE, NO_BUNDLE, ki
+        parts.append(rec)
+    for ki, sends in relay_sinks(p).items():  # one relay per kernel (wsec.ir.relay)
+        k = p.kernels[ki]
+        uw, uh = k.unrotated_shape
+        ent, _ = relay_entries(uw, uh, sends > 0, relay_colors(p.target))
         at = place(ent, k.rect.x, k.rect.y, k.rotated)
         rec = np.zeros(at.shape[0], ROUTE_DTYPE)
         rec["x"], rec["y"], rec["color"], rec["rx"], rec["tx"] = at.T

@@ -151,9 +151,10 @@ def simulate(p: Program, inputs: Mapping[str, np.ndarray], keep: bool = False,
     kernels run in order (each PE its shard, see sim_exec), values move only
     along traced routes; returns the outputs the host receives (`keep`: and
     every kernel's inputs and outputs, for `wsec run --per-kernel`).
-    `strict`: a PE reading an element of a flat bundle that its lane did not
-    bring is a SimError naming the PE, the element and the lane carrying it
-    (as on a cut bundle), instead of a count (`forwarded_pes`)."""
+    `strict`: a PE reading an element of a flat bundle that neither its lane
+    nor its rows' relay (wsec.ir.relay, with route{relay=1}) brought is a
+    SimError naming the PE, the element and the lane carrying it (as on a
+    cut bundle), instead of a count (`forwarded_pes`)."""
     from .loader_meta import check_sim_memory
 
     check_sim_memory(p)  # the declared sizes against free memory, before allocating

@@ -23,8 +23,12 @@ a PE whose lane never arrived passes nothing on, so the rows it should
 feed read rows that never arrived). A flat bundle's lanes carry
 contiguous ranges of the flattened value, which in general do not hold a
 PE's window: those elements would have to be forwarded inside the
-rectangle, a distribution no route configures; the simulator counts the
-PEs that need it (`forwarded_pes`) instead of proving them.
+rectangle; the simulator counts the PEs that need it (`forwarded_pes`)
+or, strict, fails at the first. Where the route relays them (route
+option `relay`: wsec.ir.relay) each PE also holds the pieces of its row's
+box the relay brought it (`relay_reach`: from the lanes that arrived and
+the relay routes configured), its window checked against its row's box;
+a read no lane and no relay brought is a SimError.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ import numpy as np
 from wsec.ir.fabric import PORT_BITS
 from wsec.ir.halo import Halo, exchange
 from wsec.ir.lanes import boxes_to_view, lane_of_element, lane_slices
+from wsec.ir.relay import Relay, count_below, hops, range_counts, reached, relay_colors
 
 from .format import NO_BUNDLE, Program, type_shape
 from .sim_base import SimError, edge_name
 
 _RAMP = PORT_BITS["RAMP"]
+_PB = PORT_BITS
 
 
 @dataclass
@@ -68,6 +74,14 @@ class Delivery:
     # and the halo rows from its partner PE; empty: it holds nothing)
     halo: Halo | None = None
     held: np.ndarray | None = None
+    # a flat bundle whose sink's PEs relay their rows' boxes (wsec.ir.relay): the relay,
+    # per PE row and piece whether the row's PE in the piece's column holds it, and per
+    # PE the furthest columns West and East whose pieces reach it along its row (from
+    # what arrived: `relay_reach`)
+    relay: Relay | None = None
+    reach: np.ndarray | None = None
+    west: np.ndarray | None = None
+    east: np.ndarray | None = None
 
     @property
     def lanes(self) -> int:
@@ -155,11 +169,21 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
             full[int(b["lane0"]):int(b["lane0"]) + boxes.shape[0]] = boxes
             boxes = full
         d = Delivery(e.value, int(b["edge"]), bi, numel, lane_slices(numel, total), at, shape,
-                     boxes, _view(p.lane_view(bi), shape), strict=strict)
+                     boxes, _view(p.lane_view(bi), shape) if boxes is not None else None,
+                     strict=strict)
         halo = p.halo(bi)
         if halo is not None and d.boxes is not None:
             d.halo = halo
         out[ki][e.value] = d
+    from .relays import program_relays
+
+    for bi, rl in program_relays(p).items():  # the rows' relays, from what arrived
+        ki = int(p.bundles[bi]["sink"])
+        d = out[ki].get(p.edges[int(p.bundles[bi]["edge"])].value)
+        if d is not None and d.bundle == bi:
+            d.relay = rl  # its executor declares windows over the relay's view, as a cut's
+            d.view = _view(rl.view, d.shape)
+            d.reach, d.west, d.east = relay_reach(p, ki, rl, d.lane_at)
     for got in out:  # the rows' exchange, once every ribbon's cores are in
         for d in got.values():
             if d.halo is not None:
@@ -167,6 +191,42 @@ def deliveries(p: Program, strict: bool = False) -> list[dict[str, Delivery]]:
                                d.boxes[np.maximum(d.lane_at, 0)], 0)
                 d.held = exchange(own, d.halo)[0]
     return out
+
+
+def relay_reach(p: Program, ki: int, rl: Relay, lane_at: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """wsec.ir.relay.reached for the relay `rl` into kernel ki: from the lanes
+    that arrived (`lane_at`) and the relay routes the router table holds
+    (wsec.ir.relay.hops), per row which pieces its PE in each piece's column
+    holds, and per PE the furthest columns West and East whose pieces reach
+    it along its row."""
+    k = p.kernels[ki]
+    uw, uh = k.unrotated_shape
+    cols = np.asarray(relay_colors(p.target), np.int64)
+    rxa = np.zeros((uh, uw, cols.size), np.int64)
+    txa = np.zeros((uh, uw, cols.size), np.int64)
+    r = p.routes
+    sel = np.flatnonzero((r["bundle"] == NO_BUNDLE) & (r["lane"] == ki)
+                         & np.isin(r["color"].astype(np.int64), cols))
+    if sel.size:
+        px, py = unrotated_offsets(p, ki, r["x"][sel].astype(np.int64),
+                                   r["y"][sel].astype(np.int64))
+        ci = np.searchsorted(cols, r["color"][sel].astype(np.int64))
+        rx, tx = r["rx"][sel].astype(np.int64), r["tx"][sel].astype(np.int64)
+        if k.rotated:
+            rx, tx = _unrotate(rx), _unrotate(tx)
+        on = (px >= 0) & (px < uw) & (py >= 0) & (py < uh)
+        rxa[py[on], px[on], ci[on]] = rx[on]
+        txa[py[on], px[on], ci[on]] = tx[on]
+    return reached(rl.plan, lane_at, *hops(rxa, txa))
+
+
+def _unrotate(v: np.ndarray) -> np.ndarray:
+    """Port bits of a rotated kernel's grid routes in its unrotated frame."""
+    from wsec.ir.templates import _ROTATE
+
+    back = {g: u for u, g in _ROTATE.items()}
+    return (v & _RAMP) | sum(np.where((v & g) != 0, u, 0) for g, u in back.items())
 
 
 def _merge(p: Program, d: Delivery, bi: int, boxes: np.ndarray, py: np.ndarray,
@@ -251,13 +311,16 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         blo, bhi = d.boxes[li, 0, :], d.boxes[li, 1, :]  # [uh, uw, nd]
         ok = ((blo <= lo) & (hi <= bhi)).all(axis=2)
     else:
-        dims = np.asarray(shape)
+        over = d.box_shape  # a relayed bundle's windows may be over its view (same order)
+        dims = np.asarray(over)
         first = np.ravel_multi_index(tuple(np.minimum(lo, dims - 1).reshape(-1, dims.size).T),
-                                     shape).reshape(uh, uw)
+                                     over).reshape(uh, uw)
         last = np.ravel_multi_index(tuple(np.maximum(hi - 1, 0).reshape(-1, dims.size).T),
-                                    shape).reshape(uh, uw)
+                                    over).reshape(uh, uw)
         ok = (d.slices[li, 0] <= first) & (last < d.slices[li, 1])
     bad = reads & ~(got & ok)
+    if d.relay is not None and bad.any():  # what the rows' relay brought them
+        return _relayed(p, ki, d, need, reads, bad, li, got)
     if d.boxes is None:
         if d.strict and bad.any():
             py, px = (int(v) for v in np.argwhere(bad)[0])
@@ -285,6 +348,67 @@ def forwarded(p: Program, ki: int, d: Delivery, need: np.ndarray) -> np.ndarray:
         flat = int(np.ravel_multi_index(tuple(elem), d.box_shape))
         raise read_error(p, ki, px, py, d.value, flat, held, d)
     return bad
+
+
+def _relayed(p: Program, ki: int, d: Delivery, need: np.ndarray, reads: np.ndarray,
+             bad: np.ndarray, li: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """forwarded() for a relayed flat bundle's PEs reading outside their
+    lane: each window must lie in its row's relayed box, and every piece
+    its elements come from must have reached the PE (its own lane, or
+    through the relay: Delivery.reach in the piece's column, Delivery.west
+    and .east along the row). Any other read is a SimError at the PE,
+    naming the element and what should have brought it; returns the
+    (empty) forwarded PEs."""
+    rl, reach, west, east = d.relay, d.reach, d.west, d.east
+    assert rl is not None and reach is not None and west is not None and east is not None
+    pl = rl.plan
+    uh, uw = d.lane_at.shape
+    view = rl.view
+    win = need if need.shape[-1] == len(view) else boxes_to_view(need, d.shape, view)
+    box = rl.boxes[:, None]  # (uh, 1, 2, nd)
+    inside = ((box[:, :, 0] <= win[..., 0, :]) & (win[..., 1, :] <= box[:, :, 1])).all(axis=-1)
+    out = bad & ~inside
+    if out.any():
+        py, px = (int(v) for v in np.argwhere(out)[0])
+        elem = _first_missing(win[py, px], rl.boxes[py])
+        flat = int(np.ravel_multi_index(tuple(elem), view))
+        raise read_error(p, ki, px, py, d.value, flat,
+                         f"its lane's range and the box {_box(rl.boxes[py])} its row's relay "
+                         "brings (the executor reads outside its kind's input_cut)", d)
+    # a row whose PEs hold every piece its box takes: its PEs read anything in the box
+    whole = (reach | ~pl.need).all(axis=1)[:, None] & (west == 0) & (east == uw - 1)
+    for py, px in np.argwhere(bad & ~whole):  # exact: the pieces its window really reads
+        py, px = int(py), int(px)
+        n = range_counts(win[py, px][None], view, pl.start, pl.stop)[0]
+        held = (pl.lane == d.lane_at[py, px]) | (reach[py] & (west[py, px] <= pl.col)
+                                                  & (pl.col <= east[py, px]))
+        short = np.flatnonzero((n > 0) & ~held)
+        if not short.size:
+            continue
+        q = int(short[0])
+        lane, col = int(pl.lane[q]), int(pl.col[q])
+        s0, s1 = int(pl.start[q]), int(pl.stop[q])
+        a, b = int(pl.first[q]), int(pl.last[q])
+        src = b if b < py else a
+        if d.lane_at[src, col] != lane and not reach[py, q]:
+            why = f"lane {lane} never reached PE offset ({col}, {src})"
+        elif not reach[py, q]:
+            why = f"the relay along PE column {col} between PE rows {src} and {py} is not routed"
+        else:
+            why = f"the relay along PE row {py} from column {col} is not routed"
+        raise read_error(p, ki, px, py, d.value, _first_in_range(win[py, px], view, s0, s1),
+                         f"its row's relayed box {_box(rl.boxes[py])} without lane {lane}'s "
+                         f"elements [{s0}, {s1}) ({why})", d)
+    return np.zeros((uh, uw), bool)
+
+
+def _first_in_range(box: np.ndarray, shape: tuple[int, ...], s0: int, s1: int) -> int:
+    """The first flat element of `box` in [s0, s1) (one exists)."""
+    c = count_below(box[None], shape, np.array([s0]))[0, 0]
+    ext = np.maximum(box[1] - box[0], 0)
+    idx = np.unravel_index(int(c), tuple(int(v) for v in ext))
+    return int(np.ravel_multi_index(tuple(int(a) + int(i) for a, i in zip(box[0], idx,
+                                                                           strict=True)), shape))
 
 
 def window_shape(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 from wsec.ir.fabric import DIRS, HOST_IN_PORT, HOST_OUT_PORT, OPPOSITE, PORT_BITS, STEP, Fabric
 from wsec.ir.graph import HOST
-from wsec.ir.halo import halo_colors
 from wsec.ir.lanes import LaneError, lane_slices
+from wsec.ir.relay import relay_colors
 
 from .format import BUNDLE_TO_HOST, NO_BUNDLE, Program, mask_ports, type_shape
 from .lanes import conflicting, cover
@@ -98,7 +98,8 @@ class Routers:
         lane = np.where(r["bundle"] == NO_BUNDLE, 0, r["lane"].astype(np.int64))
         # entries that may send two ways: a pitched lane's landing PE and spine
         # (along the sink's side and along the row), a halo carrier multicasting its
-        # row's halo East and West from its core (wsec.ir.halo.entries); every other
+        # row's halo East and West from its core (wsec.ir.halo.entries), a relay's PE
+        # sending its stream to its neighbours (wsec.ir.relay.entries); every other
         # entry is a path
         pitched = np.zeros(len(p.bundles) + 1, bool)
         if len(p.bundles):
@@ -106,7 +107,7 @@ class Routers:
         bidx = np.where(r["bundle"] == NO_BUNDLE, len(p.bundles), r["bundle"].astype(np.int64))
         spine = pitched[bidx] & ((tx & _RAMP) != 0)
         spine |= ((r["bundle"] == NO_BUNDLE) & ((rx & _RAMP) != 0)
-                  & np.isin(r["color"].astype(np.int64), halo_colors(p.target)))
+                  & np.isin(r["color"].astype(np.int64), relay_colors(p.target)))
         two_way = np.zeros(n, bool)
         srcs: list[np.ndarray] = [np.zeros(0, np.int64)]
         dsts: list[np.ndarray] = [np.zeros(0, np.int64)]

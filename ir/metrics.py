@@ -20,7 +20,9 @@ the report counted links). Each name here has exactly one meaning:
   lanes using it; the busiest of all of them bounds throughput (one
   wavelet per link per cycle); a kernel whose rows exchange halos
   (wsec.ir.halo) adds its exchange's entries, on every link of its
-  columns the halo rows cross (`halo_arrays`);
+  columns the halo rows cross (`halo_arrays`), and a kernel whose rows
+  relay what a flat bundle left them short of (wsec.ir.relay) its relay's
+  (`relay_arrays`);
 - overlaps: pairs of rectangles sharing at least one PE (`first_overlap`
   for checks, `overlapping_pairs` to list them).
 
@@ -228,7 +230,8 @@ def route_arrays(module: Module, cache: dict | None = None) -> RouteArrays:
                 c.append(v)
     arrs = [np.concatenate(c) if c else np.zeros(0, np.int64) for c in cols]
     ra = merge_shared(RouteArrays(*arrs[:7], share=arrs[7]))
-    return concat(ra, *(part for _, _, part in halo_arrays(module)))
+    return concat(ra, *(part for _, _, part in halo_arrays(module)),
+                  *(part for _, part in relay_arrays(module, cache)))
 
 
 def concat(*parts: RouteArrays) -> RouteArrays:
@@ -280,6 +283,40 @@ def halo_arrays(module: Module) -> list[tuple[int, str, RouteArrays]]:
             out.append((i, b.sink, RouteArrays(
                 at[live, 0], at[live, 1], at[live, 2], np.full(n, i, np.int64), at[live, 3],
                 at[live, 4], nbytes[live], share=np.full(n, -1, np.int64))))
+    return out
+
+
+def relay_arrays(module: Module, cache: dict | None = None) -> list[tuple[str, RouteArrays]]:
+    """The relay of every kernel a flat bundle runs into whose rows read
+    outside their lanes (wsec.ir.relay): one per kernel, its bundles'
+    streams summed, each entry carrying the bytes per sample of the stream
+    of the PE that sends it (on every link it sends on). Per kernel: (sink,
+    its relay's entries: edge index its first relayed bundle's edge, no
+    share)."""
+    from .relay import entries, module_relays, relay_colors
+    from .target import TARGETS
+    from .templates import place
+
+    t = TARGETS.get(str(module.attrs.get("target") or "wse2"), TARGETS["wse2"])
+    kern = {k.name: k for k in module.kernels()}
+    per: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for i, b, rl in module_relays(module, cache):
+        e = module.edges[i]
+        numel = max(1, module.values[e.value].type.numel)
+        per.setdefault(b.sink, []).append(
+            (i, -(-int(e.bytes_per_sample) * rl.plan.stream // numel)))
+    out: list[tuple[str, RouteArrays]] = []
+    for sink, got in per.items():
+        k = kern[sink]
+        assert k.rect is not None
+        uw, uh = (k.rect.h, k.rect.w) if k.rotated else (k.rect.w, k.rect.h)
+        load = np.sum([nb for _, nb in got], axis=0)
+        ent, whose = entries(uw, uh, load > 0, relay_colors(t))
+        at = place(ent, k.rect.x, k.rect.y, bool(k.rotated))
+        n = at.shape[0]
+        out.append((sink, RouteArrays(at[:, 0], at[:, 1], at[:, 2],
+                                      np.full(n, got[0][0], np.int64), at[:, 3], at[:, 4],
+                                      load.ravel()[whose], share=np.full(n, -1, np.int64))))
     return out
 
 

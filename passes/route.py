@@ -72,7 +72,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from wsec.ir.fabric import DIRS, PORT_BITS, Fabric
 from wsec.ir.graph import HOST, Bundle, Module, Rect
-from wsec.ir.halo import HALO_COLORS
 from wsec.ir.lanes import expand, expand_many
 from wsec.ir.metrics import (
     busiest_link,
@@ -91,6 +90,7 @@ from .route_bundles import (
     Request,
     assign_slots,
     candidates,
+    exchange_colors,
     lightest_cut,
     on_run,
     pitch_loads,
@@ -786,9 +786,9 @@ def _dsatur(adj: list[list[int]]) -> list[int]:
 
 
 def _halo_colors(reqs: list[Request]) -> int:
-    """The colors bundles leave to the halo exchanges: HALO_COLORS where a
-    request is cut "halo" (Request.halo), else none."""
-    return HALO_COLORS if any(r.halo for r in reqs) else 0
+    """The colors bundles leave to the halo exchanges and relays
+    (route_bundles.exchange_colors)."""
+    return exchange_colors(reqs)
 
 
 def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
@@ -800,8 +800,8 @@ def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
     # map the greedy classes onto colors: host-only classes to the host colors first
     t = fabric.target
     host_pool = list(range(t.colors - t.reserved_colors, t.colors))
-    # the last ones below the host's: the halo exchanges, where a bundle is cut so
-    # (wsec.ir.halo)
+    # the last ones below the host's: the halo exchanges and relays, where a bundle is
+    # cut so or a cut request is routed flat (wsec.ir.halo, wsec.ir.relay)
     pool = list(range(INTERNAL_COLORS, t.colors - t.reserved_colors - _halo_colors(reqs)))
     classes = sorted(set(raw.values()))
     mapping: dict[int, int] = {}
@@ -822,7 +822,8 @@ def _colors(routes: list[_Route], reqs: list[Request], fabric: Fabric,
 # how much more than the kept layout's busiest link (or the kernels' bound) the re-cuts
 # (_recut) may load it: the default of Route.proof_slack. A cut request routed flat
 # leaves its sink's rows reading elements no lane brought (no correct binary:
-# wsec run --strict); a few % of throughput buy their proof. Reported per
+# wsec run --strict; with Route.relay, they relay them inside the sink, wsec.ir.relay:
+# dearer than the cut); a few % of throughput buy their proof. Reported per
 # compile in the route note (the busiest link before and after).
 PROOF_SLACK = 0.05
 
@@ -843,6 +844,12 @@ class Route(Pass):
     # how much more the busiest link may bound throughput (a fraction of the
     # kept layout's bound) where that cuts again requests routed flat: see PROOF_SLACK
     proof_slack: float = PROOF_SLACK
+    # the sinks' PEs relay each other what flat lanes leave their rows without
+    # (wsec.ir.relay), so every read is routed and proven; off by default: where the
+    # relayed sinks are one to three PEs wide a relay is a chain (realised/bound
+    # 38-195x on DenseNet-121, Inception-v1/v2, ShuffleNet). Recorded as module attr
+    # `relay`, which the relay planner (module_relays) and the color pool read
+    relay: bool = False
 
     def __post_init__(self) -> None:
         check_range(self, "iterations", 1)
@@ -854,6 +861,10 @@ class Route(Pass):
     def run(self, module: Module, ctx: PassContext) -> None:
         fabric = ctx.fabric
         _check_rects(module)
+        if self.relay:
+            module.attrs["relay"] = True
+        else:
+            module.attrs.pop("relay", None)
         cap = int(module.attrs.get("delta_t") or max(
             (int(k.cost["cycles"]) for k in module.kernels() if k.cost), default=1))
         corridors = _corridors(module, fabric)
@@ -1762,9 +1773,10 @@ def _flat_cuts(module: Module, got: _Attempt, cut_in: dict[tuple[int, str], _Cut
 
 def _flat_note(flat: list[_FlatCut], most: int = 6) -> str:
     """The route note on the cut requests left flat (_flat_cuts): their sink
-    PEs read elements no route brings them (`wsec run --strict` refuses
-    them), so the binary is not proven; the biggest `most` named with what
-    cutting each alone would cost."""
+    PEs read elements their lanes do not bring them (`wsec run --strict`
+    refuses them, unless the rows relay them: Route.relay, wsec.ir.relay, at
+    a cost in link loads the cut would not have); the biggest `most` named
+    with what cutting each alone would cost."""
     total = sum(p for _, p, _ in flat)
     named = []
     for (_, sink), pes, est in flat[:most]:

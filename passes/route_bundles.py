@@ -31,7 +31,7 @@ import numpy as np
 from wsec.ir import lanes as lanes_mod
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Kernel, Module, Rect
-from wsec.ir.halo import busiest, covers, lane_rows
+from wsec.ir.halo import HALO_COLORS, busiest, covers, lane_rows
 from wsec.ir.kernels import (
     cut_view,
     gaps,
@@ -43,6 +43,7 @@ from wsec.ir.kernels import (
 )
 from wsec.ir.lanes import LaneError, box_elements, check_cut, union_boxes
 from wsec.ir.movement import Operands
+from wsec.ir.relay import RELAY_COLORS
 
 Vec = tuple[int, int]
 _E, _N = (1, 0), (0, 1)
@@ -165,6 +166,9 @@ class Request:
     exact: dict[int, bool] = field(default_factory=dict)  # _exact per pitch, shared likewise
     lane_wavelets: int = 0  # a cut request's busiest lane (its box), per sample
     flat: bool = False  # never cut: its lanes on every sink row overfilled a busiest link
+    # the sinks relay what flat lanes leave their rows without (Route.relay: module attr
+    # `relay`, wsec.ir.relay): the relays' colors are left out of the bundles' pool
+    relay: bool = False
     # cut again after its lanes overfilled a link: at its lightest pitch (lightest_cut)
     light: bool = False
     # > 0: its cut lanes carry at most this (the coarsest pitch that light): the router
@@ -185,6 +189,17 @@ class Request:
         self.choice += 1
         self.src, self.dst = self.pairs[self.choice]
         return True
+
+
+def exchange_colors(reqs: list[Request]) -> int:
+    """The colors bundles leave to the exchanges inside kernels: with the
+    relay on (Request.relay: Route.relay), RELAY_COLORS where a cut request
+    is routed flat (its sink's PEs relay what their lanes did not bring
+    them: wsec.ir.relay, on the halo exchange's three colors and two more);
+    HALO_COLORS where a request is cut "halo" (wsec.ir.halo), else none."""
+    if any(r.relay and r.cut_rows and not r.cut_pitch for r in reqs):
+        return RELAY_COLORS
+    return HALO_COLORS if any(r.halo for r in reqs) else 0
 
 
 def _can_leave(p: Port, fabric: Fabric) -> bool:
@@ -319,7 +334,8 @@ def requests(module: Module, fabric: Fabric) -> list[Request]:
                                if rows is not None and d in kern else 0,
                                halo_of=(kern[d], e.value, tuple(module.values[e.value].type
                                                                 .shape), ops)
-                               if whole else None, partial=partial))
+                               if whole else None, partial=partial,
+                               relay=bool(module.attrs.get("relay"))))
     return out
 
 

@@ -45,7 +45,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 from wsec.ir.fabric import Fabric
 from wsec.ir.graph import HOST, Bundle, Module
-from wsec.ir.halo import HALO_COLORS
 from wsec.ir.lanes import LaneError, check, endpoints, expand
 from wsec.ir.metrics import RouteArrays, busiest_link, link_loads, route_arrays
 from wsec.ir.templates import INTERNAL_COLORS
@@ -57,6 +56,7 @@ from .route_bundles import (
     _pitches,
     choose_pitch,
     cuts,
+    exchange_colors,
     fitting,
 )
 
@@ -307,7 +307,7 @@ def ribbon_round(module: Module, fabric: Fabric, reqs: list[Request], cap: int,
     top = busiest_link(link_loads(route_arrays(module, cache), fabric))
     before = top.wavelets if top else 0
     split = made = 0
-    halo = HALO_COLORS if any(r.halo for r in reqs) else 0
+    halo = exchange_colors(reqs)
     for _, ei, sink, tries in todo:
         e = module.edges[ei]
         assert e.bundles is not None

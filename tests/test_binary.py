@@ -119,7 +119,7 @@ def blob() -> bytes:
 def test_round_trip_kernels_routes_regions(blob: bytes) -> None:
     m = build_module()
     p = load_binary(blob)
-    assert p.version == FORMAT_VERSION == 9 and p.target.name == "wse2"
+    assert p.version == FORMAT_VERSION == 10 and p.target.name == "wse2"
     assert (p.target.width, p.target.height, p.target.sram_bytes) == (8, 8, 48 * 1024)
     assert p.info["compiler_version"] == "test" and p.info["model_hash"] == "sha256:abc"
     assert p.info["attrs"] == {"opset": 17}
@@ -267,7 +267,7 @@ def test_write_binary_is_atomic_and_loads_from_path(tmp_path: pathlib.Path) -> N
 
 def test_inspect_text(blob: bytes) -> None:
     text = inspect_text(load_binary(blob))
-    for word in ("format version 9", "wse2, grid 8x8", "wsec test", "sha256:abc", "META",
+    for word in ("format version 10", "wse2, grid 8x8", "wsec test", "sha256:abc", "META",
                  "LANES", "BLOBS", "crc32", "k0", "t_gridmm", "0,0,4,2", "kx=4,ky=2", "mm, add",
                  "route entries    16", "colors used      3 of 24", "max colors/PE    2",
                  "4 bundles of 6 lanes",

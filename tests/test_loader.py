@@ -82,8 +82,8 @@ def test_bad_magic_and_version(good: bytes) -> None:
     assert reject(b"PK\x03\x04" + good[4:]) == "not a wsec binary (bad magic)"
     assert reject(b"hello") == "not a wsec binary (bad magic)"
     assert reject(b"") == "truncated file: the header needs 24 bytes, the file has 0"
-    bad = good[:8] + struct.pack("<I", 10) + good[12:]
-    assert reject(bad) == "format version 10 is not supported (this wsec reads version 9)"
+    bad = good[:8] + struct.pack("<I", 11) + good[12:]
+    assert reject(bad) == "format version 11 is not supported (this wsec reads version 10)"
 
 
 def test_trailing_garbage(good: bytes) -> None:

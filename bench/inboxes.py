@@ -111,7 +111,7 @@ def main() -> int:
     for n in names:
         try:
             p = load_binary(_binary(n, a.bins, a.mode))
-            res = simulate(p, random_inputs(p, a.seed), strict=False)  # count, for the table
+            res = simulate(p, random_inputs(p, a.seed))
         except Exception as e:  # noqa: BLE001 - a row saying why, and the next model
             print(f"{_label(n):<{w}}  error: {type(e).__name__}: {' '.join(str(e).split())[:160]}",
                   flush=True)

@@ -1,8 +1,10 @@
 """Relays (wsec.ir.relay): a flat bundle's sink rows pass each other the boxes
 their lanes did not bring; the simulator proves every read from what arrived.
 
-A user depends on: a binary whose flat bundle's rows read outside their
-lanes still runs strict and matches onnxruntime (the relay's routes are in
+The relay is opt-in (Route.relay: `-p route{relay=1}`). A user depends on:
+with it off, a compile is what it was (no relay, the bundles' color pool
+as before); with it on, a binary whose flat bundle's rows read outside their
+lanes runs strict and matches onnxruntime (the relay's routes are in
 the router table and its loads in the link loads), and a relay broken in
 one place (a hop not routed, a lane missing at a carrier, a record
 corrupted) is an error at the PE that depended on it or a loader error
@@ -26,10 +28,22 @@ from wsec.backends.sim import random_inputs, simulate
 from wsec.backends.sim_base import SimError
 from wsec.driver import CompileOptions, compile_model
 from wsec.ir.fabric import PORT_BITS
+from wsec.ir.halo import HALO_COLORS
 from wsec.ir.lanes import lane_slices
-from wsec.ir.relay import count_below, entries, mesh_color, plan, reached, relay_colors
+from wsec.ir.parser import parse_module
+from wsec.ir.printer import print_module
+from wsec.ir.relay import (
+    RELAY_COLORS,
+    count_below,
+    entries,
+    mesh_color,
+    plan,
+    reached,
+    relay_colors,
+)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+MISC = FIXTURES / "cnn" / "misc_o11.onnx"  # a resize input the route leaves flat
 
 
 def test_count_below_counts_a_boxs_elements_under_each_flat_index() -> None:
@@ -88,9 +102,10 @@ def test_plan_deals_lanes_over_columns_and_rows_without_lanes_take_all() -> None
 @pytest.fixture(scope="module")
 def relayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, int]:
     """A fixture whose resize input stays flat (its rows read outside their
-    lanes), compiled: its program and the relayed bundle."""
+    lanes), compiled with the relay on: its program and the relayed bundle."""
     out = tmp_path_factory.mktemp("relay") / "misc.bin"
-    res = compile_model(str(FIXTURES / "cnn" / "misc_o11.onnx"), CompileOptions())
+    res = compile_model(str(MISC), CompileOptions(pass_options=["route{relay=1}"]))
+    assert res.module.attrs.get("relay") is True
     write_binary(res.module, str(out))
     p = load_binary(str(out))
     bis = [bi for bi in range(len(p.bundles)) if int(p.bundles[bi]["flags"]) & BUNDLE_RELAY]
@@ -185,3 +200,44 @@ def test_loader_checks_the_relay_records(relayed) -> None:  # type: ignore[no-un
     b["flags"][bi] &= ~np.uint8(BUNDLE_RELAY)
     with pytest.raises(FormatError, match=rf"META relays names bundle #{bi}"):
         check_records(replace(p, bundles=b))
+
+
+def test_relay_off_by_default_compiles_as_before(tmp_path: pathlib.Path) -> None:
+    """Without route{relay=1} the same fixture keeps its flat bundle unrelayed:
+    no relay flag, record or route, no module attr, the relays' colors left
+    to the bundles (only a halo cut takes colors from their pool), and its
+    sink's PEs counted as reading forwarded elements (`--strict` fails)."""
+    from wsec.passes.route_bundles import Request, exchange_colors
+
+    res = compile_model(str(MISC), CompileOptions())
+    assert "relay" not in res.module.attrs
+    out = tmp_path / "plain.bin"
+    write_binary(res.module, str(out))
+    p = load_binary(str(out))
+    assert not any(int(f) & BUNDLE_RELAY for f in p.bundles["flags"])
+    assert not p.info.get("relays")
+    assert not program_relays(p)
+    got = simulate(p, random_inputs(p, 0))
+    assert sum(s.get("forwarded_pes", 0) for s in got.kernel_stats.values()) > 0
+    with pytest.raises(SimError):
+        simulate(p, random_inputs(p, 0), strict=True)
+    # the color pool: a cut request routed flat reserves the relays' colors only with
+    # the relay on
+    flat = Request.__new__(Request)
+    flat.__dict__.update(cut_rows=4, cut_pitch=0, halo=None, relay=False)
+    assert exchange_colors([flat]) == 0
+    flat.relay = True
+    assert exchange_colors([flat]) == RELAY_COLORS
+    halo = Request.__new__(Request)
+    halo.__dict__.update(cut_rows=4, cut_pitch=1, halo=True, relay=False)
+    assert exchange_colors([halo]) == HALO_COLORS
+
+
+def test_relay_attr_round_trips_the_ir_text() -> None:
+    """The route's `relay` attr prints and parses back, and verifies."""
+    from wsec.ir.verify import verify_module
+
+    res = compile_model(str(MISC), CompileOptions(pass_options=["route{relay=1}"]))
+    back = parse_module(print_module(res.module))
+    assert back.attrs.get("relay") is True
+    verify_module(back)

@@ -169,3 +169,16 @@ def test_compile_verify(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[st
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "check against onnxruntime" in text and "PASS" in text
+
+
+def test_route_relay_option_gives_a_strict_binary(tmp_path: pathlib.Path) -> None:
+    """`-p route{relay=1}` (opt-in) relays what a flat bundle's rows read
+    outside their lanes: a fixture whose PEs read forwarded elements by
+    default runs `--strict` and matches onnxruntime."""
+    model = pathlib.Path(__file__).parent / "fixtures" / "cnn" / "misc_o11.onnx"
+    out = tmp_path / "relay.bin"
+    r = run_wsec(str(model), "-o", str(out), "-q", "-p", "route{relay=1}")
+    assert r.returncode == 0, r.stderr
+    r = run_wsec("run", str(out), "--strict", "--check", str(model))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASS" in r.stdout
